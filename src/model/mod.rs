@@ -1,0 +1,208 @@
+//! The task model and the rules that need no I/O: statuses and their
+//! transitions, templates, variables, request validation and shard planning.
+//!
+//! Everything else (store, bus, scheduler, worker, API) is built on these types;
+//! nothing in here touches the network, the disk or a clock other than
+//! [`now_millis`].
+
+pub mod plan;
+pub mod status;
+pub mod submit;
+pub mod template;
+pub mod variables;
+
+pub use plan::{PlanError, PlanLimits, ShardRange};
+pub use status::TaskStatus;
+pub use submit::{NewTask, SubmitLimits, ValidationError};
+pub use variables::Variables;
+
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch: every timestamp dts stores.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A timestamp as RFC 3339 text with milliseconds, as the API shows it.
+pub fn format_millis(ms: u64) -> String {
+    let time = UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// Whether `id` looks like an id dts gives out (a UUID), so nothing else
+/// (paths, very long strings) ever reaches a store key.
+pub fn is_valid_task_id(id: &str) -> bool {
+    id.len() == 36 && uuid::Uuid::parse_str(id).is_ok()
+}
+
+/// A fresh task id.
+pub fn new_task_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A task as the store keeps it, without its (possibly huge) input list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub id: String,
+    pub name: Option<String>,
+    pub status: TaskStatus,
+    /// The template as submitted; the scheduler renders it.
+    pub template_function: String,
+    pub variables: Variables,
+    pub interpreter: String,
+    /// Per-item timeout.
+    pub timeout_secs: u64,
+    /// Extra attempts for a failed item.
+    pub retries: u32,
+    pub items_total: u64,
+    /// Shards planned (0 until planned).
+    pub chunks_to_execute: u32,
+    /// Shards completed.
+    pub chunks_executed: u32,
+    pub items_succeeded: u64,
+    pub items_failed: u64,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    /// Why the task could not be submitted or planned, when it could not.
+    pub error: Option<String>,
+}
+
+impl Task {
+    /// Items with a final result so far.
+    pub fn items_done(&self) -> u64 {
+        self.items_succeeded + self.items_failed
+    }
+}
+
+/// The outcome of running one item (its last attempt).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemResult {
+    pub index: u64,
+    pub input: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+    /// More output was written than the cap kept.
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub duration_ms: u64,
+    /// Id of the worker that ran the attempt.
+    pub worker: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Why the item could not run or was stopped, when that is the case.
+    pub error: Option<String>,
+}
+
+impl ItemResult {
+    /// Exit code 0, in time, nothing went wrong.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out && self.error.is_none()
+    }
+}
+
+/// A worker as its last heartbeat described it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerInfo {
+    pub id: String,
+    pub hostname: String,
+    pub cores: u32,
+    pub running_items: u32,
+    /// Milliseconds since the epoch.
+    pub last_heartbeat: u64,
+}
+
+/// On the task topic: "plan this task". The task itself is read from the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskMessage {
+    pub task_id: String,
+}
+
+/// On the shard topic: everything a worker needs to run one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardMessage {
+    pub task_id: String,
+    pub shard_index: u32,
+    pub shard_count: u32,
+    /// Index of `items[0]` in the task's input list.
+    pub start: u64,
+    /// The rendered template.
+    pub script: String,
+    pub interpreter: String,
+    pub timeout_secs: u64,
+    pub retries: u32,
+    pub items: Vec<String>,
+}
+
+/// On the result topic when a task ends, for any consumer to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompletionEvent {
+    pub task_id: String,
+    pub status: TaskStatus,
+    pub items_total: u64,
+    pub items_succeeded: u64,
+    pub items_failed: u64,
+    /// RFC 3339.
+    pub finished_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_are_uuids_and_nothing_else() {
+        assert!(is_valid_task_id(&new_task_id()));
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "abc",
+            &"a".repeat(36),
+            "00000000-0000-0000-0000-00000000000%",
+        ] {
+            assert!(!is_valid_task_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn success_needs_exit_zero_in_time() {
+        let mut r = ItemResult {
+            index: 0,
+            input: String::new(),
+            exit_code: Some(0),
+            signal: None,
+            timed_out: false,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: 1,
+            worker: "w".into(),
+            attempt: 1,
+            error: None,
+        };
+        assert!(r.succeeded());
+        r.timed_out = true;
+        assert!(!r.succeeded());
+        r.timed_out = false;
+        r.exit_code = Some(1);
+        assert!(!r.succeeded());
+    }
+
+    #[test]
+    fn timestamps_format_as_rfc3339() {
+        assert_eq!(format_millis(0), "1970-01-01T00:00:00.000Z");
+    }
+}

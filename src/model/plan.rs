@@ -1,0 +1,292 @@
+//! Splitting a task's inputs into shards (DESIGN.md, "Shard planning").
+//!
+//! Pure: the scheduler gives the items, the live cores and the bus's message
+//! limit; this module answers with contiguous index ranges. Every item lands in
+//! exactly one shard, in order, and no shard's message exceeds the limit.
+
+use serde::{Deserialize, Serialize};
+
+/// A contiguous run of items: indices `start .. start + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRange {
+    pub start: u64,
+    pub len: u64,
+}
+
+impl ShardRange {
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+}
+
+/// What the planner needs to know about the cluster and the bus.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanLimits {
+    /// Total cores of the live workers; 0 plans as for one single-core worker.
+    pub live_cores: u32,
+    /// Shards per live core (≈2: a slow shard does not leave cores idle at the end).
+    pub oversplit: u32,
+    /// The bus's largest message, in bytes.
+    pub max_message_bytes: usize,
+    /// Bytes a shard message takes besides its items (script, ids, framing).
+    pub envelope_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "item {index} takes {bytes} bytes in a shard message, more than the {budget} bytes left under the bus's message limit"
+    )]
+    ItemTooLarge {
+        index: u64,
+        bytes: usize,
+        budget: usize,
+    },
+    #[error(
+        "the script alone takes {envelope_bytes} bytes, leaving no room for items under the bus's {max_message_bytes}-byte message limit"
+    )]
+    EnvelopeTooLarge {
+        envelope_bytes: usize,
+        max_message_bytes: usize,
+    },
+}
+
+/// Bytes `item` takes as an element of a JSON array of strings: the escaped
+/// string, its quotes and a separating comma.
+pub fn item_wire_bytes(item: &str) -> usize {
+    let escaped: usize = item
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum();
+    escaped + 3
+}
+
+/// The number of shards before any split for size: about `oversplit` per live
+/// core, at least one, never more than the items.
+pub fn target_shard_count(items: usize, live_cores: u32, oversplit: u32) -> usize {
+    if items == 0 {
+        return 0;
+    }
+    let per_core = oversplit.max(1) as usize;
+    let cores = live_cores.max(1) as usize;
+    (per_core.saturating_mul(cores)).clamp(1, items)
+}
+
+/// Splits `items` into shards.
+pub fn plan_shards<S: AsRef<str>>(
+    items: &[S],
+    limits: PlanLimits,
+) -> Result<Vec<ShardRange>, PlanError> {
+    let n = items.len();
+    let target = target_shard_count(n, limits.live_cores, limits.oversplit);
+    if target == 0 {
+        return Ok(Vec::new());
+    }
+    let budget = limits
+        .max_message_bytes
+        .checked_sub(limits.envelope_bytes)
+        .filter(|b| *b > 0)
+        .ok_or(PlanError::EnvelopeTooLarge {
+            envelope_bytes: limits.envelope_bytes,
+            max_message_bytes: limits.max_message_bytes,
+        })?;
+
+    let base = n / target;
+    let extra = n % target;
+    let mut shards = Vec::with_capacity(target);
+    let mut start = 0usize;
+    for shard in 0..target {
+        let len = base + usize::from(shard < extra);
+        split_by_size(items, start, start + len, budget, &mut shards)?;
+        start += len;
+    }
+    Ok(shards)
+}
+
+/// Appends `start..end` to `shards`, cut into pieces that fit in `budget` bytes.
+fn split_by_size<S: AsRef<str>>(
+    items: &[S],
+    start: usize,
+    end: usize,
+    budget: usize,
+    shards: &mut Vec<ShardRange>,
+) -> Result<(), PlanError> {
+    let mut piece_start = start;
+    let mut piece_bytes = 0usize;
+    for (index, item) in items.iter().enumerate().take(end).skip(start) {
+        let bytes = item_wire_bytes(item.as_ref());
+        if bytes > budget {
+            return Err(PlanError::ItemTooLarge {
+                index: index as u64,
+                bytes,
+                budget,
+            });
+        }
+        if piece_bytes + bytes > budget {
+            shards.push(range(piece_start, index));
+            piece_start = index;
+            piece_bytes = 0;
+        }
+        piece_bytes += bytes;
+    }
+    if end > piece_start {
+        shards.push(range(piece_start, end));
+    }
+    Ok(())
+}
+
+fn range(start: usize, end: usize) -> ShardRange {
+    ShardRange {
+        start: start as u64,
+        len: (end - start) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn limits(live_cores: u32, max_message_bytes: usize) -> PlanLimits {
+        PlanLimits {
+            live_cores,
+            oversplit: 2,
+            max_message_bytes,
+            envelope_bytes: 10,
+        }
+    }
+
+    fn items(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("item-{i}")).collect()
+    }
+
+    #[test]
+    fn no_items_means_no_shards() {
+        assert!(
+            plan_shards::<String>(&[], limits(4, 1 << 20))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn no_live_worker_plans_as_for_one_single_core_worker() {
+        let plan = plan_shards(&items(10), limits(0, 1 << 20)).unwrap();
+        assert_eq!(plan.len(), 2);
+    }
+
+    #[test]
+    fn the_last_item_is_not_dropped() {
+        // The seed's split lost the last item when the count did not divide evenly.
+        let plan = plan_shards(&items(7), limits(2, 1 << 20)).unwrap();
+        assert_eq!(plan.len(), 4);
+        assert_eq!(plan.last().unwrap().end(), 7);
+        let lens: Vec<u64> = plan.iter().map(|s| s.len).collect();
+        assert_eq!(lens, vec![2, 2, 2, 1]);
+    }
+
+    #[test]
+    fn never_more_shards_than_items() {
+        assert_eq!(
+            plan_shards(&items(3), limits(64, 1 << 20)).unwrap().len(),
+            3
+        );
+    }
+
+    #[test]
+    fn splits_further_to_respect_the_message_limit() {
+        // 100 items of ~10 wire bytes with a 60-byte budget: no shard over 60 bytes.
+        let plan = plan_shards(&items(100), limits(1, 70)).unwrap();
+        assert!(plan.len() > 2);
+        for shard in &plan {
+            let bytes: usize = (shard.start..shard.end())
+                .map(|i| item_wire_bytes(&format!("item-{i}")))
+                .sum();
+            assert!(bytes <= 60);
+        }
+    }
+
+    #[test]
+    fn an_item_larger_than_a_message_is_an_error_naming_it() {
+        let mut list = items(5);
+        list[3] = "x".repeat(100);
+        let err = plan_shards(&list, limits(1, 50)).unwrap_err();
+        assert!(
+            matches!(err, PlanError::ItemTooLarge { index: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wire_bytes_match_serde_json_for_awkward_text() {
+        for text in [
+            "",
+            "plain",
+            "quo\"te",
+            "back\\slash",
+            "new\nline",
+            "\u{0}\u{1f}\u{7f}",
+            "é→😀",
+            "\t\r\u{8}\u{c}",
+        ] {
+            let json = serde_json::to_string(text).unwrap();
+            assert_eq!(item_wire_bytes(text), json.len() + 1, "{text:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_item_lands_in_exactly_one_shard_in_order(
+            list in proptest::collection::vec("\\PC{0,12}", 0..300),
+            live_cores in 0u32..40,
+            oversplit in 1u32..4,
+            max_message_bytes in 60usize..2000,
+        ) {
+            let limits = PlanLimits { live_cores, oversplit, max_message_bytes, envelope_bytes: 20 };
+            match plan_shards(&list, limits) {
+                Ok(plan) => {
+                    let mut next = 0u64;
+                    for shard in &plan {
+                        prop_assert!(shard.len >= 1);
+                        prop_assert_eq!(shard.start, next);
+                        next = shard.end();
+                        let bytes: usize = list[shard.start as usize..shard.end() as usize]
+                            .iter()
+                            .map(|i| item_wire_bytes(i))
+                            .sum();
+                        prop_assert!(bytes + limits.envelope_bytes <= max_message_bytes);
+                    }
+                    prop_assert_eq!(next, list.len() as u64);
+                    prop_assert!(plan.len() >= target_shard_count(list.len(), live_cores, oversplit));
+                    prop_assert!(plan.len() <= list.len());
+                }
+                Err(PlanError::ItemTooLarge { index, .. }) => {
+                    prop_assert!(item_wire_bytes(&list[index as usize]) + 20 > max_message_bytes);
+                }
+                Err(other) => prop_assert!(false, "unexpected {other}"),
+            }
+        }
+
+        #[test]
+        fn without_size_pressure_the_count_is_oversplit_times_cores(
+            n in 1usize..5000,
+            live_cores in 0u32..64,
+            oversplit in 1u32..4,
+        ) {
+            let plan = plan_shards(&items(n), PlanLimits { live_cores, oversplit, max_message_bytes: 1 << 30, envelope_bytes: 0 }).unwrap();
+            prop_assert_eq!(plan.len(), ((oversplit * live_cores.max(1)) as usize).min(n));
+            let longest = plan.iter().map(|s| s.len).max().unwrap();
+            let shortest = plan.iter().map(|s| s.len).min().unwrap();
+            prop_assert!(longest - shortest <= 1);
+        }
+
+        #[test]
+        fn wire_bytes_match_serde_json(text in "\\PC*|[\\x00-\\x7f]*") {
+            prop_assert_eq!(item_wire_bytes(&text), serde_json::to_string(&text).unwrap().len() + 1);
+        }
+    }
+}

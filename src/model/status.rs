@@ -1,0 +1,196 @@
+//! Task statuses and the transitions allowed between them.
+//!
+//! The store applies every status change through [`TaskStatus::can_transition_to`],
+//! so a late or duplicated update (a slow API marking a task `SUBMITTED` after a
+//! scheduler already planned it) is refused instead of silently overwriting newer
+//! state.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a task is in its life. The JSON names are the seed's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskStatus {
+    /// Stored, not yet on the bus.
+    #[serde(rename = "QUEUED")]
+    Queued,
+    /// Publishing to the bus failed at least once; still trying.
+    #[serde(rename = "RETRYING")]
+    Retrying,
+    /// Publishing failed after the last attempt. Terminal.
+    #[serde(rename = "SUBMISSION_FAILED")]
+    SubmissionFailed,
+    /// On the bus, waiting for a scheduler to plan it.
+    #[serde(rename = "SUBMITTED")]
+    Submitted,
+    /// Planned into shards; workers are running them.
+    #[serde(rename = "INPROGRESS")]
+    InProgress,
+    /// Every item ran and exited 0. Terminal.
+    #[serde(rename = "COMPLETED")]
+    Completed,
+    /// Every item ran and at least one failed after its retries. Terminal.
+    #[serde(rename = "FAILED")]
+    Failed,
+    /// Cancelled by a client. Terminal.
+    #[serde(rename = "CANCELLED")]
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 8] = [
+        TaskStatus::Queued,
+        TaskStatus::Retrying,
+        TaskStatus::SubmissionFailed,
+        TaskStatus::Submitted,
+        TaskStatus::InProgress,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    /// The seed's spelling, used in JSON, the store and query strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "QUEUED",
+            TaskStatus::Retrying => "RETRYING",
+            TaskStatus::SubmissionFailed => "SUBMISSION_FAILED",
+            TaskStatus::Submitted => "SUBMITTED",
+            TaskStatus::InProgress => "INPROGRESS",
+            TaskStatus::Completed => "COMPLETED",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// A terminal status never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::SubmissionFailed
+                | TaskStatus::Completed
+                | TaskStatus::Failed
+                | TaskStatus::Cancelled
+        )
+    }
+
+    /// Whether a task may move from `self` to `next`.
+    ///
+    /// Publishing and planning race (a scheduler can plan a task before the API
+    /// that published it has marked it `SUBMITTED`), so planning is allowed from
+    /// every pre-planning status; a task with no items goes straight to
+    /// `COMPLETED` when planned.
+    pub fn can_transition_to(self, next: TaskStatus) -> bool {
+        use TaskStatus::*;
+        let before_planning = matches!(self, Queued | Retrying | Submitted);
+        match next {
+            Queued => false,
+            Retrying => matches!(self, Queued | Retrying),
+            SubmissionFailed => matches!(self, Queued | Retrying),
+            Submitted => matches!(self, Queued | Retrying),
+            InProgress => before_planning,
+            Completed | Failed => before_planning || self == InProgress,
+            Cancelled => !self.is_terminal(),
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name that is not one of [`TaskStatus::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown task status {0:?} (expected one of QUEUED, RETRYING, SUBMISSION_FAILED, SUBMITTED, INPROGRESS, COMPLETED, FAILED, CANCELLED)"
+)]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for TaskStatus {
+    type Err = UnknownStatus;
+
+    /// Accepts the seed's names in any case; `IN_PROGRESS` is accepted too.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let upper = s.trim().to_ascii_uppercase();
+        let wanted = if upper == "IN_PROGRESS" {
+            "INPROGRESS"
+        } else {
+            upper.as_str()
+        };
+        TaskStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == wanted)
+            .ok_or_else(|| UnknownStatus(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskStatus::*;
+
+    #[test]
+    fn terminal_statuses_never_change() {
+        for from in TaskStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in TaskStatus::ALL {
+                assert!(
+                    !from.can_transition_to(to),
+                    "{from} -> {to} must be illegal"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_normal_life_of_a_task_is_legal() {
+        for (from, to) in [
+            (Queued, Submitted),
+            (Queued, Retrying),
+            (Retrying, Submitted),
+            (Retrying, SubmissionFailed),
+            (Submitted, InProgress),
+            (Queued, InProgress),
+            (InProgress, Completed),
+            (InProgress, Failed),
+            (InProgress, Cancelled),
+            (Submitted, Completed),
+            (Queued, Cancelled),
+        ] {
+            assert!(from.can_transition_to(to), "{from} -> {to} must be legal");
+        }
+    }
+
+    #[test]
+    fn going_backwards_is_illegal() {
+        for (from, to) in [
+            (InProgress, Submitted),
+            (InProgress, Queued),
+            (Submitted, Retrying),
+            (InProgress, InProgress),
+            (Submitted, SubmissionFailed),
+        ] {
+            assert!(
+                !from.can_transition_to(to),
+                "{from} -> {to} must be illegal"
+            );
+        }
+    }
+
+    #[test]
+    fn status_names_round_trip_through_text_and_json() {
+        for status in TaskStatus::ALL {
+            assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
+            assert_eq!(
+                status.as_str().to_lowercase().parse::<TaskStatus>(),
+                Ok(status)
+            );
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+        assert_eq!("in_progress".parse::<TaskStatus>(), Ok(InProgress));
+        assert!("DONE".parse::<TaskStatus>().is_err());
+    }
+}

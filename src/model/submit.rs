@@ -1,0 +1,739 @@
+//! Turning a submitted task (JSON or the seed's form) into a [`NewTask`], or
+//! into a [`ValidationError`] that names the field to blame.
+//!
+//! Validation renders the template once, so a task whose placeholders lack
+//! values is refused at the door instead of failing on a worker later.
+
+use super::template::{self, MissingVariables};
+use super::variables::Variables;
+use super::{Task, TaskStatus, new_task_id};
+use serde_json::{Map, Value};
+
+/// Bounds on what one submission may contain (all configurable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmitLimits {
+    pub max_items: usize,
+    pub max_item_bytes: usize,
+    pub max_template_bytes: usize,
+    pub max_timeout_secs: u64,
+    pub default_timeout_secs: u64,
+    pub max_retries: u32,
+}
+
+impl Default for SubmitLimits {
+    fn default() -> Self {
+        SubmitLimits {
+            max_items: 1_000_000,
+            max_item_bytes: 128 * 1024,
+            max_template_bytes: 64 * 1024,
+            max_timeout_secs: 7 * 24 * 3600,
+            default_timeout_secs: 3600,
+            max_retries: 10,
+        }
+    }
+}
+
+/// A request the API must refuse: a 4xx with a machine-readable `code`, a
+/// sentence for people, and the field to blame when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    pub code: &'static str,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn field(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidationError {
+            code,
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn general(code: &'static str, message: impl Into<String>) -> Self {
+        ValidationError {
+            code,
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// A validated task, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub id: String,
+    pub name: Option<String>,
+    pub template_function: String,
+    pub variables: Variables,
+    pub interpreter: String,
+    pub timeout_secs: u64,
+    pub retries: u32,
+    pub inputs: Vec<String>,
+}
+
+impl NewTask {
+    /// The task as first stored: `QUEUED`, nothing planned or run yet.
+    pub fn to_task(&self, created_at: u64) -> Task {
+        Task {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            status: TaskStatus::Queued,
+            template_function: self.template_function.clone(),
+            variables: self.variables.clone(),
+            interpreter: self.interpreter.clone(),
+            timeout_secs: self.timeout_secs,
+            retries: self.retries,
+            items_total: self.inputs.len() as u64,
+            chunks_to_execute: 0,
+            chunks_executed: 0,
+            items_succeeded: 0,
+            items_failed: 0,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        }
+    }
+}
+
+/// Fields a client may send back from a task it read (the seed's client sends
+/// its whole `MasterTask`); they are set by dts, so their values are ignored.
+const READ_ONLY_FIELDS: &[&str] = &[
+    "id",
+    "status",
+    "chunksToExecute",
+    "chunksExecuted",
+    "itemsTotal",
+    "itemsSucceeded",
+    "itemsFailed",
+    "createdAt",
+    "startedAt",
+    "finishedAt",
+    "error",
+];
+
+const FIELDS: &[&str] = &[
+    "templateFunction",
+    "inputList",
+    "variableJson",
+    "name",
+    "interpreter",
+    "timeoutSecs",
+    "retries",
+];
+
+const MAX_NAME_CHARS: usize = 200;
+const MAX_INTERPRETER_BYTES: usize = 256;
+
+/// Validates a JSON submission.
+pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, ValidationError> {
+    let Value::Object(fields) = body else {
+        return Err(ValidationError::general(
+            "invalid_body",
+            format!(
+                "the request body must be a JSON object, not {}",
+                kind_of(body)
+            ),
+        ));
+    };
+    for key in fields.keys() {
+        if !FIELDS.contains(&key.as_str()) && !READ_ONLY_FIELDS.contains(&key.as_str()) {
+            return Err(ValidationError::field(
+                "unknown_field",
+                key.as_str(),
+                format!(
+                    "unknown field `{key}` (expected one of {})",
+                    FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+
+    let template_function = template_field(fields, limits)?;
+    let inputs = input_list(fields, limits)?;
+    let variables = Variables::from_json(fields.get("variableJson").unwrap_or(&Value::Null))
+        .map_err(|e| ValidationError::field("invalid_field", e.field, e.message))?;
+    let name = optional_string(fields, "name")?;
+    if let Some(name) = &name {
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(ValidationError::field(
+                "too_large",
+                "name",
+                format!("name is longer than {MAX_NAME_CHARS} characters"),
+            ));
+        }
+    }
+    let interpreter = interpreter_field(fields)?;
+    let timeout_secs = integer_field(fields, "timeoutSecs", 1, limits.max_timeout_secs)?
+        .unwrap_or(limits.default_timeout_secs);
+    let retries =
+        integer_field(fields, "retries", 0, u64::from(limits.max_retries))?.unwrap_or(0) as u32;
+
+    let rendered =
+        template::render(&template_function, &variables).map_err(|MissingVariables(names)| {
+            ValidationError::field(
+                "missing_variables",
+                "variableJson",
+                format!("{} (add them to variableJson)", MissingVariables(names)),
+            )
+        })?;
+    if rendered.len() > limits.max_template_bytes {
+        return Err(ValidationError::field(
+            "too_large",
+            "variableJson",
+            format!(
+                "the rendered script is {} bytes, more than the {}-byte limit",
+                rendered.len(),
+                limits.max_template_bytes
+            ),
+        ));
+    }
+
+    Ok(NewTask {
+        id: new_task_id(),
+        name,
+        template_function,
+        variables,
+        interpreter,
+        timeout_secs,
+        retries,
+        inputs,
+    })
+}
+
+/// Validates the seed's `application/x-www-form-urlencoded` submission.
+///
+/// As Spring bound it: `inputList` may be repeated (one item each) or given
+/// once as a comma-separated list; every other field may appear once.
+pub fn from_form(
+    pairs: &[(String, String)],
+    limits: &SubmitLimits,
+) -> Result<NewTask, ValidationError> {
+    let mut object = Map::new();
+    let mut inputs: Vec<&str> = Vec::new();
+    for (key, value) in pairs {
+        if key == "inputList" || key == "inputList[]" {
+            inputs.push(value);
+            continue;
+        }
+        if object.contains_key(key.as_str()) {
+            return Err(ValidationError::field(
+                "repeated_field",
+                key.as_str(),
+                format!("`{key}` is given more than once"),
+            ));
+        }
+        let value = match key.as_str() {
+            "timeoutSecs" | "retries" => match value.trim().parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => Value::String(value.clone()),
+            },
+            _ => Value::String(value.clone()),
+        };
+        object.insert(key.clone(), value);
+    }
+    let list: Vec<Value> = match inputs.as_slice() {
+        [] => Vec::new(),
+        [single] if single.is_empty() => Vec::new(),
+        [single] => single
+            .split(',')
+            .map(|s| Value::String(s.to_string()))
+            .collect(),
+        many => many.iter().map(|s| Value::String(s.to_string())).collect(),
+    };
+    if !inputs.is_empty() {
+        object.insert("inputList".into(), Value::Array(list));
+    }
+    from_json(&Value::Object(object), limits)
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn template_field(
+    fields: &Map<String, Value>,
+    limits: &SubmitLimits,
+) -> Result<String, ValidationError> {
+    let template = match fields.get("templateFunction") {
+        None | Some(Value::Null) => {
+            return Err(ValidationError::field(
+                "missing_field",
+                "templateFunction",
+                "templateFunction is required: the script to run for each input",
+            ));
+        }
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(ValidationError::field(
+                "invalid_field",
+                "templateFunction",
+                format!("templateFunction must be a string, not {}", kind_of(other)),
+            ));
+        }
+    };
+    if template.trim().is_empty() {
+        return Err(ValidationError::field(
+            "invalid_field",
+            "templateFunction",
+            "templateFunction is empty",
+        ));
+    }
+    if template.len() > limits.max_template_bytes {
+        return Err(ValidationError::field(
+            "too_large",
+            "templateFunction",
+            format!(
+                "templateFunction is {} bytes, more than the {}-byte limit",
+                template.len(),
+                limits.max_template_bytes
+            ),
+        ));
+    }
+    if template.contains('\0') {
+        return Err(ValidationError::field(
+            "invalid_field",
+            "templateFunction",
+            "templateFunction contains a NUL byte",
+        ));
+    }
+    Ok(template.clone())
+}
+
+fn input_list(
+    fields: &Map<String, Value>,
+    limits: &SubmitLimits,
+) -> Result<Vec<String>, ValidationError> {
+    let list = match fields.get("inputList") {
+        None | Some(Value::Null) => {
+            return Err(ValidationError::field(
+                "missing_field",
+                "inputList",
+                "inputList is required: the inputs to run the script over (use [] for none)",
+            ));
+        }
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            return Err(ValidationError::field(
+                "invalid_field",
+                "inputList",
+                format!(
+                    "inputList must be an array of strings, not {}",
+                    kind_of(other)
+                ),
+            ));
+        }
+    };
+    if list.len() > limits.max_items {
+        return Err(ValidationError::field(
+            "too_many_items",
+            "inputList",
+            format!(
+                "inputList has {} items, more than the limit of {}",
+                list.len(),
+                limits.max_items
+            ),
+        ));
+    }
+    let mut inputs = Vec::with_capacity(list.len());
+    for (i, value) in list.iter().enumerate() {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            // Spring coerced scalars to strings; so do we.
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(ValidationError::field(
+                    "invalid_field",
+                    format!("inputList[{i}]"),
+                    format!("inputList[{i}] must be a string, not {}", kind_of(other)),
+                ));
+            }
+        };
+        if text.len() > limits.max_item_bytes {
+            return Err(ValidationError::field(
+                "too_large",
+                format!("inputList[{i}]"),
+                format!(
+                    "inputList[{i}] is {} bytes, more than the {}-byte limit",
+                    text.len(),
+                    limits.max_item_bytes
+                ),
+            ));
+        }
+        if text.contains('\0') {
+            return Err(ValidationError::field(
+                "invalid_field",
+                format!("inputList[{i}]"),
+                format!("inputList[{i}] contains a NUL byte, which cannot be passed to a process"),
+            ));
+        }
+        inputs.push(text);
+    }
+    Ok(inputs)
+}
+
+fn optional_string(
+    fields: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ValidationError> {
+    match fields.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ValidationError::field(
+            "invalid_field",
+            field,
+            format!("{field} must be a string, not {}", kind_of(other)),
+        )),
+    }
+}
+
+fn interpreter_field(fields: &Map<String, Value>) -> Result<String, ValidationError> {
+    let Some(interpreter) = optional_string(fields, "interpreter")? else {
+        return Ok("bash".to_string());
+    };
+    let bad = interpreter.is_empty()
+        || interpreter.len() > MAX_INTERPRETER_BYTES
+        || interpreter
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(ValidationError::field(
+            "invalid_field",
+            "interpreter",
+            "interpreter must be one word naming a program, such as bash, sh or python3",
+        ));
+    }
+    Ok(interpreter)
+}
+
+fn integer_field(
+    fields: &Map<String, Value>,
+    field: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, ValidationError> {
+    let value = match fields.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(value) => value,
+    };
+    let out_of_range = || {
+        ValidationError::field(
+            "invalid_field",
+            field,
+            format!("{field} must be a whole number from {min} to {max}"),
+        )
+    };
+    match value {
+        Value::Number(n) => match n.as_u64() {
+            Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+            _ => Err(out_of_range()),
+        },
+        other => Err(ValidationError::field(
+            "invalid_field",
+            field,
+            format!("{field} must be a whole number, not {}", kind_of(other)),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn limits() -> SubmitLimits {
+        SubmitLimits {
+            max_items: 5,
+            max_item_bytes: 10,
+            max_template_bytes: 100,
+            ..SubmitLimits::default()
+        }
+    }
+
+    fn field_of(body: Value) -> (String, Option<String>) {
+        let err = from_json(&body, &limits()).unwrap_err();
+        (err.code.to_string(), err.field)
+    }
+
+    #[test]
+    fn a_minimal_task_gets_defaults() {
+        let task = from_json(
+            &json!({"templateFunction": "echo $1", "inputList": ["a"]}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(task.interpreter, "bash");
+        assert_eq!(task.retries, 0);
+        assert_eq!(
+            task.timeout_secs,
+            SubmitLimits::default().default_timeout_secs
+        );
+        assert_eq!(task.inputs, vec!["a"]);
+        assert!(crate::model::is_valid_task_id(&task.id));
+    }
+
+    #[test]
+    fn seed_clients_may_send_read_only_fields() {
+        let body = json!({
+            "id": "whatever", "status": "DONE", "chunksToExecute": 9, "chunksExecuted": 9,
+            "templateFunction": "echo {{x}}", "variableJson": "{\"x\": 1}", "inputList": ["a", 2, true]
+        });
+        let task = from_json(&body, &limits()).unwrap();
+        assert_ne!(task.id, "whatever");
+        assert_eq!(task.inputs, vec!["a", "2", "true"]);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (
+                json!({"inputList": []}),
+                "missing_field",
+                "templateFunction",
+            ),
+            (
+                json!({"templateFunction": "x"}),
+                "missing_field",
+                "inputList",
+            ),
+            (
+                json!({"templateFunction": 5, "inputList": []}),
+                "invalid_field",
+                "templateFunction",
+            ),
+            (
+                json!({"templateFunction": " ", "inputList": []}),
+                "invalid_field",
+                "templateFunction",
+            ),
+            (
+                json!({"templateFunction": "x".repeat(101), "inputList": []}),
+                "too_large",
+                "templateFunction",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": "a"}),
+                "invalid_field",
+                "inputList",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": ["a", {}]}),
+                "invalid_field",
+                "inputList[1]",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [null]}),
+                "invalid_field",
+                "inputList[0]",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": ["a", "a", "a", "a", "a", "a"]}),
+                "too_many_items",
+                "inputList",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": ["x".repeat(11)]}),
+                "too_large",
+                "inputList[0]",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": ["a\u{0}"]}),
+                "invalid_field",
+                "inputList[0]",
+            ),
+            (
+                json!({"templateFunction": "{{a}}", "inputList": []}),
+                "missing_variables",
+                "variableJson",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "variableJson": {"a": [1]}}),
+                "invalid_field",
+                "variableJson.a",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "variableJson": 3}),
+                "invalid_field",
+                "variableJson",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "timeoutSecs": 0}),
+                "invalid_field",
+                "timeoutSecs",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "timeoutSecs": -5}),
+                "invalid_field",
+                "timeoutSecs",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "timeoutSecs": 1.5}),
+                "invalid_field",
+                "timeoutSecs",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "timeoutSecs": 1e300}),
+                "invalid_field",
+                "timeoutSecs",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "timeoutSecs": "5"}),
+                "invalid_field",
+                "timeoutSecs",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "retries": 11}),
+                "invalid_field",
+                "retries",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "interpreter": "bash -e"}),
+                "invalid_field",
+                "interpreter",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "name": 1}),
+                "invalid_field",
+                "name",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "inputlist": []}),
+                "unknown_field",
+                "inputlist",
+            ),
+            (
+                json!({"templateFunction": "{{a}}", "inputList": [], "variableJson": {"a": "y".repeat(200)}}),
+                "too_large",
+                "variableJson",
+            ),
+        ];
+        for (body, code, field) in cases {
+            assert_eq!(
+                field_of(body.clone()),
+                (code.to_string(), Some(field.to_string())),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        for body in [json!([]), json!("x"), json!(null), json!(1)] {
+            let err = from_json(&body, &limits()).unwrap_err();
+            assert_eq!(err.code, "invalid_body");
+        }
+    }
+
+    #[test]
+    fn missing_variables_are_all_listed() {
+        let err = from_json(
+            &json!({"templateFunction": "{{a}} {{b}}", "inputList": []}),
+            &limits(),
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("{{a}}") && err.message.contains("{{b}}"),
+            "{}",
+            err.message
+        );
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn form_input_list_is_repeated_or_comma_separated() {
+        let one = from_form(
+            &pairs(&[("templateFunction", "echo"), ("inputList", "a,b,c")]),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(one.inputs, vec!["a", "b", "c"]);
+        let many = from_form(
+            &pairs(&[
+                ("templateFunction", "echo"),
+                ("inputList", "a,b"),
+                ("inputList", "c"),
+            ]),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(many.inputs, vec!["a,b", "c"]);
+        let none = from_form(
+            &pairs(&[("templateFunction", "echo"), ("inputList", "")]),
+            &limits(),
+        )
+        .unwrap();
+        assert!(none.inputs.is_empty());
+    }
+
+    #[test]
+    fn form_fields_are_typed_and_not_repeated() {
+        let task = from_form(
+            &pairs(&[
+                ("templateFunction", "echo {{x}}"),
+                ("variableJson", r#"{"x":"1"}"#),
+                ("inputList", "a"),
+                ("timeoutSecs", "30"),
+                ("retries", "2"),
+            ]),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!((task.timeout_secs, task.retries), (30, 2));
+        let err = from_form(
+            &pairs(&[
+                ("templateFunction", "a"),
+                ("templateFunction", "b"),
+                ("inputList", "x"),
+            ]),
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.code, err.field.as_deref()),
+            ("repeated_field", Some("templateFunction"))
+        );
+        let err = from_form(
+            &pairs(&[
+                ("templateFunction", "a"),
+                ("inputList", "x"),
+                ("retries", "lots"),
+            ]),
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("retries"));
+        let err = from_form(&pairs(&[("templateFunction", "a")]), &limits()).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("inputList"));
+    }
+
+    proptest! {
+        #[test]
+        fn form_decoding_never_panics(list in proptest::collection::vec(("[a-zA-Z\\[\\]]{0,16}", "\\PC{0,20}"), 0..8)) {
+            let _ = from_form(&list, &limits());
+        }
+
+        #[test]
+        fn validation_never_panics(text in "\\PC{0,200}") {
+            if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                let _ = from_json(&value, &limits());
+            }
+        }
+    }
+}
