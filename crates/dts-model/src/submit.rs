@@ -481,7 +481,7 @@ mod tests {
             SubmitLimits::default().default_timeout_secs
         );
         assert_eq!(task.inputs, vec!["a"]);
-        assert!(crate::model::is_valid_task_id(&task.id));
+        assert!(crate::is_valid_task_id(&task.id));
     }
 
     #[test]

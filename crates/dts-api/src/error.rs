@@ -1,0 +1,128 @@
+//! API errors and the one place they become HTTP responses.
+//!
+//! Every error body is `{"error":{"code":"...","message":"...","field":"..."}}`
+//! (`field` only when one field is to blame). 5xx bodies say "internal error"
+//! or "service unavailable"; the detail goes to the log.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dts_engine::EngineError;
+use dts_model::ValidationError;
+use dts_store::StoreError;
+use serde_json::json;
+use tracing::error;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is wrong: 400 (or 413 for `too_large_body`).
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("no {what} with id {id:?}")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The store or bus is unreachable for now: 503.
+    #[error("service unavailable")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Invalid(ValidationError::field("invalid_field", field, message))
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(e) if e.code == "too_large_body" => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid(e) => e.code,
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::NoRoute(_) => "no_route",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::Invalid(e) => e.field.as_deref(),
+            ApiError::NotFound { .. } => Some("id"),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::NotFound { what: "task", id },
+            e if e.is_retryable() => ApiError::Unavailable(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(e) => e.into(),
+            e if e.is_retryable() => ApiError::Unavailable(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Unavailable(detail) => {
+                error!(detail = %detail, "request failed: backend unavailable");
+                self.to_string()
+            }
+            ApiError::Internal(detail) => {
+                error!(detail = %detail, "request failed: internal error");
+                self.to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut body = json!({ "code": self.code(), "message": message });
+        if let Some(field) = self.field() {
+            body["field"] = json!(field);
+        }
+        let mut response = (status, Json(json!({ "error": body }))).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

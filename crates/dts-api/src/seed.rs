@@ -1,0 +1,124 @@
+//! The seed's endpoints, so a client written for the original keeps working:
+//! `/schedule/ping`, `/schedule/create`, `/schedule/status`,
+//! `/schedule/node-beat`. Tasks come back in the seed's `MasterTask` shape.
+
+use crate::AppState;
+use crate::body::{self, BodyKind};
+use crate::error::ApiError;
+use crate::v1::{load_inputs, load_task, query};
+use crate::views::SeedTaskView;
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dts_model::{WorkerInfo, now_millis, submit};
+use serde_json::json;
+use std::collections::HashMap;
+
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// `GET /schedule/ping`, word for word as the seed answered.
+pub async fn ping() -> &'static str {
+    "Scheduler Service Status :  [Running]"
+}
+
+/// `POST /schedule/create`: JSON or the seed's form; 202 with the task.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let kind = body::body_kind(&headers).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(
+            "POST /schedule/create takes application/json or application/x-www-form-urlencoded"
+                .into(),
+        )
+    })?;
+    let bytes = body::bytes(body, state.max_body_bytes)?;
+    let new = match kind {
+        BodyKind::Json => submit::from_json(&body::json(&bytes)?, &state.limits)?,
+        BodyKind::Form => submit::from_form(&body::form_pairs(&bytes)?, &state.limits)?,
+    };
+    let inputs = new.inputs.clone();
+    let task = state.submitter.submit(new).await?;
+    Ok((StatusCode::ACCEPTED, Json(SeedTaskView::new(task, inputs))).into_response())
+}
+
+/// `GET /schedule/status?taskId=`: the task in the seed's shape.
+pub async fn status(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Json<SeedTaskView>, ApiError> {
+    let params = query(params)?;
+    let id = required(&params, "taskId")?;
+    let task = load_task(&state, id)
+        .await
+        .map_err(|e| rename_id_field(e, "taskId"))?;
+    let inputs = load_inputs(&state, id).await?;
+    Ok(Json(SeedTaskView::new(task, inputs)))
+}
+
+/// `GET /schedule/node-beat?nodeId=[&cores=]`: records a heartbeat for a
+/// node, as the seed's workers sent them.
+pub async fn node_beat(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let params = query(params)?;
+    let node = required(&params, "nodeId")?;
+    if node.len() > 200 || node.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "nodeId",
+            "nodeId must be at most 200 printable characters",
+        ));
+    }
+    let cores = match params.get("cores") {
+        None => 1,
+        Some(text) => text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|c| (1..=4096).contains(c))
+            .ok_or_else(|| {
+                ApiError::invalid("cores", "cores must be a whole number from 1 to 4096")
+            })?,
+    };
+    let info = WorkerInfo {
+        id: node.to_string(),
+        hostname: node.to_string(),
+        cores,
+        running_items: 0,
+        last_heartbeat: now_millis(),
+    };
+    state.store.heartbeat(&info, state.heartbeat_ttl).await?;
+    Ok(Json(
+        json!({ "nodeId": node, "cores": cores, "recorded": true }),
+    ))
+}
+
+fn required<'a>(params: &'a HashMap<String, String>, field: &str) -> Result<&'a str, ApiError> {
+    params
+        .get(field)
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::Invalid(dts_model::ValidationError::field(
+                "missing_field",
+                field,
+                format!("the query parameter {field} is required"),
+            ))
+        })
+}
+
+/// The seed calls the id `taskId`; errors should say so.
+fn rename_id_field(error: ApiError, field: &str) -> ApiError {
+    match error {
+        ApiError::Invalid(mut e) if e.field.as_deref() == Some("id") => {
+            e.field = Some(field.to_string());
+            ApiError::Invalid(e)
+        }
+        other => other,
+    }
+}

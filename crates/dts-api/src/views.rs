@@ -1,0 +1,122 @@
+//! How tasks, results and workers look in JSON: the v1 shape (the seed's field
+//! names plus dts's own in camelCase) and the seed's `MasterTask` shape.
+
+use dts_model::{ItemResult, Task, TaskStatus, WorkerInfo, format_millis};
+use serde::Serialize;
+use serde_json::Value;
+
+/// A task in the v1 API.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    pub id: String,
+    pub name: Option<String>,
+    pub status: TaskStatus,
+    pub template_function: String,
+    pub variable_json: Value,
+    pub interpreter: String,
+    pub timeout_secs: u64,
+    pub retries: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_list: Option<Vec<String>>,
+    pub items_total: u64,
+    pub items_succeeded: u64,
+    pub items_failed: u64,
+    pub chunks_to_execute: u32,
+    pub chunks_executed: u32,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl TaskView {
+    /// The task; `inputs` is left out of summaries (lists, progress polling).
+    pub fn new(task: Task, inputs: Option<Vec<String>>) -> Self {
+        TaskView {
+            variable_json: task.variables.to_json(),
+            created_at: format_millis(task.created_at),
+            started_at: task.started_at.map(format_millis),
+            finished_at: task.finished_at.map(format_millis),
+            id: task.id,
+            name: task.name,
+            status: task.status,
+            template_function: task.template_function,
+            interpreter: task.interpreter,
+            timeout_secs: task.timeout_secs,
+            retries: task.retries,
+            input_list: inputs,
+            items_total: task.items_total,
+            items_succeeded: task.items_succeeded,
+            items_failed: task.items_failed,
+            chunks_to_execute: task.chunks_to_execute,
+            chunks_executed: task.chunks_executed,
+            error: task.error,
+        }
+    }
+}
+
+/// A task as the seed's `MasterTask`: `variableJson` is a string.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedTaskView {
+    pub id: String,
+    pub template_function: String,
+    pub variable_json: String,
+    pub input_list: Vec<String>,
+    pub status: TaskStatus,
+    pub chunks_to_execute: u32,
+    pub chunks_executed: u32,
+}
+
+impl SeedTaskView {
+    pub fn new(task: Task, inputs: Vec<String>) -> Self {
+        SeedTaskView {
+            variable_json: task.variables.to_json_string(),
+            id: task.id,
+            template_function: task.template_function,
+            input_list: inputs,
+            status: task.status,
+            chunks_to_execute: task.chunks_to_execute,
+            chunks_executed: task.chunks_executed,
+        }
+    }
+}
+
+/// One item's result, with `succeeded` spelled out.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultView {
+    #[serde(flatten)]
+    pub result: ItemResult,
+    pub succeeded: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResultsPage {
+    pub total: u64,
+    pub items: Vec<ResultView>,
+}
+
+/// A live worker in `GET /v1/workers`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerView {
+    pub id: String,
+    pub hostname: String,
+    pub cores: u32,
+    pub last_heartbeat: String,
+    pub running_items: u32,
+}
+
+impl From<WorkerInfo> for WorkerView {
+    fn from(worker: WorkerInfo) -> Self {
+        WorkerView {
+            last_heartbeat: format_millis(worker.last_heartbeat),
+            id: worker.id,
+            hostname: worker.hostname,
+            cores: worker.cores,
+            running_items: worker.running_items,
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The bus: topics that carry tasks, shards and completion events between
+//! servers and workers.
+//!
+//! Consumers join a *group*; each message of a topic goes to one member of
+//! every group (competing consumers within a group, fan-out across groups).
+//! Delivery is at-least-once: a [`Delivery`] must be acknowledged with
+//! [`Delivery::ack`] after its work is durably recorded. One that is dropped
+//! unacknowledged is delivered again — at once by the embedded bus, after a
+//! rebalance or restart by Kafka.
+//!
+//! Implementations: [`embedded::EmbeddedBus`] (in-process queues) and Kafka
+//! in distributed mode.
+
+pub mod embedded;
+
+use async_trait::async_trait;
+use std::fmt;
+use std::sync::Arc;
+
+pub use embedded::EmbeddedBus;
+
+/// A shared handle to whichever bus this process uses.
+pub type DynBus = Arc<dyn Bus>;
+
+/// Kafka's default largest message (`message.max.bytes`).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    /// The broker could not be reached or refused for now; trying again may help.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("message for topic {topic} is {size} bytes, more than the {limit}-byte limit")]
+    TooLarge {
+        topic: String,
+        size: usize,
+        limit: usize,
+    },
+    /// The bus is shutting down; no more messages will come.
+    #[error("bus closed")]
+    Closed,
+    #[error("bus error: {0}")]
+    Other(String),
+}
+
+impl BusError {
+    /// Whether the same call may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BusError::Unavailable(_))
+    }
+}
+
+pub type BusResult<T> = Result<T, BusError>;
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes `payload` to `topic`. `key` decides the partition where the
+    /// bus has partitions (messages with one key keep their order).
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> BusResult<()>;
+
+    /// Joins `group` as a consumer of `topic`. Messages published before the
+    /// group's first member joined are delivered too.
+    async fn subscribe(&self, topic: &str, group: &str) -> BusResult<Box<dyn Subscription>>;
+
+    /// The largest payload [`Bus::publish`] accepts.
+    fn max_message_bytes(&self) -> usize;
+}
+
+/// A member of a consumer group.
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits for the next message. [`BusError::Closed`] when the bus shuts down.
+    async fn next(&mut self) -> BusResult<Delivery>;
+}
+
+/// Acknowledges one delivery; implemented by each bus.
+#[async_trait]
+pub trait Acknowledge: Send {
+    async fn ack(self: Box<Self>) -> BusResult<()>;
+}
+
+/// One message handed to a consumer, to acknowledge once its work is recorded.
+pub struct Delivery {
+    pub key: String,
+    pub payload: Vec<u8>,
+    acknowledge: Box<dyn Acknowledge>,
+}
+
+impl Delivery {
+    pub fn new(key: String, payload: Vec<u8>, acknowledge: Box<dyn Acknowledge>) -> Self {
+        Delivery {
+            key,
+            payload,
+            acknowledge,
+        }
+    }
+
+    /// Marks the message done: it will not be delivered to this group again.
+    pub async fn ack(self) -> BusResult<()> {
+        self.acknowledge.ack().await
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("key", &self.key)
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
+}

@@ -1,0 +1,220 @@
+//! The contract every `Bus` implementation keeps, written once and run
+//! against each implementation (one `bus_contract!` line per bus).
+
+use dts_bus::{Bus, BusError, DynBus, EmbeddedBus, Subscription};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn next_payload(sub: &mut Box<dyn Subscription>) -> String {
+    let delivery = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a message within the deadline")
+        .expect("a delivery");
+    let text = String::from_utf8(delivery.payload.clone()).expect("utf-8 payload");
+    delivery.ack().await.expect("ack");
+    text
+}
+
+/// Nothing arrives within a short wait.
+async fn assert_quiet(sub: &mut Box<dyn Subscription>) {
+    if let Ok(Ok(delivery)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        panic!("unexpected delivery {delivery:?}");
+    }
+}
+
+pub async fn a_subscriber_gets_what_is_published(bus: DynBus, topic: &str) {
+    let mut sub = bus.subscribe(topic, "g").await.unwrap();
+    bus.publish(topic, "k", b"hello".to_vec()).await.unwrap();
+    assert_eq!(next_payload(&mut sub).await, "hello");
+}
+
+pub async fn messages_published_before_the_group_joined_are_delivered(bus: DynBus, topic: &str) {
+    for i in 0..3 {
+        bus.publish(topic, "k", format!("m{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let mut sub = bus.subscribe(topic, "late").await.unwrap();
+    let mut got = BTreeSet::new();
+    for _ in 0..3 {
+        got.insert(next_payload(&mut sub).await);
+    }
+    assert_eq!(
+        got,
+        ["m0", "m1", "m2"].map(String::from).into_iter().collect()
+    );
+}
+
+pub async fn every_group_gets_every_message(bus: DynBus, topic: &str) {
+    let mut a = bus.subscribe(topic, "a").await.unwrap();
+    let mut b = bus.subscribe(topic, "b").await.unwrap();
+    bus.publish(topic, "k", b"x".to_vec()).await.unwrap();
+    assert_eq!(next_payload(&mut a).await, "x");
+    assert_eq!(next_payload(&mut b).await, "x");
+}
+
+pub async fn members_of_a_group_share_the_messages_without_duplicates(bus: DynBus, topic: &str) {
+    let total = 60;
+    let members: Vec<_> = futures_join_subscribe(&bus, topic, "shared", 3).await;
+    for i in 0..total {
+        bus.publish(topic, &format!("key-{i}"), format!("{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut handles = Vec::new();
+    for mut sub in members {
+        let tx = tx.clone();
+        handles.push(tokio::spawn(async move {
+            while let Ok(Ok(delivery)) =
+                tokio::time::timeout(Duration::from_secs(3), sub.next()).await
+            {
+                let text = String::from_utf8(delivery.payload.clone()).unwrap();
+                delivery.ack().await.unwrap();
+                if tx.send(text).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut seen = Vec::new();
+    while let Some(text) = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("messages keep coming")
+    {
+        seen.push(text);
+        if seen.len() == total {
+            break;
+        }
+    }
+    for handle in handles {
+        handle.abort();
+    }
+    let unique: BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), total, "every message delivered once");
+    assert_eq!(unique.len(), total, "no duplicates");
+}
+
+async fn futures_join_subscribe(
+    bus: &DynBus,
+    topic: &str,
+    group: &str,
+    n: usize,
+) -> Vec<Box<dyn Subscription>> {
+    let mut subs = Vec::new();
+    for _ in 0..n {
+        subs.push(bus.subscribe(topic, group).await.unwrap());
+    }
+    subs
+}
+
+pub async fn an_unacknowledged_message_is_delivered_again(bus: DynBus, topic: &str) {
+    bus.publish(topic, "k", b"retry-me".to_vec()).await.unwrap();
+    let mut sub = bus.subscribe(topic, "g").await.unwrap();
+    let first = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.payload, b"retry-me");
+    drop(first);
+    drop(sub);
+    let mut again = bus.subscribe(topic, "g").await.unwrap();
+    assert_eq!(next_payload(&mut again).await, "retry-me");
+}
+
+pub async fn an_acknowledged_message_is_not_delivered_again(bus: DynBus, topic: &str) {
+    bus.publish(topic, "k", b"once".to_vec()).await.unwrap();
+    let mut sub = bus.subscribe(topic, "g").await.unwrap();
+    assert_eq!(next_payload(&mut sub).await, "once");
+    drop(sub);
+    let mut again = bus.subscribe(topic, "g").await.unwrap();
+    assert_quiet(&mut again).await;
+}
+
+pub async fn a_message_over_the_limit_is_refused(bus: DynBus, topic: &str) {
+    let limit = bus.max_message_bytes();
+    let err = bus
+        .publish(topic, "k", vec![b'x'; limit + 1])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::TooLarge { .. }), "{err}");
+    assert!(!err.is_retryable());
+}
+
+macro_rules! bus_contract {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+
+            async fn bus() -> DynBus {
+                $make().await
+            }
+
+            fn topic(test: &str) -> String {
+                format!("contract-{}-{}", test, std::process::id())
+            }
+
+            #[tokio::test]
+            async fn a_subscriber_gets_what_is_published() {
+                super::a_subscriber_gets_what_is_published(bus().await, &topic("a")).await;
+            }
+
+            #[tokio::test]
+            async fn messages_published_before_the_group_joined_are_delivered() {
+                super::messages_published_before_the_group_joined_are_delivered(
+                    bus().await,
+                    &topic("b"),
+                )
+                .await;
+            }
+
+            #[tokio::test]
+            async fn every_group_gets_every_message() {
+                super::every_group_gets_every_message(bus().await, &topic("c")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn members_of_a_group_share_the_messages_without_duplicates() {
+                super::members_of_a_group_share_the_messages_without_duplicates(
+                    bus().await,
+                    &topic("d"),
+                )
+                .await;
+            }
+
+            #[tokio::test]
+            async fn an_unacknowledged_message_is_delivered_again() {
+                super::an_unacknowledged_message_is_delivered_again(bus().await, &topic("e")).await;
+            }
+
+            #[tokio::test]
+            async fn an_acknowledged_message_is_not_delivered_again() {
+                super::an_acknowledged_message_is_not_delivered_again(bus().await, &topic("f"))
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn a_message_over_the_limit_is_refused() {
+                super::a_message_over_the_limit_is_refused(bus().await, &topic("g")).await;
+            }
+        }
+    };
+}
+
+bus_contract!(embedded, || async {
+    Arc::new(EmbeddedBus::new(64 * 1024)) as DynBus
+});
+
+#[tokio::test]
+async fn embedded_close_wakes_waiting_subscribers() {
+    let bus = EmbeddedBus::default();
+    let mut sub = bus.subscribe("t", "g").await.unwrap();
+    let waiter = tokio::spawn(async move { sub.next().await.map(|_| ()) });
+    bus.close();
+    let result = tokio::time::timeout(WAIT, waiter).await.unwrap().unwrap();
+    assert!(matches!(result, Err(BusError::Closed)));
+}

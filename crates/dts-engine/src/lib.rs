@@ -1,0 +1,73 @@
+//! The engine: submitting, planning and running tasks, written once against
+//! the [`Bus`](dts_bus::Bus) and [`Store`](dts_store::Store) traits so embedded
+//! and distributed mode share every line of it.
+//!
+//! - [`submit`]: stores a new task and publishes it, retrying with backoff;
+//! - [`scheduler`]: consumes the task topic, plans shards, publishes them;
+//! - [`worker`]: consumes the shard topic, runs items on one slot per core,
+//!   records results and completes shards;
+//! - [`recovery`]: on start-up of an embedded node, republishes what the store
+//!   says is unfinished (the embedded bus keeps nothing across restarts);
+//! - [`events`]: completion events on the result topic.
+
+pub mod events;
+pub mod recovery;
+pub mod scheduler;
+pub mod submit;
+pub mod worker;
+
+use dts_bus::BusError;
+use dts_store::StoreError;
+
+/// The three topics, named by configuration (the seed's names by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// `pubsub.topic`: tasks to plan.
+    pub tasks: String,
+    /// `pubsub.task-shard.topic`: shards to run.
+    pub shards: String,
+    /// `pubsub.result.topic`: completion events.
+    pub results: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            tasks: "distributed_task".into(),
+            shards: "distributed_task_shard".into(),
+            results: "distributed_task_completed".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("unreadable {what} message: {detail}")]
+    BadMessage { what: &'static str, detail: String },
+}
+
+impl EngineError {
+    /// Whether the same work may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Store(e) => e.is_retryable(),
+            EngineError::Bus(e) => e.is_retryable(),
+            EngineError::BadMessage { .. } => false,
+        }
+    }
+}
+
+/// Waits `delay`, or less if `token` is cancelled first. Returns false if cancelled.
+pub(crate) async fn sleep_unless_cancelled(
+    delay: std::time::Duration,
+    token: &tokio_util::sync::CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = token.cancelled() => false,
+    }
+}

@@ -1,0 +1,350 @@
+//! The scheduler: consumes the task topic, renders the template, splits the
+//! inputs into shards by the live workers' cores, stores the plan and
+//! publishes the shards (DESIGN.md, flow step 2).
+//!
+//! Planning is idempotent. The plan is stored once ([`Store::save_plan`]);
+//! a redelivered task message finds it and republishes only the shards not yet
+//! completed. The task message is acknowledged only after the shards are on
+//! the bus, so a scheduler that dies half-way leaves the message to be
+//! delivered again.
+//!
+//! [`Store::save_plan`]: dts_store::Store::save_plan
+
+use crate::{EngineError, Topics, events, sleep_unless_cancelled};
+use dts_bus::{BusError, Delivery, DynBus};
+use dts_model::plan::{PlanLimits, plan_shards};
+use dts_model::{ShardMessage, ShardRange, Task, TaskMessage, TaskStatus, template};
+use dts_store::{DynStore, PlanOutcome, StoreError};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+/// Shards published concurrently while planning one task.
+const PUBLISH_CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    pub topics: Topics,
+    /// `pubsub.consumergroup`.
+    pub group: String,
+    /// `pubsub.consumercount`: task consumers in this process.
+    pub consumers: u32,
+    /// Shards per live core.
+    pub oversplit: u32,
+    /// Wait before a failed task message is handed back for redelivery.
+    pub retry_delay: Duration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            topics: Topics::default(),
+            group: "task-subscribers".into(),
+            consumers: 2,
+            oversplit: 2,
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What planning one task did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    /// Shards were published (all of a new plan, or the missing ones of an old).
+    Published { shards: usize, of: usize },
+    /// Nothing to do: the task is unknown, ended, or could not be planned.
+    Nothing,
+}
+
+#[derive(Clone)]
+pub struct Scheduler {
+    store: DynStore,
+    bus: DynBus,
+    settings: SchedulerSettings,
+}
+
+impl Scheduler {
+    pub fn new(store: DynStore, bus: DynBus, settings: SchedulerSettings) -> Self {
+        Scheduler {
+            store,
+            bus,
+            settings,
+        }
+    }
+
+    /// Subscribes the configured number of consumers, then runs them on
+    /// `tracker` until `shutdown`. Returns once all are subscribed, so a
+    /// caller can start taking submissions knowing nothing will be missed.
+    pub async fn start(
+        &self,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<(), EngineError> {
+        for consumer in 0..self.settings.consumers.max(1) {
+            let subscription = self
+                .bus
+                .subscribe(&self.settings.topics.tasks, &self.settings.group)
+                .await?;
+            let scheduler = self.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move { scheduler.consume(consumer, subscription, shutdown).await });
+        }
+        Ok(())
+    }
+
+    async fn consume(
+        &self,
+        consumer: u32,
+        mut subscription: Box<dyn dts_bus::Subscription>,
+        shutdown: CancellationToken,
+    ) {
+        debug!(consumer, "scheduler consumer started");
+        loop {
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = subscription.next() => next,
+            };
+            match delivery {
+                Ok(delivery) => self.handle(delivery, &shutdown).await,
+                Err(BusError::Closed) => break,
+                Err(e) => {
+                    warn!(consumer, error = %e, "cannot read the task topic");
+                    if !sleep_unless_cancelled(self.settings.retry_delay, &shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+        debug!(consumer, "scheduler consumer stopped");
+    }
+
+    async fn handle(&self, delivery: Delivery, shutdown: &CancellationToken) {
+        let message: TaskMessage = match serde_json::from_slice(&delivery.payload) {
+            Ok(message) => message,
+            Err(e) => {
+                // Nothing can ever make sense of it: drop it for good.
+                error!(error = %e, key = %delivery.key, "skipping unreadable task message");
+                if let Err(e) = delivery.ack().await {
+                    warn!(error = %e, "cannot acknowledge a task message");
+                }
+                return;
+            }
+        };
+        match self.plan_task(&message.task_id).await {
+            Ok(_) => {
+                if let Err(e) = delivery.ack().await {
+                    warn!(task = %message.task_id, error = %e, "cannot acknowledge a task message");
+                }
+            }
+            Err(e) => {
+                // Not acknowledged: it will be delivered again. Wait a little
+                // first so a store or bus outage is not hammered.
+                warn!(task = %message.task_id, error = %e, "planning failed; the task will be planned again");
+                sleep_unless_cancelled(self.settings.retry_delay, shutdown).await;
+                drop(delivery);
+            }
+        }
+    }
+
+    /// Plans one task and publishes its shards. Safe to call any number of
+    /// times for the same task.
+    pub async fn plan_task(&self, id: &str) -> Result<Planned, EngineError> {
+        let Some(task) = self.store.task(id).await? else {
+            warn!(task = %id, "task message for an unknown task");
+            return Ok(Planned::Nothing);
+        };
+        if task.status.is_terminal() {
+            return Ok(Planned::Nothing);
+        }
+        let Some(inputs) = self.store.inputs(id).await? else {
+            return Err(StoreError::Corrupt {
+                what: format!("task {id}"),
+                detail: "the task has no stored input list".into(),
+            }
+            .into());
+        };
+        let script = match template::render(&task.template_function, &task.variables) {
+            Ok(script) => script,
+            Err(missing) => return self.fail(&task, &missing.to_string()).await,
+        };
+        let live_cores: u32 = self
+            .store
+            .live_workers()
+            .await?
+            .iter()
+            .map(|w| w.cores)
+            .sum();
+        let limits = PlanLimits {
+            live_cores,
+            oversplit: self.settings.oversplit,
+            max_message_bytes: self.bus.max_message_bytes(),
+            envelope_bytes: envelope_bytes(&task, &script)?,
+        };
+        let shards = match plan_shards(&inputs, limits) {
+            Ok(shards) => shards,
+            Err(e) => {
+                return self
+                    .fail(&task, &format!("cannot plan the task: {e}"))
+                    .await;
+            }
+        };
+
+        let (task, shards, to_publish) = match self.store.save_plan(id, &shards).await? {
+            PlanOutcome::Created(task) => {
+                info!(task = %id, items = inputs.len(), shards = shards.len(), live_cores, "task planned");
+                let all: Vec<u32> = (0..shards.len() as u32).collect();
+                (task, shards, all)
+            }
+            PlanOutcome::Existing { task, shards } => {
+                let completed = self.store.completed_shards(id).await?;
+                let missing: Vec<u32> = (0..shards.len() as u32)
+                    .filter(|i| completed.binary_search(i).is_err())
+                    .collect();
+                info!(task = %id, republishing = missing.len(), of = shards.len(), "task was planned before");
+                (task, shards, missing)
+            }
+            PlanOutcome::Ended(_) => return Ok(Planned::Nothing),
+        };
+        if task.status == TaskStatus::Completed && shards.is_empty() {
+            events::publish_completion(&self.bus, &self.settings.topics, &task).await;
+        }
+        self.publish_shards(&task, &script, &inputs, &shards, &to_publish)
+            .await?;
+        Ok(Planned::Published {
+            shards: to_publish.len(),
+            of: shards.len(),
+        })
+    }
+
+    async fn publish_shards(
+        &self,
+        task: &Task,
+        script: &str,
+        inputs: &[String],
+        shards: &[ShardRange],
+        which: &[u32],
+    ) -> Result<(), EngineError> {
+        let shard_count = shards.len() as u32;
+        stream::iter(which.iter().copied())
+            .map(|index| {
+                let range = shards[index as usize];
+                let message = ShardMessage {
+                    task_id: task.id.clone(),
+                    shard_index: index,
+                    shard_count,
+                    start: range.start,
+                    script: script.to_string(),
+                    interpreter: task.interpreter.clone(),
+                    timeout_secs: task.timeout_secs,
+                    retries: task.retries,
+                    items: inputs[range.start as usize..range.end() as usize].to_vec(),
+                };
+                async move {
+                    let payload =
+                        serde_json::to_vec(&message).map_err(|e| EngineError::BadMessage {
+                            what: "shard",
+                            detail: e.to_string(),
+                        })?;
+                    let key = format!("{}/{}", message.task_id, index);
+                    self.bus
+                        .publish(&self.settings.topics.shards, &key, payload)
+                        .await?;
+                    Ok::<(), EngineError>(())
+                }
+            })
+            .buffer_unordered(PUBLISH_CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    }
+
+    /// Ends a task that can never run, with the reason.
+    async fn fail(&self, task: &Task, reason: &str) -> Result<Planned, EngineError> {
+        error!(task = %task.id, "{reason}");
+        match self
+            .store
+            .transition(&task.id, TaskStatus::Failed, Some(reason))
+            .await
+        {
+            Ok(task) => events::publish_completion(&self.bus, &self.settings.topics, &task).await,
+            Err(StoreError::IllegalTransition { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Planned::Nothing)
+    }
+}
+
+/// An upper bound on the bytes a shard message of `task` takes besides its
+/// items: the message with no items and the widest numbers.
+fn envelope_bytes(task: &Task, script: &str) -> Result<usize, EngineError> {
+    let widest = ShardMessage {
+        task_id: task.id.clone(),
+        shard_index: u32::MAX,
+        shard_count: u32::MAX,
+        start: u64::MAX,
+        script: script.to_string(),
+        interpreter: task.interpreter.clone(),
+        timeout_secs: u64::MAX,
+        retries: u32::MAX,
+        items: Vec::new(),
+    };
+    serde_json::to_vec(&widest)
+        .map(|bytes| bytes.len())
+        .map_err(|e| EngineError::BadMessage {
+            what: "shard",
+            detail: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dts_model::plan::item_wire_bytes;
+    use dts_model::{NewTask, Variables};
+
+    #[test]
+    fn a_full_shard_message_fits_the_limit_the_planner_was_given() {
+        let new = NewTask {
+            id: dts_model::new_task_id(),
+            name: None,
+            template_function: "echo \"$1\"".into(),
+            variables: Variables::default(),
+            interpreter: "bash".into(),
+            timeout_secs: 10,
+            retries: 0,
+            inputs: (0..5000).map(|i| format!("in\"put\n{i}\u{1}é")).collect(),
+        };
+        let task = new.to_task(0);
+        let limit = 4096;
+        let envelope = envelope_bytes(&task, &new.template_function).unwrap();
+        let shards = plan_shards(
+            &new.inputs,
+            PlanLimits {
+                live_cores: 1,
+                oversplit: 1,
+                max_message_bytes: limit,
+                envelope_bytes: envelope,
+            },
+        )
+        .unwrap();
+        assert!(shards.len() > 10);
+        for (index, range) in shards.iter().enumerate() {
+            let items = new.inputs[range.start as usize..range.end() as usize].to_vec();
+            assert!(items.iter().map(|i| item_wire_bytes(i)).sum::<usize>() + envelope <= limit);
+            let message = ShardMessage {
+                task_id: task.id.clone(),
+                shard_index: index as u32,
+                shard_count: shards.len() as u32,
+                start: range.start,
+                script: new.template_function.clone(),
+                interpreter: "bash".into(),
+                timeout_secs: 10,
+                retries: 0,
+                items,
+            };
+            let bytes = serde_json::to_vec(&message).unwrap().len();
+            assert!(bytes <= limit, "shard {index} is {bytes} bytes");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Submitting a task: store it as `QUEUED`, publish it to the task topic, mark
+//! it `SUBMITTED` (DESIGN.md, flow step 1).
+//!
+//! Publishing retries with backoff up to `attempts` times; the task shows
+//! `RETRYING` (with the bus's error) after a failed attempt and
+//! `SUBMISSION_FAILED` after the last. The caller waits at most `wait` for all
+//! that, so an HTTP request never hangs on a broker that is down: after the
+//! bound it gets the task as it stands while publishing goes on in the
+//! background.
+
+use crate::{EngineError, Topics};
+use dts_bus::DynBus;
+use dts_model::{NewTask, Task, TaskMessage, TaskStatus, now_millis};
+use dts_store::{DynStore, StoreError};
+use std::time::Duration;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone)]
+pub struct SubmitSettings {
+    /// Publishing attempts before `SUBMISSION_FAILED` (the seed's 10).
+    pub attempts: u32,
+    /// How long a submit call waits for publishing before answering.
+    pub wait: Duration,
+    /// Delay after the first failed attempt; doubles each time.
+    pub first_backoff: Duration,
+    /// Longest delay between attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for SubmitSettings {
+    fn default() -> Self {
+        SubmitSettings {
+            attempts: 10,
+            wait: Duration::from_secs(5),
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Stores and publishes new tasks.
+#[derive(Clone)]
+pub struct Submitter {
+    store: DynStore,
+    bus: DynBus,
+    topics: Topics,
+    settings: SubmitSettings,
+}
+
+impl Submitter {
+    pub fn new(store: DynStore, bus: DynBus, topics: Topics, settings: SubmitSettings) -> Self {
+        Submitter {
+            store,
+            bus,
+            topics,
+            settings,
+        }
+    }
+
+    /// Stores `new` and publishes it; returns the task as it stands once
+    /// publishing ended or the wait bound passed.
+    pub async fn submit(&self, new: NewTask) -> Result<Task, EngineError> {
+        let task = new.to_task(now_millis());
+        self.store.insert_task(&task, &new.inputs).await?;
+        info!(task = %task.id, items = task.items_total, "task stored");
+
+        let publisher = self.clone();
+        let id = task.id.clone();
+        let publishing = tokio::spawn(async move { publisher.publish_with_retries(&id).await });
+        // After the bound the publishing task goes on by itself.
+        let _ = tokio::time::timeout(self.settings.wait, publishing).await;
+        Ok(self.store.task(&task.id).await?.unwrap_or(task))
+    }
+
+    /// Publishes the task message until it is accepted or attempts run out,
+    /// keeping the task's status in step.
+    pub async fn publish_with_retries(&self, id: &str) {
+        let payload = match serde_json::to_vec(&TaskMessage {
+            task_id: id.to_string(),
+        }) {
+            Ok(payload) => payload,
+            Err(e) => {
+                warn!(task = %id, error = %e, "cannot encode task message");
+                return;
+            }
+        };
+        let attempts = self.settings.attempts.max(1);
+        let mut backoff = self.settings.first_backoff;
+        for attempt in 1..=attempts {
+            let error = match self
+                .bus
+                .publish(&self.topics.tasks, id, payload.clone())
+                .await
+            {
+                Ok(()) => {
+                    self.mark(id, TaskStatus::Submitted, None).await;
+                    return;
+                }
+                Err(e) => e,
+            };
+            let message = format!(
+                "publishing to {} failed (attempt {attempt} of {attempts}): {error}",
+                self.topics.tasks
+            );
+            if attempt == attempts || !error.is_retryable() {
+                warn!(task = %id, "{message}; giving up");
+                self.mark(id, TaskStatus::SubmissionFailed, Some(&message))
+                    .await;
+                return;
+            }
+            warn!(task = %id, "{message}; retrying in {backoff:?}");
+            self.mark(id, TaskStatus::Retrying, Some(&message)).await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.settings.max_backoff);
+        }
+    }
+
+    /// Moves the task on; a refused transition means a scheduler already got
+    /// further (planned or finished it), which is fine.
+    async fn mark(&self, id: &str, to: TaskStatus, error: Option<&str>) {
+        match self.store.transition(id, to, error).await {
+            Ok(_) | Err(StoreError::IllegalTransition { .. }) => {}
+            Err(e) => warn!(task = %id, status = %to, error = %e, "could not record task status"),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The worker: consumes the shard topic, runs every item of a shard on a pool
+//! with one slot per core, records results as they come and completes the
+//! shard (DESIGN.md, flow steps 3 and 4). It heartbeats into the store so
+//! schedulers know it is alive and how many cores it brings.
+//!
+//! A worker takes up to `cores + 1` shards at once; their items share the
+//! `cores` slots and are pulled one at a time, so a slow item never leaves a
+//! core idle while others wait. Shutdown happens in phases: stop taking
+//! shards and items, let running items finish until `drain_grace`, then kill
+//! them. Shards cut short are not acknowledged, so the bus hands them to
+//! another worker (or to this one after a restart).
+
+mod shard;
+
+use crate::Topics;
+use dts_bus::{BusError, DynBus};
+use dts_executor::Executor;
+use dts_model::{WorkerInfo, now_millis};
+use dts_store::DynStore;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Unique among live workers; shown in results and `/v1/workers`.
+    pub id: String,
+    pub hostname: String,
+    /// Items run at once.
+    pub cores: u32,
+    pub topics: Topics,
+    /// Consumer group of the shard topic (`pubsub.worker-group`).
+    pub group: String,
+    pub heartbeat_interval: Duration,
+    /// How long a heartbeat keeps the worker live.
+    pub heartbeat_ttl: Duration,
+    /// Results are written at least this often while a shard runs...
+    pub flush_interval: Duration,
+    /// ...or as soon as this many are waiting.
+    pub flush_batch: usize,
+    /// How often a running shard checks whether its task was cancelled.
+    pub status_poll: Duration,
+    /// How long running items may finish after shutdown begins.
+    pub drain_grace: Duration,
+    /// Wait before a shard that failed on a store or bus error is handed back.
+    pub retry_delay: Duration,
+}
+
+impl WorkerSettings {
+    /// Defaults for a worker with `cores` slots.
+    pub fn new(id: impl Into<String>, cores: u32) -> Self {
+        WorkerSettings {
+            id: id.into(),
+            hostname: hostname(),
+            cores: cores.max(1),
+            topics: Topics::default(),
+            group: "task-workers".into(),
+            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_ttl: Duration::from_secs(10),
+            flush_interval: Duration::from_millis(200),
+            flush_batch: 512,
+            status_poll: Duration::from_millis(500),
+            drain_grace: Duration::from_secs(10),
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// This machine's host name, or "localhost" if it cannot be read.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most
+    // that many bytes and we stop at the first NUL.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// A default worker id: host, process and a random suffix, unique enough for
+/// several workers on one host.
+pub fn default_worker_id() -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}-{}", hostname(), std::process::id(), &suffix[..6])
+}
+
+/// Shared by every shard this worker runs.
+struct Inner {
+    store: DynStore,
+    bus: DynBus,
+    executor: Executor,
+    settings: WorkerSettings,
+    /// One permit per core: an item holds one while its process runs.
+    slots: Semaphore,
+    /// Items running now, for heartbeats.
+    running: AtomicU32,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl Worker {
+    pub fn new(store: DynStore, bus: DynBus, executor: Executor, settings: WorkerSettings) -> Self {
+        let slots = Semaphore::new(settings.cores as usize);
+        Worker {
+            inner: Arc::new(Inner {
+                store,
+                bus,
+                executor,
+                settings,
+                slots,
+                running: AtomicU32::new(0),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.settings.id
+    }
+
+    /// Sends a first heartbeat and subscribes, then runs on `tracker` until
+    /// `shutdown`. Returning first means a task submitted afterwards is
+    /// planned with this worker's cores.
+    pub async fn start(
+        &self,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<(), crate::EngineError> {
+        self.inner.heartbeat().await?;
+        let subscription = self
+            .inner
+            .bus
+            .subscribe(
+                &self.inner.settings.topics.shards,
+                &self.inner.settings.group,
+            )
+            .await?;
+        info!(worker = %self.inner.settings.id, cores = self.inner.settings.cores, "worker started");
+
+        let beating = self.inner.clone();
+        let beat_stop = shutdown.clone();
+        tracker.spawn(async move { beating.heartbeat_loop(beat_stop).await });
+        let consuming = self.inner.clone();
+        tracker.spawn(async move { consuming.consume(subscription, shutdown).await });
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn info(&self) -> WorkerInfo {
+        WorkerInfo {
+            id: self.settings.id.clone(),
+            hostname: self.settings.hostname.clone(),
+            cores: self.settings.cores,
+            running_items: self.running.load(Ordering::Relaxed),
+            last_heartbeat: now_millis(),
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<(), crate::EngineError> {
+        self.store
+            .heartbeat(&self.info(), self.settings.heartbeat_ttl)
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        while crate::sleep_unless_cancelled(self.settings.heartbeat_interval, &shutdown).await {
+            if let Err(e) = self.heartbeat().await {
+                warn!(worker = %self.settings.id, error = %e, "heartbeat failed");
+            }
+        }
+    }
+
+    async fn consume(
+        self: Arc<Self>,
+        mut subscription: Box<dyn dts_bus::Subscription>,
+        shutdown: CancellationToken,
+    ) {
+        // Killing running items is the last phase of shutdown, separate from
+        // `shutdown` (which only stops intake).
+        let kill = CancellationToken::new();
+        let shards = TaskTracker::new();
+        let shard_slots = Arc::new(Semaphore::new(self.settings.cores as usize + 1));
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = shard_slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = subscription.next() => next,
+            };
+            match next {
+                Ok(delivery) => {
+                    let inner = self.clone();
+                    let stop_intake = shutdown.clone();
+                    let kill = kill.clone();
+                    shards.spawn(async move {
+                        inner.run_shard(delivery, &stop_intake, &kill).await;
+                        drop(permit);
+                    });
+                }
+                Err(BusError::Closed) => break,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the shard topic");
+                    if !crate::sleep_unless_cancelled(self.settings.retry_delay, &shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+
+        shards.close();
+        if !shards.is_empty() {
+            info!(worker = %self.settings.id, grace = ?self.settings.drain_grace, "letting running items finish");
+            if tokio::time::timeout(self.settings.drain_grace, shards.wait())
+                .await
+                .is_err()
+            {
+                warn!(worker = %self.settings.id, "drain grace over; killing running items");
+                kill.cancel();
+                shards.wait().await;
+            }
+        }
+        drop(subscription);
+        if let Err(e) = self.store.remove_worker(&self.settings.id).await {
+            debug!(error = %e, "could not remove the worker's heartbeat");
+        }
+        info!(worker = %self.settings.id, "worker stopped");
+    }
+}

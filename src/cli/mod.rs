@@ -1,0 +1,131 @@
+//! Command-line parsing and dispatch. Arguments are parsed by clap, then
+//! turned into configuration flags (`dts up`) or client calls.
+
+mod client;
+mod up;
+mod wiring;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "dts",
+    version,
+    about = "A distributed task scheduler: run a script over a list of inputs on every core."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, a scheduler and a local worker on this machine (embedded mode).
+    Up(up::UpArgs),
+    /// Submit a task from a JSON file (or - for standard input).
+    Submit {
+        /// The task: {"templateFunction": "...", "inputList": [...], "variableJson": {...}}.
+        file: PathBuf,
+        /// Wait for the task to end, showing progress; exit 1 unless it completed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a task's status and counts.
+    Status {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow a task until it ends; exit 1 unless it completed.
+    Watch {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a task's item results (output, exit code, duration).
+    Results {
+        id: String,
+        /// Only the items that failed.
+        #[arg(long)]
+        failed: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a task: running items are killed, no new item starts.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List tasks, newest first.
+    Tasks {
+        /// Only tasks with this status (QUEUED, INPROGRESS, COMPLETED, FAILED, ...).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List live workers.
+    Workers {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Where the client commands find the server.
+#[derive(Args)]
+struct ClientArgs {
+    /// The dts server's URL.
+    #[arg(long, env = "DTS_SERVER", default_value = "http://127.0.0.1:30000")]
+    server: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "DTS_AUTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the server's JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ClientArgs {
+    fn connect(&self) -> Result<client::Client> {
+        client::Client::new(&self.server, self.token.clone())
+    }
+}
+
+pub fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Submit { file, wait, client } => {
+                client::submit(&client.connect()?, &file, wait, client.json).await
+            }
+            Command::Status { id, client } => {
+                client::status(&client.connect()?, &id, client.json).await
+            }
+            Command::Watch { id, client } => {
+                client::watch(&client.connect()?, &id, client.json).await
+            }
+            Command::Results { id, failed, client } => {
+                client::results(&client.connect()?, &id, failed, client.json).await
+            }
+            Command::Cancel { id, client } => client::cancel(&client.connect()?, &id).await,
+            Command::Tasks {
+                status,
+                limit,
+                client,
+            } => client::tasks(&client.connect()?, status.as_deref(), limit, client.json).await,
+            Command::Workers { client } => client::workers(&client.connect()?, client.json).await,
+        }
+    })
+}

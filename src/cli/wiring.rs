@@ -1,0 +1,68 @@
+//! Turning [`Settings`] into the engine's pieces. Shared by every command
+//! that runs a node, so each role is configured the same way everywhere.
+
+use dts_config::Settings;
+use dts_engine::Topics;
+use dts_engine::scheduler::SchedulerSettings;
+use dts_engine::submit::SubmitSettings;
+use dts_engine::worker::{WorkerSettings, default_worker_id};
+use dts_executor::ExecSettings;
+use dts_model::SubmitLimits;
+
+pub fn topics(settings: &Settings) -> Topics {
+    Topics {
+        tasks: settings.pubsub.topic.clone(),
+        shards: settings.pubsub.task_shard_topic.clone(),
+        results: settings.pubsub.result_topic.clone(),
+    }
+}
+
+pub fn submit_limits(settings: &Settings) -> SubmitLimits {
+    SubmitLimits {
+        max_items: settings.limits.max_items,
+        max_item_bytes: settings.limits.max_item_bytes,
+        max_template_bytes: settings.limits.max_template_bytes,
+        max_timeout_secs: settings.executor.max_timeout.as_secs(),
+        default_timeout_secs: settings.executor.default_timeout.as_secs(),
+        max_retries: settings.executor.max_retries,
+    }
+}
+
+pub fn submit_settings(settings: &Settings) -> SubmitSettings {
+    SubmitSettings {
+        attempts: settings.pubsub.submit_attempts,
+        wait: settings.pubsub.submit_timeout,
+        ..SubmitSettings::default()
+    }
+}
+
+pub fn scheduler_settings(settings: &Settings) -> SchedulerSettings {
+    SchedulerSettings {
+        topics: topics(settings),
+        group: settings.pubsub.consumer_group.clone(),
+        consumers: settings.pubsub.consumer_count,
+        oversplit: settings.scheduler.oversplit,
+        ..SchedulerSettings::default()
+    }
+}
+
+pub fn worker_settings(settings: &Settings) -> WorkerSettings {
+    let id = settings.worker.id.clone().unwrap_or_else(default_worker_id);
+    let cores = u32::try_from(settings.worker.effective_cores()).unwrap_or(u32::MAX);
+    WorkerSettings {
+        topics: topics(settings),
+        group: settings.pubsub.worker_group.clone(),
+        heartbeat_interval: settings.worker.heartbeat_interval,
+        heartbeat_ttl: settings.worker.heartbeat_ttl,
+        ..WorkerSettings::new(id, cores)
+    }
+}
+
+pub fn exec_settings(settings: &Settings) -> ExecSettings {
+    ExecSettings {
+        output_cap_bytes: settings.executor.output_cap_bytes,
+        kill_grace: settings.executor.kill_grace,
+        env_allow: settings.executor.env_allow.clone(),
+        workdir: settings.executor.workdir.clone(),
+    }
+}
