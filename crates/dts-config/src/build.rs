@@ -1,0 +1,193 @@
+//! Turning the stacked raw layers into typed [`Settings`]: each key is parsed
+//! as the type its field has, checked against the key table's minimum, and
+//! recorded (value and source) for `describe()` and `source_of()`.
+
+use std::time::Duration;
+
+use crate::checks;
+use crate::error::ConfigError;
+use crate::keys::{self, KAFKA_PREFIX};
+use crate::layers::{Layers, RawValue};
+use crate::settings::{
+    Entry, ExecutorSettings, LimitsSettings, MASK, PubsubSettings, RedisSettings,
+    SchedulerSettings, ServerSettings, Settings, StoreSettings, WorkerSettings,
+    is_secret_kafka_key,
+};
+use crate::value::ConfigValue;
+
+/// Build and check the settings from fully applied layers.
+pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
+    let mut read = Reader {
+        layers: &layers,
+        entries: Vec::new(),
+    };
+    let server = ServerSettings {
+        port: read.get("server.port")?,
+        bind: read.get("server.bind")?,
+        auth_token: read.get("server.auth-token")?,
+        insecure: read.get("server.insecure")?,
+        request_timeout: read.millis("server.request-timeout-ms")?,
+    };
+    let pubsub = PubsubSettings {
+        namespace: read.get("pubsub.namespace")?,
+        topic: read.get("pubsub.topic")?,
+        task_shard_topic: read.get("pubsub.task-shard.topic")?,
+        result_topic: read.get("pubsub.result.topic")?,
+        consumer_group: read.get("pubsub.consumergroup")?,
+        consumer_count: read.get("pubsub.consumercount")?,
+        worker_group: read.get("pubsub.worker-group")?,
+        partitions: read.get("pubsub.partitions")?,
+        max_message_bytes: read.get("pubsub.max-message-bytes")?,
+        submit_attempts: read.get("pubsub.submit-attempts")?,
+        submit_timeout: read.millis("pubsub.submit-timeout-ms")?,
+        kafka: read.kafka(),
+    };
+    let redis = RedisSettings {
+        host: read.get("spring.redis.host")?,
+        port: read.get("spring.redis.port")?,
+        key_prefix: read.get("redis.key-prefix")?,
+        retention: read.secs("redis.retention-secs")?,
+    };
+    let store = StoreSettings {
+        data_dir: read.get("store.data-dir")?,
+        ephemeral: read.get("store.ephemeral")?,
+    };
+    let scheduler = SchedulerSettings {
+        oversplit: read.get("scheduler.oversplit")?,
+    };
+    let worker = WorkerSettings {
+        cores: read.get("worker.cores")?,
+        id: read.get("worker.id")?,
+        heartbeat_interval: read.millis("worker.heartbeat-interval-ms")?,
+        heartbeat_ttl: read.millis("worker.heartbeat-ttl-ms")?,
+        shard_attempts: read.get("worker.shard-attempts")?,
+    };
+    let executor = ExecutorSettings {
+        output_cap_bytes: read.get("executor.output-cap-bytes")?,
+        kill_grace: read.millis("executor.kill-grace-ms")?,
+        env_allow: read.get("executor.env-allow")?,
+        workdir: read.get("executor.workdir")?,
+        default_timeout: read.secs("executor.default-timeout-secs")?,
+        max_timeout: read.secs("executor.max-timeout-secs")?,
+        max_retries: read.get("executor.max-retries")?,
+    };
+    let limits = LimitsSettings {
+        max_body_bytes: read.get("limits.max-body-bytes")?,
+        max_items: read.get("limits.max-items")?,
+        max_item_bytes: read.get("limits.max-item-bytes")?,
+        max_template_bytes: read.get("limits.max-template-bytes")?,
+    };
+    // Kafka entries go last in describe(), after every table key.
+    read.record_kafka();
+    let entries = read.entries;
+    let settings = Settings {
+        server,
+        pubsub,
+        redis,
+        store,
+        scheduler,
+        worker,
+        executor,
+        limits,
+        warnings: layers.warnings,
+        entries,
+    };
+    checks::check(&settings)?;
+    Ok(settings)
+}
+
+/// Reads typed values out of the layers and remembers what it read.
+struct Reader<'a> {
+    layers: &'a Layers,
+    entries: Vec<Entry>,
+}
+
+impl Reader<'_> {
+    /// Parse `key` as `T`.
+    ///
+    /// # Panics
+    /// If `key` is not in [`keys::KEYS`] or is declared with a different kind
+    /// than `T`: both are mistakes in this crate, caught by its tests.
+    fn get<T: ConfigValue>(&mut self, key: &'static str) -> Result<T, ConfigError> {
+        let spec = keys::spec(key).unwrap_or_else(|| panic!("{key} is missing from keys::KEYS"));
+        assert_eq!(
+            spec.kind,
+            T::KIND,
+            "{key} is declared with another kind than it is read as"
+        );
+        let raw = self
+            .layers
+            .values
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} has no default layer"));
+        let parsed = T::from_raw(&raw.value)
+            .filter(|value| value.number().is_none_or(|number| number >= spec.min));
+        let Some(value) = parsed else {
+            return Err(ConfigError::InvalidValue {
+                key: key.to_string(),
+                value: shown(spec.secret, raw_text(&raw.value)),
+                from: raw.from.clone(),
+                expected: spec.kind.expected(spec.min),
+            });
+        };
+        self.entries.push(Entry {
+            key: key.to_string(),
+            value: shown(spec.secret, value.render()),
+            from: raw.from.clone(),
+        });
+        Ok(value)
+    }
+
+    fn millis(&mut self, key: &'static str) -> Result<Duration, ConfigError> {
+        self.get(key).map(Duration::from_millis)
+    }
+
+    fn secs(&mut self, key: &'static str) -> Result<Duration, ConfigError> {
+        self.get(key).map(Duration::from_secs)
+    }
+
+    /// The pass-through map handed to librdkafka. Values are trimmed like
+    /// every other value; a TOML array is joined with commas, librdkafka's
+    /// list syntax.
+    fn kafka(&self) -> std::collections::BTreeMap<String, String> {
+        self.layers
+            .kafka
+            .iter()
+            .map(|(key, raw)| (key.clone(), kafka_text(&raw.value)))
+            .collect()
+    }
+
+    fn record_kafka(&mut self) {
+        for (key, raw) in &self.layers.kafka {
+            self.entries.push(Entry {
+                key: format!("{KAFKA_PREFIX}{key}"),
+                value: shown(is_secret_kafka_key(key), kafka_text(&raw.value)),
+                from: raw.from.clone(),
+            });
+        }
+    }
+}
+
+fn kafka_text(value: &RawValue) -> String {
+    match value {
+        RawValue::Text(text) => text.trim().to_string(),
+        RawValue::List(items) => items.join(","),
+    }
+}
+
+/// The raw value as an error message quotes it.
+fn raw_text(value: &RawValue) -> String {
+    match value {
+        RawValue::Text(text) => text.trim().to_string(),
+        list @ RawValue::List(_) => list.to_string(),
+    }
+}
+
+/// Mask secrets, but keep "not set" visible as empty.
+fn shown(secret: bool, value: String) -> String {
+    if secret && !value.is_empty() {
+        MASK.to_string()
+    } else {
+        value
+    }
+}

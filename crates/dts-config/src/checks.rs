@@ -1,0 +1,104 @@
+//! Cross-key checks: values that are each valid but contradict each other.
+//! Each error names every key involved with its value and source, and says
+//! why the combination cannot work.
+
+use std::fmt::Display;
+
+use crate::error::ConfigError;
+use crate::settings::Settings;
+
+/// Room a shard message needs besides one item and the script template:
+/// ids, field names and JSON framing.
+pub const SHARD_ENVELOPE_BYTES: usize = 4096;
+
+/// Run every cross-key check, stopping at the first failure.
+pub(crate) fn check(settings: &Settings) -> Result<(), ConfigError> {
+    let worker = &settings.worker;
+    if worker.heartbeat_ttl <= worker.heartbeat_interval {
+        return Err(inconsistent(
+            settings,
+            &[
+                ("worker.heartbeat-ttl-ms", &worker.heartbeat_ttl.as_millis()),
+                (
+                    "worker.heartbeat-interval-ms",
+                    &worker.heartbeat_interval.as_millis(),
+                ),
+            ],
+            "must be greater than",
+            "otherwise a live worker is declared gone between two heartbeats",
+        ));
+    }
+
+    let limits = &settings.limits;
+    let needed = limits
+        .max_item_bytes
+        .saturating_add(limits.max_template_bytes)
+        .saturating_add(SHARD_ENVELOPE_BYTES);
+    if needed > settings.pubsub.max_message_bytes {
+        return Err(ConfigError::Inconsistent {
+            keys: vec![
+                "limits.max-item-bytes".to_string(),
+                "limits.max-template-bytes".to_string(),
+                "pubsub.max-message-bytes".to_string(),
+            ],
+            message: format!(
+                "{} plus {} plus {SHARD_ENVELOPE_BYTES} bytes of envelope must not exceed {}: \
+                 a shard with a single item would not fit in one message",
+                fact(settings, "limits.max-item-bytes", &limits.max_item_bytes),
+                fact(
+                    settings,
+                    "limits.max-template-bytes",
+                    &limits.max_template_bytes
+                ),
+                fact(
+                    settings,
+                    "pubsub.max-message-bytes",
+                    &settings.pubsub.max_message_bytes
+                ),
+            ),
+        });
+    }
+
+    let executor = &settings.executor;
+    if executor.default_timeout > executor.max_timeout {
+        return Err(inconsistent(
+            settings,
+            &[
+                (
+                    "executor.default-timeout-secs",
+                    &executor.default_timeout.as_secs(),
+                ),
+                ("executor.max-timeout-secs", &executor.max_timeout.as_secs()),
+            ],
+            "must not exceed",
+            "a task without its own timeout would ask for more than is allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// "`a` = 1 (from x) RELATION `b` = 2 (from y): WHY".
+fn inconsistent(
+    settings: &Settings,
+    pair: &[(&str, &dyn Display); 2],
+    relation: &str,
+    why: &str,
+) -> ConfigError {
+    let [(left, left_value), (right, right_value)] = pair;
+    ConfigError::Inconsistent {
+        keys: vec![left.to_string(), right.to_string()],
+        message: format!(
+            "{} {relation} {}: {why}",
+            fact(settings, left, left_value),
+            fact(settings, right, right_value)
+        ),
+    }
+}
+
+/// "key = value (from source)".
+fn fact(settings: &Settings, key: &str, value: &dyn Display) -> String {
+    match settings.source_of(key) {
+        Some(source) => format!("{key} = {value} (from {source})"),
+        None => format!("{key} = {value}"),
+    }
+}

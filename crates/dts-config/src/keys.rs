@@ -1,0 +1,496 @@
+//! The one list of configuration keys.
+//!
+//! Every key dts understands is declared here exactly once, with its type,
+//! default, environment variable and a sentence of documentation. The loader
+//! (which keys exist, their defaults, their environment names),
+//! [`crate::Settings::describe`] and the test that keeps
+//! `docs/configuration.md` in sync all read this table, so adding a key is one
+//! line here plus one line in the settings struct that holds it.
+
+/// The shape of a key's value: decides how text is parsed and what a parse
+/// error says was expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A TCP port, 0 to 65535.
+    Port,
+    /// A whole number that fits in `u32`.
+    U32,
+    /// A whole number that fits in `u64`.
+    U64,
+    /// A whole number that fits in `usize` (sizes in bytes, counts of items).
+    Usize,
+    /// `true/false/yes/no/1/0`, case-insensitive.
+    Bool,
+    /// An IPv4 or IPv6 address (`localhost` is read as `127.0.0.1`).
+    IpAddr,
+    /// A string that must not be empty.
+    Text,
+    /// A string; empty means "not set".
+    OptionalText,
+    /// A filesystem path that must not be empty.
+    Path,
+    /// A filesystem path; empty means "not set".
+    OptionalPath,
+    /// A comma-separated list of names (an array of strings in TOML).
+    List,
+    /// Accepted so old files load, but not used.
+    Ignored,
+}
+
+impl Kind {
+    /// What a value of this kind must look like, for the end of an error
+    /// message ("expected ...").
+    pub(crate) fn expected(self, min: u64) -> String {
+        match self {
+            Kind::Port => format!("a port number from {min} to {}", u16::MAX),
+            Kind::U32 => format!("a whole number from {min} to {}", u32::MAX),
+            Kind::U64 => format!("a whole number from {min} to {}", u64::MAX),
+            Kind::Usize => format!("a whole number from {min} to {}", usize::MAX),
+            Kind::Bool => "true or false (or yes/no, 1/0)".to_string(),
+            Kind::IpAddr => "an IP address such as 127.0.0.1, 0.0.0.0 or ::1".to_string(),
+            Kind::Text => "a non-empty string".to_string(),
+            Kind::Path => "a non-empty path".to_string(),
+            Kind::OptionalText | Kind::OptionalPath | Kind::Ignored => "a string".to_string(),
+            Kind::List => {
+                "a comma-separated list of environment variable names (no `=`, no spaces)"
+                    .to_string()
+            }
+        }
+    }
+}
+
+/// One configuration key: everything the loader and the docs need to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    /// The key as written in a properties file, e.g. `server.port`.
+    pub key: &'static str,
+    /// How the value is parsed.
+    pub kind: Kind,
+    /// The built-in value, as text in properties syntax; `""` for optional
+    /// keys means "not set".
+    pub default: &'static str,
+    /// Smallest accepted value for numeric keys (0 for no lower bound).
+    pub min: u64,
+    /// Whether the value must never be shown (masked by `describe()`).
+    pub secret: bool,
+    /// A second, shorter environment variable name; the regular one wins when
+    /// both are set.
+    pub env_alias: Option<&'static str>,
+    /// What the key means, for the docs table.
+    pub doc: &'static str,
+}
+
+impl KeySpec {
+    const fn new(key: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> Self {
+        KeySpec {
+            key,
+            kind,
+            default,
+            min: 0,
+            secret: false,
+            env_alias: None,
+            doc,
+        }
+    }
+
+    const fn min(mut self, min: u64) -> Self {
+        self.min = min;
+        self
+    }
+
+    const fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+
+    const fn alias(mut self, env: &'static str) -> Self {
+        self.env_alias = Some(env);
+        self
+    }
+
+    /// The environment variable that sets this key (see [`env_var_name`]).
+    pub fn env_var(&self) -> String {
+        env_var_name(self.key)
+    }
+}
+
+/// Keys under this prefix are handed to librdkafka unchanged (prefix removed).
+pub const KAFKA_PREFIX: &str = "pubsub.kafka.";
+
+/// Prefix of every environment variable dts reads.
+pub const ENV_PREFIX: &str = "DTS_";
+
+/// The environment variable for a key: `DTS_` + the key upper-cased, with `.`
+/// and `-` turned into `_` (`pubsub.task-shard.topic` →
+/// `DTS_PUBSUB_TASK_SHARD_TOPIC`).
+pub fn env_var_name(key: &str) -> String {
+    let mut name = String::with_capacity(ENV_PREFIX.len() + key.len());
+    name.push_str(ENV_PREFIX);
+    for c in key.chars() {
+        match c {
+            '.' | '-' => name.push('_'),
+            c => name.push(c.to_ascii_uppercase()),
+        }
+    }
+    name
+}
+
+use Kind::*;
+
+/// Every key, grouped by section in the order the docs list them.
+pub const KEYS: &[KeySpec] = &[
+    // server
+    KeySpec::new("server.port", Port, "30000", "HTTP port of the API; 0 picks a free one."),
+    KeySpec::new("server.bind", IpAddr, "127.0.0.1", "Address the API listens on."),
+    KeySpec::new(
+        "server.auth-token",
+        OptionalText,
+        "",
+        "Bearer token the API requires; needed for a non-loopback bind unless `server.insecure` is set.",
+    )
+    .secret()
+    .alias("DTS_AUTH_TOKEN"),
+    KeySpec::new(
+        "server.insecure",
+        Bool,
+        "false",
+        "Allow a non-loopback bind without a token (logged loudly).",
+    ),
+    KeySpec::new(
+        "server.request-timeout-ms",
+        U64,
+        "10000",
+        "Longest time an API request may take, in milliseconds.",
+    )
+    .min(1),
+    // pubsub
+    KeySpec::new("pubsub.namespace", Text, "localhost:9092", "Kafka bootstrap servers."),
+    KeySpec::new("pubsub.topic", Text, "distributed_task", "Topic submitted tasks are published to."),
+    KeySpec::new(
+        "pubsub.task-shard.topic",
+        Text,
+        "distributed_task_shard",
+        "Topic task shards are published to for workers.",
+    ),
+    KeySpec::new(
+        "pubsub.result.topic",
+        Text,
+        "distributed_task_completed",
+        "Topic shard results are published to.",
+    ),
+    KeySpec::new(
+        "pubsub.consumergroup",
+        Text,
+        "task-subscribers",
+        "Consumer group of the schedulers reading submitted tasks.",
+    ),
+    KeySpec::new(
+        "pubsub.consumercount",
+        U32,
+        "2",
+        "Consumers each scheduler runs on the task topic.",
+    )
+    .min(1),
+    KeySpec::new(
+        "pubsub.worker-group",
+        Text,
+        "task-workers",
+        "Consumer group of the workers reading task shards.",
+    ),
+    KeySpec::new(
+        "pubsub.partitions",
+        U32,
+        "6",
+        "Partitions of the topics dts creates at start-up.",
+    )
+    .min(1),
+    KeySpec::new(
+        "pubsub.max-message-bytes",
+        Usize,
+        "1000000",
+        "Largest message dts publishes, in bytes; must match the broker's limit.",
+    )
+    .min(1),
+    KeySpec::new(
+        "pubsub.submit-attempts",
+        U32,
+        "10",
+        "Attempts to publish a submitted task before giving up.",
+    )
+    .min(1),
+    KeySpec::new(
+        "pubsub.submit-timeout-ms",
+        U64,
+        "5000",
+        "How long a submit request may wait for publishing before answering, in milliseconds.",
+    ),
+    // redis
+    KeySpec::new("spring.redis.host", Text, "localhost", "Redis host."),
+    KeySpec::new("spring.redis.port", Port, "6379", "Redis port.").min(1),
+    KeySpec::new("spring.cache.type", Ignored, "redis", "Accepted for compatibility with the seed's file; ignored."),
+    KeySpec::new("redis.key-prefix", Text, "dts", "Prefix of every Redis key dts writes."),
+    KeySpec::new(
+        "redis.retention-secs",
+        U64,
+        "604800",
+        "How long finished tasks are kept in Redis, in seconds.",
+    )
+    .min(1),
+    // store
+    KeySpec::new("store.data-dir", Path, "./dts-data", "Directory of the embedded (SQLite) store."),
+    KeySpec::new(
+        "store.ephemeral",
+        Bool,
+        "false",
+        "Keep the embedded store in memory only; nothing survives a restart.",
+    ),
+    // scheduler
+    KeySpec::new(
+        "scheduler.oversplit",
+        U32,
+        "2",
+        "Shards planned per live worker core: about oversplit × total live cores.",
+    )
+    .min(1),
+    // worker
+    KeySpec::new(
+        "worker.cores",
+        U32,
+        "0",
+        "Items a worker runs at once (the cores it announces); 0 means every core of the machine.",
+    ),
+    KeySpec::new(
+        "worker.id",
+        OptionalText,
+        "",
+        "Name of this worker in heartbeats and results; not set lets the worker choose one.",
+    ),
+    KeySpec::new(
+        "worker.heartbeat-interval-ms",
+        U64,
+        "2000",
+        "How often a worker announces itself, in milliseconds.",
+    )
+    .min(1),
+    KeySpec::new(
+        "worker.heartbeat-ttl-ms",
+        U64,
+        "10000",
+        "How long after its last heartbeat a worker counts as gone, in milliseconds; must exceed the interval.",
+    )
+    .min(1),
+    KeySpec::new(
+        "worker.shard-attempts",
+        U32,
+        "3",
+        "How many times one shard is attempted before it is given up.",
+    )
+    .min(1),
+    // executor
+    KeySpec::new(
+        "executor.output-cap-bytes",
+        Usize,
+        "65536",
+        "Output kept per item, in bytes; the rest is dropped.",
+    ),
+    KeySpec::new(
+        "executor.kill-grace-ms",
+        U64,
+        "1000",
+        "Time between SIGTERM and SIGKILL when an item is stopped, in milliseconds.",
+    ),
+    KeySpec::new(
+        "executor.env-allow",
+        List,
+        "PATH,HOME,LANG,LC_ALL,LC_CTYPE,TZ,TMPDIR,USER,LOGNAME",
+        "Environment variables passed from the worker to scripts (comma-separated; an array in TOML).",
+    ),
+    KeySpec::new(
+        "executor.workdir",
+        OptionalPath,
+        "",
+        "Working directory of scripts; not set leaves the choice to the executor.",
+    ),
+    KeySpec::new(
+        "executor.default-timeout-secs",
+        U64,
+        "3600",
+        "Timeout of an item when the task names none, in seconds.",
+    )
+    .min(1),
+    KeySpec::new(
+        "executor.max-timeout-secs",
+        U64,
+        "604800",
+        "Largest timeout a task may ask for, in seconds.",
+    )
+    .min(1),
+    KeySpec::new(
+        "executor.max-retries",
+        U32,
+        "10",
+        "Most retries per item a task may ask for.",
+    ),
+    // limits
+    KeySpec::new(
+        "limits.max-body-bytes",
+        Usize,
+        "33554432",
+        "Largest API request body, in bytes.",
+    )
+    .min(1),
+    KeySpec::new(
+        "limits.max-items",
+        Usize,
+        "1000000",
+        "Most items one task may have.",
+    )
+    .min(1),
+    KeySpec::new(
+        "limits.max-item-bytes",
+        Usize,
+        "131072",
+        "Largest single item, in bytes.",
+    )
+    .min(1),
+    KeySpec::new(
+        "limits.max-template-bytes",
+        Usize,
+        "65536",
+        "Largest script template, in bytes.",
+    )
+    .min(1),
+];
+
+/// The table entry for `key`, if dts knows it.
+pub fn spec(key: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|spec| spec.key == key)
+}
+
+/// The closest known key to a misspelt one, if it is close enough to be a
+/// plausible typo.
+pub(crate) fn suggest(unknown: &str) -> Option<&'static str> {
+    let budget = (unknown.chars().count() / 4).clamp(1, 3);
+    KEYS.iter()
+        .map(|spec| (edit_distance(unknown, spec.key), spec.key))
+        .filter(|(distance, _)| *distance <= budget)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, key)| key)
+}
+
+/// Levenshtein distance over chars; keys are short so the quadratic cost is
+/// irrelevant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = Vec::with_capacity(b.len() + 1);
+        current.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            let insert = current[j] + 1;
+            let delete = previous[j + 1] + 1;
+            current.push(substitute.min(insert).min(delete));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// The docs table row for one key: `| key | env | default | meaning |`.
+///
+/// The docs test requires each of these rows to appear verbatim in
+/// `docs/configuration.md`, so this is also how that table is regenerated.
+pub fn markdown_row(spec: &KeySpec) -> String {
+    let mut env = format!("`{}`", spec.env_var());
+    if let Some(alias) = spec.env_alias {
+        env.push_str(&format!(" or `{alias}`"));
+    }
+    let default = if spec.default.is_empty() {
+        "not set".to_string()
+    } else {
+        format!("`{}`", spec.default)
+    };
+    let mut meaning = spec.doc.to_string();
+    if spec.min > 0 {
+        meaning.push_str(&format!(" At least {}.", spec.min));
+    }
+    format!("| `{}` | {env} | {default} | {meaning} |", spec.key)
+}
+
+/// The whole key table of `docs/configuration.md`, header included.
+pub fn markdown_table() -> String {
+    let mut table = String::from("| key | env | default | meaning |\n|---|---|---|---|\n");
+    for spec in KEYS {
+        table.push_str(&markdown_row(spec));
+        table.push('\n');
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_upper_case_the_key_and_turn_dots_and_dashes_into_underscores() {
+        assert_eq!(env_var_name("server.port"), "DTS_SERVER_PORT");
+        assert_eq!(
+            env_var_name("pubsub.task-shard.topic"),
+            "DTS_PUBSUB_TASK_SHARD_TOPIC"
+        );
+        assert_eq!(env_var_name("spring.redis.host"), "DTS_SPRING_REDIS_HOST");
+    }
+
+    #[test]
+    fn every_key_is_declared_once() {
+        for (i, spec) in KEYS.iter().enumerate() {
+            assert!(
+                KEYS[i + 1..].iter().all(|other| other.key != spec.key),
+                "{} is declared twice",
+                spec.key
+            );
+        }
+    }
+
+    #[test]
+    fn no_two_keys_share_an_environment_variable() {
+        for (i, spec) in KEYS.iter().enumerate() {
+            for other in &KEYS[i + 1..] {
+                assert_ne!(
+                    spec.env_var(),
+                    other.env_var(),
+                    "{} and {}",
+                    spec.key,
+                    other.key
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_typo_suggests_the_closest_key_and_nonsense_suggests_nothing() {
+        assert_eq!(suggest("serer.port"), Some("server.port"));
+        assert_eq!(
+            suggest("pubsub.consumer-count"),
+            Some("pubsub.consumercount")
+        );
+        assert_eq!(suggest("completely.different"), None);
+    }
+
+    #[test]
+    fn the_docs_list_every_key_with_its_env_var_and_default() {
+        let docs = include_str!("../../../docs/configuration.md");
+        let missing: Vec<String> = KEYS
+            .iter()
+            .map(markdown_row)
+            .filter(|row| !docs.lines().any(|line| line.trim() == row))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md is out of date; these rows are missing or differ \
+             (the whole table is keys::markdown_table()):\n{}",
+            missing.join("\n")
+        );
+    }
+}

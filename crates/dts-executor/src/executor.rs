@@ -1,0 +1,379 @@
+//! Runs one item: spawn, feed, capture, stop, and report.
+//!
+//! The worker builds one [`Executor`] at start-up and calls [`Executor::run`]
+//! for every item, several at once. A run is a single future with no extra
+//! task or thread: the child's exit, both output streams, the stdin feed, the
+//! timeout and the cancellation token are all polled together, so nothing can
+//! block anything else.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::pin::{Pin, pin};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::env::filter_env;
+use crate::kill::ProcessGroup;
+use crate::outcome::ExecOutcome;
+use crate::output::Capture;
+use crate::program::Program;
+use crate::settings::ExecSettings;
+
+/// How long to wait for stdout and stderr to close once the main process has
+/// exited and its group was killed. Only a process that left the group (with
+/// `setsid`) can hold a pipe open that long, and it must not hang the item.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// The longest item Linux accepts: one argument or environment string,
+/// terminating NUL included, is limited to 128 KiB (`MAX_ARG_STRLEN`), and
+/// the item is also passed as `DTS_ITEM=<item>`.
+const MAX_ITEM_BYTES: usize = 128 * 1024 - "DTS_ITEM=".len() - 1;
+
+/// `$0` of scripts, so that `$1` is the item.
+const SCRIPT_NAME: &str = "dts-item";
+
+/// Which item is running, exported to the script as `DTS_*` variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemContext<'a> {
+    /// The task's id (`DTS_TASK_ID`).
+    pub task_id: &'a str,
+    /// The shard the item belongs to (`DTS_SHARD_INDEX`).
+    pub shard_index: u32,
+    /// The item's index in the task's input list (`DTS_ITEM_INDEX`).
+    pub index: u64,
+    /// The item itself: `$1`, stdin and `DTS_ITEM`.
+    pub input: &'a str,
+}
+
+/// Runs items as child processes; one per worker, shared by all its slots.
+#[derive(Debug)]
+pub struct Executor {
+    settings: ExecSettings,
+    /// The allow-listed part of the worker's environment, filtered once so
+    /// each item only copies it.
+    env: Vec<(OsString, OsString)>,
+}
+
+/// Why the executor stopped an item before it ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    TimedOut,
+    Cancelled,
+}
+
+/// Why an item could not run; its message becomes [`ExecOutcome::error`].
+#[derive(Debug, thiserror::Error)]
+enum ExecError {
+    #[error("could not start `{program}`{place}: {source}")]
+    Spawn {
+        program: String,
+        place: String,
+        source: io::Error,
+    },
+    #[error(
+        "could not start `{program}`: {source}; the item ({len} bytes) is passed as an argument \
+         and as DTS_ITEM, and the system limits each to 128 KiB"
+    )]
+    ItemTooLong {
+        program: String,
+        len: usize,
+        source: io::Error,
+    },
+    #[error(
+        "could not start `{program}`: the item contains a NUL byte, which a process argument cannot carry"
+    )]
+    NulInItem { program: String },
+    #[error("could not wait for `{program}`: {source}")]
+    Wait { program: String, source: io::Error },
+}
+
+impl Executor {
+    /// An executor whose scripts get the allow-listed variables of this
+    /// process's environment.
+    pub fn new(settings: ExecSettings) -> Self {
+        Self::with_base_env(settings, std::env::vars_os())
+    }
+
+    /// An executor whose scripts get the allow-listed variables of `env`
+    /// instead of the process's (tests, or a worker with its own view).
+    pub fn with_base_env(
+        settings: ExecSettings,
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Self {
+        let env = filter_env(&settings.env_allow, env);
+        Self { settings, env }
+    }
+
+    /// The settings this executor was built with.
+    pub fn settings(&self) -> &ExecSettings {
+        &self.settings
+    }
+
+    /// The `PATH` scripts get; pass it to [`Program::prepare`].
+    pub fn path_var(&self) -> Option<&OsStr> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_os_str())
+    }
+
+    /// [`Program::prepare`] with this executor's `PATH`, resolving relative
+    /// paths against its working directory. Call once per shard.
+    pub fn prepare(&self, script: &str, interpreter: &str) -> Program {
+        Program::prepare_in(
+            script,
+            interpreter,
+            self.path_var(),
+            self.settings.workdir.as_deref(),
+        )
+    }
+
+    /// Runs one item to its end and reports it. Never panics on process or OS
+    /// failures: those are outcomes with [`ExecOutcome::error`] set.
+    ///
+    /// On `timeout` or when `cancel` fires, the item's process group gets
+    /// SIGTERM, then SIGKILL after [`ExecSettings::kill_grace`]. When the main
+    /// process ends, whatever is left in its group is killed. An item whose
+    /// token is already cancelled is not started.
+    pub async fn run(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> ExecOutcome {
+        let started = Instant::now();
+        if cancel.is_cancelled() {
+            return ExecOutcome {
+                cancelled: true,
+                ..ExecOutcome::default()
+            };
+        }
+        let failed = |error: ExecError| ExecOutcome {
+            error: Some(error.to_string()),
+            duration: started.elapsed(),
+            ..ExecOutcome::default()
+        };
+        if item.input.contains('\0') {
+            return failed(ExecError::NulInItem {
+                program: program.display_name().into_owned(),
+            });
+        }
+        let mut child = match self.command(program, item).spawn() {
+            Ok(child) => child,
+            Err(source) => return failed(self.spawn_error(program, item, source)),
+        };
+        let mut group = ProcessGroup::new(child.id());
+        let feed = feed_stdin(child.stdin.take(), item.input);
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let mut out = Capture::new(self.settings.output_cap_bytes);
+        let mut err = Capture::new(self.settings.output_cap_bytes);
+
+        let (waited, stop) = {
+            let both = pin!(async { tokio::join!(out.fill_from(stdout), err.fill_from(stderr)) });
+            let mut readers = Readers { both, done: false };
+            let ended = self
+                .supervise(&mut child, &group, &mut readers, feed, timeout, cancel)
+                .await;
+            // The main process is gone: nothing left in its group may outlive
+            // the item or keep its pipes open.
+            group.signal_logged(libc::SIGKILL);
+            group.disarm();
+            if tokio::time::timeout(DRAIN_LIMIT, readers.finish())
+                .await
+                .is_err()
+            {
+                tracing::debug!(
+                    task = item.task_id,
+                    index = item.index,
+                    "item output still open after its process exited; keeping what was read"
+                );
+            }
+            ended
+        };
+        outcome(program, waited, stop, out, err, started)
+    }
+
+    /// Waits for the main process to exit while reading its output and
+    /// feeding its stdin, and stops its group on timeout or cancellation:
+    /// SIGTERM first, SIGKILL after the grace.
+    async fn supervise<F: Future<Output = ((), ())>>(
+        &self,
+        child: &mut Child,
+        group: &ProcessGroup,
+        readers: &mut Readers<'_, F>,
+        feed: impl Future<Output = ()>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> (io::Result<ExitStatus>, Option<Stop>) {
+        let mut feed = pin!(feed);
+        let mut feed_done = false;
+        let mut deadline = pin!(tokio::time::sleep_until(after(timeout)));
+        let mut stop = None;
+        let mut kill_at: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                biased;
+                waited = child.wait() => return (waited, stop),
+                () = readers.finish(), if !readers.done => {}
+                () = &mut feed, if !feed_done => feed_done = true,
+                // `kill_at` is Some whenever this branch is enabled.
+                () = tokio::time::sleep_until(kill_at.unwrap_or(deadline.deadline())), if kill_at.is_some() => {
+                    group.signal_logged(libc::SIGKILL);
+                    kill_at = None;
+                }
+                () = cancel.cancelled(), if stop.is_none() => {
+                    stop = Some(Stop::Cancelled);
+                    group.signal_logged(libc::SIGTERM);
+                    kill_at = Some(after(self.settings.kill_grace));
+                }
+                () = &mut deadline, if stop.is_none() => {
+                    stop = Some(Stop::TimedOut);
+                    group.signal_logged(libc::SIGTERM);
+                    kill_at = Some(after(self.settings.kill_grace));
+                }
+            }
+        }
+    }
+
+    /// The child for `item`: its own process group, a cleared environment plus
+    /// the allow-list and `DTS_*`, and piped stdio.
+    fn command(&self, program: &Program, item: &ItemContext<'_>) -> Command {
+        let mut command = match program {
+            Program::Direct(path) => Command::new(path),
+            Program::Script {
+                interpreter,
+                script,
+            } => {
+                let mut command = Command::new(interpreter);
+                command.arg("-c").arg(script).arg(SCRIPT_NAME);
+                command
+            }
+        };
+        command
+            .arg(item.input)
+            .env_clear()
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
+            .env("DTS_ITEM", item.input)
+            .env("DTS_ITEM_INDEX", item.index.to_string())
+            .env("DTS_TASK_ID", item.task_id)
+            .env("DTS_SHARD_INDEX", item.shard_index.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &self.settings.workdir {
+            command.current_dir(dir);
+        }
+        command
+    }
+
+    fn spawn_error(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        source: io::Error,
+    ) -> ExecError {
+        let program = program.display_name().into_owned();
+        if source.raw_os_error() == Some(libc::E2BIG) && item.input.len() > MAX_ITEM_BYTES {
+            return ExecError::ItemTooLong {
+                program,
+                len: item.input.len(),
+                source,
+            };
+        }
+        let place = match &self.settings.workdir {
+            Some(dir) => format!(" in `{}`", dir.display()),
+            None => String::new(),
+        };
+        ExecError::Spawn {
+            program,
+            place,
+            source,
+        }
+    }
+}
+
+/// Both output streams being read; polled alongside the child and then
+/// drained, so it keeps its progress (and the bytes already captured) across
+/// the two phases.
+struct Readers<'a, F> {
+    both: Pin<&'a mut F>,
+    done: bool,
+}
+
+impl<F: Future<Output = ((), ())>> Readers<'_, F> {
+    /// Reads until both streams close. Cancel safe: dropping this future keeps
+    /// the readers' progress.
+    async fn finish(&mut self) {
+        if !self.done {
+            self.both.as_mut().await;
+            self.done = true;
+        }
+    }
+}
+
+/// The outcome of an item whose process was started.
+fn outcome(
+    program: &Program,
+    waited: io::Result<ExitStatus>,
+    stop: Option<Stop>,
+    out: Capture,
+    err: Capture,
+    started: Instant,
+) -> ExecOutcome {
+    let (stdout, stdout_truncated) = out.finish();
+    let (stderr, stderr_truncated) = err.finish();
+    let (exit_code, signal, error) = match waited {
+        Ok(status) => (status.code(), status.signal(), None),
+        Err(source) => {
+            let program = program.display_name().into_owned();
+            (
+                None,
+                None,
+                Some(ExecError::Wait { program, source }.to_string()),
+            )
+        }
+    };
+    ExecOutcome {
+        exit_code,
+        signal,
+        timed_out: stop == Some(Stop::TimedOut),
+        cancelled: stop == Some(Stop::Cancelled),
+        stdout,
+        stderr,
+        stdout_truncated,
+        stderr_truncated,
+        duration: started.elapsed(),
+        error,
+    }
+}
+
+/// Writes the item and a newline to the child's stdin, then closes it. A
+/// child that exits or closes stdin without reading is fine (broken pipe).
+async fn feed_stdin(stdin: Option<ChildStdin>, input: &str) {
+    let Some(mut stdin) = stdin else { return };
+    let written = match stdin.write_all(input.as_bytes()).await {
+        Ok(()) => stdin.write_all(b"\n").await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            tracing::debug!(error = %e, "could not write the item to the child's stdin");
+        }
+    }
+}
+
+/// `now + d`, saturating far in the future instead of overflowing.
+fn after(d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
+    let now = Instant::now();
+    now.checked_add(d).unwrap_or_else(|| now + FAR)
+}

@@ -1,0 +1,32 @@
+//! Runs one item of a task as a child process and reports what happened.
+//!
+//! The worker calls [`Executor::run`] once per item, up to one item per core at
+//! a time, so everything that can be decided earlier is: the environment scripts
+//! get is filtered once per [`Executor`], and how a rendered template is run is
+//! decided once per shard by [`Program::prepare`].
+//!
+//! The parts:
+//! - `program`: a rendered template becomes a [`Program`] (a script for an
+//!   interpreter, or an executable run directly, as the seed did).
+//! - `executor`: spawns the child in its own process group with a cleared
+//!   environment, feeds it the item, enforces the timeout and cancellation,
+//!   and builds the [`ExecOutcome`] (`outcome`).
+//! - `settings`, `env`, `output` and `kill`: the knobs, the allow-listed
+//!   environment, capped capture of stdout/stderr, and signals to a whole
+//!   process group.
+//!
+//! Items are data: an item reaches the script as `$1`, on stdin and as
+//! `DTS_ITEM`, and is never pasted into the script text.
+
+mod env;
+mod executor;
+mod kill;
+mod outcome;
+mod output;
+mod program;
+mod settings;
+
+pub use executor::{Executor, ItemContext};
+pub use outcome::ExecOutcome;
+pub use program::Program;
+pub use settings::{DEFAULT_ENV_ALLOW, ExecSettings};

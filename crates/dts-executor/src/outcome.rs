@@ -1,0 +1,88 @@
+//! What happened when one item ran; stored by the worker as the item's result.
+
+use std::time::Duration;
+
+/// The result of running one item. Built by [`crate::Executor::run`]; a
+/// process that could not even start is an outcome too (with `error` set),
+/// never a panic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// Exit code, when the process exited on its own (or by a handled signal).
+    pub exit_code: Option<i32>,
+    /// The signal that killed the process, when one did.
+    pub signal: Option<i32>,
+    /// The per-item timeout expired and the process group was killed.
+    pub timed_out: bool,
+    /// The task was cancelled: the process group was killed, or the item was
+    /// never started.
+    pub cancelled: bool,
+    /// Standard output, up to the cap (invalid UTF-8 replaced).
+    pub stdout: String,
+    /// Standard error, up to the cap (invalid UTF-8 replaced).
+    pub stderr: String,
+    /// Standard output was longer than the cap.
+    pub stdout_truncated: bool,
+    /// Standard error was longer than the cap.
+    pub stderr_truncated: bool,
+    /// Wall time from spawning until the output was collected.
+    pub duration: Duration,
+    /// Why the item could not run or be waited for, naming the program.
+    pub error: Option<String>,
+}
+
+impl ExecOutcome {
+    /// True when the item ran to completion and exited 0.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out && !self.cancelled && self.error.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_clean_exit_zero_is_success() {
+        let ok = ExecOutcome {
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        assert!(ok.succeeded());
+        assert!(
+            !ExecOutcome {
+                exit_code: Some(1),
+                ..ok.clone()
+            }
+            .succeeded()
+        );
+        assert!(
+            !ExecOutcome {
+                exit_code: None,
+                signal: Some(9),
+                ..ok.clone()
+            }
+            .succeeded()
+        );
+        assert!(
+            !ExecOutcome {
+                timed_out: true,
+                ..ok.clone()
+            }
+            .succeeded()
+        );
+        assert!(
+            !ExecOutcome {
+                cancelled: true,
+                ..ok.clone()
+            }
+            .succeeded()
+        );
+        assert!(
+            !ExecOutcome {
+                error: Some("x".into()),
+                ..ok
+            }
+            .succeeded()
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! What a task's rendered template runs as, decided once per shard.
+//!
+//! A template is normally a script for an interpreter (`bash -c <script>
+//! dts-item <item>`). For seed compatibility, a template that is one word
+//! naming an executable file runs that file directly with the item as its
+//! only argument. The worker calls [`Program::prepare`] (or
+//! [`crate::Executor::prepare`]) when a shard starts and reuses the result for
+//! every item.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// How a task's rendered script is run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// An executable run as `<path> <item>` (the seed's behaviour).
+    Direct(PathBuf),
+    /// A script run as `<interpreter> -c <script> dts-item <item>`, so the
+    /// item is `$1` and `$0` is `dts-item`.
+    Script {
+        /// The interpreter, looked up in the scripts' `PATH` unless it has a `/`.
+        interpreter: String,
+        /// The rendered template, passed verbatim.
+        script: String,
+    },
+}
+
+impl Program {
+    /// Decides how `script` runs. It is [`Program::Direct`] when the trimmed
+    /// script is a single word naming an executable regular file: a word with
+    /// a `/` is a path (relative to the current directory), a bare word is
+    /// looked up in `path_var`, the `PATH` the scripts get (empty entries are
+    /// skipped). Anything else is a [`Program::Script`] for `interpreter`.
+    ///
+    /// This makes a few `stat` calls; call it once per shard, not per item.
+    pub fn prepare(script: &str, interpreter: &str, path_var: Option<&OsStr>) -> Program {
+        Self::prepare_in(script, interpreter, path_var, None)
+    }
+
+    /// [`Program::prepare`] with relative paths resolved against `workdir`,
+    /// the directory the child will run in.
+    pub(crate) fn prepare_in(
+        script: &str,
+        interpreter: &str,
+        path_var: Option<&OsStr>,
+        workdir: Option<&Path>,
+    ) -> Program {
+        match direct_executable(script.trim(), path_var, workdir) {
+            Some(path) => Program::Direct(path),
+            None => Program::Script {
+                interpreter: interpreter.to_owned(),
+                script: script.to_owned(),
+            },
+        }
+    }
+
+    /// The program's name for messages: the path or the interpreter.
+    pub fn display_name(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Program::Direct(path) => path.to_string_lossy(),
+            Program::Script { interpreter, .. } => interpreter.as_str().into(),
+        }
+    }
+}
+
+/// The executable `word` names, if it is a single word that names one.
+fn direct_executable(
+    word: &str,
+    path_var: Option<&OsStr>,
+    workdir: Option<&Path>,
+) -> Option<PathBuf> {
+    if word.is_empty() || word.contains(char::is_whitespace) {
+        return None;
+    }
+    if word.contains('/') {
+        let path = Path::new(word);
+        // The child resolves a relative path against its own working directory.
+        let probe = match workdir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        };
+        return is_executable_file(&probe).then(|| path.to_path_buf());
+    }
+    std::env::split_paths(path_var?)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(word))
+        .find(|candidate| is_executable_file(candidate))
+}
+
+/// A regular file (after following symlinks) with an execute bit set.
+fn is_executable_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    /// A directory with an executable `tool`, a non-executable `data` and a
+    /// sub-directory `dir`.
+    fn fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("tool"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("data"), "x").unwrap();
+        std::fs::create_dir(dir.path().join("dir")).unwrap();
+        dir
+    }
+
+    fn script(text: &str) -> Program {
+        Program::Script {
+            interpreter: "bash".into(),
+            script: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_script_with_several_words_is_run_by_the_interpreter() {
+        let dir = fixture();
+        let tool = dir.path().join("tool");
+        let text = format!("{} --flag", tool.display());
+        assert_eq!(Program::prepare(&text, "bash", None), script(&text));
+        assert_eq!(Program::prepare("echo hi", "bash", None), script("echo hi"));
+    }
+
+    #[test]
+    fn a_single_word_path_to_an_executable_is_run_directly() {
+        let dir = fixture();
+        let tool = dir.path().join("tool");
+        let text = format!("  {}\n", tool.display());
+        assert_eq!(Program::prepare(&text, "bash", None), Program::Direct(tool));
+    }
+
+    #[test]
+    fn a_bare_word_is_looked_up_in_the_scripts_path() {
+        let dir = fixture();
+        let path: OsString =
+            std::env::join_paths(["/nonexistent-dts", dir.path().to_str().unwrap()]).unwrap();
+        assert_eq!(
+            Program::prepare("tool", "bash", Some(&path)),
+            Program::Direct(dir.path().join("tool"))
+        );
+    }
+
+    #[test]
+    fn a_bare_word_is_a_script_when_no_path_has_it() {
+        let dir = fixture();
+        let path = dir.path().as_os_str();
+        assert_eq!(
+            Program::prepare("missing", "bash", Some(path)),
+            script("missing")
+        );
+        assert_eq!(Program::prepare("tool", "bash", None), script("tool"));
+    }
+
+    #[test]
+    fn a_bare_word_is_not_found_through_an_empty_path_entry() {
+        let dir = fixture();
+        let path = OsString::from(":/nonexistent-dts");
+        let inside = Program::prepare_in("tool", "bash", Some(&path), Some(dir.path()));
+        assert_eq!(inside, script("tool"));
+    }
+
+    #[test]
+    fn a_file_without_execute_permission_is_a_script() {
+        let dir = fixture();
+        let data = dir.path().join("data").display().to_string();
+        assert_eq!(Program::prepare(&data, "bash", None), script(&data));
+    }
+
+    #[test]
+    fn a_directory_is_a_script() {
+        let dir = fixture();
+        let sub = dir.path().join("dir").display().to_string();
+        assert_eq!(Program::prepare(&sub, "bash", None), script(&sub));
+    }
+
+    #[test]
+    fn an_empty_template_is_a_script() {
+        assert_eq!(
+            Program::prepare("  ", "sh", None),
+            Program::Script {
+                interpreter: "sh".into(),
+                script: "  ".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_relative_path_is_checked_against_the_childs_working_directory() {
+        let dir = fixture();
+        assert_eq!(
+            Program::prepare_in("./tool", "bash", None, Some(dir.path())),
+            Program::Direct(PathBuf::from("./tool"))
+        );
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Program::prepare_in("./tool", "bash", None, Some(elsewhere.path())),
+            script("./tool")
+        );
+    }
+
+    #[test]
+    fn the_display_name_is_the_path_or_the_interpreter() {
+        assert_eq!(
+            Program::Direct("/bin/true".into()).display_name(),
+            "/bin/true"
+        );
+        assert_eq!(script("x").display_name(), "bash");
+    }
+}

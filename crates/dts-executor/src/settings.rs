@@ -1,0 +1,61 @@
+//! The executor's knobs, filled in by the worker from its configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The worker's environment variables that scripts get by default: enough to
+/// find programs and to behave like a login shell, and none of the worker's
+/// credentials.
+pub const DEFAULT_ENV_ALLOW: &[&str] = &[
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
+];
+
+/// How items are run; one value per [`crate::Executor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSettings {
+    /// Bytes kept per stream (stdout and stderr each), so one chatty item
+    /// cannot exhaust the worker's memory or the store. The rest is read and
+    /// discarded so the child never blocks on a full pipe.
+    pub output_cap_bytes: usize,
+    /// Time between SIGTERM and SIGKILL when an item is stopped, so scripts
+    /// can clean up but cannot refuse to die.
+    pub kill_grace: Duration,
+    /// Names of the worker's environment variables passed on to scripts;
+    /// everything else (the worker's secrets) is withheld.
+    pub env_allow: Vec<String>,
+    /// Working directory of scripts; `None` keeps the worker's own.
+    pub workdir: Option<PathBuf>,
+}
+
+impl Default for ExecSettings {
+    fn default() -> Self {
+        Self {
+            output_cap_bytes: 64 * 1024,
+            kill_grace: Duration::from_secs(1),
+            env_allow: DEFAULT_ENV_ALLOW
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
+            workdir: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let settings = ExecSettings::default();
+        assert_eq!(settings.output_cap_bytes, 65_536);
+        assert_eq!(settings.kill_grace, Duration::from_secs(1));
+        assert_eq!(
+            settings.env_allow,
+            [
+                "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME"
+            ]
+        );
+        assert_eq!(settings.workdir, None);
+    }
+}

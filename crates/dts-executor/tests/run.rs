@@ -1,0 +1,669 @@
+//! Runs real child processes through `Executor::run`: how items reach scripts,
+//! what scripts can see, output capture, and how items are stopped.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dts_executor::{ExecOutcome, ExecSettings, Executor, ItemContext, Program};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Long enough never to fire in a passing test; a deadlock shows up as
+/// `timed_out` instead of a hung test run.
+const GENEROUS: Duration = Duration::from_secs(10);
+const GRACE: Duration = Duration::from_millis(200);
+const TEST_PATH: &str = "/usr/bin:/bin";
+
+fn settings() -> ExecSettings {
+    ExecSettings {
+        kill_grace: GRACE,
+        ..ExecSettings::default()
+    }
+}
+
+/// The worker's environment as tests pretend it is: two allowed variables
+/// and two secrets.
+fn base_env() -> Vec<(OsString, OsString)> {
+    [
+        ("PATH", TEST_PATH),
+        ("HOME", "/home/dts-test"),
+        ("DTS_WORKER_TOKEN", "hunter2"),
+        ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.into(), v.into()))
+    .collect()
+}
+
+fn executor_with(settings: ExecSettings) -> Executor {
+    Executor::with_base_env(settings, base_env())
+}
+
+fn executor() -> Executor {
+    executor_with(settings())
+}
+
+fn bash(script: &str) -> Program {
+    Program::Script {
+        interpreter: "bash".into(),
+        script: script.into(),
+    }
+}
+
+fn item(input: &str) -> ItemContext<'_> {
+    ItemContext {
+        task_id: "task-1",
+        shard_index: 2,
+        index: 7,
+        input,
+    }
+}
+
+async fn run(executor: &Executor, program: &Program, input: &str) -> ExecOutcome {
+    run_for(executor, program, input, GENEROUS).await
+}
+
+async fn run_for(
+    executor: &Executor,
+    program: &Program,
+    input: &str,
+    timeout: Duration,
+) -> ExecOutcome {
+    executor
+        .run(program, &item(input), timeout, &CancellationToken::new())
+        .await
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes.
+async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// No such process, or only its zombie (a killed orphan that init has not
+/// reaped yet; pid 1 in a container may never reap it).
+fn process_is_gone(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    if unsafe { libc::kill(pid, 0) } == -1
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    {
+        return true;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    state == Some('Z')
+}
+
+fn first_line_pid(stdout: &str) -> i32 {
+    stdout
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {stdout:?}"))
+}
+
+/// Creates an executable file through a child shell, so this process never
+/// holds a write descriptor that a concurrently forked child could inherit
+/// (which makes exec fail with ETXTBSY).
+fn write_executable(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    let status = std::process::Command::new("sh")
+        .args(["-c", r#"printf '%s' "$2" > "$1" && chmod 755 "$1""#, "sh"])
+        .arg(&path)
+        .arg(content)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path
+}
+
+/// Kills a process the test let escape, even when the test fails.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: plain kill of a pid this test started.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+/// Items that would run code, split words or look like options if they were
+/// ever pasted into a script or parsed as flags.
+fn hostile_items(dir: &Path) -> Vec<String> {
+    let d = dir.display();
+    vec![
+        format!("$(touch {d}/dollar-paren)"),
+        format!("`touch {d}/backtick`"),
+        format!("'; touch {d}/single-quote; echo '"),
+        format!("\"; touch {d}/double-quote; echo \""),
+        format!("x; touch {d}/semicolon"),
+        format!("x | touch {d}/pipe"),
+        format!("x && touch {d}/and\ntouch {d}/newline\n"),
+        "${HOME} $PATH $1 $0 *".to_owned(),
+        "-n".to_owned(),
+        "--help".to_owned(),
+        "-e".to_owned(),
+        "back\\slash \\n %s %d".to_owned(),
+        "héllo wörld ✓ 日本語 🎉".to_owned(),
+        "  leading and trailing spaces  ".to_owned(),
+        String::new(),
+    ]
+}
+
+fn assert_nothing_created(dir: &Path) {
+    let created: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(created.is_empty(), "an item ran code: {created:?}");
+}
+
+#[tokio::test]
+async fn the_item_is_dollar_one_and_dollar_zero_is_dts_item() {
+    let out = run(
+        &executor(),
+        &bash(r#"printf '%s|%s|%s' "$0" "$#" "$1""#),
+        "apple pie",
+    )
+    .await;
+    assert_eq!(out.stdout, "dts-item|1|apple pie");
+    assert!(out.succeeded(), "{out:?}");
+}
+
+#[tokio::test]
+async fn the_item_is_written_to_stdin_with_a_newline_and_stdin_is_closed() {
+    let out = run(&executor(), &bash("cat"), "line one\nline two").await;
+    assert_eq!(out.stdout, "line one\nline two\n");
+    assert!(out.succeeded(), "{out:?}");
+}
+
+#[tokio::test]
+async fn the_dts_variables_describe_the_item() {
+    let script =
+        r#"printf '%s|%s|%s|%s' "$DTS_ITEM" "$DTS_ITEM_INDEX" "$DTS_TASK_ID" "$DTS_SHARD_INDEX""#;
+    let out = run(&executor(), &bash(script), "pear").await;
+    assert_eq!(out.stdout, "pear|7|task-1|2");
+}
+
+#[tokio::test]
+async fn hostile_items_reach_the_script_verbatim_and_run_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = executor_with(ExecSettings {
+        workdir: Some(dir.path().into()),
+        ..settings()
+    });
+    let script = bash(r#"printf '%s\0' "$1" "$DTS_ITEM" "$#"; cat"#);
+    for input in hostile_items(dir.path()) {
+        let out = run(&executor, &script, &input).await;
+        assert_eq!(
+            out.stdout,
+            format!("{input}\0{input}\x001\0{input}\n"),
+            "item {input:?}"
+        );
+        assert_eq!(out.stderr, "", "item {input:?}");
+        assert!(out.succeeded(), "item {input:?}: {out:?}");
+    }
+    assert_nothing_created(dir.path());
+}
+
+#[tokio::test]
+async fn hostile_items_reach_a_direct_program_as_its_only_argument() {
+    let bin = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let tool = write_executable(
+        bin.path(),
+        "tool",
+        "#!/bin/sh\nprintf '%s\\0' \"$#\" \"$@\"\n",
+    );
+    let executor = executor_with(ExecSettings {
+        workdir: Some(work.path().into()),
+        ..settings()
+    });
+    for input in hostile_items(work.path()) {
+        let out = run(&executor, &Program::Direct(tool.clone()), &input).await;
+        assert_eq!(out.stdout, format!("1\0{input}\0"), "item {input:?}");
+        assert!(out.succeeded(), "item {input:?}: {out:?}");
+    }
+    assert_nothing_created(work.path());
+}
+
+#[tokio::test]
+async fn a_long_item_reaches_dollar_one_stdin_and_dts_item_whole() {
+    let input = "0123456789".repeat(10_000);
+    let script = r#"s=$(cat); [ "$s" = "$1" ] && [ "$1" = "$DTS_ITEM" ] && printf '%s' "${#1}""#;
+    let out = run(&executor(), &bash(script), &input).await;
+    assert_eq!(out.stdout, "100000");
+    assert!(out.succeeded(), "{out:?}");
+}
+
+#[tokio::test]
+async fn an_item_too_long_for_an_argument_is_a_clear_error() {
+    let input = "x".repeat(200_000);
+    let out = run(&executor(), &bash("true"), &input).await;
+    let error = out.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("could not start `bash`: Argument list too long"),
+        "{error}"
+    );
+    assert!(error.contains("(200000 bytes)"), "{error}");
+    assert!(!out.succeeded());
+}
+
+#[tokio::test]
+async fn the_longest_item_the_system_accepts_still_runs() {
+    let input = "z".repeat(128 * 1024 - "DTS_ITEM=".len() - 1);
+    let out = run(&executor(), &bash(r#"printf '%s' "${#DTS_ITEM}""#), &input).await;
+    assert_eq!(out.stdout, input.len().to_string(), "{:?}", out.error);
+}
+
+#[tokio::test]
+async fn an_item_with_a_nul_byte_is_a_clear_error() {
+    let out = run(&executor(), &bash("true"), "a\0b").await;
+    assert_eq!(
+        out.error.as_deref(),
+        Some(
+            "could not start `bash`: the item contains a NUL byte, which a process argument cannot carry"
+        )
+    );
+    assert_eq!(out.exit_code, None);
+}
+
+#[tokio::test]
+async fn a_script_that_never_reads_stdin_does_not_block_on_a_large_item() {
+    // Larger than a pipe's 64 KiB buffer, so the stdin write cannot finish.
+    let input = "y".repeat(120_000);
+    let out = run(&executor(), &bash("sleep 0.2; echo ok"), &input).await;
+    assert_eq!(out.stdout, "ok\n");
+    assert!(out.succeeded(), "{out:?}");
+}
+
+#[tokio::test]
+async fn scripts_see_only_the_allow_listed_variables_and_dts_ones() {
+    // The shell's own initial environment, before it adds PWD, SHLVL and `_`.
+    let out = run(
+        &executor(),
+        &bash(r#"tr '\0' '\n' < /proc/$$/environ | sort"#),
+        "x",
+    )
+    .await;
+    assert_eq!(
+        out.stdout,
+        "DTS_ITEM=x\nDTS_ITEM_INDEX=7\nDTS_SHARD_INDEX=2\nDTS_TASK_ID=task-1\n\
+         HOME=/home/dts-test\nPATH=/usr/bin:/bin\n"
+    );
+}
+
+#[tokio::test]
+async fn path_falls_back_to_the_system_directories_when_the_worker_has_none() {
+    let executor = Executor::with_base_env(settings(), [("HOME".into(), "/h".into())]);
+    let out = run(&executor, &bash(r#"printf '%s' "$PATH""#), "x").await;
+    assert_eq!(out.stdout, "/usr/local/bin:/usr/bin:/bin");
+    assert_eq!(
+        executor.path_var(),
+        Some("/usr/local/bin:/usr/bin:/bin".as_ref())
+    );
+}
+
+#[test]
+fn a_new_executor_takes_path_from_the_process_environment() {
+    let expected =
+        std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    assert_eq!(
+        Executor::new(ExecSettings::default()).path_var(),
+        Some(expected.as_os_str())
+    );
+}
+
+#[tokio::test]
+async fn scripts_run_in_the_configured_workdir() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = executor_with(ExecSettings {
+        workdir: Some(dir.path().into()),
+        ..settings()
+    });
+    let out = run(&executor, &bash("pwd -P"), "x").await;
+    assert_eq!(
+        out.stdout,
+        format!("{}\n", dir.path().canonicalize().unwrap().display())
+    );
+}
+
+#[tokio::test]
+async fn prepare_runs_a_single_word_relative_to_the_workdir_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    write_executable(dir.path(), "tool", "#!/bin/sh\necho \"tool got $1\"\n");
+    let executor = executor_with(ExecSettings {
+        workdir: Some(dir.path().into()),
+        ..settings()
+    });
+    let program = executor.prepare(" ./tool \n", "bash");
+    assert_eq!(program, Program::Direct("./tool".into()));
+    let out = run(&executor, &program, "plum").await;
+    assert_eq!(out.stdout, "tool got plum\n");
+}
+
+#[tokio::test]
+async fn prepare_looks_up_a_bare_word_in_the_scripts_path() {
+    let executor = executor();
+    let program = executor.prepare("echo", "bash");
+    assert!(
+        matches!(&program, Program::Direct(p) if p.ends_with("echo")),
+        "{program:?}"
+    );
+    assert_eq!(run(&executor, &program, "fig").await.stdout, "fig\n");
+}
+
+#[tokio::test]
+async fn a_missing_interpreter_is_an_outcome_naming_it() {
+    let program = Program::Script {
+        interpreter: "bashx".into(),
+        script: "true".into(),
+    };
+    let out = run(&executor(), &program, "x").await;
+    assert_eq!(
+        out.error.as_deref(),
+        Some("could not start `bashx`: No such file or directory (os error 2)")
+    );
+    assert_eq!((out.exit_code, out.signal), (None, None));
+    assert!(!out.succeeded());
+}
+
+#[tokio::test]
+async fn a_direct_program_without_execute_permission_is_an_outcome_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain");
+    std::fs::write(&path, "#!/bin/sh\n").unwrap();
+    let out = run(&executor(), &Program::Direct(path.clone()), "x").await;
+    assert_eq!(
+        out.error,
+        Some(format!(
+            "could not start `{}`: Permission denied (os error 13)",
+            path.display()
+        ))
+    );
+}
+
+#[tokio::test]
+async fn a_missing_workdir_is_named_in_the_error() {
+    let executor = executor_with(ExecSettings {
+        workdir: Some("/nonexistent/dts-dir".into()),
+        ..settings()
+    });
+    let out = run(&executor, &bash("true"), "x").await;
+    assert_eq!(
+        out.error.as_deref(),
+        Some(
+            "could not start `bash` in `/nonexistent/dts-dir`: No such file or directory (os error 2)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_exit_code_is_recorded() {
+    let out = run(&executor(), &bash("echo failing >&2; exit 3"), "x").await;
+    assert_eq!((out.exit_code, out.signal), (Some(3), None));
+    assert_eq!(out.stderr, "failing\n");
+    assert!(!out.succeeded());
+    assert_eq!(out.error, None);
+}
+
+#[tokio::test]
+async fn a_signal_that_kills_the_script_is_recorded() {
+    let out = run(&executor(), &bash("kill -KILL $$"), "x").await;
+    assert_eq!((out.exit_code, out.signal), (None, Some(libc::SIGKILL)));
+    assert!(!out.timed_out && !out.cancelled);
+    assert!(!out.succeeded());
+}
+
+#[tokio::test]
+async fn the_wall_duration_is_recorded() {
+    let out = run(&executor(), &bash("sleep 0.3"), "x").await;
+    assert!(
+        out.duration >= Duration::from_millis(300),
+        "{:?}",
+        out.duration
+    );
+    assert!(out.duration < Duration::from_secs(3), "{:?}", out.duration);
+}
+
+#[tokio::test]
+async fn a_megabyte_on_stderr_before_any_stdout_does_not_deadlock() {
+    let script = "head -c 1048576 /dev/zero | tr '\\0' e >&2; echo done";
+    let out = run(&executor(), &bash(script), "x").await;
+    assert_eq!(out.stdout, "done\n");
+    assert!(!out.stdout_truncated);
+    assert_eq!(out.stderr, "e".repeat(64 * 1024));
+    assert!(out.stderr_truncated);
+    assert!(
+        out.succeeded(),
+        "timed out or failed: {:?}",
+        (out.timed_out, out.exit_code)
+    );
+}
+
+#[tokio::test]
+async fn each_stream_is_capped_separately() {
+    let executor = executor_with(ExecSettings {
+        output_cap_bytes: 5,
+        ..settings()
+    });
+    let out = run(&executor, &bash("printf hello; printf 'hello!' >&2"), "x").await;
+    assert_eq!(
+        (out.stdout.as_str(), out.stdout_truncated),
+        ("hello", false)
+    );
+    assert_eq!((out.stderr.as_str(), out.stderr_truncated), ("hello", true));
+}
+
+#[tokio::test]
+async fn binary_output_is_stored_safely() {
+    let out = run(&executor(), &bash(r#"printf '\377\376ok\000end'"#), "x").await;
+    assert_eq!(out.stdout, "\u{fffd}\u{fffd}ok\0end");
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_script_and_its_background_children() {
+    let out = run_for(
+        &executor(),
+        &bash("sleep 100 & echo $!; wait"),
+        "x",
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(out.timed_out && !out.cancelled, "{out:?}");
+    assert_eq!((out.exit_code, out.signal), (None, Some(libc::SIGTERM)));
+    assert!(out.duration < Duration::from_secs(2), "{:?}", out.duration);
+    assert!(!out.succeeded());
+    let child = first_line_pid(&out.stdout);
+    assert!(
+        wait_until(Duration::from_secs(2), || process_is_gone(child)).await,
+        "sleep {child} survived"
+    );
+}
+
+#[tokio::test]
+async fn a_script_ignoring_sigterm_is_killed_after_the_grace() {
+    let timeout = Duration::from_millis(200);
+    let out = run_for(
+        &executor(),
+        &bash("trap '' TERM; sleep 100; echo survived"),
+        "x",
+        timeout,
+    )
+    .await;
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(out.signal, Some(libc::SIGKILL));
+    assert_eq!(out.stdout, "");
+    assert!(out.duration >= timeout + GRACE, "{:?}", out.duration);
+    assert!(
+        out.duration < timeout + GRACE + Duration::from_secs(1),
+        "{:?}",
+        out.duration
+    );
+}
+
+#[tokio::test]
+async fn cancelling_kills_the_script_within_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = executor_with(ExecSettings {
+        workdir: Some(dir.path().into()),
+        ..settings()
+    });
+    let started = dir.path().join("started");
+    let cancel = CancellationToken::new();
+    let program = bash("sleep 100 & echo $!; touch started; wait");
+    let ctx = item("x");
+    let (out, cancelled_at) =
+        tokio::join!(executor.run(&program, &ctx, GENEROUS, &cancel), async {
+            assert!(wait_until(GENEROUS, || started.exists()).await);
+            cancel.cancel();
+            Instant::now()
+        },);
+    // `run` is the last of the two to finish.
+    let ended_at = Instant::now();
+    assert!(out.cancelled && !out.timed_out, "{out:?}");
+    assert_eq!(out.signal, Some(libc::SIGTERM));
+    assert!(ended_at - cancelled_at < GRACE + Duration::from_secs(1));
+    let child = first_line_pid(&out.stdout);
+    assert!(
+        wait_until(Duration::from_secs(2), || process_is_gone(child)).await,
+        "sleep {child} survived"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_script_that_ignores_sigterm_kills_its_group_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = executor_with(ExecSettings {
+        workdir: Some(dir.path().into()),
+        ..settings()
+    });
+    let started = dir.path().join("started");
+    let cancel = CancellationToken::new();
+    let program =
+        bash("trap '' TERM; sleep 100 & echo $!; touch started; wait; wait; echo survived");
+    let ctx = item("x");
+    let (out, cancelled_at) =
+        tokio::join!(executor.run(&program, &ctx, GENEROUS, &cancel), async {
+            assert!(wait_until(GENEROUS, || started.exists()).await);
+            cancel.cancel();
+            Instant::now()
+        },);
+    let ended_at = Instant::now();
+    assert!(out.cancelled && !out.timed_out, "{out:?}");
+    assert_eq!(out.signal, Some(libc::SIGKILL));
+    assert!(ended_at - cancelled_at >= GRACE);
+    assert!(ended_at - cancelled_at < GRACE + Duration::from_secs(1));
+    let child = first_line_pid(&out.stdout);
+    assert!(
+        wait_until(Duration::from_secs(2), || process_is_gone(child)).await,
+        "sleep {child} survived"
+    );
+}
+
+#[tokio::test]
+async fn an_item_whose_task_is_already_cancelled_is_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = executor_with(ExecSettings {
+        workdir: Some(dir.path().into()),
+        ..settings()
+    });
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let out = executor
+        .run(&bash("touch ran"), &item("x"), GENEROUS, &cancel)
+        .await;
+    assert!(out.cancelled, "{out:?}");
+    assert_eq!((out.exit_code, out.signal, out.error), (None, None, None));
+    assert_nothing_created(dir.path());
+}
+
+#[tokio::test]
+async fn a_background_process_left_behind_is_killed_without_delaying_the_item() {
+    let out = run(&executor(), &bash("sleep 100 & echo $!"), "x").await;
+    assert!(out.succeeded(), "{out:?}");
+    // Well under the one-second drain limit: the pipe closed when the group died.
+    assert!(
+        out.duration < Duration::from_millis(800),
+        "{:?}",
+        out.duration
+    );
+    let child = first_line_pid(&out.stdout);
+    assert!(
+        wait_until(Duration::from_secs(2), || process_is_gone(child)).await,
+        "sleep {child} survived"
+    );
+}
+
+#[tokio::test]
+async fn a_process_that_escaped_the_group_cannot_hang_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = executor_with(ExecSettings {
+        workdir: Some(dir.path().into()),
+        ..settings()
+    });
+    // The escapee keeps stdout open; wait until it is in its own session.
+    let script = "setsid sh -c 'touch escaped; exec sleep 30' & echo $!; \
+                  while [ ! -e escaped ]; do sleep 0.01; done; echo parent done";
+    let out = run(&executor, &bash(script), "x").await;
+    let _escapee = KillOnDrop(first_line_pid(&out.stdout));
+    assert!(out.succeeded(), "{out:?}");
+    assert!(out.stdout.ends_with("\nparent done\n"), "{:?}", out.stdout);
+    assert!(out.duration < Duration::from_secs(3), "{:?}", out.duration);
+}
+
+#[tokio::test]
+async fn dropping_a_running_item_kills_its_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = executor_with(ExecSettings {
+        workdir: Some(dir.path().into()),
+        ..settings()
+    });
+    let bg_pid = dir.path().join("bg-pid");
+    let program = bash("sleep 100 & echo $! > bg-pid.tmp; mv bg-pid.tmp bg-pid; wait");
+    let ctx = item("x");
+    let cancel = CancellationToken::new();
+    let mut run = Box::pin(executor.run(&program, &ctx, GENEROUS, &cancel));
+    tokio::select! {
+        out = &mut run => panic!("the item ended on its own: {out:?}"),
+        ready = wait_until(GENEROUS, || bg_pid.exists()) => assert!(ready),
+    }
+    drop(run);
+    let child: i32 = std::fs::read_to_string(&bg_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || process_is_gone(child)).await,
+        "sleep {child} survived"
+    );
+}
+
+#[test]
+fn executors_can_be_shared_and_runs_spawned_on_any_thread() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Executor>();
+    let (executor, program, ctx, cancel) = (
+        executor(),
+        bash("true"),
+        item("x"),
+        CancellationToken::new(),
+    );
+    let run = executor.run(&program, &ctx, GENEROUS, &cancel);
+    assert_send(&run);
+}
