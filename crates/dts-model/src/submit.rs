@@ -237,7 +237,7 @@ pub fn from_form(
     }
     let list: Vec<Value> = match inputs.as_slice() {
         [] => Vec::new(),
-        [single] if single.is_empty() => Vec::new(),
+        [""] => Vec::new(),
         [single] => single
             .split(',')
             .map(|s| Value::String(s.to_string()))

@@ -17,8 +17,9 @@ use dts_bus::{BusError, DynBus};
 use dts_executor::Executor;
 use dts_model::{WorkerInfo, now_millis};
 use dts_store::DynStore;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -100,6 +101,15 @@ struct Inner {
     slots: Semaphore,
     /// Items running now, for heartbeats.
     running: AtomicU32,
+    /// One stop token per task with shards running here, shared by those
+    /// shards: when one of them learns the task was cancelled, the items of
+    /// all of them stop at once, and none of them starts another.
+    task_stops: Mutex<HashMap<String, TaskStop>>,
+}
+
+struct TaskStop {
+    token: CancellationToken,
+    shards: usize,
 }
 
 #[derive(Clone)]
@@ -118,6 +128,7 @@ impl Worker {
                 settings,
                 slots,
                 running: AtomicU32::new(0),
+                task_stops: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -155,6 +166,28 @@ impl Worker {
 }
 
 impl Inner {
+    /// The stop token of `task` on this worker (a child of `kill`), shared by
+    /// all its shards here. Pair with [`Inner::release_task_stop`].
+    fn task_stop(&self, task: &str, kill: &CancellationToken) -> CancellationToken {
+        let mut stops = self.task_stops.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = stops.entry(task.to_string()).or_insert_with(|| TaskStop {
+            token: kill.child_token(),
+            shards: 0,
+        });
+        entry.shards += 1;
+        entry.token.clone()
+    }
+
+    fn release_task_stop(&self, task: &str) {
+        let mut stops = self.task_stops.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = stops.get_mut(task) {
+            entry.shards -= 1;
+            if entry.shards == 0 {
+                stops.remove(task);
+            }
+        }
+    }
+
     fn info(&self) -> WorkerInfo {
         WorkerInfo {
             id: self.settings.id.clone(),

@@ -102,10 +102,27 @@ impl Inner {
             info!(task = %id, shard = message.shard_index, done = recorded.len(), left = pending.len(), "resuming a shard");
         }
 
+        let stop_items = self.task_stop(id, kill);
+        let outcome = self
+            .run_pending(message, &pending, stop_intake, kill, &stop_items)
+            .await;
+        self.release_task_stop(id);
+        outcome
+    }
+
+    /// Runs the `pending` items of the shard and completes it. `stop_items`
+    /// is cancelled when the task ends (a cancel) or the worker must stop
+    /// now; it kills the running items.
+    async fn run_pending(
+        &self,
+        message: &ShardMessage,
+        pending: &[u64],
+        stop_intake: &CancellationToken,
+        kill: &CancellationToken,
+        stop_items: &CancellationToken,
+    ) -> Result<ShardEnd, EngineError> {
+        let id = message.task_id.as_str();
         let program = self.executor.prepare(&message.script, &message.interpreter);
-        // Cancelled when the task ends (cancel) or the worker must stop now:
-        // kills this shard's running items.
-        let stop_items = kill.child_token();
         let next = AtomicUsize::new(0);
         let (results_tx, results_rx) =
             mpsc::channel::<ItemResult>(self.settings.flush_batch.max(1));
@@ -113,7 +130,7 @@ impl Inner {
 
         let run_items = futures::future::join_all((0..runners).map(|_| {
             let results_tx = results_tx.clone();
-            let (next, pending, program, stop_items) = (&next, &pending, &program, &stop_items);
+            let (next, program) = (&next, &program);
             async move {
                 while !stop_intake.is_cancelled() && !stop_items.is_cancelled() {
                     let slot = next.fetch_add(1, Ordering::Relaxed);
@@ -134,7 +151,7 @@ impl Inner {
             }
         }));
         drop(results_tx);
-        let (_, collected) = tokio::join!(run_items, self.collect(id, results_rx, &stop_items));
+        let (_, collected) = tokio::join!(run_items, self.collect(id, results_rx, stop_items));
         let Collected {
             recorded: newly,
             unsaved,
@@ -280,9 +297,14 @@ impl Inner {
         let timeout = Duration::from_secs(message.timeout_secs.max(1));
         for attempt in 1..=attempts {
             let permit = tokio::select! {
-                permit = self.slots.acquire() => permit.ok()?,
+                biased;
                 _ = stop_items.cancelled() => return None,
+                permit = self.slots.acquire() => permit.ok()?,
             };
+            // The wait for a slot may have outlasted the task.
+            if stop_items.is_cancelled() {
+                return None;
+            }
             self.running.fetch_add(1, Ordering::Relaxed);
             let outcome = self
                 .executor

@@ -1,0 +1,165 @@
+//! The `dts` client commands against a running `dts up`, and `dts up` reading
+//! the seed's configuration file.
+
+use crate::common::{DtsUp, dts_binary};
+use std::process::{Command, Output};
+
+fn dts(up: &DtsUp, args: &[&str]) -> Output {
+    Command::new(dts_binary())
+        .args(args)
+        .arg("--server")
+        .arg(&up.base)
+        .env_remove("DTS_AUTH_TOKEN")
+        .output()
+        .expect("run dts")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn submit_wait_exits_zero_for_a_completed_task_and_one_for_a_failed_one() {
+    let up = DtsUp::start(&[]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let good = dir.path().join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"templateFunction": "echo hi $1", "inputList": ["a", "b", "c"]}"#,
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"templateFunction": "[ \"$1\" != b ]", "inputList": ["a", "b", "c"]}"#,
+    )
+    .unwrap();
+
+    let out = dts(&up, &["submit", good.to_str().unwrap(), "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("status:    COMPLETED"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("3 total, 3 succeeded, 0 failed"));
+
+    let out = dts(&up, &["submit", bad.to_str().unwrap(), "--wait", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let task: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(task["status"], "FAILED");
+    let id = task["id"].as_str().unwrap();
+
+    let out = dts(&up, &["results", id, "--failed"]);
+    assert_eq!(out.status.code(), Some(0));
+    let listed = text(&out.stdout);
+    assert!(listed.contains("#1 \"b\" [exit 1]"), "{listed}");
+    assert!(!listed.contains("\"a\""), "{listed}");
+
+    let out = dts(&up, &["status", id]);
+    assert!(text(&out.stdout).contains("status:    FAILED"));
+    let out = dts(&up, &["tasks"]);
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        3,
+        "{}",
+        text(&out.stdout)
+    );
+    let out = dts(&up, &["workers"]);
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        2,
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn submit_reads_standard_input_and_reports_server_errors_plainly() {
+    let up = DtsUp::start(&[]);
+    let mut child = Command::new(dts_binary())
+        .args(["submit", "-", "--server", &up.base])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"templateFunction": "echo {{missing}}", "inputList": []}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("{{missing}}") && stderr.contains("variableJson"),
+        "{stderr}"
+    );
+
+    let out = dts(&up, &["status", "6f1c1a39-52bb-4a57-9d0a-3d2b1f5a9e10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no task with id"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn cancel_through_the_cli_cancels_the_task() {
+    let up = DtsUp::start(&[]);
+    let id = up
+        .submit(serde_json::json!({"templateFunction": "sleep 5", "inputList": ["a", "b"]}))
+        .await;
+    up.wait_task(&id, "running", |t| t["status"] == "INPROGRESS")
+        .await;
+    let out = dts(&up, &["cancel", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("CANCELLED"));
+    let out = dts(&up, &["watch", &id]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn dts_up_reads_the_seeds_application_properties_unchanged() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("application.properties");
+    std::fs::write(&file, SEED_PROPERTIES).unwrap();
+    // The file says port 30000; a flag overrides it (flags beat files), so
+    // this test does not depend on that port being free. The file's topics
+    // and consumer settings are used as they are.
+    let up = DtsUp::start(&["--config", file.to_str().unwrap()]);
+    let id = up
+        .submit(serde_json::json!({"templateFunction": "echo $1", "inputList": ["a"]}))
+        .await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED");
+    assert!(!up.log_text().contains("unknown key"), "{}", up.log_text());
+}
+
+/// The seed's `application.properties`, as its README gives it.
+const SEED_PROPERTIES: &str = "server.port= 30000
+
+# pubsub (kafka) props
+pubsub.namespace=localhost:9092
+
+pubsub.topic = distributed_task
+
+pubsub.task-shard.topic = distributed_task_shard
+
+pubsub.result.topic = distributed_task_completed
+
+pubsub.consumergroup = task-subscribers
+
+pubsub.consumercount = 2
+
+# Redis Caching Params
+spring.cache.type=redis
+
+spring.redis.host=localhost
+
+spring.redis.port=6379
+";

@@ -1,0 +1,262 @@
+//! Test support: start the real `dts` binary on a free port with its own data
+//! directory, talk HTTP to it, wait for conditions with deadlines.
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// How long any single wait in these tests may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+pub fn dts_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_dts")
+}
+
+/// A running `dts up`, killed when dropped.
+pub struct DtsUp {
+    child: Option<Child>,
+    pub base: String,
+    pub log: PathBuf,
+    http: Client,
+    token: Option<String>,
+    /// Keeps the temp dir alive when this process created it.
+    _dir: Option<TempDir>,
+}
+
+impl DtsUp {
+    /// `dts up` on a free port with a fresh data directory and `extra` arguments.
+    pub fn start(extra: &[&str]) -> DtsUp {
+        let dir = TempDir::new().expect("temp dir");
+        let data_dir = dir.path().join("data");
+        let mut up = DtsUp::start_in(&data_dir, extra, &[]);
+        up._dir = Some(dir);
+        up
+    }
+
+    /// `dts up` on `data_dir` (kept by the caller, e.g. across a restart).
+    pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> DtsUp {
+        let log = data_dir.with_extension(format!("log-{}", unique()));
+        std::fs::create_dir_all(data_dir.parent().expect("parent")).expect("data dir parent");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(dts_binary());
+        command
+            .arg("up")
+            .arg("--port")
+            .arg("0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("DTS_LOG", "info,dts_engine=debug")
+            .env_remove("DTS_AUTH_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start dts up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("dts listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "dts up did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let token = env
+            .iter()
+            .find(|(k, _)| *k == "DTS_AUTH_TOKEN")
+            .map(|(_, v)| v.to_string());
+        DtsUp {
+            child: Some(child),
+            base,
+            log,
+            http: Client::new(),
+            token,
+            _dir: None,
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().expect("wait")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Any request; returns the status and the body as JSON (or a JSON string).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.body(body).send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(Method::GET, path, None, Vec::new()).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.request(
+            Method::POST,
+            path,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// Submits through v1 and returns the task id.
+    pub async fn submit(&self, task: Value) -> String {
+        let (status, body) = self.post_json("/v1/tasks", &task).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn task(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/tasks/{id}?summary=true")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Waits until `check` holds for the task, or panics at the deadline.
+    pub async fn wait_task(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let task = self.task(id).await;
+            if check(&task) {
+                return task;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!(
+                    "task {id} never became {what}: {task}\nlog:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the task to end (any terminal status).
+    pub async fn wait_ended(&self, id: &str) -> Value {
+        self.wait_task(id, "ended", |t| {
+            matches!(
+                t["status"].as_str(),
+                Some("COMPLETED" | "FAILED" | "CANCELLED" | "SUBMISSION_FAILED")
+            )
+        })
+        .await
+    }
+
+    /// Every result of the task, in index order.
+    pub async fn all_results(&self, id: &str, filter: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        loop {
+            let path = format!(
+                "/v1/tasks/{id}/results?offset={}&limit=1000{filter}",
+                all.len()
+            );
+            let (status, page) = self.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let items = page["items"].as_array().expect("items").clone();
+            let total = page["total"].as_u64().expect("total") as usize;
+            all.extend(items);
+            if all.len() >= total {
+                return all;
+            }
+        }
+    }
+
+    /// How many tasks the server knows.
+    pub async fn task_count(&self) -> usize {
+        let (_, list) = self.get("/v1/tasks?limit=1000").await;
+        list.as_array().map(|a| a.len()).unwrap_or(0)
+    }
+}
+
+impl Drop for DtsUp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A task body for the v1 API.
+pub fn task(template: &str, inputs: &[String]) -> Value {
+    json!({ "templateFunction": template, "inputList": inputs })
+}
+
+/// `n` inputs `item-0 .. item-(n-1)`.
+pub fn items(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("item-{i}")).collect()
+}
+
+/// Whether a process is gone (or a zombie nobody waits for any more).
+pub fn process_gone(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    if !alive {
+        return true;
+    }
+    // A zombie counts as gone: it runs nothing.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}

@@ -1,0 +1,312 @@
+//! How items run: inputs as data, failures, timeouts, retries, cancellation,
+//! the environment, interpreters and the seed's single-executable templates.
+
+use crate::common::{DEADLINE, DtsUp, items, process_gone, task};
+use reqwest::StatusCode;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn hostile_items_reach_the_script_verbatim_and_run_nothing() {
+    let up = DtsUp::start(&[]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let marker = dir.path().join("pwned");
+    let m = marker.display().to_string();
+    let inputs: Vec<String> = vec![
+        format!("$(touch {m})"),
+        format!("`touch {m}`"),
+        format!("; touch {m}"),
+        format!("| touch {m}"),
+        format!("&& touch {m}"),
+        format!("'\"; touch {m}; echo \""),
+        format!("line one\ntouch {m}\nline three"),
+        "-n".into(),
+        "--help".into(),
+        "-e \\x41".into(),
+        "${HOME}".into(),
+        "$1 $0 $@".into(),
+        "*".into(),
+        "\\".into(),
+        "héllo wörld ✓ 日本語 🎉".into(),
+        "   spaces around   ".into(),
+        String::new(),
+        "tab\there".into(),
+        "x".repeat(10_000),
+    ];
+    // $1, DTS_ITEM and stdin each printed, separated by a byte no item has.
+    let id = up
+        .submit(task(
+            "printf '%s\\x1f%s\\x1f' \"$1\" \"$DTS_ITEM\"; cat",
+            &inputs,
+        ))
+        .await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let results = up.all_results(&id, "").await;
+    assert_eq!(results.len(), inputs.len());
+    for (input, result) in inputs.iter().zip(&results) {
+        assert_eq!(result["input"], json!(input));
+        let expected = format!("{input}\u{1f}{input}\u{1f}{input}\n");
+        assert_eq!(result["stdout"], json!(expected), "item {input:?}");
+    }
+    assert!(!marker.exists(), "an item was executed as code");
+}
+
+#[tokio::test]
+async fn failing_items_are_recorded_with_their_exit_code_and_the_task_fails() {
+    let up = DtsUp::start(&[]);
+    let id = up
+        .submit(task("echo before; echo oops >&2; exit 3", &items(3)))
+        .await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "FAILED");
+    assert_eq!(done["itemsFailed"], 3);
+    assert_eq!(done["itemsSucceeded"], 0);
+    let results = up.all_results(&id, "&status=failed").await;
+    assert_eq!(results.len(), 3);
+    for r in &results {
+        assert_eq!(r["exitCode"], 3);
+        assert_eq!(r["stdout"], "before\n");
+        assert_eq!(r["stderr"], "oops\n");
+        assert_eq!(r["timedOut"], false);
+    }
+}
+
+#[tokio::test]
+async fn an_item_over_its_timeout_is_killed_with_its_children_and_recorded_as_timed_out() {
+    let up = DtsUp::start(&[]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let body = json!({
+        "templateFunction": format!("sleep 60 & echo $! > {}; wait", pid_file.display()),
+        "inputList": ["slow"],
+        "timeoutSecs": 1
+    });
+    let started = Instant::now();
+    let id = up.submit(body).await;
+    let done = up.wait_ended(&id).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(done["status"], "FAILED");
+    let result = &up.all_results(&id, "").await[0];
+    assert_eq!(result["timedOut"], true, "{result}");
+    assert_eq!(result["succeeded"], false);
+    assert!(result["exitCode"].is_null());
+    assert!(result["signal"].is_number(), "{result}");
+    let child: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        process_gone(child),
+        "the item's background child survived the timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_item_is_retried_and_the_attempt_is_recorded() {
+    let up = DtsUp::start(&[]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let counter = dir.path().join("attempts");
+    let body = json!({
+        "templateFunction": "echo x >> {{counter}}; [ $(wc -l < {{counter}}) -ge 3 ] && echo third || exit 1",
+        "variableJson": {"counter": counter.display().to_string()},
+        "inputList": ["flaky"],
+        "retries": 2
+    });
+    let id = up.submit(body).await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let result = &up.all_results(&id, "").await[0];
+    assert_eq!(result["attempt"], 3);
+    assert_eq!(result["stdout"], "third\n");
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        3
+    );
+}
+
+/// Starts `inputs` with a script that finishes `quick-*` items at once and
+/// keeps the others running (each writes its PID to `dir`).
+async fn start_cancellable(up: &DtsUp, dir: &std::path::Path, inputs: &[&str]) -> String {
+    let body = json!({
+        "templateFunction": "case \"$1\" in quick-*) echo done; exit 0;; esac; echo $$ > {{dir}}/$1.pid; exec sleep 60",
+        "variableJson": {"dir": dir.display().to_string()},
+        "inputList": inputs,
+    });
+    up.submit(body).await
+}
+
+/// PIDs of the slow items that have started, waiting until there are `n`.
+async fn wait_for_running(dir: &std::path::Path, n: usize) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let pids: Vec<i32> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|f| std::fs::read_to_string(f.path()).ok()?.trim().parse().ok())
+            .collect();
+        if pids.len() >= n {
+            return pids;
+        }
+        assert!(start.elapsed() < DEADLINE, "slow items never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn cancelling_kills_running_items_within_two_seconds_and_keeps_results() {
+    // Four cores for four items: every item starts at once.
+    let up = DtsUp::start(&["--cores", "4"]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let id = start_cancellable(&up, dir.path(), &["quick-0", "quick-1", "slow-2", "slow-3"]).await;
+    let running = wait_for_running(dir.path(), 2).await;
+    up.wait_task(&id, "two items done", |t| t["itemsSucceeded"] == 2)
+        .await;
+
+    let (status, cancelled) = up
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "CANCELLED");
+    let cancelled_at = Instant::now();
+    while !running.iter().all(|pid| process_gone(*pid)) {
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(2),
+            "running items outlived the cancel by 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let task = up.task(&id).await;
+    assert_eq!(task["status"], "CANCELLED");
+    assert!(task["finishedAt"].is_string());
+    let results = up.all_results(&id, "").await;
+    let kept: Vec<&str> = results
+        .iter()
+        .map(|r| r["input"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kept,
+        vec!["quick-0", "quick-1"],
+        "results recorded before the cancel are kept"
+    );
+
+    let (status, again) = up
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+}
+
+#[tokio::test]
+async fn after_a_cancel_no_new_item_starts() {
+    let up = DtsUp::start(&["--cores", "2"]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let inputs: Vec<String> = (0..10).map(|i| format!("slow-{i}")).collect();
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let id = start_cancellable(&up, dir.path(), &inputs).await;
+    let running = wait_for_running(dir.path(), 2).await;
+
+    let (status, _) = up
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let cancelled_at = Instant::now();
+    while !running.iter().all(|pid| process_gone(*pid)) {
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(2),
+            "running items outlived the cancel by 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Both slots are free now; give a wrongly started item time to appear.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(started, 2, "an item started after the cancel");
+    assert_eq!(up.task(&id).await["status"], "CANCELLED");
+}
+
+#[tokio::test]
+async fn scripts_get_a_cleared_environment_with_the_dts_variables() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let up = DtsUp::start_in(
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("DTS_TEST_SECRET", "hunter2"),
+            ("AWS_SECRET_ACCESS_KEY", "k"),
+        ],
+    );
+    let id = up
+        .submit(task(
+            "echo \"${DTS_TEST_SECRET:-none} ${AWS_SECRET_ACCESS_KEY:-none} $DTS_ITEM $DTS_ITEM_INDEX $DTS_SHARD_INDEX $DTS_TASK_ID\"; test -n \"$PATH\"",
+            &items(2),
+        ))
+        .await;
+    up.wait_ended(&id).await;
+    let results = up.all_results(&id, "").await;
+    let words: Vec<String> = results[1]["stdout"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(words[..4], ["none", "none", "item-1", "1"]);
+    assert!(words[4].parse::<u32>().is_ok());
+    assert_eq!(words[5], id);
+    assert_eq!(results[1]["exitCode"], 0);
+}
+
+#[tokio::test]
+async fn another_interpreter_runs_the_script() {
+    let up = DtsUp::start(&[]);
+    let body =
+        json!({"templateFunction": "echo \"sh got $1\"", "interpreter": "sh", "inputList": ["z"]});
+    let id = up.submit(body).await;
+    up.wait_ended(&id).await;
+    assert_eq!(up.all_results(&id, "").await[0]["stdout"], "sh got z\n");
+
+    let body = json!({"templateFunction": "echo hi", "interpreter": "no-such-interpreter-here", "inputList": ["z"]});
+    let id = up.submit(body).await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "FAILED");
+    let result = &up.all_results(&id, "").await[0];
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-interpreter-here"),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn a_template_naming_one_executable_runs_it_directly_with_the_item() {
+    let up = DtsUp::start(&[]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let script = dir.path().join("job.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"job: $1 ($#)\"\n").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&script).unwrap().permissions(),
+        0o755,
+    );
+    let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&script, permissions).unwrap();
+
+    let id = up
+        .submit(task(
+            &script.display().to_string(),
+            &["one two".to_string()],
+        ))
+        .await;
+    up.wait_ended(&id).await;
+    assert_eq!(
+        up.all_results(&id, "").await[0]["stdout"],
+        "job: one two (1)\n"
+    );
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real `dts` binary, started on a free port with its
+//! own data directory, driven over HTTP and the CLI.
+
+mod common;
+
+mod bad_requests;
+mod cli;
+mod execution;
+mod restart;
+mod seed_api;
+mod v1_api;

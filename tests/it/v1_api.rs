@@ -1,0 +1,206 @@
+//! The v1 API end to end: submit, watch, results, lists, workers, events.
+
+use crate::common::{DtsUp, items, task};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_thousand_item_task_completes_with_exact_counts_and_one_result_per_item() {
+    let up = DtsUp::start(&[]);
+    let inputs = items(1000);
+    let id = up.submit(task("echo \"out:$1\"", &inputs)).await;
+    let done = up.wait_ended(&id).await;
+
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["itemsTotal"], 1000);
+    assert_eq!(done["itemsSucceeded"], 1000);
+    assert_eq!(done["itemsFailed"], 0);
+    assert!(done["chunksToExecute"].as_u64().unwrap() >= 1);
+    assert_eq!(done["chunksExecuted"], done["chunksToExecute"]);
+    assert!(done["finishedAt"].is_string());
+
+    let results = up.all_results(&id, "").await;
+    assert_eq!(results.len(), 1000);
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["index"], i as u64);
+        assert_eq!(result["input"], format!("item-{i}"));
+        assert_eq!(result["stdout"], format!("out:item-{i}\n"));
+        assert_eq!(result["exitCode"], 0);
+        assert_eq!(result["succeeded"], true);
+        assert_eq!(result["attempt"], 1);
+        assert!(result["worker"].as_str().is_some_and(|w| !w.is_empty()));
+    }
+}
+
+#[tokio::test]
+async fn submit_answers_202_with_the_task_and_its_location() {
+    let up = DtsUp::start(&[]);
+    let body = json!({
+        "name": "greeting",
+        "templateFunction": "echo {{ greeting }} $1",
+        "variableJson": {"greeting": "hi"},
+        "inputList": ["a", "b"],
+        "timeoutSecs": 30,
+        "retries": 1
+    });
+    let (status, task) = up.post_json("/v1/tasks", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(task["name"], "greeting");
+    assert_eq!(task["inputList"], json!(["a", "b"]));
+    assert_eq!(task["variableJson"], json!({"greeting": "hi"}));
+    assert_eq!(task["timeoutSecs"], 30);
+    assert_eq!(task["retries"], 1);
+    assert_eq!(task["interpreter"], "bash");
+    assert!(
+        ["SUBMITTED", "INPROGRESS", "COMPLETED"].contains(&task["status"].as_str().unwrap()),
+        "{task}"
+    );
+    let id = task["id"].as_str().unwrap();
+
+    let (status, full) = up.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(full["inputList"], json!(["a", "b"]));
+    let summary = up.task(id).await;
+    assert!(
+        summary.get("inputList").is_none(),
+        "summary leaves the inputs out: {summary}"
+    );
+    let done = up.wait_ended(id).await;
+    assert_eq!(done["status"], "COMPLETED");
+    let results = up.all_results(id, "").await;
+    assert_eq!(results[1]["stdout"], "hi b\n");
+}
+
+#[tokio::test]
+async fn a_task_with_no_items_completes_at_once() {
+    let up = DtsUp::start(&[]);
+    let id = up.submit(task("echo $1", &[])).await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED");
+    assert_eq!(done["itemsTotal"], 0);
+    assert_eq!(done["chunksToExecute"], 0);
+}
+
+#[tokio::test]
+async fn results_can_be_filtered_and_paged() {
+    let up = DtsUp::start(&[]);
+    let inputs: Vec<String> = (0..20)
+        .map(|i| {
+            if i % 4 == 0 {
+                format!("bad-{i}")
+            } else {
+                format!("good-{i}")
+            }
+        })
+        .collect();
+    let id = up
+        .submit(task(
+            "case \"$1\" in bad-*) echo \"no $1\" >&2; exit 3;; esac; echo ok",
+            &inputs,
+        ))
+        .await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "FAILED");
+    assert_eq!(done["itemsSucceeded"], 15);
+    assert_eq!(done["itemsFailed"], 5);
+
+    let failed = up.all_results(&id, "&status=failed").await;
+    let indices: Vec<u64> = failed
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, vec![0, 4, 8, 12, 16]);
+    assert!(
+        failed
+            .iter()
+            .all(|r| r["exitCode"] == 3 && r["succeeded"] == false)
+    );
+    assert_eq!(failed[1]["stderr"], "no bad-4\n");
+
+    let (_, page) = up
+        .get(&format!(
+            "/v1/tasks/{id}/results?status=succeeded&offset=10&limit=3"
+        ))
+        .await;
+    assert_eq!(page["total"], 15);
+    let indices: Vec<u64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, vec![14, 15, 17]);
+}
+
+#[tokio::test]
+async fn tasks_are_listed_newest_first_and_filtered_by_status() {
+    let up = DtsUp::start(&[]);
+    let ok = up.submit(task("true", &items(2))).await;
+    up.wait_ended(&ok).await;
+    let bad = up.submit(task("false", &items(2))).await;
+    up.wait_ended(&bad).await;
+
+    let (status, list) = up.get("/v1/tasks").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![bad.as_str(), ok.as_str()]);
+    assert!(list[0].get("inputList").is_none());
+
+    let (_, failed) = up.get("/v1/tasks?status=FAILED").await;
+    assert_eq!(failed.as_array().unwrap().len(), 1);
+    assert_eq!(failed[0]["id"], bad);
+    let (_, limited) = up.get("/v1/tasks?limit=1").await;
+    assert_eq!(limited.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_local_worker_is_listed_with_its_cores() {
+    let up = DtsUp::start(&["--cores", "3"]);
+    let (status, workers) = up.get("/v1/workers").await;
+    assert_eq!(status, StatusCode::OK);
+    let workers = workers.as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0]["cores"], 3);
+    assert!(workers[0]["hostname"].is_string());
+    assert!(workers[0]["lastHeartbeat"].is_string());
+    assert_eq!(workers[0]["runningItems"], 0);
+
+    let (status, health) = up.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test]
+async fn the_event_stream_ends_with_the_final_status() {
+    let up = DtsUp::start(&[]);
+    let id = up.submit(task("sleep 0.2; echo $1", &items(4))).await;
+    let response = reqwest::get(format!("{}/v1/tasks/{id}/events", up.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"),
+        "{:?}",
+        response.headers()
+    );
+    let text = tokio::time::timeout(crate::common::DEADLINE, response.text())
+        .await
+        .unwrap()
+        .unwrap();
+    let last = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .next_back()
+        .expect("at least one event");
+    let task: serde_json::Value = serde_json::from_str(last.trim()).unwrap();
+    assert_eq!(task["status"], "COMPLETED");
+    assert_eq!(task["itemsSucceeded"], 4);
+}
