@@ -120,12 +120,19 @@ pub async fn watch(client: &Client, id: &str, json: bool) -> Result<ExitCode> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    // Without a terminal the bar is hidden: print each status change instead.
+    let plain = bar.is_hidden();
+    let mut last_status = String::new();
     loop {
         let done = task["itemsSucceeded"].as_u64().unwrap_or(0)
             + task["itemsFailed"].as_u64().unwrap_or(0);
         let status = task["status"].as_str().unwrap_or("?").to_string();
         bar.set_position(done);
         bar.set_message(status.clone());
+        if plain && status != last_status {
+            eprintln!("{status}: {done} of {} items done", task["itemsTotal"]);
+            last_status = status.clone();
+        }
         if is_terminal(&status) {
             break;
         }

@@ -101,6 +101,9 @@ impl ClientArgs {
 
 pub fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Up(_)) {
+        restore_default_sigpipe();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -128,4 +131,16 @@ pub fn main() -> Result<ExitCode> {
             Command::Workers { client } => client::workers(&client.connect()?, client.json).await,
         }
     })
+}
+
+/// Lets a client command die quietly when its output pipe closes
+/// (`dts results ID | head`), as Unix tools do, instead of panicking in
+/// `println!`. Not for `dts up`: a script closing its stdin early must not
+/// kill the server.
+fn restore_default_sigpipe() {
+    // SAFETY: setting a signal disposition to its default has no
+    // preconditions; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
