@@ -1,0 +1,259 @@
+//! [`SqliteStore`]: the [`Store`] of embedded mode, in one SQLite file (or in
+//! memory for `--ephemeral`).
+//!
+//! rusqlite is blocking, so the store holds one connection behind a mutex and
+//! runs every call on tokio's blocking pool; async workers never wait on the
+//! disk. Every change is one `BEGIN IMMEDIATE` transaction, so a process
+//! killed at any moment leaves a change either whole or absent. The file is in
+//! WAL mode, so several processes may share it (each waits its turn to write).
+//!
+//! The blocking operations live in `tasks`, `results` and `workers`;
+//! `rows` converts rows and errors, `schema` sets up the file.
+
+mod results;
+mod rows;
+mod schema;
+mod tasks;
+mod workers;
+
+use crate::{PlanOutcome, ResultFilter, ShardCompletion, Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
+use rows::{DbError, DbResult, classify};
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A [`Store`] in SQLite. Cloning gives another handle to the same connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// One connection: SQLite serialises writers anyway, and one connection
+    /// keeps the prepared-statement cache warm.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path`, creating missing parent
+    /// directories and the schema. Blocking: call it at startup.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot create directory {} for the sqlite store: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let op = format!("open {}", path.display());
+        let conn = Connection::open(path).map_err(|e| classify(&op, e))?;
+        Self::setup(conn, true, &op)
+    }
+
+    /// A store that lives in memory and is gone when the last handle drops.
+    pub fn in_memory() -> StoreResult<SqliteStore> {
+        let op = "open in-memory database";
+        let conn = Connection::open_in_memory().map_err(|e| classify(op, e))?;
+        Self::setup(conn, false, op)
+    }
+
+    fn setup(mut conn: Connection, file: bool, op: &str) -> StoreResult<SqliteStore> {
+        let setup = schema::configure(&conn, file).and_then(|()| schema::migrate(&mut conn));
+        match setup {
+            Ok(()) => Ok(SqliteStore {
+                conn: Arc::new(Mutex::new(conn)),
+            }),
+            Err(schema::SetupError::Sql(e)) => Err(classify(op, e)),
+            Err(e) => Err(StoreError::Backend(format!("sqlite {op}: {e}"))),
+        }
+    }
+
+    /// Runs `f` on the connection on the blocking pool. `op` names the
+    /// operation in error messages ("complete shard 3 of task …").
+    async fn call<T, F>(&self, op: String, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> DbResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let outcome = tokio::task::spawn_blocking(move || f(&mut lock(&conn))).await;
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(DbError::Store(e))) => Err(e),
+            Ok(Err(DbError::Sql(e))) => Err(classify(&op, e)),
+            Err(join) => Err(StoreError::Backend(format!("sqlite {op}: {join}"))),
+        }
+    }
+}
+
+/// Locks the connection. A panic while it was held (a bug, not a database
+/// error) poisons the mutex; the connection itself is still sound once any
+/// open transaction is rolled back, so the store carries on instead of
+/// failing every later call.
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| {
+        conn.clear_poison();
+        let guard = poisoned.into_inner();
+        tracing::warn!("sqlite store: a call panicked while holding the connection");
+        if !guard.is_autocommit() {
+            if let Err(e) = guard.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "sqlite store: rollback after a panic failed");
+            }
+        }
+        guard
+    })
+}
+
+fn encode<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Backend(format!("cannot encode {what} as json: {e}")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_task(&self, task: &Task, inputs: &[String]) -> StoreResult<()> {
+        // Encoded here so only one owned copy (the JSON) moves to the blocking pool.
+        let variables = encode("variables", &task.variables)?;
+        let inputs = encode("inputs", inputs)?;
+        let task = task.clone();
+        self.call(format!("insert task {}", task.id), move |conn| {
+            tasks::insert_task(conn, &task, &variables, &inputs)
+        })
+        .await
+    }
+
+    async fn task(&self, id: &str) -> StoreResult<Option<Task>> {
+        let id = id.to_string();
+        self.call(format!("read task {id}"), move |conn| {
+            tasks::task(conn, &id)
+        })
+        .await
+    }
+
+    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
+        let id = id.to_string();
+        self.call(format!("read inputs of task {id}"), move |conn| {
+            tasks::inputs(conn, &id)
+        })
+        .await
+    }
+
+    async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>> {
+        self.call("list tasks".to_string(), move |conn| {
+            tasks::list_tasks(conn, status, limit)
+        })
+        .await
+    }
+
+    async fn unfinished_task_ids(&self) -> StoreResult<Vec<String>> {
+        self.call("list unfinished tasks".to_string(), |conn| {
+            tasks::unfinished_task_ids(conn)
+        })
+        .await
+    }
+
+    async fn transition(&self, id: &str, to: TaskStatus, error: Option<&str>) -> StoreResult<Task> {
+        let id = id.to_string();
+        let error = error.map(str::to_string);
+        self.call(format!("move task {id} to {to}"), move |conn| {
+            tasks::transition(conn, &id, to, error.as_deref())
+        })
+        .await
+    }
+
+    async fn save_plan(&self, id: &str, shards: &[ShardRange]) -> StoreResult<PlanOutcome> {
+        let id = id.to_string();
+        let plan = encode("plan", shards)?;
+        let count = shards.len();
+        self.call(format!("save plan of task {id}"), move |conn| {
+            tasks::save_plan(conn, &id, count, &plan)
+        })
+        .await
+    }
+
+    async fn completed_shards(&self, id: &str) -> StoreResult<Vec<u32>> {
+        let id = id.to_string();
+        self.call(format!("read completed shards of task {id}"), move |conn| {
+            tasks::completed_shards(conn, &id)
+        })
+        .await
+    }
+
+    async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {
+        let id = id.to_string();
+        let results = results.to_vec();
+        self.call(
+            format!("record {} results of task {id}", results.len()),
+            move |conn| results::record_results(conn, &id, &results),
+        )
+        .await
+    }
+
+    async fn complete_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        results: &[ItemResult],
+    ) -> StoreResult<ShardCompletion> {
+        let id = id.to_string();
+        let results = results.to_vec();
+        self.call(
+            format!("complete shard {shard} of task {id}"),
+            move |conn| results::complete_shard(conn, &id, shard, &results),
+        )
+        .await
+    }
+
+    async fn recorded_indices(&self, id: &str, start: u64, end: u64) -> StoreResult<Vec<u64>> {
+        let id = id.to_string();
+        self.call(
+            format!("read recorded indices {start}..{end} of task {id}"),
+            move |conn| results::recorded_indices(conn, &id, start, end),
+        )
+        .await
+    }
+
+    async fn results(
+        &self,
+        id: &str,
+        filter: ResultFilter,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(u64, Vec<ItemResult>)> {
+        let id = id.to_string();
+        self.call(format!("read results of task {id}"), move |conn| {
+            results::results(conn, &id, filter, offset, limit)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<()> {
+        let worker = worker.clone();
+        self.call(
+            format!("record heartbeat of worker {}", worker.id),
+            move |conn| workers::heartbeat(conn, &worker, ttl),
+        )
+        .await
+    }
+
+    async fn remove_worker(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.call(format!("remove worker {id}"), move |conn| {
+            workers::remove_worker(conn, &id)
+        })
+        .await
+    }
+
+    async fn live_workers(&self) -> StoreResult<Vec<WorkerInfo>> {
+        self.call("list live workers".to_string(), |conn| {
+            workers::live_workers(conn)
+        })
+        .await
+    }
+}

@@ -1,0 +1,195 @@
+//! Item results and shard completion: the writes workers make while a task runs.
+//!
+//! Results arrive in batches of hundreds; a batch is one transaction reusing
+//! two prepared statements (read the old outcome, upsert the new one) per item.
+
+use super::rows::{DbResult, RESULT_COLUMNS, load_task, result_from_row, save_state, task_key};
+use super::tasks::enter;
+use crate::{ResultFilter, ShardCompletion, StoreError};
+use dts_model::{ItemResult, Task, TaskStatus, now_millis};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params, params};
+
+pub(super) fn record_results(
+    conn: &mut Connection,
+    id: &str,
+    results: &[ItemResult],
+) -> DbResult<TaskStatus> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (key, mut task) = load_task(&tx, id)?;
+    apply_results(&tx, key, &mut task, results)?;
+    save_state(&tx, key, &task)?;
+    tx.commit()?;
+    Ok(task.status)
+}
+
+pub(super) fn complete_shard(
+    conn: &mut Connection,
+    id: &str,
+    shard: u32,
+    results: &[ItemResult],
+) -> DbResult<ShardCompletion> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (key, mut task) = load_task(&tx, id)?;
+    if shard >= task.chunks_to_execute {
+        // Counting it would let chunksExecuted pass chunksToExecute.
+        return Err(StoreError::Backend(format!(
+            "task {id} has no shard {shard}: its plan has {} shards",
+            task.chunks_to_execute
+        ))
+        .into());
+    }
+    apply_results(&tx, key, &mut task, results)?;
+    let newly_completed = tx
+        .prepare_cached(
+            "INSERT INTO completed_shards (task_key, shard) VALUES (?1, ?2) \
+             ON CONFLICT (task_key, shard) DO NOTHING",
+        )?
+        .execute(params![key, shard])?
+        == 1;
+    let mut finished_task = false;
+    if newly_completed {
+        task.chunks_executed += 1;
+        // A task cancelled meanwhile keeps its status: only INPROGRESS ends here.
+        if task.chunks_executed == task.chunks_to_execute && task.status == TaskStatus::InProgress {
+            let status = if task.items_failed == 0 {
+                TaskStatus::Completed
+            } else {
+                TaskStatus::Failed
+            };
+            enter(&mut task, status, now_millis());
+            finished_task = true;
+        }
+    }
+    save_state(&tx, key, &task)?;
+    tx.commit()?;
+    Ok(ShardCompletion {
+        newly_completed,
+        finished_task,
+        task,
+    })
+}
+
+/// Upserts `results` and moves `task`'s counters by the difference between
+/// each item's old outcome (if it had one) and its new one.
+fn apply_results(
+    conn: &Connection,
+    key: i64,
+    task: &mut Task,
+    results: &[ItemResult],
+) -> DbResult<()> {
+    let mut before =
+        conn.prepare_cached("SELECT succeeded FROM results WHERE task_key = ?1 AND idx = ?2")?;
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO results (task_key, idx, succeeded, input, exit_code, signal, timed_out, \
+         stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, worker, attempt, error) \
+         VALUES (:task_key, :idx, :succeeded, :input, :exit_code, :signal, :timed_out, :stdout, \
+         :stderr, :stdout_truncated, :stderr_truncated, :duration_ms, :worker, :attempt, :error) \
+         ON CONFLICT (task_key, idx) DO UPDATE SET succeeded = excluded.succeeded, \
+         input = excluded.input, exit_code = excluded.exit_code, signal = excluded.signal, \
+         timed_out = excluded.timed_out, stdout = excluded.stdout, stderr = excluded.stderr, \
+         stdout_truncated = excluded.stdout_truncated, stderr_truncated = excluded.stderr_truncated, \
+         duration_ms = excluded.duration_ms, worker = excluded.worker, attempt = excluded.attempt, \
+         error = excluded.error",
+    )?;
+    let (mut succeeded, mut failed) = (0i64, 0i64);
+    for result in results {
+        let old: Option<bool> = before
+            .query_row(params![key, result.index], |row| row.get(0))
+            .optional()?;
+        match old {
+            Some(true) => succeeded -= 1,
+            Some(false) => failed -= 1,
+            None => {}
+        }
+        let ok = result.succeeded();
+        if ok {
+            succeeded += 1;
+        } else {
+            failed += 1;
+        }
+        upsert.execute(named_params! {
+            ":task_key": key,
+            ":idx": result.index,
+            ":succeeded": ok,
+            ":input": result.input,
+            ":exit_code": result.exit_code,
+            ":signal": result.signal,
+            ":timed_out": result.timed_out,
+            ":stdout": result.stdout,
+            ":stderr": result.stderr,
+            ":stdout_truncated": result.stdout_truncated,
+            ":stderr_truncated": result.stderr_truncated,
+            ":duration_ms": result.duration_ms,
+            ":worker": result.worker,
+            ":attempt": result.attempt,
+            ":error": result.error,
+        })?;
+    }
+    task.items_succeeded = shift(task, "items_succeeded", task.items_succeeded, succeeded)?;
+    task.items_failed = shift(task, "items_failed", task.items_failed, failed)?;
+    Ok(())
+}
+
+/// `count + delta`; below zero means the counters and the results disagree.
+fn shift(task: &Task, field: &str, count: u64, delta: i64) -> Result<u64, StoreError> {
+    count
+        .checked_add_signed(delta)
+        .ok_or_else(|| StoreError::Corrupt {
+            what: format!("task {} {field}", task.id),
+            detail: format!("{count} moved by {delta} is out of range"),
+        })
+}
+
+pub(super) fn recorded_indices(
+    conn: &Connection,
+    id: &str,
+    start: u64,
+    end: u64,
+) -> DbResult<Vec<u64>> {
+    let key = task_key(conn, id)?;
+    let (start, end) = (clamp(start), clamp(end));
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx FROM results WHERE task_key = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
+    )?;
+    let indices = stmt
+        .query_map(params![key, start, end], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(indices)
+}
+
+pub(super) fn results(
+    conn: &mut Connection,
+    id: &str,
+    filter: ResultFilter,
+    offset: u64,
+    limit: u64,
+) -> DbResult<(u64, Vec<ItemResult>)> {
+    // One read transaction: the total and the page see the same snapshot.
+    let tx = conn.transaction()?;
+    let key = task_key(&tx, id)?;
+    let outcome = match filter {
+        ResultFilter::All => "",
+        ResultFilter::Succeeded => " AND succeeded = 1",
+        ResultFilter::Failed => " AND succeeded = 0",
+    };
+    let total: u64 = tx
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM results WHERE task_key = ?1{outcome}"
+        ))?
+        .query_row([key], |row| row.get(0))?;
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {RESULT_COLUMNS} FROM results WHERE task_key = ?1{outcome} \
+         ORDER BY idx LIMIT ?2 OFFSET ?3"
+    ))?;
+    let page = stmt
+        .query_map(params![key, clamp(limit), clamp(offset)], result_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    drop(stmt);
+    tx.commit()?;
+    Ok((total, page))
+}
+
+/// SQLite integers are signed; no index or page size comes near the limit.
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

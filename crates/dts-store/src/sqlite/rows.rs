@@ -1,0 +1,214 @@
+//! Rows to model types and back, and the error type the synchronous
+//! operations in this module use.
+//!
+//! Every operation reads a task through [`load_task`] and writes its mutable
+//! fields back through [`save_state`] inside the same transaction, so the
+//! status rules live in Rust, next to the model, instead of in SQL.
+
+use crate::StoreError;
+use dts_model::{ItemResult, Task, TaskStatus, WorkerInfo};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, named_params};
+
+/// An error inside a blocking operation: SQLite's own (classified later,
+/// with the operation's name) or one the operation decided on.
+#[derive(Debug)]
+pub(super) enum DbError {
+    Sql(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sql(e)
+    }
+}
+
+impl From<StoreError> for DbError {
+    fn from(e: StoreError) -> Self {
+        DbError::Store(e)
+    }
+}
+
+pub(super) type DbResult<T> = Result<T, DbError>;
+
+/// Turns a SQLite error into a [`StoreError`] naming `op`: busy or locked
+/// (another connection holds the write lock past the busy timeout) may
+/// succeed later; anything else will not.
+pub(super) fn classify(op: &str, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!("sqlite {op}: {e}"))
+        }
+        _ => StoreError::Backend(format!("sqlite {op}: {e}")),
+    }
+}
+
+/// The columns [`task_from_row`] reads, in its order.
+pub(super) const TASK_COLUMNS: &str = "key, id, name, status, template_function, variables, \
+     interpreter, timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
+     items_succeeded, items_failed, created_at, started_at, finished_at, error";
+
+/// A task row as SQLite gives it; [`RawTask::decode`] checks the text fields.
+pub(super) struct RawTask {
+    key: i64,
+    status: String,
+    variables: String,
+    task: Task,
+}
+
+/// Reads a row selected with [`TASK_COLUMNS`].
+pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
+    Ok(RawTask {
+        key: row.get(0)?,
+        status: row.get(3)?,
+        variables: row.get(5)?,
+        task: Task {
+            id: row.get(1)?,
+            name: row.get(2)?,
+            status: TaskStatus::Queued,
+            template_function: row.get(4)?,
+            variables: Default::default(),
+            interpreter: row.get(6)?,
+            timeout_secs: row.get(7)?,
+            retries: row.get(8)?,
+            items_total: row.get(9)?,
+            chunks_to_execute: row.get(10)?,
+            chunks_executed: row.get(11)?,
+            items_succeeded: row.get(12)?,
+            items_failed: row.get(13)?,
+            created_at: row.get(14)?,
+            started_at: row.get(15)?,
+            finished_at: row.get(16)?,
+            error: row.get(17)?,
+        },
+    })
+}
+
+impl RawTask {
+    /// The row's key (its rowid, which other tables refer to) and the task.
+    pub(super) fn decode(self) -> Result<(i64, Task), StoreError> {
+        let RawTask {
+            key,
+            status,
+            variables,
+            mut task,
+        } = self;
+        task.status = status.parse().map_err(|e| StoreError::Corrupt {
+            what: format!("task {} status", task.id),
+            detail: format!("{e}"),
+        })?;
+        task.variables = serde_json::from_str(&variables).map_err(|e| StoreError::Corrupt {
+            what: format!("task {} variables", task.id),
+            detail: e.to_string(),
+        })?;
+        Ok((key, task))
+    }
+}
+
+/// The task `id` and its row key, or [`StoreError::NotFound`].
+pub(super) fn load_task(conn: &Connection, id: &str) -> DbResult<(i64, Task)> {
+    find_task(conn, id)?.ok_or_else(|| StoreError::NotFound(id.to_string()).into())
+}
+
+/// The task `id` and its row key, if it exists.
+pub(super) fn find_task(conn: &Connection, id: &str) -> DbResult<Option<(i64, Task)>> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1");
+    let raw = conn
+        .prepare_cached(&sql)?
+        .query_row([id], task_from_row)
+        .optional()?;
+    Ok(raw.map(RawTask::decode).transpose()?)
+}
+
+/// The row key of task `id`, or [`StoreError::NotFound`].
+pub(super) fn task_key(conn: &Connection, id: &str) -> DbResult<i64> {
+    conn.prepare_cached("SELECT key FROM tasks WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()).into())
+}
+
+/// Writes every field an operation may change (status, counters, times,
+/// error) of the task at `key`.
+pub(super) fn save_state(conn: &Connection, key: i64, task: &Task) -> DbResult<()> {
+    conn.prepare_cached(
+        "UPDATE tasks SET status = :status, chunks_to_execute = :chunks_to_execute, \
+         chunks_executed = :chunks_executed, items_succeeded = :items_succeeded, \
+         items_failed = :items_failed, started_at = :started_at, finished_at = :finished_at, \
+         error = :error WHERE key = :key",
+    )?
+    .execute(named_params! {
+        ":key": key,
+        ":status": task.status.as_str(),
+        ":chunks_to_execute": task.chunks_to_execute,
+        ":chunks_executed": task.chunks_executed,
+        ":items_succeeded": task.items_succeeded,
+        ":items_failed": task.items_failed,
+        ":started_at": task.started_at,
+        ":finished_at": task.finished_at,
+        ":error": task.error,
+    })?;
+    Ok(())
+}
+
+/// The columns [`result_from_row`] reads, in its order.
+pub(super) const RESULT_COLUMNS: &str = "idx, input, exit_code, signal, timed_out, stdout, \
+     stderr, stdout_truncated, stderr_truncated, duration_ms, worker, attempt, error";
+
+pub(super) fn result_from_row(row: &Row<'_>) -> rusqlite::Result<ItemResult> {
+    Ok(ItemResult {
+        index: row.get(0)?,
+        input: row.get(1)?,
+        exit_code: row.get(2)?,
+        signal: row.get(3)?,
+        timed_out: row.get(4)?,
+        stdout: row.get(5)?,
+        stderr: row.get(6)?,
+        stdout_truncated: row.get(7)?,
+        stderr_truncated: row.get(8)?,
+        duration_ms: row.get(9)?,
+        worker: row.get(10)?,
+        attempt: row.get(11)?,
+        error: row.get(12)?,
+    })
+}
+
+/// The columns [`worker_from_row`] reads, in its order.
+pub(super) const WORKER_COLUMNS: &str = "id, hostname, cores, running_items, last_heartbeat";
+
+pub(super) fn worker_from_row(row: &Row<'_>) -> rusqlite::Result<WorkerInfo> {
+    Ok(WorkerInfo {
+        id: row.get(0)?,
+        hostname: row.get(1)?,
+        cores: row.get(2)?,
+        running_items: row.get(3)?,
+        last_heartbeat: row.get(4)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    #[test]
+    fn busy_and_locked_databases_are_worth_retrying() {
+        for code in [ffi::SQLITE_BUSY, ffi::SQLITE_LOCKED] {
+            let e = rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+            let err = classify("complete shard 3 of task t", e);
+            assert!(err.is_retryable(), "{err}");
+            assert!(
+                err.to_string().contains("complete shard 3 of task t"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_sqlite_errors_are_not_worth_retrying() {
+        let e = rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_CORRUPT), None);
+        let err = classify("read task t", e);
+        assert!(matches!(err, StoreError::Backend(_)), "{err}");
+        assert!(!err.is_retryable());
+    }
+}

@@ -1,0 +1,135 @@
+//! Connection settings and the schema, created (or checked) when a store opens.
+//!
+//! The schema version lives in `PRAGMA user_version`, so a file written by a
+//! newer dts is refused instead of misread.
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::time::Duration;
+
+/// The schema this code writes; bump it with a migration step in [`migrate`].
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another connection's write lock before it
+/// fails as busy (a retryable error).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Enough for every distinct statement this module runs.
+const STATEMENT_CACHE: usize = 64;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE tasks (
+    -- Other tables refer to the task by this key, not by its 36-byte id;
+    -- it also orders tasks created in the same millisecond.
+    key INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT,
+    status TEXT NOT NULL,
+    template_function TEXT NOT NULL,
+    variables TEXT NOT NULL,
+    interpreter TEXT NOT NULL,
+    timeout_secs INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    items_total INTEGER NOT NULL,
+    chunks_to_execute INTEGER NOT NULL,
+    chunks_executed INTEGER NOT NULL,
+    items_succeeded INTEGER NOT NULL,
+    items_failed INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    error TEXT,
+    -- JSON list of shard ranges; NULL until planned.
+    plan TEXT
+);
+CREATE INDEX tasks_by_created ON tasks (created_at);
+CREATE INDEX tasks_by_status ON tasks (status, created_at);
+
+-- The whole input list as one JSON array: one write even for a million items.
+CREATE TABLE task_inputs (
+    task_key INTEGER PRIMARY KEY,
+    inputs TEXT NOT NULL
+);
+
+CREATE TABLE completed_shards (
+    task_key INTEGER NOT NULL,
+    shard INTEGER NOT NULL,
+    PRIMARY KEY (task_key, shard)
+) WITHOUT ROWID;
+
+-- A rowid table on purpose: rows carry captured output, too large for WITHOUT ROWID.
+CREATE TABLE results (
+    task_key INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL,
+    input TEXT NOT NULL,
+    exit_code INTEGER,
+    signal INTEGER,
+    timed_out INTEGER NOT NULL,
+    stdout TEXT NOT NULL,
+    stderr TEXT NOT NULL,
+    stdout_truncated INTEGER NOT NULL,
+    stderr_truncated INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    error TEXT,
+    PRIMARY KEY (task_key, idx)
+);
+-- Counting and paging only the failed (or succeeded) results of a task.
+CREATE INDEX results_by_outcome ON results (task_key, succeeded, idx);
+
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY NOT NULL,
+    hostname TEXT NOT NULL,
+    cores INTEGER NOT NULL,
+    running_items INTEGER NOT NULL,
+    last_heartbeat INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+";
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SetupError {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error(
+        "schema version {found} is not one this dts can read (it writes version {SCHEMA_VERSION}); was the file written by a newer dts?"
+    )]
+    Unsupported { found: i64 },
+}
+
+/// Applies the connection settings. `file` is false for an in-memory store,
+/// which has no journal to put in WAL mode.
+pub(super) fn configure(conn: &Connection, file: bool) -> Result<(), SetupError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    if file {
+        // WAL: readers never block the writer; NORMAL: a commit survives a
+        // process crash (kill -9), only an OS crash can lose the last ones.
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(mode, "sqlite store could not switch to WAL journal mode");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    Ok(())
+}
+
+/// Creates the schema in a new database, or checks an existing one's version.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), SetupError> {
+    let tx = Transaction::new(conn, TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    match found {
+        0 => {
+            tx.execute_batch(SCHEMA_V1)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        SCHEMA_VERSION => {}
+        // No older versions exist yet; a future one gets its upgrade step here.
+        found => return Err(SetupError::Unsupported { found }),
+    }
+    tx.commit()?;
+    Ok(())
+}

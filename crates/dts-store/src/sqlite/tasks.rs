@@ -1,0 +1,209 @@
+//! Task rows: insert, read, list, status transitions and the plan.
+//!
+//! Blocking functions over one connection, called by [`super::SqliteStore`]
+//! from `spawn_blocking`. Each change is one `BEGIN IMMEDIATE` transaction,
+//! so it is applied whole or not at all.
+
+use super::rows::{
+    DbResult, RawTask, TASK_COLUMNS, find_task, load_task, save_state, task_from_row, task_key,
+};
+use crate::{PlanOutcome, StoreError};
+use dts_model::{Task, TaskStatus, now_millis};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
+
+/// Stores `task` and its inputs (already encoded as one JSON array).
+pub(super) fn insert_task(
+    conn: &mut Connection,
+    task: &Task,
+    variables_json: &str,
+    inputs_json: &str,
+) -> DbResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO tasks (id, name, status, template_function, variables, interpreter, \
+             timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
+             items_succeeded, items_failed, created_at, started_at, finished_at, error) \
+             VALUES (:id, :name, :status, :template_function, :variables, :interpreter, \
+             :timeout_secs, :retries, :items_total, :chunks_to_execute, :chunks_executed, \
+             :items_succeeded, :items_failed, :created_at, :started_at, :finished_at, :error) \
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(named_params! {
+            ":id": task.id,
+            ":name": task.name,
+            ":status": task.status.as_str(),
+            ":template_function": task.template_function,
+            ":variables": variables_json,
+            ":interpreter": task.interpreter,
+            ":timeout_secs": task.timeout_secs,
+            ":retries": task.retries,
+            ":items_total": task.items_total,
+            ":chunks_to_execute": task.chunks_to_execute,
+            ":chunks_executed": task.chunks_executed,
+            ":items_succeeded": task.items_succeeded,
+            ":items_failed": task.items_failed,
+            ":created_at": task.created_at,
+            ":started_at": task.started_at,
+            ":finished_at": task.finished_at,
+            ":error": task.error,
+        })?;
+    if inserted == 0 {
+        return Err(StoreError::AlreadyExists(task.id.clone()).into());
+    }
+    let key = tx.last_insert_rowid();
+    tx.prepare_cached("INSERT INTO task_inputs (task_key, inputs) VALUES (?1, ?2)")?
+        .execute(rusqlite::params![key, inputs_json])?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn task(conn: &Connection, id: &str) -> DbResult<Option<Task>> {
+    Ok(find_task(conn, id)?.map(|(_, task)| task))
+}
+
+pub(super) fn inputs(conn: &Connection, id: &str) -> DbResult<Option<Vec<String>>> {
+    let json: Option<String> = conn
+        .prepare_cached(
+            "SELECT i.inputs FROM tasks t JOIN task_inputs i ON i.task_key = t.key WHERE t.id = ?1",
+        )?
+        .query_row([id], |row| row.get(0))
+        .optional()?;
+    let Some(json) = json else { return Ok(None) };
+    let inputs = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+        what: format!("task {id} inputs"),
+        detail: e.to_string(),
+    })?;
+    Ok(Some(inputs))
+}
+
+pub(super) fn list_tasks(
+    conn: &Connection,
+    status: Option<TaskStatus>,
+    limit: usize,
+) -> DbResult<Vec<Task>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let raw: Vec<RawTask> = match status {
+        Some(status) => {
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE status = ?1 \
+                 ORDER BY created_at DESC, key DESC LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            stmt.query_map(rusqlite::params![status.as_str(), limit], task_from_row)?
+                .collect::<rusqlite::Result<_>>()?
+        }
+        None => {
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks ORDER BY created_at DESC, key DESC LIMIT ?1"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            stmt.query_map([limit], task_from_row)?
+                .collect::<rusqlite::Result<_>>()?
+        }
+    };
+    raw.into_iter().map(|raw| Ok(raw.decode()?.1)).collect()
+}
+
+pub(super) fn unfinished_task_ids(conn: &Connection) -> DbResult<Vec<String>> {
+    // Derived from the model, so a new status cannot be forgotten here.
+    let unfinished: Vec<String> = TaskStatus::ALL
+        .iter()
+        .filter(|status| !status.is_terminal())
+        .map(|status| format!("'{}'", status.as_str()))
+        .collect();
+    let sql = format!(
+        "SELECT id FROM tasks WHERE status IN ({}) ORDER BY created_at, key",
+        unfinished.join(", ")
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let ids = stmt
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+pub(super) fn transition(
+    conn: &mut Connection,
+    id: &str,
+    to: TaskStatus,
+    error: Option<&str>,
+) -> DbResult<Task> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (key, mut task) = load_task(&tx, id)?;
+    if !task.status.can_transition_to(to) {
+        return Err(StoreError::IllegalTransition {
+            id: id.to_string(),
+            from: task.status,
+            to,
+        }
+        .into());
+    }
+    enter(&mut task, to, now_millis());
+    if let Some(error) = error {
+        task.error = Some(error.to_string());
+    }
+    save_state(&tx, key, &task)?;
+    tx.commit()?;
+    Ok(task)
+}
+
+/// Sets `task.status` to `to` and stamps the times that entering it sets.
+pub(super) fn enter(task: &mut Task, to: TaskStatus, now: u64) {
+    task.status = to;
+    if to == TaskStatus::InProgress && task.started_at.is_none() {
+        task.started_at = Some(now);
+    }
+    if to.is_terminal() {
+        task.finished_at = Some(now);
+    }
+}
+
+pub(super) fn save_plan(
+    conn: &mut Connection,
+    id: &str,
+    shard_count: usize,
+    plan_json: &str,
+) -> DbResult<PlanOutcome> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (key, mut task) = load_task(&tx, id)?;
+    let stored: Option<String> = tx
+        .prepare_cached("SELECT plan FROM tasks WHERE key = ?1")?
+        .query_row([key], |row| row.get(0))?;
+    if let Some(stored) = stored {
+        let shards = serde_json::from_str(&stored).map_err(|e| StoreError::Corrupt {
+            what: format!("task {id} plan"),
+            detail: e.to_string(),
+        })?;
+        return Ok(PlanOutcome::Existing { task, shards });
+    }
+    if task.status.is_terminal() {
+        return Ok(PlanOutcome::Ended(task));
+    }
+    task.chunks_to_execute = u32::try_from(shard_count).map_err(|_| {
+        StoreError::Backend(format!(
+            "task {id}: a plan of {shard_count} shards is more than a task can have"
+        ))
+    })?;
+    let now = now_millis();
+    // INPROGRESS first so startedAt is set even when the task completes at once.
+    enter(&mut task, TaskStatus::InProgress, now);
+    if shard_count == 0 {
+        enter(&mut task, TaskStatus::Completed, now);
+    }
+    tx.prepare_cached("UPDATE tasks SET plan = ?2 WHERE key = ?1")?
+        .execute(rusqlite::params![key, plan_json])?;
+    save_state(&tx, key, &task)?;
+    tx.commit()?;
+    Ok(PlanOutcome::Created(task))
+}
+
+pub(super) fn completed_shards(conn: &Connection, id: &str) -> DbResult<Vec<u32>> {
+    let key = task_key(conn, id)?;
+    let mut stmt = conn
+        .prepare_cached("SELECT shard FROM completed_shards WHERE task_key = ?1 ORDER BY shard")?;
+    let shards = stmt
+        .query_map([key], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(shards)
+}

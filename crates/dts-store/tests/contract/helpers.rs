@@ -1,0 +1,117 @@
+//! Tasks, plans and results the contract tests build on.
+
+use dts_model::{ItemResult, ShardRange, Task, TaskStatus, Variables, now_millis};
+use dts_store::{DynStore, PlanOutcome};
+
+pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
+    Task {
+        id: id.to_string(),
+        name: None,
+        status: TaskStatus::Queued,
+        template_function: "echo {{greeting}} \"$1\"".to_string(),
+        variables: Variables::from_json(&serde_json::json!({"greeting": "hi"})).unwrap(),
+        interpreter: "bash".to_string(),
+        timeout_secs: 60,
+        retries: 0,
+        items_total: items as u64,
+        chunks_to_execute: 0,
+        chunks_executed: 0,
+        items_succeeded: 0,
+        items_failed: 0,
+        created_at,
+        started_at: None,
+        finished_at: None,
+        error: None,
+    }
+}
+
+pub(crate) fn inputs(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("item-{i}")).collect()
+}
+
+/// A new `QUEUED` task with `items` inputs, stored.
+pub(crate) async fn insert(store: &DynStore, items: usize) -> Task {
+    let task = task_with(&dts_model::new_task_id(), now_millis(), items);
+    store.insert_task(&task, &inputs(items)).await.unwrap();
+    task
+}
+
+/// `items` split into `shards` contiguous ranges of equal length.
+pub(crate) fn even_plan(items: u64, shards: u64) -> Vec<ShardRange> {
+    let len = items / shards;
+    (0..shards)
+        .map(|s| ShardRange {
+            start: s * len,
+            len: if s == shards - 1 {
+                items - s * len
+            } else {
+                len
+            },
+        })
+        .collect()
+}
+
+/// A stored task of `items` items planned into `shards` shards (`INPROGRESS`).
+pub(crate) async fn planned(store: &DynStore, items: u64, shards: u64) -> Task {
+    let task = insert(store, items as usize).await;
+    match store
+        .save_plan(&task.id, &even_plan(items, shards))
+        .await
+        .unwrap()
+    {
+        PlanOutcome::Created(task) => task,
+        other => panic!("expected a new plan, got {other:?}"),
+    }
+}
+
+pub(crate) fn ok(index: u64) -> ItemResult {
+    ItemResult {
+        index,
+        input: format!("item-{index}"),
+        exit_code: Some(0),
+        signal: None,
+        timed_out: false,
+        stdout: format!("out {index}\n"),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        duration_ms: 12,
+        worker: "worker-a".to_string(),
+        attempt: 1,
+        error: None,
+    }
+}
+
+pub(crate) fn failed(index: u64) -> ItemResult {
+    ItemResult {
+        exit_code: Some(3),
+        stderr: format!("boom {index}\n"),
+        ..ok(index)
+    }
+}
+
+pub(crate) fn indices(results: &[ItemResult]) -> Vec<u64> {
+    results.iter().map(|r| r.index).collect()
+}
+
+/// A stored task moved through legal transitions to `status`.
+pub(crate) async fn task_in(store: &DynStore, status: TaskStatus) -> Task {
+    use TaskStatus::*;
+    let task = insert(store, 3).await;
+    let path: &[TaskStatus] = match status {
+        Queued => &[],
+        Retrying => &[Retrying],
+        SubmissionFailed => &[Retrying, SubmissionFailed],
+        Submitted => &[Submitted],
+        InProgress => &[Submitted, InProgress],
+        Completed => &[Submitted, InProgress, Completed],
+        Failed => &[Submitted, InProgress, Failed],
+        Cancelled => &[Cancelled],
+    };
+    let mut task = task;
+    for step in path {
+        task = store.transition(&task.id, *step, None).await.unwrap();
+    }
+    assert_eq!(task.status, status);
+    task
+}

@@ -1,0 +1,103 @@
+//! The contract every `Store` implementation keeps, written once.
+//!
+//! Each test (in `tasks`, `plans`, `results`, `workers`) is a generic async
+//! function over a `DynStore`; the `store_contract!` lines at the end of this
+//! file run all of them against each backend.
+//! A new backend adds one line there, with a factory that gives every test a
+//! fresh, empty store (and keeps alive whatever that store needs: a temp dir,
+//! a server process). Nothing here may depend on a particular backend.
+
+mod helpers;
+mod plans;
+mod results;
+mod tasks;
+mod workers;
+
+use dts_store::{DynStore, SqliteStore};
+use plans::*;
+use results::*;
+use std::sync::Arc;
+use tasks::*;
+use workers::*;
+
+/// A store under test and whatever must live as long as it.
+pub struct Fixture {
+    store: DynStore,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+impl Fixture {
+    pub fn new(store: DynStore) -> Fixture {
+        Fixture::keeping(store, ())
+    }
+
+    /// A store that needs `keep` (a temp dir, a child process) until the test ends.
+    pub fn keeping(store: DynStore, keep: impl std::any::Any + Send) -> Fixture {
+        Fixture {
+            store,
+            _keep: Box::new(keep),
+        }
+    }
+}
+
+/// Runs every contract test against the store `$make` (an async closure
+/// returning a [`Fixture`]) in a module named `$backend`.
+macro_rules! store_contract {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            contract_tests!(
+                $make;
+                a_task_and_its_inputs_read_back_exactly_as_inserted,
+                a_hundred_thousand_inputs_round_trip,
+                inserting_an_existing_id_is_refused_and_keeps_the_first,
+                unknown_task_ids_read_as_none_and_changes_to_them_are_not_found,
+                tasks_list_newest_first_filtered_by_status_and_limited,
+                unfinished_task_ids_are_oldest_first_and_skip_ended_tasks,
+                every_transition_follows_the_status_rules_and_an_illegal_one_changes_nothing,
+                transitions_stamp_their_times_and_keep_the_error_given,
+                a_plan_is_saved_once_and_returned_to_later_callers,
+                concurrent_planners_see_exactly_one_created,
+                a_plan_with_no_shards_completes_the_task_at_once,
+                planning_a_cancelled_task_ends_without_storing_a_plan,
+                recording_an_item_twice_counts_it_once,
+                an_item_recorded_again_moves_its_count_across,
+                recording_results_reports_a_cancellation,
+                redelivered_completions_of_one_shard_count_it_once,
+                concurrent_shard_completions_complete_the_task_exactly_once,
+                a_failed_item_makes_the_finished_task_failed,
+                completing_the_last_shard_of_a_cancelled_task_keeps_it_cancelled,
+                completing_a_shard_the_plan_does_not_have_is_refused_and_records_nothing,
+                results_page_in_index_order_with_a_filter_and_its_total,
+                recorded_indices_are_those_in_the_range_ascending,
+                a_heartbeat_keeps_a_worker_live_until_its_ttl_passes,
+                a_new_heartbeat_replaces_the_previous_one,
+                a_removed_worker_is_gone_at_once,
+            );
+        }
+    };
+}
+
+macro_rules! contract_tests {
+    ($make:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let fixture: Fixture = ($make)().await;
+                super::$test(Arc::clone(&fixture.store)).await;
+            }
+        )*
+    };
+}
+
+store_contract!(sqlite_memory, || async {
+    Fixture::new(Arc::new(
+        SqliteStore::in_memory().expect("open in-memory store"),
+    ))
+});
+
+store_contract!(sqlite_file, || async {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("data").join("dts.sqlite")).expect("open store");
+    Fixture::keeping(Arc::new(store), dir)
+});

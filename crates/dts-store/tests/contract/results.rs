@@ -1,0 +1,357 @@
+//! Contract: recording item results and completing shards, idempotently.
+
+use crate::helpers::*;
+use dts_model::{ItemResult, Task, TaskStatus};
+use dts_store::{DynStore, ResultFilter};
+use std::sync::Arc;
+
+pub(crate) async fn recording_an_item_twice_counts_it_once(store: DynStore) {
+    let task = planned(&store, 5, 1).await;
+    let status = store
+        .record_results(&task.id, &[ok(0), ok(1), failed(2)])
+        .await
+        .unwrap();
+    assert_eq!(status, TaskStatus::InProgress);
+    let counts = |t: Task| (t.items_succeeded, t.items_failed);
+    assert_eq!(counts(store.task(&task.id).await.unwrap().unwrap()), (2, 1));
+
+    store
+        .record_results(&task.id, &[ok(0), failed(2)])
+        .await
+        .unwrap();
+    assert_eq!(counts(store.task(&task.id).await.unwrap().unwrap()), (2, 1));
+
+    // The same item twice in one batch counts once too.
+    store
+        .record_results(&task.id, &[ok(3), ok(3)])
+        .await
+        .unwrap();
+    assert_eq!(counts(store.task(&task.id).await.unwrap().unwrap()), (3, 1));
+    assert_eq!(
+        store
+            .results(&task.id, ResultFilter::All, 0, 100)
+            .await
+            .unwrap()
+            .0,
+        4
+    );
+}
+
+pub(crate) async fn an_item_recorded_again_moves_its_count_across(store: DynStore) {
+    let task = planned(&store, 3, 1).await;
+    let counts = || async {
+        let t = store.task(&task.id).await.unwrap().unwrap();
+        (t.items_succeeded, t.items_failed)
+    };
+    store
+        .record_results(&task.id, &[failed(0), ok(1)])
+        .await
+        .unwrap();
+    assert_eq!(counts().await, (1, 1));
+
+    let retried = ItemResult {
+        attempt: 2,
+        worker: "worker-b".into(),
+        ..ok(0)
+    };
+    store
+        .record_results(&task.id, std::slice::from_ref(&retried))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts().await,
+        (2, 0),
+        "failed -> succeeded moves one count across"
+    );
+    let (_, page) = store
+        .results(&task.id, ResultFilter::All, 0, 1)
+        .await
+        .unwrap();
+    assert_eq!(page, vec![retried], "the latest attempt wins");
+
+    let timed_out = ItemResult {
+        timed_out: true,
+        attempt: 3,
+        ..ok(0)
+    };
+    store.record_results(&task.id, &[timed_out]).await.unwrap();
+    assert_eq!(counts().await, (1, 1), "succeeded -> failed moves it back");
+}
+
+pub(crate) async fn recording_results_reports_a_cancellation(store: DynStore) {
+    let task = planned(&store, 4, 2).await;
+    store
+        .transition(&task.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    let status = store.record_results(&task.id, &[ok(0)]).await.unwrap();
+    assert_eq!(status, TaskStatus::Cancelled);
+    assert_eq!(
+        store.recorded_indices(&task.id, 0, 4).await.unwrap(),
+        vec![0]
+    );
+}
+
+pub(crate) async fn redelivered_completions_of_one_shard_count_it_once(store: DynStore) {
+    let task = planned(&store, 20, 2).await;
+    let shard: Vec<ItemResult> = (0..10)
+        .map(|i| if i == 4 { failed(i) } else { ok(i) })
+        .collect();
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, id, shard) = (Arc::clone(&store), task.id.clone(), shard.clone());
+            tokio::spawn(async move { store.complete_shard(&id, 0, &shard).await })
+        })
+        .collect();
+    let mut newly = 0;
+    for call in calls {
+        let done = call.await.unwrap().unwrap();
+        assert!(!done.finished_task);
+        newly += usize::from(done.newly_completed);
+    }
+    assert_eq!(newly, 1, "exactly one call completes the shard");
+    let after = store.task(&task.id).await.unwrap().unwrap();
+    assert_eq!(after.status, TaskStatus::InProgress);
+    assert_eq!(
+        (
+            after.chunks_executed,
+            after.items_succeeded,
+            after.items_failed
+        ),
+        (1, 9, 1)
+    );
+    assert_eq!(store.completed_shards(&task.id).await.unwrap(), vec![0]);
+}
+
+/// Completes every shard of a planned task twice, all at once; returns the
+/// task as stored after and how many calls reported finishing it.
+pub(crate) async fn complete_all_concurrently(
+    store: &DynStore,
+    task: &Task,
+    fails: impl Fn(u64) -> bool,
+) -> (Task, usize) {
+    let plan = even_plan(task.items_total, u64::from(task.chunks_to_execute));
+    let mut calls = Vec::new();
+    for _delivery in 0..2 {
+        for (shard, range) in plan.iter().enumerate() {
+            let results: Vec<ItemResult> = (range.start..range.end())
+                .map(|i| if fails(i) { failed(i) } else { ok(i) })
+                .collect();
+            let (store, id) = (Arc::clone(store), task.id.clone());
+            calls.push(tokio::spawn(async move {
+                store.complete_shard(&id, shard as u32, &results).await
+            }));
+        }
+    }
+    let mut finished = 0;
+    let mut newly = 0;
+    for call in calls {
+        let done = call.await.unwrap().unwrap();
+        finished += usize::from(done.finished_task);
+        newly += usize::from(done.newly_completed);
+        if done.finished_task {
+            assert!(done.task.status.is_terminal() && done.task.finished_at.is_some());
+        }
+    }
+    assert_eq!(newly, plan.len(), "each shard is newly completed once");
+    let all: Vec<u32> = (0..plan.len() as u32).collect();
+    assert_eq!(store.completed_shards(&task.id).await.unwrap(), all);
+    (store.task(&task.id).await.unwrap().unwrap(), finished)
+}
+
+pub(crate) async fn concurrent_shard_completions_complete_the_task_exactly_once(store: DynStore) {
+    let task = planned(&store, 200, 8).await;
+    let (after, finished) = complete_all_concurrently(&store, &task, |_| false).await;
+    assert_eq!(finished, 1, "exactly one caller finishes the task");
+    assert_eq!(after.status, TaskStatus::Completed);
+    assert_eq!(
+        (
+            after.chunks_executed,
+            after.items_succeeded,
+            after.items_failed
+        ),
+        (8, 200, 0)
+    );
+    assert!(after.finished_at.is_some());
+    assert_eq!(
+        store
+            .results(&task.id, ResultFilter::All, 0, 0)
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+}
+
+pub(crate) async fn a_failed_item_makes_the_finished_task_failed(store: DynStore) {
+    let task = planned(&store, 200, 8).await;
+    let (after, finished) = complete_all_concurrently(&store, &task, |i| i % 50 == 7).await;
+    assert_eq!(finished, 1);
+    assert_eq!(after.status, TaskStatus::Failed);
+    assert_eq!(
+        (
+            after.chunks_executed,
+            after.items_succeeded,
+            after.items_failed
+        ),
+        (8, 196, 4)
+    );
+    let (total, failed_page) = store
+        .results(&task.id, ResultFilter::Failed, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!((total, indices(&failed_page)), (4, vec![7, 57, 107, 157]));
+}
+
+pub(crate) async fn completing_the_last_shard_of_a_cancelled_task_keeps_it_cancelled(
+    store: DynStore,
+) {
+    let task = planned(&store, 2, 1).await;
+    let cancelled = store
+        .transition(&task.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    let done = store
+        .complete_shard(&task.id, 0, &[ok(0), ok(1)])
+        .await
+        .unwrap();
+    assert!(done.newly_completed);
+    assert!(!done.finished_task);
+    assert_eq!(done.task.status, TaskStatus::Cancelled);
+    assert_eq!(
+        done.task.finished_at, cancelled.finished_at,
+        "finishedAt stays the cancel time"
+    );
+    assert_eq!(
+        (done.task.chunks_executed, done.task.items_succeeded),
+        (1, 2)
+    );
+    assert_eq!(store.task(&task.id).await.unwrap(), Some(done.task));
+}
+
+pub(crate) async fn completing_a_shard_the_plan_does_not_have_is_refused_and_records_nothing(
+    store: DynStore,
+) {
+    let task = planned(&store, 4, 2).await;
+    assert!(store.complete_shard(&task.id, 2, &[ok(0)]).await.is_err());
+    assert_eq!(store.task(&task.id).await.unwrap(), Some(task.clone()));
+    assert!(
+        store
+            .recorded_indices(&task.id, 0, 4)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.completed_shards(&task.id).await.unwrap().is_empty());
+
+    let unplanned = insert(&store, 4).await;
+    assert!(
+        store
+            .complete_shard(&unplanned.id, 0, &[ok(0)])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.task(&unplanned.id).await.unwrap(),
+        Some(unplanned.clone())
+    );
+}
+
+pub(crate) async fn results_page_in_index_order_with_a_filter_and_its_total(store: DynStore) {
+    let task = planned(&store, 10, 1).await;
+    let result = |i: u64| {
+        let mut r = if i % 3 == 0 { failed(i) } else { ok(i) };
+        r.stdout = format!("line \"{i}\"\n✓ émoji 😀 \u{0}\ttab");
+        r.signal = (i == 9).then_some(9);
+        r.stdout_truncated = i == 1;
+        r.error = (i == 6).then(|| "could not start: permission denied".to_string());
+        r
+    };
+    // Recorded out of order, in two batches.
+    store
+        .record_results(&task.id, &[7, 2, 9, 0, 5].map(result))
+        .await
+        .unwrap();
+    store
+        .record_results(&task.id, &[1, 8, 3, 6, 4].map(result))
+        .await
+        .unwrap();
+
+    let (total, all) = store
+        .results(&task.id, ResultFilter::All, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(total, 10);
+    assert_eq!(
+        all,
+        (0..10).map(result).collect::<Vec<_>>(),
+        "every field reads back"
+    );
+
+    let page = |filter, offset, limit| {
+        let store = Arc::clone(&store);
+        let id = task.id.clone();
+        async move {
+            let (total, page) = store.results(&id, filter, offset, limit).await.unwrap();
+            (total, indices(&page))
+        }
+    };
+    assert_eq!(page(ResultFilter::All, 8, 5).await, (10, vec![8, 9]));
+    assert_eq!(page(ResultFilter::All, 3, 2).await, (10, vec![3, 4]));
+    assert_eq!(
+        page(ResultFilter::Failed, 0, 100).await,
+        (4, vec![0, 3, 6, 9])
+    );
+    assert_eq!(page(ResultFilter::Failed, 1, 2).await, (4, vec![3, 6]));
+    assert_eq!(
+        page(ResultFilter::Succeeded, 0, 3).await,
+        (6, vec![1, 2, 4])
+    );
+    assert_eq!(page(ResultFilter::Succeeded, 5, 3).await, (6, vec![8]));
+    assert_eq!(page(ResultFilter::All, 10, 5).await, (10, vec![]));
+    assert_eq!(page(ResultFilter::All, 0, 0).await, (10, vec![]));
+
+    let other = planned(&store, 3, 1).await;
+    assert_eq!(
+        store
+            .results(&other.id, ResultFilter::All, 0, 10)
+            .await
+            .unwrap(),
+        (0, vec![])
+    );
+}
+
+pub(crate) async fn recorded_indices_are_those_in_the_range_ascending(store: DynStore) {
+    let task = planned(&store, 20, 2).await;
+    store
+        .record_results(&task.id, &[ok(11), failed(5), ok(2), ok(7)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recorded_indices(&task.id, 0, 20).await.unwrap(),
+        vec![2, 5, 7, 11]
+    );
+    assert_eq!(
+        store.recorded_indices(&task.id, 3, 11).await.unwrap(),
+        vec![5, 7],
+        "end is exclusive"
+    );
+    assert_eq!(
+        store.recorded_indices(&task.id, 5, 6).await.unwrap(),
+        vec![5]
+    );
+    assert!(
+        store
+            .recorded_indices(&task.id, 12, 20)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .recorded_indices(&task.id, 7, 7)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
