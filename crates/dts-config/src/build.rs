@@ -26,7 +26,6 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         bind: read.get("server.bind")?,
         auth_token: read.get("server.auth-token")?,
         insecure: read.get("server.insecure")?,
-        request_timeout: read.millis("server.request-timeout-ms")?,
     };
     let pubsub = PubsubSettings {
         namespace: read.get("pubsub.namespace")?,
@@ -60,7 +59,6 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         id: read.get("worker.id")?,
         heartbeat_interval: read.millis("worker.heartbeat-interval-ms")?,
         heartbeat_ttl: read.millis("worker.heartbeat-ttl-ms")?,
-        shard_attempts: read.get("worker.shard-attempts")?,
     };
     let executor = ExecutorSettings {
         output_cap_bytes: read.get("executor.output-cap-bytes")?,
@@ -120,14 +118,17 @@ impl Reader<'_> {
             .values
             .get(key)
             .unwrap_or_else(|| panic!("{key} has no default layer"));
-        let parsed = T::from_raw(&raw.value)
-            .filter(|value| value.number().is_none_or(|number| number >= spec.min));
+        let parsed = T::from_raw(&raw.value).filter(|value| {
+            value
+                .number()
+                .is_none_or(|number| (spec.min..=spec.max).contains(&number))
+        });
         let Some(value) = parsed else {
             return Err(ConfigError::InvalidValue {
                 key: key.to_string(),
                 value: shown(spec.secret, raw_text(&raw.value)),
                 from: raw.from.clone(),
-                expected: spec.kind.expected(spec.min),
+                expected: spec.kind.expected(spec.min, spec.max),
             });
         };
         self.entries.push(Entry {

@@ -40,12 +40,13 @@ pub enum Kind {
 impl Kind {
     /// What a value of this kind must look like, for the end of an error
     /// message ("expected ...").
-    pub(crate) fn expected(self, min: u64) -> String {
+    pub(crate) fn expected(self, min: u64, max: u64) -> String {
+        let top = |type_max: u64| type_max.min(max);
         match self {
-            Kind::Port => format!("a port number from {min} to {}", u16::MAX),
-            Kind::U32 => format!("a whole number from {min} to {}", u32::MAX),
-            Kind::U64 => format!("a whole number from {min} to {}", u64::MAX),
-            Kind::Usize => format!("a whole number from {min} to {}", usize::MAX),
+            Kind::Port => format!("a port number from {min} to {}", top(u16::MAX.into())),
+            Kind::U32 => format!("a whole number from {min} to {}", top(u32::MAX.into())),
+            Kind::U64 => format!("a whole number from {min} to {}", top(u64::MAX)),
+            Kind::Usize => format!("a whole number from {min} to {}", top(usize::MAX as u64)),
             Kind::Bool => "true or false (or yes/no, 1/0)".to_string(),
             Kind::IpAddr => "an IP address such as 127.0.0.1, 0.0.0.0 or ::1".to_string(),
             Kind::Text => "a non-empty string".to_string(),
@@ -71,6 +72,9 @@ pub struct KeySpec {
     pub default: &'static str,
     /// Smallest accepted value for numeric keys (0 for no lower bound).
     pub min: u64,
+    /// Largest accepted value for numeric keys (`u64::MAX` for no bound
+    /// beyond the type's).
+    pub max: u64,
     /// Whether the value must never be shown (masked by `describe()`).
     pub secret: bool,
     /// A second, shorter environment variable name; the regular one wins when
@@ -87,6 +91,7 @@ impl KeySpec {
             kind,
             default,
             min: 0,
+            max: u64::MAX,
             secret: false,
             env_alias: None,
             doc,
@@ -95,6 +100,11 @@ impl KeySpec {
 
     const fn min(mut self, min: u64) -> Self {
         self.min = min;
+        self
+    }
+
+    const fn max(mut self, max: u64) -> Self {
+        self.max = max;
         self
     }
 
@@ -113,6 +123,11 @@ impl KeySpec {
         env_var_name(self.key)
     }
 }
+
+/// The largest item or script dts accepts: each is passed to a process as one
+/// argument (and an item also as `DTS_ITEM=...`), and Linux refuses a single
+/// argument or environment string of 128 KiB or more.
+pub const MAX_PROCESS_ARGUMENT_BYTES: u64 = 131_000;
 
 /// Keys under this prefix are handed to librdkafka unchanged (prefix removed).
 pub const KAFKA_PREFIX: &str = "pubsub.kafka.";
@@ -156,15 +171,8 @@ pub const KEYS: &[KeySpec] = &[
         "false",
         "Allow a non-loopback bind without a token (logged loudly).",
     ),
-    KeySpec::new(
-        "server.request-timeout-ms",
-        U64,
-        "10000",
-        "Longest time an API request may take, in milliseconds.",
-    )
-    .min(1),
     // pubsub
-    KeySpec::new("pubsub.namespace", Text, "localhost:9092", "Kafka bootstrap servers."),
+    KeySpec::new("pubsub.namespace", Text, "localhost:9092", "Kafka bootstrap servers (distributed mode)."),
     KeySpec::new("pubsub.topic", Text, "distributed_task", "Topic submitted tasks are published to."),
     KeySpec::new(
         "pubsub.task-shard.topic",
@@ -176,7 +184,7 @@ pub const KEYS: &[KeySpec] = &[
         "pubsub.result.topic",
         Text,
         "distributed_task_completed",
-        "Topic shard results are published to.",
+        "Topic completion events are published to when a task ends.",
     ),
     KeySpec::new(
         "pubsub.consumergroup",
@@ -279,13 +287,6 @@ pub const KEYS: &[KeySpec] = &[
         "How long after its last heartbeat a worker counts as gone, in milliseconds; must exceed the interval.",
     )
     .min(1),
-    KeySpec::new(
-        "worker.shard-attempts",
-        U32,
-        "3",
-        "How many times one shard is attempted before it is given up.",
-    )
-    .min(1),
     // executor
     KeySpec::new(
         "executor.output-cap-bytes",
@@ -349,17 +350,19 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec::new(
         "limits.max-item-bytes",
         Usize,
-        "131072",
-        "Largest single item, in bytes.",
+        "65536",
+        "Largest single item, in bytes once JSON-escaped (an item is one process argument, which Linux caps at 128 KiB).",
     )
-    .min(1),
+    .min(1)
+    .max(MAX_PROCESS_ARGUMENT_BYTES),
     KeySpec::new(
         "limits.max-template-bytes",
         Usize,
         "65536",
-        "Largest script template, in bytes.",
+        "Largest script template (and rendered script), in bytes once JSON-escaped (the script is one process argument, which Linux caps at 128 KiB).",
     )
-    .min(1),
+    .min(1)
+    .max(MAX_PROCESS_ARGUMENT_BYTES),
 ];
 
 /// The table entry for `key`, if dts knows it.
@@ -414,6 +417,9 @@ pub fn markdown_row(spec: &KeySpec) -> String {
     let mut meaning = spec.doc.to_string();
     if spec.min > 0 {
         meaning.push_str(&format!(" At least {}.", spec.min));
+    }
+    if spec.max < u64::MAX {
+        meaning.push_str(&format!(" At most {}.", spec.max));
     }
     format!("| `{}` | {env} | {default} | {meaning} |", spec.key)
 }

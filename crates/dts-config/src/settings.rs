@@ -101,8 +101,6 @@ pub struct ServerSettings {
     pub auth_token: Option<String>,
     /// `server.insecure`: allow a non-loopback bind without a token.
     pub insecure: bool,
-    /// `server.request-timeout-ms`.
-    pub request_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -121,7 +119,6 @@ impl fmt::Debug for ServerSettings {
             .field("bind", &self.bind)
             .field("auth_token", &self.auth_token.as_ref().map(|_| MASK))
             .field("insecure", &self.insecure)
-            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -135,7 +132,7 @@ pub struct PubsubSettings {
     pub topic: String,
     /// `pubsub.task-shard.topic`: shards for workers.
     pub task_shard_topic: String,
-    /// `pubsub.result.topic`: shard results.
+    /// `pubsub.result.topic`: completion events.
     pub result_topic: String,
     /// `pubsub.consumergroup`: the schedulers' group.
     pub consumer_group: String,
@@ -247,8 +244,6 @@ pub struct WorkerSettings {
     pub heartbeat_interval: Duration,
     /// `worker.heartbeat-ttl-ms`; always longer than the interval.
     pub heartbeat_ttl: Duration,
-    /// `worker.shard-attempts`, at least 1.
-    pub shard_attempts: u32,
 }
 
 impl WorkerSettings {

@@ -106,7 +106,6 @@ fn with_nothing_given_every_key_has_its_documented_default() {
     assert_eq!(settings.server.bind.to_string(), "127.0.0.1");
     assert_eq!(settings.server.auth_token, None);
     assert!(!settings.server.insecure);
-    assert_eq!(settings.server.request_timeout, Duration::from_secs(10));
     assert_eq!(settings.pubsub.namespace, "localhost:9092");
     assert_eq!(settings.pubsub.topic, "distributed_task");
     assert_eq!(settings.pubsub.result_topic, "distributed_task_completed");
@@ -127,7 +126,6 @@ fn with_nothing_given_every_key_has_its_documented_default() {
     assert_eq!(settings.worker.id, None);
     assert_eq!(settings.worker.heartbeat_interval, Duration::from_secs(2));
     assert_eq!(settings.worker.heartbeat_ttl, Duration::from_secs(10));
-    assert_eq!(settings.worker.shard_attempts, 3);
     assert_eq!(settings.executor.output_cap_bytes, 65536);
     assert_eq!(settings.executor.kill_grace, Duration::from_secs(1));
     assert_eq!(
@@ -142,7 +140,7 @@ fn with_nothing_given_every_key_has_its_documented_default() {
     assert_eq!(settings.executor.max_retries, 10);
     assert_eq!(settings.limits.max_body_bytes, 33_554_432);
     assert_eq!(settings.limits.max_items, 1_000_000);
-    assert_eq!(settings.limits.max_item_bytes, 131_072);
+    assert_eq!(settings.limits.max_item_bytes, 65536);
     assert_eq!(settings.limits.max_template_bytes, 65536);
     assert!(settings.warnings.is_empty());
 }
@@ -337,7 +335,7 @@ fn the_seeds_properties_still_load_when_indented_as_in_its_readme() {
 #[test]
 fn a_toml_file_flattens_tables_into_the_same_keys_as_properties() {
     let toml = r#"
-"server.request-timeout-ms" = 2500
+"pubsub.submit-timeout-ms" = 2500
 
 [server]
 port = 4000
@@ -363,7 +361,7 @@ max-retries = "4"
     );
     assert!(settings.server.bind.is_loopback());
     assert!(settings.server.insecure);
-    assert_eq!(settings.server.request_timeout, Duration::from_millis(2500));
+    assert_eq!(settings.pubsub.submit_timeout, Duration::from_millis(2500));
     assert_eq!(settings.pubsub.namespace, "kafka-1:9092,kafka-2:9092");
     assert_eq!(settings.pubsub.task_shard_topic, "shards");
     assert_eq!(settings.executor.env_allow, ["PATH", "LANG"]);
@@ -478,12 +476,15 @@ fn a_heartbeat_ttl_not_longer_than_the_interval_is_rejected_naming_both_sources(
 
 #[test]
 fn an_item_and_template_that_cannot_fit_in_one_message_are_rejected() {
-    let flags = flags(&[("limits.max-item-bytes", "990000")]);
+    let flags = flags(&[
+        ("pubsub.max-message-bytes", "100000"),
+        ("limits.max-item-bytes", "90000"),
+    ]);
     let error = load_err(None, &HashMap::new(), &flags);
     let message = error.to_string();
     assert!(
         message.contains(
-            "limits.max-item-bytes = 990000 (from command-line flag for limits.max-item-bytes)"
+            "limits.max-item-bytes = 90000 (from command-line flag for limits.max-item-bytes)"
         ),
         "{message}"
     );
@@ -492,11 +493,23 @@ fn an_item_and_template_that_cannot_fit_in_one_message_are_rejected() {
         "{message}"
     );
     assert!(
-        message.contains("pubsub.max-message-bytes = 1000000 (from default)"),
+        message.contains(
+            "pubsub.max-message-bytes = 100000 (from command-line flag for pubsub.max-message-bytes)"
+        ),
         "{message}"
     );
     assert!(
         message.contains("would not fit in one message"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_item_larger_than_one_process_argument_is_rejected() {
+    let flags = flags(&[("limits.max-item-bytes", "200000")]);
+    let message = load_err(None, &HashMap::new(), &flags).to_string();
+    assert!(
+        message.contains("limits.max-item-bytes") && message.contains("from 1 to 131000"),
         "{message}"
     );
 }

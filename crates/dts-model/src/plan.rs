@@ -51,18 +51,21 @@ pub enum PlanError {
     },
 }
 
-/// Bytes `item` takes as an element of a JSON array of strings: the escaped
-/// string, its quotes and a separating comma.
-pub fn item_wire_bytes(item: &str) -> usize {
-    let escaped: usize = item
-        .bytes()
+/// Bytes `text` takes inside a JSON string once escaped (without quotes).
+pub fn json_escaped_len(text: &str) -> usize {
+    text.bytes()
         .map(|b| match b {
             b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
             0x00..=0x1f => 6,
             _ => 1,
         })
-        .sum();
-    escaped + 3
+        .sum()
+}
+
+/// Bytes `item` takes as an element of a JSON array of strings: the escaped
+/// string, its quotes and a separating comma.
+pub fn item_wire_bytes(item: &str) -> usize {
+    json_escaped_len(item) + 3
 }
 
 /// The number of shards before any split for size: about `oversplit` per live

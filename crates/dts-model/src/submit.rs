@@ -4,12 +4,15 @@
 //! Validation renders the template once, so a task whose placeholders lack
 //! values is refused at the door instead of failing on a worker later.
 
+use super::plan::json_escaped_len;
 use super::template::{self, MissingVariables};
 use super::variables::Variables;
 use super::{Task, TaskStatus, new_task_id};
 use serde_json::{Map, Value};
 
-/// Bounds on what one submission may contain (all configurable).
+/// Bounds on what one submission may contain (all configurable). Item and
+/// script sizes count bytes once JSON-escaped, as they travel in shard
+/// messages, so a task that is accepted always fits the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubmitLimits {
     pub max_items: usize,
@@ -24,7 +27,7 @@ impl Default for SubmitLimits {
     fn default() -> Self {
         SubmitLimits {
             max_items: 1_000_000,
-            max_item_bytes: 128 * 1024,
+            max_item_bytes: 64 * 1024,
             max_template_bytes: 64 * 1024,
             max_timeout_secs: 7 * 24 * 3600,
             default_timeout_secs: 3600,
@@ -180,13 +183,13 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
                 format!("{} (add them to variableJson)", MissingVariables(names)),
             )
         })?;
-    if rendered.len() > limits.max_template_bytes {
+    let size = json_escaped_len(&rendered);
+    if size > limits.max_template_bytes {
         return Err(ValidationError::field(
             "too_large",
             "variableJson",
             format!(
-                "the rendered script is {} bytes, more than the {}-byte limit",
-                rendered.len(),
+                "the rendered script is {size} bytes (JSON-escaped), more than the {}-byte limit",
                 limits.max_template_bytes
             ),
         ));
@@ -289,13 +292,13 @@ fn template_field(
             "templateFunction is empty",
         ));
     }
-    if template.len() > limits.max_template_bytes {
+    let size = json_escaped_len(template);
+    if size > limits.max_template_bytes {
         return Err(ValidationError::field(
             "too_large",
             "templateFunction",
             format!(
-                "templateFunction is {} bytes, more than the {}-byte limit",
-                template.len(),
+                "templateFunction is {size} bytes (JSON-escaped), more than the {}-byte limit",
                 limits.max_template_bytes
             ),
         ));
@@ -360,13 +363,13 @@ fn input_list(
                 ));
             }
         };
-        if text.len() > limits.max_item_bytes {
+        let size = json_escaped_len(&text);
+        if size > limits.max_item_bytes {
             return Err(ValidationError::field(
                 "too_large",
                 format!("inputList[{i}]"),
                 format!(
-                    "inputList[{i}] is {} bytes, more than the {}-byte limit",
-                    text.len(),
+                    "inputList[{i}] is {size} bytes (JSON-escaped), more than the {}-byte limit",
                     limits.max_item_bytes
                 ),
             ));
@@ -626,6 +629,27 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn sizes_are_counted_as_the_bytes_travel_json_escaped() {
+        // Six newlines are six bytes raw but twelve in a shard message.
+        let err = from_json(
+            &json!({"templateFunction": "x", "inputList": ["\n".repeat(6)]}),
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.code, err.field.as_deref()),
+            ("too_large", Some("inputList[0]"))
+        );
+        assert!(
+            from_json(
+                &json!({"templateFunction": "x", "inputList": ["\n".repeat(5)]}),
+                &limits()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
