@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, docs, then every
-# test of every crate. Run from anywhere; needs only a Rust toolchain.
+# The whole test suite, as CI runs it: installs what the tests need
+# (redis-server, nginx, a Kafka-protocol broker), then formatting, lints,
+# docs, and every test of every crate. Run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== test dependencies"
+./scripts/install-test-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

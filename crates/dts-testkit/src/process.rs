@@ -1,0 +1,86 @@
+//! Starting and stopping server processes, and finding free ports.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now. Another process could take it before
+/// the caller binds it; callers that start servers retry on a new port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("the OS gives out a free loopback port")
+}
+
+/// Waits until something accepts connections on `port`, or `timeout` passes.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// The workspace's top directory (where `.tools/` lives).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors().nth(2).unwrap_or(here).to_path_buf()
+}
+
+/// Finds a program: an environment variable naming it, then `.tools/bin`,
+/// then the usual system directories, then `PATH`.
+pub(crate) fn find_program(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        return PathBuf::from(path);
+    }
+    let candidates = [
+        workspace_root().join(".tools/bin").join(name),
+        PathBuf::from("/usr/sbin").join(name),
+        PathBuf::from("/usr/bin").join(name),
+        PathBuf::from("/usr/local/bin").join(name),
+    ];
+    for candidate in candidates {
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!("{name} is not installed: run scripts/install-test-deps.sh (or set {env_var})");
+}
+
+/// Stops a child: SIGTERM, then SIGKILL if it is still there after `grace`.
+pub(crate) fn stop(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// SIGKILL and reap.
+pub(crate) fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
