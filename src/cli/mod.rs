@@ -2,8 +2,11 @@
 //! turned into configuration flags (`dts up`) or client calls.
 
 mod client;
+mod node;
+mod server;
 mod up;
 mod wiring;
+mod worker;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +28,10 @@ struct Cli {
 enum Command {
     /// Run the API, a scheduler and a local worker on this machine (embedded mode).
     Up(up::UpArgs),
+    /// Run the API and scheduler over Kafka and Redis (distributed mode; run several).
+    Server(server::ServerArgs),
+    /// Run shards from Kafka on this machine's cores, with state in Redis (distributed mode).
+    Worker(worker::WorkerArgs),
     /// Submit a task from a JSON file (or - for standard input).
     Submit {
         /// The task: {"templateFunction": "...", "inputList": [...], "variableJson": {...}}.
@@ -101,7 +108,10 @@ impl ClientArgs {
 
 pub fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Up(_)) {
+    if !matches!(
+        cli.command,
+        Command::Up(_) | Command::Server(_) | Command::Worker(_)
+    ) {
         restore_default_sigpipe();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -110,6 +120,8 @@ pub fn main() -> Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Server(args) => server::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
             Command::Submit { file, wait, client } => {
                 client::submit(&client.connect()?, &file, wait, client.json).await
             }
@@ -135,8 +147,8 @@ pub fn main() -> Result<ExitCode> {
 
 /// Lets a client command die quietly when its output pipe closes
 /// (`dts results ID | head`), as Unix tools do, instead of panicking in
-/// `println!`. Not for `dts up`: a script closing its stdin early must not
-/// kill the server.
+/// `println!`. Not for the nodes (`up`, `server`, `worker`): a script
+/// closing its stdin early must not kill them.
 fn restore_default_sigpipe() {
     // SAFETY: setting a signal disposition to its default has no
     // preconditions; no handler code runs.

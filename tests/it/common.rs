@@ -16,15 +16,30 @@ pub fn dts_binary() -> &'static str {
     env!("CARGO_BIN_EXE_dts")
 }
 
-/// A running `dts up`, killed when dropped.
+/// A running `dts` node with an HTTP API (`dts up` or `dts server`),
+/// killed when dropped. Derefs to its [`Api`].
 pub struct DtsUp {
     child: Option<Child>,
-    pub base: String,
+    api: Api,
     pub log: PathBuf,
-    http: Client,
-    token: Option<String>,
     /// Keeps the temp dir alive when this process created it.
     _dir: Option<TempDir>,
+}
+
+impl std::ops::Deref for DtsUp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// Talks HTTP to one dts API (a node, or nginx in front of several).
+pub struct Api {
+    pub base: String,
+    http: Client,
+    token: Option<String>,
+    /// Where to look for a log when a wait fails.
+    log: Option<PathBuf>,
 }
 
 impl DtsUp {
@@ -39,54 +54,41 @@ impl DtsUp {
 
     /// `dts up` on `data_dir` (kept by the caller, e.g. across a restart).
     pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> DtsUp {
-        let log = data_dir.with_extension(format!("log-{}", unique()));
         std::fs::create_dir_all(data_dir.parent().expect("parent")).expect("data dir parent");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(dts_binary());
-        command
-            .arg("up")
-            .arg("--port")
-            .arg("0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .env("DTS_LOG", "info,dts_engine=debug")
-            .env_remove("DTS_AUTH_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(log_file);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("start dts up");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("dts listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "dts up did not start; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-        };
+        let log = data_dir.with_extension(format!("log-{}", unique()));
+        let mut args: Vec<String> = vec![
+            "up".into(),
+            "--port".into(),
+            "0".into(),
+            "--data-dir".into(),
+        ];
+        args.push(data_dir.display().to_string());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        DtsUp::spawn(&args, env, log)
+    }
+
+    /// `dts server` on a free port; `args` and `env` say where Kafka and Redis are.
+    pub fn server(args: &[String], env: &[(&str, &str)], log: PathBuf) -> DtsUp {
+        let mut all: Vec<String> = vec!["server".into(), "--port".into(), "0".into()];
+        all.extend(args.iter().cloned());
+        DtsUp::spawn(&all, env, log)
+    }
+
+    fn spawn(args: &[String], env: &[(&str, &str)], log: PathBuf) -> DtsUp {
+        let (child, line) = spawn_until(args, env, &log, "dts listening on ");
         let token = env
             .iter()
             .find(|(k, _)| *k == "DTS_AUTH_TOKEN")
             .map(|(_, v)| v.to_string());
         DtsUp {
             child: Some(child),
-            base,
+            api: Api {
+                base: line,
+                http: Client::new(),
+                token,
+                log: Some(log.clone()),
+            },
             log,
-            http: Client::new(),
-            token,
             _dir: None,
         }
     }
@@ -109,6 +111,25 @@ impl DtsUp {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Api {
+    /// A client for an API at `base` (e.g. nginx in front of servers).
+    pub fn at(base: String) -> Api {
+        Api {
+            base,
+            http: Client::new(),
+            token: None,
+            log: None,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|log| std::fs::read_to_string(log).ok())
+            .unwrap_or_default()
     }
 
     /// Any request; returns the status and the body as JSON (or a JSON string).
@@ -212,6 +233,49 @@ impl DtsUp {
     pub async fn task_count(&self) -> usize {
         let (_, list) = self.get("/v1/tasks?limit=1000").await;
         list.as_array().map(|a| a.len()).unwrap_or(0)
+    }
+}
+
+/// Starts `dts ARGS`, logging to `log`, and waits for a stdout line starting
+/// with `ready`; returns the child and the rest of that line.
+pub fn spawn_until(
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &Path,
+    ready: &str,
+) -> (Child, String) {
+    let log_file = std::fs::File::create(log).expect("log file");
+    let mut command = Command::new(dts_binary());
+    command
+        .args(args)
+        .env("DTS_LOG", "info,dts_engine=debug")
+        .env_remove("DTS_AUTH_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(log_file);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("start dts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(&ready) {
+                let _ = tx.send(rest.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(rest) => (child, rest),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "dts {args:?} did not start; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
     }
 }
 

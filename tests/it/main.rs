@@ -5,6 +5,7 @@ mod common;
 
 mod bad_requests;
 mod cli;
+mod distributed;
 mod execution;
 mod restart;
 mod seed_api;

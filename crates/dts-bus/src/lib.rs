@@ -5,13 +5,16 @@
 //! every group (competing consumers within a group, fan-out across groups).
 //! Delivery is at-least-once: a [`Delivery`] must be acknowledged with
 //! [`Delivery::ack`] after its work is durably recorded. One that is dropped
-//! unacknowledged is delivered again — at once by the embedded bus, after a
-//! rebalance or restart by Kafka.
+//! unacknowledged is delivered again without a restart (Kafka may then also
+//! deliver again the messages after it that were in flight). A consumer
+//! that leaves its group loses what it had not acknowledged to the others.
 //!
-//! Implementations: [`embedded::EmbeddedBus`] (in-process queues) and Kafka
-//! in distributed mode.
+//! Implementations: [`embedded::EmbeddedBus`] (in-process queues) and, with
+//! the `kafka` feature, `kafka::KafkaBus` in distributed mode.
 
 pub mod embedded;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 use async_trait::async_trait;
 use std::fmt;

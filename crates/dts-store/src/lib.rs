@@ -9,9 +9,10 @@
 //! are idempotent, so a redelivered message never counts anything twice.
 //!
 //! Implementations: [`sqlite::SqliteStore`] (a file, or memory for
-//! `--ephemeral`); Redis in distributed mode. One contract test suite
-//! (`tests/contract.rs`) runs against each.
+//! `--ephemeral`); [`redis::RedisStore`] in distributed mode. One contract
+//! test suite (`tests/contract/`) runs against each.
 
+pub mod redis;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -19,6 +20,7 @@ use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::redis::{RedisSettings, RedisStore};
 pub use sqlite::SqliteStore;
 
 /// A shared handle to whichever store this process uses.

@@ -13,10 +13,11 @@ mod results;
 mod tasks;
 mod workers;
 
-use dts_store::{DynStore, SqliteStore};
+use dts_store::{DynStore, RedisSettings, RedisStore, SqliteStore};
 use plans::*;
 use results::*;
 use std::sync::Arc;
+use std::time::Duration;
 use tasks::*;
 use workers::*;
 
@@ -100,4 +101,20 @@ store_contract!(sqlite_file, || async {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("data").join("dts.sqlite")).expect("open store");
     Fixture::keeping(Arc::new(store), dir)
+});
+
+// Each test gets its own redis-server on a free port (stopped when the
+// fixture drops), so tests never share data or depend on a server left running.
+store_contract!(redis, || async {
+    let server = tokio::task::spawn_blocking(dts_testkit::RedisServer::start)
+        .await
+        .expect("start redis-server");
+    let store = RedisStore::connect(RedisSettings {
+        url: server.url(),
+        key_prefix: "dts-contract".to_string(),
+        retention: Duration::from_secs(3_600),
+    })
+    .await
+    .expect("connect to redis");
+    Fixture::keeping(Arc::new(store), server)
 });

@@ -1,0 +1,250 @@
+//! Model types to Redis values and back.
+//!
+//! A task is a hash of text fields named as in the task's JSON (camelCase),
+//! so `HGETALL` in `redis-cli` reads like the API; absent optional fields
+//! (`name`, `startedAt`, `finishedAt`, `error`) are absent from the hash.
+//! The store adds `member` (the task's entry in the list indexes) and `plan`
+//! (the shard ranges as JSON, once planned). Results and heartbeats are JSON.
+
+use crate::{StoreError, StoreResult};
+use dts_model::{ItemResult, Task, TaskStatus, WorkerInfo};
+use std::collections::HashMap;
+use std::str::FromStr;
+
+/// The hash fields of a new task, as field/value pairs.
+pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)>> {
+    let variables = encode("variables", &task.variables)?;
+    let mut fields = vec![
+        ("id", task.id.clone()),
+        ("status", task.status.as_str().to_string()),
+        ("templateFunction", task.template_function.clone()),
+        ("variables", variables),
+        ("interpreter", task.interpreter.clone()),
+        ("timeoutSecs", task.timeout_secs.to_string()),
+        ("retries", task.retries.to_string()),
+        ("itemsTotal", task.items_total.to_string()),
+        ("chunksToExecute", task.chunks_to_execute.to_string()),
+        ("chunksExecuted", task.chunks_executed.to_string()),
+        ("itemsSucceeded", task.items_succeeded.to_string()),
+        ("itemsFailed", task.items_failed.to_string()),
+        ("createdAt", task.created_at.to_string()),
+    ];
+    let optional = [
+        ("name", task.name.clone()),
+        ("startedAt", task.started_at.map(|t| t.to_string())),
+        ("finishedAt", task.finished_at.map(|t| t.to_string())),
+        ("error", task.error.clone()),
+    ];
+    fields.extend(
+        optional
+            .into_iter()
+            .filter_map(|(field, value)| value.map(|value| (field, value))),
+    );
+    Ok(fields)
+}
+
+/// A task hash as read back, field by field.
+pub(super) struct TaskHash {
+    id: String,
+    fields: HashMap<String, String>,
+}
+
+impl TaskHash {
+    /// From `HGETALL`'s flat field/value list (as the scripts return it).
+    pub(super) fn from_pairs(id: &str, flat: &[String]) -> TaskHash {
+        let fields = flat
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect();
+        TaskHash {
+            id: id.to_string(),
+            fields,
+        }
+    }
+
+    pub(super) fn from_map(id: &str, fields: HashMap<String, String>) -> TaskHash {
+        TaskHash {
+            id: id.to_string(),
+            fields,
+        }
+    }
+
+    /// The task's entry in the list indexes.
+    pub(super) fn member(&self) -> Option<&str> {
+        self.fields.get("member").map(String::as_str)
+    }
+
+    /// The task the hash describes; [`StoreError::Corrupt`] names the first
+    /// field that is missing or unreadable.
+    pub(super) fn decode(&self) -> StoreResult<Task> {
+        Ok(Task {
+            id: self.text("id")?.to_string(),
+            name: self.optional_text("name"),
+            status: self.parsed("status")?,
+            template_function: self.text("templateFunction")?.to_string(),
+            variables: serde_json::from_str(self.text("variables")?)
+                .map_err(|e| self.corrupt("variables", e))?,
+            interpreter: self.text("interpreter")?.to_string(),
+            timeout_secs: self.parsed("timeoutSecs")?,
+            retries: self.parsed("retries")?,
+            items_total: self.parsed("itemsTotal")?,
+            chunks_to_execute: self.parsed("chunksToExecute")?,
+            chunks_executed: self.parsed("chunksExecuted")?,
+            items_succeeded: self.parsed("itemsSucceeded")?,
+            items_failed: self.parsed("itemsFailed")?,
+            created_at: self.parsed("createdAt")?,
+            started_at: self.optional_parsed("startedAt")?,
+            finished_at: self.optional_parsed("finishedAt")?,
+            error: self.optional_text("error"),
+        })
+    }
+
+    fn text(&self, field: &str) -> StoreResult<&str> {
+        self.fields
+            .get(field)
+            .map(String::as_str)
+            .ok_or_else(|| self.corrupt(field, "missing"))
+    }
+
+    fn optional_text(&self, field: &str) -> Option<String> {
+        self.fields.get(field).cloned()
+    }
+
+    fn parsed<T: FromStr>(&self, field: &str) -> StoreResult<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text = self.text(field)?;
+        text.parse()
+            .map_err(|e| self.corrupt(field, format!("{text:?}: {e}")))
+    }
+
+    fn optional_parsed<T: FromStr>(&self, field: &str) -> StoreResult<Option<T>>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.fields.get(field) {
+            Some(_) => self.parsed(field).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn corrupt(&self, field: &str, detail: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            what: format!("task {} {field}", self.id),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// A status name as a script returned it.
+pub(super) fn status(id: &str, text: &str) -> StoreResult<TaskStatus> {
+    text.parse().map_err(|e| StoreError::Corrupt {
+        what: format!("task {id} status"),
+        detail: format!("{e}"),
+    })
+}
+
+pub(super) fn encode<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Backend(format!("cannot encode {what} as json: {e}")))
+}
+
+/// JSON read back from Redis; `what` names it in the error.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(what: String, json: &str) -> StoreResult<T> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+/// A result as the scripts take it: index, `1` if it succeeded, JSON.
+pub(super) fn result_args(result: &ItemResult) -> StoreResult<[String; 3]> {
+    Ok([
+        result.index.to_string(),
+        if result.succeeded() { "1" } else { "0" }.to_string(),
+        encode("item result", result)?,
+    ])
+}
+
+pub(super) fn worker_json(worker: &WorkerInfo) -> StoreResult<String> {
+    encode("worker", worker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dts_model::Variables;
+
+    fn task() -> Task {
+        Task {
+            id: "t-1".to_string(),
+            name: Some(String::new()),
+            status: TaskStatus::InProgress,
+            template_function: "echo \"$1\"".to_string(),
+            variables: Variables::from_json(&serde_json::json!({"a": 1})).unwrap(),
+            interpreter: "bash".to_string(),
+            timeout_secs: 60,
+            retries: 2,
+            items_total: 10,
+            chunks_to_execute: 3,
+            chunks_executed: 1,
+            items_succeeded: 4,
+            items_failed: 1,
+            created_at: 1_700_000_000_000,
+            started_at: Some(1_700_000_000_100),
+            finished_at: None,
+            error: None,
+        }
+    }
+
+    fn hash_of(task: &Task) -> TaskHash {
+        let fields = task_fields(task)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        TaskHash::from_map(&task.id, fields)
+    }
+
+    #[test]
+    fn a_task_round_trips_through_its_hash_fields() {
+        let task = task();
+        assert_eq!(hash_of(&task).decode().unwrap(), task);
+        let bare = Task {
+            name: None,
+            started_at: None,
+            error: Some("why".to_string()),
+            ..task
+        };
+        assert_eq!(hash_of(&bare).decode().unwrap(), bare);
+    }
+
+    #[test]
+    fn an_unreadable_field_is_corrupt_and_named() {
+        let mut hash = hash_of(&task());
+        hash.fields
+            .insert("chunksExecuted".to_string(), "-1".to_string());
+        match hash.decode() {
+            Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "task t-1 chunksExecuted"),
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+        hash.fields.remove("status");
+        match hash.decode() {
+            Err(StoreError::Corrupt { what, detail }) => {
+                assert_eq!(
+                    (what.as_str(), detail.as_str()),
+                    ("task t-1 status", "missing")
+                )
+            }
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_flat_hgetall_list_reads_as_pairs() {
+        let flat: Vec<String> = ["id", "t", "member", "0001:t"].map(String::from).to_vec();
+        let hash = TaskHash::from_pairs("t", &flat);
+        assert_eq!(hash.member(), Some("0001:t"));
+    }
+}

@@ -1,0 +1,144 @@
+//! Key names: every key the Redis store touches is built here, under the
+//! installation's prefix, so the layout in the module docs has one source.
+
+use crate::ResultFilter;
+use dts_model::TaskStatus;
+
+/// Builds key names under one prefix (`{prefix}:task:{id}`, …).
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Hash of the task's fields (see `codec`).
+    pub(super) fn task(&self, id: &str) -> String {
+        format!("{}:task:{id}", self.prefix)
+    }
+
+    /// String: the input list as one JSON array.
+    pub(super) fn inputs(&self, id: &str) -> String {
+        format!("{}:task:{id}:inputs", self.prefix)
+    }
+
+    /// Set of completed shard indices.
+    pub(super) fn shards(&self, id: &str) -> String {
+        format!("{}:task:{id}:shards", self.prefix)
+    }
+
+    /// Hash: item index -> result JSON.
+    pub(super) fn results(&self, id: &str) -> String {
+        format!("{}:task:{id}:results", self.prefix)
+    }
+
+    /// Sorted set of the indices recorded with the outcome `filter`, scored by index.
+    pub(super) fn result_index(&self, id: &str, filter: ResultFilter) -> String {
+        let which = match filter {
+            ResultFilter::All => "all",
+            ResultFilter::Succeeded => "succeeded",
+            ResultFilter::Failed => "failed",
+        };
+        format!("{}:task:{id}:results:{which}", self.prefix)
+    }
+
+    /// Sorted set of every task's list member, scored by `createdAt`.
+    pub(super) fn all_tasks(&self) -> String {
+        format!("{}:tasks", self.prefix)
+    }
+
+    /// Sorted set of the list members of the tasks in `status`.
+    pub(super) fn tasks_in(&self, status: TaskStatus) -> String {
+        format!("{}:tasks:{}", self.prefix, status.as_str())
+    }
+
+    /// Sorted set of the list members of tasks not yet ended, by `createdAt`.
+    pub(super) fn unfinished(&self) -> String {
+        format!("{}:unfinished", self.prefix)
+    }
+
+    /// Sorted set of ended tasks' list members, scored by when their keys expire.
+    pub(super) fn ended(&self) -> String {
+        format!("{}:ended", self.prefix)
+    }
+
+    /// Counter that orders tasks created in the same millisecond.
+    pub(super) fn sequence(&self) -> String {
+        format!("{}:seq", self.prefix)
+    }
+
+    /// String: a worker's last heartbeat as JSON, with the heartbeat's TTL.
+    pub(super) fn worker(&self, id: &str) -> String {
+        format!("{}:worker:{id}", self.prefix)
+    }
+
+    /// Sorted set of worker ids, scored by when their heartbeat expires.
+    pub(super) fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
+    /// Every list index a task's member can be in (for pruning).
+    pub(super) fn list_indexes(&self) -> Vec<String> {
+        let mut keys = vec![self.all_tasks(), self.unfinished()];
+        keys.extend(TaskStatus::ALL.map(|status| self.tasks_in(status)));
+        keys
+    }
+
+    /// The KEYS of a task script, in the order `lua/task_prelude.lua` expects.
+    pub(super) fn task_script(&self, id: &str) -> Vec<String> {
+        let mut keys = self.task_keys(id).to_vec();
+        keys.extend([
+            self.unfinished(),
+            self.all_tasks(),
+            self.ended(),
+            self.sequence(),
+        ]);
+        keys.extend(TaskStatus::ALL.map(|status| self.tasks_in(status)));
+        keys
+    }
+
+    /// Every key that belongs to task `id` (and expires with it).
+    pub(super) fn task_keys(&self, id: &str) -> [String; 7] {
+        [
+            self.task(id),
+            self.inputs(id),
+            self.shards(id),
+            self.results(id),
+            self.result_index(id, ResultFilter::All),
+            self.result_index(id, ResultFilter::Succeeded),
+            self.result_index(id, ResultFilter::Failed),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_under_the_prefix() {
+        let keys = Keys::new("dts-a");
+        let mut all = keys.task_script("t1");
+        all.extend(keys.list_indexes());
+        all.extend([keys.worker("w"), keys.workers()]);
+        for key in all {
+            assert!(key.starts_with("dts-a:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_task_script_gets_its_keys_in_the_prelude_order() {
+        let keys = Keys::new("p");
+        let script = keys.task_script("t");
+        assert_eq!(script.len(), 11 + TaskStatus::ALL.len());
+        assert_eq!(script[0], "p:task:t");
+        assert_eq!(script[6], "p:task:t:results:failed");
+        assert_eq!(script[10], "p:seq");
+        assert_eq!(script[11], "p:tasks:QUEUED");
+    }
+}

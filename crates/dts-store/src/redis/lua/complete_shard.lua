@@ -1,0 +1,29 @@
+-- ARGV[5] shard, ARGV[6] now (ms), ARGV[7] the completed status, ARGV[8]
+-- the failed status, ARGV[9..] result triples (see apply_results).
+-- Reply: {'ok', newly completed '1'/'0', finished the task '1'/'0', task...},
+-- {'noshard', chunksToExecute} or {'notfound'}.
+if redis.call('EXISTS', TASK) == 0 then
+  return { 'notfound' }
+end
+local planned = tonumber(redis.call('HGET', TASK, 'chunksToExecute'))
+if tonumber(ARGV[5]) >= planned then
+  -- Counting it would let chunksExecuted pass chunksToExecute.
+  return { 'noshard', int(planned) }
+end
+apply_results(9)
+local newly = redis.call('SADD', SHARDS, ARGV[5]) == 1
+local finished = false
+if newly then
+  local done = redis.call('HINCRBY', TASK, 'chunksExecuted', 1)
+  -- A task cancelled meanwhile keeps its status: only in-progress ends here.
+  if done == planned and redis.call('HGET', TASK, 'status') == IN_PROGRESS then
+    if tonumber(redis.call('HGET', TASK, 'itemsFailed')) == 0 then
+      enter(ARGV[7], ARGV[6])
+    else
+      enter(ARGV[8], ARGV[6])
+    end
+    finished = true
+  end
+end
+keep_retention()
+return reply({ 'ok', newly and '1' or '0', finished and '1' or '0' })

@@ -1,0 +1,29 @@
+-- ARGV[5] task id, ARGV[6] inputs JSON, ARGV[7] createdAt, ARGV[8] status,
+-- ARGV[9..] field/value pairs of the task hash.
+-- Reply: {'ok'} or {'exists'}.
+if redis.call('EXISTS', TASK) == 1 then
+  return { 'exists' }
+end
+-- Leftovers of an expired task with the same id, if any, go first.
+redis.call('DEL', INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED)
+
+local id, created, status = ARGV[5], ARGV[7], ARGV[8]
+-- The member in the list indexes: a zero-padded sequence number first, so
+-- tasks created in the same millisecond sort by insertion.
+local seq = tostring(redis.call('INCR', SEQ))
+local member = string.rep('0', 20 - #seq) .. seq .. ':' .. id
+
+local fields = { 'member', member }
+for i = 9, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+redis.call('HSET', TASK, unpack(fields))
+redis.call('SET', INPUTS, ARGV[6])
+redis.call('ZADD', ALL_TASKS, created, member)
+redis.call('ZADD', BY_STATUS[status], created, member)
+if TERMINAL[status] then
+  retain()
+else
+  redis.call('ZADD', UNFINISHED, created, member)
+end
+return { 'ok' }

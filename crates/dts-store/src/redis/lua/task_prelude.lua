@@ -1,0 +1,131 @@
+-- Shared head of every script that changes a task (see keys.rs for the layout).
+--
+-- KEYS: 1 task hash, 2 inputs, 3 completed shards, 4 results hash,
+--       5 results:all, 6 results:succeeded, 7 results:failed,
+--       8 unfinished index, 9 all-tasks index, 10 ended index, 11 sequence,
+--       12.. one index per status, in the order ARGV[1] names them.
+-- ARGV: 1 status names (comma-separated, the order of KEYS[12..]),
+--       2 terminal status names, 3 the in-progress status name,
+--       4 retention in milliseconds, 5.. the script's own arguments.
+--
+-- The status rules live in Rust (dts-model); these scripts only apply the
+-- sets of statuses they are given.
+
+local TASK, INPUTS, SHARDS, RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local RES_ALL, RES_OK, RES_FAILED = KEYS[5], KEYS[6], KEYS[7]
+local UNFINISHED, ALL_TASKS, ENDED, SEQ = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+-- Every key that belongs to one task, for the retention TTL.
+local TASK_KEYS = { TASK, INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED }
+
+local BY_STATUS = {}
+do
+  local n = 0
+  for name in string.gmatch(ARGV[1], '[^,]+') do
+    BY_STATUS[name] = KEYS[12 + n]
+    n = n + 1
+  end
+end
+local TERMINAL = {}
+for name in string.gmatch(ARGV[2], '[^,]+') do
+  TERMINAL[name] = true
+end
+local IN_PROGRESS = ARGV[3]
+local RETENTION_MS = tonumber(ARGV[4])
+
+-- Redis's own clock in milliseconds, so every server agrees on expiry.
+local function redis_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A whole number as Redis should store it (never in exponent notation).
+local function int(n)
+  return string.format('%.0f', n)
+end
+
+-- The reply: `head` followed by the task hash's fields and values.
+local function reply(head)
+  local fields = redis.call('HGETALL', TASK)
+  for i = 1, #fields do
+    head[#head + 1] = fields[i]
+  end
+  return head
+end
+
+-- Starts the retention clock: every key of the task expires together, and the
+-- list indexes forget the task once it has (see the `ended` index).
+local function retain()
+  for _, key in ipairs(TASK_KEYS) do
+    redis.call('PEXPIRE', key, RETENTION_MS)
+  end
+  local member = redis.call('HGET', TASK, 'member')
+  redis.call('ZREM', UNFINISHED, member)
+  redis.call('ZADD', ENDED, int(redis_now_ms() + RETENTION_MS), member)
+end
+
+-- Keys created after the task ended (results a worker recorded after a
+-- cancel) expire with the rest of it.
+local function keep_retention()
+  local ttl = redis.call('PTTL', TASK)
+  if ttl > 0 then
+    for _, key in ipairs(TASK_KEYS) do
+      if redis.call('PTTL', key) == -1 then
+        redis.call('PEXPIRE', key, ttl)
+      end
+    end
+  end
+end
+
+-- Sets the status, moves the task between status indexes and stamps the
+-- times entering `to` sets: startedAt for in-progress (unless set),
+-- finishedAt (and retention) for a terminal status.
+local function enter(to, now)
+  local from = redis.call('HGET', TASK, 'status')
+  local member = redis.call('HGET', TASK, 'member')
+  if from and BY_STATUS[from] then
+    redis.call('ZREM', BY_STATUS[from], member)
+  end
+  redis.call('ZADD', BY_STATUS[to], redis.call('HGET', TASK, 'createdAt'), member)
+  redis.call('HSET', TASK, 'status', to)
+  if to == IN_PROGRESS and redis.call('HEXISTS', TASK, 'startedAt') == 0 then
+    redis.call('HSET', TASK, 'startedAt', now)
+  end
+  if TERMINAL[to] then
+    redis.call('HSET', TASK, 'finishedAt', now)
+    retain()
+  end
+end
+
+-- Upserts the results in ARGV[first..] (triples: index, '1' if it
+-- succeeded else '0', result JSON) and moves the task's counters by the
+-- difference between each item's old outcome and its new one.
+local function apply_results(first)
+  local succeeded, failed = 0, 0
+  for i = first, #ARGV, 3 do
+    local index, ok, json = ARGV[i], ARGV[i + 1] == '1', ARGV[i + 2]
+    if redis.call('ZSCORE', RES_OK, index) then
+      succeeded = succeeded - 1
+    elseif redis.call('ZSCORE', RES_FAILED, index) then
+      failed = failed - 1
+    end
+    redis.call('HSET', RESULTS, index, json)
+    redis.call('ZADD', RES_ALL, index, index)
+    if ok then
+      redis.call('ZADD', RES_OK, index, index)
+      redis.call('ZREM', RES_FAILED, index)
+      succeeded = succeeded + 1
+    else
+      redis.call('ZADD', RES_FAILED, index, index)
+      redis.call('ZREM', RES_OK, index)
+      failed = failed + 1
+    end
+  end
+  if succeeded ~= 0 then
+    redis.call('HINCRBY', TASK, 'itemsSucceeded', succeeded)
+  end
+  if failed ~= 0 then
+    redis.call('HINCRBY', TASK, 'itemsFailed', failed)
+  end
+end
+
+-- The op-specific part follows.

@@ -1,0 +1,314 @@
+//! [`RedisStore`]: the [`Store`] of distributed mode, in Redis, shared by
+//! every `dts server` and `dts worker` of an installation.
+//!
+//! Servers and workers keep no state of their own: each call here is one
+//! round trip (or a few, for reads that page), and every change that touches
+//! more than one key is one Lua script (`scripts`), which Redis runs without
+//! interleaving another client's commands. The connection is a
+//! [`ConnectionManager`]: when Redis goes away the calls in flight fail with
+//! [`StoreError::Unavailable`] and the manager reconnects in the background,
+//! so the same store works again once Redis is back. Every call has a
+//! deadline ([`CALL_TIMEOUT`]), so a hung server is an error, never a hang.
+//!
+//! # Key layout
+//!
+//! Every key starts with the installation's prefix `P` (`RedisSettings::key_prefix`),
+//! so two installations can share one Redis.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:task:{id}` | hash | the task's fields (camelCase, as its JSON), `plan` (JSON) once planned, `member` (its list entry) |
+//! | `P:task:{id}:inputs` | string | the input list as one JSON array |
+//! | `P:task:{id}:shards` | set | indices of completed shards |
+//! | `P:task:{id}:results` | hash | item index → result JSON |
+//! | `P:task:{id}:results:all` / `:succeeded` / `:failed` | sorted set | recorded item indices (scored by index) by outcome |
+//! | `P:tasks` | sorted set | every task's list member, scored by `createdAt` |
+//! | `P:tasks:{STATUS}` | sorted set | the same, for the tasks in one status |
+//! | `P:unfinished` | sorted set | the same, for tasks not yet in a terminal status |
+//! | `P:ended` | sorted set | ended tasks' members, scored by when their keys expire |
+//! | `P:seq` | string | counter behind the list members |
+//! | `P:worker:{id}` | string | a worker's last heartbeat (JSON), expiring with the heartbeat's TTL |
+//! | `P:workers` | sorted set | worker ids, scored by when their heartbeat expires |
+//!
+//! A list member is `{sequence:020}:{id}`: tasks created in the same
+//! millisecond sort by insertion. When a task ends, all seven `P:task:{id}*`
+//! keys get the retention TTL together; its list entries stay until
+//! `list_tasks` prunes them (through `P:ended`, or on finding the hash gone).
+//! Keys of one task are not in one hash slot: this is for a single Redis (or
+//! a primary with replicas), not Redis Cluster.
+
+mod codec;
+mod errors;
+mod keys;
+mod results;
+mod scripts;
+mod tasks;
+mod workers;
+
+use crate::{PlanOutcome, ResultFilter, ShardCompletion, Store, StoreError, StoreResult};
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{RedisResult, Script};
+use async_trait::async_trait;
+use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
+use keys::Keys;
+use std::future::Future;
+use std::time::Duration;
+
+/// How long any one call may take before it fails as [`StoreError::Unavailable`].
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest wait for one TCP connection attempt.
+const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One attempt per (re)connection, no retries inside the client: its backoff
+/// starts at a second, which would make every call during an outage wait for
+/// it. Instead a call fails at once with `Unavailable` (callers retry with
+/// their own backoff) and the next call after a failure tries again.
+const CONNECT_RETRIES: usize = 0;
+
+/// Where the store lives and how long ended tasks stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port/` (optionally `redis://:password@host:port/db`).
+    pub url: String,
+    /// Put before every key (`dts` gives `dts:task:…`), so several
+    /// installations can share one Redis.
+    pub key_prefix: String,
+    /// How long the keys of a task stay after it ends (completed, failed,
+    /// cancelled or never submitted); then Redis deletes them.
+    pub retention: Duration,
+}
+
+/// A [`Store`] in Redis. Cloning gives another handle on the same connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    /// Multiplexed and self-healing: one connection serves every call, and
+    /// it is re-established in the background after Redis restarts.
+    conn: ConnectionManager,
+    keys: Keys,
+    /// `host:port`, for error messages (never the URL: it may hold a password).
+    address: String,
+    /// The TTL ended tasks' keys get, in milliseconds, as the scripts take it.
+    retention_ms: u64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("address", &self.address)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis and checks that it answers. Fails within about
+    /// [`CALL_TIMEOUT`] with [`StoreError::Unavailable`] naming `host:port`
+    /// when Redis cannot be reached, and with [`StoreError::Backend`] for a
+    /// malformed URL or a zero retention.
+    pub async fn connect(settings: RedisSettings) -> StoreResult<RedisStore> {
+        let client = ::redis::Client::open(settings.url.as_str()).map_err(|e| {
+            StoreError::Backend(format!(
+                "redis url {:?} is not valid: {e}",
+                redact(&settings.url)
+            ))
+        })?;
+        let address = client.get_connection_info().addr.to_string();
+        if settings.retention.is_zero() {
+            return Err(StoreError::Backend(
+                "redis store retention must be longer than zero".to_string(),
+            ));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_ATTEMPT_TIMEOUT)
+            .set_response_timeout(CALL_TIMEOUT)
+            .set_number_of_retries(CONNECT_RETRIES);
+        // Connected is not enough: a PING proves the server answers commands
+        // (it is not, say, still loading its data or refusing our password).
+        let connecting = async {
+            let mut conn = ConnectionManager::new_with_config(client, config).await?;
+            ::redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await?;
+            Ok::<_, ::redis::RedisError>(conn)
+        };
+        let conn = match tokio::time::timeout(CALL_TIMEOUT, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return Err(match errors::classify("connect", &address, &e) {
+                    StoreError::Unavailable(_) => StoreError::Unavailable(format!(
+                        "cannot connect to redis at {address}: {e}"
+                    )),
+                    other => other,
+                });
+            }
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot connect to redis at {address}: no answer within {} s",
+                    CALL_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        Ok(RedisStore {
+            conn,
+            keys: Keys::new(&settings.key_prefix),
+            address,
+            // Far beyond any retention anyone sets, and within PEXPIRE's range.
+            retention_ms: u64::try_from(settings.retention.as_millis())
+                .unwrap_or(u64::MAX)
+                .min(1 << 50),
+        })
+    }
+
+    /// Awaits one Redis call with the deadline, turning its error into a
+    /// [`StoreError`] that names `op`.
+    async fn run<T>(&self, op: &str, call: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(errors::classify(op, &self.address, &e)),
+            Err(_) => Err(errors::timed_out(op, &self.address, CALL_TIMEOUT.as_secs())),
+        }
+    }
+
+    /// Runs a task script (see `lua/task_prelude.lua`) on task `id`, with the
+    /// shared arguments first and `args` after them.
+    async fn task_script(
+        &self,
+        script: &Script,
+        op: &str,
+        id: &str,
+        args: Vec<String>,
+    ) -> StoreResult<Vec<String>> {
+        let mut call = script.prepare_invoke();
+        for key in self.keys.task_script(id) {
+            call.key(key);
+        }
+        call.arg(status_names(TaskStatus::ALL))
+            .arg(status_names(
+                TaskStatus::ALL.into_iter().filter(|s| s.is_terminal()),
+            ))
+            .arg(TaskStatus::InProgress.as_str())
+            .arg(self.retention_ms);
+        for arg in args {
+            call.arg(arg);
+        }
+        let mut conn = self.conn.clone();
+        self.run(op, call.invoke_async::<Vec<String>>(&mut conn))
+            .await
+    }
+}
+
+/// Status names as the scripts take a set of them: comma-separated.
+fn status_names(statuses: impl IntoIterator<Item = TaskStatus>) -> String {
+    statuses
+        .into_iter()
+        .map(TaskStatus::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn insert_task(&self, task: &Task, inputs: &[String]) -> StoreResult<()> {
+        tasks::insert_task(self, task, inputs).await
+    }
+
+    async fn task(&self, id: &str) -> StoreResult<Option<Task>> {
+        tasks::task(self, id).await
+    }
+
+    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
+        tasks::inputs(self, id).await
+    }
+
+    async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>> {
+        tasks::list_tasks(self, status, limit).await
+    }
+
+    async fn unfinished_task_ids(&self) -> StoreResult<Vec<String>> {
+        tasks::unfinished_task_ids(self).await
+    }
+
+    async fn transition(&self, id: &str, to: TaskStatus, error: Option<&str>) -> StoreResult<Task> {
+        tasks::transition(self, id, to, error).await
+    }
+
+    async fn save_plan(&self, id: &str, shards: &[ShardRange]) -> StoreResult<PlanOutcome> {
+        tasks::save_plan(self, id, shards).await
+    }
+
+    async fn completed_shards(&self, id: &str) -> StoreResult<Vec<u32>> {
+        results::completed_shards(self, id).await
+    }
+
+    async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {
+        results::record_results(self, id, results).await
+    }
+
+    async fn complete_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        results: &[ItemResult],
+    ) -> StoreResult<ShardCompletion> {
+        results::complete_shard(self, id, shard, results).await
+    }
+
+    async fn recorded_indices(&self, id: &str, start: u64, end: u64) -> StoreResult<Vec<u64>> {
+        results::recorded_indices(self, id, start, end).await
+    }
+
+    async fn results(
+        &self,
+        id: &str,
+        filter: ResultFilter,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(u64, Vec<ItemResult>)> {
+        results::results(self, id, filter, offset, limit).await
+    }
+
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<()> {
+        workers::heartbeat(self, worker, ttl).await
+    }
+
+    async fn remove_worker(&self, id: &str) -> StoreResult<()> {
+        workers::remove_worker(self, id).await
+    }
+
+    async fn live_workers(&self) -> StoreResult<Vec<WorkerInfo>> {
+        workers::live_workers(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_error_messages() {
+        assert_eq!(
+            redact("redis://:s3cret@db.example:6379/0"),
+            "redis://***@db.example:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
+    }
+
+    #[test]
+    fn status_sets_are_comma_separated_names() {
+        assert_eq!(
+            status_names([TaskStatus::Queued, TaskStatus::InProgress]),
+            "QUEUED,INPROGRESS"
+        );
+    }
+}

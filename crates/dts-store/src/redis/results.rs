@@ -1,0 +1,220 @@
+//! Item results and shard completion: the writes workers make while a task
+//! runs, and the reads that page through them.
+//!
+//! A batch of results is one script call (one round trip, one atomic step).
+//! A batch bigger than [`MAX_BATCH_ITEMS`] or [`MAX_BATCH_BYTES`] is split so
+//! that no single script keeps Redis busy for long; each part is an
+//! idempotent upsert, and for [`complete_shard`] the shard's completion goes
+//! with the last part, so the shard only counts once all its results are in.
+
+use super::RedisStore;
+use super::codec::{self, TaskHash};
+use super::errors::unexpected;
+use super::scripts::SCRIPTS;
+use crate::{ResultFilter, ShardCompletion, StoreError, StoreResult};
+use dts_model::{ItemResult, TaskStatus, now_millis};
+
+/// Results per script call, at most (a worker's batch is a few hundred).
+const MAX_BATCH_ITEMS: usize = 1_000;
+
+/// Bytes of result JSON per script call, at most (one result may be bigger).
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// The script arguments of `results`, split into batches.
+fn batches(results: &[ItemResult]) -> StoreResult<Vec<Vec<String>>> {
+    let mut batches = Vec::new();
+    let mut batch: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    for result in results {
+        let [index, ok, json] = codec::result_args(result)?;
+        let full = batch.len() / 3 >= MAX_BATCH_ITEMS || bytes + json.len() > MAX_BATCH_BYTES;
+        if full && !batch.is_empty() {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += json.len();
+        batch.extend([index, ok, json]);
+    }
+    batches.push(batch);
+    Ok(batches)
+}
+
+/// Runs `record_results.lua` on one batch; `shard`, when given, must be in the plan.
+async fn record_batch(
+    store: &RedisStore,
+    op: &str,
+    id: &str,
+    shard: Option<u32>,
+    batch: Vec<String>,
+) -> StoreResult<TaskStatus> {
+    let mut args = vec![shard.map(|s| s.to_string()).unwrap_or_default()];
+    args.extend(batch);
+    let reply = store
+        .task_script(&SCRIPTS.record_results, op, id, args)
+        .await?;
+    match reply.first().map(String::as_str) {
+        Some("ok") if reply.len() == 2 => codec::status(id, &reply[1]),
+        Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard.unwrap_or(0), &reply[1])),
+        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        _ => Err(unexpected(op, &reply)),
+    }
+}
+
+/// Why a shard outside the plan is refused (counting it would let
+/// `chunksExecuted` pass `chunksToExecute`).
+fn no_shard(id: &str, shard: u32, planned: &str) -> StoreError {
+    StoreError::Backend(format!(
+        "task {id} has no shard {shard}: its plan has {planned} shards"
+    ))
+}
+
+pub(super) async fn record_results(
+    store: &RedisStore,
+    id: &str,
+    results: &[ItemResult],
+) -> StoreResult<TaskStatus> {
+    let op = format!("record {} results of task {id}", results.len());
+    let mut status = None;
+    for batch in batches(results)? {
+        status = Some(record_batch(store, &op, id, None, batch).await?);
+    }
+    // `batches` always gives at least one (possibly empty) batch.
+    status.ok_or_else(|| StoreError::Backend(format!("redis {op}: nothing was sent")))
+}
+
+pub(super) async fn complete_shard(
+    store: &RedisStore,
+    id: &str,
+    shard: u32,
+    results: &[ItemResult],
+) -> StoreResult<ShardCompletion> {
+    let op = format!("complete shard {shard} of task {id}");
+    let mut batches = batches(results)?;
+    let last = batches.pop().unwrap_or_default();
+    for batch in batches {
+        record_batch(store, &op, id, Some(shard), batch).await?;
+    }
+    let mut args = vec![
+        shard.to_string(),
+        now_millis().to_string(),
+        TaskStatus::Completed.as_str().to_string(),
+        TaskStatus::Failed.as_str().to_string(),
+    ];
+    args.extend(last);
+    let reply = store
+        .task_script(&SCRIPTS.complete_shard, &op, id, args)
+        .await?;
+    match reply.first().map(String::as_str) {
+        Some("ok") if reply.len() >= 3 => Ok(ShardCompletion {
+            newly_completed: reply[1] == "1",
+            finished_task: reply[2] == "1",
+            task: TaskHash::from_pairs(id, &reply[3..]).decode()?,
+        }),
+        Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard, &reply[1])),
+        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        _ => Err(unexpected(&op, &reply)),
+    }
+}
+
+pub(super) async fn completed_shards(store: &RedisStore, id: &str) -> StoreResult<Vec<u32>> {
+    let mut conn = store.conn.clone();
+    let (exists, members): (bool, Vec<String>) = store
+        .run(
+            &format!("read completed shards of task {id}"),
+            ::redis::pipe()
+                .atomic()
+                .exists(store.keys.task(id))
+                .smembers(store.keys.shards(id))
+                .query_async(&mut conn),
+        )
+        .await?;
+    if !exists {
+        return Err(StoreError::NotFound(id.to_string()));
+    }
+    let mut shards = members
+        .iter()
+        .map(|m| {
+            m.parse::<u32>().map_err(|e| StoreError::Corrupt {
+                what: format!("task {id} completed shards"),
+                detail: format!("{m:?}: {e}"),
+            })
+        })
+        .collect::<StoreResult<Vec<u32>>>()?;
+    shards.sort_unstable();
+    Ok(shards)
+}
+
+pub(super) async fn recorded_indices(
+    store: &RedisStore,
+    id: &str,
+    start: u64,
+    end: u64,
+) -> StoreResult<Vec<u64>> {
+    let mut conn = store.conn.clone();
+    let (exists, members): (bool, Vec<String>) = store
+        .run(
+            &format!("read recorded indices {start}..{end} of task {id}"),
+            ::redis::pipe()
+                .atomic()
+                .exists(store.keys.task(id))
+                .cmd("ZRANGEBYSCORE")
+                .arg(store.keys.result_index(id, ResultFilter::All))
+                .arg(start)
+                .arg(format!("({end}"))
+                .query_async(&mut conn),
+        )
+        .await?;
+    if !exists {
+        return Err(StoreError::NotFound(id.to_string()));
+    }
+    members.iter().map(|m| index(id, m)).collect()
+}
+
+fn index(id: &str, text: &str) -> StoreResult<u64> {
+    text.parse().map_err(|e| StoreError::Corrupt {
+        what: format!("task {id} result index"),
+        detail: format!("{text:?}: {e}"),
+    })
+}
+
+pub(super) async fn results(
+    store: &RedisStore,
+    id: &str,
+    filter: ResultFilter,
+    offset: u64,
+    limit: u64,
+) -> StoreResult<(u64, Vec<ItemResult>)> {
+    let op = format!("read results of task {id}");
+    // Ranks in a sorted set are signed 64-bit; no page comes near the limit.
+    let rank = |n: u64| i64::try_from(n).unwrap_or(i64::MAX).to_string();
+    let (first, last) = match limit {
+        0 => (String::new(), String::new()),
+        _ => (rank(offset), rank(offset.saturating_add(limit - 1))),
+    };
+    let mut call = SCRIPTS.results_page.prepare_invoke();
+    call.key(store.keys.task(id))
+        .key(store.keys.result_index(id, filter))
+        .key(store.keys.results(id))
+        .arg(first)
+        .arg(last);
+    let mut conn = store.conn.clone();
+    let reply: Vec<String> = store.run(&op, call.invoke_async(&mut conn)).await?;
+    match reply.first().map(String::as_str) {
+        Some("ok") if reply.len() >= 2 && reply.len() % 2 == 0 => {
+            let total = reply[1].parse().map_err(|e| StoreError::Corrupt {
+                what: format!("task {id} result count"),
+                detail: format!("{e}"),
+            })?;
+            let page = reply[2..]
+                .chunks_exact(2)
+                .map(|pair| {
+                    let index = index(id, &pair[0])?;
+                    codec::decode(format!("task {id} result {index}"), &pair[1])
+                })
+                .collect::<StoreResult<Vec<ItemResult>>>()?;
+            Ok((total, page))
+        }
+        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        _ => Err(unexpected(&op, &reply)),
+    }
+}

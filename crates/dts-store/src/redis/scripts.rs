@@ -1,0 +1,45 @@
+//! The Lua scripts that make each multi-key change one atomic step.
+//!
+//! Redis runs a script without interleaving any other command, so a script
+//! that reads the task, checks it and writes is what a transaction is in
+//! SQLite. [`::redis::Script`] sends `EVALSHA` and loads the script again
+//! when the server answers `NOSCRIPT` (after a restart, say).
+//!
+//! Scripts that change a task share `lua/task_prelude.lua`: the KEYS layout
+//! of [`super::keys::Keys::task_script`], the status sets passed in from Rust
+//! (the rules themselves stay in `dts-model`), and helpers to move a task
+//! between status indexes, start its retention clock and upsert results.
+
+use ::redis::Script;
+use std::sync::LazyLock;
+
+const TASK_PRELUDE: &str = include_str!("lua/task_prelude.lua");
+
+/// Every script, hashed once per process.
+pub(super) struct Scripts {
+    pub(super) insert_task: Script,
+    pub(super) transition: Script,
+    pub(super) save_plan: Script,
+    pub(super) record_results: Script,
+    pub(super) complete_shard: Script,
+    pub(super) results_page: Script,
+    pub(super) prune_ended: Script,
+    pub(super) heartbeat: Script,
+    pub(super) live_workers: Script,
+}
+
+pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    insert_task: task_script(include_str!("lua/insert_task.lua")),
+    transition: task_script(include_str!("lua/transition.lua")),
+    save_plan: task_script(include_str!("lua/save_plan.lua")),
+    record_results: task_script(include_str!("lua/record_results.lua")),
+    complete_shard: task_script(include_str!("lua/complete_shard.lua")),
+    results_page: Script::new(include_str!("lua/results_page.lua")),
+    prune_ended: Script::new(include_str!("lua/prune_ended.lua")),
+    heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
+    live_workers: Script::new(include_str!("lua/live_workers.lua")),
+});
+
+fn task_script(body: &str) -> Script {
+    Script::new(&format!("{TASK_PRELUDE}\n{body}"))
+}

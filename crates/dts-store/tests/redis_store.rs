@@ -1,0 +1,599 @@
+//! What only the Redis store promises: key prefixes that keep installations
+//! apart, the retention TTL on ended tasks, heartbeats that Redis itself
+//! expires, riding out a restart or a hung server, failing fast when Redis is
+//! not there, and clear errors for unreadable data.
+//!
+//! Every test starts its own `redis-server` on a free port (dts-testkit).
+
+use dts_model::{ItemResult, ShardRange, Task, TaskStatus, Variables, WorkerInfo, now_millis};
+use dts_store::{
+    PlanOutcome, RedisSettings, RedisStore, ResultFilter, Store, StoreError, StoreResult,
+};
+use dts_testkit::RedisServer;
+use redis::aio::MultiplexedConnection;
+use std::time::{Duration, Instant};
+
+const HOUR: Duration = Duration::from_secs(3_600);
+
+async fn server() -> RedisServer {
+    tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("start redis-server")
+}
+
+async fn connect(server: &RedisServer, prefix: &str, retention: Duration) -> RedisStore {
+    RedisStore::connect(RedisSettings {
+        url: server.url(),
+        key_prefix: prefix.to_string(),
+        retention,
+    })
+    .await
+    .expect("connect to redis")
+}
+
+/// A plain connection, to look at the keys behind the store's back.
+async fn raw(server: &RedisServer) -> MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn keys(conn: &mut MultiplexedConnection, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(conn)
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+}
+
+fn task(items: usize) -> Task {
+    Task {
+        id: dts_model::new_task_id(),
+        name: Some("nightly".to_string()),
+        status: TaskStatus::Queued,
+        template_function: "echo \"$1\"".to_string(),
+        variables: Variables::default(),
+        interpreter: "bash".to_string(),
+        timeout_secs: 60,
+        retries: 1,
+        items_total: items as u64,
+        chunks_to_execute: 0,
+        chunks_executed: 0,
+        items_succeeded: 0,
+        items_failed: 0,
+        created_at: now_millis(),
+        started_at: None,
+        finished_at: None,
+        error: None,
+    }
+}
+
+fn ok(index: u64) -> ItemResult {
+    ItemResult {
+        index,
+        input: format!("in-{index}"),
+        exit_code: Some(0),
+        signal: None,
+        timed_out: false,
+        stdout: "done\n".to_string(),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        duration_ms: 5,
+        worker: "w".to_string(),
+        attempt: 1,
+        error: None,
+    }
+}
+
+fn failed(index: u64) -> ItemResult {
+    ItemResult {
+        exit_code: Some(1),
+        ..ok(index)
+    }
+}
+
+fn inputs(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("in-{i}")).collect()
+}
+
+fn shards(items: u64, per_shard: u64) -> Vec<ShardRange> {
+    (0..items.div_ceil(per_shard))
+        .map(|s| ShardRange {
+            start: s * per_shard,
+            len: per_shard.min(items - s * per_shard),
+        })
+        .collect()
+}
+
+fn worker(id: &str) -> WorkerInfo {
+    WorkerInfo {
+        id: id.to_string(),
+        hostname: "box".to_string(),
+        cores: 4,
+        running_items: 1,
+        last_heartbeat: now_millis(),
+    }
+}
+
+/// A stored task of `items` items planned in shards of `per_shard`.
+async fn planned(store: &RedisStore, items: usize, per_shard: u64) -> Task {
+    let t = task(items);
+    store.insert_task(&t, &inputs(items)).await.unwrap();
+    match store
+        .save_plan(&t.id, &shards(items as u64, per_shard))
+        .await
+        .unwrap()
+    {
+        PlanOutcome::Created(t) => t,
+        other => panic!("expected a new plan, got {other:?}"),
+    }
+}
+
+/// Retries `call` until it succeeds or `within` passes.
+async fn eventually<T, F, Fut>(within: Duration, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.is_retryable(), "only retryable errors while waiting: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("still failing after {within:?}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_installations_with_different_prefixes_share_one_redis_without_seeing_each_other() {
+    let server = server().await;
+    let (a, b) = (
+        connect(&server, "alpha", HOUR).await,
+        connect(&server, "beta", HOUR).await,
+    );
+    let t = planned(&a, 4, 2).await;
+    a.heartbeat(&worker("w-a"), HOUR).await.unwrap();
+    b.heartbeat(&worker("w-b"), HOUR).await.unwrap();
+
+    assert_eq!(b.task(&t.id).await.unwrap(), None);
+    assert_eq!(b.inputs(&t.id).await.unwrap(), None);
+    assert!(b.list_tasks(None, 10).await.unwrap().is_empty());
+    assert!(b.unfinished_task_ids().await.unwrap().is_empty());
+    assert!(matches!(
+        b.complete_shard(&t.id, 0, &[ok(0)]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let ids = |workers: Vec<WorkerInfo>| workers.into_iter().map(|w| w.id).collect::<Vec<_>>();
+    assert_eq!(ids(a.live_workers().await.unwrap()), vec!["w-a"]);
+    assert_eq!(ids(b.live_workers().await.unwrap()), vec!["w-b"]);
+
+    // The same id in the other installation is a different task.
+    let mut twin = task(1);
+    twin.id = t.id.clone();
+    b.insert_task(&twin, &inputs(1)).await.unwrap();
+    assert_eq!(a.task(&t.id).await.unwrap(), Some(t.clone()));
+    assert_eq!(a.list_tasks(None, 10).await.unwrap(), vec![t]);
+
+    let mut conn = raw(&server).await;
+    for key in keys(&mut conn, "*").await {
+        assert!(
+            key.starts_with("alpha:") || key.starts_with("beta:"),
+            "{key} is outside both prefixes"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_of_an_ended_task_gets_the_retention_ttl_and_not_before() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let mut conn = raw(&server).await;
+    let t = planned(&store, 4, 2).await;
+    store
+        .complete_shard(&t.id, 0, &[ok(0), failed(1)])
+        .await
+        .unwrap();
+
+    let pattern = format!("dts:task:{}*", t.id);
+    let task_keys = keys(&mut conn, &pattern).await;
+    assert_eq!(
+        task_keys.len(),
+        7,
+        "hash, inputs, shards, results and its three indexes: {task_keys:?}"
+    );
+    for key in &task_keys {
+        assert_eq!(
+            pttl(&mut conn, key).await,
+            -1,
+            "{key} expires before the task ends"
+        );
+    }
+
+    let done = store
+        .complete_shard(&t.id, 1, &[ok(2), ok(3)])
+        .await
+        .unwrap();
+    assert_eq!(done.task.status, TaskStatus::Failed);
+    assert_eq!(keys(&mut conn, &pattern).await, task_keys);
+    for key in &task_keys {
+        let ttl = pttl(&mut conn, key).await;
+        assert!(
+            ttl > 0 && ttl <= HOUR.as_millis() as i64,
+            "{key} has TTL {ttl} ms"
+        );
+    }
+    assert!(store.unfinished_task_ids().await.unwrap().is_empty());
+    // Listing still finds it while its keys live.
+    assert_eq!(
+        store
+            .list_tasks(Some(TaskStatus::Failed), 10)
+            .await
+            .unwrap(),
+        vec![done.task]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_recorded_after_a_cancel_expire_with_the_task() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let mut conn = raw(&server).await;
+    let t = planned(&store, 4, 2).await;
+    store
+        .transition(&t.id, TaskStatus::Cancelled, Some("by user"))
+        .await
+        .unwrap();
+    // A worker that had not heard of the cancel yet.
+    store
+        .complete_shard(&t.id, 0, &[ok(0), failed(1)])
+        .await
+        .unwrap();
+    let task_keys = keys(&mut conn, &format!("dts:task:{}*", t.id)).await;
+    assert_eq!(task_keys.len(), 7, "{task_keys:?}");
+    for key in &task_keys {
+        assert!(
+            pttl(&mut conn, key).await > 0,
+            "{key} would outlive its task"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_task_is_skipped_and_pruned_from_every_listing() {
+    let server = server().await;
+    let store = connect(&server, "dts", Duration::from_millis(200)).await;
+    let mut conn = raw(&server).await;
+    let gone = task(2);
+    store.insert_task(&gone, &inputs(2)).await.unwrap();
+    store
+        .transition(&gone.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    let kept = task(2);
+    store.insert_task(&kept, &inputs(2)).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.task(&gone.id).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "a 200 ms retention lasted 10 s");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        keys(&mut conn, &format!("dts:task:{}*", gone.id))
+            .await
+            .is_empty()
+    );
+    assert_eq!(store.inputs(&gone.id).await.unwrap(), None);
+    assert!(
+        store
+            .list_tasks(Some(TaskStatus::Cancelled), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let listed = store.list_tasks(None, 10).await.unwrap();
+    assert_eq!(
+        listed.into_iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![kept.id.clone()]
+    );
+    assert_eq!(store.unfinished_task_ids().await.unwrap(), vec![kept.id]);
+    for (index, entries) in [
+        ("dts:tasks", 1),
+        ("dts:tasks:CANCELLED", 0),
+        ("dts:tasks:QUEUED", 1),
+        ("dts:ended", 0),
+    ] {
+        let count: u64 = redis::cmd("ZCARD")
+            .arg(index)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(count, entries, "{index}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_keeps_the_data_and_the_same_store_works_again() {
+    let mut server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let t = planned(&store, 4, 2).await;
+    let half = store
+        .complete_shard(&t.id, 0, &[ok(0), ok(1)])
+        .await
+        .unwrap()
+        .task;
+    store.heartbeat(&worker("w-1"), HOUR).await.unwrap();
+
+    tokio::task::block_in_place(|| server.stop());
+    for _ in 0..3 {
+        let began = Instant::now();
+        let err = store.task(&t.id).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Unavailable(_)),
+            "while redis is down: {err}"
+        );
+        assert!(
+            err.to_string().contains(&server.port().to_string()),
+            "{err}"
+        );
+        // Refused connections fail at once, not after the call timeout.
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            began.elapsed()
+        );
+    }
+    let err = store
+        .complete_shard(&t.id, 1, &[ok(2), ok(3)])
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+
+    tokio::task::block_in_place(|| server.restart());
+    let back = eventually(Duration::from_secs(15), || store.task(&t.id)).await;
+    assert_eq!(back, Some(half), "the data survived the restart (AOF)");
+    assert_eq!(store.inputs(&t.id).await.unwrap(), Some(inputs(4)));
+    assert_eq!(store.completed_shards(&t.id).await.unwrap(), vec![0]);
+    assert_eq!(store.live_workers().await.unwrap().len(), 1);
+
+    // Scripts were forgotten with the restart; they load again by themselves.
+    let done = store
+        .complete_shard(&t.id, 1, &[ok(2), ok(3)])
+        .await
+        .unwrap();
+    assert!(done.finished_task);
+    assert_eq!(
+        (done.task.status, done.task.items_succeeded),
+        (TaskStatus::Completed, 4)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_gives_unavailable_within_the_call_timeout() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let t = planned(&store, 2, 1).await;
+    let mut conn = raw(&server).await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pid = info
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .expect("INFO names the process")
+        .trim()
+        .to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name} {pid}");
+    };
+
+    signal("-STOP");
+    let began = Instant::now();
+    let outcome = store.task(&t.id).await;
+    let waited = began.elapsed();
+    signal("-CONT");
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(8),
+        "waited {waited:?}"
+    );
+
+    let back = eventually(Duration::from_secs(10), || store.task(&t.id)).await;
+    assert_eq!(back, Some(t));
+}
+
+#[tokio::test]
+async fn connecting_where_nothing_listens_fails_fast_naming_the_address() {
+    let port = dts_testkit::free_port();
+    let began = Instant::now();
+    let err = RedisStore::connect(RedisSettings {
+        url: format!("redis://127.0.0.1:{port}/"),
+        key_prefix: "dts".to_string(),
+        retention: HOUR,
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        began.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        began.elapsed()
+    );
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{message}");
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+}
+
+#[tokio::test]
+async fn a_malformed_url_or_a_zero_retention_is_refused_at_once() {
+    let settings = |url: &str, retention| RedisSettings {
+        url: url.to_string(),
+        key_prefix: "dts".to_string(),
+        retention,
+    };
+    let err = RedisStore::connect(settings("http://:hunter2@localhost/", HOUR))
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Backend(_)), "{message}");
+    assert!(message.contains("url"), "{message}");
+    assert!(
+        !message.contains("hunter2"),
+        "the password leaked: {message}"
+    );
+
+    let err = RedisStore::connect(settings("redis://127.0.0.1:1/", Duration::ZERO))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("retention"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_inputs_round_trip() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let many: Vec<String> = (0..1_000_000).map(|i| i.to_string()).collect();
+    let t = task(many.len());
+    store.insert_task(&t, &many).await.unwrap();
+    assert_eq!(store.inputs(&t.id).await.unwrap(), Some(many));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_bigger_than_one_script_call_still_counts_every_item_once() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let t = planned(&store, 5_000, 2_500).await;
+    let first: Vec<ItemResult> = (0..2_500)
+        .map(|i| if i % 100 == 0 { failed(i) } else { ok(i) })
+        .collect();
+
+    // A shard the plan does not have records nothing, even from a big batch.
+    assert!(store.complete_shard(&t.id, 2, &first).await.is_err());
+    assert!(
+        store
+            .recorded_indices(&t.id, 0, 5_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store.record_results(&t.id, &first).await.unwrap();
+    let done = store.complete_shard(&t.id, 0, &first).await.unwrap();
+    assert!(done.newly_completed);
+    assert_eq!(
+        (done.task.items_succeeded, done.task.items_failed),
+        (2_475, 25)
+    );
+
+    let second: Vec<ItemResult> = (2_500..5_000).map(ok).collect();
+    let done = store.complete_shard(&t.id, 1, &second).await.unwrap();
+    assert!(done.finished_task);
+    assert_eq!(
+        (
+            done.task.status,
+            done.task.items_succeeded,
+            done.task.items_failed
+        ),
+        (TaskStatus::Failed, 4_975, 25)
+    );
+    let (total, page) = store
+        .results(&t.id, ResultFilter::Failed, 20, 10)
+        .await
+        .unwrap();
+    assert_eq!(total, 25);
+    assert_eq!(
+        page.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![2_000, 2_100, 2_200, 2_300, 2_400]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_expire_in_redis_itself_and_every_store_sees_the_same_workers() {
+    let server = server().await;
+    let (one, two) = (
+        connect(&server, "dts", HOUR).await,
+        connect(&server, "dts", HOUR).await,
+    );
+    let w = worker("w-1");
+    one.heartbeat(&w, Duration::from_millis(300)).await.unwrap();
+    assert_eq!(two.live_workers().await.unwrap(), vec![w]);
+
+    let mut conn = raw(&server).await;
+    let ttl = pttl(&mut conn, "dts:worker:w-1").await;
+    assert!(
+        ttl > 0 && ttl <= 300,
+        "the key carries the heartbeat's TTL: {ttl}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !keys(&mut conn, "dts:worker:*").await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "redis kept the heartbeat for 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(two.live_workers().await.unwrap().is_empty());
+    let listed: u64 = redis::cmd("ZCARD")
+        .arg("dts:workers")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(listed, 0, "the expired id left the index");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_stored_data_is_reported_as_corrupt() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let mut conn = raw(&server).await;
+    let (a, b) = (planned(&store, 2, 1).await, planned(&store, 2, 1).await);
+    let edit = |args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd
+    };
+    let (key_a, key_b) = (format!("dts:task:{}", a.id), format!("dts:task:{}", b.id));
+    let inputs_a = format!("dts:task:{}:inputs", a.id);
+    for cmd in [
+        edit(&["HSET", &key_a, "plan", "[{\"start\":"]),
+        edit(&["SET", &inputs_a, "[1, 2]"]),
+        edit(&["HSET", &key_b, "status", "DONE"]),
+    ] {
+        cmd.query_async::<()>(&mut conn).await.unwrap();
+    }
+    let corrupt = |what: &str, result: Result<(), StoreError>| match result {
+        Err(StoreError::Corrupt { what: w, .. }) => assert!(w.contains(what), "{w}"),
+        Err(other) => panic!("expected corrupt {what}, got {other}"),
+        Ok(()) => panic!("expected corrupt {what}, got a value"),
+    };
+    corrupt("plan", store.save_plan(&a.id, &[]).await.map(|_| ()));
+    corrupt("inputs", store.inputs(&a.id).await.map(|_| ()));
+    corrupt("status", store.task(&b.id).await.map(|_| ()));
+    corrupt("status", store.list_tasks(None, 10).await.map(|_| ()));
+
+    edit(&["HSET", &key_a, "variables", "{not json"])
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    corrupt("variables", store.task(&a.id).await.map(|_| ()));
+}

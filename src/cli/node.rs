@@ -1,0 +1,187 @@
+//! What every command that runs a node shares: configuration loading,
+//! logging, the network-exposure check, connecting to Redis and Kafka,
+//! serving the API, and waiting for a stop signal.
+
+use super::wiring;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use dts_api::AppState;
+use dts_bus::kafka::{KafkaBus, KafkaSettings};
+use dts_config::Settings;
+use dts_engine::submit::Submitter;
+use dts_store::DynStore;
+use dts_store::redis::{RedisSettings, RedisStore};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How long start-up waits for Redis or Kafka before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options every node command takes.
+#[derive(Args, Debug, Default)]
+pub struct ConfigArgs {
+    /// A configuration file: the seed's application.properties, or .toml.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Any configuration key, e.g. --set limits.max-items=10000 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// Loads defaults < file < environment < `flags` < `--set`.
+    pub fn load(&self, mut flags: Vec<(String, String)>) -> Result<Settings> {
+        for pair in &self.set {
+            let Some((key, value)) = pair.split_once('=') else {
+                bail!("--set takes KEY=VALUE, not {pair:?}");
+            };
+            flags.push((key.trim().to_string(), value.to_string()));
+        }
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let settings = dts_config::load(self.config.as_deref(), &env, &flags)
+            .context("invalid configuration")?;
+        for warning in &settings.warnings {
+            warn!("{warning}");
+        }
+        Ok(settings)
+    }
+}
+
+/// Adds `(key, value)` to `flags` when the option was given.
+pub fn flag<T: ToString>(flags: &mut Vec<(String, String)>, key: &str, value: Option<T>) {
+    if let Some(value) = value {
+        flags.push((key.to_string(), value.to_string()));
+    }
+}
+
+/// Logs to standard error; `DTS_LOG` (or `RUST_LOG`) sets the filter.
+pub fn init_logging() {
+    let filter = std::env::var("DTS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Refuses to expose the API to the network without a token, unless told to.
+pub fn check_exposure(settings: &Settings) -> Result<()> {
+    if settings.server.exposed_without_token() {
+        if !settings.server.insecure {
+            bail!(
+                "refusing to listen on {} without an auth token: anyone who can reach it could run code here. \
+                 Set DTS_AUTH_TOKEN (server.auth-token), bind to 127.0.0.1, or pass --insecure",
+                settings.server.bind
+            );
+        }
+        warn!(
+            bind = %settings.server.bind,
+            "INSECURE: the API is open to the network with no token; anyone who can reach it can run code on the workers"
+        );
+    }
+    Ok(())
+}
+
+/// Connects to Redis (`spring.redis.host`, `spring.redis.port`), failing fast.
+pub async fn connect_redis(settings: &Settings) -> Result<DynStore> {
+    let url = format!("redis://{}:{}/", settings.redis.host, settings.redis.port);
+    let store = RedisStore::connect(RedisSettings {
+        url: url.clone(),
+        key_prefix: settings.redis.key_prefix.clone(),
+        retention: settings.redis.retention,
+    })
+    .await
+    .with_context(|| {
+        format!("cannot use Redis at {url} (spring.redis.host / spring.redis.port)")
+    })?;
+    info!(%url, prefix = %settings.redis.key_prefix, "connected to Redis");
+    Ok(Arc::new(store))
+}
+
+/// How long a stopping node waits for its consumers to leave their groups,
+/// so the other members take over their partitions at once.
+pub const LEAVE_GROUP_GRACE: Duration = Duration::from_secs(10);
+
+/// Connects to Kafka (`pubsub.namespace`) and creates missing topics, failing
+/// fast. Keep the bus to call [`KafkaBus::shutdown`] when stopping.
+pub async fn connect_kafka(settings: &Settings) -> Result<KafkaBus> {
+    let topics = wiring::topics(settings);
+    let bus = KafkaBus::connect(KafkaSettings {
+        bootstrap: settings.pubsub.namespace.clone(),
+        client: settings.pubsub.kafka.clone(),
+        max_message_bytes: settings.pubsub.max_message_bytes,
+        partitions: settings.pubsub.partitions,
+        topics: vec![topics.tasks, topics.shards, topics.results],
+        connect_timeout: CONNECT_TIMEOUT,
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "cannot use Kafka at {} (pubsub.namespace)",
+            settings.pubsub.namespace
+        )
+    })?;
+    info!(bootstrap = %settings.pubsub.namespace, "connected to Kafka");
+    Ok(bus)
+}
+
+/// The API's state for `store` and `submitter`.
+pub fn app_state(settings: &Settings, store: DynStore, submitter: Submitter) -> AppState {
+    AppState {
+        store,
+        submitter,
+        limits: wiring::submit_limits(settings),
+        max_body_bytes: settings.limits.max_body_bytes,
+        auth_token: settings.server.auth_token.as_deref().map(Arc::from),
+        heartbeat_ttl: settings.worker.heartbeat_ttl,
+    }
+}
+
+/// Binds the API, prints `dts listening on http://ADDR` (tests and scripts
+/// wait for it), and serves until a stop signal; then cancels `shutdown`.
+pub async fn serve_api(
+    settings: &Settings,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let address = (settings.server.bind, settings.server.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
+    let local = listener.local_addr()?;
+    println!("dts listening on http://{local}");
+    info!(address = %local, "API listening");
+    let stop = shutdown.clone();
+    dts_api::serve(listener, state, async move {
+        tokio::select! {
+            _ = shutdown_signal() => info!("shutting down: no new requests; running work may finish"),
+            _ = stop.cancelled() => {}
+        }
+        stop.cancel();
+    })
+    .await
+    .context("the HTTP server failed")
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops dts");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,55 @@
+//! `dts worker`: consumes shards from Kafka, runs their items on every core,
+//! records results in Redis, and heartbeats so schedulers count its cores.
+
+use super::node::{self, ConfigArgs, flag};
+use super::wiring;
+use anyhow::Result;
+use clap::Args;
+use dts_bus::DynBus;
+use dts_engine::worker::Worker;
+use dts_executor::Executor;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Items to run at once (worker.cores); default all cores of this machine.
+    #[arg(long)]
+    cores: Option<u32>,
+    /// This worker's id in heartbeats and results (worker.id); default host-pid-random.
+    #[arg(long)]
+    id: Option<String>,
+}
+
+pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
+    node::init_logging();
+    let mut flags = Vec::new();
+    flag(&mut flags, "worker.cores", args.cores);
+    flag(&mut flags, "worker.id", args.id.as_ref());
+    let settings = args.config.load(flags)?;
+
+    let store = node::connect_redis(&settings).await?;
+    let kafka = node::connect_kafka(&settings).await?;
+    let bus: DynBus = Arc::new(kafka.clone());
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let executor = Executor::new(wiring::exec_settings(&settings));
+    let worker = Worker::new(store, bus, executor, wiring::worker_settings(&settings));
+    worker.start(&tracker, shutdown.clone()).await?;
+    // Tests and scripts wait for this line.
+    println!("dts worker {} ready", worker.id());
+
+    node::shutdown_signal().await;
+    info!("shutting down: no new shards; running items may finish");
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    kafka.shutdown(node::LEAVE_GROUP_GRACE).await;
+    info!("dts worker stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,282 @@
+//! Distributed mode end to end with real processes: Redis, a Kafka-protocol
+//! broker, `dts server`s (behind a real nginx) and `dts worker`s.
+
+use crate::common::{Api, DEADLINE, DtsUp, items, spawn_until, task};
+use crate::seed_api::urlencode;
+use dts_testkit::{Broker, Nginx, RedisServer};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Redis and a broker, and how to point dts processes at them.
+pub struct Cluster {
+    pub redis: RedisServer,
+    pub broker: Broker,
+    dir: TempDir,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Cluster {
+            redis: RedisServer::start(),
+            broker: Broker::start(),
+            dir: TempDir::new().expect("temp dir"),
+        }
+    }
+
+    /// Flags every node gets: where Kafka and Redis are, and the short group
+    /// timeouts the test broker needs.
+    pub fn node_args(&self) -> Vec<String> {
+        let mut args = vec![
+            format!("pubsub.namespace={}", self.broker.bootstrap()),
+            "spring.redis.host=127.0.0.1".to_string(),
+            format!("spring.redis.port={}", self.redis.port()),
+            "worker.heartbeat-interval-ms=500".to_string(),
+            "worker.heartbeat-ttl-ms=3000".to_string(),
+        ];
+        for (key, value) in Broker::client_settings() {
+            args.push(format!("pubsub.kafka.{key}={value}"));
+        }
+        args.into_iter()
+            .flat_map(|kv| ["--set".to_string(), kv])
+            .collect()
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    pub fn server(&self, name: &str) -> DtsUp {
+        DtsUp::server(&self.node_args(), &[], self.log(name))
+    }
+
+    pub fn worker(&self, id: &str, cores: u32) -> Worker {
+        let mut args = vec![
+            "worker".to_string(),
+            "--id".into(),
+            id.into(),
+            "--cores".into(),
+            cores.to_string(),
+        ];
+        args.extend(self.node_args());
+        let log = self.log(id);
+        let (child, _) = spawn_until(&args, &[], &log, "dts worker ");
+        Worker { child }
+    }
+}
+
+/// A running `dts worker`, killed when dropped.
+pub struct Worker {
+    child: Child,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for_workers(api: &Api, n: usize) {
+    let start = Instant::now();
+    loop {
+        let (_, workers) = api.get("/v1/workers").await;
+        if workers.as_array().map(|w| w.len()) == Some(n) {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never saw {n} workers: {workers}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The distinct workers that ran a task's items.
+fn workers_of(results: &[Value]) -> BTreeSet<String> {
+    results
+        .iter()
+        .map(|r| r["worker"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_tasks_through_nginx_complete_exactly_spread_over_three_workers() {
+    let cluster = Cluster::start();
+    let a = cluster.server("server-a");
+    let b = cluster.server("server-b");
+    let nginx = Nginx::start(&[
+        a.base.trim_start_matches("http://").to_string(),
+        b.base.trim_start_matches("http://").to_string(),
+    ]);
+    let front = Api::at(nginx.url());
+    let _w1 = cluster.worker("w1", 1);
+    let _w2 = cluster.worker("w2", 2);
+    let _w3 = cluster.worker("w3", 3);
+    wait_for_workers(&front, 3).await;
+
+    let inputs = items(500);
+    let submissions = (0..20).map(|n| {
+        let front = Api::at(nginx.url());
+        let inputs = inputs.clone();
+        tokio::spawn(async move {
+            let template = format!("echo \"task{n}:$1\"");
+            if n % 2 == 0 {
+                front.submit(task(&template, &inputs)).await
+            } else {
+                let form = format!(
+                    "templateFunction={}&inputList={}",
+                    urlencode(&template),
+                    urlencode(&inputs.join(","))
+                );
+                let (status, created) = front
+                    .request(
+                        Method::POST,
+                        "/schedule/create",
+                        Some("application/x-www-form-urlencoded"),
+                        form.into_bytes(),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+                created["id"].as_str().unwrap().to_string()
+            }
+        })
+    });
+    let ids: Vec<String> = futures::future::join_all(submissions)
+        .await
+        .into_iter()
+        .map(|r| r.expect("submission task"))
+        .collect();
+
+    let mut spread = BTreeMap::new();
+    let mut everyone = BTreeSet::new();
+    for (n, id) in ids.iter().enumerate() {
+        let done = front.wait_ended(id).await;
+        assert_eq!(done["status"], "COMPLETED", "task {n}: {done}");
+        assert_eq!(done["itemsTotal"], 500);
+        assert_eq!(done["itemsSucceeded"], 500);
+        assert_eq!(done["itemsFailed"], 0);
+        assert_eq!(done["chunksExecuted"], done["chunksToExecute"]);
+
+        let results = front.all_results(id, "").await;
+        assert_eq!(results.len(), 500, "task {n}");
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r["index"], i as u64);
+            assert_eq!(r["stdout"], format!("task{n}:item-{i}\n"));
+        }
+        let ran = workers_of(&results);
+        everyone.extend(ran.iter().cloned());
+        spread.insert(n, ran.len());
+
+        // Either server answers the same.
+        let from_a = a.task(id).await;
+        let from_b = b.task(id).await;
+        assert_eq!(
+            from_a, from_b,
+            "task {n} reads differently from the two servers"
+        );
+    }
+    assert_eq!(
+        everyone,
+        ["w1", "w2", "w3"].map(String::from).into_iter().collect(),
+        "every worker ran items"
+    );
+    let on_all_three = spread.values().filter(|n| **n == 3).count();
+    assert!(
+        on_all_three >= 10,
+        "shards of most tasks should spread over all three workers: {spread:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_submitted_with_no_worker_waits_and_completes_when_one_starts() {
+    let cluster = Cluster::start();
+    let server = cluster.server("server");
+    let id = server.submit(task("echo \"$1\"", &items(50))).await;
+    server
+        .wait_task(&id, "planned", |t| t["status"] == "INPROGRESS")
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waiting = server.task(&id).await;
+    assert_eq!(
+        waiting["itemsSucceeded"], 0,
+        "nothing can run without a worker: {waiting}"
+    );
+
+    let _worker = cluster.worker("late", 2);
+    let done = server.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["itemsSucceeded"], 50);
+    assert_eq!(
+        workers_of(&server.all_results(&id, "").await),
+        ["late".to_string()].into_iter().collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_after_submission_picks_up_shards() {
+    let cluster = Cluster::start();
+    let server = cluster.server("server");
+    let _first = cluster.worker("first", 1);
+    wait_for_workers(&server, 1).await;
+    // About 8 s of work for one core.
+    let id = server
+        .submit(task("sleep 0.1; echo \"$1\"", &items(80)))
+        .await;
+    server
+        .wait_task(&id, "started", |t| {
+            t["itemsSucceeded"].as_u64().unwrap_or(0) >= 1
+        })
+        .await;
+    let _second = cluster.worker("second", 2);
+
+    let done = server.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["itemsSucceeded"], 80);
+    let results = server.all_results(&id, "").await;
+    assert_eq!(results.len(), 80);
+    let ran = workers_of(&results);
+    assert!(
+        ran.contains("second"),
+        "the late worker ran nothing: {ran:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_fails_fast_with_a_clear_message_when_redis_or_kafka_is_down() {
+    let cluster = Cluster::start();
+    let dead_port = dts_testkit::free_port().to_string();
+    for (what, key, expected) in [
+        ("redis", "spring.redis.port", "Redis"),
+        ("kafka", "pubsub.namespace", "Kafka"),
+    ] {
+        let mut args = vec!["server".to_string(), "--port".into(), "0".into()];
+        args.extend(cluster.node_args());
+        let value = if what == "kafka" {
+            format!("127.0.0.1:{dead_port}")
+        } else {
+            dead_port.clone()
+        };
+        args.extend(["--set".to_string(), format!("{key}={value}")]);
+        let started = Instant::now();
+        let output = std::process::Command::new(crate::common::dts_binary())
+            .args(&args)
+            .output()
+            .expect("run dts server");
+        assert!(!output.status.success(), "{what}: started anyway");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(expected) && stderr.contains(&dead_port),
+            "{what}: {stderr}"
+        );
+    }
+}
