@@ -10,9 +10,10 @@ use dts_engine::scheduler::Scheduler;
 use dts_engine::submit::Submitter;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{error, info};
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
@@ -43,22 +44,34 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let bus: DynBus = Arc::new(kafka.clone());
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    Scheduler::new(
+    // Joining the consumer group takes a few seconds; the API need not wait
+    // for it (the task topic keeps what is submitted meanwhile).
+    let scheduler = Scheduler::new(
         store.clone(),
         bus.clone(),
         wiring::scheduler_settings(&settings),
-    )
-    .start(&tracker, shutdown.clone())
-    .await?;
+    );
+    let scheduler_failed = Arc::new(AtomicBool::new(false));
+    {
+        let (tracker_for_consumers, stop, failed) =
+            (tracker.clone(), shutdown.clone(), scheduler_failed.clone());
+        let consumers = settings.pubsub.consumer_count;
+        tracker.spawn(async move {
+            match scheduler.start(&tracker_for_consumers, stop.clone()).await {
+                Ok(()) => info!(consumers, "scheduler consumers joined their group"),
+                Err(e) => {
+                    error!(error = %e, "the scheduler could not start; stopping the server");
+                    failed.store(true, Ordering::Relaxed);
+                    stop.cancel();
+                }
+            }
+        });
+    }
     let submitter = Submitter::new(
         store.clone(),
         bus,
         wiring::topics(&settings),
         wiring::submit_settings(&settings),
-    );
-    info!(
-        consumers = settings.pubsub.consumer_count,
-        "dts server: API and scheduler running"
     );
 
     node::serve_api(
@@ -72,5 +85,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     tracker.wait().await;
     kafka.shutdown(node::LEAVE_GROUP_GRACE).await;
     info!("dts server stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(if scheduler_failed.load(Ordering::Relaxed) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

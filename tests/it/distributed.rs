@@ -146,6 +146,7 @@ async fn twenty_tasks_through_nginx_complete_exactly_spread_over_three_workers()
             }
         })
     });
+    let started = Instant::now();
     let ids: Vec<String> = futures::future::join_all(submissions)
         .await
         .into_iter()
@@ -180,6 +181,13 @@ async fn twenty_tasks_through_nginx_complete_exactly_spread_over_three_workers()
             "task {n} reads differently from the two servers"
         );
     }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "20 tasks x 500 items through nginx: all completed and checked in {:.1} s ({:.0} items/s); tasks on all three workers: {on_all_three}",
+        elapsed.as_secs_f64(),
+        10_000.0 / elapsed.as_secs_f64(),
+        on_all_three = spread.values().filter(|n| **n == 3).count(),
+    );
     assert_eq!(
         everyone,
         ["w1", "w2", "w3"].map(String::from).into_iter().collect(),
@@ -215,6 +223,47 @@ async fn a_task_submitted_with_no_worker_waits_and_completes_when_one_starts() {
         workers_of(&server.all_results(&id, "").await),
         ["late".to_string()].into_iter().collect()
     );
+
+    // A third party reading the result topic sees the completion as JSON.
+    let event = completion_event(&cluster, &id).await;
+    assert_eq!(event["status"], "COMPLETED", "{event}");
+    assert_eq!(event["itemsTotal"], 50);
+    assert_eq!(event["itemsSucceeded"], 50);
+    assert_eq!(event["itemsFailed"], 0);
+    assert!(event["finishedAt"].is_string(), "{event}");
+}
+
+/// Reads the result topic as an outside consumer would (its own group, plain
+/// Kafka client settings) until the event for `task` arrives.
+async fn completion_event(cluster: &Cluster, task: &str) -> Value {
+    use dts_bus::Bus;
+    use dts_bus::kafka::{KafkaBus, KafkaSettings};
+    let mut settings = KafkaSettings::new(cluster.broker.bootstrap());
+    settings.client = Broker::client_settings()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let bus = KafkaBus::connect(settings)
+        .await
+        .expect("connect to the broker");
+    let mut events = bus
+        .subscribe("distributed_task_completed", "third-party-reader")
+        .await
+        .expect("subscribe to the result topic");
+    let start = Instant::now();
+    loop {
+        let delivery = tokio::time::timeout(DEADLINE, events.next())
+            .await
+            .expect("an event within the deadline")
+            .expect("a delivery");
+        let event: Value = serde_json::from_slice(&delivery.payload).expect("the event is JSON");
+        delivery.ack().await.expect("ack");
+        if event["taskId"] == task {
+            bus.shutdown(Duration::from_secs(5)).await;
+            return event;
+        }
+        assert!(start.elapsed() < DEADLINE, "no completion event for {task}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
