@@ -8,6 +8,7 @@ use clap::Args;
 use dts_bus::DynBus;
 use dts_engine::scheduler::Scheduler;
 use dts_engine::submit::Submitter;
+use dts_engine::sweeper;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +73,13 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         bus,
         wiring::topics(&settings),
         wiring::submit_settings(&settings),
+    );
+    sweeper::start(
+        store.clone(),
+        submitter.clone(),
+        wiring::sweeper_settings(&settings),
+        &tracker,
+        shutdown.clone(),
     );
 
     node::serve_api(

@@ -9,7 +9,7 @@ use dts_bus::{DynBus, EmbeddedBus};
 use dts_engine::scheduler::Scheduler;
 use dts_engine::submit::Submitter;
 use dts_engine::worker::Worker;
-use dts_engine::{events, recovery};
+use dts_engine::{events, recovery, sweeper};
 use dts_executor::Executor;
 use dts_store::{DynStore, SqliteStore};
 use std::fs::File;
@@ -118,6 +118,13 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         wiring::submit_settings(&settings),
     );
     recovery::republish_unfinished(&store, &submitter).await?;
+    sweeper::start(
+        store.clone(),
+        submitter.clone(),
+        wiring::sweeper_settings(&settings),
+        &tracker,
+        shutdown.clone(),
+    );
     info!(
         worker = worker.id(),
         "dts up: API, scheduler and worker running"

@@ -5,6 +5,7 @@ use dts_config::Settings;
 use dts_engine::Topics;
 use dts_engine::scheduler::SchedulerSettings;
 use dts_engine::submit::SubmitSettings;
+use dts_engine::sweeper::SweeperSettings;
 use dts_engine::worker::{WorkerSettings, default_worker_id};
 use dts_executor::ExecSettings;
 use dts_model::SubmitLimits;
@@ -46,6 +47,13 @@ pub fn scheduler_settings(settings: &Settings) -> SchedulerSettings {
     }
 }
 
+pub fn sweeper_settings(settings: &Settings) -> SweeperSettings {
+    SweeperSettings {
+        interval: settings.scheduler.sweep_interval,
+        republish_after: settings.scheduler.republish_after,
+    }
+}
+
 pub fn worker_settings(settings: &Settings) -> WorkerSettings {
     let id = settings.worker.id.clone().unwrap_or_else(default_worker_id);
     let cores = u32::try_from(settings.worker.effective_cores()).unwrap_or(u32::MAX);
@@ -54,6 +62,8 @@ pub fn worker_settings(settings: &Settings) -> WorkerSettings {
         group: settings.pubsub.worker_group.clone(),
         heartbeat_interval: settings.worker.heartbeat_interval,
         heartbeat_ttl: settings.worker.heartbeat_ttl,
+        shard_attempts: settings.worker.shard_attempts,
+        drain_grace: settings.worker.drain_grace,
         ..WorkerSettings::new(id, cores)
     }
 }

@@ -112,6 +112,11 @@ impl DtsUp {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The process id of the running node.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
 }
 
 impl Api {
@@ -185,7 +190,13 @@ impl Api {
     pub async fn wait_task(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
-            let task = self.task(id).await;
+            // 503 while the store is down (a Redis restart) is a fine answer: ask again.
+            let (status, task) = self.get(&format!("/v1/tasks/{id}?summary=true")).await;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            assert_eq!(status, StatusCode::OK, "{task}");
             if check(&task) {
                 return task;
             }

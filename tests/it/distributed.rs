@@ -31,6 +31,12 @@ impl Cluster {
     /// Flags every node gets: where Kafka and Redis are, and the short group
     /// timeouts the test broker needs.
     pub fn node_args(&self) -> Vec<String> {
+        self.args(true)
+    }
+
+    /// Where Kafka and Redis are; with `short_groups`, the short group
+    /// timeouts the test broker is fastest with, else dts's defaults.
+    pub fn args(&self, short_groups: bool) -> Vec<String> {
         let mut args = vec![
             format!("pubsub.namespace={}", self.broker.bootstrap()),
             "spring.redis.host=127.0.0.1".to_string(),
@@ -38,15 +44,17 @@ impl Cluster {
             "worker.heartbeat-interval-ms=500".to_string(),
             "worker.heartbeat-ttl-ms=3000".to_string(),
         ];
-        for (key, value) in Broker::client_settings() {
-            args.push(format!("pubsub.kafka.{key}={value}"));
+        if short_groups {
+            for (key, value) in Broker::client_settings() {
+                args.push(format!("pubsub.kafka.{key}={value}"));
+            }
         }
         args.into_iter()
             .flat_map(|kv| ["--set".to_string(), kv])
             .collect()
     }
 
-    fn log(&self, name: &str) -> PathBuf {
+    pub fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
     }
 
@@ -55,6 +63,17 @@ impl Cluster {
     }
 
     pub fn worker(&self, id: &str, cores: u32) -> Worker {
+        self.worker_with(id, cores, self.node_args(), &[])
+    }
+
+    /// A worker with these node arguments and environment.
+    pub fn worker_with(
+        &self,
+        id: &str,
+        cores: u32,
+        node_args: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> Worker {
         let mut args = vec![
             "worker".to_string(),
             "--id".into(),
@@ -62,9 +81,9 @@ impl Cluster {
             "--cores".into(),
             cores.to_string(),
         ];
-        args.extend(self.node_args());
+        args.extend(node_args);
         let log = self.log(id);
-        let (child, _) = spawn_until(&args, &[], &log, "dts worker ");
+        let (child, _) = spawn_until(&args, env, &log, "dts worker ");
         Worker { child }
     }
 }
@@ -74,6 +93,26 @@ pub struct Worker {
     child: Child,
 }
 
+impl Worker {
+    /// Whether the process has exited (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait for the worker")
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -81,7 +120,7 @@ impl Drop for Worker {
     }
 }
 
-async fn wait_for_workers(api: &Api, n: usize) {
+pub async fn wait_for_workers(api: &Api, n: usize) {
     let start = Instant::now();
     loop {
         let (_, workers) = api.get("/v1/workers").await;
@@ -97,7 +136,7 @@ async fn wait_for_workers(api: &Api, n: usize) {
 }
 
 /// The distinct workers that ran a task's items.
-fn workers_of(results: &[Value]) -> BTreeSet<String> {
+pub fn workers_of(results: &[Value]) -> BTreeSet<String> {
     results
         .iter()
         .map(|r| r["worker"].as_str().unwrap_or("?").to_string())
@@ -269,7 +308,11 @@ async fn completion_event(cluster: &Cluster, task: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_started_after_submission_picks_up_shards() {
     let cluster = Cluster::start();
-    let server = cluster.server("server");
+    // Many small shards, so some still wait on the bus when the second
+    // worker arrives (the first holds at most two at a time).
+    let mut args = cluster.node_args();
+    args.extend(["--set".to_string(), "scheduler.oversplit=10".to_string()]);
+    let server = DtsUp::server(&args, &[], cluster.log("server"));
     let _first = cluster.worker("first", 1);
     wait_for_workers(&server, 1).await;
     // About 8 s of work for one core.

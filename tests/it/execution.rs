@@ -310,3 +310,55 @@ async fn a_template_naming_one_executable_runs_it_directly_with_the_item() {
         "job: one two (1)\n"
     );
 }
+
+#[tokio::test]
+async fn a_task_past_its_deadline_kills_the_running_item_and_starts_no_other() {
+    let up = DtsUp::start(&["--cores", "1"]);
+    let body = json!({
+        "templateFunction": "sleep 1; echo \"$1\"",
+        "inputList": items(6),
+        "deadlineSecs": 2,
+    });
+    let (status, created) = up.post_json("/v1/tasks", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    assert_eq!(created["deadlineSecs"], 2);
+    let id = created["id"].as_str().unwrap();
+    let done = up.wait_ended(id).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert_eq!(done["itemsTotal"], 6);
+    assert_eq!(
+        done["itemsSucceeded"].as_u64().unwrap() + done["itemsFailed"].as_u64().unwrap(),
+        6
+    );
+    assert!(done["itemsSucceeded"].as_u64().unwrap() <= 2, "{done}");
+
+    let failed = up.all_results(id, "&status=failed").await;
+    let killed = failed
+        .iter()
+        .filter(|r| {
+            r["error"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("killed: the task's deadline")
+        })
+        .count();
+    let unrun = failed
+        .iter()
+        .filter(|r| {
+            r["error"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("not run: the task's deadline")
+        })
+        .count();
+    assert!(killed <= 1, "{failed:?}");
+    assert!(
+        unrun >= 3,
+        "items after the deadline are failed without running: {failed:?}"
+    );
+    assert_eq!(
+        killed + unrun,
+        failed.len(),
+        "every failure is the deadline's: {failed:?}"
+    );
+}

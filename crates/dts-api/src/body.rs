@@ -2,6 +2,7 @@
 //! `application/x-www-form-urlencoded` form, each failure a clear 4xx.
 
 use crate::error::ApiError;
+use crate::strict_json::{self, StrictJsonError};
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
@@ -50,13 +51,19 @@ pub fn bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes,
     })
 }
 
-/// Parses a JSON body.
+/// Parses a JSON body; a key given twice in one object is refused, naming
+/// it, as a repeated form field is.
 pub fn json(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::Invalid(ValidationError::general(
+    strict_json::parse(bytes).map_err(|e| match e {
+        StrictJsonError::Syntax(e) => ApiError::Invalid(ValidationError::general(
             "invalid_json",
             format!("the request body is not valid JSON: {e}"),
-        ))
+        )),
+        StrictJsonError::Repeated { path } => ApiError::Invalid(ValidationError::field(
+            "repeated_field",
+            path.clone(),
+            format!("`{path}` is given more than once"),
+        )),
     })
 }
 

@@ -18,8 +18,13 @@ pub enum ApiError {
     /// The request is wrong: 400 (or 413 for `too_large_body`).
     #[error("{0}")]
     Invalid(#[from] ValidationError),
+    /// `field` is the parameter that held the id (`id`, or the seed's `taskId`).
     #[error("no {what} with id {id:?}")]
-    NotFound { what: &'static str, id: String },
+    NotFound {
+        what: &'static str,
+        id: String,
+        field: &'static str,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
@@ -73,7 +78,7 @@ impl ApiError {
     fn field(&self) -> Option<&str> {
         match self {
             ApiError::Invalid(e) => e.field.as_deref(),
-            ApiError::NotFound { .. } => Some("id"),
+            ApiError::NotFound { field, .. } => Some(field),
             _ => None,
         }
     }
@@ -82,7 +87,11 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(id) => ApiError::NotFound { what: "task", id },
+            StoreError::NotFound(id) => ApiError::NotFound {
+                what: "task",
+                id,
+                field: "id",
+            },
             e if e.is_retryable() => ApiError::Unavailable(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         }

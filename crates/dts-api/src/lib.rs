@@ -10,6 +10,7 @@
 pub mod body;
 pub mod error;
 mod seed;
+pub mod strict_json;
 mod v1;
 pub mod views;
 

@@ -56,7 +56,9 @@ pub async fn status(
     let task = load_task(&state, id)
         .await
         .map_err(|e| rename_id_field(e, "taskId"))?;
-    let inputs = load_inputs(&state, id).await?;
+    let inputs = load_inputs(&state, id)
+        .await
+        .map_err(|e| rename_id_field(e, "taskId"))?;
     Ok(Json(SeedTaskView::new(task, inputs)))
 }
 
@@ -113,12 +115,38 @@ fn required<'a>(params: &'a HashMap<String, String>, field: &str) -> Result<&'a 
 }
 
 /// The seed calls the id `taskId`; errors should say so.
-fn rename_id_field(error: ApiError, field: &str) -> ApiError {
+fn rename_id_field(error: ApiError, field: &'static str) -> ApiError {
     match error {
         ApiError::Invalid(mut e) if e.field.as_deref() == Some("id") => {
             e.field = Some(field.to_string());
             ApiError::Invalid(e)
         }
+        ApiError::NotFound { what, id, .. } => ApiError::NotFound { what, id, field },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bug found by the hostile-input table: `/schedule/status?taskId=<unknown>`
+    /// answered 404 blaming `id`, a parameter the seed's API does not have.
+    #[test]
+    fn status_of_an_unknown_task_blames_task_id_not_id() {
+        let not_found = ApiError::NotFound {
+            what: "task",
+            id: "x".into(),
+            field: "id",
+        };
+        match rename_id_field(not_found, "taskId") {
+            ApiError::NotFound { field, .. } => assert_eq!(field, "taskId"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let invalid = ApiError::invalid("id", "bad");
+        match rename_id_field(invalid, "taskId") {
+            ApiError::Invalid(e) => assert_eq!(e.field.as_deref(), Some("taskId")),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

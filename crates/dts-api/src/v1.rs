@@ -217,6 +217,7 @@ pub(crate) async fn load_task(state: &AppState, id: &str) -> Result<Task, ApiErr
         .ok_or_else(|| ApiError::NotFound {
             what: "task",
             id: id.to_string(),
+            field: "id",
         })
 }
 
@@ -228,6 +229,7 @@ pub(crate) async fn load_inputs(state: &AppState, id: &str) -> Result<Vec<String
         .ok_or_else(|| ApiError::NotFound {
             what: "task",
             id: id.to_string(),
+            field: "id",
         })
 }
 

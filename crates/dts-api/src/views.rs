@@ -17,6 +17,7 @@ pub struct TaskView {
     pub interpreter: String,
     pub timeout_secs: u64,
     pub retries: u32,
+    pub deadline_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_list: Option<Vec<String>>,
     pub items_total: u64,
@@ -45,6 +46,7 @@ impl TaskView {
             interpreter: task.interpreter,
             timeout_secs: task.timeout_secs,
             retries: task.retries,
+            deadline_secs: task.deadline_secs,
             input_list: inputs,
             items_total: task.items_total,
             items_succeeded: task.items_succeeded,

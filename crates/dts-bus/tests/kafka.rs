@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// Long enough for a group join and a rebalance on tansu with the test
 /// settings (each JoinGroup is held for half the 3 s session timeout).
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(45);
 
 fn settings(broker: &Broker) -> KafkaSettings {
     let _ = tracing_subscriber::fmt()

@@ -53,12 +53,16 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
     };
     let scheduler = SchedulerSettings {
         oversplit: read.get("scheduler.oversplit")?,
+        sweep_interval: read.millis("scheduler.sweep-interval-ms")?,
+        republish_after: read.millis("scheduler.republish-after-ms")?,
     };
     let worker = WorkerSettings {
         cores: read.get("worker.cores")?,
         id: read.get("worker.id")?,
         heartbeat_interval: read.millis("worker.heartbeat-interval-ms")?,
         heartbeat_ttl: read.millis("worker.heartbeat-ttl-ms")?,
+        shard_attempts: read.get("worker.shard-attempts")?,
+        drain_grace: read.millis("worker.drain-grace-ms")?,
     };
     let executor = ExecutorSettings {
         output_cap_bytes: read.get("executor.output-cap-bytes")?,

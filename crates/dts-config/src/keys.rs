@@ -260,6 +260,20 @@ pub const KEYS: &[KeySpec] = &[
         "Shards planned per live worker core: about oversplit × total live cores.",
     )
     .min(1),
+    KeySpec::new(
+        "scheduler.sweep-interval-ms",
+        U64,
+        "30000",
+        "How often each server looks for tasks whose publishing stopped (their server died), in milliseconds.",
+    )
+    .min(1),
+    KeySpec::new(
+        "scheduler.republish-after-ms",
+        U64,
+        "120000",
+        "How long after creation a task still QUEUED or RETRYING is published again by another server, in milliseconds.",
+    )
+    .min(1),
     // worker
     KeySpec::new(
         "worker.cores",
@@ -284,9 +298,22 @@ pub const KEYS: &[KeySpec] = &[
         "worker.heartbeat-ttl-ms",
         U64,
         "10000",
-        "How long after its last heartbeat a worker counts as gone, in milliseconds; must exceed the interval.",
+        "How long after its last heartbeat a worker counts as gone, and its shards can be taken over by another worker, in milliseconds; must exceed the interval.",
     )
     .min(1),
+    KeySpec::new(
+        "worker.shard-attempts",
+        U32,
+        "3",
+        "How many workers an item may kill (it was running when they died) before it is recorded as failed instead of run again.",
+    )
+    .min(1),
+    KeySpec::new(
+        "worker.drain-grace-ms",
+        U64,
+        "10000",
+        "On shutdown, how long running items may finish before they are killed and their shards handed back, in milliseconds.",
+    ),
     // executor
     KeySpec::new(
         "executor.output-cap-bytes",

@@ -230,6 +230,10 @@ pub struct StoreSettings {
 pub struct SchedulerSettings {
     /// `scheduler.oversplit`: shards per available worker core, at least 1.
     pub oversplit: u32,
+    /// `scheduler.sweep-interval-ms`.
+    pub sweep_interval: Duration,
+    /// `scheduler.republish-after-ms`.
+    pub republish_after: Duration,
 }
 
 /// `worker.*`.
@@ -244,6 +248,11 @@ pub struct WorkerSettings {
     pub heartbeat_interval: Duration,
     /// `worker.heartbeat-ttl-ms`; always longer than the interval.
     pub heartbeat_ttl: Duration,
+    /// `worker.shard-attempts`: deaths an item may cause before it is
+    /// failed instead of run again.
+    pub shard_attempts: u32,
+    /// `worker.drain-grace-ms`.
+    pub drain_grace: Duration,
 }
 
 impl WorkerSettings {

@@ -126,6 +126,7 @@ fn with_nothing_given_every_key_has_its_documented_default() {
     assert_eq!(settings.worker.id, None);
     assert_eq!(settings.worker.heartbeat_interval, Duration::from_secs(2));
     assert_eq!(settings.worker.heartbeat_ttl, Duration::from_secs(10));
+    assert_eq!(settings.worker.shard_attempts, 3);
     assert_eq!(settings.executor.output_cap_bytes, 65536);
     assert_eq!(settings.executor.kill_grace, Duration::from_secs(1));
     assert_eq!(

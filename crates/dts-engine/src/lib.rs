@@ -8,12 +8,17 @@
 //!   records results and completes shards;
 //! - [`recovery`]: on start-up of an embedded node, republishes what the store
 //!   says is unfinished (the embedded bus keeps nothing across restarts);
-//! - [`events`]: completion events on the result topic.
+//! - [`sweeper`]: in distributed mode, republishes tasks whose server died
+//!   before they reached the bus;
+//! - [`events`]: completion events on the result topic;
+//! - [`failpoint`]: crash points for fault tests.
 
 pub mod events;
+pub mod failpoint;
 pub mod recovery;
 pub mod scheduler;
 pub mod submit;
+pub mod sweeper;
 pub mod worker;
 
 use dts_bus::BusError;

@@ -207,6 +207,7 @@ impl Scheduler {
             }
             PlanOutcome::Ended(_) => return Ok(Planned::Nothing),
         };
+        crate::failpoint::hit("plan-after-save");
         if task.status == TaskStatus::Completed && shards.is_empty() {
             events::publish_completion(&self.bus, &self.settings.topics, &task).await;
         }
@@ -239,6 +240,7 @@ impl Scheduler {
                     interpreter: task.interpreter.clone(),
                     timeout_secs: task.timeout_secs,
                     retries: task.retries,
+                    deadline_at: task.deadline_at(),
                     items: inputs[range.start as usize..range.end() as usize].to_vec(),
                 };
                 async move {
@@ -287,6 +289,7 @@ fn envelope_bytes(task: &Task, script: &str) -> Result<usize, EngineError> {
         interpreter: task.interpreter.clone(),
         timeout_secs: u64::MAX,
         retries: u32::MAX,
+        deadline_at: Some(u64::MAX),
         items: Vec::new(),
     };
     serde_json::to_vec(&widest)
@@ -313,6 +316,7 @@ mod tests {
             interpreter: "bash".into(),
             timeout_secs: 10,
             retries: 0,
+            deadline_secs: None,
             inputs: (0..5000).map(|i| format!("in\"put\n{i}\u{1}é")).collect(),
         };
         let task = new.to_task(0);
@@ -341,6 +345,7 @@ mod tests {
                 interpreter: "bash".into(),
                 timeout_secs: 10,
                 retries: 0,
+                deadline_at: None,
                 items,
             };
             let bytes = serde_json::to_vec(&message).unwrap().len();

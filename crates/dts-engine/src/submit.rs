@@ -63,12 +63,30 @@ impl Submitter {
         let task = new.to_task(now_millis());
         self.store.insert_task(&task, &new.inputs).await?;
         info!(task = %task.id, items = task.items_total, "task stored");
+        crate::failpoint::hit("submit-after-store");
 
         let publisher = self.clone();
         let id = task.id.clone();
         let publishing = tokio::spawn(async move { publisher.publish_with_retries(&id).await });
-        // After the bound the publishing task goes on by itself.
-        let _ = tokio::time::timeout(self.settings.wait, publishing).await;
+        // After the bound the publishing task goes on by itself; the task
+        // says so rather than looking untouched.
+        if tokio::time::timeout(self.settings.wait, publishing)
+            .await
+            .is_err()
+        {
+            let note = format!(
+                "publishing to {} not confirmed within {:?}; still trying",
+                self.topics.tasks, self.settings.wait
+            );
+            match self
+                .store
+                .transition(&task.id, TaskStatus::Retrying, Some(&note))
+                .await
+            {
+                Ok(_) | Err(StoreError::IllegalTransition { .. }) => {}
+                Err(e) => warn!(task = %task.id, error = %e, "could not record task status"),
+            }
+        }
         Ok(self.store.task(&task.id).await?.unwrap_or(task))
     }
 

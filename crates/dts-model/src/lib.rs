@@ -58,6 +58,9 @@ pub struct Task {
     pub timeout_secs: u64,
     /// Extra attempts for a failed item.
     pub retries: u32,
+    /// Seconds after creation by which every item must have ended; items
+    /// not ended by then fail (`deadlineSecs`).
+    pub deadline_secs: Option<u64>,
     pub items_total: u64,
     /// Shards planned (0 until planned).
     pub chunks_to_execute: u32,
@@ -73,6 +76,12 @@ pub struct Task {
 }
 
 impl Task {
+    /// When the task's deadline passes, in milliseconds since the epoch.
+    pub fn deadline_at(&self) -> Option<u64> {
+        self.deadline_secs
+            .map(|secs| self.created_at.saturating_add(secs.saturating_mul(1000)))
+    }
+
     /// Items with a final result so far.
     pub fn items_done(&self) -> u64 {
         self.items_succeeded + self.items_failed
@@ -142,6 +151,9 @@ pub struct ShardMessage {
     pub interpreter: String,
     pub timeout_secs: u64,
     pub retries: u32,
+    /// When the task's deadline passes (ms since the epoch), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_at: Option<u64>,
     pub items: Vec<String>,
 }
 

@@ -74,6 +74,7 @@ pub struct NewTask {
     pub interpreter: String,
     pub timeout_secs: u64,
     pub retries: u32,
+    pub deadline_secs: Option<u64>,
     pub inputs: Vec<String>,
 }
 
@@ -89,6 +90,7 @@ impl NewTask {
             interpreter: self.interpreter.clone(),
             timeout_secs: self.timeout_secs,
             retries: self.retries,
+            deadline_secs: self.deadline_secs,
             items_total: self.inputs.len() as u64,
             chunks_to_execute: 0,
             chunks_executed: 0,
@@ -126,6 +128,7 @@ const FIELDS: &[&str] = &[
     "interpreter",
     "timeoutSecs",
     "retries",
+    "deadlineSecs",
 ];
 
 const MAX_NAME_CHARS: usize = 200;
@@ -174,6 +177,7 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
         .unwrap_or(limits.default_timeout_secs);
     let retries =
         integer_field(fields, "retries", 0, u64::from(limits.max_retries))?.unwrap_or(0) as u32;
+    let deadline_secs = integer_field(fields, "deadlineSecs", 1, limits.max_timeout_secs)?;
 
     let rendered =
         template::render(&template_function, &variables).map_err(|MissingVariables(names)| {
@@ -203,6 +207,7 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
         interpreter,
         timeout_secs,
         retries,
+        deadline_secs,
         inputs,
     })
 }
@@ -230,7 +235,7 @@ pub fn from_form(
             ));
         }
         let value = match key.as_str() {
-            "timeoutSecs" | "retries" => match value.trim().parse::<i64>() {
+            "timeoutSecs" | "retries" | "deadlineSecs" => match value.trim().parse::<i64>() {
                 Ok(n) => Value::from(n),
                 Err(_) => Value::String(value.clone()),
             },

@@ -159,6 +159,21 @@ mod tests {
         }
     }
 
+    /// Bug found by fuzzing: serde_json's default float parser can be one ulp
+    /// off, so `1.850302716630693e84` went into the script (and came back
+    /// from the store) as `1.8503027166306932e84`. Fixed by serde_json's
+    /// `float_roundtrip` feature.
+    #[test]
+    fn numeric_variables_keep_their_exact_value_through_the_store() {
+        let text = r#"{"x": 1.850302716630693e84, "y": 0.30000000000000004}"#;
+        let v = Variables::from_json(&json!(text)).unwrap();
+        assert_eq!(v.get("x").as_deref(), Some("1.850302716630693e+84"));
+        assert_eq!(v.get("y").as_deref(), Some("0.30000000000000004"));
+        let stored = serde_json::to_string(&v).unwrap();
+        let loaded: Variables = serde_json::from_str(&stored).unwrap();
+        assert_eq!(loaded, v);
+    }
+
     #[test]
     fn seed_string_form_keeps_value_types() {
         let v = Variables::from_json(&json!({"n": 2, "s": "t"})).unwrap();

@@ -1,5 +1,10 @@
-//! The store: tasks, their inputs and plans, shard completion, item results and
-//! worker heartbeats — every piece of state dts keeps.
+//! The store: tasks, their inputs and plans, shard completion and leases, item
+//! results and start counts, and worker heartbeats — every piece of state dts
+//! keeps.
+//!
+//! Shard leases ([`Store::claim_shard`]) make one worker at a time run a
+//! shard and notice, shard by shard, when a worker died; per-item start
+//! counts ([`Store::mark_item_started`]) find the item that kills its workers.
 //!
 //! Servers and workers hold no state of their own; they read and change it
 //! through [`Store`]. Every change that touches more than one field is one
@@ -144,8 +149,10 @@ pub trait Store: Send + Sync + 'static {
     /// only if it is not there yet, and only then does `chunksExecuted` grow.
     /// Completing the last shard of an `INPROGRESS` task sets `COMPLETED` (no
     /// item failed) or `FAILED`, and `finishedAt`; a task that ended otherwise
-    /// (cancelled) keeps its status. A shard the plan does not have (not below
-    /// `chunksToExecute`) is refused and nothing is recorded.
+    /// (cancelled) keeps its status. The shard's lease (see
+    /// [`Store::claim_shard`]) is dropped in the same step, whoever holds it.
+    /// A shard the plan does not have (not below `chunksToExecute`) is
+    /// refused and nothing is recorded.
     async fn complete_shard(
         &self,
         id: &str,
@@ -176,4 +183,77 @@ pub trait Store: Send + Sync + 'static {
 
     /// Workers whose last heartbeat is younger than its TTL, by id.
     async fn live_workers(&self) -> StoreResult<Vec<WorkerInfo>>;
+
+    /// Takes the lease on a shard before running it, in one atomic step, so
+    /// one shard runs on one worker at a time even when the bus delivers it
+    /// twice (a rebalance, a redelivery). See [`ShardClaim`] for the
+    /// answers. A lease whose holder stopped renewing it (the worker died)
+    /// can be taken over once it expires; that counts as a new attempt, as
+    /// does the claim after a release that was not clean. Expiry is judged
+    /// by the store's clock (Redis's, for the Redis store), never the
+    /// caller's. A shard the plan does not have (not below
+    /// `chunksToExecute`) is refused as [`Store::complete_shard`] refuses it.
+    async fn claim_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        worker: &str,
+        lease: Duration,
+    ) -> StoreResult<ShardClaim>;
+
+    /// Extends the leases `worker` holds on `shards` (task id, shard) to
+    /// `lease` from now, in one round trip for the whole list. A lease that
+    /// expired but that nobody took over is still the worker's, and is
+    /// extended too. Returns the shards it no longer holds (another worker
+    /// took the lease over, the shard was completed or released, or the task
+    /// is unknown), in the order given; those are left as they are.
+    async fn renew_leases(
+        &self,
+        worker: &str,
+        shards: &[(String, u32)],
+        lease: Duration,
+    ) -> StoreResult<Vec<(String, u32)>>;
+
+    /// Gives up `worker`'s lease on a shard without completing it. `clean`
+    /// means it was handed back on purpose (shutdown, the task ended): the
+    /// next claim is not counted as a new attempt; otherwise it is, as if
+    /// the lease had expired. Releasing a lease one does not hold (someone
+    /// else's, an expired one taken over, one of an unknown task) changes
+    /// nothing and is not an error. [`Store::complete_shard`] releases the
+    /// lease too.
+    async fn release_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        worker: &str,
+        clean: bool,
+    ) -> StoreResult<()>;
+
+    /// Counts one more start of the item at `index`, atomically, and
+    /// returns the count (1 the first time). Workers call it only for shards
+    /// that lost a worker before (attempt 2 or more), to find the item that
+    /// kills its workers. The counts belong to the task and go with it.
+    async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32>;
+}
+
+/// A lease as a whole number of milliseconds, as both backends store it:
+/// at least 1, and far within what Redis and SQLite integers hold.
+pub(crate) fn lease_millis(lease: Duration) -> u64 {
+    u64::try_from(lease.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 1 << 50)
+}
+
+/// What [`Store::claim_shard`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardClaim {
+    /// The caller holds the lease now. `attempt` is 1 for the first claim and
+    /// grows by one each time a lease was taken over after it expired
+    /// unreleased or was released not clean; a clean release does not count.
+    Acquired { attempt: u32 },
+    /// Another worker — or the caller itself, for a duplicate delivery —
+    /// holds an unexpired lease. Try again after `expires_in` at the latest.
+    Held { owner: String, expires_in: Duration },
+    /// The shard is complete: nothing to run.
+    Completed,
 }

@@ -64,6 +64,7 @@ fn task(items: usize) -> Task {
         interpreter: "bash".to_string(),
         timeout_secs: 60,
         retries: 1,
+        deadline_secs: None,
         items_total: items as u64,
         chunks_to_execute: 0,
         chunks_executed: 0,
@@ -268,6 +269,103 @@ async fn results_recorded_after_a_cancel_expire_with_the_task() {
             pttl(&mut conn, key).await > 0,
             "{key} would outlive its task"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_and_start_keys_get_the_retention_ttl_when_the_task_ends() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let mut conn = raw(&server).await;
+    let t = planned(&store, 4, 2).await;
+    let (leases, starts) = (
+        format!("dts:task:{}:leases", t.id),
+        format!("dts:task:{}:starts", t.id),
+    );
+    store.claim_shard(&t.id, 0, "w-a", HOUR).await.unwrap();
+    store.claim_shard(&t.id, 1, "w-a", HOUR).await.unwrap();
+    store.mark_item_started(&t.id, 1).await.unwrap();
+    // Renewing and releasing rewrite fields of a live task: still no TTL.
+    store
+        .renew_leases("w-a", &[(t.id.clone(), 0)], HOUR)
+        .await
+        .unwrap();
+    store.release_shard(&t.id, 1, "w-a", false).await.unwrap();
+    for key in [&leases, &starts] {
+        assert_eq!(pttl(&mut conn, key).await, -1, "{key} expires early");
+    }
+
+    store
+        .transition(&t.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    let within_retention = |ttl: i64| ttl > 0 && ttl <= HOUR.as_millis() as i64;
+    for key in [&leases, &starts] {
+        let ttl = pttl(&mut conn, key).await;
+        assert!(within_retention(ttl), "{key} has TTL {ttl} ms");
+    }
+    // Writes after the end (a worker that has not heard of the cancel)
+    // keep the TTL, and keys they create get it too.
+    store
+        .renew_leases("w-a", &[(t.id.clone(), 0)], HOUR)
+        .await
+        .unwrap();
+    store.release_shard(&t.id, 0, "w-a", true).await.unwrap();
+    store.mark_item_started(&t.id, 2).await.unwrap();
+    for key in [&leases, &starts] {
+        let ttl = pttl(&mut conn, key).await;
+        assert!(within_retention(ttl), "{key} lost its TTL: {ttl} ms");
+    }
+
+    let late = planned(&store, 4, 2).await;
+    store
+        .transition(&late.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    store.claim_shard(&late.id, 0, "w-a", HOUR).await.unwrap();
+    store.mark_item_started(&late.id, 0).await.unwrap();
+    for key in [
+        format!("dts:task:{}:leases", late.id),
+        format!("dts:task:{}:starts", late.id),
+    ] {
+        let ttl = pttl(&mut conn, &key).await;
+        assert!(
+            within_retention(ttl),
+            "{key} would outlive its task: {ttl} ms"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_task_with_an_expired_tasks_id_starts_with_no_leases_or_start_counts() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let mut conn = raw(&server).await;
+    let t = planned(&store, 4, 2).await;
+    store.claim_shard(&t.id, 0, "w-a", HOUR).await.unwrap();
+    store.mark_item_started(&t.id, 0).await.unwrap();
+    // The task hash expired before its other keys (as if retention ran out
+    // between two of them).
+    redis::cmd("DEL")
+        .arg(format!("dts:task:{}", t.id))
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    store.insert_task(&t_like(&t), &inputs(4)).await.unwrap();
+    store.save_plan(&t.id, &shards(4, 2)).await.unwrap();
+    assert_eq!(
+        store.claim_shard(&t.id, 0, "w-b", HOUR).await.unwrap(),
+        dts_store::ShardClaim::Acquired { attempt: 1 }
+    );
+    assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
+}
+
+/// A new `QUEUED` task with the same id as `t`.
+fn t_like(t: &Task) -> Task {
+    Task {
+        id: t.id.clone(),
+        ..task(4)
     }
 }
 

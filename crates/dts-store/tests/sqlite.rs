@@ -3,7 +3,7 @@
 //! file cannot be opened or read.
 
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, Variables, WorkerInfo, now_millis};
-use dts_store::{DynStore, PlanOutcome, ResultFilter, SqliteStore, Store, StoreError};
+use dts_store::{DynStore, PlanOutcome, ResultFilter, ShardClaim, SqliteStore, Store, StoreError};
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ fn task(items: usize) -> Task {
         interpreter: "bash".to_string(),
         timeout_secs: 60,
         retries: 1,
+        deadline_secs: None,
         items_total: items as u64,
         chunks_to_execute: 0,
         chunks_executed: 0,
@@ -179,6 +180,52 @@ fn a_file_from_a_newer_schema_is_refused() {
         .unwrap();
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[tokio::test]
+async fn a_file_from_schema_version_1_gains_the_lease_tables_and_the_deadline_and_keeps_its_tasks()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let t = task(4);
+    {
+        let store = open(&path);
+        store.insert_task(&t, &inputs(4)).await.unwrap();
+        store.save_plan(&t.id, &shards(4, 2)).await.unwrap();
+    }
+    {
+        // What a dts from before leases wrote.
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "DROP TABLE shard_leases; DROP TABLE item_starts; \
+             ALTER TABLE tasks DROP COLUMN deadline_secs;",
+        )
+        .unwrap();
+        raw.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let store = open(&path);
+    assert_eq!(
+        store
+            .task(&t.id)
+            .await
+            .unwrap()
+            .map(|t| t.chunks_to_execute),
+        Some(2)
+    );
+    assert_eq!(
+        store
+            .claim_shard(&t.id, 0, "w-a", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        ShardClaim::Acquired { attempt: 1 }
+    );
+    assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
+    drop(store);
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
 }
 
 #[tokio::test]

@@ -31,7 +31,8 @@ impl Nginx {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start nginx");
-            if wait_for_port(port, Duration::from_secs(10)) {
+            if wait_for_port(port, Duration::from_secs(10)) && matches!(child.try_wait(), Ok(None))
+            {
                 return Nginx {
                     child: Some(child),
                     port,

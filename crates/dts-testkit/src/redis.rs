@@ -102,10 +102,30 @@ fn spawn(port: u16, dir: &TempDir) -> Option<Child> {
         .stderr(Stdio::null())
         .spawn()
         .expect("start redis-server");
-    if wait_for_port(port, Duration::from_secs(10)) {
+    // The port may have been taken by another process between finding it
+    // free and redis binding it: then redis exits, and what answers on the
+    // port is not ours.
+    if wait_for_port(port, Duration::from_secs(10))
+        && answers_ping(port)
+        && matches!(child.try_wait(), Ok(None))
+    {
         Some(child)
     } else {
         kill(&mut child);
         None
     }
+}
+
+/// Whether a Redis server answers PING on `port`.
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }

@@ -67,6 +67,23 @@ impl Broker {
         }
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is
+    /// answered, as when a broker hangs or the network drops its packets.
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
+        }
+    }
+
+    /// Lets a paused broker run again (SIGCONT), with its data intact.
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+        }
+    }
+
     /// Kills the broker with SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -90,6 +107,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
     }
 }
@@ -108,7 +126,11 @@ fn spawn(port: u16, dir: &TempDir) -> Option<Child> {
         .stderr(log)
         .spawn()
         .expect("start the broker (tansu)");
-    if wait_for_port(port, Duration::from_secs(10)) {
+    // If another process took the port first, tansu exits: not ours.
+    if wait_for_port(port, Duration::from_secs(10)) && {
+        std::thread::sleep(Duration::from_millis(50));
+        matches!(child.try_wait(), Ok(None))
+    } {
         Some(child)
     } else {
         kill(&mut child);

@@ -19,8 +19,13 @@ use tokio::sync::watch;
 /// still retry within its own bound.
 pub(crate) const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// librdkafka's own `session.timeout.ms` default, which dts keeps.
-const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
+/// dts's `session.timeout.ms`: how long a group member may go silent before
+/// its partitions move to the others. librdkafka's 45 s would leave the
+/// shards of a killed worker idle for most of a minute; 10 s (with a
+/// heartbeat every 3 s) gets them running elsewhere within about 20 s, and
+/// stays above Kafka's `group.min.session.timeout.ms` (6 s).
+const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 
 /// Room for the record batch header, the record's own framing and its key on
 /// top of the largest payload, in `message.max.bytes`.
@@ -60,9 +65,13 @@ fn message_max_bytes(settings: &KafkaSettings) -> String {
 pub(crate) fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = base(settings);
     config
-        // No duplicates or reordering from librdkafka's own retries, and a
-        // message counts as sent only once every in-sync replica has it.
-        .set("enable.idempotence", "true")
+        // A message counts as sent only once every in-sync replica has it.
+        // Not the idempotent producer: its fatal errors (fenced, or an
+        // unknown producer id after a broker lost its state) leave the
+        // producer unusable until the process restarts, and dts does not
+        // need it — planning, shard leases and completion are idempotent,
+        // so a message librdkafka retries into a duplicate costs nothing.
+        .set("enable.idempotence", "false")
         .set("acks", "all")
         .set(
             "message.timeout.ms",
@@ -76,6 +85,14 @@ pub(crate) fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientCo
     let mut config = base(settings);
     config
         .set("group.id", group)
+        .set(
+            "session.timeout.ms",
+            DEFAULT_SESSION_TIMEOUT.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            DEFAULT_HEARTBEAT_INTERVAL.as_millis().to_string(),
+        )
         // Offsets are committed by hand, only past acknowledged messages.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

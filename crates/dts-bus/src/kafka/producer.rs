@@ -1,5 +1,6 @@
-//! Publishing: one idempotent librdkafka producer per [`KafkaBus`](super::KafkaBus),
-//! shared by every caller of `publish`.
+//! Publishing: one librdkafka producer per [`KafkaBus`](super::KafkaBus),
+//! shared by every caller of `publish` (`acks=all`; not the idempotent
+//! producer — see `client::producer_config` for why).
 //!
 //! A publish returns once the broker has the message (its delivery report),
 //! or fails within a bound: the local queue wait plus `message.timeout.ms`.

@@ -37,8 +37,14 @@ pub struct WorkerSettings {
     /// Consumer group of the shard topic (`pubsub.worker-group`).
     pub group: String,
     pub heartbeat_interval: Duration,
-    /// How long a heartbeat keeps the worker live.
+    /// How long a heartbeat keeps the worker live; also how long the
+    /// worker's lease on a running shard outlives its last renewal (renewed
+    /// with every heartbeat), so a dead worker's shards are taken over
+    /// after about this long.
     pub heartbeat_ttl: Duration,
+    /// Deaths an item may cause (it was running when its worker died)
+    /// before it is recorded as failed instead of run again.
+    pub shard_attempts: u32,
     /// Results are written at least this often while a shard runs...
     pub flush_interval: Duration,
     /// ...or as soon as this many are waiting.
@@ -62,6 +68,7 @@ impl WorkerSettings {
             group: "task-workers".into(),
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_ttl: Duration::from_secs(10),
+            shard_attempts: 3,
             flush_interval: Duration::from_millis(200),
             flush_batch: 512,
             status_poll: Duration::from_millis(500),
@@ -105,6 +112,12 @@ struct Inner {
     /// shards: when one of them learns the task was cancelled, the items of
     /// all of them stop at once, and none of them starts another.
     task_stops: Mutex<HashMap<String, TaskStop>>,
+    /// The shards this worker holds a lease on, each with a token cancelled
+    /// if the lease is lost (another worker took the shard over).
+    leases: Mutex<HashMap<(String, u32), CancellationToken>>,
+    /// Shards that lost a worker before run one at a time, one item at a
+    /// time, so a death points at the one item that was running.
+    careful: Semaphore,
 }
 
 struct TaskStop {
@@ -129,6 +142,8 @@ impl Worker {
                 slots,
                 running: AtomicU32::new(0),
                 task_stops: Mutex::new(HashMap::new()),
+                leases: Mutex::new(HashMap::new()),
+                careful: Semaphore::new(1),
             }),
         }
     }
@@ -188,6 +203,48 @@ impl Inner {
         }
     }
 
+    /// Records a lease this worker now holds. The token (a child of
+    /// `parent`) is cancelled if the lease is lost.
+    fn hold_lease(&self, task: &str, shard: u32, parent: &CancellationToken) -> CancellationToken {
+        let token = parent.child_token();
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        leases.insert((task.to_string(), shard), token.clone());
+        token
+    }
+
+    fn forget_lease(&self, task: &str, shard: u32) {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        leases.remove(&(task.to_string(), shard));
+    }
+
+    /// Extends every lease this worker holds; stops the shards whose lease
+    /// was lost.
+    async fn renew_leases(&self) {
+        let held: Vec<(String, u32)> = {
+            let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            leases.keys().cloned().collect()
+        };
+        if held.is_empty() {
+            return;
+        }
+        match self
+            .store
+            .renew_leases(&self.settings.id, &held, self.settings.heartbeat_ttl)
+            .await
+        {
+            Ok(lost) => {
+                let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+                for key in lost {
+                    if let Some(token) = leases.get(&key) {
+                        warn!(task = %key.0, shard = key.1, "lost the lease on a running shard; stopping it");
+                        token.cancel();
+                    }
+                }
+            }
+            Err(e) => warn!(worker = %self.settings.id, error = %e, "cannot renew shard leases"),
+        }
+    }
+
     fn info(&self) -> WorkerInfo {
         WorkerInfo {
             id: self.settings.id.clone(),
@@ -206,10 +263,23 @@ impl Inner {
     }
 
     async fn heartbeat_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        while crate::sleep_unless_cancelled(self.settings.heartbeat_interval, &shutdown).await {
+        // Leases must be renewed while shards drain after shutdown began,
+        // so this loop runs until the consumer has finished.
+        loop {
+            tokio::time::sleep(self.settings.heartbeat_interval).await;
+            if shutdown.is_cancelled()
+                && self
+                    .leases
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty()
+            {
+                break;
+            }
             if let Err(e) = self.heartbeat().await {
                 warn!(worker = %self.settings.id, error = %e, "heartbeat failed");
             }
+            self.renew_leases().await;
         }
     }
 

@@ -5,8 +5,8 @@ use super::Inner;
 use crate::{EngineError, events, sleep_unless_cancelled};
 use dts_bus::Delivery;
 use dts_executor::{ExecOutcome, ItemContext, Program};
-use dts_model::{ItemResult, ShardMessage};
-use dts_store::StoreError;
+use dts_model::{ItemResult, ShardMessage, now_millis};
+use dts_store::{ShardClaim, StoreError};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +30,42 @@ enum ShardEnd {
     TaskEnded,
     /// The worker is shutting down; the shard goes back to the bus.
     Interrupted,
+    /// Another worker took the shard over (this one's lease expired): it
+    /// finishes the shard; this delivery goes back unacknowledged.
+    Lost,
+}
+
+/// What claiming the shard's lease came to.
+enum Claim {
+    Acquired(u32),
+    Ended(ShardEnd),
+}
+
+/// One shard being run: its message, how it runs, and the tokens that stop it.
+struct ShardRun<'a> {
+    message: &'a ShardMessage,
+    /// Shutdown began: start no new item.
+    stop_intake: &'a CancellationToken,
+    /// The worker must stop now.
+    kill: &'a CancellationToken,
+    /// Cancelled when the task ends (a cancel) or the worker must stop now.
+    task_stop: CancellationToken,
+    /// `task_stop`, or this shard's lease was lost: kills the running items.
+    stop_items: CancellationToken,
+    /// 1 for the shard's first delivery; more after workers died running it.
+    attempt: u32,
+}
+
+impl ShardRun<'_> {
+    fn id(&self) -> &str {
+        &self.message.task_id
+    }
+
+    /// The shard lost a worker before: run it one item at a time, counting
+    /// starts, to find an item that kills its workers.
+    fn careful(&self) -> bool {
+        self.attempt > 1
+    }
 }
 
 impl Inner {
@@ -48,17 +84,22 @@ impl Inner {
             }
         };
         let started = Instant::now();
+        let (task, shard) = (message.task_id.as_str(), message.shard_index);
         match self.execute(&message, stop_intake, kill).await {
             Ok(end @ (ShardEnd::Done | ShardEnd::Skipped | ShardEnd::TaskEnded)) => {
-                debug!(task = %message.task_id, shard = message.shard_index, ?end, elapsed = ?started.elapsed(), "shard ended");
+                debug!(task, shard, ?end, elapsed = ?started.elapsed(), "shard ended");
                 acknowledge(delivery).await;
             }
             Ok(ShardEnd::Interrupted) => {
-                info!(task = %message.task_id, shard = message.shard_index, "shard handed back unfinished");
+                info!(task, shard, "shard handed back unfinished");
+                drop(delivery);
+            }
+            Ok(ShardEnd::Lost) => {
+                warn!(task, shard, "another worker took the shard over");
                 drop(delivery);
             }
             Err(e) => {
-                warn!(task = %message.task_id, shard = message.shard_index, error = %e, "shard failed; handing it back");
+                warn!(task, shard, error = %e, "shard failed; handing it back");
                 sleep_unless_cancelled(self.settings.retry_delay, stop_intake).await;
                 drop(delivery);
             }
@@ -72,92 +113,168 @@ impl Inner {
         kill: &CancellationToken,
     ) -> Result<ShardEnd, EngineError> {
         let id = message.task_id.as_str();
-        let Some(task) = self.store.task(id).await? else {
-            warn!(task = %id, "shard of an unknown task");
-            return Ok(ShardEnd::Skipped);
+        let shard = message.shard_index;
+        let attempt = match self.claim(message, stop_intake).await? {
+            Claim::Acquired(attempt) => attempt,
+            Claim::Ended(end) => return Ok(end),
         };
-        if task.status.is_terminal() {
-            return Ok(ShardEnd::TaskEnded);
+        let task_stop = self.task_stop(id, kill);
+        let run = ShardRun {
+            message,
+            stop_intake,
+            kill,
+            stop_items: self.hold_lease(id, shard, &task_stop),
+            task_stop,
+            attempt,
+        };
+        let outcome = self.run_claimed(&run).await;
+        self.forget_lease(id, shard);
+        self.release_task_stop(id);
+        match &outcome {
+            // Completion released the lease; a lost lease is not ours.
+            Ok(ShardEnd::Done | ShardEnd::Lost) => {}
+            _ => {
+                if let Err(e) = self
+                    .store
+                    .release_shard(id, shard, &self.settings.id, true)
+                    .await
+                {
+                    debug!(task = %id, shard, error = %e, "cannot release the shard's lease; it will expire");
+                }
+            }
         }
-        if self
-            .store
-            .completed_shards(id)
-            .await?
-            .binary_search(&message.shard_index)
-            .is_ok()
-        {
-            return Ok(ShardEnd::Skipped);
+        outcome
+    }
+
+    /// Takes the shard's lease, waiting while another worker (or this one,
+    /// for a duplicate delivery) holds it.
+    async fn claim(
+        &self,
+        message: &ShardMessage,
+        stop_intake: &CancellationToken,
+    ) -> Result<Claim, EngineError> {
+        let id = message.task_id.as_str();
+        loop {
+            let Some(task) = self.store.task(id).await? else {
+                warn!(task = %id, "shard of an unknown task");
+                return Ok(Claim::Ended(ShardEnd::Skipped));
+            };
+            if task.status.is_terminal() {
+                return Ok(Claim::Ended(ShardEnd::TaskEnded));
+            }
+            let lease = self.settings.heartbeat_ttl;
+            match self
+                .store
+                .claim_shard(id, message.shard_index, &self.settings.id, lease)
+                .await?
+            {
+                ShardClaim::Acquired { attempt } => return Ok(Claim::Acquired(attempt)),
+                ShardClaim::Completed => return Ok(Claim::Ended(ShardEnd::Skipped)),
+                ShardClaim::Held { owner, expires_in } => {
+                    debug!(task = %id, shard = message.shard_index, %owner, ?expires_in, "shard held by another run; waiting");
+                    let wait = expires_in.clamp(Duration::from_millis(100), Duration::from_secs(1));
+                    if !sleep_unless_cancelled(wait, stop_intake).await {
+                        return Ok(Claim::Ended(ShardEnd::Interrupted));
+                    }
+                }
+            }
         }
+    }
+
+    /// Runs a shard whose lease this worker holds.
+    async fn run_claimed(&self, run: &ShardRun<'_>) -> Result<ShardEnd, EngineError> {
+        let message = run.message;
         let end = message.start + message.items.len() as u64;
         let recorded: HashSet<u64> = self
             .store
-            .recorded_indices(id, message.start, end)
+            .recorded_indices(run.id(), message.start, end)
             .await?
             .into_iter()
             .collect();
         let pending: Vec<u64> = (message.start..end)
             .filter(|i| !recorded.contains(i))
             .collect();
-        if !recorded.is_empty() {
-            info!(task = %id, shard = message.shard_index, done = recorded.len(), left = pending.len(), "resuming a shard");
+        if run.careful() {
+            warn!(
+                task = %run.id(), shard = message.shard_index, attempt = run.attempt, left = pending.len(),
+                "a worker died running this shard before: running it one item at a time"
+            );
+        } else if !recorded.is_empty() {
+            info!(task = %run.id(), shard = message.shard_index, done = recorded.len(), left = pending.len(), "resuming a shard");
         }
-
-        let stop_items = self.task_stop(id, kill);
-        let outcome = self
-            .run_pending(message, &pending, stop_intake, kill, &stop_items)
-            .await;
-        self.release_task_stop(id);
-        outcome
+        // One careful shard at a time on this worker, so a death points at one item.
+        let _careful = if run.careful() {
+            tokio::select! {
+                permit = self.careful.acquire() => permit.ok(),
+                _ = run.stop_items.cancelled() => None,
+            }
+        } else {
+            None
+        };
+        self.run_pending(run, &pending).await
     }
 
-    /// Runs the `pending` items of the shard and completes it. `stop_items`
-    /// is cancelled when the task ends (a cancel) or the worker must stop
-    /// now; it kills the running items.
+    /// Runs the `pending` items of the shard, records their results and
+    /// completes the shard.
     async fn run_pending(
         &self,
-        message: &ShardMessage,
+        run: &ShardRun<'_>,
         pending: &[u64],
-        stop_intake: &CancellationToken,
-        kill: &CancellationToken,
-        stop_items: &CancellationToken,
     ) -> Result<ShardEnd, EngineError> {
-        let id = message.task_id.as_str();
+        let (message, id) = (run.message, run.id());
         let program = self.executor.prepare(&message.script, &message.interpreter);
         let next = AtomicUsize::new(0);
+        // Careful runs record each result before the next item starts: a
+        // death must not take finished items' results with it.
+        let saved_at_once = AtomicUsize::new(0);
         let (results_tx, results_rx) =
             mpsc::channel::<ItemResult>(self.settings.flush_batch.max(1));
-        let runners = (self.settings.cores as usize).min(pending.len());
+        let parallel = if run.careful() {
+            1
+        } else {
+            self.settings.cores as usize
+        };
+        let runners = parallel.min(pending.len());
 
         let run_items = futures::future::join_all((0..runners).map(|_| {
             let results_tx = results_tx.clone();
-            let (next, program) = (&next, &program);
+            let (next, program, saved_at_once) = (&next, &program, &saved_at_once);
             async move {
-                while !stop_intake.is_cancelled() && !stop_items.is_cancelled() {
+                while !run.stop_intake.is_cancelled() && !run.stop_items.is_cancelled() {
                     let slot = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&index) = pending.get(slot) else {
                         break;
                     };
                     let input = &message.items[(index - message.start) as usize];
-                    let Some(result) = self
-                        .run_item(program, message, index, input, stop_intake, stop_items)
-                        .await
-                    else {
+                    let Some(result) = self.run_item(run, program, index, input).await else {
                         break;
                     };
-                    if results_tx.send(result).await.is_err() {
+                    if run.careful() {
+                        if self
+                            .save_with_retries(id, std::slice::from_ref(&result))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        saved_at_once.fetch_add(1, Ordering::Relaxed);
+                    } else if results_tx.send(result).await.is_err() {
                         break;
                     }
                 }
             }
         }));
         drop(results_tx);
-        let (_, collected) = tokio::join!(run_items, self.collect(id, results_rx, stop_items));
-        let Collected {
-            recorded: newly,
-            unsaved,
-        } = collected?;
+        let (_, collected) = tokio::join!(run_items, self.collect(id, results_rx, &run.task_stop));
+        let Collected { recorded, unsaved } = collected?;
+        let newly = recorded + saved_at_once.load(Ordering::Relaxed);
 
-        if stop_items.is_cancelled() && !kill.is_cancelled() {
+        if run.stop_items.is_cancelled() && !run.task_stop.is_cancelled() {
+            // Lost the lease: the results are still true; the new owner skips them.
+            self.save_with_retries(id, &unsaved).await?;
+            return Ok(ShardEnd::Lost);
+        }
+        if run.task_stop.is_cancelled() && !run.kill.is_cancelled() {
             self.save_with_retries(id, &unsaved).await?;
             info!(task = %id, shard = message.shard_index, "task ended while its shard ran");
             return Ok(ShardEnd::TaskEnded);
@@ -178,11 +295,13 @@ impl Inner {
     /// Receives results until every runner is done, writing them in batches.
     /// Returns how many were written and those still unwritten (the last
     /// batch goes with the shard's completion, in the same store operation).
+    /// Learning that the task ended cancels `task_stop`, which stops every
+    /// shard of the task on this worker at once.
     async fn collect(
         &self,
         id: &str,
         mut results: mpsc::Receiver<ItemResult>,
-        stop_items: &CancellationToken,
+        task_stop: &CancellationToken,
     ) -> Result<Collected, EngineError> {
         let mut batch: Vec<ItemResult> = Vec::new();
         let mut recorded = 0usize;
@@ -195,7 +314,7 @@ impl Inner {
                     Some(result) => {
                         batch.push(result);
                         if batch.len() >= self.settings.flush_batch {
-                            recorded += self.flush(id, &mut batch, stop_items).await;
+                            recorded += self.flush(id, &mut batch, task_stop).await;
                             last_status_check = Instant::now();
                         }
                     }
@@ -203,12 +322,12 @@ impl Inner {
                 },
                 _ = ticker.tick() => {
                     if !batch.is_empty() {
-                        recorded += self.flush(id, &mut batch, stop_items).await;
+                        recorded += self.flush(id, &mut batch, task_stop).await;
                         last_status_check = Instant::now();
                     } else if last_status_check.elapsed() >= self.settings.status_poll {
                         last_status_check = Instant::now();
                         match self.store.task(id).await {
-                            Ok(Some(task)) if task.status.is_terminal() => stop_items.cancel(),
+                            Ok(Some(task)) if task.status.is_terminal() => task_stop.cancel(),
                             Ok(_) => {}
                             Err(e) => debug!(task = %id, error = %e, "cannot check the task's status"),
                         }
@@ -228,12 +347,12 @@ impl Inner {
         &self,
         id: &str,
         batch: &mut Vec<ItemResult>,
-        stop_items: &CancellationToken,
+        task_stop: &CancellationToken,
     ) -> usize {
         match self.store.record_results(id, batch).await {
             Ok(status) => {
                 if status.is_terminal() {
-                    stop_items.cancel();
+                    task_stop.cancel();
                 }
                 let written = batch.len();
                 batch.clear();
@@ -278,57 +397,138 @@ impl Inner {
 
     /// Runs one item, retrying a failure up to the task's `retries`. `None`
     /// if it was stopped before a final result (it will run again elsewhere).
+    ///
+    /// `attempt` in the result counts the shard's earlier deliveries that
+    /// lost their worker plus this item's retries, so an item run again after
+    /// its worker died shows attempt 2.
     async fn run_item(
         &self,
+        run: &ShardRun<'_>,
         program: &Program,
-        message: &ShardMessage,
         index: u64,
         input: &str,
-        stop_intake: &CancellationToken,
-        stop_items: &CancellationToken,
     ) -> Option<ItemResult> {
-        let attempts = message.retries.saturating_add(1);
+        let message = run.message;
+        let tries = message.retries.saturating_add(1);
         let context = ItemContext {
             task_id: &message.task_id,
             shard_index: message.shard_index,
             index,
             input,
         };
-        let timeout = Duration::from_secs(message.timeout_secs.max(1));
-        for attempt in 1..=attempts {
+        let item_timeout = Duration::from_secs(message.timeout_secs.max(1));
+        for retry in 1..=tries {
+            let attempt = run.attempt - 1 + retry;
+            // The task's deadline shortens the item's timeout, and once it
+            // has passed no item starts.
+            let (timeout, cut_by_deadline) = match message.deadline_at {
+                Some(at) => {
+                    let left = Duration::from_millis(at.saturating_sub(now_millis()));
+                    if left.is_zero() {
+                        return Some(self.failed_unrun(
+                            index,
+                            input,
+                            attempt,
+                            "not run: the task's deadline (deadlineSecs) passed before this item started",
+                        ));
+                    }
+                    (left.min(item_timeout), left < item_timeout)
+                }
+                None => (item_timeout, false),
+            };
+            if run.careful() {
+                if let Some(refused) = self.refuse_poison(run, index, input, attempt).await {
+                    return Some(refused);
+                }
+            }
             let permit = tokio::select! {
                 biased;
-                _ = stop_items.cancelled() => return None,
+                _ = run.stop_items.cancelled() => return None,
                 permit = self.slots.acquire() => permit.ok()?,
             };
             // The wait for a slot may have outlasted the task.
-            if stop_items.is_cancelled() {
+            if run.stop_items.is_cancelled() {
                 return None;
             }
             self.running.fetch_add(1, Ordering::Relaxed);
-            let outcome = self
+            let mut outcome = self
                 .executor
-                .run(program, &context, timeout, stop_items)
+                .run(program, &context, timeout, &run.stop_items)
                 .await;
             self.running.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
             if outcome.cancelled {
                 return None;
             }
-            if outcome.succeeded() || attempt == attempts {
+            if outcome.timed_out && cut_by_deadline {
+                outcome.error =
+                    Some("killed: the task's deadline (deadlineSecs) passed while it ran".into());
                 return Some(self.to_result(index, input, outcome, attempt));
             }
-            if stop_intake.is_cancelled() {
+            if outcome.succeeded() || retry == tries {
+                return Some(self.to_result(index, input, outcome, attempt));
+            }
+            if run.stop_intake.is_cancelled() {
                 return None;
             }
-            let backoff = Duration::from_millis(500u64.saturating_mul(1 << (attempt - 1).min(16)))
+            let backoff = Duration::from_millis(500u64.saturating_mul(1 << (retry - 1).min(16)))
                 .min(MAX_ITEM_BACKOFF);
-            debug!(task = %message.task_id, index, attempt, "item failed; retrying in {backoff:?}");
-            if !sleep_unless_cancelled(backoff, stop_items).await {
+            debug!(task = %message.task_id, index, retry, "item failed; retrying in {backoff:?}");
+            if !sleep_unless_cancelled(backoff, &run.stop_items).await {
                 return None;
             }
         }
         None
+    }
+
+    /// In a careful run, counts this start of the item; an item that was
+    /// running each of the `shard_attempts` times a worker died is not run
+    /// again but failed, with the reason.
+    async fn refuse_poison(
+        &self,
+        run: &ShardRun<'_>,
+        index: u64,
+        input: &str,
+        attempt: u32,
+    ) -> Option<ItemResult> {
+        let starts = match self.store.mark_item_started(run.id(), index).await {
+            Ok(starts) => starts,
+            Err(e) => {
+                // Not knowing costs at most one more death; run it.
+                warn!(task = %run.id(), index, error = %e, "cannot count the item's starts");
+                return None;
+            }
+        };
+        if starts < self.settings.shard_attempts {
+            return None;
+        }
+        warn!(task = %run.id(), index, starts, "not running an item that was running each time its worker died");
+        let reason = format!(
+            "not run again: this item was running when its worker died {} times \
+             (it may kill its worker, e.g. with kill $PPID, or exhaust the machine's memory); \
+             worker.shard-attempts is {}",
+            starts, self.settings.shard_attempts
+        );
+        Some(self.failed_unrun(index, input, attempt, &reason))
+    }
+
+    /// The result of an item failed without running, with the reason.
+    fn failed_unrun(&self, index: u64, input: &str, attempt: u32, reason: &str) -> ItemResult {
+        ItemResult {
+            index,
+            input: input.to_string(),
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: 0,
+            worker: self.settings.id.clone(),
+            attempt,
+            error: Some(reason.to_string()),
+        }
     }
 
     fn to_result(&self, index: u64, input: &str, outcome: ExecOutcome, attempt: u32) -> ItemResult {

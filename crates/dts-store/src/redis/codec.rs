@@ -34,6 +34,7 @@ pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)
         ("startedAt", task.started_at.map(|t| t.to_string())),
         ("finishedAt", task.finished_at.map(|t| t.to_string())),
         ("error", task.error.clone()),
+        ("deadlineSecs", task.deadline_secs.map(|s| s.to_string())),
     ];
     fields.extend(
         optional
@@ -96,6 +97,7 @@ impl TaskHash {
             started_at: self.optional_parsed("startedAt")?,
             finished_at: self.optional_parsed("finishedAt")?,
             error: self.optional_text("error"),
+            deadline_secs: self.optional_parsed("deadlineSecs")?,
         })
     }
 
@@ -186,6 +188,7 @@ mod tests {
             interpreter: "bash".to_string(),
             timeout_secs: 60,
             retries: 2,
+            deadline_secs: Some(90),
             items_total: 10,
             chunks_to_execute: 3,
             chunks_executed: 1,

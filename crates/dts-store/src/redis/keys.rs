@@ -47,6 +47,17 @@ impl Keys {
         format!("{}:task:{id}:results:{which}", self.prefix)
     }
 
+    /// Hash of the task's shard leases: `{shard}:owner`, `{shard}:expires`,
+    /// `{shard}:attempts`, `{shard}:dirty` (see `lua/lease_prelude.lua`).
+    pub(super) fn leases(&self, id: &str) -> String {
+        format!("{}:task:{id}:leases", self.prefix)
+    }
+
+    /// Hash: item index -> how often the item was started.
+    pub(super) fn starts(&self, id: &str) -> String {
+        format!("{}:task:{id}:starts", self.prefix)
+    }
+
     /// Sorted set of every task's list member, scored by `createdAt`.
     pub(super) fn all_tasks(&self) -> String {
         format!("{}:tasks", self.prefix)
@@ -103,7 +114,7 @@ impl Keys {
     }
 
     /// Every key that belongs to task `id` (and expires with it).
-    pub(super) fn task_keys(&self, id: &str) -> [String; 7] {
+    pub(super) fn task_keys(&self, id: &str) -> [String; 9] {
         [
             self.task(id),
             self.inputs(id),
@@ -112,6 +123,8 @@ impl Keys {
             self.result_index(id, ResultFilter::All),
             self.result_index(id, ResultFilter::Succeeded),
             self.result_index(id, ResultFilter::Failed),
+            self.leases(id),
+            self.starts(id),
         ]
     }
 }
@@ -135,10 +148,12 @@ mod tests {
     fn a_task_script_gets_its_keys_in_the_prelude_order() {
         let keys = Keys::new("p");
         let script = keys.task_script("t");
-        assert_eq!(script.len(), 11 + TaskStatus::ALL.len());
+        assert_eq!(script.len(), 13 + TaskStatus::ALL.len());
         assert_eq!(script[0], "p:task:t");
         assert_eq!(script[6], "p:task:t:results:failed");
-        assert_eq!(script[10], "p:seq");
-        assert_eq!(script[11], "p:tasks:QUEUED");
+        assert_eq!(script[7], "p:task:t:leases");
+        assert_eq!(script[8], "p:task:t:starts");
+        assert_eq!(script[12], "p:seq");
+        assert_eq!(script[13], "p:tasks:QUEUED");
     }
 }

@@ -22,6 +22,8 @@
 //! | `P:task:{id}:shards` | set | indices of completed shards |
 //! | `P:task:{id}:results` | hash | item index → result JSON |
 //! | `P:task:{id}:results:all` / `:succeeded` / `:failed` | sorted set | recorded item indices (scored by index) by outcome |
+//! | `P:task:{id}:leases` | hash | shard leases: `{shard}:owner`, `:expires` (ms, Redis's clock), `:attempts`, `:dirty` |
+//! | `P:task:{id}:starts` | hash | item index → how often it was started (only for shards that lost a worker) |
 //! | `P:tasks` | sorted set | every task's list member, scored by `createdAt` |
 //! | `P:tasks:{STATUS}` | sorted set | the same, for the tasks in one status |
 //! | `P:unfinished` | sorted set | the same, for tasks not yet in a terminal status |
@@ -31,8 +33,9 @@
 //! | `P:workers` | sorted set | worker ids, scored by when their heartbeat expires |
 //!
 //! A list member is `{sequence:020}:{id}`: tasks created in the same
-//! millisecond sort by insertion. When a task ends, all seven `P:task:{id}*`
-//! keys get the retention TTL together; its list entries stay until
+//! millisecond sort by insertion. When a task ends, all nine `P:task:{id}*`
+//! keys get the retention TTL together (one written after that, by a worker
+//! that has not heard of a cancel yet, gets the task's remaining TTL); its list entries stay until
 //! `list_tasks` prunes them (through `P:ended`, or on finding the hash gone).
 //! Keys of one task are not in one hash slot: this is for a single Redis (or
 //! a primary with replicas), not Redis Cluster.
@@ -40,12 +43,15 @@
 mod codec;
 mod errors;
 mod keys;
+mod leases;
 mod results;
 mod scripts;
 mod tasks;
 mod workers;
 
-use crate::{PlanOutcome, ResultFilter, ShardCompletion, Store, StoreError, StoreResult};
+use crate::{
+    PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError, StoreResult,
+};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
@@ -288,6 +294,39 @@ impl Store for RedisStore {
 
     async fn live_workers(&self) -> StoreResult<Vec<WorkerInfo>> {
         workers::live_workers(self).await
+    }
+
+    async fn claim_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        worker: &str,
+        lease: Duration,
+    ) -> StoreResult<ShardClaim> {
+        leases::claim_shard(self, id, shard, worker, lease).await
+    }
+
+    async fn renew_leases(
+        &self,
+        worker: &str,
+        shards: &[(String, u32)],
+        lease: Duration,
+    ) -> StoreResult<Vec<(String, u32)>> {
+        leases::renew_leases(self, worker, shards, lease).await
+    }
+
+    async fn release_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        worker: &str,
+        clean: bool,
+    ) -> StoreResult<()> {
+        leases::release_shard(self, id, shard, worker, clean).await
+    }
+
+    async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32> {
+        leases::mark_item_started(self, id, index).await
     }
 }
 

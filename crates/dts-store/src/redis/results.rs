@@ -62,7 +62,7 @@ async fn record_batch(
 
 /// Why a shard outside the plan is refused (counting it would let
 /// `chunksExecuted` pass `chunksToExecute`).
-fn no_shard(id: &str, shard: u32, planned: &str) -> StoreError {
+pub(super) fn no_shard(id: &str, shard: u32, planned: &str) -> StoreError {
     StoreError::Backend(format!(
         "task {id} has no shard {shard}: its plan has {planned} shards"
     ))

@@ -9,11 +9,14 @@
 //! of [`super::keys::Keys::task_script`], the status sets passed in from Rust
 //! (the rules themselves stay in `dts-model`), and helpers to move a task
 //! between status indexes, start its retention clock and upsert results.
+//! Scripts that touch shard leases share `lua/lease_prelude.lua` (the
+//! lease hash's fields); task scripts get it after the task prelude.
 
 use ::redis::Script;
 use std::sync::LazyLock;
 
 const TASK_PRELUDE: &str = include_str!("lua/task_prelude.lua");
+const LEASE_PRELUDE: &str = include_str!("lua/lease_prelude.lua");
 
 /// Every script, hashed once per process.
 pub(super) struct Scripts {
@@ -22,6 +25,10 @@ pub(super) struct Scripts {
     pub(super) save_plan: Script,
     pub(super) record_results: Script,
     pub(super) complete_shard: Script,
+    pub(super) claim_shard: Script,
+    pub(super) renew_leases: Script,
+    pub(super) release_shard: Script,
+    pub(super) mark_item_started: Script,
     pub(super) results_page: Script,
     pub(super) prune_ended: Script,
     pub(super) heartbeat: Script,
@@ -34,6 +41,10 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     save_plan: task_script(include_str!("lua/save_plan.lua")),
     record_results: task_script(include_str!("lua/record_results.lua")),
     complete_shard: task_script(include_str!("lua/complete_shard.lua")),
+    claim_shard: task_script(include_str!("lua/claim_shard.lua")),
+    renew_leases: lease_script(include_str!("lua/renew_leases.lua")),
+    release_shard: lease_script(include_str!("lua/release_shard.lua")),
+    mark_item_started: task_script(include_str!("lua/mark_item_started.lua")),
     results_page: Script::new(include_str!("lua/results_page.lua")),
     prune_ended: Script::new(include_str!("lua/prune_ended.lua")),
     heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
@@ -41,5 +52,9 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 });
 
 fn task_script(body: &str) -> Script {
-    Script::new(&format!("{TASK_PRELUDE}\n{body}"))
+    Script::new(&format!("{TASK_PRELUDE}\n{LEASE_PRELUDE}\n{body}"))
+}
+
+fn lease_script(body: &str) -> Script {
+    Script::new(&format!("{LEASE_PRELUDE}\n{body}"))
 }

@@ -7,16 +7,19 @@
 //! killed at any moment leaves a change either whole or absent. The file is in
 //! WAL mode, so several processes may share it (each waits its turn to write).
 //!
-//! The blocking operations live in `tasks`, `results` and `workers`;
+//! The blocking operations live in `tasks`, `results`, `leases` and `workers`;
 //! `rows` converts rows and errors, `schema` sets up the file.
 
+mod leases;
 mod results;
 mod rows;
 mod schema;
 mod tasks;
 mod workers;
 
-use crate::{PlanOutcome, ResultFilter, ShardCompletion, Store, StoreError, StoreResult};
+use crate::{
+    PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError, StoreResult,
+};
 use async_trait::async_trait;
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use rows::{DbError, DbResult, classify};
@@ -254,6 +257,65 @@ impl Store for SqliteStore {
         self.call("list live workers".to_string(), |conn| {
             workers::live_workers(conn)
         })
+        .await
+    }
+
+    async fn claim_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        worker: &str,
+        lease: Duration,
+    ) -> StoreResult<ShardClaim> {
+        let id = id.to_string();
+        let worker = worker.to_string();
+        self.call(
+            format!("claim shard {shard} of task {id} for worker {worker}"),
+            move |conn| leases::claim_shard(conn, &id, shard, &worker, lease),
+        )
+        .await
+    }
+
+    async fn renew_leases(
+        &self,
+        worker: &str,
+        shards: &[(String, u32)],
+        lease: Duration,
+    ) -> StoreResult<Vec<(String, u32)>> {
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let worker = worker.to_string();
+        let shards = shards.to_vec();
+        self.call(
+            format!("renew {} leases of worker {worker}", shards.len()),
+            move |conn| leases::renew_leases(conn, &worker, &shards, lease),
+        )
+        .await
+    }
+
+    async fn release_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        worker: &str,
+        clean: bool,
+    ) -> StoreResult<()> {
+        let id = id.to_string();
+        let worker = worker.to_string();
+        self.call(
+            format!("release shard {shard} of task {id} by worker {worker}"),
+            move |conn| leases::release_shard(conn, &id, shard, &worker, clean),
+        )
+        .await
+    }
+
+    async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32> {
+        let id = id.to_string();
+        self.call(
+            format!("mark item {index} of task {id} started"),
+            move |conn| leases::mark_item_started(conn, &id, index),
+        )
         .await
     }
 }

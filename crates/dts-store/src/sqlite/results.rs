@@ -3,7 +3,9 @@
 //! Results arrive in batches of hundreds; a batch is one transaction reusing
 //! two prepared statements (read the old outcome, upsert the new one) per item.
 
-use super::rows::{DbResult, RESULT_COLUMNS, load_task, result_from_row, save_state, task_key};
+use super::rows::{
+    DbResult, RESULT_COLUMNS, load_task, no_shard, result_from_row, save_state, task_key,
+};
 use super::tasks::enter;
 use crate::{ResultFilter, ShardCompletion, StoreError};
 use dts_model::{ItemResult, Task, TaskStatus, now_millis};
@@ -31,14 +33,11 @@ pub(super) fn complete_shard(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, mut task) = load_task(&tx, id)?;
     if shard >= task.chunks_to_execute {
-        // Counting it would let chunksExecuted pass chunksToExecute.
-        return Err(StoreError::Backend(format!(
-            "task {id} has no shard {shard}: its plan has {} shards",
-            task.chunks_to_execute
-        ))
-        .into());
+        return Err(no_shard(id, shard, task.chunks_to_execute).into());
     }
     apply_results(&tx, key, &mut task, results)?;
+    // Whoever held the lease, nobody runs a completed shard again.
+    super::leases::drop_lease(&tx, key, shard)?;
     let newly_completed = tx
         .prepare_cached(
             "INSERT INTO completed_shards (task_key, shard) VALUES (?1, ?2) \

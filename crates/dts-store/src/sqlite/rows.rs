@@ -46,7 +46,7 @@ pub(super) fn classify(op: &str, e: rusqlite::Error) -> StoreError {
 /// The columns [`task_from_row`] reads, in its order.
 pub(super) const TASK_COLUMNS: &str = "key, id, name, status, template_function, variables, \
      interpreter, timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
-     items_succeeded, items_failed, created_at, started_at, finished_at, error";
+     items_succeeded, items_failed, created_at, started_at, finished_at, error, deadline_secs";
 
 /// A task row as SQLite gives it; [`RawTask::decode`] checks the text fields.
 pub(super) struct RawTask {
@@ -80,6 +80,7 @@ pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
             started_at: row.get(15)?,
             finished_at: row.get(16)?,
             error: row.get(17)?,
+            deadline_secs: row.get(18)?,
         },
     })
 }
@@ -126,6 +127,14 @@ pub(super) fn task_key(conn: &Connection, id: &str) -> DbResult<i64> {
         .query_row([id], |row| row.get(0))
         .optional()?
         .ok_or_else(|| StoreError::NotFound(id.to_string()).into())
+}
+
+/// The refusal of a shard the plan of task `id` does not have (counting it
+/// would let `chunksExecuted` pass `chunksToExecute`).
+pub(super) fn no_shard(id: &str, shard: u32, planned: u32) -> StoreError {
+    StoreError::Backend(format!(
+        "task {id} has no shard {shard}: its plan has {planned} shards"
+    ))
 }
 
 /// Writes every field an operation may change (status, counters, times,

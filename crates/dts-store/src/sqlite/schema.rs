@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -88,6 +88,33 @@ CREATE TABLE workers (
 );
 ";
 
+/// Version 2: shard leases and item start counts (`leases`).
+const SCHEMA_V2: &str = "
+-- One row per shard ever claimed, until the shard completes. `owner` is NULL
+-- once released; `dirty` says the release was not clean (the next claim is a
+-- new attempt). Times are milliseconds on the store's clock (now_millis).
+CREATE TABLE shard_leases (
+    task_key INTEGER NOT NULL,
+    shard INTEGER NOT NULL,
+    owner TEXT,
+    expires_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    dirty INTEGER NOT NULL,
+    PRIMARY KEY (task_key, shard)
+) WITHOUT ROWID;
+
+-- How often each item was started, kept only for items of shards that lost a worker.
+CREATE TABLE item_starts (
+    task_key INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    starts INTEGER NOT NULL,
+    PRIMARY KEY (task_key, idx)
+) WITHOUT ROWID;
+";
+
+/// Version 3: a task's deadline (`deadlineSecs`), NULL when it has none.
+const SCHEMA_V3: &str = "ALTER TABLE tasks ADD COLUMN deadline_secs INTEGER;";
+
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SetupError {
@@ -121,14 +148,24 @@ pub(super) fn configure(conn: &Connection, file: bool) -> Result<(), SetupError>
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), SetupError> {
     let tx = Transaction::new(conn, TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    // Each step upgrades from the version before it, so a new file runs
+    // them all and an old one only those it misses.
     match found {
         0 => {
             tx.execute_batch(SCHEMA_V1)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.execute_batch(SCHEMA_V2)?;
+            tx.execute_batch(SCHEMA_V3)?;
         }
+        1 => {
+            tx.execute_batch(SCHEMA_V2)?;
+            tx.execute_batch(SCHEMA_V3)?;
+        }
+        2 => tx.execute_batch(SCHEMA_V3)?,
         SCHEMA_VERSION => {}
-        // No older versions exist yet; a future one gets its upgrade step here.
         found => return Err(SetupError::Unsupported { found }),
+    }
+    if found != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     tx.commit()?;
     Ok(())

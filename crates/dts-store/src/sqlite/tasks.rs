@@ -23,10 +23,12 @@ pub(super) fn insert_task(
         .prepare_cached(
             "INSERT INTO tasks (id, name, status, template_function, variables, interpreter, \
              timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
-             items_succeeded, items_failed, created_at, started_at, finished_at, error) \
+             items_succeeded, items_failed, created_at, started_at, finished_at, error, \
+             deadline_secs) \
              VALUES (:id, :name, :status, :template_function, :variables, :interpreter, \
              :timeout_secs, :retries, :items_total, :chunks_to_execute, :chunks_executed, \
-             :items_succeeded, :items_failed, :created_at, :started_at, :finished_at, :error) \
+             :items_succeeded, :items_failed, :created_at, :started_at, :finished_at, :error, \
+             :deadline_secs) \
              ON CONFLICT (id) DO NOTHING",
         )?
         .execute(named_params! {
@@ -47,6 +49,7 @@ pub(super) fn insert_task(
             ":started_at": task.started_at,
             ":finished_at": task.finished_at,
             ":error": task.error,
+            ":deadline_secs": task.deadline_secs,
         })?;
     if inserted == 0 {
         return Err(StoreError::AlreadyExists(task.id.clone()).into());

@@ -13,6 +13,8 @@ pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
         interpreter: "bash".to_string(),
         timeout_secs: 60,
         retries: 0,
+        // Round-trips an optional field that is set.
+        deadline_secs: Some(3600),
         items_total: items as u64,
         chunks_to_execute: 0,
         chunks_executed: 0,

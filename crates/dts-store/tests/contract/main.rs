@@ -1,6 +1,6 @@
 //! The contract every `Store` implementation keeps, written once.
 //!
-//! Each test (in `tasks`, `plans`, `results`, `workers`) is a generic async
+//! Each test (in `tasks`, `plans`, `results`, `leases`, `workers`) is a generic async
 //! function over a `DynStore`; the `store_contract!` lines at the end of this
 //! file run all of them against each backend.
 //! A new backend adds one line there, with a factory that gives every test a
@@ -8,12 +8,14 @@
 //! a server process). Nothing here may depend on a particular backend.
 
 mod helpers;
+mod leases;
 mod plans;
 mod results;
 mod tasks;
 mod workers;
 
 use dts_store::{DynStore, RedisSettings, RedisStore, SqliteStore};
+use leases::*;
 use plans::*;
 use results::*;
 use std::sync::Arc;
@@ -74,6 +76,20 @@ macro_rules! store_contract {
                 a_heartbeat_keeps_a_worker_live_until_its_ttl_passes,
                 a_new_heartbeat_replaces_the_previous_one,
                 a_removed_worker_is_gone_at_once,
+                the_first_claim_of_a_shard_acquires_attempt_one,
+                a_live_lease_is_held_against_every_claimant_with_its_owner_and_time_left,
+                an_expired_lease_is_taken_over_by_another_worker_as_attempt_two,
+                a_clean_release_lets_the_next_claim_acquire_without_a_new_attempt,
+                a_dirty_release_counts_a_new_attempt_at_the_next_claim,
+                releasing_a_lease_one_does_not_hold_changes_nothing,
+                a_completed_shard_claims_as_completed_and_completion_dropped_its_lease,
+                renewing_keeps_a_lease_alive_past_its_original_expiry,
+                a_lease_that_expired_unclaimed_is_still_its_owners_to_renew,
+                renewing_reports_the_shards_taken_over_completed_released_or_unknown,
+                sixteen_concurrent_claims_of_one_shard_acquire_it_exactly_once,
+                item_starts_count_one_two_three_per_item_independently,
+                leases_and_start_counts_of_an_unknown_task_are_not_found,
+                claiming_a_shard_the_plan_does_not_have_is_refused,
             );
         }
     };

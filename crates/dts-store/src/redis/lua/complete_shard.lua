@@ -1,5 +1,6 @@
 -- ARGV[5] shard, ARGV[6] now (ms), ARGV[7] the completed status, ARGV[8]
 -- the failed status, ARGV[9..] result triples (see apply_results).
+-- Drops the shard's lease.
 -- Reply: {'ok', newly completed '1'/'0', finished the task '1'/'0', task...},
 -- {'noshard', chunksToExecute} or {'notfound'}.
 if redis.call('EXISTS', TASK) == 0 then
@@ -11,6 +12,8 @@ if tonumber(ARGV[5]) >= planned then
   return { 'noshard', int(planned) }
 end
 apply_results(9)
+-- Whoever held the lease, nobody runs a completed shard again.
+redis.call('HDEL', LEASES, lease_fields(ARGV[5]))
 local newly = redis.call('SADD', SHARDS, ARGV[5]) == 1
 local finished = false
 if newly then

@@ -1,10 +1,11 @@
 -- Shared head of every script that changes a task (see keys.rs for the layout).
 --
 -- KEYS: 1 task hash, 2 inputs, 3 completed shards, 4 results hash,
---       5 results:all, 6 results:succeeded, 7 results:failed,
---       8 unfinished index, 9 all-tasks index, 10 ended index, 11 sequence,
---       12.. one index per status, in the order ARGV[1] names them.
--- ARGV: 1 status names (comma-separated, the order of KEYS[12..]),
+--       5 results:all, 6 results:succeeded, 7 results:failed, 8 shard leases,
+--       9 item starts, 10 unfinished index, 11 all-tasks index, 12 ended
+--       index, 13 sequence, 14.. one index per status, in the order ARGV[1]
+--       names them.
+-- ARGV: 1 status names (comma-separated, the order of KEYS[14..]),
 --       2 terminal status names, 3 the in-progress status name,
 --       4 retention in milliseconds, 5.. the script's own arguments.
 --
@@ -13,15 +14,18 @@
 
 local TASK, INPUTS, SHARDS, RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local RES_ALL, RES_OK, RES_FAILED = KEYS[5], KEYS[6], KEYS[7]
-local UNFINISHED, ALL_TASKS, ENDED, SEQ = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local LEASES, STARTS = KEYS[8], KEYS[9]
+local UNFINISHED, ALL_TASKS, ENDED, SEQ = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 -- Every key that belongs to one task, for the retention TTL.
-local TASK_KEYS = { TASK, INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED }
+local TASK_KEYS = {
+  TASK, INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED, LEASES, STARTS,
+}
 
 local BY_STATUS = {}
 do
   local n = 0
   for name in string.gmatch(ARGV[1], '[^,]+') do
-    BY_STATUS[name] = KEYS[12 + n]
+    BY_STATUS[name] = KEYS[14 + n]
     n = n + 1
   end
 end
@@ -128,4 +132,4 @@ local function apply_results(first)
   end
 end
 
--- The op-specific part follows.
+-- The lease helpers (lease_prelude.lua), then the op-specific part follow.

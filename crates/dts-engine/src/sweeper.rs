@@ -1,0 +1,129 @@
+//! The sweeper: finds tasks that were stored but whose publishing stopped
+//! half-way — the server that accepted them died before the task reached the
+//! bus, or while it was retrying — and publishes them again; and ends tasks
+//! whose deadline passed while nobody ran their remaining items.
+//!
+//! Every server runs one. A task counts as stuck when it is still `QUEUED` or
+//! `RETRYING` longer after its creation than any live server would keep
+//! trying (`republish_after`). Two servers may both republish a stuck task;
+//! planning is idempotent, so that costs a message, not a second plan.
+
+use crate::submit::Submitter;
+use dts_model::{TaskStatus, now_millis};
+use dts_store::DynStore;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// Tasks looked at per status and sweep.
+const SWEEP_LIMIT: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct SweeperSettings {
+    /// How often to look.
+    pub interval: Duration,
+    /// How long after creation a task still `QUEUED` or `RETRYING` is
+    /// taken for abandoned. Longer than a whole round of publishing retries.
+    pub republish_after: Duration,
+}
+
+impl Default for SweeperSettings {
+    fn default() -> Self {
+        SweeperSettings {
+            interval: Duration::from_secs(30),
+            republish_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Starts the sweeper on `tracker`; it stops with `shutdown`.
+pub fn start(
+    store: DynStore,
+    submitter: Submitter,
+    settings: SweeperSettings,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let sweeping = Arc::new(Mutex::new(HashSet::new()));
+    let spawner = tracker.clone();
+    tracker.spawn(async move {
+        while crate::sleep_unless_cancelled(settings.interval, &shutdown).await {
+            sweep(&store, &submitter, &settings, &sweeping, &spawner).await;
+            end_overdue(&store, settings.interval).await;
+        }
+    });
+}
+
+/// Ends tasks whose deadline passed while some items never ran (no worker
+/// took their shards): workers fail late items themselves, so this only
+/// catches tasks nobody is working on.
+async fn end_overdue(store: &DynStore, grace: Duration) {
+    let now = now_millis();
+    for status in [TaskStatus::Submitted, TaskStatus::InProgress] {
+        let Ok(tasks) = store.list_tasks(Some(status), SWEEP_LIMIT).await else {
+            return;
+        };
+        for task in tasks {
+            let Some(deadline) = task.deadline_at() else {
+                continue;
+            };
+            if now < deadline.saturating_add(grace.as_millis() as u64) {
+                continue;
+            }
+            let reason = format!(
+                "the deadline of {} s passed before every item ran ({} of {} ended)",
+                task.deadline_secs.unwrap_or(0),
+                task.items_done(),
+                task.items_total
+            );
+            match store
+                .transition(&task.id, TaskStatus::Failed, Some(&reason))
+                .await
+            {
+                Ok(_) => warn!(task = %task.id, "{reason}"),
+                Err(e) => debug!(task = %task.id, error = %e, "could not end an overdue task"),
+            }
+        }
+    }
+}
+
+async fn sweep(
+    store: &DynStore,
+    submitter: &Submitter,
+    settings: &SweeperSettings,
+    sweeping: &Arc<Mutex<HashSet<String>>>,
+    tracker: &TaskTracker,
+) {
+    let cutoff = now_millis().saturating_sub(settings.republish_after.as_millis() as u64);
+    for status in [TaskStatus::Queued, TaskStatus::Retrying] {
+        let tasks = match store.list_tasks(Some(status), SWEEP_LIMIT).await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                warn!(error = %e, "cannot look for stuck tasks");
+                return;
+            }
+        };
+        for task in tasks.into_iter().filter(|t| t.created_at < cutoff) {
+            // One republishing loop per task in this process.
+            if !sweeping
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(task.id.clone())
+            {
+                continue;
+            }
+            info!(task = %task.id, status = %task.status, "republishing a task whose publishing stopped");
+            let (submitter, sweeping) = (submitter.clone(), sweeping.clone());
+            tracker.spawn(async move {
+                submitter.publish_with_retries(&task.id).await;
+                sweeping
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&task.id);
+            });
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Shard leases and item start counts: which worker runs a shard now, how
+//! many attempts the shard has had, and how often each item was started.
+//!
+//! Each call is one script (one round trip, one atomic step); renewing all
+//! of a worker's leases is one script too, whatever tasks they belong to.
+//! Expiry is judged by Redis's clock (`TIME` inside the scripts), so servers
+//! and workers whose clocks disagree still agree on who holds a shard.
+
+use super::RedisStore;
+use super::errors::unexpected;
+use super::scripts::SCRIPTS;
+use crate::{ShardClaim, StoreError, StoreResult, lease_millis};
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub(super) async fn claim_shard(
+    store: &RedisStore,
+    id: &str,
+    shard: u32,
+    worker: &str,
+    lease: Duration,
+) -> StoreResult<ShardClaim> {
+    let op = format!("claim shard {shard} of task {id} for worker {worker}");
+    let args = vec![
+        shard.to_string(),
+        worker.to_string(),
+        lease_millis(lease).to_string(),
+    ];
+    let reply = store
+        .task_script(&SCRIPTS.claim_shard, &op, id, args)
+        .await?;
+    match reply.first().map(String::as_str) {
+        Some("acquired") if reply.len() == 2 => Ok(ShardClaim::Acquired {
+            attempt: number(&op, &reply[1])?,
+        }),
+        Some("held") if reply.len() == 3 => Ok(ShardClaim::Held {
+            owner: reply[1].clone(),
+            expires_in: Duration::from_millis(number(&op, &reply[2])?),
+        }),
+        Some("completed") => Ok(ShardClaim::Completed),
+        Some("noshard") if reply.len() == 2 => Err(super::results::no_shard(id, shard, &reply[1])),
+        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        _ => Err(unexpected(&op, &reply)),
+    }
+}
+
+pub(super) async fn renew_leases(
+    store: &RedisStore,
+    worker: &str,
+    shards: &[(String, u32)],
+    lease: Duration,
+) -> StoreResult<Vec<(String, u32)>> {
+    if shards.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut call = SCRIPTS.renew_leases.prepare_invoke();
+    call.arg(worker).arg(lease_millis(lease));
+    // Each task's two keys go in once, however many of its shards follow.
+    let mut tasks: HashMap<&str, usize> = HashMap::new();
+    for (id, shard) in shards {
+        let next = tasks.len() + 1;
+        let task = *tasks.entry(id.as_str()).or_insert_with(|| {
+            call.key(store.keys.task(id)).key(store.keys.leases(id));
+            next
+        });
+        call.arg(task).arg(*shard);
+    }
+    let op = format!("renew {} leases of worker {worker}", shards.len());
+    let mut conn = store.conn.clone();
+    let lost: Vec<usize> = store.run(&op, call.invoke_async(&mut conn)).await?;
+    lost.into_iter()
+        .map(|position| {
+            shards.get(position).cloned().ok_or_else(|| {
+                StoreError::Backend(format!("redis {op}: no shard at position {position}"))
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn release_shard(
+    store: &RedisStore,
+    id: &str,
+    shard: u32,
+    worker: &str,
+    clean: bool,
+) -> StoreResult<()> {
+    let mut call = SCRIPTS.release_shard.prepare_invoke();
+    call.key(store.keys.leases(id))
+        .arg(shard)
+        .arg(worker)
+        .arg(if clean { "1" } else { "0" });
+    let mut conn = store.conn.clone();
+    store
+        .run(
+            &format!("release shard {shard} of task {id} by worker {worker}"),
+            call.invoke_async::<u8>(&mut conn),
+        )
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn mark_item_started(
+    store: &RedisStore,
+    id: &str,
+    index: u64,
+) -> StoreResult<u32> {
+    let op = format!("mark item {index} of task {id} started");
+    let reply = store
+        .task_script(&SCRIPTS.mark_item_started, &op, id, vec![index.to_string()])
+        .await?;
+    match reply.first().map(String::as_str) {
+        Some("ok") if reply.len() == 2 => number(&op, &reply[1]),
+        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        _ => Err(unexpected(&op, &reply)),
+    }
+}
+
+/// A count or a duration a script returned as text.
+fn number<T: std::str::FromStr>(op: &str, text: &str) -> StoreResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e| StoreError::Backend(format!("redis {op}: unexpected number {text:?}: {e}")))
+}

@@ -1,0 +1,21 @@
+-- KEYS: per task, its hash then its lease hash. ARGV: 1 worker, 2 lease in
+-- milliseconds, 3.. pairs: the task (1 for the first two KEYS, 2 for the
+-- next two, ...) and the shard.
+-- Reply: the positions (0-based) of the pairs the worker no longer holds.
+-- Owned is all it takes: an expired lease nobody took over is still the
+-- worker's. Only existing fields are set, so no key loses its TTL.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expires = string.format('%.0f', now + tonumber(ARGV[2]))
+local lost = {}
+for i = 3, #ARGV, 2 do
+  local task = tonumber(ARGV[i])
+  local hash, leases = KEYS[2 * task - 1], KEYS[2 * task]
+  local f_owner, f_expires = lease_fields(ARGV[i + 1])
+  if redis.call('EXISTS', hash) == 1 and redis.call('HGET', leases, f_owner) == ARGV[1] then
+    redis.call('HSET', leases, f_expires, expires)
+  else
+    lost[#lost + 1] = (i - 3) / 2
+  end
+end
+return lost
