@@ -83,6 +83,15 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         let path = dir.join("dts.sqlite3");
         let store = SqliteStore::open(&path)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
+        // We hold the data directory's lock: any lease in the store belongs to
+        // a dts up that died, so its shards may be taken over now.
+        let expired = store.expire_all_leases().await?;
+        if expired > 0 {
+            info!(
+                shards = expired,
+                "taking over shards left running by a previous dts up"
+            );
+        }
         info!(path = %path.display(), "store opened");
         (Arc::new(store), Some(lock))
     };

@@ -399,3 +399,32 @@ async fn a_process_killed_mid_write_leaves_only_whole_changes() {
     assert_eq!(after.items_succeeded, recorded);
     assert_eq!(after.status, TaskStatus::InProgress);
 }
+
+#[tokio::test]
+async fn expiring_all_leases_lets_the_next_claim_take_over_as_a_new_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("dts.sqlite")).unwrap();
+    let t = task(4);
+    store.insert_task(&t, &inputs(4)).await.unwrap();
+    store.save_plan(&t.id, &shards(4, 2)).await.unwrap();
+    let lease = Duration::from_secs(600);
+    assert_eq!(
+        store.claim_shard(&t.id, 0, "dead", lease).await.unwrap(),
+        ShardClaim::Acquired { attempt: 1 }
+    );
+    assert!(matches!(
+        store
+            .claim_shard(&t.id, 0, "restarted", lease)
+            .await
+            .unwrap(),
+        ShardClaim::Held { .. }
+    ));
+    assert_eq!(store.expire_all_leases().await.unwrap(), 1);
+    assert_eq!(
+        store
+            .claim_shard(&t.id, 0, "restarted", lease)
+            .await
+            .unwrap(),
+        ShardClaim::Acquired { attempt: 2 }
+    );
+}

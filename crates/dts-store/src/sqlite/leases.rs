@@ -165,6 +165,14 @@ pub(super) fn release_shard(
 }
 
 /// Drops the lease on a shard, whoever holds it (the shard completed).
+/// Lets every held lease lapse now (see `SqliteStore::expire_all_leases`).
+pub(super) fn expire_all(conn: &mut Connection) -> DbResult<u64> {
+    let changed = conn
+        .prepare_cached("UPDATE shard_leases SET expires_at = 0 WHERE owner IS NOT NULL")?
+        .execute([])?;
+    Ok(changed as u64)
+}
+
 pub(super) fn drop_lease(conn: &Connection, key: i64, shard: u32) -> DbResult<()> {
     conn.prepare_cached("DELETE FROM shard_leases WHERE task_key = ?1 AND shard = ?2")?
         .execute(params![key, shard])?;

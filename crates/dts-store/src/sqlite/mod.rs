@@ -66,6 +66,15 @@ impl SqliteStore {
         Self::setup(conn, false, op)
     }
 
+    /// Marks every shard lease as lapsed, so the next claim takes it over at
+    /// once (and counts it as an attempt). For `dts up` on start-up: it holds
+    /// the data directory's lock, so whoever held a lease in this store is a
+    /// process that died; waiting out the lease would only idle the restart.
+    pub async fn expire_all_leases(&self) -> StoreResult<u64> {
+        self.call("expire leases".to_string(), leases::expire_all)
+            .await
+    }
+
     fn setup(mut conn: Connection, file: bool, op: &str) -> StoreResult<SqliteStore> {
         let setup = schema::configure(&conn, file).and_then(|()| schema::migrate(&mut conn));
         match setup {
