@@ -2,7 +2,9 @@
 //! turned into configuration flags (`dts up`) or client calls.
 
 mod client;
+mod embedded;
 mod node;
+mod run;
 mod server;
 mod up;
 mod wiring;
@@ -32,6 +34,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Run shards from Kafka on this machine's cores, with state in Redis (distributed mode).
     Worker(worker::WorkerArgs),
+    /// Run one task here and now, printing each item's output in order (no server needed).
+    Run(run::RunArgs),
     /// Submit a task from a JSON file (or - for standard input).
     Submit {
         /// The task: {"templateFunction": "...", "inputList": [...], "variableJson": {...}}.
@@ -110,7 +114,7 @@ pub fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Up(_) | Command::Server(_) | Command::Worker(_)
+        Command::Up(_) | Command::Server(_) | Command::Worker(_) | Command::Run(_)
     ) {
         restore_default_sigpipe();
     }
@@ -122,6 +126,7 @@ pub fn main() -> Result<ExitCode> {
             Command::Up(args) => up::run(args).await,
             Command::Server(args) => server::run(args).await,
             Command::Worker(args) => worker::run(args).await,
+            Command::Run(args) => run::run(args).await,
             Command::Submit { file, wait, client } => {
                 client::submit(&client.connect()?, &file, wait, client.json).await
             }

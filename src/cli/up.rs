@@ -1,24 +1,16 @@
 //! `dts up`: the whole system on one machine — API, scheduler consumers and a
-//! local worker over the embedded bus and a SQLite store.
+//! local worker over the embedded bus and a SQLite store, served over HTTP.
 
+use super::embedded::EmbeddedNode;
 use super::node::{self, ConfigArgs, flag};
-use super::wiring;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use dts_bus::{DynBus, EmbeddedBus};
-use dts_engine::scheduler::Scheduler;
-use dts_engine::submit::Submitter;
-use dts_engine::worker::Worker;
-use dts_engine::{events, recovery, sweeper};
-use dts_executor::Executor;
 use dts_store::{DynStore, SqliteStore};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::info;
 
 #[derive(Args, Debug)]
@@ -95,57 +87,11 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         info!(path = %path.display(), "store opened");
         (Arc::new(store), Some(lock))
     };
-    let embedded = EmbeddedBus::new(settings.pubsub.max_message_bytes);
-    let bus: DynBus = Arc::new(embedded.clone());
-    let topics = wiring::topics(&settings);
-
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-
-    // The worker first, so its heartbeat is in the store before anything is planned.
-    let executor = Executor::new(wiring::exec_settings(&settings));
-    let worker = Worker::new(
-        store.clone(),
-        bus.clone(),
-        executor,
-        wiring::worker_settings(&settings),
-    );
-    worker.start(&tracker, shutdown.clone()).await?;
-    Scheduler::new(
-        store.clone(),
-        bus.clone(),
-        wiring::scheduler_settings(&settings),
-    )
-    .start(&tracker, shutdown.clone())
-    .await?;
-    events::log_completions(&bus, &topics, "dts-up-log", &tracker, shutdown.clone()).await?;
-
-    let submitter = Submitter::new(
-        store.clone(),
-        bus.clone(),
-        topics,
-        wiring::submit_settings(&settings),
-    );
-    recovery::republish_unfinished(&store, &submitter).await?;
-    sweeper::start(
-        store.clone(),
-        submitter.clone(),
-        wiring::sweeper_settings(&settings),
-        &tracker,
-        shutdown.clone(),
-    );
-    info!(
-        worker = worker.id(),
-        "dts up: API, scheduler and worker running"
-    );
-
-    let state = node::app_state(&settings, store, submitter);
-    node::serve_api(&settings, state, shutdown.clone()).await?;
-
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
-    embedded.close();
+    let node = EmbeddedNode::start(&settings, store, true).await?;
+    info!(worker = %node.worker_id, "dts up: API, scheduler and worker running");
+    let state = node::app_state(&settings, node.store.clone(), node.submitter.clone());
+    node::serve_api(&settings, state, node.shutdown.clone()).await?;
+    node.stop().await;
     info!("dts stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -163,3 +163,87 @@ spring.redis.host=localhost
 
 spring.redis.port=6379
 ";
+
+fn dts_run(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(dts_binary())
+        .arg("run")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dts run");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn dts_run_prints_every_items_output_in_input_order() {
+    let inputs: Vec<String> = (0..200).map(|i| format!("{i}")).collect();
+    let out = dts_run(
+        &[
+            "--cores",
+            "4",
+            "sleep 0.0$(( $1 % 3 )); echo \"$1 squared is $(( $1 * $1 ))\"",
+        ],
+        &inputs.join("\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected: String = (0..200)
+        .map(|i| format!("{i} squared is {}\n", i * i))
+        .collect();
+    assert_eq!(text(&out.stdout), expected);
+}
+
+#[test]
+fn dts_run_takes_inputs_as_arguments_and_variables_and_fails_when_an_item_fails() {
+    let out = dts_run(
+        &[
+            "[ \"$1\" != b ] && echo {{word}} $1",
+            "--var",
+            "word=ok",
+            "a",
+            "b",
+            "c",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "ok a\nok c\n");
+    assert!(
+        text(&out.stderr).contains("item 1 (\"b\") failed: exit 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn dts_run_reads_a_task_file_and_can_print_json() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("task.json");
+    std::fs::write(
+        &file,
+        r#"{"templateFunction": "printf %s \"$1\"", "inputList": ["x", "y"]}"#,
+    )
+    .unwrap();
+    let out = dts_run(&["--task", file.to_str().unwrap(), "--json"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results[0]["stdout"], "x");
+    assert_eq!(results[1]["stdout"], "y");
+    assert_eq!(results.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn dts_run_refuses_a_template_with_missing_variables_before_running_anything() {
+    let out = dts_run(&["echo {{missing}}", "a"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("{{missing}}"),
+        "{}",
+        text(&out.stderr)
+    );
+}

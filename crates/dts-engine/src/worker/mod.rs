@@ -263,10 +263,17 @@ impl Inner {
     }
 
     async fn heartbeat_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        // Leases must be renewed while shards drain after shutdown began,
-        // so this loop runs until the consumer has finished.
+        // Leases must be renewed while shards drain after shutdown began, so
+        // this loop runs until the last lease is given back.
+        let interval = self.settings.heartbeat_interval;
+        let mut next_beat = tokio::time::Instant::now() + interval;
         loop {
-            tokio::time::sleep(self.settings.heartbeat_interval).await;
+            let stopping = shutdown.is_cancelled();
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_beat) => {}
+                _ = shutdown.cancelled(), if !stopping => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)), if stopping => {}
+            }
             if shutdown.is_cancelled()
                 && self
                     .leases
@@ -276,10 +283,13 @@ impl Inner {
             {
                 break;
             }
-            if let Err(e) = self.heartbeat().await {
-                warn!(worker = %self.settings.id, error = %e, "heartbeat failed");
+            if tokio::time::Instant::now() >= next_beat {
+                next_beat += interval;
+                if let Err(e) = self.heartbeat().await {
+                    warn!(worker = %self.settings.id, error = %e, "heartbeat failed");
+                }
+                self.renew_leases().await;
             }
-            self.renew_leases().await;
         }
     }
 

@@ -1,0 +1,242 @@
+//! `dts run`: one task on this machine, start to finish, without a server —
+//! the embedded engine in this process, in memory. Each item's stdout is
+//! printed in input order (and its stderr to stderr), as `parallel -k` does;
+//! the exit status says whether every item succeeded.
+//!
+//! ```text
+//! ls *.jpg | dts run 'convert "$1" "${1%.jpg}.png"'
+//! dts run 'echo {{greeting}} $1' --var greeting=hi a b c
+//! dts run --task task.json
+//! ```
+
+use super::embedded::EmbeddedNode;
+use super::node::{ConfigArgs, flag};
+use super::wiring;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use dts_model::{TaskStatus, submit};
+use dts_store::{ResultFilter, SqliteStore};
+use serde_json::{Map, Value, json};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the task is looked at while it runs (an in-memory read).
+const POLL: Duration = Duration::from_millis(5);
+/// Results read per page when printing.
+const PAGE: u64 = 10_000;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The script template, run once per input ($1 is the input).
+    template: Option<String>,
+    /// The inputs. Without any, they are read one per line from --inputs or standard input.
+    inputs: Vec<String>,
+    /// A task file as for `dts submit` instead of a template and inputs.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["template", "inputs", "vars", "inputs_file"])]
+    task: Option<PathBuf>,
+    /// Read the inputs from FILE, one per line (- for standard input).
+    #[arg(long = "inputs", value_name = "FILE")]
+    inputs_file: Option<PathBuf>,
+    /// A template variable (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Items to run at once (default: all cores).
+    #[arg(long)]
+    cores: Option<u32>,
+    /// Per-item timeout in seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Extra attempts for a failed item.
+    #[arg(long)]
+    retries: Option<u32>,
+    /// The program that runs the script (default bash).
+    #[arg(long)]
+    interpreter: Option<String>,
+    /// Print the results as JSON instead of the items' output.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RunArgs {
+    /// The task as the API would receive it.
+    fn task_body(&self) -> Result<Value> {
+        if let Some(file) = &self.task {
+            let text = std::fs::read(file)
+                .with_context(|| format!("cannot read the task file {}", file.display()))?;
+            return serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not valid JSON", file.display()));
+        }
+        let Some(template) = &self.template else {
+            bail!("give a template (dts run 'echo \"$1\"' a b c) or --task FILE");
+        };
+        let mut variables = Map::new();
+        for pair in &self.vars {
+            let Some((name, value)) = pair.split_once('=') else {
+                bail!("--var takes NAME=VALUE, not {pair:?}");
+            };
+            variables.insert(name.to_string(), Value::String(value.to_string()));
+        }
+        let inputs = self.read_inputs()?;
+        let mut body = json!({
+            "templateFunction": template,
+            "variableJson": variables,
+            "inputList": inputs,
+        });
+        if let Some(timeout) = self.timeout {
+            body["timeoutSecs"] = json!(timeout);
+        }
+        if let Some(retries) = self.retries {
+            body["retries"] = json!(retries);
+        }
+        if let Some(interpreter) = &self.interpreter {
+            body["interpreter"] = json!(interpreter);
+        }
+        Ok(body)
+    }
+
+    fn read_inputs(&self) -> Result<Vec<String>> {
+        if !self.inputs.is_empty() {
+            return Ok(self.inputs.clone());
+        }
+        let lines = |reader: &mut dyn BufRead| -> Result<Vec<String>> {
+            reader
+                .lines()
+                .collect::<Result<_, _>>()
+                .context("cannot read the inputs")
+        };
+        match &self.inputs_file {
+            Some(path) if path.as_os_str() == "-" => lines(&mut std::io::stdin().lock()),
+            Some(path) => {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                lines(&mut std::io::BufReader::new(file))
+            }
+            None if !std::io::stdin().is_terminal() => lines(&mut std::io::stdin().lock()),
+            None => bail!(
+                "no inputs: give them after the template, with --inputs FILE, or on standard input"
+            ),
+        }
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<ExitCode> {
+    if std::env::var_os("DTS_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: set before any other thread reads the environment.
+        unsafe { std::env::set_var("DTS_LOG", "warn") };
+    }
+    super::node::init_logging();
+    let mut flags = vec![("store.ephemeral".to_string(), "true".to_string())];
+    flag(&mut flags, "worker.cores", args.cores);
+    let settings = args.config.load(flags)?;
+    let new =
+        submit::from_json(&args.task_body()?, &wiring::submit_limits(&settings)).map_err(|e| {
+            anyhow::anyhow!(
+                "{}{}",
+                e.message,
+                e.field
+                    .map(|f| format!(" (field: {f})"))
+                    .unwrap_or_default()
+            )
+        })?;
+
+    let started = Instant::now();
+    let node = EmbeddedNode::start(&settings, Arc::new(SqliteStore::in_memory()?), false).await?;
+    let task = node.submitter.submit(new).await?;
+    let task = loop {
+        let current = node
+            .store
+            .task(&task.id)
+            .await?
+            .context("the task disappeared")?;
+        if current.status.is_terminal() {
+            break current;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let elapsed = started.elapsed();
+    match print_results(&node, &task.id, args.json).await {
+        // `dts run ... | head`: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => {}
+        other => other?,
+    }
+    node.stop().await;
+
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "dts: {} items, {} succeeded, {} failed in {:.2} s",
+            task.items_total,
+            task.items_succeeded,
+            task.items_failed,
+            elapsed.as_secs_f64()
+        );
+    }
+    Ok(if task.status == TaskStatus::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Each item's stdout to stdout and stderr to stderr, in input order; or all
+/// results as one JSON array.
+async fn print_results(node: &EmbeddedNode, id: &str, json: bool) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    let mut offset = 0;
+    let mut first = true;
+    if json {
+        write!(stdout, "[")?;
+    }
+    loop {
+        let (total, page) = node
+            .store
+            .results(id, ResultFilter::All, offset, PAGE)
+            .await?;
+        for result in &page {
+            if json {
+                let separator = if first { "" } else { "," };
+                first = false;
+                let mut value = serde_json::to_value(result)?;
+                value["succeeded"] = json!(result.succeeded());
+                write!(stdout, "{separator}{value}")?;
+                continue;
+            }
+            stdout.write_all(result.stdout.as_bytes())?;
+            stderr.write_all(result.stderr.as_bytes())?;
+            if !result.succeeded() {
+                let why = match (&result.error, result.exit_code, result.signal) {
+                    (Some(error), _, _) => error.clone(),
+                    (None, _, _) if result.timed_out => "timed out".to_string(),
+                    (None, Some(code), _) => format!("exit {code}"),
+                    (None, None, Some(signal)) => format!("killed by signal {signal}"),
+                    _ => "failed".to_string(),
+                };
+                writeln!(
+                    stderr,
+                    "dts: item {} ({:?}) failed: {why}",
+                    result.index, result.input
+                )?;
+            }
+        }
+        offset += page.len() as u64;
+        if page.is_empty() || offset >= total {
+            break;
+        }
+    }
+    if json {
+        writeln!(stdout, "]")?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
