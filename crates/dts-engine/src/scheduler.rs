@@ -151,6 +151,7 @@ impl Scheduler {
     /// Plans one task and publishes its shards. Safe to call any number of
     /// times for the same task.
     pub async fn plan_task(&self, id: &str) -> Result<Planned, EngineError> {
+        let started = std::time::Instant::now();
         let Some(task) = self.store.task(id).await? else {
             warn!(task = %id, "task message for an unknown task");
             return Ok(Planned::Nothing);
@@ -213,6 +214,13 @@ impl Scheduler {
         }
         self.publish_shards(&task, &script, &inputs, &shards, &to_publish)
             .await?;
+        info!(
+            task = %id,
+            items = inputs.len(),
+            shards = to_publish.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shards published"
+        );
         Ok(Planned::Published {
             shards: to_publish.len(),
             of: shards.len(),
