@@ -372,3 +372,36 @@ async fn closing_the_bus_ends_its_subscriptions() {
     ));
     stop(bus, broker).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_published_spread_land_evenly_on_the_members_of_a_group() {
+    let broker = Broker::start();
+    let bus = bus_with_topic(&broker, "spread", 4).await;
+    assert_eq!(bus.partitions("spread"), 4);
+    let mut first = bus.subscribe("spread", "g").await.unwrap();
+    let mut second = bus.subscribe("spread", "g").await.unwrap();
+    // `subscribe` returns once the member has its assignment; the second
+    // join's rebalance gave both theirs in the same generation.
+    // Keys that would all hash to one partition: only the slot spreads them.
+    for i in 0..8u32 {
+        bus.publish_spread("spread", i, "same-key", format!("m{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let mut counts = [0usize; 2];
+    for (n, sub) in [&mut first, &mut second].into_iter().enumerate() {
+        while let Ok(Ok(delivery)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await
+        {
+            delivery.ack().await.unwrap();
+            counts[n] += 1;
+        }
+    }
+    assert_eq!(
+        counts,
+        [4, 4],
+        "two partitions each, two messages per partition"
+    );
+    drop(first);
+    drop(second);
+    stop(bus, broker).await;
+}

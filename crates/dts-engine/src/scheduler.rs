@@ -180,6 +180,7 @@ impl Scheduler {
         let limits = PlanLimits {
             live_cores,
             oversplit: self.settings.oversplit,
+            spread: self.bus.partitions(&self.settings.topics.shards),
             max_message_bytes: self.bus.max_message_bytes(),
             envelope_bytes: envelope_bytes(&task, &script)?,
         };
@@ -258,8 +259,10 @@ impl Scheduler {
                             detail: e.to_string(),
                         })?;
                     let key = format!("{}/{}", message.task_id, index);
+                    // Shard i goes to partition i mod partitions: the plan's count is a
+                    // multiple of the partitions, so each worker's share is even.
                     self.bus
-                        .publish(&self.settings.topics.shards, &key, payload)
+                        .publish_spread(&self.settings.topics.shards, index, &key, payload)
                         .await?;
                     Ok::<(), EngineError>(())
                 }
@@ -335,6 +338,7 @@ mod tests {
             PlanLimits {
                 live_cores: 1,
                 oversplit: 1,
+                spread: 1,
                 max_message_bytes: limit,
                 envelope_bytes: envelope,
             },

@@ -26,6 +26,11 @@ pub struct PlanLimits {
     pub live_cores: u32,
     /// Shards per live core (≈2: a slow shard does not leave cores idle at the end).
     pub oversplit: u32,
+    /// How many consumers can share the shard topic (Kafka: its partitions;
+    /// 1 for the embedded bus). The count is raised to a multiple of it, so
+    /// shards spread round-robin over the partitions land evenly on the
+    /// workers that own them.
+    pub spread: u32,
     /// The bus's largest message, in bytes.
     pub max_message_bytes: usize,
     /// Bytes a shard message takes besides its items (script, ids, framing).
@@ -69,14 +74,20 @@ pub fn item_wire_bytes(item: &str) -> usize {
 }
 
 /// The number of shards before any split for size: about `oversplit` per live
-/// core, at least one, never more than the items.
-pub fn target_shard_count(items: usize, live_cores: u32, oversplit: u32) -> usize {
+/// core, rounded up to a multiple of `spread`, at least one, never more than
+/// the items.
+pub fn target_shard_count(items: usize, limits: &PlanLimits) -> usize {
     if items == 0 {
         return 0;
     }
-    let per_core = oversplit.max(1) as usize;
-    let cores = live_cores.max(1) as usize;
-    (per_core.saturating_mul(cores)).clamp(1, items)
+    let per_core = limits.oversplit.max(1) as usize;
+    let cores = limits.live_cores.max(1) as usize;
+    let spread = limits.spread.max(1) as usize;
+    per_core
+        .saturating_mul(cores)
+        .div_ceil(spread)
+        .saturating_mul(spread)
+        .clamp(1, items)
 }
 
 /// Splits `items` into shards.
@@ -85,7 +96,7 @@ pub fn plan_shards<S: AsRef<str>>(
     limits: PlanLimits,
 ) -> Result<Vec<ShardRange>, PlanError> {
     let n = items.len();
-    let target = target_shard_count(n, limits.live_cores, limits.oversplit);
+    let target = target_shard_count(n, &limits);
     if target == 0 {
         return Ok(Vec::new());
     }
@@ -158,6 +169,7 @@ mod tests {
         PlanLimits {
             live_cores,
             oversplit: 2,
+            spread: 1,
             max_message_bytes,
             envelope_bytes: 10,
         }
@@ -197,6 +209,28 @@ mod tests {
         assert_eq!(
             plan_shards(&items(3), limits(64, 1 << 20)).unwrap().len(),
             3
+        );
+    }
+
+    #[test]
+    fn the_count_is_a_multiple_of_the_spread_so_partitions_get_equal_shares() {
+        let limits = PlanLimits {
+            live_cores: 2,
+            oversplit: 2,
+            spread: 6,
+            max_message_bytes: 1 << 20,
+            envelope_bytes: 10,
+        };
+        assert_eq!(plan_shards(&items(5000), limits).unwrap().len(), 6);
+        let limits = PlanLimits {
+            live_cores: 7,
+            ..limits
+        };
+        assert_eq!(plan_shards(&items(5000), limits).unwrap().len(), 18);
+        assert_eq!(
+            plan_shards(&items(4), limits).unwrap().len(),
+            4,
+            "never more shards than items"
         );
     }
 
@@ -247,9 +281,10 @@ mod tests {
             list in proptest::collection::vec("\\PC{0,12}", 0..300),
             live_cores in 0u32..40,
             oversplit in 1u32..4,
+            spread in 1u32..8,
             max_message_bytes in 60usize..2000,
         ) {
-            let limits = PlanLimits { live_cores, oversplit, max_message_bytes, envelope_bytes: 20 };
+            let limits = PlanLimits { live_cores, oversplit, spread, max_message_bytes, envelope_bytes: 20 };
             match plan_shards(&list, limits) {
                 Ok(plan) => {
                     let mut next = 0u64;
@@ -264,7 +299,7 @@ mod tests {
                         prop_assert!(bytes + limits.envelope_bytes <= max_message_bytes);
                     }
                     prop_assert_eq!(next, list.len() as u64);
-                    prop_assert!(plan.len() >= target_shard_count(list.len(), live_cores, oversplit));
+                    prop_assert!(plan.len() >= target_shard_count(list.len(), &limits));
                     prop_assert!(plan.len() <= list.len());
                 }
                 Err(PlanError::ItemTooLarge { index, .. }) => {
@@ -280,7 +315,7 @@ mod tests {
             live_cores in 0u32..64,
             oversplit in 1u32..4,
         ) {
-            let plan = plan_shards(&items(n), PlanLimits { live_cores, oversplit, max_message_bytes: 1 << 30, envelope_bytes: 0 }).unwrap();
+            let plan = plan_shards(&items(n), PlanLimits { live_cores, oversplit, spread: 1, max_message_bytes: 1 << 30, envelope_bytes: 0 }).unwrap();
             prop_assert_eq!(plan.len(), ((oversplit * live_cores.max(1)) as usize).min(n));
             let longest = plan.iter().map(|s| s.len).max().unwrap();
             let shortest = plan.iter().map(|s| s.len).min().unwrap();

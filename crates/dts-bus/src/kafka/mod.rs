@@ -31,7 +31,7 @@ use producer::Publisher;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,6 +101,8 @@ struct Inner {
     admin: OffThread<AdminClient<LogContext>>,
     /// Topics this bus has created or found, so each is created once.
     known_topics: Mutex<HashSet<String>>,
+    /// Partitions of the topics found at connect (for `publish_spread`).
+    partition_counts: Mutex<HashMap<String, u32>>,
     /// Cancelled by [`KafkaBus::close`]; every subscription watches it.
     closed: CancellationToken,
     /// Group members still in their groups, for [`KafkaBus::shutdown`].
@@ -135,6 +137,7 @@ impl KafkaBus {
                 publisher,
                 admin: OffThread::new(admin),
                 known_topics: Mutex::new(HashSet::new()),
+                partition_counts: Mutex::new(HashMap::new()),
                 closed: CancellationToken::new(),
                 members: OpenMembers::new(),
             }),
@@ -148,6 +151,7 @@ impl KafkaBus {
             .max(Duration::from_secs(1));
         let topics = bus.inner.settings.topics.clone();
         bus.create_topics(&topics, left).await?;
+        bus.learn_partitions().await;
         info!(bootstrap = %bus.inner.settings.bootstrap, ?topics, "connected to kafka");
         Ok(bus)
     }
@@ -166,6 +170,40 @@ impl KafkaBus {
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.close();
         self.inner.members.all_closed(grace).await
+    }
+
+    /// Records how many partitions each topic has (a topic that existed
+    /// before may differ from `settings.partitions`). Best effort: a topic
+    /// the metadata does not show yet counts `settings.partitions`.
+    async fn learn_partitions(&self) {
+        let publisher = self.inner.publisher.clone();
+        let timeout = self.inner.settings.connect_timeout;
+        let counts = tokio::task::spawn_blocking(move || {
+            publisher
+                .client()
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|metadata| {
+                    metadata
+                        .topics()
+                        .iter()
+                        .filter(|t| !t.partitions().is_empty())
+                        .map(|t| (t.name().to_string(), t.partitions().len() as u32))
+                        .collect::<HashMap<_, _>>()
+                })
+        })
+        .await;
+        match counts {
+            Ok(Ok(counts)) => {
+                *self
+                    .inner
+                    .partition_counts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = counts
+            }
+            Ok(Err(e)) => warn!(error = %e, "cannot read the topics' partition counts"),
+            Err(e) => warn!(error = %e, "cannot read the topics' partition counts"),
+        }
     }
 
     /// Asks the cluster for its metadata, proving a broker answers.
@@ -289,5 +327,35 @@ impl Bus for KafkaBus {
 
     fn max_message_bytes(&self) -> usize {
         self.inner.settings.max_message_bytes
+    }
+
+    fn partitions(&self, topic: &str) -> u32 {
+        let counts = self
+            .inner
+            .partition_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        counts
+            .get(topic)
+            .copied()
+            .unwrap_or(self.inner.settings.partitions)
+            .max(1)
+    }
+
+    async fn publish_spread(
+        &self,
+        topic: &str,
+        slot: u32,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> BusResult<()> {
+        if self.inner.closed.is_cancelled() {
+            return Err(BusError::Closed);
+        }
+        let partition = slot % self.partitions(topic);
+        self.inner
+            .publisher
+            .publish_to(topic, Some(partition), key, &payload)
+            .await
     }
 }
