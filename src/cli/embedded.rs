@@ -3,6 +3,7 @@
 //! `dts run` drives it directly for one task.
 
 use super::wiring;
+use super::worker_thread::WorkerThread;
 use anyhow::Result;
 use dts_bus::{DynBus, EmbeddedBus};
 use dts_config::Settings;
@@ -24,6 +25,7 @@ pub struct EmbeddedNode {
     /// Cancelled to stop every part.
     pub shutdown: CancellationToken,
     tracker: TaskTracker,
+    worker: WorkerThread,
     bus: EmbeddedBus,
 }
 
@@ -49,7 +51,7 @@ impl EmbeddedNode {
             executor,
             wiring::worker_settings(settings),
         );
-        worker.start(&tracker, shutdown.clone()).await?;
+        let worker = WorkerThread::start(worker, shutdown.clone()).await?;
         Scheduler::new(
             store.clone(),
             bus.clone(),
@@ -78,9 +80,10 @@ impl EmbeddedNode {
         Ok(EmbeddedNode {
             store,
             submitter,
-            worker_id: worker.id().to_string(),
+            worker_id: worker.id.clone(),
             shutdown,
             tracker,
+            worker,
             bus: embedded,
         })
     }
@@ -90,6 +93,7 @@ impl EmbeddedNode {
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        self.worker.wait().await;
         self.bus.close();
     }
 }

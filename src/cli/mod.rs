@@ -9,6 +9,7 @@ mod server;
 mod up;
 mod wiring;
 mod worker;
+mod worker_thread;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};

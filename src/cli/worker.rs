@@ -3,6 +3,7 @@
 
 use super::node::{self, ConfigArgs, flag};
 use super::wiring;
+use super::worker_thread::WorkerThread;
 use anyhow::Result;
 use clap::Args;
 use dts_bus::DynBus;
@@ -11,7 +12,6 @@ use dts_executor::Executor;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::info;
 
 #[derive(Args, Debug)]
@@ -37,18 +37,16 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
     let kafka = node::connect_kafka(&settings).await?;
     let bus: DynBus = Arc::new(kafka.clone());
     let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let executor = Executor::new(wiring::exec_settings(&settings));
     let worker = Worker::new(store, bus, executor, wiring::worker_settings(&settings));
-    worker.start(&tracker, shutdown.clone()).await?;
+    let worker = WorkerThread::start(worker, shutdown.clone()).await?;
     // Tests and scripts wait for this line.
-    println!("dts worker {} ready", worker.id());
+    println!("dts worker {} ready", worker.id);
 
     node::shutdown_signal().await;
     info!("shutting down: no new shards; running items may finish");
     shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
+    worker.wait().await;
     kafka.shutdown(node::LEAVE_GROUP_GRACE).await;
     info!("dts worker stopped");
     Ok(ExitCode::SUCCESS)

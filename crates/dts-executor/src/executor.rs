@@ -148,6 +148,21 @@ impl Executor {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> ExecOutcome {
+        self.run_holding(program, item, timeout, cancel, ()).await
+    }
+
+    /// [`Executor::run`], dropping `held` as soon as the item's main process
+    /// has exited — before its output is drained and its outcome built. A
+    /// worker passes its core slot here, so the next item starts while this
+    /// one's bookkeeping is still going on.
+    pub async fn run_holding<H>(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        held: H,
+    ) -> ExecOutcome {
         let started = Instant::now();
         if cancel.is_cancelled() {
             return ExecOutcome {
@@ -181,6 +196,7 @@ impl Executor {
             let ended = self
                 .supervise(&mut child, &group, &mut readers, feed, timeout, cancel)
                 .await;
+            drop(held);
             // The main process is gone: nothing left in its group may outlive
             // the item or keep its pipes open.
             group.signal_logged(libc::SIGKILL);

@@ -451,12 +451,13 @@ impl Inner {
                 return None;
             }
             self.running.fetch_add(1, Ordering::Relaxed);
+            // The slot is given back the moment the process exits, so the next
+            // item starts while this one's output and result are handled.
             let mut outcome = self
                 .executor
-                .run(program, &context, timeout, &run.stop_items)
+                .run_holding(program, &context, timeout, &run.stop_items, permit)
                 .await;
             self.running.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
             if outcome.cancelled {
                 return None;
             }
