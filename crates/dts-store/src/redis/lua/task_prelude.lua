@@ -107,20 +107,28 @@ local function apply_results(first)
   local succeeded, failed = 0, 0
   for i = first, #ARGV, 3 do
     local index, ok, json = ARGV[i], ARGV[i + 1] == '1', ARGV[i + 2]
-    if redis.call('ZSCORE', RES_OK, index) then
-      succeeded = succeeded - 1
-    elseif redis.call('ZSCORE', RES_FAILED, index) then
-      failed = failed - 1
+    -- HSET says whether the item had a result: a first result (the usual
+    -- case) costs three commands; only a re-recorded item looks up its old
+    -- outcome and moves it.
+    local first_result = redis.call('HSET', RESULTS, index, json) == 1
+    if first_result then
+      redis.call('ZADD', RES_ALL, index, index)
+      redis.call('ZADD', ok and RES_OK or RES_FAILED, index, index)
+    else
+      local was_ok = not redis.call('ZSCORE', RES_FAILED, index)
+      if was_ok then
+        succeeded = succeeded - 1
+      else
+        failed = failed - 1
+      end
+      if was_ok ~= ok then
+        redis.call('ZREM', was_ok and RES_OK or RES_FAILED, index)
+        redis.call('ZADD', ok and RES_OK or RES_FAILED, index, index)
+      end
     end
-    redis.call('HSET', RESULTS, index, json)
-    redis.call('ZADD', RES_ALL, index, index)
     if ok then
-      redis.call('ZADD', RES_OK, index, index)
-      redis.call('ZREM', RES_FAILED, index)
       succeeded = succeeded + 1
     else
-      redis.call('ZADD', RES_FAILED, index, index)
-      redis.call('ZREM', RES_OK, index)
       failed = failed + 1
     end
   end
