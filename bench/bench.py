@@ -1742,7 +1742,7 @@ def render(info, command, args, runs, summary, extra, rows, duration):
                       f"{pr['dts_share'] * 100:.0f}% of the samples, the items (bash, including the forked children before "
                       f"they exec) the rest. Of dts up's own samples (`perf report --pid <dts up> --percentage relative`; "
                       f"call-graph shares, which overlap):\n")
-            md.append(f"- under `kernel_clone` (fork of the dts process for each item): **{pr['fork'] * 100:.0f}%**")
+            md.append(f"- under `kernel_clone` (starting each item's process): **{pr['fork'] * 100:.0f}%**")
             md.append(f"- page faults: **{pr['page_faults'] * 100:.0f}%**, of which copy-on-write (`do_wp_page`) "
                       f"{pr['cow'] * 100:.0f}% (after a fork, the first write to each page faults); TLB flushes "
                       f"(`flush_tlb_mm_range`, IPIs to the other core) {pr['tlb'] * 100:.0f}%")
@@ -1751,7 +1751,11 @@ def render(info, command, args, runs, summary, extra, rows, duration):
             md.append("- hottest symbols (self): " + ", ".join(f"`{x}` {p * 100:.1f}%" for p, x in pr["top"]))
             md.append("\nRust's `std::process::Command` spawns with `posix_spawn` (vfork-like, no page-table copy) only "
                       "when it can; `env_clear()` plus a `PATH` in the child's environment with a bare program name "
-                      "(`bash`) makes it fall back to `fork` + `execvp`, which copies dts's page tables for every item.")
+                      "(`bash`) makes it fall back to `fork` + `execvp`, which copies dts's page tables for every item. "
+                      "The executor therefore resolves the interpreter to an absolute path once per shard; the A/B "
+                      "below checks that the default now costs what an explicit path does. The page-fault share above "
+                      "is what is left of the copy-on-write faults the fork fallback used to cause (two thirds of "
+                      "dts's CPU before).")
             ab = extra.get("abs_interpreter")
             if ab:
                 w1 = next((s for s in summary if s["workload"] == "W1" and s["runner"] == "dts-up" and s.get("rate")), None)
