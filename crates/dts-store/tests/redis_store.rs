@@ -5,11 +5,14 @@
 //!
 //! Every test starts its own `redis-server` on a free port (dts-testkit).
 
-use dts_model::{ItemResult, ShardRange, Task, TaskStatus, Variables, WorkerInfo, now_millis};
+use dts_model::{ItemResult, Task, TaskStatus, WorkerInfo};
 use dts_store::{
     PlanOutcome, RedisSettings, RedisStore, ResultFilter, Store, StoreError, StoreResult,
 };
 use dts_testkit::RedisServer;
+
+mod fixtures;
+use fixtures::{failed, inputs, ok, shards, task, worker};
 use redis::aio::MultiplexedConnection;
 use std::time::{Duration, Instant};
 
@@ -52,77 +55,6 @@ async fn keys(conn: &mut MultiplexedConnection, pattern: &str) -> Vec<String> {
 
 async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
-}
-
-fn task(items: usize) -> Task {
-    Task {
-        id: dts_model::new_task_id(),
-        name: Some("nightly".to_string()),
-        status: TaskStatus::Queued,
-        template_function: "echo \"$1\"".to_string(),
-        variables: Variables::default(),
-        interpreter: "bash".to_string(),
-        timeout_secs: 60,
-        retries: 1,
-        deadline_secs: None,
-        items_total: items as u64,
-        chunks_to_execute: 0,
-        chunks_executed: 0,
-        items_succeeded: 0,
-        items_failed: 0,
-        created_at: now_millis(),
-        started_at: None,
-        finished_at: None,
-        error: None,
-    }
-}
-
-fn ok(index: u64) -> ItemResult {
-    ItemResult {
-        index,
-        input: format!("in-{index}"),
-        exit_code: Some(0),
-        signal: None,
-        timed_out: false,
-        stdout: "done\n".to_string(),
-        stderr: String::new(),
-        stdout_truncated: false,
-        stderr_truncated: false,
-        duration_ms: 5,
-        worker: "w".to_string(),
-        attempt: 1,
-        error: None,
-    }
-}
-
-fn failed(index: u64) -> ItemResult {
-    ItemResult {
-        exit_code: Some(1),
-        ..ok(index)
-    }
-}
-
-fn inputs(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("in-{i}")).collect()
-}
-
-fn shards(items: u64, per_shard: u64) -> Vec<ShardRange> {
-    (0..items.div_ceil(per_shard))
-        .map(|s| ShardRange {
-            start: s * per_shard,
-            len: per_shard.min(items - s * per_shard),
-        })
-        .collect()
-}
-
-fn worker(id: &str) -> WorkerInfo {
-    WorkerInfo {
-        id: id.to_string(),
-        hostname: "box".to_string(),
-        cores: 4,
-        running_items: 1,
-        last_heartbeat: now_millis(),
-    }
 }
 
 /// A stored task of `items` items planned in shards of `per_shard`.

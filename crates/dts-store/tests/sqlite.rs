@@ -2,66 +2,15 @@
 //! WAL journal, several stores sharing one file, and clear errors when the
 //! file cannot be opened or read.
 
-use dts_model::{ItemResult, ShardRange, Task, TaskStatus, Variables, WorkerInfo, now_millis};
+use dts_model::{ItemResult, TaskStatus, WorkerInfo, now_millis};
 use dts_store::{DynStore, PlanOutcome, ResultFilter, ShardClaim, SqliteStore, Store, StoreError};
 use rusqlite::Connection;
+
+mod fixtures;
+use fixtures::{inputs, ok, shards, task};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn task(items: usize) -> Task {
-    Task {
-        id: dts_model::new_task_id(),
-        name: Some("nightly".to_string()),
-        status: TaskStatus::Queued,
-        template_function: "echo \"$1\"".to_string(),
-        variables: Variables::default(),
-        interpreter: "bash".to_string(),
-        timeout_secs: 60,
-        retries: 1,
-        deadline_secs: None,
-        items_total: items as u64,
-        chunks_to_execute: 0,
-        chunks_executed: 0,
-        items_succeeded: 0,
-        items_failed: 0,
-        created_at: now_millis(),
-        started_at: None,
-        finished_at: None,
-        error: None,
-    }
-}
-
-fn ok(index: u64) -> ItemResult {
-    ItemResult {
-        index,
-        input: format!("in-{index}"),
-        exit_code: Some(0),
-        signal: None,
-        timed_out: false,
-        stdout: "done\n".to_string(),
-        stderr: String::new(),
-        stdout_truncated: false,
-        stderr_truncated: false,
-        duration_ms: 5,
-        worker: "w".to_string(),
-        attempt: 1,
-        error: None,
-    }
-}
-
-fn inputs(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("in-{i}")).collect()
-}
-
-fn shards(items: u64, per_shard: u64) -> Vec<ShardRange> {
-    (0..items.div_ceil(per_shard))
-        .map(|s| ShardRange {
-            start: s * per_shard,
-            len: per_shard.min(items - s * per_shard),
-        })
-        .collect()
-}
 
 fn open(path: &Path) -> DynStore {
     Arc::new(SqliteStore::open(path).expect("open store"))

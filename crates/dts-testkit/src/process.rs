@@ -4,6 +4,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 /// A port nobody listens on right now. Another process could take it before
 /// the caller binds it; callers that start servers retry on a new port.
@@ -83,4 +84,80 @@ pub(crate) fn stop(child: &mut Child, grace: Duration) {
 pub(crate) fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Starts a server process in a directory of its own: `spawn(port, dir)`
+/// returns the child once it answers on `port`, or `None` if it did not.
+pub(crate) type Spawn = fn(u16, &TempDir) -> Option<Child>;
+
+/// A server process on a free loopback port with its own directory, which
+/// can be stopped, killed and restarted on the same port and directory.
+/// Killed when dropped.
+pub(crate) struct Server {
+    child: Option<Child>,
+    pub(crate) port: u16,
+    pub(crate) dir: TempDir,
+    spawn: Spawn,
+    what: &'static str,
+}
+
+impl Server {
+    /// Starts `what` on a free port, trying a new port if one was taken
+    /// between finding it free and the server binding it.
+    pub(crate) fn start(what: &'static str, spawn: Spawn) -> Server {
+        let dir = TempDir::new().unwrap_or_else(|e| panic!("temp dir for {what}: {e}"));
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(child) = spawn(port, &dir) {
+                return Server {
+                    child: Some(child),
+                    port,
+                    dir,
+                    spawn,
+                    what,
+                };
+            }
+        }
+        panic!(
+            "{what} did not start (its files are in {})",
+            dir.path().display()
+        );
+    }
+
+    pub(crate) fn child(&self) -> Option<&Child> {
+        self.child.as_ref()
+    }
+
+    /// SIGTERM, then SIGKILL if it is still there after a grace.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child, Duration::from_secs(5));
+        }
+    }
+
+    /// SIGKILL.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+
+    /// Stops it and starts it again on the same port and directory.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        for _ in 0..50 {
+            if let Some(child) = (self.spawn)(self.port, &self.dir) {
+                self.child = Some(child);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{} did not restart on port {}", self.what, self.port);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -1,82 +1,50 @@
 //! A private `redis-server` with AOF persistence, so a restart keeps its data
 //! (as the docs recommend for production).
 
-use crate::process::{find_program, free_port, kill, stop, wait_for_port};
+use crate::process::{Server, find_program, kill, wait_for_port};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 
 pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: TempDir,
+    server: Server,
 }
 
 impl RedisServer {
     /// Starts a fresh server on a free port.
     pub fn start() -> RedisServer {
-        let dir = TempDir::new().expect("temp dir for redis");
-        for _ in 0..5 {
-            let port = free_port();
-            if let Some(child) = spawn(port, &dir) {
-                return RedisServer {
-                    child: Some(child),
-                    port,
-                    dir,
-                };
-            }
+        RedisServer {
+            server: Server::start("redis-server", spawn),
         }
-        panic!(
-            "redis-server did not start (see {})",
-            dir.path().join("redis.log").display()
-        );
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
     }
 
     /// `redis://127.0.0.1:PORT/`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://127.0.0.1:{}/", self.port())
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("redis.log")
+        self.server.dir.path().join("redis.log")
     }
 
     /// Stops the server (SIGTERM: it flushes its AOF).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            stop(&mut child, Duration::from_secs(5));
-        }
+        self.server.stop();
     }
 
     /// Kills the server with SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
+        self.server.kill();
     }
 
     /// Starts it again on the same port and data directory.
     pub fn restart(&mut self) {
-        self.stop();
-        for _ in 0..50 {
-            if let Some(child) = spawn(self.port, &self.dir) {
-                self.child = Some(child);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("redis-server did not restart on port {}", self.port);
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.restart();
     }
 }
 

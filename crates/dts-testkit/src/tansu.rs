@@ -4,49 +4,35 @@
 //! use short group timeouts in tests, `auto.offset.reset=earliest`, and
 //! `fetch.wait.max.ms` of 10–50. [`Broker::client_settings`] gives those.
 
-use crate::process::{find_program, free_port, kill, stop, wait_for_port};
+use crate::process::{Server, find_program, kill, wait_for_port};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 
 pub struct Broker {
-    child: Option<Child>,
-    port: u16,
-    dir: TempDir,
+    server: Server,
 }
 
 impl Broker {
     /// Starts a fresh broker on a free port.
     pub fn start() -> Broker {
-        let dir = TempDir::new().expect("temp dir for the broker");
-        for _ in 0..5 {
-            let port = free_port();
-            if let Some(child) = spawn(port, &dir) {
-                return Broker {
-                    child: Some(child),
-                    port,
-                    dir,
-                };
-            }
+        Broker {
+            server: Server::start("the broker (tansu)", spawn),
         }
-        panic!(
-            "the broker did not start (see {})",
-            dir.path().join("broker.log").display()
-        );
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
     }
 
     /// The bootstrap address, `127.0.0.1:PORT`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.port())
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("broker.log")
+        self.server.dir.path().join("broker.log")
     }
 
     /// librdkafka settings tests need with this broker: short group
@@ -62,53 +48,42 @@ impl Broker {
 
     /// Stops the broker. Its in-memory topics and offsets are lost.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            stop(&mut child, Duration::from_secs(5));
-        }
+        self.server.stop();
     }
 
     /// Freezes the broker (SIGSTOP): connections stay open but nothing is
     /// answered, as when a broker hangs or the network drops its packets.
     pub fn pause(&self) {
-        if let Some(child) = &self.child {
-            // SAFETY: signalling our own child process.
-            unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
-        }
+        self.signal(libc::SIGSTOP);
     }
 
     /// Lets a paused broker run again (SIGCONT), with its data intact.
     pub fn resume(&self) {
-        if let Some(child) = &self.child {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Some(child) = self.server.child() {
             // SAFETY: signalling our own child process.
-            unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+            unsafe { libc::kill(child.id() as i32, signal) };
         }
     }
 
     /// Kills the broker with SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
+        self.server.kill();
     }
 
     /// Starts it again on the same port (in-memory storage starts empty).
     pub fn restart(&mut self) {
-        self.stop();
-        for _ in 0..50 {
-            if let Some(child) = spawn(self.port, &self.dir) {
-                self.child = Some(child);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the broker did not restart on port {}", self.port);
+        self.server.restart();
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        // A paused process ignores SIGTERM until continued.
         self.resume();
-        self.kill();
     }
 }
 
