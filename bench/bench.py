@@ -44,13 +44,15 @@ PARTITIONS = 6  # pubsub.partitions, set explicitly on every distributed node
 SHARD_TOPIC = "distributed_task_shard"
 POLL = 0.010  # status poll interval while a timed task runs
 
-RUNNERS = ["xargs", "parallel", "dts-up", "dts-run", "dts-dist"]
+RUNNERS = ["xargs", "parallel", "dts-up", "dts-run", "dts-dist", "dts-up-warm", "dts-run-warm"]
 RUNNER_LABEL = {
     "xargs": "xargs -P",
     "parallel": "GNU parallel",
     "dts-up": "dts up (embedded, HTTP)",
     "dts-run": "dts run (one-shot)",
     "dts-dist": "dts distributed",
+    "dts-up-warm": "dts up --warm-shell",
+    "dts-run-warm": "dts run --warm-shell",
 }
 SECTIONS = ["W1", "W2", "W3", "W4", "LAT", "READS"]
 
@@ -201,6 +203,27 @@ def proc_times(pid):
     fields = s[s.rindex(")") + 2:].split()
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
     return (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK
+
+
+def child_pids(pid):
+    """The live children of PID (all its threads')."""
+    pids = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                pids.extend(int(x) for x in f.read().split())
+    except OSError:
+        pass
+    return pids
+
+
+def is_warm_shell(pid):
+    """A dts warm shell: a bash whose script is dts's host loop."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"__dts_op" in f.read()
+    except OSError:
+        return False
 
 
 def vm_hwm_kb(pid):
@@ -585,11 +608,13 @@ def planned_line(node, tid):
 class Embedded:
     """`dts up --ephemeral --port 0`."""
 
-    def __init__(self, cores):
+    def __init__(self, cores, warm_shell=False):
         self.tmp = make_temp("up")
         self.node = None
         self.api = None
         argv = [DTS, "up", "--ephemeral", "--port", "0", "--cores", str(cores)]
+        if warm_shell:
+            argv.append("--warm-shell")
         try:
             self.node = Node("dts-up", argv, self.tmp, r"dts listening on (http://\S+)")
             self.api = Api(self.node.match.group(1))
@@ -598,8 +623,22 @@ class Embedded:
             raise
 
     def cpu(self):
+        """dts up's CPU and its items'. With warm shells the items are the
+        shells' children: a shell's own CPU (its loop and forks) counts as
+        dts's, the items it reaped as the scripts'."""
         own, children = proc_times(self.node.pid)
-        return {"own": own, "children": children, "parts": {"dts up": own}}
+        parts = {"dts up": own}
+        for child in child_pids(self.node.pid):
+            try:
+                shell_own, shell_children = proc_times(child)
+            except OSError:
+                continue  # an item that just ended
+            if not is_warm_shell(child):
+                continue
+            parts["warm shells"] = parts.get("warm shells", 0) + shell_own
+            own += shell_own
+            children += shell_children
+        return {"own": own, "children": children, "parts": parts}
 
     def rss(self):
         return {"dts up": vm_hwm_kb(self.node.pid)}
@@ -834,6 +873,13 @@ def run_dts_run(wl, conc):
                                         "--", wl["script"]])
 
 
+def run_dts_run_warm(wl, conc):
+    # The warm shells exit with dts run and are reaped by it, so their own
+    # CPU lands in the scripts' column here (see dts up --warm-shell for the split).
+    return run_child_runner("dts-run-warm", [DTS, "run", "--warm-shell", "--cores", str(conc),
+                                             "--inputs", wl["file"], "--", wl["script"]])
+
+
 def timed_task(node, wl, redis=None):
     """Submits the workload as one task and polls it until it ends."""
     body = task_body(wl["script"], wl["inputs"])
@@ -859,13 +905,17 @@ def timed_task(node, wl, redis=None):
             "rss": node.rss(), "task_id": tid, **extra}
 
 
-def run_dts_up(wl, conc):
-    node = Embedded(conc)
+def run_dts_up(wl, conc, warm_shell=False):
+    node = Embedded(conc, warm_shell=warm_shell)
     try:
         warm_up(node.api, wl["script"])
         return timed_task(node, wl)
     finally:
         node.stop()
+
+
+def run_dts_up_warm(wl, conc):
+    return run_dts_up(wl, conc, warm_shell=True)
 
 
 def run_dts_dist(wl, conc):
@@ -995,7 +1045,8 @@ def profile_dts_up(wl):
 
 
 RUNNER_FN = {"xargs": run_xargs, "parallel": run_parallel, "dts-up": run_dts_up,
-             "dts-run": run_dts_run, "dts-dist": run_dts_dist}
+             "dts-run": run_dts_run, "dts-dist": run_dts_dist,
+             "dts-up-warm": run_dts_up_warm, "dts-run-warm": run_dts_run_warm}
 
 
 # --------------------------------------------------------------------------
@@ -1377,10 +1428,11 @@ def targets(summary, extra, quick):
         if rd and "error" not in rd:
             out.append((f"Status reads GET /v1/tasks/{{id}}, {mode} ≥ 10,000/s", f"{rd['rps']:,.0f}/s",
                         "PASS" if rd["rps"] >= 10000 and rd["non2xx"] == 0 else "MISS"))
-    s = S.get(("W1", "dts-up"))
-    if s and s.get("ratio") is not None:
-        out.append(("Stretch: W1 embedded > 1.3× xargs (warm shell)", f"{s['ratio']:.2f}×",
-                    "PASS" if s["ratio"] > 1.3 else "MISS"))
+    for runner in ("dts-up-warm", "dts-run-warm"):
+        s = S.get(("W1", runner))
+        if s and s.get("ratio") is not None:
+            out.append((f"Stretch: W1 embedded > 1.3× xargs ({RUNNER_LABEL[runner]}; off by default, docs/warm-shell.md)",
+                        f"{s['ratio']:.2f}×", "PASS" if s["ratio"] > 1.3 else "MISS"))
     return out
 
 
@@ -1688,7 +1740,7 @@ def render(info, command, args, runs, summary, extra, rows, duration):
     # CPU breakdown for dts rows
     brk = []
     for s in summary:
-        if s["runner"] in ("dts-up", "dts-dist") and s.get("parts_ms"):
+        if s["runner"] in ("dts-up", "dts-dist", "dts-up-warm") and s.get("parts_ms"):
             parts = ", ".join(f"{k} {v:.3f}" for k, v in s["parts_ms"].items())
             extra_txt = ""
             if s.get("shards"):

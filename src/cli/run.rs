@@ -60,6 +60,9 @@ pub struct RunArgs {
     /// Print the results as JSON instead of the items' output.
     #[arg(long)]
     json: bool,
+    /// Run bash items in warm shells (executor.warm-shell; docs/warm-shell.md).
+    #[arg(long)]
+    warm_shell: bool,
 }
 
 impl RunArgs {
@@ -132,6 +135,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     super::node::init_logging();
     let mut flags = vec![("store.ephemeral".to_string(), "true".to_string())];
     flag(&mut flags, "worker.cores", args.cores);
+    flag(
+        &mut flags,
+        "executor.warm-shell",
+        args.warm_shell.then_some(true),
+    );
     let settings = args.config.load(flags)?;
     let new =
         submit::from_json(&args.task_body()?, &wiring::submit_limits(&settings)).map_err(|e| {

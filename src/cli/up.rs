@@ -35,6 +35,9 @@ pub struct UpArgs {
     /// Listen on a non-loopback address without a token (server.insecure).
     #[arg(long)]
     insecure: bool,
+    /// Run bash items in warm shells (executor.warm-shell; docs/warm-shell.md).
+    #[arg(long)]
+    warm_shell: bool,
 }
 
 impl UpArgs {
@@ -55,6 +58,11 @@ impl UpArgs {
         );
         flag(&mut flags, "worker.cores", self.cores);
         flag(&mut flags, "server.insecure", self.insecure.then_some(true));
+        flag(
+            &mut flags,
+            "executor.warm-shell",
+            self.warm_shell.then_some(true),
+        );
         flags
     }
 }

@@ -74,5 +74,6 @@ pub fn exec_settings(settings: &Settings) -> ExecSettings {
         kill_grace: settings.executor.kill_grace,
         env_allow: settings.executor.env_allow.clone(),
         workdir: settings.executor.workdir.clone(),
+        warm_shell: settings.executor.warm_shell,
     }
 }

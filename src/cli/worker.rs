@@ -24,6 +24,9 @@ pub struct WorkerArgs {
     /// This worker's id in heartbeats and results (worker.id); default host-pid-random.
     #[arg(long)]
     id: Option<String>,
+    /// Run bash items in warm shells (executor.warm-shell; docs/warm-shell.md).
+    #[arg(long)]
+    warm_shell: bool,
 }
 
 pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
@@ -31,6 +34,11 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
     let mut flags = Vec::new();
     flag(&mut flags, "worker.cores", args.cores);
     flag(&mut flags, "worker.id", args.id.as_ref());
+    flag(
+        &mut flags,
+        "executor.warm-shell",
+        args.warm_shell.then_some(true),
+    );
     let settings = args.config.load(flags)?;
 
     let store = node::connect_redis(&settings).await?;

@@ -8,7 +8,97 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn hostile_items_reach_the_script_verbatim_and_run_nothing() {
-    let up = DtsUp::start(&[]);
+    hostile_items_run_nothing(&[]).await;
+}
+
+#[tokio::test]
+async fn hostile_items_reach_warm_shells_verbatim_and_run_nothing() {
+    hostile_items_run_nothing(&["--warm-shell"]).await;
+}
+
+/// One result per item, in index order, with what a user compares.
+async fn comparable_results(up: &DtsUp, id: &str) -> Vec<serde_json::Value> {
+    up.all_results(id, "")
+        .await
+        .iter()
+        .map(|r| {
+            json!([
+                r["index"],
+                r["input"],
+                r["exitCode"],
+                r["signal"],
+                r["timedOut"],
+                r["stdout"],
+                r["stderr"],
+                r["attempt"]
+            ])
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn warm_shells_give_every_item_the_result_a_fresh_process_gives() {
+    // Successes, failures, a retried failure, a timeout, stdin, variables
+    // and output on both streams, in one task run both ways.
+    let script = r#"case "$1" in
+  fail-*) echo "no: $1" >&2; exit 3 ;;
+  slow-*) echo started; sleep 30 ;;
+  flaky-*) [ -e "$DTS_TASK_ID.$1" ] || { touch "$DTS_TASK_ID.$1"; exit 1; } ;;
+esac
+printf '%s|%s|%s|{{greeting}}|%s\n' "$1" "$DTS_ITEM_INDEX" "$(cat)" "$((${#1} * 2))"
+echo "to stderr $DTS_ITEM" >&2"#;
+    let mut inputs = items(300);
+    for i in (0..300).step_by(37) {
+        inputs[i] = format!("fail-{i}");
+    }
+    inputs[5] = "slow-5".into();
+    inputs[6] = "flaky-6".into();
+    inputs[7] = "it's \"quoted\" $(touch pwned) `x`".into();
+    let body = json!({
+        "templateFunction": script,
+        "variableJson": {"greeting": "hi there"},
+        "inputList": inputs,
+        "timeoutSecs": 2,
+        "retries": 1,
+    });
+    let mut outcomes = Vec::new();
+    for extra in [&[][..], &["--warm-shell"][..]] {
+        let dir = tempfile::TempDir::new().unwrap();
+        let workdir = format!("executor.workdir={}", dir.path().display());
+        let mut args = vec!["--set", workdir.as_str()];
+        args.extend_from_slice(extra);
+        let up = DtsUp::start(&args);
+        let id = up.submit(body.clone()).await;
+        let done = up.wait_ended(&id).await;
+        assert_eq!(done["status"], "FAILED", "{extra:?}: {done}");
+        assert_eq!(done["itemsSucceeded"], 290, "{extra:?}: {done}");
+        assert_eq!(done["itemsFailed"], 10, "{extra:?}: {done}");
+        assert!(
+            !dir.path().join("pwned").exists(),
+            "{extra:?}: an item ran code"
+        );
+        // The task id differs between the two runs; the results must not.
+        let results: Vec<_> = comparable_results(&up, &id)
+            .await
+            .into_iter()
+            .map(|r| serde_json::Value::String(r.to_string().replace(&id, "<task>")))
+            .collect();
+        assert_eq!(results.len(), 300, "{extra:?}");
+        outcomes.push(results);
+    }
+    let (fresh, warm) = (&outcomes[0], &outcomes[1]);
+    for (f, w) in fresh.iter().zip(warm) {
+        assert_eq!(w, f, "warm shell result differs");
+    }
+    assert!(
+        fresh[5].to_string().contains("true"),
+        "slow-5 timed out: {}",
+        fresh[5]
+    );
+}
+
+async fn hostile_items_run_nothing(extra: &[&str]) {
+    let up = DtsUp::start(extra);
     let dir = tempfile::TempDir::new().unwrap();
     let marker = dir.path().join("pwned");
     let m = marker.display().to_string();

@@ -72,6 +72,7 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         default_timeout: read.secs("executor.default-timeout-secs")?,
         max_timeout: read.secs("executor.max-timeout-secs")?,
         max_retries: read.get("executor.max-retries")?,
+        warm_shell: read.get("executor.warm-shell")?,
     };
     let limits = LimitsSettings {
         max_body_bytes: read.get("limits.max-body-bytes")?,

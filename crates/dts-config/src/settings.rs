@@ -284,6 +284,8 @@ pub struct ExecutorSettings {
     pub max_timeout: Duration,
     /// `executor.max-retries`.
     pub max_retries: u32,
+    /// `executor.warm-shell`: items of bash scripts in warm shells.
+    pub warm_shell: bool,
 }
 
 /// `limits.*`: what the API accepts.

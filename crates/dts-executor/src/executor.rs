@@ -13,8 +13,8 @@ use std::pin::{Pin, pin};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,7 @@ use crate::outcome::ExecOutcome;
 use crate::output::Capture;
 use crate::program::Program;
 use crate::settings::ExecSettings;
+use crate::warm::{self, Host, ItemPipes, Report};
 
 /// How long to wait for stdout and stderr to close once the main process has
 /// exited and its group was killed. Only a process that left the group (with
@@ -58,6 +59,8 @@ pub struct Executor {
     /// The allow-listed part of the worker's environment, filtered once so
     /// each item only copies it.
     env: Vec<(OsString, OsString)>,
+    /// Idle warm shells ([`ExecSettings::warm_shell`]).
+    warm: warm::Pool,
 }
 
 /// Why the executor stopped an item before it ended on its own.
@@ -91,6 +94,19 @@ enum ExecError {
     NulInItem { program: String },
     #[error("could not wait for `{program}`: {source}")]
     Wait { program: String, source: io::Error },
+    #[error("the warm shell `{program}` could not take the item: {source}")]
+    WarmSend { program: String, source: io::Error },
+    #[error(
+        "the warm shell `{program}` ended while running the item (a script that signals `$$` \
+         signals the warm shell, not the item)"
+    )]
+    WarmHostDied { program: String },
+    #[error(
+        "the warm shell `{program}` could not connect the item's stdin, stdout and stderr \
+         (it opens them under /proc/{pid}/fd)",
+        pid = std::process::id()
+    )]
+    WarmPipes { program: String },
 }
 
 impl Executor {
@@ -107,7 +123,11 @@ impl Executor {
         env: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Self {
         let env = filter_env(&settings.env_allow, env);
-        Self { settings, env }
+        Self {
+            settings,
+            env,
+            warm: warm::Pool::default(),
+        }
     }
 
     /// The settings this executor was built with.
@@ -179,6 +199,28 @@ impl Executor {
             return failed(ExecError::NulInItem {
                 program: program.display_name().into_owned(),
             });
+        }
+        if let Some((interpreter, script)) = self.warm_script(program) {
+            if item.input.len() > MAX_ITEM_BYTES {
+                // The same limit as a fresh process, so a task behaves the
+                // same either way (scripts' own commands get DTS_ITEM too).
+                return failed(ExecError::ItemTooLong {
+                    program: interpreter.to_owned(),
+                    len: item.input.len(),
+                    source: io::Error::from_raw_os_error(libc::E2BIG),
+                });
+            }
+            return self
+                .run_warm(
+                    program,
+                    (interpreter, script),
+                    item,
+                    timeout,
+                    cancel,
+                    held,
+                    started,
+                )
+                .await;
         }
         let mut child = match self.command(program, item).spawn() {
             Ok(child) => child,
@@ -291,6 +333,205 @@ impl Executor {
         command
     }
 
+    /// The interpreter and script of `program` when it runs in a warm shell:
+    /// the setting is on and it is a bash script (one with a NUL byte could
+    /// not be sent, and fails as a fresh process would).
+    fn warm_script<'p>(&self, program: &'p Program) -> Option<(&'p str, &'p str)> {
+        match program {
+            Program::Script {
+                interpreter,
+                script,
+            } if self.settings.warm_shell
+                && warm::is_bash(interpreter)
+                && !script.contains('\0') =>
+            {
+                Some((interpreter, script))
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Executor::run_holding`] for an item run in a subshell of a warm
+    /// shell (see the `warm` module): the same supervision, with the host's
+    /// reports standing in for the child's exit.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_warm<H>(
+        &self,
+        program: &Program,
+        (interpreter, script): (&str, &str),
+        item: &ItemContext<'_>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        held: H,
+        started: Instant,
+    ) -> ExecOutcome {
+        let failed = |error: ExecError| ExecOutcome {
+            error: Some(error.to_string()),
+            duration: started.elapsed(),
+            ..ExecOutcome::default()
+        };
+        let name = || interpreter.to_owned();
+        let mut host = match self.warm.take(interpreter) {
+            Some(host) => host,
+            None => match Host::start(
+                interpreter,
+                &self.env,
+                self.settings.workdir.as_deref(),
+                SCRIPT_NAME,
+            ) {
+                Ok(host) => host,
+                Err(source) => return failed(self.spawn_error(program, item, source)),
+            },
+        };
+        let mut pipes = match ItemPipes::new() {
+            Ok(pipes) => pipes,
+            Err(source) => {
+                return failed(ExecError::WarmSend {
+                    program: name(),
+                    source,
+                });
+            }
+        };
+        if let Err(source) = host.send(script, item, &pipes).await {
+            return failed(ExecError::WarmSend {
+                program: name(),
+                source,
+            });
+        }
+        let feed = feed_stdin(pipes.stdin.take(), item.input);
+        let (stdout, stderr) = (pipes.stdout.take(), pipes.stderr.take());
+        let mut out = Capture::new(self.settings.output_cap_bytes);
+        let mut err = Capture::new(self.settings.output_cap_bytes);
+        let mut group = ProcessGroup::new(None);
+
+        let (ended, stop) = {
+            let both = pin!(async { tokio::join!(out.fill_from(stdout), err.fill_from(stderr)) });
+            let mut readers = Readers { both, done: false };
+            let ended = self
+                .supervise_warm(
+                    &mut host,
+                    &mut pipes,
+                    &mut group,
+                    &mut readers,
+                    feed,
+                    timeout,
+                    cancel,
+                )
+                .await;
+            drop(held);
+            group.signal_logged(libc::SIGKILL);
+            group.disarm();
+            if tokio::time::timeout(DRAIN_LIMIT, readers.finish())
+                .await
+                .is_err()
+            {
+                tracing::debug!(
+                    task = item.task_id,
+                    index = item.index,
+                    "item output still open after its process exited; keeping what was read"
+                );
+            }
+            ended
+        };
+        match ended {
+            Ok(status) => {
+                self.warm.put(host);
+                outcome(program, Ok(status), stop, out, err, started)
+            }
+            Err(error) => {
+                let mut result = outcome(
+                    program,
+                    Ok(ExitStatus::from_raw(0)),
+                    stop,
+                    out,
+                    err,
+                    started,
+                );
+                result.exit_code = None;
+                result.error = Some(error.to_string());
+                result
+            }
+        }
+    }
+
+    /// [`Executor::supervise`] for a warm item: waits for the host to report
+    /// the subshell's end, closing the executor's copies of the item's pipe
+    /// ends once the subshell has opened its own.
+    #[allow(clippy::too_many_arguments)]
+    async fn supervise_warm<F: Future<Output = ((), ())>>(
+        &self,
+        host: &mut Host,
+        pipes: &mut ItemPipes,
+        group: &mut ProcessGroup,
+        readers: &mut Readers<'_, F>,
+        feed: impl Future<Output = ()>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> (Result<ExitStatus, ExecError>, Option<Stop>) {
+        let program = host.interpreter().to_owned();
+        let mut feed = pin!(feed);
+        let mut feed_done = false;
+        let mut deadline = pin!(tokio::time::sleep_until(after(timeout)));
+        let mut stop = None;
+        let mut kill_at: Option<Instant> = None;
+        let mut opened = false;
+        // Signals sent to the group, as a bit set: a status of 128+N means
+        // "killed by N" only when the executor sent N (see `warm`).
+        let mut sent: u64 = 0;
+        let send = |group: &ProcessGroup, signal: libc::c_int, sent: &mut u64| {
+            group.signal_logged(signal);
+            *sent |= 1 << signal;
+        };
+        loop {
+            tokio::select! {
+                biased;
+                report = host.next_report() => match report {
+                    Some(Report::Started(pid)) => {
+                        *group = ProcessGroup::new(Some(pid));
+                        // A stop that came before the pid is delivered now.
+                        for signal in [libc::SIGTERM, libc::SIGKILL] {
+                            if sent & (1 << signal) != 0 {
+                                group.signal_logged(signal);
+                            }
+                        }
+                    }
+                    Some(Report::Opened) => {
+                        opened = true;
+                        pipes.close_child_ends();
+                    }
+                    Some(Report::Exited(status)) => {
+                        pipes.close_child_ends();
+                        if !opened {
+                            return (Err(ExecError::WarmPipes { program }), stop);
+                        }
+                        return (Ok(warm_status(status, sent)), stop);
+                    }
+                    None => {
+                        pipes.close_child_ends();
+                        return (Err(ExecError::WarmHostDied { program }), stop);
+                    }
+                },
+                () = readers.finish(), if !readers.done => {}
+                () = &mut feed, if !feed_done => feed_done = true,
+                // `kill_at` is Some whenever this branch is enabled.
+                () = tokio::time::sleep_until(kill_at.unwrap_or(deadline.deadline())), if kill_at.is_some() => {
+                    send(group, libc::SIGKILL, &mut sent);
+                    kill_at = None;
+                }
+                () = cancel.cancelled(), if stop.is_none() => {
+                    stop = Some(Stop::Cancelled);
+                    send(group, libc::SIGTERM, &mut sent);
+                    kill_at = Some(after(self.settings.kill_grace));
+                }
+                () = &mut deadline, if stop.is_none() => {
+                    stop = Some(Stop::TimedOut);
+                    send(group, libc::SIGTERM, &mut sent);
+                    kill_at = Some(after(self.settings.kill_grace));
+                }
+            }
+        }
+    }
+
     fn spawn_error(
         &self,
         program: &Program,
@@ -374,7 +615,7 @@ fn outcome(
 
 /// Writes the item and a newline to the child's stdin, then closes it. A
 /// child that exits or closes stdin without reading is fine (broken pipe).
-async fn feed_stdin(stdin: Option<ChildStdin>, input: &str) {
+async fn feed_stdin<W: AsyncWrite + Unpin>(stdin: Option<W>, input: &str) {
     let Some(mut stdin) = stdin else { return };
     let written = match stdin.write_all(input.as_bytes()).await {
         Ok(()) => stdin.write_all(b"\n").await,
@@ -392,4 +633,16 @@ fn after(d: Duration) -> Instant {
     const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
     let now = Instant::now();
     now.checked_add(d).unwrap_or_else(|| now + FAR)
+}
+
+/// The exit status of a warm item from its shell's `$?`: 128+N is the signal
+/// N when the executor sent N (a timeout or a cancel), an exit code otherwise
+/// (bash reports both the same way).
+fn warm_status(status: i32, sent: u64) -> ExitStatus {
+    let signal = status - 128;
+    if (1..64).contains(&signal) && sent & (1 << signal) != 0 {
+        ExitStatus::from_raw(signal)
+    } else {
+        ExitStatus::from_raw((status & 0xff) << 8)
+    }
 }

@@ -25,6 +25,7 @@ mod outcome;
 mod output;
 mod program;
 mod settings;
+mod warm;
 
 pub use executor::{Executor, ItemContext};
 pub use outcome::ExecOutcome;

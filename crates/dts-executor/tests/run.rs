@@ -15,11 +15,45 @@ const GENEROUS: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_millis(200);
 const TEST_PATH: &str = "/usr/bin:/bin";
 
+thread_local! {
+    /// Whether this test's executors run bash scripts in warm shells; set by
+    /// the wrappers `both_ways!` makes.
+    static WARM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn settings() -> ExecSettings {
     ExecSettings {
         kill_grace: GRACE,
+        warm_shell: WARM.get(),
         ..ExecSettings::default()
     }
+}
+
+/// Runs each named `async fn` as two tests: `fresh_process::<name>` (every
+/// item a new `bash -c`, the default) and `warm_shell::<name>` (items in
+/// subshells of a warm shell). One corpus, so the two ways are shown to give
+/// the same results wherever docs/warm-shell.md does not say otherwise.
+macro_rules! both_ways {
+    ($($name:ident),* $(,)?) => {
+        mod fresh_process {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::WARM.set(false);
+                    super::$name().await;
+                }
+            )*
+        }
+        mod warm_shell {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::WARM.set(true);
+                    super::$name().await;
+                }
+            )*
+        }
+    };
 }
 
 /// The worker's environment as tests pretend it is: two allowed variables
@@ -171,7 +205,6 @@ fn assert_nothing_created(dir: &Path) {
     assert!(created.is_empty(), "an item ran code: {created:?}");
 }
 
-#[tokio::test]
 async fn the_item_is_dollar_one_and_dollar_zero_is_dts_item() {
     let out = run(
         &executor(),
@@ -183,14 +216,12 @@ async fn the_item_is_dollar_one_and_dollar_zero_is_dts_item() {
     assert!(out.succeeded(), "{out:?}");
 }
 
-#[tokio::test]
 async fn the_item_is_written_to_stdin_with_a_newline_and_stdin_is_closed() {
     let out = run(&executor(), &bash("cat"), "line one\nline two").await;
     assert_eq!(out.stdout, "line one\nline two\n");
     assert!(out.succeeded(), "{out:?}");
 }
 
-#[tokio::test]
 async fn the_dts_variables_describe_the_item() {
     let script =
         r#"printf '%s|%s|%s|%s' "$DTS_ITEM" "$DTS_ITEM_INDEX" "$DTS_TASK_ID" "$DTS_SHARD_INDEX""#;
@@ -198,7 +229,6 @@ async fn the_dts_variables_describe_the_item() {
     assert_eq!(out.stdout, "pear|7|task-1|2");
 }
 
-#[tokio::test]
 async fn hostile_items_reach_the_script_verbatim_and_run_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let executor = executor_with(ExecSettings {
@@ -219,7 +249,6 @@ async fn hostile_items_reach_the_script_verbatim_and_run_nothing() {
     assert_nothing_created(dir.path());
 }
 
-#[tokio::test]
 async fn hostile_items_reach_a_direct_program_as_its_only_argument() {
     let bin = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -240,7 +269,6 @@ async fn hostile_items_reach_a_direct_program_as_its_only_argument() {
     assert_nothing_created(work.path());
 }
 
-#[tokio::test]
 async fn a_long_item_reaches_dollar_one_stdin_and_dts_item_whole() {
     let input = "0123456789".repeat(10_000);
     let script = r#"s=$(cat); [ "$s" = "$1" ] && [ "$1" = "$DTS_ITEM" ] && printf '%s' "${#1}""#;
@@ -249,7 +277,6 @@ async fn a_long_item_reaches_dollar_one_stdin_and_dts_item_whole() {
     assert!(out.succeeded(), "{out:?}");
 }
 
-#[tokio::test]
 async fn an_item_too_long_for_an_argument_is_a_clear_error() {
     let input = "x".repeat(200_000);
     let out = run(&executor(), &bash("true"), &input).await;
@@ -262,14 +289,12 @@ async fn an_item_too_long_for_an_argument_is_a_clear_error() {
     assert!(!out.succeeded());
 }
 
-#[tokio::test]
 async fn the_longest_item_the_system_accepts_still_runs() {
     let input = "z".repeat(128 * 1024 - "DTS_ITEM=".len() - 1);
     let out = run(&executor(), &bash(r#"printf '%s' "${#DTS_ITEM}""#), &input).await;
     assert_eq!(out.stdout, input.len().to_string(), "{:?}", out.error);
 }
 
-#[tokio::test]
 async fn an_item_with_a_nul_byte_is_a_clear_error() {
     let out = run(&executor(), &bash("true"), "a\0b").await;
     assert_eq!(
@@ -281,7 +306,6 @@ async fn an_item_with_a_nul_byte_is_a_clear_error() {
     assert_eq!(out.exit_code, None);
 }
 
-#[tokio::test]
 async fn a_script_that_never_reads_stdin_does_not_block_on_a_large_item() {
     // Larger than a pipe's 64 KiB buffer, so the stdin write cannot finish.
     let input = "y".repeat(120_000);
@@ -290,23 +314,25 @@ async fn a_script_that_never_reads_stdin_does_not_block_on_a_large_item() {
     assert!(out.succeeded(), "{out:?}");
 }
 
-#[tokio::test]
 async fn scripts_see_only_the_allow_listed_variables_and_dts_ones() {
-    // The shell's own initial environment, before it adds PWD, SHLVL and `_`.
-    let out = run(
-        &executor(),
-        &bash(r#"tr '\0' '\n' < /proc/$$/environ | sort"#),
-        "x",
-    )
-    .await;
+    // What the programs a script starts get: the allow-list, `DTS_*`, and
+    // what bash itself adds (PWD, SHLVL and `_`).
+    let dir = tempfile::tempdir().unwrap();
+    let executor = executor_with(ExecSettings {
+        workdir: Some(dir.path().into()),
+        ..settings()
+    });
+    let out = run(&executor, &bash("env | sort"), "x").await;
     assert_eq!(
         out.stdout,
-        "DTS_ITEM=x\nDTS_ITEM_INDEX=7\nDTS_SHARD_INDEX=2\nDTS_TASK_ID=task-1\n\
-         HOME=/home/dts-test\nPATH=/usr/bin:/bin\n"
+        format!(
+            "DTS_ITEM=x\nDTS_ITEM_INDEX=7\nDTS_SHARD_INDEX=2\nDTS_TASK_ID=task-1\n\
+             HOME=/home/dts-test\nPATH=/usr/bin:/bin\nPWD={}\nSHLVL=1\n_=/usr/bin/env\n",
+            dir.path().display()
+        )
     );
 }
 
-#[tokio::test]
 async fn path_falls_back_to_the_system_directories_when_the_worker_has_none() {
     let executor = Executor::with_base_env(settings(), [("HOME".into(), "/h".into())]);
     let out = run(&executor, &bash(r#"printf '%s' "$PATH""#), "x").await;
@@ -327,7 +353,6 @@ fn a_new_executor_takes_path_from_the_process_environment() {
     );
 }
 
-#[tokio::test]
 async fn scripts_run_in_the_configured_workdir() {
     let dir = tempfile::tempdir().unwrap();
     let executor = executor_with(ExecSettings {
@@ -341,7 +366,6 @@ async fn scripts_run_in_the_configured_workdir() {
     );
 }
 
-#[tokio::test]
 async fn prepare_runs_a_single_word_relative_to_the_workdir_directly() {
     let dir = tempfile::tempdir().unwrap();
     write_executable(dir.path(), "tool", "#!/bin/sh\necho \"tool got $1\"\n");
@@ -355,7 +379,6 @@ async fn prepare_runs_a_single_word_relative_to_the_workdir_directly() {
     assert_eq!(out.stdout, "tool got plum\n");
 }
 
-#[tokio::test]
 async fn prepare_looks_up_a_bare_word_in_the_scripts_path() {
     let executor = executor();
     let program = executor.prepare("echo", "bash");
@@ -366,7 +389,6 @@ async fn prepare_looks_up_a_bare_word_in_the_scripts_path() {
     assert_eq!(run(&executor, &program, "fig").await.stdout, "fig\n");
 }
 
-#[tokio::test]
 async fn a_missing_interpreter_is_an_outcome_naming_it() {
     let program = Program::Script {
         interpreter: "bashx".into(),
@@ -381,7 +403,6 @@ async fn a_missing_interpreter_is_an_outcome_naming_it() {
     assert!(!out.succeeded());
 }
 
-#[tokio::test]
 async fn a_direct_program_without_execute_permission_is_an_outcome_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plain");
@@ -396,7 +417,6 @@ async fn a_direct_program_without_execute_permission_is_an_outcome_naming_it() {
     );
 }
 
-#[tokio::test]
 async fn a_missing_workdir_is_named_in_the_error() {
     let executor = executor_with(ExecSettings {
         workdir: Some("/nonexistent/dts-dir".into()),
@@ -411,7 +431,6 @@ async fn a_missing_workdir_is_named_in_the_error() {
     );
 }
 
-#[tokio::test]
 async fn the_exit_code_is_recorded() {
     let out = run(&executor(), &bash("echo failing >&2; exit 3"), "x").await;
     assert_eq!((out.exit_code, out.signal), (Some(3), None));
@@ -428,7 +447,6 @@ async fn a_signal_that_kills_the_script_is_recorded() {
     assert!(!out.succeeded());
 }
 
-#[tokio::test]
 async fn the_wall_duration_is_recorded() {
     let out = run(&executor(), &bash("sleep 0.3"), "x").await;
     assert!(
@@ -439,7 +457,6 @@ async fn the_wall_duration_is_recorded() {
     assert!(out.duration < Duration::from_secs(3), "{:?}", out.duration);
 }
 
-#[tokio::test]
 async fn a_megabyte_on_stderr_before_any_stdout_does_not_deadlock() {
     let script = "head -c 1048576 /dev/zero | tr '\\0' e >&2; echo done";
     let out = run(&executor(), &bash(script), "x").await;
@@ -454,7 +471,6 @@ async fn a_megabyte_on_stderr_before_any_stdout_does_not_deadlock() {
     );
 }
 
-#[tokio::test]
 async fn each_stream_is_capped_separately() {
     let executor = executor_with(ExecSettings {
         output_cap_bytes: 5,
@@ -468,13 +484,11 @@ async fn each_stream_is_capped_separately() {
     assert_eq!((out.stderr.as_str(), out.stderr_truncated), ("hello", true));
 }
 
-#[tokio::test]
 async fn binary_output_is_stored_safely() {
     let out = run(&executor(), &bash(r#"printf '\377\376ok\000end'"#), "x").await;
     assert_eq!(out.stdout, "\u{fffd}\u{fffd}ok\0end");
 }
 
-#[tokio::test]
 async fn a_timeout_kills_the_script_and_its_background_children() {
     let out = run_for(
         &executor(),
@@ -494,7 +508,6 @@ async fn a_timeout_kills_the_script_and_its_background_children() {
     );
 }
 
-#[tokio::test]
 async fn a_script_ignoring_sigterm_is_killed_after_the_grace() {
     let timeout = Duration::from_millis(200);
     let out = run_for(
@@ -515,7 +528,6 @@ async fn a_script_ignoring_sigterm_is_killed_after_the_grace() {
     );
 }
 
-#[tokio::test]
 async fn cancelling_kills_the_script_within_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let executor = executor_with(ExecSettings {
@@ -544,7 +556,6 @@ async fn cancelling_kills_the_script_within_the_grace() {
     );
 }
 
-#[tokio::test]
 async fn cancelling_a_script_that_ignores_sigterm_kills_its_group_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let executor = executor_with(ExecSettings {
@@ -574,7 +585,6 @@ async fn cancelling_a_script_that_ignores_sigterm_kills_its_group_after_the_grac
     );
 }
 
-#[tokio::test]
 async fn an_item_whose_task_is_already_cancelled_is_not_started() {
     let dir = tempfile::tempdir().unwrap();
     let executor = executor_with(ExecSettings {
@@ -591,7 +601,6 @@ async fn an_item_whose_task_is_already_cancelled_is_not_started() {
     assert_nothing_created(dir.path());
 }
 
-#[tokio::test]
 async fn a_background_process_left_behind_is_killed_without_delaying_the_item() {
     let out = run(&executor(), &bash("sleep 100 & echo $!"), "x").await;
     assert!(out.succeeded(), "{out:?}");
@@ -608,7 +617,6 @@ async fn a_background_process_left_behind_is_killed_without_delaying_the_item() 
     );
 }
 
-#[tokio::test]
 async fn a_process_that_escaped_the_group_cannot_hang_the_item() {
     let dir = tempfile::tempdir().unwrap();
     let executor = executor_with(ExecSettings {
@@ -625,7 +633,6 @@ async fn a_process_that_escaped_the_group_cannot_hang_the_item() {
     assert!(out.duration < Duration::from_secs(3), "{:?}", out.duration);
 }
 
-#[tokio::test]
 async fn dropping_a_running_item_kills_its_process_group() {
     let dir = tempfile::tempdir().unwrap();
     let executor = executor_with(ExecSettings {
@@ -667,3 +674,233 @@ fn executors_can_be_shared_and_runs_spawned_on_any_thread() {
     let run = executor.run(&program, &ctx, GENEROUS, &cancel);
     assert_send(&run);
 }
+
+// --- Warm shells: what must be the same as a fresh process, and what differs.
+
+fn warm_executor() -> Executor {
+    executor_with(ExecSettings {
+        warm_shell: true,
+        ..settings()
+    })
+}
+
+fn fresh_executor() -> Executor {
+    executor_with(ExecSettings {
+        warm_shell: false,
+        ..settings()
+    })
+}
+
+/// Everything a script can observe about its shell that is not per process:
+/// arguments, flags, options, traps, functions, variables, limits, the
+/// signal dispositions commands inherit, open descriptors, and how errors are
+/// numbered and worded. The expansion error is last on purpose (see
+/// `in_a_warm_shell_an_expansion_error_ends_the_script`).
+const SHELL_STATE_PROBE: &str = r#"printf '%s|' "$0" "$#" "$1" "$-" "$BASH_SUBSHELL" "$LINENO" "$SHLVL" "$BASH_EXECUTION_STRING" "$PPID"; echo
+set -o; shopt -p; trap -p; declare -F; alias; umask; ulimit -a
+declare -p | grep -vE '^declare -[-a-zA-Z]+ (BASHPID|BASH_COMMAND|RANDOM|SRANDOM|EPOCHREALTIME|EPOCHSECONDS|SECONDS|_)(=|$)'
+grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/$BASHPID/fd
+no-such-command-dts; echo "status $?"; (exit 3); echo "status $?"
+read -r line; echo "stdin [$line]"
+f() { return 4; }; f; echo "status $?"
+echo "$(( 1 + ))"; echo "not reached: an expansion error ends the line""#;
+
+/// Fails naming the first line where a warm item's output differs.
+fn assert_same_lines(warm: &str, fresh: &str, round: u32) {
+    let differs = warm
+        .lines()
+        .zip(fresh.lines())
+        .enumerate()
+        .find(|(_, (w, f))| w != f);
+    if let Some((line, (w, f))) = differs {
+        panic!("round {round}, line {}: warm {w:?}, fresh {f:?}", line + 1);
+    }
+    assert_eq!(
+        warm.lines().count(),
+        fresh.lines().count(),
+        "round {round}: {warm:?} vs {fresh:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_script_sees_the_same_shell_in_a_warm_shell_as_in_a_fresh_process() {
+    let (fresh, warm) = (fresh_executor(), warm_executor());
+    let program = bash(SHELL_STATE_PROBE);
+    let expected = run(&fresh, &program, "it em").await;
+    assert_eq!(expected.exit_code, Some(1), "{expected:?}");
+    // A second warm item too: the first one must not have changed the shell.
+    for round in 1..=2 {
+        let got = run(&warm, &program, "it em").await;
+        assert_same_lines(&got.stdout, &expected.stdout, round);
+        assert_same_lines(&got.stderr, &expected.stderr, round);
+        assert_eq!(
+            (got.exit_code, got.signal, &got.error),
+            (Some(1), None, &None),
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_item_changes_nothing_the_next_item_in_the_same_warm_shell_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = executor_with(ExecSettings {
+        workdir: Some(dir.path().into()),
+        warm_shell: true,
+        ..settings()
+    });
+    let change = bash(
+        "x=1; export Y=2; f() { :; }; cd /; umask 077; alias a=b; set -e; \
+         shopt -s nullglob; trap 'echo trapped' EXIT; ulimit -n 64; sleep 100 & true",
+    );
+    let look = bash(
+        r#"echo "x=${x-unset} Y=${Y-unset} $(declare -F) $(pwd -P) $(umask) $(alias) $- \
+           $(shopt -p nullglob) $(ulimit -n) $$""#,
+    );
+    let before = run(&executor, &look, "x").await;
+    let changed = run(&executor, &change, "x").await;
+    assert_eq!(changed.stdout, "trapped\n", "{changed:?}");
+    let after = run(&executor, &look, "x").await;
+    assert_eq!(after.stdout, before.stdout);
+    assert!(
+        after.stdout.starts_with("x=unset Y=unset  "),
+        "{:?}",
+        after.stdout
+    );
+}
+
+#[tokio::test]
+async fn items_running_at_the_same_time_get_warm_shells_of_their_own() {
+    let executor = warm_executor();
+    let program = bash("sleep 0.3; echo $$");
+    let started = Instant::now();
+    let (a, b) = tokio::join!(run(&executor, &program, "a"), run(&executor, &program, "b"));
+    assert!(a.succeeded() && b.succeeded(), "{a:?} {b:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_ne!(a.stdout, b.stdout, "two items shared one shell");
+}
+
+#[tokio::test]
+async fn in_a_warm_shell_dollar_dollar_is_the_shell_and_bashpid_the_item() {
+    // Documented differences: `$$` stays the same from item to item, and
+    // `$!` starts as the previous item's pid instead of empty.
+    let executor = warm_executor();
+    let program = bash(r#"echo "$$ $BASHPID"; echo "[$!]" >&2"#);
+    let first = run(&executor, &program, "x").await;
+    let second = run(&executor, &program, "x").await;
+    let pids = |out: &ExecOutcome| -> (String, String) {
+        let (shell, item) = out.stdout.trim().split_once(' ').unwrap();
+        (shell.to_owned(), item.to_owned())
+    };
+    let ((shell1, item1), (shell2, item2)) = (pids(&first), pids(&second));
+    assert_eq!(first.stderr, "[]\n");
+    assert_eq!(second.stderr, format!("[{item1}]\n"));
+    assert_eq!(shell1, shell2);
+    assert_ne!(item1, item2);
+    assert_ne!(shell1, item1);
+}
+
+#[tokio::test]
+async fn in_a_warm_shell_a_signal_dts_did_not_send_is_an_exit_code_of_128_plus_n() {
+    // Documented difference: bash reports a subshell killed by signal N as
+    // `$?` = 128+N, which cannot be told from `exit 128+N`.
+    let out = run(&warm_executor(), &bash("kill -KILL $BASHPID"), "x").await;
+    assert_eq!(
+        (out.exit_code, out.signal),
+        (Some(128 + libc::SIGKILL), None)
+    );
+    assert!(!out.succeeded());
+}
+
+#[tokio::test]
+async fn a_script_that_kills_its_warm_shell_fails_clearly_and_the_next_item_runs() {
+    let executor = warm_executor();
+    let out = run(&executor, &bash("kill -KILL $$; sleep 100"), "x").await;
+    let error = out.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("the warm shell `bash` ended while running the item"),
+        "{out:?}"
+    );
+    assert!(out.duration < Duration::from_secs(3), "{:?}", out.duration);
+    assert!(!out.succeeded());
+    let next = run(&executor, &bash("echo fine"), "x").await;
+    assert_eq!(next.stdout, "fine\n", "{next:?}");
+}
+
+#[tokio::test]
+async fn in_a_warm_shell_an_expansion_error_ends_the_script() {
+    // Documented difference: after an expansion error a fresh `bash -c` goes
+    // on with the next line; a subshell (which a warm item is) stops there.
+    let program = bash("echo \"$(( $1 ))\"\necho next line");
+    let fresh = run(&fresh_executor(), &program, "1 +").await;
+    assert_eq!(
+        (fresh.stdout.as_str(), fresh.exit_code),
+        ("next line\n", Some(0))
+    );
+    let warm = run(&warm_executor(), &program, "1 +").await;
+    assert_eq!((warm.stdout.as_str(), warm.exit_code), ("", Some(1)));
+    assert_eq!(warm.stderr, fresh.stderr);
+}
+
+#[tokio::test]
+async fn a_warm_shell_that_died_while_idle_is_replaced_without_failing_an_item() {
+    let executor = warm_executor();
+    let program = bash("echo $$");
+    let first = run(&executor, &program, "x").await;
+    let shell = first_line_pid(&first.stdout);
+    // SAFETY: plain kill of the warm shell this test's executor started.
+    unsafe { libc::kill(shell, libc::SIGKILL) };
+    assert!(wait_until(GENEROUS, || process_is_gone(shell)).await);
+    let second = run(&executor, &program, "x").await;
+    assert!(second.succeeded(), "{second:?}");
+    assert_ne!(first_line_pid(&second.stdout), shell);
+}
+
+#[tokio::test]
+async fn only_bash_scripts_run_in_a_warm_shell() {
+    // Another interpreter runs as a fresh process: its `$$` is its own.
+    let executor = warm_executor();
+    let program = Program::Script {
+        interpreter: "sh".into(),
+        script: r#"[ "$$" = "$(cut -d' ' -f4 /proc/self/stat)" ] && echo own"#.into(),
+    };
+    assert_eq!(run(&executor, &program, "x").await.stdout, "own\n");
+}
+
+both_ways!(
+    the_item_is_dollar_one_and_dollar_zero_is_dts_item,
+    the_item_is_written_to_stdin_with_a_newline_and_stdin_is_closed,
+    the_dts_variables_describe_the_item,
+    hostile_items_reach_the_script_verbatim_and_run_nothing,
+    hostile_items_reach_a_direct_program_as_its_only_argument,
+    a_long_item_reaches_dollar_one_stdin_and_dts_item_whole,
+    an_item_too_long_for_an_argument_is_a_clear_error,
+    the_longest_item_the_system_accepts_still_runs,
+    an_item_with_a_nul_byte_is_a_clear_error,
+    a_script_that_never_reads_stdin_does_not_block_on_a_large_item,
+    scripts_see_only_the_allow_listed_variables_and_dts_ones,
+    path_falls_back_to_the_system_directories_when_the_worker_has_none,
+    scripts_run_in_the_configured_workdir,
+    prepare_runs_a_single_word_relative_to_the_workdir_directly,
+    prepare_looks_up_a_bare_word_in_the_scripts_path,
+    a_missing_interpreter_is_an_outcome_naming_it,
+    a_direct_program_without_execute_permission_is_an_outcome_naming_it,
+    a_missing_workdir_is_named_in_the_error,
+    the_exit_code_is_recorded,
+    the_wall_duration_is_recorded,
+    a_megabyte_on_stderr_before_any_stdout_does_not_deadlock,
+    each_stream_is_capped_separately,
+    binary_output_is_stored_safely,
+    a_timeout_kills_the_script_and_its_background_children,
+    a_script_ignoring_sigterm_is_killed_after_the_grace,
+    cancelling_kills_the_script_within_the_grace,
+    cancelling_a_script_that_ignores_sigterm_kills_its_group_after_the_grace,
+    an_item_whose_task_is_already_cancelled_is_not_started,
+    a_background_process_left_behind_is_killed_without_delaying_the_item,
+    a_process_that_escaped_the_group_cannot_hang_the_item,
+    dropping_a_running_item_kills_its_process_group,
+);
