@@ -1189,6 +1189,14 @@ def w4(node, n, complete, redis=None, broker_port=None):
         r["t_completed"] = time.time() - t0
         r["final_status"] = t["status"]
         r["succeeded"] = t.get("itemsSucceeded")
+        r["failed"] = t.get("itemsFailed")
+        # One result per item: the results' total, and the first and last.
+        page = node.api.json("GET", f"/v1/tasks/{tid}/results?limit=1", timeout=120)
+        last = node.api.json("GET", f"/v1/tasks/{tid}/results?offset={n - 1}&limit=5", timeout=120)
+        r["results_total"] = page.get("total")
+        r["last_index"] = [item.get("index") for item in last.get("items", [])]
+        if redis:
+            r["redis_used_memory_done"] = redis.info_field("memory", "used_memory_human")
     else:
         time.sleep(3.0)  # let the workers take shards: their RSS with shards held
         t = node.api.task(tid)
@@ -1860,7 +1868,10 @@ def render(info, command, args, runs, summary, extra, rows, duration):
             if "t_published" in r:
                 parts.append(f"all {r.get('shards')} shards on the shard topic at **{r['t_published']:.2f} s**")
             if "t_completed" in r:
-                parts.append(f"completed ({r['final_status']}) at {r['t_completed']:.1f} s = {r['items'] / r['t_completed']:.0f} items/s")
+                parts.append(f"**{r['final_status']}** at {r['t_completed']:.1f} s = {r['items'] / r['t_completed']:.0f} items/s, "
+                             f"itemsSucceeded {r.get('succeeded'):,}, itemsFailed {r.get('failed')}, "
+                             f"results total {r.get('results_total'):,} (last index {r.get('last_index')})"
+                             + (f"; Redis memory at the end {r['redis_used_memory_done']}" if r.get("redis_used_memory_done") else ""))
             else:
                 parts.append(f"{r.get('done_before_cancel', 0):,} items done {r.get('t_before_cancel', 0):.1f} s after submit; "
                              f"cancelled, {r.get('final_status')} {r.get('t_cancel', 0):.2f} s later")

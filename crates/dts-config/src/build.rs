@@ -68,11 +68,12 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         output_cap_bytes: read.get("executor.output-cap-bytes")?,
         kill_grace: read.millis("executor.kill-grace-ms")?,
         env_allow: read.get("executor.env-allow")?,
+        // Read in the keys table's order, which `describe` keeps.
+        warm_shell: read.get("executor.warm-shell")?,
         workdir: read.get("executor.workdir")?,
         default_timeout: read.secs("executor.default-timeout-secs")?,
         max_timeout: read.secs("executor.max-timeout-secs")?,
         max_retries: read.get("executor.max-retries")?,
-        warm_shell: read.get("executor.warm-shell")?,
     };
     let limits = LimitsSettings {
         max_body_bytes: read.get("limits.max-body-bytes")?,
