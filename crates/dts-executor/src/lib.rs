@@ -14,6 +14,8 @@
 //! - `settings`, `env`, `output` and `kill`: the knobs, the allow-listed
 //!   environment, capped capture of stdout/stderr, and signals to a whole
 //!   process group.
+//! - `warm`: warm shells, an opt-in way to run bash items as forked
+//!   subshells of a shell kept running per slot (docs/warm-shell.md).
 //!
 //! Items are data: an item reaches the script as `$1`, on stdin and as
 //! `DTS_ITEM`, and is never pasted into the script text.
