@@ -1889,6 +1889,10 @@ def render(info, command, args, runs, summary, extra, rows, duration):
                   "tansu's ListOffsets is wrong) every 20 ms until they have grown by the number of shards. "
                   "A one-word template naming a program on PATH is run directly (the seed's rule), so W4's items run "
                   "`/usr/bin/true` without bash.")
+        if not args.w4_complete:
+            md.append("\nThe same task run to the end (about 10 minutes per mode here): "
+                      "`./bench/run.sh --only W4 --w4-complete --no-profile --output bench/w4-complete.md`; "
+                      "the last such run is in [bench/w4-complete.md](bench/w4-complete.md).")
     md.append("\n## Targets\n")
     md.append(md_table(["target", "measured", "result"], [list(t) for t in tg]))
     md.append("")
