@@ -1732,41 +1732,43 @@ def render(info, command, args, runs, summary, extra, rows, duration):
     for n in extra.get("notes", []):
         md.append(f"- Note: {n}")
     md.append("")
-    md.append("## Workloads\n")
-    for k, v in extra.get("workloads", {}).items():
-        md.append(f"- {k}: `{v['script']}` × {v['n']:,} items at concurrency {v['conc']}")
-    cal = extra.get("calibration")
-    if cal:
-        md.append(f"- W2 calibration: N = {cal['n']} iterations ({cal['per_iter_us']:.3f} µs each); "
-                  f"one item takes {cal['item_ms']:.2f} ms CPU: {cal['bash_startup_ms']:.2f} ms to start `bash -c` "
-                  f"and {cal['loop_ms']:.2f} ms of loop (medians of 15 runs)")
-    md.append("")
-    md.append("## Throughput\n")
-    md.append(md_table(head, lines))
-    md.append("")
-    md.append(HOW_MEASURED)
-    # CPU breakdown for dts rows
-    brk = []
-    for s in summary:
-        if s["runner"] in ("dts-up", "dts-dist", "dts-up-warm") and s.get("parts_ms"):
-            parts = ", ".join(f"{k} {v:.3f}" for k, v in s["parts_ms"].items())
-            extra_txt = ""
-            if s.get("shards"):
-                extra_txt += f"; shards: {', '.join(str(x) for x in s['shards'])}"
-            if s.get("per_worker"):
-                extra_txt += "; items per worker: " + " | ".join(
-                    ", ".join(f"{k}: {v}" for k, v in sorted(pw.items())) for pw in s["per_worker"])
-            brk.append(f"- {s['workload']} {RUNNER_LABEL[s['runner']]}: {parts} ms/item{extra_txt}")
-    if brk:
-        md.append("\nCPU per item by process (medians; ms/item):\n")
-        md += brk
-    noisy = [s for s in summary if s.get("spread", 0) > 0.10]
-    if noisy:
-        md.append("\nRows whose runs differ by more than 10% (max−min over median): " +
-                  ", ".join(f"{s['workload']} {RUNNER_LABEL[s['runner']]} ({s['spread'] * 100:.0f}%)" for s in noisy) + "."
-                  + (" Distributed runs differ mostly by how the shards fell on the two workers' partitions "
-                     "(items per worker, above): a worker runs only the shards of the partitions it owns."
-                     if any(s["runner"] == "dts-dist" for s in noisy) else ""))
+    # A partial run (--only W4, say) has no throughput to show.
+    if summary:
+        md.append("## Workloads\n")
+        for k, v in extra.get("workloads", {}).items():
+            md.append(f"- {k}: `{v['script']}` × {v['n']:,} items at concurrency {v['conc']}")
+        cal = extra.get("calibration")
+        if cal:
+            md.append(f"- W2 calibration: N = {cal['n']} iterations ({cal['per_iter_us']:.3f} µs each); "
+                      f"one item takes {cal['item_ms']:.2f} ms CPU: {cal['bash_startup_ms']:.2f} ms to start `bash -c` "
+                      f"and {cal['loop_ms']:.2f} ms of loop (medians of 15 runs)")
+        md.append("")
+        md.append("## Throughput\n")
+        md.append(md_table(head, lines))
+        md.append("")
+        md.append(HOW_MEASURED)
+        # CPU breakdown for dts rows
+        brk = []
+        for s in summary:
+            if s["runner"] in ("dts-up", "dts-dist", "dts-up-warm") and s.get("parts_ms"):
+                parts = ", ".join(f"{k} {v:.3f}" for k, v in s["parts_ms"].items())
+                extra_txt = ""
+                if s.get("shards"):
+                    extra_txt += f"; shards: {', '.join(str(x) for x in s['shards'])}"
+                if s.get("per_worker"):
+                    extra_txt += "; items per worker: " + " | ".join(
+                        ", ".join(f"{k}: {v}" for k, v in sorted(pw.items())) for pw in s["per_worker"])
+                brk.append(f"- {s['workload']} {RUNNER_LABEL[s['runner']]}: {parts} ms/item{extra_txt}")
+        if brk:
+            md.append("\nCPU per item by process (medians; ms/item):\n")
+            md += brk
+        noisy = [s for s in summary if s.get("spread", 0) > 0.10]
+        if noisy:
+            md.append("\nRows whose runs differ by more than 10% (max−min over median): " +
+                      ", ".join(f"{s['workload']} {RUNNER_LABEL[s['runner']]} ({s['spread'] * 100:.0f}%)" for s in noisy) + "."
+                      + (" Distributed runs differ mostly by how the shards fell on the two workers' partitions "
+                         "(items per worker, above): a worker runs only the shards of the partitions it owns."
+                         if any(s["runner"] == "dts-dist" for s in noisy) else ""))
     ops = extra.get("store_ops")
     if ops:
         md.append("\n## Store operations (distributed, W1)\n")
@@ -1827,7 +1829,8 @@ def render(info, command, args, runs, summary, extra, rows, duration):
                           + (f"; with the default `bash`: {w1['rate']:.0f} items/s, {w1['own_ms']:.3f} ms/item, "
                              f"scripts {w1['children_ms']:.3f} ms/item." if w1 else "."))
 
-    md.append("\n## Latency and status reads\n")
+    if extra.get("latency") or extra.get("reads"):
+        md.append("\n## Latency and status reads\n")
     for mode in ("embedded", "distributed"):
         lat = extra.get("latency", {}).get(mode)
         if lat:
@@ -1894,6 +1897,8 @@ def render(info, command, args, runs, summary, extra, rows, duration):
                       "`./bench/run.sh --only W4 --w4-complete --no-profile --output bench/w4-complete.md`; "
                       "the last such run is in [bench/w4-complete.md](bench/w4-complete.md).")
     md.append("\n## Targets\n")
+    if summary == [] or args.only:
+        tg = [t for t in tg if t[1] != "not measured"]  # a partial run: only what it measured
     md.append(md_table(["target", "measured", "result"], [list(t) for t in tg]))
     md.append("")
     markdown = "\n".join(md) + "\n"
@@ -1901,7 +1906,7 @@ def render(info, command, args, runs, summary, extra, rows, duration):
     text.append(text_table(["target", "measured", "result"], [list(t) for t in tg]))
     text.append("")
     # The rest of the markdown (latency, W4, store ops) also goes to stdout.
-    text.append(markdown.split("## Throughput", 1)[1].split("## Targets", 1)[0].split(HOW_MEASURED, 1)[-1])
+    text.append(markdown.split("## Targets", 1)[0].split(HOW_MEASURED, 1)[-1].split("## Machine and command", 1)[-1])
     return {"text": "\n".join(text), "markdown": markdown}
 
 
