@@ -238,21 +238,7 @@ impl Executor {
             let ended = self
                 .supervise(&mut child, &group, &mut readers, feed, timeout, cancel)
                 .await;
-            drop(held);
-            // The main process is gone: nothing left in its group may outlive
-            // the item or keep its pipes open.
-            group.signal_logged(libc::SIGKILL);
-            group.disarm();
-            if tokio::time::timeout(DRAIN_LIMIT, readers.finish())
-                .await
-                .is_err()
-            {
-                tracing::debug!(
-                    task = item.task_id,
-                    index = item.index,
-                    "item output still open after its process exited; keeping what was read"
-                );
-            }
+            after_exit(&mut group, &mut readers, held, item).await;
             ended
         };
         outcome(program, waited, stop, out, err, started)
@@ -273,29 +259,19 @@ impl Executor {
         let mut feed = pin!(feed);
         let mut feed_done = false;
         let mut deadline = pin!(tokio::time::sleep_until(after(timeout)));
-        let mut stop = None;
-        let mut kill_at: Option<Instant> = None;
+        let mut stopper = Stopper::new(self.settings.kill_grace);
         loop {
             tokio::select! {
                 biased;
-                waited = child.wait() => return (waited, stop),
+                waited = child.wait() => return (waited, stopper.stop),
                 () = readers.finish(), if !readers.done => {}
                 () = &mut feed, if !feed_done => feed_done = true,
                 // `kill_at` is Some whenever this branch is enabled.
-                () = tokio::time::sleep_until(kill_at.unwrap_or(deadline.deadline())), if kill_at.is_some() => {
-                    group.signal_logged(libc::SIGKILL);
-                    kill_at = None;
+                () = tokio::time::sleep_until(stopper.kill_at.unwrap_or(deadline.deadline())), if stopper.kill_at.is_some() => {
+                    stopper.escalate(group);
                 }
-                () = cancel.cancelled(), if stop.is_none() => {
-                    stop = Some(Stop::Cancelled);
-                    group.signal_logged(libc::SIGTERM);
-                    kill_at = Some(after(self.settings.kill_grace));
-                }
-                () = &mut deadline, if stop.is_none() => {
-                    stop = Some(Stop::TimedOut);
-                    group.signal_logged(libc::SIGTERM);
-                    kill_at = Some(after(self.settings.kill_grace));
-                }
+                () = cancel.cancelled(), if stopper.stop.is_none() => stopper.begin(Stop::Cancelled, group),
+                () = &mut deadline, if stopper.stop.is_none() => stopper.begin(Stop::TimedOut, group),
             }
         }
     }
@@ -418,19 +394,7 @@ impl Executor {
                     cancel,
                 )
                 .await;
-            drop(held);
-            group.signal_logged(libc::SIGKILL);
-            group.disarm();
-            if tokio::time::timeout(DRAIN_LIMIT, readers.finish())
-                .await
-                .is_err()
-            {
-                tracing::debug!(
-                    task = item.task_id,
-                    index = item.index,
-                    "item output still open after its process exited; keeping what was read"
-                );
-            }
+            after_exit(&mut group, &mut readers, held, item).await;
             ended
         };
         match ended {
@@ -472,16 +436,8 @@ impl Executor {
         let mut feed = pin!(feed);
         let mut feed_done = false;
         let mut deadline = pin!(tokio::time::sleep_until(after(timeout)));
-        let mut stop = None;
-        let mut kill_at: Option<Instant> = None;
+        let mut stopper = Stopper::new(self.settings.kill_grace);
         let mut opened = false;
-        // Signals sent to the group, as a bit set: a status of 128+N means
-        // "killed by N" only when the executor sent N (see `warm`).
-        let mut sent: u64 = 0;
-        let send = |group: &ProcessGroup, signal: libc::c_int, sent: &mut u64| {
-            group.signal_logged(signal);
-            *sent |= 1 << signal;
-        };
         loop {
             tokio::select! {
                 biased;
@@ -489,11 +445,7 @@ impl Executor {
                     Some(Report::Started(pid)) => {
                         *group = ProcessGroup::new(Some(pid));
                         // A stop that came before the pid is delivered now.
-                        for signal in [libc::SIGTERM, libc::SIGKILL] {
-                            if sent & (1 << signal) != 0 {
-                                group.signal_logged(signal);
-                            }
-                        }
+                        stopper.resend(group);
                     }
                     Some(Report::Opened) => {
                         opened = true;
@@ -502,32 +454,23 @@ impl Executor {
                     Some(Report::Exited(status)) => {
                         pipes.close_child_ends();
                         if !opened {
-                            return (Err(ExecError::WarmPipes { program }), stop);
+                            return (Err(ExecError::WarmPipes { program }), stopper.stop);
                         }
-                        return (Ok(warm_status(status, sent)), stop);
+                        return (Ok(warm_status(status, &stopper)), stopper.stop);
                     }
                     None => {
                         pipes.close_child_ends();
-                        return (Err(ExecError::WarmHostDied { program }), stop);
+                        return (Err(ExecError::WarmHostDied { program }), stopper.stop);
                     }
                 },
                 () = readers.finish(), if !readers.done => {}
                 () = &mut feed, if !feed_done => feed_done = true,
                 // `kill_at` is Some whenever this branch is enabled.
-                () = tokio::time::sleep_until(kill_at.unwrap_or(deadline.deadline())), if kill_at.is_some() => {
-                    send(group, libc::SIGKILL, &mut sent);
-                    kill_at = None;
+                () = tokio::time::sleep_until(stopper.kill_at.unwrap_or(deadline.deadline())), if stopper.kill_at.is_some() => {
+                    stopper.escalate(group);
                 }
-                () = cancel.cancelled(), if stop.is_none() => {
-                    stop = Some(Stop::Cancelled);
-                    send(group, libc::SIGTERM, &mut sent);
-                    kill_at = Some(after(self.settings.kill_grace));
-                }
-                () = &mut deadline, if stop.is_none() => {
-                    stop = Some(Stop::TimedOut);
-                    send(group, libc::SIGTERM, &mut sent);
-                    kill_at = Some(after(self.settings.kill_grace));
-                }
+                () = cancel.cancelled(), if stopper.stop.is_none() => stopper.begin(Stop::Cancelled, group),
+                () = &mut deadline, if stopper.stop.is_none() => stopper.begin(Stop::TimedOut, group),
             }
         }
     }
@@ -555,6 +498,86 @@ impl Executor {
             place,
             source,
         }
+    }
+}
+
+/// Stopping an item on timeout or cancellation: SIGTERM to its group, then
+/// SIGKILL once the grace has passed.
+struct Stopper {
+    /// Why the item is being stopped, once it is.
+    stop: Option<Stop>,
+    /// When SIGKILL is due, while it is.
+    kill_at: Option<Instant>,
+    grace: Duration,
+    /// The signals sent, as a bit set (a warm item's status needs them).
+    sent: u64,
+}
+
+impl Stopper {
+    fn new(grace: Duration) -> Self {
+        Self {
+            stop: None,
+            kill_at: None,
+            grace,
+            sent: 0,
+        }
+    }
+
+    /// Starts stopping the item: SIGTERM now, SIGKILL after the grace.
+    fn begin(&mut self, why: Stop, group: &ProcessGroup) {
+        self.stop = Some(why);
+        self.signal(group, libc::SIGTERM);
+        self.kill_at = Some(after(self.grace));
+    }
+
+    /// The grace is over.
+    fn escalate(&mut self, group: &ProcessGroup) {
+        self.signal(group, libc::SIGKILL);
+        self.kill_at = None;
+    }
+
+    /// Sends the signals sent so far again, to a group learnt of late.
+    fn resend(&self, group: &ProcessGroup) {
+        for signal in [libc::SIGTERM, libc::SIGKILL] {
+            if self.sent(signal) {
+                group.signal_logged(signal);
+            }
+        }
+    }
+
+    fn signal(&mut self, group: &ProcessGroup, signal: libc::c_int) {
+        group.signal_logged(signal);
+        self.sent |= 1 << signal;
+    }
+
+    /// Whether `signal` was sent.
+    fn sent(&self, signal: i32) -> bool {
+        (1..64).contains(&signal) && self.sent & (1 << signal) != 0
+    }
+}
+
+/// What follows the end of an item's main process, either way it ran: the
+/// slot goes back, whatever is left of its group is killed (nothing may
+/// outlive the item or keep its pipes open), and the output still in the
+/// pipes is read, for at most [`DRAIN_LIMIT`].
+async fn after_exit<F: Future<Output = ((), ())>, H>(
+    group: &mut ProcessGroup,
+    readers: &mut Readers<'_, F>,
+    held: H,
+    item: &ItemContext<'_>,
+) {
+    drop(held);
+    group.signal_logged(libc::SIGKILL);
+    group.disarm();
+    if tokio::time::timeout(DRAIN_LIMIT, readers.finish())
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            task = item.task_id,
+            index = item.index,
+            "item output still open after its process exited; keeping what was read"
+        );
     }
 }
 
@@ -638,9 +661,9 @@ fn after(d: Duration) -> Instant {
 /// The exit status of a warm item from its shell's `$?`: 128+N is the signal
 /// N when the executor sent N (a timeout or a cancel), an exit code otherwise
 /// (bash reports both the same way).
-fn warm_status(status: i32, sent: u64) -> ExitStatus {
+fn warm_status(status: i32, stopper: &Stopper) -> ExitStatus {
     let signal = status - 128;
-    if (1..64).contains(&signal) && sent & (1 << signal) != 0 {
+    if stopper.sent(signal) {
         ExitStatus::from_raw(signal)
     } else {
         ExitStatus::from_raw((status & 0xff) << 8)
