@@ -1001,6 +1001,25 @@ def perf_lines(perf_data, *args):
     return rows
 
 
+def call_chains(perf_data, pid):
+    """The set of symbol names in each sample's call chain, for the samples of
+    process `pid` (`perf script`: a header line, then one frame per line)."""
+    out = subprocess.run(["perf", "script", "-i", perf_data, "--pid", str(pid), "-F", "pid,ip,sym"],
+                         capture_output=True, text=True, timeout=300).stdout
+    chains = []
+    for block in out.split("\n\n"):
+        lines = block.strip("\n").splitlines()
+        if not lines:
+            continue
+        frames = set()
+        for line in lines[1:]:
+            parts = line.split(None, 1)
+            if len(parts) == 2:
+                frames.add(parts[1].strip())
+        chains.append(frames)
+    return chains
+
+
 def profile_dts_up(wl):
     """perf record (cpu-clock, call graphs) on `dts up` while it runs W1;
     children inherit the counters, so bash's samples are there too and are
@@ -1023,12 +1042,20 @@ def profile_dts_up(wl):
         if dts_share <= 0:
             raise BenchError("perf saw no samples of dts up's threads")
         rel = ["--pid", pid, "--percentage", "relative"]
-        children = perf_lines(data, "--children", "--sort", "sym", *rel)
         selfs = perf_lines(data, "--no-children", "--sort", "dso,sym", *rel)
-        dsos = perf_lines(data, "--no-children", "--sort", "dso", *rel)
+        # By binary, summed from the dso,sym rows: `--sort dso` alone gives
+        # every sample to the main binary on a `perf record -p` profile.
+        by_dso = {}
+        for p, rest in selfs:
+            dso = rest.split(None, 1)[0] if rest else "?"
+            by_dso[dso] = by_dso.get(dso, 0.0) + p
+        dsos = sorted(((p, d) for d, p in by_dso.items()), reverse=True)
+        chains = call_chains(data, pid)
 
         def share(sym):
-            return max([p for p, rest in children if rest.endswith("] " + sym)] or [0.0]) / 100
+            """The share of dts up's samples with `sym` anywhere in their
+            call chain, each sample counted once."""
+            return sum(1 for frames in chains if sym in frames) / max(1, len(chains))
         return {
             "dts_share": dts_share / 100,
             "fork": share("kernel_clone"),
@@ -1803,7 +1830,7 @@ def render(info, command, args, runs, summary, extra, rows, duration):
                       f"counters; dts up's own threads (its process, not the forked children) have "
                       f"{pr['dts_share'] * 100:.0f}% of the samples, the items (bash, including the forked children before "
                       f"they exec) the rest. Of dts up's own samples (`perf report --pid <dts up> --percentage relative`; "
-                      f"call-graph shares, which overlap):\n")
+                      f"the share of samples with the function anywhere in their call chain, each sample counted once; shares overlap):\n")
             md.append(f"- under `kernel_clone` (starting each item's process): **{pr['fork'] * 100:.0f}%**")
             md.append(f"- page faults: **{pr['page_faults'] * 100:.0f}%**, of which copy-on-write (`do_wp_page`) "
                       f"{pr['cow'] * 100:.0f}% (after a fork, the first write to each page faults); TLB flushes "
