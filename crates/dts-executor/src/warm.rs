@@ -14,11 +14,13 @@
 //! executor stops it like any other item: SIGTERM, SIGKILL after the grace,
 //! and SIGKILL to whatever is left once it exits.
 //!
-//! What a script can tell apart from `bash -c` (docs/warm-shell.md, and the
-//! tests in `tests/run.rs` that run every case both ways): `$$` is the host's
+//! What a script can tell apart from `bash -c` (docs/warm-shell.md has the
+//! table; `tests/run.rs` runs every other case both ways): `$$` is the host's
 //! pid (`$BASHPID` is the item's), `$!` holds the previous item's pid before
-//! the script starts a job, and a script killed by a signal the executor did
-//! not send reports exit code 128+N instead of the signal.
+//! the script starts a job, a script killed by a signal the executor did not
+//! send reports exit code 128+N instead of the signal, an expansion error
+//! ends the script rather than the line (a subshell's rule), and the item's
+//! shell itself does not ignore SIGQUIT.
 
 use std::io;
 use std::os::fd::AsRawFd;
