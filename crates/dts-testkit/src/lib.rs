@@ -3,9 +3,12 @@
 //! it is stopped when the handle is dropped. Tests never use a server someone
 //! left running, and never a fixed port.
 //!
+//! `fuzz` is the time-boxed runner of the proptest fuzz targets.
+//!
 //! `scripts/install-test-deps.sh` installs the programs: `redis-server` and
 //! `nginx` from apt, and the broker (tansu) into `.tools/bin/`.
 
+pub mod fuzz;
 mod nginx;
 mod process;
 mod redis;
