@@ -173,6 +173,18 @@ impl Api {
         .await
     }
 
+    /// POSTs a form (`application/x-www-form-urlencoded`), as the seed's
+    /// clients do.
+    pub async fn post_form(&self, path: &str, form: &str) -> (StatusCode, Value) {
+        self.request(
+            Method::POST,
+            path,
+            Some("application/x-www-form-urlencoded"),
+            form.as_bytes().to_vec(),
+        )
+        .await
+    }
+
     /// Submits through v1 and returns the task id.
     pub async fn submit(&self, task: Value) -> String {
         let (status, body) = self.post_json("/v1/tasks", &task).await;

@@ -4,7 +4,7 @@
 use crate::common::{Api, DEADLINE, DtsUp, items, spawn_until, task};
 use crate::seed_api::urlencode;
 use dts_testkit::{Broker, Nginx, RedisServer};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -176,14 +176,7 @@ async fn twenty_tasks_through_nginx_complete_exactly_spread_over_three_workers()
                     urlencode(&template),
                     urlencode(&inputs.join(","))
                 );
-                let (status, created) = front
-                    .request(
-                        Method::POST,
-                        "/schedule/create",
-                        Some("application/x-www-form-urlencoded"),
-                        form.into_bytes(),
-                    )
-                    .await;
+                let (status, created) = front.post_form("/schedule/create", &form).await;
                 assert_eq!(status, StatusCode::ACCEPTED, "{created}");
                 created["id"].as_str().unwrap().to_string()
             }

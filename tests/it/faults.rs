@@ -43,6 +43,15 @@ async fn wait_for_files(dir: &std::path::Path, n: usize) -> Vec<std::path::PathB
     }
 }
 
+/// The pids that the first `n` items to start wrote, one file each.
+async fn wait_for_pids(dir: &std::path::Path, n: usize) -> Vec<i32> {
+    wait_for_files(dir, n)
+        .await
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().trim().parse().unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_shards_run_again_on_another_worker_within_30_seconds_with_default_settings()
  {
@@ -368,11 +377,7 @@ async fn cancelling_in_distributed_mode_ends_running_processes_within_two_second
         "inputList": items(6),
     });
     let id = server.submit(body).await;
-    let files = wait_for_files(dir.path(), 2).await;
-    let pids: Vec<i32> = files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap().trim().parse().unwrap())
-        .collect();
+    let pids = wait_for_pids(dir.path(), 2).await;
 
     let (status, cancelled) = server
         .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
@@ -417,11 +422,7 @@ async fn sigterm_to_a_worker_lets_running_items_finish_and_hands_the_rest_to_ano
         "inputList": items(12),
     });
     let id = server.submit(body).await;
-    let files = wait_for_files(dir.path(), 2).await;
-    let pids: Vec<i32> = files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap().trim().parse().unwrap())
-        .collect();
+    let pids = wait_for_pids(dir.path(), 2).await;
 
     let status = leaving.terminate();
     assert!(status.success(), "{status:?}");

@@ -1,7 +1,7 @@
 //! The seed's endpoints, so a client written for the original keeps working.
 
 use crate::common::{DtsUp, items};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 #[tokio::test]
@@ -22,14 +22,7 @@ async fn a_thousand_item_form_submission_completes_with_exact_counts() {
         urlencode(r#"{"prefix":"seed:"}"#),
         urlencode(&inputs.join(","))
     );
-    let (status, created) = up
-        .request(
-            Method::POST,
-            "/schedule/create",
-            Some("application/x-www-form-urlencoded"),
-            form.into_bytes(),
-        )
-        .await;
+    let (status, created) = up.post_form("/schedule/create", &form).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
     // The seed's MasterTask shape: variableJson is a string.
     assert_eq!(created["variableJson"], json!(r#"{"prefix":"seed:"}"#));
@@ -73,14 +66,7 @@ async fn a_thousand_item_form_submission_completes_with_exact_counts() {
 async fn repeated_form_fields_are_one_item_each_commas_and_all() {
     let up = DtsUp::start(&[]);
     let form = "templateFunction=printf+%25s+%22%241%22&inputList=a%2Cb&inputList=c";
-    let (status, created) = up
-        .request(
-            Method::POST,
-            "/schedule/create",
-            Some("application/x-www-form-urlencoded"),
-            form.into(),
-        )
-        .await;
+    let (status, created) = up.post_form("/schedule/create", form).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
     assert_eq!(created["inputList"], json!(["a,b", "c"]));
     let id = created["id"].as_str().unwrap();
