@@ -96,16 +96,6 @@ impl EmbeddedBus {
         self.closed.cancel();
     }
 
-    /// Messages waiting (not delivered) for `group` on `topic`.
-    pub fn pending(&self, topic: &str, group: &str) -> usize {
-        let topics = self.lock_topics();
-        topics
-            .get(topic)
-            .and_then(|t| t.groups.get(group))
-            .map(|queue| queue.lock().len())
-            .unwrap_or(0)
-    }
-
     fn lock_topics(&self) -> MutexGuard<'_, HashMap<String, Topic>> {
         // Same reasoning as GroupQueue::lock: each critical section is a
         // single insert or lookup.
@@ -122,11 +112,11 @@ impl Bus for EmbeddedBus {
             return Err(BusError::Closed);
         }
         if payload.len() > self.max_message_bytes {
-            return Err(BusError::TooLarge {
-                topic: topic.to_string(),
-                size: payload.len(),
-                limit: self.max_message_bytes,
-            });
+            return Err(BusError::too_large(
+                topic,
+                payload.len(),
+                self.max_message_bytes,
+            ));
         }
         let message = Message {
             key: key.to_string(),

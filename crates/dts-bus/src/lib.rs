@@ -47,6 +47,15 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// A payload of `size` bytes over `limit` for `topic`.
+    pub(crate) fn too_large(topic: &str, size: usize, limit: usize) -> Self {
+        BusError::TooLarge {
+            topic: topic.to_string(),
+            size,
+            limit,
+        }
+    }
+
     /// Whether the same call may succeed if tried again later.
     pub fn is_retryable(&self) -> bool {
         matches!(self, BusError::Unavailable(_))

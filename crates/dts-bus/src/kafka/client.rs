@@ -33,7 +33,7 @@ const FRAMING_HEADROOM: usize = 64 * 1024;
 
 /// `message.max.bytes` stays at least librdkafka's default (1 MB) and at
 /// most the largest value librdkafka accepts.
-const MESSAGE_MAX_BYTES_RANGE: (usize, usize) = (1_000_000, 1_000_000_000);
+const MESSAGE_MAX_BYTES_RANGE: (usize, usize) = (crate::DEFAULT_MAX_MESSAGE_BYTES, 1_000_000_000);
 
 fn base(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();

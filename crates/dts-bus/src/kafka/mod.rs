@@ -6,7 +6,7 @@
 //! fast when the brokers cannot be reached and creates the configured topics
 //! that are missing. After that the engine only sees the [`Bus`] trait:
 //!
-//! - `producer.rs` — one idempotent producer shared by all publishers;
+//! - `producer.rs` — one producer (`acks=all`) shared by all publishers;
 //! - `consumer.rs` — one group member per subscription, which commits only
 //!   past acknowledged messages and rewinds for dropped ones;
 //! - `rebalance.rs` — a member's librdkafka callbacks (rebalances, commits);
@@ -101,12 +101,51 @@ struct Inner {
     admin: OffThread<AdminClient<LogContext>>,
     /// Topics this bus has created or found, so each is created once.
     known_topics: Mutex<HashSet<String>>,
-    /// Partitions of the topics found at connect (for `publish_spread`).
-    partition_counts: Mutex<HashMap<String, u32>>,
+    /// Partitions of the topics found at connect (for `publish_spread`); a
+    /// topic created at connect has `settings.partitions`.
+    partition_counts: HashMap<String, u32>,
     /// Cancelled by [`KafkaBus::close`]; every subscription watches it.
     closed: CancellationToken,
     /// Group members still in their groups, for [`KafkaBus::shutdown`].
     members: OpenMembers,
+}
+
+/// Asks the cluster for its metadata, proving a broker answers, and returns
+/// how many partitions each existing topic has (one created before may
+/// differ from `settings.partitions`).
+async fn reach(
+    publisher: &Arc<Publisher>,
+    settings: &KafkaSettings,
+) -> BusResult<HashMap<String, u32>> {
+    let publisher = publisher.clone();
+    let timeout = settings.connect_timeout;
+    let bootstrap = settings.bootstrap.clone();
+    let unreachable = |detail: String| {
+        BusError::Unavailable(format!(
+            "cannot reach the kafka brokers at {bootstrap} within {timeout:?}: {detail}"
+        ))
+    };
+    // Blocks for up to `timeout`: keep it off the async threads.
+    let answer = tokio::task::spawn_blocking(move || {
+        publisher
+            .client()
+            .client()
+            .fetch_metadata(None, timeout)
+            .map(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| !t.partitions().is_empty())
+                    .map(|t| (t.name().to_string(), t.partitions().len() as u32))
+                    .collect::<HashMap<_, _>>()
+            })
+    })
+    .await;
+    match answer {
+        Ok(Ok(counts)) => Ok(counts),
+        Ok(Err(error)) => Err(unreachable(error.to_string())),
+        Err(join) => Err(unreachable(join.to_string())),
+    }
 }
 
 impl KafkaBus {
@@ -131,18 +170,18 @@ impl KafkaBus {
             .create_native_config()
             .map_err(settings_error)?;
 
+        let partition_counts = reach(&publisher, &settings).await?;
         let bus = KafkaBus {
             inner: Arc::new(Inner {
                 settings,
                 publisher,
                 admin: OffThread::new(admin),
                 known_topics: Mutex::new(HashSet::new()),
-                partition_counts: Mutex::new(HashMap::new()),
+                partition_counts,
                 closed: CancellationToken::new(),
                 members: OpenMembers::new(),
             }),
         };
-        bus.reach().await?;
         let left = bus
             .inner
             .settings
@@ -151,7 +190,6 @@ impl KafkaBus {
             .max(Duration::from_secs(1));
         let topics = bus.inner.settings.topics.clone();
         bus.create_topics(&topics, left).await?;
-        bus.learn_partitions().await;
         info!(bootstrap = %bus.inner.settings.bootstrap, ?topics, "connected to kafka");
         Ok(bus)
     }
@@ -170,66 +208,6 @@ impl KafkaBus {
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.close();
         self.inner.members.all_closed(grace).await
-    }
-
-    /// Records how many partitions each topic has (a topic that existed
-    /// before may differ from `settings.partitions`). Best effort: a topic
-    /// the metadata does not show yet counts `settings.partitions`.
-    async fn learn_partitions(&self) {
-        let publisher = self.inner.publisher.clone();
-        let timeout = self.inner.settings.connect_timeout;
-        let counts = tokio::task::spawn_blocking(move || {
-            publisher
-                .client()
-                .client()
-                .fetch_metadata(None, timeout)
-                .map(|metadata| {
-                    metadata
-                        .topics()
-                        .iter()
-                        .filter(|t| !t.partitions().is_empty())
-                        .map(|t| (t.name().to_string(), t.partitions().len() as u32))
-                        .collect::<HashMap<_, _>>()
-                })
-        })
-        .await;
-        match counts {
-            Ok(Ok(counts)) => {
-                *self
-                    .inner
-                    .partition_counts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = counts
-            }
-            Ok(Err(e)) => warn!(error = %e, "cannot read the topics' partition counts"),
-            Err(e) => warn!(error = %e, "cannot read the topics' partition counts"),
-        }
-    }
-
-    /// Asks the cluster for its metadata, proving a broker answers.
-    async fn reach(&self) -> BusResult<()> {
-        let publisher = self.inner.publisher.clone();
-        let timeout = self.inner.settings.connect_timeout;
-        let bootstrap = self.inner.settings.bootstrap.clone();
-        let unreachable = |detail: String| {
-            BusError::Unavailable(format!(
-                "cannot reach the kafka brokers at {bootstrap} within {timeout:?}: {detail}"
-            ))
-        };
-        // Blocks for up to `timeout`: keep it off the async threads.
-        let answer = tokio::task::spawn_blocking(move || {
-            publisher
-                .client()
-                .client()
-                .fetch_metadata(None, timeout)
-                .map(|metadata| metadata.brokers().len())
-        })
-        .await;
-        match answer {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(unreachable(error.to_string())),
-            Err(join) => Err(unreachable(join.to_string())),
-        }
     }
 
     /// Creates those of `topics` this bus has not seen yet, with the
@@ -330,12 +308,8 @@ impl Bus for KafkaBus {
     }
 
     fn partitions(&self, topic: &str) -> u32 {
-        let counts = self
-            .inner
+        self.inner
             .partition_counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        counts
             .get(topic)
             .copied()
             .unwrap_or(self.inner.settings.partitions)

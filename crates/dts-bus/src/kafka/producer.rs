@@ -76,11 +76,7 @@ impl Publisher {
     }
 
     fn too_large(&self, topic: &str, size: usize) -> BusError {
-        BusError::TooLarge {
-            topic: topic.to_string(),
-            size,
-            limit: self.max_message_bytes,
-        }
+        BusError::too_large(topic, size, self.max_message_bytes)
     }
 
     fn failed(&self, topic: &str, key: &str, size: usize, error: KafkaError) -> BusError {
