@@ -236,8 +236,32 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32>;
 }
 
-/// A lease as a whole number of milliseconds, as both backends store it:
-/// at least 1, and far within what Redis and SQLite integers hold.
+/// A value as JSON for storage; `what` names it in the error.
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Backend(format!("cannot encode {what} as json: {e}")))
+}
+
+/// The refusal of a shard the plan of task `id` does not have (counting it
+/// would let `chunksExecuted` pass `chunksToExecute`).
+pub(crate) fn no_shard(id: &str, shard: u32, planned: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!(
+        "task {id} has no shard {shard}: its plan has {planned} shards"
+    ))
+}
+
+/// A plan's shard count as `chunksToExecute` holds it.
+pub(crate) fn plan_size(id: &str, shards: usize) -> StoreResult<u32> {
+    u32::try_from(shards).map_err(|_| {
+        StoreError::Backend(format!(
+            "task {id}: a plan of {shards} shards is more than a task can have"
+        ))
+    })
+}
+
+/// A lease (or a heartbeat's TTL) as a whole number of milliseconds, as both
+/// backends store it: at least 1, and far within what Redis and SQLite
+/// integers hold.
 pub(crate) fn lease_millis(lease: Duration) -> u64 {
     u64::try_from(lease.as_millis())
         .unwrap_or(u64::MAX)

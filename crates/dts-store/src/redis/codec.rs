@@ -147,10 +147,7 @@ pub(super) fn status(id: &str, text: &str) -> StoreResult<TaskStatus> {
     })
 }
 
-pub(super) fn encode<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> StoreResult<String> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Backend(format!("cannot encode {what} as json: {e}")))
-}
+pub(super) use crate::encode;
 
 /// JSON read back from Redis; `what` names it in the error.
 pub(super) fn decode<T: serde::de::DeserializeOwned>(what: String, json: &str) -> StoreResult<T> {

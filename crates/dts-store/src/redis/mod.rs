@@ -58,6 +58,7 @@ use async_trait::async_trait;
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use keys::Keys;
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// How long any one call may take before it fails as [`StoreError::Unavailable`].
@@ -189,10 +190,8 @@ impl RedisStore {
         for key in self.keys.task_script(id) {
             call.key(key);
         }
-        call.arg(status_names(TaskStatus::ALL))
-            .arg(status_names(
-                TaskStatus::ALL.into_iter().filter(|s| s.is_terminal()),
-            ))
+        call.arg(&*ALL_STATUSES)
+            .arg(&*TERMINAL_STATUSES)
             .arg(TaskStatus::InProgress.as_str())
             .arg(self.retention_ms);
         for arg in args {
@@ -203,6 +202,12 @@ impl RedisStore {
             .await
     }
 }
+
+/// Every status name, and the terminal ones, as task scripts take them
+/// (`lua/task_prelude.lua`): built once, not per call.
+static ALL_STATUSES: LazyLock<String> = LazyLock::new(|| status_names(TaskStatus::ALL));
+static TERMINAL_STATUSES: LazyLock<String> =
+    LazyLock::new(|| status_names(TaskStatus::ALL.into_iter().filter(|s| s.is_terminal())));
 
 /// Status names as the scripts take a set of them: comma-separated.
 fn status_names(statuses: impl IntoIterator<Item = TaskStatus>) -> String {

@@ -60,13 +60,7 @@ async fn record_batch(
     }
 }
 
-/// Why a shard outside the plan is refused (counting it would let
-/// `chunksExecuted` pass `chunksToExecute`).
-pub(super) fn no_shard(id: &str, shard: u32, planned: &str) -> StoreError {
-    StoreError::Backend(format!(
-        "task {id} has no shard {shard}: its plan has {planned} shards"
-    ))
-}
+pub(super) use crate::no_shard;
 
 pub(super) async fn record_results(
     store: &RedisStore,

@@ -10,11 +10,14 @@
 //! (the rules themselves stay in `dts-model`), and helpers to move a task
 //! between status indexes, start its retention clock and upsert results.
 //! Scripts that touch shard leases share `lua/lease_prelude.lua` (the
-//! lease hash's fields); task scripts get it after the task prelude.
+//! lease hash's fields); task scripts get it after the task prelude. Every
+//! script that reads Redis's clock or stores whole numbers starts with
+//! `lua/clock_prelude.lua`.
 
 use ::redis::Script;
 use std::sync::LazyLock;
 
+const CLOCK_PRELUDE: &str = include_str!("lua/clock_prelude.lua");
 const TASK_PRELUDE: &str = include_str!("lua/task_prelude.lua");
 const LEASE_PRELUDE: &str = include_str!("lua/lease_prelude.lua");
 
@@ -46,15 +49,21 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     release_shard: lease_script(include_str!("lua/release_shard.lua")),
     mark_item_started: task_script(include_str!("lua/mark_item_started.lua")),
     results_page: Script::new(include_str!("lua/results_page.lua")),
-    prune_ended: Script::new(include_str!("lua/prune_ended.lua")),
-    heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
-    live_workers: Script::new(include_str!("lua/live_workers.lua")),
+    prune_ended: clock_script(include_str!("lua/prune_ended.lua")),
+    heartbeat: clock_script(include_str!("lua/heartbeat.lua")),
+    live_workers: clock_script(include_str!("lua/live_workers.lua")),
 });
 
 fn task_script(body: &str) -> Script {
-    Script::new(&format!("{TASK_PRELUDE}\n{LEASE_PRELUDE}\n{body}"))
+    Script::new(&format!(
+        "{CLOCK_PRELUDE}\n{TASK_PRELUDE}\n{LEASE_PRELUDE}\n{body}"
+    ))
 }
 
 fn lease_script(body: &str) -> Script {
-    Script::new(&format!("{LEASE_PRELUDE}\n{body}"))
+    Script::new(&format!("{CLOCK_PRELUDE}\n{LEASE_PRELUDE}\n{body}"))
+}
+
+fn clock_script(body: &str) -> Script {
+    Script::new(&format!("{CLOCK_PRELUDE}\n{body}"))
 }

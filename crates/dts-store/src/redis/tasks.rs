@@ -246,12 +246,7 @@ pub(super) async fn save_plan(
     id: &str,
     shards: &[ShardRange],
 ) -> StoreResult<PlanOutcome> {
-    let count = u32::try_from(shards.len()).map_err(|_| {
-        StoreError::Backend(format!(
-            "task {id}: a plan of {} shards is more than a task can have",
-            shards.len()
-        ))
-    })?;
+    let count = crate::plan_size(id, shards.len())?;
     let args = vec![
         codec::encode("plan", shards)?,
         count.to_string(),

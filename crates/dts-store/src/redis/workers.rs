@@ -18,9 +18,7 @@ pub(super) async fn heartbeat(
     ttl: Duration,
 ) -> StoreResult<()> {
     // PX takes a positive whole number of milliseconds.
-    let ttl_ms = u64::try_from(ttl.as_millis())
-        .unwrap_or(u64::MAX)
-        .clamp(1, 1 << 50);
+    let ttl_ms = crate::lease_millis(ttl);
     let mut call = SCRIPTS.heartbeat.prepare_invoke();
     call.key(store.keys.worker(&worker.id))
         .key(store.keys.workers())

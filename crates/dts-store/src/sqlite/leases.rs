@@ -164,7 +164,6 @@ pub(super) fn release_shard(
     Ok(())
 }
 
-/// Drops the lease on a shard, whoever holds it (the shard completed).
 /// Lets every held lease lapse now (see `SqliteStore::expire_all_leases`).
 pub(super) fn expire_all(conn: &mut Connection) -> DbResult<u64> {
     let changed = conn
@@ -173,6 +172,7 @@ pub(super) fn expire_all(conn: &mut Connection) -> DbResult<u64> {
     Ok(changed as u64)
 }
 
+/// Drops the lease on a shard, whoever holds it (the shard completed).
 pub(super) fn drop_lease(conn: &Connection, key: i64, shard: u32) -> DbResult<()> {
     conn.prepare_cached("DELETE FROM shard_leases WHERE task_key = ?1 AND shard = ?2")?
         .execute(params![key, shard])?;

@@ -18,7 +18,7 @@ mod tasks;
 mod workers;
 
 use crate::{
-    PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError, StoreResult,
+    PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError, StoreResult, encode,
 };
 use async_trait::async_trait;
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
@@ -120,11 +120,6 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
         }
         guard
     })
-}
-
-fn encode<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> StoreResult<String> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Backend(format!("cannot encode {what} as json: {e}")))
 }
 
 #[async_trait]

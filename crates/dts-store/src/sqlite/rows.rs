@@ -129,13 +129,7 @@ pub(super) fn task_key(conn: &Connection, id: &str) -> DbResult<i64> {
         .ok_or_else(|| StoreError::NotFound(id.to_string()).into())
 }
 
-/// The refusal of a shard the plan of task `id` does not have (counting it
-/// would let `chunksExecuted` pass `chunksToExecute`).
-pub(super) fn no_shard(id: &str, shard: u32, planned: u32) -> StoreError {
-    StoreError::Backend(format!(
-        "task {id} has no shard {shard}: its plan has {planned} shards"
-    ))
-}
+pub(super) use crate::no_shard;
 
 /// Writes every field an operation may change (status, counters, times,
 /// error) of the task at `key`.

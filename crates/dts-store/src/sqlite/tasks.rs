@@ -183,11 +183,7 @@ pub(super) fn save_plan(
     if task.status.is_terminal() {
         return Ok(PlanOutcome::Ended(task));
     }
-    task.chunks_to_execute = u32::try_from(shard_count).map_err(|_| {
-        StoreError::Backend(format!(
-            "task {id}: a plan of {shard_count} shards is more than a task can have"
-        ))
-    })?;
+    task.chunks_to_execute = crate::plan_size(id, shard_count)?;
     let now = now_millis();
     // INPROGRESS first so startedAt is set even when the task completes at once.
     enter(&mut task, TaskStatus::InProgress, now);

@@ -4,9 +4,7 @@
 -- Reply: the positions (0-based) of the pairs the worker no longer holds.
 -- Owned is all it takes: an expired lease nobody took over is still the
 -- worker's. Only existing fields are set, so no key loses its TTL.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expires = string.format('%.0f', now + tonumber(ARGV[2]))
+local expires = int(redis_now_ms() + tonumber(ARGV[2]))
 local lost = {}
 for i = 3, #ARGV, 2 do
   local task = tonumber(ARGV[i])

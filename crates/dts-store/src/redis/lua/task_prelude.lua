@@ -36,17 +36,6 @@ end
 local IN_PROGRESS = ARGV[3]
 local RETENTION_MS = tonumber(ARGV[4])
 
--- Redis's own clock in milliseconds, so every server agrees on expiry.
-local function redis_now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- A whole number as Redis should store it (never in exponent notation).
-local function int(n)
-  return string.format('%.0f', n)
-end
-
 -- The reply: `head` followed by the task hash's fields and values.
 local function reply(head)
   local fields = redis.call('HGETALL', TASK)
