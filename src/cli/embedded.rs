@@ -2,16 +2,14 @@
 //! over the in-process bus and a SQLite store. `dts up` serves it over HTTP;
 //! `dts run` drives it directly for one task.
 
-use super::wiring;
 use super::worker_thread::WorkerThread;
+use super::{node, wiring};
 use anyhow::Result;
 use dts_bus::{DynBus, EmbeddedBus};
 use dts_config::Settings;
 use dts_engine::scheduler::Scheduler;
 use dts_engine::submit::Submitter;
-use dts_engine::worker::Worker;
-use dts_engine::{events, recovery, sweeper};
-use dts_executor::Executor;
+use dts_engine::{events, recovery};
 use dts_store::DynStore;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +19,6 @@ use tokio_util::task::TaskTracker;
 pub struct EmbeddedNode {
     pub store: DynStore,
     pub submitter: Submitter,
-    pub worker_id: String,
     /// Cancelled to stop every part.
     pub shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -44,14 +41,8 @@ impl EmbeddedNode {
         let tracker = TaskTracker::new();
 
         // The worker first, so its heartbeat is in the store before anything is planned.
-        let executor = Executor::new(wiring::exec_settings(settings));
-        let worker = Worker::new(
-            store.clone(),
-            bus.clone(),
-            executor,
-            wiring::worker_settings(settings),
-        );
-        let worker = WorkerThread::start(worker, shutdown.clone()).await?;
+        let worker =
+            node::start_worker(settings, store.clone(), bus.clone(), shutdown.clone()).await?;
         Scheduler::new(
             store.clone(),
             bus.clone(),
@@ -63,29 +54,21 @@ impl EmbeddedNode {
             events::log_completions(&bus, &topics, "dts-up-log", &tracker, shutdown.clone())
                 .await?;
         }
-        let submitter = Submitter::new(
-            store.clone(),
-            bus.clone(),
-            topics,
-            wiring::submit_settings(settings),
-        );
+        let submitter = node::start_submitting(settings, &store, bus, &tracker, shutdown.clone());
         recovery::republish_unfinished(&store, &submitter).await?;
-        sweeper::start(
-            store.clone(),
-            submitter.clone(),
-            wiring::sweeper_settings(settings),
-            &tracker,
-            shutdown.clone(),
-        );
         Ok(EmbeddedNode {
             store,
             submitter,
-            worker_id: worker.id.clone(),
             shutdown,
             tracker,
             worker,
             bus: embedded,
         })
+    }
+
+    /// The id of this node's worker.
+    pub fn worker_id(&self) -> &str {
+        &self.worker.id
     }
 
     /// Stops every part: running items may finish within the drain grace.

@@ -1,14 +1,20 @@
-//! What every command that runs a node shares: configuration loading,
-//! logging, the network-exposure check, connecting to Redis and Kafka,
-//! serving the API, and waiting for a stop signal.
+//! What every command that runs a node shares: the options, configuration
+//! loading, logging, the network-exposure check, connecting to Redis and
+//! Kafka, starting the worker and the submitter, serving the API, and
+//! waiting for a stop signal.
 
 use super::wiring;
+use super::worker_thread::WorkerThread;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dts_api::AppState;
+use dts_bus::DynBus;
 use dts_bus::kafka::{KafkaBus, KafkaSettings};
 use dts_config::Settings;
 use dts_engine::submit::Submitter;
+use dts_engine::sweeper;
+use dts_engine::worker::Worker;
+use dts_executor::Executor;
 use dts_store::DynStore;
 use dts_store::redis::{RedisSettings, RedisStore};
 use std::collections::HashMap;
@@ -16,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 /// How long start-up waits for Redis or Kafka before giving up.
@@ -51,6 +58,52 @@ impl ConfigArgs {
     }
 }
 
+/// Where the API listens: `dts up` and `dts server`.
+#[derive(Args, Debug, Default)]
+pub struct ListenArgs {
+    /// HTTP port (server.port); 0 picks a free one.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on (server.bind). Anything but loopback needs a token.
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Listen on a non-loopback address without a token (server.insecure).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl ListenArgs {
+    /// The options as configuration flags.
+    pub fn push_flags(&self, flags: &mut Vec<(String, String)>) {
+        flag(flags, "server.port", self.port);
+        flag(flags, "server.bind", self.bind.as_ref());
+        flag(flags, "server.insecure", self.insecure.then_some(true));
+    }
+}
+
+/// How this machine runs items: `dts up`, `dts worker` and `dts run`.
+#[derive(Args, Debug, Default)]
+pub struct ExecArgs {
+    /// Items to run at once (worker.cores); default all cores of this machine.
+    #[arg(long)]
+    pub cores: Option<u32>,
+    /// Run bash items in warm shells (executor.warm-shell; docs/warm-shell.md).
+    #[arg(long)]
+    pub warm_shell: bool,
+}
+
+impl ExecArgs {
+    /// The options as configuration flags.
+    pub fn push_flags(&self, flags: &mut Vec<(String, String)>) {
+        flag(flags, "worker.cores", self.cores);
+        flag(
+            flags,
+            "executor.warm-shell",
+            self.warm_shell.then_some(true),
+        );
+    }
+}
+
 /// Adds `(key, value)` to `flags` when the option was given.
 pub fn flag<T: ToString>(flags: &mut Vec<(String, String)>, key: &str, value: Option<T>) {
     if let Some(value) = value {
@@ -58,11 +111,12 @@ pub fn flag<T: ToString>(flags: &mut Vec<(String, String)>, key: &str, value: Op
     }
 }
 
-/// Logs to standard error; `DTS_LOG` (or `RUST_LOG`) sets the filter.
-pub fn init_logging() {
+/// Logs to standard error; `DTS_LOG` (or `RUST_LOG`) sets the filter,
+/// `default` when neither is set.
+pub fn init_logging(default: &str) {
     let filter = std::env::var("DTS_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
+        .unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -129,6 +183,53 @@ pub async fn connect_kafka(settings: &Settings) -> Result<KafkaBus> {
     })?;
     info!(bootstrap = %settings.pubsub.namespace, "connected to Kafka");
     Ok(bus)
+}
+
+/// Redis and Kafka for `dts server` and `dts worker`: the store, the Kafka
+/// bus (to call [`KafkaBus::shutdown`] when stopping) and the same bus as
+/// the engine takes it.
+pub async fn connect_distributed(settings: &Settings) -> Result<(DynStore, KafkaBus, DynBus)> {
+    let store = connect_redis(settings).await?;
+    let kafka = connect_kafka(settings).await?;
+    let bus: DynBus = Arc::new(kafka.clone());
+    Ok((store, kafka, bus))
+}
+
+/// Starts this machine's worker on a runtime thread of its own.
+pub async fn start_worker(
+    settings: &Settings,
+    store: DynStore,
+    bus: DynBus,
+    shutdown: CancellationToken,
+) -> Result<WorkerThread> {
+    let executor = Executor::new(wiring::exec_settings(settings));
+    let worker = Worker::new(store, bus, executor, wiring::worker_settings(settings));
+    WorkerThread::start(worker, shutdown).await
+}
+
+/// The submitter, and the sweeper that republishes stuck submissions and
+/// ends overdue tasks through it (its first sweep comes one interval later).
+pub fn start_submitting(
+    settings: &Settings,
+    store: &DynStore,
+    bus: DynBus,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Submitter {
+    let submitter = Submitter::new(
+        store.clone(),
+        bus,
+        wiring::topics(settings),
+        wiring::submit_settings(settings),
+    );
+    sweeper::start(
+        store.clone(),
+        submitter.clone(),
+        wiring::sweeper_settings(settings),
+        tracker,
+        shutdown,
+    );
+    submitter
 }
 
 /// The API's state for `store` and `submitter`.

@@ -10,7 +10,7 @@
 //! ```
 
 use super::embedded::EmbeddedNode;
-use super::node::{ConfigArgs, flag};
+use super::node::{ConfigArgs, ExecArgs};
 use super::wiring;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -45,9 +45,8 @@ pub struct RunArgs {
     /// A template variable (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
-    /// Items to run at once (default: all cores).
-    #[arg(long)]
-    cores: Option<u32>,
+    #[command(flatten)]
+    exec: ExecArgs,
     /// Per-item timeout in seconds.
     #[arg(long)]
     timeout: Option<u64>,
@@ -60,9 +59,6 @@ pub struct RunArgs {
     /// Print the results as JSON instead of the items' output.
     #[arg(long)]
     json: bool,
-    /// Run bash items in warm shells (executor.warm-shell; docs/warm-shell.md).
-    #[arg(long)]
-    warm_shell: bool,
 }
 
 impl RunArgs {
@@ -128,18 +124,10 @@ impl RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
-    if std::env::var_os("DTS_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
-        // SAFETY: set before any other thread reads the environment.
-        unsafe { std::env::set_var("DTS_LOG", "warn") };
-    }
-    super::node::init_logging();
+    // Only warnings by default: the items' output is what `dts run` prints.
+    super::node::init_logging("warn");
     let mut flags = vec![("store.ephemeral".to_string(), "true".to_string())];
-    flag(&mut flags, "worker.cores", args.cores);
-    flag(
-        &mut flags,
-        "executor.warm-shell",
-        args.warm_shell.then_some(true),
-    );
+    args.exec.push_flags(&mut flags);
     let settings = args.config.load(flags)?;
     let new =
         submit::from_json(&args.task_body()?, &wiring::submit_limits(&settings)).map_err(|e| {

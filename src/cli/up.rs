@@ -2,7 +2,7 @@
 //! local worker over the embedded bus and a SQLite store, served over HTTP.
 
 use super::embedded::EmbeddedNode;
-use super::node::{self, ConfigArgs, flag};
+use super::node::{self, ConfigArgs, ExecArgs, ListenArgs, flag};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dts_store::{DynStore, SqliteStore};
@@ -17,35 +17,24 @@ use tracing::info;
 pub struct UpArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// HTTP port (server.port); 0 picks a free one.
-    #[arg(long)]
-    port: Option<u16>,
-    /// Address to listen on (server.bind). Anything but loopback needs a token.
-    #[arg(long)]
-    bind: Option<String>,
+    #[command(flatten)]
+    listen: ListenArgs,
+    #[command(flatten)]
+    exec: ExecArgs,
     /// Where the SQLite store lives (store.data-dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Keep everything in memory; nothing survives a restart (store.ephemeral).
     #[arg(long)]
     ephemeral: bool,
-    /// Items to run at once on this machine (worker.cores); default all cores.
-    #[arg(long)]
-    cores: Option<u32>,
-    /// Listen on a non-loopback address without a token (server.insecure).
-    #[arg(long)]
-    insecure: bool,
-    /// Run bash items in warm shells (executor.warm-shell; docs/warm-shell.md).
-    #[arg(long)]
-    warm_shell: bool,
 }
 
 impl UpArgs {
     /// The options as configuration flags, the top layer.
     fn flags(&self) -> Vec<(String, String)> {
         let mut flags = Vec::new();
-        flag(&mut flags, "server.port", self.port);
-        flag(&mut flags, "server.bind", self.bind.as_ref());
+        self.listen.push_flags(&mut flags);
+        self.exec.push_flags(&mut flags);
         flag(
             &mut flags,
             "store.data-dir",
@@ -56,19 +45,12 @@ impl UpArgs {
             "store.ephemeral",
             self.ephemeral.then_some(true),
         );
-        flag(&mut flags, "worker.cores", self.cores);
-        flag(&mut flags, "server.insecure", self.insecure.then_some(true));
-        flag(
-            &mut flags,
-            "executor.warm-shell",
-            self.warm_shell.then_some(true),
-        );
         flags
     }
 }
 
 pub async fn run(args: UpArgs) -> Result<ExitCode> {
-    node::init_logging();
+    node::init_logging("info");
     let settings = args.config.load(args.flags())?;
     node::check_exposure(&settings)?;
 
@@ -96,7 +78,7 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         (Arc::new(store), Some(lock))
     };
     let node = EmbeddedNode::start(&settings, store, true).await?;
-    info!(worker = %node.worker_id, "dts up: API, scheduler and worker running");
+    info!(worker = %node.worker_id(), "dts up: API, scheduler and worker running");
     let state = node::app_state(&settings, node.store.clone(), node.submitter.clone());
     node::serve_api(&settings, state, node.shutdown.clone()).await?;
     node.stop().await;

@@ -8,8 +8,8 @@
 //!   records results and completes shards;
 //! - [`recovery`]: on start-up of an embedded node, republishes what the store
 //!   says is unfinished (the embedded bus keeps nothing across restarts);
-//! - [`sweeper`]: in distributed mode, republishes tasks whose server died
-//!   before they reached the bus;
+//! - [`sweeper`]: on every node with an API, republishes tasks whose server
+//!   died before they reached the bus, and ends tasks past their deadline;
 //! - [`events`]: completion events on the result topic;
 //! - [`failpoint`]: crash points for fault tests.
 

@@ -3,7 +3,8 @@
 //! bus, or while it was retrying — and publishes them again; and ends tasks
 //! whose deadline passed while nobody ran their remaining items.
 //!
-//! Every server runs one. A task counts as stuck when it is still `QUEUED` or
+//! Every node with an API runs one (`dts server`, `dts up`, `dts run`). A
+//! task counts as stuck when it is still `QUEUED` or
 //! `RETRYING` longer after its creation than any live server would keep
 //! trying (`republish_after`). Two servers may both republish a stuck task;
 //! planning is idempotent, so that costs a message, not a second plan.

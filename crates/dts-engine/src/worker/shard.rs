@@ -24,9 +24,10 @@ const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
 enum ShardEnd {
     /// Every item has a result and the shard is completed.
     Done,
-    /// Nothing to do: already completed, or its task is unknown or has ended.
+    /// Nothing to do: the shard is already completed, or its task is unknown.
     Skipped,
-    /// The task was cancelled while the shard ran; results so far are kept.
+    /// The task had ended (cancelled, failed, past its deadline) before the
+    /// shard started or while it ran; results so far are kept.
     TaskEnded,
     /// The worker is shutting down; the shard goes back to the bus.
     Interrupted,
