@@ -847,6 +847,33 @@ async fn in_a_warm_shell_an_expansion_error_ends_the_script() {
 }
 
 #[tokio::test]
+async fn in_a_warm_shell_the_items_shell_does_not_ignore_sigquit() {
+    // Documented difference: a fresh bash ignores SIGQUIT in itself; a
+    // subshell of the warm shell (job control on) has it at its default.
+    // Where this process already ignores SIGQUIT, both inherit that and
+    // there is no difference to show.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap();
+    if ignored & (1 << (libc::SIGQUIT - 1)) != 0 {
+        eprintln!("SIGQUIT is ignored by the test process: nothing to compare");
+        return;
+    }
+    let program = bash("kill -QUIT $BASHPID; echo after");
+    let fresh = run(&fresh_executor(), &program, "x").await;
+    assert_eq!(
+        (fresh.stdout.as_str(), fresh.exit_code),
+        ("after\n", Some(0))
+    );
+    let warm = run(&warm_executor(), &program, "x").await;
+    assert_eq!(warm.stdout, "");
+    assert_eq!(warm.exit_code, Some(128 + libc::SIGQUIT), "{warm:?}");
+}
+
+#[tokio::test]
 async fn a_warm_shell_that_died_while_idle_is_replaced_without_failing_an_item() {
     let executor = warm_executor();
     let program = bash("echo $$");
