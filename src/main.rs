@@ -3,15 +3,20 @@
 
 mod cli;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     match cli::main() {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("dts: error: {error}");
+            // A message can quote the server, which quotes what a task's
+            // submitter wrote: on a terminal, its control characters are
+            // shown escaped (whatever --raw says).
+            let mut stderr = cli::terminal::stderr(false);
+            let _ = writeln!(stderr, "dts: error: {error}");
             for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let _ = writeln!(stderr, "  caused by: {cause}");
             }
             ExitCode::from(2)
         }

@@ -1,11 +1,14 @@
 //! The client commands (`submit`, `status`, `watch`, `results`, `cancel`,
-//! `tasks`, `workers`): they talk HTTP to a running server.
+//! `tasks`, `workers`): they talk HTTP to a running server. Everything they
+//! print goes through a [`Console`], which escapes control characters on a
+//! terminal.
 
+use super::terminal::Console;
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -77,8 +80,21 @@ fn server_error(status: StatusCode, body: &Value) -> String {
     }
 }
 
+/// Prints `value` as pretty JSON.
+fn print_json(out: &mut super::terminal::Sanitized<impl Write>, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    writeln!(out, "{}", out.mode().show_json(&text))?;
+    Ok(())
+}
+
 /// `dts submit FILE|-`.
-pub async fn submit(client: &Client, file: &Path, wait: bool, json: bool) -> Result<ExitCode> {
+pub async fn submit(
+    client: &Client,
+    console: &mut Console,
+    file: &Path,
+    wait: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let body = if file == Path::new("-") {
         let mut text = Vec::new();
         std::io::stdin()
@@ -92,24 +108,30 @@ pub async fn submit(client: &Client, file: &Path, wait: bool, json: bool) -> Res
     let task = client.call(Method::POST, "/v1/tasks", Some(body)).await?;
     let id = task["id"].as_str().unwrap_or_default().to_string();
     if json && !wait {
-        println!("{}", serde_json::to_string_pretty(&task)?);
+        print_json(&mut console.out, &task)?;
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    writeln!(
+        console.err,
         "submitted task {id} ({} items, {})",
         task["itemsTotal"],
         task["status"].as_str().unwrap_or("?")
-    );
+    )?;
     if !wait {
-        println!("{id}");
+        writeln!(console.out, "{id}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    watch(client, &id, json).await
+    watch(client, console, &id, json).await
 }
 
 /// `dts watch ID` (and `submit --wait`): a progress bar until the task ends;
 /// exit 0 only if it completed.
-pub async fn watch(client: &Client, id: &str, json: bool) -> Result<ExitCode> {
+pub async fn watch(
+    client: &Client,
+    console: &mut Console,
+    id: &str,
+    json: bool,
+) -> Result<ExitCode> {
     let path = format!("/v1/tasks/{id}?summary=true");
     let mut task = client.call(Method::GET, &path, None).await?;
     let bar = ProgressBar::new(task["itemsTotal"].as_u64().unwrap_or(0));
@@ -128,9 +150,13 @@ pub async fn watch(client: &Client, id: &str, json: bool) -> Result<ExitCode> {
             + task["itemsFailed"].as_u64().unwrap_or(0);
         let status = task["status"].as_str().unwrap_or("?").to_string();
         bar.set_position(done);
-        bar.set_message(status.clone());
+        bar.set_message(console.err.mode().show(&status).into_owned());
         if plain && status != last_status {
-            eprintln!("{status}: {done} of {} items done", task["itemsTotal"]);
+            writeln!(
+                console.err,
+                "{status}: {done} of {} items done",
+                task["itemsTotal"]
+            )?;
             last_status = status.clone();
         }
         if is_terminal(&status) {
@@ -141,9 +167,9 @@ pub async fn watch(client: &Client, id: &str, json: bool) -> Result<ExitCode> {
     }
     bar.finish();
     if json {
-        println!("{}", serde_json::to_string_pretty(&task)?);
+        print_json(&mut console.out, &task)?;
     } else {
-        print_task(&task);
+        print_task(&mut console.out, &task)?;
     }
     Ok(if task["status"] == "COMPLETED" {
         ExitCode::SUCCESS
@@ -160,48 +186,62 @@ fn is_terminal(status: &str) -> bool {
 }
 
 /// `dts status ID`.
-pub async fn status(client: &Client, id: &str, json: bool) -> Result<ExitCode> {
+pub async fn status(
+    client: &Client,
+    console: &mut Console,
+    id: &str,
+    json: bool,
+) -> Result<ExitCode> {
     let task = client
         .call(Method::GET, &format!("/v1/tasks/{id}?summary=true"), None)
         .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&task)?);
+        print_json(&mut console.out, &task)?;
     } else {
-        print_task(&task);
+        print_task(&mut console.out, &task)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_task(task: &Value) {
+fn print_task(out: &mut impl Write, task: &Value) -> Result<()> {
     let text = |key: &str| {
         task[key]
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| "-".into())
     };
-    println!("id:        {}", text("id"));
+    writeln!(out, "id:        {}", text("id"))?;
     if let Some(name) = task["name"].as_str() {
-        println!("name:      {name}");
+        writeln!(out, "name:      {name}")?;
     }
-    println!("status:    {}", text("status"));
-    println!(
+    writeln!(out, "status:    {}", text("status"))?;
+    writeln!(
+        out,
         "items:     {} total, {} succeeded, {} failed",
         task["itemsTotal"], task["itemsSucceeded"], task["itemsFailed"]
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "shards:    {} of {} done",
         task["chunksExecuted"], task["chunksToExecute"]
-    );
-    println!("created:   {}", text("createdAt"));
-    println!("started:   {}", text("startedAt"));
-    println!("finished:  {}", text("finishedAt"));
+    )?;
+    writeln!(out, "created:   {}", text("createdAt"))?;
+    writeln!(out, "started:   {}", text("startedAt"))?;
+    writeln!(out, "finished:  {}", text("finishedAt"))?;
     if let Some(error) = task["error"].as_str() {
-        println!("error:     {error}");
+        writeln!(out, "error:     {error}")?;
     }
+    Ok(())
 }
 
 /// `dts results ID [--failed]`: one block per item, every page.
-pub async fn results(client: &Client, id: &str, failed: bool, json: bool) -> Result<ExitCode> {
+pub async fn results(
+    client: &Client,
+    console: &mut Console,
+    id: &str,
+    failed: bool,
+    json: bool,
+) -> Result<ExitCode> {
     const PAGE: u64 = 1000;
     let filter = if failed { "&status=failed" } else { "" };
     let mut offset = 0;
@@ -221,7 +261,7 @@ pub async fn results(client: &Client, id: &str, failed: bool, json: bool) -> Res
             if json {
                 all.push(item);
             } else {
-                print_result(&item);
+                print_result(&mut console.out, &item)?;
             }
         }
         if offset >= total || offset == 0 {
@@ -229,12 +269,12 @@ pub async fn results(client: &Client, id: &str, failed: bool, json: bool) -> Res
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        print_json(&mut console.out, &Value::Array(all))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_result(item: &Value) {
+fn print_result(out: &mut impl Write, item: &Value) -> Result<()> {
     let outcome = if item["succeeded"] == true {
         "ok".to_string()
     } else if item["timedOut"] == true {
@@ -246,7 +286,8 @@ fn print_result(item: &Value) {
     } else {
         format!("exit {}", item["exitCode"])
     };
-    println!(
+    writeln!(
+        out,
         "#{} {} [{}] {} ms, attempt {}, on {}",
         item["index"],
         item["input"],
@@ -254,32 +295,35 @@ fn print_result(item: &Value) {
         item["durationMs"],
         item["attempt"],
         item["worker"].as_str().unwrap_or("?")
-    );
+    )?;
     for (stream, key) in [("stdout", "stdout"), ("stderr", "stderr")] {
         if let Some(text) = item[key].as_str().filter(|t| !t.is_empty()) {
             for line in text.lines() {
-                println!("  {stream}| {line}");
+                writeln!(out, "  {stream}| {line}")?;
             }
         }
     }
+    Ok(())
 }
 
 /// `dts cancel ID`.
-pub async fn cancel(client: &Client, id: &str) -> Result<ExitCode> {
+pub async fn cancel(client: &Client, console: &mut Console, id: &str) -> Result<ExitCode> {
     let task = client
         .call(Method::POST, &format!("/v1/tasks/{id}/cancel"), None)
         .await?;
-    println!(
+    writeln!(
+        console.out,
         "{} {}",
         task["id"].as_str().unwrap_or(id),
         task["status"].as_str().unwrap_or("?")
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `dts tasks`: newest first.
 pub async fn tasks(
     client: &Client,
+    console: &mut Console,
     status: Option<&str>,
     limit: u32,
     json: bool,
@@ -290,15 +334,17 @@ pub async fn tasks(
     }
     let list = client.call(Method::GET, &path, None).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        print_json(&mut console.out, &list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    writeln!(
+        console.out,
         "{:<36}  {:<17}  {:>9}  {:>9}  {:>9}  created",
         "id", "status", "items", "succeeded", "failed"
-    );
+    )?;
     for task in list.as_array().into_iter().flatten() {
-        println!(
+        writeln!(
+            console.out,
             "{:<36}  {:<17}  {:>9}  {:>9}  {:>9}  {}",
             task["id"].as_str().unwrap_or("?"),
             task["status"].as_str().unwrap_or("?"),
@@ -306,31 +352,99 @@ pub async fn tasks(
             task["itemsSucceeded"].to_string(),
             task["itemsFailed"].to_string(),
             task["createdAt"].as_str().unwrap_or("?")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `dts workers`: the live workers.
-pub async fn workers(client: &Client, json: bool) -> Result<ExitCode> {
+pub async fn workers(client: &Client, console: &mut Console, json: bool) -> Result<ExitCode> {
     let list = client.call(Method::GET, "/v1/workers", None).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        print_json(&mut console.out, &list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    writeln!(
+        console.out,
         "{:<40}  {:<20}  {:>5}  {:>7}  last heartbeat",
         "id", "hostname", "cores", "running"
-    );
+    )?;
     for worker in list.as_array().into_iter().flatten() {
-        println!(
+        writeln!(
+            console.out,
             "{:<40}  {:<20}  {:>5}  {:>7}  {}",
             worker["id"].as_str().unwrap_or("?"),
             worker["hostname"].as_str().unwrap_or("?"),
             worker["cores"].to_string(),
             worker["runningItems"].to_string(),
             worker["lastHeartbeat"].as_str().unwrap_or("?")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::terminal::{Mode, Sanitized};
+    use serde_json::json;
+
+    /// What `print` writes to a terminal.
+    fn on_terminal(print: impl FnOnce(&mut Sanitized<Vec<u8>>) -> Result<()>) -> String {
+        let mut out = Sanitized::new(Vec::new(), Mode::Escape);
+        print(&mut out).unwrap();
+        out.flush().unwrap();
+        String::from_utf8(out.get_ref().clone()).unwrap()
+    }
+
+    #[test]
+    fn status_shows_a_hostile_task_name_and_error_escaped_on_a_terminal() {
+        let task = json!({
+            "id": "t1",
+            "name": "\x1b]0;owned\x07nice name",
+            "status": "FAILED",
+            "error": "bad\x1b[2K\r\u{9b}31m",
+        });
+        let shown = on_terminal(|out| print_task(out, &task));
+        assert!(
+            shown.contains("name:      \\x1b]0;owned\\x07nice name\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("error:     bad\\x1b[2K\\x0d\\x9b31m\n"),
+            "{shown}"
+        );
+        assert!(!shown.contains(['\x1b', '\x07', '\r', '\u{9b}']), "{shown}");
+    }
+
+    #[test]
+    fn results_show_hostile_output_and_inputs_escaped_on_a_terminal() {
+        let item = json!({
+            "index": 0,
+            "input": "\u{9b}2J",
+            "succeeded": false,
+            "error": "\x1b]52;c;aGk=\x07",
+            "stdout": "one\x1b[2K\ntwo\x7f",
+            "stderr": "\x1b]0;title\x07",
+            "durationMs": 1,
+            "attempt": 1,
+            "worker": "w\x1b[31m",
+        });
+        let shown = on_terminal(|out| print_result(out, &item));
+        assert_eq!(
+            shown,
+            "#0 \"\\x9b2J\" [error: \\x1b]52;c;aGk=\\x07] 1 ms, attempt 1, on w\\x1b[31m\n\
+             \x20 stdout| one\\x1b[2K\n\
+             \x20 stdout| two\\x7f\n\
+             \x20 stderr| \\x1b]0;title\\x07\n"
+        );
+    }
+
+    #[test]
+    fn json_on_a_terminal_escapes_what_serde_json_leaves_raw() {
+        let value = json!({"stdout": "\u{9b}\x7f\x1b"});
+        let shown = on_terminal(|out| print_json(out, &value));
+        assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), value);
+        assert!(shown.contains("\\u009b\\u007f\\u001b"), "{shown}");
+    }
 }

@@ -6,6 +6,7 @@ mod embedded;
 mod node;
 mod run;
 mod server;
+pub mod terminal;
 mod up;
 mod wiring;
 mod worker;
@@ -15,6 +16,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use terminal::Console;
 
 #[derive(Parser)]
 #[command(
@@ -91,7 +93,7 @@ enum Command {
     },
 }
 
-/// Where the client commands find the server.
+/// Where the client commands find the server, and how they print.
 #[derive(Args)]
 struct ClientArgs {
     /// The dts server's URL.
@@ -103,11 +105,20 @@ struct ClientArgs {
     /// Print the server's JSON instead of a summary.
     #[arg(long)]
     json: bool,
+    /// Print control characters in item output, names and messages as they
+    /// are. By default a terminal shows them escaped (\x1b); output to a
+    /// pipe or a file is never changed. Errors stay escaped.
+    #[arg(long)]
+    raw: bool,
 }
 
 impl ClientArgs {
     fn connect(&self) -> Result<client::Client> {
         client::Client::new(&self.server, self.token.clone())
+    }
+
+    fn console(&self) -> Console {
+        Console::new(self.raw)
     }
 }
 
@@ -129,24 +140,36 @@ pub fn main() -> Result<ExitCode> {
             Command::Worker(args) => worker::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Submit { file, wait, client } => {
-                client::submit(&client.connect()?, &file, wait, client.json).await
+                let console = &mut client.console();
+                client::submit(&client.connect()?, console, &file, wait, client.json).await
             }
             Command::Status { id, client } => {
-                client::status(&client.connect()?, &id, client.json).await
+                let console = &mut client.console();
+                client::status(&client.connect()?, console, &id, client.json).await
             }
             Command::Watch { id, client } => {
-                client::watch(&client.connect()?, &id, client.json).await
+                let console = &mut client.console();
+                client::watch(&client.connect()?, console, &id, client.json).await
             }
             Command::Results { id, failed, client } => {
-                client::results(&client.connect()?, &id, failed, client.json).await
+                let console = &mut client.console();
+                client::results(&client.connect()?, console, &id, failed, client.json).await
             }
-            Command::Cancel { id, client } => client::cancel(&client.connect()?, &id).await,
+            Command::Cancel { id, client } => {
+                client::cancel(&client.connect()?, &mut client.console(), &id).await
+            }
             Command::Tasks {
                 status,
                 limit,
                 client,
-            } => client::tasks(&client.connect()?, status.as_deref(), limit, client.json).await,
-            Command::Workers { client } => client::workers(&client.connect()?, client.json).await,
+            } => {
+                let console = &mut client.console();
+                let status = status.as_deref();
+                client::tasks(&client.connect()?, console, status, limit, client.json).await
+            }
+            Command::Workers { client } => {
+                client::workers(&client.connect()?, &mut client.console(), client.json).await
+            }
         }
     })
 }

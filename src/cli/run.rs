@@ -1,7 +1,9 @@
 //! `dts run`: one task on this machine, start to finish, without a server —
 //! the embedded engine in this process, in memory. Each item's stdout is
 //! printed in input order (and its stderr to stderr), as `parallel -k` does;
-//! the exit status says whether every item succeeded.
+//! the exit status says whether every item succeeded. On a terminal, control
+//! characters in that output are shown escaped unless `--raw` is given (see
+//! [`super::terminal`]); a pipe or a file gets the bytes as they are.
 //!
 //! ```text
 //! ls *.jpg | dts run 'convert "$1" "${1%.jpg}.png"'
@@ -11,6 +13,7 @@
 
 use super::embedded::EmbeddedNode;
 use super::node::{ConfigArgs, ExecArgs};
+use super::terminal::{Mode, Sanitized};
 use super::wiring;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -59,6 +62,11 @@ pub struct RunArgs {
     /// Print the results as JSON instead of the items' output.
     #[arg(long)]
     json: bool,
+    /// Print control characters in the items' output as they are. By
+    /// default a terminal shows them escaped (\x1b); output to a pipe or a
+    /// file is never changed.
+    #[arg(long)]
+    raw: bool,
 }
 
 impl RunArgs {
@@ -155,7 +163,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         tokio::time::sleep(POLL).await;
     };
     let elapsed = started.elapsed();
-    match print_results(&node, &task.id, args.json).await {
+    match print_results(&node, &task.id, args.json, args.raw).await {
         // `dts run ... | head`: the reader has what it wanted.
         Err(e) if is_broken_pipe(&e) => {}
         other => other?,
@@ -179,10 +187,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 /// Each item's stdout to stdout and stderr to stderr, in input order; or all
-/// results as one JSON array.
-async fn print_results(node: &EmbeddedNode, id: &str, json: bool) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr().lock();
+/// results as one JSON array. Each stream is escaped if it is a terminal,
+/// unless `raw`.
+async fn print_results(node: &EmbeddedNode, id: &str, json: bool, raw: bool) -> Result<()> {
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    let out_mode = Mode::for_stream(stdout.is_terminal(), raw);
+    let err_mode = Mode::for_stream(stderr.is_terminal(), raw);
+    let mut stdout = Sanitized::new(stdout.lock(), out_mode);
+    let mut stderr = Sanitized::new(stderr.lock(), err_mode);
     let mut offset = 0;
     let mut first = true;
     if json {
@@ -199,7 +211,8 @@ async fn print_results(node: &EmbeddedNode, id: &str, json: bool) -> Result<()> 
                 first = false;
                 let mut value = serde_json::to_value(result)?;
                 value["succeeded"] = json!(result.succeeded());
-                write!(stdout, "{separator}{value}")?;
+                let text = value.to_string();
+                write!(stdout, "{separator}{}", out_mode.show_json(&text))?;
                 continue;
             }
             stdout.write_all(result.stdout.as_bytes())?;

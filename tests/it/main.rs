@@ -5,6 +5,7 @@ mod common;
 
 mod bad_requests;
 mod cli;
+mod cli_hardening;
 mod distributed;
 mod execution;
 mod faults;

@@ -1,0 +1,343 @@
+//! Safe by default, the process and client side (issue 9): what reaches a
+//! terminal.
+
+use crate::common::{DEADLINE, DtsUp, dts_binary, task};
+use serde_json::json;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Terminal injection (finding 6)
+// ---------------------------------------------------------------------------
+
+/// What the hostile item prints on stdout: OSC 52 (write the clipboard),
+/// erase the line, OSC 0 (set the window title), and the C1 CSI.
+const HOSTILE_STDOUT: &[u8] = b"\x1b]52;c;aGVsbG8=\x07\x1b[2K\x1b]0;title\x07\xc2\x9bX\n";
+/// The same as a terminal should show it.
+const HOSTILE_SHOWN: &str = "\\x1b]52;c;aGVsbG8=\\x07\\x1b[2K\\x1b]0;title\\x07\\x9bX";
+/// What the hostile item prints on stderr.
+const HOSTILE_STDERR: &[u8] = b"err\x1b[31m\n";
+/// The template that prints them.
+const HOSTILE_TEMPLATE: &str = r"printf '\033]52;c;aGVsbG8=\007\033[2K\033]0;title\007\302\233X\n'; printf 'err\033[31m\n' >&2";
+
+/// Which of a command's streams is the terminal.
+#[derive(Clone, Copy)]
+enum Screen {
+    Stdout,
+    Stderr,
+}
+
+/// What a command wrote to the terminal and to the other stream (a pipe).
+struct Shown {
+    screen: Vec<u8>,
+    piped: Vec<u8>,
+    status: ExitStatus,
+}
+
+/// A pseudo-terminal in raw mode (no `\n` to `\r\n`): the master end reads
+/// exactly the bytes the program wrote to the slave end. Both ends are
+/// close-on-exec from the start, so only the child we hand the slave to
+/// holds it (else reading the master would not end when that child exits).
+fn pseudo_terminal() -> (File, OwnedFd) {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: posix_openpt returns a new descriptor (or -1).
+    let master = unsafe { libc::posix_openpt(flags) };
+    assert!(
+        master >= 0,
+        "posix_openpt: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the descriptor is new and owned by nobody else.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: grantpt, unlockpt and ptsname_r act on the master we own and
+    // write at most `name.len()` bytes into `name`.
+    unsafe {
+        assert_eq!(libc::grantpt(master.as_raw_fd()), 0, "grantpt");
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0, "unlockpt");
+        assert_eq!(
+            libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
+            0,
+            "ptsname_r"
+        );
+    }
+    // SAFETY: `name` is a NUL-terminated path written by ptsname_r.
+    let slave = unsafe { libc::open(name.as_ptr(), flags) };
+    assert!(
+        slave >= 0,
+        "open the slave: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the descriptor is new and owned by nobody else.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    // SAFETY: the termios calls act on the slave we own and a struct we own.
+    unsafe {
+        let mut termios: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(slave.as_raw_fd(), &mut termios), 0);
+        libc::cfmakeraw(&mut termios);
+        assert_eq!(
+            libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios),
+            0
+        );
+    }
+    (File::from(master), slave)
+}
+
+/// Reads `reader` to its end on a thread of its own; a terminal's master
+/// ends with EIO once no process holds the slave.
+fn read_to_end(mut reader: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buffer = [0; 4096];
+        loop {
+            match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => all.extend_from_slice(&buffer[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(all);
+    });
+    rx
+}
+
+/// Waits for `child` to exit, or panics at the deadline saying `what`.
+fn wait_for_exit(child: &mut Child, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("{what} did not exit within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `dts ARGS` with its `screen` stream on a terminal and the other on
+/// a pipe.
+fn on_terminal(args: &[&str], screen: Screen) -> Shown {
+    let (master, slave) = pseudo_terminal();
+    let mut command = Command::new(dts_binary());
+    command
+        .args(args)
+        .env_remove("DTS_AUTH_TOKEN")
+        .stdin(Stdio::null());
+    match screen {
+        Screen::Stdout => command.stdout(slave).stderr(Stdio::piped()),
+        Screen::Stderr => command.stdout(Stdio::piped()).stderr(slave),
+    };
+    let mut child = command.spawn().expect("start dts");
+    // The command holds our copy of the slave: drop it, so the master
+    // reads to its end when dts exits.
+    drop(command);
+    let piped: Box<dyn Read + Send> = match screen {
+        Screen::Stdout => Box::new(child.stderr.take().expect("stderr")),
+        Screen::Stderr => Box::new(child.stdout.take().expect("stdout")),
+    };
+    let (on_screen, on_pipe) = (read_to_end(master), read_to_end(piped));
+    let what = format!("dts {args:?}");
+    let screen = on_screen
+        .recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("{what} did not finish writing to the terminal"));
+    let piped = on_pipe
+        .recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("{what} did not finish writing to its pipe"));
+    let status = wait_for_exit(&mut child, &what);
+    Shown {
+        screen,
+        piped,
+        status,
+    }
+}
+
+/// Panics unless every byte is a newline, a tab or printable ASCII: no
+/// escape, no BEL, no C1, no carriage return reached the terminal.
+fn assert_inert(screen: &[u8]) {
+    for &byte in screen {
+        assert!(
+            byte == b'\n' || byte == b'\t' || (0x20..0x7f).contains(&byte),
+            "byte {byte:#04x} reached the terminal: {:?}",
+            text(screen)
+        );
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A task on `up` whose one item prints [`HOSTILE_STDOUT`] and
+/// [`HOSTILE_STDERR`]; returns its id once it ended.
+async fn hostile_task(up: &DtsUp) -> String {
+    let id = up.submit(task(HOSTILE_TEMPLATE, &["a".into()])).await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let results = up.all_results(&id, "").await;
+    assert_eq!(
+        results[0]["stdout"].as_str().map(str::as_bytes),
+        Some(HOSTILE_STDOUT),
+        "the item's output as stored"
+    );
+    id
+}
+
+#[tokio::test]
+async fn results_on_a_terminal_show_escape_sequences_an_item_printed_as_text() {
+    let up = DtsUp::start(&[]);
+    let id = hostile_task(&up).await;
+
+    let shown = on_terminal(&["results", &id, "--server", &up.base], Screen::Stdout);
+    assert!(shown.status.success(), "{}", text(&shown.piped));
+    assert_inert(&shown.screen);
+    let screen = text(&shown.screen);
+    assert!(
+        screen.contains(&format!("  stdout| {HOSTILE_SHOWN}\n")),
+        "{screen}"
+    );
+    assert!(screen.contains("  stderr| err\\x1b[31m\n"), "{screen}");
+
+    let json = on_terminal(
+        &["results", &id, "--server", &up.base, "--json"],
+        Screen::Stdout,
+    );
+    assert_inert(&json.screen);
+    let results: serde_json::Value = serde_json::from_slice(&json.screen).expect("JSON");
+    assert_eq!(
+        results[0]["stdout"].as_str().map(str::as_bytes),
+        Some(HOSTILE_STDOUT)
+    );
+}
+
+#[tokio::test]
+async fn results_with_raw_or_into_a_pipe_give_the_items_bytes_unchanged() {
+    let up = DtsUp::start(&[]);
+    let id = hostile_task(&up).await;
+    let mut expected = b"  stdout| ".to_vec();
+    expected.extend_from_slice(HOSTILE_STDOUT);
+
+    let raw = on_terminal(
+        &["results", &id, "--server", &up.base, "--raw"],
+        Screen::Stdout,
+    );
+    assert!(raw.status.success(), "{}", text(&raw.piped));
+    assert!(contains(&raw.screen, &expected), "{:?}", text(&raw.screen));
+
+    let piped = Command::new(dts_binary())
+        .args(["results", &id, "--server", &up.base])
+        .env_remove("DTS_AUTH_TOKEN")
+        .output()
+        .expect("run dts results");
+    assert!(piped.status.success(), "{}", text(&piped.stderr));
+    assert!(
+        contains(&piped.stdout, &expected),
+        "{:?}",
+        text(&piped.stdout)
+    );
+}
+
+#[test]
+fn dts_run_escapes_each_stream_only_when_it_is_a_terminal() {
+    let args = ["run", HOSTILE_TEMPLATE, "a", "b"];
+    let twice = |bytes: &[u8]| [bytes, bytes].concat();
+
+    let stdout_on_screen = on_terminal(&args, Screen::Stdout);
+    assert!(stdout_on_screen.status.success());
+    assert_inert(&stdout_on_screen.screen);
+    assert_eq!(
+        text(&stdout_on_screen.screen),
+        format!("{HOSTILE_SHOWN}\n{HOSTILE_SHOWN}\n")
+    );
+    assert_eq!(stdout_on_screen.piped, twice(HOSTILE_STDERR));
+
+    let stderr_on_screen = on_terminal(&args, Screen::Stderr);
+    assert!(stderr_on_screen.status.success());
+    assert_inert(&stderr_on_screen.screen);
+    assert!(
+        text(&stderr_on_screen.screen).starts_with("err\\x1b[31m\nerr\\x1b[31m\n"),
+        "{}",
+        text(&stderr_on_screen.screen)
+    );
+    assert_eq!(stderr_on_screen.piped, twice(HOSTILE_STDOUT));
+
+    let raw = on_terminal(&["run", "--raw", HOSTILE_TEMPLATE, "a"], Screen::Stdout);
+    assert_eq!(raw.screen, HOSTILE_STDOUT);
+}
+
+/// A server that answers every request with `status` and `body`, as a
+/// hostile server (or whatever stands between) could; serves a few
+/// connections, then stops. Returns its URL.
+fn canned_server(status: &'static str, body: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(DEADLINE));
+            // A GET has no body: the request ends with an empty line.
+            let mut request = Vec::new();
+            let mut byte = [0; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                request.push(byte[0]);
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn status_and_error_messages_from_a_hostile_server_reach_a_terminal_escaped() {
+    let task = json!({
+        "id": "6f1c1a39-52bb-4a57-9d0a-3d2b1f5a9e10",
+        "name": "\x1b]0;owned\x07nice",
+        "status": "FAILED\x1b[2K",
+        "error": "\x1b]52;c;aGk=\x07boom",
+        "itemsTotal": 1, "itemsSucceeded": 0, "itemsFailed": 1,
+    });
+    let server = canned_server("200 OK", task.to_string());
+    let status = on_terminal(&["status", "x", "--server", &server], Screen::Stdout);
+    assert!(status.status.success(), "{}", text(&status.piped));
+    assert_inert(&status.screen);
+    let screen = text(&status.screen);
+    assert!(
+        screen.contains("name:      \\x1b]0;owned\\x07nice\n"),
+        "{screen}"
+    );
+    assert!(screen.contains("status:    FAILED\\x1b[2K\n"), "{screen}");
+    assert!(
+        screen.contains("error:     \\x1b]52;c;aGk=\\x07boom\n"),
+        "{screen}"
+    );
+
+    let error = json!({"error": {"message": "no task \x1b]0;owned\x07 here"}});
+    let server = canned_server("404 Not Found", error.to_string());
+    for extra in [&[][..], &["--raw"][..]] {
+        let mut args = vec!["status", "x", "--server", &server];
+        args.extend_from_slice(extra);
+        let failed = on_terminal(&args, Screen::Stderr);
+        assert_eq!(failed.status.code(), Some(2), "{extra:?}");
+        assert_inert(&failed.screen);
+        let screen = text(&failed.screen);
+        assert!(
+            screen.contains("dts: error: no task \\x1b]0;owned\\x07 here (HTTP 404)"),
+            "{extra:?}: {screen}"
+        );
+    }
+}
