@@ -1,13 +1,15 @@
 //! `dts up`: the whole system on one machine — API, scheduler consumers and a
 //! local worker over the embedded bus and a SQLite store, served over HTTP.
+//! The store's data directory is private to dts's user (0700, files 0600).
 
 use super::embedded::EmbeddedNode;
 use super::node::{self, ConfigArgs, ExecArgs, ListenArgs, flag};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dts_store::{DynStore, SqliteStore};
-use std::fs::File;
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,10 +61,9 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         (Arc::new(SqliteStore::in_memory()?), None)
     } else {
         let dir = &settings.store.data_dir;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        private_dir(dir)?;
         let lock = lock_data_dir(dir)?;
-        let path = dir.join("dts.sqlite3");
+        let path = private_files(dir)?;
         let store = SqliteStore::open(&path)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
         // We hold the data directory's lock: any lease in the store belongs to
@@ -89,8 +90,14 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
 /// Takes an exclusive lock on the data directory, so two `dts up` never
 /// share (and double-run) one store.
 fn lock_data_dir(dir: &Path) -> Result<File> {
-    let path = dir.join("lock");
-    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own; it has no memory effects.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
@@ -100,4 +107,68 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
         );
     }
     Ok(file)
+}
+
+/// The SQLite database in the data directory.
+const STORE_FILE: &str = "dts.sqlite3";
+/// The file [`lock_data_dir`] locks.
+const LOCK_FILE: &str = "lock";
+/// Every file dts keeps in the data directory: the database, SQLite's
+/// journals beside it, and the lock.
+const DATA_FILES: [&str; 5] = [
+    STORE_FILE,
+    "dts.sqlite3-wal",
+    "dts.sqlite3-shm",
+    "dts.sqlite3-journal",
+    LOCK_FILE,
+];
+
+/// Creates the data directory 0700, or makes an existing one (an older dts
+/// made it 0755) private: it holds every script, variable, input and
+/// output, which other users of the machine must not read.
+fn private_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    make_private(dir, 0o700)
+}
+
+/// Makes dts's existing files in the data directory 0600, and creates the
+/// database 0600 if it is missing; returns the database's path. The
+/// database must exist with that mode before SQLite opens it: SQLite gives
+/// the `-wal` and `-shm` files it creates the database file's mode.
+fn private_files(dir: &Path) -> Result<PathBuf> {
+    for name in DATA_FILES {
+        let path = dir.join(name);
+        if path.exists() {
+            make_private(&path, 0o600)?;
+        }
+    }
+    let path = dir.join(STORE_FILE);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create the store {}", path.display()))?;
+    Ok(path)
+}
+
+/// Sets `path`'s mode to `mode` if its group or others have any access.
+fn make_private(path: &Path, mode: u32) -> Result<()> {
+    let current = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the permissions of {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if current & 0o077 == 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot make {} private to its owner", path.display()))?;
+    info!(path = %path.display(), was = %format!("{current:o}"), now = %format!("{mode:o}"), "made private to dts's user");
+    Ok(())
 }

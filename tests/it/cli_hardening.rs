@@ -1,11 +1,13 @@
 //! Safe by default, the process and client side (issue 9): what reaches a
-//! terminal.
+//! terminal, and the data directory's permissions.
 
 use crate::common::{DEADLINE, DtsUp, dts_binary, task};
 use serde_json::json;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -340,4 +342,76 @@ fn status_and_error_messages_from_a_hostile_server_reach_a_terminal_escaped() {
             "{extra:?}: {screen}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// World-readable state (finding 7)
+// ---------------------------------------------------------------------------
+
+/// Every entry of `dir`, and `dir`, with its mode; none may give its group
+/// or others any access.
+fn assert_private(dir: &std::path::Path) {
+    let mut entries = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir).expect("read the data directory") {
+        entries.push(entry.expect("entry").path());
+    }
+    assert!(entries.len() >= 4, "dts up left too few files: {entries:?}");
+    for path in entries {
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+    }
+}
+
+/// A umask that lets everyone read what is created, as most users have.
+fn readable_umask(command: &mut Command) {
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+}
+
+#[tokio::test]
+async fn the_data_directory_and_every_file_in_it_are_private_to_dts_user() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let up = DtsUp::start_in_with(&data, &[], &[], readable_umask);
+    let id = up.submit(task("echo secret $1", &["a".into()])).await;
+    up.wait_ended(&id).await;
+    let files: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("-wal")),
+        "no WAL file to check: {files:?}"
+    );
+    assert_private(&data);
+}
+
+#[tokio::test]
+async fn a_data_directory_an_older_dts_left_readable_is_made_private() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let first = DtsUp::start_in(&data, &[], &[]);
+    let id = first.submit(task("echo $1", &["a".into()])).await;
+    first.wait_ended(&id).await;
+    first.terminate();
+    // As an older dts left it: everyone may read.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    let up = DtsUp::start_in_with(&data, &[], &[], readable_umask);
+    let id = up.submit(task("echo $1", &["b".into()])).await;
+    up.wait_ended(&id).await;
+    assert_private(&data);
 }

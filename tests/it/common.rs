@@ -54,6 +54,17 @@ impl DtsUp {
 
     /// `dts up` on `data_dir` (kept by the caller, e.g. across a restart).
     pub fn start_in(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> DtsUp {
+        DtsUp::start_in_with(data_dir, extra, env, |_| {})
+    }
+
+    /// [`DtsUp::start_in`] with `configure` applied to the command before it
+    /// starts (resource limits, inherited descriptors, umask).
+    pub fn start_in_with(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> DtsUp {
         std::fs::create_dir_all(data_dir.parent().expect("parent")).expect("data dir parent");
         let log = data_dir.with_extension(format!("log-{}", unique()));
         let mut args: Vec<String> = vec![
@@ -64,18 +75,23 @@ impl DtsUp {
         ];
         args.push(data_dir.display().to_string());
         args.extend(extra.iter().map(|a| a.to_string()));
-        DtsUp::spawn(&args, env, log)
+        DtsUp::spawn(&args, env, log, configure)
     }
 
     /// `dts server` on a free port; `args` and `env` say where Kafka and Redis are.
     pub fn server(args: &[String], env: &[(&str, &str)], log: PathBuf) -> DtsUp {
         let mut all: Vec<String> = vec!["server".into(), "--port".into(), "0".into()];
         all.extend(args.iter().cloned());
-        DtsUp::spawn(&all, env, log)
+        DtsUp::spawn(&all, env, log, |_| {})
     }
 
-    fn spawn(args: &[String], env: &[(&str, &str)], log: PathBuf) -> DtsUp {
-        let (child, line) = spawn_until(args, env, &log, "dts listening on ");
+    fn spawn(
+        args: &[String],
+        env: &[(&str, &str)],
+        log: PathBuf,
+        configure: impl FnOnce(&mut Command),
+    ) -> DtsUp {
+        let (child, line) = spawn_until_with(args, env, &log, "dts listening on ", configure);
         let token = env
             .iter()
             .find(|(k, _)| *k == "DTS_AUTH_TOKEN")
@@ -267,6 +283,17 @@ pub fn spawn_until(
     log: &Path,
     ready: &str,
 ) -> (Child, String) {
+    spawn_until_with(args, env, log, ready, |_| {})
+}
+
+/// [`spawn_until`] with `configure` applied to the command before it starts.
+pub fn spawn_until_with(
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &Path,
+    ready: &str,
+    configure: impl FnOnce(&mut Command),
+) -> (Child, String) {
     let log_file = std::fs::File::create(log).expect("log file");
     let mut command = Command::new(dts_binary());
     command
@@ -278,6 +305,7 @@ pub fn spawn_until(
     for (key, value) in env {
         command.env(key, value);
     }
+    configure(&mut command);
     let mut child = command.spawn().expect("start dts");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
