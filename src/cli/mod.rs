@@ -4,6 +4,7 @@
 mod client;
 mod embedded;
 mod node;
+mod process;
 mod run;
 mod server;
 pub mod terminal;
@@ -14,6 +15,7 @@ mod worker_thread;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use process::Role;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use terminal::Console;
@@ -93,6 +95,16 @@ enum Command {
     },
 }
 
+impl Command {
+    fn role(&self) -> Role {
+        match self {
+            Command::Up(_) | Command::Server(_) | Command::Worker(_) => Role::Service,
+            Command::Run(_) => Role::Run,
+            _ => Role::Client,
+        }
+    }
+}
+
 /// Where the client commands find the server, and how they print.
 #[derive(Args)]
 struct ClientArgs {
@@ -123,13 +135,16 @@ impl ClientArgs {
 }
 
 pub fn main() -> Result<ExitCode> {
+    let inherited = process::before_anything();
     let cli = Cli::parse();
-    if !matches!(
-        cli.command,
-        Command::Up(_) | Command::Server(_) | Command::Worker(_) | Command::Run(_)
-    ) {
-        restore_default_sigpipe();
+    let role = cli.command.role();
+    match role {
+        Role::Service => node::init_logging("info"),
+        // Only warnings by default: the items' output is what `dts run` prints.
+        Role::Run => node::init_logging("warn"),
+        Role::Client => restore_default_sigpipe(),
     }
+    process::harden(role, inherited);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

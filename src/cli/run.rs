@@ -132,8 +132,6 @@ impl RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
-    // Only warnings by default: the items' output is what `dts run` prints.
-    super::node::init_logging("warn");
     let mut flags = vec![("store.ephemeral".to_string(), "true".to_string())];
     args.exec.push_flags(&mut flags);
     let settings = args.config.load(flags)?;

@@ -20,7 +20,6 @@ pub struct ServerArgs {
 }
 
 pub async fn run(args: ServerArgs) -> Result<ExitCode> {
-    node::init_logging("info");
     let mut flags = Vec::new();
     args.listen.push_flags(&mut flags);
     let settings = args.config.load(flags)?;

@@ -52,7 +52,6 @@ impl UpArgs {
 }
 
 pub async fn run(args: UpArgs) -> Result<ExitCode> {
-    node::init_logging("info");
     let settings = args.config.load(args.flags())?;
     node::check_exposure(&settings)?;
 

@@ -20,7 +20,6 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
-    node::init_logging("info");
     let mut flags = Vec::new();
     args.exec.push_flags(&mut flags);
     flag(&mut flags, "worker.id", args.id.as_ref());

@@ -1,5 +1,6 @@
 //! Safe by default, the process and client side (issue 9): what reaches a
-//! terminal, and the data directory's permissions.
+//! terminal, the data directory's permissions, and the descriptors and
+//! limits a node inherits.
 
 use crate::common::{DEADLINE, DtsUp, dts_binary, task};
 use serde_json::json;
@@ -414,4 +415,149 @@ async fn a_data_directory_an_older_dts_left_readable_is_made_private() {
     let id = up.submit(task("echo $1", &["b".into()])).await;
     up.wait_ended(&id).await;
     assert_private(&data);
+}
+
+// ---------------------------------------------------------------------------
+// Leaked descriptors (finding 10)
+// ---------------------------------------------------------------------------
+
+/// The descriptor number the inherited pipe's write end gets.
+const INHERITED_FD: libc::c_int = 5;
+
+/// A pipe, both ends close-on-exec in this process.
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into the array.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are new and owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Makes `command` inherit `fd` as [`INHERITED_FD`], without close-on-exec,
+/// as a careless parent would.
+fn inherit(command: &mut Command, fd: &OwnedFd) {
+    let fd = fd.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe; they act on the child's
+    // descriptor table only.
+    unsafe {
+        command.pre_exec(move || {
+            let rc = if fd == INHERITED_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, INHERITED_FD)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// An item that lists its own shell's descriptors (the `; echo` keeps
+/// bash from exec-ing `ls` in its place).
+const LIST_FDS: &str = "ls /proc/$$/fd; echo listed";
+
+#[tokio::test]
+async fn items_of_dts_up_do_not_inherit_descriptors_dts_inherited() {
+    let (_read, write) = pipe();
+    let dir = tempfile::TempDir::new().unwrap();
+    let up = DtsUp::start_in_with(&dir.path().join("data"), &[], &[], |command| {
+        inherit(command, &write)
+    });
+    // The pipe did reach dts, and dts marked it close-on-exec.
+    let target = std::fs::read_link(format!("/proc/{}/fd/{INHERITED_FD}", up.pid()))
+        .expect("dts up holds the inherited descriptor");
+    assert!(target.to_string_lossy().starts_with("pipe:"), "{target:?}");
+    let fdinfo = std::fs::read_to_string(format!("/proc/{}/fdinfo/{INHERITED_FD}", up.pid()))
+        .expect("fdinfo");
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .expect("flags in fdinfo");
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "{fdinfo}");
+
+    let id = up.submit(task(LIST_FDS, &["a".into()])).await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let results = up.all_results(&id, "").await;
+    assert_eq!(results[0]["stdout"], "0\n1\n2\nlisted\n", "{}", results[0]);
+}
+
+#[test]
+fn items_of_dts_run_do_not_inherit_descriptors_dts_inherited() {
+    let (_read, write) = pipe();
+    let mut command = Command::new(dts_binary());
+    command
+        .args(["run", LIST_FDS, "a"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    inherit(&mut command, &write);
+    let mut child = command.spawn().expect("start dts run");
+    drop(command);
+    let (stdout, stderr) = (
+        read_to_end(child.stdout.take().expect("stdout")),
+        read_to_end(child.stderr.take().expect("stderr")),
+    );
+    let status = wait_for_exit(&mut child, "dts run");
+    let stdout = stdout.recv_timeout(DEADLINE).expect("dts run's output");
+    let stderr = stderr.recv_timeout(DEADLINE).expect("dts run's errors");
+    assert!(status.success(), "{}", text(&stderr));
+    assert_eq!(text(&stdout), "0\n1\n2\nlisted\n");
+}
+
+// ---------------------------------------------------------------------------
+// Open-files limit (finding 2)
+// ---------------------------------------------------------------------------
+
+/// The soft and hard open-files limits of process `pid`.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open-files line");
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let soft = fields.next().expect("soft").to_string();
+    let hard = fields.next().expect("hard").to_string();
+    (soft, hard)
+}
+
+#[test]
+fn dts_up_raises_its_open_files_soft_limit_to_the_hard_limit() {
+    let mut ours = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut ours) },
+        0
+    );
+    let low = libc::rlimit {
+        rlim_cur: 256,
+        rlim_max: ours.rlim_max.min(4096),
+    };
+    assert!(
+        low.rlim_max > low.rlim_cur,
+        "the hard limit is too low to test"
+    );
+    let dir = tempfile::TempDir::new().unwrap();
+    let up = DtsUp::start_in_with(&dir.path().join("data"), &[], &[], |command| {
+        // SAFETY: setrlimit is async-signal-safe and acts on the child only.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &low) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let (soft, hard) = open_files_limits(up.pid());
+    assert_eq!(hard, low.rlim_max.to_string());
+    assert_eq!(soft, hard, "the soft limit was not raised");
 }
