@@ -13,10 +13,10 @@ mod wiring;
 mod worker;
 mod worker_thread;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use process::Role;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use terminal::Console;
 
@@ -111,9 +111,14 @@ struct ClientArgs {
     /// The dts server's URL.
     #[arg(long, env = "DTS_SERVER", default_value = "http://127.0.0.1:30000")]
     server: String,
-    /// Bearer token, when the server requires one.
+    /// Bearer token, when the server requires one. Other users can see it
+    /// in `ps`: prefer --token-file or DTS_AUTH_TOKEN.
     #[arg(long, env = "DTS_AUTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the bearer token from FILE (one trailing newline is dropped);
+    /// wins over --token and DTS_AUTH_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Print the server's JSON instead of a summary.
     #[arg(long)]
     json: bool,
@@ -126,12 +131,28 @@ struct ClientArgs {
 
 impl ClientArgs {
     fn connect(&self) -> Result<client::Client> {
-        client::Client::new(&self.server, self.token.clone())
+        let token = match &self.token_file {
+            Some(path) => Some(read_token(path)?),
+            None => self.token.clone(),
+        };
+        client::Client::new(&self.server, token)
     }
 
     fn console(&self) -> Console {
         Console::new(self.raw)
     }
+}
+
+/// The token in the file at `path`, without its trailing newline.
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text.strip_suffix('\n').unwrap_or(&text);
+    let token = token.strip_suffix('\r').unwrap_or(token);
+    if token.is_empty() {
+        bail!("the token file {} is empty", path.display());
+    }
+    Ok(token.to_string())
 }
 
 pub fn main() -> Result<ExitCode> {

@@ -1,6 +1,6 @@
 //! Safe by default, the process and client side (issue 9): what reaches a
-//! terminal, the data directory's permissions, and the descriptors and
-//! limits a node inherits.
+//! terminal, the data directory's permissions, descriptors and limits a node
+//! inherits, and tokens kept off the command line.
 
 use crate::common::{DEADLINE, DtsUp, dts_binary, task};
 use serde_json::json;
@@ -560,4 +560,57 @@ fn dts_up_raises_its_open_files_soft_limit_to_the_hard_limit() {
     let (soft, hard) = open_files_limits(up.pid());
     assert_eq!(hard, low.rlim_max.to_string());
     assert_eq!(soft, hard, "the soft limit was not raised");
+}
+
+// ---------------------------------------------------------------------------
+// Tokens off the command line (finding 11, client part)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn client_commands_read_the_token_from_a_file_or_the_environment() {
+    const TOKEN: &str = "a-token-of-more-than-16-bytes";
+    let dir = tempfile::TempDir::new().unwrap();
+    let up = DtsUp::start_in(&dir.path().join("data"), &[], &[("DTS_AUTH_TOKEN", TOKEN)]);
+    let dts = |args: &[&str], env_token: Option<&str>| {
+        let mut command = Command::new(dts_binary());
+        command
+            .args(["tasks", "--server", &up.base])
+            .args(args)
+            .env_remove("DTS_AUTH_TOKEN");
+        if let Some(token) = env_token {
+            command.env("DTS_AUTH_TOKEN", token);
+        }
+        command.output().expect("run dts tasks")
+    };
+    let with_newline = dir.path().join("token");
+    std::fs::write(&with_newline, format!("{TOKEN}\n")).unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-token-at-all-but-long").unwrap();
+    let file = with_newline.to_str().unwrap();
+
+    let none = dts(&[], None);
+    assert_eq!(none.status.code(), Some(2), "no token was refused");
+    assert!(text(&none.stderr).contains("401"), "{}", text(&none.stderr));
+
+    let from_file = dts(&["--token-file", file], None);
+    assert!(from_file.status.success(), "{}", text(&from_file.stderr));
+    assert!(text(&from_file.stdout).starts_with("id "));
+
+    let from_env = dts(&[], Some(TOKEN));
+    assert!(from_env.status.success(), "{}", text(&from_env.stderr));
+
+    let file_wins = dts(&["--token-file", file], Some("wrong-token-in-environment"));
+    assert!(file_wins.status.success(), "{}", text(&file_wins.stderr));
+
+    let wrong = dts(&["--token-file", wrong.to_str().unwrap()], None);
+    assert_eq!(wrong.status.code(), Some(2));
+
+    let missing = dir.path().join("missing");
+    let unreadable = dts(&["--token-file", missing.to_str().unwrap()], Some(TOKEN));
+    assert_eq!(unreadable.status.code(), Some(2));
+    let stderr = text(&unreadable.stderr);
+    assert!(
+        stderr.contains(&format!("cannot read the token file {}", missing.display())),
+        "{stderr}"
+    );
 }
