@@ -59,6 +59,25 @@ pub(crate) fn check(settings: &Settings) -> Result<(), ConfigError> {
         });
     }
 
+    let server = &settings.server;
+    if server.allowed_hosts.iter().any(|host| host == "*") && server.auth_token.is_none() {
+        return Err(ConfigError::Inconsistent {
+            keys: vec![
+                "server.allowed-hosts".to_string(),
+                "server.auth-token".to_string(),
+            ],
+            message: format!(
+                "{} accepts any Host, which needs server.auth-token (or server.auth-token-file): \
+                 without a token, a web page could reach the API through DNS rebinding",
+                fact(
+                    settings,
+                    "server.allowed-hosts",
+                    &server.allowed_hosts.join(",")
+                )
+            ),
+        });
+    }
+
     let executor = &settings.executor;
     if executor.default_timeout > executor.max_timeout {
         return Err(inconsistent(
