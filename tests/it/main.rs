@@ -11,5 +11,6 @@ mod faults;
 mod hostile;
 mod outputs;
 mod restart;
+mod security;
 mod seed_api;
 mod v1_api;
