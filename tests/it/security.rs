@@ -93,16 +93,30 @@ async fn a_form_post_from_a_foreign_page_runs_nothing() {
 
     // The attack as measured: a foreign Origin, and a rebound Host.
     let attempts = [
-        (own.as_str(), Some("http://evil.example"), 403, "forbidden_origin"),
+        (
+            own.as_str(),
+            Some("http://evil.example"),
+            403,
+            "forbidden_origin",
+        ),
         (own.as_str(), Some("null"), 403, "forbidden_origin"),
-        ("attacker.example", Some("http://attacker.example"), 421, "forbidden_host"),
+        (
+            "attacker.example",
+            Some("http://attacker.example"),
+            421,
+            "forbidden_host",
+        ),
         ("attacker.example:30000", None, 421, "forbidden_host"),
     ];
     for (host, origin, status, code) in attempts {
         let (got, body) = raw_request(&up, &form_post(host, origin, &form), &form).await;
         assert_eq!(got, status, "Host {host}, Origin {origin:?}: {body}");
         assert_eq!(body["error"]["code"], code, "{body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     assert_eq!(up.task_count().await, 0, "no task was stored");
 
@@ -114,7 +128,8 @@ async fn a_form_post_from_a_foreign_page_runs_nothing() {
         urlencode(&format!("touch {}", check.display()))
     );
     let origin = format!("http://{own}");
-    let (status, created) = raw_request(&up, &form_post(&own, Some(&origin), &own_form), &own_form).await;
+    let (status, created) =
+        raw_request(&up, &form_post(&own, Some(&origin), &own_form), &own_form).await;
     assert_eq!(status, 202, "{created}");
     let id = created["id"].as_str().expect("an id").to_string();
     let done = up.wait_ended(&id).await;
@@ -129,9 +144,17 @@ async fn a_rebound_host_cannot_read_tasks_and_loopback_names_still_can() {
     let up = DtsUp::start(&[]);
     let id = up.submit(task("echo secret-$1", &items(1))).await;
     up.wait_ended(&id).await;
-    let port = authority(&up).rsplit_once(':').expect("a port").1.to_string();
+    let port = authority(&up)
+        .rsplit_once(':')
+        .expect("a port")
+        .1
+        .to_string();
 
-    for host in ["attacker.example", &format!("attacker.example:{port}"), "localhost:1"] {
+    for host in [
+        "attacker.example",
+        &format!("attacker.example:{port}"),
+        "localhost:1",
+    ] {
         let (status, body) = raw_request(&up, &get("/v1/tasks", host), "").await;
         assert_eq!(status, 421, "Host {host}: {body}");
         assert_eq!(body["error"]["code"], "forbidden_host");
@@ -156,9 +179,15 @@ async fn a_get_of_node_beat_changes_nothing() {
     let (status, body) = up.get("/schedule/node-beat?nodeId=ghost&cores=4096").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     assert_eq!(body["error"]["code"], "method_not_allowed");
-    assert!(body["error"]["message"].as_str().unwrap().contains("POST"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("POST"),
+        "{body}"
+    );
     let (status, _) = up
-        .get(&format!("/schedule/node-beat?nodeId={}&cores=4096", real["id"].as_str().unwrap()))
+        .get(&format!(
+            "/schedule/node-beat?nodeId={}&cores=4096",
+            real["id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     let now = workers(&up).await;
@@ -176,7 +205,9 @@ async fn phantom_node_beat_workers_neither_change_planning_nor_replace_a_real_wo
     // Enough items that 4096 phantom cores would plan one shard per item.
     let work = task("true", &items(200));
     let before = up.submit(work.clone()).await;
-    let before = up.wait_task(&before, "planned", |t| t["chunksToExecute"] != 0).await;
+    let before = up
+        .wait_task(&before, "planned", |t| t["chunksToExecute"] != 0)
+        .await;
 
     let post = |path: String| {
         let up = &up;
@@ -186,12 +217,16 @@ async fn phantom_node_beat_workers_neither_change_planning_nor_replace_a_real_wo
     assert_eq!(status, StatusCode::OK, "{body}");
     let listed = workers(&up).await;
     assert!(
-        listed.iter().any(|w| w["id"] == "ghost" && w["kind"] == "node-beat" && w["cores"] == 4096),
+        listed
+            .iter()
+            .any(|w| w["id"] == "ghost" && w["kind"] == "node-beat" && w["cores"] == 4096),
         "{listed:?}"
     );
 
     let after = up.submit(work).await;
-    let after = up.wait_task(&after, "planned", |t| t["chunksToExecute"] != 0).await;
+    let after = up
+        .wait_task(&after, "planned", |t| t["chunksToExecute"] != 0)
+        .await;
     assert_eq!(
         after["chunksToExecute"], before["chunksToExecute"],
         "the phantom's 4096 cores changed the plan"
@@ -199,13 +234,23 @@ async fn phantom_node_beat_workers_neither_change_planning_nor_replace_a_real_wo
 
     // Nor can it take over the real worker's entry.
     let id = real["id"].as_str().unwrap();
-    let (status, body) = post(format!("/schedule/node-beat?nodeId={}&cores=4096", urlencode(id))).await;
+    let (status, body) = post(format!(
+        "/schedule/node-beat?nodeId={}&cores=4096",
+        urlencode(id)
+    ))
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
     assert_eq!(body["error"]["field"], "nodeId");
     let now = workers(&up).await;
-    let entry = now.iter().find(|w| w["id"] == real["id"]).expect("still listed");
-    assert_eq!((&entry["kind"], &entry["cores"]), (&json!("dts"), &real["cores"]));
+    let entry = now
+        .iter()
+        .find(|w| w["id"] == real["id"])
+        .expect("still listed");
+    assert_eq!(
+        (&entry["kind"], &entry["cores"]),
+        (&json!("dts"), &real["cores"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,26 +310,44 @@ async fn idle_slow_and_stalled_connections_are_closed_within_their_timeouts() {
         .unwrap();
 
     let started = Instant::now();
-    assert!(closed_by_server(idle, "an idle connection").await.is_empty());
+    assert!(
+        closed_by_server(idle, "an idle connection")
+            .await
+            .is_empty()
+    );
     assert!(closed_by_server(partial, "a partial head").await.is_empty());
-    let answered = String::from_utf8_lossy(&closed_by_server(kept, "a kept-alive connection").await).to_string();
+    let answered =
+        String::from_utf8_lossy(&closed_by_server(kept, "a kept-alive connection").await)
+            .to_string();
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
-    let refused = String::from_utf8_lossy(&closed_by_server(stalled, "a stalled body").await).to_string();
+    let refused =
+        String::from_utf8_lossy(&closed_by_server(stalled, "a stalled body").await).to_string();
     assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
     assert!(refused.contains("unreadable_body"), "{refused}");
-    println!("all four closed in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "all four closed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // An event stream outlives the idle timeout: it is busy, not idle.
     let id = up.submit(task("sleep 3; echo $1", &items(1))).await;
-    let response = reqwest::get(format!("{}/v1/tasks/{id}/events", up.base)).await.unwrap();
-    let text = tokio::time::timeout(DEADLINE, response.text()).await.unwrap().unwrap();
+    let response = reqwest::get(format!("{}/v1/tasks/{id}/events", up.base))
+        .await
+        .unwrap();
+    let text = tokio::time::timeout(DEADLINE, response.text())
+        .await
+        .unwrap()
+        .unwrap();
     let last = text
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
         .next_back()
         .expect("events");
     let last: Value = serde_json::from_str(last.trim()).unwrap();
-    assert_eq!(last["status"], "COMPLETED", "the stream ran to the end: {text}");
+    assert_eq!(
+        last["status"], "COMPLETED",
+        "the stream ran to the end: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,7 +415,10 @@ async fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recove
     // Reads stdout to its end, so the node never writes into a closed pipe.
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some(base) = line.strip_prefix("dts listening on ") {
                 let _ = tx.send(base.to_string());
             }
@@ -360,7 +426,10 @@ async fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recove
     });
     let base = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
         let _ = child.kill();
-        panic!("dts did not start: {}", std::fs::read_to_string(&log).unwrap_or_default())
+        panic!(
+            "dts did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
     });
     let host = base.trim_start_matches("http://").to_string();
     // More connections than the process has descriptors left.
@@ -386,7 +455,10 @@ async fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recove
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let warnings = text.matches("cannot accept connections").count();
     assert!(warnings >= 1, "the descriptors ran out: {text}");
-    assert!(warnings <= 3, "the accept error was logged {warnings} times: a busy loop?\n{text}");
+    assert!(
+        warnings <= 3,
+        "the accept error was logged {warnings} times: a busy loop?\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,7 +506,10 @@ async fn task_lists_and_events_leave_out_inputs_and_variables_unless_asked() {
         let response = reqwest::get(format!("{}/v1/tasks/{id}/events{query}", up.base))
             .await
             .unwrap();
-        let text = tokio::time::timeout(DEADLINE, response.text()).await.unwrap().unwrap();
+        let text = tokio::time::timeout(DEADLINE, response.text())
+            .await
+            .unwrap()
+            .unwrap();
         let events: Vec<Value> = text
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
@@ -458,13 +533,22 @@ async fn resource_limits_are_kept_and_shown() {
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{created}");
-    assert_eq!((&created["memoryMb"], &created["cpus"]), (&json!(256), &json!(0.5)));
+    assert_eq!(
+        (&created["memoryMb"], &created["cpus"]),
+        (&json!(256), &json!(0.5))
+    );
     let id = created["id"].as_str().unwrap();
     let task = up.task(id).await;
-    assert_eq!((&task["memoryMb"], &task["cpus"]), (&json!(256), &json!(0.5)));
+    assert_eq!(
+        (&task["memoryMb"], &task["cpus"]),
+        (&json!(256), &json!(0.5))
+    );
     let plain = up.submit(task_body()).await;
     let plain = up.task(&plain).await;
-    assert_eq!((&plain["memoryMb"], &plain["cpus"]), (&Value::Null, &Value::Null));
+    assert_eq!(
+        (&plain["memoryMb"], &plain["cpus"]),
+        (&Value::Null, &Value::Null)
+    );
 }
 
 fn task_body() -> Value {
@@ -501,10 +585,16 @@ fn start_must_fail(args: &[&str], data_dir: &Path) -> String {
 #[tokio::test]
 async fn a_fifteen_byte_token_refuses_to_start_naming_its_key() {
     let dir = tempfile::TempDir::new().unwrap();
-    let stderr = start_must_fail(&["--set", "server.auth-token=fifteen-bytes-x"], &dir.path().join("data"));
+    let stderr = start_must_fail(
+        &["--set", "server.auth-token=fifteen-bytes-x"],
+        &dir.path().join("data"),
+    );
     assert!(stderr.contains("server.auth-token"), "{stderr}");
     assert!(stderr.contains("at least 16 bytes"), "{stderr}");
-    assert!(!stderr.contains("fifteen-bytes-x"), "the token leaked: {stderr}");
+    assert!(
+        !stderr.contains("fifteen-bytes-x"),
+        "the token leaked: {stderr}"
+    );
 
     let missing = dir.path().join("no-such-token");
     let arg = format!("server.auth-token-file={}", missing.display());
@@ -543,5 +633,9 @@ async fn a_token_file_works_and_the_bearer_scheme_is_read_in_any_case() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    assert!(!std::fs::read_to_string(&up.log).unwrap_or_default().contains(token));
+    assert!(
+        !std::fs::read_to_string(&up.log)
+            .unwrap_or_default()
+            .contains(token)
+    );
 }

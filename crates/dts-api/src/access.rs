@@ -128,8 +128,7 @@ impl Policy {
         }
         // With any Host accepted (and a token required), a page served
         // under the Host it calls is the server's own too.
-        self.any_host
-            && host.is_some_and(|host| host.trim().eq_ignore_ascii_case(authority))
+        self.any_host && host.is_some_and(|host| host.trim().eq_ignore_ascii_case(authority))
     }
 }
 
@@ -316,10 +315,19 @@ mod tests {
     #[test]
     fn an_any_address_bind_accepts_ip_addresses_and_localhost_but_not_names() {
         let p = policy("0.0.0.0:8080", &[], &[]);
-        for ok in ["0.0.0.0:8080", "10.1.2.3:8080", "[fe80::1]:8080", "localhost:8080"] {
+        for ok in [
+            "0.0.0.0:8080",
+            "10.1.2.3:8080",
+            "[fe80::1]:8080",
+            "localhost:8080",
+        ] {
             assert!(p.host_allowed(ok), "{ok}");
         }
-        for refused in ["myhost:8080", "10.1.2.3:9090", "rebind.attacker.example:8080"] {
+        for refused in [
+            "myhost:8080",
+            "10.1.2.3:9090",
+            "rebind.attacker.example:8080",
+        ] {
             assert!(!p.host_allowed(refused), "{refused}");
         }
     }
@@ -357,7 +365,10 @@ mod tests {
             "http://127.0.0.1:30000.evil.example",
             "",
         ] {
-            assert!(!p.origin_allowed(refused, Some("127.0.0.1:30000")), "{refused}");
+            assert!(
+                !p.origin_allowed(refused, Some("127.0.0.1:30000")),
+                "{refused}"
+            );
         }
     }
 

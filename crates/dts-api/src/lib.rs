@@ -45,7 +45,7 @@ pub struct AppState {
     pub heartbeat_ttl: Duration,
     /// Origins and hosts served besides the server's own ([`access`]).
     pub access: AccessLists,
-    /// Timeouts and the cap on connections ([`serve`]).
+    /// Timeouts and the cap on connections ([`mod@serve`]).
     pub connections: ConnectionSettings,
 }
 

@@ -129,9 +129,7 @@ pub async fn node_beat(
         )),
         HeartbeatOutcome::Refused => Err(ApiError::FieldConflict {
             field: "nodeId",
-            message: format!(
-                "nodeId {node:?} is a live dts worker; a node-beat cannot replace it"
-            ),
+            message: format!("nodeId {node:?} is a live dts worker; a node-beat cannot replace it"),
         }),
     }
 }

@@ -4,7 +4,7 @@
 //! and how many connections are open at once.
 //!
 //! Each connection is HTTP/1.1 driven by hyper, watched by a small timer
-//! ([`Activity`]) that knows whether the connection is idle, part-way
+//! (`Activity`) that knows whether the connection is idle, part-way
 //! through a request head, or busy with a request. Only idle connections
 //! and heads are timed: a busy connection (a long submit, an event stream
 //! sending keep-alives) is left alone, and a request body that stops
@@ -124,7 +124,8 @@ pub(crate) async fn run(
             if let Some(suppressed) = refusals.ready() {
                 warn!(
                     limit = settings.max_connections,
-                    suppressed, "connection limit reached (server.max-connections); refusing new connections with 503"
+                    suppressed,
+                    "connection limit reached (server.max-connections); refusing new connections with 503"
                 );
             }
             // One non-blocking write into a fresh socket's empty buffer;
@@ -512,7 +513,11 @@ mod tests {
         drop(busy);
         let since = Instant::now();
         assert_eq!(activity.expired(&settings).await, "idle too long");
-        assert_eq!(since.elapsed(), Duration::from_secs(5), "idle from the response on");
+        assert_eq!(
+            since.elapsed(),
+            Duration::from_secs(5),
+            "idle from the response on"
+        );
     }
 
     #[tokio::test(start_paused = true)]

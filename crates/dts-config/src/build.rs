@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use crate::{checks, token};
 use crate::error::ConfigError;
 use crate::keys::{self, KAFKA_PREFIX};
 use crate::layers::{Layers, RawValue};
@@ -14,6 +13,7 @@ use crate::settings::{
     is_secret_kafka_key,
 };
 use crate::value::ConfigValue;
+use crate::{checks, token};
 
 /// Build and check the settings from fully applied layers.
 pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {

@@ -45,7 +45,15 @@ pub(crate) fn resolve(
         check_length("server.auth-token-file", &token, from)?;
         server.auth_token = Some(token);
     } else if let Some(token) = &server.auth_token {
-        check_length("server.auth-token", token, source("server.auth-token"))?;
+        let from = source("server.auth-token");
+        check_length("server.auth-token", token, from.clone())?;
+        if matches!(from, Source::Flag(_)) {
+            warnings.push(
+                "server.auth-token was given as a command-line flag, which every user of this \
+                 machine can read with ps; use server.auth-token-file or DTS_AUTH_TOKEN instead"
+                    .to_string(),
+            );
+        }
     }
     Ok(())
 }

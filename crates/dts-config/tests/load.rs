@@ -152,11 +152,28 @@ fn a_token_shorter_than_sixteen_bytes_is_refused_naming_its_key_and_source() {
         .expect_err("a 15-byte token is refused");
     let message = error.to_string();
     assert!(message.contains("server.auth-token"), "{message}");
-    assert!(message.contains("environment variable DTS_AUTH_TOKEN"), "{message}");
+    assert!(
+        message.contains("environment variable DTS_AUTH_TOKEN"),
+        "{message}"
+    );
     assert!(message.contains("at least 16 bytes"), "{message}");
-    assert!(!message.contains("fifteen-bytes-x"), "the token leaked: {message}");
+    assert!(
+        !message.contains("fifteen-bytes-x"),
+        "the token leaked: {message}"
+    );
     let sixteen = load(None, &env(&[("DTS_AUTH_TOKEN", "sixteen-bytes-xx")]), &[]);
-    assert!(sixteen.is_ok());
+    assert!(sixteen.is_ok_and(|s| s.warnings.is_empty()));
+    let flagged = load(
+        None,
+        &HashMap::new(),
+        &flags(&[("server.auth-token", "sixteen-bytes-xx")]),
+    )
+    .expect("loads");
+    assert!(
+        flagged.warnings.iter().any(|w| w.contains("ps")),
+        "a token in a flag is visible in ps: {:?}",
+        flagged.warnings
+    );
 }
 
 #[test]
@@ -252,8 +269,16 @@ fn any_host_needs_a_token() {
 
 #[test]
 fn the_explicit_auth_token_variable_wins_over_the_short_alias() {
-    let alias_only = load(None, &env(&[("DTS_AUTH_TOKEN", "alias-token-0123456789")]), &[]).expect("loads");
-    assert_eq!(alias_only.server.auth_token.as_deref(), Some("alias-token-0123456789"));
+    let alias_only = load(
+        None,
+        &env(&[("DTS_AUTH_TOKEN", "alias-token-0123456789")]),
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(
+        alias_only.server.auth_token.as_deref(),
+        Some("alias-token-0123456789")
+    );
     assert_eq!(
         alias_only.source_of("server.auth-token"),
         Some(&Source::Env("DTS_AUTH_TOKEN".into()))
@@ -264,7 +289,10 @@ fn the_explicit_auth_token_variable_wins_over_the_short_alias() {
         ("DTS_SERVER_AUTH_TOKEN", "explicit-token-0123456789"),
     ]);
     let settings = load(None, &both, &[]).expect("loads");
-    assert_eq!(settings.server.auth_token.as_deref(), Some("explicit-token-0123456789"));
+    assert_eq!(
+        settings.server.auth_token.as_deref(),
+        Some("explicit-token-0123456789")
+    );
     assert_eq!(
         settings.source_of("server.auth-token"),
         Some(&Source::Env("DTS_SERVER_AUTH_TOKEN".into()))
@@ -719,7 +747,12 @@ fn the_ignored_spring_cache_type_is_accepted_but_not_described() {
 
 #[test]
 fn describe_lists_every_key_once_in_table_order_with_secrets_masked() {
-    let settings = load(None, &env(&[("DTS_AUTH_TOKEN", "hunter2-hunter2-hunter2")]), &[]).expect("loads");
+    let settings = load(
+        None,
+        &env(&[("DTS_AUTH_TOKEN", "hunter2-hunter2-hunter2")]),
+        &[],
+    )
+    .expect("loads");
     let described = settings.describe();
     let described_keys: Vec<&str> = described.iter().map(|(key, _, _)| key.as_str()).collect();
     let table_keys: Vec<&str> = keys::KEYS
@@ -729,7 +762,10 @@ fn describe_lists_every_key_once_in_table_order_with_secrets_masked() {
         .collect();
     assert_eq!(described_keys, table_keys);
     for (key, value, source) in &described {
-        assert!(!value.contains("hunter2-hunter2-hunter2"), "{key} leaks the token");
+        assert!(
+            !value.contains("hunter2-hunter2-hunter2"),
+            "{key} leaks the token"
+        );
         if key == "server.auth-token" {
             assert!(!value.is_empty());
             assert_eq!(source, "environment variable DTS_AUTH_TOKEN");

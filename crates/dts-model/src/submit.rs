@@ -532,7 +532,9 @@ fn cpus_field(fields: &Map<String, Value>, max: u32) -> Result<Option<u32>, Vali
         return Err(out_of_range());
     }
     // At most max × 1000, which fits: max is a u32 of CPUs only in theory.
-    u32::try_from(milli as u64).map(Some).map_err(|_| out_of_range())
+    u32::try_from(milli as u64)
+        .map(Some)
+        .map_err(|_| out_of_range())
 }
 
 #[cfg(test)]
@@ -782,7 +784,11 @@ mod tests {
 
     #[test]
     fn resource_limits_are_optional_and_cpus_become_milli_cpus_rounded_up() {
-        let bare = from_json(&json!({"templateFunction": "x", "inputList": []}), &limits()).unwrap();
+        let bare = from_json(
+            &json!({"templateFunction": "x", "inputList": []}),
+            &limits(),
+        )
+        .unwrap();
         assert_eq!((bare.memory_mb, bare.milli_cpus), (None, None));
         for (cpus, milli) in [
             (json!(0.5), 500),

@@ -21,9 +21,9 @@ pub mod redis;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 #[cfg(doc)]
 use dts_model::WorkerKind;
+use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,8 +185,7 @@ pub trait Store: Send + Sync + 'static {
     /// In one atomic step, a [`WorkerKind::NodeBeat`] heartbeat is refused
     /// when the id belongs to a live [`WorkerKind::Dts`] worker (nothing
     /// changes); a dts worker's heartbeat replaces any entry.
-    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration)
-    -> StoreResult<HeartbeatOutcome>;
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<HeartbeatOutcome>;
 
     /// Forgets a worker at once (it is shutting down).
     async fn remove_worker(&self, id: &str) -> StoreResult<()>;

@@ -140,7 +140,7 @@ fn a_file_from_a_newer_schema_is_refused() {
 
 #[tokio::test]
 async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits_and_versions_and_keeps_its_tasks()
-{
+ {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dts.sqlite");
     let t = task(4);

@@ -50,7 +50,8 @@ mod tasks;
 mod workers;
 
 use crate::{
-    HeartbeatOutcome, PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError, StoreResult,
+    HeartbeatOutcome, PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError,
+    StoreResult,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};

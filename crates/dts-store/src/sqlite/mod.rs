@@ -18,7 +18,8 @@ mod tasks;
 mod workers;
 
 use crate::{
-    HeartbeatOutcome, PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError, StoreResult, encode,
+    HeartbeatOutcome, PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError,
+    StoreResult, encode,
 };
 use async_trait::async_trait;
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};

@@ -19,7 +19,8 @@ pub(super) fn heartbeat(
     ttl: Duration,
 ) -> DbResult<HeartbeatOutcome> {
     let now = now_millis();
-    let expires_at = i64::try_from(now.saturating_add(crate::lease_millis(ttl))).unwrap_or(i64::MAX);
+    let expires_at =
+        i64::try_from(now.saturating_add(crate::lease_millis(ttl))).unwrap_or(i64::MAX);
     let isolation = worker
         .isolation
         .as_ref()

@@ -318,7 +318,10 @@ pub(crate) async fn the_version_grows_with_every_change_and_never_with_a_read(st
     store.inputs(&task.id).await.unwrap();
     store.list_tasks(None, 10).await.unwrap();
     store.completed_shards(&task.id).await.unwrap();
-    store.results(&task.id, ResultFilter::All, 0, 10).await.unwrap();
+    store
+        .results(&task.id, ResultFilter::All, 0, 10)
+        .await
+        .unwrap();
     assert_eq!(version(store.clone(), task.id.clone()).await, 0);
 
     let mut last = 0;
@@ -331,7 +334,10 @@ pub(crate) async fn the_version_grows_with_every_change_and_never_with_a_read(st
         .await
         .unwrap();
     changed(submitted.version, "a transition");
-    assert_eq!(version(store.clone(), task.id.clone()).await, submitted.version);
+    assert_eq!(
+        version(store.clone(), task.id.clone()).await,
+        submitted.version
+    );
     let planned = match store.save_plan(&task.id, &even_plan(4, 2)).await.unwrap() {
         PlanOutcome::Created(task) => task,
         other => panic!("expected a new plan, got {other:?}"),

@@ -107,7 +107,10 @@ pub(crate) async fn a_node_beat_never_replaces_a_live_dts_worker(store: DynStore
         ..worker("w-real", 4, 1)
     };
     assert_eq!(
-        store.heartbeat(&real, Duration::from_secs(60)).await.unwrap(),
+        store
+            .heartbeat(&real, Duration::from_secs(60))
+            .await
+            .unwrap(),
         HeartbeatOutcome::Recorded
     );
     assert_eq!(
@@ -126,7 +129,10 @@ pub(crate) async fn a_node_beat_never_replaces_a_live_dts_worker(store: DynStore
     let beats = [node_beat("n-1", 2), node_beat("n-1", 3)];
     for beat in &beats {
         assert_eq!(
-            store.heartbeat(beat, Duration::from_secs(60)).await.unwrap(),
+            store
+                .heartbeat(beat, Duration::from_secs(60))
+                .await
+                .unwrap(),
             HeartbeatOutcome::Recorded
         );
     }
@@ -145,7 +151,10 @@ pub(crate) async fn a_dts_worker_replaces_a_node_beat_and_a_node_beat_replaces_a
         .unwrap();
     let real = worker("w-1", 2, 0);
     assert_eq!(
-        store.heartbeat(&real, Duration::from_millis(300)).await.unwrap(),
+        store
+            .heartbeat(&real, Duration::from_millis(300))
+            .await
+            .unwrap(),
         HeartbeatOutcome::Recorded
     );
     assert_eq!(store.live_workers().await.unwrap(), vec![real]);
@@ -160,7 +169,10 @@ pub(crate) async fn a_dts_worker_replaces_a_node_beat_and_a_node_beat_replaces_a
     }
     let ghost = node_beat("w-1", 8);
     assert_eq!(
-        store.heartbeat(&ghost, Duration::from_secs(60)).await.unwrap(),
+        store
+            .heartbeat(&ghost, Duration::from_secs(60))
+            .await
+            .unwrap(),
         HeartbeatOutcome::Recorded,
         "the dts worker's heartbeat had expired"
     );
