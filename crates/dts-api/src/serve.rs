@@ -194,7 +194,9 @@ async fn connection(
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            Ok::<_, std::convert::Infallible>(response.map(|body| TrackedBody { body, busy }))
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| TrackedBody { body, _busy: busy }),
+            )
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -373,7 +375,8 @@ impl AsyncWrite for Watched {
 /// has been sent.
 struct TrackedBody {
     body: Body,
-    busy: Busy,
+    /// Dropped with the body, once hyper has sent it or given up.
+    _busy: Busy,
 }
 
 impl http_body::Body for TrackedBody {
@@ -384,7 +387,6 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let _ = &self.busy;
         Pin::new(&mut self.body).poll_frame(cx)
     }
 

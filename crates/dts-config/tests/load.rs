@@ -244,6 +244,37 @@ fn a_missing_token_file_a_short_one_or_a_token_given_twice_is_refused() {
 }
 
 #[test]
+fn allowed_origins_and_hosts_must_look_like_origins_and_hosts() {
+    for (key, bad) in [
+        ("server.allowed-origins", "evil.example"),
+        ("server.allowed-origins", "https://dash.example/path"),
+        ("server.allowed-origins", "ftp://dash.example"),
+        ("server.allowed-hosts", "http://dts.example"),
+        ("server.allowed-hosts", "dts.example:http"),
+    ] {
+        let error = load(None, &HashMap::new(), &flags(&[(key, bad)]))
+            .expect_err(bad)
+            .to_string();
+        assert!(error.contains(key) && error.contains(bad), "{error}");
+    }
+    let ok = load(
+        None,
+        &HashMap::new(),
+        &flags(&[
+            (
+                "server.allowed-origins",
+                "https://dash.example/,http://10.0.0.5:30000",
+            ),
+            (
+                "server.allowed-hosts",
+                "dts,dts.example:443,[::1]:8080,10.0.0.5",
+            ),
+        ]),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
 fn any_host_needs_a_token() {
     let error = load(
         None,
