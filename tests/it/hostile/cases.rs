@@ -311,6 +311,8 @@ fn id_cases(t: &mut Table, existing: &str) {
         ("/v1/tasks?status=%ff".to_string(), "status"),
         ("/v1/tasks?limit=-1".to_string(), "limit"),
         ("/v1/tasks?limit=99999999999999999999999".to_string(), "limit"),
+        ("/v1/tasks?full=perhaps".to_string(), "full"),
+        (format!("/v1/tasks/{existing}/events?full=2"), "full"),
     ];
     for (path, field) in bad_params {
         t.add(format!("v1: {path}"), Request::get(&path), &format!("400 invalid_field {field}"));
