@@ -7,7 +7,7 @@ use super::wiring;
 use super::worker_thread::WorkerThread;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use dts_api::AppState;
+use dts_api::{AccessLists, AppState, ConnectionSettings};
 use dts_bus::DynBus;
 use dts_bus::kafka::{KafkaBus, KafkaSettings};
 use dts_config::Settings;
@@ -241,6 +241,16 @@ pub fn app_state(settings: &Settings, store: DynStore, submitter: Submitter) -> 
         max_body_bytes: settings.limits.max_body_bytes,
         auth_token: settings.server.auth_token.as_deref().map(Arc::from),
         heartbeat_ttl: settings.worker.heartbeat_ttl,
+        access: AccessLists {
+            allowed_origins: settings.server.allowed_origins.clone(),
+            allowed_hosts: settings.server.allowed_hosts.clone(),
+        },
+        connections: ConnectionSettings {
+            header_read_timeout: settings.server.header_read_timeout,
+            idle_timeout: settings.server.idle_timeout,
+            body_timeout: settings.server.body_timeout,
+            max_connections: settings.server.max_connections,
+        },
     }
 }
 

@@ -26,6 +26,9 @@ pub fn submit_limits(settings: &Settings) -> SubmitLimits {
         max_timeout_secs: settings.executor.max_timeout.as_secs(),
         default_timeout_secs: settings.executor.default_timeout.as_secs(),
         max_retries: settings.executor.max_retries,
+        max_variables_bytes: settings.limits.max_variables_bytes,
+        max_memory_mb: settings.limits.max_memory_mb,
+        max_cpus: settings.limits.max_cpus,
     }
 }
 

@@ -27,7 +27,7 @@ async fn with_a_token_every_endpoint_but_health_and_ping_needs_it() {
     let up = DtsUp::start_in(
         &dir.path().join("data"),
         &["--bind", "0.0.0.0"],
-        &[("DTS_AUTH_TOKEN", "s3cret")],
+        &[("DTS_AUTH_TOKEN", "s3cret-s3cret-s3cret")],
     );
     // The harness sends the token: this works.
     let id = up

@@ -161,9 +161,25 @@ impl Api {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
+        self.request_with(method, path, content_type, &[], body)
+            .await
+    }
+
+    /// [`Api::request`] with extra headers (an `Origin`, say).
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

@@ -43,6 +43,8 @@ impl Cluster {
             format!("spring.redis.port={}", self.redis.port()),
             "worker.heartbeat-interval-ms=500".to_string(),
             "worker.heartbeat-ttl-ms=3000".to_string(),
+            // nginx (dts-testkit) passes on its upstream's name as the Host.
+            "server.allowed-hosts=dts".to_string(),
         ];
         if short_groups {
             for (key, value) in Broker::client_settings() {

@@ -12,5 +12,6 @@ mod faults;
 mod hostile;
 mod outputs;
 mod restart;
+mod security;
 mod seed_api;
 mod v1_api;

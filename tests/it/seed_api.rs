@@ -1,7 +1,7 @@
 //! The seed's endpoints, so a client written for the original keeps working.
 
 use crate::common::{DtsUp, items};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 #[tokio::test]
@@ -92,22 +92,47 @@ async fn a_seed_master_task_in_json_is_accepted_with_its_read_only_fields() {
 }
 
 #[tokio::test]
-async fn node_beat_registers_a_node_as_a_worker() {
+async fn node_beat_by_post_registers_a_node_that_runs_nothing() {
     let up = DtsUp::start(&[]);
-    let (status, body) = up.get("/schedule/node-beat?nodeId=node-7").await;
+    let (status, body) = up
+        .request(
+            Method::POST,
+            "/schedule/node-beat?nodeId=node-7",
+            None,
+            Vec::new(),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"nodeId": "node-7", "cores": 1, "recorded": true})
+    );
+    let (status, body) = up
+        .post_form("/schedule/node-beat", "nodeId=node-8&cores=3")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["cores"], 3);
     let (_, workers) = up.get("/v1/workers").await;
-    let ids: Vec<&str> = workers
+    let kinds: Vec<(&str, &str)> = workers
         .as_array()
         .unwrap()
         .iter()
-        .map(|w| w["id"].as_str().unwrap())
+        .map(|w| (w["id"].as_str().unwrap(), w["kind"].as_str().unwrap()))
         .collect();
-    assert!(ids.contains(&"node-7"), "{workers}");
+    assert!(kinds.contains(&("node-7", "node-beat")), "{workers}");
+    assert!(kinds.contains(&("node-8", "node-beat")), "{workers}");
 
-    let (status, body) = up.get("/schedule/node-beat").await;
+    let (status, body) = up
+        .request(Method::POST, "/schedule/node-beat", None, Vec::new())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["field"], "nodeId");
+    let (status, body) = up.get("/schedule/node-beat?nodeId=node-9").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("POST"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

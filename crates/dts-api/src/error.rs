@@ -27,6 +27,22 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// A conflict one request field is to blame for.
+    #[error("{message}")]
+    FieldConflict {
+        field: &'static str,
+        message: String,
+    },
+    /// A request from a page of another site: 403.
+    #[error(
+        "requests from pages of origin {0:?} are not accepted; add the origin to server.allowed-origins to allow it"
+    )]
+    ForbiddenOrigin(String),
+    /// A Host that is not this server's (DNS rebinding, a wrong proxy): 421.
+    #[error(
+        "the Host {0:?} is not an address of this server; add it to server.allowed-hosts to serve it"
+    )]
+    ForbiddenHost(String),
     #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
     Unauthorized,
     #[error("{0}")]
@@ -35,6 +51,12 @@ pub enum ApiError {
     NoRoute(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A method this route refuses, with what to use instead.
+    #[error("{message}")]
+    UseMethod {
+        allow: &'static str,
+        message: &'static str,
+    },
     /// The store or bus is unreachable for now: 503.
     #[error("service unavailable")]
     Unavailable(String),
@@ -52,10 +74,14 @@ impl ApiError {
             ApiError::Invalid(e) if e.code == "too_large_body" => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::FieldConflict { .. } => StatusCode::CONFLICT,
+            ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::ForbiddenHost(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed | ApiError::UseMethod { .. } => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -65,11 +91,13 @@ impl ApiError {
         match self {
             ApiError::Invalid(e) => e.code,
             ApiError::NotFound { .. } => "not_found",
-            ApiError::Conflict(_) => "conflict",
+            ApiError::Conflict(_) | ApiError::FieldConflict { .. } => "conflict",
+            ApiError::ForbiddenOrigin(_) => "forbidden_origin",
+            ApiError::ForbiddenHost(_) => "forbidden_host",
             ApiError::Unauthorized => "unauthorized",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NoRoute(_) => "no_route",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed | ApiError::UseMethod { .. } => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -79,6 +107,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(e) => e.field.as_deref(),
             ApiError::NotFound { field, .. } => Some(field),
+            ApiError::FieldConflict { field, .. } => Some(field),
             _ => None,
         }
     }
@@ -127,10 +156,18 @@ impl IntoResponse for ApiError {
             body["field"] = json!(field);
         }
         let mut response = (status, Json(json!({ "error": body }))).into_response();
-        if matches!(self, ApiError::Unauthorized) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::UseMethod { allow, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
         }
         response
     }

@@ -7,25 +7,29 @@
 //! ([`error::ApiError`]). Any server can answer any request: the state is only
 //! handles to the shared store and bus.
 
+pub mod access;
 pub mod body;
 pub mod error;
 mod seed;
+pub mod serve;
 pub mod strict_json;
 mod v1;
 pub mod views;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware;
 use axum::routing::{get, post};
 use dts_engine::submit::Submitter;
 use dts_model::SubmitLimits;
 use dts_store::DynStore;
 use error::ApiError;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use access::AccessLists;
+pub use serve::ConnectionSettings;
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -39,10 +43,16 @@ pub struct AppState {
     pub auth_token: Option<Arc<str>>,
     /// TTL given to heartbeats recorded through `/schedule/node-beat`.
     pub heartbeat_ttl: Duration,
+    /// Origins and hosts served besides the server's own ([`access`]).
+    pub access: AccessLists,
+    /// Timeouts and the cap on connections ([`mod@serve`]).
+    pub connections: ConnectionSettings,
 }
 
-/// All routes, with the body limit and the auth check.
-pub fn router(state: AppState) -> Router {
+/// All routes, with the Host and Origin checks for a server bound to
+/// `bound`, the body limit and the auth check.
+pub fn router(state: AppState, bound: SocketAddr) -> Router {
+    let policy = Arc::new(access::Policy::new(&state.access, bound));
     let protected = Router::new()
         .route("/v1/tasks", post(v1::submit).get(v1::list))
         .route("/v1/tasks/{id}", get(v1::get_task))
@@ -52,8 +62,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workers", get(v1::workers))
         .route("/schedule/create", post(seed::create))
         .route("/schedule/status", get(seed::status))
-        .route("/schedule/node-beat", get(seed::node_beat))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route(
+            "/schedule/node-beat",
+            post(seed::node_beat).get(seed::node_beat_by_get),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::require_token,
+        ));
     Router::new()
         .route("/healthz", get(v1::healthz))
         .route("/schedule/ping", get(seed::ping))
@@ -61,47 +77,24 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            policy,
+            access::check_host_and_origin,
+        ))
         .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes the
-/// requests in flight.
+/// requests in flight (for up to [`serve::DRAIN_GRACE`]). Connections are
+/// bounded by `state.connections`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if let Some(expected) = &state.auth_token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            return Err(ApiError::Unauthorized);
-        }
-    }
-    Ok(next.run(request).await)
-}
-
-/// Compares without stopping at the first difference, so response time does
-/// not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let bound = listener.local_addr()?;
+    let settings = state.connections;
+    serve::run(listener, router(state, bound), settings, shutdown).await
 }
 
 async fn no_route(request: Request) -> ApiError {
@@ -110,17 +103,4 @@ async fn no_route(request: Request) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison_needs_every_byte() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
 }

@@ -1,6 +1,7 @@
 //! The seed's endpoints, so a client written for the original keeps working:
 //! `/schedule/ping`, `/schedule/create`, `/schedule/status`,
-//! `/schedule/node-beat`. Tasks come back in the seed's `MasterTask` shape.
+//! `/schedule/node-beat` (a POST now: no GET changes state). Tasks come back
+//! in the seed's `MasterTask` shape.
 
 use crate::AppState;
 use crate::body::{self, BodyKind};
@@ -9,11 +10,12 @@ use crate::v1::{load_inputs, load_task, query};
 use crate::views::SeedTaskView;
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use dts_model::{WorkerInfo, now_millis, submit};
+use dts_model::{WorkerInfo, WorkerKind, now_millis, submit};
+use dts_store::HeartbeatOutcome;
 use serde_json::json;
 use std::collections::HashMap;
 
@@ -62,13 +64,38 @@ pub async fn status(
     Ok(Json(SeedTaskView::new(task, inputs)))
 }
 
-/// `GET /schedule/node-beat?nodeId=[&cores=]`: records a heartbeat for a
-/// node, as the seed's workers sent them.
+/// `POST /schedule/node-beat` with `nodeId` and `cores` (default 1) in the
+/// query or a form body: records a heartbeat for a node, as the seed's
+/// workers sent them. The node is listed among the workers as a
+/// `node-beat` one: it runs nothing, so it never counts in planning, and it
+/// never replaces a live dts worker (409 naming `nodeId`).
 pub async fn node_beat(
     State(state): State<AppState>,
-    params: Params,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let params = query(params)?;
+    let bytes = body::bytes(body, state.max_body_bytes)?;
+    let mut pairs = body::form_pairs(query.unwrap_or_default().as_bytes())?;
+    if !bytes.is_empty() {
+        if body::body_kind(&headers) != Some(BodyKind::Form) {
+            return Err(ApiError::UnsupportedMediaType(
+                "POST /schedule/node-beat takes its fields in the query or as application/x-www-form-urlencoded".into(),
+            ));
+        }
+        pairs.extend(body::form_pairs(&bytes)?);
+    }
+    let mut params = HashMap::new();
+    for (key, value) in pairs {
+        if params.contains_key(&key) {
+            return Err(ApiError::Invalid(dts_model::ValidationError::field(
+                "repeated_field",
+                key.clone(),
+                format!("`{key}` is given more than once"),
+            )));
+        }
+        params.insert(key, value);
+    }
     let node = required(&params, "nodeId")?;
     if node.len() > 200 || node.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -93,11 +120,27 @@ pub async fn node_beat(
         cores,
         running_items: 0,
         last_heartbeat: now_millis(),
+        kind: WorkerKind::NodeBeat,
+        isolation: None,
     };
-    state.store.heartbeat(&info, state.heartbeat_ttl).await?;
-    Ok(Json(
-        json!({ "nodeId": node, "cores": cores, "recorded": true }),
-    ))
+    match state.store.heartbeat(&info, state.heartbeat_ttl).await? {
+        HeartbeatOutcome::Recorded => Ok(Json(
+            json!({ "nodeId": node, "cores": cores, "recorded": true }),
+        )),
+        HeartbeatOutcome::Refused => Err(ApiError::FieldConflict {
+            field: "nodeId",
+            message: format!("nodeId {node:?} is a live dts worker; a node-beat cannot replace it"),
+        }),
+    }
+}
+
+/// `GET /schedule/node-beat`: refused, since a GET must change nothing (an
+/// `<img>` tag on any page could send it).
+pub async fn node_beat_by_get() -> ApiError {
+    ApiError::UseMethod {
+        allow: "POST",
+        message: "node-beat records a heartbeat, so it takes POST (nodeId and cores in the query or a form body), not GET",
+    }
 }
 
 fn required<'a>(params: &'a HashMap<String, String>, field: &str) -> Result<&'a str, ApiError> {

@@ -70,7 +70,8 @@ pub async fn get_task(
     Ok(Json(TaskView::new(task, inputs)))
 }
 
-/// `GET /v1/tasks?status=&limit=`: newest first, without inputs.
+/// `GET /v1/tasks?status=&limit=&full=`: newest first, without variables
+/// and inputs unless `full=true`.
 pub async fn list(
     State(state): State<AppState>,
     params: Params,
@@ -88,10 +89,19 @@ pub async fn list(
         None => None,
     };
     let limit = number(&params, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)?;
+    let full = flag(&params, "full")?;
     let tasks = state.store.list_tasks(status, limit as usize).await?;
-    Ok(Json(
-        tasks.into_iter().map(|t| TaskView::new(t, None)).collect(),
-    ))
+    let mut views = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        views.push(if full {
+            // A task that expired since the listing lists without inputs.
+            let inputs = state.store.inputs(&task.id).await?;
+            TaskView::new(task, inputs)
+        } else {
+            TaskView::brief(task)
+        });
+    }
+    Ok(Json(views))
 }
 
 /// `GET /v1/tasks/{id}/results?status=failed|succeeded&offset=&limit=`.
@@ -158,31 +168,59 @@ pub async fn cancel(
     }
 }
 
-/// `GET /v1/tasks/{id}/events`: server-sent events, one `task` event (a
-/// summary) whenever the task changes, ending when the task ends.
+/// `GET /v1/tasks/{id}/events?full=`: server-sent events, one `task` event
+/// whenever the task changes, ending when the task ends. Events show the
+/// task without variables and inputs unless `full=true`. A change is seen
+/// by reading the task's version alone; the whole task is read only when
+/// it moved.
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    params: Params,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let params = query(params)?;
+    let full = flag(&params, "full")?;
     let first = load_task(&state, &id).await?;
+    // Inputs never change: read once, for every event.
+    let inputs = if full {
+        Some(load_inputs(&state, &id).await?)
+    } else {
+        None
+    };
     let stream = futures::stream::unfold(
-        (state, Some(first), None::<Task>),
-        |(state, next, last)| async move {
-            let mut task = next?;
-            // Wait for a change (or the first event).
-            while last.as_ref() == Some(&task) {
-                tokio::time::sleep(EVENTS_POLL).await;
-                task = state.store.task(&task.id).await.ok().flatten()?;
-            }
+        (state, Some(first), inputs),
+        move |(state, next, inputs)| async move {
+            let task = next?;
             let ended = task.status.is_terminal();
-            let data =
-                serde_json::to_string(&TaskView::new(task.clone(), None)).unwrap_or_default();
+            let version = task.version;
+            let view = if full {
+                TaskView::new(task.clone(), inputs.clone())
+            } else {
+                TaskView::brief(task.clone())
+            };
+            let data = serde_json::to_string(&view).unwrap_or_default();
             let event = Event::default().event("task").data(data);
-            let upcoming = if ended { None } else { Some(task.clone()) };
-            Some((Ok(event), (state, upcoming, Some(task))))
+            let upcoming = if ended {
+                None
+            } else {
+                next_version(&state, &task.id, version).await
+            };
+            Some((Ok(event), (state, upcoming, inputs)))
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Waits until the task's version differs from `seen` and returns the task
+/// then; `None` once it is gone or unreadable (the stream ends).
+async fn next_version(state: &AppState, id: &str, seen: u64) -> Option<Task> {
+    loop {
+        tokio::time::sleep(EVENTS_POLL).await;
+        let version = state.store.task_version(id).await.ok()??;
+        if version != seen {
+            return state.store.task(id).await.ok().flatten();
+        }
+    }
 }
 
 /// `GET /v1/workers`: live workers.

@@ -1,7 +1,7 @@
 //! How tasks, results and workers look in JSON: the v1 shape (the seed's field
 //! names plus dts's own in camelCase) and the seed's `MasterTask` shape.
 
-use dts_model::{ItemResult, Task, TaskStatus, WorkerInfo, format_millis};
+use dts_model::{Isolation, ItemResult, Task, TaskStatus, WorkerInfo, WorkerKind, format_millis};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -13,11 +13,17 @@ pub struct TaskView {
     pub name: Option<String>,
     pub status: TaskStatus,
     pub template_function: String,
-    pub variable_json: Value,
+    /// Left out of lists and events unless asked for (`?full=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variable_json: Option<Value>,
     pub interpreter: String,
     pub timeout_secs: u64,
     pub retries: u32,
     pub deadline_secs: Option<u64>,
+    /// Memory per item, in MiB; null for no limit.
+    pub memory_mb: Option<u64>,
+    /// CPUs per item (0.5, 2); null for no limit.
+    pub cpus: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_list: Option<Vec<String>>,
     pub items_total: u64,
@@ -32,10 +38,24 @@ pub struct TaskView {
 }
 
 impl TaskView {
-    /// The task; `inputs` is left out of summaries (lists, progress polling).
+    /// The task with its variables; `inputs` is left out of summaries
+    /// (progress polling).
     pub fn new(task: Task, inputs: Option<Vec<String>>) -> Self {
+        let variables = task.variables.to_json();
         TaskView {
-            variable_json: task.variables.to_json(),
+            variable_json: Some(variables),
+            ..TaskView::brief(task)
+        }
+        .with_inputs(inputs)
+    }
+
+    /// The task without its variables and inputs, whose size only the
+    /// limits bound: what lists and events show unless asked for more.
+    pub fn brief(task: Task) -> Self {
+        TaskView {
+            variable_json: None,
+            memory_mb: task.memory_mb,
+            cpus: task.milli_cpus.map(|milli| f64::from(milli) / 1000.0),
             created_at: format_millis(task.created_at),
             started_at: task.started_at.map(format_millis),
             finished_at: task.finished_at.map(format_millis),
@@ -47,13 +67,20 @@ impl TaskView {
             timeout_secs: task.timeout_secs,
             retries: task.retries,
             deadline_secs: task.deadline_secs,
-            input_list: inputs,
+            input_list: None,
             items_total: task.items_total,
             items_succeeded: task.items_succeeded,
             items_failed: task.items_failed,
             chunks_to_execute: task.chunks_to_execute,
             chunks_executed: task.chunks_executed,
             error: task.error,
+        }
+    }
+
+    fn with_inputs(self, inputs: Option<Vec<String>>) -> Self {
+        TaskView {
+            input_list: inputs,
+            ..self
         }
     }
 }
@@ -109,6 +136,11 @@ pub struct WorkerView {
     pub cores: u32,
     pub last_heartbeat: String,
     pub running_items: u32,
+    /// `dts` (runs shards) or `node-beat` (announced through the seed's
+    /// endpoint; runs nothing).
+    pub kind: WorkerKind,
+    /// How the worker isolates items; null when it does not say.
+    pub isolation: Option<Isolation>,
 }
 
 impl From<WorkerInfo> for WorkerView {
@@ -119,6 +151,8 @@ impl From<WorkerInfo> for WorkerView {
             hostname: worker.hostname,
             cores: worker.cores,
             running_items: worker.running_items,
+            kind: worker.kind,
+            isolation: worker.isolation,
         }
     }
 }

@@ -30,6 +30,9 @@ fn limits() -> SubmitLimits {
         max_timeout_secs: 1000,
         default_timeout_secs: 60,
         max_retries: 10,
+        max_variables_bytes: 512,
+        max_memory_mb: 4096,
+        max_cpus: 16,
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use crate::checks;
 use crate::error::ConfigError;
 use crate::keys::{self, KAFKA_PREFIX};
 use crate::layers::{Layers, RawValue};
@@ -14,6 +13,7 @@ use crate::settings::{
     is_secret_kafka_key,
 };
 use crate::value::ConfigValue;
+use crate::{checks, token};
 
 /// Build and check the settings from fully applied layers.
 pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
@@ -21,11 +21,18 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         layers: &layers,
         entries: Vec::new(),
     };
-    let server = ServerSettings {
+    let mut server = ServerSettings {
         port: read.get("server.port")?,
         bind: read.get("server.bind")?,
         auth_token: read.get("server.auth-token")?,
+        auth_token_file: read.get("server.auth-token-file")?,
         insecure: read.get("server.insecure")?,
+        allowed_origins: read.get("server.allowed-origins")?,
+        allowed_hosts: read.get("server.allowed-hosts")?,
+        header_read_timeout: read.millis("server.header-read-timeout-ms")?,
+        idle_timeout: read.millis("server.idle-timeout-ms")?,
+        body_timeout: read.millis("server.body-timeout-ms")?,
+        max_connections: read.get("server.max-connections")?,
     };
     let pubsub = PubsubSettings {
         namespace: read.get("pubsub.namespace")?,
@@ -80,9 +87,14 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         max_items: read.get("limits.max-items")?,
         max_item_bytes: read.get("limits.max-item-bytes")?,
         max_template_bytes: read.get("limits.max-template-bytes")?,
+        max_variables_bytes: read.get("limits.max-variables-bytes")?,
+        max_memory_mb: read.get("limits.max-memory-mb")?,
+        max_cpus: read.get("limits.max-cpus")?,
     };
     // Kafka entries go last in describe(), after every table key.
     read.record_kafka();
+    let mut warnings = layers.warnings.clone();
+    token::resolve(&mut server, &layers, &mut warnings)?;
     let entries = read.entries;
     let settings = Settings {
         server,
@@ -93,7 +105,7 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         worker,
         executor,
         limits,
-        warnings: layers.warnings,
+        warnings,
         entries,
     };
     checks::check(&settings)?;

@@ -59,6 +59,45 @@ pub(crate) fn check(settings: &Settings) -> Result<(), ConfigError> {
         });
     }
 
+    let server = &settings.server;
+    if let Some(origin) = server
+        .allowed_origins
+        .iter()
+        .find(|origin| !is_origin(origin))
+    {
+        return Err(invalid_entry(
+            settings,
+            "server.allowed-origins",
+            origin,
+            "origins such as https://dash.example.com or http://10.0.0.5:30000 (a scheme, a host and maybe a port; no path)",
+        ));
+    }
+    if let Some(host) = server.allowed_hosts.iter().find(|host| !is_host(host)) {
+        return Err(invalid_entry(
+            settings,
+            "server.allowed-hosts",
+            host,
+            "host names such as dts.example.com or dts.example.com:443, or *",
+        ));
+    }
+    if server.allowed_hosts.iter().any(|host| host == "*") && server.auth_token.is_none() {
+        return Err(ConfigError::Inconsistent {
+            keys: vec![
+                "server.allowed-hosts".to_string(),
+                "server.auth-token".to_string(),
+            ],
+            message: format!(
+                "{} accepts any Host, which needs server.auth-token (or server.auth-token-file): \
+                 without a token, a web page could reach the API through DNS rebinding",
+                fact(
+                    settings,
+                    "server.allowed-hosts",
+                    &server.allowed_hosts.join(",")
+                )
+            ),
+        });
+    }
+
     let executor = &settings.executor;
     if executor.default_timeout > executor.max_timeout {
         return Err(inconsistent(
@@ -75,6 +114,61 @@ pub(crate) fn check(settings: &Settings) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// `http://` or `https://`, then a host and maybe a port, nothing else.
+fn is_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    is_host(rest.trim_end_matches('/')) && rest.trim_end_matches('/') != "*"
+}
+
+/// `*`, or a host (a name, an IPv4 address or a bracketed IPv6 one) and
+/// maybe `:port`.
+fn is_host(host: &str) -> bool {
+    if host == "*" {
+        return true;
+    }
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, after)) => (
+                inside,
+                after.strip_prefix(':').or(after.is_empty().then_some("")),
+            ),
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, Some("")),
+        },
+    };
+    let port_ok = match port {
+        Some("") => true,
+        Some(port) => port.parse::<u16>().is_ok(),
+        None => false,
+    };
+    port_ok
+        && !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+}
+
+/// A list entry that cannot be what its key holds.
+fn invalid_entry(settings: &Settings, key: &str, entry: &str, expected: &str) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: entry.to_string(),
+        from: settings
+            .source_of(key)
+            .cloned()
+            .unwrap_or(crate::source::Source::Default),
+        expected: expected.to_string(),
+    }
 }
 
 /// "`a` = 1 (from x) RELATION `b` = 2 (from y): WHY".

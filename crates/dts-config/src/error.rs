@@ -56,6 +56,19 @@ pub enum ConfigError {
         suggestion: Option<String>,
     },
 
+    /// The file a secret is to be read from cannot be read.
+    #[error("cannot read {key} file {} (from {from}): {source}", path.display())]
+    ReadSecretFile {
+        /// The key that names the file, e.g. `server.auth-token-file`.
+        key: String,
+        /// The file as it was given.
+        path: PathBuf,
+        /// Where the key's value came from.
+        from: Source,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
     /// Values that are fine alone but contradict each other.
     #[error("{message}")]
     Inconsistent {

@@ -52,10 +52,7 @@ impl Kind {
             Kind::Text => "a non-empty string".to_string(),
             Kind::Path => "a non-empty path".to_string(),
             Kind::OptionalText | Kind::OptionalPath | Kind::Ignored => "a string".to_string(),
-            Kind::List => {
-                "a comma-separated list of environment variable names (no `=`, no spaces)"
-                    .to_string()
-            }
+            Kind::List => "a comma-separated list of names (no `=`, no spaces)".to_string(),
         }
     }
 }
@@ -161,16 +158,62 @@ pub const KEYS: &[KeySpec] = &[
         "server.auth-token",
         OptionalText,
         "",
-        "Bearer token the API requires; needed for a non-loopback bind unless `server.insecure` is set.",
+        "Bearer token the API requires, at least 16 bytes; needed for a non-loopback bind unless `server.insecure` is set. Prefer `server.auth-token-file` or the environment: a flag shows in `ps`.",
     )
     .secret()
     .alias("DTS_AUTH_TOKEN"),
+    KeySpec::new(
+        "server.auth-token-file",
+        OptionalPath,
+        "",
+        "File holding the bearer token (one trailing newline is dropped), so it never shows in `ps`; instead of `server.auth-token`.",
+    ),
     KeySpec::new(
         "server.insecure",
         Bool,
         "false",
         "Allow a non-loopback bind without a token (logged loudly).",
     ),
+    KeySpec::new(
+        "server.allowed-origins",
+        List,
+        "",
+        "Origins (`https://dash.example.com`) whose pages may call the API besides the server's own; a request with any other `Origin` is refused with 403.",
+    ),
+    KeySpec::new(
+        "server.allowed-hosts",
+        List,
+        "",
+        "Host names the API answers to besides its own address (`name` for any port, `name:port` for one); `*` accepts any and needs a token. Any other `Host` is refused with 421.",
+    ),
+    KeySpec::new(
+        "server.header-read-timeout-ms",
+        U64,
+        "10000",
+        "How long a client may take to send a whole request head once it has begun, in milliseconds; then the connection is closed.",
+    )
+    .min(1),
+    KeySpec::new(
+        "server.idle-timeout-ms",
+        U64,
+        "60000",
+        "How long a connection may stay open with no request in flight, in milliseconds; an event stream in progress is never idle.",
+    )
+    .min(1),
+    KeySpec::new(
+        "server.body-timeout-ms",
+        U64,
+        "30000",
+        "How long the server waits for more of a request body that stopped arriving, in milliseconds; then the request fails.",
+    )
+    .min(1),
+    KeySpec::new(
+        "server.max-connections",
+        Usize,
+        "512",
+        "Connections the API holds open at once; more are answered 503 and closed. Keep it below the process's open-file limit.",
+    )
+    .min(1),
     // pubsub
     KeySpec::new("pubsub.namespace", Text, "localhost:9092", "Kafka bootstrap servers (distributed mode)."),
     KeySpec::new("pubsub.topic", Text, "distributed_task", "Topic submitted tasks are published to."),
@@ -396,7 +439,35 @@ pub const KEYS: &[KeySpec] = &[
     )
     .min(1)
     .max(MAX_PROCESS_ARGUMENT_BYTES),
+    KeySpec::new(
+        "limits.max-variables-bytes",
+        Usize,
+        "65536",
+        "Largest `variableJson` of a task, all variables together, in bytes once JSON-encoded (they are copied into every task read).",
+    )
+    .min(1),
+    KeySpec::new(
+        "limits.max-memory-mb",
+        U64,
+        "1048576",
+        "Largest `memoryMb` (memory per item, in MiB) a task may ask for.",
+    )
+    .min(1),
+    KeySpec::new(
+        "limits.max-cpus",
+        U32,
+        "1024",
+        "Largest `cpus` (CPUs per item) a task may ask for.",
+    )
+    .min(1)
+    .max(MAX_CPUS),
 ];
+
+/// The largest `limits.max-cpus`: tasks store CPUs as thousandths in a `u32`.
+pub const MAX_CPUS: u64 = 4_000_000;
+
+/// The shortest bearer token dts accepts, in bytes.
+pub const MIN_TOKEN_BYTES: usize = 16;
 
 /// The table entry for `key`, if dts knows it.
 pub fn spec(key: &str) -> Option<&'static KeySpec> {

@@ -20,6 +20,7 @@ mod layers;
 mod properties;
 mod settings;
 mod source;
+mod token;
 mod toml_file;
 mod value;
 

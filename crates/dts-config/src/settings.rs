@@ -96,11 +96,27 @@ pub struct ServerSettings {
     pub port: u16,
     /// `server.bind`.
     pub bind: IpAddr,
-    /// `server.auth-token`: bearer token required on the API. Masked in
-    /// `Debug` so it never reaches a log by accident.
+    /// The bearer token required on the API: `server.auth-token`, or the
+    /// contents of `server.auth-token-file`; at least
+    /// [`crate::keys::MIN_TOKEN_BYTES`]. Masked in `Debug` so it never
+    /// reaches a log by accident.
     pub auth_token: Option<String>,
+    /// `server.auth-token-file`: where the token was read from, if it was.
+    pub auth_token_file: Option<PathBuf>,
     /// `server.insecure`: allow a non-loopback bind without a token.
     pub insecure: bool,
+    /// `server.allowed-origins`: pages of these origins may call the API.
+    pub allowed_origins: Vec<String>,
+    /// `server.allowed-hosts`: Host names served besides the bound address.
+    pub allowed_hosts: Vec<String>,
+    /// `server.header-read-timeout-ms`.
+    pub header_read_timeout: Duration,
+    /// `server.idle-timeout-ms`.
+    pub idle_timeout: Duration,
+    /// `server.body-timeout-ms`.
+    pub body_timeout: Duration,
+    /// `server.max-connections`.
+    pub max_connections: usize,
 }
 
 impl ServerSettings {
@@ -118,7 +134,14 @@ impl fmt::Debug for ServerSettings {
             .field("port", &self.port)
             .field("bind", &self.bind)
             .field("auth_token", &self.auth_token.as_ref().map(|_| MASK))
+            .field("auth_token_file", &self.auth_token_file)
             .field("insecure", &self.insecure)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -299,6 +322,12 @@ pub struct LimitsSettings {
     pub max_item_bytes: usize,
     /// `limits.max-template-bytes`.
     pub max_template_bytes: usize,
+    /// `limits.max-variables-bytes`.
+    pub max_variables_bytes: usize,
+    /// `limits.max-memory-mb`.
+    pub max_memory_mb: u64,
+    /// `limits.max-cpus`.
+    pub max_cpus: u32,
 }
 
 #[cfg(test)]
@@ -338,7 +367,7 @@ mod tests {
         assert!(!server.exposed_without_token());
         server.bind = "0.0.0.0".parse().expect("address");
         assert!(server.exposed_without_token());
-        server.auth_token = Some("t".to_string());
+        server.auth_token = Some("t".repeat(16));
         assert!(!server.exposed_without_token());
     }
 }

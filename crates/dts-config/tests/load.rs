@@ -147,20 +147,183 @@ fn with_nothing_given_every_key_has_its_documented_default() {
 }
 
 #[test]
+fn a_token_shorter_than_sixteen_bytes_is_refused_naming_its_key_and_source() {
+    let error = load(None, &env(&[("DTS_AUTH_TOKEN", "fifteen-bytes-x")]), &[])
+        .expect_err("a 15-byte token is refused");
+    let message = error.to_string();
+    assert!(message.contains("server.auth-token"), "{message}");
+    assert!(
+        message.contains("environment variable DTS_AUTH_TOKEN"),
+        "{message}"
+    );
+    assert!(message.contains("at least 16 bytes"), "{message}");
+    assert!(
+        !message.contains("fifteen-bytes-x"),
+        "the token leaked: {message}"
+    );
+    let sixteen = load(None, &env(&[("DTS_AUTH_TOKEN", "sixteen-bytes-xx")]), &[]);
+    assert!(sixteen.is_ok_and(|s| s.warnings.is_empty()));
+    let flagged = load(
+        None,
+        &HashMap::new(),
+        &flags(&[("server.auth-token", "sixteen-bytes-xx")]),
+    )
+    .expect("loads");
+    assert!(
+        flagged.warnings.iter().any(|w| w.contains("ps")),
+        "a token in a flag is visible in ps: {:?}",
+        flagged.warnings
+    );
+}
+
+#[test]
+fn the_token_file_is_read_without_its_trailing_newline() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, path) = write_file("token", "token-from-a-file-0123\n");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let path_text = path.display().to_string();
+    let settings = load(
+        None,
+        &HashMap::new(),
+        &flags(&[("server.auth-token-file", &path_text)]),
+    )
+    .expect("loads");
+    assert_eq!(
+        settings.server.auth_token.as_deref(),
+        Some("token-from-a-file-0123")
+    );
+    assert!(settings.warnings.is_empty(), "{:?}", settings.warnings);
+    assert!(!format!("{settings:?}").contains("token-from-a-file"));
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let shared = load(
+        None,
+        &HashMap::new(),
+        &flags(&[("server.auth-token-file", &path_text)]),
+    )
+    .expect("loads, with a warning");
+    assert!(
+        shared.warnings.iter().any(|w| w.contains("chmod 600")),
+        "{:?}",
+        shared.warnings
+    );
+}
+
+#[test]
+fn a_missing_token_file_a_short_one_or_a_token_given_twice_is_refused() {
+    let missing = load(
+        None,
+        &HashMap::new(),
+        &flags(&[("server.auth-token-file", "/nonexistent/dts-token")]),
+    )
+    .expect_err("an unreadable token file is refused")
+    .to_string();
+    assert!(missing.contains("/nonexistent/dts-token"), "{missing}");
+    assert!(missing.contains("server.auth-token-file"), "{missing}");
+
+    let (_dir, path) = write_file("token", "short\n");
+    let path_text = path.display().to_string();
+    let short = load(
+        None,
+        &HashMap::new(),
+        &flags(&[("server.auth-token-file", &path_text)]),
+    )
+    .expect_err("a short token from a file is refused")
+    .to_string();
+    assert!(short.contains("server.auth-token-file"), "{short}");
+    assert!(short.contains("at least 16 bytes"), "{short}");
+
+    let twice = load(
+        None,
+        &env(&[("DTS_AUTH_TOKEN", "sixteen-bytes-xx")]),
+        &flags(&[("server.auth-token-file", &path_text)]),
+    )
+    .expect_err("a token given two ways is refused")
+    .to_string();
+    assert!(twice.contains("both set"), "{twice}");
+}
+
+#[test]
+fn allowed_origins_and_hosts_must_look_like_origins_and_hosts() {
+    for (key, bad) in [
+        ("server.allowed-origins", "evil.example"),
+        ("server.allowed-origins", "https://dash.example/path"),
+        ("server.allowed-origins", "ftp://dash.example"),
+        ("server.allowed-hosts", "http://dts.example"),
+        ("server.allowed-hosts", "dts.example:http"),
+    ] {
+        let error = load(None, &HashMap::new(), &flags(&[(key, bad)]))
+            .expect_err(bad)
+            .to_string();
+        assert!(error.contains(key) && error.contains(bad), "{error}");
+    }
+    let ok = load(
+        None,
+        &HashMap::new(),
+        &flags(&[
+            (
+                "server.allowed-origins",
+                "https://dash.example/,http://10.0.0.5:30000",
+            ),
+            (
+                "server.allowed-hosts",
+                "dts,dts.example:443,[::1]:8080,10.0.0.5",
+            ),
+        ]),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn any_host_needs_a_token() {
+    let error = load(
+        None,
+        &HashMap::new(),
+        &flags(&[("server.allowed-hosts", "*")]),
+    )
+    .expect_err("* without a token is refused")
+    .to_string();
+    assert!(error.contains("server.allowed-hosts"), "{error}");
+    assert!(error.contains("DNS rebinding"), "{error}");
+    let settings = load(
+        None,
+        &env(&[("DTS_AUTH_TOKEN", "sixteen-bytes-xx")]),
+        &flags(&[
+            ("server.allowed-hosts", "*, dts.example:443"),
+            ("server.allowed-origins", "https://dash.example"),
+        ]),
+    )
+    .expect("loads with a token");
+    assert_eq!(settings.server.allowed_hosts, ["*", "dts.example:443"]);
+    assert_eq!(settings.server.allowed_origins, ["https://dash.example"]);
+}
+
+#[test]
 fn the_explicit_auth_token_variable_wins_over_the_short_alias() {
-    let alias_only = load(None, &env(&[("DTS_AUTH_TOKEN", "short")]), &[]).expect("loads");
-    assert_eq!(alias_only.server.auth_token.as_deref(), Some("short"));
+    let alias_only = load(
+        None,
+        &env(&[("DTS_AUTH_TOKEN", "alias-token-0123456789")]),
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(
+        alias_only.server.auth_token.as_deref(),
+        Some("alias-token-0123456789")
+    );
     assert_eq!(
         alias_only.source_of("server.auth-token"),
         Some(&Source::Env("DTS_AUTH_TOKEN".into()))
     );
 
     let both = env(&[
-        ("DTS_AUTH_TOKEN", "short"),
-        ("DTS_SERVER_AUTH_TOKEN", "long"),
+        ("DTS_AUTH_TOKEN", "alias-token-0123456789"),
+        ("DTS_SERVER_AUTH_TOKEN", "explicit-token-0123456789"),
     ]);
     let settings = load(None, &both, &[]).expect("loads");
-    assert_eq!(settings.server.auth_token.as_deref(), Some("long"));
+    assert_eq!(
+        settings.server.auth_token.as_deref(),
+        Some("explicit-token-0123456789")
+    );
     assert_eq!(
         settings.source_of("server.auth-token"),
         Some(&Source::Env("DTS_SERVER_AUTH_TOKEN".into()))
@@ -615,7 +778,12 @@ fn the_ignored_spring_cache_type_is_accepted_but_not_described() {
 
 #[test]
 fn describe_lists_every_key_once_in_table_order_with_secrets_masked() {
-    let settings = load(None, &env(&[("DTS_AUTH_TOKEN", "hunter2")]), &[]).expect("loads");
+    let settings = load(
+        None,
+        &env(&[("DTS_AUTH_TOKEN", "hunter2-hunter2-hunter2")]),
+        &[],
+    )
+    .expect("loads");
     let described = settings.describe();
     let described_keys: Vec<&str> = described.iter().map(|(key, _, _)| key.as_str()).collect();
     let table_keys: Vec<&str> = keys::KEYS
@@ -625,7 +793,10 @@ fn describe_lists_every_key_once_in_table_order_with_secrets_masked() {
         .collect();
     assert_eq!(described_keys, table_keys);
     for (key, value, source) in &described {
-        assert!(!value.contains("hunter2"), "{key} leaks the token");
+        assert!(
+            !value.contains("hunter2-hunter2-hunter2"),
+            "{key} leaks the token"
+        );
         if key == "server.auth-token" {
             assert!(!value.is_empty());
             assert_eq!(source, "environment variable DTS_AUTH_TOKEN");

@@ -13,7 +13,7 @@
 use crate::{EngineError, Topics, events, sleep_unless_cancelled};
 use dts_bus::{BusError, Delivery, DynBus};
 use dts_model::plan::{PlanLimits, plan_shards};
-use dts_model::{ShardMessage, ShardRange, Task, TaskMessage, TaskStatus, template};
+use dts_model::{ShardMessage, ShardRange, Task, TaskMessage, TaskStatus, WorkerKind, template};
 use dts_store::{DynStore, PlanOutcome, StoreError};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::time::Duration;
@@ -170,13 +170,16 @@ impl Scheduler {
             Ok(script) => script,
             Err(missing) => return self.fail(&task, &missing.to_string()).await,
         };
+        // Only dts workers consume shards: a node announced through the
+        // seed's node-beat runs nothing, so its cores would only thin the plan.
         let live_cores: u32 = self
             .store
             .live_workers()
             .await?
             .iter()
+            .filter(|w| w.kind == WorkerKind::Dts)
             .map(|w| w.cores)
-            .sum();
+            .fold(0, u32::saturating_add);
         let limits = PlanLimits {
             live_cores,
             oversplit: self.settings.oversplit,
@@ -251,6 +254,8 @@ impl Scheduler {
                     retries: task.retries,
                     deadline_at: task.deadline_at(),
                     items: inputs[range.start as usize..range.end() as usize].to_vec(),
+                    memory_mb: task.memory_mb,
+                    milli_cpus: task.milli_cpus,
                 };
                 async move {
                     let payload =
@@ -302,6 +307,8 @@ fn envelope_bytes(task: &Task, script: &str) -> Result<usize, EngineError> {
         retries: u32::MAX,
         deadline_at: Some(u64::MAX),
         items: Vec::new(),
+        memory_mb: task.memory_mb.map(|_| u64::MAX),
+        milli_cpus: task.milli_cpus.map(|_| u32::MAX),
     };
     serde_json::to_vec(&widest)
         .map(|bytes| bytes.len())
@@ -328,6 +335,8 @@ mod tests {
             timeout_secs: 10,
             retries: 0,
             deadline_secs: None,
+            memory_mb: Some(100),
+            milli_cpus: Some(1500),
             inputs: (0..5000).map(|i| format!("in\"put\n{i}\u{1}é")).collect(),
         };
         let task = new.to_task(0);
@@ -359,6 +368,8 @@ mod tests {
                 retries: 0,
                 deadline_at: None,
                 items,
+                memory_mb: task.memory_mb,
+                milli_cpus: task.milli_cpus,
             };
             let bytes = serde_json::to_vec(&message).unwrap().len();
             assert!(bytes <= limit, "shard {index} is {bytes} bytes");

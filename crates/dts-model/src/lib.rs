@@ -73,6 +73,14 @@ pub struct Task {
     pub finished_at: Option<u64>,
     /// Why the task could not be submitted or planned, when it could not.
     pub error: Option<String>,
+    /// Memory each item may use, in MiB (`memoryMb`); `None` for no limit.
+    pub memory_mb: Option<u64>,
+    /// CPU each item may use, in thousandths of a CPU (`cpus` × 1000,
+    /// rounded up); `None` for no limit.
+    pub milli_cpus: Option<u32>,
+    /// Grows by one with every store operation that changes the task, so a
+    /// watcher can tell a change without comparing the whole task.
+    pub version: u64,
 }
 
 impl Task {
@@ -118,6 +126,33 @@ impl ItemResult {
     }
 }
 
+/// What kind of process sent a worker's heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerKind {
+    /// A dts worker: it consumes shards, so the scheduler plans with its cores.
+    #[default]
+    Dts,
+    /// A node announced through the seed's `/schedule/node-beat`: listed,
+    /// but it runs nothing, so it never counts in planning and never
+    /// replaces a live dts worker's entry.
+    NodeBeat,
+}
+
+/// How a worker isolates the items it runs, as it announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Isolation {
+    /// How every descendant of an item is killed: "cgroup" or "subreaper".
+    pub containment: String,
+    /// The user items run as; `None` means the worker's own user.
+    pub run_as: Option<String>,
+    /// Each item runs in a fresh private directory.
+    pub private_workdir: bool,
+    /// Task limits this worker enforces: "memoryMb", "cpus".
+    pub limits: Vec<String>,
+}
+
 /// A worker as its last heartbeat described it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,6 +163,13 @@ pub struct WorkerInfo {
     pub running_items: u32,
     /// Milliseconds since the epoch.
     pub last_heartbeat: u64,
+    /// Who sent the heartbeat; heartbeats stored before kinds existed are
+    /// dts workers'.
+    #[serde(default)]
+    pub kind: WorkerKind,
+    /// How the worker isolates items, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
 }
 
 /// On the task topic: "plan this task". The task itself is read from the store.
@@ -155,6 +197,12 @@ pub struct ShardMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_at: Option<u64>,
     pub items: Vec<String>,
+    /// The task's memory limit per item, in MiB, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// The task's CPU limit per item, in thousandths of a CPU, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub milli_cpus: Option<u32>,
 }
 
 /// On the result topic when a task ends, for any consumer to read.

@@ -21,6 +21,12 @@ pub struct SubmitLimits {
     pub max_timeout_secs: u64,
     pub default_timeout_secs: u64,
     pub max_retries: u32,
+    /// All of `variableJson`, in bytes once JSON-encoded.
+    pub max_variables_bytes: usize,
+    /// The largest `memoryMb` a task may ask for.
+    pub max_memory_mb: u64,
+    /// The largest `cpus` a task may ask for, in whole CPUs.
+    pub max_cpus: u32,
 }
 
 impl Default for SubmitLimits {
@@ -32,6 +38,9 @@ impl Default for SubmitLimits {
             max_timeout_secs: 7 * 24 * 3600,
             default_timeout_secs: 3600,
             max_retries: 10,
+            max_variables_bytes: 64 * 1024,
+            max_memory_mb: 1024 * 1024,
+            max_cpus: 1024,
         }
     }
 }
@@ -76,6 +85,10 @@ pub struct NewTask {
     pub retries: u32,
     pub deadline_secs: Option<u64>,
     pub inputs: Vec<String>,
+    /// `memoryMb`: memory each item may use, in MiB.
+    pub memory_mb: Option<u64>,
+    /// `cpus` in thousandths of a CPU, rounded up.
+    pub milli_cpus: Option<u32>,
 }
 
 impl NewTask {
@@ -100,6 +113,9 @@ impl NewTask {
             started_at: None,
             finished_at: None,
             error: None,
+            memory_mb: self.memory_mb,
+            milli_cpus: self.milli_cpus,
+            version: 0,
         }
     }
 }
@@ -118,6 +134,7 @@ const READ_ONLY_FIELDS: &[&str] = &[
     "startedAt",
     "finishedAt",
     "error",
+    "version",
 ];
 
 const FIELDS: &[&str] = &[
@@ -129,6 +146,8 @@ const FIELDS: &[&str] = &[
     "timeoutSecs",
     "retries",
     "deadlineSecs",
+    "memoryMb",
+    "cpus",
 ];
 
 const MAX_NAME_CHARS: usize = 200;
@@ -162,6 +181,17 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
     let inputs = input_list(fields, limits)?;
     let variables = Variables::from_json(fields.get("variableJson").unwrap_or(&Value::Null))
         .map_err(|e| ValidationError::field("invalid_field", e.field, e.message))?;
+    let variables_size = variables.encoded_len();
+    if variables_size > limits.max_variables_bytes {
+        return Err(ValidationError::field(
+            "too_large",
+            "variableJson",
+            format!(
+                "variableJson is {variables_size} bytes (JSON-encoded), more than the {}-byte limit",
+                limits.max_variables_bytes
+            ),
+        ));
+    }
     let name = optional_string(fields, "name")?;
     if let Some(name) = &name {
         if name.chars().count() > MAX_NAME_CHARS {
@@ -178,6 +208,8 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
     let retries =
         integer_field(fields, "retries", 0, u64::from(limits.max_retries))?.unwrap_or(0) as u32;
     let deadline_secs = integer_field(fields, "deadlineSecs", 1, limits.max_timeout_secs)?;
+    let memory_mb = integer_field(fields, "memoryMb", 1, limits.max_memory_mb)?;
+    let milli_cpus = cpus_field(fields, limits.max_cpus)?;
 
     let rendered =
         template::render(&template_function, &variables).map_err(|MissingVariables(names)| {
@@ -209,6 +241,8 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
         retries,
         deadline_secs,
         inputs,
+        memory_mb,
+        milli_cpus,
     })
 }
 
@@ -235,9 +269,17 @@ pub fn from_form(
             ));
         }
         let value = match key.as_str() {
-            "timeoutSecs" | "retries" | "deadlineSecs" => match value.trim().parse::<i64>() {
-                Ok(n) => Value::from(n),
-                Err(_) => Value::String(value.clone()),
+            "timeoutSecs" | "retries" | "deadlineSecs" | "memoryMb" => {
+                match value.trim().parse::<i64>() {
+                    Ok(n) => Value::from(n),
+                    Err(_) => Value::String(value.clone()),
+                }
+            }
+            // A number where the text is one (finite: NaN and inf stay text,
+            // and are refused as not a number).
+            "cpus" => match value.trim().parse::<f64>() {
+                Ok(n) if n.is_finite() => Value::from(n),
+                _ => Value::String(value.clone()),
             },
             _ => Value::String(value.clone()),
         };
@@ -455,6 +497,46 @@ fn integer_field(
     }
 }
 
+/// `cpus`: a JSON number above 0 and at most `max` CPUs, as thousandths of
+/// a CPU rounded up (0.0005 is 1; 1.1 is 1100, not 1101 from the product's
+/// binary error).
+fn cpus_field(fields: &Map<String, Value>, max: u32) -> Result<Option<u32>, ValidationError> {
+    let value = match fields.get("cpus") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(value) => value,
+    };
+    let Value::Number(number) = value else {
+        return Err(ValidationError::field(
+            "invalid_field",
+            "cpus",
+            format!(
+                "cpus must be a number such as 0.5 or 2, not {}",
+                kind_of(value)
+            ),
+        ));
+    };
+    let out_of_range = || {
+        ValidationError::field(
+            "invalid_field",
+            "cpus",
+            format!("cpus must be a number above 0 and at most {max}"),
+        )
+    };
+    let cpus = number.as_f64().ok_or_else(out_of_range)?;
+    if !(cpus > 0.0 && cpus <= f64::from(max)) {
+        return Err(out_of_range());
+    }
+    // The tolerance absorbs the product's rounding error, far below a milli-CPU.
+    let milli = (cpus * 1000.0 - 1e-9).ceil();
+    if milli < 1.0 {
+        return Err(out_of_range());
+    }
+    // At most max × 1000, which fits: max is a u32 of CPUs only in theory.
+    u32::try_from(milli as u64)
+        .map(Some)
+        .map_err(|_| out_of_range())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +548,9 @@ mod tests {
             max_items: 5,
             max_item_bytes: 10,
             max_template_bytes: 100,
+            max_variables_bytes: 300,
+            max_memory_mb: 1024,
+            max_cpus: 8,
             ..SubmitLimits::default()
         }
     }
@@ -626,6 +711,46 @@ mod tests {
                 "too_large",
                 "variableJson",
             ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "variableJson": {"unused": "y".repeat(300)}}),
+                "too_large",
+                "variableJson",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "memoryMb": 0}),
+                "invalid_field",
+                "memoryMb",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "memoryMb": 1.5}),
+                "invalid_field",
+                "memoryMb",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "memoryMb": 1025}),
+                "invalid_field",
+                "memoryMb",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "cpus": 0}),
+                "invalid_field",
+                "cpus",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "cpus": -1}),
+                "invalid_field",
+                "cpus",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "cpus": "2"}),
+                "invalid_field",
+                "cpus",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "cpus": 8.5}),
+                "invalid_field",
+                "cpus",
+            ),
         ];
         for (body, code, field) in cases {
             assert_eq!(
@@ -655,6 +780,50 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn resource_limits_are_optional_and_cpus_become_milli_cpus_rounded_up() {
+        let bare = from_json(
+            &json!({"templateFunction": "x", "inputList": []}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!((bare.memory_mb, bare.milli_cpus), (None, None));
+        for (cpus, milli) in [
+            (json!(0.5), 500),
+            (json!(2), 2000),
+            (json!(1.1), 1100),
+            (json!(0.0001), 1),
+            (json!(8), 8000),
+        ] {
+            let task = from_json(
+                &json!({"templateFunction": "x", "inputList": [], "cpus": cpus, "memoryMb": 512}),
+                &limits(),
+            )
+            .unwrap();
+            assert_eq!(task.milli_cpus, Some(milli), "{cpus}");
+            assert_eq!(task.memory_mb, Some(512));
+        }
+        let form = from_form(
+            &pairs(&[
+                ("templateFunction", "x"),
+                ("inputList", "a"),
+                ("cpus", "0.25"),
+                ("memoryMb", "64"),
+            ]),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!((form.memory_mb, form.milli_cpus), (Some(64), Some(250)));
+        for bad in ["NaN", "inf", "lots", "-0.5"] {
+            let err = from_form(
+                &pairs(&[("templateFunction", "x"), ("inputList", "a"), ("cpus", bad)]),
+                &limits(),
+            )
+            .unwrap_err();
+            assert_eq!(err.field.as_deref(), Some("cpus"), "{bad}");
+        }
     }
 
     #[test]

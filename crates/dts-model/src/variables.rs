@@ -92,6 +92,24 @@ impl Variables {
     pub fn to_json_string(&self) -> String {
         self.to_json().to_string()
     }
+
+    /// Bytes of [`Variables::to_json_string`], counted without building it.
+    pub fn encoded_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        // Writing into a counter cannot fail, and the values are plain JSON.
+        let _ = serde_json::to_writer(&mut count, &self.0);
+        count.0
+    }
 }
 
 impl Serialize for Variables {
@@ -172,6 +190,13 @@ mod tests {
         let stored = serde_json::to_string(&v).unwrap();
         let loaded: Variables = serde_json::from_str(&stored).unwrap();
         assert_eq!(loaded, v);
+    }
+
+    #[test]
+    fn the_encoded_length_is_that_of_the_json_text() {
+        let v = Variables::from_json(&json!({"n": 2, "s": "t\"\n", "b": true, "é": 1.5})).unwrap();
+        assert_eq!(v.encoded_len(), v.to_json_string().len());
+        assert_eq!(Variables::default().encoded_len(), 2);
     }
 
     #[test]

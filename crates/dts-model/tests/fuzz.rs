@@ -248,6 +248,9 @@ fn limits() -> SubmitLimits {
         max_timeout_secs: 1000,
         default_timeout_secs: 60,
         max_retries: 10,
+        max_variables_bytes: 512,
+        max_memory_mb: 4096,
+        max_cpus: 16,
     }
 }
 
@@ -262,6 +265,8 @@ const FIELDS: &[&str] = &[
     "timeoutSecs",
     "retries",
     "deadlineSecs",
+    "memoryMb",
+    "cpus",
 ];
 const READ_ONLY: &[&str] = &[
     "id",
@@ -275,6 +280,7 @@ const READ_ONLY: &[&str] = &[
     "startedAt",
     "finishedAt",
     "error",
+    "version",
 ];
 const CODES: &[&str] = &[
     "invalid_body",
@@ -471,6 +477,7 @@ fn check_validation(
             let rendered = template::render(&task.template_function, &task.variables)
                 .map_err(|e| TestCaseError::fail(format!("accepted, yet {e}")))?;
             prop_assert!(json_escaped_len(&rendered) <= limits.max_template_bytes);
+            prop_assert!(task.variables.encoded_len() <= limits.max_variables_bytes);
         }
         Err(e) => {
             prop_assert!(CODES.contains(&e.code), "unexpected code {:?}", e.code);

@@ -21,6 +21,8 @@ pub mod redis;
 pub mod sqlite;
 
 use async_trait::async_trait;
+#[cfg(doc)]
+use dts_model::WorkerKind;
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +111,10 @@ pub trait Store: Send + Sync + 'static {
     /// The task, without its inputs.
     async fn task(&self, id: &str) -> StoreResult<Option<Task>>;
 
+    /// The task's [`Task::version`] alone: a cheap way to see whether it
+    /// changed. `None` for an unknown task.
+    async fn task_version(&self, id: &str) -> StoreResult<Option<u64>>;
+
     /// The task's input list.
     async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>>;
 
@@ -176,7 +182,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a worker's heartbeat (replacing its previous one, its
     /// `last_heartbeat` as given); it counts as live for `ttl` from now.
-    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<()>;
+    /// In one atomic step, a [`WorkerKind::NodeBeat`] heartbeat is refused
+    /// when the id belongs to a live [`WorkerKind::Dts`] worker (nothing
+    /// changes); a dts worker's heartbeat replaces any entry.
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<HeartbeatOutcome>;
 
     /// Forgets a worker at once (it is shutting down).
     async fn remove_worker(&self, id: &str) -> StoreResult<()>;
@@ -266,6 +275,15 @@ pub(crate) fn lease_millis(lease: Duration) -> u64 {
     u64::try_from(lease.as_millis())
         .unwrap_or(u64::MAX)
         .clamp(1, 1 << 50)
+}
+
+/// What [`Store::heartbeat`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// The heartbeat is the worker's entry now.
+    Recorded,
+    /// A node-beat for the id of a live dts worker: its entry was kept.
+    Refused,
 }
 
 /// What [`Store::claim_shard`] found.

@@ -2,7 +2,7 @@
 //! WAL journal, several stores sharing one file, and clear errors when the
 //! file cannot be opened or read.
 
-use dts_model::{ItemResult, TaskStatus, WorkerInfo, now_millis};
+use dts_model::{Isolation, ItemResult, TaskStatus, WorkerInfo, WorkerKind, now_millis};
 use dts_store::{DynStore, PlanOutcome, ResultFilter, ShardClaim, SqliteStore, Store, StoreError};
 use rusqlite::Connection;
 
@@ -28,6 +28,13 @@ async fn tasks_results_and_workers_survive_closing_and_reopening_the_file() {
         cores: 8,
         running_items: 2,
         last_heartbeat: now_millis(),
+        kind: WorkerKind::Dts,
+        isolation: Some(Isolation {
+            containment: "subreaper".to_string(),
+            run_as: None,
+            private_workdir: true,
+            limits: vec!["memoryMb".to_string()],
+        }),
     };
     let (after_shard, results) = {
         let store = open(&path);
@@ -132,8 +139,8 @@ fn a_file_from_a_newer_schema_is_refused() {
 }
 
 #[tokio::test]
-async fn a_file_from_schema_version_1_gains_the_lease_tables_and_the_deadline_and_keeps_its_tasks()
-{
+async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits_and_versions_and_keeps_its_tasks()
+ {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dts.sqlite");
     let t = task(4);
@@ -147,20 +154,29 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_and_the_deadline_an
         let raw = Connection::open(&path).unwrap();
         raw.execute_batch(
             "DROP TABLE shard_leases; DROP TABLE item_starts; \
-             ALTER TABLE tasks DROP COLUMN deadline_secs;",
+             ALTER TABLE tasks DROP COLUMN deadline_secs; \
+             ALTER TABLE tasks DROP COLUMN version; \
+             ALTER TABLE tasks DROP COLUMN memory_mb; \
+             ALTER TABLE tasks DROP COLUMN milli_cpus; \
+             ALTER TABLE workers DROP COLUMN kind; \
+             ALTER TABLE workers DROP COLUMN isolation;",
         )
         .unwrap();
         raw.pragma_update(None, "user_version", 1).unwrap();
     }
     let store = open(&path);
+    let read = store.task(&t.id).await.unwrap().expect("the task is kept");
+    assert_eq!(read.chunks_to_execute, 2);
     assert_eq!(
-        store
-            .task(&t.id)
-            .await
-            .unwrap()
-            .map(|t| t.chunks_to_execute),
-        Some(2)
+        (read.version, read.memory_mb, read.milli_cpus),
+        (0, None, None),
+        "what the old file did not have reads as unset"
     );
+    let changed = store
+        .transition(&t.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    assert_eq!(changed.version, 1);
     assert_eq!(
         store
             .claim_shard(&t.id, 0, "w-a", Duration::from_secs(60))
@@ -174,7 +190,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_and_the_deadline_an
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[tokio::test]

@@ -12,6 +12,9 @@ const MAX_ITEMS: usize = 1_000_000;
 const MAX_ITEM_BYTES: usize = 65_536;
 const MAX_TEMPLATE_BYTES: usize = 65_536;
 const MAX_BODY_BYTES: usize = 33_554_432;
+const MAX_VARIABLES_BYTES: usize = 65_536;
+const MAX_MEMORY_MB: u64 = 1_048_576;
+const MAX_CPUS: u64 = 1024;
 
 const UNKNOWN_ID: &str = "6f1c1a39-52bb-4a57-9d0a-3d2b1f5a9e10";
 
@@ -23,6 +26,7 @@ pub fn all(existing: &str) -> Table {
     form_cases(&mut table);
     id_cases(&mut table, existing);
     seed_query_cases(&mut table);
+    cross_site_cases(&mut table, existing);
     table
 }
 
@@ -172,6 +176,22 @@ fn json_cases(t: &mut Table, path: &str) {
     t.add(p("a name of 201 characters"), with(json!({"name": "é".repeat(201)})), "400 too_large name");
     t.add(p("a name that is an object"), with(json!({"name": {"first": "x"}})), "400 invalid_field name");
 
+    // Resource limits.
+    let bad_memory = [json!(0), json!(-1), json!("512"), json!(1.5), json!(MAX_MEMORY_MB + 1), json!(u64::MAX), json!(true)];
+    for value in bad_memory {
+        t.add(p(&format!("memoryMb {value}")), with(json!({"memoryMb": value})), "400 invalid_field memoryMb");
+    }
+    let bad_cpus = [json!(0), json!(-1), json!(-0.5), json!("2"), json!(MAX_CPUS + 1), json!(1e300), json!([1]), json!(false)];
+    for value in bad_cpus {
+        t.add(p(&format!("cpus {value}")), with(json!({"cpus": value})), "400 invalid_field cpus");
+    }
+
+    // Variables, used or not, are bounded as a whole.
+    let unused = json!({"variableJson": {"unused": "v".repeat(MAX_VARIABLES_BYTES)}});
+    t.add(p("unused variables over the limit"), with(unused), "400 too_large variableJson");
+    let many = Value::Object((0..MAX_VARIABLES_BYTES / 8).map(|i| (format!("v{i}"), json!(i))).collect());
+    t.add(p("many small variables over the limit"), with(json!({"variableJson": many})), "400 too_large variableJson");
+
     // Size and content type.
     let huge = vec![b' '; MAX_BODY_BYTES + 1];
     t.add(p("a body over the 32 MiB limit"), Request::json(path, huge), "413 too_large_body");
@@ -219,6 +239,12 @@ fn form_cases(t: &mut Table) {
     t.add(p("variableJson not JSON"), with("variableJson=%7Boops"), "400 invalid_field variableJson");
     t.add(p("NUL in an item"), Request::form("templateFunction=echo&inputList=a%00b"), "400 invalid_field inputList[0]");
     t.add(p("interpreter with arguments"), with("interpreter=bash+-c"), "400 invalid_field interpreter");
+    for value in ["0", "-1", "lots", "1.5", "1048577"] {
+        t.add(p(&format!("memoryMb={value}")), with(&format!("memoryMb={value}")), "400 invalid_field memoryMb");
+    }
+    for value in ["0", "-1", "NaN", "inf", "two", "1025"] {
+        t.add(p(&format!("cpus={value}")), with(&format!("cpus={value}")), "400 invalid_field cpus");
+    }
 
     // Sizes.
     let many = format!("templateFunction=echo&inputList={}", vec!["x"; MAX_ITEMS + 1].join("%2C"));
@@ -285,6 +311,8 @@ fn id_cases(t: &mut Table, existing: &str) {
         ("/v1/tasks?status=%ff".to_string(), "status"),
         ("/v1/tasks?limit=-1".to_string(), "limit"),
         ("/v1/tasks?limit=99999999999999999999999".to_string(), "limit"),
+        ("/v1/tasks?full=perhaps".to_string(), "full"),
+        (format!("/v1/tasks/{existing}/events?full=2"), "full"),
     ];
     for (path, field) in bad_params {
         t.add(format!("v1: {path}"), Request::get(&path), &format!("400 invalid_field {field}"));
@@ -323,7 +351,7 @@ fn seed_query_cases(t: &mut Table) {
     let post = Request::new(Method::POST, "/schedule/status", Some(JSON), b"{}".to_vec());
     t.add("status: POST", post, "405 method_not_allowed");
 
-    let beat = |query: &str| Request::get(&format!("/schedule/node-beat{query}"));
+    let beat = |query: &str| Request::new(Method::POST, &format!("/schedule/node-beat{query}"), None, Vec::new());
     t.add("node-beat: no nodeId", beat(""), "400 missing_field nodeId");
     t.add("node-beat: empty nodeId", beat("?nodeId="), "400 missing_field nodeId");
     t.add("node-beat: blank nodeId", beat("?nodeId=%20%09"), "400 missing_field nodeId");
@@ -337,6 +365,35 @@ fn seed_query_cases(t: &mut Table) {
         let query = format!("?nodeId=intruder&cores={cores}");
         t.add(format!("node-beat: {query}"), beat(&query), "400 invalid_field cores");
     }
-    let post = Request::new(Method::POST, "/schedule/node-beat?nodeId=x", Some(JSON), b"{}".to_vec());
-    t.add("node-beat: POST", post, "405 method_not_allowed");
+    t.add("node-beat: nodeId twice", beat("?nodeId=a&nodeId=b"), "400 repeated_field nodeId");
+    let both = Request::new(Method::POST, "/schedule/node-beat?nodeId=a", Some(FORM), b"nodeId=b".to_vec());
+    t.add("node-beat: nodeId in the query and the form", both, "400 repeated_field nodeId");
+    let json_body = Request::new(Method::POST, "/schedule/node-beat", Some(JSON), br#"{"nodeId":"x"}"#.to_vec());
+    t.add("node-beat: a JSON body", json_body, "415 unsupported_media_type");
+    // A GET must change nothing: an <img> tag could send it.
+    t.add("node-beat: GET", Request::get("/schedule/node-beat?nodeId=ghost&cores=4096"), "405 method_not_allowed");
+    let put = Request::new(Method::PUT, "/schedule/node-beat?nodeId=x", Some(JSON), b"{}".to_vec());
+    t.add("node-beat: PUT", put, "405 method_not_allowed");
+}
+
+/// Requests a page of another site could make the browser send: a foreign
+/// `Origin` (a form post, a fetch) or a foreign `Host` (DNS rebinding).
+#[rustfmt::skip]
+fn cross_site_cases(t: &mut Table, existing: &str) {
+    let form = || Request::form("templateFunction=touch+%2Ftmp%2Fdts-pwned&inputList=a");
+    let json_submit = || Request::value("/v1/tasks", &json!({"templateFunction": "touch /tmp/dts-pwned", "inputList": ["a"]}));
+    let origins = ["http://evil.example", "null", "https://evil.example:443", "http://127.0.0.1.evil.example", "file://"];
+    for origin in origins {
+        t.add(format!("a form post from origin {origin}"), form().header("Origin", origin), "403 forbidden_origin");
+        t.add(format!("a v1 submission from origin {origin}"), json_submit().header("Origin", origin), "403 forbidden_origin");
+    }
+    t.add("reading tasks from a foreign origin", Request::get("/v1/tasks").header("Origin", "http://evil.example"), "403 forbidden_origin");
+    t.add("cancelling from a foreign origin", Request::new(Method::POST, &format!("/v1/tasks/{existing}/cancel"), None, Vec::new()).header("Origin", "http://evil.example"), "403 forbidden_origin");
+    t.add("a node-beat from a foreign origin", Request::new(Method::POST, "/schedule/node-beat?nodeId=ghost", None, Vec::new()).header("Origin", "http://evil.example"), "403 forbidden_origin");
+
+    for host in ["attacker.example", "attacker.example:30000", "localhost.attacker.example", "127.0.0.1.nip.io", "[::1]:1"] {
+        t.add(format!("a form post naming Host {host}"), form().with_host(host), "421 forbidden_host");
+        t.add(format!("reading tasks naming Host {host}"), Request::get("/v1/tasks").with_host(host), "421 forbidden_host");
+    }
+    t.add("a foreign Host and Origin together", form().header("Origin", "http://attacker.example").with_host("attacker.example"), "421 forbidden_host");
 }

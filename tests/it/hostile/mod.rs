@@ -26,6 +26,10 @@ struct Request {
     content_type: Option<String>,
     body: Vec<u8>,
     raw: bool,
+    /// Extra headers (an `Origin`, say).
+    headers: Vec<(String, String)>,
+    /// The `Host` a raw request names instead of the server's address.
+    host: Option<String>,
 }
 
 impl Request {
@@ -36,6 +40,8 @@ impl Request {
             content_type: content_type.map(String::from),
             body,
             raw: false,
+            headers: Vec::new(),
+            host: None,
         }
     }
     fn json(path: &str, body: impl Into<Vec<u8>>) -> Request {
@@ -55,6 +61,19 @@ impl Request {
         Request {
             raw: true,
             ..Request::new(method, path, None, Vec::new())
+        }
+    }
+    /// With one more header.
+    fn header(mut self, name: &str, value: &str) -> Request {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+    /// Sent raw, naming `host` as its Host.
+    fn with_host(self, host: &str) -> Request {
+        Request {
+            raw: true,
+            host: Some(host.to_string()),
+            ..self
         }
     }
 }
@@ -96,8 +115,16 @@ async fn send_raw(base: &str, request: &Request) -> (StatusCode, Value) {
     let mut stream = tokio::net::TcpStream::connect(authority)
         .await
         .expect("connect");
+    let host = request.host.as_deref().unwrap_or(authority);
+    let mut extra = String::new();
+    if let Some(ct) = &request.content_type {
+        extra.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    for (name, value) in &request.headers {
+        extra.push_str(&format!("{name}: {value}\r\n"));
+    }
     let head = format!(
-        "{} {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{} {} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nContent-Length: {}\r\n\r\n",
         request.method,
         request.path,
         request.body.len()
@@ -188,10 +215,16 @@ async fn run_table(api: &Api, mode: &str) -> usize {
         let (status, body) = if r.raw {
             send_raw(&api.base, r).await
         } else {
-            api.request(
+            let headers: Vec<(&str, &str)> = r
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            api.request_with(
                 r.method.clone(),
                 &r.path,
                 r.content_type.as_deref(),
+                &headers,
                 r.body.clone(),
             )
             .await

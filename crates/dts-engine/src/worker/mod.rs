@@ -15,7 +15,7 @@ mod shard;
 use crate::Topics;
 use dts_bus::{BusError, DynBus};
 use dts_executor::Executor;
-use dts_model::{WorkerInfo, now_millis};
+use dts_model::{WorkerInfo, WorkerKind, now_millis};
 use dts_store::DynStore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -252,6 +252,8 @@ impl Inner {
             cores: self.settings.cores,
             running_items: self.running.load(Ordering::Relaxed),
             last_heartbeat: now_millis(),
+            kind: WorkerKind::Dts,
+            isolation: None,
         }
     }
 

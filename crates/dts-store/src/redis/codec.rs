@@ -28,6 +28,7 @@ pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)
         ("itemsSucceeded", task.items_succeeded.to_string()),
         ("itemsFailed", task.items_failed.to_string()),
         ("createdAt", task.created_at.to_string()),
+        ("version", task.version.to_string()),
     ];
     let optional = [
         ("name", task.name.clone()),
@@ -35,6 +36,8 @@ pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)
         ("finishedAt", task.finished_at.map(|t| t.to_string())),
         ("error", task.error.clone()),
         ("deadlineSecs", task.deadline_secs.map(|s| s.to_string())),
+        ("memoryMb", task.memory_mb.map(|m| m.to_string())),
+        ("milliCpus", task.milli_cpus.map(|c| c.to_string())),
     ];
     fields.extend(
         optional
@@ -98,6 +101,10 @@ impl TaskHash {
             finished_at: self.optional_parsed("finishedAt")?,
             error: self.optional_text("error"),
             deadline_secs: self.optional_parsed("deadlineSecs")?,
+            memory_mb: self.optional_parsed("memoryMb")?,
+            milli_cpus: self.optional_parsed("milliCpus")?,
+            // Tasks stored before versions existed start from 0.
+            version: self.optional_parsed("version")?.unwrap_or(0),
         })
     }
 
@@ -195,6 +202,9 @@ mod tests {
             started_at: Some(1_700_000_000_100),
             finished_at: None,
             error: None,
+            memory_mb: Some(2048),
+            milli_cpus: Some(500),
+            version: 7,
         }
     }
 
@@ -215,6 +225,8 @@ mod tests {
             name: None,
             started_at: None,
             error: Some("why".to_string()),
+            memory_mb: None,
+            milli_cpus: None,
             ..task
         };
         assert_eq!(hash_of(&bare).decode().unwrap(), bare);

@@ -17,7 +17,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:task:{id}` | hash | the task's fields (camelCase, as its JSON), `plan` (JSON) once planned, `member` (its list entry) |
+//! | `P:task:{id}` | hash | the task's fields (camelCase, as its JSON; `version` counts its changes, `milliCpus` is `cpus` × 1000), `plan` (JSON) once planned, `member` (its list entry) |
 //! | `P:task:{id}:inputs` | string | the input list as one JSON array |
 //! | `P:task:{id}:shards` | set | indices of completed shards |
 //! | `P:task:{id}:results` | hash | item index → result JSON |
@@ -50,7 +50,8 @@ mod tasks;
 mod workers;
 
 use crate::{
-    PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError, StoreResult,
+    HeartbeatOutcome, PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError,
+    StoreResult,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
@@ -238,6 +239,10 @@ impl Store for RedisStore {
         tasks::task(self, id).await
     }
 
+    async fn task_version(&self, id: &str) -> StoreResult<Option<u64>> {
+        tasks::task_version(self, id).await
+    }
+
     async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
         tasks::inputs(self, id).await
     }
@@ -289,7 +294,7 @@ impl Store for RedisStore {
         results::results(self, id, filter, offset, limit).await
     }
 
-    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<()> {
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<HeartbeatOutcome> {
         workers::heartbeat(self, worker, ttl).await
     }
 

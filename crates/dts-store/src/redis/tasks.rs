@@ -60,6 +60,33 @@ pub(super) async fn task(store: &RedisStore, id: &str) -> StoreResult<Option<Tas
     TaskHash::from_map(id, fields).decode().map(Some)
 }
 
+pub(super) async fn task_version(store: &RedisStore, id: &str) -> StoreResult<Option<u64>> {
+    let mut conn = store.conn.clone();
+    let op = format!("read version of task {id}");
+    // `id` is in every task hash, so its absence means no task; a hash
+    // written before versions existed has none and is at version 0.
+    let (stored_id, version): (Option<String>, Option<String>) = store
+        .run(
+            &op,
+            ::redis::cmd("HMGET")
+                .arg(store.keys.task(id))
+                .arg("id")
+                .arg("version")
+                .query_async(&mut conn),
+        )
+        .await?;
+    if stored_id.is_none() {
+        return Ok(None);
+    }
+    match version {
+        None => Ok(Some(0)),
+        Some(text) => text.parse().map(Some).map_err(|e| StoreError::Corrupt {
+            what: format!("task {id} version"),
+            detail: format!("{text:?}: {e}"),
+        }),
+    }
+}
+
 pub(super) async fn inputs(store: &RedisStore, id: &str) -> StoreResult<Option<Vec<String>>> {
     let mut conn = store.conn.clone();
     let (exists, json): (bool, Option<String>) = store

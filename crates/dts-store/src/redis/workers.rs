@@ -8,15 +8,15 @@
 use super::RedisStore;
 use super::codec;
 use super::scripts::SCRIPTS;
-use crate::StoreResult;
-use dts_model::WorkerInfo;
+use crate::{HeartbeatOutcome, StoreResult};
+use dts_model::{WorkerInfo, WorkerKind};
 use std::time::Duration;
 
 pub(super) async fn heartbeat(
     store: &RedisStore,
     worker: &WorkerInfo,
     ttl: Duration,
-) -> StoreResult<()> {
+) -> StoreResult<HeartbeatOutcome> {
     // PX takes a positive whole number of milliseconds.
     let ttl_ms = crate::lease_millis(ttl);
     let mut call = SCRIPTS.heartbeat.prepare_invoke();
@@ -24,14 +24,23 @@ pub(super) async fn heartbeat(
         .key(store.keys.workers())
         .arg(codec::worker_json(worker)?)
         .arg(ttl_ms)
-        .arg(&worker.id);
+        .arg(&worker.id)
+        .arg(match worker.kind {
+            WorkerKind::Dts => "dts",
+            WorkerKind::NodeBeat => "node-beat",
+        });
     let mut conn = store.conn.clone();
-    store
+    let recorded: i64 = store
         .run(
             &format!("record heartbeat of worker {}", worker.id),
-            call.invoke_async::<()>(&mut conn),
+            call.invoke_async(&mut conn),
         )
-        .await
+        .await?;
+    Ok(if recorded == 1 {
+        HeartbeatOutcome::Recorded
+    } else {
+        HeartbeatOutcome::Refused
+    })
 }
 
 pub(super) async fn remove_worker(store: &RedisStore, id: &str) -> StoreResult<()> {

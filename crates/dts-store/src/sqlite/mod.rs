@@ -18,7 +18,8 @@ mod tasks;
 mod workers;
 
 use crate::{
-    PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError, StoreResult, encode,
+    HeartbeatOutcome, PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError,
+    StoreResult, encode,
 };
 use async_trait::async_trait;
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
@@ -143,6 +144,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn task_version(&self, id: &str) -> StoreResult<Option<u64>> {
+        let id = id.to_string();
+        self.call(format!("read version of task {id}"), move |conn| {
+            tasks::task_version(conn, &id)
+        })
+        .await
+    }
+
     async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
         let id = id.to_string();
         self.call(format!("read inputs of task {id}"), move |conn| {
@@ -240,7 +249,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<()> {
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<HeartbeatOutcome> {
         let worker = worker.clone();
         self.call(
             format!("record heartbeat of worker {}", worker.id),

@@ -18,8 +18,11 @@ pub(super) fn record_results(
 ) -> DbResult<TaskStatus> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, mut task) = load_task(&tx, id)?;
+    let before = task.clone();
     apply_results(&tx, key, &mut task, results)?;
-    save_state(&tx, key, &task)?;
+    if task != before {
+        save_state(&tx, key, &mut task)?;
+    }
     tx.commit()?;
     Ok(task.status)
 }
@@ -35,6 +38,7 @@ pub(super) fn complete_shard(
     if shard >= task.chunks_to_execute {
         return Err(no_shard(id, shard, task.chunks_to_execute).into());
     }
+    let before = task.clone();
     apply_results(&tx, key, &mut task, results)?;
     // Whoever held the lease, nobody runs a completed shard again.
     super::leases::drop_lease(&tx, key, shard)?;
@@ -59,7 +63,9 @@ pub(super) fn complete_shard(
             finished_task = true;
         }
     }
-    save_state(&tx, key, &task)?;
+    if task != before {
+        save_state(&tx, key, &mut task)?;
+    }
     tx.commit()?;
     Ok(ShardCompletion {
         newly_completed,

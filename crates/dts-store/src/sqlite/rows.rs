@@ -6,7 +6,7 @@
 //! status rules live in Rust, next to the model, instead of in SQL.
 
 use crate::StoreError;
-use dts_model::{ItemResult, Task, TaskStatus, WorkerInfo};
+use dts_model::{Isolation, ItemResult, Task, TaskStatus, WorkerInfo, WorkerKind};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, named_params};
 
 /// An error inside a blocking operation: SQLite's own (classified later,
@@ -46,7 +46,8 @@ pub(super) fn classify(op: &str, e: rusqlite::Error) -> StoreError {
 /// The columns [`task_from_row`] reads, in its order.
 pub(super) const TASK_COLUMNS: &str = "key, id, name, status, template_function, variables, \
      interpreter, timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
-     items_succeeded, items_failed, created_at, started_at, finished_at, error, deadline_secs";
+     items_succeeded, items_failed, created_at, started_at, finished_at, error, deadline_secs, \
+     memory_mb, milli_cpus, version";
 
 /// A task row as SQLite gives it; [`RawTask::decode`] checks the text fields.
 pub(super) struct RawTask {
@@ -81,6 +82,9 @@ pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
             finished_at: row.get(16)?,
             error: row.get(17)?,
             deadline_secs: row.get(18)?,
+            memory_mb: row.get(19)?,
+            milli_cpus: row.get(20)?,
+            version: row.get(21)?,
         },
     })
 }
@@ -132,16 +136,20 @@ pub(super) fn task_key(conn: &Connection, id: &str) -> DbResult<i64> {
 pub(super) use crate::no_shard;
 
 /// Writes every field an operation may change (status, counters, times,
-/// error) of the task at `key`.
-pub(super) fn save_state(conn: &Connection, key: i64, task: &Task) -> DbResult<()> {
+/// error) of the task at `key`, and counts the change in its `version`
+/// (here and in `task`). Operations that may change nothing call it only
+/// when the task differs from what they read.
+pub(super) fn save_state(conn: &Connection, key: i64, task: &mut Task) -> DbResult<()> {
+    task.version += 1;
     conn.prepare_cached(
         "UPDATE tasks SET status = :status, chunks_to_execute = :chunks_to_execute, \
          chunks_executed = :chunks_executed, items_succeeded = :items_succeeded, \
          items_failed = :items_failed, started_at = :started_at, finished_at = :finished_at, \
-         error = :error WHERE key = :key",
+         error = :error, version = :version WHERE key = :key",
     )?
     .execute(named_params! {
         ":key": key,
+        ":version": task.version,
         ":status": task.status.as_str(),
         ":chunks_to_execute": task.chunks_to_execute,
         ":chunks_executed": task.chunks_executed,
@@ -177,16 +185,43 @@ pub(super) fn result_from_row(row: &Row<'_>) -> rusqlite::Result<ItemResult> {
 }
 
 /// The columns [`worker_from_row`] reads, in its order.
-pub(super) const WORKER_COLUMNS: &str = "id, hostname, cores, running_items, last_heartbeat";
+pub(super) const WORKER_COLUMNS: &str =
+    "id, hostname, cores, running_items, last_heartbeat, kind, isolation";
+
+/// A worker kind as the `kind` column holds it.
+pub(super) fn kind_text(kind: WorkerKind) -> &'static str {
+    match kind {
+        WorkerKind::Dts => "dts",
+        WorkerKind::NodeBeat => "node-beat",
+    }
+}
 
 pub(super) fn worker_from_row(row: &Row<'_>) -> rusqlite::Result<WorkerInfo> {
+    let kind: String = row.get(5)?;
+    let kind = match kind.as_str() {
+        "dts" => WorkerKind::Dts,
+        "node-beat" => WorkerKind::NodeBeat,
+        other => return Err(unreadable(5, format!("unknown worker kind {other:?}"))),
+    };
+    let isolation: Option<String> = row.get(6)?;
+    let isolation = isolation
+        .map(|json| serde_json::from_str::<Isolation>(&json))
+        .transpose()
+        .map_err(|e| unreadable(6, format!("worker isolation: {e}")))?;
     Ok(WorkerInfo {
         id: row.get(0)?,
         hostname: row.get(1)?,
         cores: row.get(2)?,
         running_items: row.get(3)?,
         last_heartbeat: row.get(4)?,
+        kind,
+        isolation,
     })
+}
+
+/// A column whose text cannot be read back.
+fn unreadable(column: usize, detail: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, detail.into())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -115,6 +115,17 @@ CREATE TABLE item_starts (
 /// Version 3: a task's deadline (`deadlineSecs`), NULL when it has none.
 const SCHEMA_V3: &str = "ALTER TABLE tasks ADD COLUMN deadline_secs INTEGER;";
 
+/// Version 4: a task's change counter (`version`) and resource limits
+/// (`memoryMb`, `cpus` as milli-CPUs); a worker's kind and isolation (JSON).
+/// Rows written before read as version 0, no limits, dts workers.
+const SCHEMA_V4: &str = "
+ALTER TABLE tasks ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN memory_mb INTEGER;
+ALTER TABLE tasks ADD COLUMN milli_cpus INTEGER;
+ALTER TABLE workers ADD COLUMN kind TEXT NOT NULL DEFAULT 'dts';
+ALTER TABLE workers ADD COLUMN isolation TEXT;
+";
+
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SetupError {
@@ -155,12 +166,18 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), SetupError> {
             tx.execute_batch(SCHEMA_V1)?;
             tx.execute_batch(SCHEMA_V2)?;
             tx.execute_batch(SCHEMA_V3)?;
+            tx.execute_batch(SCHEMA_V4)?;
         }
         1 => {
             tx.execute_batch(SCHEMA_V2)?;
             tx.execute_batch(SCHEMA_V3)?;
+            tx.execute_batch(SCHEMA_V4)?;
         }
-        2 => tx.execute_batch(SCHEMA_V3)?,
+        2 => {
+            tx.execute_batch(SCHEMA_V3)?;
+            tx.execute_batch(SCHEMA_V4)?;
+        }
+        3 => tx.execute_batch(SCHEMA_V4)?,
         SCHEMA_VERSION => {}
         found => return Err(SetupError::Unsupported { found }),
     }

@@ -24,11 +24,11 @@ pub(super) fn insert_task(
             "INSERT INTO tasks (id, name, status, template_function, variables, interpreter, \
              timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
              items_succeeded, items_failed, created_at, started_at, finished_at, error, \
-             deadline_secs) \
+             deadline_secs, memory_mb, milli_cpus, version) \
              VALUES (:id, :name, :status, :template_function, :variables, :interpreter, \
              :timeout_secs, :retries, :items_total, :chunks_to_execute, :chunks_executed, \
              :items_succeeded, :items_failed, :created_at, :started_at, :finished_at, :error, \
-             :deadline_secs) \
+             :deadline_secs, :memory_mb, :milli_cpus, :version) \
              ON CONFLICT (id) DO NOTHING",
         )?
         .execute(named_params! {
@@ -50,6 +50,9 @@ pub(super) fn insert_task(
             ":finished_at": task.finished_at,
             ":error": task.error,
             ":deadline_secs": task.deadline_secs,
+            ":memory_mb": task.memory_mb,
+            ":milli_cpus": task.milli_cpus,
+            ":version": task.version,
         })?;
     if inserted == 0 {
         return Err(StoreError::AlreadyExists(task.id.clone()).into());
@@ -63,6 +66,13 @@ pub(super) fn insert_task(
 
 pub(super) fn task(conn: &Connection, id: &str) -> DbResult<Option<Task>> {
     Ok(find_task(conn, id)?.map(|(_, task)| task))
+}
+
+pub(super) fn task_version(conn: &Connection, id: &str) -> DbResult<Option<u64>> {
+    Ok(conn
+        .prepare_cached("SELECT version FROM tasks WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?)
 }
 
 pub(super) fn inputs(conn: &Connection, id: &str) -> DbResult<Option<Vec<String>>> {
@@ -146,7 +156,7 @@ pub(super) fn transition(
     if let Some(error) = error {
         task.error = Some(error.to_string());
     }
-    save_state(&tx, key, &task)?;
+    save_state(&tx, key, &mut task)?;
     tx.commit()?;
     Ok(task)
 }
@@ -192,7 +202,7 @@ pub(super) fn save_plan(
     }
     tx.prepare_cached("UPDATE tasks SET plan = ?2 WHERE key = ?1")?
         .execute(rusqlite::params![key, plan_json])?;
-    save_state(&tx, key, &task)?;
+    save_state(&tx, key, &mut task)?;
     tx.commit()?;
     Ok(PlanOutcome::Created(task))
 }

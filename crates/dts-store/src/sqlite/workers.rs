@@ -3,30 +3,58 @@
 //! A row lives until its `expires_at`; expired rows are skipped by every read
 //! and deleted by the next [`live_workers`] call.
 
-use super::rows::{DbResult, WORKER_COLUMNS, worker_from_row};
+use super::rows::{DbResult, WORKER_COLUMNS, kind_text, worker_from_row};
+use crate::{HeartbeatOutcome, encode};
 use dts_model::{WorkerInfo, now_millis};
 use rusqlite::{Connection, named_params};
 use std::time::Duration;
 
-pub(super) fn heartbeat(conn: &Connection, worker: &WorkerInfo, ttl: Duration) -> DbResult<()> {
-    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    let expires_at = i64::try_from(now_millis().saturating_add(ttl_ms)).unwrap_or(i64::MAX);
-    conn.prepare_cached(
-        "INSERT INTO workers (id, hostname, cores, running_items, last_heartbeat, expires_at) \
-         VALUES (:id, :hostname, :cores, :running_items, :last_heartbeat, :expires_at) \
-         ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, cores = excluded.cores, \
-         running_items = excluded.running_items, last_heartbeat = excluded.last_heartbeat, \
-         expires_at = excluded.expires_at",
-    )?
-    .execute(named_params! {
-        ":id": worker.id,
-        ":hostname": worker.hostname,
-        ":cores": worker.cores,
-        ":running_items": worker.running_items,
-        ":last_heartbeat": worker.last_heartbeat,
-        ":expires_at": expires_at,
-    })?;
-    Ok(())
+/// Upserts the heartbeat in one statement. The rule of
+/// [`crate::Store::heartbeat`] (the same as `lua/heartbeat.lua`): a node-beat
+/// never replaces the entry of a live dts worker; the upsert's `WHERE` makes
+/// the check and the write one atomic step.
+pub(super) fn heartbeat(
+    conn: &Connection,
+    worker: &WorkerInfo,
+    ttl: Duration,
+) -> DbResult<HeartbeatOutcome> {
+    let now = now_millis();
+    let expires_at =
+        i64::try_from(now.saturating_add(crate::lease_millis(ttl))).unwrap_or(i64::MAX);
+    let isolation = worker
+        .isolation
+        .as_ref()
+        .map(|isolation| encode("worker isolation", isolation))
+        .transpose()?;
+    let written = conn
+        .prepare_cached(
+            "INSERT INTO workers (id, hostname, cores, running_items, last_heartbeat, expires_at, \
+             kind, isolation) \
+             VALUES (:id, :hostname, :cores, :running_items, :last_heartbeat, :expires_at, \
+             :kind, :isolation) \
+             ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, cores = excluded.cores, \
+             running_items = excluded.running_items, last_heartbeat = excluded.last_heartbeat, \
+             expires_at = excluded.expires_at, kind = excluded.kind, \
+             isolation = excluded.isolation \
+             WHERE NOT (excluded.kind = 'node-beat' AND workers.kind = 'dts' \
+             AND workers.expires_at > :now)",
+        )?
+        .execute(named_params! {
+            ":id": worker.id,
+            ":hostname": worker.hostname,
+            ":cores": worker.cores,
+            ":running_items": worker.running_items,
+            ":last_heartbeat": worker.last_heartbeat,
+            ":expires_at": expires_at,
+            ":kind": kind_text(worker.kind),
+            ":isolation": isolation,
+            ":now": i64::try_from(now).unwrap_or(i64::MAX),
+        })?;
+    Ok(if written == 1 {
+        HeartbeatOutcome::Recorded
+    } else {
+        HeartbeatOutcome::Refused
+    })
 }
 
 pub(super) fn remove_worker(conn: &Connection, id: &str) -> DbResult<()> {

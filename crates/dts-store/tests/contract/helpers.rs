@@ -24,6 +24,10 @@ pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
         started_at: None,
         finished_at: None,
         error: None,
+        // Round-trips the resource limits, which are set.
+        memory_mb: Some(512),
+        milli_cpus: Some(1500),
+        version: 0,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::helpers::*;
 use dts_model::{Task, TaskStatus, Variables, now_millis};
-use dts_store::{DynStore, ResultFilter, StoreError};
+use dts_store::{DynStore, PlanOutcome, ResultFilter, StoreError};
 
 pub(crate) async fn a_task_and_its_inputs_read_back_exactly_as_inserted(store: DynStore) {
     let awkward: Vec<String> = [
@@ -297,9 +297,98 @@ pub(crate) async fn transitions_stamp_their_times_and_keep_the_error_given(store
             started_at: Some(started),
             finished_at: Some(finished),
             error: Some("by user".into()),
+            version: 4,
             ..task
         },
         cancelled,
-        "nothing else changed"
+        "nothing else changed; four transitions, four versions"
+    );
+}
+
+pub(crate) async fn the_version_grows_with_every_change_and_never_with_a_read(store: DynStore) {
+    let task = insert(&store, 4).await;
+    let version = |store: DynStore, id: String| async move {
+        let cheap = store.task_version(&id).await.unwrap().expect("a version");
+        let whole = store.task(&id).await.unwrap().expect("the task").version;
+        assert_eq!(cheap, whole, "task_version agrees with the task");
+        cheap
+    };
+    assert_eq!(version(store.clone(), task.id.clone()).await, 0);
+    // Reads of every kind change nothing.
+    store.inputs(&task.id).await.unwrap();
+    store.list_tasks(None, 10).await.unwrap();
+    store.completed_shards(&task.id).await.unwrap();
+    store
+        .results(&task.id, ResultFilter::All, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(version(store.clone(), task.id.clone()).await, 0);
+
+    let mut last = 0;
+    let mut changed = |now: u64, what: &str| {
+        assert!(now > last, "{what}: version {now} after {last}");
+        last = now;
+    };
+    let submitted = store
+        .transition(&task.id, TaskStatus::Submitted, None)
+        .await
+        .unwrap();
+    changed(submitted.version, "a transition");
+    assert_eq!(
+        version(store.clone(), task.id.clone()).await,
+        submitted.version
+    );
+    let planned = match store.save_plan(&task.id, &even_plan(4, 2)).await.unwrap() {
+        PlanOutcome::Created(task) => task,
+        other => panic!("expected a new plan, got {other:?}"),
+    };
+    changed(planned.version, "saving the plan");
+    let status = store.record_results(&task.id, &[ok(0)]).await.unwrap();
+    assert_eq!(status, TaskStatus::InProgress);
+    let recorded = version(store.clone(), task.id.clone()).await;
+    changed(recorded, "recording a result");
+    store.record_results(&task.id, &[ok(0)]).await.unwrap();
+    assert_eq!(
+        version(store.clone(), task.id.clone()).await,
+        recorded,
+        "recording the same outcome again changes nothing"
+    );
+    store.record_results(&task.id, &[failed(0)]).await.unwrap();
+    changed(
+        version(store.clone(), task.id.clone()).await,
+        "an item recorded again with another outcome",
+    );
+    let first = store
+        .complete_shard(&task.id, 0, &[failed(0), ok(1)])
+        .await
+        .unwrap();
+    changed(first.task.version, "completing a shard");
+    let again = store
+        .complete_shard(&task.id, 0, &[failed(0), ok(1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        again.task.version, first.task.version,
+        "a redelivered completion changes nothing"
+    );
+    let last_shard = store
+        .complete_shard(&task.id, 1, &[ok(2), ok(3)])
+        .await
+        .unwrap();
+    assert!(last_shard.finished_task);
+    changed(last_shard.task.version, "completing the last shard");
+    assert_eq!(
+        store.task(&task.id).await.unwrap().map(|t| t.version),
+        Some(last_shard.task.version)
+    );
+}
+
+pub(crate) async fn the_version_of_an_unknown_task_is_none(store: DynStore) {
+    assert_eq!(
+        store
+            .task_version("6f1c1a39-52bb-4a57-9d0a-3d2b1f5a9e10")
+            .await
+            .unwrap(),
+        None
     );
 }

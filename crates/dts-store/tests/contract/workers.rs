@@ -1,7 +1,7 @@
 //! Contract: worker heartbeats, expiry and removal.
 
-use dts_model::{WorkerInfo, now_millis};
-use dts_store::DynStore;
+use dts_model::{Isolation, WorkerInfo, WorkerKind, now_millis};
+use dts_store::{DynStore, HeartbeatOutcome};
 use std::time::{Duration, Instant};
 
 pub(crate) fn worker(id: &str, cores: u32, running_items: u32) -> WorkerInfo {
@@ -11,6 +11,8 @@ pub(crate) fn worker(id: &str, cores: u32, running_items: u32) -> WorkerInfo {
         cores,
         running_items,
         last_heartbeat: now_millis(),
+        kind: WorkerKind::Dts,
+        isolation: None,
     }
 }
 
@@ -84,4 +86,95 @@ pub(crate) async fn a_removed_worker_is_gone_at_once(store: DynStore) {
     store.remove_worker("never-seen").await.unwrap();
     store.remove_worker("w-b").await.unwrap();
     assert!(store.live_workers().await.unwrap().is_empty());
+}
+
+/// `worker(id, ...)` as announced through the seed's node-beat.
+fn node_beat(id: &str, cores: u32) -> WorkerInfo {
+    WorkerInfo {
+        kind: WorkerKind::NodeBeat,
+        ..worker(id, cores, 0)
+    }
+}
+
+pub(crate) async fn a_node_beat_never_replaces_a_live_dts_worker(store: DynStore) {
+    let real = WorkerInfo {
+        isolation: Some(Isolation {
+            containment: "cgroup".to_string(),
+            run_as: Some("nobody".to_string()),
+            private_workdir: true,
+            limits: vec!["memoryMb".to_string(), "cpus".to_string()],
+        }),
+        ..worker("w-real", 4, 1)
+    };
+    assert_eq!(
+        store
+            .heartbeat(&real, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        HeartbeatOutcome::Recorded
+    );
+    assert_eq!(
+        store
+            .heartbeat(&node_beat("w-real", 4096), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        HeartbeatOutcome::Refused
+    );
+    assert_eq!(
+        store.live_workers().await.unwrap(),
+        vec![real.clone()],
+        "the dts worker's entry is kept whole"
+    );
+    // A node-beat may replace a node-beat, and creates new entries.
+    let beats = [node_beat("n-1", 2), node_beat("n-1", 3)];
+    for beat in &beats {
+        assert_eq!(
+            store
+                .heartbeat(beat, Duration::from_secs(60))
+                .await
+                .unwrap(),
+            HeartbeatOutcome::Recorded
+        );
+    }
+    assert_eq!(
+        store.live_workers().await.unwrap(),
+        vec![beats[1].clone(), real]
+    );
+}
+
+pub(crate) async fn a_dts_worker_replaces_a_node_beat_and_a_node_beat_replaces_a_gone_worker(
+    store: DynStore,
+) {
+    store
+        .heartbeat(&node_beat("w-1", 64), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let real = worker("w-1", 2, 0);
+    assert_eq!(
+        store
+            .heartbeat(&real, Duration::from_millis(300))
+            .await
+            .unwrap(),
+        HeartbeatOutcome::Recorded
+    );
+    assert_eq!(store.live_workers().await.unwrap(), vec![real]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live_ids(&store).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "a 300 ms heartbeat was still live after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let ghost = node_beat("w-1", 8);
+    assert_eq!(
+        store
+            .heartbeat(&ghost, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        HeartbeatOutcome::Recorded,
+        "the dts worker's heartbeat had expired"
+    );
+    assert_eq!(store.live_workers().await.unwrap(), vec![ghost]);
 }

@@ -11,7 +11,7 @@ if tonumber(ARGV[5]) >= planned then
   -- Counting it would let chunksExecuted pass chunksToExecute.
   return { 'noshard', int(planned) }
 end
-apply_results(9)
+local changed = apply_results(9)
 -- Whoever held the lease, nobody runs a completed shard again.
 redis.call('HDEL', LEASES, lease_fields(ARGV[5]))
 local newly = redis.call('SADD', SHARDS, ARGV[5]) == 1
@@ -27,6 +27,9 @@ if newly then
     end
     finished = true
   end
+end
+if changed or newly then
+  bump()
 end
 keep_retention()
 return reply({ 'ok', newly and '1' or '0', finished and '1' or '0' })

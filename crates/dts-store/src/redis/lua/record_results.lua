@@ -8,6 +8,8 @@ local planned = tonumber(redis.call('HGET', TASK, 'chunksToExecute'))
 if ARGV[5] ~= '' and tonumber(ARGV[5]) >= planned then
   return { 'noshard', int(planned) }
 end
-apply_results(6)
+if apply_results(6) then
+  bump()
+end
 keep_retention()
 return { 'ok', redis.call('HGET', TASK, 'status') }

@@ -18,4 +18,5 @@ enter(IN_PROGRESS, ARGV[7])
 if tonumber(ARGV[6]) == 0 then
   enter(ARGV[8], ARGV[7])
 end
+bump()
 return reply({ 'created' })

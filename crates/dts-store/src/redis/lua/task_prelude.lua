@@ -89,9 +89,17 @@ local function enter(to, now)
   end
 end
 
+-- Counts a change of the task in its `version` (hashes written before it
+-- existed start from 0). Every script that changes a task field calls it
+-- once; the SQLite store's save_state does the same.
+local function bump()
+  redis.call('HINCRBY', TASK, 'version', 1)
+end
+
 -- Upserts the results in ARGV[first..] (triples: index, '1' if it
 -- succeeded else '0', result JSON) and moves the task's counters by the
--- difference between each item's old outcome and its new one.
+-- difference between each item's old outcome and its new one. Returns
+-- whether a counter moved.
 local function apply_results(first)
   local succeeded, failed = 0, 0
   for i = first, #ARGV, 3 do
@@ -127,6 +135,7 @@ local function apply_results(first)
   if failed ~= 0 then
     redis.call('HINCRBY', TASK, 'itemsFailed', failed)
   end
+  return succeeded ~= 0 or failed ~= 0
 end
 
 -- The lease helpers (lease_prelude.lua), then the op-specific part follow.

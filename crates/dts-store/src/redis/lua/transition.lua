@@ -18,4 +18,5 @@ if ARGV[7] == '1' then
   redis.call('HSET', TASK, 'error', ARGV[8])
 end
 enter(ARGV[5], ARGV[6])
+bump()
 return reply({ 'ok' })
