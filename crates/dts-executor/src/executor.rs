@@ -9,6 +9,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::pin::{Pin, pin};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -19,7 +20,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::filter_env;
-use crate::kill::ProcessGroup;
+use crate::isolation::{
+    CgroupError, Containment, Isolation, IsolationReport, ItemCgroup, SetupError, reaper, workdir,
+};
+use crate::kill::{ItemProcesses, ProcessGroup};
 use crate::outcome::ExecOutcome;
 use crate::output::Capture;
 use crate::program::Program;
@@ -27,8 +31,9 @@ use crate::settings::ExecSettings;
 use crate::warm::{self, Host, ItemPipes, Report};
 
 /// How long to wait for stdout and stderr to close once the main process has
-/// exited and its group was killed. Only a process that left the group (with
-/// `setsid`) can hold a pipe open that long, and it must not hang the item.
+/// exited and its processes were killed. Only a process that escaped every
+/// kill (one in an uninterruptible sleep, say) can hold a pipe open that
+/// long, and it must not hang the item.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// The longest item Linux accepts: one argument or environment string,
@@ -38,6 +43,16 @@ const MAX_ITEM_BYTES: usize = 128 * 1024 - "DTS_ITEM=".len() - 1;
 
 /// `$0` of scripts, so that `$1` is the item.
 const SCRIPT_NAME: &str = "dts-item";
+
+/// The resources a task allows each of its items (`memoryMb`, `cpus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ItemLimits {
+    /// Memory the item's processes may use together, in MiB.
+    pub memory_mb: Option<u64>,
+    /// CPU time per second of wall time the item may use, in thousandths
+    /// of a CPU (1500 is one and a half).
+    pub milli_cpus: Option<u32>,
+}
 
 /// Which item is running, exported to the script as `DTS_*` variables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,17 +65,22 @@ pub struct ItemContext<'a> {
     pub index: u64,
     /// The item itself: `$1`, stdin and `DTS_ITEM`.
     pub input: &'a str,
+    /// The task's limits for each item.
+    pub limits: ItemLimits,
 }
 
 /// Runs items as child processes; one per worker, shared by all its slots.
 #[derive(Debug)]
 pub struct Executor {
     settings: ExecSettings,
-    /// The allow-listed part of the worker's environment, filtered once so
-    /// each item only copies it.
+    /// The allow-listed part of the worker's environment (with `USER`,
+    /// `LOGNAME` and `HOME` of the items' user when items switch user),
+    /// built once so each item only copies it.
     env: Vec<(OsString, OsString)>,
     /// Idle warm shells ([`ExecSettings::warm_shell`]).
     warm: warm::Pool,
+    /// The items' user, private directories and containment.
+    isolation: Isolation,
 }
 
 /// Why the executor stopped an item before it ended on its own.
@@ -103,16 +123,87 @@ enum ExecError {
     WarmHostDied { program: String },
     #[error(
         "the warm shell `{program}` could not connect the item's stdin, stdout and stderr \
-         (it opens them under /proc/{pid}/fd)",
-        pid = std::process::id()
+         (its named pipes)"
     )]
     WarmPipes { program: String },
+    #[error("could not make the item's private working directory: {0}")]
+    Workdir(#[source] io::Error),
+    #[error("could not set up the item's cgroup: {0}")]
+    Cgroup(#[source] CgroupError),
+}
+
+impl ExecError {
+    /// Whether the item did not start because this worker ran short of
+    /// descriptors, processes, memory or disk: not the item's fault.
+    fn is_worker_fault(&self) -> bool {
+        let errno = match self {
+            ExecError::Spawn { source, .. }
+            | ExecError::WarmSend { source, .. }
+            | ExecError::Workdir(source) => source.raw_os_error(),
+            ExecError::Cgroup(e) => e.os_error(),
+            _ => None,
+        };
+        matches!(
+            errno,
+            Some(
+                libc::EMFILE
+                    | libc::ENFILE
+                    | libc::EAGAIN
+                    | libc::ENOMEM
+                    | libc::ENOSPC
+                    | libc::EDQUOT
+            )
+        )
+    }
+}
+
+/// Where one item runs: its private directory and its cgroup, each when it
+/// has one. Given back through [`Executor::release`]; dropped half-way (the
+/// run was aborted), it kills and removes what it holds.
+#[derive(Debug, Default)]
+struct Place {
+    dir: Option<PathBuf>,
+    cgroup: Option<ItemCgroup>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = workdir::remove_tree(&dir);
+        }
+    }
+}
+
+/// One item's run, as the two ways of running it share it.
+struct Run<'a> {
+    program: &'a Program,
+    item: &'a ItemContext<'a>,
+    timeout: Duration,
+    cancel: &'a CancellationToken,
+    place: &'a Place,
+    started: Instant,
+}
+
+impl Run<'_> {
+    fn failed(&self, error: ExecError) -> ExecOutcome {
+        failed(error, self.started)
+    }
+}
+
+fn failed(error: ExecError, started: Instant) -> ExecOutcome {
+    ExecOutcome {
+        worker_fault: error.is_worker_fault(),
+        error: Some(error.to_string()),
+        duration: started.elapsed(),
+        ..ExecOutcome::default()
+    }
 }
 
 impl Executor {
     /// An executor whose scripts get the allow-listed variables of this
-    /// process's environment.
-    pub fn new(settings: ExecSettings) -> Self {
+    /// process's environment. Fails when the isolation asked for cannot be
+    /// set up (an unknown `run_as` user, cgroups required but not writable).
+    pub fn new(settings: ExecSettings) -> Result<Self, SetupError> {
         Self::with_base_env(settings, std::env::vars_os())
     }
 
@@ -121,18 +212,32 @@ impl Executor {
     pub fn with_base_env(
         settings: ExecSettings,
         env: impl IntoIterator<Item = (OsString, OsString)>,
-    ) -> Self {
-        let env = filter_env(&settings.env_allow, env);
-        Self {
+    ) -> Result<Self, SetupError> {
+        let isolation = Isolation::setup(&settings.isolation)?;
+        let mut env = filter_env(&settings.env_allow, env);
+        if let Some(user) = &isolation.user {
+            // The worker's own HOME and USER would point items at the
+            // worker's files.
+            set_var(&mut env, "USER", user.name.as_str().into());
+            set_var(&mut env, "LOGNAME", user.name.as_str().into());
+            set_var(&mut env, "HOME", user.home.as_os_str().to_owned());
+        }
+        Ok(Self {
             settings,
             env,
             warm: warm::Pool::default(),
-        }
+            isolation,
+        })
     }
 
     /// The settings this executor was built with.
     pub fn settings(&self) -> &ExecSettings {
         &self.settings
+    }
+
+    /// How this executor isolates items, for heartbeats and logs.
+    pub fn isolation(&self) -> IsolationReport {
+        self.isolation.report(self.settings.workdir.is_some())
     }
 
     /// The `PATH` scripts get; pass it to [`Program::prepare`].
@@ -158,9 +263,10 @@ impl Executor {
     /// failures: those are outcomes with [`ExecOutcome::error`] set.
     ///
     /// On `timeout` or when `cancel` fires, the item's process group gets
-    /// SIGTERM, then SIGKILL after [`ExecSettings::kill_grace`]. When the main
-    /// process ends, whatever is left in its group is killed. An item whose
-    /// token is already cancelled is not started.
+    /// SIGTERM, then SIGKILL (with its whole cgroup) after
+    /// [`ExecSettings::kill_grace`]. When the main process ends, whatever
+    /// is left of the item is killed. An item whose token is already
+    /// cancelled is not started.
     pub async fn run(
         &self,
         program: &Program,
@@ -190,96 +296,345 @@ impl Executor {
                 ..ExecOutcome::default()
             };
         }
-        let failed = |error: ExecError| ExecOutcome {
-            error: Some(error.to_string()),
-            duration: started.elapsed(),
-            ..ExecOutcome::default()
-        };
+        let warm = self.warm_script(program);
         if item.input.contains('\0') {
-            return failed(ExecError::NulInItem {
-                program: program.display_name().into_owned(),
-            });
+            return failed(
+                ExecError::NulInItem {
+                    program: program.display_name().into_owned(),
+                },
+                started,
+            );
         }
-        if let Some((interpreter, script)) = self.warm_script(program) {
-            if item.input.len() > MAX_ITEM_BYTES {
-                // The same limit as a fresh process, so a task behaves the
-                // same either way (scripts' own commands get DTS_ITEM too).
-                return failed(ExecError::ItemTooLong {
+        if let Some((interpreter, _)) = warm.filter(|_| item.input.len() > MAX_ITEM_BYTES) {
+            // The same limit as a fresh process, so a task behaves the same
+            // either way (scripts' own commands get DTS_ITEM too).
+            return failed(
+                ExecError::ItemTooLong {
                     program: interpreter.to_owned(),
                     len: item.input.len(),
                     source: io::Error::from_raw_os_error(libc::E2BIG),
+                },
+                started,
+            );
+        }
+        let place = match self.place(item) {
+            Ok(place) => place,
+            Err(error) => return failed(error, started),
+        };
+        let run = Run {
+            program,
+            item,
+            timeout,
+            cancel,
+            place: &place,
+            started,
+        };
+        let mut outcome = match warm {
+            Some(warm) => self.run_warm(&run, warm, held).await,
+            None => self.run_fresh(&run, held).await,
+        };
+        self.release(place, item, &mut outcome).await;
+        outcome
+    }
+
+    /// The item's private directory and cgroup, as configured.
+    fn place(&self, item: &ItemContext<'_>) -> Result<Place, ExecError> {
+        let mut place = Place {
+            cgroup: self
+                .isolation
+                .cgroups
+                .take(&item.limits)
+                .map_err(ExecError::Cgroup)?,
+            dir: None,
+        };
+        if self.isolation.private_workdir && self.settings.workdir.is_none() {
+            match self.isolation.scratch.make_dir("item") {
+                Ok(dir) => place.dir = Some(dir),
+                Err(e) => {
+                    if let Some(cgroup) = place.cgroup.take() {
+                        self.isolation.cgroups.put(cgroup);
+                    }
+                    return Err(ExecError::Workdir(e));
+                }
+            }
+        }
+        Ok(place)
+    }
+
+    /// Gives the item's place back: its cgroup to the pool (saying whether
+    /// the item went over its memory limit), its directory removed.
+    async fn release(&self, mut place: Place, item: &ItemContext<'_>, outcome: &mut ExecOutcome) {
+        if let Some(cgroup) = place.cgroup.take() {
+            if cgroup.oom_killed() && !outcome.succeeded() {
+                outcome.error = Some(match item.limits.memory_mb {
+                    Some(mb) => format!(
+                        "killed: the item used more memory than the task allows (memoryMb = {mb})"
+                    ),
+                    None => "killed: the item ran out of memory".to_owned(),
                 });
             }
-            return self
-                .run_warm(
-                    program,
-                    (interpreter, script),
-                    item,
-                    timeout,
-                    cancel,
-                    held,
-                    started,
-                )
-                .await;
+            self.isolation.cgroups.put(cgroup);
         }
-        let mut child = match self.command(program, item).spawn() {
+        if let Some(dir) = place.dir.take() {
+            // An empty directory goes at once; a full one off this thread.
+            if std::fs::remove_dir(&dir).is_err() {
+                let removed = tokio::task::spawn_blocking(move || {
+                    workdir::remove_tree(&dir).map_err(|e| (dir, e))
+                })
+                .await;
+                if let Ok(Err((dir, e))) = removed {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove an item's private directory");
+                }
+            }
+        }
+    }
+
+    /// Runs the item as a new process.
+    async fn run_fresh<H>(&self, run: &Run<'_>, held: H) -> ExecOutcome {
+        let mut command = self.command(run);
+        let mut child = match reaper::spawn(&mut command) {
             Ok(child) => child,
-            Err(source) => return failed(self.spawn_error(program, item, source)),
+            Err(source) => return run.failed(self.spawn_error(run, source)),
         };
-        let mut group = ProcessGroup::new(child.id());
-        let feed = feed_stdin(child.stdin.take(), item.input);
+        let pid = child.id();
+        let mut processes = ItemProcesses {
+            group: ProcessGroup::new(pid),
+            cgroup: run.place.cgroup.as_ref(),
+        };
+        let feed = feed_stdin(child.stdin.take(), run.item.input);
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let mut out = Capture::new(self.settings.output_cap_bytes);
         let mut err = Capture::new(self.settings.output_cap_bytes);
 
-        let (waited, stop) = {
+        let (ended, stop) = {
             let both = pin!(async { tokio::join!(out.fill_from(stdout), err.fill_from(stderr)) });
             let mut readers = Readers { both, done: false };
+            let mut watched = Watched::Fresh {
+                child: &mut child,
+                program: run.program,
+            };
             let ended = self
-                .supervise(&mut child, &group, &mut readers, feed, timeout, cancel)
+                .supervise(&mut watched, &mut processes, &mut readers, feed, run)
                 .await;
-            after_exit(&mut group, &mut readers, held, item).await;
+            self.after_exit(&mut processes, &mut readers, held, run.item, None)
+                .await;
             ended
         };
-        outcome(program, waited, stop, out, err, started)
+        reaper::forget(pid);
+        outcome(ended, stop, out, err, run.started)
     }
 
-    /// Waits for the main process to exit while reading its output and
-    /// feeding its stdin, and stops its group on timeout or cancellation:
-    /// SIGTERM first, SIGKILL after the grace.
+    /// Runs the item in a subshell of a warm shell (see the `warm` module):
+    /// the same supervision, with the host's reports standing in for the
+    /// child's exit.
+    async fn run_warm<H>(
+        &self,
+        run: &Run<'_>,
+        (interpreter, script): (&str, &str),
+        held: H,
+    ) -> ExecOutcome {
+        let name = || interpreter.to_owned();
+        let mut host = match self.warm.take(interpreter) {
+            Some(host) => host,
+            None => match Host::start(
+                interpreter,
+                &self.env,
+                self.host_dir(),
+                SCRIPT_NAME,
+                self.isolation.confinement(),
+                &self.isolation.scratch,
+            ) {
+                Ok(host) => host,
+                Err(source) => return run.failed(self.spawn_error(run, source)),
+            },
+        };
+        let mut pipes = match host.item_pipes() {
+            Ok(pipes) => pipes,
+            Err(source) => {
+                return run.failed(ExecError::WarmSend {
+                    program: name(),
+                    source,
+                });
+            }
+        };
+        let dir = run.place.dir.as_deref();
+        let home = dir.filter(|_| self.isolation.user.is_some());
+        if let Err(source) = host.send(script, run.item, &pipes, dir, home).await {
+            return run.failed(ExecError::WarmSend {
+                program: name(),
+                source,
+            });
+        }
+        let host_pid = host.pid();
+        let feed = feed_stdin(pipes.stdin.take(), run.item.input);
+        let (stdout, stderr) = (pipes.stdout.take(), pipes.stderr.take());
+        let mut out = Capture::new(self.settings.output_cap_bytes);
+        let mut err = Capture::new(self.settings.output_cap_bytes);
+        let mut processes = ItemProcesses {
+            group: ProcessGroup::new(None),
+            cgroup: run.place.cgroup.as_ref(),
+        };
+
+        let (ended, stop) = {
+            let both = pin!(async { tokio::join!(out.fill_from(stdout), err.fill_from(stderr)) });
+            let mut readers = Readers { both, done: false };
+            let mut watched = Watched::Warm {
+                host: &mut host,
+                pipes: &mut pipes,
+                opened: false,
+            };
+            let ended = self
+                .supervise(&mut watched, &mut processes, &mut readers, feed, run)
+                .await;
+            self.after_exit(&mut processes, &mut readers, held, run.item, host_pid)
+                .await;
+            ended
+        };
+        drop(pipes);
+        if ended.is_ok() {
+            self.warm.put(host);
+        }
+        outcome(ended, stop, out, err, run.started)
+    }
+
+    /// Where a warm shell runs: the configured working directory, or its
+    /// own private directory when items get private ones (never the
+    /// worker's), or the worker's otherwise.
+    fn host_dir(&self) -> Option<&Path> {
+        match &self.settings.workdir {
+            Some(dir) => Some(dir),
+            None if self.isolation.private_workdir => None,
+            None => Some(Path::new(".")),
+        }
+    }
+
+    /// Waits for the item's main process (or warm subshell) to end while
+    /// reading its output and feeding its stdin, and stops it on timeout or
+    /// cancellation: SIGTERM first, SIGKILL after the grace.
     async fn supervise<F: Future<Output = ((), ())>>(
         &self,
-        child: &mut Child,
-        group: &ProcessGroup,
+        watched: &mut Watched<'_>,
+        processes: &mut ItemProcesses<'_>,
         readers: &mut Readers<'_, F>,
         feed: impl Future<Output = ()>,
-        timeout: Duration,
-        cancel: &CancellationToken,
-    ) -> (io::Result<ExitStatus>, Option<Stop>) {
+        run: &Run<'_>,
+    ) -> (Result<ExitStatus, ExecError>, Option<Stop>) {
         let mut feed = pin!(feed);
         let mut feed_done = false;
-        let mut deadline = pin!(tokio::time::sleep_until(after(timeout)));
+        let mut deadline = pin!(tokio::time::sleep_until(after(run.timeout)));
         let mut stopper = Stopper::new(self.settings.kill_grace);
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 biased;
-                waited = child.wait() => return (waited, stopper.stop),
-                () = readers.finish(), if !readers.done => {}
-                () = &mut feed, if !feed_done => feed_done = true,
+                event = watched.next() => event,
+                () = readers.finish(), if !readers.done => continue,
+                () = &mut feed, if !feed_done => {
+                    feed_done = true;
+                    continue;
+                }
                 // `kill_at` is Some whenever this branch is enabled.
                 () = tokio::time::sleep_until(stopper.kill_at.unwrap_or(deadline.deadline())), if stopper.kill_at.is_some() => {
-                    stopper.escalate(group);
+                    stopper.escalate(processes);
+                    continue;
                 }
-                () = cancel.cancelled(), if stopper.stop.is_none() => stopper.begin(Stop::Cancelled, group),
-                () = &mut deadline, if stopper.stop.is_none() => stopper.begin(Stop::TimedOut, group),
+                () = run.cancel.cancelled(), if stopper.stop.is_none() => {
+                    stopper.begin(Stop::Cancelled, processes);
+                    continue;
+                }
+                () = &mut deadline, if stopper.stop.is_none() => {
+                    stopper.begin(Stop::TimedOut, processes);
+                    continue;
+                }
+            };
+            match event {
+                Event::Nothing => {}
+                Event::Ended(ended) => {
+                    let status = ended.map(|ended| match ended {
+                        Ended::Status(status) => status,
+                        Ended::Shell(status) => warm_status(status, &stopper),
+                    });
+                    return (status, stopper.stop);
+                }
+                Event::Started(pid) => {
+                    processes.group = ProcessGroup::new(Some(pid));
+                    if let Err(error) = self.admit(watched, processes, pid).await {
+                        processes.signal(libc::SIGKILL);
+                        return (Err(error), stopper.stop);
+                    }
+                    // A stop that came before the pid is delivered now.
+                    stopper.resend(processes);
+                }
             }
         }
     }
 
-    /// The child for `item`: its own process group, a cleared environment plus
-    /// the allow-list and `DTS_*`, and piped stdio.
-    fn command(&self, program: &Program, item: &ItemContext<'_>) -> Command {
-        let mut command = match program {
+    /// Puts a warm item's subshell into the item's cgroup and lets it go on.
+    async fn admit(
+        &self,
+        watched: &mut Watched<'_>,
+        processes: &ItemProcesses<'_>,
+        pid: u32,
+    ) -> Result<(), ExecError> {
+        if let Some(cgroup) = processes.cgroup {
+            cgroup.add(pid).map_err(ExecError::Cgroup)?;
+        }
+        if let Watched::Warm { host, .. } = watched {
+            host.go().await.map_err(|source| ExecError::WarmSend {
+                program: host.interpreter().to_owned(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// What follows the end of an item's main process, either way it ran:
+    /// the slot goes back, every process left of the item is killed
+    /// (nothing may outlive the item or keep its pipes open) — with the
+    /// subreaper, also those that left its process group, which are now
+    /// children of this process (or of the warm shell `host`) — and the
+    /// output still in the pipes is read, for at most [`DRAIN_LIMIT`].
+    async fn after_exit<F: Future<Output = ((), ())>, H>(
+        &self,
+        processes: &mut ItemProcesses<'_>,
+        readers: &mut Readers<'_, F>,
+        held: H,
+        item: &ItemContext<'_>,
+        host: Option<u32>,
+    ) {
+        drop(held);
+        processes.kill_all();
+        if self.isolation.containment == Containment::Subreaper {
+            let killed = match host {
+                Some(pid) => reaper::kill_children_of(pid).await,
+                None => reaper::kill_orphans().await,
+            };
+            if killed > 0 {
+                tracing::debug!(
+                    task = item.task_id,
+                    index = item.index,
+                    killed,
+                    "killed processes the item left behind"
+                );
+            }
+        }
+        if tokio::time::timeout(DRAIN_LIMIT, readers.finish())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                task = item.task_id,
+                index = item.index,
+                "item output still open after its process exited; keeping what was read"
+            );
+        }
+    }
+
+    /// The child for an item: its own process group and place, a cleared
+    /// environment plus the allow-list and `DTS_*`, piped stdio, and the
+    /// isolation's confinement.
+    fn command(&self, run: &Run<'_>) -> Command {
+        let item = run.item;
+        let mut command = match run.program {
             Program::Direct(path) => Command::new(path),
             Program::Script {
                 interpreter,
@@ -303,15 +658,29 @@ impl Executor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(dir) = &self.settings.workdir {
+        if let Some(dir) = self.item_dir(run.place) {
             command.current_dir(dir);
         }
+        if let (Some(dir), Some(_)) = (&run.place.dir, &self.isolation.user) {
+            command.env("HOME", dir);
+        }
+        let mut confinement = self.isolation.confinement();
+        if let Some(cgroup) = &run.place.cgroup {
+            confinement.cgroup_procs = cgroup.procs_fds();
+        }
+        confinement.apply(&mut command);
         command
     }
 
-    /// The interpreter and script of `program` when it runs in a warm shell:
-    /// the setting is on and it is a bash script (one with a NUL byte could
-    /// not be sent, and fails as a fresh process would).
+    /// The directory an item runs in: its private one, the configured one,
+    /// or (`None`) the worker's.
+    fn item_dir<'p>(&'p self, place: &'p Place) -> Option<&'p Path> {
+        place.dir.as_deref().or(self.settings.workdir.as_deref())
+    }
+
+    /// The interpreter and script of `program` when it runs in a warm
+    /// shell: the setting is on and it is a bash script (one with a NUL byte
+    /// could not be sent, and fails as a fresh process would).
     fn warm_script<'p>(&self, program: &'p Program) -> Option<(&'p str, &'p str)> {
         match program {
             Program::Script {
@@ -327,168 +696,16 @@ impl Executor {
         }
     }
 
-    /// [`Executor::run_holding`] for an item run in a subshell of a warm
-    /// shell (see the `warm` module): the same supervision, with the host's
-    /// reports standing in for the child's exit.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_warm<H>(
-        &self,
-        program: &Program,
-        (interpreter, script): (&str, &str),
-        item: &ItemContext<'_>,
-        timeout: Duration,
-        cancel: &CancellationToken,
-        held: H,
-        started: Instant,
-    ) -> ExecOutcome {
-        let failed = |error: ExecError| ExecOutcome {
-            error: Some(error.to_string()),
-            duration: started.elapsed(),
-            ..ExecOutcome::default()
-        };
-        let name = || interpreter.to_owned();
-        let mut host = match self.warm.take(interpreter) {
-            Some(host) => host,
-            None => match Host::start(
-                interpreter,
-                &self.env,
-                self.settings.workdir.as_deref(),
-                SCRIPT_NAME,
-            ) {
-                Ok(host) => host,
-                Err(source) => return failed(self.spawn_error(program, item, source)),
-            },
-        };
-        let mut pipes = match ItemPipes::new() {
-            Ok(pipes) => pipes,
-            Err(source) => {
-                return failed(ExecError::WarmSend {
-                    program: name(),
-                    source,
-                });
-            }
-        };
-        if let Err(source) = host.send(script, item, &pipes).await {
-            return failed(ExecError::WarmSend {
-                program: name(),
-                source,
-            });
-        }
-        let feed = feed_stdin(pipes.stdin.take(), item.input);
-        let (stdout, stderr) = (pipes.stdout.take(), pipes.stderr.take());
-        let mut out = Capture::new(self.settings.output_cap_bytes);
-        let mut err = Capture::new(self.settings.output_cap_bytes);
-        let mut group = ProcessGroup::new(None);
-
-        let (ended, stop) = {
-            let both = pin!(async { tokio::join!(out.fill_from(stdout), err.fill_from(stderr)) });
-            let mut readers = Readers { both, done: false };
-            let ended = self
-                .supervise_warm(
-                    &mut host,
-                    &mut pipes,
-                    &mut group,
-                    &mut readers,
-                    feed,
-                    timeout,
-                    cancel,
-                )
-                .await;
-            after_exit(&mut group, &mut readers, held, item).await;
-            ended
-        };
-        match ended {
-            Ok(status) => {
-                self.warm.put(host);
-                outcome(program, Ok(status), stop, out, err, started)
-            }
-            Err(error) => {
-                let mut result = outcome(
-                    program,
-                    Ok(ExitStatus::from_raw(0)),
-                    stop,
-                    out,
-                    err,
-                    started,
-                );
-                result.exit_code = None;
-                result.error = Some(error.to_string());
-                result
-            }
-        }
-    }
-
-    /// [`Executor::supervise`] for a warm item: waits for the host to report
-    /// the subshell's end, closing the executor's copies of the item's pipe
-    /// ends once the subshell has opened its own.
-    #[allow(clippy::too_many_arguments)]
-    async fn supervise_warm<F: Future<Output = ((), ())>>(
-        &self,
-        host: &mut Host,
-        pipes: &mut ItemPipes,
-        group: &mut ProcessGroup,
-        readers: &mut Readers<'_, F>,
-        feed: impl Future<Output = ()>,
-        timeout: Duration,
-        cancel: &CancellationToken,
-    ) -> (Result<ExitStatus, ExecError>, Option<Stop>) {
-        let program = host.interpreter().to_owned();
-        let mut feed = pin!(feed);
-        let mut feed_done = false;
-        let mut deadline = pin!(tokio::time::sleep_until(after(timeout)));
-        let mut stopper = Stopper::new(self.settings.kill_grace);
-        let mut opened = false;
-        loop {
-            tokio::select! {
-                biased;
-                report = host.next_report() => match report {
-                    Some(Report::Started(pid)) => {
-                        *group = ProcessGroup::new(Some(pid));
-                        // A stop that came before the pid is delivered now.
-                        stopper.resend(group);
-                    }
-                    Some(Report::Opened) => {
-                        opened = true;
-                        pipes.close_child_ends();
-                    }
-                    Some(Report::Exited(status)) => {
-                        pipes.close_child_ends();
-                        if !opened {
-                            return (Err(ExecError::WarmPipes { program }), stopper.stop);
-                        }
-                        return (Ok(warm_status(status, &stopper)), stopper.stop);
-                    }
-                    None => {
-                        pipes.close_child_ends();
-                        return (Err(ExecError::WarmHostDied { program }), stopper.stop);
-                    }
-                },
-                () = readers.finish(), if !readers.done => {}
-                () = &mut feed, if !feed_done => feed_done = true,
-                // `kill_at` is Some whenever this branch is enabled.
-                () = tokio::time::sleep_until(stopper.kill_at.unwrap_or(deadline.deadline())), if stopper.kill_at.is_some() => {
-                    stopper.escalate(group);
-                }
-                () = cancel.cancelled(), if stopper.stop.is_none() => stopper.begin(Stop::Cancelled, group),
-                () = &mut deadline, if stopper.stop.is_none() => stopper.begin(Stop::TimedOut, group),
-            }
-        }
-    }
-
-    fn spawn_error(
-        &self,
-        program: &Program,
-        item: &ItemContext<'_>,
-        source: io::Error,
-    ) -> ExecError {
-        let program = program.display_name().into_owned();
-        if source.raw_os_error() == Some(libc::E2BIG) && item.input.len() > MAX_ITEM_BYTES {
+    fn spawn_error(&self, run: &Run<'_>, source: io::Error) -> ExecError {
+        let program = run.program.display_name().into_owned();
+        if source.raw_os_error() == Some(libc::E2BIG) && run.item.input.len() > MAX_ITEM_BYTES {
             return ExecError::ItemTooLong {
                 program,
-                len: item.input.len(),
+                len: run.item.input.len(),
                 source,
             };
         }
+        // A configured directory can be wrong; a private one is dts's own.
         let place = match &self.settings.workdir {
             Some(dir) => format!(" in `{}`", dir.display()),
             None => String::new(),
@@ -497,6 +714,89 @@ impl Executor {
             program,
             place,
             source,
+        }
+    }
+}
+
+/// Replaces (or adds) `name` in `env`.
+fn set_var(env: &mut Vec<(OsString, OsString)>, name: &str, value: OsString) {
+    env.retain(|(k, _)| k != name);
+    env.push((name.into(), value));
+}
+
+/// What the executor watches for the end of an item.
+enum Watched<'a> {
+    /// A process of its own.
+    Fresh {
+        child: &'a mut Child,
+        program: &'a Program,
+    },
+    /// A subshell of a warm shell, reported on by the host.
+    Warm {
+        host: &'a mut Host,
+        pipes: &'a mut ItemPipes,
+        /// The subshell opened its stdio.
+        opened: bool,
+    },
+}
+
+/// What happened to the watched item.
+enum Event {
+    /// The subshell started with this pid (a warm item's group).
+    Started(u32),
+    /// Something the watcher handled itself.
+    Nothing,
+    Ended(Result<Ended, ExecError>),
+}
+
+/// How the item's main process ended.
+enum Ended {
+    /// As the kernel reported it.
+    Status(ExitStatus),
+    /// As a warm shell reported it (`$?`).
+    Shell(i32),
+}
+
+impl Watched<'_> {
+    /// The next event. Cancel safe.
+    async fn next(&mut self) -> Event {
+        match self {
+            Watched::Fresh { child, program } => {
+                Event::Ended(child.wait().await.map(Ended::Status).map_err(|source| {
+                    ExecError::Wait {
+                        program: program.display_name().into_owned(),
+                        source,
+                    }
+                }))
+            }
+            Watched::Warm {
+                host,
+                pipes,
+                opened,
+            } => {
+                let report = host.next_report().await;
+                let program = || host.interpreter().to_owned();
+                match report {
+                    Some(Report::Started(pid)) => Event::Started(pid),
+                    Some(Report::Opened) => {
+                        *opened = true;
+                        pipes.close_child_ends();
+                        Event::Nothing
+                    }
+                    Some(Report::Exited(status)) => {
+                        pipes.close_child_ends();
+                        Event::Ended(if *opened {
+                            Ok(Ended::Shell(status))
+                        } else {
+                            Err(ExecError::WarmPipes { program: program() })
+                        })
+                    }
+                    None => {
+                        pipes.close_child_ends();
+                        Event::Ended(Err(ExecError::WarmHostDied { program: program() }))
+                    }
+                }
+            }
         }
     }
 }
@@ -524,60 +824,35 @@ impl Stopper {
     }
 
     /// Starts stopping the item: SIGTERM now, SIGKILL after the grace.
-    fn begin(&mut self, why: Stop, group: &ProcessGroup) {
+    fn begin(&mut self, why: Stop, processes: &ItemProcesses<'_>) {
         self.stop = Some(why);
-        self.signal(group, libc::SIGTERM);
+        self.signal(processes, libc::SIGTERM);
         self.kill_at = Some(after(self.grace));
     }
 
     /// The grace is over.
-    fn escalate(&mut self, group: &ProcessGroup) {
-        self.signal(group, libc::SIGKILL);
+    fn escalate(&mut self, processes: &ItemProcesses<'_>) {
+        self.signal(processes, libc::SIGKILL);
         self.kill_at = None;
     }
 
     /// Sends the signals sent so far again, to a group learnt of late.
-    fn resend(&self, group: &ProcessGroup) {
+    fn resend(&self, processes: &ItemProcesses<'_>) {
         for signal in [libc::SIGTERM, libc::SIGKILL] {
             if self.sent(signal) {
-                group.signal_logged(signal);
+                processes.signal(signal);
             }
         }
     }
 
-    fn signal(&mut self, group: &ProcessGroup, signal: libc::c_int) {
-        group.signal_logged(signal);
+    fn signal(&mut self, processes: &ItemProcesses<'_>, signal: libc::c_int) {
+        processes.signal(signal);
         self.sent |= 1 << signal;
     }
 
     /// Whether `signal` was sent.
     fn sent(&self, signal: i32) -> bool {
         (1..64).contains(&signal) && self.sent & (1 << signal) != 0
-    }
-}
-
-/// What follows the end of an item's main process, either way it ran: the
-/// slot goes back, whatever is left of its group is killed (nothing may
-/// outlive the item or keep its pipes open), and the output still in the
-/// pipes is read, for at most [`DRAIN_LIMIT`].
-async fn after_exit<F: Future<Output = ((), ())>, H>(
-    group: &mut ProcessGroup,
-    readers: &mut Readers<'_, F>,
-    held: H,
-    item: &ItemContext<'_>,
-) {
-    drop(held);
-    group.signal_logged(libc::SIGKILL);
-    group.disarm();
-    if tokio::time::timeout(DRAIN_LIMIT, readers.finish())
-        .await
-        .is_err()
-    {
-        tracing::debug!(
-            task = item.task_id,
-            index = item.index,
-            "item output still open after its process exited; keeping what was read"
-        );
     }
 }
 
@@ -602,8 +877,7 @@ impl<F: Future<Output = ((), ())>> Readers<'_, F> {
 
 /// The outcome of an item whose process was started.
 fn outcome(
-    program: &Program,
-    waited: io::Result<ExitStatus>,
+    ended: Result<ExitStatus, ExecError>,
     stop: Option<Stop>,
     out: Capture,
     err: Capture,
@@ -611,16 +885,9 @@ fn outcome(
 ) -> ExecOutcome {
     let (stdout, stdout_truncated) = out.finish();
     let (stderr, stderr_truncated) = err.finish();
-    let (exit_code, signal, error) = match waited {
+    let (exit_code, signal, error) = match ended {
         Ok(status) => (status.code(), status.signal(), None),
-        Err(source) => {
-            let program = program.display_name().into_owned();
-            (
-                None,
-                None,
-                Some(ExecError::Wait { program, source }.to_string()),
-            )
-        }
+        Err(error) => (None, None, Some(error.to_string())),
     };
     ExecOutcome {
         exit_code,
@@ -633,6 +900,7 @@ fn outcome(
         stderr_truncated,
         duration: started.elapsed(),
         error,
+        worker_fault: false,
     }
 }
 

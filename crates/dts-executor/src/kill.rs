@@ -1,10 +1,14 @@
-//! Signals to a child's whole process group.
+//! Signals to every process of an item.
 //!
 //! Every item runs in its own process group (its pid is the group id), so a
 //! timeout or a cancellation reaches the script's own children too, not just
-//! the shell. Used by the executor only.
+//! the shell. SIGKILL also goes to the item's cgroup, when it has one, which
+//! holds the processes that left the group (`setsid`). Used by the executor
+//! only.
 
 use std::io;
+
+use crate::isolation::ItemCgroup;
 
 /// The process group of one running item. Dropping it SIGKILLs the group
 /// unless [`ProcessGroup::disarm`] was called, so an item whose future is
@@ -61,6 +65,33 @@ impl Drop for ProcessGroup {
         if self.armed {
             self.signal_logged(libc::SIGKILL);
         }
+    }
+}
+
+/// Every process of one running item: its process group, and its cgroup
+/// when it has one.
+#[derive(Debug)]
+pub(crate) struct ItemProcesses<'a> {
+    pub(crate) group: ProcessGroup,
+    pub(crate) cgroup: Option<&'a ItemCgroup>,
+}
+
+impl ItemProcesses<'_> {
+    /// Sends `signal` to the group; SIGKILL also kills the whole cgroup.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
+        self.group.signal_logged(signal);
+        if signal == libc::SIGKILL {
+            if let Some(cgroup) = self.cgroup {
+                cgroup.kill();
+            }
+        }
+    }
+
+    /// Kills everything of the item that is left; the group need not be
+    /// killed again when this value is dropped.
+    pub(crate) fn kill_all(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.group.disarm();
     }
 }
 

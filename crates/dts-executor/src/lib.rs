@@ -14,6 +14,10 @@
 //! - `settings`, `env`, `output` and `kill`: the knobs, the allow-listed
 //!   environment, capped capture of stdout/stderr, and signals to a whole
 //!   process group.
+//! - `isolation`: what keeps items apart from the worker — the user they run
+//!   as, private working directories, a cgroup per item (or the subreaper
+//!   where cgroups are not writable) that kills every descendant and
+//!   enforces the task's limits (docs/security.md).
 //! - `warm`: warm shells, an opt-in way to run bash items as forked
 //!   subshells of a shell kept running per slot (docs/warm-shell.md).
 //!
@@ -22,6 +26,7 @@
 
 mod env;
 mod executor;
+mod isolation;
 mod kill;
 mod outcome;
 mod output;
@@ -29,7 +34,10 @@ mod program;
 mod settings;
 mod warm;
 
-pub use executor::{Executor, ItemContext};
+pub use executor::{Executor, ItemContext, ItemLimits};
+pub use isolation::{
+    CgroupError, Containment, ContainmentChoice, IsolationReport, IsolationSettings, SetupError,
+};
 pub use outcome::ExecOutcome;
 pub use program::Program;
 pub use settings::{DEFAULT_ENV_ALLOW, ExecSettings};

@@ -28,6 +28,10 @@ pub struct ExecOutcome {
     pub duration: Duration,
     /// Why the item could not run or be waited for, naming the program.
     pub error: Option<String>,
+    /// The item never started because this worker ran short of descriptors,
+    /// processes, memory or disk. That is not the item's fault: the worker
+    /// runs it again later and does not count the attempt.
+    pub worker_fault: bool,
 }
 
 impl ExecOutcome {

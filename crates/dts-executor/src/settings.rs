@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::isolation::IsolationSettings;
+
 /// The worker's environment variables that scripts get by default: enough to
 /// find programs and to behave like a login shell, and none of the worker's
 /// credentials.
@@ -29,6 +31,11 @@ pub struct ExecSettings {
     /// instead of a fresh `bash` each (about a tenth of the start-up cost).
     /// Off by default: a few things differ for scripts (docs/warm-shell.md).
     pub warm_shell: bool,
+    /// The items' user, private directories and containment. The default
+    /// runs items as the worker's user in its working directory, each in a
+    /// cgroup where cgroups are writable (the subreaper otherwise): what
+    /// `dts run` wants. The service modes ask for more.
+    pub isolation: IsolationSettings,
 }
 
 impl Default for ExecSettings {
@@ -42,6 +49,7 @@ impl Default for ExecSettings {
                 .collect(),
             workdir: None,
             warm_shell: false,
+            isolation: IsolationSettings::default(),
         }
     }
 }

@@ -5,14 +5,24 @@
 //! [`crate::ExecSettings::warm_shell`] on, a bash script's item runs in a
 //! subshell of a long-lived shell (the "host") instead of a fresh `bash -c`.
 //!
-//! The host runs [`HOST_SCRIPT`] and talks to the executor over its stdin
-//! (requests) and stdout (reports, one per line). For each item the executor
-//! makes three pipes and sends their descriptor numbers; the subshell opens
-//! them through `/proc/<worker>/fd/` as its stdin, stdout and stderr, so
-//! output is captured per item exactly as for a child process. The host has job control on
-//! (`set -m`), so every subshell leads its own process group, and the
-//! executor stops it like any other item: SIGTERM, SIGKILL after the grace,
-//! and SIGKILL to whatever is left once it exits.
+//! The host runs [`HOST_SCRIPT`] and talks to the executor over a socket
+//! that is its descriptor 3: requests one way, reports (one per line) the
+//! other. An item cannot reach that channel: its subshell closes descriptor
+//! 3 before the script runs, and a socket cannot be opened again through
+//! `/proc/<pid>/fd/` the way a pipe can, so a script can neither forge a
+//! report nor read or inject a request. (Not stdin: bash takes a socket on
+//! stdin for an ssh session and reads `~/.bashrc`.) The host's stdin, stdout
+//! and stderr are `/dev/null`.
+//!
+//! For each item the executor makes three named pipes in the host's private
+//! directory and opens its own ends; the subshell opens the others by path
+//! as its stdin, stdout and stderr, so output is captured per item exactly
+//! as for a child process. Before it does, it waits for one byte from the
+//! executor, which first moves it into the item's cgroup: everything the
+//! script starts is in that cgroup. The host has job control on (`set -m`),
+//! so every subshell leads its own process group, and the executor stops it
+//! like any other item: SIGTERM, SIGKILL after the grace, and SIGKILL to
+//! whatever is left once it exits.
 //!
 //! What a script can tell apart from `bash -c` (docs/warm-shell.md has the
 //! table; `tests/run.rs` runs every other case both ways): `$$` is the host's
@@ -22,43 +32,53 @@
 //! ends the script rather than the line (a subshell's rule), and the item's
 //! shell itself does not ignore SIGQUIT.
 
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::unix::pipe;
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::{Child, Command};
 
 use crate::executor::ItemContext;
+use crate::isolation::{Confinement, Scratch, reaper, workdir};
 
 /// The host's loop, on one line so that `eval` numbers the script's lines
 /// from 1, as `bash -c` does.
 ///
-/// Requests: `S` NUL task NUL shard NUL script NUL sets what the next items
-/// run (once per shard, not per item); `I <index> <stdin fd> <stdout fd>
-/// <stderr fd>` NUL item NUL runs one item, whose stdio are the executor's
-/// descriptors opened through `/proc/$PPID/fd` (`$PPID` is the executor's
-/// process). Few and short fields on purpose: bash reads a pipe a byte at a
-/// time. Reports, one per line: `s<pid>` (the subshell started), `o` (it
-/// opened its stdio), `x<status>` (it ended; always last). The subshell drops
-/// every `__dts_` variable before the script runs, and sets `$1`, the `DTS_*`
-/// variables, `BASH_SUBSHELL` and `BASH_EXECUTION_STRING` as `bash -c` has
-/// them.
+/// Requests (on descriptor 3): `S` NUL task NUL shard NUL script NUL sets what the next items
+/// run (once per shard, not per item); `I <index>` NUL pipes NUL dir NUL
+/// home NUL item NUL runs one item: `pipes` is the path its named pipes
+/// share (`.in`, `.out`, `.err`), `dir` the directory it runs in and `home`
+/// its `HOME` (each empty to keep the host's). Then the subshell waits for a
+/// `g` on the same channel. Few and short fields on purpose: bash reads a
+/// socket a byte at a time. Reports, one per line: `s<pid>` (the subshell
+/// started), `o` (it opened its stdio), `x<status>` (it ended; always last).
+/// The subshell drops every `__dts_` variable before the script runs, and
+/// sets `$1`, the `DTS_*` variables, `OLDPWD`, `BASH_SUBSHELL` and
+/// `BASH_EXECUTION_STRING` as `bash -c` has them.
 const HOST_SCRIPT: &str = concat!(
     "set -m; ",
-    "while IFS=' ' read -r -d '' __dts_op __dts_index __dts_in __dts_out __dts_err; do ",
-    "if [[ $__dts_op == S ]]; then IFS= read -r -d '' __dts_task; ",
-    "IFS= read -r -d '' __dts_shard; IFS= read -r -d '' __dts_script; continue; fi; ",
-    "IFS= read -r -d '' __dts_item; ",
-    "( exec 3>&1 <\"/proc/$PPID/fd/$__dts_in\" >\"/proc/$PPID/fd/$__dts_out\" ",
-    "2>\"/proc/$PPID/fd/$__dts_err\"; printf 'o\\n' >&3; exec 3>&-; ",
+    "while IFS=' ' read -r -d '' -u 3 __dts_op __dts_index; do ",
+    "if [[ $__dts_op == S ]]; then IFS= read -r -d '' -u 3 __dts_task; ",
+    "IFS= read -r -d '' -u 3 __dts_shard; IFS= read -r -d '' -u 3 __dts_script; continue; fi; ",
+    "IFS= read -r -d '' -u 3 __dts_pipes; IFS= read -r -d '' -u 3 __dts_dir; ",
+    "IFS= read -r -d '' -u 3 __dts_home; IFS= read -r -d '' -u 3 __dts_item; ",
+    "( IFS= read -r -N 1 -u 3 __dts_go; [[ $__dts_go == g ]] || exit 125; ",
+    "exec <\"$__dts_pipes.in\" >\"$__dts_pipes.out\" 2>\"$__dts_pipes.err\"; ",
+    "printf 'o\\n' >&3; exec 3>&-; ",
+    "if [[ -n $__dts_dir ]]; then cd -- \"$__dts_dir\" || exit 126; unset OLDPWD; export OLDPWD; fi; ",
+    "if [[ -n $__dts_home ]]; then export HOME=\"$__dts_home\"; fi; ",
     "set +m; export DTS_ITEM=\"$__dts_item\" DTS_ITEM_INDEX=\"$__dts_index\" ",
     "DTS_TASK_ID=\"$__dts_task\" DTS_SHARD_INDEX=\"$__dts_shard\"; ",
     "set -- \"$__dts_item\"; BASH_SUBSHELL=0; BASH_EXECUTION_STRING=$__dts_script; ",
     "eval \"unset \\${!__dts_@}; $__dts_script\" ) & ",
-    "__dts_pid=$!; printf 's%s\\n' \"$__dts_pid\"; wait \"$__dts_pid\"; printf 'x%s\\n' \"$?\"; ",
+    "__dts_pid=$!; printf 's%s\\n' \"$__dts_pid\" >&3; wait \"$__dts_pid\"; printf 'x%s\\n' \"$?\" >&3; ",
     "done"
 );
 
@@ -122,8 +142,14 @@ pub(crate) struct Host {
     interpreter: String,
     /// Killed on drop: a host whose item went wrong is never reused.
     child: Child,
-    requests: ChildStdin,
-    reports: Lines<BufReader<ChildStdout>>,
+    requests: OwnedWriteHalf,
+    reports: Lines<BufReader<OwnedReadHalf>>,
+    /// The host's private directory, where its items' named pipes are made.
+    dir: PathBuf,
+    /// Who owns the pipes: the items' user.
+    owner: Option<(libc::uid_t, libc::gid_t)>,
+    /// Numbers the items' pipes, so a path is never used twice.
+    items: u64,
     /// The task, shard and script the host runs items of, sent once per
     /// change.
     current: Option<(String, u32, String)>,
@@ -131,13 +157,20 @@ pub(crate) struct Host {
 
 impl Host {
     /// Starts a host with the environment items get (without `DTS_*`, which
-    /// the host sets per item).
+    /// the host sets per item), confined as items are, in `cwd` (its own
+    /// private directory when `None`).
     pub(crate) fn start(
         interpreter: &str,
-        env: &[(std::ffi::OsString, std::ffi::OsString)],
-        workdir: Option<&std::path::Path>,
+        env: &[(OsString, OsString)],
+        cwd: Option<&Path>,
         script_name: &str,
+        confinement: Confinement,
+        scratch: &Scratch,
     ) -> io::Result<Host> {
+        let dir = scratch.make_dir("warm")?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let mut confinement = confinement;
+        confinement.pass_as_3 = Some(theirs.as_raw_fd());
         let mut command = Command::new(interpreter);
         command
             .arg("-c")
@@ -145,23 +178,31 @@ impl Host {
             .arg(script_name)
             .env_clear()
             .envs(env.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .current_dir(cwd.unwrap_or(&dir))
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(dir) = workdir {
-            command.current_dir(dir);
-        }
-        let mut child = command.spawn()?;
-        let (Some(requests), Some(reports)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(io::Error::other("the shell's pipes were not set up"));
+        confinement.apply(&mut command);
+        let child = match reaper::spawn(&mut command) {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = workdir::remove_tree(&dir);
+                return Err(e);
+            }
         };
+        drop(theirs);
+        ours.set_nonblocking(true)?;
+        let (reports, requests) = tokio::net::UnixStream::from_std(ours)?.into_split();
         Ok(Host {
             interpreter: interpreter.to_owned(),
             child,
             requests,
             reports: BufReader::new(reports).lines(),
+            dir,
+            owner: scratch.owner(),
+            items: 0,
             current: None,
         })
     }
@@ -176,14 +217,28 @@ impl Host {
         &self.interpreter
     }
 
-    /// Asks the host to run `item` of `script` with `pipes` as its stdio.
+    /// The host's pid (what its items leave behind are its children).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Makes the named pipes of the host's next item.
+    pub(crate) fn item_pipes(&mut self) -> io::Result<ItemPipes> {
+        self.items += 1;
+        ItemPipes::create(self.dir.join(self.items.to_string()), self.owner)
+    }
+
+    /// Asks the host to run `item` of `script` with `pipes` as its stdio,
+    /// in `dir` with `HOME` set to `home` (each unchanged when `None`).
     pub(crate) async fn send(
         &mut self,
         script: &str,
         item: &ItemContext<'_>,
         pipes: &ItemPipes,
+        dir: Option<&Path>,
+        home: Option<&Path>,
     ) -> io::Result<()> {
-        let mut request = Vec::with_capacity(item.input.len() + 64);
+        let mut request = Vec::with_capacity(item.input.len() + 256);
         let shard = item.shard_index.to_string();
         let same = self
             .current
@@ -198,13 +253,23 @@ impl Host {
             }
             self.current = Some((item.task_id.to_owned(), item.shard_index, script.to_owned()));
         }
-        let [stdin, stdout, stderr] = pipes.child_fds();
-        let head = format!("I {} {stdin} {stdout} {stderr}", item.index);
-        for field in [head.as_str(), item.input] {
-            request.extend_from_slice(field.as_bytes());
+        let head = format!("I {}", item.index);
+        for field in [
+            head.as_bytes(),
+            pipes.base.as_os_str().as_bytes(),
+            path_bytes(dir),
+            path_bytes(home),
+            item.input.as_bytes(),
+        ] {
+            request.extend_from_slice(field);
             request.push(0);
         }
         self.requests.write_all(&request).await
+    }
+
+    /// Lets the started subshell go on (it is in its cgroup now).
+    pub(crate) async fn go(&mut self) -> io::Result<()> {
+        self.requests.write_all(b"g").await
     }
 
     /// The host's next report. Cancel safe. `None` when the host has exited
@@ -225,65 +290,106 @@ impl Host {
             _ => None,
         };
         if parsed.is_none() {
-            tracing::warn!(report = %line, "the warm shell sent an unexpected report");
+            tracing::warn!(report = %line.escape_debug(), "the warm shell sent an unexpected report");
         }
         parsed
     }
 }
 
-/// The three pipes of one item. The executor keeps the subshell's ends open
-/// only until the subshell has opened them (by path), so that the executor's
-/// ends see end-of-file when the item's processes are done.
+impl Drop for Host {
+    fn drop(&mut self) {
+        reaper::forget(self.child.id());
+        if let Err(e) = workdir::remove_tree(&self.dir) {
+            tracing::debug!(dir = %self.dir.display(), error = %e, "could not remove a warm shell's directory");
+        }
+    }
+}
+
+/// The three named pipes of one item. The executor keeps a writer of the
+/// stdin pipe open until the subshell has opened it (see `keeper`); its ends
+/// of stdout and stderr see end-of-file when the item's processes are done.
 pub(crate) struct ItemPipes {
+    /// The pipes' paths without their `.in`, `.out`, `.err` suffix.
+    base: PathBuf,
     pub(crate) stdin: Option<pipe::Sender>,
     pub(crate) stdout: Option<pipe::Receiver>,
     pub(crate) stderr: Option<pipe::Receiver>,
-    child_ends: Option<ChildEnds>,
-}
-
-/// The ends the subshell opens through `/proc`.
-struct ChildEnds {
-    stdin: pipe::Receiver,
-    stdout: pipe::Sender,
-    stderr: pipe::Sender,
+    /// A second writer of the stdin pipe, held until the subshell has
+    /// opened it: opening a named pipe for reading waits for a writer, and
+    /// what was written must not be lost if the feed is done first.
+    keeper: Option<pipe::Sender>,
 }
 
 impl ItemPipes {
-    pub(crate) fn new() -> io::Result<ItemPipes> {
-        let (stdin_tx, stdin_rx) = pipe::pipe()?;
-        let (stdout_tx, stdout_rx) = pipe::pipe()?;
-        let (stderr_tx, stderr_rx) = pipe::pipe()?;
-        Ok(ItemPipes {
-            stdin: Some(stdin_tx),
-            stdout: Some(stdout_rx),
-            stderr: Some(stderr_rx),
-            child_ends: Some(ChildEnds {
-                stdin: stdin_rx,
-                stdout: stdout_tx,
-                stderr: stderr_tx,
-            }),
-        })
+    fn create(base: PathBuf, owner: Option<(libc::uid_t, libc::gid_t)>) -> io::Result<ItemPipes> {
+        let path = |suffix: &str| {
+            let mut name = base.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        let (input, output, error) = (path(".in"), path(".out"), path(".err"));
+        let made = [&input, &output, &error]
+            .into_iter()
+            .try_for_each(|fifo| make_fifo(fifo, owner));
+        let opened = made.and_then(|()| {
+            Ok(ItemPipes {
+                stdout: Some(pipe::OpenOptions::new().open_receiver(&output)?),
+                stderr: Some(pipe::OpenOptions::new().open_receiver(&error)?),
+                keeper: Some(
+                    pipe::OpenOptions::new()
+                        .read_write(true)
+                        .open_sender(&input)?,
+                ),
+                // Read-write, so opening does not wait for the subshell.
+                stdin: Some(
+                    pipe::OpenOptions::new()
+                        .read_write(true)
+                        .open_sender(&input)?,
+                ),
+                base: base.clone(),
+            })
+        });
+        if opened.is_err() {
+            for fifo in [&input, &output, &error] {
+                let _ = std::fs::remove_file(fifo);
+            }
+        }
+        opened
     }
 
-    /// The executor's descriptors of the subshell's ends, which it opens as
-    /// `/proc/<executor>/fd/<n>`: opening that path for a pipe opens the pipe
-    /// anew, in the mode asked for, as for a named pipe. `-1` once closed
-    /// (the subshell then fails to open it, reported as a start failure).
-    fn child_fds(&self) -> [i32; 3] {
-        match &self.child_ends {
-            Some(ends) => [
-                ends.stdin.as_raw_fd(),
-                ends.stdout.as_raw_fd(),
-                ends.stderr.as_raw_fd(),
-            ],
-            None => [-1; 3],
+    /// The subshell opened its ends: stop keeping the stdin pipe alive.
+    pub(crate) fn close_child_ends(&mut self) {
+        self.keeper = None;
+    }
+}
+
+impl Drop for ItemPipes {
+    fn drop(&mut self) {
+        for suffix in [".in", ".out", ".err"] {
+            let mut name = self.base.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
         }
     }
+}
 
-    /// Closes the executor's copies of the subshell's ends.
-    pub(crate) fn close_child_ends(&mut self) {
-        self.child_ends = None;
+/// A path as request bytes; `None` is empty.
+fn path_bytes(path: Option<&Path>) -> &[u8] {
+    path.map_or(&[], |p| p.as_os_str().as_bytes())
+}
+
+/// Makes a named pipe only its owner (the items' user) can open.
+fn make_fifo(path: &Path, owner: Option<(libc::uid_t, libc::gid_t)>) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a pipe's path"))?;
+    // SAFETY: mkfifo reads a NUL-terminated path that lives for the call.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
     }
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

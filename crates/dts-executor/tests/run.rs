@@ -1,11 +1,20 @@
 //! Runs real child processes through `Executor::run`: how items reach scripts,
 //! what scripts can see, output capture, and how items are stopped.
+//!
+//! One corpus runs six ways: as `dts run` runs items (the worker's own user
+//! and directory) and as the service modes do (an unprivileged user when
+//! this runs as root, a private directory per item) with each containment
+//! mechanism, each with fresh processes and with warm shells.
 
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dts_executor::{ExecOutcome, ExecSettings, Executor, ItemContext, Program};
+use dts_executor::{
+    ContainmentChoice, ExecOutcome, ExecSettings, Executor, IsolationSettings, ItemContext,
+    ItemLimits, Program,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -15,45 +24,119 @@ const GENEROUS: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_millis(200);
 const TEST_PATH: &str = "/usr/bin:/bin";
 
+/// How the corpus runs items in one of its six ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Way {
+    /// Bash items in subshells of a warm shell.
+    warm: bool,
+    /// The service modes' isolation with this containment; `None` is `dts
+    /// run`'s (the worker's user and directory, containment chosen
+    /// automatically).
+    isolated: Option<ContainmentChoice>,
+}
+
 thread_local! {
-    /// Whether this test's executors run bash scripts in warm shells; set by
-    /// the wrappers `both_ways!` makes.
-    static WARM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The way this test runs; set by the wrappers `every_way!` makes.
+    static WAY: std::cell::Cell<Way> = const {
+        std::cell::Cell::new(Way { warm: false, isolated: None })
+    };
+}
+
+/// Whether this process runs as root (and so items switch to `nobody`).
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The user items run as in this way, when it is not this process's:
+/// (name, home).
+fn item_user() -> Option<(&'static str, &'static str)> {
+    (WAY.get().isolated.is_some() && is_root()).then_some(("nobody", "/nonexistent"))
+}
+
+fn isolation(way: Way) -> IsolationSettings {
+    match way.isolated {
+        None => IsolationSettings::default(),
+        Some(containment) => IsolationSettings {
+            run_as: is_root().then(|| "nobody".to_owned()),
+            private_workdir: true,
+            scratch_root: None,
+            containment,
+        },
+    }
 }
 
 fn settings() -> ExecSettings {
+    let way = WAY.get();
     ExecSettings {
         kill_grace: GRACE,
-        warm_shell: WARM.get(),
+        warm_shell: way.warm,
+        isolation: isolation(way),
         ..ExecSettings::default()
     }
 }
 
-/// Runs each named `async fn` as two tests: `fresh_process::<name>` (every
-/// item a new `bash -c`, the default) and `warm_shell::<name>` (items in
-/// subshells of a warm shell). One corpus, so the two ways are shown to give
-/// the same results wherever docs/warm-shell.md does not say otherwise.
-macro_rules! both_ways {
-    ($($name:ident),* $(,)?) => {
-        mod fresh_process {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::WARM.set(false);
-                    super::$name().await;
-                }
-            )*
+/// Whether this machine can run a way's tests. Cgroups need root (or a
+/// delegated cgroup); where they are missing, the cgroup ways are skipped
+/// with a message — unless `DTS_TEST_REQUIRE_CGROUPS` is set, as the test
+/// script sets it when it runs as root, and then they fail.
+fn way_available(way: Way) -> bool {
+    let probe = Executor::with_base_env(
+        ExecSettings {
+            isolation: isolation(way),
+            ..ExecSettings::default()
+        },
+        base_env(),
+    );
+    match probe {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("DTS_TEST_REQUIRE_CGROUPS").is_none() => {
+            eprintln!("skipping {way:?} on this machine: {e}");
+            false
         }
-        mod warm_shell {
+        Err(e) => panic!("{way:?} must work here (DTS_TEST_REQUIRE_CGROUPS): {e}"),
+    }
+}
+
+/// Runs each named `async fn` six ways: `fresh_process::<name>` (every item
+/// a new `bash -c`, as `dts run` runs it), `warm_shell::<name>` (items in
+/// subshells of a warm shell), and both again isolated as the service modes
+/// run items, with a cgroup per item (`cgroup`, `cgroup_warm`) and with the
+/// subreaper fallback (`subreaper`, `subreaper_warm`). One corpus, so every
+/// mechanism is shown to give the same results wherever the docs do not say
+/// otherwise.
+macro_rules! every_way {
+    ($($name:ident),* $(,)?) => {
+        every_way!(@way fresh_process, false, None; $($name),*);
+        every_way!(@way warm_shell, true, None; $($name),*);
+        every_way!(@way cgroup, false, Some(dts_executor::ContainmentChoice::Cgroup); $($name),*);
+        every_way!(@way cgroup_warm, true, Some(dts_executor::ContainmentChoice::Cgroup); $($name),*);
+        every_way!(@way subreaper, false, Some(dts_executor::ContainmentChoice::Subreaper); $($name),*);
+        every_way!(@way subreaper_warm, true, Some(dts_executor::ContainmentChoice::Subreaper); $($name),*);
+    };
+    (@way $module:ident, $warm:expr, $isolated:expr; $($name:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::WARM.set(true);
+                    let way = super::Way { warm: $warm, isolated: $isolated };
+                    if !super::way_available(way) {
+                        return;
+                    }
+                    super::WAY.set(way);
                     super::$name().await;
                 }
             )*
         }
     };
+}
+
+/// A temporary directory every user may use, so items that run as
+/// `nobody` can enter it, write to it and run programs from it.
+fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
 }
 
 /// The worker's environment as tests pretend it is: two allowed variables
@@ -71,7 +154,7 @@ fn base_env() -> Vec<(OsString, OsString)> {
 }
 
 fn executor_with(settings: ExecSettings) -> Executor {
-    Executor::with_base_env(settings, base_env())
+    Executor::with_base_env(settings, base_env()).expect("executor")
 }
 
 fn executor() -> Executor {
@@ -91,6 +174,7 @@ fn item(input: &str) -> ItemContext<'_> {
         shard_index: 2,
         index: 7,
         input,
+        limits: ItemLimits::default(),
     }
 }
 
@@ -230,7 +314,7 @@ async fn the_dts_variables_describe_the_item() {
 }
 
 async fn hostile_items_reach_the_script_verbatim_and_run_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let executor = executor_with(ExecSettings {
         workdir: Some(dir.path().into()),
         ..settings()
@@ -250,8 +334,8 @@ async fn hostile_items_reach_the_script_verbatim_and_run_nothing() {
 }
 
 async fn hostile_items_reach_a_direct_program_as_its_only_argument() {
-    let bin = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
+    let bin = shared_dir();
+    let work = shared_dir();
     let tool = write_executable(
         bin.path(),
         "tool",
@@ -317,24 +401,35 @@ async fn a_script_that_never_reads_stdin_does_not_block_on_a_large_item() {
 async fn scripts_see_only_the_allow_listed_variables_and_dts_ones() {
     // What the programs a script starts get: the allow-list, `DTS_*`, and
     // what bash itself adds (PWD, SHLVL and `_`).
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let executor = executor_with(ExecSettings {
         workdir: Some(dir.path().into()),
         ..settings()
     });
     let out = run(&executor, &bash("env | sort"), "x").await;
+    // Items that run as another user get its name and home instead of the
+    // worker's.
+    let (user, home) = match item_user() {
+        Some((name, home)) => (format!("LOGNAME={name}\n"), home),
+        None => (String::new(), "/home/dts-test"),
+    };
+    let user_line = match item_user() {
+        Some((name, _)) => format!("USER={name}\n"),
+        None => String::new(),
+    };
     assert_eq!(
         out.stdout,
         format!(
             "DTS_ITEM=x\nDTS_ITEM_INDEX=7\nDTS_SHARD_INDEX=2\nDTS_TASK_ID=task-1\n\
-             HOME=/home/dts-test\nPATH=/usr/bin:/bin\nPWD={}\nSHLVL=1\n_=/usr/bin/env\n",
+             HOME={home}\n{user}PATH=/usr/bin:/bin\nPWD={}\nSHLVL=1\n{user_line}_=/usr/bin/env\n",
             dir.path().display()
         )
     );
 }
 
 async fn path_falls_back_to_the_system_directories_when_the_worker_has_none() {
-    let executor = Executor::with_base_env(settings(), [("HOME".into(), "/h".into())]);
+    let executor =
+        Executor::with_base_env(settings(), [("HOME".into(), "/h".into())]).expect("executor");
     let out = run(&executor, &bash(r#"printf '%s' "$PATH""#), "x").await;
     assert_eq!(out.stdout, "/usr/local/bin:/usr/bin:/bin");
     assert_eq!(
@@ -348,13 +443,15 @@ fn a_new_executor_takes_path_from_the_process_environment() {
     let expected =
         std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     assert_eq!(
-        Executor::new(ExecSettings::default()).path_var(),
+        Executor::new(ExecSettings::default())
+            .expect("executor")
+            .path_var(),
         Some(expected.as_os_str())
     );
 }
 
 async fn scripts_run_in_the_configured_workdir() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let executor = executor_with(ExecSettings {
         workdir: Some(dir.path().into()),
         ..settings()
@@ -367,7 +464,7 @@ async fn scripts_run_in_the_configured_workdir() {
 }
 
 async fn prepare_runs_a_single_word_relative_to_the_workdir_directly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     write_executable(dir.path(), "tool", "#!/bin/sh\necho \"tool got $1\"\n");
     let executor = executor_with(ExecSettings {
         workdir: Some(dir.path().into()),
@@ -404,7 +501,7 @@ async fn a_missing_interpreter_is_an_outcome_naming_it() {
 }
 
 async fn a_direct_program_without_execute_permission_is_an_outcome_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let path = dir.path().join("plain");
     std::fs::write(&path, "#!/bin/sh\n").unwrap();
     let out = run(&executor(), &Program::Direct(path.clone()), "x").await;
@@ -529,7 +626,7 @@ async fn a_script_ignoring_sigterm_is_killed_after_the_grace() {
 }
 
 async fn cancelling_kills_the_script_within_the_grace() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let executor = executor_with(ExecSettings {
         workdir: Some(dir.path().into()),
         ..settings()
@@ -557,7 +654,7 @@ async fn cancelling_kills_the_script_within_the_grace() {
 }
 
 async fn cancelling_a_script_that_ignores_sigterm_kills_its_group_after_the_grace() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let executor = executor_with(ExecSettings {
         workdir: Some(dir.path().into()),
         ..settings()
@@ -586,7 +683,7 @@ async fn cancelling_a_script_that_ignores_sigterm_kills_its_group_after_the_grac
 }
 
 async fn an_item_whose_task_is_already_cancelled_is_not_started() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let executor = executor_with(ExecSettings {
         workdir: Some(dir.path().into()),
         ..settings()
@@ -618,7 +715,7 @@ async fn a_background_process_left_behind_is_killed_without_delaying_the_item() 
 }
 
 async fn a_process_that_escaped_the_group_cannot_hang_the_item() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let executor = executor_with(ExecSettings {
         workdir: Some(dir.path().into()),
         ..settings()
@@ -634,7 +731,7 @@ async fn a_process_that_escaped_the_group_cannot_hang_the_item() {
 }
 
 async fn dropping_a_running_item_kills_its_process_group() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let executor = executor_with(ExecSettings {
         workdir: Some(dir.path().into()),
         ..settings()
@@ -673,6 +770,133 @@ fn executors_can_be_shared_and_runs_spawned_on_any_thread() {
     );
     let run = executor.run(&program, &ctx, GENEROUS, &cancel);
     assert_send(&run);
+}
+
+/// Finding 4 of the security review: `setsid sleep 1006 & sleep 100` with a
+/// timeout was recorded as timed out while `sleep 1006` kept running,
+/// reparented to init.
+async fn a_process_that_escaped_with_setsid_dies_when_its_item_times_out() {
+    let out = run_for(
+        &executor(),
+        &bash("setsid sleep 1006 & echo $!; sleep 100"),
+        "x",
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(out.timed_out, "{out:?}");
+    let escapee = first_line_pid(&out.stdout);
+    let _cleanup = KillOnDrop(escapee);
+    assert!(
+        wait_until(Duration::from_secs(2), || process_is_gone(escapee)).await,
+        "the setsid escapee {escapee} survived its item"
+    );
+}
+
+async fn a_process_that_escaped_with_setsid_dies_when_its_item_exits() {
+    // A double fork: the escapee's parent exits at once, so the escapee is
+    // an orphan while the item still runs, and must die only when it ends.
+    let script = "(setsid sleep 1007 & echo $! >&3) 3>&1; sleep 0.2; \
+                  echo still-running; exit 0";
+    let out = run(&executor(), &bash(script), "x").await;
+    assert!(out.succeeded(), "{out:?}");
+    assert!(out.stdout.ends_with("still-running\n"), "{:?}", out.stdout);
+    let escapee = first_line_pid(&out.stdout);
+    let _cleanup = KillOnDrop(escapee);
+    assert!(
+        wait_until(Duration::from_secs(2), || process_is_gone(escapee)).await,
+        "the double-forked escapee {escapee} survived its item"
+    );
+}
+
+/// Finding 10: descriptors the worker inherited (a pipe's write end, say)
+/// reached every item.
+async fn items_get_no_descriptor_beyond_stdin_stdout_and_stderr() {
+    let mut ends = [0; 2];
+    // SAFETY: pipe fills the two-element array it is given. Without
+    // O_CLOEXEC, as a descriptor inherited from a parent is.
+    assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0);
+    // No pipe in the script (bash would hold its ends while `ls` looks), and
+    // not `ls` alone (bash would exec it, and `ls` would list its own).
+    let out = run(&executor(), &bash("ls /proc/$BASHPID/fd; exit 0"), "x").await;
+    assert_eq!(out.stdout, "0\n1\n2\n", "{out:?}");
+    // SAFETY: closing the two descriptors this test made.
+    unsafe {
+        libc::close(ends[0]);
+        libc::close(ends[1]);
+    }
+}
+
+async fn each_item_runs_in_a_fresh_private_directory_removed_afterwards() {
+    if WAY.get().isolated.is_none() {
+        // `dts run` runs items where it was started, on purpose.
+        return;
+    }
+    let executor = executor();
+    let program = bash("pwd -P; ls -A | wc -l; stat -c '%a %U' .; echo data > mine");
+    let first = run(&executor, &program, "x").await;
+    let second = run(&executor, &program, "x").await;
+    assert!(
+        first.succeeded() && second.succeeded(),
+        "{first:?} {second:?}"
+    );
+    let lines =
+        |out: &ExecOutcome| -> Vec<String> { out.stdout.lines().map(String::from).collect() };
+    let (one, two) = (lines(&first), lines(&second));
+    assert_ne!(one[0], two[0], "two items shared a directory");
+    let owner = item_user().map_or_else(whoami, |(name, _)| name.to_owned());
+    for lines in [&one, &two] {
+        assert_eq!(lines[1], "0", "the directory was not empty: {lines:?}");
+        assert_eq!(lines[2], format!("700 {owner}"), "{lines:?}");
+        assert!(
+            !Path::new(&lines[0]).exists(),
+            "{} was not removed",
+            lines[0]
+        );
+    }
+}
+
+/// The name of this process's user.
+fn whoami() -> String {
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Finding 3: items read the worker's environment (and with it its token)
+/// from `/proc/$PPID/environ`, and its files.
+async fn an_item_running_as_another_user_cannot_read_the_workers_process_or_files() {
+    if item_user().is_none() {
+        // Same user: nothing but dts's own hardening (PR_SET_DUMPABLE, which
+        // the dts binary sets at start) stands between them; tested there.
+        return;
+    }
+    // Private to this process's user, as dts's data and configuration are.
+    let secret_dir = tempfile::tempdir().unwrap();
+    let private = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    private(secret_dir.path(), 0o700);
+    let secret = secret_dir.path().join("dts.properties");
+    std::fs::write(&secret, "server.auth-token=hunter2hunter2hunter2\n").unwrap();
+    private(&secret, 0o600);
+    let me = std::process::id();
+    let script = format!(
+        "cat /proc/{me}/environ; cat /proc/{me}/cmdline >/dev/null && echo cmdline-readable; \
+         ls /proc/{me}/fd; cat {}; ls {}; echo end",
+        secret.display(),
+        secret_dir.path().display()
+    );
+    let out = run(&executor(), &bash(&script), "x").await;
+    assert!(!out.stdout.contains("hunter2"), "{out:?}");
+    assert!(!out.stdout.contains("DTS_WORKER_TOKEN"), "{out:?}");
+    assert_eq!(out.stdout, "cmdline-readable\nend\n", "{out:?}");
+    assert_eq!(
+        out.stderr.matches("Permission denied").count(),
+        4,
+        "{out:?}"
+    );
 }
 
 // --- Warm shells: what must be the same as a fresh process, and what differs.
@@ -743,7 +967,7 @@ async fn a_script_sees_the_same_shell_in_a_warm_shell_as_in_a_fresh_process() {
 
 #[tokio::test]
 async fn an_item_changes_nothing_the_next_item_in_the_same_warm_shell_sees() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let executor = executor_with(ExecSettings {
         workdir: Some(dir.path().into()),
         warm_shell: true,
@@ -898,7 +1122,7 @@ async fn only_bash_scripts_run_in_a_warm_shell() {
     assert_eq!(run(&executor, &program, "x").await.stdout, "own\n");
 }
 
-both_ways!(
+every_way!(
     the_item_is_dollar_one_and_dollar_zero_is_dts_item,
     the_item_is_written_to_stdin_with_a_newline_and_stdin_is_closed,
     the_dts_variables_describe_the_item,
@@ -930,4 +1154,9 @@ both_ways!(
     a_background_process_left_behind_is_killed_without_delaying_the_item,
     a_process_that_escaped_the_group_cannot_hang_the_item,
     dropping_a_running_item_kills_its_process_group,
+    a_process_that_escaped_with_setsid_dies_when_its_item_times_out,
+    a_process_that_escaped_with_setsid_dies_when_its_item_exits,
+    items_get_no_descriptor_beyond_stdin_stdout_and_stderr,
+    each_item_runs_in_a_fresh_private_directory_removed_afterwards,
+    an_item_running_as_another_user_cannot_read_the_workers_process_or_files,
 );
