@@ -15,7 +15,7 @@ mod shard;
 use crate::Topics;
 use dts_bus::{BusError, DynBus};
 use dts_executor::Executor;
-use dts_model::{WorkerInfo, WorkerKind, now_millis};
+use dts_model::{Isolation, WorkerInfo, WorkerKind, now_millis};
 use dts_store::DynStore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -98,11 +98,24 @@ pub fn default_worker_id() -> String {
     format!("{}-{}-{}", hostname(), std::process::id(), &suffix[..6])
 }
 
+/// The executor's isolation as the model describes it.
+fn isolation_of(executor: &Executor) -> Isolation {
+    let report = executor.isolation();
+    Isolation {
+        containment: report.containment.as_str().to_owned(),
+        run_as: report.run_as,
+        private_workdir: report.private_workdir,
+        limits: report.limits.iter().map(|l| (*l).to_owned()).collect(),
+    }
+}
+
 /// Shared by every shard this worker runs.
 struct Inner {
     store: DynStore,
     bus: DynBus,
     executor: Executor,
+    /// How the executor isolates items, as heartbeats announce it.
+    isolation: Isolation,
     settings: WorkerSettings,
     /// One permit per core: an item holds one while its process runs.
     slots: Semaphore,
@@ -137,6 +150,7 @@ impl Worker {
             inner: Arc::new(Inner {
                 store,
                 bus,
+                isolation: isolation_of(&executor),
                 executor,
                 settings,
                 slots,
@@ -253,7 +267,7 @@ impl Inner {
             running_items: self.running.load(Ordering::Relaxed),
             last_heartbeat: now_millis(),
             kind: WorkerKind::Dts,
-            isolation: None,
+            isolation: Some(self.isolation.clone()),
         }
     }
 

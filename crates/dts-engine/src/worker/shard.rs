@@ -4,7 +4,7 @@
 use super::Inner;
 use crate::{EngineError, events, sleep_unless_cancelled};
 use dts_bus::Delivery;
-use dts_executor::{ExecOutcome, ItemContext, Program};
+use dts_executor::{ExecOutcome, ItemContext, ItemLimits, Program};
 use dts_model::{ItemResult, ShardMessage, now_millis};
 use dts_store::{ShardClaim, StoreError};
 use std::collections::HashSet;
@@ -16,6 +16,10 @@ use tracing::{debug, info, warn};
 
 /// Longest wait between two attempts of a failed item.
 const MAX_ITEM_BACKOFF: Duration = Duration::from_secs(30);
+/// First and longest wait before an item that could not start for lack of
+/// descriptors, processes or memory on this worker tries again.
+const WORKER_FAULT_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_WORKER_FAULT_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a store write is retried before the shard is handed back.
 const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
 
@@ -416,9 +420,18 @@ impl Inner {
             shard_index: message.shard_index,
             index,
             input,
+            limits: ItemLimits {
+                memory_mb: message.memory_mb,
+                milli_cpus: message.milli_cpus,
+            },
         };
         let item_timeout = Duration::from_secs(message.timeout_secs.max(1));
-        for retry in 1..=tries {
+        let mut retry = 1;
+        let mut fault_backoff = WORKER_FAULT_BACKOFF;
+        // A start the last try did not make (the worker's fault) is not
+        // counted again against a careful shard's poison limit.
+        let mut start_counted = false;
+        loop {
             let attempt = run.attempt - 1 + retry;
             // The task's deadline shortens the item's timeout, and once it
             // has passed no item starts.
@@ -437,10 +450,11 @@ impl Inner {
                 }
                 None => (item_timeout, false),
             };
-            if run.careful() {
+            if run.careful() && !start_counted {
                 if let Some(refused) = self.refuse_poison(run, index, input, attempt).await {
                     return Some(refused);
                 }
+                start_counted = true;
             }
             let permit = tokio::select! {
                 biased;
@@ -462,12 +476,28 @@ impl Inner {
             if outcome.cancelled {
                 return None;
             }
+            if outcome.worker_fault {
+                // Out of descriptors, processes or memory here: the item did
+                // not run. It waits and tries again; its attempt stays.
+                warn!(
+                    task = %message.task_id, index,
+                    error = outcome.error.as_deref().unwrap_or_default(),
+                    "the item could not start on this worker; trying again in {fault_backoff:?} (not counted as an attempt)"
+                );
+                if !sleep_unless_cancelled(fault_backoff, &run.stop_items).await
+                    || run.stop_intake.is_cancelled()
+                {
+                    return None;
+                }
+                fault_backoff = (fault_backoff * 2).min(MAX_WORKER_FAULT_BACKOFF);
+                continue;
+            }
             if outcome.timed_out && cut_by_deadline {
                 outcome.error =
                     Some("killed: the task's deadline (deadlineSecs) passed while it ran".into());
                 return Some(self.to_result(index, input, outcome, attempt));
             }
-            if outcome.succeeded() || retry == tries {
+            if outcome.succeeded() || retry >= tries {
                 return Some(self.to_result(index, input, outcome, attempt));
             }
             if run.stop_intake.is_cancelled() {
@@ -479,8 +509,9 @@ impl Inner {
             if !sleep_unless_cancelled(backoff, &run.stop_items).await {
                 return None;
             }
+            retry += 1;
+            start_counted = false;
         }
-        None
     }
 
     /// In a careful run, counts this start of the item; an item that was
