@@ -15,6 +15,15 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Which command runs the embedded engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `dts up`: a service; its items are isolated, task ends are logged.
+    Up,
+    /// `dts run`: the caller's one-shot run; items run as the caller.
+    Run,
+}
+
 /// A running embedded engine.
 pub struct EmbeddedNode {
     pub store: DynStore,
@@ -28,12 +37,9 @@ pub struct EmbeddedNode {
 
 impl EmbeddedNode {
     /// Starts every part on `store`, then republishes what it left unfinished.
-    /// `log_completions` logs each task's end (dts up's log).
-    pub async fn start(
-        settings: &Settings,
-        store: DynStore,
-        log_completions: bool,
-    ) -> Result<EmbeddedNode> {
+    /// `role` decides how items are isolated, and whether each task's end
+    /// is logged (dts up's log).
+    pub async fn start(settings: &Settings, store: DynStore, role: Role) -> Result<EmbeddedNode> {
         let embedded = EmbeddedBus::new(settings.pubsub.max_message_bytes);
         let bus: DynBus = Arc::new(embedded.clone());
         let topics = wiring::topics(settings);
@@ -41,8 +47,18 @@ impl EmbeddedNode {
         let tracker = TaskTracker::new();
 
         // The worker first, so its heartbeat is in the store before anything is planned.
-        let worker =
-            node::start_worker(settings, store.clone(), bus.clone(), shutdown.clone()).await?;
+        let items = match role {
+            Role::Up => wiring::Items::Service,
+            Role::Run => wiring::Items::Caller,
+        };
+        let worker = node::start_worker(
+            settings,
+            store.clone(),
+            bus.clone(),
+            shutdown.clone(),
+            items,
+        )
+        .await?;
         Scheduler::new(
             store.clone(),
             bus.clone(),
@@ -50,7 +66,7 @@ impl EmbeddedNode {
         )
         .start(&tracker, shutdown.clone())
         .await?;
-        if log_completions {
+        if role == Role::Up {
             events::log_completions(&bus, &topics, "dts-up-log", &tracker, shutdown.clone())
                 .await?;
         }

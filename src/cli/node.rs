@@ -14,7 +14,7 @@ use dts_config::Settings;
 use dts_engine::submit::Submitter;
 use dts_engine::sweeper;
 use dts_engine::worker::Worker;
-use dts_executor::Executor;
+use dts_executor::{Executor, IsolationReport};
 use dts_store::DynStore;
 use dts_store::redis::{RedisSettings, RedisStore};
 use std::collections::HashMap;
@@ -195,16 +195,44 @@ pub async fn connect_distributed(settings: &Settings) -> Result<(DynStore, Kafka
     Ok((store, kafka, bus))
 }
 
-/// Starts this machine's worker on a runtime thread of its own.
+/// Starts this machine's worker on a runtime thread of its own, its items
+/// isolated as `items` says.
 pub async fn start_worker(
     settings: &Settings,
     store: DynStore,
     bus: DynBus,
     shutdown: CancellationToken,
+    items: wiring::Items,
 ) -> Result<WorkerThread> {
-    let executor = Executor::new(wiring::exec_settings(settings));
+    let executor = Executor::new(wiring::exec_settings(settings, items))
+        .context("cannot set up how items run (executor.*)")?;
+    log_isolation(&executor.isolation(), items);
     let worker = Worker::new(store, bus, executor, wiring::worker_settings(settings));
     WorkerThread::start(worker, shutdown).await
+}
+
+/// Says how items will be isolated, and warns loudly when a root dts runs
+/// other people's items as root.
+fn log_isolation(report: &IsolationReport, items: wiring::Items) {
+    let limits = report.limits.join(", ");
+    info!(
+        containment = report.containment.as_str(),
+        run_as = report.run_as.as_deref().unwrap_or("(dts's own user)"),
+        private_workdir = report.private_workdir,
+        limits = if limits.is_empty() {
+            "none"
+        } else {
+            limits.as_str()
+        },
+        "items are isolated"
+    );
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if items == wiring::Items::Service && root && report.run_as.is_none() {
+        warn!(
+            "INSECURE: items run as root (executor.run-as=root): whoever can submit a task owns this machine"
+        );
+    }
 }
 
 /// The submitter, and the sweeper that republishes stuck submissions and

@@ -11,7 +11,7 @@
 //! dts run --task task.json
 //! ```
 
-use super::embedded::EmbeddedNode;
+use super::embedded::{EmbeddedNode, Role};
 use super::node::{ConfigArgs, ExecArgs};
 use super::terminal::{Mode, Sanitized};
 use super::wiring;
@@ -147,7 +147,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         })?;
 
     let started = Instant::now();
-    let node = EmbeddedNode::start(&settings, Arc::new(SqliteStore::in_memory()?), false).await?;
+    let node =
+        EmbeddedNode::start(&settings, Arc::new(SqliteStore::in_memory()?), Role::Run).await?;
     let task = node.submitter.submit(new).await?;
     let task = loop {
         let current = node

@@ -2,7 +2,7 @@
 //! local worker over the embedded bus and a SQLite store, served over HTTP.
 //! The store's data directory is private to dts's user (0700, files 0600).
 
-use super::embedded::EmbeddedNode;
+use super::embedded::{EmbeddedNode, Role};
 use super::node::{self, ConfigArgs, ExecArgs, ListenArgs, flag};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -77,7 +77,7 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         info!(path = %path.display(), "store opened");
         (Arc::new(store), Some(lock))
     };
-    let node = EmbeddedNode::start(&settings, store, true).await?;
+    let node = EmbeddedNode::start(&settings, store, Role::Up).await?;
     info!(worker = %node.worker_id(), "dts up: API, scheduler and worker running");
     let state = node::app_state(&settings, node.store.clone(), node.submitter.clone());
     node::serve_api(&settings, state, node.shutdown.clone()).await?;
@@ -97,9 +97,18 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; it has no memory effects.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    // A dts that was just killed can leave the lock held for a moment by a
+    // child it forked that has not yet run its program: try for a while.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let locked = loop {
+        // SAFETY: flock on a file descriptor we own; it has no memory effects.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 || std::time::Instant::now() >= deadline {
+            break rc == 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    if !locked {
         bail!(
             "another dts is already using the data directory {} (stop it, or pass --data-dir)",
             dir.display()
@@ -110,6 +119,9 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
 
 /// The SQLite database in the data directory.
 const STORE_FILE: &str = "dts.sqlite3";
+/// How long [`lock_data_dir`] waits for the lock before it says another
+/// dts holds it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The file [`lock_data_dir`] locks.
 const LOCK_FILE: &str = "lock";
 /// Every file dts keeps in the data directory: the database, SQLite's

@@ -1,13 +1,14 @@
 //! Turning [`Settings`] into the engine's pieces. Shared by every command
 //! that runs a node, so each role is configured the same way everywhere.
 
+use dts_config::Containment;
 use dts_config::Settings;
 use dts_engine::Topics;
 use dts_engine::scheduler::SchedulerSettings;
 use dts_engine::submit::SubmitSettings;
 use dts_engine::sweeper::SweeperSettings;
 use dts_engine::worker::{WorkerSettings, default_worker_id};
-use dts_executor::ExecSettings;
+use dts_executor::{ContainmentChoice, ExecSettings, IsolationSettings};
 use dts_model::SubmitLimits;
 
 pub fn topics(settings: &Settings) -> Topics {
@@ -71,12 +72,46 @@ pub fn worker_settings(settings: &Settings) -> WorkerSettings {
     }
 }
 
-pub fn exec_settings(settings: &Settings) -> ExecSettings {
+/// Whose items a worker runs, which decides how they are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Items {
+    /// A service's (`dts up`, `dts worker`): anyone allowed to submit runs
+    /// code here, so items run as `executor.run-as` (`nobody` for a root
+    /// dts) in private directories.
+    Service,
+    /// The caller's own (`dts run`, like GNU parallel): items run as the
+    /// caller, where it was started.
+    Caller,
+}
+
+pub fn exec_settings(settings: &Settings, items: Items) -> ExecSettings {
+    let executor = &settings.executor;
+    let isolation = IsolationSettings {
+        run_as: match items {
+            Items::Service => executor.run_as.clone().or_else(default_run_as),
+            Items::Caller => None,
+        },
+        private_workdir: items == Items::Service,
+        scratch_root: executor.scratch_root.clone(),
+        containment: match executor.containment {
+            Containment::Auto => ContainmentChoice::Auto,
+            Containment::Cgroup => ContainmentChoice::Cgroup,
+            Containment::Subreaper => ContainmentChoice::Subreaper,
+        },
+    };
     ExecSettings {
-        output_cap_bytes: settings.executor.output_cap_bytes,
-        kill_grace: settings.executor.kill_grace,
-        env_allow: settings.executor.env_allow.clone(),
-        workdir: settings.executor.workdir.clone(),
-        warm_shell: settings.executor.warm_shell,
+        output_cap_bytes: executor.output_cap_bytes,
+        kill_grace: executor.kill_grace,
+        env_allow: executor.env_allow.clone(),
+        workdir: executor.workdir.clone(),
+        warm_shell: executor.warm_shell,
+        isolation,
     }
+}
+
+/// The service modes' items run as `nobody` when dts runs as root, and as
+/// dts's own user otherwise.
+fn default_run_as() -> Option<String> {
+    // SAFETY: geteuid cannot fail.
+    (unsafe { libc::geteuid() } == 0).then(|| "nobody".to_owned())
 }

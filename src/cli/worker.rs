@@ -2,6 +2,7 @@
 //! records results in Redis, and heartbeats so schedulers count its cores.
 
 use super::node::{self, ConfigArgs, ExecArgs, flag};
+use super::wiring;
 use anyhow::Result;
 use clap::Args;
 use std::process::ExitCode;
@@ -27,7 +28,14 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
 
     let (store, kafka, bus) = node::connect_distributed(&settings).await?;
     let shutdown = CancellationToken::new();
-    let worker = node::start_worker(&settings, store, bus, shutdown.clone()).await?;
+    let worker = node::start_worker(
+        &settings,
+        store,
+        bus,
+        shutdown.clone(),
+        wiring::Items::Service,
+    )
+    .await?;
     // Tests and scripts wait for this line.
     println!("dts worker {} ready", worker.id);
 

@@ -78,6 +78,9 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         // Read in the keys table's order, which `describe` keeps.
         warm_shell: read.get("executor.warm-shell")?,
         workdir: read.get("executor.workdir")?,
+        run_as: read.get("executor.run-as")?,
+        containment: read.get("executor.containment")?,
+        scratch_root: read.get("executor.scratch-root")?,
         default_timeout: read.secs("executor.default-timeout-secs")?,
         max_timeout: read.secs("executor.max-timeout-secs")?,
         max_retries: read.get("executor.max-retries")?,

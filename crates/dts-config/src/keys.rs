@@ -33,6 +33,8 @@ pub enum Kind {
     OptionalPath,
     /// A comma-separated list of names (an array of strings in TOML).
     List,
+    /// One of a few words.
+    Choice(&'static [&'static str]),
     /// Accepted so old files load, but not used.
     Ignored,
 }
@@ -50,6 +52,7 @@ impl Kind {
             Kind::Bool => "true or false (or yes/no, 1/0)".to_string(),
             Kind::IpAddr => "an IP address such as 127.0.0.1, 0.0.0.0 or ::1".to_string(),
             Kind::Text => "a non-empty string".to_string(),
+            Kind::Choice(words) => format!("one of {}", words.join(", ")),
             Kind::Path => "a non-empty path".to_string(),
             Kind::OptionalText | Kind::OptionalPath | Kind::Ignored => "a string".to_string(),
             Kind::List => "a comma-separated list of names (no `=`, no spaces)".to_string(),
@@ -125,6 +128,9 @@ impl KeySpec {
 /// argument (and an item also as `DTS_ITEM=...`), and Linux refuses a single
 /// argument or environment string of 128 KiB or more.
 pub const MAX_PROCESS_ARGUMENT_BYTES: u64 = 131_000;
+
+/// The values of `executor.containment`.
+pub const CONTAINMENTS: &[&str] = &["auto", "cgroup", "subreaper"];
 
 /// Keys under this prefix are handed to librdkafka unchanged (prefix removed).
 pub const KAFKA_PREFIX: &str = "pubsub.kafka.";
@@ -386,7 +392,25 @@ pub const KEYS: &[KeySpec] = &[
         "executor.workdir",
         OptionalPath,
         "",
-        "Working directory of scripts; not set leaves the choice to the executor.",
+        "Working directory of every item; not set gives each item of `dts up` and `dts worker` a fresh private directory (removed afterwards), and runs `dts run`'s items where it was started.",
+    ),
+    KeySpec::new(
+        "executor.run-as",
+        OptionalText,
+        "",
+        "User (name or uid) the items of `dts up` and `dts worker` run as; not set means `nobody` when dts runs as root, and dts's own user otherwise. Another user than dts's own needs root; `root` itself must be named here and is logged as a warning.",
+    ),
+    KeySpec::new(
+        "executor.containment",
+        Choice(CONTAINMENTS),
+        "auto",
+        "How every process an item starts is killed with it: `cgroup` (one cgroup per item, also enforcing `memoryMb` and `cpus`), `subreaper` (dts adopts and kills what items leave behind), or `auto` (a cgroup where cgroups are writable, the subreaper otherwise).",
+    ),
+    KeySpec::new(
+        "executor.scratch-root",
+        OptionalPath,
+        "",
+        "Directory in which items' private working directories are made; not set is the system's temporary directory.",
     ),
     KeySpec::new(
         "executor.default-timeout-secs",

@@ -31,8 +31,8 @@ pub use checks::SHARD_ENVELOPE_BYTES;
 pub use error::ConfigError;
 pub use keys::{KeySpec, Kind, env_var_name};
 pub use settings::{
-    ExecutorSettings, LimitsSettings, PubsubSettings, RedisSettings, SchedulerSettings,
-    ServerSettings, Settings, StoreSettings, WorkerSettings,
+    Containment, ExecutorSettings, LimitsSettings, PubsubSettings, RedisSettings,
+    SchedulerSettings, ServerSettings, Settings, StoreSettings, WorkerSettings,
 };
 pub use source::Source;
 

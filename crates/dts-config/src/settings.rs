@@ -299,8 +299,17 @@ pub struct ExecutorSettings {
     pub kill_grace: Duration,
     /// `executor.env-allow`: variables passed from the worker to scripts.
     pub env_allow: Vec<String>,
-    /// `executor.workdir`; `None` means a fresh temporary directory per item.
+    /// `executor.workdir`; `None` means a fresh private directory per item
+    /// in the service modes, the caller's directory for `dts run`.
     pub workdir: Option<PathBuf>,
+    /// `executor.run-as`: the user the service modes' items run as; `None`
+    /// is `nobody` when dts runs as root and dts's own user otherwise.
+    pub run_as: Option<String>,
+    /// `executor.containment`.
+    pub containment: Containment,
+    /// `executor.scratch-root`: where private directories are made; `None`
+    /// is the system's temporary directory.
+    pub scratch_root: Option<PathBuf>,
     /// `executor.default-timeout-secs`; never above `max_timeout`.
     pub default_timeout: Duration,
     /// `executor.max-timeout-secs`.
@@ -309,6 +318,30 @@ pub struct ExecutorSettings {
     pub max_retries: u32,
     /// `executor.warm-shell`: items of bash scripts in warm shells.
     pub warm_shell: bool,
+}
+
+/// `executor.containment`: how an item's processes are all killed with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Containment {
+    /// A cgroup per item where cgroups are writable, the subreaper otherwise.
+    Auto,
+    /// A cgroup per item, or dts does not start.
+    Cgroup,
+    /// The subreaper, even where cgroups are writable.
+    Subreaper,
+}
+
+impl std::str::FromStr for Containment {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        match text {
+            "auto" => Ok(Containment::Auto),
+            "cgroup" => Ok(Containment::Cgroup),
+            "subreaper" => Ok(Containment::Subreaper),
+            _ => Err(()),
+        }
+    }
 }
 
 /// `limits.*`: what the API accepts.

@@ -116,6 +116,23 @@ impl ConfigValue for String {
     }
 }
 
+impl ConfigValue for crate::settings::Containment {
+    const KIND: Kind = Kind::Choice(crate::keys::CONTAINMENTS);
+
+    fn parse(text: &str) -> Option<Self> {
+        text.parse().ok()
+    }
+
+    fn render(&self) -> String {
+        match self {
+            crate::settings::Containment::Auto => "auto",
+            crate::settings::Containment::Cgroup => "cgroup",
+            crate::settings::Containment::Subreaper => "subreaper",
+        }
+        .to_string()
+    }
+}
+
 impl ConfigValue for Option<String> {
     const KIND: Kind = Kind::OptionalText;
 
