@@ -365,6 +365,18 @@ fn unique() -> String {
     )
 }
 
+/// A temporary directory every user may write to: the items of `dts up`
+/// run as `nobody` when the tests run as root, and tests that watch items
+/// through files give them such a directory (by absolute path: each item
+/// runs in a private directory of its own).
+pub fn shared_dir() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod the shared temp dir");
+    dir
+}
+
 /// A task body for the v1 API.
 pub fn task(template: &str, inputs: &[String]) -> Value {
     json!({ "templateFunction": template, "inputList": inputs })

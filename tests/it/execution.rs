@@ -63,7 +63,7 @@ echo "to stderr $DTS_ITEM" >&2"#;
     });
     let mut outcomes = Vec::new();
     for extra in [&[][..], &["--warm-shell"][..]] {
-        let dir = tempfile::TempDir::new().unwrap();
+        let dir = crate::common::shared_dir();
         let workdir = format!("executor.workdir={}", dir.path().display());
         let mut args = vec!["--set", workdir.as_str()];
         args.extend_from_slice(extra);
@@ -99,7 +99,7 @@ echo "to stderr $DTS_ITEM" >&2"#;
 
 async fn hostile_items_run_nothing(extra: &[&str]) {
     let up = DtsUp::start(extra);
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let marker = dir.path().join("pwned");
     let m = marker.display().to_string();
     let inputs: Vec<String> = vec![
@@ -165,7 +165,7 @@ async fn failing_items_are_recorded_with_their_exit_code_and_the_task_fails() {
 #[tokio::test]
 async fn an_item_over_its_timeout_is_killed_with_its_children_and_recorded_as_timed_out() {
     let up = DtsUp::start(&[]);
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let pid_file = dir.path().join("child.pid");
     let body = json!({
         "templateFunction": format!("sleep 60 & echo $! > {}; wait", pid_file.display()),
@@ -200,7 +200,7 @@ async fn an_item_over_its_timeout_is_killed_with_its_children_and_recorded_as_ti
 #[tokio::test]
 async fn a_failing_item_is_retried_and_the_attempt_is_recorded() {
     let up = DtsUp::start(&[]);
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let counter = dir.path().join("attempts");
     let body = json!({
         "templateFunction": "echo x >> {{counter}}; [ $(wc -l < {{counter}}) -ge 3 ] && echo third || exit 1",
@@ -252,7 +252,7 @@ async fn wait_for_running(dir: &std::path::Path, n: usize) -> Vec<i32> {
 async fn cancelling_kills_running_items_within_two_seconds_and_keeps_results() {
     // Four cores for four items: every item starts at once.
     let up = DtsUp::start(&["--cores", "4"]);
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let id = start_cancellable(&up, dir.path(), &["quick-0", "quick-1", "slow-2", "slow-3"]).await;
     let running = wait_for_running(dir.path(), 2).await;
     up.wait_task(&id, "two items done", |t| t["itemsSucceeded"] == 2)
@@ -295,7 +295,7 @@ async fn cancelling_kills_running_items_within_two_seconds_and_keeps_results() {
 #[tokio::test]
 async fn after_a_cancel_no_new_item_starts() {
     let up = DtsUp::start(&["--cores", "2"]);
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let inputs: Vec<String> = (0..10).map(|i| format!("slow-{i}")).collect();
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let id = start_cancellable(&up, dir.path(), &inputs).await;
@@ -322,7 +322,7 @@ async fn after_a_cancel_no_new_item_starts() {
 
 #[tokio::test]
 async fn scripts_get_a_cleared_environment_with_the_dts_variables() {
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let up = DtsUp::start_in(
         &dir.path().join("data"),
         &[],
@@ -377,7 +377,7 @@ async fn another_interpreter_runs_the_script() {
 #[tokio::test]
 async fn a_template_naming_one_executable_runs_it_directly_with_the_item() {
     let up = DtsUp::start(&[]);
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let script = dir.path().join("job.sh");
     std::fs::write(&script, "#!/bin/sh\necho \"job: $1 ($#)\"\n").unwrap();
     std::os::unix::fs::PermissionsExt::set_mode(

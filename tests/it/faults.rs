@@ -302,10 +302,15 @@ async fn an_item_that_kills_its_worker_is_failed_after_three_deaths_while_everyt
     let server = cluster.server("server");
     let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
     let mut started = 0;
+    // An item that runs as `nobody` cannot signal its worker at all (see
+    // security.rs); this one must be able to, so its workers run items as
+    // root on purpose. Death by exhausting memory is what it stands for.
+    let mut args = cluster.node_args();
+    args.extend(["--set".to_string(), "executor.run-as=root".to_string()]);
     let mut start_worker = |workers: &mut BTreeMap<String, Worker>| {
         started += 1;
         let id = format!("w{started}");
-        workers.insert(id.clone(), cluster.worker(&id, 2));
+        workers.insert(id.clone(), cluster.worker_with(&id, 2, args.clone(), &[]));
     };
     start_worker(&mut workers);
     start_worker(&mut workers);
@@ -370,7 +375,7 @@ async fn cancelling_in_distributed_mode_ends_running_processes_within_two_second
     let server = cluster.server("server");
     let _worker = cluster.worker("w", 2);
     wait_for_workers(&server, 1).await;
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let body = json!({
         "templateFunction": "echo $$ > {{dir}}/$1.pid; exec sleep 60",
         "variableJson": {"dir": dir.path().display().to_string()},
@@ -408,7 +413,7 @@ async fn cancelling_in_distributed_mode_ends_running_processes_within_two_second
 async fn sigterm_to_a_worker_lets_running_items_finish_and_hands_the_rest_to_another_worker() {
     let cluster = Cluster::start();
     let server = cluster.server("server");
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let mut args = cluster.node_args();
     args.extend([
         "--set".to_string(),

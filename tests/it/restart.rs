@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 #[tokio::test]
 async fn a_killed_dts_up_resumes_on_restart_and_counts_every_item_once() {
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let data = dir.path().join("data");
     let runs_log = dir.path().join("runs.log");
     let total = 200;
@@ -70,7 +70,7 @@ async fn sigterm_stops_dts_up_cleanly() {
 
 #[tokio::test]
 async fn a_second_dts_up_on_the_same_data_directory_is_refused() {
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let data = dir.path().join("data");
     let _first = DtsUp::start_in(&data, &[], &[]);
     let output = std::process::Command::new(crate::common::dts_binary())

@@ -82,7 +82,7 @@ async fn wait_for_a_dts_worker(up: &DtsUp) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_form_post_from_a_foreign_page_runs_nothing() {
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let marker = dir.path().join("pwned");
     let up = DtsUp::start(&[]);
     let own = authority(&up);
@@ -385,7 +385,7 @@ async fn connections_above_the_cap_are_refused_at_once_and_the_server_recovers()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recovers() {
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let log = dir.path().join("dts.log");
     let mut command = Command::new(dts_binary());
     command
@@ -584,7 +584,7 @@ fn start_must_fail(args: &[&str], data_dir: &Path) -> String {
 
 #[tokio::test]
 async fn a_fifteen_byte_token_refuses_to_start_naming_its_key() {
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let stderr = start_must_fail(
         &["--set", "server.auth-token=fifteen-bytes-x"],
         &dir.path().join("data"),
@@ -605,7 +605,7 @@ async fn a_fifteen_byte_token_refuses_to_start_naming_its_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_file_works_and_the_bearer_scheme_is_read_in_any_case() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::common::shared_dir();
     let token = "a-token-from-a-file-0123456789";
     let file = dir.path().join("token");
     std::fs::write(&file, format!("{token}\n")).unwrap();
