@@ -97,6 +97,17 @@ fn cloexec_through_proc() -> io::Result<()> {
     Ok(())
 }
 
+/// The open-files soft limit dts was started with, before it raised its
+/// own: what its items get back (programs that use `select()` break above
+/// 1024 descriptors, which is why the usual soft limit is that low).
+static ITEMS_OPEN_FILES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// The open-files soft limit items should run with, once
+/// [`raise_open_files_limit`] ran.
+pub fn items_open_files_limit() -> Option<u64> {
+    ITEMS_OPEN_FILES.get().copied()
+}
+
 /// Raises the soft limit on open files to the hard limit and returns it.
 /// A node holds a socket per connection and three pipes per running item;
 /// the usual soft limit of 1024 runs out long before the machine does, and
@@ -110,6 +121,7 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    let _ = ITEMS_OPEN_FILES.set(limit.rlim_cur);
     if limit.rlim_cur < limit.rlim_max {
         limit.rlim_cur = limit.rlim_max;
         // SAFETY: setrlimit reads the struct we pass.

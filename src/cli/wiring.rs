@@ -106,6 +106,7 @@ pub fn exec_settings(settings: &Settings, items: Items) -> ExecSettings {
         workdir: executor.workdir.clone(),
         warm_shell: executor.warm_shell,
         isolation,
+        items_open_files: super::process::items_open_files_limit(),
     }
 }
 

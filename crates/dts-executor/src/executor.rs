@@ -213,7 +213,7 @@ impl Executor {
         settings: ExecSettings,
         env: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Result<Self, SetupError> {
-        let isolation = Isolation::setup(&settings.isolation)?;
+        let isolation = Isolation::setup(&settings.isolation, settings.items_open_files)?;
         let mut env = filter_env(&settings.env_allow, env);
         if let Some(user) = &isolation.user {
             // The worker's own HOME and USER would point items at the

@@ -36,6 +36,9 @@ pub struct ExecSettings {
     /// cgroup where cgroups are writable (the subreaper otherwise): what
     /// `dts run` wants. The service modes ask for more.
     pub isolation: IsolationSettings,
+    /// The open-files soft limit items start with, when the worker raised
+    /// its own above what it was given; `None` leaves items the worker's.
+    pub items_open_files: Option<u64>,
 }
 
 impl Default for ExecSettings {
@@ -50,6 +53,7 @@ impl Default for ExecSettings {
             workdir: None,
             warm_shell: false,
             isolation: IsolationSettings::default(),
+            items_open_files: None,
         }
     }
 }

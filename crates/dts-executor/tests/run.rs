@@ -899,6 +899,41 @@ async fn an_item_running_as_another_user_cannot_read_the_workers_process_or_file
     );
 }
 
+/// Finding 8: with warm shells, an item could write to its shell's report
+/// channel (`/proc/$$/fd/1`), was recorded as exit 0 without finishing, and
+/// the next item's output was attributed to the wrong index.
+async fn an_item_cannot_forge_its_warm_shells_reports() {
+    if !WAY.get().warm {
+        // A fresh process has no warm shell to forge reports of.
+        return;
+    }
+    let executor = executor();
+    let forge = bash(
+        r#"for fd in /proc/$$/fd/*; do printf 'x0\ns1\no\nx0\n' > "$fd"; done 2>/dev/null
+           printf 'x0\n' >&3; printf 'x0\n' >&4
+           sleep 0.3; echo finished; exit 7"#,
+    );
+    let out = run(&executor, &forge, "x").await;
+    assert_eq!(
+        (out.exit_code, out.stdout.as_str(), &out.error),
+        (Some(7), "finished\n", &None),
+        "{out:?}"
+    );
+    let next = run(&executor, &bash(r#"echo "next $1 $DTS_ITEM_INDEX""#), "y").await;
+    assert_eq!(next.stdout, "next y 7\n", "{next:?}");
+    assert!(next.succeeded(), "{next:?}");
+}
+
+/// dts raises its own open-files soft limit; items get the one it was given.
+async fn items_start_with_the_open_files_limit_dts_was_given() {
+    let executor = executor_with(ExecSettings {
+        items_open_files: Some(1000),
+        ..settings()
+    });
+    let out = run(&executor, &bash("ulimit -n"), "x").await;
+    assert_eq!(out.stdout, "1000\n", "{out:?}");
+}
+
 // --- Warm shells: what must be the same as a fresh process, and what differs.
 
 fn warm_executor() -> Executor {
@@ -1159,4 +1194,121 @@ every_way!(
     items_get_no_descriptor_beyond_stdin_stdout_and_stderr,
     each_item_runs_in_a_fresh_private_directory_removed_afterwards,
     an_item_running_as_another_user_cannot_read_the_workers_process_or_files,
+    an_item_cannot_forge_its_warm_shells_reports,
+    items_start_with_the_open_files_limit_dts_was_given,
 );
+
+// --- Resource limits: a task's memoryMb and cpus, enforced by cgroups.
+
+/// An executor for the limit tests (each way of running: fresh and warm),
+/// or `None` where this machine cannot enforce `limit` (then the test is
+/// skipped, unless `DTS_TEST_REQUIRE_CGROUPS` says it must run).
+fn limiting_executor(warm: bool, limit: &str) -> Option<Executor> {
+    let executor = executor_with(ExecSettings {
+        warm_shell: warm,
+        ..settings()
+    });
+    if executor.isolation().limits.contains(&limit) {
+        return Some(executor);
+    }
+    assert!(
+        std::env::var_os("DTS_TEST_REQUIRE_CGROUPS").is_none(),
+        "{limit} must be enforceable here (DTS_TEST_REQUIRE_CGROUPS): {:?}",
+        executor.isolation()
+    );
+    eprintln!("skipping: this machine cannot enforce {limit}");
+    None
+}
+
+fn limited(input: &str, limits: ItemLimits) -> ItemContext<'_> {
+    ItemContext {
+        limits,
+        ..item(input)
+    }
+}
+
+#[tokio::test]
+async fn an_item_over_its_memory_limit_is_killed_and_says_so() {
+    for warm in [false, true] {
+        let Some(executor) = limiting_executor(warm, "memoryMb") else {
+            return;
+        };
+        let hog = bash("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}");
+        let small = ItemLimits {
+            memory_mb: Some(64),
+            milli_cpus: None,
+        };
+        let out = executor
+            .run(
+                &hog,
+                &limited("x", small),
+                GENEROUS,
+                &CancellationToken::new(),
+            )
+            .await;
+        assert!(!out.succeeded(), "warm {warm}: {out:?}");
+        assert_eq!(
+            out.error.as_deref(),
+            Some("killed: the item used more memory than the task allows (memoryMb = 64)"),
+            "warm {warm}: {out:?}"
+        );
+        // The same cgroup, reused, lets the next item use what it is allowed.
+        let enough = ItemLimits {
+            memory_mb: Some(512),
+            milli_cpus: None,
+        };
+        let fits = bash("x=$(head -c 50000000 /dev/zero | tr '\\0' a); echo ${#x}");
+        let out = executor
+            .run(
+                &fits,
+                &limited("x", enough),
+                GENEROUS,
+                &CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(out.stdout, "50000000\n", "warm {warm}: {out:?}");
+        assert!(out.succeeded(), "warm {warm}: {out:?}");
+    }
+}
+
+/// Prints how often the item's own cgroup was throttled, from whichever
+/// hierarchy holds its `cpu` controller (v1 `cpu`, or v2).
+const THROTTLED_PROBE: &str = r#"timeout 0.6 sh -c 'while :; do :; done'
+v1=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ {print $3}' /proc/self/cgroup)
+v2=$(awk -F: '$1 == 0 {print $3}' /proc/self/cgroup)
+for f in /sys/fs/cgroup/cpu$v1/cpu.stat /sys/fs/cgroup/cpu,cpuacct$v1/cpu.stat \
+         /sys/fs/cgroup$v2/cpu.stat /sys/fs/cgroup/unified$v2/cpu.stat; do
+  n=$(awk '$1 == "nr_throttled" {print $2}' "$f" 2>/dev/null)
+  if [ -n "$n" ]; then echo "$n"; exit 0; fi
+done
+echo none"#;
+
+#[tokio::test]
+async fn an_item_limited_to_a_fraction_of_a_cpu_is_throttled() {
+    for warm in [false, true] {
+        let Some(executor) = limiting_executor(warm, "cpus") else {
+            return;
+        };
+        let fifth = ItemLimits {
+            memory_mb: None,
+            milli_cpus: Some(200),
+        };
+        let out = executor
+            .run(
+                &bash(THROTTLED_PROBE),
+                &limited("x", fifth),
+                GENEROUS,
+                &CancellationToken::new(),
+            )
+            .await;
+        let throttled: u64 = out
+            .stdout
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("warm {warm}: {out:?}"));
+        assert!(
+            throttled > 0,
+            "warm {warm}: never throttled at 0.2 CPU: {out:?}"
+        );
+    }
+}

@@ -621,13 +621,20 @@ impl ItemCgroup {
         }
         if let Some(memory) = &self.v1_memory {
             let limit = memory_bytes.map_or("-1".to_owned(), |b| b.to_string());
+            // v1 wants memory+swap never below memory: lift it first, set
+            // memory, then bring memory+swap down to the same value (so an
+            // item over its limit is killed rather than swapped).
+            let swap = memory.dir.join("memory.memsw.limit_in_bytes").exists();
+            if swap {
+                let _ = memory.write("memory.memsw.limit_in_bytes", "-1");
+            }
             if memory.write("memory.limit_in_bytes", &limit).is_err() {
                 // Page cache the last item left can hold usage above a new,
                 // lower limit: drop it and try once more.
                 let _ = memory.write("memory.force_empty", "0");
                 memory.write("memory.limit_in_bytes", &limit)?;
             }
-            if memory.dir.join("memory.memsw.limit_in_bytes").exists() {
+            if swap {
                 let _ = memory.write("memory.memsw.limit_in_bytes", &limit);
             }
         }

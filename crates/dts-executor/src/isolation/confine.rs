@@ -26,6 +26,9 @@ pub(crate) struct Confinement {
     /// privileges again (`PR_SET_NO_NEW_PRIVS`: setuid programs do not run
     /// as their owner).
     pub(crate) user: Option<(libc::uid_t, libc::gid_t)>,
+    /// The open-files soft limit to give the program (at most the hard
+    /// limit), when the worker raised its own.
+    pub(crate) open_files: Option<u64>,
     /// A descriptor to hand the program as its descriptor 3 (a warm shell's
     /// channel to the executor); every other one above 2 closes.
     pub(crate) pass_as_3: Option<RawFd>,
@@ -74,6 +77,19 @@ impl Confinement {
                 libc::c_uint::MAX,
                 CLOSE_RANGE_CLOEXEC,
             );
+        }
+        if let Some(soft) = self.open_files {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit and setrlimit on a struct on this stack.
+            unsafe {
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                    limit.rlim_cur = soft.min(limit.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                }
+            }
         }
         if let Some(fd) = self.pass_as_3 {
             // dup2 leaves the copy open across exec.

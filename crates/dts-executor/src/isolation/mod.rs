@@ -127,10 +127,15 @@ pub(crate) struct Isolation {
     pub(crate) scratch: Scratch,
     pub(crate) containment: Containment,
     pub(crate) cgroups: Cgroups,
+    /// The open-files soft limit items get ([`crate::ExecSettings::items_open_files`]).
+    pub(crate) open_files: Option<u64>,
 }
 
 impl Isolation {
-    pub(crate) fn setup(settings: &IsolationSettings) -> Result<Isolation, SetupError> {
+    pub(crate) fn setup(
+        settings: &IsolationSettings,
+        open_files: Option<u64>,
+    ) -> Result<Isolation, SetupError> {
         let current = RunAs::current()?;
         let (user, run_as_name) = match &settings.run_as {
             None => (None, None),
@@ -175,6 +180,7 @@ impl Isolation {
             scratch,
             containment,
             cgroups,
+            open_files,
         })
     }
 
@@ -202,6 +208,7 @@ impl Isolation {
             cgroup_procs: Vec::new(),
             subreaper: self.containment == Containment::Subreaper,
             user: self.user.as_ref().map(|u| (u.uid, u.gid)),
+            open_files: self.open_files,
             pass_as_3: None,
         }
     }
