@@ -293,7 +293,7 @@ impl Cgroups {
             Some(cgroup) => cgroup,
             None => self.create()?,
         };
-        match cgroup.set_limits(limits) {
+        match cgroup.set_limits(self, limits) {
             Ok(()) => Ok(Some(cgroup)),
             Err(e) => {
                 // A cgroup whose limits cannot be written is not reused.
@@ -320,17 +320,14 @@ impl Cgroups {
             kill_file: self.v2.as_ref().is_some_and(|v2| v2.kill_file),
             v2_memory: self.v2.as_ref().is_some_and(|v2| v2.memory),
             v2_cpu: self.v2.as_ref().is_some_and(|v2| v2.cpu),
+            joins_v1: (false, false),
+            v2_written: None,
             oom_kills_before: 0,
         };
         if let Some(v2) = &self.v2 {
             cgroup.v2 = Some(Member::create(&v2.hierarchy, &name)?);
         }
-        if let Some(memory) = &self.v1_memory {
-            cgroup.v1_memory = Some(Member::create(memory, &name)?);
-        }
-        if let Some(cpu) = &self.v1_cpu {
-            cgroup.v1_cpu = Some(Member::create(cpu, &name)?);
-        }
+        // v1 directories are made when an item first needs their limits.
         Ok(cgroup)
     }
 }
@@ -507,6 +504,24 @@ fn setup_v1(mounts: &[Mount], own: &str, controller: &str) -> Option<Hierarchy> 
     }
 }
 
+/// The item's member of a v1 hierarchy, made when first needed.
+fn member_of<'m>(
+    member: &'m mut Option<Member>,
+    hierarchy: Option<&Hierarchy>,
+    name: &str,
+) -> Result<&'m Member, CgroupError> {
+    let missing = CgroupError::CannotEnforce {
+        field: "memoryMb or cpus",
+        reason: "no writable cgroup has the controller",
+    };
+    if member.is_none() {
+        let hierarchy = hierarchy.ok_or(missing)?;
+        *member = Some(Member::create(hierarchy, name)?);
+        return member.as_ref().ok_or(CgroupError::NoHierarchy);
+    }
+    member.as_ref().ok_or(missing)
+}
+
 /// Writes `text` to a cgroup file in one `write`.
 fn write_file(path: &Path, text: &str) -> io::Result<()> {
     fs::write(path, text)
@@ -572,17 +587,33 @@ pub(crate) struct ItemCgroup {
     kill_file: bool,
     v2_memory: bool,
     v2_cpu: bool,
+    /// Whether this item joins the v1 `memory` and `cpu` cgroups: only an
+    /// item with that limit does (each hierarchy joined costs a migration).
+    joins_v1: (bool, bool),
+    /// The limits last written to the v2 cgroup (memory bytes, CPU quota),
+    /// so the next item with the same ones writes nothing.
+    v2_written: Option<(Option<u64>, Option<u64>)>,
     /// OOM kills counted before this item started (the counter lives as
     /// long as the cgroup, which is reused).
     oom_kills_before: u64,
 }
 
 impl ItemCgroup {
+    /// The members this item's processes are in.
+    fn joined(&self) -> impl Iterator<Item = &Member> {
+        let (memory, cpu) = self.joins_v1;
+        [
+            self.v2.as_ref(),
+            self.v1_memory.as_ref().filter(|_| memory),
+            self.v1_cpu.as_ref().filter(|_| cpu),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// The `cgroup.procs` files the child writes `0` to, to join.
     pub(crate) fn procs_fds(&self) -> Vec<RawFd> {
-        [&self.v2, &self.v1_memory, &self.v1_cpu]
-            .into_iter()
-            .flatten()
+        self.joined()
             .map(|member| member.procs.as_raw_fd())
             .collect()
     }
@@ -590,37 +621,50 @@ impl ItemCgroup {
     /// Moves `pid` (a warm shell's subshell that has not started the
     /// script yet) into every cgroup of the item.
     pub(crate) fn add(&self, pid: u32) -> Result<(), CgroupError> {
-        for member in [&self.v2, &self.v1_memory, &self.v1_cpu]
-            .into_iter()
-            .flatten()
-        {
+        for member in self.joined() {
             member.write("cgroup.procs", &pid.to_string())?;
         }
         Ok(())
     }
 
-    fn set_limits(&mut self, limits: &ItemLimits) -> Result<(), CgroupError> {
+    /// Writes the item's limits: to the v2 cgroup when it has the
+    /// controller (only what changed since the last item), otherwise to v1
+    /// cgroups, made on first use, which the item then joins.
+    fn set_limits(&mut self, cgroups: &Cgroups, limits: &ItemLimits) -> Result<(), CgroupError> {
         let memory_bytes = limits.memory_mb.map(|mb| mb.saturating_mul(1024 * 1024));
         let quota_us = limits
             .milli_cpus
             .map(|milli| (u64::from(milli) * CPU_PERIOD_US / 1000).max(CPU_MIN_QUOTA_US));
+        let (old_memory, old_quota) = match self.v2_written {
+            Some((memory, quota)) => (Some(memory), Some(quota)),
+            None => (None, None),
+        };
         if let (Some(v2), true) = (&self.v2, self.v2_memory) {
-            let max = memory_bytes.map_or("max".to_owned(), |b| b.to_string());
-            v2.write("memory.max", &max)?;
-            // Over its limit an item is killed, not pushed into swap.
-            let _ = v2.write(
-                "memory.swap.max",
-                if memory_bytes.is_some() { "0" } else { "max" },
-            );
+            if old_memory != Some(memory_bytes) {
+                let max = memory_bytes.map_or("max".to_owned(), |b| b.to_string());
+                v2.write("memory.max", &max)?;
+                // Over its limit an item is killed, not pushed into swap.
+                let _ = v2.write(
+                    "memory.swap.max",
+                    if memory_bytes.is_some() { "0" } else { "max" },
+                );
+            }
         }
         if let (Some(v2), true) = (&self.v2, self.v2_cpu) {
-            let max = quota_us.map_or(format!("max {CPU_PERIOD_US}"), |q| {
-                format!("{q} {CPU_PERIOD_US}")
-            });
-            v2.write("cpu.max", &max)?;
+            if old_quota != Some(quota_us) {
+                let max = quota_us.map_or(format!("max {CPU_PERIOD_US}"), |q| {
+                    format!("{q} {CPU_PERIOD_US}")
+                });
+                v2.write("cpu.max", &max)?;
+            }
         }
-        if let Some(memory) = &self.v1_memory {
-            let limit = memory_bytes.map_or("-1".to_owned(), |b| b.to_string());
+        self.v2_written = Some((memory_bytes, quota_us));
+        let v1_memory = memory_bytes.filter(|_| !self.v2_memory);
+        let v1_quota = quota_us.filter(|_| !self.v2_cpu);
+        self.joins_v1 = (v1_memory.is_some(), v1_quota.is_some());
+        if let Some(bytes) = v1_memory {
+            let memory = member_of(&mut self.v1_memory, cgroups.v1_memory.as_ref(), &self.name)?;
+            let limit = bytes.to_string();
             // v1 wants memory+swap never below memory: lift it first, set
             // memory, then bring memory+swap down to the same value (so an
             // item over its limit is killed rather than swapped).
@@ -638,12 +682,16 @@ impl ItemCgroup {
                 let _ = memory.write("memory.memsw.limit_in_bytes", &limit);
             }
         }
-        if let Some(cpu) = &self.v1_cpu {
+        if let Some(quota) = v1_quota {
+            let cpu = member_of(&mut self.v1_cpu, cgroups.v1_cpu.as_ref(), &self.name)?;
             cpu.write("cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
-            let quota = quota_us.map_or("-1".to_owned(), |q| q.to_string());
-            cpu.write("cpu.cfs_quota_us", &quota)?;
+            cpu.write("cpu.cfs_quota_us", &quota.to_string())?;
         }
-        self.oom_kills_before = self.oom_kills();
+        self.oom_kills_before = if memory_bytes.is_some() {
+            self.oom_kills()
+        } else {
+            0
+        };
         Ok(())
     }
 
@@ -655,9 +703,9 @@ impl ItemCgroup {
                 .and_then(|n| n.trim().parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        match (&self.v2, self.v2_memory, &self.v1_memory) {
-            (Some(v2), true, _) => count(v2.read("memory.events")),
-            (_, _, Some(v1)) => count(v1.read("memory.oom_control")),
+        match (&self.v2, self.v2_memory, &self.v1_memory, self.joins_v1.0) {
+            (Some(v2), true, _, _) => count(v2.read("memory.events")),
+            (_, _, Some(v1), true) => count(v1.read("memory.oom_control")),
             _ => 0,
         }
     }
@@ -753,6 +801,8 @@ impl Drop for ItemCgroup {
             kill_file: self.kill_file,
             v2_memory: self.v2_memory,
             v2_cpu: self.v2_cpu,
+            joins_v1: self.joins_v1,
+            v2_written: None,
             oom_kills_before: 0,
         };
         let spawned = std::thread::Builder::new()
