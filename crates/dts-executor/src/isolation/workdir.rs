@@ -32,6 +32,7 @@ impl Scratch {
         owner: Option<(libc::uid_t, libc::gid_t)>,
     ) -> Result<Scratch, SetupError> {
         let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        remove_stale(&base);
         let suffix = uuid_like();
         let root = base.join(format!("dts-items-{}-{suffix}", std::process::id()));
         // A new name each time, made with mkdir: an existing file or symlink
@@ -82,6 +83,42 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         if let Err(e) = remove_tree(&self.root) {
             tracing::debug!(dir = %self.root.display(), error = %e, "could not remove the items' scratch directory");
+        }
+    }
+}
+
+/// Removes the scratch directories a dts that died left in `base`: each is
+/// named after its process, and only those of processes that are gone and
+/// owned by this process's user (never following a symlink) are removed.
+/// What killed items left there may be private.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("dts-items-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = fs::symlink_metadata(entry.path())
+            .is_ok_and(|m| m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == me);
+        if !ours || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match remove_tree(&entry.path()) {
+            Ok(()) => {
+                tracing::info!(dir = %entry.path().display(), "removed the item directories of a dts that died")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove the item directories of a dts that died")
+            }
         }
     }
 }
@@ -150,6 +187,24 @@ mod tests {
         assert_eq!(mode(&one), 0o700);
         drop(scratch);
         assert!(!root.exists());
+    }
+
+    #[test]
+    fn directories_of_a_dts_that_died_are_removed_and_live_ones_kept() {
+        let base = tempfile::tempdir().expect("base");
+        // Pid numbers stop well below i32::MAX: this one is gone.
+        let dead = base.path().join(format!("dts-items-{}-abc", i32::MAX));
+        let alive = base
+            .path()
+            .join(format!("dts-items-{}-abc", std::process::id()));
+        let other = base.path().join("something-else");
+        for dir in [&dead, &alive, &other] {
+            fs::create_dir_all(dir.join("item-0")).expect("dir");
+        }
+        let scratch = Scratch::create(Some(base.path()), None).expect("scratch");
+        assert!(!dead.exists());
+        assert!(alive.exists() && other.exists());
+        drop(scratch);
     }
 
     #[test]
