@@ -377,6 +377,18 @@ pub fn shared_dir() -> TempDir {
     dir
 }
 
+/// Waits for `check` with the deadline, saying what it waited for.
+pub async fn wait_for<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < DEADLINE, "never saw: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A task body for the v1 API.
 pub fn task(template: &str, inputs: &[String]) -> Value {
     json!({ "templateFunction": template, "inputList": inputs })

@@ -10,6 +10,7 @@ mod distributed;
 mod execution;
 mod faults;
 mod hostile;
+mod isolation;
 mod outputs;
 mod restart;
 mod security;

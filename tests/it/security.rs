@@ -1,7 +1,7 @@
 //! Safe by default: each test does what an attacker did against `dts up`
 //! with its defaults, and checks that it no longer works.
 
-use crate::common::{DEADLINE, DtsUp, dts_binary, items, task};
+use crate::common::{DEADLINE, DtsUp, dts_binary, items, task, wait_for};
 use crate::seed_api::urlencode;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -57,22 +57,15 @@ fn get(path: &str, host: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
 }
 
-/// Waits for `check` with the deadline, saying what it waited for.
-async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < DEADLINE, "never saw: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn workers(up: &DtsUp) -> Vec<Value> {
+/// The workers `GET /v1/workers` lists.
+pub async fn workers(up: &DtsUp) -> Vec<Value> {
     let (status, workers) = up.get("/v1/workers").await;
     assert_eq!(status, StatusCode::OK, "{workers}");
     workers.as_array().expect("a list").clone()
 }
 
-async fn wait_for_a_dts_worker(up: &DtsUp) -> Value {
+/// The first worker listed, once there is one (a node's own worker).
+pub async fn wait_for_a_dts_worker(up: &DtsUp) -> Value {
     wait_for("the local worker's heartbeat", || async {
         !workers(up).await.is_empty()
     })
