@@ -184,8 +184,6 @@ static NEXT_ITEM: AtomicU64 = AtomicU64::new(0);
 struct Hierarchy {
     /// `dts-items-<pid>-<n>`, below this process's own cgroup.
     parent: PathBuf,
-    /// The file that adds a process: `cgroup.procs`.
-    procs_file: &'static str,
 }
 
 /// What the v2 hierarchy offers this executor.
@@ -293,7 +291,10 @@ impl Cgroups {
             Some(cgroup) => cgroup,
             None => self.create()?,
         };
-        match cgroup.set_limits(self, limits) {
+        match cgroup
+            .set_limits(self, limits)
+            .and_then(|()| cgroup.open_procs())
+        {
             Ok(()) => Ok(Some(cgroup)),
             Err(e) => {
                 // A cgroup whose limits cannot be written is not reused.
@@ -305,7 +306,8 @@ impl Cgroups {
 
     /// Gives an item's cgroup back once its processes were killed; it is
     /// reused when empty.
-    pub(crate) fn put(&self, cgroup: ItemCgroup) {
+    pub(crate) fn put(&self, mut cgroup: ItemCgroup) {
+        cgroup.close_procs();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.push(cgroup);
     }
@@ -364,10 +366,7 @@ fn setup_v2(mounts: &[Mount], own: &str) -> Result<V2, CgroupError> {
     let parent = make_parent(&own_dir)?;
     let kill_file = parent.join("cgroup.kill").exists();
     let mut v2 = V2 {
-        hierarchy: Hierarchy {
-            parent,
-            procs_file: "cgroup.procs",
-        },
+        hierarchy: Hierarchy { parent },
         memory: false,
         cpu: false,
         kill_file,
@@ -493,10 +492,7 @@ fn setup_v1(mounts: &[Mount], own: &str, controller: &str) -> Option<Hierarchy> 
     let own_dir = dir_of(mount, &path)?;
     remove_stale_parents(&own_dir);
     match make_parent(&own_dir) {
-        Ok(parent) => Some(Hierarchy {
-            parent,
-            procs_file: "cgroup.procs",
-        }),
+        Ok(parent) => Some(Hierarchy { parent }),
         Err(e) => {
             tracing::debug!(controller, error = %e, "the v1 {controller} hierarchy is not writable");
             None
@@ -528,13 +524,14 @@ fn write_file(path: &Path, text: &str) -> io::Result<()> {
 }
 
 /// An item's directory in one hierarchy, with its `cgroup.procs` open for
-/// writing: opened here, before any fork, so that joining it in the child
-/// is one `write` (and works after the child gave up root: the kernel
-/// checks the credentials of whoever opened the file).
+/// writing while an item uses it: opened before any fork, so that joining
+/// it in the child is one `write` (and works after the child gave up root:
+/// the kernel checks the credentials of whoever opened the file). Closed
+/// while the cgroup waits in the pool, so the pool holds no descriptors.
 #[derive(Debug)]
 struct Member {
     dir: PathBuf,
-    procs: OwnedFd,
+    procs: Option<OwnedFd>,
 }
 
 impl Member {
@@ -545,18 +542,20 @@ impl Member {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(CgroupError::io("cannot make the cgroup", &dir, e)),
         }
-        let procs_path = dir.join(hierarchy.procs_file);
-        let procs = fs::OpenOptions::new()
-            .write(true)
-            .open(&procs_path)
-            .map_err(|e| {
-                let _ = fs::remove_dir(&dir);
-                CgroupError::io("cannot open", &procs_path, e)
-            })?;
-        Ok(Member {
-            dir,
-            procs: procs.into(),
-        })
+        Ok(Member { dir, procs: None })
+    }
+
+    /// Opens `cgroup.procs` for the next item, if it is not open.
+    fn open_procs(&mut self) -> Result<(), CgroupError> {
+        if self.procs.is_none() {
+            let path = self.dir.join("cgroup.procs");
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| CgroupError::io("cannot open", &path, e))?;
+            self.procs = Some(file.into());
+        }
+        Ok(())
     }
 
     fn write(&self, file: &str, text: &str) -> Result<(), CgroupError> {
@@ -614,8 +613,39 @@ impl ItemCgroup {
     /// The `cgroup.procs` files the child writes `0` to, to join.
     pub(crate) fn procs_fds(&self) -> Vec<RawFd> {
         self.joined()
-            .map(|member| member.procs.as_raw_fd())
+            .filter_map(|member| member.procs.as_ref())
+            .map(|procs| procs.as_raw_fd())
             .collect()
+    }
+
+    /// Opens the `cgroup.procs` files of the members this item joins.
+    fn open_procs(&mut self) -> Result<(), CgroupError> {
+        let (memory, cpu) = self.joins_v1;
+        for member in [
+            self.v2.as_mut(),
+            self.v1_memory.as_mut().filter(|_| memory),
+            self.v1_cpu.as_mut().filter(|_| cpu),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            member.open_procs()?;
+        }
+        Ok(())
+    }
+
+    /// Closes every `cgroup.procs` this cgroup holds open.
+    fn close_procs(&mut self) {
+        for member in [
+            self.v2.as_mut(),
+            self.v1_memory.as_mut(),
+            self.v1_cpu.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            member.procs = None;
+        }
     }
 
     /// Moves `pid` (a warm shell's subshell that has not started the
