@@ -22,8 +22,9 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use crate::spawn::{Child, Command};
 
 /// The children this process started through the executor, as (pid, start
 /// time in clock ticks since boot). Anything else among its children was
