@@ -168,7 +168,10 @@ fn prepare(plan: &Plan<'_>) -> Result<(), c_int> {
     })
 }
 
-/// The size of the kernel's signal set: 64 signals.
+/// The size of the kernel's signal set: 64 signals on every architecture
+/// but MIPS (128), where the kernel refuses these calls, so every spawn
+/// fails with EINVAL (the parent blocks signals the same way) rather than
+/// run a child with the wrong mask.
 const KERNEL_SIGSET_BYTES: usize = 8;
 
 /// Every signal whose handler is a function of the worker's goes back to

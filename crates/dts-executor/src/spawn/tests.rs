@@ -324,6 +324,14 @@ async fn the_child_starts_with_default_handlers_sigpipe_default_and_an_empty_mas
     let after = std::fs::read_to_string("/proc/thread-self/status").unwrap();
     assert_eq!(signal_set(&after, "SigBlk:"), signal_set(&mine, "SigBlk:"));
     assert_ne!(signal_set(&after, "SigBlk:") & bit(libc::SIGTERM), 0);
+    // SAFETY: unblocks what this test blocked in its thread.
+    unsafe {
+        let mut blocked: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut blocked);
+        libc::sigaddset(&mut blocked, libc::SIGTERM);
+        libc::sigaddset(&mut blocked, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut());
+    }
 }
 
 #[tokio::test]
