@@ -11,11 +11,10 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::pin::{Pin, pin};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +27,7 @@ use crate::outcome::ExecOutcome;
 use crate::output::Capture;
 use crate::program::Program;
 use crate::settings::ExecSettings;
+use crate::spawn::{Child, Command};
 use crate::warm::{self, Host, ItemPipes, Report};
 
 /// How long to wait for stdout and stderr to close once the main process has
@@ -647,17 +647,11 @@ impl Executor {
         };
         command
             .arg(item.input)
-            .env_clear()
             .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("DTS_ITEM", item.input)
             .env("DTS_ITEM_INDEX", item.index.to_string())
             .env("DTS_TASK_ID", item.task_id)
-            .env("DTS_SHARD_INDEX", item.shard_index.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+            .env("DTS_SHARD_INDEX", item.shard_index.to_string());
         if let Some(dir) = self.item_dir(run.place) {
             command.current_dir(dir);
         }
@@ -668,7 +662,7 @@ impl Executor {
         if let Some(cgroup) = &run.place.cgroup {
             confinement.cgroup_procs = cgroup.procs_fds();
         }
-        confinement.apply(&mut command);
+        command.confine(confinement);
         command
     }
 

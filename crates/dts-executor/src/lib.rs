@@ -18,6 +18,8 @@
 //!   as, private working directories, a cgroup per item (or the subreaper
 //!   where cgroups are not writable) that kills every descendant and
 //!   enforces the task's limits (docs/security.md).
+//! - `spawn`: starts a child without copying the worker's memory
+//!   (`clone(CLONE_VM | CLONE_VFORK)`), confined as `isolation` says.
 //! - `warm`: warm shells, an opt-in way to run bash items as forked
 //!   subshells of a shell kept running per slot (docs/warm-shell.md).
 //!
@@ -32,6 +34,7 @@ mod outcome;
 mod output;
 mod program;
 mod settings;
+mod spawn;
 mod warm;
 
 pub use executor::{Executor, ItemContext, ItemLimits};

@@ -66,11 +66,12 @@ impl Program {
 
 /// The interpreter as an absolute path when the scripts' `PATH` has it.
 ///
-/// This is about speed: with a cleared environment that sets its own `PATH`,
-/// `std::process::Command` cannot hand a bare name like `bash` to
-/// `posix_spawn` and falls back to `fork` + `execvp`, copying the worker's
-/// page tables for every item (measured: half of the worker's CPU per item).
-/// An unknown name stays as given, so spawning fails with a message naming it.
+/// This is about speed: a bare name like `bash` is looked up by the child
+/// for every item, as `execvp` does, with a failed `execve` for each `PATH`
+/// directory before the right one (and, when `std` still spawned items, it
+/// made `std::process::Command` fork the whole worker instead of using
+/// `posix_spawn`). An unknown name stays as given, so spawning fails with a
+/// message naming it.
 fn resolve_interpreter(interpreter: &str, path_var: Option<&OsStr>) -> String {
     if interpreter.contains('/') {
         return interpreter.to_owned();
@@ -143,7 +144,7 @@ mod tests {
 
     #[test]
     fn the_interpreter_is_resolved_to_an_absolute_path_once() {
-        // A bare name would make every spawn fork the worker (see
+        // A bare name would be looked up for every spawn (see
         // `resolve_interpreter`); an unknown one stays as given.
         let dir = fixture();
         let path: OsString = dir.path().as_os_str().to_owned();

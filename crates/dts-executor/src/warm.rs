@@ -37,16 +37,15 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Mutex;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::unix::pipe;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::process::{Child, Command};
 
 use crate::executor::ItemContext;
 use crate::isolation::{Confinement, Scratch, reaper, workdir};
+use crate::spawn::{Child, Command, Stdio};
 
 /// The host's loop, on one line so that `eval` numbers the script's lines
 /// from 1, as `bash -c` does.
@@ -176,15 +175,10 @@ impl Host {
             .arg("-c")
             .arg(HOST_SCRIPT)
             .arg(script_name)
-            .env_clear()
             .envs(env.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdio(Stdio::Null)
             .current_dir(cwd.unwrap_or(&dir))
-            .process_group(0)
-            .kill_on_drop(true);
-        confinement.apply(&mut command);
+            .confine(confinement);
         let child = match reaper::spawn(&mut command) {
             Ok(child) => child,
             Err(e) => {

@@ -934,6 +934,18 @@ async fn items_start_with_the_open_files_limit_dts_was_given() {
     assert_eq!(out.stdout, "1000\n", "{out:?}");
 }
 
+/// dts ignores SIGPIPE (as Rust programs do) and blocks every signal in the
+/// thread that starts an item: an item's programs still get SIGPIPE's
+/// default (a writer into a closed pipe dies of it) and no blocked signal.
+/// (The mask of the shell itself is bash's business: a warm item's subshell
+/// blocks SIGCHLD, and unblocks it for the programs it runs.)
+async fn items_start_with_sigpipe_default_and_no_blocked_signal() {
+    let script = "yes | head -n 1 >/dev/null; echo \"${PIPESTATUS[0]}\"; \
+                  grep '^SigBlk:' /proc/self/status; exit 0";
+    let out = run(&executor(), &bash(script), "x").await;
+    assert_eq!(out.stdout, "141\nSigBlk:\t0000000000000000\n", "{out:?}");
+}
+
 // --- Warm shells: what must be the same as a fresh process, and what differs.
 
 fn warm_executor() -> Executor {
@@ -1196,6 +1208,7 @@ every_way!(
     an_item_running_as_another_user_cannot_read_the_workers_process_or_files,
     an_item_cannot_forge_its_warm_shells_reports,
     items_start_with_the_open_files_limit_dts_was_given,
+    items_start_with_sigpipe_default_and_no_blocked_signal,
 );
 
 // --- Resource limits: a task's memoryMb and cpus, enforced by cgroups.

@@ -8,7 +8,8 @@
 //!   enforce the task's `memoryMb` and `cpus`;
 //! - `reaper`: where cgroups are not writable, the subreaper fallback that
 //!   still kills every descendant of an item;
-//! - `confine`: the steps a child takes between fork and exec.
+//! - `confine`: the steps a child takes between `clone` and `exec` (carried
+//!   out by the `spawn` module).
 //!
 //! The executor asks [`Isolation`] for an item's directory and cgroup before
 //! it starts the item, and gives both back when the item ends.

@@ -20,10 +20,12 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use crate::spawn::{Child, Command};
 
 /// The children this process started through the executor, as (pid, start
 /// time in clock ticks since boot). Anything else among its children was
@@ -33,26 +35,47 @@ static STARTED: Mutex<BTreeSet<(libc::pid_t, u64)>> = Mutex::new(BTreeSet::new()
 /// How long the orphan sweeps keep killing and reaping before they give up.
 const SWEEP_LIMIT: Duration = Duration::from_secs(2);
 
+/// Whether this process is a child subreaper; only then are children
+/// recorded (reading their start time costs a `/proc` read per item that
+/// the other modes need not pay). Changed under the `STARTED` lock only.
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
 /// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`).
+///
+/// Its children at this point were started by this process (nothing could
+/// be reparented to it yet), so they are recorded as started first: a
+/// sweep kills only orphans, and every child spawned from now on is
+/// recorded as it starts.
 pub(crate) fn become_subreaper() -> io::Result<()> {
+    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+    if !SUBREAPER.load(Ordering::Relaxed) {
+        let me = std::process::id() as libc::pid_t;
+        for pid in children_of(me) {
+            if let Some(since) = start_time(pid) {
+                started.insert((pid, since));
+            }
+        }
+    }
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
+    SUBREAPER.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
-/// Spawns `command` and records the child as one the executor started.
-/// Spawning and recording happen under one lock, so a sweep never sees a
-/// new child before it is recorded.
+/// Spawns `command` and, once this process is a subreaper, records the
+/// child as one the executor started. Spawning and recording happen under
+/// one lock, so a sweep never sees a new child before it is recorded.
 pub(crate) fn spawn(command: &mut Command) -> io::Result<Child> {
     let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
     let child = command.spawn()?;
-    if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
-        if let Some(since) = start_time(pid) {
-            started.insert((pid, since));
+    if SUBREAPER.load(Ordering::Relaxed) {
+        if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+            if let Some(since) = start_time(pid) {
+                started.insert((pid, since));
+            }
         }
     }
     Ok(child)
