@@ -7,11 +7,9 @@
 //! With a `pre_exec` closure for that, `std::process::Command` can no longer
 //! use `posix_spawn` and forks the whole multi-threaded worker instead: the
 //! kernel copies the worker's page tables for every item and tears them
-//! down again at `exec`. In `perf` that was about 20% of all CPU
-//! (`copy_page_range`, `dup_mmap`, `exit_mmap`, `unmap_page_range` in the
-//! worker's thread); the worker's own CPU per item went from 0.16 ms to
-//! about 1 ms, and W1 (`echo "$1"` at concurrency 2) from 0.94× to 0.44× of
-//! `xargs -P` for `dts up`.
+//! down again at `exec` (`copy_page_range`, `dup_mmap`, `exit_mmap`,
+//! `unmap_page_range` in `perf`), several times what the rest of the
+//! worker spends per item (docs/design-notes.md has the measurements).
 //!
 //! Here the child shares the worker's memory while the calling thread waits
 //! for it to `exec` or exit, so nothing is copied. The price is what the
