@@ -1,8 +1,11 @@
 //! A private Kafka-protocol broker (tansu) with in-memory storage.
 //!
-//! Its quirks (`../shared/notes/kafka-broker.md`): create topics explicitly,
-//! use short group timeouts in tests, `auto.offset.reset=earliest`, and
-//! `fetch.wait.max.ms` of 10–50. [`Broker::client_settings`] gives those.
+//! Its quirks, and what tests do about them: topics are created explicitly
+//! (auto-created ones get 4 partitions), group timeouts are short (it holds
+//! every join for half the session timeout), `auto.offset.reset=earliest`
+//! (its "latest" offset is off by a batch), and `fetch.wait.max.ms` is
+//! 10–50 (it does not wake a waiting fetch when data arrives).
+//! [`Broker::client_settings`] gives those.
 
 use crate::process::{Server, find_program, kill, wait_for_port};
 use std::path::PathBuf;
