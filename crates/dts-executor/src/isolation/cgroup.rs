@@ -364,6 +364,17 @@ fn setup_v2(mounts: &[Mount], own: &str) -> Result<V2, CgroupError> {
     let own_dir = dir_of(mount, &path).ok_or(CgroupError::UnknownOwnCgroup)?;
     remove_stale_parents(&own_dir);
     let parent = make_parent(&own_dir)?;
+    if !mount.super_options.iter().any(|o| o == "favordynmods") {
+        // Moving a process into a cgroup takes a lock that, without this
+        // option, waits for an RCU grace period and holds up every fork on
+        // the machine meanwhile: items start a few milliseconds later.
+        tracing::info!(
+            mount = %mount.point.display(),
+            "cgroup2 is mounted without favordynmods; items start faster with it \
+             (mount -o remount,favordynmods {})",
+            mount.point.display()
+        );
+    }
     let kill_file = parent.join("cgroup.kill").exists();
     let mut v2 = V2 {
         hierarchy: Hierarchy { parent },
