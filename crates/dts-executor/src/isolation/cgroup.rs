@@ -404,7 +404,8 @@ fn setup_v2(mounts: &[Mount], own: &str) -> Result<V2, CgroupError> {
 /// Makes `<own>/dts-items-<pid>-<n>`.
 fn make_parent(own_dir: &Path) -> Result<PathBuf, CgroupError> {
     let parent = own_dir.join(format!(
-        "dts-items-{}-{}",
+        "{}{}-{}",
+        super::ITEMS_DIR_PREFIX,
         std::process::id(),
         NEXT_PARENT.fetch_add(1, Ordering::Relaxed)
     ));
@@ -463,16 +464,7 @@ fn remove_stale_parents(own_dir: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("dts-items-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if !super::left_by_a_dead_dts(&entry.file_name()) {
             continue;
         }
         let dir = entry.path();

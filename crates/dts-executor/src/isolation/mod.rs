@@ -29,6 +29,20 @@ pub(crate) use confine::Confinement;
 pub(crate) use user::RunAs;
 pub(crate) use workdir::Scratch;
 
+/// What the directories an executor makes for items (its scratch directory,
+/// its item cgroups' parent) are named after: `dts-items-<pid>-<suffix>`,
+/// so that those of a dts that died can be found and removed.
+pub(crate) const ITEMS_DIR_PREFIX: &str = "dts-items-";
+
+/// Whether `name` is an items directory of a process that is gone.
+pub(crate) fn left_by_a_dead_dts(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.strip_prefix(ITEMS_DIR_PREFIX))
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// How items are kept apart; part of [`crate::ExecSettings`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IsolationSettings {

@@ -34,7 +34,11 @@ impl Scratch {
         let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
         remove_stale(&base);
         let suffix = uuid_like();
-        let root = base.join(format!("dts-items-{}-{suffix}", std::process::id()));
+        let root = base.join(format!(
+            "{}{}-{suffix}",
+            super::ITEMS_DIR_PREFIX,
+            std::process::id()
+        ));
         // A new name each time, made with mkdir: an existing file or symlink
         // of that name makes this fail instead of being followed.
         fs::DirBuilder::new()
@@ -98,18 +102,9 @@ fn remove_stale(base: &Path) {
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("dts-items-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
         let ours = fs::symlink_metadata(entry.path())
             .is_ok_and(|m| m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == me);
-        if !ours || Path::new(&format!("/proc/{pid}")).exists() {
+        if !ours || !super::left_by_a_dead_dts(&entry.file_name()) {
             continue;
         }
         match remove_tree(&entry.path()) {
