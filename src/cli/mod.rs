@@ -147,8 +147,7 @@ impl ClientArgs {
 fn read_token(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the token file {}", path.display()))?;
-    let token = text.strip_suffix('\n').unwrap_or(&text);
-    let token = token.strip_suffix('\r').unwrap_or(token);
+    let token = dts_config::token_in_file(&text);
     if token.is_empty() {
         bail!("the token file {} is empty", path.display());
     }

@@ -35,6 +35,7 @@ pub use settings::{
     SchedulerSettings, ServerSettings, Settings, StoreSettings, WorkerSettings,
 };
 pub use source::Source;
+pub use token::token_in_file;
 
 /// Load the configuration.
 ///

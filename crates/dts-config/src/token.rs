@@ -74,11 +74,16 @@ fn read_token_file(
     if let Some(warning) = readable_by_others(path) {
         warnings.push(warning);
     }
-    let token = text
-        .strip_suffix('\n')
+    Ok(token_in_file(&text).to_string())
+}
+
+/// The token a token file holds: its text without one trailing newline (LF
+/// or CRLF), as `echo` and editors leave it. The client commands'
+/// `--token-file` reads files the same way.
+pub fn token_in_file(text: &str) -> &str {
+    text.strip_suffix('\n')
         .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
-        .unwrap_or(&text);
-    Ok(token.to_string())
+        .unwrap_or(text)
 }
 
 /// A warning when the token file's group or other users may read it.
