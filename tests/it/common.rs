@@ -284,6 +284,34 @@ impl Api {
         }
     }
 
+    /// Reads an event stream (`GET` of `path`) until the server ends it,
+    /// with a deadline: the response's content type and each event's data
+    /// as JSON, in order.
+    pub async fn events(&self, path: &str) -> (String, Vec<Value>) {
+        let mut request = self.http.get(format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("events request sent");
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = tokio::time::timeout(DEADLINE, response.text())
+            .await
+            .unwrap_or_else(|_| panic!("the event stream {path} did not end within {DEADLINE:?}"))
+            .expect("event stream body");
+        let events = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|data| serde_json::from_str(data.trim()).expect("an event's data is JSON"))
+            .collect();
+        (content_type, events)
+    }
+
     /// How many tasks the server knows.
     pub async fn task_count(&self) -> usize {
         let (_, list) = self.get("/v1/tasks?limit=1000").await;

@@ -324,22 +324,11 @@ async fn idle_slow_and_stalled_connections_are_closed_within_their_timeouts() {
 
     // An event stream outlives the idle timeout: it is busy, not idle.
     let id = up.submit(task("sleep 3; echo $1", &items(1))).await;
-    let response = reqwest::get(format!("{}/v1/tasks/{id}/events", up.base))
-        .await
-        .unwrap();
-    let text = tokio::time::timeout(DEADLINE, response.text())
-        .await
-        .unwrap()
-        .unwrap();
-    let last = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .next_back()
-        .expect("events");
-    let last: Value = serde_json::from_str(last.trim()).unwrap();
+    let (_, events) = up.events(&format!("/v1/tasks/{id}/events")).await;
+    let last = events.last().expect("events");
     assert_eq!(
         last["status"], "COMPLETED",
-        "the stream ran to the end: {text}"
+        "the stream ran to the end: {events:?}"
     );
 }
 
@@ -496,19 +485,8 @@ async fn task_lists_and_events_leave_out_inputs_and_variables_unless_asked() {
     assert_eq!(one["inputList"], json!(["a", "b"]));
 
     for (query, full) in [("", false), ("?full=true", true)] {
-        let response = reqwest::get(format!("{}/v1/tasks/{id}/events{query}", up.base))
-            .await
-            .unwrap();
-        let text = tokio::time::timeout(DEADLINE, response.text())
-            .await
-            .unwrap()
-            .unwrap();
-        let events: Vec<Value> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|data| serde_json::from_str(data.trim()).unwrap())
-            .collect();
-        assert!(!events.is_empty(), "{text}");
+        let (_, events) = up.events(&format!("/v1/tasks/{id}/events{query}")).await;
+        assert!(!events.is_empty(), "no event for {query:?}");
         for event in events {
             assert_eq!(event.get("variableJson").is_some(), full, "{event}");
             assert_eq!(event.get("inputList").is_some(), full, "{event}");

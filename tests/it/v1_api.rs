@@ -179,28 +179,12 @@ async fn the_local_worker_is_listed_with_its_cores() {
 async fn the_event_stream_ends_with_the_final_status() {
     let up = DtsUp::start(&[]);
     let id = up.submit(task("sleep 0.2; echo $1", &items(4))).await;
-    let response = reqwest::get(format!("{}/v1/tasks/{id}/events", up.base))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let (content_type, events) = up.events(&format!("/v1/tasks/{id}/events")).await;
     assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream"),
-        "{:?}",
-        response.headers()
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
     );
-    let text = tokio::time::timeout(crate::common::DEADLINE, response.text())
-        .await
-        .unwrap()
-        .unwrap();
-    let last = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .next_back()
-        .expect("at least one event");
-    let task: serde_json::Value = serde_json::from_str(last.trim()).unwrap();
+    let task = events.last().expect("at least one event");
     assert_eq!(task["status"], "COMPLETED");
     assert_eq!(task["itemsSucceeded"], 4);
 }
