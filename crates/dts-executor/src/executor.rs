@@ -365,13 +365,12 @@ impl Executor {
     /// the item went over its memory limit), its directory removed.
     async fn release(&self, mut place: Place, item: &ItemContext<'_>, outcome: &mut ExecOutcome) {
         if let Some(cgroup) = place.cgroup.take() {
-            if cgroup.oom_killed() && !outcome.succeeded() {
-                outcome.error = Some(match item.limits.memory_mb {
-                    Some(mb) => format!(
+            if let Some(mb) = item.limits.memory_mb.filter(|_| cgroup.oom_killed()) {
+                if !outcome.succeeded() {
+                    outcome.error = Some(format!(
                         "killed: the item used more memory than the task allows (memoryMb = {mb})"
-                    ),
-                    None => "killed: the item ran out of memory".to_owned(),
-                });
+                    ));
+                }
             }
             self.isolation.cgroups.put(cgroup);
         }

@@ -324,7 +324,7 @@ impl Cgroups {
             v2_cpu: self.v2.as_ref().is_some_and(|v2| v2.cpu),
             joins_v1: (false, false),
             v2_written: None,
-            oom_kills_before: 0,
+            oom_kills_before: None,
         };
         if let Some(v2) = &self.v2 {
             cgroup.v2 = Some(Member::create(&v2.hierarchy, &name)?);
@@ -595,9 +595,10 @@ pub(crate) struct ItemCgroup {
     /// The limits last written to the v2 cgroup (memory bytes, CPU quota),
     /// so the next item with the same ones writes nothing.
     v2_written: Option<(Option<u64>, Option<u64>)>,
-    /// OOM kills counted before this item started (the counter lives as
-    /// long as the cgroup, which is reused).
-    oom_kills_before: u64,
+    /// OOM kills counted before this item started, when it has a memory
+    /// limit (the counter lives as long as the cgroup, which is reused, so
+    /// only a count taken at the item's start says what it did).
+    oom_kills_before: Option<u64>,
 }
 
 impl ItemCgroup {
@@ -720,11 +721,7 @@ impl ItemCgroup {
             cpu.write("cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
             cpu.write("cpu.cfs_quota_us", &quota.to_string())?;
         }
-        self.oom_kills_before = if memory_bytes.is_some() {
-            self.oom_kills()
-        } else {
-            0
-        };
+        self.oom_kills_before = memory_bytes.map(|_| self.oom_kills());
         Ok(())
     }
 
@@ -744,9 +741,10 @@ impl ItemCgroup {
     }
 
     /// Whether the kernel killed a process of this item for going over its
-    /// memory limit.
+    /// memory limit (`false` for an item without one).
     pub(crate) fn oom_killed(&self) -> bool {
-        self.oom_kills() > self.oom_kills_before
+        self.oom_kills_before
+            .is_some_and(|before| self.oom_kills() > before)
     }
 
     /// Kills every process of the item. Without `cgroup.kill` (before Linux
@@ -836,7 +834,7 @@ impl Drop for ItemCgroup {
             v2_cpu: self.v2_cpu,
             joins_v1: self.joins_v1,
             v2_written: None,
-            oom_kills_before: 0,
+            oom_kills_before: None,
         };
         let spawned = std::thread::Builder::new()
             .name("dts-cgroup-cleanup".into())
