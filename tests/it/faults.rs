@@ -44,12 +44,30 @@ async fn wait_for_files(dir: &std::path::Path, n: usize) -> Vec<std::path::PathB
 }
 
 /// The pids that the first `n` items to start wrote, one file each.
+///
+/// A script's `echo $$ > file` creates the file before it writes the pid, so
+/// a file seen empty (or half written) is read again until it holds a pid.
 async fn wait_for_pids(dir: &std::path::Path, n: usize) -> Vec<i32> {
-    wait_for_files(dir, n)
-        .await
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap().trim().parse().unwrap())
-        .collect()
+    let start = Instant::now();
+    loop {
+        let files = wait_for_files(dir, n).await;
+        let pids: Vec<i32> = files
+            .iter()
+            .filter_map(|f| {
+                let text = std::fs::read_to_string(f).ok()?;
+                text.strip_suffix('\n')?.parse().ok()
+            })
+            .collect();
+        if pids.len() == files.len() {
+            return pids;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "items never wrote their pids: {pids:?} of {} files",
+            files.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
