@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need
 # (redis-server, nginx, a Kafka-protocol broker), then formatting, lints,
-# docs, and every test of every crate. Run from anywhere.
+# docs, a build with the minimum supported Rust version, and every test of
+# every crate. Run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,15 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== minimum supported Rust version"
+# Cargo.toml's rust-version is a promise: check the workspace builds with it.
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+if rustup toolchain list 2>/dev/null | grep -q "^$msrv" \
+    || rustup toolchain install "$msrv" --profile minimal >/dev/null 2>&1; then
+    cargo +"$msrv" check --workspace --all-targets --quiet --target-dir target/msrv
+else
+    echo "warning: could not install Rust $msrv with rustup; the MSRV check did not run" >&2
+fi
 echo "== tests"
 # As root, the executor's cgroup and run-as tests must run, never skip.
 if [ "$(id -u)" -eq 0 ]; then
