@@ -26,6 +26,8 @@
 //! Items are data: an item reaches the script as `$1`, on stdin and as
 //! `DTS_ITEM`, and is never pasted into the script text.
 
+#![warn(missing_docs)]
+
 mod env;
 mod executor;
 mod isolation;

@@ -43,8 +43,11 @@ pub enum CgroupError {
     /// A file or directory of the hierarchy could not be read or written.
     #[error("{what} {}: {source}", path.display())]
     Io {
+        /// What was being done ("cannot create", "cannot write", ...).
         what: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The operating system's error.
         source: io::Error,
     },
     /// The task asks for a limit no hierarchy here can enforce.
@@ -53,7 +56,9 @@ pub enum CgroupError {
          writable (as root, or in a delegated cgroup) or submit the task without {field}"
     )]
     CannotEnforce {
+        /// The task's field naming the limit (`memoryMb`, `cpus`).
         field: &'static str,
+        /// Why no hierarchy here can enforce it.
         reason: &'static str,
     },
 }

@@ -95,6 +95,7 @@ impl Containment {
 /// What an executor's isolation is, for heartbeats and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsolationReport {
+    /// What kills every process an item started, and enforces its limits.
     pub containment: Containment,
     /// The user items run as, when it is not the worker's own.
     pub run_as: Option<String>,
@@ -108,25 +109,43 @@ pub struct IsolationReport {
 /// Why an executor could not be set up as configured.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// `executor.run-as` names a user the system does not know.
     #[error("executor.run-as: no user {user:?} in the passwd database")]
-    NoSuchUser { user: String },
+    NoSuchUser {
+        /// The name given.
+        user: String,
+    },
+    /// The passwd database could not be read.
     #[error("executor.run-as: cannot look up user {user:?}: {source}")]
     UserLookup {
+        /// The name given.
         user: String,
+        /// Why the lookup failed.
         source: std::io::Error,
     },
+    /// Switching users needs root.
     #[error(
         "executor.run-as: items cannot run as {user:?} because dts runs as {current:?}, not root \
          (run dts as root, or leave executor.run-as unset to run items as {current:?})"
     )]
-    RunAsNeedsRoot { user: String, current: String },
+    RunAsNeedsRoot {
+        /// The user asked for.
+        user: String,
+        /// The user dts runs as.
+        current: String,
+    },
+    /// `executor.containment=cgroup` was asked for and cgroups are not writable here.
     #[error("executor.containment=cgroup, but item cgroups cannot be used here: {0}")]
     CgroupUnavailable(#[source] CgroupError),
+    /// `prctl(PR_SET_CHILD_SUBREAPER)` failed.
     #[error("executor.containment: cannot make dts a child subreaper: {0}")]
     Subreaper(#[source] std::io::Error),
+    /// The parent of the items' private directories could not be made.
     #[error("cannot make the items' scratch directory {}: {source}", dir.display())]
     Scratch {
+        /// The directory.
         dir: PathBuf,
+        /// Why it could not be made.
         source: std::io::Error,
     },
 }
