@@ -11,6 +11,8 @@
 //! The keys are declared once, in [`keys::KEYS`]; `docs/configuration.md`
 //! lists them and a test keeps the two in sync.
 
+#![warn(missing_docs)]
+
 mod build;
 mod checks;
 mod error;
