@@ -6,8 +6,8 @@ in one run on this machine. Prints a table and writes BENCHMARKS.md.
 
 Run it through `bench/run.sh` (it builds dts and installs the tools first):
 
-    ./bench/run.sh                 # the full benchmark (~10-15 minutes on 2 cores)
-    ./bench/run.sh --quick         # a smoke check (~2-3 minutes)
+    ./bench/run.sh                 # the full benchmark (BENCHMARKS.md says how long it took)
+    ./bench/run.sh --quick         # a smoke check (a few minutes)
 
 Python 3 standard library only. Every process it starts runs in its own
 session and is stopped at the end, also on Ctrl-C and on errors; its temp

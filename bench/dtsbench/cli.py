@@ -103,14 +103,17 @@ def main(description):
         if ab:
             extra["abs_interpreter"] = ab
     # Latency and status reads, then W4, each on fresh nodes.
+    lat_count = 20 if args.quick else 200
+    wrk_secs = 3 if args.quick else 10
+    w4_items = 100_000 if args.quick else 1_000_000
     for mode in ("embedded", "distributed"):
         wanted = ("dts-up" if mode == "embedded" else "dts-dist") in args.runner_list
         if wanted and {"LAT", "READS"} & set(args.sections):
-            latency_and_reads(mode, args.sections, 20 if args.quick else 200, 3 if args.quick else 10, extra)
+            latency_and_reads(mode, args.sections, lat_count, wrk_secs, extra)
     if "W4" in args.sections:
         for mode in ("embedded", "distributed"):
             if ("dts-up" if mode == "embedded" else "dts-dist") in args.runner_list:
-                extra.setdefault("w4", {})[mode] = measure_w4(mode, 100_000 if args.quick else 1_000_000, args.w4_complete)
+                extra.setdefault("w4", {})[mode] = measure_w4(mode, w4_items, args.w4_complete)
 
     duration = time.time() - started
     report = render(info, command, args, args.runs, summary, extra, duration)

@@ -41,7 +41,7 @@ def status_reads(node, tid, seconds):
     m = re.search(r"Requests/sec:\s*([\d.]+)", text)
     if p.p.returncode != 0 or not m:
         raise BenchError(f"wrk failed:\n{text}")
-    r = {"rps": float(m.group(1)), "url": url}
+    r = {"rps": float(m.group(1)), "url": url, "seconds": seconds}
     non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
     r["non2xx"] = int(non2xx.group(1)) if non2xx else 0
     errors = re.search(r"Socket errors:(.*)", text)

@@ -43,8 +43,19 @@ def machine_info():
         "xargs": cmd(["xargs", "--version"]).splitlines()[0] if shutil.which("xargs") else "missing",
         "parallel": (cmd(["parallel", "--version"]).splitlines() or ["?"])[0] if shutil.which("parallel") else "missing",
         "redis": cmd(["redis-server", "--version"]).split(" sha=")[0] if shutil.which("redis-server") else "missing",
+        "tansu": tansu_version(cmd),
         "wrk": (subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines() or ["?"])[0].split(" [")[0] if shutil.which("wrk") else "missing",
     }
+
+
+def tansu_version(cmd):
+    """`tansu --version` of the broker the distributed runs use (the one
+    scripts/install-test-deps.sh pins), e.g. "tansu X.Y.Z"."""
+    try:
+        tansu = find_tansu()
+    except BenchError:
+        return "tansu missing"
+    return (cmd([tansu, "--version"]).splitlines() or ["tansu ?"])[0]
 
 
 def check_tools():

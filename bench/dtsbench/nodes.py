@@ -176,7 +176,7 @@ class Distributed:
             "pubsub.kafka.session.timeout.ms=3000",
             "pubsub.kafka.heartbeat.interval.ms=500",
             # The notes' range is 10-50 ms: 25 keeps the latency target with
-            # room and halves the broker's polling CPU against 10.
+            # room and costs the broker less polling CPU than 10.
             "pubsub.kafka.fetch.wait.max.ms=25",
             "worker.heartbeat-interval-ms=500",
             "worker.heartbeat-ttl-ms=3000",

@@ -2,6 +2,7 @@
 (BENCHMARKS.md) and as text for the terminal, each section its own
 function."""
 
+from .common import CORES, POLL
 from .runners import RUNNER_LABEL
 from .summary import percentile
 from .targets import targets
@@ -63,7 +64,7 @@ def render(info, command, args, runs, summary, extra, duration):
         md += throughput_section(summary, head, lines)
     md += store_ops_section(extra)
     md += profile_section(summary, extra)
-    md += latency_section(args, extra)
+    md += latency_section(extra)
     md += w4_section(args, extra)
     if summary == [] or args.only:
         tg = [t for t in tg if t[1] != "not measured"]  # a partial run: only what it measured
@@ -87,7 +88,7 @@ def header_section(info, command, args, runs, extra, duration):
     md.append(f"- Machine: {info['nproc']} cores ({info['cpu']}), {info['mem_gb']} GB RAM, kernel {info['kernel']}, {info['os']}")
     md.append(f"- dts commit: `{info['commit']}` (release build)")
     md.append(f"- Date: {info['date']}; the run took {duration / 60:.1f} minutes")
-    md.append(f"- Tools: bash {info['bash']}, {info['xargs']}, {info['parallel']}, {info['redis']}, tansu 0.6.0 (memory storage), {info['wrk']}")
+    md.append(f"- Tools: bash {info['bash']}, {info['xargs']}, {info['parallel']}, {info['redis']}, {info['tansu']} (memory storage), {info['wrk']}")
     md.append(f"- Command: `{command}`")
     md.append(f"- Runs per row: {runs}{' (QUICK: fewer items, not comparable with the targets)' if args.quick else ''}")
     for n in extra.get("notes", []):
@@ -163,7 +164,7 @@ def store_ops_section(extra):
     cs = extra.get("commandstats_per_item")
     if cs is not None:
         md.append(f"- `INFO commandstats` (sum of `calls`, which counts commands inside scripts too; the bench's INFO "
-                  f"left out; nothing subtracted, so the timed runs' 10 ms status polls are in), before/after the "
+                  f"left out; nothing subtracted, so the timed runs' {POLL * 1000:.0f} ms status polls are in), before/after the "
                   f"timed W1 runs: {cs:.2f} per item (runs: "
                   + ", ".join(f"{x:.2f}" for x in extra["commandstats_runs"]) + ")")
     top = sorted(ops["by_cmd"].items(), key=lambda kv: -kv[1])[:14]
@@ -196,8 +197,7 @@ def profile_section(summary, extra):
               "(`bash`) makes it fall back to `fork` + `execvp`, which copies dts's page tables for every item. "
               "The executor therefore resolves the interpreter to an absolute path once per shard; the A/B "
               "below checks that the default now costs what an explicit path does. The page-fault share above "
-              "is what is left of the copy-on-write faults the fork fallback used to cause (two thirds of "
-              "dts's CPU before).")
+              "is what is left of the copy-on-write faults the fork fallback used to cause.")
     md += abs_interpreter_lines(summary, extra.get("abs_interpreter"))
     return md
 
@@ -217,7 +217,7 @@ def abs_interpreter_lines(summary, ab):
                f"scripts {w1['children_ms']:.3f} ms/item." if w1 else ".")]
 
 
-def latency_section(args, extra):
+def latency_section(extra):
     md = []
     if extra.get("latency") or extra.get("reads"):
         md.append("\n## Latency and status reads\n")
@@ -227,7 +227,7 @@ def latency_section(args, extra):
             md.append(latency_line(mode, lat))
         rd = extra.get("reads", {}).get(mode)
         if rd:
-            md.append(reads_line(mode, rd, 3 if args.quick else 10))
+            md.append(reads_line(mode, rd))
     return md
 
 
@@ -239,18 +239,18 @@ def latency_line(mode, lat):
             f"(the item is `echo $EPOCHREALTIME`, bash's clock when it starts, minus the client's clock just "
             f"before the POST): "
             f"p50 **{percentile(f, 50) * 1000:.1f} ms**, p99 **{percentile(f, 99) * 1000:.1f} ms**, "
-            f"max {max(f) * 1000:.1f} ms; submit → the client saw COMPLETED (polling every 10 ms): "
+            f"max {max(f) * 1000:.1f} ms; submit → the client saw COMPLETED (polling every {POLL * 1000:.0f} ms): "
             f"p50 {percentile(d, 50) * 1000:.1f} ms, p99 {percentile(d, 99) * 1000:.1f} ms")
 
 
-def reads_line(mode, rd, wrk_secs):
+def reads_line(mode, rd):
     if "error" in rd:
         return f"- {mode}: status reads ERROR {rd['error']}"
-    return (f"- {mode}: `wrk -t2 -c32 -d{wrk_secs}s` on `GET /v1/tasks/{{id}}` (a completed one-item task, "
+    return (f"- {mode}: `wrk -t2 -c32 -d{rd['seconds']}s` on `GET /v1/tasks/{{id}}` (a completed one-item task, "
             f"whole task JSON): **{rd['rps']:,.0f} requests/s**, latency p50 {fmt(rd.get('p50_ms'), '.2f')} ms, "
             f"p99 {fmt(rd.get('p99_ms'), '.2f')} ms, non-2xx {rd['non2xx']}"
             + (f", socket errors {rd['socket_errors']}" if rd["socket_errors"] else "")
-            + "; wrk shares the 2 cores with dts")
+            + f"; wrk shares the {CORES} cores with dts")
 
 
 def w4_section(args, extra):
@@ -268,7 +268,7 @@ def w4_section(args, extra):
               "A one-word template naming a program on PATH is run directly (the seed's rule), so W4's items run "
               "`/usr/bin/true` without bash.")
     if not args.w4_complete:
-        md.append("\nThe same task run to the end (about 10 minutes per mode here): "
+        md.append("\nThe same task run to the end (many minutes per mode): "
                   "`./bench/run.sh --only W4 --w4-complete --no-profile --output bench/w4-complete.md`; "
                   "the last such run is in [bench/w4-complete.md](bench/w4-complete.md).")
     return md
@@ -307,7 +307,7 @@ def targets_section(tg):
     return ["\n## Targets\n", md_table(["target", "measured", "result"], [list(t) for t in tg]), ""]
 
 
-HOW_MEASURED = """\
+HOW_MEASURED = f"""\
 How the columns are measured:
 
 - **items/s**: items ÷ wall time, median over the runs; **× xargs**: the row's items/s over `xargs -P`'s in the
@@ -315,7 +315,7 @@ How the columns are measured:
   parallel: `parallel --will-cite -j <cores> -q bash -c '<script>' _ :::: inputs`; dts run:
   `dts run --cores <cores> --inputs FILE -- '<script>'` (stdout to /dev/null), timed from start to exit,
   so its start-up is included. dts up: `dts up --ephemeral --port 0 --cores <cores>`, one warm-up task,
-  then from just before `POST /v1/tasks` until `GET /v1/tasks/{id}?summary=true` (polled every 10 ms on a
+  then from just before `POST /v1/tasks` until `GET /v1/tasks/{{id}}?summary=true` (polled every {POLL * 1000:.0f} ms on a
   keep-alive connection) shows the task ended (COMPLETED with every item succeeded is checked). Distributed:
   a fresh private redis-server (no persistence) and tansu broker (memory storage), one `dts server`, two
   `dts worker --cores <cores/2>`, started for every run and timed like dts up once `/v1/workers` lists both
