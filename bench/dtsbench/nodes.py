@@ -1,0 +1,326 @@
+"""The dts processes under test: `dts up` (embedded) and a distributed stack
+(a private redis-server and tansu broker, one `dts server`, two `dts
+worker`), each started on free loopback ports, waited for until ready and
+stopped with everything it started; and what their logs say."""
+
+import datetime
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+from .clients import Api, Redis, check_completed, task_body
+from .common import DTS, PARTITIONS, ROOT, SHARD_TOPIC, BenchError
+from .processes import (Proc, child_pids, free_port, is_warm_shell, make_temp, proc_times,
+                        stop_all, vm_hwm_kb, wait_port)
+
+LOG_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)\s+(\w+)\s+(\S+):\s(.*)$")
+
+
+def log_events(path):
+    """[(epoch seconds, level, message)] from a dts log (tracing's format)."""
+    out = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = LOG_TS.match(line.rstrip("\n"))
+                if m:
+                    ts = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+                    out.append((ts, m.group(2), m.group(4)))
+    except OSError:
+        pass
+    return out
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+class Node:
+    """A dts process that prints a line on stdout when it is ready."""
+
+    def __init__(self, name, argv, tmp, ready_re, tier=0, timeout=30):
+        self.log_path = os.path.join(tmp, f"{name}.log")
+        self.log_file = open(self.log_path, "wb")
+        env = dict(os.environ)
+        env.pop("DTS_LOG", None)
+        env.pop("RUST_LOG", None)
+        self.proc = Proc(name, argv, tier=tier, stdout=subprocess.PIPE,
+                         stderr=self.log_file, env=env)
+        self.name = name
+        self.lines = []
+        self.ready = threading.Event()
+        self.match = None
+        self.ready_re = re.compile(ready_re)
+        threading.Thread(target=self._read, daemon=True).start()
+        try:
+            if not self.ready.wait(timeout) or self.match is None:
+                raise BenchError(f"{name} did not start:\n{tail(self.log_path)}")
+        except BaseException:
+            self.proc.stop(grace=2)
+            raise
+
+    def _read(self):
+        for raw in self.proc.p.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.lines.append(line)
+            m = self.ready_re.search(line)
+            if m and self.match is None:
+                self.match = m
+                self.ready.set()
+        self.ready.set()  # exited
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def events(self):
+        return log_events(self.log_path)
+
+
+def published_line(node, tid):
+    """(timestamp, elapsed_ms) of the "shards published" log line for `tid`
+    (the scheduler logs it once every shard is published; dts commits before
+    978088b do not have it)."""
+    for ts, _lvl, msg in node.events():
+        if msg.startswith("shards published") and f"task={tid}" in msg:
+            m = re.search(r"elapsed_ms=(\d+)", msg)
+            return ts, int(m.group(1)) if m else None
+    return None
+
+
+def planned_line(node, tid):
+    """(timestamp, shards) of the "task planned" log line for `tid`."""
+    for ts, _lvl, msg in node.events():
+        if msg.startswith("task planned") and f"task={tid}" in msg:
+            m = re.search(r"shards=(\d+)", msg)
+            return ts, int(m.group(1)) if m else None
+    return None
+
+
+class Embedded:
+    """`dts up --ephemeral --port 0`."""
+
+    def __init__(self, cores, warm_shell=False):
+        self.tmp = make_temp("up")
+        self.node = None
+        self.api = None
+        argv = [DTS, "up", "--ephemeral", "--port", "0", "--cores", str(cores)]
+        if warm_shell:
+            argv.append("--warm-shell")
+        try:
+            self.node = Node("dts-up", argv, self.tmp, r"dts listening on (http://\S+)")
+            self.api = Api(self.node.match.group(1))
+        except BaseException:
+            self.stop()
+            raise
+
+    def cpu(self):
+        """dts up's CPU and its items'. With warm shells the items are the
+        shells' children: a shell's own CPU (its loop and forks) counts as
+        dts's, the items it reaped as the scripts'."""
+        own, children = proc_times(self.node.pid)
+        parts = {"dts up": own}
+        for child in child_pids(self.node.pid):
+            try:
+                shell_own, shell_children = proc_times(child)
+            except OSError:
+                continue  # an item that just ended
+            if not is_warm_shell(child):
+                continue
+            parts["warm shells"] = parts.get("warm shells", 0) + shell_own
+            own += shell_own
+            children += shell_children
+        return {"own": own, "children": children, "parts": parts}
+
+    def rss(self):
+        return {"dts up": vm_hwm_kb(self.node.pid)}
+
+    def stop(self):
+        if self.api:
+            self.api.close()
+        if self.node:
+            self.node.proc.stop(grace=15)
+            self.node.log_file.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Distributed:
+    """A private redis-server and tansu broker, one `dts server`, two
+    `dts worker --cores N`."""
+
+    def __init__(self, worker_cores, workers=2):
+        self.tmp = make_temp("dist")
+        self.redis = self.broker = self.server = self.api = None
+        self.workers = []
+        try:
+            self._start(worker_cores, workers)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, worker_cores, workers):
+        self.redis_port = self._start_redis()
+        self.broker_port = self._start_broker()
+        sets = [
+            f"pubsub.namespace=127.0.0.1:{self.broker_port}",
+            "spring.redis.host=127.0.0.1",
+            f"spring.redis.port={self.redis_port}",
+            f"pubsub.partitions={PARTITIONS}",
+            "pubsub.kafka.session.timeout.ms=3000",
+            "pubsub.kafka.heartbeat.interval.ms=500",
+            # The notes' range is 10-50 ms: 25 keeps the latency target with
+            # room and costs the broker less polling CPU than 10.
+            "pubsub.kafka.fetch.wait.max.ms=25",
+            "worker.heartbeat-interval-ms=500",
+            "worker.heartbeat-ttl-ms=3000",
+        ]
+        self.set_flags = [x for s in sets for x in ("--set", s)]
+        self.server = Node("dts-server", [DTS, "server", "--port", "0"] + self.set_flags,
+                           self.tmp, r"dts listening on (http://\S+)")
+        self.api = Api(self.server.match.group(1))
+        self.workers = []
+        for i in range(workers):
+            self.workers.append(Node(f"dts-worker{i + 1}",
+                                     [DTS, "worker", "--cores", str(worker_cores), "--id", f"bench-w{i + 1}"]
+                                     + self.set_flags,
+                                     self.tmp, r"dts worker (\S+) ready"))
+        self._wait_settled(workers)
+
+    def _start_redis(self):
+        for _ in range(5):
+            port = free_port()
+            p = Proc("redis-server", [
+                "redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                "--dir", self.tmp, "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--protected-mode", "yes",
+                "--logfile", os.path.join(self.tmp, "redis.log")], tier=1)
+            if wait_port(port, 10, p):
+                try:
+                    r = Redis(port)
+                    ok = r.cmd("PING") == "PONG"
+                    r.close()
+                except (OSError, BenchError):
+                    ok = False
+                if ok and p.alive():
+                    self.redis = p
+                    return port
+            p.stop(grace=2)
+        raise BenchError(f"redis-server did not start:\n{tail(os.path.join(self.tmp, 'redis.log'))}")
+
+    def _start_broker(self):
+        tansu = find_tansu()
+        log_path = os.path.join(self.tmp, "broker.log")
+        env = dict(os.environ)
+        env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        for _ in range(5):
+            port = free_port()
+            url = f"tcp://127.0.0.1:{port}"
+            lf = open(log_path, "ab")
+            p = Proc("tansu", [tansu, "broker", "--listener-url", url,
+                               "--advertised-listener-url", url,
+                               "--storage-engine", "memory://tansu/"],
+                     tier=1, stdout=lf, stderr=lf, cwd=self.tmp, env=env)
+            lf.close()
+            if wait_port(port, 10, p):
+                time.sleep(0.05)
+                if p.alive():
+                    self.broker = p
+                    return port
+            p.stop(grace=2)
+        raise BenchError(f"the broker did not start:\n{tail(log_path)}")
+
+    def _wait_settled(self, workers, timeout=60):
+        """Until /v1/workers lists every worker, the scheduler consumers have
+        joined, and the workers' shard partitions cover the topic; then one
+        warm-up task, so no rebalance happens while a timed task runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = self.api.json("GET", "/v1/workers")
+            joined = any("scheduler consumers joined" in m for _, _, m in self.server.events())
+            owned = [self._owned_partitions(w) for w in self.workers]
+            union = set().union(*owned)
+            disjoint = sum(len(o) for o in owned) == len(union)
+            if (len(listed) >= workers and joined and all(owned)
+                    and disjoint and union == set(range(PARTITIONS))):
+                break
+            for n in [self.server] + self.workers:
+                if not n.proc.alive():
+                    raise BenchError(f"{n.name} exited:\n{tail(n.log_path)}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"the distributed stack did not settle in {timeout} s: "
+                                 f"{len(listed)} workers listed, scheduler joined={joined}, "
+                                 f"worker partitions={owned}")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _owned_partitions(node):
+        owned = set()
+        for _, _, msg in node.events():
+            if SHARD_TOPIC not in msg:
+                continue
+            m = re.search(r"(assigned|revoked)=\[([\d, ]*)\]", msg)
+            if not m:
+                continue
+            parts = {int(x) for x in m.group(2).replace(" ", "").split(",") if x}
+            if m.group(1) == "assigned":
+                owned |= parts
+            else:
+                owned -= parts
+        return owned
+
+    def dts_nodes(self):
+        return [n for n in [self.server] + self.workers if n is not None]
+
+    def cpu(self):
+        parts = {}
+        own = 0.0
+        children = 0.0
+        for n in self.dts_nodes():
+            o, c = proc_times(n.pid)
+            parts[n.name] = o
+            own += o
+            children += c
+        for name, p in (("redis", self.redis), ("broker", self.broker)):
+            o, _ = proc_times(p.pid)
+            parts[name] = o
+            own += o
+        return {"own": own, "children": children, "parts": parts}
+
+    def rss(self):
+        out = {"server": vm_hwm_kb(self.server.pid)}
+        for w in self.workers:
+            out[w.name.replace("dts-", "")] = vm_hwm_kb(w.pid)
+        out["redis"] = vm_hwm_kb(self.redis.pid)
+        out["broker"] = vm_hwm_kb(self.broker.pid)
+        return out
+
+    def stop(self):
+        if self.api:
+            self.api.close()
+        t = time.monotonic()
+        stop_all([n.proc for n in self.dts_nodes()], grace=15)
+        self.stop_secs = time.monotonic() - t
+        for n in self.dts_nodes():
+            n.log_file.close()
+        stop_all([p for p in (self.redis, self.broker) if p is not None], grace=5)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def find_tansu():
+    for c in (os.environ.get("DTS_TANSU"), os.path.join(ROOT, ".tools", "bin", "tansu"), shutil.which("tansu")):
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    raise BenchError("the tansu broker is not installed: run ./scripts/install-test-deps.sh")
+
+
+def warm_up(api, script, n=20):
+    tid = api.submit(task_body(script, [f"warm-{i}" for i in range(n)]))
+    check_completed(api.wait(tid, poll=0.02, timeout=120), n, "warm-up task")
+
