@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn a_non_loopback_bind_without_a_token_refuses_to_start() {
     let dir = tempfile::TempDir::new().unwrap();
-    let output = std::process::Command::new(crate::common::dts_binary())
-        .args(["up", "--port", "0", "--bind", "0.0.0.0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("DTS_AUTH_TOKEN")
-        .output()
-        .unwrap();
+    let output = crate::common::run_dts(
+        std::process::Command::new(crate::common::dts_binary())
+            .args(["up", "--port", "0", "--bind", "0.0.0.0", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("DTS_AUTH_TOKEN"),
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("without an auth token"), "{stderr}");

@@ -1,17 +1,17 @@
 //! The `dts` client commands against a running `dts up`, and `dts up` reading
 //! the seed's configuration file.
 
-use crate::common::{DtsUp, dts_binary};
+use crate::common::{DEADLINE, DtsUp, dts_binary, run_dts};
 use std::process::{Command, Output};
 
 fn dts(up: &DtsUp, args: &[&str]) -> Output {
-    Command::new(dts_binary())
-        .args(args)
-        .arg("--server")
-        .arg(&up.base)
-        .env_remove("DTS_AUTH_TOKEN")
-        .output()
-        .expect("run dts")
+    run_dts(
+        Command::new(dts_binary())
+            .args(args)
+            .arg("--server")
+            .arg(&up.base)
+            .env_remove("DTS_AUTH_TOKEN"),
+    )
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -91,7 +91,7 @@ async fn submit_reads_standard_input_and_reports_server_errors_plainly() {
         .unwrap()
         .write_all(br#"{"templateFunction": "echo {{missing}}", "inputList": []}"#)
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = dts_testkit::finish_within(&mut child, DEADLINE, "dts submit -");
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
@@ -177,7 +177,7 @@ fn dts_run(args: &[&str], stdin: &str) -> Output {
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin.as_bytes()).unwrap();
     drop(input);
-    child.wait_with_output().unwrap()
+    dts_testkit::finish_within(&mut child, DEADLINE, "dts run")
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! terminal, the data directory's permissions, descriptors and limits a node
 //! inherits, and tokens kept off the command line.
 
-use crate::common::{DEADLINE, DtsUp, dts_binary, task};
+use crate::common::{DEADLINE, DtsUp, dts_binary, run_dts, task};
 use serde_json::json;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -11,7 +11,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -101,6 +100,7 @@ fn read_to_end(mut reader: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>
     std::thread::spawn(move || {
         let mut all = Vec::new();
         let mut buffer = [0; 4096];
+        // ends: at EOF or an error; the caller's receive has the deadline.
         loop {
             match reader.read(&mut buffer) {
                 Ok(0) => break,
@@ -114,19 +114,10 @@ fn read_to_end(mut reader: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>
     rx
 }
 
-/// Waits for `child` to exit, or panics at the deadline saying `what`.
+/// Waits for `child` to exit, or kills it and panics at the deadline
+/// saying `what`.
 fn wait_for_exit(child: &mut Child, what: &str) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("{what} did not exit within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    dts_testkit::wait_for_exit(child, DEADLINE, what)
 }
 
 /// Runs `dts ARGS` with its `screen` stream on a terminal and the other on
@@ -238,11 +229,11 @@ async fn results_with_raw_or_into_a_pipe_give_the_items_bytes_unchanged() {
     assert!(raw.status.success(), "{}", text(&raw.piped));
     assert!(contains(&raw.screen, &expected), "{:?}", text(&raw.screen));
 
-    let piped = Command::new(dts_binary())
-        .args(["results", &id, "--server", &up.base])
-        .env_remove("DTS_AUTH_TOKEN")
-        .output()
-        .expect("run dts results");
+    let piped = run_dts(
+        Command::new(dts_binary())
+            .args(["results", &id, "--server", &up.base])
+            .env_remove("DTS_AUTH_TOKEN"),
+    );
     assert!(piped.status.success(), "{}", text(&piped.stderr));
     assert!(
         contains(&piped.stdout, &expected),
@@ -292,6 +283,7 @@ fn canned_server(status: &'static str, body: String) -> String {
             // A GET has no body: the request ends with an empty line.
             let mut request = Vec::new();
             let mut byte = [0; 1];
+            // ends: at the blank line, or when the client closes.
             while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
                 request.push(byte[0]);
             }
@@ -580,7 +572,7 @@ async fn client_commands_read_the_token_from_a_file_or_the_environment() {
         if let Some(token) = env_token {
             command.env("DTS_AUTH_TOKEN", token);
         }
-        command.output().expect("run dts tasks")
+        run_dts(&mut command)
     };
     let with_newline = dir.path().join("token");
     std::fs::write(&with_newline, format!("{TOKEN}\n")).unwrap();

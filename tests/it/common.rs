@@ -6,11 +6,19 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// How long any single wait in these tests may take before it fails.
-pub const DEADLINE: Duration = Duration::from_secs(90);
+pub use dts_testkit::DEADLINE;
+
+/// dts promises that a cancel ends an item's running processes within 2 s
+/// (docs/reliability.md). Tests allow [`CANCEL_BOUND`]: a loaded 2-core
+/// machine must not fail them, and a cancel that kills nothing still does
+/// (their items sleep for a minute).
+pub const CANCEL_PROMISE: Duration = Duration::from_secs(2);
+/// The promise plus room for a loaded machine; see [`CANCEL_PROMISE`].
+pub const CANCEL_BOUND: Duration = Duration::from_secs(5);
 
 pub fn dts_binary() -> &'static str {
     env!("CARGO_BIN_EXE_dts")
@@ -100,7 +108,7 @@ impl DtsUp {
             child: Some(child),
             api: Api {
                 base: line,
-                http: Client::new(),
+                http: client(),
                 token,
                 log: Some(log.clone()),
             },
@@ -117,12 +125,13 @@ impl DtsUp {
         }
     }
 
-    /// SIGTERM, then wait for exit; returns the exit status.
+    /// SIGTERM, then wait for exit (killed and failed at the deadline);
+    /// returns the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        child.wait().expect("wait")
+        dts_testkit::wait_for_exit(&mut child, DEADLINE, "dts after SIGTERM")
     }
 
     pub fn log_text(&self) -> String {
@@ -140,7 +149,7 @@ impl Api {
     pub fn at(base: String) -> Api {
         Api {
             base,
-            http: Client::new(),
+            http: client(),
             token: None,
             log: None,
         }
@@ -184,9 +193,16 @@ impl Api {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.body(body).send().await.expect("request sent");
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
         let status = response.status();
-        let text = response.text().await.expect("body");
+        let text = response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: no whole body: {e}"));
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, json)
     }
@@ -230,27 +246,32 @@ impl Api {
         body
     }
 
-    /// Waits until `check` holds for the task, or panics at the deadline.
+    /// Waits until `check` holds for the task, or panics at the deadline
+    /// with the task as last seen and the node's log.
     pub async fn wait_task(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            // 503 while the store is down (a Redis restart) is a fine answer: ask again.
-            let (status, task) = self.get(&format!("/v1/tasks/{id}?summary=true")).await;
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+        let path = format!("/v1/tasks/{id}?summary=true");
+        let awaited = format!("task {id} to become {what}");
+        let waited =
+            std::panic::AssertUnwindSafe(dts_testkit::wait_for(DEADLINE, &awaited, || async {
+                let (status, task) = self.get(&path).await;
+                // 503 while the store is down (a Redis restart) is a fine
+                // answer: ask again, until the deadline.
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    return Err(format!("503 {task}"));
+                }
+                assert_eq!(status, StatusCode::OK, "{task}");
+                if check(&task) {
+                    Ok(task)
+                } else {
+                    Err(task.to_string())
+                }
+            }));
+        match futures::FutureExt::catch_unwind(waited).await {
+            Ok(task) => task,
+            Err(failure) => {
+                eprintln!("log of the node:\n{}", self.log_text());
+                std::panic::resume_unwind(failure)
             }
-            assert_eq!(status, StatusCode::OK, "{task}");
-            if check(&task) {
-                return task;
-            }
-            if start.elapsed() > DEADLINE {
-                panic!(
-                    "task {id} never became {what}: {task}\nlog:\n{}",
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -265,8 +286,12 @@ impl Api {
         .await
     }
 
-    /// Every result of the task, in index order.
+    /// Every result of the task, in index order, read page by page. A page
+    /// that brings nothing new before `total` is reached fails the test, as
+    /// does paging past the deadline: a pager that never reached `total`
+    /// would otherwise ask forever.
     pub async fn all_results(&self, id: &str, filter: &str) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + DEADLINE;
         let mut all = Vec::new();
         loop {
             let path = format!(
@@ -277,10 +302,19 @@ impl Api {
             assert_eq!(status, StatusCode::OK, "{page}");
             let items = page["items"].as_array().expect("items").clone();
             let total = page["total"].as_u64().expect("total") as usize;
+            assert!(
+                !items.is_empty() || all.len() >= total,
+                "{path}: an empty page at {} of {total} results",
+                all.len()
+            );
             all.extend(items);
             if all.len() >= total {
                 return all;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path}: paging for {DEADLINE:?} did not reach {total} results"
+            );
         }
     }
 
@@ -406,15 +440,53 @@ pub fn shared_dir() -> TempDir {
 }
 
 /// Waits for `check` with the deadline, saying what it waited for.
-pub async fn wait_for<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < DEADLINE, "never saw: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+pub async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, check: impl FnMut() -> F) {
+    dts_testkit::wait_until(DEADLINE, what, check).await
+}
+
+/// The pids that the first `n` items to start wrote to `dir`, one file each
+/// (`echo $$ > DIR/NAME`).
+///
+/// The shell creates such a file before `echo` writes the pid, so a file
+/// seen empty or without its final newline is read again until it holds a
+/// whole pid.
+pub async fn wait_for_pids(dir: &Path, n: usize) -> Vec<i32> {
+    dts_testkit::wait_for(
+        DEADLINE,
+        &format!("{n} items to write their pids to {}", dir.display()),
+        || async {
+            let texts: Vec<String> = std::fs::read_dir(dir)
+                .expect("read the pid directory")
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .collect();
+            let pids: Vec<i32> = texts
+                .iter()
+                .filter_map(|text| text.strip_suffix('\n')?.parse().ok())
+                .collect();
+            if pids.len() >= n && pids.len() == texts.len() {
+                Ok(pids)
+            } else {
+                Err(texts)
+            }
+        },
+    )
+    .await
+}
+
+/// Runs a dts client command (`dts ARGS`) to its end, killed and failed at
+/// the deadline.
+pub fn run_dts(command: &mut Command) -> std::process::Output {
+    dts_testkit::output_within(command, DEADLINE, "a dts client command")
+}
+
+/// An HTTP client whose every request (body included) ends by the deadline,
+/// so a server that accepts and never answers fails the test instead of
+/// hanging it.
+fn client() -> Client {
+    Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .expect("an HTTP client")
 }
 
 /// A task body for the v1 API.

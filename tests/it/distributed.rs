@@ -107,11 +107,11 @@ impl Worker {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then wait for the exit.
+    /// SIGTERM, then wait for the exit (killed and failed at the deadline).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().expect("wait for the worker")
+        dts_testkit::wait_for_exit(&mut self.child, DEADLINE, "the worker after SIGTERM")
     }
 }
 
@@ -122,19 +122,17 @@ impl Drop for Worker {
     }
 }
 
+/// Waits until the API lists exactly `n` live workers.
 pub async fn wait_for_workers(api: &Api, n: usize) {
-    let start = Instant::now();
-    loop {
+    dts_testkit::wait_for(DEADLINE, &format!("{n} live workers"), || async {
         let (_, workers) = api.get("/v1/workers").await;
         if workers.as_array().map(|w| w.len()) == Some(n) {
-            return;
+            Ok(())
+        } else {
+            Err(workers)
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "never saw {n} workers: {workers}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// The distinct workers that ran a task's items.
@@ -288,11 +286,12 @@ async fn completion_event(cluster: &Cluster, task: &str) -> Value {
         .subscribe("distributed_task_completed", "third-party-reader")
         .await
         .expect("subscribe to the result topic");
-    let start = Instant::now();
+    let deadline = Instant::now() + DEADLINE;
     loop {
-        let delivery = tokio::time::timeout(DEADLINE, events.next())
+        let left = deadline.saturating_duration_since(Instant::now());
+        let delivery = tokio::time::timeout(left, events.next())
             .await
-            .expect("an event within the deadline")
+            .unwrap_or_else(|_| panic!("no completion event for {task} within {DEADLINE:?}"))
             .expect("a delivery");
         let event: Value = serde_json::from_slice(&delivery.payload).expect("the event is JSON");
         delivery.ack().await.expect("ack");
@@ -300,7 +299,6 @@ async fn completion_event(cluster: &Cluster, task: &str) -> Value {
             bus.shutdown(Duration::from_secs(5)).await;
             return event;
         }
-        assert!(start.elapsed() < DEADLINE, "no completion event for {task}");
     }
 }
 
@@ -354,11 +352,12 @@ async fn a_server_fails_fast_with_a_clear_message_when_redis_or_kafka_is_down() 
         };
         args.extend(["--set".to_string(), format!("{key}={value}")]);
         let started = Instant::now();
-        let output = std::process::Command::new(crate::common::dts_binary())
-            .args(&args)
-            .output()
-            .expect("run dts server");
+        let output = crate::common::run_dts(
+            std::process::Command::new(crate::common::dts_binary()).args(&args),
+        );
         assert!(!output.status.success(), "{what}: started anyway");
+        // What "fails fast" means here: it gives up on the first refused
+        // connection rather than retrying; 30 s is room for a loaded machine.
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{what}: took {:?}",

@@ -1,7 +1,10 @@
 //! How items run: inputs as data, failures, timeouts, retries, cancellation,
 //! the environment, interpreters and the seed's single-executable templates.
 
-use crate::common::{DEADLINE, DtsUp, items, process_gone, task};
+use crate::common::{
+    CANCEL_BOUND, CANCEL_PROMISE, DtsUp, items, process_gone, task, wait_for_pids,
+};
+use dts_testkit::wait_until;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -175,6 +178,7 @@ async fn an_item_over_its_timeout_is_killed_with_its_children_and_recorded_as_ti
     let started = Instant::now();
     let id = up.submit(body).await;
     let done = up.wait_ended(&id).await;
+    // Far below the item's own minute of sleep: the 1 s timeout ended it.
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
@@ -231,30 +235,13 @@ async fn start_cancellable(up: &DtsUp, dir: &std::path::Path, inputs: &[&str]) -
     up.submit(body).await
 }
 
-/// PIDs of the slow items that have started, waiting until there are `n`.
-async fn wait_for_running(dir: &std::path::Path, n: usize) -> Vec<i32> {
-    let start = Instant::now();
-    loop {
-        let pids: Vec<i32> = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter_map(|f| std::fs::read_to_string(f.path()).ok()?.trim().parse().ok())
-            .collect();
-        if pids.len() >= n {
-            return pids;
-        }
-        assert!(start.elapsed() < DEADLINE, "slow items never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn cancelling_kills_running_items_within_two_seconds_and_keeps_results() {
     // Four cores for four items: every item starts at once.
     let up = DtsUp::start(&["--cores", "4"]);
     let dir = crate::common::shared_dir();
     let id = start_cancellable(&up, dir.path(), &["quick-0", "quick-1", "slow-2", "slow-3"]).await;
-    let running = wait_for_running(dir.path(), 2).await;
+    let running = wait_for_pids(dir.path(), 2).await;
     up.wait_task(&id, "two items done", |t| t["itemsSucceeded"] == 2)
         .await;
 
@@ -263,14 +250,12 @@ async fn cancelling_kills_running_items_within_two_seconds_and_keeps_results() {
         .await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");
     assert_eq!(cancelled["status"], "CANCELLED");
-    let cancelled_at = Instant::now();
-    while !running.iter().all(|pid| process_gone(*pid)) {
-        assert!(
-            cancelled_at.elapsed() < Duration::from_secs(2),
-            "running items outlived the cancel by 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        CANCEL_BOUND,
+        &format!("the running items {running:?} to end after the cancel (promised within {CANCEL_PROMISE:?})"),
+        || async { running.iter().all(|pid| process_gone(*pid)) },
+    )
+    .await;
 
     let task = up.task(&id).await;
     assert_eq!(task["status"], "CANCELLED");
@@ -299,20 +284,18 @@ async fn after_a_cancel_no_new_item_starts() {
     let inputs: Vec<String> = (0..10).map(|i| format!("slow-{i}")).collect();
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let id = start_cancellable(&up, dir.path(), &inputs).await;
-    let running = wait_for_running(dir.path(), 2).await;
+    let running = wait_for_pids(dir.path(), 2).await;
 
     let (status, _) = up
         .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let cancelled_at = Instant::now();
-    while !running.iter().all(|pid| process_gone(*pid)) {
-        assert!(
-            cancelled_at.elapsed() < Duration::from_secs(2),
-            "running items outlived the cancel by 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        CANCEL_BOUND,
+        &format!("the running items {running:?} to end after the cancel (promised within {CANCEL_PROMISE:?})"),
+        || async { running.iter().all(|pid| process_gone(*pid)) },
+    )
+    .await;
     // Both slots are free now; give a wrongly started item time to appear.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = std::fs::read_dir(dir.path()).unwrap().count();

@@ -3,8 +3,11 @@
 //! shutdowns. Each test says what a user sees; nothing may be lost or
 //! counted twice.
 
-use crate::common::{Api, DEADLINE, DtsUp, items, process_gone, task};
+use crate::common::{
+    Api, CANCEL_BOUND, CANCEL_PROMISE, DEADLINE, DtsUp, items, process_gone, task, wait_for_pids,
+};
 use crate::distributed::{Cluster, Worker, wait_for_workers, workers_of};
+use dts_testkit::{wait_for, wait_until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -27,49 +30,6 @@ async fn assert_exact(api: &Api, id: &str, total: usize, failed: usize) -> Vec<V
     results
 }
 
-/// Waits until a file exists in `dir` for `n` items (scripts write them).
-async fn wait_for_files(dir: &std::path::Path, n: usize) -> Vec<std::path::PathBuf> {
-    let start = Instant::now();
-    loop {
-        let files: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        if files.len() >= n {
-            return files;
-        }
-        assert!(start.elapsed() < DEADLINE, "items never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The pids that the first `n` items to start wrote, one file each.
-///
-/// A script's `echo $$ > file` creates the file before it writes the pid, so
-/// a file seen empty (or half written) is read again until it holds a pid.
-async fn wait_for_pids(dir: &std::path::Path, n: usize) -> Vec<i32> {
-    let start = Instant::now();
-    loop {
-        let files = wait_for_files(dir, n).await;
-        let pids: Vec<i32> = files
-            .iter()
-            .filter_map(|f| {
-                let text = std::fs::read_to_string(f).ok()?;
-                text.strip_suffix('\n')?.parse().ok()
-            })
-            .collect();
-        if pids.len() == files.len() {
-            return pids;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "items never wrote their pids: {pids:?} of {} files",
-            files.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_shards_run_again_on_another_worker_within_30_seconds_with_default_settings()
  {
@@ -84,39 +44,40 @@ async fn a_killed_workers_shards_run_again_on_another_worker_within_30_seconds_w
     let id = server
         .submit(task("sleep 1; echo \"$1\"", &items(40)))
         .await;
-    let start = Instant::now();
-    loop {
-        let results = server.all_results(&id, "").await;
-        if workers_of(&results).contains("victim") {
-            break;
+    wait_for(DEADLINE, "the victim to run an item", || async {
+        let ran = workers_of(&server.all_results(&id, "").await);
+        if ran.contains("victim") {
+            Ok(())
+        } else {
+            Err(ran)
         }
-        assert!(start.elapsed() < DEADLINE, "the victim never ran anything");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     victim.kill9();
     let killed_at = Instant::now();
 
     // The first item the survivor finishes in a shard taken from the victim
     // (attempt 2) ran about one second after it started again.
-    let moved_after = loop {
+    let moved_after = wait_for(DEADLINE, "the victim's shards to run again", || async {
         let results = server.all_results(&id, "").await;
         if results
             .iter()
             .any(|r| r["worker"] == "survivor" && r["attempt"] == 2)
         {
-            break killed_at.elapsed();
+            Ok(killed_at.elapsed())
+        } else {
+            Err(workers_of(&results))
         }
-        assert!(
-            killed_at.elapsed() < DEADLINE,
-            "the victim's shards never moved"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let running_again_after = moved_after.saturating_sub(Duration::from_secs(1));
     eprintln!(
         "the killed worker's shards ran again on the survivor {:.1} s after the kill",
         running_again_after.as_secs_f64()
     );
+    // The promise this test is named for (docs/reliability.md): the lapse
+    // of the lease and of the group session, timers rather than CPU, and
+    // far from 30 s (18 s in the last recorded run).
     assert!(
         running_again_after < Duration::from_secs(30),
         "took {running_again_after:?}"
@@ -195,17 +156,20 @@ async fn a_task_whose_server_died_while_planning_is_finished_by_the_next_server_
         .await;
 
     let next = cluster.server("next");
-    let id = loop {
-        let (_, list) = next.get("/v1/tasks").await;
-        if let Some(task) = list
-            .as_array()
-            .and_then(|l| l.first())
-            .filter(|t| t["chunksToExecute"].as_u64() > Some(0))
-        {
-            break task["id"].as_str().unwrap().to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let id = wait_for(
+        DEADLINE,
+        "the next server to list the planned task",
+        || async {
+            let (_, list) = next.get("/v1/tasks").await;
+            list.as_array()
+                .and_then(|l| l.first())
+                .filter(|t| t["chunksToExecute"].as_u64() > Some(0))
+                .and_then(|t| t["id"].as_str())
+                .map(str::to_string)
+                .ok_or(list)
+        },
+    )
+    .await;
     let planned = next.task(&id).await["chunksToExecute"].clone();
     let results = assert_exact(&next, &id, 30, 0).await;
     assert_eq!(
@@ -267,8 +231,11 @@ async fn a_task_submitted_while_the_broker_is_down_answers_in_time_and_runs_when
         accepted["status"]
     );
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    // dts promises an answer within the 5 s submit wait
+    // (`pubsub.submit-timeout-ms`); 10 s leaves room for a loaded machine,
+    // and a submit that waited for the broker would still fail it.
     assert!(
-        answered_after < Duration::from_secs(8),
+        answered_after < Duration::from_secs(10),
         "the API hung for {answered_after:?}"
     );
     assert_eq!(accepted["status"], "RETRYING", "{accepted}");
@@ -346,8 +313,9 @@ async fn an_item_that_kills_its_worker_is_failed_after_three_deaths_while_everyt
         .submit(task("sleep 0.1; echo \"$1\"", &items(12)))
         .await;
 
-    // A supervisor's job: keep two workers running.
-    let start = Instant::now();
+    // A supervisor's job: keep two workers running (a loop of its own, not
+    // a wait helper: it restarts workers between checks).
+    let deadline = Instant::now() + Duration::from_secs(240);
     let mut deaths = 0;
     loop {
         let dead: Vec<String> = workers
@@ -364,7 +332,7 @@ async fn an_item_that_kills_its_worker_is_failed_after_three_deaths_while_everyt
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(240),
+            Instant::now() < deadline,
             "the poisoned task never ended: {task}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -407,13 +375,12 @@ async fn cancelling_in_distributed_mode_ends_running_processes_within_two_second
         .await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");
     let cancelled_at = Instant::now();
-    while !pids.iter().all(|pid| process_gone(*pid)) {
-        assert!(
-            cancelled_at.elapsed() < Duration::from_secs(2),
-            "running items outlived the cancel by 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        CANCEL_BOUND,
+        &format!("the running items {pids:?} to end after the cancel (promised within {CANCEL_PROMISE:?})"),
+        || async { pids.iter().all(|pid| process_gone(*pid)) },
+    )
+    .await;
     eprintln!(
         "cancel ended the running processes in {:.2} s",
         cancelled_at.elapsed().as_secs_f64()
@@ -482,7 +449,12 @@ async fn sigterm_to_a_server_finishes_the_request_in_flight_then_exits() {
             .await
             .map(|r| r.status())
     });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The request is in flight once its task is stored: the server then
+    // waits for the broker.
+    wait_until(DEADLINE, "the submitted task to be stored", || async {
+        server.task_count().await == 1
+    })
+    .await;
     let stopping = Instant::now();
     let exit = tokio::task::spawn_blocking(move || server.terminate());
     let answered = request

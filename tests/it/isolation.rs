@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use tempfile::TempDir;
 
 /// These tests are about what a dts running as root does with other
@@ -277,25 +277,7 @@ async fn processes_that_leave_the_items_session_die_with_it_under_the_subreaper(
 /// Runs `command` to its end with its output captured, or kills it and
 /// fails at the deadline saying `what`.
 fn output_within_deadline(mut command: Command, what: &str) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {what}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.unwrap_or_else(|e| panic!("wait for {what}: {e}")),
-        Err(_) => {
-            // SAFETY: a signal to our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{what} did not end within {DEADLINE:?}");
-        }
-    }
+    dts_testkit::output_within(&mut command, DEADLINE, what)
 }
 
 /// `dts run --json ARGS`: its exit code and its one result.

@@ -73,11 +73,11 @@ async fn a_second_dts_up_on_the_same_data_directory_is_refused() {
     let dir = crate::common::shared_dir();
     let data = dir.path().join("data");
     let _first = DtsUp::start_in(&data, &[], &[]);
-    let output = std::process::Command::new(crate::common::dts_binary())
-        .args(["up", "--port", "0", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let output = crate::common::run_dts(
+        std::process::Command::new(crate::common::dts_binary())
+            .args(["up", "--port", "0", "--data-dir"])
+            .arg(&data),
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -528,29 +528,17 @@ fn task_body() -> Value {
 
 /// Runs `dts ARGS` that must fail at start-up; returns its standard error.
 fn start_must_fail(args: &[&str], data_dir: &Path) -> String {
-    let mut child = Command::new(dts_binary())
-        .args(["up", "--port", "0", "--data-dir"])
-        .arg(data_dir)
-        .args(args)
-        .env_remove("DTS_AUTH_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dts");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(!status.success(), "dts {args:?} started");
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-            return stderr;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("dts {args:?} neither started nor failed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let output = dts_testkit::output_within(
+        Command::new(dts_binary())
+            .args(["up", "--port", "0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env_remove("DTS_AUTH_TOKEN"),
+        DEADLINE,
+        &format!("dts up {args:?}, which must refuse to start"),
+    );
+    assert!(!output.status.success(), "dts {args:?} started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[tokio::test]

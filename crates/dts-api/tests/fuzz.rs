@@ -265,6 +265,7 @@ fn reference_decode(raw: &[u8]) -> Vec<u8> {
     let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::new();
     let mut i = 0;
+    // ends: every turn moves `i` on through the finite input.
     while i < raw.len() {
         if raw[i] == b'%' {
             if let (Some(h), Some(l)) = (

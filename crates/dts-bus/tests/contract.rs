@@ -64,6 +64,7 @@ pub async fn members_of_a_group_share_the_messages_without_duplicates(bus: DynBu
     for mut sub in members {
         let tx = tx.clone();
         handles.push(tokio::spawn(async move {
+            // ends: after 3 s without a message; aborted below in any case.
             while let Ok(Ok(delivery)) =
                 tokio::time::timeout(Duration::from_secs(3), sub.next()).await
             {
@@ -77,6 +78,7 @@ pub async fn members_of_a_group_share_the_messages_without_duplicates(bus: DynBu
     }
     drop(tx);
     let mut seen = Vec::new();
+    // ends: at `total` messages, each awaited for at most WAIT.
     while let Some(text) = tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("messages keep coming")

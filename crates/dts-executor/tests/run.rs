@@ -22,6 +22,12 @@ use tokio_util::sync::CancellationToken;
 /// `timed_out` instead of a hung test run.
 const GENEROUS: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_millis(200);
+/// Room a loaded 2-core machine may need beyond what an outcome should
+/// take. Bounds on how long an item took are `expected + SLACK`, never
+/// sub-second: each such test fails on what the bound guards against (an
+/// item held for its 100 s sleep or the 10 s [`GENEROUS`] timeout), and
+/// the outcome's flags and signal say which way it ended.
+const SLACK: Duration = Duration::from_secs(5);
 const TEST_PATH: &str = "/usr/bin:/bin";
 
 /// How the corpus runs items in one of its six ways.
@@ -551,7 +557,11 @@ async fn the_wall_duration_is_recorded() {
         "{:?}",
         out.duration
     );
-    assert!(out.duration < Duration::from_secs(3), "{:?}", out.duration);
+    assert!(
+        out.duration < Duration::from_millis(300) + SLACK,
+        "{:?}",
+        out.duration
+    );
 }
 
 async fn a_megabyte_on_stderr_before_any_stdout_does_not_deadlock() {
@@ -596,11 +606,15 @@ async fn a_timeout_kills_the_script_and_its_background_children() {
     .await;
     assert!(out.timed_out && !out.cancelled, "{out:?}");
     assert_eq!((out.exit_code, out.signal), (None, Some(libc::SIGTERM)));
-    assert!(out.duration < Duration::from_secs(2), "{:?}", out.duration);
+    assert!(
+        out.duration < Duration::from_millis(300) + SLACK,
+        "{:?}",
+        out.duration
+    );
     assert!(!out.succeeded());
     let child = first_line_pid(&out.stdout);
     assert!(
-        wait_until(Duration::from_secs(2), || process_is_gone(child)).await,
+        wait_until(GENEROUS, || process_is_gone(child)).await,
         "sleep {child} survived"
     );
 }
@@ -618,11 +632,7 @@ async fn a_script_ignoring_sigterm_is_killed_after_the_grace() {
     assert_eq!(out.signal, Some(libc::SIGKILL));
     assert_eq!(out.stdout, "");
     assert!(out.duration >= timeout + GRACE, "{:?}", out.duration);
-    assert!(
-        out.duration < timeout + GRACE + Duration::from_secs(1),
-        "{:?}",
-        out.duration
-    );
+    assert!(out.duration < timeout + GRACE + SLACK, "{:?}", out.duration);
 }
 
 async fn cancelling_kills_the_script_within_the_grace() {
@@ -645,10 +655,10 @@ async fn cancelling_kills_the_script_within_the_grace() {
     let ended_at = Instant::now();
     assert!(out.cancelled && !out.timed_out, "{out:?}");
     assert_eq!(out.signal, Some(libc::SIGTERM));
-    assert!(ended_at - cancelled_at < GRACE + Duration::from_secs(1));
+    assert!(ended_at - cancelled_at < GRACE + SLACK);
     let child = first_line_pid(&out.stdout);
     assert!(
-        wait_until(Duration::from_secs(2), || process_is_gone(child)).await,
+        wait_until(GENEROUS, || process_is_gone(child)).await,
         "sleep {child} survived"
     );
 }
@@ -674,10 +684,10 @@ async fn cancelling_a_script_that_ignores_sigterm_kills_its_group_after_the_grac
     assert!(out.cancelled && !out.timed_out, "{out:?}");
     assert_eq!(out.signal, Some(libc::SIGKILL));
     assert!(ended_at - cancelled_at >= GRACE);
-    assert!(ended_at - cancelled_at < GRACE + Duration::from_secs(1));
+    assert!(ended_at - cancelled_at < GRACE + SLACK);
     let child = first_line_pid(&out.stdout);
     assert!(
-        wait_until(Duration::from_secs(2), || process_is_gone(child)).await,
+        wait_until(GENEROUS, || process_is_gone(child)).await,
         "sleep {child} survived"
     );
 }
@@ -700,16 +710,16 @@ async fn an_item_whose_task_is_already_cancelled_is_not_started() {
 
 async fn a_background_process_left_behind_is_killed_without_delaying_the_item() {
     let out = run(&executor(), &bash("sleep 100 & echo $!"), "x").await;
+    // Not held for the 100 s its leftover `sleep` holds the output pipe
+    // (the item would time out): the group was killed when the script
+    // exited. Whether the pipe closed before the executor's one-second
+    // drain limit would take a sub-second bound, which a loaded machine
+    // breaks.
     assert!(out.succeeded(), "{out:?}");
-    // Well under the one-second drain limit: the pipe closed when the group died.
-    assert!(
-        out.duration < Duration::from_millis(800),
-        "{:?}",
-        out.duration
-    );
+    assert!(out.duration < SLACK, "{:?}", out.duration);
     let child = first_line_pid(&out.stdout);
     assert!(
-        wait_until(Duration::from_secs(2), || process_is_gone(child)).await,
+        wait_until(GENEROUS, || process_is_gone(child)).await,
         "sleep {child} survived"
     );
 }
@@ -727,7 +737,8 @@ async fn a_process_that_escaped_the_group_cannot_hang_the_item() {
     let _escapee = KillOnDrop(first_line_pid(&out.stdout));
     assert!(out.succeeded(), "{out:?}");
     assert!(out.stdout.ends_with("\nparent done\n"), "{:?}", out.stdout);
-    assert!(out.duration < Duration::from_secs(3), "{:?}", out.duration);
+    // Not held for the escapee's 30 s.
+    assert!(out.duration < SLACK, "{:?}", out.duration);
 }
 
 async fn dropping_a_running_item_kills_its_process_group() {
@@ -752,7 +763,7 @@ async fn dropping_a_running_item_kills_its_process_group() {
         .parse()
         .unwrap();
     assert!(
-        wait_until(Duration::from_secs(2), || process_is_gone(child)).await,
+        wait_until(GENEROUS, || process_is_gone(child)).await,
         "sleep {child} survived"
     );
 }
@@ -787,7 +798,7 @@ async fn a_process_that_escaped_with_setsid_dies_when_its_item_times_out() {
     let escapee = first_line_pid(&out.stdout);
     let _cleanup = KillOnDrop(escapee);
     assert!(
-        wait_until(Duration::from_secs(2), || process_is_gone(escapee)).await,
+        wait_until(GENEROUS, || process_is_gone(escapee)).await,
         "the setsid escapee {escapee} survived its item"
     );
 }
@@ -803,7 +814,7 @@ async fn a_process_that_escaped_with_setsid_dies_when_its_item_exits() {
     let escapee = first_line_pid(&out.stdout);
     let _cleanup = KillOnDrop(escapee);
     assert!(
-        wait_until(Duration::from_secs(2), || process_is_gone(escapee)).await,
+        wait_until(GENEROUS, || process_is_gone(escapee)).await,
         "the double-forked escapee {escapee} survived its item"
     );
 }
@@ -1042,15 +1053,20 @@ async fn an_item_changes_nothing_the_next_item_in_the_same_warm_shell_sees() {
 
 #[tokio::test]
 async fn items_running_at_the_same_time_get_warm_shells_of_their_own() {
+    let dir = shared_dir();
     let executor = warm_executor();
-    let program = bash("sleep 0.3; echo $$");
-    let started = Instant::now();
+    // Each item marks that it started and waits for the other's mark: items
+    // run one after the other (in one shell) would wait for a mark that
+    // never comes, until the timeout.
+    let program = bash(&format!(
+        r#"cd '{}'; touch "started-$1"; other=$([ "$1" = a ] && echo b || echo a)
+        while [ ! -e "started-$other" ]; do sleep 0.01; done; echo $$"#,
+        dir.path().display()
+    ));
     let (a, b) = tokio::join!(run(&executor, &program, "a"), run(&executor, &program, "b"));
-    assert!(a.succeeded() && b.succeeded(), "{a:?} {b:?}");
     assert!(
-        started.elapsed() < Duration::from_millis(550),
-        "{:?}",
-        started.elapsed()
+        a.succeeded() && b.succeeded(),
+        "each item saw the other running: {a:?} {b:?}"
     );
     assert_ne!(a.stdout, b.stdout, "two items shared one shell");
 }
@@ -1096,7 +1112,8 @@ async fn a_script_that_kills_its_warm_shell_fails_clearly_and_the_next_item_runs
         error.starts_with("the warm shell `bash` ended while running the item"),
         "{out:?}"
     );
-    assert!(out.duration < Duration::from_secs(3), "{:?}", out.duration);
+    // Not held for the `sleep 100`, nor until the 10 s timeout.
+    assert!(out.duration < SLACK, "{:?}", out.duration);
     assert!(!out.succeeded());
     let next = run(&executor, &bash("echo fine"), "x").await;
     assert_eq!(next.stdout, "fine\n", "{next:?}");

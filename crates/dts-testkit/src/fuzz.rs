@@ -36,6 +36,7 @@ where
         max_shrink_iters: 10_000,
         ..Config::default()
     };
+    // ends: when the budget is spent.
     while start.elapsed() < budget {
         // A fresh runner per batch: each has its own random seed.
         let mut runner = TestRunner::new(config.clone());

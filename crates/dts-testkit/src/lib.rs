@@ -3,7 +3,9 @@
 //! it is stopped when the handle is dropped. Tests never use a server someone
 //! left running, and never a fixed port.
 //!
-//! `fuzz` is the time-boxed runner of the proptest fuzz targets.
+//! `fuzz` is the time-boxed runner of the proptest fuzz targets; `wait`
+//! holds the only ways tests wait for something: each with a deadline and a
+//! message saying what was awaited.
 //!
 //! `scripts/install-test-deps.sh` installs the programs: `redis-server` and
 //! `nginx` from apt, and the broker (tansu) into `.tools/bin/`.
@@ -13,8 +15,13 @@ mod nginx;
 mod process;
 mod redis;
 mod tansu;
+pub mod wait;
 
 pub use nginx::Nginx;
 pub use process::{free_port, wait_for_port, workspace_root};
 pub use redis::RedisServer;
 pub use tansu::Broker;
+pub use wait::{
+    DEADLINE, finish_within, output_within, wait_for, wait_for_blocking, wait_for_exit, wait_until,
+    wait_until_blocking,
+};

@@ -12,7 +12,7 @@ use crate::common::{Api, DEADLINE, DtsUp};
 use crate::distributed::Cluster;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const JSON: &str = "application/json";
@@ -132,7 +132,10 @@ async fn send_raw(base: &str, request: &Request) -> (StatusCode, Value) {
     stream.write_all(head.as_bytes()).await.expect("write");
     stream.write_all(&request.body).await.expect("write");
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))
+        .await
+        .unwrap_or_else(|_| panic!("{}: no whole answer within {DEADLINE:?}", request.path))
+        .expect("read");
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
     let status: u16 = head
@@ -154,6 +157,7 @@ async fn send_raw(base: &str, request: &Request) -> (StatusCode, Value) {
 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
+    // ends: each turn consumes a chunk of the finite body.
     while let Some((size, rest)) = body.split_once("\r\n") {
         let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
         if size == 0 {
@@ -293,14 +297,6 @@ async fn hostile_requests_to_a_distributed_server_get_a_clear_4xx_and_change_not
     let cluster = Cluster::start();
     let server = cluster.server("hostile-server");
     let _worker = cluster.worker("hostile-worker", 1);
-    let start = Instant::now();
-    loop {
-        let (_, workers) = server.get("/v1/workers").await;
-        if workers.as_array().is_some_and(|w| !w.is_empty()) {
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "the worker never registered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::distributed::wait_for_workers(&server, 1).await;
     run_table(&server, "distributed dts server").await;
 }
