@@ -11,13 +11,14 @@
 //! dts run --task task.json
 //! ```
 
-use super::embedded::{EmbeddedNode, Role};
-use super::node::{ConfigArgs, ExecArgs};
+use super::args::{ConfigArgs, ExecArgs};
+use super::process;
 use super::terminal::{Mode, Sanitized};
-use super::wiring;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dts_model::{TaskStatus, submit};
+use dts_node::embedded::{EmbeddedNode, Role};
+use dts_node::wiring;
 use dts_store::{ResultFilter, SqliteStore};
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, IsTerminal, Write};
@@ -147,8 +148,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         })?;
 
     let started = Instant::now();
-    let node =
-        EmbeddedNode::start(&settings, Arc::new(SqliteStore::in_memory()?), Role::Run).await?;
+    let node = EmbeddedNode::start(
+        &settings,
+        Arc::new(SqliteStore::in_memory()?),
+        Role::Run,
+        process::items_open_files_limit(),
+    )
+    .await?;
     let task = node.submitter.submit(new).await?;
     let task = loop {
         let current = node

@@ -1,11 +1,11 @@
 //! `dts server`: the API and scheduler consumers over Kafka and Redis.
 //! Stateless: run as many as you like behind a load balancer.
 
-use super::node::{self, ConfigArgs, ListenArgs};
-use super::wiring;
+use super::args::{ConfigArgs, ListenArgs};
 use anyhow::Result;
 use clap::Args;
 use dts_engine::scheduler::Scheduler;
+use dts_node::{node, wiring};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -2,10 +2,12 @@
 //! local worker over the embedded bus and a SQLite store, served over HTTP.
 //! The store's data directory is private to dts's user (0700, files 0600).
 
-use super::embedded::{EmbeddedNode, Role};
-use super::node::{self, ConfigArgs, ExecArgs, ListenArgs, flag};
+use super::args::{ConfigArgs, ExecArgs, ListenArgs, flag};
+use super::process;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use dts_node::embedded::{EmbeddedNode, Role};
+use dts_node::node;
 use dts_store::{DynStore, SqliteStore};
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -77,7 +79,13 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         info!(path = %path.display(), "store opened");
         (Arc::new(store), Some(lock))
     };
-    let node = EmbeddedNode::start(&settings, store, Role::Up).await?;
+    let node = EmbeddedNode::start(
+        &settings,
+        store,
+        Role::Up,
+        process::items_open_files_limit(),
+    )
+    .await?;
     info!(worker = %node.worker_id(), "dts up: API, scheduler and worker running");
     let state = node::app_state(&settings, node.store.clone(), node.submitter.clone());
     node::serve_api(&settings, state, node.shutdown.clone()).await?;

@@ -1,10 +1,11 @@
 //! `dts worker`: consumes shards from Kafka, runs their items on every core,
 //! records results in Redis, and heartbeats so schedulers count its cores.
 
-use super::node::{self, ConfigArgs, ExecArgs, flag};
-use super::wiring;
+use super::args::{ConfigArgs, ExecArgs, flag};
+use super::process;
 use anyhow::Result;
 use clap::Args;
+use dts_node::{node, wiring};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -34,6 +35,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
         bus,
         shutdown.clone(),
         wiring::Items::Service,
+        process::items_open_files_limit(),
     )
     .await?;
     // Tests and scripts wait for this line.

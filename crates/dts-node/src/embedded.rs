@@ -2,8 +2,8 @@
 //! over the in-process bus and a SQLite store. `dts up` serves it over HTTP;
 //! `dts run` drives it directly for one task.
 
-use super::worker_thread::WorkerThread;
-use super::{node, wiring};
+use crate::worker_thread::WorkerThread;
+use crate::{node, wiring};
 use anyhow::Result;
 use dts_bus::{DynBus, EmbeddedBus};
 use dts_config::Settings;
@@ -39,7 +39,12 @@ impl EmbeddedNode {
     /// Starts every part on `store`, then republishes what it left unfinished.
     /// `role` decides how items are isolated, and whether each task's end
     /// is logged (dts up's log).
-    pub async fn start(settings: &Settings, store: DynStore, role: Role) -> Result<EmbeddedNode> {
+    pub async fn start(
+        settings: &Settings,
+        store: DynStore,
+        role: Role,
+        items_open_files: Option<u64>,
+    ) -> Result<EmbeddedNode> {
         let embedded = EmbeddedBus::new(settings.pubsub.max_message_bytes);
         let bus: DynBus = Arc::new(embedded.clone());
         let topics = wiring::topics(settings);
@@ -57,6 +62,7 @@ impl EmbeddedNode {
             bus.clone(),
             shutdown.clone(),
             items,
+            items_open_files,
         )
         .await?;
         Scheduler::new(

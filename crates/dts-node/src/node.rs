@@ -3,10 +3,9 @@
 //! Kafka, starting the worker and the submitter, serving the API, and
 //! waiting for a stop signal.
 
-use super::wiring;
-use super::worker_thread::WorkerThread;
+use crate::wiring;
+use crate::worker_thread::WorkerThread;
 use anyhow::{Context, Result, bail};
-use clap::Args;
 use dts_api::{AccessLists, AppState, ConnectionSettings};
 use dts_bus::DynBus;
 use dts_bus::kafka::{KafkaBus, KafkaSettings};
@@ -17,8 +16,6 @@ use dts_engine::worker::Worker;
 use dts_executor::{Executor, IsolationReport};
 use dts_store::DynStore;
 use dts_store::redis::{RedisSettings, RedisStore};
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -27,102 +24,6 @@ use tracing::{info, warn};
 
 /// How long start-up waits for Redis or Kafka before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Options every node command takes.
-#[derive(Args, Debug, Default)]
-pub struct ConfigArgs {
-    /// A configuration file: the seed's application.properties, or .toml.
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
-    /// Any configuration key, e.g. --set limits.max-items=10000 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-}
-
-impl ConfigArgs {
-    /// Loads defaults < file < environment < `flags` < `--set`.
-    pub fn load(&self, mut flags: Vec<(String, String)>) -> Result<Settings> {
-        for pair in &self.set {
-            let Some((key, value)) = pair.split_once('=') else {
-                bail!("--set takes KEY=VALUE, not {pair:?}");
-            };
-            flags.push((key.trim().to_string(), value.to_string()));
-        }
-        let env: HashMap<String, String> = std::env::vars().collect();
-        let settings = dts_config::load(self.config.as_deref(), &env, &flags)
-            .context("invalid configuration")?;
-        for warning in &settings.warnings {
-            warn!("{warning}");
-        }
-        Ok(settings)
-    }
-}
-
-/// Where the API listens: `dts up` and `dts server`.
-#[derive(Args, Debug, Default)]
-pub struct ListenArgs {
-    /// HTTP port (server.port); 0 picks a free one.
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Address to listen on (server.bind). Anything but loopback needs a token.
-    #[arg(long)]
-    pub bind: Option<String>,
-    /// Listen on a non-loopback address without a token (server.insecure).
-    #[arg(long)]
-    pub insecure: bool,
-}
-
-impl ListenArgs {
-    /// The options as configuration flags.
-    pub fn push_flags(&self, flags: &mut Vec<(String, String)>) {
-        flag(flags, "server.port", self.port);
-        flag(flags, "server.bind", self.bind.as_ref());
-        flag(flags, "server.insecure", self.insecure.then_some(true));
-    }
-}
-
-/// How this machine runs items: `dts up`, `dts worker` and `dts run`.
-#[derive(Args, Debug, Default)]
-pub struct ExecArgs {
-    /// Items to run at once (worker.cores); default all cores of this machine.
-    #[arg(long)]
-    pub cores: Option<u32>,
-    /// Run bash items in warm shells (executor.warm-shell; docs/warm-shell.md).
-    #[arg(long)]
-    pub warm_shell: bool,
-}
-
-impl ExecArgs {
-    /// The options as configuration flags.
-    pub fn push_flags(&self, flags: &mut Vec<(String, String)>) {
-        flag(flags, "worker.cores", self.cores);
-        flag(
-            flags,
-            "executor.warm-shell",
-            self.warm_shell.then_some(true),
-        );
-    }
-}
-
-/// Adds `(key, value)` to `flags` when the option was given.
-pub fn flag<T: ToString>(flags: &mut Vec<(String, String)>, key: &str, value: Option<T>) {
-    if let Some(value) = value {
-        flags.push((key.to_string(), value.to_string()));
-    }
-}
-
-/// Logs to standard error; `DTS_LOG` (or `RUST_LOG`) sets the filter,
-/// `default` when neither is set.
-pub fn init_logging(default: &str) {
-    let filter = std::env::var("DTS_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
 
 /// Refuses to expose the API to the network without a token, unless told to.
 pub fn check_exposure(settings: &Settings) -> Result<()> {
@@ -203,8 +104,9 @@ pub async fn start_worker(
     bus: DynBus,
     shutdown: CancellationToken,
     items: wiring::Items,
+    items_open_files: Option<u64>,
 ) -> Result<WorkerThread> {
-    let executor = Executor::new(wiring::exec_settings(settings, items))
+    let executor = Executor::new(wiring::exec_settings(settings, items, items_open_files))
         .context("cannot set up how items run (executor.*)")?;
     log_isolation(&executor.isolation(), items);
     let worker = Worker::new(store, bus, executor, wiring::worker_settings(settings));

@@ -84,7 +84,11 @@ pub enum Items {
     Caller,
 }
 
-pub fn exec_settings(settings: &Settings, items: Items) -> ExecSettings {
+pub fn exec_settings(
+    settings: &Settings,
+    items: Items,
+    items_open_files: Option<u64>,
+) -> ExecSettings {
     let executor = &settings.executor;
     let isolation = IsolationSettings {
         run_as: match items {
@@ -106,7 +110,7 @@ pub fn exec_settings(settings: &Settings, items: Items) -> ExecSettings {
         workdir: executor.workdir.clone(),
         warm_shell: executor.warm_shell,
         isolation,
-        items_open_files: super::process::items_open_files_limit(),
+        items_open_files,
     }
 }
 
