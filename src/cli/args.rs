@@ -1,12 +1,13 @@
 //! The options every command that runs a node takes, turned into
-//! configuration flags, and logging.
+//! configuration flags; logging; and stopping a node on a signal.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use dts_config::Settings;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use tracing::warn;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 /// Options every node command takes.
 #[derive(Args, Debug, Default)]
@@ -29,12 +30,11 @@ impl ConfigArgs {
             flags.push((key.trim().to_string(), value.to_string()));
         }
         let env: HashMap<String, String> = std::env::vars().collect();
-        let settings = dts_config::load(self.config.as_deref(), &env, &flags)
-            .context("invalid configuration")?;
-        for warning in &settings.warnings {
-            warn!("{warning}");
-        }
-        Ok(settings)
+        Ok(dts_node::load_settings(
+            self.config.as_deref(),
+            &env,
+            &flags,
+        )?)
     }
 }
 
@@ -102,4 +102,32 @@ pub fn init_logging(default: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM, logging `what` happens next.
+pub fn stop_on_signal(shutdown: CancellationToken, what: &'static str) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown_signal() => info!("shutting down: {what}"),
+            _ = shutdown.cancelled() => {}
+        }
+        shutdown.cancel();
+    });
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops dts");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
 }

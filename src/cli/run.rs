@@ -152,7 +152,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         &settings,
         Arc::new(SqliteStore::in_memory()?),
         Role::Run,
-        process::items_open_files_limit(),
+        process::inherited(),
     )
     .await?;
     let task = node.submitter.submit(new).await?;

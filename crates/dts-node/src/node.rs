@@ -1,11 +1,10 @@
-//! What every command that runs a node shares: the options, configuration
-//! loading, logging, the network-exposure check, connecting to Redis and
-//! Kafka, starting the worker and the submitter, serving the API, and
-//! waiting for a stop signal.
+//! What every kind of node shares: loading the configuration, the
+//! network-exposure check, connecting to Redis and Kafka, starting the
+//! worker and the submitter, and binding and serving the API.
 
-use crate::wiring;
+use crate::NodeError;
+use crate::wiring::{self, Inherited, Items};
 use crate::worker_thread::WorkerThread;
-use anyhow::{Context, Result, bail};
 use dts_api::{AccessLists, AppState, ConnectionSettings};
 use dts_bus::DynBus;
 use dts_bus::kafka::{KafkaBus, KafkaSettings};
@@ -16,6 +15,9 @@ use dts_engine::worker::Worker;
 use dts_executor::{Executor, IsolationReport};
 use dts_store::DynStore;
 use dts_store::redis::{RedisSettings, RedisStore};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -25,15 +27,27 @@ use tracing::{info, warn};
 /// How long start-up waits for Redis or Kafka before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Loads defaults < `file` < `env` < `flags` (see [`dts_config::load`]) and
+/// logs the warnings (unknown keys in the file).
+pub fn load_settings(
+    file: Option<&Path>,
+    env: &HashMap<String, String>,
+    flags: &[(String, String)],
+) -> Result<Settings, NodeError> {
+    let settings = dts_config::load(file, env, flags)?;
+    for warning in &settings.warnings {
+        warn!("{warning}");
+    }
+    Ok(settings)
+}
+
 /// Refuses to expose the API to the network without a token, unless told to.
-pub fn check_exposure(settings: &Settings) -> Result<()> {
+pub fn check_exposure(settings: &Settings) -> Result<(), NodeError> {
     if settings.server.exposed_without_token() {
         if !settings.server.insecure {
-            bail!(
-                "refusing to listen on {} without an auth token: anyone who can reach it could run code here. \
-                 Set DTS_AUTH_TOKEN (server.auth-token), bind to 127.0.0.1, or pass --insecure",
-                settings.server.bind
-            );
+            return Err(NodeError::ExposedWithoutToken {
+                bind: settings.server.bind,
+            });
         }
         warn!(
             bind = %settings.server.bind,
@@ -44,7 +58,7 @@ pub fn check_exposure(settings: &Settings) -> Result<()> {
 }
 
 /// Connects to Redis (`spring.redis.host`, `spring.redis.port`), failing fast.
-pub async fn connect_redis(settings: &Settings) -> Result<DynStore> {
+pub async fn connect_redis(settings: &Settings) -> Result<DynStore, NodeError> {
     let url = format!("redis://{}:{}/", settings.redis.host, settings.redis.port);
     let store = RedisStore::connect(RedisSettings {
         url: url.clone(),
@@ -52,8 +66,9 @@ pub async fn connect_redis(settings: &Settings) -> Result<DynStore> {
         retention: settings.redis.retention,
     })
     .await
-    .with_context(|| {
-        format!("cannot use Redis at {url} (spring.redis.host / spring.redis.port)")
+    .map_err(|source| NodeError::Redis {
+        url: url.clone(),
+        source,
     })?;
     info!(%url, prefix = %settings.redis.key_prefix, "connected to Redis");
     Ok(Arc::new(store))
@@ -65,7 +80,7 @@ pub const LEAVE_GROUP_GRACE: Duration = Duration::from_secs(10);
 
 /// Connects to Kafka (`pubsub.namespace`) and creates missing topics, failing
 /// fast. Keep the bus to call [`KafkaBus::shutdown`] when stopping.
-pub async fn connect_kafka(settings: &Settings) -> Result<KafkaBus> {
+pub async fn connect_kafka(settings: &Settings) -> Result<KafkaBus, NodeError> {
     let topics = wiring::topics(settings);
     let bus = KafkaBus::connect(KafkaSettings {
         bootstrap: settings.pubsub.namespace.clone(),
@@ -76,11 +91,9 @@ pub async fn connect_kafka(settings: &Settings) -> Result<KafkaBus> {
         connect_timeout: CONNECT_TIMEOUT,
     })
     .await
-    .with_context(|| {
-        format!(
-            "cannot use Kafka at {} (pubsub.namespace)",
-            settings.pubsub.namespace
-        )
+    .map_err(|source| NodeError::Kafka {
+        bootstrap: settings.pubsub.namespace.clone(),
+        source,
     })?;
     info!(bootstrap = %settings.pubsub.namespace, "connected to Kafka");
     Ok(bus)
@@ -89,33 +102,43 @@ pub async fn connect_kafka(settings: &Settings) -> Result<KafkaBus> {
 /// Redis and Kafka for `dts server` and `dts worker`: the store, the Kafka
 /// bus (to call [`KafkaBus::shutdown`] when stopping) and the same bus as
 /// the engine takes it.
-pub async fn connect_distributed(settings: &Settings) -> Result<(DynStore, KafkaBus, DynBus)> {
+pub async fn connect_distributed(
+    settings: &Settings,
+) -> Result<(DynStore, KafkaBus, DynBus), NodeError> {
     let store = connect_redis(settings).await?;
     let kafka = connect_kafka(settings).await?;
     let bus: DynBus = Arc::new(kafka.clone());
     Ok((store, kafka, bus))
 }
 
-/// Starts this machine's worker on a runtime thread of its own, its items
-/// isolated as `items` says.
+/// The executor for this machine's worker, its items isolated as `items`
+/// says; logs how.
+pub fn executor(
+    settings: &Settings,
+    items: Items,
+    inherited: Inherited,
+) -> Result<Executor, NodeError> {
+    let executor = Executor::new(wiring::exec_settings(settings, items, inherited))?;
+    log_isolation(&executor.isolation(), items);
+    Ok(executor)
+}
+
+/// Starts this machine's worker on a runtime thread of its own, running
+/// items with `executor`; it stops when `shutdown` is cancelled.
 pub async fn start_worker(
     settings: &Settings,
     store: DynStore,
     bus: DynBus,
+    executor: Executor,
     shutdown: CancellationToken,
-    items: wiring::Items,
-    items_open_files: Option<u64>,
-) -> Result<WorkerThread> {
-    let executor = Executor::new(wiring::exec_settings(settings, items, items_open_files))
-        .context("cannot set up how items run (executor.*)")?;
-    log_isolation(&executor.isolation(), items);
+) -> Result<WorkerThread, NodeError> {
     let worker = Worker::new(store, bus, executor, wiring::worker_settings(settings));
     WorkerThread::start(worker, shutdown).await
 }
 
 /// Says how items will be isolated, and warns loudly when a root dts runs
 /// other people's items as root.
-fn log_isolation(report: &IsolationReport, items: wiring::Items) {
+fn log_isolation(report: &IsolationReport, items: Items) {
     let limits = report.limits.join(", ");
     info!(
         containment = report.containment.as_str(),
@@ -128,9 +151,7 @@ fn log_isolation(report: &IsolationReport, items: wiring::Items) {
         },
         "items are isolated"
     );
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if items == wiring::Items::Service && root && report.run_as.is_none() {
+    if items == Items::Service && wiring::running_as_root() && report.run_as.is_none() {
         warn!(
             "INSECURE: items run as root (executor.run-as=root): whoever can submit a task owns this machine"
         );
@@ -184,45 +205,48 @@ pub fn app_state(settings: &Settings, store: DynStore, submitter: Submitter) -> 
     }
 }
 
-/// Binds the API, prints `dts listening on http://ADDR` (tests and scripts
-/// wait for it), and serves until a stop signal; then cancels `shutdown`.
-pub async fn serve_api(
-    settings: &Settings,
+/// The API bound to its address but not serving yet: the address is known
+/// (`server.port` 0 picks a free port) before anyone can be told about it.
+pub struct Api {
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
     state: AppState,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let address = (settings.server.bind, settings.server.port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
-    let local = listener.local_addr()?;
-    println!("dts listening on http://{local}");
-    info!(address = %local, "API listening");
-    let stop = shutdown.clone();
-    dts_api::serve(listener, state, async move {
-        tokio::select! {
-            _ = shutdown_signal() => info!("shutting down: no new requests; running work may finish"),
-            _ = stop.cancelled() => {}
-        }
-        stop.cancel();
-    })
-    .await
-    .context("the HTTP server failed")
 }
 
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops dts");
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+impl Api {
+    /// Binds `server.bind`:`server.port`.
+    pub async fn bind(settings: &Settings, state: AppState) -> Result<Api, NodeError> {
+        let (bind, port) = (settings.server.bind, settings.server.port);
+        let listen_error = |source| NodeError::Listen { bind, port, source };
+        let listener = tokio::net::TcpListener::bind((bind, port))
+            .await
+            .map_err(listen_error)?;
+        let local = listener.local_addr().map_err(listen_error)?;
+        info!(address = %local, "API listening");
+        Ok(Api {
+            listener,
+            local,
+            state,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves until `shutdown` is cancelled, then finishes the requests in
+    /// flight; cancels `shutdown` itself if serving fails, so the rest of
+    /// the node stops too.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), NodeError> {
+        let served = dts_api::serve(
+            self.listener,
+            self.state,
+            shutdown.clone().cancelled_owned(),
+        )
+        .await
+        .map_err(NodeError::Serve);
+        shutdown.cancel();
+        served
     }
 }
