@@ -1,12 +1,15 @@
 //! The client commands (`submit`, `status`, `watch`, `results`, `cancel`,
-//! `tasks`, `workers`): they talk HTTP to a running server. Everything they
-//! print goes through a [`Console`], which escapes control characters on a
-//! terminal.
+//! `tasks`, `workers`): they talk HTTP to a running server and read its
+//! answers as the views dts-api writes. Everything they print goes through
+//! a [`Console`], which escapes control characters on a terminal.
 
 use super::terminal::Console;
 use anyhow::{Context, Result, anyhow, bail};
+use dts_api::views::{ErrorBody, ResultView, ResultsPage, TaskView, WorkerView};
+use dts_model::TaskStatus;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -60,28 +63,63 @@ impl Client {
             .text()
             .await
             .context("cannot read the server's answer")?;
-        let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-        if status.is_success() {
-            return Ok(json);
+        if !status.is_success() {
+            return Err(anyhow!(server_error(status, &text)));
         }
-        Err(anyhow!(server_error(status, &json)))
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the server's answer to {method} {path} is not JSON: {}",
+                short(&text)
+            )
+        })
+    }
+
+    /// Sends a request and reads the answer as a `T`; returns the JSON as
+    /// the server sent it too, for `--json`.
+    async fn fetch<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(T, Value)> {
+        let json = self.call(method.clone(), path, body).await?;
+        let view = T::deserialize(&json).with_context(|| {
+            format!(
+                "the server's answer to {method} {path} is not what dts expects: {}",
+                short(&json.to_string())
+            )
+        })?;
+        Ok((view, json))
     }
 }
 
-/// The server's error as one line: message, and the field to blame.
-fn server_error(status: StatusCode, body: &Value) -> String {
-    let error = &body["error"];
-    match error["message"].as_str() {
-        Some(message) => match error["field"].as_str() {
-            Some(field) => format!("{message} (field: {field}; HTTP {})", status.as_u16()),
-            None => format!("{message} (HTTP {})", status.as_u16()),
+/// The server's error as one line: message, and the field to blame; or
+/// the start of whatever else answered (a proxy's page).
+fn server_error(status: StatusCode, text: &str) -> String {
+    let code = status.as_u16();
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(ErrorBody { error }) => match error.field {
+            Some(field) => format!("{} (field: {field}; HTTP {code})", error.message),
+            None => format!("{} (HTTP {code})", error.message),
         },
-        None => format!("the server answered HTTP {}: {}", status.as_u16(), body),
+        Err(_) => format!("the server answered HTTP {code}: {}", short(text)),
+    }
+}
+
+/// At most the first 200 characters of `text`, for an error message.
+fn short(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
     }
 }
 
 /// Prints `value` as pretty JSON.
-fn print_json(out: &mut super::terminal::Sanitized<impl Write>, value: &Value) -> Result<()> {
+fn print_json(
+    out: &mut super::terminal::Sanitized<impl Write>,
+    value: &impl serde::Serialize,
+) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     writeln!(out, "{}", out.mode().show_json(&text))?;
     Ok(())
@@ -105,23 +143,23 @@ pub async fn submit(
         std::fs::read(file)
             .with_context(|| format!("cannot read the task file {}", file.display()))?
     };
-    let task = client.call(Method::POST, "/v1/tasks", Some(body)).await?;
-    let id = task["id"].as_str().unwrap_or_default().to_string();
+    let (task, raw) = client
+        .fetch::<TaskView>(Method::POST, "/v1/tasks", Some(body))
+        .await?;
     if json && !wait {
-        print_json(&mut console.out, &task)?;
+        print_json(&mut console.out, &raw)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(
         console.err,
-        "submitted task {id} ({} items, {})",
-        task["itemsTotal"],
-        task["status"].as_str().unwrap_or("?")
+        "submitted task {} ({} items, {})",
+        task.id, task.items_total, task.status
     )?;
     if !wait {
-        writeln!(console.out, "{id}")?;
+        writeln!(console.out, "{}", task.id)?;
         return Ok(ExitCode::SUCCESS);
     }
-    watch(client, console, &id, json).await
+    watch(client, console, &task.id, json).await
 }
 
 /// `dts watch ID` (and `submit --wait`): a progress bar until the task ends;
@@ -133,8 +171,8 @@ pub async fn watch(
     json: bool,
 ) -> Result<ExitCode> {
     let path = format!("/v1/tasks/{id}?summary=true");
-    let mut task = client.call(Method::GET, &path, None).await?;
-    let bar = ProgressBar::new(task["itemsTotal"].as_u64().unwrap_or(0));
+    let (mut task, mut raw) = client.fetch::<TaskView>(Method::GET, &path, None).await?;
+    let bar = ProgressBar::new(task.items_total);
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} {msg:12} [{bar:30}] {pos}/{len} items ({per_sec}, eta {eta})",
@@ -144,45 +182,36 @@ pub async fn watch(
     );
     // Without a terminal the bar is hidden: print each status change instead.
     let plain = bar.is_hidden();
-    let mut last_status = String::new();
+    let mut last_status = None;
     loop {
-        let done = task["itemsSucceeded"].as_u64().unwrap_or(0)
-            + task["itemsFailed"].as_u64().unwrap_or(0);
-        let status = task["status"].as_str().unwrap_or("?").to_string();
+        let done = task.items_succeeded + task.items_failed;
         bar.set_position(done);
-        bar.set_message(console.err.mode().show(&status).into_owned());
-        if plain && status != last_status {
+        bar.set_message(task.status.as_str());
+        if plain && last_status != Some(task.status) {
             writeln!(
                 console.err,
-                "{status}: {done} of {} items done",
-                task["itemsTotal"]
+                "{}: {done} of {} items done",
+                task.status, task.items_total
             )?;
-            last_status = status.clone();
+            last_status = Some(task.status);
         }
-        if is_terminal(&status) {
+        if task.status.is_terminal() {
             break;
         }
         tokio::time::sleep(POLL).await;
-        task = client.call(Method::GET, &path, None).await?;
+        (task, raw) = client.fetch(Method::GET, &path, None).await?;
     }
     bar.finish();
     if json {
-        print_json(&mut console.out, &task)?;
+        print_json(&mut console.out, &raw)?;
     } else {
         print_task(&mut console.out, &task)?;
     }
-    Ok(if task["status"] == "COMPLETED" {
+    Ok(if task.status == TaskStatus::Completed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
-}
-
-fn is_terminal(status: &str) -> bool {
-    matches!(
-        status,
-        "COMPLETED" | "FAILED" | "CANCELLED" | "SUBMISSION_FAILED"
-    )
 }
 
 /// `dts status ID`.
@@ -192,43 +221,38 @@ pub async fn status(
     id: &str,
     json: bool,
 ) -> Result<ExitCode> {
-    let task = client
-        .call(Method::GET, &format!("/v1/tasks/{id}?summary=true"), None)
+    let (task, raw) = client
+        .fetch::<TaskView>(Method::GET, &format!("/v1/tasks/{id}?summary=true"), None)
         .await?;
     if json {
-        print_json(&mut console.out, &task)?;
+        print_json(&mut console.out, &raw)?;
     } else {
         print_task(&mut console.out, &task)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_task(out: &mut impl Write, task: &Value) -> Result<()> {
-    let text = |key: &str| {
-        task[key]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| "-".into())
-    };
-    writeln!(out, "id:        {}", text("id"))?;
-    if let Some(name) = task["name"].as_str() {
+fn print_task(out: &mut impl Write, task: &TaskView) -> Result<()> {
+    let or_dash = |text: &Option<String>| text.clone().unwrap_or_else(|| "-".into());
+    writeln!(out, "id:        {}", task.id)?;
+    if let Some(name) = &task.name {
         writeln!(out, "name:      {name}")?;
     }
-    writeln!(out, "status:    {}", text("status"))?;
+    writeln!(out, "status:    {}", task.status)?;
     writeln!(
         out,
         "items:     {} total, {} succeeded, {} failed",
-        task["itemsTotal"], task["itemsSucceeded"], task["itemsFailed"]
+        task.items_total, task.items_succeeded, task.items_failed
     )?;
     writeln!(
         out,
         "shards:    {} of {} done",
-        task["chunksExecuted"], task["chunksToExecute"]
+        task.chunks_executed, task.chunks_to_execute
     )?;
-    writeln!(out, "created:   {}", text("createdAt"))?;
-    writeln!(out, "started:   {}", text("startedAt"))?;
-    writeln!(out, "finished:  {}", text("finishedAt"))?;
-    if let Some(error) = task["error"].as_str() {
+    writeln!(out, "created:   {}", task.created_at)?;
+    writeln!(out, "started:   {}", or_dash(&task.started_at))?;
+    writeln!(out, "finished:  {}", or_dash(&task.finished_at))?;
+    if let Some(error) = &task.error {
         writeln!(out, "error:     {error}")?;
     }
     Ok(())
@@ -247,60 +271,57 @@ pub async fn results(
     let mut offset = 0;
     let mut all = Vec::new();
     loop {
-        let page = client
-            .call(
-                Method::GET,
-                &format!("/v1/tasks/{id}/results?offset={offset}&limit={PAGE}{filter}"),
-                None,
-            )
+        let path = format!("/v1/tasks/{id}/results?offset={offset}&limit={PAGE}{filter}");
+        let (page, _) = client
+            .fetch::<ResultsPage>(Method::GET, &path, None)
             .await?;
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        let total = page["total"].as_u64().unwrap_or(0);
-        offset += items.len() as u64;
-        for item in items {
+        offset += page.items.len() as u64;
+        for item in page.items {
             if json {
                 all.push(item);
             } else {
                 print_result(&mut console.out, &item)?;
             }
         }
-        if offset >= total || offset == 0 {
+        if offset >= page.total || offset == 0 {
             break;
         }
     }
     if json {
-        print_json(&mut console.out, &Value::Array(all))?;
+        print_json(&mut console.out, &all)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_result(out: &mut impl Write, item: &Value) -> Result<()> {
-    let outcome = if item["succeeded"] == true {
+fn print_result(out: &mut impl Write, item: &ResultView) -> Result<()> {
+    let result = &item.result;
+    let outcome = if item.succeeded {
         "ok".to_string()
-    } else if item["timedOut"] == true {
+    } else if result.timed_out {
         "timed out".to_string()
-    } else if let Some(signal) = item["signal"].as_i64() {
+    } else if let Some(signal) = result.signal {
         format!("killed by signal {signal}")
-    } else if let Some(error) = item["error"].as_str() {
+    } else if let Some(error) = &result.error {
         format!("error: {error}")
+    } else if let Some(code) = result.exit_code {
+        format!("exit {code}")
     } else {
-        format!("exit {}", item["exitCode"])
+        "failed".to_string()
     };
     writeln!(
         out,
         "#{} {} [{}] {} ms, attempt {}, on {}",
-        item["index"],
-        item["input"],
+        result.index,
+        // Quoted as JSON, so an input's spaces and newlines show.
+        Value::from(result.input.as_str()),
         outcome,
-        item["durationMs"],
-        item["attempt"],
-        item["worker"].as_str().unwrap_or("?")
+        result.duration_ms,
+        result.attempt,
+        result.worker
     )?;
-    for (stream, key) in [("stdout", "stdout"), ("stderr", "stderr")] {
-        if let Some(text) = item[key].as_str().filter(|t| !t.is_empty()) {
-            for line in text.lines() {
-                writeln!(out, "  {stream}| {line}")?;
-            }
+    for (stream, text) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+        for line in text.lines() {
+            writeln!(out, "  {stream}| {line}")?;
         }
     }
     Ok(())
@@ -308,15 +329,10 @@ fn print_result(out: &mut impl Write, item: &Value) -> Result<()> {
 
 /// `dts cancel ID`.
 pub async fn cancel(client: &Client, console: &mut Console, id: &str) -> Result<ExitCode> {
-    let task = client
-        .call(Method::POST, &format!("/v1/tasks/{id}/cancel"), None)
+    let (task, _) = client
+        .fetch::<TaskView>(Method::POST, &format!("/v1/tasks/{id}/cancel"), None)
         .await?;
-    writeln!(
-        console.out,
-        "{} {}",
-        task["id"].as_str().unwrap_or(id),
-        task["status"].as_str().unwrap_or("?")
-    )?;
+    writeln!(console.out, "{} {}", task.id, task.status)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -332,9 +348,11 @@ pub async fn tasks(
     if let Some(status) = status {
         path.push_str(&format!("&status={status}"));
     }
-    let list = client.call(Method::GET, &path, None).await?;
+    let (list, raw) = client
+        .fetch::<Vec<TaskView>>(Method::GET, &path, None)
+        .await?;
     if json {
-        print_json(&mut console.out, &list)?;
+        print_json(&mut console.out, &raw)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(
@@ -342,16 +360,16 @@ pub async fn tasks(
         "{:<36}  {:<17}  {:>9}  {:>9}  {:>9}  created",
         "id", "status", "items", "succeeded", "failed"
     )?;
-    for task in list.as_array().into_iter().flatten() {
+    for task in list {
         writeln!(
             console.out,
             "{:<36}  {:<17}  {:>9}  {:>9}  {:>9}  {}",
-            task["id"].as_str().unwrap_or("?"),
-            task["status"].as_str().unwrap_or("?"),
-            task["itemsTotal"].to_string(),
-            task["itemsSucceeded"].to_string(),
-            task["itemsFailed"].to_string(),
-            task["createdAt"].as_str().unwrap_or("?")
+            task.id,
+            task.status.as_str(),
+            task.items_total,
+            task.items_succeeded,
+            task.items_failed,
+            task.created_at
         )?;
     }
     Ok(ExitCode::SUCCESS)
@@ -359,9 +377,11 @@ pub async fn tasks(
 
 /// `dts workers`: the live workers.
 pub async fn workers(client: &Client, console: &mut Console, json: bool) -> Result<ExitCode> {
-    let list = client.call(Method::GET, "/v1/workers", None).await?;
+    let (list, raw) = client
+        .fetch::<Vec<WorkerView>>(Method::GET, "/v1/workers", None)
+        .await?;
     if json {
-        print_json(&mut console.out, &list)?;
+        print_json(&mut console.out, &raw)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(
@@ -369,15 +389,11 @@ pub async fn workers(client: &Client, console: &mut Console, json: bool) -> Resu
         "{:<40}  {:<20}  {:>5}  {:>7}  last heartbeat",
         "id", "hostname", "cores", "running"
     )?;
-    for worker in list.as_array().into_iter().flatten() {
+    for worker in list {
         writeln!(
             console.out,
             "{:<40}  {:<20}  {:>5}  {:>7}  {}",
-            worker["id"].as_str().unwrap_or("?"),
-            worker["hostname"].as_str().unwrap_or("?"),
-            worker["cores"].to_string(),
-            worker["runningItems"].to_string(),
-            worker["lastHeartbeat"].as_str().unwrap_or("?")
+            worker.id, worker.hostname, worker.cores, worker.running_items, worker.last_heartbeat
         )?;
     }
     Ok(ExitCode::SUCCESS)
@@ -387,6 +403,7 @@ pub async fn workers(client: &Client, console: &mut Console, json: bool) -> Resu
 mod tests {
     use super::*;
     use crate::cli::terminal::{Mode, Sanitized};
+    use dts_model::ItemResult;
     use serde_json::json;
 
     /// What `print` writes to a terminal.
@@ -397,14 +414,58 @@ mod tests {
         String::from_utf8(out.get_ref().clone()).unwrap()
     }
 
+    /// A task view as the server writes it, with `fields` changed.
+    fn task_view(fields: Value) -> TaskView {
+        let mut task = json!({
+            "id": "6f1c1a39-52bb-4a57-9d0a-3d2b1f5a9e10",
+            "name": null,
+            "status": "INPROGRESS",
+            "templateFunction": "echo $1",
+            "interpreter": "bash",
+            "timeoutSecs": 60,
+            "retries": 0,
+            "deadlineSecs": null,
+            "memoryMb": null,
+            "cpus": null,
+            "itemsTotal": 3,
+            "itemsSucceeded": 1,
+            "itemsFailed": 1,
+            "chunksToExecute": 2,
+            "chunksExecuted": 1,
+            "createdAt": "2024-01-01T00:00:00.000Z",
+            "startedAt": null,
+            "finishedAt": null,
+            "error": null,
+        });
+        for (key, value) in fields.as_object().unwrap() {
+            task[key] = value.clone();
+        }
+        serde_json::from_value(task).unwrap()
+    }
+
+    #[test]
+    fn status_shows_every_count_and_a_dash_for_what_has_not_happened() {
+        let task = task_view(json!({"startedAt": "2024-01-01T00:00:01.000Z"}));
+        let shown = on_terminal(|out| print_task(out, &task));
+        assert_eq!(
+            shown,
+            "id:        6f1c1a39-52bb-4a57-9d0a-3d2b1f5a9e10\n\
+             status:    INPROGRESS\n\
+             items:     3 total, 1 succeeded, 1 failed\n\
+             shards:    1 of 2 done\n\
+             created:   2024-01-01T00:00:00.000Z\n\
+             started:   2024-01-01T00:00:01.000Z\n\
+             finished:  -\n"
+        );
+    }
+
     #[test]
     fn status_shows_a_hostile_task_name_and_error_escaped_on_a_terminal() {
-        let task = json!({
-            "id": "t1",
+        let task = task_view(json!({
             "name": "\x1b]0;owned\x07nice name",
             "status": "FAILED",
             "error": "bad\x1b[2K\r\u{9b}31m",
-        });
+        }));
         let shown = on_terminal(|out| print_task(out, &task));
         assert!(
             shown.contains("name:      \\x1b]0;owned\\x07nice name\n"),
@@ -418,18 +479,35 @@ mod tests {
     }
 
     #[test]
+    fn a_status_dts_does_not_know_is_refused_not_shown() {
+        let mut task = serde_json::to_value(task_view(json!({}))).unwrap();
+        task["status"] = json!("FAILED\x1b[2K");
+        assert!(
+            serde_json::from_value::<TaskView>(task.clone()).is_err(),
+            "{task}"
+        );
+    }
+
+    #[test]
     fn results_show_hostile_output_and_inputs_escaped_on_a_terminal() {
-        let item = json!({
-            "index": 0,
-            "input": "\u{9b}2J",
-            "succeeded": false,
-            "error": "\x1b]52;c;aGk=\x07",
-            "stdout": "one\x1b[2K\ntwo\x7f",
-            "stderr": "\x1b]0;title\x07",
-            "durationMs": 1,
-            "attempt": 1,
-            "worker": "w\x1b[31m",
-        });
+        let item = ResultView {
+            result: ItemResult {
+                index: 0,
+                input: "\u{9b}2J".into(),
+                exit_code: None,
+                signal: None,
+                timed_out: false,
+                stdout: "one\x1b[2K\ntwo\x7f".into(),
+                stderr: "\x1b]0;title\x07".into(),
+                stdout_truncated: false,
+                stderr_truncated: false,
+                duration_ms: 1,
+                worker: "w\x1b[31m".into(),
+                attempt: 1,
+                error: Some("\x1b]52;c;aGk=\x07".into()),
+            },
+            succeeded: false,
+        };
         let shown = on_terminal(|out| print_result(out, &item));
         assert_eq!(
             shown,
@@ -437,6 +515,19 @@ mod tests {
              \x20 stdout| one\\x1b[2K\n\
              \x20 stdout| two\\x7f\n\
              \x20 stderr| \\x1b]0;title\\x07\n"
+        );
+    }
+
+    #[test]
+    fn a_server_error_names_its_message_field_and_status_and_anything_else_is_quoted() {
+        let body = r#"{"error":{"code":"invalid_field","message":"limit is bad","field":"limit"}}"#;
+        assert_eq!(
+            server_error(StatusCode::BAD_REQUEST, body),
+            "limit is bad (field: limit; HTTP 400)"
+        );
+        assert_eq!(
+            server_error(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>"),
+            "the server answered HTTP 502: <html>bad gateway</html>"
         );
     }
 

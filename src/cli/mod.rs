@@ -1,17 +1,14 @@
 //! Command-line parsing and dispatch. Arguments are parsed by clap, then
 //! turned into configuration flags (`dts up`) or client calls.
 
+mod args;
 mod client;
-mod embedded;
-mod node;
 mod process;
 mod run;
 mod server;
 pub mod terminal;
 mod up;
-mod wiring;
 mod worker;
-mod worker_thread;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -159,9 +156,9 @@ pub fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let role = cli.command.role();
     match role {
-        Role::Service => node::init_logging("info"),
+        Role::Service => args::init_logging("info"),
         // Only warnings by default: the items' output is what `dts run` prints.
-        Role::Run => node::init_logging("warn"),
+        Role::Run => args::init_logging("warn"),
         Role::Client => restore_default_sigpipe(),
     }
     process::harden(role, inherited);

@@ -102,10 +102,12 @@ fn cloexec_through_proc() -> io::Result<()> {
 /// 1024 descriptors, which is why the usual soft limit is that low).
 static ITEMS_OPEN_FILES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
-/// The open-files soft limit items should run with, once
-/// [`raise_open_files_limit`] ran.
-pub fn items_open_files_limit() -> Option<u64> {
-    ITEMS_OPEN_FILES.get().copied()
+/// What items should get back of what dts was started with, once
+/// [`raise_open_files_limit`] ran: the node passes it to the executor.
+pub fn inherited() -> dts_node::Inherited {
+    dts_node::Inherited {
+        open_files: ITEMS_OPEN_FILES.get().copied(),
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit and returns it.

@@ -11,19 +11,20 @@
 //! dts run --task task.json
 //! ```
 
-use super::embedded::{EmbeddedNode, Role};
-use super::node::{ConfigArgs, ExecArgs};
+use super::args::{ConfigArgs, ExecArgs};
+use super::process;
 use super::terminal::{Mode, Sanitized};
-use super::wiring;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use dts_api::views::ResultView;
 use dts_model::{TaskStatus, submit};
-use dts_store::{ResultFilter, SqliteStore};
+use dts_node::embedded::{EmbeddedNode, Role};
+use dts_node::wiring;
+use dts_store::ResultFilter;
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the task is looked at while it runs (an in-memory read).
@@ -147,8 +148,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         })?;
 
     let started = Instant::now();
-    let node =
-        EmbeddedNode::start(&settings, Arc::new(SqliteStore::in_memory()?), Role::Run).await?;
+    // In memory: `store.ephemeral` is set above.
+    let (store, _) = dts_node::open_store(&settings).await?;
+    let node = EmbeddedNode::start(&settings, store, Role::Run, process::inherited()).await?;
     let task = node.submitter.submit(new).await?;
     let task = loop {
         let current = node
@@ -208,9 +210,12 @@ async fn print_results(node: &EmbeddedNode, id: &str, json: bool, raw: bool) -> 
             if json {
                 let separator = if first { "" } else { "," };
                 first = false;
-                let mut value = serde_json::to_value(result)?;
-                value["succeeded"] = json!(result.succeeded());
-                let text = value.to_string();
+                // The same view as the API's results.
+                let view = ResultView {
+                    succeeded: result.succeeded(),
+                    result: result.clone(),
+                };
+                let text = serde_json::to_string(&view)?;
                 write!(stdout, "{separator}{}", out_mode.show_json(&text))?;
                 continue;
             }

@@ -36,14 +36,6 @@ impl Mode {
         }
     }
 
-    /// `text` as this mode shows it.
-    pub fn show<'a>(self, text: &'a str) -> Cow<'a, str> {
-        match self {
-            Mode::Escape => escape(text),
-            Mode::Raw => Cow::Borrowed(text),
-        }
-    }
-
     /// JSON text as this mode shows it. serde_json escapes C0 controls
     /// already, but writes DEL and C1 controls as they are; here they
     /// become `\u007f`-style escapes, which keeps the JSON valid and its
@@ -70,7 +62,9 @@ pub fn is_control(c: char) -> bool {
     matches!(c, '\0'..='\x08' | '\x0b'..='\x1f' | '\x7f'..='\u{9f}')
 }
 
-/// `text` with every [control character](is_control) as `\xNN`.
+/// `text` with every [control character](is_control) as `\xNN`: what a
+/// [`Sanitized`] writer in [`Mode::Escape`] writes, as a string.
+#[cfg(test)]
 pub fn escape(text: &str) -> Cow<'_, str> {
     if !text.chars().any(is_control) {
         return Cow::Borrowed(text);

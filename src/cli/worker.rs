@@ -1,13 +1,12 @@
 //! `dts worker`: consumes shards from Kafka, runs their items on every core,
 //! records results in Redis, and heartbeats so schedulers count its cores.
 
-use super::node::{self, ConfigArgs, ExecArgs, flag};
-use super::wiring;
+use super::args::{self, ConfigArgs, ExecArgs, flag};
+use super::process;
 use anyhow::Result;
 use clap::Args;
+use dts_node::WorkerNode;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -26,24 +25,13 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
     flag(&mut flags, "worker.id", args.id.as_ref());
     let settings = args.config.load(flags)?;
 
-    let (store, kafka, bus) = node::connect_distributed(&settings).await?;
-    let shutdown = CancellationToken::new();
-    let worker = node::start_worker(
-        &settings,
-        store,
-        bus,
-        shutdown.clone(),
-        wiring::Items::Service,
-    )
-    .await?;
+    let worker = WorkerNode::start(&settings, process::inherited()).await?;
     // Tests and scripts wait for this line.
-    println!("dts worker {} ready", worker.id);
-
-    node::shutdown_signal().await;
-    info!("shutting down: no new shards; running items may finish");
-    shutdown.cancel();
-    worker.wait().await;
-    kafka.shutdown(node::LEAVE_GROUP_GRACE).await;
-    info!("dts worker stopped");
+    println!("dts worker {} ready", worker.id());
+    args::stop_on_signal(
+        worker.shutdown_token(),
+        "no new shards; running items may finish",
+    );
+    worker.run().await;
     Ok(ExitCode::SUCCESS)
 }

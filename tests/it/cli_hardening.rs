@@ -299,12 +299,18 @@ fn canned_server(status: &'static str, body: String) -> String {
 
 #[test]
 fn status_and_error_messages_from_a_hostile_server_reach_a_terminal_escaped() {
-    let task = json!({
+    // A whole task view: the client reads the server's answer as one.
+    let mut task = json!({
         "id": "6f1c1a39-52bb-4a57-9d0a-3d2b1f5a9e10",
         "name": "\x1b]0;owned\x07nice",
-        "status": "FAILED\x1b[2K",
+        "status": "FAILED",
+        "templateFunction": "echo $1", "interpreter": "bash",
+        "timeoutSecs": 60, "retries": 0, "deadlineSecs": null,
+        "memoryMb": null, "cpus": null,
         "error": "\x1b]52;c;aGk=\x07boom",
         "itemsTotal": 1, "itemsSucceeded": 0, "itemsFailed": 1,
+        "chunksToExecute": 1, "chunksExecuted": 1,
+        "createdAt": "2024-01-01T00:00:00.000Z", "startedAt": null, "finishedAt": null,
     });
     let server = canned_server("200 OK", task.to_string());
     let status = on_terminal(&["status", "x", "--server", &server], Screen::Stdout);
@@ -315,9 +321,21 @@ fn status_and_error_messages_from_a_hostile_server_reach_a_terminal_escaped() {
         screen.contains("name:      \\x1b]0;owned\\x07nice\n"),
         "{screen}"
     );
-    assert!(screen.contains("status:    FAILED\\x1b[2K\n"), "{screen}");
+    assert!(screen.contains("status:    FAILED\n"), "{screen}");
     assert!(
         screen.contains("error:     \\x1b]52;c;aGk=\\x07boom\n"),
+        "{screen}"
+    );
+
+    // A status dts does not know is refused, and the refusal quotes it escaped.
+    task["status"] = json!("FAILED\x1b[2K");
+    let server = canned_server("200 OK", task.to_string());
+    let unknown = on_terminal(&["status", "x", "--server", &server], Screen::Stderr);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown.piped));
+    assert_inert(&unknown.screen);
+    let screen = text(&unknown.screen);
+    assert!(
+        screen.contains("unknown variant `FAILED\\x1b[2K`"),
         "{screen}"
     );
 

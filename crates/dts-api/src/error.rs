@@ -1,16 +1,16 @@
 //! API errors and the one place they become HTTP responses.
 //!
 //! Every error body is `{"error":{"code":"...","message":"...","field":"..."}}`
-//! (`field` only when one field is to blame). 5xx bodies say "internal error"
+//! ([`ErrorBody`]; `field` only when one field is to blame). 5xx bodies say "internal error"
 //! or "service unavailable"; the detail goes to the log.
 
+use crate::views::{ErrorBody, ErrorDetail};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dts_engine::EngineError;
 use dts_model::ValidationError;
 use dts_store::StoreError;
-use serde_json::json;
 use tracing::error;
 
 #[derive(Debug, thiserror::Error)]
@@ -151,11 +151,14 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({ "code": self.code(), "message": message });
-        if let Some(field) = self.field() {
-            body["field"] = json!(field);
-        }
-        let mut response = (status, Json(json!({ "error": body }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message,
+                field: self.field().map(str::to_string),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
         match self {
             ApiError::Unauthorized => {
                 response
@@ -170,5 +173,30 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_error_response_reads_back_as_an_error_body_naming_the_field() {
+        let response = ApiError::invalid("limit", "limit must be a whole number").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            body,
+            ErrorBody {
+                error: ErrorDetail {
+                    code: "invalid_field".into(),
+                    message: "limit must be a whole number".into(),
+                    field: Some("limit".into()),
+                },
+            }
+        );
     }
 }

@@ -1,12 +1,17 @@
-//! How tasks, results and workers look in JSON: the v1 shape (the seed's field
-//! names plus dts's own in camelCase) and the seed's `MasterTask` shape.
+//! How tasks, results, workers and errors look in JSON: the v1 shape (the
+//! seed's field names plus dts's own in camelCase) and the seed's
+//! `MasterTask` shape.
+//!
+//! The v1 views deserialize too, so clients (the `dts` CLI) read the same
+//! types the server writes instead of indexing untyped JSON.
 
 use dts_model::{Isolation, ItemResult, Task, TaskStatus, WorkerInfo, WorkerKind, format_millis};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A task in the v1 API.
-#[derive(Debug, Serialize)]
+/// A task in the v1 API, and the data of each `task` event of
+/// `GET /v1/tasks/{id}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     pub id: String,
@@ -14,7 +19,7 @@ pub struct TaskView {
     pub status: TaskStatus,
     pub template_function: String,
     /// Left out of lists and events unless asked for (`?full=true`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variable_json: Option<Value>,
     pub interpreter: String,
     pub timeout_secs: u64,
@@ -24,7 +29,8 @@ pub struct TaskView {
     pub memory_mb: Option<u64>,
     /// CPUs per item (0.5, 2); null for no limit.
     pub cpus: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Left out of summaries, lists and events unless asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_list: Option<Vec<String>>,
     pub items_total: u64,
     pub items_succeeded: u64,
@@ -113,7 +119,7 @@ impl SeedTaskView {
 }
 
 /// One item's result, with `succeeded` spelled out.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultView {
     #[serde(flatten)]
@@ -121,14 +127,16 @@ pub struct ResultView {
     pub succeeded: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of `GET /v1/tasks/{id}/results`: `total` counts every result the
+/// filter matches, `items` those from the page's offset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultsPage {
     pub total: u64,
     pub items: Vec<ResultView>,
 }
 
 /// A live worker in `GET /v1/workers`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerView {
     pub id: String,
@@ -154,5 +162,73 @@ impl From<WorkerInfo> for WorkerView {
             kind: worker.kind,
             isolation: worker.isolation,
         }
+    }
+}
+
+/// The body of every error response:
+/// `{"error":{"code":"...","message":"...","field":"..."}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// An error's code, message, and the request field to blame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// For programs: `not_found`, `invalid_field`, `unauthorized`...
+    /// Empty when whatever answered (a proxy) gave none.
+    #[serde(default)]
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// The request field (or query parameter) to blame, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dts_model::{SubmitLimits, submit};
+    use serde_json::json;
+
+    fn task() -> Task {
+        let new = submit::from_json(
+            &json!({"templateFunction": "echo {{x}} $1", "variableJson": {"x": 1}, "inputList": ["a"]}),
+            &SubmitLimits::default(),
+        )
+        .unwrap();
+        new.to_task(1_700_000_000_000)
+    }
+
+    #[test]
+    fn a_client_reads_back_exactly_the_task_view_the_server_writes() {
+        for view in [
+            TaskView::new(task(), Some(vec!["a".into()])),
+            TaskView::new(task(), None),
+            TaskView::brief(task()),
+        ] {
+            let json = serde_json::to_string(&view).unwrap();
+            let read: TaskView = serde_json::from_str(&json).unwrap();
+            assert_eq!(read, view, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_brief_task_view_leaves_variables_and_inputs_off_the_wire() {
+        let json = serde_json::to_value(TaskView::brief(task())).unwrap();
+        assert!(json.get("variableJson").is_none(), "{json}");
+        assert!(json.get("inputList").is_none(), "{json}");
+        assert_eq!(json["status"], "QUEUED");
+    }
+
+    #[test]
+    fn an_error_without_a_code_from_something_else_than_dts_still_reads() {
+        let body: ErrorBody =
+            serde_json::from_value(json!({"error": {"message": "no such thing"}})).unwrap();
+        assert_eq!(body.error.code, "");
+        assert_eq!(body.error.message, "no such thing");
+        assert_eq!(body.error.field, None);
     }
 }

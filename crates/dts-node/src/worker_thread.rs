@@ -1,13 +1,13 @@
 //! Running a [`Worker`] on a runtime of its own: one thread that spawns the
 //! items' processes and watches their pipes and exits.
 //!
-//! Measured on W1 (5,000 `echo` items on 2 cores): sharing the node's
-//! multi-threaded runtime cost 7 context switches and ~1 CPU migration per
-//! item and left the cores idle between items (0.82× xargs); on one thread of
-//! its own the worker reaches 0.9×. The API and scheduler keep the
-//! multi-threaded runtime.
+//! On the node's multi-threaded runtime, each item's wake-ups hopped between
+//! threads (context switches and CPU migrations per item) and the cores sat
+//! idle between short items; on one thread of its own the worker starts the
+//! next item sooner (BENCHMARKS.md has dts's throughput against xargs). The
+//! API and scheduler keep the multi-threaded runtime.
 
-use anyhow::{Context, Result, anyhow};
+use crate::NodeError;
 use dts_engine::worker::Worker;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 /// A worker running on its own thread.
 pub struct WorkerThread {
+    /// The worker's id, as in its heartbeats and results.
     pub id: String,
     done: oneshot::Receiver<()>,
 }
@@ -22,9 +23,12 @@ pub struct WorkerThread {
 impl WorkerThread {
     /// Starts `worker` (its first heartbeat and subscription) on a new
     /// thread and returns once it is running; it stops with `shutdown`.
-    pub async fn start(worker: Worker, shutdown: CancellationToken) -> Result<WorkerThread> {
+    pub async fn start(
+        worker: Worker,
+        shutdown: CancellationToken,
+    ) -> Result<WorkerThread, NodeError> {
         let id = worker.id().to_string();
-        let (started_tx, started_rx) = oneshot::channel::<Result<()>>();
+        let (started_tx, started_rx) = oneshot::channel::<Result<(), NodeError>>();
         let (done_tx, done_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name("dts-worker".into())
@@ -34,18 +38,24 @@ impl WorkerThread {
                     .build()
                 {
                     Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = started_tx
-                            .send(Err(anyhow!(e).context("cannot start the worker's runtime")));
+                    Err(source) => {
+                        let _ = started_tx.send(Err(NodeError::WorkerThread {
+                            what: "runtime",
+                            source,
+                        }));
                         return;
                     }
                 };
                 runtime.block_on(async move {
                     let tracker = TaskTracker::new();
-                    let started = worker
-                        .start(&tracker, shutdown)
-                        .await
-                        .map_err(anyhow::Error::from);
+                    let started =
+                        worker
+                            .start(&tracker, shutdown)
+                            .await
+                            .map_err(|source| NodeError::Start {
+                                part: "worker",
+                                source,
+                            });
                     let ok = started.is_ok();
                     let _ = started_tx.send(started);
                     if ok {
@@ -55,10 +65,13 @@ impl WorkerThread {
                 });
                 let _ = done_tx.send(());
             })
-            .context("cannot start the worker's thread")?;
+            .map_err(|source| NodeError::WorkerThread {
+                what: "thread",
+                source,
+            })?;
         started_rx
             .await
-            .context("the worker's thread ended before starting")??;
+            .map_err(|_| NodeError::WorkerThreadEnded)??;
         Ok(WorkerThread { id, done: done_rx })
     }
 

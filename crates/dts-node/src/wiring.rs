@@ -11,6 +11,7 @@ use dts_engine::worker::{WorkerSettings, default_worker_id};
 use dts_executor::{ContainmentChoice, ExecSettings, IsolationSettings};
 use dts_model::SubmitLimits;
 
+/// The three topics, as `pubsub.*` names them.
 pub fn topics(settings: &Settings) -> Topics {
     Topics {
         tasks: settings.pubsub.topic.clone(),
@@ -19,6 +20,7 @@ pub fn topics(settings: &Settings) -> Topics {
     }
 }
 
+/// What a submitted task may ask for (`limits.*`, `executor.*`).
 pub fn submit_limits(settings: &Settings) -> SubmitLimits {
     SubmitLimits {
         max_items: settings.limits.max_items,
@@ -33,6 +35,7 @@ pub fn submit_limits(settings: &Settings) -> SubmitLimits {
     }
 }
 
+/// How the submitter publishes (`pubsub.submit-*`).
 pub fn submit_settings(settings: &Settings) -> SubmitSettings {
     SubmitSettings {
         attempts: settings.pubsub.submit_attempts,
@@ -41,6 +44,7 @@ pub fn submit_settings(settings: &Settings) -> SubmitSettings {
     }
 }
 
+/// How the scheduler consumes tasks and plans shards.
 pub fn scheduler_settings(settings: &Settings) -> SchedulerSettings {
     SchedulerSettings {
         topics: topics(settings),
@@ -51,6 +55,7 @@ pub fn scheduler_settings(settings: &Settings) -> SchedulerSettings {
     }
 }
 
+/// How often the sweeper looks for stuck and overdue tasks.
 pub fn sweeper_settings(settings: &Settings) -> SweeperSettings {
     SweeperSettings {
         interval: settings.scheduler.sweep_interval,
@@ -58,6 +63,7 @@ pub fn sweeper_settings(settings: &Settings) -> SweeperSettings {
     }
 }
 
+/// This machine's worker: its id, cores, group and timings.
 pub fn worker_settings(settings: &Settings) -> WorkerSettings {
     let id = settings.worker.id.clone().unwrap_or_else(default_worker_id);
     let cores = u32::try_from(settings.worker.effective_cores()).unwrap_or(u32::MAX);
@@ -84,7 +90,18 @@ pub enum Items {
     Caller,
 }
 
-pub fn exec_settings(settings: &Settings, items: Items) -> ExecSettings {
+/// What the dts process was started with that its items get back. Setting
+/// up the process (raising limits, hardening) is the binary's business, not
+/// a library's, so the binary says what it found before changing anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inherited {
+    /// The open-files soft limit before dts raised its own; `None` leaves
+    /// items dts's limit.
+    pub open_files: Option<u64>,
+}
+
+/// How `items` run on this machine (`executor.*`).
+pub fn exec_settings(settings: &Settings, items: Items, inherited: Inherited) -> ExecSettings {
     let executor = &settings.executor;
     let isolation = IsolationSettings {
         run_as: match items {
@@ -106,13 +123,17 @@ pub fn exec_settings(settings: &Settings, items: Items) -> ExecSettings {
         workdir: executor.workdir.clone(),
         warm_shell: executor.warm_shell,
         isolation,
-        items_open_files: super::process::items_open_files_limit(),
+        items_open_files: inherited.open_files,
     }
 }
 
 /// The service modes' items run as `nobody` when dts runs as root, and as
 /// dts's own user otherwise.
 fn default_run_as() -> Option<String> {
-    // SAFETY: geteuid cannot fail.
-    (unsafe { libc::geteuid() } == 0).then(|| "nobody".to_owned())
+    running_as_root().then(|| "nobody".to_owned())
+}
+
+/// Whether dts runs as root (its effective user).
+pub(crate) fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
 }

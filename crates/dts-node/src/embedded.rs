@@ -2,9 +2,10 @@
 //! over the in-process bus and a SQLite store. `dts up` serves it over HTTP;
 //! `dts run` drives it directly for one task.
 
-use super::worker_thread::WorkerThread;
-use super::{node, wiring};
-use anyhow::Result;
+use crate::NodeError;
+use crate::node;
+use crate::wiring::{self, Inherited, Items};
+use crate::worker_thread::WorkerThread;
 use dts_bus::{DynBus, EmbeddedBus};
 use dts_config::Settings;
 use dts_engine::scheduler::Scheduler;
@@ -26,7 +27,9 @@ pub enum Role {
 
 /// A running embedded engine.
 pub struct EmbeddedNode {
+    /// The store every part shares.
     pub store: DynStore,
+    /// Stores and publishes new tasks.
     pub submitter: Submitter,
     /// Cancelled to stop every part.
     pub shutdown: CancellationToken,
@@ -39,7 +42,12 @@ impl EmbeddedNode {
     /// Starts every part on `store`, then republishes what it left unfinished.
     /// `role` decides how items are isolated, and whether each task's end
     /// is logged (dts up's log).
-    pub async fn start(settings: &Settings, store: DynStore, role: Role) -> Result<EmbeddedNode> {
+    pub async fn start(
+        settings: &Settings,
+        store: DynStore,
+        role: Role,
+        inherited: Inherited,
+    ) -> Result<EmbeddedNode, NodeError> {
         let embedded = EmbeddedBus::new(settings.pubsub.max_message_bytes);
         let bus: DynBus = Arc::new(embedded.clone());
         let topics = wiring::topics(settings);
@@ -48,38 +56,53 @@ impl EmbeddedNode {
 
         // The worker first, so its heartbeat is in the store before anything is planned.
         let items = match role {
-            Role::Up => wiring::Items::Service,
-            Role::Run => wiring::Items::Caller,
+            Role::Up => Items::Service,
+            Role::Run => Items::Caller,
         };
+        let executor = node::executor(settings, items, inherited)?;
         let worker = node::start_worker(
             settings,
             store.clone(),
             bus.clone(),
+            executor,
             shutdown.clone(),
-            items,
         )
         .await?;
-        Scheduler::new(
-            store.clone(),
-            bus.clone(),
-            wiring::scheduler_settings(settings),
-        )
-        .start(&tracker, shutdown.clone())
-        .await?;
-        if role == Role::Up {
-            events::log_completions(&bus, &topics, "dts-up-log", &tracker, shutdown.clone())
-                .await?;
+        let start = |part| move |source| NodeError::Start { part, source };
+        let planning = async {
+            Scheduler::new(
+                store.clone(),
+                bus.clone(),
+                wiring::scheduler_settings(settings),
+            )
+            .start(&tracker, shutdown.clone())
+            .await
+            .map_err(start("scheduler"))?;
+            if role == Role::Up {
+                events::log_completions(&bus, &topics, "dts-up-log", &tracker, shutdown.clone())
+                    .await
+                    .map_err(start("completion log"))?;
+            }
+            Ok(())
+        };
+        if let Err(e) = planning.await {
+            stop(shutdown, tracker, worker, embedded).await;
+            return Err(e);
         }
         let submitter = node::start_submitting(settings, &store, bus, &tracker, shutdown.clone());
-        recovery::republish_unfinished(&store, &submitter).await?;
-        Ok(EmbeddedNode {
+        let node = EmbeddedNode {
             store,
             submitter,
             shutdown,
             tracker,
             worker,
             bus: embedded,
-        })
+        };
+        if let Err(source) = recovery::republish_unfinished(&node.store, &node.submitter).await {
+            node.stop().await;
+            return Err(start("recovery of unfinished tasks")(source));
+        }
+        Ok(node)
     }
 
     /// The id of this node's worker.
@@ -89,10 +112,21 @@ impl EmbeddedNode {
 
     /// Stops every part: running items may finish within the drain grace.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-        self.worker.wait().await;
-        self.bus.close();
+        stop(self.shutdown, self.tracker, self.worker, self.bus).await;
     }
+}
+
+/// Stops the parts started so far: the engine's tasks, the worker, then
+/// the bus.
+async fn stop(
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    worker: WorkerThread,
+    bus: EmbeddedBus,
+) {
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    worker.wait().await;
+    bus.close();
 }
