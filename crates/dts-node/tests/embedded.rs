@@ -6,6 +6,7 @@ use dts_config::ConfigError;
 use dts_model::TaskStatus;
 use dts_model::submit;
 use dts_node::{EmbeddedNode, Inherited, NodeError, Role, UpNode};
+use dts_testkit::wait_for;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,8 +17,6 @@ use std::time::Duration;
 /// The longest any step may take: starting, running three echo items,
 /// stopping.
 const DEADLINE: Duration = Duration::from_secs(30);
-/// How often a test looks at a task that is running.
-const POLL: Duration = Duration::from_millis(50);
 
 /// The configuration of a node on `data_dir`, with `extra` keys on top; the
 /// process environment is left out, so nothing outside the test changes it.
@@ -79,15 +78,14 @@ impl Api {
 
     /// The task once its status is terminal.
     async fn ended(&self, id: &str) -> Value {
-        within(&format!("the end of task {id}"), async {
-            loop {
-                let task = self.get(&format!("/v1/tasks/{id}?summary=true")).await;
-                let status: TaskStatus =
-                    serde_json::from_value(task["status"].clone()).expect("a known status");
-                if status.is_terminal() {
-                    return task;
-                }
-                tokio::time::sleep(POLL).await;
+        wait_for(DEADLINE, &format!("the end of task {id}"), || async {
+            let task = self.get(&format!("/v1/tasks/{id}?summary=true")).await;
+            let status: TaskStatus =
+                serde_json::from_value(task["status"].clone()).expect("a known status");
+            if status.is_terminal() {
+                Ok(task)
+            } else {
+                Err(status)
             }
         })
         .await
@@ -251,19 +249,22 @@ async fn a_one_shot_run_counts_the_items_that_failed_and_fails_the_task() {
         .await
         .expect("the task is stored");
     let store = Arc::clone(&node.store);
-    let ended = within(&format!("the end of task {}", task.id), async {
-        loop {
+    let ended = wait_for(
+        DEADLINE,
+        &format!("the end of task {}", task.id),
+        || async {
             let task = store
                 .task(&task.id)
                 .await
                 .expect("the store answers")
                 .expect("the task exists");
             if task.status.is_terminal() {
-                return task;
+                Ok(task)
+            } else {
+                Err(task.status)
             }
-            tokio::time::sleep(POLL).await;
-        }
-    })
+        },
+    )
     .await;
     assert_eq!(ended.status, TaskStatus::Failed);
     assert_eq!(ended.items_total, 4);
