@@ -1,5 +1,5 @@
 //! Completion events: when a task ends, a JSON [`CompletionEvent`] goes to the
-//! result topic for any consumer to read (DESIGN.md, flow step 4).
+//! result topic for any consumer to read (docs/architecture.md, flow step 4).
 
 use crate::{EngineError, Topics};
 use dts_bus::{BusError, DynBus};

@@ -11,8 +11,16 @@
 //! - [`sweeper`]: on every node with an API, republishes tasks whose server
 //!   died before they reached the bus, and ends tasks past their deadline;
 //! - [`events`]: completion events on the result topic;
-//! - [`failpoint`]: crash points for fault tests.
+//! - [`failpoint`]: crash points for fault tests;
+//! - [`clock`]: a clock that follows tokio's time, for tests on paused time.
+//!
+//! Every component reads "now" from a [`dts_model::Clock`] in its settings
+//! (the system clock by default), so the engine's tests run it on tokio's
+//! paused time, with leases and deadlines passing in simulated seconds.
 
+#![warn(missing_docs)]
+
+pub mod clock;
 pub mod events;
 pub mod failpoint;
 pub mod recovery;
@@ -45,14 +53,23 @@ impl Default for Topics {
     }
 }
 
+/// Why the engine could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The bus failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A message could not be encoded or decoded.
     #[error("unreadable {what} message: {detail}")]
-    BadMessage { what: &'static str, detail: String },
+    BadMessage {
+        /// Which kind of message ("shard", "task").
+        what: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
 }
 
 impl EngineError {

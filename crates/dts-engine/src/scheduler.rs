@@ -1,6 +1,6 @@
 //! The scheduler: consumes the task topic, renders the template, splits the
 //! inputs into shards by the live workers' cores, stores the plan and
-//! publishes the shards (DESIGN.md, flow step 2).
+//! publishes the shards (docs/architecture.md, flow step 2).
 //!
 //! Planning is idempotent. The plan is stored once ([`Store::save_plan`]);
 //! a redelivered task message finds it and republishes only the shards not yet
@@ -24,8 +24,10 @@ use tracing::{debug, error, info, warn};
 /// Shards published concurrently while planning one task.
 const PUBLISH_CONCURRENCY: usize = 16;
 
+/// How the scheduler consumes and plans.
 #[derive(Debug, Clone)]
 pub struct SchedulerSettings {
+    /// The topics it reads tasks from and publishes shards to.
     pub topics: Topics,
     /// `pubsub.consumergroup`.
     pub group: String,
@@ -53,11 +55,17 @@ impl Default for SchedulerSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Planned {
     /// Shards were published (all of a new plan, or the missing ones of an old).
-    Published { shards: usize, of: usize },
+    Published {
+        /// How many were published now.
+        shards: usize,
+        /// How many the plan has.
+        of: usize,
+    },
     /// Nothing to do: the task is unknown, ended, or could not be planned.
     Nothing,
 }
 
+/// Plans tasks into shards; cheap to clone (clones share everything).
 #[derive(Clone)]
 pub struct Scheduler {
     store: DynStore,
@@ -66,6 +74,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// A scheduler planning tasks of `store` and publishing on `bus`.
     pub fn new(store: DynStore, bus: DynBus, settings: SchedulerSettings) -> Self {
         Scheduler {
             store,

@@ -1,5 +1,5 @@
 //! Submitting a task: store it as `QUEUED`, publish it to the task topic, mark
-//! it `SUBMITTED` (DESIGN.md, flow step 1).
+//! it `SUBMITTED` (docs/architecture.md, flow step 1).
 //!
 //! Publishing retries with backoff up to `attempts` times; the task shows
 //! `RETRYING` (with the bus's error) after a failed attempt and
@@ -10,11 +10,12 @@
 
 use crate::{EngineError, Topics};
 use dts_bus::DynBus;
-use dts_model::{NewTask, Task, TaskMessage, TaskStatus, now_millis};
+use dts_model::{DynClock, NewTask, Task, TaskMessage, TaskStatus, system_clock};
 use dts_store::{DynStore, StoreError};
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// How hard and how long submitting tries to publish.
 #[derive(Debug, Clone)]
 pub struct SubmitSettings {
     /// Publishing attempts before `SUBMISSION_FAILED` (the seed's 10).
@@ -25,6 +26,10 @@ pub struct SubmitSettings {
     pub first_backoff: Duration,
     /// Longest delay between attempts.
     pub max_backoff: Duration,
+    /// The node's clock: a new task's creation time, and "now" for the
+    /// sweeper started with this submitter (the system clock; tests pass
+    /// one that follows tokio's paused time).
+    pub clock: DynClock,
 }
 
 impl Default for SubmitSettings {
@@ -34,6 +39,7 @@ impl Default for SubmitSettings {
             wait: Duration::from_secs(5),
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            clock: system_clock(),
         }
     }
 }
@@ -48,6 +54,7 @@ pub struct Submitter {
 }
 
 impl Submitter {
+    /// A submitter storing into `store` and publishing on `bus`.
     pub fn new(store: DynStore, bus: DynBus, topics: Topics, settings: SubmitSettings) -> Self {
         Submitter {
             store,
@@ -60,7 +67,7 @@ impl Submitter {
     /// Stores `new` and publishes it; returns the task as it stands once
     /// publishing ended or the wait bound passed.
     pub async fn submit(&self, new: NewTask) -> Result<Task, EngineError> {
-        let task = new.to_task(now_millis());
+        let task = new.to_task(self.settings.clock.now_millis());
         self.store.insert_task(&task, &new.inputs).await?;
         info!(task = %task.id, items = task.items_total, "task stored");
         crate::failpoint::hit("submit-after-store");
@@ -88,6 +95,11 @@ impl Submitter {
             }
         }
         Ok(self.store.task(&task.id).await?.unwrap_or(task))
+    }
+
+    /// The node's clock ([`SubmitSettings::clock`]).
+    pub fn clock(&self) -> &DynClock {
+        &self.settings.clock
     }
 
     /// Publishes the task message until it is accepted or attempts run out,

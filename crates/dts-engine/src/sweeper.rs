@@ -8,9 +8,12 @@
 //! `RETRYING` longer after its creation than any live server would keep
 //! trying (`republish_after`). Two servers may both republish a stuck task;
 //! planning is idempotent, so that costs a message, not a second plan.
+//!
+//! "Now" is the clock of the submitter the sweeper republishes through: both
+//! belong to the same node.
 
 use crate::submit::Submitter;
-use dts_model::{TaskStatus, now_millis};
+use dts_model::{Clock, TaskStatus};
 use dts_store::DynStore;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,7 @@ use tracing::{debug, info, warn};
 /// Tasks looked at per status and sweep.
 const SWEEP_LIMIT: usize = 1000;
 
+/// How often the sweeper looks, and when it gives a task up for abandoned.
 #[derive(Debug, Clone)]
 pub struct SweeperSettings {
     /// How often to look.
@@ -53,7 +57,7 @@ pub fn start(
     tracker.spawn(async move {
         while crate::sleep_unless_cancelled(settings.interval, &shutdown).await {
             sweep(&store, &submitter, &settings, &sweeping, &spawner).await;
-            end_overdue(&store, settings.interval).await;
+            end_overdue(&store, &**submitter.clock(), settings.interval).await;
         }
     });
 }
@@ -61,8 +65,8 @@ pub fn start(
 /// Ends tasks whose deadline passed while some items never ran (no worker
 /// took their shards): workers fail late items themselves, so this only
 /// catches tasks nobody is working on.
-async fn end_overdue(store: &DynStore, grace: Duration) {
-    let now = now_millis();
+async fn end_overdue(store: &DynStore, clock: &dyn Clock, grace: Duration) {
+    let now = clock.now_millis();
     for status in [TaskStatus::Submitted, TaskStatus::InProgress] {
         let Ok(tasks) = store.list_tasks(Some(status), SWEEP_LIMIT).await else {
             return;
@@ -98,7 +102,10 @@ async fn sweep(
     sweeping: &Arc<Mutex<HashSet<String>>>,
     tracker: &TaskTracker,
 ) {
-    let cutoff = now_millis().saturating_sub(settings.republish_after.as_millis() as u64);
+    let cutoff = submitter
+        .clock()
+        .now_millis()
+        .saturating_sub(settings.republish_after.as_millis() as u64);
     for status in [TaskStatus::Queued, TaskStatus::Retrying] {
         let tasks = match store.list_tasks(Some(status), SWEEP_LIMIT).await {
             Ok(tasks) => tasks,

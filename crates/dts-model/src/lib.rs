@@ -3,14 +3,16 @@
 //!
 //! Everything else (store, bus, scheduler, worker, API) is built on these types;
 //! nothing in here touches the network, the disk or a clock other than
-//! [`now_millis`].
+//! [`now_millis`] (and the [`Clock`] that wraps it so tests can replace it).
 
+pub mod clock;
 pub mod plan;
 pub mod status;
 pub mod submit;
 pub mod template;
 pub mod variables;
 
+pub use clock::{Clock, DynClock, SystemClock, system_clock};
 pub use plan::{PlanError, PlanLimits, ShardRange};
 pub use status::TaskStatus;
 pub use submit::{NewTask, SubmitLimits, ValidationError};

@@ -1,7 +1,10 @@
 //! The worker: consumes the shard topic, runs every item of a shard on a pool
 //! with one slot per core, records results as they come and completes the
-//! shard (DESIGN.md, flow steps 3 and 4). It heartbeats into the store so
-//! schedulers know it is alive and how many cores it brings.
+//! shard (docs/architecture.md, flow steps 3 and 4). It heartbeats into the
+//! store so schedulers know it is alive and how many cores it brings.
+//!
+//! Items run through an [`ItemRunner`]: the [`Executor`](dts_executor::Executor)
+//! in production, simulated items in the engine's tests.
 //!
 //! A worker takes up to `cores + 1` shards at once; their items share the
 //! `cores` slots and are pulled one at a time, so a slow item never leaves a
@@ -10,12 +13,14 @@
 //! them. Shards cut short are not acknowledged, so the bus hands them to
 //! another worker (or to this one after a restart).
 
+mod runner;
 mod shard;
+
+pub use runner::{ItemRunner, Slot};
 
 use crate::Topics;
 use dts_bus::{BusError, DynBus};
-use dts_executor::Executor;
-use dts_model::{Isolation, WorkerInfo, WorkerKind, now_millis};
+use dts_model::{DynClock, Isolation, WorkerInfo, WorkerKind, system_clock};
 use dts_store::DynStore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,16 +31,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+/// How a worker runs: its identity, its cores and its timings.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     /// Unique among live workers; shown in results and `/v1/workers`.
     pub id: String,
+    /// The host it runs on, shown in `/v1/workers`.
     pub hostname: String,
     /// Items run at once.
     pub cores: u32,
+    /// The topics it reads shards from and publishes completions to.
     pub topics: Topics,
     /// Consumer group of the shard topic (`pubsub.worker-group`).
     pub group: String,
+    /// How often the worker heartbeats and renews its shard leases.
     pub heartbeat_interval: Duration,
     /// How long a heartbeat keeps the worker live; also how long the
     /// worker's lease on a running shard outlives its last renewal (renewed
@@ -55,6 +64,9 @@ pub struct WorkerSettings {
     pub drain_grace: Duration,
     /// Wait before a shard that failed on a store or bus error is handed back.
     pub retry_delay: Duration,
+    /// "Now" for heartbeats and task deadlines (the system clock; tests
+    /// pass one that follows tokio's paused time).
+    pub clock: DynClock,
 }
 
 impl WorkerSettings {
@@ -74,6 +86,7 @@ impl WorkerSettings {
             status_poll: Duration::from_millis(500),
             drain_grace: Duration::from_secs(10),
             retry_delay: Duration::from_secs(1),
+            clock: system_clock(),
         }
     }
 }
@@ -98,23 +111,12 @@ pub fn default_worker_id() -> String {
     format!("{}-{}-{}", hostname(), std::process::id(), &suffix[..6])
 }
 
-/// The executor's isolation as the model describes it.
-fn isolation_of(executor: &Executor) -> Isolation {
-    let report = executor.isolation();
-    Isolation {
-        containment: report.containment.as_str().to_owned(),
-        run_as: report.run_as,
-        private_workdir: report.private_workdir,
-        limits: report.limits.iter().map(|l| (*l).to_owned()).collect(),
-    }
-}
-
 /// Shared by every shard this worker runs.
 struct Inner {
     store: DynStore,
     bus: DynBus,
-    executor: Executor,
-    /// How the executor isolates items, as heartbeats announce it.
+    runner: Arc<dyn ItemRunner>,
+    /// How the runner isolates items, as heartbeats announce it.
     isolation: Isolation,
     settings: WorkerSettings,
     /// One permit per core: an item holds one while its process runs.
@@ -138,20 +140,28 @@ struct TaskStop {
     shards: usize,
 }
 
+/// A worker; cheap to clone (clones share everything).
 #[derive(Clone)]
 pub struct Worker {
     inner: Arc<Inner>,
 }
 
 impl Worker {
-    pub fn new(store: DynStore, bus: DynBus, executor: Executor, settings: WorkerSettings) -> Self {
+    /// A worker that runs items with `runner` (an
+    /// [`Executor`](dts_executor::Executor) outside tests).
+    pub fn new(
+        store: DynStore,
+        bus: DynBus,
+        runner: impl ItemRunner,
+        settings: WorkerSettings,
+    ) -> Self {
         let slots = Semaphore::new(settings.cores as usize);
         Worker {
             inner: Arc::new(Inner {
                 store,
                 bus,
-                isolation: isolation_of(&executor),
-                executor,
+                isolation: runner.isolation(),
+                runner: Arc::new(runner),
                 settings,
                 slots,
                 running: AtomicU32::new(0),
@@ -162,6 +172,7 @@ impl Worker {
         }
     }
 
+    /// The worker's id, as its heartbeats, leases and results name it.
     pub fn id(&self) -> &str {
         &self.inner.settings.id
     }
@@ -265,7 +276,7 @@ impl Inner {
             hostname: self.settings.hostname.clone(),
             cores: self.settings.cores,
             running_items: self.running.load(Ordering::Relaxed),
-            last_heartbeat: now_millis(),
+            last_heartbeat: self.settings.clock.now_millis(),
             kind: WorkerKind::Dts,
             isolation: Some(self.isolation.clone()),
         }

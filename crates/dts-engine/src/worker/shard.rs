@@ -5,12 +5,13 @@ use super::Inner;
 use crate::{EngineError, events, sleep_unless_cancelled};
 use dts_bus::Delivery;
 use dts_executor::{ExecOutcome, ItemContext, ItemLimits, Program};
-use dts_model::{ItemResult, ShardMessage, now_millis};
+use dts_model::{ItemResult, ShardMessage};
 use dts_store::{ShardClaim, StoreError};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -227,7 +228,7 @@ impl Inner {
         pending: &[u64],
     ) -> Result<ShardEnd, EngineError> {
         let (message, id) = (run.message, run.id());
-        let program = self.executor.prepare(&message.script, &message.interpreter);
+        let program = self.runner.prepare(&message.script, &message.interpreter);
         let next = AtomicUsize::new(0);
         // Careful runs record each result before the next item starts: a
         // death must not take finished items' results with it.
@@ -437,7 +438,8 @@ impl Inner {
             // has passed no item starts.
             let (timeout, cut_by_deadline) = match message.deadline_at {
                 Some(at) => {
-                    let left = Duration::from_millis(at.saturating_sub(now_millis()));
+                    let left =
+                        Duration::from_millis(at.saturating_sub(self.settings.clock.now_millis()));
                     if left.is_zero() {
                         return Some(self.failed_unrun(
                             index,
@@ -469,8 +471,15 @@ impl Inner {
             // The slot is given back the moment the process exits, so the next
             // item starts while this one's output and result are handled.
             let mut outcome = self
-                .executor
-                .run_holding(program, &context, timeout, &run.stop_items, permit)
+                .runner
+                .run(
+                    program,
+                    &context,
+                    attempt,
+                    timeout,
+                    &run.stop_items,
+                    super::Slot::new(permit),
+                )
                 .await;
             self.running.fetch_sub(1, Ordering::Relaxed);
             if outcome.cancelled {

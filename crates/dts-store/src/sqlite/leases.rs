@@ -4,13 +4,13 @@
 //! Blocking functions over one connection, called by [`super::SqliteStore`]
 //! from `spawn_blocking`. A claim reads the lease row, decides ([`decide`],
 //! pure) and writes it back in one `BEGIN IMMEDIATE` transaction, so two
-//! claimants (threads or processes) never both acquire. Times are
-//! [`now_millis`] on this machine: every process sharing the file shares its
-//! clock.
+//! claimants (threads or processes) never both acquire. Times are the
+//! store's [`Clock`] (the wall clock of this machine, unless a test injects
+//! another): every process sharing the file shares it.
 
 use super::rows::{DbResult, no_shard, task_key};
 use crate::{ShardClaim, StoreError, lease_millis};
-use dts_model::now_millis;
+use dts_model::Clock;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params, params};
 use std::time::Duration;
 
@@ -69,6 +69,7 @@ pub(super) fn claim_shard(
     shard: u32,
     worker: &str,
     lease: Duration,
+    clock: &dyn Clock,
 ) -> DbResult<ShardClaim> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, planned): (i64, u32) = tx
@@ -99,7 +100,7 @@ pub(super) fn claim_shard(
             })
         })
         .optional()?;
-    let (claim, after) = decide(before, worker, now_millis(), lease_millis(lease));
+    let (claim, after) = decide(before, worker, clock.now_millis(), lease_millis(lease));
     if let Some(after) = after {
         tx.prepare_cached(
             "INSERT INTO shard_leases (task_key, shard, owner, expires_at, attempts, dirty) \
@@ -126,9 +127,10 @@ pub(super) fn renew_leases(
     worker: &str,
     shards: &[(String, u32)],
     lease: Duration,
+    clock: &dyn Clock,
 ) -> DbResult<Vec<(String, u32)>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let expires_at = now_millis().saturating_add(lease_millis(lease));
+    let expires_at = clock.now_millis().saturating_add(lease_millis(lease));
     let mut lost = Vec::new();
     {
         // Owned is all it takes: an expired lease nobody took over is still

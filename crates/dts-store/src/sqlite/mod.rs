@@ -9,6 +9,10 @@
 //!
 //! The blocking operations live in `tasks`, `results`, `leases` and `workers`;
 //! `rows` converts rows and errors, `schema` sets up the file.
+//!
+//! Times (leases, heartbeats, a task's start and end) come from the store's
+//! [`Clock`](dts_model::Clock): the system clock, or one a test injects with
+//! [`SqliteStore::with_clock`] to run on tokio's paused time.
 
 mod leases;
 mod results;
@@ -22,7 +26,7 @@ use crate::{
     StoreResult, encode,
 };
 use async_trait::async_trait;
-use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
+use dts_model::{DynClock, ItemResult, ShardRange, Task, TaskStatus, WorkerInfo, system_clock};
 use rows::{DbError, DbResult, classify};
 use rusqlite::Connection;
 use std::path::Path;
@@ -35,6 +39,8 @@ pub struct SqliteStore {
     /// One connection: SQLite serialises writers anyway, and one connection
     /// keeps the prepared-statement cache warm.
     conn: Arc<Mutex<Connection>>,
+    /// "Now" for leases, heartbeats and task times.
+    clock: DynClock,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -76,11 +82,24 @@ impl SqliteStore {
             .await
     }
 
+    /// This store with its times read from `clock` instead of the system
+    /// clock. For tests: every process sharing a file must share one clock.
+    pub fn with_clock(mut self, clock: DynClock) -> SqliteStore {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock this store reads, to hand to the blocking calls.
+    fn clock(&self) -> DynClock {
+        Arc::clone(&self.clock)
+    }
+
     fn setup(mut conn: Connection, file: bool, op: &str) -> StoreResult<SqliteStore> {
         let setup = schema::configure(&conn, file).and_then(|()| schema::migrate(&mut conn));
         match setup {
             Ok(()) => Ok(SqliteStore {
                 conn: Arc::new(Mutex::new(conn)),
+                clock: system_clock(),
             }),
             Err(schema::SetupError::Sql(e)) => Err(classify(op, e)),
             Err(e) => Err(StoreError::Backend(format!("sqlite {op}: {e}"))),
@@ -177,8 +196,9 @@ impl Store for SqliteStore {
     async fn transition(&self, id: &str, to: TaskStatus, error: Option<&str>) -> StoreResult<Task> {
         let id = id.to_string();
         let error = error.map(str::to_string);
+        let clock = self.clock();
         self.call(format!("move task {id} to {to}"), move |conn| {
-            tasks::transition(conn, &id, to, error.as_deref())
+            tasks::transition(conn, &id, to, error.as_deref(), &*clock)
         })
         .await
     }
@@ -187,8 +207,9 @@ impl Store for SqliteStore {
         let id = id.to_string();
         let plan = encode("plan", shards)?;
         let count = shards.len();
+        let clock = self.clock();
         self.call(format!("save plan of task {id}"), move |conn| {
-            tasks::save_plan(conn, &id, count, &plan)
+            tasks::save_plan(conn, &id, count, &plan, &*clock)
         })
         .await
     }
@@ -219,9 +240,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<ShardCompletion> {
         let id = id.to_string();
         let results = results.to_vec();
+        let clock = self.clock();
         self.call(
             format!("complete shard {shard} of task {id}"),
-            move |conn| results::complete_shard(conn, &id, shard, &results),
+            move |conn| results::complete_shard(conn, &id, shard, &results, &*clock),
         )
         .await
     }
@@ -251,9 +273,10 @@ impl Store for SqliteStore {
 
     async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<HeartbeatOutcome> {
         let worker = worker.clone();
+        let clock = self.clock();
         self.call(
             format!("record heartbeat of worker {}", worker.id),
-            move |conn| workers::heartbeat(conn, &worker, ttl),
+            move |conn| workers::heartbeat(conn, &worker, ttl, &*clock),
         )
         .await
     }
@@ -267,8 +290,9 @@ impl Store for SqliteStore {
     }
 
     async fn live_workers(&self) -> StoreResult<Vec<WorkerInfo>> {
-        self.call("list live workers".to_string(), |conn| {
-            workers::live_workers(conn)
+        let clock = self.clock();
+        self.call("list live workers".to_string(), move |conn| {
+            workers::live_workers(conn, &*clock)
         })
         .await
     }
@@ -282,9 +306,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<ShardClaim> {
         let id = id.to_string();
         let worker = worker.to_string();
+        let clock = self.clock();
         self.call(
             format!("claim shard {shard} of task {id} for worker {worker}"),
-            move |conn| leases::claim_shard(conn, &id, shard, &worker, lease),
+            move |conn| leases::claim_shard(conn, &id, shard, &worker, lease, &*clock),
         )
         .await
     }
@@ -300,9 +325,10 @@ impl Store for SqliteStore {
         }
         let worker = worker.to_string();
         let shards = shards.to_vec();
+        let clock = self.clock();
         self.call(
             format!("renew {} leases of worker {worker}", shards.len()),
-            move |conn| leases::renew_leases(conn, &worker, &shards, lease),
+            move |conn| leases::renew_leases(conn, &worker, &shards, lease, &*clock),
         )
         .await
     }

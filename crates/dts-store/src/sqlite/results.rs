@@ -8,7 +8,7 @@ use super::rows::{
 };
 use super::tasks::enter;
 use crate::{ResultFilter, ShardCompletion, StoreError};
-use dts_model::{ItemResult, Task, TaskStatus, now_millis};
+use dts_model::{Clock, ItemResult, Task, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params, params};
 
 pub(super) fn record_results(
@@ -32,6 +32,7 @@ pub(super) fn complete_shard(
     id: &str,
     shard: u32,
     results: &[ItemResult],
+    clock: &dyn Clock,
 ) -> DbResult<ShardCompletion> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, mut task) = load_task(&tx, id)?;
@@ -59,7 +60,7 @@ pub(super) fn complete_shard(
             } else {
                 TaskStatus::Failed
             };
-            enter(&mut task, status, now_millis());
+            enter(&mut task, status, clock.now_millis());
             finished_task = true;
         }
     }

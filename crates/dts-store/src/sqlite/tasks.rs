@@ -8,7 +8,7 @@ use super::rows::{
     DbResult, RawTask, TASK_COLUMNS, find_task, load_task, save_state, task_from_row, task_key,
 };
 use crate::{PlanOutcome, StoreError};
-use dts_model::{Task, TaskStatus, now_millis};
+use dts_model::{Clock, Task, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
 
 /// Stores `task` and its inputs (already encoded as one JSON array).
@@ -141,6 +141,7 @@ pub(super) fn transition(
     id: &str,
     to: TaskStatus,
     error: Option<&str>,
+    clock: &dyn Clock,
 ) -> DbResult<Task> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, mut task) = load_task(&tx, id)?;
@@ -152,7 +153,7 @@ pub(super) fn transition(
         }
         .into());
     }
-    enter(&mut task, to, now_millis());
+    enter(&mut task, to, clock.now_millis());
     if let Some(error) = error {
         task.error = Some(error.to_string());
     }
@@ -177,6 +178,7 @@ pub(super) fn save_plan(
     id: &str,
     shard_count: usize,
     plan_json: &str,
+    clock: &dyn Clock,
 ) -> DbResult<PlanOutcome> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, mut task) = load_task(&tx, id)?;
@@ -194,7 +196,7 @@ pub(super) fn save_plan(
         return Ok(PlanOutcome::Ended(task));
     }
     task.chunks_to_execute = crate::plan_size(id, shard_count)?;
-    let now = now_millis();
+    let now = clock.now_millis();
     // INPROGRESS first so startedAt is set even when the task completes at once.
     enter(&mut task, TaskStatus::InProgress, now);
     if shard_count == 0 {

@@ -5,7 +5,7 @@
 
 use super::rows::{DbResult, WORKER_COLUMNS, kind_text, worker_from_row};
 use crate::{HeartbeatOutcome, encode};
-use dts_model::{WorkerInfo, now_millis};
+use dts_model::{Clock, WorkerInfo};
 use rusqlite::{Connection, named_params};
 use std::time::Duration;
 
@@ -17,8 +17,9 @@ pub(super) fn heartbeat(
     conn: &Connection,
     worker: &WorkerInfo,
     ttl: Duration,
+    clock: &dyn Clock,
 ) -> DbResult<HeartbeatOutcome> {
-    let now = now_millis();
+    let now = clock.now_millis();
     let expires_at =
         i64::try_from(now.saturating_add(crate::lease_millis(ttl))).unwrap_or(i64::MAX);
     let isolation = worker
@@ -63,8 +64,8 @@ pub(super) fn remove_worker(conn: &Connection, id: &str) -> DbResult<()> {
     Ok(())
 }
 
-pub(super) fn live_workers(conn: &Connection) -> DbResult<Vec<WorkerInfo>> {
-    let now = i64::try_from(now_millis()).unwrap_or(i64::MAX);
+pub(super) fn live_workers(conn: &Connection, clock: &dyn Clock) -> DbResult<Vec<WorkerInfo>> {
+    let now = i64::try_from(clock.now_millis()).unwrap_or(i64::MAX);
     // Housekeeping only: if another connection holds the write lock, the
     // expired rows are still skipped below and go next time.
     if let Err(e) = conn

@@ -1,0 +1,246 @@
+//! Shard claims and leases: one worker per shard, leases renewed while it
+//! runs, taken over once a dead worker's lease lapses.
+
+use crate::harness::*;
+use dts_model::TaskStatus;
+use dts_store::{ShardClaim, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+#[tokio::test(start_paused = true)]
+async fn each_shard_runs_on_one_worker_and_each_item_once() {
+    let h = Harness::new().workers(&[2, 2, 2]).start().await;
+    let task = h.submit(task_of(60, "1s")).await;
+
+    let ended = h.wait_until_ended(&task.id).await;
+
+    assert_eq!(ended.status, TaskStatus::Completed);
+    assert_eq!(ended.items_succeeded, 60);
+    let mut workers_of_shard: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    let mut indices = BTreeSet::new();
+    for start in h.starts_of(&task.id) {
+        workers_of_shard
+            .entry(start.shard)
+            .or_default()
+            .insert(start.worker.clone());
+        assert!(
+            indices.insert(start.index),
+            "item {} started twice",
+            start.index
+        );
+    }
+    assert_eq!(indices.len(), 60);
+    assert_eq!(workers_of_shard.len(), 12);
+    for (shard, workers) in &workers_of_shard {
+        assert_eq!(workers.len(), 1, "shard {shard} ran on {workers:?}");
+    }
+    for result in h.results(&task.id).await {
+        let start = h
+            .starts_of(&task.id)
+            .into_iter()
+            .find(|s| s.index == result.index);
+        assert_eq!(start.map(|s| s.worker), Some(result.worker.clone()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_claim_is_refused_while_the_lease_lives_and_renewals_extend_it() {
+    // No worker: the shards wait on the bus, and the test claims them itself.
+    let h = Harness::new().workers(&[]).start().await;
+    let task = h.submit(task_of(2, "1s")).await;
+    h.run_until(
+        |s| s.task(&task.id).chunks_to_execute == 2,
+        "the task to be planned",
+    )
+    .await;
+    let store = h.store();
+    let lease = Duration::from_secs(10);
+
+    let first = store.claim_shard(&task.id, 0, "w-a", lease).await.unwrap();
+    assert_eq!(first, ShardClaim::Acquired { attempt: 1 });
+    h.idle(Duration::from_secs(4)).await;
+    let second = store.claim_shard(&task.id, 0, "w-b", lease).await.unwrap();
+    assert_eq!(
+        second,
+        ShardClaim::Held {
+            owner: "w-a".into(),
+            expires_in: Duration::from_secs(6)
+        }
+    );
+    let lost = store
+        .renew_leases("w-a", &[(task.id.clone(), 0)], lease)
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    h.idle(Duration::from_secs(8)).await;
+    let after_renewal = store.claim_shard(&task.id, 0, "w-b", lease).await.unwrap();
+    assert_eq!(
+        after_renewal,
+        ShardClaim::Held {
+            owner: "w-a".into(),
+            expires_in: Duration::from_secs(2)
+        }
+    );
+    h.idle(Duration::from_secs(2)).await;
+    let taken_over = store.claim_shard(&task.id, 0, "w-b", lease).await.unwrap();
+    assert_eq!(taken_over, ShardClaim::Acquired { attempt: 2 });
+    let lost = store
+        .renew_leases("w-a", &[(task.id.clone(), 0)], lease)
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![(task.id.clone(), 0)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_running_longer_than_its_lease_stays_with_its_worker() {
+    let h = Harness::new().workers(&[1, 1]).start().await;
+    let task = h.submit(task(&["60s"])).await;
+
+    let ended = h.wait_until_ended(&task.id).await;
+
+    assert_eq!(ended.status, TaskStatus::Completed);
+    let starts = h.starts_of(&task.id);
+    assert_eq!(
+        starts.len(),
+        1,
+        "renewed every heartbeat, the lease never lapsed"
+    );
+    assert_eq!(starts[0].attempt, 1);
+    assert_eq!(h.results(&task.id).await[0].attempt, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_delivered_twice_while_it_runs_still_runs_each_item_once() {
+    let h = Harness::new().workers(&[1, 1]).start().await;
+    let task = h.submit(task_of(4, "5s")).await;
+    h.run_until(
+        |s| s.starts_of(&task.id).len() == 2,
+        "both workers to start an item",
+    )
+    .await;
+
+    // The scheduler finds the plan and publishes the unfinished shards again;
+    // the second delivery of each waits on the lease, then finds it completed.
+    h.republish(&task.id).await;
+    let ended = h.wait_until_ended(&task.id).await;
+    h.idle(Duration::from_secs(30)).await;
+
+    assert_eq!(ended.status, TaskStatus::Completed);
+    assert_eq!(ended.items_succeeded, 4);
+    assert_eq!(ended.chunks_executed, 4);
+    assert_eq!(h.starts_of(&task.id).len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_killed_workers_shards_run_again_elsewhere_once_their_leases_lapse() {
+    let mut h = Harness::new()
+        .workers(&[2])
+        .oversplit(1)
+        .heartbeat(Duration::from_secs(2), Duration::from_secs(10))
+        .start()
+        .await;
+    // Two shards, [0, 1] and [2, 3], both taken by worker 0: one shard's
+    // items run on both cores, then the other's (whichever claimed first).
+    let task = h.submit(task_of(4, "5s")).await;
+    h.run_until(
+        |s| s.starts_of(&task.id).len() == 4,
+        "the second shard's items to start",
+    )
+    .await;
+    h.idle(Duration::from_secs(1)).await;
+    let killed_at = h.now_ms();
+    h.kill_worker(0);
+    h.add_worker(2).await;
+
+    let ended = h.wait_until_ended(&task.id).await;
+
+    assert_eq!(ended.status, TaskStatus::Completed);
+    assert_eq!((ended.items_succeeded, ended.items_failed), (4, 0));
+    assert_eq!(ended.chunks_executed, 2);
+    let starts = h.starts_of(&task.id);
+    let (w0, w1) = (h.worker_id(0), h.worker_id(1));
+    let running_at_death: Vec<u64> = starts
+        .iter()
+        .filter(|s| s.worker == w0 && s.at_ms >= 5_000)
+        .map(|s| s.index)
+        .collect();
+    assert_eq!(running_at_death.len(), 2, "{starts:?}");
+    let second_shard = running_at_death
+        .iter()
+        .map(|i| i / 2)
+        .collect::<BTreeSet<_>>();
+    assert_eq!(
+        second_shard.len(),
+        1,
+        "the items running at the death share a shard"
+    );
+    let mut per_index = BTreeMap::new();
+    for start in &starts {
+        *per_index.entry(start.index).or_insert(0) += 1;
+    }
+    for index in 0..4 {
+        let expected = if running_at_death.contains(&index) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(
+            per_index[&index], expected,
+            "starts of item {index}: {per_index:?}"
+        );
+    }
+    for start in starts.iter().filter(|s| s.worker == w1) {
+        assert_eq!(start.attempt, 2, "a takeover is the shard's second attempt");
+        assert!(
+            start.at_ms >= killed_at + 8_000,
+            "taken over at {} ms, before the lease (renewed at most 2 s before the kill at {killed_at} ms) lapsed",
+            start.at_ms
+        );
+    }
+    let results = h.results(&task.id).await;
+    assert_eq!(results.len(), 4);
+    for result in &results {
+        let expected = if running_at_death.contains(&result.index) {
+            (2, w1.clone())
+        } else {
+            (1, w0.clone())
+        };
+        assert_eq!(
+            (result.attempt, result.worker.clone()),
+            expected,
+            "item {}",
+            result.index
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_killed_workers_cores_count_in_plans_only_until_its_heartbeat_expires() {
+    let mut h = Harness::new()
+        .workers(&[4, 1])
+        .heartbeat(Duration::from_secs(2), Duration::from_secs(10))
+        .start()
+        .await;
+    h.kill_worker(0);
+
+    let early = h.submit(task_of(40, "1s")).await;
+    h.run_until(
+        |s| s.task(&early.id).chunks_to_execute > 0,
+        "the first task to be planned",
+    )
+    .await;
+    h.idle(Duration::from_secs(11)).await;
+    let late = h.submit(task_of(40, "1s")).await;
+    h.run_until(
+        |s| s.task(&late.id).chunks_to_execute > 0,
+        "the second task to be planned",
+    )
+    .await;
+
+    assert_eq!(
+        h.task(&early.id).await.chunks_to_execute,
+        10,
+        "5 cores, 2 shards each"
+    );
+    assert_eq!(h.task(&late.id).await.chunks_to_execute, 2, "1 core left");
+}

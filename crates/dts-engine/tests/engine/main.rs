@@ -1,0 +1,15 @@
+//! The engine's deterministic tests: the submitter, scheduler, workers and
+//! sweeper in one process on tokio's paused clock, items simulated by the
+//! harness's fake runner (see `tests/harness`). Times in assertions are
+//! simulated milliseconds.
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+mod cancel;
+mod deadlines;
+mod leases;
+mod outcomes;
+mod planning;
+mod recovery;
+mod retries;

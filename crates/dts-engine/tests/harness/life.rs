@@ -1,0 +1,345 @@
+//! A simulated process: what "killing" a worker or a server means in one
+//! test runtime.
+//!
+//! Every component of a simulated process reaches the world only through the
+//! store, the bus and its item runner, and the harness hands it wrappers of
+//! all three that share one [`Life`]. Killing the life freezes the process
+//! at its next step: from then on every store call, bus call and item of it
+//! waits forever, as if the machine had stopped. Nothing is released or
+//! completed on the way out, so its leases lapse as a dead worker's would.
+//! The bus messages it held unacknowledged go back to their queues at once,
+//! as Kafka hands a dead member's partitions to the rest of its group.
+
+use async_trait::async_trait;
+use dts_bus::{Acknowledge, Bus, BusResult, Delivery, DynBus, Subscription};
+use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
+use dts_store::{
+    DynStore, HeartbeatOutcome, PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store,
+    StoreResult,
+};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The life of one simulated process. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Life {
+    inner: Arc<LifeInner>,
+}
+
+#[derive(Default)]
+struct LifeInner {
+    /// Cancelled when the process is killed.
+    dead: CancellationToken,
+    /// Cancelled to stop the process gracefully.
+    shutdown: CancellationToken,
+    /// Where the process's components run.
+    tracker: TaskTracker,
+    /// Deliveries the process holds unacknowledged, by a local number.
+    held: Mutex<HashMap<u64, Delivery>>,
+    next_delivery: AtomicU64,
+}
+
+impl Life {
+    /// Whether the process was killed.
+    pub fn is_dead(&self) -> bool {
+        self.inner.dead.is_cancelled()
+    }
+
+    /// The token that stops the process gracefully.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Where the process's components are spawned.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    /// Kills the process: it makes no further step, and what it held on the
+    /// bus is delivered to others.
+    pub fn kill(&self) {
+        self.inner.dead.cancel();
+        let held: Vec<Delivery> = {
+            let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+            held.drain().map(|(_, delivery)| delivery).collect()
+        };
+        // Dropped unacknowledged: back to the front of their queues.
+        drop(held);
+    }
+
+    /// Resolves when the process is killed.
+    pub async fn died(&self) {
+        self.inner.dead.cancelled().await;
+    }
+
+    /// Waits forever once the process is dead.
+    pub async fn freeze_if_dead(&self) {
+        if self.is_dead() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Runs `step` for the process: never starts once it is dead, and never
+    /// returns if it died meanwhile (its outcome is lost with the process).
+    pub async fn step<T>(&self, step: impl Future<Output = T>) -> T {
+        self.freeze_if_dead().await;
+        let out = tokio::select! {
+            biased;
+            _ = self.inner.dead.cancelled() => std::future::pending().await,
+            out = step => out,
+        };
+        self.freeze_if_dead().await;
+        out
+    }
+
+    /// A store that belongs to this process.
+    pub fn store(&self, store: DynStore) -> DynStore {
+        Arc::new(LifeStore {
+            inner: store,
+            life: self.clone(),
+        })
+    }
+
+    /// A bus that belongs to this process.
+    pub fn bus(&self, bus: DynBus) -> DynBus {
+        Arc::new(LifeBus {
+            inner: bus,
+            life: self.clone(),
+        })
+    }
+
+    fn hold(&self, delivery: Delivery) -> Delivery {
+        let id = self.inner.next_delivery.fetch_add(1, Ordering::Relaxed);
+        let (key, payload) = (delivery.key.clone(), delivery.payload.clone());
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, delivery);
+        Delivery::new(
+            key,
+            payload,
+            Box::new(HeldAck {
+                id,
+                life: self.clone(),
+            }),
+        )
+    }
+
+    fn take(&self, id: u64) -> Option<Delivery> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+    }
+}
+
+struct HeldAck {
+    id: u64,
+    life: Life,
+}
+
+#[async_trait]
+impl Acknowledge for HeldAck {
+    async fn ack(self: Box<Self>) -> BusResult<()> {
+        let life = self.life.clone();
+        let delivery = self.life.take(self.id);
+        life.step(async move {
+            match delivery {
+                Some(delivery) => delivery.ack().await,
+                None => Ok(()),
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for HeldAck {
+    fn drop(&mut self) {
+        // Dropped unacknowledged by a live process: redelivered, as the bus
+        // does. (After `ack` or a kill the entry is gone already.)
+        drop(self.life.take(self.id));
+    }
+}
+
+struct LifeBus {
+    inner: DynBus,
+    life: Life,
+}
+
+#[async_trait]
+impl Bus for LifeBus {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> BusResult<()> {
+        self.life
+            .step(self.inner.publish(topic, key, payload))
+            .await
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> BusResult<Box<dyn Subscription>> {
+        let inner = self.life.step(self.inner.subscribe(topic, group)).await?;
+        Ok(Box::new(LifeSubscription {
+            inner,
+            life: self.life.clone(),
+        }))
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes()
+    }
+
+    fn partitions(&self, topic: &str) -> u32 {
+        self.inner.partitions(topic)
+    }
+
+    async fn publish_spread(
+        &self,
+        topic: &str,
+        slot: u32,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> BusResult<()> {
+        self.life
+            .step(self.inner.publish_spread(topic, slot, key, payload))
+            .await
+    }
+}
+
+struct LifeSubscription {
+    inner: Box<dyn Subscription>,
+    life: Life,
+}
+
+#[async_trait]
+impl Subscription for LifeSubscription {
+    async fn next(&mut self) -> BusResult<Delivery> {
+        self.life.freeze_if_dead().await;
+        let delivery = tokio::select! {
+            biased;
+            _ = self.life.died() => std::future::pending().await,
+            delivery = self.inner.next() => delivery?,
+        };
+        if self.life.is_dead() {
+            // Died as the message arrived: it goes back, never to be seen.
+            drop(delivery);
+            return std::future::pending().await;
+        }
+        Ok(self.life.hold(delivery))
+    }
+}
+
+struct LifeStore {
+    inner: DynStore,
+    life: Life,
+}
+
+#[async_trait]
+impl Store for LifeStore {
+    async fn insert_task(&self, task: &Task, inputs: &[String]) -> StoreResult<()> {
+        self.life.step(self.inner.insert_task(task, inputs)).await
+    }
+    async fn task(&self, id: &str) -> StoreResult<Option<Task>> {
+        self.life.step(self.inner.task(id)).await
+    }
+    async fn task_version(&self, id: &str) -> StoreResult<Option<u64>> {
+        self.life.step(self.inner.task_version(id)).await
+    }
+    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
+        self.life.step(self.inner.inputs(id)).await
+    }
+    async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>> {
+        self.life.step(self.inner.list_tasks(status, limit)).await
+    }
+    async fn unfinished_task_ids(&self) -> StoreResult<Vec<String>> {
+        self.life.step(self.inner.unfinished_task_ids()).await
+    }
+    async fn transition(&self, id: &str, to: TaskStatus, error: Option<&str>) -> StoreResult<Task> {
+        self.life.step(self.inner.transition(id, to, error)).await
+    }
+    async fn save_plan(&self, id: &str, shards: &[ShardRange]) -> StoreResult<PlanOutcome> {
+        self.life.step(self.inner.save_plan(id, shards)).await
+    }
+    async fn completed_shards(&self, id: &str) -> StoreResult<Vec<u32>> {
+        self.life.step(self.inner.completed_shards(id)).await
+    }
+    async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {
+        self.life.step(self.inner.record_results(id, results)).await
+    }
+    async fn complete_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        results: &[ItemResult],
+    ) -> StoreResult<ShardCompletion> {
+        self.life
+            .step(self.inner.complete_shard(id, shard, results))
+            .await
+    }
+    async fn recorded_indices(&self, id: &str, start: u64, end: u64) -> StoreResult<Vec<u64>> {
+        self.life
+            .step(self.inner.recorded_indices(id, start, end))
+            .await
+    }
+    async fn results(
+        &self,
+        id: &str,
+        filter: ResultFilter,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(u64, Vec<ItemResult>)> {
+        self.life
+            .step(self.inner.results(id, filter, offset, limit))
+            .await
+    }
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<HeartbeatOutcome> {
+        self.life.step(self.inner.heartbeat(worker, ttl)).await
+    }
+    async fn remove_worker(&self, id: &str) -> StoreResult<()> {
+        self.life.step(self.inner.remove_worker(id)).await
+    }
+    async fn live_workers(&self) -> StoreResult<Vec<WorkerInfo>> {
+        self.life.step(self.inner.live_workers()).await
+    }
+    async fn claim_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        worker: &str,
+        lease: Duration,
+    ) -> StoreResult<ShardClaim> {
+        self.life
+            .step(self.inner.claim_shard(id, shard, worker, lease))
+            .await
+    }
+    async fn renew_leases(
+        &self,
+        worker: &str,
+        shards: &[(String, u32)],
+        lease: Duration,
+    ) -> StoreResult<Vec<(String, u32)>> {
+        self.life
+            .step(self.inner.renew_leases(worker, shards, lease))
+            .await
+    }
+    async fn release_shard(
+        &self,
+        id: &str,
+        shard: u32,
+        worker: &str,
+        clean: bool,
+    ) -> StoreResult<()> {
+        self.life
+            .step(self.inner.release_shard(id, shard, worker, clean))
+            .await
+    }
+    async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32> {
+        self.life
+            .step(self.inner.mark_item_started(id, index))
+            .await
+    }
+}
