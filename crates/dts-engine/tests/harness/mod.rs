@@ -290,6 +290,8 @@ impl Harness {
         };
         let events = self.events.clone();
         tokio::spawn(async move {
+            // ends: a background listener, gone with the bus or the test's
+            // runtime; no test waits on it (run_until has the deadline).
             while let Ok(delivery) = subscription.next().await {
                 match serde_json::from_slice::<CompletionEvent>(&delivery.payload) {
                     Ok(event) => events.lock().unwrap_or_else(|p| p.into_inner()).push(event),
