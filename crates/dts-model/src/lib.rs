@@ -12,7 +12,7 @@ pub mod template;
 pub mod variables;
 
 pub use plan::{PlanError, PlanLimits, ShardRange};
-pub use status::TaskStatus;
+pub use status::{ItemFailures, TaskStatus};
 pub use submit::{NewTask, SubmitLimits, ValidationError};
 pub use variables::Variables;
 
