@@ -116,7 +116,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(id) => ApiError::NotFound {
+            StoreError::NoSuchTask { id } => ApiError::NotFound {
                 what: "task",
                 id,
                 field: "id",

@@ -160,10 +160,10 @@ impl Scheduler {
             return Ok(Planned::Nothing);
         }
         let Some(inputs) = self.store.inputs(id).await? else {
-            return Err(StoreError::Corrupt {
-                what: format!("task {id}"),
-                detail: "the task has no stored input list".into(),
-            }
+            return Err(StoreError::corrupt(
+                format!("task {id}"),
+                "the task has no stored input list",
+            )
             .into());
         };
         let script = match template::render(&task.template_function, &task.variables) {

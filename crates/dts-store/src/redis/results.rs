@@ -55,12 +55,19 @@ async fn record_batch(
     match reply.first().map(String::as_str) {
         Some("ok") if reply.len() == 2 => codec::status(id, &reply[1]),
         Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard.unwrap_or(0), &reply[1])),
-        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(op, &reply)),
     }
 }
 
-pub(super) use crate::no_shard;
+/// The refusal of a shard the plan does not have; `planned` is the
+/// script's `chunksToExecute`.
+pub(super) fn no_shard(id: &str, shard: u32, planned: &str) -> StoreError {
+    match planned.parse() {
+        Ok(planned) => crate::no_shard(id, shard, planned),
+        Err(e) => StoreError::corrupt(format!("task {id} chunksToExecute {planned:?}"), e),
+    }
+}
 
 pub(super) async fn record_results(
     store: &RedisStore,
@@ -73,7 +80,7 @@ pub(super) async fn record_results(
         status = Some(record_batch(store, &op, id, None, batch).await?);
     }
     // `batches` always gives at least one (possibly empty) batch.
-    status.ok_or_else(|| StoreError::Backend(format!("redis {op}: nothing was sent")))
+    status.ok_or_else(|| unexpected(&op, &[]))
 }
 
 pub(super) async fn complete_shard(
@@ -105,7 +112,7 @@ pub(super) async fn complete_shard(
             task: TaskHash::from_pairs(id, &reply[3..]).decode()?,
         }),
         Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard, &reply[1])),
-        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(&op, &reply)),
     }
 }
@@ -123,15 +130,13 @@ pub(super) async fn completed_shards(store: &RedisStore, id: &str) -> StoreResul
         )
         .await?;
     if !exists {
-        return Err(StoreError::NotFound(id.to_string()));
+        return Err(StoreError::NoSuchTask { id: id.to_string() });
     }
     let mut shards = members
         .iter()
         .map(|m| {
-            m.parse::<u32>().map_err(|e| StoreError::Corrupt {
-                what: format!("task {id} completed shards"),
-                detail: format!("{m:?}: {e}"),
-            })
+            m.parse::<u32>()
+                .map_err(|e| StoreError::corrupt(format!("task {id} completed shard {m:?}"), e))
         })
         .collect::<StoreResult<Vec<u32>>>()?;
     shards.sort_unstable();
@@ -159,16 +164,14 @@ pub(super) async fn recorded_indices(
         )
         .await?;
     if !exists {
-        return Err(StoreError::NotFound(id.to_string()));
+        return Err(StoreError::NoSuchTask { id: id.to_string() });
     }
     members.iter().map(|m| index(id, m)).collect()
 }
 
 fn index(id: &str, text: &str) -> StoreResult<u64> {
-    text.parse().map_err(|e| StoreError::Corrupt {
-        what: format!("task {id} result index"),
-        detail: format!("{text:?}: {e}"),
-    })
+    text.parse()
+        .map_err(|e| StoreError::corrupt(format!("task {id} result index {text:?}"), e))
 }
 
 pub(super) async fn results(
@@ -195,10 +198,9 @@ pub(super) async fn results(
     let reply: Vec<String> = store.run(&op, call.invoke_async(&mut conn)).await?;
     match reply.first().map(String::as_str) {
         Some("ok") if reply.len() >= 2 && reply.len() % 2 == 0 => {
-            let total = reply[1].parse().map_err(|e| StoreError::Corrupt {
-                what: format!("task {id} result count"),
-                detail: format!("{e}"),
-            })?;
+            let total = reply[1]
+                .parse()
+                .map_err(|e| StoreError::corrupt(format!("task {id} result count"), e))?;
             let page = reply[2..]
                 .chunks_exact(2)
                 .map(|pair| {
@@ -208,7 +210,7 @@ pub(super) async fn results(
                 .collect::<StoreResult<Vec<ItemResult>>>()?;
             Ok((total, page))
         }
-        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(&op, &reply)),
     }
 }

@@ -137,12 +137,12 @@ fn apply_results(
 
 /// `count + delta`; below zero means the counters and the results disagree.
 fn shift(task: &Task, field: &str, count: u64, delta: i64) -> Result<u64, StoreError> {
-    count
-        .checked_add_signed(delta)
-        .ok_or_else(|| StoreError::Corrupt {
-            what: format!("task {} {field}", task.id),
-            detail: format!("{count} moved by {delta} is out of range"),
-        })
+    count.checked_add_signed(delta).ok_or_else(|| {
+        StoreError::corrupt(
+            format!("task {} {field}", task.id),
+            format!("{count} moved by {delta} is out of range"),
+        )
+    })
 }
 
 pub(super) fn recorded_indices(

@@ -55,7 +55,10 @@ pub(super) fn insert_task(
             ":version": task.version,
         })?;
     if inserted == 0 {
-        return Err(StoreError::AlreadyExists(task.id.clone()).into());
+        return Err(StoreError::TaskExists {
+            id: task.id.clone(),
+        }
+        .into());
     }
     let key = tx.last_insert_rowid();
     tx.prepare_cached("INSERT INTO task_inputs (task_key, inputs) VALUES (?1, ?2)")?
@@ -83,10 +86,8 @@ pub(super) fn inputs(conn: &Connection, id: &str) -> DbResult<Option<Vec<String>
         .query_row([id], |row| row.get(0))
         .optional()?;
     let Some(json) = json else { return Ok(None) };
-    let inputs = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
-        what: format!("task {id} inputs"),
-        detail: e.to_string(),
-    })?;
+    let inputs = serde_json::from_str(&json)
+        .map_err(|e| StoreError::corrupt(format!("task {id} inputs"), e))?;
     Ok(Some(inputs))
 }
 
@@ -184,10 +185,8 @@ pub(super) fn save_plan(
         .prepare_cached("SELECT plan FROM tasks WHERE key = ?1")?
         .query_row([key], |row| row.get(0))?;
     if let Some(stored) = stored {
-        let shards = serde_json::from_str(&stored).map_err(|e| StoreError::Corrupt {
-            what: format!("task {id} plan"),
-            detail: e.to_string(),
-        })?;
+        let shards = serde_json::from_str(&stored)
+            .map_err(|e| StoreError::corrupt(format!("task {id} plan"), e))?;
         return Ok(PlanOutcome::Existing { task, shards });
     }
     if task.status.is_terminal() {

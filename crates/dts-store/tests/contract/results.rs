@@ -2,7 +2,7 @@
 
 use crate::helpers::*;
 use dts_model::{ItemResult, Task, TaskStatus};
-use dts_store::{DynStore, ResultFilter};
+use dts_store::{DynStore, ResultFilter, StoreError};
 use std::sync::Arc;
 
 pub(crate) async fn recording_an_item_twice_counts_it_once(store: DynStore) {
@@ -233,7 +233,14 @@ pub(crate) async fn completing_a_shard_the_plan_does_not_have_is_refused_and_rec
     store: DynStore,
 ) {
     let task = planned(&store, 4, 2).await;
-    assert!(store.complete_shard(&task.id, 2, &[ok(0)]).await.is_err());
+    assert!(matches!(
+        store.complete_shard(&task.id, 2, &[ok(0)]).await,
+        Err(StoreError::NoSuchShard {
+            shard: 2,
+            planned: 2,
+            ..
+        })
+    ));
     assert_eq!(store.task(&task.id).await.unwrap(), Some(task.clone()));
     assert!(
         store
@@ -245,12 +252,10 @@ pub(crate) async fn completing_a_shard_the_plan_does_not_have_is_refused_and_rec
     assert!(store.completed_shards(&task.id).await.unwrap().is_empty());
 
     let unplanned = insert(&store, 4).await;
-    assert!(
-        store
-            .complete_shard(&unplanned.id, 0, &[ok(0)])
-            .await
-            .is_err()
-    );
+    assert!(matches!(
+        store.complete_shard(&unplanned.id, 0, &[ok(0)]).await,
+        Err(StoreError::NoSuchShard { planned: 0, .. })
+    ));
     assert_eq!(
         store.task(&unplanned.id).await.unwrap(),
         Some(unplanned.clone())
