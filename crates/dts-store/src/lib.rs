@@ -303,9 +303,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records `results` as [`Store::record_results`] does and completes the
     /// shard, in one atomic, idempotent step: the shard joins the completed set
     /// only if it is not there yet, and only then does `chunksExecuted` grow.
-    /// Completing the last shard of an `INPROGRESS` task sets `COMPLETED` (no
-    /// item failed) or `FAILED`, and `finishedAt`; a task that ended otherwise
-    /// (cancelled) keeps its status. The shard's lease (see
+    /// Completing the last shard enters the status
+    /// [`TaskStatus::after_last_shard`] gives (an `INPROGRESS` task becomes
+    /// `COMPLETED` if no item failed, else `FAILED`, and gets `finishedAt`; a
+    /// task that ended otherwise, cancelled say, keeps its status). The shard's lease (see
     /// [`Store::claim_shard`]) is dropped in the same step, whoever holds it.
     /// A shard the plan does not have (not below `chunksToExecute`) is
     /// refused ([`StoreError::NoSuchShard`]) and nothing is recorded.

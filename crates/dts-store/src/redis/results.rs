@@ -12,7 +12,34 @@ use super::codec::{self, TaskHash};
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
 use crate::{ResultFilter, ShardCompletion, StoreError, StoreResult};
-use dts_model::{ItemResult, TaskStatus, now_millis};
+use dts_model::{ItemFailures, ItemResult, TaskStatus, now_millis};
+use std::sync::LazyLock;
+
+/// dts-model's completion rule ([`TaskStatus::after_last_shard`]) as
+/// `complete_shard.lua` takes it: the number of entries, then one triple
+/// (status, `none`/`some` items failed, the status to enter) for each case
+/// the rule changes the status. The decision has to happen inside the
+/// script, where the status and the failure count are read in the same
+/// atomic step that counts the shard; tabulating the rule here instead of
+/// writing it again in Lua keeps one rule for both stores.
+static LAST_SHARD_RULE: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let mut entries = Vec::new();
+    for status in TaskStatus::ALL {
+        for failures in ItemFailures::ALL {
+            let after = status.after_last_shard(failures);
+            if after != status {
+                let failures = match failures {
+                    ItemFailures::None => "none",
+                    ItemFailures::Some => "some",
+                };
+                entries.extend([status.as_str(), failures, after.as_str()].map(String::from));
+            }
+        }
+    }
+    let mut args = vec![(entries.len() / 3).to_string()];
+    args.extend(entries);
+    args
+});
 
 /// Results per script call, at most (a worker's batch is a few hundred).
 const MAX_BATCH_ITEMS: usize = 1_000;
@@ -95,12 +122,8 @@ pub(super) async fn complete_shard(
     for batch in batches {
         record_batch(store, &op, id, Some(shard), batch).await?;
     }
-    let mut args = vec![
-        shard.to_string(),
-        now_millis().to_string(),
-        TaskStatus::Completed.as_str().to_string(),
-        TaskStatus::Failed.as_str().to_string(),
-    ];
+    let mut args = vec![shard.to_string(), now_millis().to_string()];
+    args.extend(LAST_SHARD_RULE.iter().cloned());
     args.extend(last);
     let reply = store
         .task_script(&SCRIPTS.complete_shard, &op, id, args)
@@ -212,5 +235,24 @@ pub(super) async fn results(
         }
         Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(&op, &reply)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_gets_exactly_the_status_changes_the_model_rule_makes() {
+        let expected = [
+            "2",
+            "INPROGRESS",
+            "none",
+            "COMPLETED",
+            "INPROGRESS",
+            "some",
+            "FAILED",
+        ];
+        assert_eq!(*LAST_SHARD_RULE, expected.map(String::from));
     }
 }

@@ -9,7 +9,7 @@ use super::codec::{self, TaskHash};
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
 use crate::{PlanOutcome, StoreError, StoreResult};
-use dts_model::{ShardRange, Task, TaskStatus, now_millis};
+use dts_model::{ItemFailures, ShardRange, Task, TaskStatus, now_millis};
 use std::collections::HashMap;
 
 /// Index entries read per round trip while listing.
@@ -277,7 +277,11 @@ pub(super) async fn save_plan(
         codec::encode("plan", shards)?,
         count.to_string(),
         now_millis().to_string(),
-        TaskStatus::Completed.as_str().to_string(),
+        // No shards: planning completed the last one, with nothing failed.
+        TaskStatus::InProgress
+            .after_last_shard(ItemFailures::None)
+            .as_str()
+            .to_string(),
     ];
     let op = format!("save plan of task {id}");
     let reply = store.task_script(&SCRIPTS.save_plan, &op, id, args).await?;

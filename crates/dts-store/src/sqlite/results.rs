@@ -8,7 +8,7 @@ use super::rows::{
 };
 use super::tasks::enter;
 use crate::{ResultFilter, ShardCompletion, StoreError};
-use dts_model::{ItemResult, Task, TaskStatus, now_millis};
+use dts_model::{ItemFailures, ItemResult, Task, TaskStatus, now_millis};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params, params};
 
 pub(super) fn record_results(
@@ -52,15 +52,15 @@ pub(super) fn complete_shard(
     let mut finished_task = false;
     if newly_completed {
         task.chunks_executed += 1;
-        // A task cancelled meanwhile keeps its status: only INPROGRESS ends here.
-        if task.chunks_executed == task.chunks_to_execute && task.status == TaskStatus::InProgress {
-            let status = if task.items_failed == 0 {
-                TaskStatus::Completed
-            } else {
-                TaskStatus::Failed
-            };
-            enter(&mut task, status, now_millis());
-            finished_task = true;
+        if task.chunks_executed == task.chunks_to_execute {
+            // The rule (and why a cancelled task keeps its status) is dts-model's.
+            let after = task
+                .status
+                .after_last_shard(ItemFailures::of(task.items_failed));
+            if after != task.status {
+                enter(&mut task, after, now_millis());
+                finished_task = true;
+            }
         }
     }
     if task != before {

@@ -8,7 +8,7 @@ use super::rows::{
     DbResult, RawTask, TASK_COLUMNS, find_task, load_task, save_state, task_from_row, task_key,
 };
 use crate::{PlanOutcome, StoreError};
-use dts_model::{Task, TaskStatus, now_millis};
+use dts_model::{ItemFailures, Task, TaskStatus, now_millis};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
 
 /// Stores `task` and its inputs (already encoded as one JSON array).
@@ -197,7 +197,9 @@ pub(super) fn save_plan(
     // INPROGRESS first so startedAt is set even when the task completes at once.
     enter(&mut task, TaskStatus::InProgress, now);
     if shard_count == 0 {
-        enter(&mut task, TaskStatus::Completed, now);
+        // No shards: planning completed the last one, with nothing failed.
+        let after = task.status.after_last_shard(ItemFailures::None);
+        enter(&mut task, after, now);
     }
     tx.prepare_cached("UPDATE tasks SET plan = ?2 WHERE key = ?1")?
         .execute(rusqlite::params![key, plan_json])?;
