@@ -9,11 +9,10 @@
 //! deliver again the messages after it that were in flight). A consumer
 //! that leaves its group loses what it had not acknowledged to the others.
 //!
-//! Implementations: [`embedded::EmbeddedBus`] (in-process queues) and, with
-//! the `kafka` feature, `kafka::KafkaBus` in distributed mode.
+//! Implementations: [`embedded::EmbeddedBus`] (in-process queues) and
+//! [`kafka::KafkaBus`] in distributed mode.
 
 pub mod embedded;
-#[cfg(feature = "kafka")]
 pub mod kafka;
 
 use async_trait::async_trait;

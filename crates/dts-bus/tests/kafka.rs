@@ -3,8 +3,6 @@
 //! topic creation, and how it fails when the broker is not there. Every test
 //! starts its own broker (tansu, from dts-testkit) on a free port.
 
-#![cfg(feature = "kafka")]
-
 use dts_bus::kafka::{KafkaBus, KafkaSettings};
 use dts_bus::{Bus, BusError, Delivery, Subscription};
 use dts_testkit::Broker;

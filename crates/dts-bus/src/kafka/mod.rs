@@ -1,4 +1,4 @@
-//! The Kafka bus (feature `kafka`): distributed mode's transport, on
+//! The Kafka bus: distributed mode's transport, on
 //! librdkafka through the `rdkafka` crate. Works with any Kafka-protocol
 //! broker.
 //!
