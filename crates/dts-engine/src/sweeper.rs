@@ -10,6 +10,7 @@
 //! planning is idempotent, so that costs a message, not a second plan.
 
 use crate::submit::Submitter;
+use crate::with_causes;
 use dts_model::{TaskStatus, now_millis};
 use dts_store::DynStore;
 use std::collections::HashSet;
@@ -85,7 +86,9 @@ async fn end_overdue(store: &DynStore, grace: Duration) {
                 .await
             {
                 Ok(_) => warn!(task = %task.id, "{reason}"),
-                Err(e) => debug!(task = %task.id, error = %e, "could not end an overdue task"),
+                Err(e) => {
+                    debug!(task = %task.id, error = %with_causes(&e), "could not end an overdue task")
+                }
             }
         }
     }
@@ -103,7 +106,7 @@ async fn sweep(
         let tasks = match store.list_tasks(Some(status), SWEEP_LIMIT).await {
             Ok(tasks) => tasks,
             Err(e) => {
-                warn!(error = %e, "cannot look for stuck tasks");
+                warn!(error = %with_causes(&e), "cannot look for stuck tasks");
                 return;
             }
         };
