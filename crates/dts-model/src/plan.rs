@@ -1,4 +1,4 @@
-//! Splitting a task's inputs into shards (DESIGN.md, "Shard planning").
+//! Splitting a task's inputs into shards (docs/architecture.md, "Shard planning").
 //!
 //! Pure: the scheduler gives the items, the live cores and the bus's message
 //! limit; this module answers with contiguous index ranges. Every item lands in
