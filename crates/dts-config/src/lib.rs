@@ -11,6 +11,8 @@
 //! The keys are declared once, in [`keys::KEYS`]; `docs/configuration.md`
 //! lists them and a test keeps the two in sync.
 
+#![forbid(unsafe_code)]
+
 mod build;
 mod checks;
 mod error;
