@@ -8,7 +8,7 @@ use crate::views::{ErrorBody, ErrorDetail};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dts_engine::EngineError;
+use dts_engine::{EngineError, with_causes};
 use dts_model::ValidationError;
 use dts_store::StoreError;
 use tracing::error;
@@ -116,13 +116,13 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(id) => ApiError::NotFound {
+            StoreError::NoSuchTask { id } => ApiError::NotFound {
                 what: "task",
                 id,
                 field: "id",
             },
-            e if e.is_retryable() => ApiError::Unavailable(e.to_string()),
-            e => ApiError::Internal(e.to_string()),
+            e if e.is_retryable() => ApiError::Unavailable(with_causes(&e)),
+            e => ApiError::Internal(with_causes(&e)),
         }
     }
 }
@@ -131,8 +131,8 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Store(e) => e.into(),
-            e if e.is_retryable() => ApiError::Unavailable(e.to_string()),
-            e => ApiError::Internal(e.to_string()),
+            e if e.is_retryable() => ApiError::Unavailable(with_causes(&e)),
+            e => ApiError::Internal(with_causes(&e)),
         }
     }
 }
@@ -198,5 +198,29 @@ mod tests {
                 },
             }
         );
+    }
+
+    #[test]
+    fn a_store_outage_is_unavailable_and_its_logged_detail_keeps_the_cause() {
+        let outage = StoreError::Unavailable {
+            op: "redis read task t at 127.0.0.1:7000".into(),
+            source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into(),
+        };
+        match ApiError::from(outage) {
+            ApiError::Unavailable(detail) => assert_eq!(
+                detail,
+                "store unavailable: redis read task t at 127.0.0.1:7000: refused"
+            ),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_task_is_not_found_naming_the_id() {
+        let missing = StoreError::NoSuchTask { id: "t-1".into() };
+        assert!(matches!(
+            ApiError::from(missing),
+            ApiError::NotFound { what: "task", ref id, field: "id" } if id == "t-1"
+        ));
     }
 }

@@ -9,16 +9,19 @@
 //! deliver again the messages after it that were in flight). A consumer
 //! that leaves its group loses what it had not acknowledged to the others.
 //!
-//! Implementations: [`embedded::EmbeddedBus`] (in-process queues) and, with
-//! the `kafka` feature, `kafka::KafkaBus` in distributed mode.
+//! Implementations: [`embedded::EmbeddedBus`] (in-process queues) and
+//! [`kafka::KafkaBus`] in distributed mode.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod embedded;
-#[cfg(feature = "kafka")]
 pub mod kafka;
 
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use embedded::EmbeddedBus;
 
@@ -28,22 +31,71 @@ pub type DynBus = Arc<dyn Bus>;
 /// Kafka's default largest message (`message.max.bytes`).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
-#[derive(Debug, Clone, thiserror::Error)]
+/// What a broker or client said, kept as the
+/// [`source`](std::error::Error::source) of a [`BusError`] so logs and
+/// `caused by:` lines show it.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a bus call failed.
+///
+/// [`BusError::is_retryable`] says which failures may go away on their own;
+/// the broker's or librdkafka's error stays attached as the source, and the
+/// message names the operation, not the cause, so printing the chain never
+/// repeats it.
+#[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    /// The broker could not be reached or refused for now; trying again may help.
-    #[error("bus unavailable: {0}")]
-    Unavailable(String),
+    /// The brokers could not be reached, or refused for now (no leader, a
+    /// full queue); trying again may help.
+    #[error("bus unavailable: {op}")]
+    Unavailable {
+        /// What was tried, and where (`cannot reach the kafka brokers at …`).
+        op: String,
+        /// The client's error.
+        #[source]
+        source: Cause,
+    },
+    /// No answer within the call's bound; trying again may help.
+    #[error("bus unavailable: {op}: no answer within {after:?}")]
+    TimedOut {
+        /// What was tried.
+        op: String,
+        /// The bound that passed.
+        after: Duration,
+    },
+    /// A payload bigger than [`Bus::max_message_bytes`] (or than the broker takes).
     #[error("message for topic {topic} is {size} bytes, more than the {limit}-byte limit")]
     TooLarge {
+        /// The topic it was for.
         topic: String,
+        /// The payload's size.
         size: usize,
+        /// The largest payload accepted.
         limit: usize,
     },
     /// The bus is shutting down; no more messages will come.
     #[error("bus closed")]
     Closed,
-    #[error("bus error: {0}")]
-    Other(String),
+    /// A client setting librdkafka refuses (a pass-through `pubsub.kafka.*`
+    /// value, say): fix the configuration.
+    #[error("invalid kafka client settings")]
+    InvalidSettings {
+        /// librdkafka's error, naming the setting.
+        #[source]
+        source: Cause,
+    },
+    /// A topic needs at least one partition.
+    #[error("kafka: partitions must be at least 1")]
+    ZeroPartitions,
+    /// The broker or the client failed for a reason a retry does not change
+    /// (not authorised, a consumer that stopped for good).
+    #[error("bus error: {op}")]
+    Fatal {
+        /// What was tried.
+        op: String,
+        /// The client's error.
+        #[source]
+        source: Cause,
+    },
 }
 
 impl BusError {
@@ -56,14 +108,25 @@ impl BusError {
         }
     }
 
-    /// Whether the same call may succeed if tried again later.
+    /// Whether the same call may succeed if tried again later. Decided per
+    /// variant, so a new variant must say.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, BusError::Unavailable(_))
+        match self {
+            BusError::Unavailable { .. } | BusError::TimedOut { .. } => true,
+            BusError::TooLarge { .. }
+            | BusError::Closed
+            | BusError::InvalidSettings { .. }
+            | BusError::ZeroPartitions
+            | BusError::Fatal { .. } => false,
+        }
     }
 }
 
+/// What every [`Bus`] call returns.
 pub type BusResult<T> = Result<T, BusError>;
 
+/// Topics carrying messages between dts processes; see the crate docs for
+/// the delivery rules.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes `payload` to `topic`. `key` decides the partition where the
@@ -109,17 +172,21 @@ pub trait Subscription: Send {
 /// Acknowledges one delivery; implemented by each bus.
 #[async_trait]
 pub trait Acknowledge: Send {
+    /// Settles the delivery as done; see [`Delivery::ack`].
     async fn ack(self: Box<Self>) -> BusResult<()>;
 }
 
 /// One message handed to a consumer, to acknowledge once its work is recorded.
 pub struct Delivery {
+    /// The key it was published with.
     pub key: String,
+    /// The message itself.
     pub payload: Vec<u8>,
     acknowledge: Box<dyn Acknowledge>,
 }
 
 impl Delivery {
+    /// A delivery that `acknowledge` settles (for bus implementations).
     pub fn new(key: String, payload: Vec<u8>, acknowledge: Box<dyn Acknowledge>) -> Self {
         Delivery {
             key,

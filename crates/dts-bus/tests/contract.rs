@@ -255,10 +255,8 @@ bus_contract!(embedded, || async {
     Fixture::without_teardown(Arc::new(EmbeddedBus::new(64 * 1024)))
 });
 
-#[cfg(feature = "kafka")]
 bus_contract!(kafka, kafka_bus::with_own_broker);
 
-#[cfg(feature = "kafka")]
 mod kafka_bus {
     use super::Fixture;
     use dts_bus::kafka::{KafkaBus, KafkaSettings};

@@ -11,6 +11,7 @@
 //! The keys are declared once, in [`keys::KEYS`]; `docs/configuration.md`
 //! lists them and a test keeps the two in sync.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod build;

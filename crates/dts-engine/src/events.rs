@@ -1,7 +1,7 @@
 //! Completion events: when a task ends, a JSON [`CompletionEvent`] goes to the
 //! result topic for any consumer to read (docs/architecture.md, flow step 4).
 
-use crate::{EngineError, Topics};
+use crate::{EngineError, Topics, with_causes};
 use dts_bus::{BusError, DynBus};
 use dts_model::{CompletionEvent, Task, format_millis, now_millis};
 use tokio_util::sync::CancellationToken;
@@ -27,12 +27,12 @@ pub async fn publish_completion(bus: &DynBus, topics: &Topics, task: &Task) {
     let payload = match serde_json::to_vec(&event) {
         Ok(payload) => payload,
         Err(e) => {
-            warn!(task = %task.id, error = %e, "cannot encode completion event");
+            warn!(task = %task.id, error = %with_causes(&e), "cannot encode completion event");
             return;
         }
     };
     if let Err(e) = bus.publish(&topics.results, &task.id, payload).await {
-        warn!(task = %task.id, error = %e, "cannot publish completion event");
+        warn!(task = %task.id, error = %with_causes(&e), "cannot publish completion event");
     }
 }
 
@@ -55,7 +55,7 @@ pub async fn log_completions(
                 Ok(delivery) => delivery,
                 Err(BusError::Closed) => break,
                 Err(e) => {
-                    warn!(error = %e, "cannot read completion events");
+                    warn!(error = %with_causes(&e), "cannot read completion events");
                     continue;
                 }
             };
@@ -68,10 +68,10 @@ pub async fn log_completions(
                     total = event.items_total,
                     "task finished"
                 ),
-                Err(e) => warn!(error = %e, "unreadable completion event"),
+                Err(e) => warn!(error = %with_causes(&e), "unreadable completion event"),
             }
             if let Err(e) = delivery.ack().await {
-                warn!(error = %e, "cannot acknowledge completion event");
+                warn!(error = %with_causes(&e), "cannot acknowledge completion event");
             }
         }
     });

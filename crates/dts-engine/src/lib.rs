@@ -83,6 +83,20 @@ impl EngineError {
     }
 }
 
+/// The error and each of its sources, `: `-separated. Store and bus errors
+/// name the operation and keep the backend's own error as their source, so
+/// text that people read (a task's error, an API log line) needs the chain.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
 /// Waits `delay`, or less if `token` is cancelled first. Returns false if cancelled.
 pub(crate) async fn sleep_unless_cancelled(
     delay: std::time::Duration,

@@ -10,7 +10,7 @@
 //!
 //! [`Store::save_plan`]: dts_store::Store::save_plan
 
-use crate::{EngineError, Topics, events, sleep_unless_cancelled};
+use crate::{EngineError, Topics, events, sleep_unless_cancelled, with_causes};
 use dts_bus::{BusError, Delivery, DynBus};
 use dts_model::plan::{PlanLimits, plan_shards};
 use dts_model::{ShardMessage, ShardRange, Task, TaskMessage, TaskStatus, WorkerKind, template};
@@ -119,7 +119,7 @@ impl Scheduler {
                 Ok(delivery) => self.handle(delivery, &shutdown).await,
                 Err(BusError::Closed) => break,
                 Err(e) => {
-                    warn!(consumer, error = %e, "cannot read the task topic");
+                    warn!(consumer, error = %with_causes(&e), "cannot read the task topic");
                     if !sleep_unless_cancelled(self.settings.retry_delay, &shutdown).await {
                         break;
                     }
@@ -134,9 +134,9 @@ impl Scheduler {
             Ok(message) => message,
             Err(e) => {
                 // Nothing can ever make sense of it: drop it for good.
-                error!(error = %e, key = %delivery.key, "skipping unreadable task message");
+                error!(error = %with_causes(&e), key = %delivery.key, "skipping unreadable task message");
                 if let Err(e) = delivery.ack().await {
-                    warn!(error = %e, "cannot acknowledge a task message");
+                    warn!(error = %with_causes(&e), "cannot acknowledge a task message");
                 }
                 return;
             }
@@ -144,13 +144,13 @@ impl Scheduler {
         match self.plan_task(&message.task_id).await {
             Ok(_) => {
                 if let Err(e) = delivery.ack().await {
-                    warn!(task = %message.task_id, error = %e, "cannot acknowledge a task message");
+                    warn!(task = %message.task_id, error = %with_causes(&e), "cannot acknowledge a task message");
                 }
             }
             Err(e) => {
                 // Not acknowledged: it will be delivered again. Wait a little
                 // first so a store or bus outage is not hammered.
-                warn!(task = %message.task_id, error = %e, "planning failed; the task will be planned again");
+                warn!(task = %message.task_id, error = %with_causes(&e), "planning failed; the task will be planned again");
                 sleep_unless_cancelled(self.settings.retry_delay, shutdown).await;
                 drop(delivery);
             }
@@ -169,10 +169,10 @@ impl Scheduler {
             return Ok(Planned::Nothing);
         }
         let Some(inputs) = self.store.inputs(id).await? else {
-            return Err(StoreError::Corrupt {
-                what: format!("task {id}"),
-                detail: "the task has no stored input list".into(),
-            }
+            return Err(StoreError::corrupt(
+                format!("task {id}"),
+                "the task has no stored input list",
+            )
             .into());
         };
         let script = match template::render(&task.template_function, &task.variables) {

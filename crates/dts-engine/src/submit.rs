@@ -8,7 +8,7 @@
 //! bound it gets the task as it stands while publishing goes on in the
 //! background.
 
-use crate::{EngineError, Topics};
+use crate::{EngineError, Topics, with_causes};
 use dts_bus::DynBus;
 use dts_model::{DynClock, NewTask, Task, TaskMessage, TaskStatus, system_clock};
 use dts_store::{DynStore, StoreError};
@@ -91,7 +91,9 @@ impl Submitter {
                 .await
             {
                 Ok(_) | Err(StoreError::IllegalTransition { .. }) => {}
-                Err(e) => warn!(task = %task.id, error = %e, "could not record task status"),
+                Err(e) => {
+                    warn!(task = %task.id, error = %with_causes(&e), "could not record task status")
+                }
             }
         }
         Ok(self.store.task(&task.id).await?.unwrap_or(task))
@@ -110,7 +112,7 @@ impl Submitter {
         }) {
             Ok(payload) => payload,
             Err(e) => {
-                warn!(task = %id, error = %e, "cannot encode task message");
+                warn!(task = %id, error = %with_causes(&e), "cannot encode task message");
                 return;
             }
         };
@@ -129,8 +131,9 @@ impl Submitter {
                 Err(e) => e,
             };
             let message = format!(
-                "publishing to {} failed (attempt {attempt} of {attempts}): {error}",
-                self.topics.tasks
+                "publishing to {} failed (attempt {attempt} of {attempts}): {}",
+                self.topics.tasks,
+                with_causes(&error)
             );
             if attempt == attempts || !error.is_retryable() {
                 warn!(task = %id, "{message}; giving up");
@@ -150,7 +153,9 @@ impl Submitter {
     async fn mark(&self, id: &str, to: TaskStatus, error: Option<&str>) {
         match self.store.transition(id, to, error).await {
             Ok(_) | Err(StoreError::IllegalTransition { .. }) => {}
-            Err(e) => warn!(task = %id, status = %to, error = %e, "could not record task status"),
+            Err(e) => {
+                warn!(task = %id, status = %to, error = %with_causes(&e), "could not record task status")
+            }
         }
     }
 }

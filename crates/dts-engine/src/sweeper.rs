@@ -13,6 +13,7 @@
 //! belong to the same node.
 
 use crate::submit::Submitter;
+use crate::with_causes;
 use dts_model::{Clock, TaskStatus};
 use dts_store::DynStore;
 use std::collections::HashSet;
@@ -89,7 +90,9 @@ async fn end_overdue(store: &DynStore, clock: &dyn Clock, grace: Duration) {
                 .await
             {
                 Ok(_) => warn!(task = %task.id, "{reason}"),
-                Err(e) => debug!(task = %task.id, error = %e, "could not end an overdue task"),
+                Err(e) => {
+                    debug!(task = %task.id, error = %with_causes(&e), "could not end an overdue task")
+                }
             }
         }
     }
@@ -110,7 +113,7 @@ async fn sweep(
         let tasks = match store.list_tasks(Some(status), SWEEP_LIMIT).await {
             Ok(tasks) => tasks,
             Err(e) => {
-                warn!(error = %e, "cannot look for stuck tasks");
+                warn!(error = %with_causes(&e), "cannot look for stuck tasks");
                 return;
             }
         };

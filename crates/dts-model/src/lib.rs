@@ -5,6 +5,9 @@
 //! nothing in here touches the network, the disk or a clock other than
 //! [`now_millis`] (and the [`Clock`] that wraps it so tests can replace it).
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod clock;
 pub mod plan;
 pub mod status;
@@ -14,7 +17,7 @@ pub mod variables;
 
 pub use clock::{Clock, DynClock, SystemClock, system_clock};
 pub use plan::{PlanError, PlanLimits, ShardRange};
-pub use status::TaskStatus;
+pub use status::{ItemFailures, TaskStatus};
 pub use submit::{NewTask, SubmitLimits, ValidationError};
 pub use variables::Variables;
 
@@ -49,12 +52,17 @@ pub fn new_task_id() -> String {
 /// A task as the store keeps it, without its (possibly huge) input list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
+    /// The task's id (a UUID).
     pub id: String,
+    /// A name for people, when the submitter gave one.
     pub name: Option<String>,
+    /// Where the task is in its life.
     pub status: TaskStatus,
     /// The template as submitted; the scheduler renders it.
     pub template_function: String,
+    /// The values pasted into the template's placeholders.
     pub variables: Variables,
+    /// The program that runs the rendered script (`bash`).
     pub interpreter: String,
     /// Per-item timeout.
     pub timeout_secs: u64,
@@ -63,15 +71,21 @@ pub struct Task {
     /// Seconds after creation by which every item must have ended; items
     /// not ended by then fail (`deadlineSecs`).
     pub deadline_secs: Option<u64>,
+    /// Items in the input list.
     pub items_total: u64,
     /// Shards planned (0 until planned).
     pub chunks_to_execute: u32,
     /// Shards completed.
     pub chunks_executed: u32,
+    /// Items whose last attempt succeeded.
     pub items_succeeded: u64,
+    /// Items whose last attempt failed.
     pub items_failed: u64,
+    /// When the task was stored, in ms since the epoch.
     pub created_at: u64,
+    /// When it was planned (entered `INPROGRESS`).
     pub started_at: Option<u64>,
+    /// When it reached a terminal status.
     pub finished_at: Option<u64>,
     /// Why the task could not be submitted or planned, when it could not.
     pub error: Option<String>,
@@ -102,16 +116,25 @@ impl Task {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemResult {
+    /// Position of the item in the task's input list.
     pub index: u64,
+    /// The input the script ran with.
     pub input: String,
+    /// The script's exit code; `None` when a signal ended it or it never ran.
     pub exit_code: Option<i32>,
+    /// The signal that ended the script, if one did.
     pub signal: Option<i32>,
+    /// The item ran past the task's per-item timeout and was killed.
     pub timed_out: bool,
+    /// What the script wrote to stdout, up to the cap.
     pub stdout: String,
+    /// What the script wrote to stderr, up to the cap.
     pub stderr: String,
     /// More output was written than the cap kept.
     pub stdout_truncated: bool,
+    /// More stderr was written than the cap kept.
     pub stderr_truncated: bool,
+    /// How long the attempt ran.
     pub duration_ms: u64,
     /// Id of the worker that ran the attempt.
     pub worker: String,
@@ -159,9 +182,13 @@ pub struct Isolation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerInfo {
+    /// The worker's id, unique in the installation.
     pub id: String,
+    /// The machine it runs on.
     pub hostname: String,
+    /// Items it runs at once.
     pub cores: u32,
+    /// Items it was running at the heartbeat.
     pub running_items: u32,
     /// Milliseconds since the epoch.
     pub last_heartbeat: u64,
@@ -178,6 +205,7 @@ pub struct WorkerInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskMessage {
+    /// The task to plan.
     pub task_id: String,
 }
 
@@ -185,19 +213,26 @@ pub struct TaskMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardMessage {
+    /// The task the shard belongs to.
     pub task_id: String,
+    /// Which shard of the plan this is (from 0).
     pub shard_index: u32,
+    /// Shards in the plan.
     pub shard_count: u32,
     /// Index of `items[0]` in the task's input list.
     pub start: u64,
     /// The rendered template.
     pub script: String,
+    /// The program that runs `script`.
     pub interpreter: String,
+    /// Per-item timeout.
     pub timeout_secs: u64,
+    /// Extra attempts for a failed item.
     pub retries: u32,
     /// When the task's deadline passes (ms since the epoch), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_at: Option<u64>,
+    /// The inputs of the shard's items, in order.
     pub items: Vec<String>,
     /// The task's memory limit per item, in MiB, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,10 +246,15 @@ pub struct ShardMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CompletionEvent {
+    /// The task that ended.
     pub task_id: String,
+    /// Its terminal status.
     pub status: TaskStatus,
+    /// Items in the task.
     pub items_total: u64,
+    /// Items that succeeded.
     pub items_succeeded: u64,
+    /// Items that failed.
     pub items_failed: u64,
     /// RFC 3339.
     pub finished_at: String,

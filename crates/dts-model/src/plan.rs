@@ -1,4 +1,4 @@
-//! Splitting a task's inputs into shards (DESIGN.md, "Shard planning").
+//! Splitting a task's inputs into shards (docs/architecture.md, "Shard planning").
 //!
 //! Pure: the scheduler gives the items, the live cores and the bus's message
 //! limit; this module answers with contiguous index ranges. Every item lands in
@@ -9,11 +9,14 @@ use serde::{Deserialize, Serialize};
 /// A contiguous run of items: indices `start .. start + len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardRange {
+    /// Index of the first item.
     pub start: u64,
+    /// Items in the shard.
     pub len: u64,
 }
 
 impl ShardRange {
+    /// Index one past the last item.
     pub fn end(&self) -> u64 {
         self.start + self.len
     }
@@ -38,20 +41,28 @@ pub struct PlanLimits {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A task that cannot be split into messages the bus accepts.
 pub enum PlanError {
     #[error(
         "item {index} takes {bytes} bytes in a shard message, more than the {budget} bytes left under the bus's message limit"
     )]
+    /// One item alone does not fit a shard message.
     ItemTooLarge {
+        /// The item's index.
         index: u64,
+        /// Bytes it takes in a message.
         bytes: usize,
+        /// Bytes a message has room for.
         budget: usize,
     },
     #[error(
         "the script alone takes {envelope_bytes} bytes, leaving no room for items under the bus's {max_message_bytes}-byte message limit"
     )]
+    /// The script alone fills a shard message.
     EnvelopeTooLarge {
+        /// Bytes the message takes without items.
         envelope_bytes: usize,
+        /// The bus's largest message.
         max_message_bytes: usize,
     },
 }

@@ -39,6 +39,7 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// Every status, in the order of a task's life.
     pub const ALL: [TaskStatus; 8] = [
         TaskStatus::Queued,
         TaskStatus::Retrying,
@@ -92,6 +93,50 @@ impl TaskStatus {
             InProgress => before_planning,
             Completed | Failed => before_planning || self == InProgress,
             Cancelled => !self.is_terminal(),
+        }
+    }
+}
+
+/// Whether any of a task's items failed: all the completion rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemFailures {
+    /// Every recorded item succeeded (or there were none).
+    None,
+    /// At least one item failed after its retries.
+    Some,
+}
+
+impl ItemFailures {
+    /// Both values, for callers that tabulate the rule (the Redis store).
+    pub const ALL: [ItemFailures; 2] = [ItemFailures::None, ItemFailures::Some];
+
+    /// From a task's `itemsFailed` counter.
+    pub fn of(items_failed: u64) -> ItemFailures {
+        if items_failed == 0 {
+            ItemFailures::None
+        } else {
+            ItemFailures::Some
+        }
+    }
+}
+
+impl TaskStatus {
+    /// The status a task takes when its last planned shard completes (or
+    /// when it is planned with no shards at all): the one place the
+    /// COMPLETED/FAILED decision is made, for every store.
+    ///
+    /// Only an `INPROGRESS` task ends here. A task that ended another way
+    /// meanwhile — cancelled, or failed by the sweeper past its deadline —
+    /// keeps its status: the last results of a task are often recorded
+    /// after a cancel, and must not turn it into a success. The statuses
+    /// before planning cannot have completed shards; they stay too.
+    pub fn after_last_shard(self, failures: ItemFailures) -> TaskStatus {
+        use TaskStatus::*;
+        match (self, failures) {
+            (InProgress, ItemFailures::None) => Completed,
+            (InProgress, ItemFailures::Some) => Failed,
+            (Queued | Retrying | SubmissionFailed | Submitted, _) => self,
+            (Completed | Failed | Cancelled, _) => self,
         }
     }
 }
@@ -177,6 +222,33 @@ mod tests {
                 "{from} -> {to} must be illegal"
             );
         }
+    }
+
+    #[test]
+    fn the_last_shard_ends_only_a_running_task_and_failures_decide_how() {
+        assert_eq!(InProgress.after_last_shard(ItemFailures::None), Completed);
+        assert_eq!(InProgress.after_last_shard(ItemFailures::Some), Failed);
+        for status in TaskStatus::ALL.into_iter().filter(|s| *s != InProgress) {
+            for failures in ItemFailures::ALL {
+                assert_eq!(
+                    status.after_last_shard(failures),
+                    status,
+                    "{status} with {failures:?} must keep its status"
+                );
+            }
+        }
+        for failures in ItemFailures::ALL {
+            let after = InProgress.after_last_shard(failures);
+            assert!(after.is_terminal(), "{failures:?} gives {after}");
+            assert!(InProgress.can_transition_to(after));
+        }
+    }
+
+    #[test]
+    fn any_failed_item_counts_as_a_failure() {
+        assert_eq!(ItemFailures::of(0), ItemFailures::None);
+        assert_eq!(ItemFailures::of(1), ItemFailures::Some);
+        assert_eq!(ItemFailures::of(u64::MAX), ItemFailures::Some);
     }
 
     #[test]

@@ -15,11 +15,17 @@ use serde_json::{Map, Value};
 /// messages, so a task that is accepted always fits the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubmitLimits {
+    /// Inputs per task.
     pub max_items: usize,
+    /// Bytes per input.
     pub max_item_bytes: usize,
+    /// Bytes of the template.
     pub max_template_bytes: usize,
+    /// The largest per-item timeout.
     pub max_timeout_secs: u64,
+    /// The per-item timeout when the request gives none.
     pub default_timeout_secs: u64,
+    /// The most extra attempts per item.
     pub max_retries: u32,
     /// All of `variableJson`, in bytes once JSON-encoded.
     pub max_variables_bytes: usize,
@@ -50,12 +56,16 @@ impl Default for SubmitLimits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ValidationError {
+    /// Machine-readable reason (`invalid_field`, `too_large_body`, ...).
     pub code: &'static str,
+    /// The request field to blame, when one is.
     pub field: Option<String>,
+    /// A sentence for people.
     pub message: String,
 }
 
 impl ValidationError {
+    /// An error one request field is to blame for.
     pub fn field(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
         ValidationError {
             code,
@@ -64,6 +74,7 @@ impl ValidationError {
         }
     }
 
+    /// An error about the request as a whole.
     pub fn general(code: &'static str, message: impl Into<String>) -> Self {
         ValidationError {
             code,
@@ -76,14 +87,23 @@ impl ValidationError {
 /// A validated task, ready to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTask {
+    /// A fresh id.
     pub id: String,
+    /// `name`, when given.
     pub name: Option<String>,
+    /// `templateFunction`, as submitted.
     pub template_function: String,
+    /// `variableJson`, checked.
     pub variables: Variables,
+    /// `interpreter`.
     pub interpreter: String,
+    /// `timeoutSecs` (the default when not given).
     pub timeout_secs: u64,
+    /// `retries`.
     pub retries: u32,
+    /// `deadlineSecs`, when given.
     pub deadline_secs: Option<u64>,
+    /// The inputs, in order.
     pub inputs: Vec<String>,
     /// `memoryMb`: memory each item may use, in MiB.
     pub memory_mb: Option<u64>,

@@ -13,8 +13,11 @@ use super::variables::Variables;
 /// One `{{name}}` occurrence: the name and the byte range it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placeholder<'a> {
+    /// The variable's name, as written between the braces.
     pub name: &'a str,
+    /// Byte offset of the opening `{{`.
     pub start: usize,
+    /// Byte offset just past the closing `}}`.
     pub end: usize,
 }
 

@@ -14,7 +14,9 @@ pub struct Variables(BTreeMap<String, Value>);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct VariablesError {
+    /// The JSON path to blame (`variableJson.name`).
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -75,10 +77,12 @@ impl Variables {
         })
     }
 
+    /// How many variables there are.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -17,6 +17,9 @@
 //! `--ephemeral`); [`redis::RedisStore`] in distributed mode. One contract
 //! test suite (`tests/contract/`) runs against each.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod redis;
 pub mod sqlite;
 
@@ -33,43 +36,185 @@ pub use sqlite::SqliteStore;
 /// A shared handle to whichever store this process uses.
 pub type DynStore = Arc<dyn Store>;
 
+/// What a backend or a decoder said, kept as the [`source`](std::error::Error::source)
+/// of a [`StoreError`] so logs and `caused by:` lines show it.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store call failed.
+///
+/// Callers decide what to do by variant: a caller's mistake (`NoSuch*`,
+/// [`StoreError::TaskExists`], [`StoreError::IllegalTransition`]) is
+/// answered, not retried; [`StoreError::is_retryable`] says which failures
+/// may go away on their own. The backend's own error stays attached as the
+/// source; the message names the operation, not the cause, so printing the
+/// chain never repeats it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("task {0} not found")]
-    NotFound(String),
+    /// The store does not know the task (never stored, or expired).
+    #[error("task {id} not found")]
+    NoSuchTask {
+        /// The task id asked for.
+        id: String,
+    },
+    /// The shard is not in the task's plan (at or past `chunksToExecute`).
+    #[error("task {task} has no shard {shard}: its plan has {planned} shards")]
+    NoSuchShard {
+        /// The task id.
+        task: String,
+        /// The shard asked for.
+        shard: u32,
+        /// The task's `chunksToExecute` (0 before it is planned).
+        planned: u32,
+    },
+    /// [`Store::insert_task`] with an id that is taken.
+    #[error("task {id} already exists")]
+    TaskExists {
+        /// The id that is taken.
+        id: String,
+    },
+    /// [`TaskStatus::can_transition_to`] refuses the change.
     #[error("task {id} cannot go from {from} to {to}")]
     IllegalTransition {
+        /// The task id.
         id: String,
+        /// The task's status, which stays.
         from: TaskStatus,
+        /// The status asked for.
         to: TaskStatus,
     },
-    #[error("task {0} already exists")]
-    AlreadyExists(String),
-    /// The backend could not be reached or is busy; trying again may help.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// A plan with more shards than `chunksToExecute` can count.
+    #[error("task {task}: a plan of {shards} shards is more than a task can have")]
+    PlanTooLarge {
+        /// The task id.
+        task: String,
+        /// The shards of the plan offered.
+        shards: usize,
+    },
+    /// The backend could not be reached, or is busy or loading; trying
+    /// again may help.
+    #[error("store unavailable: {op}")]
+    Unavailable {
+        /// The operation and where it went (`redis read task … at host:port`).
+        op: String,
+        /// The backend's error.
+        #[source]
+        source: Cause,
+    },
+    /// The backend did not answer within the call's deadline (hung or
+    /// overloaded); trying again may help.
+    #[error("store unavailable: {op}: no answer within {} s", after.as_secs())]
+    TimedOut {
+        /// The operation and where it went.
+        op: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
     /// Stored data could not be read back (a bug or a hand-edited store).
-    #[error("stored data for {what} is unreadable: {detail}")]
-    Corrupt { what: String, detail: String },
-    #[error("store error: {0}")]
-    Backend(String),
+    #[error("stored data for {what} is unreadable")]
+    Corrupt {
+        /// The task and field (`task … status`).
+        what: String,
+        /// Why it does not read back.
+        #[source]
+        source: Cause,
+    },
+    /// The backend refused the operation for a reason a retry does not
+    /// change (a script error, a key of the wrong type, a full disk, a
+    /// refused password).
+    #[error("store error: {op}")]
+    Backend {
+        /// The operation and where it went.
+        op: String,
+        /// The backend's error.
+        #[source]
+        source: Cause,
+    },
+    /// A script answered something it never answers: the stored data or
+    /// the script is not what this code expects.
+    #[error("store error: {op}: unexpected reply {reply:?}")]
+    UnexpectedReply {
+        /// The operation.
+        op: String,
+        /// The first few words of the reply.
+        reply: Vec<String>,
+    },
+    /// A value could not be encoded as JSON for storage.
+    #[error("cannot encode {what} as json")]
+    Encode {
+        /// The value (`variables`, `item result`, …).
+        what: String,
+        /// serde's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The Redis URL does not parse.
+    #[error("redis url {url:?} is not valid")]
+    InvalidUrl {
+        /// The URL with its password replaced by `***`.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: Cause,
+    },
+    /// A Redis store needs a retention: ended tasks would otherwise vanish at once.
+    #[error("redis store retention must be longer than zero")]
+    ZeroRetention,
+    /// The SQLite file was written by a newer dts.
+    #[error(
+        "sqlite {op}: schema version {found} is not one this dts can read (it writes version {supported}); was the file written by a newer dts?"
+    )]
+    UnsupportedSchema {
+        /// Opening which file.
+        op: String,
+        /// The file's schema version.
+        found: i64,
+        /// The version this dts writes.
+        supported: i64,
+    },
 }
 
 impl StoreError {
-    /// Whether the same call may succeed if tried again later.
+    /// Whether the same call may succeed if tried again later. Decided per
+    /// variant, so a new variant must say.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        match self {
+            StoreError::Unavailable { .. } | StoreError::TimedOut { .. } => true,
+            StoreError::NoSuchTask { .. }
+            | StoreError::NoSuchShard { .. }
+            | StoreError::TaskExists { .. }
+            | StoreError::IllegalTransition { .. }
+            | StoreError::PlanTooLarge { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Backend { .. }
+            | StoreError::UnexpectedReply { .. }
+            | StoreError::Encode { .. }
+            | StoreError::InvalidUrl { .. }
+            | StoreError::ZeroRetention
+            | StoreError::UnsupportedSchema { .. } => false,
+        }
+    }
+
+    /// Stored data for `what` that does not read back; `source` says why.
+    pub fn corrupt(what: impl Into<String>, source: impl Into<Cause>) -> StoreError {
+        StoreError::Corrupt {
+            what: what.into(),
+            source: source.into(),
+        }
     }
 }
 
+/// What every [`Store`] call returns.
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Which item results to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ResultFilter {
+    /// Every recorded result.
     #[default]
     All,
+    /// Only items that succeeded.
     Succeeded,
+    /// Only items that failed.
     Failed,
 }
 
@@ -81,7 +226,12 @@ pub enum PlanOutcome {
     Created(Task),
     /// A plan was stored before (a redelivered task message): these are its
     /// shards, to republish those not yet completed.
-    Existing { task: Task, shards: Vec<ShardRange> },
+    Existing {
+        /// The task as stored.
+        task: Task,
+        /// The stored plan.
+        shards: Vec<ShardRange>,
+    },
     /// The task already ended (cancelled, say) and was never planned: nothing to do.
     Ended(Task),
 }
@@ -100,11 +250,11 @@ pub struct ShardCompletion {
 /// Everything dts keeps. See the crate docs for the atomicity rules.
 ///
 /// Operations on a task id the store does not know return
-/// [`StoreError::NotFound`], except the reads that answer with an `Option`.
+/// [`StoreError::NoSuchTask`], except the reads that answer with an `Option`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a new task (status `QUEUED`) with its inputs, as given.
-    /// [`StoreError::AlreadyExists`] if the id is taken; the stored task is
+    /// [`StoreError::TaskExists`] if the id is taken; the stored task is
     /// left as it was.
     async fn insert_task(&self, task: &Task, inputs: &[String]) -> StoreResult<()>;
 
@@ -153,12 +303,13 @@ pub trait Store: Send + Sync + 'static {
     /// Records `results` as [`Store::record_results`] does and completes the
     /// shard, in one atomic, idempotent step: the shard joins the completed set
     /// only if it is not there yet, and only then does `chunksExecuted` grow.
-    /// Completing the last shard of an `INPROGRESS` task sets `COMPLETED` (no
-    /// item failed) or `FAILED`, and `finishedAt`; a task that ended otherwise
-    /// (cancelled) keeps its status. The shard's lease (see
+    /// Completing the last shard enters the status
+    /// [`TaskStatus::after_last_shard`] gives (an `INPROGRESS` task becomes
+    /// `COMPLETED` if no item failed, else `FAILED`, and gets `finishedAt`; a
+    /// task that ended otherwise, cancelled say, keeps its status). The shard's lease (see
     /// [`Store::claim_shard`]) is dropped in the same step, whoever holds it.
     /// A shard the plan does not have (not below `chunksToExecute`) is
-    /// refused and nothing is recorded.
+    /// refused ([`StoreError::NoSuchShard`]) and nothing is recorded.
     async fn complete_shard(
         &self,
         id: &str,
@@ -247,24 +398,27 @@ pub trait Store: Send + Sync + 'static {
 
 /// A value as JSON for storage; `what` names it in the error.
 pub(crate) fn encode<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> StoreResult<String> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Backend(format!("cannot encode {what} as json: {e}")))
+    serde_json::to_string(value).map_err(|source| StoreError::Encode {
+        what: what.to_string(),
+        source,
+    })
 }
 
 /// The refusal of a shard the plan of task `id` does not have (counting it
 /// would let `chunksExecuted` pass `chunksToExecute`).
-pub(crate) fn no_shard(id: &str, shard: u32, planned: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!(
-        "task {id} has no shard {shard}: its plan has {planned} shards"
-    ))
+pub(crate) fn no_shard(id: &str, shard: u32, planned: u32) -> StoreError {
+    StoreError::NoSuchShard {
+        task: id.to_string(),
+        shard,
+        planned,
+    }
 }
 
 /// A plan's shard count as `chunksToExecute` holds it.
 pub(crate) fn plan_size(id: &str, shards: usize) -> StoreResult<u32> {
-    u32::try_from(shards).map_err(|_| {
-        StoreError::Backend(format!(
-            "task {id}: a plan of {shards} shards is more than a task can have"
-        ))
+    u32::try_from(shards).map_err(|_| StoreError::PlanTooLarge {
+        task: id.to_string(),
+        shards,
     })
 }
 
@@ -292,10 +446,18 @@ pub enum ShardClaim {
     /// The caller holds the lease now. `attempt` is 1 for the first claim and
     /// grows by one each time a lease was taken over after it expired
     /// unreleased or was released not clean; a clean release does not count.
-    Acquired { attempt: u32 },
+    Acquired {
+        /// Which attempt at the shard this is (1 the first time).
+        attempt: u32,
+    },
     /// Another worker — or the caller itself, for a duplicate delivery —
     /// holds an unexpired lease. Try again after `expires_in` at the latest.
-    Held { owner: String, expires_in: Duration },
+    Held {
+        /// The worker holding the lease.
+        owner: String,
+        /// How long until the lease expires unless renewed.
+        expires_in: Duration,
+    },
     /// The shard is complete: nothing to run.
     Completed,
 }

@@ -107,21 +107,27 @@ fn a_directory_that_cannot_be_created_is_an_error_naming_it() {
     std::fs::write(&blocker, "a regular file where a directory should go").unwrap();
     let wanted = blocker.join("data");
     let err = SqliteStore::open(&wanted.join("dts.sqlite")).unwrap_err();
-    let message = err.to_string();
-    assert!(matches!(err, StoreError::Backend(_)), "{message}");
+    match &err {
+        StoreError::Backend { op, source } => {
+            assert_eq!(
+                *op,
+                format!("create directory {} for the sqlite store", wanted.display())
+            );
+            assert!(source.is::<std::io::Error>(), "{source:?}");
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
     assert!(!err.is_retryable());
-    assert!(message.contains("cannot create directory"), "{message}");
-    assert!(message.contains(&wanted.display().to_string()), "{message}");
 }
 
 #[test]
 fn a_path_that_is_a_directory_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let err = SqliteStore::open(dir.path()).unwrap_err();
-    let message = err.to_string();
+    let opening = format!("sqlite open {}", dir.path().display());
     assert!(
-        message.contains(&dir.path().display().to_string()),
-        "{message}"
+        matches!(&err, StoreError::Backend { op, source } if *op == opening && source.is::<rusqlite::Error>()),
+        "{err:?}"
     );
 }
 
@@ -135,7 +141,17 @@ fn a_file_from_a_newer_schema_is_refused() {
         .pragma_update(None, "user_version", 99)
         .unwrap();
     let err = SqliteStore::open(&path).unwrap_err();
-    assert!(err.to_string().contains("schema version 99"), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::UnsupportedSchema {
+                found: 99,
+                supported: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -133,7 +133,9 @@ pub(crate) fn session_timeout(settings: &KafkaSettings) -> Duration {
 }
 
 pub(crate) fn settings_error(error: KafkaError) -> BusError {
-    BusError::Other(format!("invalid kafka client settings: {error}"))
+    BusError::InvalidSettings {
+        source: error.into(),
+    }
 }
 
 /// Sends librdkafka's log lines and error events to `tracing`.

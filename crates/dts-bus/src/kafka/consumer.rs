@@ -123,10 +123,9 @@ pub(crate) async fn join(
     let consumer: KafkaConsumer = consumer_config(settings, group)
         .create_with_context(MemberContext::new(book.clone()))
         .map_err(settings_error)?;
-    consumer.subscribe(&[topic]).map_err(|e| {
-        BusError::Other(format!(
-            "subscribing to topic {topic} in group {group}: {e}"
-        ))
+    consumer.subscribe(&[topic]).map_err(|e| BusError::Fatal {
+        op: format!("subscribing to topic {topic} in group {group}"),
+        source: e.into(),
     })?;
     let (out, deliveries) = mpsc::channel(HAND_OFF);
     // Taken before the wait below: if the caller gives up on subscribing,
@@ -325,9 +324,10 @@ impl Driver {
         match error {
             KafkaError::MessageConsumptionFatal(code) => {
                 error!(%topic, %group, %code, "the consumer failed for good");
-                Some(BusError::Other(format!(
-                    "consumer of topic {topic} in group {group} failed: {code}"
-                )))
+                Some(BusError::Fatal {
+                    op: format!("consumer of topic {topic} in group {group}"),
+                    source: code.into(),
+                })
             }
             KafkaError::PartitionEOF(_) => None,
             error => {
@@ -371,17 +371,21 @@ impl Acknowledge for KafkaAck {
         let mut offsets = TopicPartitionList::new();
         offsets
             .add_partition_offset(topic, self.partition, Offset::Offset(commit_at))
-            .map_err(|e| BusError::Other(format!("committing {topic}: {e}")))?;
+            .map_err(|e| BusError::Fatal {
+                op: format!("committing {topic} partition {}", self.partition),
+                source: e.into(),
+            })?;
         // Committed under the lock, so a rebalance cannot take the partition
         // between the check above and the commit request.
         member
             .consumer
             .commit(&offsets, CommitMode::Async)
-            .map_err(|e| {
-                BusError::Unavailable(format!(
-                    "committing offset {commit_at} of {topic} partition {}: {e}",
+            .map_err(|e| BusError::Unavailable {
+                op: format!(
+                    "committing offset {commit_at} of {topic} partition {}",
                     self.partition
-                ))
+                ),
+                source: e.into(),
             })
     }
 }

@@ -1,4 +1,4 @@
-//! The Kafka bus (feature `kafka`): distributed mode's transport, on
+//! The Kafka bus: distributed mode's transport, on
 //! librdkafka through the `rdkafka` crate. Works with any Kafka-protocol
 //! broker.
 //!
@@ -24,7 +24,7 @@ mod offsets;
 mod producer;
 mod rebalance;
 
-use crate::{Bus, BusError, BusResult, DEFAULT_MAX_MESSAGE_BYTES, Subscription};
+use crate::{Bus, BusError, BusResult, Cause, DEFAULT_MAX_MESSAGE_BYTES, Subscription};
 use async_trait::async_trait;
 use client::{LogContext, OffThread, OpenMembers, admin_config, consumer_config, settings_error};
 use producer::Publisher;
@@ -120,10 +120,9 @@ async fn reach(
     let publisher = publisher.clone();
     let timeout = settings.connect_timeout;
     let bootstrap = settings.bootstrap.clone();
-    let unreachable = |detail: String| {
-        BusError::Unavailable(format!(
-            "cannot reach the kafka brokers at {bootstrap} within {timeout:?}: {detail}"
-        ))
+    let unreachable = |source: Cause| BusError::Unavailable {
+        op: format!("cannot reach the kafka brokers at {bootstrap} within {timeout:?}"),
+        source,
     };
     // Blocks for up to `timeout`: keep it off the async threads.
     let answer = tokio::task::spawn_blocking(move || {
@@ -143,8 +142,8 @@ async fn reach(
     .await;
     match answer {
         Ok(Ok(counts)) => Ok(counts),
-        Ok(Err(error)) => Err(unreachable(error.to_string())),
-        Err(join) => Err(unreachable(join.to_string())),
+        Ok(Err(error)) => Err(unreachable(error.into())),
+        Err(join) => Err(unreachable(join.into())),
     }
 }
 
@@ -155,9 +154,7 @@ impl KafkaBus {
     /// pass-through setting is invalid.
     pub async fn connect(settings: KafkaSettings) -> BusResult<KafkaBus> {
         if settings.partitions == 0 {
-            return Err(BusError::Other(
-                "kafka: partitions must be at least 1".into(),
-            ));
+            return Err(BusError::ZeroPartitions);
         }
         let started = Instant::now();
         let publisher = Arc::new(Publisher::new(&settings)?);
@@ -235,7 +232,10 @@ impl KafkaBus {
             .admin
             .create_topics(&new_topics, &options)
             .await
-            .map_err(|e| BusError::Unavailable(format!("creating topics at {bootstrap}: {e}")))?;
+            .map_err(|e| BusError::Unavailable {
+                op: format!("creating topics at {bootstrap}"),
+                source: e.into(),
+            })?;
         for result in results {
             match result {
                 Ok(name) | Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
@@ -248,7 +248,8 @@ impl KafkaBus {
                     self.lock_known().insert(name);
                 }
                 Err((name, code)) => {
-                    let message = format!("creating topic {name} at {bootstrap}: {code}");
+                    let op = format!("creating topic {name} at {bootstrap}");
+                    let source = code.into();
                     return Err(match code {
                         RDKafkaErrorCode::RequestTimedOut
                         | RDKafkaErrorCode::OperationTimedOut
@@ -256,9 +257,9 @@ impl KafkaBus {
                         | RDKafkaErrorCode::AllBrokersDown
                         | RDKafkaErrorCode::NotController
                         | RDKafkaErrorCode::CoordinatorNotAvailable => {
-                            BusError::Unavailable(message)
+                            BusError::Unavailable { op, source }
                         }
-                        _ => BusError::Other(message),
+                        _ => BusError::Fatal { op, source },
                     });
                 }
             }

@@ -68,10 +68,10 @@ impl Publisher {
         match tokio::time::timeout(self.bound, self.producer.send(record, QUEUE_WAIT)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((error, _))) => Err(self.failed(topic, key, payload.len(), error)),
-            Err(_) => Err(BusError::Unavailable(format!(
-                "publishing to topic {topic} (key {key}): no delivery report within {:?}",
-                self.bound
-            ))),
+            Err(_) => Err(BusError::TimedOut {
+                op: format!("publishing to topic {topic} (key {key})"),
+                after: self.bound,
+            }),
         }
     }
 
@@ -84,11 +84,12 @@ impl Publisher {
         if code.is_some_and(is_size_error) {
             return self.too_large(topic, size);
         }
-        let message = format!("publishing to topic {topic} (key {key}): {error}");
+        let op = format!("publishing to topic {topic} (key {key})");
+        let source = error.into();
         if code.is_some_and(is_transient) {
-            BusError::Unavailable(message)
+            BusError::Unavailable { op, source }
         } else {
-            BusError::Other(message)
+            BusError::Fatal { op, source }
         }
     }
 }

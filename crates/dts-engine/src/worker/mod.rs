@@ -18,7 +18,7 @@ mod shard;
 
 pub use runner::{ItemRunner, Slot};
 
-use crate::Topics;
+use crate::{Topics, with_causes};
 use dts_bus::{BusError, DynBus};
 use dts_model::{DynClock, Isolation, WorkerInfo, WorkerKind, system_clock};
 use dts_store::DynStore;
@@ -266,7 +266,9 @@ impl Inner {
                     }
                 }
             }
-            Err(e) => warn!(worker = %self.settings.id, error = %e, "cannot renew shard leases"),
+            Err(e) => {
+                warn!(worker = %self.settings.id, error = %with_causes(&e), "cannot renew shard leases")
+            }
         }
     }
 
@@ -313,7 +315,7 @@ impl Inner {
             if tokio::time::Instant::now() >= next_beat {
                 next_beat += interval;
                 if let Err(e) = self.heartbeat().await {
-                    warn!(worker = %self.settings.id, error = %e, "heartbeat failed");
+                    warn!(worker = %self.settings.id, error = %with_causes(&e), "heartbeat failed");
                 }
                 self.renew_leases().await;
             }
@@ -354,7 +356,7 @@ impl Inner {
                 }
                 Err(BusError::Closed) => break,
                 Err(e) => {
-                    warn!(error = %e, "cannot read the shard topic");
+                    warn!(error = %with_causes(&e), "cannot read the shard topic");
                     if !crate::sleep_unless_cancelled(self.settings.retry_delay, &shutdown).await {
                         break;
                     }
@@ -376,7 +378,7 @@ impl Inner {
         }
         drop(subscription);
         if let Err(e) = self.store.remove_worker(&self.settings.id).await {
-            debug!(error = %e, "could not remove the worker's heartbeat");
+            debug!(error = %with_causes(&e), "could not remove the worker's heartbeat");
         }
         info!(worker = %self.settings.id, "worker stopped");
     }

@@ -2,7 +2,7 @@
 //! record results in batches, complete the shard.
 
 use super::Inner;
-use crate::{EngineError, events, sleep_unless_cancelled};
+use crate::{EngineError, events, sleep_unless_cancelled, with_causes};
 use dts_bus::Delivery;
 use dts_executor::{ExecOutcome, ItemContext, ItemLimits, Program};
 use dts_model::{ItemResult, ShardMessage};
@@ -84,7 +84,7 @@ impl Inner {
         let message: ShardMessage = match serde_json::from_slice(&delivery.payload) {
             Ok(message) => message,
             Err(e) => {
-                warn!(error = %e, key = %delivery.key, "skipping unreadable shard message");
+                warn!(error = %with_causes(&e), key = %delivery.key, "skipping unreadable shard message");
                 acknowledge(delivery).await;
                 return;
             }
@@ -105,7 +105,7 @@ impl Inner {
                 drop(delivery);
             }
             Err(e) => {
-                warn!(task, shard, error = %e, "shard failed; handing it back");
+                warn!(task, shard, error = %with_causes(&e), "shard failed; handing it back");
                 sleep_unless_cancelled(self.settings.retry_delay, stop_intake).await;
                 drop(delivery);
             }
@@ -145,7 +145,7 @@ impl Inner {
                     .release_shard(id, shard, &self.settings.id, true)
                     .await
                 {
-                    debug!(task = %id, shard, error = %e, "cannot release the shard's lease; it will expire");
+                    debug!(task = %id, shard, error = %with_causes(&e), "cannot release the shard's lease; it will expire");
                 }
             }
         }
@@ -335,7 +335,7 @@ impl Inner {
                         match self.store.task(id).await {
                             Ok(Some(task)) if task.status.is_terminal() => task_stop.cancel(),
                             Ok(_) => {}
-                            Err(e) => debug!(task = %id, error = %e, "cannot check the task's status"),
+                            Err(e) => debug!(task = %id, error = %with_causes(&e), "cannot check the task's status"),
                         }
                     }
                 }
@@ -365,7 +365,7 @@ impl Inner {
                 written
             }
             Err(e) => {
-                warn!(task = %id, error = %e, waiting = batch.len(), "cannot record results yet");
+                warn!(task = %id, error = %with_causes(&e), waiting = batch.len(), "cannot record results yet");
                 0
             }
         }
@@ -392,7 +392,7 @@ impl Inner {
             match op().await {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    warn!(error = %e, "store unavailable; retrying in {delay:?}");
+                    warn!(error = %with_causes(&e), "store unavailable; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
@@ -537,7 +537,7 @@ impl Inner {
             Ok(starts) => starts,
             Err(e) => {
                 // Not knowing costs at most one more death; run it.
-                warn!(task = %run.id(), index, error = %e, "cannot count the item's starts");
+                warn!(task = %run.id(), index, error = %with_causes(&e), "cannot count the item's starts");
                 return None;
             }
         };
@@ -599,6 +599,6 @@ struct Collected {
 
 async fn acknowledge(delivery: Delivery) {
     if let Err(e) = delivery.ack().await {
-        warn!(error = %e, "cannot acknowledge a shard message");
+        warn!(error = %with_causes(&e), "cannot acknowledge a shard message");
     }
 }

@@ -6,7 +6,7 @@
 //! The store adds `member` (the task's entry in the list indexes) and `plan`
 //! (the shard ranges as JSON, once planned). Results and heartbeats are JSON.
 
-use crate::{StoreError, StoreResult};
+use crate::{Cause, StoreError, StoreResult};
 use dts_model::{ItemResult, Task, TaskStatus, WorkerInfo};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -121,16 +121,16 @@ impl TaskHash {
 
     fn parsed<T: FromStr>(&self, field: &str) -> StoreResult<T>
     where
-        T::Err: std::fmt::Display,
+        T::Err: Into<Cause>,
     {
         let text = self.text(field)?;
         text.parse()
-            .map_err(|e| self.corrupt(field, format!("{text:?}: {e}")))
+            .map_err(|e| self.corrupt(&format!("{field} {text:?}"), e))
     }
 
     fn optional_parsed<T: FromStr>(&self, field: &str) -> StoreResult<Option<T>>
     where
-        T::Err: std::fmt::Display,
+        T::Err: Into<Cause>,
     {
         match self.fields.get(field) {
             Some(_) => self.parsed(field).map(Some),
@@ -138,30 +138,22 @@ impl TaskHash {
         }
     }
 
-    fn corrupt(&self, field: &str, detail: impl std::fmt::Display) -> StoreError {
-        StoreError::Corrupt {
-            what: format!("task {} {field}", self.id),
-            detail: detail.to_string(),
-        }
+    fn corrupt(&self, field: &str, detail: impl Into<Cause>) -> StoreError {
+        StoreError::corrupt(format!("task {} {field}", self.id), detail)
     }
 }
 
 /// A status name as a script returned it.
 pub(super) fn status(id: &str, text: &str) -> StoreResult<TaskStatus> {
-    text.parse().map_err(|e| StoreError::Corrupt {
-        what: format!("task {id} status"),
-        detail: format!("{e}"),
-    })
+    text.parse()
+        .map_err(|e| StoreError::corrupt(format!("task {id} status"), e))
 }
 
 pub(super) use crate::encode;
 
 /// JSON read back from Redis; `what` names it in the error.
 pub(super) fn decode<T: serde::de::DeserializeOwned>(what: String, json: &str) -> StoreResult<T> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
-        what,
-        detail: e.to_string(),
-    })
+    serde_json::from_str(json).map_err(|e| StoreError::corrupt(what, e))
 }
 
 /// A result as the scripts take it: index, `1` if it succeeded, JSON.
@@ -238,17 +230,14 @@ mod tests {
         hash.fields
             .insert("chunksExecuted".to_string(), "-1".to_string());
         match hash.decode() {
-            Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "task t-1 chunksExecuted"),
+            Err(StoreError::Corrupt { what, .. }) => {
+                assert_eq!(what, "task t-1 chunksExecuted \"-1\"")
+            }
             other => panic!("expected corrupt, got {other:?}"),
         }
         hash.fields.remove("status");
         match hash.decode() {
-            Err(StoreError::Corrupt { what, detail }) => {
-                assert_eq!(
-                    (what.as_str(), detail.as_str()),
-                    ("task t-1 status", "missing")
-                )
-            }
+            Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "task t-1 status"),
             other => panic!("expected corrupt, got {other:?}"),
         }
     }

@@ -1,8 +1,10 @@
 //! Redis errors to [`StoreError`]s: whether a retry can help, and messages
-//! that name the operation and the server.
+//! that name the operation and the server. The Redis error itself stays
+//! attached as the source.
 
 use crate::StoreError;
 use ::redis::{ErrorKind, RedisError};
+use std::time::Duration;
 
 /// Turns a Redis error into a [`StoreError`] naming `op` and `address`.
 ///
@@ -10,12 +12,18 @@ use ::redis::{ErrorKind, RedisError};
 /// starting (`LOADING`), busy with a script (`BUSY`) or failing over, may
 /// succeed later: [`StoreError::Unavailable`]. Anything else (a script bug, a
 /// key of the wrong type, a refused password) will not: [`StoreError::Backend`].
-pub(super) fn classify(op: &str, address: &str, e: &RedisError) -> StoreError {
-    let message = format!("redis {op} at {address}: {e}");
-    if is_transient(e) {
-        StoreError::Unavailable(message)
+pub(super) fn classify(op: &str, address: &str, e: RedisError) -> StoreError {
+    let op = format!("redis {op} at {address}");
+    if is_transient(&e) {
+        StoreError::Unavailable {
+            op,
+            source: e.into(),
+        }
     } else {
-        StoreError::Backend(message)
+        StoreError::Backend {
+            op,
+            source: e.into(),
+        }
     }
 }
 
@@ -33,18 +41,21 @@ fn is_transient(e: &RedisError) -> bool {
     ) || matches!(e.code(), Some("BUSY" | "LOADING" | "MASTERDOWN"))
 }
 
-/// A call that got no answer within `secs` seconds: a hung or overloaded server.
-pub(super) fn timed_out(op: &str, address: &str, secs: u64) -> StoreError {
-    StoreError::Unavailable(format!(
-        "redis {op} at {address}: no answer within {secs} s"
-    ))
+/// A call that got no answer within `after`: a hung or overloaded server.
+pub(super) fn timed_out(op: &str, address: &str, after: Duration) -> StoreError {
+    StoreError::TimedOut {
+        op: format!("redis {op} at {address}"),
+        after,
+    }
 }
 
 /// A reply the scripts never give: the stored data or the script is not what
 /// this code expects.
 pub(super) fn unexpected(op: &str, reply: &[String]) -> StoreError {
-    let head: Vec<&str> = reply.iter().take(3).map(String::as_str).collect();
-    StoreError::Backend(format!("redis {op}: unexpected reply {head:?}"))
+    StoreError::UnexpectedReply {
+        op: format!("redis {op}"),
+        reply: reply.iter().take(3).cloned().collect(),
+    }
 }
 
 #[cfg(test)]
@@ -61,31 +72,45 @@ mod tests {
             io::ErrorKind::TimedOut,
         ] {
             let e = RedisError::from(io::Error::new(kind, "gone"));
-            let err = classify("read task t", "127.0.0.1:7000", &e);
+            let err = classify("read task t", "127.0.0.1:7000", e);
             assert!(err.is_retryable(), "{err}");
-            let text = err.to_string();
-            assert!(text.contains("read task t"), "{text}");
-            assert!(text.contains("127.0.0.1:7000"), "{text}");
+            match &err {
+                StoreError::Unavailable { op, source } => {
+                    assert_eq!(op, "redis read task t at 127.0.0.1:7000");
+                    assert!(source.downcast_ref::<RedisError>().is_some(), "{source:?}");
+                }
+                other => panic!("{kind:?}: expected unavailable, got {other:?}"),
+            }
         }
     }
 
     #[test]
     fn a_loading_or_busy_server_is_worth_retrying() {
         let loading = RedisError::from((ErrorKind::BusyLoadingError, "loading"));
-        assert!(classify("op", "a:1", &loading).is_retryable());
+        assert!(classify("op", "a:1", loading).is_retryable());
         // As the parser reports `-BUSY Redis is busy running a script`.
         let busy = ::redis::make_extension_error(
             "BUSY".to_string(),
             Some("Redis is busy running a script".to_string()),
         );
-        assert!(classify("op", "a:1", &busy).is_retryable());
+        assert!(classify("op", "a:1", busy).is_retryable());
     }
 
     #[test]
     fn other_errors_are_not_worth_retrying() {
         let wrong_type = RedisError::from((ErrorKind::ResponseError, "WRONGTYPE"));
-        let err = classify("op", "a:1", &wrong_type);
-        assert!(matches!(err, StoreError::Backend(_)), "{err}");
+        let err = classify("op", "a:1", wrong_type);
+        assert!(
+            matches!(&err, StoreError::Backend { source, .. } if source.is::<RedisError>()),
+            "{err:?}"
+        );
         assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn a_call_without_an_answer_is_worth_retrying() {
+        let err = timed_out("read task t", "a:1", Duration::from_secs(5));
+        assert!(matches!(err, StoreError::TimedOut { .. }), "{err:?}");
+        assert!(err.is_retryable());
     }
 }

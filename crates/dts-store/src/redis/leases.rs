@@ -39,7 +39,7 @@ pub(super) async fn claim_shard(
         }),
         Some("completed") => Ok(ShardClaim::Completed),
         Some("noshard") if reply.len() == 2 => Err(super::results::no_shard(id, shard, &reply[1])),
-        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(&op, &reply)),
     }
 }
@@ -70,9 +70,10 @@ pub(super) async fn renew_leases(
     let lost: Vec<usize> = store.run(&op, call.invoke_async(&mut conn)).await?;
     lost.into_iter()
         .map(|position| {
-            shards.get(position).cloned().ok_or_else(|| {
-                StoreError::Backend(format!("redis {op}: no shard at position {position}"))
-            })
+            shards
+                .get(position)
+                .cloned()
+                .ok_or_else(|| unexpected(&op, &[position.to_string()]))
         })
         .collect()
 }
@@ -110,16 +111,13 @@ pub(super) async fn mark_item_started(
         .await?;
     match reply.first().map(String::as_str) {
         Some("ok") if reply.len() == 2 => number(&op, &reply[1]),
-        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(&op, &reply)),
     }
 }
 
 /// A count or a duration a script returned as text.
-fn number<T: std::str::FromStr>(op: &str, text: &str) -> StoreResult<T>
-where
-    T::Err: std::fmt::Display,
-{
+fn number<T: std::str::FromStr>(op: &str, text: &str) -> StoreResult<T> {
     text.parse()
-        .map_err(|e| StoreError::Backend(format!("redis {op}: unexpected number {text:?}: {e}")))
+        .map_err(|_| unexpected(op, &[text.to_string()]))
 }

@@ -62,7 +62,7 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-/// How long any one call may take before it fails as [`StoreError::Unavailable`].
+/// How long any one call may take before it fails as [`StoreError::TimedOut`].
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest wait for one TCP connection attempt.
@@ -111,21 +111,19 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Connects to Redis and checks that it answers. Fails within about
-    /// [`CALL_TIMEOUT`] with [`StoreError::Unavailable`] naming `host:port`
-    /// when Redis cannot be reached, and with [`StoreError::Backend`] for a
-    /// malformed URL or a zero retention.
+    /// [`CALL_TIMEOUT`] with [`StoreError::Unavailable`] or
+    /// [`StoreError::TimedOut`] naming `host:port` when Redis cannot be
+    /// reached, and at once with [`StoreError::InvalidUrl`] or
+    /// [`StoreError::ZeroRetention`] for bad settings.
     pub async fn connect(settings: RedisSettings) -> StoreResult<RedisStore> {
-        let client = ::redis::Client::open(settings.url.as_str()).map_err(|e| {
-            StoreError::Backend(format!(
-                "redis url {:?} is not valid: {e}",
-                redact(&settings.url)
-            ))
-        })?;
+        let client =
+            ::redis::Client::open(settings.url.as_str()).map_err(|e| StoreError::InvalidUrl {
+                url: redact(&settings.url),
+                source: e.into(),
+            })?;
         let address = client.get_connection_info().addr.to_string();
         if settings.retention.is_zero() {
-            return Err(StoreError::Backend(
-                "redis store retention must be longer than zero".to_string(),
-            ));
+            return Err(StoreError::ZeroRetention);
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_ATTEMPT_TIMEOUT)
@@ -142,20 +140,8 @@ impl RedisStore {
         };
         let conn = match tokio::time::timeout(CALL_TIMEOUT, connecting).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                return Err(match errors::classify("connect", &address, &e) {
-                    StoreError::Unavailable(_) => StoreError::Unavailable(format!(
-                        "cannot connect to redis at {address}: {e}"
-                    )),
-                    other => other,
-                });
-            }
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot connect to redis at {address}: no answer within {} s",
-                    CALL_TIMEOUT.as_secs()
-                )));
-            }
+            Ok(Err(e)) => return Err(errors::classify("connect", &address, e)),
+            Err(_) => return Err(errors::timed_out("connect", &address, CALL_TIMEOUT)),
         };
         Ok(RedisStore {
             conn,
@@ -173,8 +159,8 @@ impl RedisStore {
     async fn run<T>(&self, op: &str, call: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
         match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(errors::classify(op, &self.address, &e)),
-            Err(_) => Err(errors::timed_out(op, &self.address, CALL_TIMEOUT.as_secs())),
+            Ok(Err(e)) => Err(errors::classify(op, &self.address, e)),
+            Err(_) => Err(errors::timed_out(op, &self.address, CALL_TIMEOUT)),
         }
     }
 

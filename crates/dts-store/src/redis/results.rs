@@ -12,7 +12,34 @@ use super::codec::{self, TaskHash};
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
 use crate::{ResultFilter, ShardCompletion, StoreError, StoreResult};
-use dts_model::{ItemResult, TaskStatus, now_millis};
+use dts_model::{ItemFailures, ItemResult, TaskStatus, now_millis};
+use std::sync::LazyLock;
+
+/// dts-model's completion rule ([`TaskStatus::after_last_shard`]) as
+/// `complete_shard.lua` takes it: the number of entries, then one triple
+/// (status, `none`/`some` items failed, the status to enter) for each case
+/// the rule changes the status. The decision has to happen inside the
+/// script, where the status and the failure count are read in the same
+/// atomic step that counts the shard; tabulating the rule here instead of
+/// writing it again in Lua keeps one rule for both stores.
+static LAST_SHARD_RULE: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let mut entries = Vec::new();
+    for status in TaskStatus::ALL {
+        for failures in ItemFailures::ALL {
+            let after = status.after_last_shard(failures);
+            if after != status {
+                let failures = match failures {
+                    ItemFailures::None => "none",
+                    ItemFailures::Some => "some",
+                };
+                entries.extend([status.as_str(), failures, after.as_str()].map(String::from));
+            }
+        }
+    }
+    let mut args = vec![(entries.len() / 3).to_string()];
+    args.extend(entries);
+    args
+});
 
 /// Results per script call, at most (a worker's batch is a few hundred).
 const MAX_BATCH_ITEMS: usize = 1_000;
@@ -55,12 +82,19 @@ async fn record_batch(
     match reply.first().map(String::as_str) {
         Some("ok") if reply.len() == 2 => codec::status(id, &reply[1]),
         Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard.unwrap_or(0), &reply[1])),
-        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(op, &reply)),
     }
 }
 
-pub(super) use crate::no_shard;
+/// The refusal of a shard the plan does not have; `planned` is the
+/// script's `chunksToExecute`.
+pub(super) fn no_shard(id: &str, shard: u32, planned: &str) -> StoreError {
+    match planned.parse() {
+        Ok(planned) => crate::no_shard(id, shard, planned),
+        Err(e) => StoreError::corrupt(format!("task {id} chunksToExecute {planned:?}"), e),
+    }
+}
 
 pub(super) async fn record_results(
     store: &RedisStore,
@@ -73,7 +107,7 @@ pub(super) async fn record_results(
         status = Some(record_batch(store, &op, id, None, batch).await?);
     }
     // `batches` always gives at least one (possibly empty) batch.
-    status.ok_or_else(|| StoreError::Backend(format!("redis {op}: nothing was sent")))
+    status.ok_or_else(|| unexpected(&op, &[]))
 }
 
 pub(super) async fn complete_shard(
@@ -88,12 +122,8 @@ pub(super) async fn complete_shard(
     for batch in batches {
         record_batch(store, &op, id, Some(shard), batch).await?;
     }
-    let mut args = vec![
-        shard.to_string(),
-        now_millis().to_string(),
-        TaskStatus::Completed.as_str().to_string(),
-        TaskStatus::Failed.as_str().to_string(),
-    ];
+    let mut args = vec![shard.to_string(), now_millis().to_string()];
+    args.extend(LAST_SHARD_RULE.iter().cloned());
     args.extend(last);
     let reply = store
         .task_script(&SCRIPTS.complete_shard, &op, id, args)
@@ -105,7 +135,7 @@ pub(super) async fn complete_shard(
             task: TaskHash::from_pairs(id, &reply[3..]).decode()?,
         }),
         Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard, &reply[1])),
-        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(&op, &reply)),
     }
 }
@@ -123,15 +153,13 @@ pub(super) async fn completed_shards(store: &RedisStore, id: &str) -> StoreResul
         )
         .await?;
     if !exists {
-        return Err(StoreError::NotFound(id.to_string()));
+        return Err(StoreError::NoSuchTask { id: id.to_string() });
     }
     let mut shards = members
         .iter()
         .map(|m| {
-            m.parse::<u32>().map_err(|e| StoreError::Corrupt {
-                what: format!("task {id} completed shards"),
-                detail: format!("{m:?}: {e}"),
-            })
+            m.parse::<u32>()
+                .map_err(|e| StoreError::corrupt(format!("task {id} completed shard {m:?}"), e))
         })
         .collect::<StoreResult<Vec<u32>>>()?;
     shards.sort_unstable();
@@ -159,16 +187,14 @@ pub(super) async fn recorded_indices(
         )
         .await?;
     if !exists {
-        return Err(StoreError::NotFound(id.to_string()));
+        return Err(StoreError::NoSuchTask { id: id.to_string() });
     }
     members.iter().map(|m| index(id, m)).collect()
 }
 
 fn index(id: &str, text: &str) -> StoreResult<u64> {
-    text.parse().map_err(|e| StoreError::Corrupt {
-        what: format!("task {id} result index"),
-        detail: format!("{text:?}: {e}"),
-    })
+    text.parse()
+        .map_err(|e| StoreError::corrupt(format!("task {id} result index {text:?}"), e))
 }
 
 pub(super) async fn results(
@@ -195,10 +221,9 @@ pub(super) async fn results(
     let reply: Vec<String> = store.run(&op, call.invoke_async(&mut conn)).await?;
     match reply.first().map(String::as_str) {
         Some("ok") if reply.len() >= 2 && reply.len() % 2 == 0 => {
-            let total = reply[1].parse().map_err(|e| StoreError::Corrupt {
-                what: format!("task {id} result count"),
-                detail: format!("{e}"),
-            })?;
+            let total = reply[1]
+                .parse()
+                .map_err(|e| StoreError::corrupt(format!("task {id} result count"), e))?;
             let page = reply[2..]
                 .chunks_exact(2)
                 .map(|pair| {
@@ -208,7 +233,26 @@ pub(super) async fn results(
                 .collect::<StoreResult<Vec<ItemResult>>>()?;
             Ok((total, page))
         }
-        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(&op, &reply)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_gets_exactly_the_status_changes_the_model_rule_makes() {
+        let expected = [
+            "2",
+            "INPROGRESS",
+            "none",
+            "COMPLETED",
+            "INPROGRESS",
+            "some",
+            "FAILED",
+        ];
+        assert_eq!(*LAST_SHARD_RULE, expected.map(String::from));
     }
 }

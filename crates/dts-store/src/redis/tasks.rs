@@ -9,7 +9,7 @@ use super::codec::{self, TaskHash};
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
 use crate::{PlanOutcome, StoreError, StoreResult};
-use dts_model::{ShardRange, Task, TaskStatus, now_millis};
+use dts_model::{ItemFailures, ShardRange, Task, TaskStatus, now_millis};
 use std::collections::HashMap;
 
 /// Index entries read per round trip while listing.
@@ -39,7 +39,9 @@ pub(super) async fn insert_task(
         .await?;
     match reply.first().map(String::as_str) {
         Some("ok") => Ok(()),
-        Some("exists") => Err(StoreError::AlreadyExists(task.id.clone())),
+        Some("exists") => Err(StoreError::TaskExists {
+            id: task.id.clone(),
+        }),
         _ => Err(unexpected(&op, &reply)),
     }
 }
@@ -80,10 +82,10 @@ pub(super) async fn task_version(store: &RedisStore, id: &str) -> StoreResult<Op
     }
     match version {
         None => Ok(Some(0)),
-        Some(text) => text.parse().map(Some).map_err(|e| StoreError::Corrupt {
-            what: format!("task {id} version"),
-            detail: format!("{text:?}: {e}"),
-        }),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|e| StoreError::corrupt(format!("task {id} version {text:?}"), e)),
     }
 }
 
@@ -102,10 +104,7 @@ pub(super) async fn inputs(store: &RedisStore, id: &str) -> StoreResult<Option<V
     if !exists {
         return Ok(None);
     }
-    let json = json.ok_or_else(|| StoreError::Corrupt {
-        what: format!("task {id} inputs"),
-        detail: "missing".to_string(),
-    })?;
+    let json = json.ok_or_else(|| StoreError::corrupt(format!("task {id} inputs"), "missing"))?;
     codec::decode(format!("task {id} inputs"), &json).map(Some)
 }
 
@@ -258,7 +257,7 @@ pub(super) async fn transition(
         .await?;
     match reply.first().map(String::as_str) {
         Some("ok") => TaskHash::from_pairs(id, &reply[1..]).decode(),
-        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         Some("illegal") if reply.len() == 2 => Err(StoreError::IllegalTransition {
             id: id.to_string(),
             from: codec::status(id, &reply[1])?,
@@ -278,7 +277,11 @@ pub(super) async fn save_plan(
         codec::encode("plan", shards)?,
         count.to_string(),
         now_millis().to_string(),
-        TaskStatus::Completed.as_str().to_string(),
+        // No shards: planning completed the last one, with nothing failed.
+        TaskStatus::InProgress
+            .after_last_shard(ItemFailures::None)
+            .as_str()
+            .to_string(),
     ];
     let op = format!("save plan of task {id}");
     let reply = store.task_script(&SCRIPTS.save_plan, &op, id, args).await?;
@@ -291,7 +294,7 @@ pub(super) async fn save_plan(
             shards: codec::decode(format!("task {id} plan"), &reply[1])?,
         }),
         Some("ended") => Ok(PlanOutcome::Ended(task(1)?)),
-        Some("notfound") => Err(StoreError::NotFound(id.to_string())),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(&op, &reply)),
     }
 }

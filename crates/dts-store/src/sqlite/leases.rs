@@ -76,7 +76,7 @@ pub(super) fn claim_shard(
         .prepare_cached("SELECT key, chunks_to_execute FROM tasks WHERE id = ?1")?
         .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?
-        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        .ok_or_else(|| StoreError::NoSuchTask { id: id.to_string() })?;
     let completed = tx
         .prepare_cached("SELECT 1 FROM completed_shards WHERE task_key = ?1 AND shard = ?2")?
         .exists(params![key, shard])?;

@@ -54,11 +54,9 @@ impl SqliteStore {
     /// directories and the schema. Blocking: call it at startup.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Backend(format!(
-                    "cannot create directory {} for the sqlite store: {e}",
-                    dir.display()
-                ))
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend {
+                op: format!("create directory {} for the sqlite store", dir.display()),
+                source: e.into(),
             })?;
         }
         let op = format!("open {}", path.display());
@@ -102,7 +100,11 @@ impl SqliteStore {
                 clock: system_clock(),
             }),
             Err(schema::SetupError::Sql(e)) => Err(classify(op, e)),
-            Err(e) => Err(StoreError::Backend(format!("sqlite {op}: {e}"))),
+            Err(schema::SetupError::Unsupported { found }) => Err(StoreError::UnsupportedSchema {
+                op: op.to_string(),
+                found,
+                supported: schema::SCHEMA_VERSION,
+            }),
         }
     }
 
@@ -119,7 +121,10 @@ impl SqliteStore {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(DbError::Store(e))) => Err(e),
             Ok(Err(DbError::Sql(e))) => Err(classify(&op, e)),
-            Err(join) => Err(StoreError::Backend(format!("sqlite {op}: {join}"))),
+            Err(join) => Err(StoreError::Backend {
+                op: format!("sqlite {op}"),
+                source: join.into(),
+            }),
         }
     }
 }

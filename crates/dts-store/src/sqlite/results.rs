@@ -8,7 +8,7 @@ use super::rows::{
 };
 use super::tasks::enter;
 use crate::{ResultFilter, ShardCompletion, StoreError};
-use dts_model::{Clock, ItemResult, Task, TaskStatus};
+use dts_model::{Clock, ItemFailures, ItemResult, Task, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params, params};
 
 pub(super) fn record_results(
@@ -53,15 +53,15 @@ pub(super) fn complete_shard(
     let mut finished_task = false;
     if newly_completed {
         task.chunks_executed += 1;
-        // A task cancelled meanwhile keeps its status: only INPROGRESS ends here.
-        if task.chunks_executed == task.chunks_to_execute && task.status == TaskStatus::InProgress {
-            let status = if task.items_failed == 0 {
-                TaskStatus::Completed
-            } else {
-                TaskStatus::Failed
-            };
-            enter(&mut task, status, clock.now_millis());
-            finished_task = true;
+        if task.chunks_executed == task.chunks_to_execute {
+            // The rule (and why a cancelled task keeps its status) is dts-model's.
+            let after = task
+                .status
+                .after_last_shard(ItemFailures::of(task.items_failed));
+            if after != task.status {
+                enter(&mut task, after, clock.now_millis());
+                finished_task = true;
+            }
         }
     }
     if task != before {
@@ -138,12 +138,12 @@ fn apply_results(
 
 /// `count + delta`; below zero means the counters and the results disagree.
 fn shift(task: &Task, field: &str, count: u64, delta: i64) -> Result<u64, StoreError> {
-    count
-        .checked_add_signed(delta)
-        .ok_or_else(|| StoreError::Corrupt {
-            what: format!("task {} {field}", task.id),
-            detail: format!("{count} moved by {delta} is out of range"),
-        })
+    count.checked_add_signed(delta).ok_or_else(|| {
+        StoreError::corrupt(
+            format!("task {} {field}", task.id),
+            format!("{count} moved by {delta} is out of range"),
+        )
+    })
 }
 
 pub(super) fn recorded_indices(

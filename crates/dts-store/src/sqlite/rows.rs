@@ -35,11 +35,16 @@ pub(super) type DbResult<T> = Result<T, DbError>;
 /// (another connection holds the write lock past the busy timeout) may
 /// succeed later; anything else will not.
 pub(super) fn classify(op: &str, e: rusqlite::Error) -> StoreError {
+    let op = format!("sqlite {op}");
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(format!("sqlite {op}: {e}"))
-        }
-        _ => StoreError::Backend(format!("sqlite {op}: {e}")),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable {
+            op,
+            source: e.into(),
+        },
+        _ => StoreError::Backend {
+            op,
+            source: e.into(),
+        },
     }
 }
 
@@ -98,21 +103,18 @@ impl RawTask {
             variables,
             mut task,
         } = self;
-        task.status = status.parse().map_err(|e| StoreError::Corrupt {
-            what: format!("task {} status", task.id),
-            detail: format!("{e}"),
-        })?;
-        task.variables = serde_json::from_str(&variables).map_err(|e| StoreError::Corrupt {
-            what: format!("task {} variables", task.id),
-            detail: e.to_string(),
-        })?;
+        task.status = status
+            .parse()
+            .map_err(|e| StoreError::corrupt(format!("task {} status", task.id), e))?;
+        task.variables = serde_json::from_str(&variables)
+            .map_err(|e| StoreError::corrupt(format!("task {} variables", task.id), e))?;
         Ok((key, task))
     }
 }
 
-/// The task `id` and its row key, or [`StoreError::NotFound`].
+/// The task `id` and its row key, or [`StoreError::NoSuchTask`].
 pub(super) fn load_task(conn: &Connection, id: &str) -> DbResult<(i64, Task)> {
-    find_task(conn, id)?.ok_or_else(|| StoreError::NotFound(id.to_string()).into())
+    find_task(conn, id)?.ok_or_else(|| StoreError::NoSuchTask { id: id.to_string() }.into())
 }
 
 /// The task `id` and its row key, if it exists.
@@ -125,12 +127,12 @@ pub(super) fn find_task(conn: &Connection, id: &str) -> DbResult<Option<(i64, Ta
     Ok(raw.map(RawTask::decode).transpose()?)
 }
 
-/// The row key of task `id`, or [`StoreError::NotFound`].
+/// The row key of task `id`, or [`StoreError::NoSuchTask`].
 pub(super) fn task_key(conn: &Connection, id: &str) -> DbResult<i64> {
     conn.prepare_cached("SELECT key FROM tasks WHERE id = ?1")?
         .query_row([id], |row| row.get(0))
         .optional()?
-        .ok_or_else(|| StoreError::NotFound(id.to_string()).into())
+        .ok_or_else(|| StoreError::NoSuchTask { id: id.to_string() }.into())
 }
 
 pub(super) use crate::no_shard;
@@ -235,10 +237,13 @@ mod tests {
             let e = rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
             let err = classify("complete shard 3 of task t", e);
             assert!(err.is_retryable(), "{err}");
-            assert!(
-                err.to_string().contains("complete shard 3 of task t"),
-                "{err}"
-            );
+            match &err {
+                StoreError::Unavailable { op, source } => {
+                    assert_eq!(op, "sqlite complete shard 3 of task t");
+                    assert!(source.is::<rusqlite::Error>(), "{source:?}");
+                }
+                other => panic!("expected unavailable, got {other:?}"),
+            }
         }
     }
 
@@ -246,7 +251,7 @@ mod tests {
     fn other_sqlite_errors_are_not_worth_retrying() {
         let e = rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_CORRUPT), None);
         let err = classify("read task t", e);
-        assert!(matches!(err, StoreError::Backend(_)), "{err}");
+        assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
         assert!(!err.is_retryable());
     }
 }

@@ -8,7 +8,7 @@ use super::rows::{
     DbResult, RawTask, TASK_COLUMNS, find_task, load_task, save_state, task_from_row, task_key,
 };
 use crate::{PlanOutcome, StoreError};
-use dts_model::{Clock, Task, TaskStatus};
+use dts_model::{Clock, ItemFailures, Task, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
 
 /// Stores `task` and its inputs (already encoded as one JSON array).
@@ -55,7 +55,10 @@ pub(super) fn insert_task(
             ":version": task.version,
         })?;
     if inserted == 0 {
-        return Err(StoreError::AlreadyExists(task.id.clone()).into());
+        return Err(StoreError::TaskExists {
+            id: task.id.clone(),
+        }
+        .into());
     }
     let key = tx.last_insert_rowid();
     tx.prepare_cached("INSERT INTO task_inputs (task_key, inputs) VALUES (?1, ?2)")?
@@ -83,10 +86,8 @@ pub(super) fn inputs(conn: &Connection, id: &str) -> DbResult<Option<Vec<String>
         .query_row([id], |row| row.get(0))
         .optional()?;
     let Some(json) = json else { return Ok(None) };
-    let inputs = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
-        what: format!("task {id} inputs"),
-        detail: e.to_string(),
-    })?;
+    let inputs = serde_json::from_str(&json)
+        .map_err(|e| StoreError::corrupt(format!("task {id} inputs"), e))?;
     Ok(Some(inputs))
 }
 
@@ -186,10 +187,8 @@ pub(super) fn save_plan(
         .prepare_cached("SELECT plan FROM tasks WHERE key = ?1")?
         .query_row([key], |row| row.get(0))?;
     if let Some(stored) = stored {
-        let shards = serde_json::from_str(&stored).map_err(|e| StoreError::Corrupt {
-            what: format!("task {id} plan"),
-            detail: e.to_string(),
-        })?;
+        let shards = serde_json::from_str(&stored)
+            .map_err(|e| StoreError::corrupt(format!("task {id} plan"), e))?;
         return Ok(PlanOutcome::Existing { task, shards });
     }
     if task.status.is_terminal() {
@@ -200,7 +199,9 @@ pub(super) fn save_plan(
     // INPROGRESS first so startedAt is set even when the task completes at once.
     enter(&mut task, TaskStatus::InProgress, now);
     if shard_count == 0 {
-        enter(&mut task, TaskStatus::Completed, now);
+        // No shards: planning completed the last one, with nothing failed.
+        let after = task.status.after_last_shard(ItemFailures::None);
+        enter(&mut task, after, now);
     }
     tx.prepare_cached("UPDATE tasks SET plan = ?2 WHERE key = ?1")?
         .execute(rusqlite::params![key, plan_json])?;

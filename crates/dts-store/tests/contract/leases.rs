@@ -378,7 +378,7 @@ pub(crate) async fn leases_and_start_counts_of_an_unknown_task_are_not_found(sto
         store.mark_item_started("no-such-task", 0).await.map(|_| ()),
     ] {
         match result {
-            Err(StoreError::NotFound(id)) => assert_eq!(id, "no-such-task"),
+            Err(StoreError::NoSuchTask { id }) => assert_eq!(id, "no-such-task"),
             other => panic!("expected not found, got {other:?}"),
         }
     }
@@ -388,10 +388,14 @@ pub(crate) async fn claiming_a_shard_the_plan_does_not_have_is_refused(store: Dy
     let task = planned(&store, 4, 2).await;
     for shard in [2, 3, u32::MAX] {
         match store.claim_shard(&task.id, shard, "w-a", LONG).await {
-            Err(e @ StoreError::Backend(_)) => {
-                assert!(!e.is_retryable());
-                assert!(e.to_string().contains(&task.id), "{e}");
-            }
+            Err(StoreError::NoSuchShard {
+                task: id,
+                shard: refused,
+                planned,
+            }) => assert_eq!(
+                (id.as_str(), refused, planned),
+                (task.id.as_str(), shard, 2)
+            ),
             other => panic!("shard {shard}: expected a refusal, got {other:?}"),
         }
     }
@@ -399,7 +403,7 @@ pub(crate) async fn claiming_a_shard_the_plan_does_not_have_is_refused(store: Dy
     let unplanned = insert(&store, 4).await;
     assert!(matches!(
         store.claim_shard(&unplanned.id, 0, "w-a", LONG).await,
-        Err(StoreError::Backend(_))
+        Err(StoreError::NoSuchShard { planned: 0, .. })
     ));
     // The refusals stored nothing: the planned shards claim as new.
     assert_eq!(claim(&store, &task.id, 1, "w-a", LONG).await, acquired(1));

@@ -71,6 +71,7 @@ macro_rules! store_contract {
                 a_failed_item_makes_the_finished_task_failed,
                 completing_the_last_shard_of_a_cancelled_task_keeps_it_cancelled,
                 completing_a_shard_the_plan_does_not_have_is_refused_and_records_nothing,
+                the_last_shard_ends_a_task_as_the_model_rule_says_in_every_case,
                 results_page_in_index_order_with_a_filter_and_its_total,
                 recorded_indices_are_those_in_the_range_ascending,
                 a_heartbeat_keeps_a_worker_live_until_its_ttl_passes,

@@ -1,8 +1,8 @@
 //! Contract: recording item results and completing shards, idempotently.
 
 use crate::helpers::*;
-use dts_model::{ItemResult, Task, TaskStatus};
-use dts_store::{DynStore, ResultFilter};
+use dts_model::{ItemFailures, ItemResult, Task, TaskStatus};
+use dts_store::{DynStore, ResultFilter, StoreError};
 use std::sync::Arc;
 
 pub(crate) async fn recording_an_item_twice_counts_it_once(store: DynStore) {
@@ -233,7 +233,14 @@ pub(crate) async fn completing_a_shard_the_plan_does_not_have_is_refused_and_rec
     store: DynStore,
 ) {
     let task = planned(&store, 4, 2).await;
-    assert!(store.complete_shard(&task.id, 2, &[ok(0)]).await.is_err());
+    assert!(matches!(
+        store.complete_shard(&task.id, 2, &[ok(0)]).await,
+        Err(StoreError::NoSuchShard {
+            shard: 2,
+            planned: 2,
+            ..
+        })
+    ));
     assert_eq!(store.task(&task.id).await.unwrap(), Some(task.clone()));
     assert!(
         store
@@ -245,12 +252,10 @@ pub(crate) async fn completing_a_shard_the_plan_does_not_have_is_refused_and_rec
     assert!(store.completed_shards(&task.id).await.unwrap().is_empty());
 
     let unplanned = insert(&store, 4).await;
-    assert!(
-        store
-            .complete_shard(&unplanned.id, 0, &[ok(0)])
-            .await
-            .is_err()
-    );
+    assert!(matches!(
+        store.complete_shard(&unplanned.id, 0, &[ok(0)]).await,
+        Err(StoreError::NoSuchShard { planned: 0, .. })
+    ));
     assert_eq!(
         store.task(&unplanned.id).await.unwrap(),
         Some(unplanned.clone())
@@ -354,4 +359,40 @@ pub(crate) async fn recorded_indices_are_those_in_the_range_ascending(store: Dyn
             .unwrap()
             .is_empty()
     );
+}
+
+/// Both stores end a task on its last shard exactly as dts-model's rule
+/// says, case by case: the Redis store applies the rule inside a script,
+/// so this is what keeps the two from drifting.
+pub(crate) async fn the_last_shard_ends_a_task_as_the_model_rule_says_in_every_case(
+    store: DynStore,
+) {
+    use TaskStatus::*;
+    // A planned task can be in these when its last shard completes: still
+    // running, cancelled, failed by its deadline, or (ended by hand) completed.
+    for before in [InProgress, Cancelled, Failed, Completed] {
+        for failures in ItemFailures::ALL {
+            let task = planned(&store, 2, 1).await;
+            if before != InProgress {
+                store.transition(&task.id, before, None).await.unwrap();
+            }
+            let second = match failures {
+                ItemFailures::None => ok(1),
+                ItemFailures::Some => failed(1),
+            };
+            let done = store
+                .complete_shard(&task.id, 0, &[ok(0), second])
+                .await
+                .unwrap();
+            let expected = before.after_last_shard(failures);
+            let case = format!("{before} with {failures:?} failed");
+            assert_eq!(done.task.status, expected, "{case}");
+            assert_eq!(done.finished_task, expected != before, "{case}");
+            assert_eq!(
+                store.task(&task.id).await.unwrap().map(|t| t.status),
+                Some(expected),
+                "{case}"
+            );
+        }
+    }
 }

@@ -66,7 +66,7 @@ pub(crate) async fn inserting_an_existing_id_is_refused_and_keeps_the_first(stor
     second.name = Some("impostor".to_string());
     let err = store.insert_task(&second, &inputs(5)).await.unwrap_err();
     assert!(
-        matches!(&err, StoreError::AlreadyExists(id) if *id == first.id),
+        matches!(&err, StoreError::TaskExists { id } if *id == first.id),
         "{err}"
     );
     assert_eq!(store.task(&first.id).await.unwrap(), Some(first.clone()));
@@ -77,8 +77,12 @@ pub(crate) async fn unknown_task_ids_read_as_none_and_changes_to_them_are_not_fo
     store: DynStore,
 ) {
     let id = dts_model::new_task_id();
-    let not_found =
-        |err: StoreError| assert!(matches!(&err, StoreError::NotFound(x) if *x == id), "{err}");
+    let not_found = |err: StoreError| {
+        assert!(
+            matches!(&err, StoreError::NoSuchTask { id: x } if *x == id),
+            "{err}"
+        )
+    };
     assert_eq!(store.task(&id).await.unwrap(), None);
     assert_eq!(store.inputs(&id).await.unwrap(), None);
     not_found(

@@ -1,5 +1,9 @@
--- ARGV[5] shard, ARGV[6] now (ms), ARGV[7] the completed status, ARGV[8]
--- the failed status, ARGV[9..] result triples (see apply_results).
+-- ARGV[5] shard, ARGV[6] now (ms), ARGV[7] n, the number of rule entries,
+-- ARGV[8 .. 7+3n] the completion rule as triples (status, 'none'/'some'
+-- items failed, the status to enter), ARGV[8+3n ..] result triples (see
+-- apply_results). The rule is dts-model's TaskStatus::after_last_shard,
+-- tabulated by Rust: this script only looks its case up, inside the same
+-- atomic step that counts the shard. A case not in the table keeps its status.
 -- Drops the shard's lease.
 -- Reply: {'ok', newly completed '1'/'0', finished the task '1'/'0', task...},
 -- {'noshard', chunksToExecute} or {'notfound'}.
@@ -11,21 +15,25 @@ if tonumber(ARGV[5]) >= planned then
   -- Counting it would let chunksExecuted pass chunksToExecute.
   return { 'noshard', int(planned) }
 end
-local changed = apply_results(9)
+local rules = tonumber(ARGV[7])
+local after_last_shard = {}
+for i = 8, 7 + 3 * rules, 3 do
+  after_last_shard[ARGV[i] .. ' ' .. ARGV[i + 1]] = ARGV[i + 2]
+end
+local changed = apply_results(8 + 3 * rules)
 -- Whoever held the lease, nobody runs a completed shard again.
 redis.call('HDEL', LEASES, lease_fields(ARGV[5]))
 local newly = redis.call('SADD', SHARDS, ARGV[5]) == 1
 local finished = false
 if newly then
   local done = redis.call('HINCRBY', TASK, 'chunksExecuted', 1)
-  -- A task cancelled meanwhile keeps its status: only in-progress ends here.
-  if done == planned and redis.call('HGET', TASK, 'status') == IN_PROGRESS then
-    if tonumber(redis.call('HGET', TASK, 'itemsFailed')) == 0 then
-      enter(ARGV[7], ARGV[6])
-    else
-      enter(ARGV[8], ARGV[6])
+  if done == planned then
+    local failures = tonumber(redis.call('HGET', TASK, 'itemsFailed')) == 0 and 'none' or 'some'
+    local to = after_last_shard[redis.call('HGET', TASK, 'status') .. ' ' .. failures]
+    if to then
+      enter(to, ARGV[6])
+      finished = true
     end
-    finished = true
   end
 end
 if changed or newly then

@@ -1,5 +1,5 @@
 -- ARGV[5] plan JSON, ARGV[6] shard count, ARGV[7] now (ms), ARGV[8] the
--- completed status (for a plan with no shards).
+-- status a plan with no shards ends in (dts-model's rule, decided in Rust).
 -- Reply: {'created', task...}, {'existing', plan JSON, task...},
 -- {'ended', task...} or {'notfound'}.
 if redis.call('EXISTS', TASK) == 0 then
