@@ -508,6 +508,7 @@ async fn a_malformed_url_or_a_zero_retention_is_refused_at_once() {
     // The whole chain, as `dts` prints it, keeps the password out.
     let mut chain = err.to_string();
     let mut cause = std::error::Error::source(&err);
+    // ends: an error's chain of sources is finite.
     while let Some(e) = cause {
         chain.push_str(&format!(": {e}"));
         cause = e.source();
