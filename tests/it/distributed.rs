@@ -5,7 +5,7 @@ use crate::common::{Api, DEADLINE, DtsUp, items, spawn_until, task};
 use crate::seed_api::urlencode;
 use dts_testkit::{Broker, Nginx, RedisServer};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Child;
@@ -267,6 +267,28 @@ async fn a_task_submitted_with_no_worker_waits_and_completes_when_one_starts() {
     assert_eq!(event["itemsSucceeded"], 50);
     assert_eq!(event["itemsFailed"], 0);
     assert!(event["finishedAt"].is_string(), "{event}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_task_announces_its_end_on_the_result_topic() {
+    let cluster = Cluster::start();
+    let server = cluster.server("server");
+    // No worker: the task waits, planned, until the cancel ends it.
+    let id = server.submit(task("echo \"$1\"", &items(5))).await;
+    server
+        .wait_task(&id, "planned", |t| t["status"] == "INPROGRESS")
+        .await;
+
+    let (status, cancelled) = server
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+
+    let event = completion_event(&cluster, &id).await;
+    assert_eq!(event["status"], "CANCELLED", "{event}");
+    assert_eq!(event["itemsTotal"], 5);
+    assert_eq!(event["itemsSucceeded"], 0);
+    assert_eq!(event["itemsFailed"], 0);
 }
 
 /// Reads the result topic as an outside consumer would (its own group, plain

@@ -159,6 +159,7 @@ pub async fn cancel(
     {
         Ok(task) => {
             tracing::info!(task = %id, "task cancelled");
+            state.submitter.announce_end(&task).await;
             Ok(Json(TaskView::new(task, None)))
         }
         Err(StoreError::IllegalTransition { from, .. }) => Err(ApiError::Conflict(format!(

@@ -104,6 +104,13 @@ impl Submitter {
         &self.settings.clock
     }
 
+    /// Publishes the completion event of a task ended outside a worker (a
+    /// cancel, the sweeper's deadline), so consumers of the result topic
+    /// hear of every ended task, not only of those whose last shard ran.
+    pub async fn announce_end(&self, task: &Task) {
+        crate::events::publish_completion(&self.bus, &self.topics, task).await;
+    }
+
     /// Publishes the task message until it is accepted or attempts run out,
     /// keeping the task's status in step.
     pub async fn publish_with_retries(&self, id: &str) {

@@ -14,7 +14,7 @@
 
 use crate::submit::Submitter;
 use crate::with_causes;
-use dts_model::{Clock, TaskStatus};
+use dts_model::TaskStatus;
 use dts_store::DynStore;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,7 @@ pub fn start(
     tracker.spawn(async move {
         while crate::sleep_unless_cancelled(settings.interval, &shutdown).await {
             sweep(&store, &submitter, &settings, &sweeping, &spawner).await;
-            end_overdue(&store, &**submitter.clock(), settings.interval).await;
+            end_overdue(&store, &submitter, settings.interval).await;
         }
     });
 }
@@ -66,8 +66,8 @@ pub fn start(
 /// Ends tasks whose deadline passed while some items never ran (no worker
 /// took their shards): workers fail late items themselves, so this only
 /// catches tasks nobody is working on.
-async fn end_overdue(store: &DynStore, clock: &dyn Clock, grace: Duration) {
-    let now = clock.now_millis();
+async fn end_overdue(store: &DynStore, submitter: &Submitter, grace: Duration) {
+    let now = submitter.clock().now_millis();
     for status in [TaskStatus::Submitted, TaskStatus::InProgress] {
         let Ok(tasks) = store.list_tasks(Some(status), SWEEP_LIMIT).await else {
             return;
@@ -89,7 +89,10 @@ async fn end_overdue(store: &DynStore, clock: &dyn Clock, grace: Duration) {
                 .transition(&task.id, TaskStatus::Failed, Some(&reason))
                 .await
             {
-                Ok(_) => warn!(task = %task.id, "{reason}"),
+                Ok(ended) => {
+                    warn!(task = %task.id, "{reason}");
+                    submitter.announce_end(&ended).await;
+                }
                 Err(e) => {
                     debug!(task = %task.id, error = %with_causes(&e), "could not end an overdue task")
                 }

@@ -130,7 +130,6 @@ async fn no_item_starts_after_the_deadline_even_when_it_waited_for_a_core() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug found by the harness, no issue yet: the sweeper ends an overdue task without publishing its completion event"]
 async fn a_task_the_sweeper_ends_at_its_deadline_publishes_a_completion_event() {
     let h = Harness::new()
         .workers(&[])
