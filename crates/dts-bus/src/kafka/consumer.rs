@@ -54,8 +54,8 @@ use tracing::{debug, error, info, warn};
 
 /// Messages fetched ahead into the hand-off (at most `max_message_bytes`
 /// each). Pausing a partition and resuming it costs librdkafka a re-fetch
-/// with a backoff (measured: ~0.5 s of idle cores each time a busy worker
-/// took its next shard); a small queue means a worker busy with a few
+/// with a backoff, which left cores idle each time a busy worker took its
+/// next shard; a small queue means a worker busy with a few
 /// shards never has to pause. Messages of a partition lost meanwhile are
 /// skipped when taken.
 const HAND_OFF: usize = 16;
