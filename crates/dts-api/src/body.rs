@@ -12,7 +12,9 @@ use serde_json::Value;
 /// The kinds of body a submission may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
+    /// `application/json`.
     Json,
+    /// `application/x-www-form-urlencoded`, as the seed's client posts.
     Form,
 }
 

@@ -13,6 +13,8 @@ use dts_model::ValidationError;
 use dts_store::StoreError;
 use tracing::error;
 
+/// Everything a handler can answer instead of what was asked; each variant
+/// has its HTTP status and a stable `code` in the JSON error body.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request is wrong: 400 (or 413 for `too_large_body`).
@@ -21,16 +23,22 @@ pub enum ApiError {
     /// `field` is the parameter that held the id (`id`, or the seed's `taskId`).
     #[error("no {what} with id {id:?}")]
     NotFound {
+        /// What was looked for (`task`).
         what: &'static str,
+        /// The id given.
         id: String,
+        /// The request parameter that held it.
         field: &'static str,
     },
+    /// The request is valid but the resource's state refuses it: 409.
     #[error("{0}")]
     Conflict(String),
     /// A conflict one request field is to blame for.
     #[error("{message}")]
     FieldConflict {
+        /// The request field to blame.
         field: &'static str,
+        /// What is wrong with it.
         message: String,
     },
     /// A request from a page of another site: 403.
@@ -43,28 +51,36 @@ pub enum ApiError {
         "the Host {0:?} is not an address of this server; add it to server.allowed-hosts to serve it"
     )]
     ForbiddenHost(String),
+    /// No token, or the wrong one: 401.
     #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
     Unauthorized,
+    /// A body whose `Content-Type` this endpoint does not take: 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No endpoint at this path: 404.
     #[error("no route for {0}")]
     NoRoute(String),
+    /// An endpoint that does not answer this method: 405.
     #[error("method not allowed")]
     MethodNotAllowed,
     /// A method this route refuses, with what to use instead.
     #[error("{message}")]
     UseMethod {
+        /// The `Allow` header's value.
         allow: &'static str,
+        /// What to do instead.
         message: &'static str,
     },
     /// The store or bus is unreachable for now: 503.
     #[error("service unavailable")]
     Unavailable(String),
+    /// A fault of dts itself: 500. The detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
 }
 
 impl ApiError {
+    /// A 400 `invalid_field` naming `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Invalid(ValidationError::field("invalid_field", field, message))
     }

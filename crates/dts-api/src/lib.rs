@@ -7,6 +7,9 @@
 //! ([`error::ApiError`]). Any server can answer any request: the state is only
 //! handles to the shared store and bus.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod body;
 pub mod error;
@@ -34,9 +37,13 @@ pub use serve::ConnectionSettings;
 /// What every handler may use.
 #[derive(Clone)]
 pub struct AppState {
+    /// Where tasks and results are read.
     pub store: DynStore,
+    /// Stores and publishes new tasks, and announces ends the API causes.
     pub submitter: Submitter,
+    /// What a submission may hold.
     pub limits: SubmitLimits,
+    /// The largest request body read, in bytes (413 above it).
     pub max_body_bytes: usize,
     /// When set, every endpoint but `/healthz` and `/schedule/ping` needs
     /// `Authorization: Bearer <token>`.

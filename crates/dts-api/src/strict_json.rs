@@ -18,7 +18,10 @@ pub enum StrictJsonError {
     /// Not JSON (syntax, encoding, nesting deeper than serde_json's limit).
     Syntax(serde_json::Error),
     /// An object names a key twice; `path` is where, e.g. `variableJson.x`.
-    Repeated { path: String },
+    Repeated {
+        /// Where the key is, e.g. `variableJson.x`.
+        path: String,
+    },
 }
 
 /// Parses `bytes` as one JSON value, refusing repeated keys.

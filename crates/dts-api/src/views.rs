@@ -14,16 +14,24 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
+    /// The task's id.
     pub id: String,
+    /// The name the client gave, if any.
     pub name: Option<String>,
+    /// Where the task is in its life.
     pub status: TaskStatus,
+    /// The script template, as submitted.
     pub template_function: String,
     /// Left out of lists and events unless asked for (`?full=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variable_json: Option<Value>,
+    /// The program that runs the rendered script (`bash` by default).
     pub interpreter: String,
+    /// Each item's time limit.
     pub timeout_secs: u64,
+    /// How many times a failed item is tried again.
     pub retries: u32,
+    /// The whole task's time limit from its submission, if any.
     pub deadline_secs: Option<u64>,
     /// Memory per item, in MiB; null for no limit.
     pub memory_mb: Option<u64>,
@@ -32,14 +40,23 @@ pub struct TaskView {
     /// Left out of summaries, lists and events unless asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_list: Option<Vec<String>>,
+    /// Items in the task.
     pub items_total: u64,
+    /// Items that exited 0.
     pub items_succeeded: u64,
+    /// Items that failed after their retries.
     pub items_failed: u64,
+    /// Shards planned (the seed's name).
     pub chunks_to_execute: u32,
+    /// Shards completed (the seed's name).
     pub chunks_executed: u32,
+    /// When it was submitted (RFC 3339).
     pub created_at: String,
+    /// When it was planned.
     pub started_at: Option<String>,
+    /// When it ended.
     pub finished_at: Option<String>,
+    /// Why it failed or was ended, when dts knows.
     pub error: Option<String>,
 }
 
@@ -95,16 +112,24 @@ impl TaskView {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SeedTaskView {
+    /// The task's id.
     pub id: String,
+    /// The script template.
     pub template_function: String,
+    /// The variables, as one JSON string (the seed's shape).
     pub variable_json: String,
+    /// The inputs.
     pub input_list: Vec<String>,
+    /// The task's status.
     pub status: TaskStatus,
+    /// Shards planned.
     pub chunks_to_execute: u32,
+    /// Shards completed.
     pub chunks_executed: u32,
 }
 
 impl SeedTaskView {
+    /// The seed's view of `task` with its `inputs`.
     pub fn new(task: Task, inputs: Vec<String>) -> Self {
         SeedTaskView {
             variable_json: task.variables.to_json_string(),
@@ -122,8 +147,10 @@ impl SeedTaskView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultView {
+    /// The recorded result.
     #[serde(flatten)]
     pub result: ItemResult,
+    /// Whether the item exited 0.
     pub succeeded: bool,
 }
 
@@ -131,7 +158,9 @@ pub struct ResultView {
 /// filter matches, `items` those from the page's offset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultsPage {
+    /// Results the filter matches, on every page.
     pub total: u64,
+    /// This page's results, by index.
     pub items: Vec<ResultView>,
 }
 
@@ -139,10 +168,15 @@ pub struct ResultsPage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerView {
+    /// The worker's id.
     pub id: String,
+    /// The machine it runs on.
     pub hostname: String,
+    /// Items it runs at once.
     pub cores: u32,
+    /// Its last heartbeat (RFC 3339).
     pub last_heartbeat: String,
+    /// Items running at its last heartbeat.
     pub running_items: u32,
     /// `dts` (runs shards) or `node-beat` (announced through the seed's
     /// endpoint; runs nothing).

@@ -10,6 +10,8 @@
 //! `scripts/install-test-deps.sh` installs the programs: `redis-server` and
 //! `nginx` from apt, and the broker (tansu) into `.tools/bin/`.
 
+#![warn(missing_docs)]
+
 pub mod fuzz;
 mod nginx;
 mod process;

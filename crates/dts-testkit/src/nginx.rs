@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 
+/// A private nginx, stopped when dropped.
 pub struct Nginx {
     child: Option<Child>,
     port: u16,

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 
+/// A private redis-server in a temp directory, stopped when dropped.
 pub struct RedisServer {
     server: Server,
 }
@@ -19,6 +20,7 @@ impl RedisServer {
         }
     }
 
+    /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.server.port
     }
@@ -28,6 +30,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port())
     }
 
+    /// Its log file, for a failing test to show.
     pub fn log_path(&self) -> PathBuf {
         self.server.dir.path().join("redis.log")
     }

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 
+/// A private Kafka-protocol broker (tansu, log in memory), stopped when dropped.
 pub struct Broker {
     server: Server,
 }
@@ -25,6 +26,7 @@ impl Broker {
         }
     }
 
+    /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.server.port
     }
@@ -34,6 +36,7 @@ impl Broker {
         format!("127.0.0.1:{}", self.port())
     }
 
+    /// Its log file, for a failing test to show.
     pub fn log_path(&self) -> PathBuf {
         self.server.dir.path().join("broker.log")
     }
