@@ -423,6 +423,11 @@ fn a_count_below_its_minimum_is_rejected_with_the_allowed_range() {
 fn an_empty_required_string_is_rejected() {
     let error = load_err(None, &env(&[("DTS_PUBSUB_TOPIC", "  ")]), &[]);
     assert!(
+        matches!(error, ConfigError::InvalidValue { ref key, .. } if key == "pubsub.topic"),
+        "{error:?}"
+    );
+    // What the operator reads says what a valid value is.
+    assert!(
         error.to_string().contains("expected a non-empty string"),
         "{error}"
     );
