@@ -132,6 +132,55 @@ pub fn plan_shards<S: AsRef<str>>(
     Ok(shards)
 }
 
+/// The lengths of a guided plan of `items` for `live_slots` slots: each
+/// shard takes `remaining ÷ (oversplit × slots)` items, rounded up, so
+/// shards shrink as the plan goes on and the last ones are single items.
+///
+/// Why: under late binding slots claim shards in order, so a plan whose
+/// early shards are large (few store round trips per item) and whose late
+/// shards are small (every slot runs dry within about one item of the
+/// others) gives both throughput and a short tail, whatever the mix of
+/// workers. The count grows only with the logarithm of the items:
+/// about `oversplit × slots × ln(items ÷ (oversplit × slots))`, plus the
+/// single-item tail.
+pub fn guided_lengths(items: u64, live_slots: u32, oversplit: u32) -> Vec<u64> {
+    let divisor = u64::from(oversplit.max(1)) * u64::from(live_slots.max(1));
+    let mut lengths = Vec::new();
+    let mut remaining = items;
+    // ends: each round takes at least one item.
+    while remaining > 0 {
+        let len = remaining.div_ceil(divisor);
+        lengths.push(len);
+        remaining -= len;
+    }
+    lengths
+}
+
+/// Splits `items` into guided shards ([`guided_lengths`]) for
+/// `limits.live_cores` slots, each cut further where it would not fit in the
+/// bus's message limit.
+pub fn plan_guided<S: AsRef<str>>(
+    items: &[S],
+    limits: PlanLimits,
+) -> Result<Vec<ShardRange>, PlanError> {
+    let budget = limits
+        .max_message_bytes
+        .checked_sub(limits.envelope_bytes)
+        .filter(|b| *b > 0)
+        .ok_or(PlanError::EnvelopeTooLarge {
+            envelope_bytes: limits.envelope_bytes,
+            max_message_bytes: limits.max_message_bytes,
+        })?;
+    let mut shards = Vec::new();
+    let mut start = 0usize;
+    for len in guided_lengths(items.len() as u64, limits.live_cores, limits.oversplit) {
+        let end = start + len as usize;
+        split_by_size(items, start, end, budget, &mut shards)?;
+        start = end;
+    }
+    Ok(shards)
+}
+
 /// Appends `start..end` to `shards`, cut into pieces that fit in `budget` bytes.
 fn split_by_size<S: AsRef<str>>(
     items: &[S],
@@ -283,6 +332,70 @@ mod tests {
         ] {
             let json = serde_json::to_string(text).unwrap();
             assert_eq!(item_wire_bytes(text), json.len() + 1, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_guided_plan_shrinks_to_single_items_and_stays_small() {
+        let lengths = guided_lengths(10_000, 64, 2);
+        assert_eq!(lengths.iter().sum::<u64>(), 10_000);
+        assert_eq!(lengths[0], 79, "the first shard: 10,000 ÷ 128, rounded up");
+        assert!(lengths.windows(2).all(|w| w[0] >= w[1]), "{lengths:?}");
+        assert_eq!(*lengths.last().unwrap(), 1);
+        assert!(lengths.len() < 1_000, "{} shards", lengths.len());
+    }
+
+    #[test]
+    fn a_guided_plan_of_fewer_items_than_slots_is_one_item_per_shard() {
+        assert_eq!(guided_lengths(5, 8, 2), vec![1; 5]);
+        assert!(guided_lengths(0, 8, 2).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn a_guided_plan_puts_every_item_in_one_shard_in_order_under_the_size_limit(
+            list in proptest::collection::vec("\\PC{0,12}", 0..300),
+            live_cores in 0u32..40,
+            oversplit in 1u32..4,
+            max_message_bytes in 60usize..2000,
+        ) {
+            let limits = PlanLimits { live_cores, oversplit, spread: 1, max_message_bytes, envelope_bytes: 20 };
+            match plan_guided(&list, limits) {
+                Ok(plan) => {
+                    let mut next = 0u64;
+                    for shard in &plan {
+                        prop_assert!(shard.len >= 1);
+                        prop_assert_eq!(shard.start, next);
+                        next = shard.end();
+                        let bytes: usize = list[shard.start as usize..shard.end() as usize]
+                            .iter()
+                            .map(|i| item_wire_bytes(i))
+                            .sum();
+                        prop_assert!(bytes + limits.envelope_bytes <= max_message_bytes);
+                    }
+                    prop_assert_eq!(next, list.len() as u64);
+                }
+                Err(PlanError::ItemTooLarge { index, .. }) => {
+                    prop_assert!(item_wire_bytes(&list[index as usize]) + 20 > max_message_bytes);
+                }
+                Err(other) => prop_assert!(false, "unexpected {other}"),
+            }
+        }
+
+        #[test]
+        fn guided_lengths_never_grow_and_end_in_single_items(
+            n in 0u64..200_000,
+            slots in 0u32..256,
+            oversplit in 1u32..5,
+        ) {
+            let lengths = guided_lengths(n, slots, oversplit);
+            prop_assert_eq!(lengths.iter().sum::<u64>(), n);
+            prop_assert!(lengths.windows(2).all(|w| w[0] >= w[1]));
+            let divisor = u64::from(oversplit) * u64::from(slots.max(1));
+            // The tail: once fewer items than `divisor` remain, every shard
+            // is one item, so at least `divisor - 1` end the plan.
+            let tail = (divisor as usize - 1).min(lengths.len());
+            prop_assert!(lengths.iter().rev().take(tail).all(|l| *l == 1), "{:?}", lengths);
         }
     }
 
