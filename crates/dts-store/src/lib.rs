@@ -5,6 +5,9 @@
 //! Shard leases ([`Store::claim_shard`]) make one worker at a time run a
 //! shard and notice, shard by shard, when a worker died; per-item start
 //! counts ([`Store::mark_item_started`]) find the item that kills its workers.
+//! For late binding the store also keeps, per task in progress, the queue
+//! of ready shards: [`Store::runnable_tasks`] is the snapshot a free slot
+//! ranks, [`Store::claim_ready_shard`] takes the chosen task's next shard.
 //!
 //! Servers and workers hold no state of their own; they read and change it
 //! through [`Store`]. Every change that touches more than one field is one
@@ -389,6 +392,32 @@ pub trait Store: Send + Sync + 'static {
         clean: bool,
     ) -> StoreResult<()>;
 
+    /// Tasks a free slot may pick from, oldest first (by `createdAt`, then
+    /// insertion), at most `limit`: every `INPROGRESS` task with a plan and
+    /// a shard not yet completed, with how many of its shards are ready and
+    /// held now (by the store's clock). Read by every free slot, so it costs
+    /// O(tasks), never O(shards), and one round trip.
+    async fn runnable_tasks(&self, limit: usize) -> StoreResult<Vec<RunnableTask>>;
+
+    /// Takes the lowest-numbered ready shard of task `id` for `worker`, in
+    /// one atomic step, leased until `lease` from now: the late-binding
+    /// claim. A shard whose lease expired unrenewed counts as ready, and
+    /// taking it over counts an attempt exactly as [`Store::claim_shard`]
+    /// does; so does the claim after a release that was not clean.
+    /// `max_held` bounds the task's unexpired leases cluster-wide
+    /// (`maxConcurrency`): with that many held the answer is
+    /// [`ReadyClaim::AtCapacity`], checked before looking for a ready
+    /// shard. A task that is not `INPROGRESS` answers
+    /// [`ReadyClaim::TaskEnded`]; an unknown one is
+    /// [`StoreError::NoSuchTask`].
+    async fn claim_ready_shard(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: Duration,
+        max_held: Option<u32>,
+    ) -> StoreResult<ReadyClaim>;
+
     /// Counts one more start of the item at `index`, atomically, and
     /// returns the count (1 the first time). Workers call it only for shards
     /// that lost a worker before (attempt 2 or more), to find the item that
@@ -438,6 +467,43 @@ pub enum HeartbeatOutcome {
     Recorded,
     /// A node-beat for the id of a live dts worker: its entry was kept.
     Refused,
+}
+
+/// A task a free slot may pick, as [`Store::runnable_tasks`] lists it: the
+/// snapshot the scheduling policy ranks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnableTask {
+    /// The task as stored.
+    pub task: Task,
+    /// Shards neither completed nor held by an unexpired lease: what
+    /// [`Store::claim_ready_shard`] can hand out now.
+    pub ready: u32,
+    /// Shards held by unexpired leases: the task's running slots, which
+    /// `maxConcurrency` bounds.
+    pub held: u32,
+}
+
+/// What [`Store::claim_ready_shard`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyClaim {
+    /// The caller holds the lease on `shard` now, as after
+    /// [`ShardClaim::Acquired`].
+    Claimed {
+        /// The shard's index in the plan.
+        shard: u32,
+        /// Its items.
+        range: ShardRange,
+        /// Which attempt at the shard this is (1 the first time).
+        attempt: u32,
+    },
+    /// Every shard not completed is held by an unexpired lease: rank again.
+    NoneReady,
+    /// The task holds `max_held` unexpired leases already: rank again
+    /// without it.
+    AtCapacity,
+    /// The task is not `INPROGRESS` (it ended, or was never planned):
+    /// nothing of it is handed out.
+    TaskEnded,
 }
 
 /// What [`Store::claim_shard`] found.

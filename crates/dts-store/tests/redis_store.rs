@@ -150,8 +150,8 @@ async fn every_key_of_an_ended_task_gets_the_retention_ttl_and_not_before() {
     let task_keys = keys(&mut conn, &pattern).await;
     assert_eq!(
         task_keys.len(),
-        7,
-        "hash, inputs, shards, results and its three indexes: {task_keys:?}"
+        9,
+        "hash, inputs, shards, results and its three indexes, ready queue and ranges: {task_keys:?}"
     );
     for key in &task_keys {
         assert_eq!(
@@ -166,6 +166,9 @@ async fn every_key_of_an_ended_task_gets_the_retention_ttl_and_not_before() {
         .await
         .unwrap();
     assert_eq!(done.task.status, TaskStatus::Failed);
+    // The last completion emptied the ready queue, and Redis drops an empty set.
+    let ready = format!("dts:task:{}:ready", t.id);
+    let task_keys: Vec<String> = task_keys.into_iter().filter(|k| *k != ready).collect();
     assert_eq!(keys(&mut conn, &pattern).await, task_keys);
     for key in &task_keys {
         let ttl = pttl(&mut conn, key).await;
@@ -201,7 +204,7 @@ async fn results_recorded_after_a_cancel_expire_with_the_task() {
         .await
         .unwrap();
     let task_keys = keys(&mut conn, &format!("dts:task:{}*", t.id)).await;
-    assert_eq!(task_keys.len(), 7, "{task_keys:?}");
+    assert_eq!(task_keys.len(), 9, "{task_keys:?}");
     for key in &task_keys {
         assert!(
             pttl(&mut conn, key).await > 0,
@@ -216,9 +219,11 @@ async fn lease_and_start_keys_get_the_retention_ttl_when_the_task_ends() {
     let store = connect(&server, "dts", HOUR).await;
     let mut conn = raw(&server).await;
     let t = planned(&store, 4, 2).await;
-    let (leases, starts) = (
+    let (leases, starts, ready, held) = (
         format!("dts:task:{}:leases", t.id),
         format!("dts:task:{}:starts", t.id),
+        format!("dts:task:{}:ready", t.id),
+        format!("dts:task:{}:held", t.id),
     );
     store.claim_shard(&t.id, 0, "w-a", HOUR).await.unwrap();
     store.claim_shard(&t.id, 1, "w-a", HOUR).await.unwrap();
@@ -229,7 +234,7 @@ async fn lease_and_start_keys_get_the_retention_ttl_when_the_task_ends() {
         .await
         .unwrap();
     store.release_shard(&t.id, 1, "w-a", false).await.unwrap();
-    for key in [&leases, &starts] {
+    for key in [&leases, &starts, &ready, &held] {
         assert_eq!(pttl(&mut conn, key).await, -1, "{key} expires early");
     }
 
@@ -238,7 +243,7 @@ async fn lease_and_start_keys_get_the_retention_ttl_when_the_task_ends() {
         .await
         .unwrap();
     let within_retention = |ttl: i64| ttl > 0 && ttl <= HOUR.as_millis() as i64;
-    for key in [&leases, &starts] {
+    for key in [&leases, &starts, &ready, &held] {
         let ttl = pttl(&mut conn, key).await;
         assert!(within_retention(ttl), "{key} has TTL {ttl} ms");
     }
@@ -250,7 +255,8 @@ async fn lease_and_start_keys_get_the_retention_ttl_when_the_task_ends() {
         .unwrap();
     store.release_shard(&t.id, 0, "w-a", true).await.unwrap();
     store.mark_item_started(&t.id, 2).await.unwrap();
-    for key in [&leases, &starts] {
+    // (Releasing shard 0 emptied the held set, which Redis then dropped.)
+    for key in [&leases, &starts, &ready] {
         let ttl = pttl(&mut conn, key).await;
         assert!(within_retention(ttl), "{key} lost its TTL: {ttl} ms");
     }
@@ -265,6 +271,7 @@ async fn lease_and_start_keys_get_the_retention_ttl_when_the_task_ends() {
     for key in [
         format!("dts:task:{}:leases", late.id),
         format!("dts:task:{}:starts", late.id),
+        format!("dts:task:{}:held", late.id),
     ] {
         let ttl = pttl(&mut conn, &key).await;
         assert!(

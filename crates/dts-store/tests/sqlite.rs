@@ -3,7 +3,9 @@
 //! file cannot be opened or read.
 
 use dts_model::{Isolation, ItemResult, TaskStatus, WorkerInfo, WorkerKind, now_millis};
-use dts_store::{DynStore, PlanOutcome, ResultFilter, ShardClaim, SqliteStore, Store, StoreError};
+use dts_store::{
+    DynStore, PlanOutcome, ReadyClaim, ResultFilter, ShardClaim, SqliteStore, Store, StoreError,
+};
 use rusqlite::Connection;
 
 mod fixtures;
@@ -146,7 +148,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 4,
+                supported: 5,
                 ..
             }
         ),
@@ -155,7 +157,7 @@ fn a_file_from_a_newer_schema_is_refused() {
 }
 
 #[tokio::test]
-async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits_and_versions_and_keeps_its_tasks()
+async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits_versions_and_ready_queue_and_keeps_its_tasks()
  {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dts.sqlite");
@@ -169,7 +171,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
         // What a dts from before leases wrote.
         let raw = Connection::open(&path).unwrap();
         raw.execute_batch(
-            "DROP TABLE shard_leases; DROP TABLE item_starts; \
+            "DROP TABLE shard_leases; DROP TABLE item_starts; DROP TABLE ready_shards; \
              ALTER TABLE tasks DROP COLUMN deadline_secs; \
              ALTER TABLE tasks DROP COLUMN version; \
              ALTER TABLE tasks DROP COLUMN memory_mb; \
@@ -187,6 +189,15 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
         (read.version, read.memory_mb, read.milli_cpus),
         (0, None, None),
         "what the old file did not have reads as unset"
+    );
+    let runnable = store.runnable_tasks(10).await.unwrap();
+    assert_eq!(
+        runnable
+            .iter()
+            .map(|r| (r.task.id.as_str(), r.ready, r.held))
+            .collect::<Vec<_>>(),
+        vec![(t.id.as_str(), 2, 0)],
+        "the task in progress gained its ready queue"
     );
     let changed = store
         .transition(&t.id, TaskStatus::Cancelled, None)
@@ -206,7 +217,88 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+}
+
+#[tokio::test]
+async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of_tasks_in_progress()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let lease = Duration::from_secs(600);
+    let (running, cancelled) = (task(8), task(4));
+    {
+        let store = open(&path);
+        store.insert_task(&running, &inputs(8)).await.unwrap();
+        store.save_plan(&running.id, &shards(8, 2)).await.unwrap();
+        store
+            .complete_shard(&running.id, 0, &[ok(0), ok(1)])
+            .await
+            .unwrap();
+        store
+            .claim_shard(&running.id, 2, "w-a", lease)
+            .await
+            .unwrap();
+        store.insert_task(&cancelled, &inputs(4)).await.unwrap();
+        store.save_plan(&cancelled.id, &shards(4, 2)).await.unwrap();
+        store
+            .transition(&cancelled.id, TaskStatus::Cancelled, None)
+            .await
+            .unwrap();
+    }
+    {
+        // What a dts from before the ready queue wrote.
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("DROP TABLE ready_shards;").unwrap();
+        raw.pragma_update(None, "user_version", 4).unwrap();
+    }
+    let store = open(&path);
+    let queued: Vec<(String, u32)> = {
+        let raw = Connection::open(&path).unwrap();
+        let mut stmt = raw
+            .prepare(
+                "SELECT t.id, r.shard FROM ready_shards r JOIN tasks t ON t.key = r.task_key \
+                 ORDER BY t.key, r.shard",
+            )
+            .unwrap();
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(
+        queued,
+        vec![(running.id.clone(), 1), (running.id.clone(), 3)],
+        "neither the completed shard 0, the leased shard 2 nor the cancelled task"
+    );
+    let runnable = store.runnable_tasks(10).await.unwrap();
+    assert_eq!(
+        runnable
+            .iter()
+            .map(|r| (r.task.id.as_str(), r.ready, r.held))
+            .collect::<Vec<_>>(),
+        vec![(running.id.as_str(), 2, 1)]
+    );
+    for shard in [1, 3] {
+        assert_eq!(
+            store
+                .claim_ready_shard(&running.id, "w-b", lease, None)
+                .await
+                .unwrap(),
+            ReadyClaim::Claimed {
+                shard,
+                range: shards(8, 2)[shard as usize],
+                attempt: 1
+            }
+        );
+    }
+    assert_eq!(
+        store
+            .claim_ready_shard(&running.id, "w-b", lease, None)
+            .await
+            .unwrap(),
+        ReadyClaim::NoneReady
+    );
 }
 
 #[tokio::test]
@@ -407,5 +499,61 @@ async fn expiring_all_leases_lets_the_next_claim_take_over_as_a_new_attempt() {
             .await
             .unwrap(),
         ShardClaim::Acquired { attempt: 2 }
+    );
+}
+
+#[tokio::test]
+async fn expiring_all_leases_makes_every_held_shard_ready_as_a_new_attempt() {
+    let store = SqliteStore::in_memory().unwrap();
+    let lease = Duration::from_secs(600);
+    let t = task(8);
+    let plan = shards(8, 2);
+    store.insert_task(&t, &inputs(8)).await.unwrap();
+    store.save_plan(&t.id, &plan).await.unwrap();
+    for shard in 0..3 {
+        assert_eq!(
+            store
+                .claim_ready_shard(&t.id, "dead", lease, None)
+                .await
+                .unwrap(),
+            ReadyClaim::Claimed {
+                shard,
+                range: plan[shard as usize],
+                attempt: 1
+            }
+        );
+    }
+    let counts = |runnable: Vec<dts_store::RunnableTask>| {
+        runnable
+            .into_iter()
+            .map(|r| (r.ready, r.held))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counts(store.runnable_tasks(10).await.unwrap()),
+        vec![(1, 3)]
+    );
+    assert_eq!(store.expire_all_leases().await.unwrap(), 3);
+    assert_eq!(
+        counts(store.runnable_tasks(10).await.unwrap()),
+        vec![(4, 0)]
+    );
+    // The restarted process takes them back lowest first, each as attempt 2.
+    for (shard, attempt) in [(0, 2), (1, 2), (2, 2), (3, 1)] {
+        assert_eq!(
+            store
+                .claim_ready_shard(&t.id, "restarted", lease, Some(4))
+                .await
+                .unwrap(),
+            ReadyClaim::Claimed {
+                shard,
+                range: plan[shard as usize],
+                attempt
+            }
+        );
+    }
+    assert_eq!(
+        counts(store.runnable_tasks(10).await.unwrap()),
+        vec![(0, 4)]
     );
 }

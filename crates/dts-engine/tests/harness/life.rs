@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use dts_bus::{Acknowledge, Bus, BusResult, Delivery, DynBus, Subscription};
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use dts_store::{
-    DynStore, HeartbeatOutcome, PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store,
-    StoreResult,
+    DynStore, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
+    ShardCompletion, Store, StoreResult,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -335,6 +335,20 @@ impl Store for LifeStore {
     ) -> StoreResult<()> {
         self.life
             .step(self.inner.release_shard(id, shard, worker, clean))
+            .await
+    }
+    async fn runnable_tasks(&self, limit: usize) -> StoreResult<Vec<RunnableTask>> {
+        self.life.step(self.inner.runnable_tasks(limit)).await
+    }
+    async fn claim_ready_shard(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: Duration,
+        max_held: Option<u32>,
+    ) -> StoreResult<ReadyClaim> {
+        self.life
+            .step(self.inner.claim_ready_shard(id, worker, lease, max_held))
             .await
     }
     async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32> {

@@ -58,6 +58,36 @@ impl Keys {
         format!("{}:task:{id}:starts", self.prefix)
     }
 
+    /// Sorted set of the shards neither completed nor owned by a lease,
+    /// scored by shard index: the queue free slots claim from, lowest first.
+    pub(super) fn ready(&self, id: &str) -> String {
+        format!("{}:task:{id}:ready", self.prefix)
+    }
+
+    /// Sorted set of the shards owned by a lease, scored by when it expires
+    /// (ms, Redis's clock): those at or below now count as ready.
+    pub(super) fn held(&self, id: &str) -> String {
+        format!("{}:task:{id}:held", self.prefix)
+    }
+
+    /// Hash: shard index -> its range as `start:len`, so a claim reads one
+    /// field instead of decoding the whole plan.
+    pub(super) fn ranges(&self, id: &str) -> String {
+        format!("{}:task:{id}:ranges", self.prefix)
+    }
+
+    /// What every task key starts with: `runnable_tasks.lua` builds a
+    /// task's keys from it and the task id (the ids are in the set it reads).
+    pub(super) fn task_prefix(&self) -> String {
+        format!("{}:task:", self.prefix)
+    }
+
+    /// Sorted set of the list members of in-progress tasks with a shard not
+    /// yet completed, scored by `createdAt`.
+    pub(super) fn runnable(&self) -> String {
+        format!("{}:runnable", self.prefix)
+    }
+
     /// Sorted set of every task's list member, scored by `createdAt`.
     pub(super) fn all_tasks(&self) -> String {
         format!("{}:tasks", self.prefix)
@@ -95,7 +125,7 @@ impl Keys {
 
     /// Every list index a task's member can be in (for pruning).
     pub(super) fn list_indexes(&self) -> Vec<String> {
-        let mut keys = vec![self.all_tasks(), self.unfinished()];
+        let mut keys = vec![self.all_tasks(), self.unfinished(), self.runnable()];
         keys.extend(TaskStatus::ALL.map(|status| self.tasks_in(status)));
         keys
     }
@@ -108,13 +138,14 @@ impl Keys {
             self.all_tasks(),
             self.ended(),
             self.sequence(),
+            self.runnable(),
         ]);
         keys.extend(TaskStatus::ALL.map(|status| self.tasks_in(status)));
         keys
     }
 
     /// Every key that belongs to task `id` (and expires with it).
-    pub(super) fn task_keys(&self, id: &str) -> [String; 9] {
+    pub(super) fn task_keys(&self, id: &str) -> [String; 12] {
         [
             self.task(id),
             self.inputs(id),
@@ -125,6 +156,9 @@ impl Keys {
             self.result_index(id, ResultFilter::Failed),
             self.leases(id),
             self.starts(id),
+            self.ready(id),
+            self.held(id),
+            self.ranges(id),
         ]
     }
 }
@@ -138,7 +172,7 @@ mod tests {
         let keys = Keys::new("dts-a");
         let mut all = keys.task_script("t1");
         all.extend(keys.list_indexes());
-        all.extend([keys.worker("w"), keys.workers()]);
+        all.extend([keys.worker("w"), keys.workers(), keys.task_prefix()]);
         for key in all {
             assert!(key.starts_with("dts-a:"), "{key}");
         }
@@ -148,12 +182,25 @@ mod tests {
     fn a_task_script_gets_its_keys_in_the_prelude_order() {
         let keys = Keys::new("p");
         let script = keys.task_script("t");
-        assert_eq!(script.len(), 13 + TaskStatus::ALL.len());
+        assert_eq!(script.len(), 17 + TaskStatus::ALL.len());
         assert_eq!(script[0], "p:task:t");
         assert_eq!(script[6], "p:task:t:results:failed");
         assert_eq!(script[7], "p:task:t:leases");
         assert_eq!(script[8], "p:task:t:starts");
-        assert_eq!(script[12], "p:seq");
-        assert_eq!(script[13], "p:tasks:QUEUED");
+        assert_eq!(script[9], "p:task:t:ready");
+        assert_eq!(script[10], "p:task:t:held");
+        assert_eq!(script[11], "p:task:t:ranges");
+        assert_eq!(script[15], "p:seq");
+        assert_eq!(script[16], "p:runnable");
+        assert_eq!(script[17], "p:tasks:QUEUED");
+    }
+
+    #[test]
+    fn the_runnable_script_builds_the_same_task_keys_as_rust() {
+        // runnable_tasks.lua appends the id, then ':held', to the prefix.
+        let keys = Keys::new("p");
+        let task = format!("{}t1", keys.task_prefix());
+        assert_eq!(task, keys.task("t1"));
+        assert_eq!(format!("{task}:held"), keys.held("t1"));
     }
 }

@@ -7,9 +7,11 @@
 //! and workers whose clocks disagree still agree on who holds a shard.
 
 use super::RedisStore;
+use super::codec::TaskHash;
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
-use crate::{ShardClaim, StoreError, StoreResult, lease_millis};
+use crate::{ReadyClaim, RunnableTask, ShardClaim, StoreError, StoreResult, lease_millis};
+use dts_model::{ShardRange, TaskStatus};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -55,12 +57,14 @@ pub(super) async fn renew_leases(
     }
     let mut call = SCRIPTS.renew_leases.prepare_invoke();
     call.arg(worker).arg(lease_millis(lease));
-    // Each task's two keys go in once, however many of its shards follow.
+    // Each task's three keys go in once, however many of its shards follow.
     let mut tasks: HashMap<&str, usize> = HashMap::new();
     for (id, shard) in shards {
         let next = tasks.len() + 1;
         let task = *tasks.entry(id.as_str()).or_insert_with(|| {
-            call.key(store.keys.task(id)).key(store.keys.leases(id));
+            call.key(store.keys.task(id))
+                .key(store.keys.leases(id))
+                .key(store.keys.held(id));
             next
         });
         call.arg(task).arg(*shard);
@@ -87,9 +91,13 @@ pub(super) async fn release_shard(
 ) -> StoreResult<()> {
     let mut call = SCRIPTS.release_shard.prepare_invoke();
     call.key(store.keys.leases(id))
+        .key(store.keys.task(id))
+        .key(store.keys.ready(id))
+        .key(store.keys.held(id))
         .arg(shard)
         .arg(worker)
-        .arg(if clean { "1" } else { "0" });
+        .arg(if clean { "1" } else { "0" })
+        .arg(TaskStatus::InProgress.as_str());
     let mut conn = store.conn.clone();
     store
         .run(
@@ -98,6 +106,85 @@ pub(super) async fn release_shard(
         )
         .await?;
     Ok(())
+}
+
+pub(super) async fn claim_ready_shard(
+    store: &RedisStore,
+    id: &str,
+    worker: &str,
+    lease: Duration,
+    max_held: Option<u32>,
+) -> StoreResult<ReadyClaim> {
+    let op = format!("claim a ready shard of task {id} for worker {worker}");
+    let args = vec![
+        worker.to_string(),
+        lease_millis(lease).to_string(),
+        max_held.map(|max| max.to_string()).unwrap_or_default(),
+    ];
+    let reply = store
+        .task_script(&SCRIPTS.claim_ready_shard, &op, id, args)
+        .await?;
+    match reply.first().map(String::as_str) {
+        Some("claimed") if reply.len() == 4 => Ok(ReadyClaim::Claimed {
+            shard: number(&op, &reply[1])?,
+            attempt: number(&op, &reply[2])?,
+            range: range(id, &reply[1], &reply[3])?,
+        }),
+        Some("noneready") => Ok(ReadyClaim::NoneReady),
+        Some("atcapacity") => Ok(ReadyClaim::AtCapacity),
+        Some("ended") => Ok(ReadyClaim::TaskEnded),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
+        _ => Err(unexpected(&op, &reply)),
+    }
+}
+
+/// A shard's range as `claim_ready_shard.lua` reads it: `start:len`.
+fn range(id: &str, shard: &str, text: &str) -> StoreResult<ShardRange> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(start, len)| Some((start.parse().ok()?, len.parse().ok()?)));
+    match parsed {
+        Some((start, len)) => Ok(ShardRange { start, len }),
+        None => Err(StoreError::corrupt(
+            format!("task {id} range of shard {shard}"),
+            format!("{text:?} is not start:len"),
+        )),
+    }
+}
+
+pub(super) async fn runnable_tasks(
+    store: &RedisStore,
+    limit: usize,
+) -> StoreResult<Vec<RunnableTask>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let op = "list runnable tasks";
+    let mut call = SCRIPTS.runnable_tasks.prepare_invoke();
+    call.key(store.keys.runnable())
+        .arg(store.keys.task_prefix())
+        .arg(limit)
+        .arg(TaskStatus::InProgress.as_str());
+    let mut conn = store.conn.clone();
+    let reply: Vec<String> = store.run(op, call.invoke_async(&mut conn)).await?;
+    let mut tasks = Vec::new();
+    let mut rest = reply.as_slice();
+    while let [id, ready, held, fields, tail @ ..] = rest {
+        let pairs = number::<usize>(op, fields)?
+            .checked_mul(2)
+            .filter(|pairs| *pairs <= tail.len())
+            .ok_or_else(|| unexpected(op, std::slice::from_ref(fields)))?;
+        tasks.push(RunnableTask {
+            task: TaskHash::from_pairs(id, &tail[..pairs]).decode()?,
+            ready: number(op, ready)?,
+            held: number(op, held)?,
+        });
+        rest = &tail[pairs..];
+    }
+    if !rest.is_empty() {
+        return Err(unexpected(op, rest));
+    }
+    Ok(tasks)
 }
 
 pub(super) async fn mark_item_started(

@@ -24,21 +24,26 @@
 //! | `P:task:{id}:results:all` / `:succeeded` / `:failed` | sorted set | recorded item indices (scored by index) by outcome |
 //! | `P:task:{id}:leases` | hash | shard leases: `{shard}:owner`, `:expires` (ms, Redis's clock), `:attempts`, `:dirty` |
 //! | `P:task:{id}:starts` | hash | item index → how often it was started (only for shards that lost a worker) |
+//! | `P:task:{id}:ready` | sorted set | shards neither completed nor owned by a lease, scored by index: the queue free slots claim from |
+//! | `P:task:{id}:held` | sorted set | shards owned by a lease, scored by when it expires (expired ones count as ready) |
+//! | `P:task:{id}:ranges` | hash | shard index → its range as `start:len` |
 //! | `P:tasks` | sorted set | every task's list member, scored by `createdAt` |
 //! | `P:tasks:{STATUS}` | sorted set | the same, for the tasks in one status |
 //! | `P:unfinished` | sorted set | the same, for tasks not yet in a terminal status |
+//! | `P:runnable` | sorted set | the same, for `INPROGRESS` tasks with a shard not yet completed |
 //! | `P:ended` | sorted set | ended tasks' members, scored by when their keys expire |
 //! | `P:seq` | string | counter behind the list members |
 //! | `P:worker:{id}` | string | a worker's last heartbeat (JSON), expiring with the heartbeat's TTL |
 //! | `P:workers` | sorted set | worker ids, scored by when their heartbeat expires |
 //!
 //! A list member is `{sequence:020}:{id}`: tasks created in the same
-//! millisecond sort by insertion. When a task ends, all nine `P:task:{id}*`
+//! millisecond sort by insertion. When a task ends, all twelve `P:task:{id}*`
 //! keys get the retention TTL together (one written after that, by a worker
 //! that has not heard of a cancel yet, gets the task's remaining TTL); its list entries stay until
 //! `list_tasks` prunes them (through `P:ended`, or on finding the hash gone).
-//! Keys of one task are not in one hash slot: this is for a single Redis (or
-//! a primary with replicas), not Redis Cluster.
+//! Keys of one task are not in one hash slot, and `runnable_tasks.lua` builds
+//! the keys of the tasks it finds from the prefix: this is for a single Redis
+//! (or a primary with replicas), not Redis Cluster.
 
 mod codec;
 mod errors;
@@ -50,8 +55,8 @@ mod tasks;
 mod workers;
 
 use crate::{
-    HeartbeatOutcome, PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError,
-    StoreResult,
+    HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
+    ShardCompletion, Store, StoreError, StoreResult,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
@@ -319,6 +324,20 @@ impl Store for RedisStore {
         clean: bool,
     ) -> StoreResult<()> {
         leases::release_shard(self, id, shard, worker, clean).await
+    }
+
+    async fn runnable_tasks(&self, limit: usize) -> StoreResult<Vec<RunnableTask>> {
+        leases::runnable_tasks(self, limit).await
+    }
+
+    async fn claim_ready_shard(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: Duration,
+        max_held: Option<u32>,
+    ) -> StoreResult<ReadyClaim> {
+        leases::claim_ready_shard(self, id, worker, lease, max_held).await
     }
 
     async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32> {

@@ -273,7 +273,7 @@ pub(super) async fn save_plan(
     shards: &[ShardRange],
 ) -> StoreResult<PlanOutcome> {
     let count = crate::plan_size(id, shards.len())?;
-    let args = vec![
+    let mut args = vec![
         codec::encode("plan", shards)?,
         count.to_string(),
         now_millis().to_string(),
@@ -283,6 +283,11 @@ pub(super) async fn save_plan(
             .as_str()
             .to_string(),
     ];
+    args.extend(
+        shards
+            .iter()
+            .map(|range| format!("{}:{}", range.start, range.len)),
+    );
     let op = format!("save plan of task {id}");
     let reply = store.task_script(&SCRIPTS.save_plan, &op, id, args).await?;
     let task = |from: usize| TaskHash::from_pairs(id, &reply[from..]).decode();

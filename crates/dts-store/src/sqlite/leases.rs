@@ -7,10 +7,16 @@
 //! claimants (threads or processes) never both acquire. Times are the
 //! store's [`Clock`] (the wall clock of this machine, unless a test injects
 //! another): every process sharing the file shares it.
+//!
+//! The ready queue (`ready_shards`) holds each in-progress task's shards
+//! that are neither completed nor owned; every write that changes a lease
+//! keeps it in step in the same transaction. A shard whose owner's lease
+//! expired is ready as well, found in `shard_leases` at claim time: its
+//! owner may still renew it, which must not touch the queue.
 
-use super::rows::{DbResult, no_shard, task_key};
-use crate::{ShardClaim, StoreError, lease_millis};
-use dts_model::Clock;
+use super::rows::{DbResult, RawTask, TASK_COLUMNS, no_shard, task_from_row, task_key};
+use crate::{ReadyClaim, RunnableTask, ShardClaim, StoreError, lease_millis};
+use dts_model::{Clock, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params, params};
 use std::time::Duration;
 
@@ -86,7 +92,18 @@ pub(super) fn claim_shard(
     if shard >= planned {
         return Err(no_shard(id, shard, planned).into());
     }
-    let before = tx
+    let before = read_lease(&tx, key, shard)?;
+    let (claim, after) = decide(before, worker, clock.now_millis(), lease_millis(lease));
+    if let Some(after) = after {
+        write_lease(&tx, key, shard, &after)?;
+    }
+    tx.commit()?;
+    Ok(claim)
+}
+
+/// The lease row of a shard, if it was ever claimed (and not completed).
+fn read_lease(conn: &Connection, key: i64, shard: u32) -> DbResult<Option<Lease>> {
+    Ok(conn
         .prepare_cached(
             "SELECT owner, expires_at, attempts, dirty FROM shard_leases \
              WHERE task_key = ?1 AND shard = ?2",
@@ -99,27 +116,158 @@ pub(super) fn claim_shard(
                 dirty: row.get(3)?,
             })
         })
-        .optional()?;
-    let (claim, after) = decide(before, worker, clock.now_millis(), lease_millis(lease));
-    if let Some(after) = after {
-        tx.prepare_cached(
-            "INSERT INTO shard_leases (task_key, shard, owner, expires_at, attempts, dirty) \
-             VALUES (:task_key, :shard, :owner, :expires_at, :attempts, :dirty) \
-             ON CONFLICT (task_key, shard) DO UPDATE SET owner = excluded.owner, \
-             expires_at = excluded.expires_at, attempts = excluded.attempts, \
-             dirty = excluded.dirty",
+        .optional()?)
+}
+
+/// Stores a lease just acquired. An owned shard is not ready, whichever
+/// path claimed it, so it leaves the ready queue in the same step.
+fn write_lease(conn: &Connection, key: i64, shard: u32, lease: &Lease) -> DbResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO shard_leases (task_key, shard, owner, expires_at, attempts, dirty) \
+         VALUES (:task_key, :shard, :owner, :expires_at, :attempts, :dirty) \
+         ON CONFLICT (task_key, shard) DO UPDATE SET owner = excluded.owner, \
+         expires_at = excluded.expires_at, attempts = excluded.attempts, \
+         dirty = excluded.dirty",
+    )?
+    .execute(named_params! {
+        ":task_key": key,
+        ":shard": shard,
+        ":owner": lease.owner,
+        ":expires_at": lease.expires_at,
+        ":attempts": lease.attempts,
+        ":dirty": lease.dirty,
+    })?;
+    conn.prepare_cached("DELETE FROM ready_shards WHERE task_key = ?1 AND shard = ?2")?
+        .execute(params![key, shard])?;
+    Ok(())
+}
+
+/// Puts every shard of a plan just saved on the ready queue.
+pub(super) fn enqueue_plan(conn: &Connection, key: i64, shards: u32) -> DbResult<()> {
+    conn.prepare_cached(
+        "WITH RECURSIVE s(shard) AS (SELECT 0 UNION ALL SELECT shard + 1 FROM s WHERE shard + 1 < ?2) \
+         INSERT INTO ready_shards (task_key, shard) SELECT ?1, shard FROM s WHERE ?2 > 0",
+    )?
+    .execute(params![key, shards])?;
+    Ok(())
+}
+
+/// Empties the ready queue of a task that ended: nothing of it is handed
+/// out any more, and the rows would only take room.
+pub(super) fn forget_ready(conn: &Connection, key: i64) -> DbResult<()> {
+    conn.prepare_cached("DELETE FROM ready_shards WHERE task_key = ?1")?
+        .execute([key])?;
+    Ok(())
+}
+
+/// The task's shards held by a lease that has not expired at `now`.
+fn held_at(conn: &Connection, key: i64, now: u64) -> DbResult<u32> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM shard_leases \
+             WHERE task_key = ?1 AND owner IS NOT NULL AND expires_at > ?2",
         )?
-        .execute(named_params! {
-            ":task_key": key,
-            ":shard": shard,
-            ":owner": after.owner,
-            ":expires_at": after.expires_at,
-            ":attempts": after.attempts,
-            ":dirty": after.dirty,
-        })?;
+        .query_row(params![key, now], |row| row.get(0))?)
+}
+
+pub(super) fn runnable_tasks(
+    conn: &mut Connection,
+    limit: usize,
+    clock: &dyn Clock,
+) -> DbResult<Vec<RunnableTask>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // One read transaction: the counts and the tasks are one snapshot.
+    let tx = conn.transaction()?;
+    let now = clock.now_millis();
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks \
+         WHERE status = ?1 AND plan IS NOT NULL AND chunks_executed < chunks_to_execute \
+         ORDER BY created_at, key LIMIT ?2"
+    );
+    let raw: Vec<RawTask> = tx
+        .prepare_cached(&sql)?
+        .query_map(
+            params![TaskStatus::InProgress.as_str(), limit],
+            task_from_row,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut runnable = Vec::with_capacity(raw.len());
+    for raw in raw {
+        let (key, task) = raw.decode()?;
+        let held = held_at(&tx, key, now)?;
+        // A completed shard has no lease, so the rest of the open shards are ready.
+        let ready = (task.chunks_to_execute - task.chunks_executed).saturating_sub(held);
+        runnable.push(RunnableTask { task, ready, held });
     }
     tx.commit()?;
-    Ok(claim)
+    Ok(runnable)
+}
+
+pub(super) fn claim_ready_shard(
+    conn: &mut Connection,
+    id: &str,
+    worker: &str,
+    lease: Duration,
+    max_held: Option<u32>,
+    clock: &dyn Clock,
+) -> DbResult<ReadyClaim> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (key, status): (i64, String) = tx
+        .prepare_cached("SELECT key, status FROM tasks WHERE id = ?1")?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?
+        .ok_or_else(|| StoreError::NoSuchTask { id: id.to_string() })?;
+    if status != TaskStatus::InProgress.as_str() {
+        return Ok(ReadyClaim::TaskEnded);
+    }
+    let now = clock.now_millis();
+    if let Some(max) = max_held {
+        if held_at(&tx, key, now)? >= max {
+            return Ok(ReadyClaim::AtCapacity);
+        }
+    }
+    let queued: Option<u32> = tx
+        .prepare_cached(
+            "SELECT shard FROM ready_shards WHERE task_key = ?1 ORDER BY shard LIMIT 1",
+        )?
+        .query_row([key], |row| row.get(0))
+        .optional()?;
+    // Expired leases are few (their workers died), and live only in shard_leases.
+    let expired: Option<u32> = tx
+        .prepare_cached(
+            "SELECT MIN(shard) FROM shard_leases \
+             WHERE task_key = ?1 AND owner IS NOT NULL AND expires_at <= ?2",
+        )?
+        .query_row(params![key, now], |row| row.get(0))?;
+    let Some(shard) = queued.into_iter().chain(expired).min() else {
+        return Ok(ReadyClaim::NoneReady);
+    };
+    let before = read_lease(&tx, key, shard)?;
+    let attempt = match decide(before, worker, now, lease_millis(lease)) {
+        (ShardClaim::Acquired { attempt }, Some(after)) => {
+            write_lease(&tx, key, shard, &after)?;
+            attempt
+        }
+        (other, _) => {
+            return Err(StoreError::corrupt(
+                format!("task {id} ready shard {shard}"),
+                format!("the ready queue offered a shard that claims as {other:?}"),
+            )
+            .into());
+        }
+    };
+    let range: Option<String> = tx
+        .prepare_cached("SELECT json_extract(plan, '$[' || ?2 || ']') FROM tasks WHERE key = ?1")?
+        .query_row(params![key, shard], |row| row.get(0))?;
+    let what = || format!("task {id} plan shard {shard}");
+    let range = range.ok_or_else(|| StoreError::corrupt(what(), "missing from the plan"))?;
+    let range = serde_json::from_str(&range).map_err(|e| StoreError::corrupt(what(), e))?;
+    tx.commit()?;
+    Ok(ReadyClaim::Claimed {
+        shard,
+        range,
+        attempt,
+    })
 }
 
 pub(super) fn renew_leases(
@@ -150,19 +298,31 @@ pub(super) fn renew_leases(
 }
 
 pub(super) fn release_shard(
-    conn: &Connection,
+    conn: &mut Connection,
     id: &str,
     shard: u32,
     worker: &str,
     clean: bool,
 ) -> DbResult<()> {
-    // One statement, so atomic by itself. An owned lease is never dirty
-    // (claiming clears it), so `dirty` is simply whether this release was.
-    conn.prepare_cached(
-        "UPDATE shard_leases SET owner = NULL, dirty = ?4 \
-         WHERE task_key = (SELECT key FROM tasks WHERE id = ?1) AND shard = ?2 AND owner = ?3",
-    )?
-    .execute(params![id, shard, worker, !clean])?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // An owned lease is never dirty (claiming clears it), so `dirty` is
+    // simply whether this release was.
+    let released = tx
+        .prepare_cached(
+            "UPDATE shard_leases SET owner = NULL, dirty = ?4 \
+             WHERE task_key = (SELECT key FROM tasks WHERE id = ?1) AND shard = ?2 AND owner = ?3",
+        )?
+        .execute(params![id, shard, worker, !clean])?;
+    if released > 0 {
+        // Back on the queue, unless the task ended (its queue is gone for good).
+        tx.prepare_cached(
+            "INSERT INTO ready_shards (task_key, shard) \
+             SELECT key, ?2 FROM tasks WHERE id = ?1 AND status = ?3 \
+             ON CONFLICT (task_key, shard) DO NOTHING",
+        )?
+        .execute(params![id, shard, TaskStatus::InProgress.as_str()])?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -174,9 +334,12 @@ pub(super) fn expire_all(conn: &mut Connection) -> DbResult<u64> {
     Ok(changed as u64)
 }
 
-/// Drops the lease on a shard, whoever holds it (the shard completed).
+/// Drops the lease on a shard, whoever holds it, and takes the shard off
+/// the ready queue (the shard completed).
 pub(super) fn drop_lease(conn: &Connection, key: i64, shard: u32) -> DbResult<()> {
     conn.prepare_cached("DELETE FROM shard_leases WHERE task_key = ?1 AND shard = ?2")?
+        .execute(params![key, shard])?;
+    conn.prepare_cached("DELETE FROM ready_shards WHERE task_key = ?1 AND shard = ?2")?
         .execute(params![key, shard])?;
     Ok(())
 }

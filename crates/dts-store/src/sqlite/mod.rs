@@ -22,8 +22,8 @@ mod tasks;
 mod workers;
 
 use crate::{
-    HeartbeatOutcome, PlanOutcome, ResultFilter, ShardClaim, ShardCompletion, Store, StoreError,
-    StoreResult, encode,
+    HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
+    ShardCompletion, Store, StoreError, StoreResult, encode,
 };
 use async_trait::async_trait;
 use dts_model::{DynClock, ItemResult, ShardRange, Task, TaskStatus, WorkerInfo, system_clock};
@@ -75,6 +75,7 @@ impl SqliteStore {
     /// once (and counts it as an attempt). For `dts up` on start-up: it holds
     /// the data directory's lock, so whoever held a lease in this store is a
     /// process that died; waiting out the lease would only idle the restart.
+    /// Every held shard is then ready for [`Store::claim_ready_shard`] too.
     pub async fn expire_all_leases(&self) -> StoreResult<u64> {
         self.call("expire leases".to_string(), leases::expire_all)
             .await
@@ -350,6 +351,31 @@ impl Store for SqliteStore {
         self.call(
             format!("release shard {shard} of task {id} by worker {worker}"),
             move |conn| leases::release_shard(conn, &id, shard, &worker, clean),
+        )
+        .await
+    }
+
+    async fn runnable_tasks(&self, limit: usize) -> StoreResult<Vec<RunnableTask>> {
+        let clock = self.clock();
+        self.call("list runnable tasks".to_string(), move |conn| {
+            leases::runnable_tasks(conn, limit, &*clock)
+        })
+        .await
+    }
+
+    async fn claim_ready_shard(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: Duration,
+        max_held: Option<u32>,
+    ) -> StoreResult<ReadyClaim> {
+        let id = id.to_string();
+        let worker = worker.to_string();
+        let clock = self.clock();
+        self.call(
+            format!("claim a ready shard of task {id} for worker {worker}"),
+            move |conn| leases::claim_ready_shard(conn, &id, &worker, lease, max_held, &*clock),
         )
         .await
     }

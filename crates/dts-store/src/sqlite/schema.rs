@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -126,6 +126,31 @@ ALTER TABLE workers ADD COLUMN kind TEXT NOT NULL DEFAULT 'dts';
 ALTER TABLE workers ADD COLUMN isolation TEXT;
 ";
 
+/// Version 5: the ready-shard queue free slots claim from (late binding).
+/// A file from before gets the shards of its in-progress tasks that are
+/// neither completed nor leased, so those tasks can be claimed from at once.
+const SCHEMA_V5: &str = "
+-- Per task in progress, the shards neither completed nor owned by a lease,
+-- claimed lowest first. A shard whose owner's lease expired is ready too but
+-- stays in shard_leases, not here: its owner may still renew it.
+CREATE TABLE ready_shards (
+    task_key INTEGER NOT NULL,
+    shard INTEGER NOT NULL,
+    PRIMARY KEY (task_key, shard)
+) WITHOUT ROWID;
+
+INSERT INTO ready_shards (task_key, shard)
+SELECT t.key, s.key FROM tasks t, json_each(t.plan) s
+WHERE t.status = 'INPROGRESS' AND t.plan IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM completed_shards c WHERE c.task_key = t.key AND c.shard = s.key)
+  AND NOT EXISTS (SELECT 1 FROM shard_leases l
+                  WHERE l.task_key = t.key AND l.shard = s.key AND l.owner IS NOT NULL);
+";
+
+/// Every migration step in order: step `n` upgrades version `n` to `n + 1`.
+const STEPS: [&str; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const _: () = assert!(STEPS.len() as i64 == SCHEMA_VERSION, "one step per version");
+
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SetupError {
@@ -161,25 +186,13 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), SetupError> {
     let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     // Each step upgrades from the version before it, so a new file runs
     // them all and an old one only those it misses.
-    match found {
-        0 => {
-            tx.execute_batch(SCHEMA_V1)?;
-            tx.execute_batch(SCHEMA_V2)?;
-            tx.execute_batch(SCHEMA_V3)?;
-            tx.execute_batch(SCHEMA_V4)?;
+    match usize::try_from(found) {
+        Ok(done) if done <= STEPS.len() => {
+            for step in &STEPS[done..] {
+                tx.execute_batch(step)?;
+            }
         }
-        1 => {
-            tx.execute_batch(SCHEMA_V2)?;
-            tx.execute_batch(SCHEMA_V3)?;
-            tx.execute_batch(SCHEMA_V4)?;
-        }
-        2 => {
-            tx.execute_batch(SCHEMA_V3)?;
-            tx.execute_batch(SCHEMA_V4)?;
-        }
-        3 => tx.execute_batch(SCHEMA_V4)?,
-        SCHEMA_VERSION => {}
-        found => return Err(SetupError::Unsupported { found }),
+        _ => return Err(SetupError::Unsupported { found }),
     }
     if found != SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -158,6 +158,9 @@ pub(super) fn transition(
     if let Some(error) = error {
         task.error = Some(error.to_string());
     }
+    if to.is_terminal() {
+        super::leases::forget_ready(&tx, key)?;
+    }
     save_state(&tx, key, &mut task)?;
     tx.commit()?;
     Ok(task)
@@ -205,6 +208,7 @@ pub(super) fn save_plan(
     }
     tx.prepare_cached("UPDATE tasks SET plan = ?2 WHERE key = ?1")?
         .execute(rusqlite::params![key, plan_json])?;
+    super::leases::enqueue_plan(&tx, key, task.chunks_to_execute)?;
     save_state(&tx, key, &mut task)?;
     tx.commit()?;
     Ok(PlanOutcome::Created(task))

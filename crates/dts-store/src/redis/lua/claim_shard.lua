@@ -13,25 +13,11 @@ local planned = tonumber(redis.call('HGET', TASK, 'chunksToExecute'))
 if tonumber(shard) >= planned then
   return { 'noshard', int(planned) }
 end
-local f_owner, f_expires, f_attempts, f_dirty = lease_fields(shard)
-local lease = redis.call('HMGET', LEASES, f_owner, f_expires, f_attempts, f_dirty)
-local owner, expires = lease[1], tonumber(lease[2]) or 0
-local attempts, dirty = tonumber(lease[3]) or 0, lease[4] == '1'
-local now = redis_now_ms()
-if owner then
-  if expires > now then
-    return { 'held', owner, int(expires - now) }
-  end
-  -- Expired while still owned: its worker stopped renewing (died).
-  attempts = attempts + 1
-elseif attempts == 0 or dirty then
-  -- Never claimed, or handed back after a failure.
-  attempts = attempts + 1
+local attempts, owner, left = acquire(LEASES, READY, HELD, shard, worker, tonumber(ARGV[7]),
+  redis_now_ms())
+if not attempts then
+  return { 'held', owner, int(left) }
 end
--- (Handed back cleanly: the same attempt carries on.)
-redis.call('HSET', LEASES, f_owner, worker, f_expires, int(now + tonumber(ARGV[7])),
-  f_attempts, int(attempts))
-redis.call('HDEL', LEASES, f_dirty)
--- The lease hash may be new, after the task ended (cancelled meanwhile).
+-- The lease keys may be new, after the task ended (cancelled meanwhile).
 keep_retention()
 return { 'acquired', int(attempts) }

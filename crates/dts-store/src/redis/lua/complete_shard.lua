@@ -4,7 +4,7 @@
 -- apply_results). The rule is dts-model's TaskStatus::after_last_shard,
 -- tabulated by Rust: this script only looks its case up, inside the same
 -- atomic step that counts the shard. A case not in the table keeps its status.
--- Drops the shard's lease.
+-- Drops the shard's lease and takes it off the ready queue and held set.
 -- Reply: {'ok', newly completed '1'/'0', finished the task '1'/'0', task...},
 -- {'noshard', chunksToExecute} or {'notfound'}.
 if redis.call('EXISTS', TASK) == 0 then
@@ -23,6 +23,8 @@ end
 local changed = apply_results(8 + 3 * rules)
 -- Whoever held the lease, nobody runs a completed shard again.
 redis.call('HDEL', LEASES, lease_fields(ARGV[5]))
+redis.call('ZREM', READY, ARGV[5])
+redis.call('ZREM', HELD, ARGV[5])
 local newly = redis.call('SADD', SHARDS, ARGV[5]) == 1
 local finished = false
 if newly then

@@ -5,7 +5,8 @@ if redis.call('EXISTS', TASK) == 1 then
   return { 'exists' }
 end
 -- Leftovers of an expired task with the same id, if any, go first.
-redis.call('DEL', INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED, LEASES, STARTS)
+redis.call('DEL', INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED, LEASES, STARTS,
+  READY, HELD, RANGES)
 
 local id, created, status = ARGV[5], ARGV[7], ARGV[8]
 -- The member in the list indexes: a zero-padded sequence number first, so

@@ -7,8 +7,41 @@
 --   {shard}:dirty     '1' after a release that was not clean: the next
 --                     claim counts as a new attempt
 -- A completed shard has none of them.
+--
+-- Beside the hash, a task keeps its ready queue (`:ready`, shards neither
+-- completed nor owned, scored by index) and its held set (`:held`, owned
+-- shards scored by when the lease expires; expired ones count as ready).
+-- Every script that changes an owner keeps both in step.
 
 -- The lease hash's field names for `shard`: owner, expires, attempts, dirty.
 local function lease_fields(shard)
   return shard .. ':owner', shard .. ':expires', shard .. ':attempts', shard .. ':dirty'
+end
+
+-- Claims `shard` for `worker` at `now` (ms) for `lease_ms`, by the rules of
+-- `decide` in sqlite/leases.rs, and moves it from the ready queue to the
+-- held set. Returns the attempt; or nil, the owner and the milliseconds left
+-- when someone holds a live lease.
+local function acquire(leases, ready, held, shard, worker, lease_ms, now)
+  local f_owner, f_expires, f_attempts, f_dirty = lease_fields(shard)
+  local lease = redis.call('HMGET', leases, f_owner, f_expires, f_attempts, f_dirty)
+  local owner, expires = lease[1], tonumber(lease[2]) or 0
+  local attempts, dirty = tonumber(lease[3]) or 0, lease[4] == '1'
+  if owner then
+    if expires > now then
+      return nil, owner, expires - now
+    end
+    -- Expired while still owned: its worker stopped renewing (died).
+    attempts = attempts + 1
+  elseif attempts == 0 or dirty then
+    -- Never claimed, or handed back after a failure.
+    attempts = attempts + 1
+  end
+  -- (Handed back cleanly: the same attempt carries on.)
+  local until_ms = int(now + lease_ms)
+  redis.call('HSET', leases, f_owner, worker, f_expires, until_ms, f_attempts, int(attempts))
+  redis.call('HDEL', leases, f_dirty)
+  redis.call('ZREM', ready, shard)
+  redis.call('ZADD', held, until_ms, shard)
+  return attempts
 end

@@ -1,5 +1,7 @@
 -- ARGV[5] plan JSON, ARGV[6] shard count, ARGV[7] now (ms), ARGV[8] the
--- status a plan with no shards ends in (dts-model's rule, decided in Rust).
+-- status a plan with no shards ends in (dts-model's rule, decided in Rust),
+-- ARGV[9..] each shard's range as `start:len`, in shard order.
+-- Every shard starts ready, and the task runnable (when it has a shard).
 -- Reply: {'created', task...}, {'existing', plan JSON, task...},
 -- {'ended', task...} or {'notfound'}.
 if redis.call('EXISTS', TASK) == 0 then
@@ -13,9 +15,25 @@ if TERMINAL[redis.call('HGET', TASK, 'status')] then
   return reply({ 'ended' })
 end
 redis.call('HSET', TASK, 'plan', ARGV[5], 'chunksToExecute', ARGV[6])
+local count = tonumber(ARGV[6])
+-- In slices: unpack() of a long list would overflow Lua's stack.
+for first = 0, count - 1, 500 do
+  local scored, ranges = {}, {}
+  for shard = first, math.min(first + 499, count - 1) do
+    scored[#scored + 1] = shard
+    scored[#scored + 1] = shard
+    ranges[#ranges + 1] = shard
+    ranges[#ranges + 1] = ARGV[9 + shard]
+  end
+  redis.call('ZADD', READY, unpack(scored))
+  redis.call('HSET', RANGES, unpack(ranges))
+end
+if count > 0 then
+  redis.call('ZADD', RUNNABLE, redis.call('HGET', TASK, 'createdAt'), redis.call('HGET', TASK, 'member'))
+end
 -- In progress first, so startedAt is set even when the task completes at once.
 enter(IN_PROGRESS, ARGV[7])
-if tonumber(ARGV[6]) == 0 then
+if count == 0 then
   enter(ARGV[8], ARGV[7])
 end
 bump()

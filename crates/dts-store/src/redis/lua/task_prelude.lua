@@ -2,10 +2,11 @@
 --
 -- KEYS: 1 task hash, 2 inputs, 3 completed shards, 4 results hash,
 --       5 results:all, 6 results:succeeded, 7 results:failed, 8 shard leases,
---       9 item starts, 10 unfinished index, 11 all-tasks index, 12 ended
---       index, 13 sequence, 14.. one index per status, in the order ARGV[1]
+--       9 item starts, 10 ready shards, 11 held shards, 12 shard ranges,
+--       13 unfinished index, 14 all-tasks index, 15 ended index, 16 sequence,
+--       17 runnable index, 18.. one index per status, in the order ARGV[1]
 --       names them.
--- ARGV: 1 status names (comma-separated, the order of KEYS[14..]),
+-- ARGV: 1 status names (comma-separated, the order of KEYS[18..]),
 --       2 terminal status names, 3 the in-progress status name,
 --       4 retention in milliseconds, 5.. the script's own arguments.
 --
@@ -15,17 +16,20 @@
 local TASK, INPUTS, SHARDS, RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local RES_ALL, RES_OK, RES_FAILED = KEYS[5], KEYS[6], KEYS[7]
 local LEASES, STARTS = KEYS[8], KEYS[9]
-local UNFINISHED, ALL_TASKS, ENDED, SEQ = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+local READY, HELD, RANGES = KEYS[10], KEYS[11], KEYS[12]
+local UNFINISHED, ALL_TASKS, ENDED, SEQ = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local RUNNABLE = KEYS[17]
 -- Every key that belongs to one task, for the retention TTL.
 local TASK_KEYS = {
   TASK, INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED, LEASES, STARTS,
+  READY, HELD, RANGES,
 }
 
 local BY_STATUS = {}
 do
   local n = 0
   for name in string.gmatch(ARGV[1], '[^,]+') do
-    BY_STATUS[name] = KEYS[14 + n]
+    BY_STATUS[name] = KEYS[18 + n]
     n = n + 1
   end
 end
@@ -46,13 +50,15 @@ local function reply(head)
 end
 
 -- Starts the retention clock: every key of the task expires together, and the
--- list indexes forget the task once it has (see the `ended` index).
+-- list indexes forget the task once it has (see the `ended` index). An
+-- ended task is no longer runnable.
 local function retain()
   for _, key in ipairs(TASK_KEYS) do
     redis.call('PEXPIRE', key, RETENTION_MS)
   end
   local member = redis.call('HGET', TASK, 'member')
   redis.call('ZREM', UNFINISHED, member)
+  redis.call('ZREM', RUNNABLE, member)
   redis.call('ZADD', ENDED, int(redis_now_ms() + RETENTION_MS), member)
 end
 
