@@ -1,6 +1,6 @@
 //! The contract every `Store` implementation keeps, written once.
 //!
-//! Each test (in `tasks`, `plans`, `results`, `leases`, `workers`) is a generic async
+//! Each test (in `tasks`, `plans`, `results`, `leases`, `queue`, `workers`) is a generic async
 //! function over a `DynStore`; the `store_contract!` lines at the end of this
 //! file run all of them against each backend.
 //! A new backend adds one line there, with a factory that gives every test a
@@ -10,6 +10,7 @@
 mod helpers;
 mod leases;
 mod plans;
+mod queue;
 mod results;
 mod tasks;
 mod workers;
@@ -17,6 +18,7 @@ mod workers;
 use dts_store::{DynStore, RedisSettings, RedisStore, SqliteStore};
 use leases::*;
 use plans::*;
+use queue::*;
 use results::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +97,15 @@ macro_rules! store_contract {
                 item_starts_count_one_two_three_per_item_independently,
                 leases_and_start_counts_of_an_unknown_task_are_not_found,
                 claiming_a_shard_the_plan_does_not_have_is_refused,
+                ready_shards_are_claimed_lowest_first_and_each_exactly_once,
+                a_held_shard_is_not_handed_out_until_its_lease_expires_then_as_attempt_two,
+                max_held_is_never_exceeded_even_by_sixteen_concurrent_claimers,
+                a_clean_release_makes_the_shard_claimable_again_with_the_same_attempt,
+                a_completed_shard_is_never_claimed,
+                a_cancelled_tasks_claims_return_task_ended_and_it_leaves_runnable_tasks,
+                ready_and_held_counts_are_exact_through_claim_release_expiry_and_completion,
+                claiming_through_the_old_claim_shard_path_takes_the_shard_off_the_ready_queue,
+                runnable_tasks_are_the_in_progress_tasks_with_open_shards_oldest_first,
             );
         }
     };
