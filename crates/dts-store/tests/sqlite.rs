@@ -2,7 +2,9 @@
 //! WAL journal, several stores sharing one file, and clear errors when the
 //! file cannot be opened or read.
 
-use dts_model::{Isolation, ItemResult, TaskStatus, WorkerInfo, WorkerKind, now_millis};
+use dts_model::{
+    Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind, now_millis,
+};
 use dts_store::{DynStore, PlanOutcome, ResultFilter, ShardClaim, SqliteStore, Store, StoreError};
 use rusqlite::Connection;
 
@@ -146,7 +148,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 4,
+                supported: 5,
                 ..
             }
         ),
@@ -175,7 +177,12 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
              ALTER TABLE tasks DROP COLUMN memory_mb; \
              ALTER TABLE tasks DROP COLUMN milli_cpus; \
              ALTER TABLE workers DROP COLUMN kind; \
-             ALTER TABLE workers DROP COLUMN isolation;",
+             ALTER TABLE workers DROP COLUMN isolation; \
+             ALTER TABLE tasks DROP COLUMN priority; \
+             ALTER TABLE tasks DROP COLUMN weight; \
+             ALTER TABLE tasks DROP COLUMN max_concurrency; \
+             ALTER TABLE tasks DROP COLUMN requires; \
+             ALTER TABLE tasks DROP COLUMN speculation;",
         )
         .unwrap();
         raw.pragma_update(None, "user_version", 1).unwrap();
@@ -188,6 +195,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
         (0, None, None),
         "what the old file did not have reads as unset"
     );
+    assert_eq!(read.scheduling, Scheduling::default());
     let changed = store
         .transition(&t.id, TaskStatus::Cancelled, None)
         .await
@@ -206,7 +214,51 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+}
+
+#[tokio::test]
+async fn a_file_from_schema_version_4_keeps_its_tasks_as_ordinary_ones_and_stores_scheduling_fields_from_then_on()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let old = task(2);
+    {
+        let store = open(&path);
+        store.insert_task(&old, &inputs(2)).await.unwrap();
+    }
+    {
+        // What a dts from before scheduling fields wrote.
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "ALTER TABLE tasks DROP COLUMN priority; \
+             ALTER TABLE tasks DROP COLUMN weight; \
+             ALTER TABLE tasks DROP COLUMN max_concurrency; \
+             ALTER TABLE tasks DROP COLUMN requires; \
+             ALTER TABLE tasks DROP COLUMN speculation;",
+        )
+        .unwrap();
+        raw.pragma_update(None, "user_version", 4).unwrap();
+    }
+    let store = open(&path);
+    let read = store
+        .task(&old.id)
+        .await
+        .unwrap()
+        .expect("the task is kept");
+    assert_eq!(
+        read,
+        Task {
+            scheduling: Scheduling::default(),
+            ..old
+        },
+        "only the scheduling fields are new, and they read as their defaults"
+    );
+    let new = task(2);
+    store.insert_task(&new, &inputs(2)).await.unwrap();
+    let read = store.task(&new.id).await.unwrap().expect("the new task");
+    assert_ne!(new.scheduling, Scheduling::default());
+    assert_eq!(read.scheduling, new.scheduling);
 }
 
 #[tokio::test]

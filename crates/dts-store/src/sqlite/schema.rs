@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -126,6 +126,18 @@ ALTER TABLE workers ADD COLUMN kind TEXT NOT NULL DEFAULT 'dts';
 ALTER TABLE workers ADD COLUMN isolation TEXT;
 ";
 
+/// Version 5: a task's scheduling fields (`priority`, `weight`,
+/// `maxConcurrency`, `requires` as a JSON object, `speculation`), as
+/// columns so a claim can check `max_concurrency` in the same statement.
+/// Rows written before read as the defaults they ran with.
+const SCHEMA_V5: &str = "
+ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN weight INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tasks ADD COLUMN max_concurrency INTEGER;
+ALTER TABLE tasks ADD COLUMN requires TEXT;
+ALTER TABLE tasks ADD COLUMN speculation INTEGER NOT NULL DEFAULT 1;
+";
+
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SetupError {
@@ -167,17 +179,24 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), SetupError> {
             tx.execute_batch(SCHEMA_V2)?;
             tx.execute_batch(SCHEMA_V3)?;
             tx.execute_batch(SCHEMA_V4)?;
+            tx.execute_batch(SCHEMA_V5)?;
         }
         1 => {
             tx.execute_batch(SCHEMA_V2)?;
             tx.execute_batch(SCHEMA_V3)?;
             tx.execute_batch(SCHEMA_V4)?;
+            tx.execute_batch(SCHEMA_V5)?;
         }
         2 => {
             tx.execute_batch(SCHEMA_V3)?;
             tx.execute_batch(SCHEMA_V4)?;
+            tx.execute_batch(SCHEMA_V5)?;
         }
-        3 => tx.execute_batch(SCHEMA_V4)?,
+        3 => {
+            tx.execute_batch(SCHEMA_V4)?;
+            tx.execute_batch(SCHEMA_V5)?;
+        }
+        4 => tx.execute_batch(SCHEMA_V5)?,
         SCHEMA_VERSION => {}
         found => return Err(SetupError::Unsupported { found }),
     }
