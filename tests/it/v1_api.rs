@@ -159,6 +159,53 @@ async fn tasks_are_listed_newest_first_and_filtered_by_status() {
 }
 
 #[tokio::test]
+async fn scheduling_fields_are_kept_and_shown_and_default_when_left_out() {
+    let up = DtsUp::start(&[]);
+    let fields = [
+        "priority",
+        "weight",
+        "maxConcurrency",
+        "requires",
+        "speculation",
+    ];
+    let shown = |task: &serde_json::Value| fields.map(|f| task[f].clone());
+    let mut body = task("true", &items(1));
+    for (field, value) in fields.iter().zip([
+        json!(-5),
+        json!(3),
+        json!(2),
+        json!({"zone": "eu"}),
+        json!(false),
+    ]) {
+        body[*field] = value;
+    }
+    let (status, created) = up.post_json("/v1/tasks", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let expected = [
+        json!(-5),
+        json!(3),
+        json!(2),
+        json!({"zone": "eu"}),
+        json!(false),
+    ];
+    assert_eq!(shown(&created), expected);
+    let stored = up.task(created["id"].as_str().unwrap()).await;
+    assert_eq!(shown(&stored), expected, "read back from the store");
+
+    let plain = up.submit(task("true", &items(1))).await;
+    assert_eq!(
+        shown(&up.task(&plain).await),
+        [
+            json!(0),
+            json!(1),
+            serde_json::Value::Null,
+            json!({}),
+            json!(true)
+        ]
+    );
+}
+
+#[tokio::test]
 async fn the_local_worker_is_listed_with_its_cores() {
     let up = DtsUp::start(&["--cores", "3"]);
     let (status, workers) = up.get("/v1/workers").await;

@@ -5,9 +5,12 @@
 //! The v1 views deserialize too, so clients (the `dts` CLI) read the same
 //! types the server writes instead of indexing untyped JSON.
 
-use dts_model::{Isolation, ItemResult, Task, TaskStatus, WorkerInfo, WorkerKind, format_millis};
+use dts_model::{
+    Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind, format_millis,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// A task in the v1 API, and the data of each `task` event of
 /// `GET /v1/tasks/{id}/events`.
@@ -37,6 +40,22 @@ pub struct TaskView {
     pub memory_mb: Option<u64>,
     /// CPUs per item (0.5, 2); null for no limit.
     pub cpus: Option<f64>,
+    /// Higher runs first. The scheduling fields default when absent, so a
+    /// client reads a server from before them.
+    #[serde(default)]
+    pub priority: i32,
+    /// The task's share of slots against tasks of the same priority.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Items of the task that may run at once; null for no limit.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// Labels a worker must have to run the task; `{}` for any worker.
+    #[serde(default)]
+    pub requires: BTreeMap<String, String>,
+    /// Whether a straggling item may run a second time elsewhere.
+    #[serde(default = "default_speculation")]
+    pub speculation: bool,
     /// Left out of summaries, lists and events unless asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_list: Option<Vec<String>>,
@@ -60,6 +79,14 @@ pub struct TaskView {
     pub error: Option<String>,
 }
 
+fn default_weight() -> u32 {
+    Scheduling::default().weight
+}
+
+fn default_speculation() -> bool {
+    Scheduling::default().speculation
+}
+
 impl TaskView {
     /// The task with its variables; `inputs` is left out of summaries
     /// (progress polling).
@@ -79,6 +106,11 @@ impl TaskView {
             variable_json: None,
             memory_mb: task.memory_mb,
             cpus: task.milli_cpus.map(|milli| f64::from(milli) / 1000.0),
+            priority: task.scheduling.priority,
+            weight: task.scheduling.weight,
+            max_concurrency: task.scheduling.max_concurrency,
+            requires: task.scheduling.requires,
+            speculation: task.scheduling.speculation,
             created_at: format_millis(task.created_at),
             started_at: task.started_at.map(format_millis),
             finished_at: task.finished_at.map(format_millis),
@@ -247,6 +279,62 @@ mod tests {
             let read: TaskView = serde_json::from_str(&json).unwrap();
             assert_eq!(read, view, "{json}");
         }
+    }
+
+    #[test]
+    fn the_v1_task_shows_its_scheduling_fields_in_camel_case() {
+        let plain = serde_json::to_value(TaskView::brief(task())).unwrap();
+        assert_eq!(
+            [
+                &plain["priority"],
+                &plain["weight"],
+                &plain["maxConcurrency"],
+                &plain["requires"],
+                &plain["speculation"],
+            ],
+            [&json!(0), &json!(1), &Value::Null, &json!({}), &json!(true)]
+        );
+        let new = submit::from_json(
+            &json!({"templateFunction": "x", "inputList": [], "priority": -2, "weight": 3,
+                    "maxConcurrency": 4, "requires": {"gpu": "a100"}, "speculation": false}),
+            &SubmitLimits::default(),
+        )
+        .unwrap();
+        let set = serde_json::to_value(TaskView::brief(new.to_task(0))).unwrap();
+        assert_eq!(
+            [
+                &set["priority"],
+                &set["weight"],
+                &set["maxConcurrency"],
+                &set["requires"],
+                &set["speculation"],
+            ],
+            [
+                &json!(-2),
+                &json!(3),
+                &json!(4),
+                &json!({"gpu": "a100"}),
+                &json!(false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_task_view_from_a_server_without_scheduling_fields_reads_as_their_defaults() {
+        let view = TaskView::brief(task());
+        let mut json = serde_json::to_value(&view).unwrap();
+        let object = json.as_object_mut().unwrap();
+        for field in [
+            "priority",
+            "weight",
+            "maxConcurrency",
+            "requires",
+            "speculation",
+        ] {
+            assert!(object.remove(field).is_some(), "{field} is written");
+        }
+        let read: TaskView = serde_json::from_value(json).unwrap();
+        assert_eq!(read, view);
     }
 
     #[test]

@@ -346,6 +346,7 @@ mod tests {
             deadline_secs: None,
             memory_mb: Some(100),
             milli_cpus: Some(1500),
+            scheduling: Default::default(),
             inputs: (0..5000).map(|i| format!("in\"put\n{i}\u{1}é")).collect(),
         };
         let task = new.to_task(0);

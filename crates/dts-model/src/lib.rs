@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod plan;
+pub mod scheduling;
 pub mod status;
 pub mod submit;
 pub mod template;
@@ -17,6 +18,7 @@ pub mod variables;
 
 pub use clock::{Clock, DynClock, SystemClock, system_clock};
 pub use plan::{PlanError, PlanLimits, ShardRange};
+pub use scheduling::Scheduling;
 pub use status::{ItemFailures, TaskStatus};
 pub use submit::{NewTask, SubmitLimits, ValidationError};
 pub use variables::Variables;
@@ -94,6 +96,10 @@ pub struct Task {
     /// CPU each item may use, in thousandths of a CPU (`cpus` × 1000,
     /// rounded up); `None` for no limit.
     pub milli_cpus: Option<u32>,
+    /// Which slots may run the task's items, how many at once, and how it
+    /// ranks against other tasks (`priority`, `weight`, `maxConcurrency`,
+    /// `requires`, `speculation`).
+    pub scheduling: Scheduling,
     /// Grows by one with every store operation that changes the task, so a
     /// watcher can tell a change without comparing the whole task.
     pub version: u64,

@@ -5,10 +5,12 @@
 //! values is refused at the door instead of failing on a worker later.
 
 use super::plan::json_escaped_len;
+use super::scheduling::{self, Scheduling};
 use super::template::{self, MissingVariables};
 use super::variables::Variables;
 use super::{Task, TaskStatus, new_task_id};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// Bounds on what one submission may contain (all configurable). Item and
 /// script sizes count bytes once JSON-escaped, as they travel in shard
@@ -109,6 +111,9 @@ pub struct NewTask {
     pub memory_mb: Option<u64>,
     /// `cpus` in thousandths of a CPU, rounded up.
     pub milli_cpus: Option<u32>,
+    /// `priority`, `weight`, `maxConcurrency`, `requires`, `speculation`
+    /// (each its default when not given).
+    pub scheduling: Scheduling,
 }
 
 impl NewTask {
@@ -135,6 +140,7 @@ impl NewTask {
             error: None,
             memory_mb: self.memory_mb,
             milli_cpus: self.milli_cpus,
+            scheduling: self.scheduling.clone(),
             version: 0,
         }
     }
@@ -168,6 +174,11 @@ const FIELDS: &[&str] = &[
     "deadlineSecs",
     "memoryMb",
     "cpus",
+    "priority",
+    "weight",
+    "maxConcurrency",
+    "requires",
+    "speculation",
 ];
 
 const MAX_NAME_CHARS: usize = 200;
@@ -230,6 +241,7 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
     let deadline_secs = integer_field(fields, "deadlineSecs", 1, limits.max_timeout_secs)?;
     let memory_mb = integer_field(fields, "memoryMb", 1, limits.max_memory_mb)?;
     let milli_cpus = cpus_field(fields, limits.max_cpus)?;
+    let scheduling = scheduling_fields(fields)?;
 
     let rendered =
         template::render(&template_function, &variables).map_err(|MissingVariables(names)| {
@@ -263,6 +275,7 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
         inputs,
         memory_mb,
         milli_cpus,
+        scheduling,
     })
 }
 
@@ -289,16 +302,25 @@ pub fn from_form(
             ));
         }
         let value = match key.as_str() {
-            "timeoutSecs" | "retries" | "deadlineSecs" | "memoryMb" => {
-                match value.trim().parse::<i64>() {
-                    Ok(n) => Value::from(n),
-                    Err(_) => Value::String(value.clone()),
-                }
-            }
+            "timeoutSecs" | "retries" | "deadlineSecs" | "memoryMb" | "priority" | "weight"
+            | "maxConcurrency" => match value.trim().parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => Value::String(value.clone()),
+            },
             // A number where the text is one (finite: NaN and inf stay text,
             // and are refused as not a number).
             "cpus" => match value.trim().parse::<f64>() {
                 Ok(n) if n.is_finite() => Value::from(n),
+                _ => Value::String(value.clone()),
+            },
+            "speculation" => match value.trim() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => Value::String(value.clone()),
+            },
+            // The labels as a JSON object, as `variableJson` is given in a form.
+            "requires" => match serde_json::from_str::<Value>(value) {
+                Ok(object @ Value::Object(_)) => object,
                 _ => Value::String(value.clone()),
             },
             _ => Value::String(value.clone()),
@@ -508,6 +530,131 @@ fn integer_field(
         Value::Number(n) => match n.as_u64() {
             Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
             _ => Err(out_of_range()),
+        },
+        other => Err(ValidationError::field(
+            "invalid_field",
+            field,
+            format!("{field} must be a whole number, not {}", kind_of(other)),
+        )),
+    }
+}
+
+/// `priority`, `weight`, `maxConcurrency`, `requires` and `speculation`,
+/// each its default when absent or null.
+fn scheduling_fields(fields: &Map<String, Value>) -> Result<Scheduling, ValidationError> {
+    let defaults = Scheduling::default();
+    let priority = signed_field(
+        fields,
+        "priority",
+        i64::from(scheduling::MIN_PRIORITY),
+        i64::from(scheduling::MAX_PRIORITY),
+    )?
+    // In range, so it fits.
+    .map_or(defaults.priority, |p| p as i32);
+    let weight = integer_field(fields, "weight", 1, u64::from(scheduling::MAX_WEIGHT))?
+        .map_or(defaults.weight, |w| w as u32);
+    let max_concurrency = integer_field(
+        fields,
+        "maxConcurrency",
+        1,
+        u64::from(scheduling::MAX_CONCURRENCY),
+    )?
+    .map(|n| n as u32);
+    let speculation = match fields.get("speculation") {
+        None | Some(Value::Null) => defaults.speculation,
+        Some(Value::Bool(on)) => *on,
+        Some(other) => {
+            return Err(ValidationError::field(
+                "invalid_field",
+                "speculation",
+                format!("speculation must be true or false, not {}", kind_of(other)),
+            ));
+        }
+    };
+    Ok(Scheduling {
+        priority,
+        weight,
+        max_concurrency,
+        requires: requires_field(fields)?,
+        speculation,
+    })
+}
+
+/// `requires`: an object of label names to string values, every label
+/// valid, at most [`scheduling::MAX_REQUIRED_LABELS`] of them. A bad value
+/// is blamed on `requires.<name>`; a bad name on `requires`, since the name
+/// itself may not be fit to show as a path.
+fn requires_field(
+    fields: &Map<String, Value>,
+) -> Result<BTreeMap<String, String>, ValidationError> {
+    let object = match fields.get("requires") {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(Value::Object(object)) => object,
+        Some(other) => {
+            return Err(ValidationError::field(
+                "invalid_field",
+                "requires",
+                format!(
+                    "requires must be an object of label names to values, such as {{\"gpu\": \"a100\"}}, not {}",
+                    kind_of(other)
+                ),
+            ));
+        }
+    };
+    if object.len() > scheduling::MAX_REQUIRED_LABELS {
+        return Err(ValidationError::field(
+            "too_large",
+            "requires",
+            format!(
+                "requires has {} labels, more than the limit of {}",
+                object.len(),
+                scheduling::MAX_REQUIRED_LABELS
+            ),
+        ));
+    }
+    let mut requires = BTreeMap::new();
+    for (name, value) in object {
+        let blame = |e: scheduling::LabelError| {
+            let field = match e {
+                scheduling::LabelError::Name { .. } => "requires".to_string(),
+                scheduling::LabelError::Value { .. } => format!("requires.{name}"),
+            };
+            ValidationError::field("invalid_field", field, format!("in requires, {e}"))
+        };
+        // The name first: a value's error names its label.
+        scheduling::check_label(name, "").map_err(blame)?;
+        let Value::String(value) = value else {
+            return Err(ValidationError::field(
+                "invalid_field",
+                format!("requires.{name}"),
+                format!("requires.{name} must be a string, not {}", kind_of(value)),
+            ));
+        };
+        scheduling::check_label(name, value).map_err(blame)?;
+        requires.insert(name.clone(), value.clone());
+    }
+    Ok(requires)
+}
+
+/// A whole number that may be negative, from `min` to `max`.
+fn signed_field(
+    fields: &Map<String, Value>,
+    field: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, ValidationError> {
+    let value = match fields.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(value) => value,
+    };
+    match value {
+        Value::Number(n) => match n.as_i64() {
+            Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+            _ => Err(ValidationError::field(
+                "invalid_field",
+                field,
+                format!("{field} must be a whole number from {min} to {max}"),
+            )),
         },
         other => Err(ValidationError::field(
             "invalid_field",
@@ -771,6 +918,126 @@ mod tests {
                 "invalid_field",
                 "cpus",
             ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "priority": 1001}),
+                "invalid_field",
+                "priority",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "priority": -1001}),
+                "invalid_field",
+                "priority",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "priority": 1.5}),
+                "invalid_field",
+                "priority",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "priority": "high"}),
+                "invalid_field",
+                "priority",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "priority": 9223372036854775808u64}),
+                "invalid_field",
+                "priority",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "weight": 0}),
+                "invalid_field",
+                "weight",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "weight": -1}),
+                "invalid_field",
+                "weight",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "weight": 1001}),
+                "invalid_field",
+                "weight",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "weight": "2"}),
+                "invalid_field",
+                "weight",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "maxConcurrency": 0}),
+                "invalid_field",
+                "maxConcurrency",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "maxConcurrency": 1000001}),
+                "invalid_field",
+                "maxConcurrency",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "maxConcurrency": true}),
+                "invalid_field",
+                "maxConcurrency",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "speculation": "false"}),
+                "invalid_field",
+                "speculation",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "speculation": 0}),
+                "invalid_field",
+                "speculation",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": "gpu=a100"}),
+                "invalid_field",
+                "requires",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": [["gpu", "a100"]]}),
+                "invalid_field",
+                "requires",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": {"": "a100"}}),
+                "invalid_field",
+                "requires",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": {"g pu": "a100"}}),
+                "invalid_field",
+                "requires",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": {"gpu": 100}}),
+                "invalid_field",
+                "requires.gpu",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": {"gpu": null}}),
+                "invalid_field",
+                "requires.gpu",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": {"gpu": "a\n100"}}),
+                "invalid_field",
+                "requires.gpu",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": {"gpu": "v".repeat(64)}}),
+                "invalid_field",
+                "requires.gpu",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": {"n".repeat(64): "a100"}}),
+                "invalid_field",
+                "requires",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": (0..17).map(|i| (format!("l{i}"), json!("v"))).collect::<Map<String, Value>>()}),
+                "too_large",
+                "requires",
+            ),
         ];
         for (body, code, field) in cases {
             assert_eq!(
@@ -843,6 +1110,110 @@ mod tests {
             )
             .unwrap_err();
             assert_eq!(err.field.as_deref(), Some("cpus"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scheduling_fields_default_to_an_ordinary_task_that_may_run_anywhere() {
+        let bare = from_json(
+            &json!({"templateFunction": "x", "inputList": []}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(bare.scheduling, Scheduling::default());
+        assert_eq!(
+            (
+                bare.scheduling.priority,
+                bare.scheduling.weight,
+                bare.scheduling.max_concurrency,
+                bare.scheduling.requires.len(),
+                bare.scheduling.speculation,
+            ),
+            (0, 1, None, 0, true)
+        );
+        let nulls = from_json(
+            &json!({"templateFunction": "x", "inputList": [], "priority": null, "weight": null,
+                    "maxConcurrency": null, "requires": null, "speculation": null}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(nulls.scheduling, Scheduling::default());
+    }
+
+    #[test]
+    fn scheduling_fields_are_kept_as_given_up_to_their_bounds() {
+        let task = from_json(
+            &json!({"templateFunction": "x", "inputList": [], "priority": -1000, "weight": 1000,
+                    "maxConcurrency": 1_000_000, "speculation": false,
+                    "requires": {"gpu": "a100", "example.com/zone": "", "rack_2": "v".repeat(63)}}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            task.scheduling,
+            Scheduling {
+                priority: -1000,
+                weight: 1000,
+                max_concurrency: Some(1_000_000),
+                requires: [
+                    ("gpu", "a100".to_string()),
+                    ("example.com/zone", String::new()),
+                    ("rack_2", "v".repeat(63)),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+                speculation: false,
+            }
+        );
+        assert_eq!(task.to_task(0).scheduling, task.scheduling);
+        let top = from_json(
+            &json!({"templateFunction": "x", "inputList": [], "priority": 1000, "maxConcurrency": 1}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            (top.scheduling.priority, top.scheduling.max_concurrency),
+            (1000, Some(1))
+        );
+    }
+
+    #[test]
+    fn the_seeds_form_takes_scheduling_fields_too() {
+        let task = from_form(
+            &pairs(&[
+                ("templateFunction", "x"),
+                ("inputList", "a"),
+                ("priority", "-3"),
+                ("weight", "2"),
+                ("maxConcurrency", "4"),
+                ("speculation", "false"),
+                ("requires", r#"{"gpu":"a100"}"#),
+            ]),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                task.scheduling.priority,
+                task.scheduling.weight,
+                task.scheduling.max_concurrency,
+                task.scheduling.speculation,
+                task.scheduling.requires.get("gpu").map(String::as_str),
+            ),
+            (-3, 2, Some(4), false, Some("a100"))
+        );
+        for (field, bad) in [
+            ("speculation", "no"),
+            ("requires", "gpu=a100"),
+            ("weight", "two"),
+        ] {
+            let err = from_form(
+                &pairs(&[("templateFunction", "x"), ("inputList", "a"), (field, bad)]),
+                &limits(),
+            )
+            .unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{bad}");
         }
     }
 

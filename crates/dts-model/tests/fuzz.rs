@@ -267,6 +267,11 @@ const FIELDS: &[&str] = &[
     "deadlineSecs",
     "memoryMb",
     "cpus",
+    "priority",
+    "weight",
+    "maxConcurrency",
+    "requires",
+    "speculation",
 ];
 const READ_ONLY: &[&str] = &[
     "id",
@@ -314,6 +319,32 @@ fn number_field(max: u64) -> BoxedStrategy<Value> {
     .boxed()
 }
 
+fn signed_number_field(max: i64) -> BoxedStrategy<Value> {
+    prop_oneof![
+        4 => (-max - 2..=max + 2).prop_map(Value::from),
+        1 => number_field(max as u64),
+    ]
+    .boxed()
+}
+
+/// A `requires` object: mostly sane labels, sometimes bad names, values or
+/// too many entries.
+fn requires_value() -> BoxedStrategy<Value> {
+    let label_name = prop_oneof![
+        4 => "[A-Za-z0-9_./-]{1,12}",
+        1 => nasty_text(),
+        1 => (60usize..68).prop_map(|n| "n".repeat(n)),
+    ];
+    let label_value = prop_oneof![
+        4 => "[a-z0-9]{0,8}".prop_map(Value::from),
+        1 => nasty_text().prop_map(Value::from),
+        1 => any_json(),
+    ];
+    prop::collection::vec((label_name, label_value), 0..20)
+        .prop_map(|kv| Value::Object(kv.into_iter().collect()))
+        .boxed()
+}
+
 fn item() -> impl Strategy<Value = Value> {
     prop_oneof![
         8 => nasty_text().prop_map(Value::from),
@@ -356,6 +387,13 @@ fn near_valid_body() -> impl Strategy<Value = Value> {
         1 => (190usize..210).prop_map(|n| Value::from("é".repeat(n))),
     ]
     .boxed();
+    let scheduling = (
+        field_value(signed_number_field(1000)),
+        field_value(number_field(1000)),
+        field_value(number_field(1_000_000)),
+        field_value(requires_value()),
+        field_value(any::<bool>().prop_map(Value::from).boxed()),
+    );
     let read_only =
         prop::collection::vec((prop::sample::select(READ_ONLY.to_vec()), any_json()), 0..3);
     let extra = prop::collection::vec(
@@ -389,11 +427,18 @@ fn near_valid_body() -> impl Strategy<Value = Value> {
             field_value(number_field(1000)),
             field_value(number_field(10)),
         ),
+        scheduling,
         read_only,
         prop::option::weighted(0.2, extra),
     )
         .prop_map(
-            |((t, i, v, n), (interp, timeout, retries), read_only, extra)| {
+            |(
+                (t, i, v, n),
+                (interp, timeout, retries),
+                (priority, weight, cap, requires, speculation),
+                read_only,
+                extra,
+            )| {
                 let mut body = Map::new();
                 for (key, value) in [
                     ("templateFunction", t),
@@ -403,6 +448,11 @@ fn near_valid_body() -> impl Strategy<Value = Value> {
                     ("interpreter", interp),
                     ("timeoutSecs", timeout),
                     ("retries", retries),
+                    ("priority", priority),
+                    ("weight", weight),
+                    ("maxConcurrency", cap),
+                    ("requires", requires),
+                    ("speculation", speculation),
                 ] {
                     if let Some(value) = value {
                         body.insert(key.to_string(), value);
@@ -473,6 +523,19 @@ fn check_validation(
             );
             if let Some(name) = &task.name {
                 prop_assert!(name.chars().count() <= 200);
+            }
+            let scheduling = &task.scheduling;
+            prop_assert!((-1000..=1000).contains(&scheduling.priority));
+            prop_assert!((1..=1000).contains(&scheduling.weight));
+            prop_assert!(
+                scheduling
+                    .max_concurrency
+                    .is_none_or(|n| (1..=1_000_000).contains(&n))
+            );
+            prop_assert!(scheduling.requires.len() <= 16);
+            for (label, value) in &scheduling.requires {
+                prop_assert_eq!(dts_model::scheduling::check_label(label, value), Ok(()));
+                prop_assert_eq!(body["requires"][label].as_str(), Some(value.as_str()));
             }
             let rendered = template::render(&task.template_function, &task.variables)
                 .map_err(|e| TestCaseError::fail(format!("accepted, yet {e}")))?;

@@ -2,7 +2,9 @@
 //! WAL journal, several stores sharing one file, and clear errors when the
 //! file cannot be opened or read.
 
-use dts_model::{Isolation, ItemResult, TaskStatus, WorkerInfo, WorkerKind, now_millis};
+use dts_model::{
+    Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind, now_millis,
+};
 use dts_store::{
     DynStore, PlanOutcome, ReadyClaim, ResultFilter, ShardClaim, SqliteStore, Store, StoreError,
 };
@@ -16,6 +18,42 @@ use std::time::Duration;
 
 fn open(path: &Path) -> DynStore {
     Arc::new(SqliteStore::open(path).expect("open store"))
+}
+
+/// What each schema version added, undone: entry `n` takes a file of
+/// version `n + 2` back to version `n + 1`.
+const UNDO: [&str; 5] = [
+    "DROP TABLE shard_leases; DROP TABLE item_starts;",
+    "ALTER TABLE tasks DROP COLUMN deadline_secs;",
+    "ALTER TABLE tasks DROP COLUMN version; \
+     ALTER TABLE tasks DROP COLUMN memory_mb; \
+     ALTER TABLE tasks DROP COLUMN milli_cpus; \
+     ALTER TABLE workers DROP COLUMN kind; \
+     ALTER TABLE workers DROP COLUMN isolation;",
+    "DROP TABLE ready_shards;",
+    "ALTER TABLE tasks DROP COLUMN priority; \
+     ALTER TABLE tasks DROP COLUMN weight; \
+     ALTER TABLE tasks DROP COLUMN max_concurrency; \
+     ALTER TABLE tasks DROP COLUMN requires; \
+     ALTER TABLE tasks DROP COLUMN speculation;",
+];
+
+/// Makes a current file look like what a dts writing schema `version` left,
+/// by dropping what every later version added.
+fn rewind(path: &Path, version: usize) {
+    let raw = Connection::open(path).unwrap();
+    for undo in UNDO[version - 1..].iter().rev() {
+        raw.execute_batch(undo).unwrap();
+    }
+    raw.pragma_update(None, "user_version", version).unwrap();
+}
+
+/// The schema version the file at `path` says it has.
+fn schema_version(path: &Path) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +186,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 5,
+                supported: 6,
                 ..
             }
         ),
@@ -167,21 +205,8 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
         store.insert_task(&t, &inputs(4)).await.unwrap();
         store.save_plan(&t.id, &shards(4, 2)).await.unwrap();
     }
-    {
-        // What a dts from before leases wrote.
-        let raw = Connection::open(&path).unwrap();
-        raw.execute_batch(
-            "DROP TABLE shard_leases; DROP TABLE item_starts; DROP TABLE ready_shards; \
-             ALTER TABLE tasks DROP COLUMN deadline_secs; \
-             ALTER TABLE tasks DROP COLUMN version; \
-             ALTER TABLE tasks DROP COLUMN memory_mb; \
-             ALTER TABLE tasks DROP COLUMN milli_cpus; \
-             ALTER TABLE workers DROP COLUMN kind; \
-             ALTER TABLE workers DROP COLUMN isolation;",
-        )
-        .unwrap();
-        raw.pragma_update(None, "user_version", 1).unwrap();
-    }
+    // What a dts from before leases wrote.
+    rewind(&path, 1);
     let store = open(&path);
     let read = store.task(&t.id).await.unwrap().expect("the task is kept");
     assert_eq!(read.chunks_to_execute, 2);
@@ -190,6 +215,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
         (0, None, None),
         "what the old file did not have reads as unset"
     );
+    assert_eq!(read.scheduling, Scheduling::default());
     let runnable = store.runnable_tasks(10).await.unwrap();
     assert_eq!(
         runnable
@@ -213,11 +239,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
     drop(store);
-    let version: i64 = Connection::open(&path)
-        .unwrap()
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(schema_version(&path), 6);
 }
 
 #[tokio::test]
@@ -246,12 +268,8 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
             .await
             .unwrap();
     }
-    {
-        // What a dts from before the ready queue wrote.
-        let raw = Connection::open(&path).unwrap();
-        raw.execute_batch("DROP TABLE ready_shards;").unwrap();
-        raw.pragma_update(None, "user_version", 4).unwrap();
-    }
+    // What a dts from before the ready queue wrote.
+    rewind(&path, 4);
     let store = open(&path);
     let queued: Vec<(String, u32)> = {
         let raw = Connection::open(&path).unwrap();
@@ -279,6 +297,11 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
             .collect::<Vec<_>>(),
         vec![(running.id.as_str(), 2, 1)]
     );
+    assert_eq!(
+        runnable[0].task.scheduling,
+        Scheduling::default(),
+        "the task columns of version 6 read as their defaults"
+    );
     for shard in [1, 3] {
         assert_eq!(
             store
@@ -299,6 +322,41 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
             .unwrap(),
         ReadyClaim::NoneReady
     );
+    drop(store);
+    assert_eq!(schema_version(&path), 6);
+}
+
+#[tokio::test]
+async fn a_file_from_schema_version_5_keeps_its_tasks_as_ordinary_ones_and_stores_scheduling_fields_from_then_on()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let old = task(2);
+    {
+        let store = open(&path);
+        store.insert_task(&old, &inputs(2)).await.unwrap();
+    }
+    // What a dts from before scheduling fields wrote.
+    rewind(&path, 5);
+    let store = open(&path);
+    let read = store
+        .task(&old.id)
+        .await
+        .unwrap()
+        .expect("the task is kept");
+    assert_eq!(
+        read,
+        Task {
+            scheduling: Scheduling::default(),
+            ..old
+        },
+        "only the scheduling fields are new, and they read as their defaults"
+    );
+    let new = task(2);
+    store.insert_task(&new, &inputs(2)).await.unwrap();
+    let read = store.task(&new.id).await.unwrap().expect("the new task");
+    assert_ne!(new.scheduling, Scheduling::default());
+    assert_eq!(read.scheduling, new.scheduling);
 }
 
 #[tokio::test]

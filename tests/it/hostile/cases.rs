@@ -186,6 +186,28 @@ fn json_cases(t: &mut Table, path: &str) {
         t.add(p(&format!("cpus {value}")), with(json!({"cpus": value})), "400 invalid_field cpus");
     }
 
+    // Scheduling fields.
+    for value in [json!(1001), json!(-1001), json!(1.5), json!("1"), json!(i64::MIN), json!(u64::MAX)] {
+        t.add(p(&format!("priority {value}")), with(json!({"priority": value})), "400 invalid_field priority");
+    }
+    for value in [json!(0), json!(-1), json!(1001), json!("2"), json!(2.5)] {
+        t.add(p(&format!("weight {value}")), with(json!({"weight": value})), "400 invalid_field weight");
+    }
+    for value in [json!(0), json!(-1), json!(1_000_001), json!("4"), json!(true)] {
+        t.add(p(&format!("maxConcurrency {value}")), with(json!({"maxConcurrency": value})), "400 invalid_field maxConcurrency");
+    }
+    for value in [json!("false"), json!(0), json!([true])] {
+        t.add(p(&format!("speculation {value}")), with(json!({"speculation": value})), "400 invalid_field speculation");
+    }
+    for value in [json!("gpu=a100"), json!(["gpu"]), json!({"g pu": "a100"}), json!({"": "x"}), json!({"n".repeat(64): "x"})] {
+        t.add(p(&format!("requires {value:.40}")), with(json!({"requires": value})), "400 invalid_field requires");
+    }
+    for value in [json!(100), json!({"model": "a100"}), json!("a\u{0}"), json!("v".repeat(64))] {
+        t.add(p(&format!("requires.gpu {value:.40}")), with(json!({"requires": {"gpu": value}})), "400 invalid_field requires.gpu");
+    }
+    let many_labels = Value::Object((0..17).map(|i| (format!("l{i}"), json!("v"))).collect());
+    t.add(p("requires with 17 labels"), with(json!({"requires": many_labels})), "400 too_large requires");
+
     // Variables, used or not, are bounded as a whole.
     let unused = json!({"variableJson": {"unused": "v".repeat(MAX_VARIABLES_BYTES)}});
     t.add(p("unused variables over the limit"), with(unused), "400 too_large variableJson");
@@ -244,6 +266,9 @@ fn form_cases(t: &mut Table) {
     }
     for value in ["0", "-1", "NaN", "inf", "two", "1025"] {
         t.add(p(&format!("cpus={value}")), with(&format!("cpus={value}")), "400 invalid_field cpus");
+    }
+    for (field, value) in [("priority", "1001"), ("weight", "0"), ("maxConcurrency", "none"), ("speculation", "yes"), ("requires", "gpu%3Da100")] {
+        t.add(p(&format!("{field}={value}")), with(&format!("{field}={value}")), &format!("400 invalid_field {field}"));
     }
 
     // Sizes.

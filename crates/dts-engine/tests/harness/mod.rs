@@ -61,6 +61,7 @@ pub fn task(inputs: &[&str]) -> NewTask {
         inputs: inputs.iter().map(|i| i.to_string()).collect(),
         memory_mb: None,
         milli_cpus: None,
+        scheduling: Default::default(),
     }
 }
 

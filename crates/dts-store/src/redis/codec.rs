@@ -2,18 +2,26 @@
 //!
 //! A task is a hash of text fields named as in the task's JSON (camelCase),
 //! so `HGETALL` in `redis-cli` reads like the API; absent optional fields
-//! (`name`, `startedAt`, `finishedAt`, `error`) are absent from the hash.
+//! (`name`, `startedAt`, `finishedAt`, `error`, `maxConcurrency`, an empty
+//! `requires`) are absent from the hash, and scheduling fields a task stored
+//! before they existed lacks read as their defaults.
 //! The store adds `member` (the task's entry in the list indexes) and `plan`
 //! (the shard ranges as JSON, once planned). Results and heartbeats are JSON.
 
 use crate::{Cause, StoreError, StoreResult};
-use dts_model::{ItemResult, Task, TaskStatus, WorkerInfo};
+use dts_model::{ItemResult, Scheduling, Task, TaskStatus, WorkerInfo};
 use std::collections::HashMap;
 use std::str::FromStr;
 
 /// The hash fields of a new task, as field/value pairs.
 pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)>> {
     let variables = encode("variables", &task.variables)?;
+    let scheduling = &task.scheduling;
+    let requires = if scheduling.requires.is_empty() {
+        None
+    } else {
+        Some(encode("requires", &scheduling.requires)?)
+    };
     let mut fields = vec![
         ("id", task.id.clone()),
         ("status", task.status.as_str().to_string()),
@@ -29,6 +37,9 @@ pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)
         ("itemsFailed", task.items_failed.to_string()),
         ("createdAt", task.created_at.to_string()),
         ("version", task.version.to_string()),
+        ("priority", scheduling.priority.to_string()),
+        ("weight", scheduling.weight.to_string()),
+        ("speculation", scheduling.speculation.to_string()),
     ];
     let optional = [
         ("name", task.name.clone()),
@@ -38,6 +49,11 @@ pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)
         ("deadlineSecs", task.deadline_secs.map(|s| s.to_string())),
         ("memoryMb", task.memory_mb.map(|m| m.to_string())),
         ("milliCpus", task.milli_cpus.map(|c| c.to_string())),
+        (
+            "maxConcurrency",
+            scheduling.max_concurrency.map(|n| n.to_string()),
+        ),
+        ("requires", requires),
     ];
     fields.extend(
         optional
@@ -103,8 +119,30 @@ impl TaskHash {
             deadline_secs: self.optional_parsed("deadlineSecs")?,
             memory_mb: self.optional_parsed("memoryMb")?,
             milli_cpus: self.optional_parsed("milliCpus")?,
+            scheduling: self.scheduling()?,
             // Tasks stored before versions existed start from 0.
             version: self.optional_parsed("version")?.unwrap_or(0),
+        })
+    }
+
+    /// The scheduling fields; a task stored before they existed has none
+    /// and reads as the defaults it was in effect run with.
+    fn scheduling(&self) -> StoreResult<Scheduling> {
+        let defaults = Scheduling::default();
+        let requires = match self.fields.get("requires") {
+            Some(json) => serde_json::from_str(json).map_err(|e| self.corrupt("requires", e))?,
+            None => defaults.requires,
+        };
+        Ok(Scheduling {
+            priority: self
+                .optional_parsed("priority")?
+                .unwrap_or(defaults.priority),
+            weight: self.optional_parsed("weight")?.unwrap_or(defaults.weight),
+            max_concurrency: self.optional_parsed("maxConcurrency")?,
+            requires,
+            speculation: self
+                .optional_parsed("speculation")?
+                .unwrap_or(defaults.speculation),
         })
     }
 
@@ -196,6 +234,16 @@ mod tests {
             error: None,
             memory_mb: Some(2048),
             milli_cpus: Some(500),
+            scheduling: Scheduling {
+                priority: -7,
+                weight: 3,
+                max_concurrency: Some(4),
+                requires: [("gpu", "a100"), ("zone", "")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                speculation: false,
+            },
             version: 7,
         }
     }
@@ -219,9 +267,48 @@ mod tests {
             error: Some("why".to_string()),
             memory_mb: None,
             milli_cpus: None,
+            scheduling: Scheduling::default(),
             ..task
         };
         assert_eq!(hash_of(&bare).decode().unwrap(), bare);
+        let fields = task_fields(&bare).unwrap();
+        assert!(
+            !fields
+                .iter()
+                .any(|(k, _)| *k == "maxConcurrency" || *k == "requires"),
+            "{fields:?}"
+        );
+    }
+
+    #[test]
+    fn a_task_stored_before_scheduling_fields_reads_as_their_defaults() {
+        let mut hash = hash_of(&task());
+        for field in [
+            "priority",
+            "weight",
+            "maxConcurrency",
+            "requires",
+            "speculation",
+        ] {
+            assert!(hash.fields.remove(field).is_some(), "{field} was stored");
+        }
+        assert_eq!(hash.decode().unwrap().scheduling, Scheduling::default());
+    }
+
+    #[test]
+    fn unreadable_scheduling_fields_are_corrupt_and_named() {
+        for (field, bad, named) in [
+            ("priority", "high", "task t-1 priority \"high\""),
+            ("speculation", "1", "task t-1 speculation \"1\""),
+            ("requires", "[]", "task t-1 requires"),
+        ] {
+            let mut hash = hash_of(&task());
+            hash.fields.insert(field.to_string(), bad.to_string());
+            match hash.decode() {
+                Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, named),
+                other => panic!("expected {field} corrupt, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! status rules live in Rust, next to the model, instead of in SQL.
 
 use crate::StoreError;
-use dts_model::{Isolation, ItemResult, Task, TaskStatus, WorkerInfo, WorkerKind};
+use dts_model::{Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, named_params};
 
 /// An error inside a blocking operation: SQLite's own (classified later,
@@ -52,13 +52,14 @@ pub(super) fn classify(op: &str, e: rusqlite::Error) -> StoreError {
 pub(super) const TASK_COLUMNS: &str = "key, id, name, status, template_function, variables, \
      interpreter, timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
      items_succeeded, items_failed, created_at, started_at, finished_at, error, deadline_secs, \
-     memory_mb, milli_cpus, version";
+     memory_mb, milli_cpus, version, priority, weight, max_concurrency, requires, speculation";
 
 /// A task row as SQLite gives it; [`RawTask::decode`] checks the text fields.
 pub(super) struct RawTask {
     key: i64,
     status: String,
     variables: String,
+    requires: Option<String>,
     task: Task,
 }
 
@@ -68,6 +69,7 @@ pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         key: row.get(0)?,
         status: row.get(3)?,
         variables: row.get(5)?,
+        requires: row.get(25)?,
         task: Task {
             id: row.get(1)?,
             name: row.get(2)?,
@@ -90,6 +92,13 @@ pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
             memory_mb: row.get(19)?,
             milli_cpus: row.get(20)?,
             version: row.get(21)?,
+            scheduling: Scheduling {
+                priority: row.get(22)?,
+                weight: row.get(23)?,
+                max_concurrency: row.get(24)?,
+                requires: Default::default(),
+                speculation: row.get(26)?,
+            },
         },
     })
 }
@@ -101,6 +110,7 @@ impl RawTask {
             key,
             status,
             variables,
+            requires,
             mut task,
         } = self;
         task.status = status
@@ -108,6 +118,10 @@ impl RawTask {
             .map_err(|e| StoreError::corrupt(format!("task {} status", task.id), e))?;
         task.variables = serde_json::from_str(&variables)
             .map_err(|e| StoreError::corrupt(format!("task {} variables", task.id), e))?;
+        if let Some(requires) = requires {
+            task.scheduling.requires = serde_json::from_str(&requires)
+                .map_err(|e| StoreError::corrupt(format!("task {} requires", task.id), e))?;
+        }
         Ok((key, task))
     }
 }

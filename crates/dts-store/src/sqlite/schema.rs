@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -147,8 +147,22 @@ WHERE t.status = 'INPROGRESS' AND t.plan IS NOT NULL
                   WHERE l.task_key = t.key AND l.shard = s.key AND l.owner IS NOT NULL);
 ";
 
+/// Version 6: a task's scheduling fields (`priority`, `weight`,
+/// `maxConcurrency`, `requires` as a JSON object, `speculation`), as
+/// columns so a claim can check `max_concurrency` in the same statement.
+/// Rows written before read as the defaults they ran with.
+const SCHEMA_V6: &str = "
+ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN weight INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tasks ADD COLUMN max_concurrency INTEGER;
+ALTER TABLE tasks ADD COLUMN requires TEXT;
+ALTER TABLE tasks ADD COLUMN speculation INTEGER NOT NULL DEFAULT 1;
+";
+
 /// Every migration step in order: step `n` upgrades version `n` to `n + 1`.
-const STEPS: [&str; 5] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const STEPS: [&str; 6] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
 const _: () = assert!(STEPS.len() as i64 == SCHEMA_VERSION, "one step per version");
 
 /// Why a store could not be opened.

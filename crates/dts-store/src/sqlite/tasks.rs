@@ -18,17 +18,25 @@ pub(super) fn insert_task(
     variables_json: &str,
     inputs_json: &str,
 ) -> DbResult<()> {
+    // NULL when the task requires no label, as rows from before `requires`.
+    let requires_json = if task.scheduling.requires.is_empty() {
+        None
+    } else {
+        Some(crate::encode("requires", &task.scheduling.requires)?)
+    };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let inserted = tx
         .prepare_cached(
             "INSERT INTO tasks (id, name, status, template_function, variables, interpreter, \
              timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
              items_succeeded, items_failed, created_at, started_at, finished_at, error, \
-             deadline_secs, memory_mb, milli_cpus, version) \
+             deadline_secs, memory_mb, milli_cpus, version, priority, weight, max_concurrency, \
+             requires, speculation) \
              VALUES (:id, :name, :status, :template_function, :variables, :interpreter, \
              :timeout_secs, :retries, :items_total, :chunks_to_execute, :chunks_executed, \
              :items_succeeded, :items_failed, :created_at, :started_at, :finished_at, :error, \
-             :deadline_secs, :memory_mb, :milli_cpus, :version) \
+             :deadline_secs, :memory_mb, :milli_cpus, :version, :priority, :weight, \
+             :max_concurrency, :requires, :speculation) \
              ON CONFLICT (id) DO NOTHING",
         )?
         .execute(named_params! {
@@ -53,6 +61,11 @@ pub(super) fn insert_task(
             ":memory_mb": task.memory_mb,
             ":milli_cpus": task.milli_cpus,
             ":version": task.version,
+            ":priority": task.scheduling.priority,
+            ":weight": task.scheduling.weight,
+            ":max_concurrency": task.scheduling.max_concurrency,
+            ":requires": requires_json,
+            ":speculation": task.scheduling.speculation,
         })?;
     if inserted == 0 {
         return Err(StoreError::TaskExists {

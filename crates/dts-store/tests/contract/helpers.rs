@@ -1,6 +1,6 @@
 //! Tasks, plans and results the contract tests build on.
 
-use dts_model::{ItemResult, ShardRange, Task, TaskStatus, Variables, now_millis};
+use dts_model::{ItemResult, Scheduling, ShardRange, Task, TaskStatus, Variables, now_millis};
 use dts_store::{DynStore, PlanOutcome};
 
 pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
@@ -27,6 +27,14 @@ pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
         // Round-trips the resource limits, which are set.
         memory_mb: Some(512),
         milli_cpus: Some(1500),
+        // Round-trips the scheduling fields, none at its default.
+        scheduling: Scheduling {
+            priority: -3,
+            weight: 2,
+            max_concurrency: Some(3),
+            requires: [("gpu".to_string(), "a100".to_string())].into(),
+            speculation: false,
+        },
         version: 0,
     }
 }
