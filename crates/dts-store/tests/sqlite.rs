@@ -35,6 +35,7 @@ async fn tasks_results_and_workers_survive_closing_and_reopening_the_file() {
             private_workdir: true,
             limits: vec!["memoryMb".to_string()],
         }),
+        labels: [("gpu".to_string(), "a100".to_string())].into(),
     };
     let (after_shard, results) = {
         let store = open(&path);
@@ -146,7 +147,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 4,
+                supported: 5,
                 ..
             }
         ),
@@ -175,7 +176,8 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
              ALTER TABLE tasks DROP COLUMN memory_mb; \
              ALTER TABLE tasks DROP COLUMN milli_cpus; \
              ALTER TABLE workers DROP COLUMN kind; \
-             ALTER TABLE workers DROP COLUMN isolation;",
+             ALTER TABLE workers DROP COLUMN isolation; \
+             ALTER TABLE workers DROP COLUMN labels;",
         )
         .unwrap();
         raw.pragma_update(None, "user_version", 1).unwrap();
@@ -206,7 +208,37 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+}
+
+#[tokio::test]
+async fn a_file_from_schema_version_4_keeps_its_live_workers_with_no_labels_and_then_stores_labels()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let before = fixtures::worker("w-old");
+    open(&path)
+        .heartbeat(&before, Duration::from_secs(600))
+        .await
+        .unwrap();
+    {
+        // What a dts from before labels wrote.
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("ALTER TABLE workers DROP COLUMN labels;")
+            .unwrap();
+        raw.pragma_update(None, "user_version", 4).unwrap();
+    }
+    let store = open(&path);
+    assert_eq!(store.live_workers().await.unwrap(), vec![before.clone()]);
+    let labelled = WorkerInfo {
+        labels: [("zone".to_string(), "eu".to_string())].into(),
+        ..before
+    };
+    store
+        .heartbeat(&labelled, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(store.live_workers().await.unwrap(), vec![labelled]);
 }
 
 #[tokio::test]

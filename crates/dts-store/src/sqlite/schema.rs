@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -126,6 +126,10 @@ ALTER TABLE workers ADD COLUMN kind TEXT NOT NULL DEFAULT 'dts';
 ALTER TABLE workers ADD COLUMN isolation TEXT;
 ";
 
+/// Version 5: a worker's labels (a JSON object); NULL, as in rows written
+/// before, means none.
+const SCHEMA_V5: &str = "ALTER TABLE workers ADD COLUMN labels TEXT;";
+
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SetupError {
@@ -167,17 +171,24 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), SetupError> {
             tx.execute_batch(SCHEMA_V2)?;
             tx.execute_batch(SCHEMA_V3)?;
             tx.execute_batch(SCHEMA_V4)?;
+            tx.execute_batch(SCHEMA_V5)?;
         }
         1 => {
             tx.execute_batch(SCHEMA_V2)?;
             tx.execute_batch(SCHEMA_V3)?;
             tx.execute_batch(SCHEMA_V4)?;
+            tx.execute_batch(SCHEMA_V5)?;
         }
         2 => {
             tx.execute_batch(SCHEMA_V3)?;
             tx.execute_batch(SCHEMA_V4)?;
+            tx.execute_batch(SCHEMA_V5)?;
         }
-        3 => tx.execute_batch(SCHEMA_V4)?,
+        3 => {
+            tx.execute_batch(SCHEMA_V4)?;
+            tx.execute_batch(SCHEMA_V5)?;
+        }
+        4 => tx.execute_batch(SCHEMA_V5)?,
         SCHEMA_VERSION => {}
         found => return Err(SetupError::Unsupported { found }),
     }
