@@ -80,8 +80,8 @@ pub enum ConfigError {
         label: String,
         /// Where the label came from.
         from: Source,
-        /// What is wrong with it.
-        #[source]
+        /// What is wrong with it: a detail of this error, already in its
+        /// message, not an underlying cause (so not a `source`).
         problem: LabelProblem,
     },
 
