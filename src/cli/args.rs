@@ -84,6 +84,25 @@ impl ExecArgs {
     }
 }
 
+/// The labels a worker announces: `dts up` and `dts worker`.
+#[derive(Args, Debug, Default)]
+pub struct LabelArgs {
+    /// A label this worker announces, e.g. --label gpu=a100 (repeatable;
+    /// adds to worker.labels, and wins over its value for the same name).
+    #[arg(long = "label", value_name = "NAME=VALUE")]
+    pub labels: Vec<String>,
+}
+
+impl LabelArgs {
+    /// One `worker.labels` flag per label: the configuration checks each and
+    /// refuses a name given two values.
+    pub fn push_flags(&self, flags: &mut Vec<(String, String)>) {
+        for label in &self.labels {
+            flags.push(("worker.labels".to_string(), label.clone()));
+        }
+    }
+}
+
 /// Adds `(key, value)` to `flags` when the option was given.
 pub fn flag<T: ToString>(flags: &mut Vec<(String, String)>, key: &str, value: Option<T>) {
     if let Some(value) = value {

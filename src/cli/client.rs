@@ -384,19 +384,31 @@ pub async fn workers(client: &Client, console: &mut Console, json: bool) -> Resu
         print_json(&mut console.out, &raw)?;
         return Ok(ExitCode::SUCCESS);
     }
+    print_workers(&mut console.out, &list)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table of `dts workers`; labels last, as `name=value,...` (`-` for
+/// none), since they are the widest and the most optional column.
+fn print_workers(out: &mut impl Write, list: &[WorkerView]) -> Result<()> {
     writeln!(
-        console.out,
-        "{:<40}  {:<20}  {:>5}  {:>7}  last heartbeat",
-        "id", "hostname", "cores", "running"
+        out,
+        "{:<40}  {:<20}  {:>5}  {:>7}  {:<24}  labels",
+        "id", "hostname", "cores", "running", "last heartbeat"
     )?;
     for worker in list {
+        let labels = if worker.labels.is_empty() {
+            "-".to_string()
+        } else {
+            dts_config::labels::render(&worker.labels)
+        };
         writeln!(
-            console.out,
-            "{:<40}  {:<20}  {:>5}  {:>7}  {}",
+            out,
+            "{:<40}  {:<20}  {:>5}  {:>7}  {:<24}  {labels}",
             worker.id, worker.hostname, worker.cores, worker.running_items, worker.last_heartbeat
         )?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -537,5 +549,42 @@ mod tests {
         let shown = on_terminal(|out| print_json(out, &value));
         assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), value);
         assert!(shown.contains("\\u009b\\u007f\\u001b"), "{shown}");
+    }
+
+    #[test]
+    fn the_workers_table_ends_with_each_workers_labels_or_a_dash() {
+        let worker = |id: &str, labels: Value| -> WorkerView {
+            serde_json::from_value(json!({
+                "id": id,
+                "hostname": "box",
+                "cores": 4,
+                "lastHeartbeat": "2024-01-01T00:00:00.000Z",
+                "runningItems": 1,
+                "kind": "dts",
+                "isolation": null,
+                "labels": labels,
+            }))
+            .unwrap()
+        };
+        let list = [
+            worker("w-gpu", json!({"zone": "eu", "gpu": "a100"})),
+            worker("w-plain", json!({})),
+        ];
+        let shown = on_terminal(|out| print_workers(out, &list));
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 3, "{shown}");
+        assert!(
+            lines[0].ends_with("  last heartbeat            labels"),
+            "{shown}"
+        );
+        assert!(lines[1].starts_with("w-gpu "), "{shown}");
+        assert!(
+            lines[1].ends_with("  2024-01-01T00:00:00.000Z  gpu=a100,zone=eu"),
+            "{shown}"
+        );
+        assert!(
+            lines[2].ends_with("  2024-01-01T00:00:00.000Z  -"),
+            "{shown}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! local worker over the embedded bus and a SQLite store, served over HTTP.
 //! The store's data directory is private to dts's user (0700, files 0600).
 
-use super::args::{self, ConfigArgs, ExecArgs, ListenArgs, flag};
+use super::args::{self, ConfigArgs, ExecArgs, LabelArgs, ListenArgs, flag};
 use super::process;
 use anyhow::Result;
 use clap::Args;
@@ -18,6 +18,8 @@ pub struct UpArgs {
     listen: ListenArgs,
     #[command(flatten)]
     exec: ExecArgs,
+    #[command(flatten)]
+    labels: LabelArgs,
     /// Where the SQLite store lives (store.data-dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -32,6 +34,7 @@ impl UpArgs {
         let mut flags = Vec::new();
         self.listen.push_flags(&mut flags);
         self.exec.push_flags(&mut flags);
+        self.labels.push_flags(&mut flags);
         flag(
             &mut flags,
             "store.data-dir",

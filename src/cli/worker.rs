@@ -1,7 +1,7 @@
 //! `dts worker`: consumes shards from Kafka, runs their items on every core,
 //! records results in Redis, and heartbeats so schedulers count its cores.
 
-use super::args::{self, ConfigArgs, ExecArgs, flag};
+use super::args::{self, ConfigArgs, ExecArgs, LabelArgs, flag};
 use super::process;
 use anyhow::Result;
 use clap::Args;
@@ -14,6 +14,8 @@ pub struct WorkerArgs {
     config: ConfigArgs,
     #[command(flatten)]
     exec: ExecArgs,
+    #[command(flatten)]
+    labels: LabelArgs,
     /// This worker's id in heartbeats and results (worker.id); default host-pid-random.
     #[arg(long)]
     id: Option<String>,
@@ -22,6 +24,7 @@ pub struct WorkerArgs {
 pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
     let mut flags = Vec::new();
     args.exec.push_flags(&mut flags);
+    args.labels.push_flags(&mut flags);
     flag(&mut flags, "worker.id", args.id.as_ref());
     let settings = args.config.load(flags)?;
 

@@ -11,6 +11,7 @@ mod execution;
 mod faults;
 mod hostile;
 mod isolation;
+mod labels;
 mod outputs;
 mod restart;
 mod security;

@@ -122,6 +122,7 @@ pub async fn node_beat(
         last_heartbeat: now_millis(),
         kind: WorkerKind::NodeBeat,
         isolation: None,
+        labels: Default::default(),
     };
     match state.store.heartbeat(&info, state.heartbeat_ttl).await? {
         HeartbeatOutcome::Recorded => Ok(Json(

@@ -215,6 +215,10 @@ pub struct WorkerView {
     pub kind: WorkerKind,
     /// How the worker isolates items; null when it does not say.
     pub isolation: Option<Isolation>,
+    /// The labels it announces (`--label gpu=a100`), by name; `{}` when it
+    /// has none, and from a server that predates labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl From<WorkerInfo> for WorkerView {
@@ -227,6 +231,7 @@ impl From<WorkerInfo> for WorkerView {
             running_items: worker.running_items,
             kind: worker.kind,
             isolation: worker.isolation,
+            labels: worker.labels,
         }
     }
 }
@@ -343,6 +348,42 @@ mod tests {
         assert!(json.get("variableJson").is_none(), "{json}");
         assert!(json.get("inputList").is_none(), "{json}");
         assert_eq!(json["status"], "QUEUED");
+    }
+
+    fn worker(labels: &[(&str, &str)]) -> WorkerInfo {
+        WorkerInfo {
+            id: "w-1".into(),
+            hostname: "box".into(),
+            cores: 4,
+            running_items: 1,
+            last_heartbeat: 1_700_000_000_000,
+            kind: WorkerKind::Dts,
+            isolation: None,
+            labels: labels
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_worker_view_shows_its_labels_as_an_object_and_an_empty_one_without_labels() {
+        let json =
+            serde_json::to_value(WorkerView::from(worker(&[("zone", "eu"), ("gpu", "a100")])))
+                .unwrap();
+        assert_eq!(json["labels"], json!({"gpu": "a100", "zone": "eu"}));
+        let json = serde_json::to_value(WorkerView::from(worker(&[]))).unwrap();
+        assert_eq!(json["labels"], json!({}));
+    }
+
+    #[test]
+    fn a_client_reads_a_worker_view_from_a_server_without_labels_as_having_none() {
+        let mut json = serde_json::to_value(WorkerView::from(worker(&[("gpu", "a100")]))).unwrap();
+        let read: WorkerView = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(read, WorkerView::from(worker(&[("gpu", "a100")])));
+        json.as_object_mut().unwrap().remove("labels");
+        let read: WorkerView = serde_json::from_value(json).unwrap();
+        assert!(read.labels.is_empty(), "{read:?}");
     }
 
     #[test]

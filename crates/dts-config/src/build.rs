@@ -2,16 +2,19 @@
 //! as the type its field has, checked against the key table's minimum, and
 //! recorded (value and source) for `describe()` and `source_of()`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::ConfigError;
-use crate::keys::{self, KAFKA_PREFIX};
+use crate::keys::{self, KAFKA_PREFIX, Kind};
+use crate::labels::{self, LabelProblem};
 use crate::layers::{Layers, RawValue};
 use crate::settings::{
     Entry, ExecutorSettings, LimitsSettings, MASK, PubsubSettings, RedisSettings,
     SchedulerSettings, ServerSettings, Settings, StoreSettings, WorkerSettings,
     is_secret_kafka_key,
 };
+use crate::source::Source;
 use crate::value::ConfigValue;
 use crate::{checks, token};
 
@@ -66,6 +69,7 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
     let worker = WorkerSettings {
         cores: read.get("worker.cores")?,
         id: read.get("worker.id")?,
+        labels: read.labels("worker.labels")?,
         heartbeat_interval: read.millis("worker.heartbeat-interval-ms")?,
         heartbeat_ttl: read.millis("worker.heartbeat-ttl-ms")?,
         shard_attempts: read.get("worker.shard-attempts")?,
@@ -160,6 +164,59 @@ impl Reader<'_> {
         Ok(value)
     }
 
+    /// Merge a labels key over every layer that set it: each layer adds its
+    /// labels and overrides those of the same name below it. One layer
+    /// giving a name two values is an error, as is a label past
+    /// [`labels::MAX_LABELS`]; both name the label and where it came from.
+    ///
+    /// # Panics
+    /// If `key` is not in [`keys::KEYS`] as a [`Kind::Labels`] key.
+    fn labels(&mut self, key: &'static str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let spec = keys::spec(key).unwrap_or_else(|| panic!("{key} is missing from keys::KEYS"));
+        assert_eq!(spec.kind, Kind::Labels, "{key} is not declared as labels");
+        let stacked = self.layers.stacked.get(key).map_or(&[][..], Vec::as_slice);
+        let mut merged = BTreeMap::new();
+        // The labels of the layer being read, to catch a name given twice
+        // in it (two `--label`s, two lines of one file).
+        let mut layer = None;
+        let mut in_layer: BTreeMap<String, String> = BTreeMap::new();
+        for raw in stacked {
+            let this_layer = std::mem::discriminant(&raw.from);
+            if layer != Some(this_layer) {
+                layer = Some(this_layer);
+                in_layer.clear();
+            }
+            for text in label_texts(&raw.value) {
+                let invalid = |problem| ConfigError::InvalidLabel {
+                    key: key.to_string(),
+                    label: text.to_string(),
+                    from: raw.from.clone(),
+                    problem,
+                };
+                let (name, value) = labels::parse_label(text).map_err(invalid)?;
+                if let Some(first) = in_layer.get(&name).filter(|first| **first != value) {
+                    return Err(invalid(LabelProblem::Conflict {
+                        first: first.clone(),
+                    }));
+                }
+                if merged.len() == labels::MAX_LABELS && !merged.contains_key(&name) {
+                    return Err(invalid(LabelProblem::TooMany));
+                }
+                in_layer.insert(name.clone(), value.clone());
+                merged.insert(name, value);
+            }
+        }
+        let from = stacked
+            .last()
+            .map_or(Source::Default, |raw| raw.from.clone());
+        self.entries.push(Entry {
+            key: key.to_string(),
+            value: labels::render(&merged),
+            from,
+        });
+        Ok(merged)
+    }
+
     fn millis(&mut self, key: &'static str) -> Result<Duration, ConfigError> {
         self.get(key).map(Duration::from_millis)
     }
@@ -195,6 +252,20 @@ fn kafka_text(value: &RawValue) -> String {
         RawValue::Text(text) => text.trim().to_string(),
         RawValue::List(items) => items.join(","),
     }
+}
+
+/// The labels one raw value holds: comma-separated text, or a TOML list
+/// (whose items may not hold commas either, so both read alike).
+fn label_texts(value: &RawValue) -> Vec<&str> {
+    let texts: Vec<&str> = match value {
+        RawValue::Text(text) => text.split(',').collect(),
+        RawValue::List(items) => items.iter().map(String::as_str).collect(),
+    };
+    texts
+        .into_iter()
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .collect()
 }
 
 /// The raw value as an error message quotes it.

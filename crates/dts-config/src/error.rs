@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::labels::LabelProblem;
 use crate::source::Source;
 
 /// Why the configuration could not be loaded. None of these go away on retry:
@@ -67,6 +68,21 @@ pub enum ConfigError {
         from: Source,
         /// What the operating system said.
         source: std::io::Error,
+    },
+
+    /// A worker label (`worker.labels`, `--label`) is malformed, conflicts
+    /// with another value for the same name, or is one too many.
+    #[error("invalid label {label:?} in {key} (from {from}): {problem}")]
+    InvalidLabel {
+        /// The key, `worker.labels`.
+        key: String,
+        /// The label as given, `name=value`.
+        label: String,
+        /// Where the label came from.
+        from: Source,
+        /// What is wrong with it: a detail of this error, already in its
+        /// message, not an underlying cause (so not a `source`).
+        problem: LabelProblem,
     },
 
     /// Values that are fine alone but contradict each other.

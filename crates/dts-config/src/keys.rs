@@ -33,6 +33,11 @@ pub enum Kind {
     OptionalPath,
     /// A comma-separated list of names (an array of strings in TOML).
     List,
+    /// `name=value` labels, comma-separated (an array of `name=value`
+    /// strings or a table in TOML). Unlike every other kind, each layer adds
+    /// to the labels below it instead of replacing them (see
+    /// [`crate::labels`]).
+    Labels,
     /// One of a few words.
     Choice(&'static [&'static str]),
     /// Accepted so old files load, but not used.
@@ -56,6 +61,7 @@ impl Kind {
             Kind::Path => "a non-empty path".to_string(),
             Kind::OptionalText | Kind::OptionalPath | Kind::Ignored => "a string".to_string(),
             Kind::List => "a comma-separated list of names (no `=`, no spaces)".to_string(),
+            Kind::Labels => "comma-separated name=value labels".to_string(),
         }
     }
 }
@@ -335,6 +341,12 @@ pub const KEYS: &[KeySpec] = &[
         OptionalText,
         "",
         "Name of this worker in heartbeats and results; not set lets the worker choose one.",
+    ),
+    KeySpec::new(
+        "worker.labels",
+        Labels,
+        "",
+        "Labels this worker announces, shown by `dts workers` and `GET /v1/workers`: `name=value` pairs, comma-separated (`gpu=a100,zone=eu`; an array or a table in TOML). Names are 1 to 63 of `A-Z a-z 0-9 _ . - /`; values up to 63 printable characters, no comma; at most 32 labels. The environment and flags add labels to the file's; a later layer's value wins for the same name.",
     ),
     KeySpec::new(
         "worker.heartbeat-interval-ms",

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::error::ConfigError;
 use crate::file::FileEntry;
-use crate::keys::{self, KAFKA_PREFIX, KEYS, Kind};
+use crate::keys::{self, KAFKA_PREFIX, KEYS, KeySpec, Kind};
 use crate::source::Source;
 
 /// A value before typing: text from properties, env and flags; TOML arrays
@@ -41,6 +41,9 @@ pub(crate) struct Raw {
 pub(crate) struct Layers {
     /// Every known key; starts with the defaults so lookups never miss.
     pub values: BTreeMap<&'static str, Raw>,
+    /// Every value set for a key of kind [`Kind::Labels`], lowest layer
+    /// first: such keys merge across layers instead of the top one winning.
+    pub stacked: BTreeMap<&'static str, Vec<Raw>>,
     /// `pubsub.kafka.*` pass-through keys, prefix removed.
     pub kafka: BTreeMap<String, Raw>,
     pub warnings: Vec<String>,
@@ -61,6 +64,7 @@ impl Layers {
             .collect();
         Layers {
             values,
+            stacked: BTreeMap::new(),
             kafka: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -108,7 +112,7 @@ impl Layers {
                         value: RawValue::Text(value.clone()),
                         from: Source::Env(name),
                     };
-                    self.values.insert(spec.key, raw);
+                    self.put(spec, raw);
                 }
             }
         }
@@ -142,10 +146,19 @@ impl Layers {
         Ok(())
     }
 
+    /// Set a known key: the value replaces the one below, and for labels is
+    /// also kept to be merged with them.
+    fn put(&mut self, spec: &'static KeySpec, raw: Raw) {
+        if spec.kind == Kind::Labels {
+            self.stacked.entry(spec.key).or_default().push(raw.clone());
+        }
+        self.values.insert(spec.key, raw);
+    }
+
     /// Set a known or pass-through key; false when the key is unknown.
     fn set(&mut self, key: &str, value: RawValue, from: Source) -> bool {
         if let Some(spec) = keys::spec(key) {
-            self.values.insert(spec.key, Raw { value, from });
+            self.put(spec, Raw { value, from });
             true
         } else if let Some(kafka_key) = key.strip_prefix(KAFKA_PREFIX).filter(|k| !k.is_empty()) {
             self.kafka

@@ -19,6 +19,7 @@ mod checks;
 mod error;
 mod file;
 pub mod keys;
+pub mod labels;
 mod layers;
 mod properties;
 mod settings;

@@ -267,6 +267,9 @@ pub struct WorkerSettings {
     pub cores: u32,
     /// `worker.id`; `None` means the worker generates one.
     pub id: Option<String>,
+    /// `worker.labels` merged with `--label`: name to value, each checked
+    /// (see [`crate::labels`]).
+    pub labels: BTreeMap<String, String>,
     /// `worker.heartbeat-interval-ms`.
     pub heartbeat_interval: Duration,
     /// `worker.heartbeat-ttl-ms`; always longer than the interval.

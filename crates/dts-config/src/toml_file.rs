@@ -10,6 +10,7 @@
 use toml::de::{DeTable, DeValue};
 
 use crate::file::{FileEntry, SyntaxError};
+use crate::keys::{self, Kind};
 use crate::layers::RawValue;
 
 /// Parse a TOML document into flattened entries ordered by line.
@@ -38,6 +39,9 @@ fn flatten(
         };
         let line = line_of(text, name.span().start);
         match value.get_ref() {
+            DeValue::Table(inner) if is_labels(&key) => {
+                out.push(labels_table(&key, inner, line)?);
+            }
             DeValue::Table(inner) => flatten(&key, inner, text, out)?,
             DeValue::Array(items) => {
                 let mut list = Vec::with_capacity(items.len());
@@ -73,6 +77,44 @@ fn flatten(
         }
     }
     Ok(())
+}
+
+/// Whether `key` holds labels, which TOML may also write as a table
+/// (`[worker.labels]` with `gpu = "a100"`).
+fn is_labels(key: &str) -> bool {
+    keys::spec(key).is_some_and(|spec| spec.kind == Kind::Labels)
+}
+
+/// A labels table as the list of `name=value` the other forms give.
+fn labels_table(key: &str, table: &DeTable<'_>, line: usize) -> Result<FileEntry, SyntaxError> {
+    let mut list = Vec::with_capacity(table.len());
+    for (name, value) in table.iter() {
+        let Some(value) = scalar_text(value.get_ref()) else {
+            return Err(SyntaxError {
+                line: Some(line),
+                message: format!(
+                    "label {:?} in `{key}` must be a string, not a table or list",
+                    name.get_ref()
+                ),
+            });
+        };
+        let name = name.get_ref();
+        // `name=value` would split at the name's own `=`: refuse it here.
+        if name.contains('=') {
+            return Err(SyntaxError {
+                line: Some(line),
+                message: format!(
+                    "label {name:?} in `{key}`: a label name may only hold letters, digits, `_`, `.`, `-` and `/`"
+                ),
+            });
+        }
+        list.push(format!("{name}={value}"));
+    }
+    Ok(FileEntry {
+        key: key.to_string(),
+        value: RawValue::List(list),
+        line,
+    })
 }
 
 /// The text of a scalar as a properties file would spell it; `None` for
@@ -164,6 +206,45 @@ topic = "shards"
                 RawValue::List(vec!["PATH".to_string(), "HOME".to_string()]),
                 2
             )]
+        );
+    }
+
+    #[test]
+    fn a_labels_table_becomes_the_same_list_an_array_of_name_value_gives() {
+        let list = |line| {
+            (
+                "worker.labels".to_string(),
+                RawValue::List(vec!["gpu=a100".to_string(), "zone=eu".to_string()]),
+                line,
+            )
+        };
+        assert_eq!(
+            entries("[worker.labels]\ngpu = \"a100\"\nzone = \"eu\"\n"),
+            vec![list(1)]
+        );
+        assert_eq!(
+            entries("[worker]\nlabels = { gpu = \"a100\", zone = \"eu\" }\n"),
+            vec![list(2)]
+        );
+        assert_eq!(
+            entries("[worker]\nlabels = [\"gpu=a100\", \"zone=eu\"]\n"),
+            vec![list(2)]
+        );
+    }
+
+    #[test]
+    fn a_labels_table_with_a_nested_table_or_an_equals_sign_in_a_name_is_refused() {
+        let nested = parse("[worker.labels.gpu]\nmodel = \"a100\"\n").expect_err("nested table");
+        assert!(
+            nested.message.contains("\"gpu\"") && nested.message.contains("worker.labels"),
+            "{}",
+            nested.message
+        );
+        let equals = parse("[worker.labels]\n\"a=b\" = \"c\"\n").expect_err("= in a name");
+        assert!(
+            equals.message.contains("\"a=b\"") && equals.message.contains("worker.labels"),
+            "{}",
+            equals.message
         );
     }
 

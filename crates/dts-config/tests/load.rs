@@ -2,10 +2,11 @@
 //! seed's file, both file formats, pass-through keys, cross-key checks and
 //! warnings. The environment is always a map; the process is never touched.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dts_config::labels::LabelProblem;
 use dts_config::{ConfigError, KeySpec, Kind, Settings, Source, keys, load};
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -819,4 +820,245 @@ fn describe_lists_every_key_once_in_table_order_with_secrets_masked() {
             "default".to_string()
         )
     );
+}
+
+// ---- worker labels --------------------------------------------------------------------
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+/// The parts of an [`ConfigError::InvalidLabel`], or a panic naming what
+/// came instead.
+fn invalid_label(error: ConfigError) -> (String, String, Source, LabelProblem) {
+    match error {
+        ConfigError::InvalidLabel {
+            key,
+            label,
+            from,
+            problem,
+        } => (key, label, from, problem),
+        other => panic!("expected an invalid label, got {other:?}"),
+    }
+}
+
+fn described(settings: &Settings, key: &str) -> (String, String) {
+    settings
+        .describe()
+        .into_iter()
+        .find(|(k, _, _)| k == key)
+        .map(|(_, value, from)| (value, from))
+        .unwrap_or_else(|| panic!("{key} is not described"))
+}
+
+#[test]
+fn with_no_labels_given_a_worker_has_none() {
+    let settings = Settings::default();
+    assert!(settings.worker.labels.is_empty());
+    assert_eq!(
+        described(&settings, "worker.labels"),
+        (String::new(), "default".to_string())
+    );
+}
+
+#[test]
+fn labels_of_the_file_environment_and_flags_add_up_and_a_higher_layer_wins_for_a_name() {
+    let (_dir, path) = write_file(
+        "dts.properties",
+        "worker.labels = gpu=a100, zone=eu\nworker.labels=rack=r1\n",
+    );
+    let env = env(&[("DTS_WORKER_LABELS", "zone=us,os=linux")]);
+    let flags = flags(&[
+        ("worker.labels", "gpu=h100"),
+        ("worker.labels", "ssd="),
+        ("worker.labels", "gpu=h100"),
+    ]);
+    let settings = load(Some(&path), &env, &flags).expect("loads");
+    assert_eq!(
+        settings.worker.labels,
+        labels(&[
+            ("gpu", "h100"),
+            ("os", "linux"),
+            ("rack", "r1"),
+            ("ssd", ""),
+            ("zone", "us"),
+        ])
+    );
+    assert_eq!(
+        settings.source_of("worker.labels"),
+        Some(&Source::Flag("worker.labels".into()))
+    );
+    assert_eq!(
+        described(&settings, "worker.labels"),
+        (
+            "gpu=h100,os=linux,rack=r1,ssd=,zone=us".to_string(),
+            "command-line flag for worker.labels".to_string()
+        )
+    );
+
+    let file_only = load(Some(&path), &HashMap::new(), &[]).expect("loads");
+    assert_eq!(
+        file_only.worker.labels,
+        labels(&[("gpu", "a100"), ("rack", "r1"), ("zone", "eu")])
+    );
+    assert_eq!(
+        file_only.source_of("worker.labels"),
+        Some(&file_source(&path, 2))
+    );
+}
+
+#[test]
+fn labels_in_toml_are_an_array_of_name_value_or_a_table() {
+    let (_a, array) = write_file(
+        "array.toml",
+        "[worker]\nlabels = [\"gpu=a100\", \"zone=eu\"]\n",
+    );
+    let (_t, table) = write_file(
+        "table.toml",
+        "[worker.labels]\ngpu = \"a100\"\nzone = \"eu\"\n",
+    );
+    for path in [&array, &table] {
+        let settings = load(Some(path), &HashMap::new(), &[]).expect("loads");
+        assert_eq!(
+            settings.worker.labels,
+            labels(&[("gpu", "a100"), ("zone", "eu")]),
+            "{}",
+            path.display()
+        );
+        assert!(settings.warnings.is_empty(), "{:?}", settings.warnings);
+    }
+}
+
+#[test]
+fn a_malformed_label_is_refused_naming_the_key_the_label_and_where_it_came_from() {
+    let (_dir, path) = write_file("dts.properties", "worker.labels=gpu=a100,zone=e\tu\n");
+    let (key, label, from, problem) = invalid_label(load_err(Some(&path), &HashMap::new(), &[]));
+    assert_eq!(key, "worker.labels");
+    assert_eq!(label, "zone=e\tu");
+    assert_eq!(from, file_source(&path, 1));
+    assert_eq!(problem, LabelProblem::ValueCharacter('\t'));
+
+    let (_, label, from, problem) = invalid_label(load_err(
+        None,
+        &env(&[("DTS_WORKER_LABELS", "gpu a100=yes")]),
+        &[],
+    ));
+    assert_eq!(label, "gpu a100=yes");
+    assert_eq!(from, Source::Env("DTS_WORKER_LABELS".into()));
+    assert_eq!(problem, LabelProblem::NameCharacter(' '));
+
+    let cases = [
+        ("gpu", LabelProblem::NoEquals),
+        ("=a100", LabelProblem::NameLength(0)),
+        ("gpu:0=a100", LabelProblem::NameCharacter(':')),
+        (
+            &*format!("{}=x", "n".repeat(64)),
+            LabelProblem::NameLength(64),
+        ),
+        (
+            &*format!("gpu={}", "v".repeat(64)),
+            LabelProblem::ValueLength(64),
+        ),
+    ];
+    for (text, expected) in cases {
+        let (key, label, from, problem) = invalid_label(load_err(
+            None,
+            &HashMap::new(),
+            &flags(&[("worker.labels", text)]),
+        ));
+        assert_eq!(
+            (key.as_str(), label.as_str(), problem),
+            ("worker.labels", text, expected),
+            "{text}"
+        );
+        assert_eq!(from, Source::Flag("worker.labels".into()));
+    }
+}
+
+#[test]
+fn the_message_of_a_bad_label_says_which_label_where_from_and_what_is_wrong() {
+    let error = load_err(
+        None,
+        &HashMap::new(),
+        &flags(&[("worker.labels", "gpu:0=a100")]),
+    );
+    assert_eq!(
+        error.to_string(),
+        "invalid label \"gpu:0=a100\" in worker.labels (from command-line flag for worker.labels): \
+         a label name may only hold letters, digits, `_`, `.`, `-` and `/`, not ':'"
+    );
+    assert!(!error.is_retryable());
+}
+
+#[test]
+fn one_layer_giving_a_label_two_values_is_refused_naming_the_label() {
+    let error = load_err(
+        None,
+        &HashMap::new(),
+        &flags(&[("worker.labels", "gpu=a100"), ("worker.labels", "gpu=h100")]),
+    );
+    let (key, label, from, problem) = invalid_label(error);
+    assert_eq!(key, "worker.labels");
+    assert_eq!(label, "gpu=h100");
+    assert_eq!(from, Source::Flag("worker.labels".into()));
+    assert_eq!(
+        problem,
+        LabelProblem::Conflict {
+            first: "a100".into()
+        }
+    );
+
+    // Two lines of one file are one layer too.
+    let (_dir, path) = write_file(
+        "dts.properties",
+        "worker.labels=zone=eu\nworker.labels=zone=us\n",
+    );
+    let (_, label, from, _) = invalid_label(load_err(Some(&path), &HashMap::new(), &[]));
+    assert_eq!(label, "zone=us");
+    assert_eq!(from, file_source(&path, 2));
+
+    // Across layers, the higher one simply wins.
+    let settings = load(
+        Some(&path),
+        &env(&[("DTS_WORKER_LABELS", "zone=eu")]),
+        &flags(&[("worker.labels", "zone=ap")]),
+    );
+    assert!(settings.is_err(), "the file alone is still in conflict");
+    let (_ok_dir, ok_path) = write_file("ok.properties", "worker.labels=zone=eu\n");
+    let settings = load(
+        Some(&ok_path),
+        &env(&[("DTS_WORKER_LABELS", "zone=us")]),
+        &flags(&[("worker.labels", "zone=ap")]),
+    )
+    .expect("loads");
+    assert_eq!(settings.worker.labels, labels(&[("zone", "ap")]));
+}
+
+#[test]
+fn thirty_two_labels_are_accepted_and_a_thirty_third_is_refused_naming_it() {
+    let many: Vec<String> = (0..32).map(|n| format!("l{n:02}=v")).collect();
+    let (_dir, path) = write_file(
+        "dts.properties",
+        &format!("worker.labels={}\n", many.join(",")),
+    );
+    let settings = load(
+        Some(&path),
+        &HashMap::new(),
+        &flags(&[("worker.labels", "l00=changed")]),
+    )
+    .expect("32 labels, one of them overridden, load");
+    assert_eq!(settings.worker.labels.len(), 32);
+    assert_eq!(settings.worker.labels["l00"], "changed");
+
+    let (_, label, from, problem) = invalid_label(load_err(
+        Some(&path),
+        &HashMap::new(),
+        &flags(&[("worker.labels", "extra=1")]),
+    ));
+    assert_eq!(label, "extra=1");
+    assert_eq!(from, Source::Flag("worker.labels".into()));
+    assert_eq!(problem, LabelProblem::TooMany);
 }

@@ -24,6 +24,7 @@ pub use submit::{NewTask, SubmitLimits, ValidationError};
 pub use variables::Variables;
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch: every timestamp dts stores.
@@ -205,6 +206,10 @@ pub struct WorkerInfo {
     /// How the worker isolates items, when it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
+    /// The labels the worker announces (`--label gpu=a100`), by name;
+    /// heartbeats stored before labels existed have none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// On the task topic: "plan this task". The task itself is read from the store.

@@ -63,7 +63,7 @@ pub fn sweeper_settings(settings: &Settings) -> SweeperSettings {
     }
 }
 
-/// This machine's worker: its id, cores, group and timings.
+/// This machine's worker: its id, cores, labels, group and timings.
 pub fn worker_settings(settings: &Settings) -> WorkerSettings {
     let id = settings.worker.id.clone().unwrap_or_else(default_worker_id);
     let cores = u32::try_from(settings.worker.effective_cores()).unwrap_or(u32::MAX);
@@ -74,6 +74,7 @@ pub fn worker_settings(settings: &Settings) -> WorkerSettings {
         heartbeat_ttl: settings.worker.heartbeat_ttl,
         shard_attempts: settings.worker.shard_attempts,
         drain_grace: settings.worker.drain_grace,
+        labels: settings.worker.labels.clone(),
         ..WorkerSettings::new(id, cores)
     }
 }

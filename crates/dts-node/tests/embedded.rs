@@ -189,6 +189,67 @@ async fn a_second_node_on_a_data_directory_in_use_is_refused() {
         .expect("the first node stops without an error");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_worker_of_an_embedded_node_announces_its_configured_labels() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = settings(
+        dir.path(),
+        &[
+            ("store.ephemeral", "true"),
+            ("worker.labels", "gpu=a100"),
+            ("worker.labels", "zone=eu"),
+        ],
+    );
+    let node = within(
+        "the node's start",
+        UpNode::start(&settings, Inherited::default()),
+    )
+    .await
+    .expect("the node starts");
+    let api = Api::new(&node);
+    let worker_id = node.worker_id().to_string();
+    let stop = node.shutdown_token();
+    let running = tokio::spawn(node.run());
+
+    let workers = wait_for(DEADLINE, "the local worker's heartbeat", || async {
+        let workers = api.get("/v1/workers").await;
+        match workers.as_array() {
+            Some(list) if list.len() == 1 => Ok(workers.clone()),
+            _ => Err(workers),
+        }
+    })
+    .await;
+    assert_eq!(workers[0]["id"], worker_id.as_str(), "{workers}");
+    assert_eq!(
+        workers[0]["labels"],
+        json!({"gpu": "a100", "zone": "eu"}),
+        "{workers}"
+    );
+
+    stop.cancel();
+    within("the node's stop", running)
+        .await
+        .expect("the node's task did not panic")
+        .expect("the node stops without an error");
+}
+
+#[test]
+fn a_bad_label_is_a_typed_error_naming_worker_labels_and_the_label() {
+    let flags = [(
+        "worker.labels".to_string(),
+        "gpu=a100,bad name=x".to_string(),
+    )];
+    let error = dts_node::load_settings(None, &HashMap::new(), &flags)
+        .expect_err("a label name with a space must be refused");
+    match error {
+        NodeError::Config(ConfigError::InvalidLabel { key, label, .. }) => {
+            assert_eq!(key, "worker.labels");
+            assert_eq!(label, "bad name=x");
+        }
+        other => panic!("expected an invalid label, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_configuration_value_of_the_wrong_type_is_a_typed_error_naming_its_key() {
     let flags = [("worker.cores".to_string(), "many".to_string())];

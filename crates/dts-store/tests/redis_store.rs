@@ -622,6 +622,46 @@ async fn heartbeats_expire_in_redis_itself_and_every_store_sees_the_same_workers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_stored_before_labels_existed_reads_as_a_worker_without_labels() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let w = worker("w-old");
+    store.heartbeat(&w, HOUR).await.unwrap();
+    let mut conn = raw(&server).await;
+    // The JSON a dts from before labels wrote: the same fields, no `labels`.
+    let old = serde_json::json!({
+        "id": "w-old",
+        "hostname": w.hostname,
+        "cores": w.cores,
+        "runningItems": w.running_items,
+        "lastHeartbeat": w.last_heartbeat,
+        "kind": "dts",
+    });
+    redis::cmd("SET")
+        .arg("dts:worker:w-old")
+        .arg(old.to_string())
+        .arg("KEEPTTL")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(store.live_workers().await.unwrap(), vec![w]);
+
+    // And a worker's labels are stored in the same JSON.
+    let labelled = WorkerInfo {
+        labels: [("gpu".to_string(), "a100".to_string())].into(),
+        ..worker("w-new")
+    };
+    store.heartbeat(&labelled, HOUR).await.unwrap();
+    let json: String = redis::cmd("GET")
+        .arg("dts:worker:w-new")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(stored["labels"], serde_json::json!({"gpu": "a100"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_stored_data_is_reported_as_corrupt() {
     let server = server().await;
     let store = connect(&server, "dts", HOUR).await;

@@ -20,9 +20,9 @@ fn open(path: &Path) -> DynStore {
     Arc::new(SqliteStore::open(path).expect("open store"))
 }
 
-/// What each schema version added, undone: entry `n` takes a file of
-/// version `n + 2` back to version `n + 1`.
-const UNDO: [&str; 5] = [
+/// What each schema version from 2 on added, undone: `UNDO[v - 2]` takes a
+/// file of version `v` back to version `v - 1`.
+const UNDO: [&str; 6] = [
     "DROP TABLE shard_leases; DROP TABLE item_starts;",
     "ALTER TABLE tasks DROP COLUMN deadline_secs;",
     "ALTER TABLE tasks DROP COLUMN version; \
@@ -36,6 +36,7 @@ const UNDO: [&str; 5] = [
      ALTER TABLE tasks DROP COLUMN max_concurrency; \
      ALTER TABLE tasks DROP COLUMN requires; \
      ALTER TABLE tasks DROP COLUMN speculation;",
+    "ALTER TABLE workers DROP COLUMN labels;",
 ];
 
 /// Makes a current file look like what a dts writing schema `version` left,
@@ -75,6 +76,7 @@ async fn tasks_results_and_workers_survive_closing_and_reopening_the_file() {
             private_workdir: true,
             limits: vec!["memoryMb".to_string()],
         }),
+        labels: [("gpu".to_string(), "a100".to_string())].into(),
     };
     let (after_shard, results) = {
         let store = open(&path);
@@ -186,7 +188,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 6,
+                supported: 7,
                 ..
             }
         ),
@@ -239,18 +241,20 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
     drop(store);
-    assert_eq!(schema_version(&path), 6);
+    assert_eq!(schema_version(&path), 7);
 }
 
 #[tokio::test]
-async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of_tasks_in_progress()
-{
+async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of_tasks_in_progress_and_gains_the_task_and_label_columns()
+ {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dts.sqlite");
     let lease = Duration::from_secs(600);
     let (running, cancelled) = (task(8), task(4));
+    let worker = fixtures::worker("w-old");
     {
         let store = open(&path);
+        store.heartbeat(&worker, lease).await.unwrap();
         store.insert_task(&running, &inputs(8)).await.unwrap();
         store.save_plan(&running.id, &shards(8, 2)).await.unwrap();
         store
@@ -322,8 +326,23 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
             .unwrap(),
         ReadyClaim::NoneReady
     );
+    assert_eq!(
+        store.live_workers().await.unwrap(),
+        vec![worker.clone()],
+        "the worker reads back with no labels"
+    );
+    let labelled = WorkerInfo {
+        labels: [("zone".to_string(), "eu".to_string())].into(),
+        ..worker
+    };
+    store.heartbeat(&labelled, lease).await.unwrap();
+    assert_eq!(
+        store.live_workers().await.unwrap(),
+        vec![labelled],
+        "the labels column of version 7 stores them"
+    );
     drop(store);
-    assert_eq!(schema_version(&path), 6);
+    assert_eq!(schema_version(&path), 7);
 }
 
 #[tokio::test]
@@ -357,6 +376,31 @@ async fn a_file_from_schema_version_5_keeps_its_tasks_as_ordinary_ones_and_store
     let read = store.task(&new.id).await.unwrap().expect("the new task");
     assert_ne!(new.scheduling, Scheduling::default());
     assert_eq!(read.scheduling, new.scheduling);
+}
+
+#[tokio::test]
+async fn a_file_from_schema_version_6_keeps_its_live_workers_with_no_labels_and_then_stores_labels()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let before = fixtures::worker("w-old");
+    open(&path)
+        .heartbeat(&before, Duration::from_secs(600))
+        .await
+        .unwrap();
+    // What a dts from before labels wrote.
+    rewind(&path, 6);
+    let store = open(&path);
+    assert_eq!(store.live_workers().await.unwrap(), vec![before.clone()]);
+    let labelled = WorkerInfo {
+        labels: [("zone".to_string(), "eu".to_string())].into(),
+        ..before
+    };
+    store
+        .heartbeat(&labelled, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(store.live_workers().await.unwrap(), vec![labelled]);
 }
 
 #[tokio::test]

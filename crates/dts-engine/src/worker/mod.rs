@@ -22,7 +22,7 @@ use crate::{Topics, with_causes};
 use dts_bus::{BusError, DynBus};
 use dts_model::{DynClock, Isolation, WorkerInfo, WorkerKind, system_clock};
 use dts_store::DynStore;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +40,9 @@ pub struct WorkerSettings {
     pub hostname: String,
     /// Items run at once.
     pub cores: u32,
+    /// Labels announced in every heartbeat (`worker.labels`), already
+    /// checked by the configuration.
+    pub labels: BTreeMap<String, String>,
     /// The topics it reads shards from and publishes completions to.
     pub topics: Topics,
     /// Consumer group of the shard topic (`pubsub.worker-group`).
@@ -76,6 +79,7 @@ impl WorkerSettings {
             id: id.into(),
             hostname: hostname(),
             cores: cores.max(1),
+            labels: BTreeMap::new(),
             topics: Topics::default(),
             group: "task-workers".into(),
             heartbeat_interval: Duration::from_secs(2),
@@ -281,6 +285,7 @@ impl Inner {
             last_heartbeat: self.settings.clock.now_millis(),
             kind: WorkerKind::Dts,
             isolation: Some(self.isolation.clone()),
+            labels: self.settings.labels.clone(),
         }
     }
 

@@ -8,6 +8,7 @@
 use crate::StoreError;
 use dts_model::{Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, named_params};
+use std::collections::BTreeMap;
 
 /// An error inside a blocking operation: SQLite's own (classified later,
 /// with the operation's name) or one the operation decided on.
@@ -202,7 +203,7 @@ pub(super) fn result_from_row(row: &Row<'_>) -> rusqlite::Result<ItemResult> {
 
 /// The columns [`worker_from_row`] reads, in its order.
 pub(super) const WORKER_COLUMNS: &str =
-    "id, hostname, cores, running_items, last_heartbeat, kind, isolation";
+    "id, hostname, cores, running_items, last_heartbeat, kind, isolation, labels";
 
 /// A worker kind as the `kind` column holds it.
 pub(super) fn kind_text(kind: WorkerKind) -> &'static str {
@@ -224,6 +225,12 @@ pub(super) fn worker_from_row(row: &Row<'_>) -> rusqlite::Result<WorkerInfo> {
         .map(|json| serde_json::from_str::<Isolation>(&json))
         .transpose()
         .map_err(|e| unreadable(6, format!("worker isolation: {e}")))?;
+    let labels: Option<String> = row.get(7)?;
+    let labels = labels
+        .map(|json| serde_json::from_str::<BTreeMap<String, String>>(&json))
+        .transpose()
+        .map_err(|e| unreadable(7, format!("worker labels: {e}")))?
+        .unwrap_or_default();
     Ok(WorkerInfo {
         id: row.get(0)?,
         hostname: row.get(1)?,
@@ -232,6 +239,7 @@ pub(super) fn worker_from_row(row: &Row<'_>) -> rusqlite::Result<WorkerInfo> {
         last_heartbeat: row.get(4)?,
         kind,
         isolation,
+        labels,
     })
 }
 

@@ -27,16 +27,20 @@ pub(super) fn heartbeat(
         .as_ref()
         .map(|isolation| encode("worker isolation", isolation))
         .transpose()?;
+    // No labels is stored as NULL, like the rows of a dts from before them.
+    let labels = (!worker.labels.is_empty())
+        .then(|| encode("worker labels", &worker.labels))
+        .transpose()?;
     let written = conn
         .prepare_cached(
             "INSERT INTO workers (id, hostname, cores, running_items, last_heartbeat, expires_at, \
-             kind, isolation) \
+             kind, isolation, labels) \
              VALUES (:id, :hostname, :cores, :running_items, :last_heartbeat, :expires_at, \
-             :kind, :isolation) \
+             :kind, :isolation, :labels) \
              ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, cores = excluded.cores, \
              running_items = excluded.running_items, last_heartbeat = excluded.last_heartbeat, \
              expires_at = excluded.expires_at, kind = excluded.kind, \
-             isolation = excluded.isolation \
+             isolation = excluded.isolation, labels = excluded.labels \
              WHERE NOT (excluded.kind = 'node-beat' AND workers.kind = 'dts' \
              AND workers.expires_at > :now)",
         )?
@@ -49,6 +53,7 @@ pub(super) fn heartbeat(
             ":expires_at": expires_at,
             ":kind": kind_text(worker.kind),
             ":isolation": isolation,
+            ":labels": labels,
             ":now": i64::try_from(now).unwrap_or(i64::MAX),
         })?;
     Ok(if written == 1 {

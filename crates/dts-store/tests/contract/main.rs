@@ -81,6 +81,7 @@ macro_rules! store_contract {
                 a_removed_worker_is_gone_at_once,
                 a_node_beat_never_replaces_a_live_dts_worker,
                 a_dts_worker_replaces_a_node_beat_and_a_node_beat_replaces_a_gone_worker,
+                a_workers_labels_round_trip_and_a_new_heartbeat_replaces_them,
                 the_version_grows_with_every_change_and_never_with_a_read,
                 the_version_of_an_unknown_task_is_none,
                 the_first_claim_of_a_shard_acquires_attempt_one,

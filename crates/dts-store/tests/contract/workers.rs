@@ -2,6 +2,7 @@
 
 use dts_model::{Isolation, WorkerInfo, WorkerKind, now_millis};
 use dts_store::{DynStore, HeartbeatOutcome};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub(crate) fn worker(id: &str, cores: u32, running_items: u32) -> WorkerInfo {
@@ -13,6 +14,7 @@ pub(crate) fn worker(id: &str, cores: u32, running_items: u32) -> WorkerInfo {
         last_heartbeat: now_millis(),
         kind: WorkerKind::Dts,
         isolation: None,
+        labels: BTreeMap::new(),
     }
 }
 
@@ -177,4 +179,64 @@ pub(crate) async fn a_dts_worker_replaces_a_node_beat_and_a_node_beat_replaces_a
         "the dts worker's heartbeat had expired"
     );
     assert_eq!(store.live_workers().await.unwrap(), vec![ghost]);
+}
+
+pub(crate) async fn a_workers_labels_round_trip_and_a_new_heartbeat_replaces_them(store: DynStore) {
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    };
+    let labelled = WorkerInfo {
+        labels: labels(&[
+            ("gpu", "a100"),
+            ("zone", "eu"),
+            ("example.com/rack", "r-1_b"),
+            ("ssd", ""),
+            ("note", "A100 80GB = fast, é"),
+        ]),
+        ..worker("w-labelled", 4, 0)
+    };
+    let plain = worker("w-plain", 2, 0);
+    for beat in [&labelled, &plain] {
+        store
+            .heartbeat(beat, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.live_workers().await.unwrap(),
+        vec![labelled.clone(), plain.clone()],
+        "labels read back exactly, and a worker without any has none"
+    );
+
+    // Labels are the latest heartbeat's, not merged with earlier ones.
+    let relabelled = WorkerInfo {
+        labels: labels(&[("gpu", "h100")]),
+        last_heartbeat: labelled.last_heartbeat + 1_000,
+        ..labelled.clone()
+    };
+    let unlabelled = WorkerInfo {
+        labels: BTreeMap::new(),
+        last_heartbeat: relabelled.last_heartbeat + 1_000,
+        ..relabelled.clone()
+    };
+    store
+        .heartbeat(&relabelled, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.live_workers().await.unwrap(),
+        vec![relabelled, plain.clone()]
+    );
+    store
+        .heartbeat(&unlabelled, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.live_workers().await.unwrap(),
+        vec![unlabelled, plain],
+        "a heartbeat without labels clears them"
+    );
 }
