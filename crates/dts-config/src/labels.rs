@@ -5,16 +5,12 @@
 //! be written in (a comma-separated property, a TOML array or table, one
 //! `--label` flag each) and can later be matched against exactly.
 
+use dts_model::scheduling::{self, LabelError};
 use std::collections::BTreeMap;
 
-/// Most labels one worker may have: they travel in every heartbeat.
+/// Most labels one worker may have: they travel in every heartbeat. (A task
+/// may require fewer, [`scheduling::MAX_REQUIRED_LABELS`].)
 pub const MAX_LABELS: usize = 32;
-
-/// Longest label name, in characters.
-pub const MAX_NAME_CHARS: usize = 63;
-
-/// Longest label value, in characters.
-pub const MAX_VALUE_CHARS: usize = 63;
 
 /// What is wrong with one label; the loader adds the key, the label and the
 /// source.
@@ -23,19 +19,10 @@ pub enum LabelProblem {
     /// No `=` between name and value.
     #[error("a label is written name=value")]
     NoEquals,
-    /// The name is empty or longer than [`MAX_NAME_CHARS`].
-    #[error("a label name has 1 to {MAX_NAME_CHARS} characters, this one has {0}")]
-    NameLength(usize),
-    /// The name has a character outside `A-Z a-z 0-9 _ . - /`.
-    #[error("a label name may only hold letters, digits, `_`, `.`, `-` and `/`, not {0:?}")]
-    NameCharacter(char),
-    /// The value is longer than [`MAX_VALUE_CHARS`].
-    #[error("a label value has at most {MAX_VALUE_CHARS} characters, this one has {0}")]
-    ValueLength(usize),
-    /// The value holds a control character, or a comma (which separates
-    /// labels in the one-line form).
-    #[error("a label value must be printable and hold no comma, not {0:?}")]
-    ValueCharacter(char),
+    /// The name or value breaks the rule labels share with a task's
+    /// `requires` ([`scheduling::check_label`]).
+    #[error(transparent)]
+    Rule(#[from] LabelError),
     /// The label's name was already given another value in the same layer
     /// (two `--label`s, two lines of one file).
     #[error("the same name was already given the value {first:?}")]
@@ -53,23 +40,7 @@ pub enum LabelProblem {
 pub fn parse_label(text: &str) -> Result<(String, String), LabelProblem> {
     let (name, value) = text.split_once('=').ok_or(LabelProblem::NoEquals)?;
     let (name, value) = (name.trim(), value.trim());
-    let name_chars = name.chars().count();
-    if name_chars == 0 || name_chars > MAX_NAME_CHARS {
-        return Err(LabelProblem::NameLength(name_chars));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')))
-    {
-        return Err(LabelProblem::NameCharacter(bad));
-    }
-    let value_chars = value.chars().count();
-    if value_chars > MAX_VALUE_CHARS {
-        return Err(LabelProblem::ValueLength(value_chars));
-    }
-    if let Some(bad) = value.chars().find(|c| c.is_control() || *c == ',') {
-        return Err(LabelProblem::ValueCharacter(bad));
-    }
+    scheduling::check_label(name, value)?;
     Ok((name.to_string(), value.to_string()))
 }
 
@@ -103,39 +74,34 @@ mod tests {
         assert_eq!(parse_label("gpu"), Err(LabelProblem::NoEquals));
     }
 
+    /// The rule itself is tested in `dts_model::scheduling`; these show a
+    /// worker label is held to it.
     #[test]
-    fn names_are_one_to_sixty_three_characters_of_a_small_charset() {
-        let longest = "n".repeat(MAX_NAME_CHARS);
+    fn names_and_values_follow_the_rule_a_task_s_requires_follows() {
+        let rule = |e| Err(LabelProblem::Rule(e));
+        let longest = "n".repeat(scheduling::MAX_LABEL_NAME_CHARS);
         assert_eq!(parse_label(&format!("{longest}=v")), ok(&longest, "v"));
         assert_eq!(
             parse_label(&format!("{longest}n=v")),
-            Err(LabelProblem::NameLength(64))
+            rule(LabelError::NameLength(64))
         );
-        assert_eq!(parse_label("=v"), Err(LabelProblem::NameLength(0)));
+        assert_eq!(parse_label("=v"), rule(LabelError::NameLength(0)));
         assert_eq!(
             parse_label("two words=v"),
-            Err(LabelProblem::NameCharacter(' '))
+            rule(LabelError::NameCharacter(' '))
         );
-        assert_eq!(
-            parse_label("gpu:0=v"),
-            Err(LabelProblem::NameCharacter(':'))
-        );
-        assert_eq!(parse_label("ü=v"), Err(LabelProblem::NameCharacter('ü')));
-    }
-
-    #[test]
-    fn values_are_at_most_sixty_three_printable_characters_without_commas() {
-        let longest = "é".repeat(MAX_VALUE_CHARS);
+        assert_eq!(parse_label("ü=v"), rule(LabelError::NameCharacter('ü')));
+        let longest = "é".repeat(scheduling::MAX_LABEL_VALUE_CHARS);
         assert_eq!(parse_label(&format!("v={longest}")), ok("v", &longest));
         assert_eq!(
             parse_label(&format!("v={longest}é")),
-            Err(LabelProblem::ValueLength(64))
+            rule(LabelError::ValueLength(64))
         );
         assert_eq!(
             parse_label("v=a\u{1b}[31m"),
-            Err(LabelProblem::ValueCharacter('\u{1b}'))
+            rule(LabelError::ValueCharacter('\u{1b}'))
         );
-        assert_eq!(parse_label("v=a,b"), Err(LabelProblem::ValueCharacter(',')));
+        assert_eq!(parse_label("v=a,b"), rule(LabelError::ValueCharacter(',')));
     }
 
     #[test]

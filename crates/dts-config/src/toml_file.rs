@@ -12,6 +12,7 @@ use toml::de::{DeTable, DeValue};
 use crate::file::{FileEntry, SyntaxError};
 use crate::keys::{self, Kind};
 use crate::layers::RawValue;
+use dts_model::scheduling::LabelError;
 
 /// Parse a TOML document into flattened entries ordered by line.
 pub(crate) fn parse(text: &str) -> Result<Vec<FileEntry>, SyntaxError> {
@@ -104,7 +105,8 @@ fn labels_table(key: &str, table: &DeTable<'_>, line: usize) -> Result<FileEntry
             return Err(SyntaxError {
                 line: Some(line),
                 message: format!(
-                    "label {name:?} in `{key}`: a label name may only hold letters, digits, `_`, `.`, `-` and `/`"
+                    "label {name:?} in `{key}`: {}",
+                    LabelError::NameCharacter('=')
                 ),
             });
         }

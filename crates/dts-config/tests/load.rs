@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use dts_config::labels::LabelProblem;
 use dts_config::{ConfigError, KeySpec, Kind, Settings, Source, keys, load};
+use dts_model::scheduling::LabelError;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -939,7 +940,10 @@ fn a_malformed_label_is_refused_naming_the_key_the_label_and_where_it_came_from(
     assert_eq!(key, "worker.labels");
     assert_eq!(label, "zone=e\tu");
     assert_eq!(from, file_source(&path, 1));
-    assert_eq!(problem, LabelProblem::ValueCharacter('\t'));
+    assert_eq!(
+        problem,
+        LabelProblem::Rule(LabelError::ValueCharacter('\t'))
+    );
 
     let (_, label, from, problem) = invalid_label(load_err(
         None,
@@ -948,19 +952,22 @@ fn a_malformed_label_is_refused_naming_the_key_the_label_and_where_it_came_from(
     ));
     assert_eq!(label, "gpu a100=yes");
     assert_eq!(from, Source::Env("DTS_WORKER_LABELS".into()));
-    assert_eq!(problem, LabelProblem::NameCharacter(' '));
+    assert_eq!(problem, LabelProblem::Rule(LabelError::NameCharacter(' ')));
 
     let cases = [
         ("gpu", LabelProblem::NoEquals),
-        ("=a100", LabelProblem::NameLength(0)),
-        ("gpu:0=a100", LabelProblem::NameCharacter(':')),
+        ("=a100", LabelProblem::Rule(LabelError::NameLength(0))),
+        (
+            "gpu:0=a100",
+            LabelProblem::Rule(LabelError::NameCharacter(':')),
+        ),
         (
             &*format!("{}=x", "n".repeat(64)),
-            LabelProblem::NameLength(64),
+            LabelProblem::Rule(LabelError::NameLength(64)),
         ),
         (
             &*format!("gpu={}", "v".repeat(64)),
-            LabelProblem::ValueLength(64),
+            LabelProblem::Rule(LabelError::ValueLength(64)),
         ),
     ];
     for (text, expected) in cases {

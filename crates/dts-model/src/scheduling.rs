@@ -104,47 +104,75 @@ impl Default for Scheduling {
     }
 }
 
-/// Why a label cannot be used.
+/// Why a label breaks the one rule a worker's labels and a task's
+/// `requires` share: a task can only require a label a worker can have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LabelError {
-    /// The name is empty, too long, or has a character outside
-    /// `A-Z a-z 0-9 _ . - /`.
-    #[error(
-        "label name {name:?} must be 1 to {MAX_LABEL_NAME_CHARS} characters of A-Z, a-z, 0-9, `_`, `.`, `-` and `/`"
-    )]
-    Name {
-        /// The name as given.
-        name: String,
-    },
-    /// The value is too long or has a control character.
-    #[error(
-        "the value of label {name} must be at most {MAX_LABEL_VALUE_CHARS} printable characters"
-    )]
-    Value {
-        /// The label whose value is bad.
-        name: String,
-    },
+    /// The name is empty or longer than [`MAX_LABEL_NAME_CHARS`].
+    #[error("a label name has 1 to {MAX_LABEL_NAME_CHARS} characters, this one has {0}")]
+    NameLength(usize),
+    /// The name has a character outside `A-Z a-z 0-9 _ . - /`.
+    #[error("a label name may only hold letters, digits, `_`, `.`, `-` and `/`, not {0:?}")]
+    NameCharacter(char),
+    /// The value is longer than [`MAX_LABEL_VALUE_CHARS`].
+    #[error("a label value has at most {MAX_LABEL_VALUE_CHARS} characters, this one has {0}")]
+    ValueLength(usize),
+    /// The value holds a control character, or a comma (which separates
+    /// labels in the one-line form `gpu=a100,zone=eu` of `worker.labels`).
+    #[error("a label value must be printable and hold no comma, not {0:?}")]
+    ValueCharacter(char),
+    /// The value starts or ends with a blank, which every form of
+    /// `worker.labels` drops, so no worker could match it.
+    #[error("a label value may not start or end with a blank")]
+    ValueBlankEdge,
 }
 
-/// Checks one label: names are restricted so they read the same in a
-/// `--label name=value` flag, a config file and a JSON key; values may be
-/// any printable text, empty included.
-pub fn check_label(name: &str, value: &str) -> Result<(), LabelError> {
-    let name_ok = (1..=MAX_LABEL_NAME_CHARS).contains(&name.chars().count())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'));
-    if !name_ok {
-        return Err(LabelError::Name {
-            name: name.to_string(),
-        });
+impl LabelError {
+    /// Whether the name, not the value, breaks the rule.
+    pub fn in_name(&self) -> bool {
+        matches!(
+            self,
+            LabelError::NameLength(_) | LabelError::NameCharacter(_)
+        )
     }
-    if value.chars().count() > MAX_LABEL_VALUE_CHARS || value.chars().any(char::is_control) {
-        return Err(LabelError::Value {
-            name: name.to_string(),
-        });
+}
+
+/// Checks a label's name: restricted so it reads the same in a
+/// `--label name=value` flag, a config file and a JSON key.
+pub fn check_label_name(name: &str) -> Result<(), LabelError> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_LABEL_NAME_CHARS {
+        return Err(LabelError::NameLength(chars));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')))
+    {
+        Some(bad) => Err(LabelError::NameCharacter(bad)),
+        None => Ok(()),
+    }
+}
+
+/// Checks a label's value: any printable text without a comma, empty
+/// included, and without blanks at its ends.
+pub fn check_label_value(value: &str) -> Result<(), LabelError> {
+    let chars = value.chars().count();
+    if chars > MAX_LABEL_VALUE_CHARS {
+        return Err(LabelError::ValueLength(chars));
+    }
+    if let Some(bad) = value.chars().find(|c| c.is_control() || *c == ',') {
+        return Err(LabelError::ValueCharacter(bad));
+    }
+    if value.trim() != value {
+        return Err(LabelError::ValueBlankEdge);
     }
     Ok(())
+}
+
+/// Checks one label, the name first.
+pub fn check_label(name: &str, value: &str) -> Result<(), LabelError> {
+    check_label_name(name)?;
+    check_label_value(value)
 }
 
 /// What the policy knows of one runnable task when a slot asks for work.
@@ -709,7 +737,7 @@ mod tests {
     }
 
     #[test]
-    fn label_names_are_restricted_and_values_only_printable() {
+    fn label_names_are_one_to_sixty_three_characters_of_a_small_charset() {
         for name in [
             "gpu",
             "zone.eu",
@@ -719,22 +747,46 @@ mod tests {
         ] {
             assert_eq!(check_label(name, "v"), Ok(()), "{name}");
         }
-        for name in ["", "has space", "é", "a=b", "a:b", &"n".repeat(64)] {
-            assert!(
-                matches!(check_label(name, "v"), Err(LabelError::Name { .. })),
-                "{name:?}"
-            );
+        for (name, problem) in [
+            ("", LabelError::NameLength(0)),
+            (&*"n".repeat(64), LabelError::NameLength(64)),
+            ("has space", LabelError::NameCharacter(' ')),
+            ("é", LabelError::NameCharacter('é')),
+            ("a=b", LabelError::NameCharacter('=')),
+            ("a:b", LabelError::NameCharacter(':')),
+            ("a,b", LabelError::NameCharacter(',')),
+        ] {
+            assert_eq!(check_label(name, "v"), Err(problem.clone()), "{name:?}");
+            assert!(problem.in_name(), "{problem:?}");
         }
-        for value in ["", "a100", "with space", "é→", &"v".repeat(63)] {
+    }
+
+    #[test]
+    fn label_values_are_printable_without_commas_or_blanks_at_their_ends() {
+        for value in ["", "a100", "with space", "é→", "a=b", &"é".repeat(63)] {
             assert_eq!(check_label("k", value), Ok(()), "{value:?}");
         }
-        for value in ["tab\there", "nl\n", "\u{0}", &"v".repeat(64)] {
-            assert_eq!(
-                check_label("k", value),
-                Err(LabelError::Value { name: "k".into() }),
-                "{value:?}"
-            );
+        for (value, problem) in [
+            (&*"v".repeat(64), LabelError::ValueLength(64)),
+            ("tab\there", LabelError::ValueCharacter('\t')),
+            ("nl\n", LabelError::ValueCharacter('\n')),
+            ("\u{0}", LabelError::ValueCharacter('\u{0}')),
+            ("a100,h100", LabelError::ValueCharacter(',')),
+            (" a100", LabelError::ValueBlankEdge),
+            ("a100 ", LabelError::ValueBlankEdge),
+            ("\u{a0}", LabelError::ValueBlankEdge),
+        ] {
+            assert_eq!(check_label("k", value), Err(problem.clone()), "{value:?}");
+            assert!(!problem.in_name(), "{problem:?}");
         }
+    }
+
+    #[test]
+    fn a_bad_name_is_reported_before_a_bad_value() {
+        assert_eq!(
+            check_label("g pu", "a,b"),
+            Err(LabelError::NameCharacter(' '))
+        );
     }
 
     // --- Properties -------------------------------------------------------

@@ -614,15 +614,15 @@ fn requires_field(
     }
     let mut requires = BTreeMap::new();
     for (name, value) in object {
-        let blame = |e: scheduling::LabelError| {
-            let field = match e {
-                scheduling::LabelError::Name { .. } => "requires".to_string(),
-                scheduling::LabelError::Value { .. } => format!("requires.{name}"),
-            };
-            ValidationError::field("invalid_field", field, format!("in requires, {e}"))
-        };
-        // The name first: a value's error names its label.
-        scheduling::check_label(name, "").map_err(blame)?;
+        // The name first: a value's error names its label. The rule is the
+        // one worker labels follow, so every valid requirement can be met.
+        scheduling::check_label_name(name).map_err(|e| {
+            ValidationError::field(
+                "invalid_field",
+                "requires",
+                format!("in requires, label {name:?}: {e}"),
+            )
+        })?;
         let Value::String(value) = value else {
             return Err(ValidationError::field(
                 "invalid_field",
@@ -630,7 +630,13 @@ fn requires_field(
                 format!("requires.{name} must be a string, not {}", kind_of(value)),
             ));
         };
-        scheduling::check_label(name, value).map_err(blame)?;
+        scheduling::check_label_value(value).map_err(|e| {
+            ValidationError::field(
+                "invalid_field",
+                format!("requires.{name}"),
+                format!("requires.{name}: {e}"),
+            )
+        })?;
         requires.insert(name.clone(), value.clone());
     }
     Ok(requires)
@@ -1025,6 +1031,16 @@ mod tests {
             ),
             (
                 json!({"templateFunction": "x", "inputList": [], "requires": {"gpu": "v".repeat(64)}}),
+                "invalid_field",
+                "requires.gpu",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": {"gpu": "a100,h100"}}),
+                "invalid_field",
+                "requires.gpu",
+            ),
+            (
+                json!({"templateFunction": "x", "inputList": [], "requires": {"gpu": " a100"}}),
                 "invalid_field",
                 "requires.gpu",
             ),

@@ -202,7 +202,7 @@ fn json_cases(t: &mut Table, path: &str) {
     for value in [json!("gpu=a100"), json!(["gpu"]), json!({"g pu": "a100"}), json!({"": "x"}), json!({"n".repeat(64): "x"})] {
         t.add(p(&format!("requires {value:.40}")), with(json!({"requires": value})), "400 invalid_field requires");
     }
-    for value in [json!(100), json!({"model": "a100"}), json!("a\u{0}"), json!("v".repeat(64))] {
+    for value in [json!(100), json!({"model": "a100"}), json!("a\u{0}"), json!("a,b"), json!(" a"), json!("v".repeat(64))] {
         t.add(p(&format!("requires.gpu {value:.40}")), with(json!({"requires": {"gpu": value}})), "400 invalid_field requires.gpu");
     }
     let many_labels = Value::Object((0..17).map(|i| (format!("l{i}"), json!("v"))).collect());
