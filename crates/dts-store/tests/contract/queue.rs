@@ -7,7 +7,7 @@
 //! with a deadline, until the store itself says the lease ran out.
 
 use crate::helpers::*;
-use dts_model::{ShardRange, TaskStatus, now_millis};
+use dts_model::{Scheduling, ShardRange, TaskStatus, now_millis};
 use dts_store::{DynStore, PlanOutcome, ReadyClaim, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -365,6 +365,12 @@ pub(crate) async fn runnable_tasks_are_the_in_progress_tasks_with_open_shards_ol
         vec![(older.clone(), 2, 0), (newer.clone(), 4, 0)],
         "the tasks as stored, oldest first"
     );
+    // The policy ranks by the scheduling fields: they come with the snapshot.
+    let submitted = task_with("any", now, 8).scheduling;
+    assert_ne!(submitted, Scheduling::default());
+    for r in &runnable {
+        assert_eq!(r.task.scheduling, submitted, "{}", r.task.id);
+    }
     let first = store.runnable_tasks(1).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].task, older);
