@@ -271,6 +271,19 @@ pub trait Store: Send + Sync + 'static {
     /// The task's input list.
     async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>>;
 
+    /// The task's inputs at indices `start..start + len`, in order: what a
+    /// slot that claimed a shard runs, read without the rest of the list, so
+    /// claiming a big task in many pieces never reads it whole per claim.
+    /// A range reaching past the end is clamped to it (one starting at or
+    /// past the end reads as empty): the caller compares the count with the
+    /// shard's length. `None` for an unknown task.
+    async fn inputs_range(
+        &self,
+        id: &str,
+        start: u64,
+        len: u64,
+    ) -> StoreResult<Option<Vec<String>>>;
+
     /// Tasks newest first (by `createdAt`; tasks created in the same
     /// millisecond, last inserted first), optionally only those with `status`.
     async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>>;

@@ -699,3 +699,43 @@ async fn unreadable_stored_data_is_reported_as_corrupt() {
         .unwrap();
     corrupt("variables", store.task(&a.id).await.map(|_| ()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_inputs_were_stored_as_one_json_string_reads_by_range() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let mut conn = raw(&server).await;
+    let all: Vec<String> = (0..50)
+        .map(|i| format!("quo\"te\nline {i} \u{0} é😀"))
+        .collect();
+    let t = task(all.len());
+    store.insert_task(&t, &all).await.unwrap();
+    let key = format!("dts:task:{}:inputs", t.id);
+    let kind: String = redis::cmd("TYPE")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kind, "list", "new tasks keep their inputs as a list");
+
+    // What a dts from before input lists stored.
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(serde_json::to_string(&all).unwrap())
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(store.inputs(&t.id).await.unwrap().as_ref(), Some(&all));
+    assert_eq!(
+        store.inputs_range(&t.id, 10, 5).await.unwrap().as_deref(),
+        Some(&all[10..15])
+    );
+    assert_eq!(
+        store.inputs_range(&t.id, 45, 10).await.unwrap().as_deref(),
+        Some(&all[45..50])
+    );
+    assert_eq!(
+        store.inputs_range(&t.id, 50, 1).await.unwrap(),
+        Some(Vec::new())
+    );
+}

@@ -22,7 +22,7 @@ fn open(path: &Path) -> DynStore {
 
 /// What each schema version from 2 on added, undone: `UNDO[v - 2]` takes a
 /// file of version `v` back to version `v - 1`.
-const UNDO: [&str; 6] = [
+const UNDO: [&str; 7] = [
     "DROP TABLE shard_leases; DROP TABLE item_starts;",
     "ALTER TABLE tasks DROP COLUMN deadline_secs;",
     "ALTER TABLE tasks DROP COLUMN version; \
@@ -37,6 +37,15 @@ const UNDO: [&str; 6] = [
      ALTER TABLE tasks DROP COLUMN requires; \
      ALTER TABLE tasks DROP COLUMN speculation;",
     "ALTER TABLE workers DROP COLUMN labels;",
+    // Pages back into one array per task, as versions before 8 stored inputs.
+    "INSERT INTO task_inputs (task_key, inputs) \
+     SELECT task_key, json_group_array(value) FROM \
+       (SELECT p.task_key, j.value FROM task_input_pages p, json_each(p.inputs) j \
+        ORDER BY p.task_key, p.start, j.key) \
+     GROUP BY task_key; \
+     INSERT INTO task_inputs (task_key, inputs) \
+     SELECT key, '[]' FROM tasks WHERE key NOT IN (SELECT task_key FROM task_inputs); \
+     DROP TABLE task_input_pages;",
 ];
 
 /// Makes a current file look like what a dts writing schema `version` left,
@@ -188,7 +197,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 7,
+                supported: 8,
                 ..
             }
         ),
@@ -218,6 +227,11 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
         "what the old file did not have reads as unset"
     );
     assert_eq!(read.scheduling, Scheduling::default());
+    assert_eq!(
+        store.inputs_range(&t.id, 1, 2).await.unwrap(),
+        Some(inputs(4)[1..3].to_vec()),
+        "its inputs read by range from the array it was stored with"
+    );
     let runnable = store.runnable_tasks(10).await.unwrap();
     assert_eq!(
         runnable
@@ -241,7 +255,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
     drop(store);
-    assert_eq!(schema_version(&path), 7);
+    assert_eq!(schema_version(&path), 8);
 }
 
 #[tokio::test]
@@ -342,7 +356,7 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
         "the labels column of version 7 stores them"
     );
     drop(store);
-    assert_eq!(schema_version(&path), 7);
+    assert_eq!(schema_version(&path), 8);
 }
 
 #[tokio::test]
@@ -421,7 +435,7 @@ async fn unreadable_stored_data_is_reported_as_corrupt() {
             [&a.id],
         )
         .unwrap();
-        raw.execute("UPDATE task_inputs SET inputs = '[1, 2]'", [])
+        raw.execute("UPDATE task_input_pages SET inputs = '[1, 2]'", [])
             .unwrap();
         raw.execute("UPDATE tasks SET status = 'DONE' WHERE id = ?1", [&b.id])
             .unwrap();
@@ -657,5 +671,69 @@ async fn expiring_all_leases_makes_every_held_shard_ready_as_a_new_attempt() {
     assert_eq!(
         counts(store.runnable_tasks(10).await.unwrap()),
         vec![(0, 4)]
+    );
+}
+
+/// Inputs whose JSON and text forms differ: escapes, NUL, unicode, empties.
+fn awkward_inputs(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match i % 4 {
+            0 => String::new(),
+            1 => format!("quo\"te\nline {i} \u{0} é😀"),
+            2 => format!("[\"{i}\"]"),
+            _ => format!("item-{i}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_stored_before_input_pages_reads_by_range_from_its_one_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let all = awkward_inputs(2_500);
+    let (old, empty) = (task(all.len()), task(0));
+    {
+        let store = open(&path);
+        store.insert_task(&old, &all).await.unwrap();
+        store.insert_task(&empty, &[]).await.unwrap();
+    }
+    // What a dts from before input pages wrote: one JSON array per task.
+    rewind(&path, 7);
+    let pages: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM task_inputs", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(pages, 2, "both tasks' inputs are one array each");
+
+    let store = open(&path);
+    assert_eq!(schema_version(&path), 8);
+    assert_eq!(store.inputs(&old.id).await.unwrap().as_ref(), Some(&all));
+    for (start, len) in [(0, 1), (3, 4), (1_023, 3), (2_400, 100), (2_490, 50)] {
+        let end = (start + len).min(all.len());
+        assert_eq!(
+            store
+                .inputs_range(&old.id, start as u64, len as u64)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&all[start..end]),
+            "inputs {start}+{len}"
+        );
+    }
+    assert_eq!(
+        store.inputs_range(&empty.id, 0, 5).await.unwrap(),
+        Some(Vec::new())
+    );
+
+    // A task stored now uses the pages, next to the old one.
+    let new = task(all.len());
+    store.insert_task(&new, &all).await.unwrap();
+    assert_eq!(
+        store
+            .inputs_range(&new.id, 1_020, 10)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&all[1_020..1_030])
     );
 }

@@ -252,6 +252,16 @@ impl Store for LifeStore {
     async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
         self.life.step(self.inner.inputs(id)).await
     }
+    async fn inputs_range(
+        &self,
+        id: &str,
+        start: u64,
+        len: u64,
+    ) -> StoreResult<Option<Vec<String>>> {
+        self.life
+            .step(self.inner.inputs_range(id, start, len))
+            .await
+    }
     async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>> {
         self.life.step(self.inner.list_tasks(status, limit)).await
     }

@@ -18,7 +18,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `P:task:{id}` | hash | the task's fields (camelCase, as its JSON; `version` counts its changes, `milliCpus` is `cpus` × 1000), `plan` (JSON) once planned, `member` (its list entry) |
-//! | `P:task:{id}:inputs` | string | the input list as one JSON array |
+//! | `P:task:{id}:inputs` | list | the inputs in order (absent when there are none); a task stored by a dts from before has a string here, its list as one JSON array, and is still read |
 //! | `P:task:{id}:shards` | set | indices of completed shards |
 //! | `P:task:{id}:results` | hash | item index → result JSON |
 //! | `P:task:{id}:results:all` / `:succeeded` / `:failed` | sorted set | recorded item indices (scored by index) by outcome |
@@ -236,6 +236,15 @@ impl Store for RedisStore {
 
     async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
         tasks::inputs(self, id).await
+    }
+
+    async fn inputs_range(
+        &self,
+        id: &str,
+        start: u64,
+        len: u64,
+    ) -> StoreResult<Option<Vec<String>>> {
+        tasks::inputs_range(self, id, start, len).await
     }
 
     async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>> {

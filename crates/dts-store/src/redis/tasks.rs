@@ -24,15 +24,18 @@ pub(super) async fn insert_task(
     task: &Task,
     inputs: &[String],
 ) -> StoreResult<()> {
-    let mut args = vec![
+    let fields = codec::task_fields(task)?;
+    let mut args = Vec::with_capacity(4 + 2 * fields.len() + inputs.len());
+    args.extend([
         task.id.clone(),
-        codec::encode("inputs", inputs)?,
+        (2 * fields.len()).to_string(),
         task.created_at.to_string(),
         task.status.as_str().to_string(),
-    ];
-    for (field, value) in codec::task_fields(task)? {
+    ]);
+    for (field, value) in fields {
         args.extend([field.to_string(), value]);
     }
+    args.extend(inputs.iter().cloned());
     let op = format!("insert task {}", task.id);
     let reply = store
         .task_script(&SCRIPTS.insert_task, &op, &task.id, args)
@@ -90,22 +93,57 @@ pub(super) async fn task_version(store: &RedisStore, id: &str) -> StoreResult<Op
 }
 
 pub(super) async fn inputs(store: &RedisStore, id: &str) -> StoreResult<Option<Vec<String>>> {
-    let mut conn = store.conn.clone();
-    let (exists, json): (bool, Option<String>) = store
-        .run(
-            &format!("read inputs of task {id}"),
-            ::redis::pipe()
-                .atomic()
-                .exists(store.keys.task(id))
-                .get(store.keys.inputs(id))
-                .query_async(&mut conn),
-        )
-        .await?;
-    if !exists {
-        return Ok(None);
+    read_inputs(store, id, 0, u64::MAX).await
+}
+
+pub(super) async fn inputs_range(
+    store: &RedisStore,
+    id: &str,
+    start: u64,
+    len: u64,
+) -> StoreResult<Option<Vec<String>>> {
+    if len == 0 {
+        // LRANGE cannot say "nothing"; an unknown task is still None.
+        return Ok(task_version(store, id).await?.map(|_| Vec::new()));
     }
-    let json = json.ok_or_else(|| StoreError::corrupt(format!("task {id} inputs"), "missing"))?;
-    codec::decode(format!("task {id} inputs"), &json).map(Some)
+    read_inputs(store, id, start, len).await
+}
+
+/// The inputs at `start..start + len` (`len` at least 1), clamped to the
+/// list. New tasks keep their inputs as a Redis list and only the range
+/// travels; a task stored before that (its inputs one JSON string) is read
+/// whole, decoded and sliced here: slower, but only such tasks pay it.
+async fn read_inputs(
+    store: &RedisStore,
+    id: &str,
+    start: u64,
+    len: u64,
+) -> StoreResult<Option<Vec<String>>> {
+    // LRANGE takes signed 64-bit indices; one past the end reads as empty.
+    let first = start.min(i64::MAX as u64);
+    let last = start.saturating_add(len - 1).min(i64::MAX as u64);
+    let op = format!("read inputs {start}+{len} of task {id}");
+    let mut call = SCRIPTS.read_inputs.prepare_invoke();
+    call.key(store.keys.task(id))
+        .key(store.keys.inputs(id))
+        .arg(first)
+        .arg(last);
+    let mut conn = store.conn.clone();
+    let mut reply: Vec<String> = store.run(&op, call.invoke_async(&mut conn)).await?;
+    match reply.first().map(String::as_str) {
+        Some("none") => Ok(None),
+        Some("list") => {
+            reply.remove(0);
+            Ok(Some(reply))
+        }
+        Some("json") if reply.len() == 2 => {
+            let all: Vec<String> = codec::decode(format!("task {id} inputs"), &reply[1])?;
+            let skip = usize::try_from(start).unwrap_or(usize::MAX);
+            let take = usize::try_from(len).unwrap_or(usize::MAX);
+            Ok(Some(all.into_iter().skip(skip).take(take).collect()))
+        }
+        _ => Err(unexpected(&op, &reply)),
+    }
 }
 
 pub(super) async fn list_tasks(

@@ -153,10 +153,13 @@ impl Store for SqliteStore {
     async fn insert_task(&self, task: &Task, inputs: &[String]) -> StoreResult<()> {
         // Encoded here so only one owned copy (the JSON) moves to the blocking pool.
         let variables = encode("variables", &task.variables)?;
-        let inputs = encode("inputs", inputs)?;
+        let pages = inputs
+            .chunks(tasks::INPUT_PAGE)
+            .map(|page| encode("inputs", page))
+            .collect::<StoreResult<Vec<_>>>()?;
         let task = task.clone();
         self.call(format!("insert task {}", task.id), move |conn| {
-            tasks::insert_task(conn, &task, &variables, &inputs)
+            tasks::insert_task(conn, &task, &variables, &pages)
         })
         .await
     }
@@ -182,6 +185,20 @@ impl Store for SqliteStore {
         self.call(format!("read inputs of task {id}"), move |conn| {
             tasks::inputs(conn, &id)
         })
+        .await
+    }
+
+    async fn inputs_range(
+        &self,
+        id: &str,
+        start: u64,
+        len: u64,
+    ) -> StoreResult<Option<Vec<String>>> {
+        let id = id.to_string();
+        self.call(
+            format!("read inputs {start}+{len} of task {id}"),
+            move |conn| tasks::inputs_range(conn, &id, start, len),
+        )
         .await
     }
 

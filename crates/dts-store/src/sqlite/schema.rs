@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -163,9 +163,23 @@ ALTER TABLE tasks ADD COLUMN speculation INTEGER NOT NULL DEFAULT 1;
 /// before, means none.
 const SCHEMA_V7: &str = "ALTER TABLE workers ADD COLUMN labels TEXT;";
 
+/// Version 8: a new task's inputs in pages, so a claimed shard reads only
+/// the pages its range covers. Tasks written before keep their one array in
+/// `task_inputs` and are read from there.
+const SCHEMA_V8: &str = "
+-- A page holds the inputs from index `start` on, as a JSON array; pages of a
+-- task follow each other without gaps. A rowid table: pages are large rows.
+CREATE TABLE task_input_pages (
+    task_key INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    inputs TEXT NOT NULL,
+    PRIMARY KEY (task_key, start)
+);
+";
+
 /// Every migration step in order: step `n` upgrades version `n` to `n + 1`.
-const STEPS: [&str; 7] = [
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
+const STEPS: [&str; 8] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
 ];
 const _: () = assert!(STEPS.len() as i64 == SCHEMA_VERSION, "one step per version");
 

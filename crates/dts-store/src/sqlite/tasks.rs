@@ -11,12 +11,19 @@ use crate::{PlanOutcome, StoreError};
 use dts_model::{Clock, ItemFailures, Task, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
 
-/// Stores `task` and its inputs (already encoded as one JSON array).
+/// Inputs per stored page: a JSON array each. Large enough that inserting
+/// a million inputs is a thousand rows, small enough that a one-item shard
+/// reads little besides its item. Readers take each page's start from the
+/// row, so changing it leaves files written before readable.
+pub(super) const INPUT_PAGE: usize = 1024;
+
+/// Stores `task` and its inputs (already encoded: one JSON array per
+/// [`INPUT_PAGE`] inputs, in order).
 pub(super) fn insert_task(
     conn: &mut Connection,
     task: &Task,
     variables_json: &str,
-    inputs_json: &str,
+    input_pages: &[String],
 ) -> DbResult<()> {
     // NULL when the task requires no label, as rows from before `requires`.
     let requires_json = if task.scheduling.requires.is_empty() {
@@ -74,8 +81,15 @@ pub(super) fn insert_task(
         .into());
     }
     let key = tx.last_insert_rowid();
-    tx.prepare_cached("INSERT INTO task_inputs (task_key, inputs) VALUES (?1, ?2)")?
-        .execute(rusqlite::params![key, inputs_json])?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO task_input_pages (task_key, start, inputs) VALUES (?1, ?2, ?3)",
+        )?;
+        for (n, page) in input_pages.iter().enumerate() {
+            let start = i64::try_from(n * INPUT_PAGE).unwrap_or(i64::MAX);
+            insert.execute(rusqlite::params![key, start, page])?;
+        }
+    }
     tx.commit()?;
     Ok(())
 }
@@ -92,16 +106,82 @@ pub(super) fn task_version(conn: &Connection, id: &str) -> DbResult<Option<u64>>
 }
 
 pub(super) fn inputs(conn: &Connection, id: &str) -> DbResult<Option<Vec<String>>> {
-    let json: Option<String> = conn
-        .prepare_cached(
-            "SELECT i.inputs FROM tasks t JOIN task_inputs i ON i.task_key = t.key WHERE t.id = ?1",
-        )?
-        .query_row([id], |row| row.get(0))
-        .optional()?;
-    let Some(json) = json else { return Ok(None) };
-    let inputs = serde_json::from_str(&json)
-        .map_err(|e| StoreError::corrupt(format!("task {id} inputs"), e))?;
+    inputs_range(conn, id, 0, u64::MAX)
+}
+
+/// The inputs at `start..start + len`, clamped to the list. Tasks stored
+/// before version 8 of the schema have their list as one array in
+/// `task_inputs`: `json_each` walks it (SQLite parses it whole, but nothing
+/// else is copied). Newer ones read only the pages the range covers.
+pub(super) fn inputs_range(
+    conn: &Connection,
+    id: &str,
+    start: u64,
+    len: u64,
+) -> DbResult<Option<Vec<String>>> {
+    let Some(key) = conn
+        .prepare_cached("SELECT key FROM tasks WHERE id = ?1")?
+        .query_row([id], |row| row.get::<_, i64>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let what = || format!("task {id} inputs");
+    let end = start.saturating_add(len);
+    let (start_sql, end_sql) = (sql_index(start), sql_index(end));
+    let old: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM task_inputs WHERE task_key = ?1)")?
+        .query_row([key], |row| row.get(0))?;
+    if old {
+        let mut stmt = conn.prepare_cached(
+            "SELECT j.type, j.value FROM task_inputs i, json_each(i.inputs) j \
+             WHERE i.task_key = ?1 AND j.key >= ?2 AND j.key < ?3 ORDER BY j.key",
+        )?;
+        let mut rows = stmt.query(rusqlite::params![key, start_sql, end_sql])?;
+        let mut inputs = Vec::new();
+        while let Some(row) = rows.next()? {
+            let kind: String = row.get(0)?;
+            if kind != "text" {
+                return Err(
+                    StoreError::corrupt(what(), format!("an input is {kind}, not text")).into(),
+                );
+            }
+            inputs.push(row.get(1)?);
+        }
+        return Ok(Some(inputs));
+    }
+    // The page holding `start` is the last one starting at or before it.
+    let mut stmt = conn.prepare_cached(
+        "SELECT start, inputs FROM task_input_pages WHERE task_key = ?1 AND start < ?3 \
+         AND start >= COALESCE((SELECT MAX(start) FROM task_input_pages \
+                                WHERE task_key = ?1 AND start <= ?2), 0) \
+         ORDER BY start",
+    )?;
+    let pages = stmt
+        .query_map(rusqlite::params![key, start_sql, end_sql], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut inputs = Vec::new();
+    for (page_start, json) in pages {
+        let page: Vec<String> =
+            serde_json::from_str(&json).map_err(|e| StoreError::corrupt(what(), e))?;
+        let page_start = u64::try_from(page_start).map_err(|e| StoreError::corrupt(what(), e))?;
+        let skip = start.saturating_sub(page_start);
+        let take = end.saturating_sub(page_start.max(start));
+        inputs.extend(
+            page.into_iter()
+                .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+                .take(usize::try_from(take).unwrap_or(usize::MAX)),
+        );
+    }
     Ok(Some(inputs))
+}
+
+/// An input index as SQLite's integers hold it (beyond any list's length
+/// when it does not fit).
+fn sql_index(index: u64) -> i64 {
+    i64::try_from(index).unwrap_or(i64::MAX)
 }
 
 pub(super) fn list_tasks(

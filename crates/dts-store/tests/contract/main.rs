@@ -1,6 +1,6 @@
 //! The contract every `Store` implementation keeps, written once.
 //!
-//! Each test (in `tasks`, `plans`, `results`, `leases`, `queue`, `workers`) is a generic async
+//! Each test (in `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`) is a generic async
 //! function over a `DynStore`; the `store_contract!` lines at the end of this
 //! file run all of them against each backend.
 //! A new backend adds one line there, with a factory that gives every test a
@@ -8,6 +8,7 @@
 //! a server process). Nothing here may depend on a particular backend.
 
 mod helpers;
+mod inputs;
 mod leases;
 mod plans;
 mod queue;
@@ -16,6 +17,7 @@ mod tasks;
 mod workers;
 
 use dts_store::{DynStore, RedisSettings, RedisStore, SqliteStore};
+use inputs::*;
 use leases::*;
 use plans::*;
 use queue::*;
@@ -55,6 +57,11 @@ macro_rules! store_contract {
                 $make;
                 a_task_and_its_inputs_read_back_exactly_as_inserted,
                 a_hundred_thousand_inputs_round_trip,
+                input_ranges_at_the_start_middle_and_end_read_exactly_those_inputs,
+                a_range_past_the_end_is_clamped_and_one_beyond_it_is_empty,
+                a_task_with_no_inputs_reads_an_empty_range,
+                input_ranges_of_an_unknown_task_read_as_none,
+                a_hundred_thousand_inputs_read_in_guided_ranges_equal_the_whole_list,
                 inserting_an_existing_id_is_refused_and_keeps_the_first,
                 unknown_task_ids_read_as_none_and_changes_to_them_are_not_found,
                 tasks_list_newest_first_filtered_by_status_and_limited,

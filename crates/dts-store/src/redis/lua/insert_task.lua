@@ -1,5 +1,6 @@
--- ARGV[5] task id, ARGV[6] inputs JSON, ARGV[7] createdAt, ARGV[8] status,
--- ARGV[9..] field/value pairs of the task hash.
+-- ARGV[5] task id, ARGV[6] how many field/value arguments follow ARGV[8],
+-- ARGV[7] createdAt, ARGV[8] status, ARGV[9..] field/value pairs of the task
+-- hash, then the inputs, in order.
 -- Reply: {'ok'} or {'exists'}.
 if redis.call('EXISTS', TASK) == 1 then
   return { 'exists' }
@@ -14,12 +15,19 @@ local id, created, status = ARGV[5], ARGV[7], ARGV[8]
 local seq = tostring(redis.call('INCR', SEQ))
 local member = string.rep('0', 20 - #seq) .. seq .. ':' .. id
 
+local first_input = 9 + tonumber(ARGV[6])
 local fields = { 'member', member }
-for i = 9, #ARGV do
+for i = 9, first_input - 1 do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', TASK, unpack(fields))
-redis.call('SET', INPUTS, ARGV[6])
+-- A list, so a claimed shard reads its range alone (LRANGE). Pushed in
+-- batches: unpack has a limit on how many values it spreads. No inputs, no
+-- key (Redis has no empty lists).
+local BATCH = 1000
+for from = first_input, #ARGV, BATCH do
+  redis.call('RPUSH', INPUTS, unpack(ARGV, from, math.min(from + BATCH - 1, #ARGV)))
+end
 redis.call('ZADD', ALL_TASKS, created, member)
 redis.call('ZADD', BY_STATUS[status], created, member)
 if TERMINAL[status] then
