@@ -4,6 +4,7 @@
 //!
 //! - [`submit`]: stores a new task and publishes it, retrying with backoff;
 //! - [`scheduler`]: consumes the task topic, plans shards, publishes them;
+//! - [`shard`]: the one way to build a shard's work ([`dts_model::ShardMessage`]);
 //! - [`worker`]: consumes the shard topic, runs items on one slot per core,
 //!   records results and completes shards;
 //! - [`recovery`]: on start-up of an embedded node, republishes what the store
@@ -25,6 +26,7 @@ pub mod events;
 pub mod failpoint;
 pub mod recovery;
 pub mod scheduler;
+pub mod shard;
 pub mod submit;
 pub mod sweeper;
 pub mod worker;
@@ -62,6 +64,9 @@ pub enum EngineError {
     /// The bus failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A shard's work could not be built.
+    #[error(transparent)]
+    Shard(#[from] shard::ShardWorkError),
     /// A message could not be encoded or decoded.
     #[error("unreadable {what} message: {detail}")]
     BadMessage {
@@ -78,7 +83,7 @@ impl EngineError {
         match self {
             EngineError::Store(e) => e.is_retryable(),
             EngineError::Bus(e) => e.is_retryable(),
-            EngineError::BadMessage { .. } => false,
+            EngineError::Shard(_) | EngineError::BadMessage { .. } => false,
         }
     }
 }

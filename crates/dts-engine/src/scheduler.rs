@@ -10,10 +10,11 @@
 //!
 //! [`Store::save_plan`]: dts_store::Store::save_plan
 
+use crate::shard::{ShardWork, ShardWorkError};
 use crate::{EngineError, Topics, events, sleep_unless_cancelled, with_causes};
 use dts_bus::{BusError, Delivery, DynBus};
 use dts_model::plan::{PlanLimits, plan_shards};
-use dts_model::{ShardMessage, ShardRange, Task, TaskMessage, TaskStatus, WorkerKind, template};
+use dts_model::{ShardRange, Task, TaskMessage, TaskStatus, WorkerKind};
 use dts_store::{DynStore, PlanOutcome, StoreError};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::time::Duration;
@@ -175,9 +176,12 @@ impl Scheduler {
             )
             .into());
         };
-        let script = match template::render(&task.template_function, &task.variables) {
-            Ok(script) => script,
-            Err(missing) => return self.fail(&task, &missing.to_string()).await,
+        let work = match ShardWork::new(&task) {
+            Ok(work) => work,
+            Err(ShardWorkError::Render { source, .. }) => {
+                return self.fail(&task, &source.to_string()).await;
+            }
+            Err(e) => return Err(e.into()),
         };
         // Only dts workers consume shards: a node announced through the
         // seed's node-beat runs nothing, so its cores would only thin the plan.
@@ -194,7 +198,7 @@ impl Scheduler {
             oversplit: self.settings.oversplit,
             spread: self.bus.partitions(&self.settings.topics.shards),
             max_message_bytes: self.bus.max_message_bytes(),
-            envelope_bytes: envelope_bytes(&task, &script)?,
+            envelope_bytes: envelope_bytes(&work)?,
         };
         let shards = match plan_shards(&inputs, limits) {
             Ok(shards) => shards,
@@ -205,7 +209,7 @@ impl Scheduler {
             }
         };
 
-        let (task, shards, to_publish) = match self.store.save_plan(id, &shards).await? {
+        let (stored, shards, to_publish) = match self.store.save_plan(id, &shards).await? {
             PlanOutcome::Created(task) => {
                 info!(task = %id, items = inputs.len(), shards = shards.len(), live_cores, "task planned");
                 let all: Vec<u32> = (0..shards.len() as u32).collect();
@@ -222,10 +226,10 @@ impl Scheduler {
             PlanOutcome::Ended(_) => return Ok(Planned::Nothing),
         };
         crate::failpoint::hit("plan-after-save");
-        if task.status == TaskStatus::Completed && shards.is_empty() {
-            events::publish_completion(&self.bus, &self.settings.topics, &task).await;
+        if stored.status == TaskStatus::Completed && shards.is_empty() {
+            events::publish_completion(&self.bus, &self.settings.topics, &stored).await;
         }
-        self.publish_shards(&task, &script, &inputs, &shards, &to_publish)
+        self.publish_shards(&work, &inputs, &shards, &to_publish)
             .await?;
         info!(
             task = %id,
@@ -242,8 +246,7 @@ impl Scheduler {
 
     async fn publish_shards(
         &self,
-        task: &Task,
-        script: &str,
+        work: &ShardWork<'_>,
         inputs: &[String],
         shards: &[ShardRange],
         which: &[u32],
@@ -252,21 +255,17 @@ impl Scheduler {
         stream::iter(which.iter().copied())
             .map(|index| {
                 let range = shards[index as usize];
-                let message = ShardMessage {
-                    task_id: task.id.clone(),
-                    shard_index: index,
-                    shard_count,
-                    start: range.start,
-                    script: script.to_string(),
-                    interpreter: task.interpreter.clone(),
-                    timeout_secs: task.timeout_secs,
-                    retries: task.retries,
-                    deadline_at: task.deadline_at(),
-                    items: inputs[range.start as usize..range.end() as usize].to_vec(),
-                    memory_mb: task.memory_mb,
-                    milli_cpus: task.milli_cpus,
-                };
+                // A range past the stored list (a corrupt plan) gets no items
+                // and is refused by `message`, rather than panicking here.
+                let items = usize::try_from(range.start)
+                    .ok()
+                    .zip(usize::try_from(range.end()).ok())
+                    .and_then(|(start, end)| inputs.get(start..end))
+                    .unwrap_or_default()
+                    .to_vec();
+                let message = work.message(index, shard_count, range, items);
                 async move {
+                    let message = message?;
                     let payload =
                         serde_json::to_vec(&message).map_err(|e| EngineError::BadMessage {
                             what: "shard",
@@ -302,23 +301,19 @@ impl Scheduler {
     }
 }
 
-/// An upper bound on the bytes a shard message of `task` takes besides its
-/// items: the message with no items and the widest numbers.
-fn envelope_bytes(task: &Task, script: &str) -> Result<usize, EngineError> {
-    let widest = ShardMessage {
-        task_id: task.id.clone(),
-        shard_index: u32::MAX,
-        shard_count: u32::MAX,
+/// An upper bound on the bytes a shard message of the task takes besides its
+/// items: its message with no items and the widest numbers.
+fn envelope_bytes(work: &ShardWork<'_>) -> Result<usize, EngineError> {
+    let empty = ShardRange {
         start: u64::MAX,
-        script: script.to_string(),
-        interpreter: task.interpreter.clone(),
-        timeout_secs: u64::MAX,
-        retries: u32::MAX,
-        deadline_at: Some(u64::MAX),
-        items: Vec::new(),
-        memory_mb: task.memory_mb.map(|_| u64::MAX),
-        milli_cpus: task.milli_cpus.map(|_| u32::MAX),
+        len: 0,
     };
+    let mut widest = work.message(u32::MAX, u32::MAX, empty, Vec::new())?;
+    widest.timeout_secs = u64::MAX;
+    widest.retries = u32::MAX;
+    widest.deadline_at = Some(u64::MAX);
+    widest.memory_mb = widest.memory_mb.map(|_| u64::MAX);
+    widest.milli_cpus = widest.milli_cpus.map(|_| u32::MAX);
     serde_json::to_vec(&widest)
         .map(|bytes| bytes.len())
         .map_err(|e| EngineError::BadMessage {
@@ -330,8 +325,99 @@ fn envelope_bytes(task: &Task, script: &str) -> Result<usize, EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::shard_message;
+    use dts_bus::{Bus, EmbeddedBus};
     use dts_model::plan::item_wire_bytes;
-    use dts_model::{NewTask, Variables};
+    use dts_model::{NewTask, ShardMessage, Variables, WorkerInfo, now_millis};
+    use dts_store::{SqliteStore, Store};
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    /// A task with every field a shard message carries set, and awkward inputs.
+    fn full_task(items: usize) -> NewTask {
+        NewTask {
+            id: dts_model::new_task_id(),
+            name: Some("nightly".into()),
+            template_function: "echo {{greeting}} \"$1\" >&2".into(),
+            variables: Variables::from_json(&serde_json::json!({"greeting": "it's \"hi\""}))
+                .unwrap(),
+            interpreter: "sh".into(),
+            timeout_secs: 7,
+            retries: 2,
+            deadline_secs: Some(600),
+            memory_mb: Some(256),
+            milli_cpus: Some(1500),
+            scheduling: Default::default(),
+            inputs: (0..items)
+                .map(|i| format!("in\"put\n{i} \u{0} é😀"))
+                .collect(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shard_built_from_the_store_equals_the_message_the_scheduler_published() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let bus = Arc::new(EmbeddedBus::new(dts_bus::DEFAULT_MAX_MESSAGE_BYTES));
+        let settings = SchedulerSettings::default();
+        let mut published = bus
+            .subscribe(&settings.topics.shards, "workers")
+            .await
+            .unwrap();
+        let worker = WorkerInfo {
+            id: "w-1".into(),
+            hostname: "box".into(),
+            cores: 3,
+            running_items: 0,
+            last_heartbeat: now_millis(),
+            kind: WorkerKind::Dts,
+            isolation: None,
+            labels: Default::default(),
+        };
+        store
+            .heartbeat(&worker, Duration::from_secs(600))
+            .await
+            .unwrap();
+        let new = full_task(2_000);
+        let task = new.to_task(now_millis());
+        store.insert_task(&task, &new.inputs).await.unwrap();
+
+        let scheduler = Scheduler::new(store.clone(), bus.clone(), settings);
+        let planned = scheduler.plan_task(&task.id).await.unwrap();
+        assert_eq!(planned, Planned::Published { shards: 6, of: 6 });
+
+        let stored = store.task(&task.id).await.unwrap().unwrap();
+        let PlanOutcome::Existing { shards: plan, .. } =
+            store.save_plan(&task.id, &[]).await.unwrap()
+        else {
+            panic!("the task was planned");
+        };
+        let mut seen = BTreeSet::new();
+        for _ in 0..plan.len() {
+            let delivery = tokio::time::timeout(Duration::from_secs(10), published.next())
+                .await
+                .expect("a published shard message within 10 s")
+                .unwrap();
+            let message: ShardMessage = serde_json::from_slice(&delivery.payload).unwrap();
+            delivery.ack().await.unwrap();
+            let range = plan[message.shard_index as usize];
+            let items = store
+                .inputs_range(&task.id, range.start, range.len)
+                .await
+                .unwrap()
+                .unwrap();
+            let built = shard_message(
+                &stored,
+                message.shard_index,
+                stored.chunks_to_execute,
+                range,
+                items,
+            )
+            .unwrap();
+            assert_eq!(built, message, "shard {}", message.shard_index);
+            seen.insert(message.shard_index);
+        }
+        assert_eq!(seen, (0..6).collect::<BTreeSet<u32>>());
+    }
 
     #[test]
     fn a_full_shard_message_fits_the_limit_the_planner_was_given() {
@@ -351,7 +437,7 @@ mod tests {
         };
         let task = new.to_task(0);
         let limit = 4096;
-        let envelope = envelope_bytes(&task, &new.template_function).unwrap();
+        let envelope = envelope_bytes(&ShardWork::new(&task).unwrap()).unwrap();
         let shards = plan_shards(
             &new.inputs,
             PlanLimits {
