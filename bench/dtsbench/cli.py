@@ -14,7 +14,7 @@ import time
 import traceback
 
 from .clients import Redis, check_completed, task_body
-from .common import CORES, ROOT, BenchError, log
+from .common import CORES, ROOT, BenchError, failure, log
 from .latency import latency, status_reads
 from .machine import check_tools, machine_info
 from .nodes import Distributed, Embedded, warm_up
@@ -184,9 +184,7 @@ def measure_store_ops(wl):
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
-        log(f"    ERROR {e}")
-        traceback.print_exc()
-        return {"error": f"{type(e).__name__}: {e}"}
+        return failure(e)
 
 
 def measure_profile(wl):
@@ -201,9 +199,7 @@ def measure_profile(wl):
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
-        log(f"    ERROR {e}")
-        traceback.print_exc()
-        return {"error": f"{type(e).__name__}: {e}"}
+        return failure(e)
 
 
 def abs_interpreter_ab(w1, runs, rows):
@@ -253,9 +249,7 @@ def latency_and_reads(mode, sections, lat_count, wrk_secs, extra):
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
-        extra.setdefault("latency", {})[mode] = {"error": f"{type(e).__name__}: {e}"}
-        log(f"    ERROR {e}")
-        traceback.print_exc()
+        extra.setdefault("latency", {})[mode] = failure(e)
     finally:
         if node:
             node.stop()
@@ -313,9 +307,7 @@ def measure_w4(mode, items, complete):
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
-        log(f"    ERROR {e}")
-        traceback.print_exc()
-        return {"error": f"{type(e).__name__}: {e}"}
+        return failure(e)
     finally:
         if redis:
             redis.close()

@@ -4,6 +4,7 @@ error type that ends a measurement with a message instead of a traceback."""
 
 import os
 import sys
+import traceback
 
 # bench/dtsbench/common.py -> the repository's root
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,3 +23,12 @@ class BenchError(Exception):
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+
+def failure(e):
+    """Logs a measurement that failed with `e` (and its traceback) and
+    returns the error entry its report row holds, so one broken measurement
+    never hides the others."""
+    log(f"    ERROR {e}")
+    traceback.print_exc()
+    return {"error": f"{type(e).__name__}: {e}"}

@@ -159,7 +159,11 @@ pub async fn cancel(
     {
         Ok(task) => {
             tracing::info!(task = %id, "task cancelled");
-            state.submitter.announce_end(&task).await;
+            // The cancel is recorded; its event must not hold up the answer
+            // while the bus is slow or down (publishing may wait seconds).
+            let submitter = state.submitter.clone();
+            let ended = task.clone();
+            tokio::spawn(async move { submitter.announce_end(&ended).await });
             Ok(Json(TaskView::new(task, None)))
         }
         Err(StoreError::IllegalTransition { from, .. }) => Err(ApiError::Conflict(format!(

@@ -57,18 +57,7 @@ pub async fn open_store(settings: &Settings) -> Result<(DynStore, Option<DataDir
 /// Takes an exclusive lock on the data directory, so two `dts up` never
 /// share (and double-run) one store.
 fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|source| NodeError::DataDir {
-            action: "create",
-            path: path.clone(),
-            source,
-        })?;
+    let file = open_private(&dir.join(LOCK_FILE), "create")?;
     // A dts that was just killed can leave the lock held for a moment by a
     // child it forked that has not yet run its program: try for a while.
     let deadline = std::time::Instant::now() + LOCK_WAIT;
@@ -104,6 +93,22 @@ const DATA_FILES: [&str; 5] = [
     LOCK_FILE,
 ];
 
+/// Opens `path` for writing, creating it 0600 if missing and keeping what
+/// it holds; `action` names the step in the error.
+fn open_private(path: &Path, action: &'static str) -> Result<File, NodeError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| NodeError::DataDir {
+            action,
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 /// Creates the data directory 0700, or makes an existing one (an older dts
 /// made it 0755) private: it holds every script, variable, input and
 /// output, which other users of the machine must not read.
@@ -132,17 +137,7 @@ fn private_files(dir: &Path) -> Result<PathBuf, NodeError> {
         }
     }
     let path = dir.join(STORE_FILE);
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|source| NodeError::DataDir {
-            action: "create the store",
-            path: path.clone(),
-            source,
-        })?;
+    open_private(&path, "create the store")?;
     Ok(path)
 }
 

@@ -434,24 +434,9 @@ impl Inner {
         let mut start_counted = false;
         loop {
             let attempt = run.attempt - 1 + retry;
-            // The task's deadline shortens the item's timeout, and once it
-            // has passed no item starts.
-            let (timeout, cut_by_deadline) = match message.deadline_at {
-                Some(at) => {
-                    let left =
-                        Duration::from_millis(at.saturating_sub(self.settings.clock.now_millis()));
-                    if left.is_zero() {
-                        return Some(self.failed_unrun(
-                            index,
-                            input,
-                            attempt,
-                            "not run: the task's deadline (deadlineSecs) passed before this item started",
-                        ));
-                    }
-                    (left.min(item_timeout), left < item_timeout)
-                }
-                None => (item_timeout, false),
-            };
+            if self.deadline_left(message) == Some(Duration::ZERO) {
+                return Some(self.past_deadline(index, input, attempt));
+            }
             if run.careful() && !start_counted {
                 if let Some(refused) = self.refuse_poison(run, index, input, attempt).await {
                     return Some(refused);
@@ -467,6 +452,17 @@ impl Inner {
             if run.stop_items.is_cancelled() {
                 return None;
             }
+            // The task's deadline shortens the item's timeout, and once it
+            // has passed no item starts. Judged now, with the slot in hand:
+            // the wait for it may have used up the time that was left.
+            let (timeout, cut_by_deadline) = match self.deadline_left(message) {
+                Some(Duration::ZERO) => {
+                    drop(permit);
+                    return Some(self.past_deadline(index, input, attempt));
+                }
+                Some(left) => (left.min(item_timeout), left < item_timeout),
+                None => (item_timeout, false),
+            };
             self.running.fetch_add(1, Ordering::Relaxed);
             // The slot is given back the moment the process exits, so the next
             // item starts while this one's output and result are handled.
@@ -521,6 +517,24 @@ impl Inner {
             retry += 1;
             start_counted = false;
         }
+    }
+
+    /// The time left before the task's deadline, if it has one (zero once
+    /// it has passed).
+    fn deadline_left(&self, message: &ShardMessage) -> Option<Duration> {
+        message
+            .deadline_at
+            .map(|at| Duration::from_millis(at.saturating_sub(self.settings.clock.now_millis())))
+    }
+
+    /// The result of an item the task's deadline kept from starting.
+    fn past_deadline(&self, index: u64, input: &str, attempt: u32) -> ItemResult {
+        self.failed_unrun(
+            index,
+            input,
+            attempt,
+            "not run: the task's deadline (deadlineSecs) passed before this item started",
+        )
     }
 
     /// In a careful run, counts this start of the item; an item that was

@@ -104,7 +104,6 @@ async fn the_sweeper_fails_a_task_nobody_ran_once_its_deadline_and_a_sweep_passe
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "issue 12: an item's deadline time-left is computed before it waits for a free core, so an item that waited can still start and succeed after the deadline"]
 async fn no_item_starts_after_the_deadline_even_when_it_waited_for_a_core() {
     // One core, two shards: the second shard's items compute their time
     // left at 0 s, then wait for the core behind the first shard's items.

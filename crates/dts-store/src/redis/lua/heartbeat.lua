@@ -5,8 +5,9 @@
 -- worker's entry (the rule of Store::heartbeat, as in sqlite/workers.rs);
 -- the key exists only while the heartbeat is live, and an entry without a
 -- kind was written by a dts worker before kinds existed.
--- The key expires by itself; the index is scored by the same expiry time
--- (Redis's clock) so listing can drop expired ids.
+-- The key expires by itself at one instant on Redis's clock, and the index
+-- is scored by that same instant, so listing drops an id exactly when its
+-- key has expired (Redis treats a key as expired once now > its expiry).
 if ARGV[4] == 'node-beat' then
   local current = redis.call('GET', KEYS[1])
   if current then
@@ -16,6 +17,7 @@ if ARGV[4] == 'node-beat' then
     end
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[2], int(redis_now_ms() + tonumber(ARGV[2])), ARGV[3])
+local expires = int(redis_now_ms() + tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', expires)
+redis.call('ZADD', KEYS[2], expires, ARGV[3])
 return 1
