@@ -1,41 +1,44 @@
-//! The scheduler: consumes the task topic, renders the template, splits the
-//! inputs into shards by the live workers' cores, stores the plan and
-//! publishes the shards (docs/architecture.md, flow step 2).
+//! The scheduler: consumes the task topic, checks the template renders,
+//! splits the inputs into guided shards by the live workers' cores, stores
+//! the plan and wakes the workers (docs/architecture.md, flow step 2).
 //!
-//! Planning is idempotent. The plan is stored once ([`Store::save_plan`]);
-//! a redelivered task message finds it and republishes only the shards not yet
-//! completed. The task message is acknowledged only after the shards are on
-//! the bus, so a scheduler that dies half-way leaves the message to be
-//! delivered again.
+//! Shards do not travel on the bus: a stored plan makes every shard ready,
+//! and workers' free slots claim them from the store (late binding,
+//! docs/scheduling.md). The wake on the shard topic is only a hint; an idle
+//! slot also polls.
+//!
+//! Planning is idempotent. The plan is stored once ([`Store::save_plan`]); a
+//! redelivered task message finds it and only wakes the workers again. The
+//! task message is acknowledged only after the plan is stored, so a
+//! scheduler that dies half-way leaves the message to be delivered again.
 //!
 //! [`Store::save_plan`]: dts_store::Store::save_plan
 
 use crate::shard::{ShardWork, ShardWorkError};
 use crate::{EngineError, Topics, events, sleep_unless_cancelled, with_causes};
 use dts_bus::{BusError, Delivery, DynBus};
-use dts_model::plan::{PlanLimits, plan_shards};
+use dts_model::plan::{PlanLimits, plan_guided};
 use dts_model::{ShardRange, Task, TaskMessage, TaskStatus, WorkerKind};
 use dts_store::{DynStore, PlanOutcome, StoreError};
-use futures::stream::{self, StreamExt, TryStreamExt};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-/// Shards published concurrently while planning one task.
-const PUBLISH_CONCURRENCY: usize = 16;
-
 /// How the scheduler consumes and plans.
 #[derive(Debug, Clone)]
 pub struct SchedulerSettings {
-    /// The topics it reads tasks from and publishes shards to.
+    /// The topics it reads tasks from and wakes workers on.
     pub topics: Topics,
     /// `pubsub.consumergroup`.
     pub group: String,
     /// `pubsub.consumercount`: task consumers in this process.
     pub consumers: u32,
-    /// Shards per live core.
+    /// Shards per live core in the first round of the guided plan.
     pub oversplit: u32,
+    /// The fewest slots a plan is made for, so a task planned before most
+    /// workers joined still has shards small enough to spread over them.
+    pub min_planned_slots: u32,
     /// Wait before a failed task message is handed back for redelivery.
     pub retry_delay: Duration,
 }
@@ -47,6 +50,7 @@ impl Default for SchedulerSettings {
             group: "task-subscribers".into(),
             consumers: 2,
             oversplit: 2,
+            min_planned_slots: 8,
             retry_delay: Duration::from_secs(1),
         }
     }
@@ -55,9 +59,9 @@ impl Default for SchedulerSettings {
 /// What planning one task did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Planned {
-    /// Shards were published (all of a new plan, or the missing ones of an old).
-    Published {
-        /// How many were published now.
+    /// The plan is stored (now, or before) and the workers were woken.
+    Ready {
+        /// Shards not yet completed.
         shards: usize,
         /// How many the plan has.
         of: usize,
@@ -183,8 +187,8 @@ impl Scheduler {
             }
             Err(e) => return Err(e.into()),
         };
-        // Only dts workers consume shards: a node announced through the
-        // seed's node-beat runs nothing, so its cores would only thin the plan.
+        // Only dts workers run shards: a node announced through the seed's
+        // node-beat runs nothing, so its cores would only thin the plan.
         let live_cores: u32 = self
             .store
             .live_workers()
@@ -194,13 +198,13 @@ impl Scheduler {
             .map(|w| w.cores)
             .fold(0, u32::saturating_add);
         let limits = PlanLimits {
-            live_cores,
+            live_cores: live_cores.max(self.settings.min_planned_slots),
             oversplit: self.settings.oversplit,
-            spread: self.bus.partitions(&self.settings.topics.shards),
+            spread: 1,
             max_message_bytes: self.bus.max_message_bytes(),
             envelope_bytes: envelope_bytes(&work)?,
         };
-        let shards = match plan_shards(&inputs, limits) {
+        let shards = match plan_guided(&inputs, limits) {
             Ok(shards) => shards,
             Err(e) => {
                 return self
@@ -209,80 +213,48 @@ impl Scheduler {
             }
         };
 
-        let (stored, shards, to_publish) = match self.store.save_plan(id, &shards).await? {
+        let (stored, shards, ready) = match self.store.save_plan(id, &shards).await? {
             PlanOutcome::Created(task) => {
                 info!(task = %id, items = inputs.len(), shards = shards.len(), live_cores, "task planned");
-                let all: Vec<u32> = (0..shards.len() as u32).collect();
-                (task, shards, all)
+                let count = shards.len();
+                (task, shards, count)
             }
             PlanOutcome::Existing { task, shards } => {
                 let completed = self.store.completed_shards(id).await?;
-                let missing: Vec<u32> = (0..shards.len() as u32)
-                    .filter(|i| completed.binary_search(i).is_err())
-                    .collect();
-                info!(task = %id, republishing = missing.len(), of = shards.len(), "task was planned before");
-                (task, shards, missing)
+                let left = shards.len().saturating_sub(completed.len());
+                info!(task = %id, left, of = shards.len(), "task was planned before");
+                (task, shards, left)
             }
             PlanOutcome::Ended(_) => return Ok(Planned::Nothing),
         };
         crate::failpoint::hit("plan-after-save");
         if stored.status == TaskStatus::Completed && shards.is_empty() {
             events::publish_completion(&self.bus, &self.settings.topics, &stored).await;
+        } else {
+            self.wake_workers(id).await;
         }
-        self.publish_shards(&work, &inputs, &shards, &to_publish)
-            .await?;
-        info!(
+        debug!(
             task = %id,
-            items = inputs.len(),
-            shards = to_publish.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "shards published"
+            "task ready"
         );
-        Ok(Planned::Published {
-            shards: to_publish.len(),
+        Ok(Planned::Ready {
+            shards: ready,
             of: shards.len(),
         })
     }
 
-    async fn publish_shards(
-        &self,
-        work: &ShardWork<'_>,
-        inputs: &[String],
-        shards: &[ShardRange],
-        which: &[u32],
-    ) -> Result<(), EngineError> {
-        let shard_count = shards.len() as u32;
-        stream::iter(which.iter().copied())
-            .map(|index| {
-                let range = shards[index as usize];
-                // A range past the stored list (a corrupt plan) gets no items
-                // and is refused by `message`, rather than panicking here.
-                let items = usize::try_from(range.start)
-                    .ok()
-                    .zip(usize::try_from(range.end()).ok())
-                    .and_then(|(start, end)| inputs.get(start..end))
-                    .unwrap_or_default()
-                    .to_vec();
-                let message = work.message(index, shard_count, range, items);
-                async move {
-                    let message = message?;
-                    let payload =
-                        serde_json::to_vec(&message).map_err(|e| EngineError::BadMessage {
-                            what: "shard",
-                            detail: e.to_string(),
-                        })?;
-                    let key = format!("{}/{}", message.task_id, index);
-                    // Shard i goes to partition i mod partitions: the plan's count is a
-                    // multiple of the partitions, so each worker's share is even.
-                    self.bus
-                        .publish_spread(&self.settings.topics.shards, index, &key, payload)
-                        .await?;
-                    Ok::<(), EngineError>(())
-                }
-            })
-            .buffer_unordered(PUBLISH_CONCURRENCY)
-            .try_collect::<()>()
+    /// Tells every listening worker that work is ready. A wake lost to a bus
+    /// fault costs an idle slot's poll interval, so it is not retried.
+    async fn wake_workers(&self, id: &str) {
+        let payload = serde_json::json!({ "wake": id }).to_string().into_bytes();
+        if let Err(e) = self
+            .bus
+            .publish(&self.settings.topics.shards, id, payload)
             .await
+        {
+            warn!(task = %id, error = %with_causes(&e), "cannot wake the workers; their slots will poll");
+        }
     }
 
     /// Ends a task that can never run, with the reason.
@@ -329,7 +301,7 @@ mod tests {
     use dts_bus::{Bus, EmbeddedBus};
     use dts_model::plan::item_wire_bytes;
     use dts_model::{NewTask, ShardMessage, Variables, WorkerInfo, now_millis};
-    use dts_store::{SqliteStore, Store};
+    use dts_store::{ReadyClaim, SqliteStore, Store};
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
@@ -355,18 +327,18 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_shard_built_from_the_store_equals_the_message_the_scheduler_published() {
+    async fn a_planned_task_has_guided_ready_shards_covering_its_inputs_and_wakes_the_workers() {
         let store = Arc::new(SqliteStore::in_memory().unwrap());
         let bus = Arc::new(EmbeddedBus::new(dts_bus::DEFAULT_MAX_MESSAGE_BYTES));
         let settings = SchedulerSettings::default();
-        let mut published = bus
+        let mut wakes = bus
             .subscribe(&settings.topics.shards, "workers")
             .await
             .unwrap();
         let worker = WorkerInfo {
             id: "w-1".into(),
             hostname: "box".into(),
-            cores: 3,
+            cores: 16,
             running_items: 0,
             last_heartbeat: now_millis(),
             kind: WorkerKind::Dts,
@@ -383,40 +355,56 @@ mod tests {
 
         let scheduler = Scheduler::new(store.clone(), bus.clone(), settings);
         let planned = scheduler.plan_task(&task.id).await.unwrap();
-        assert_eq!(planned, Planned::Published { shards: 6, of: 6 });
-
-        let stored = store.task(&task.id).await.unwrap().unwrap();
         let PlanOutcome::Existing { shards: plan, .. } =
             store.save_plan(&task.id, &[]).await.unwrap()
         else {
             panic!("the task was planned");
         };
-        let mut seen = BTreeSet::new();
-        for _ in 0..plan.len() {
-            let delivery = tokio::time::timeout(Duration::from_secs(10), published.next())
-                .await
-                .expect("a published shard message within 10 s")
-                .unwrap();
-            let message: ShardMessage = serde_json::from_slice(&delivery.payload).unwrap();
-            delivery.ack().await.unwrap();
-            let range = plan[message.shard_index as usize];
+        assert_eq!(
+            planned,
+            Planned::Ready {
+                shards: plan.len(),
+                of: plan.len()
+            }
+        );
+        // 16 slots, 2 shards per slot in the first round: 2,000 / 32.
+        assert_eq!(plan[0], ShardRange { start: 0, len: 63 });
+        assert!(
+            plan.windows(2)
+                .all(|w| w[0].end() == w[1].start && w[0].len >= w[1].len)
+        );
+        assert_eq!(plan.last().map(|r| (r.end(), r.len)), Some((2_000, 1)));
+
+        let wake = tokio::time::timeout(Duration::from_secs(10), wakes.next())
+            .await
+            .expect("a wake within 10 s")
+            .unwrap();
+        assert_eq!(wake.key, task.id);
+
+        // Every shard a slot claims runs exactly its range of the inputs.
+        let stored = store.task(&task.id).await.unwrap().unwrap();
+        let mut claimed = BTreeSet::new();
+        while let ReadyClaim::Claimed { shard, range, .. } = store
+            .claim_ready_shard(&task.id, "w-1", Duration::from_secs(600), None)
+            .await
+            .unwrap()
+        {
             let items = store
                 .inputs_range(&task.id, range.start, range.len)
                 .await
                 .unwrap()
                 .unwrap();
-            let built = shard_message(
-                &stored,
-                message.shard_index,
-                stored.chunks_to_execute,
-                range,
-                items,
-            )
-            .unwrap();
-            assert_eq!(built, message, "shard {}", message.shard_index);
-            seen.insert(message.shard_index);
+            let message =
+                shard_message(&stored, shard, stored.chunks_to_execute, range, items).unwrap();
+            assert_eq!(message.start, range.start);
+            assert_eq!(
+                message.items,
+                new.inputs[range.start as usize..range.end() as usize].to_vec()
+            );
+            assert_eq!(message.script, "echo it's \"hi\" \"$1\" >&2");
+            claimed.insert(shard);
         }
-        assert_eq!(seen, (0..6).collect::<BTreeSet<u32>>());
+        assert_eq!(claimed, (0..plan.len() as u32).collect::<BTreeSet<u32>>());
     }
 
     #[test]
@@ -438,7 +426,7 @@ mod tests {
         let task = new.to_task(0);
         let limit = 4096;
         let envelope = envelope_bytes(&ShardWork::new(&task).unwrap()).unwrap();
-        let shards = plan_shards(
+        let shards = plan_guided(
             &new.inputs,
             PlanLimits {
                 live_cores: 1,

@@ -63,13 +63,12 @@ pub fn sweeper_settings(settings: &Settings) -> SweeperSettings {
     }
 }
 
-/// This machine's worker: its id, cores, labels, group and timings.
+/// This machine's worker: its id, cores, labels and timings.
 pub fn worker_settings(settings: &Settings) -> WorkerSettings {
     let id = settings.worker.id.clone().unwrap_or_else(default_worker_id);
     let cores = u32::try_from(settings.worker.effective_cores()).unwrap_or(u32::MAX);
     WorkerSettings {
         topics: topics(settings),
-        group: settings.pubsub.worker_group.clone(),
         heartbeat_interval: settings.worker.heartbeat_interval,
         heartbeat_ttl: settings.worker.heartbeat_ttl,
         shard_attempts: settings.worker.shard_attempts,

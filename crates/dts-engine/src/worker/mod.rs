@@ -1,20 +1,22 @@
-//! The worker: consumes the shard topic, runs every item of a shard on a pool
-//! with one slot per core, records results as they come and completes the
-//! shard (docs/architecture.md, flow steps 3 and 4). It heartbeats into the
-//! store so schedulers know it is alive and how many cores it brings.
+//! The worker: each of its slots (one per core) claims a shard from the
+//! store when it frees, runs its items one after another, records results as
+//! they come and completes the shard (docs/architecture.md, flow steps 3 and
+//! 4; docs/scheduling.md for how a slot picks). It heartbeats into the store
+//! so schedulers know it is alive, and renews the leases of the shards its
+//! slots hold.
 //!
 //! Items run through an [`ItemRunner`]: the [`Executor`](dts_executor::Executor)
 //! in production, simulated items in the engine's tests.
 //!
-//! A worker takes up to `cores + 1` shards at once; their items share the
-//! `cores` slots and are pulled one at a time, so a slow item never leaves a
-//! core idle while others wait. Shutdown happens in phases: stop taking
-//! shards and items, let running items finish until `drain_grace`, then kill
-//! them. Shards cut short are not acknowledged, so the bus hands them to
-//! another worker (or to this one after a restart).
+//! The bus only wakes the slots: the scheduler publishes a wake on the shard
+//! topic when a task is planned. Shutdown happens in phases: stop claiming,
+//! let running items finish until `drain_grace`, then kill them. A shard cut
+//! short is released cleanly with the results it has, and its other items
+//! run when it is claimed again.
 
 mod runner;
 mod shard;
+mod slots;
 
 pub use runner::{ItemRunner, Slot};
 
@@ -26,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -43,10 +45,8 @@ pub struct WorkerSettings {
     /// Labels announced in every heartbeat (`worker.labels`), already
     /// checked by the configuration.
     pub labels: BTreeMap<String, String>,
-    /// The topics it reads shards from and publishes completions to.
+    /// The topics it hears wakes on and publishes completions to.
     pub topics: Topics,
-    /// Consumer group of the shard topic (`pubsub.worker-group`).
-    pub group: String,
     /// How often the worker heartbeats and renews its shard leases.
     pub heartbeat_interval: Duration,
     /// How long a heartbeat keeps the worker live; also how long the
@@ -67,6 +67,12 @@ pub struct WorkerSettings {
     pub drain_grace: Duration,
     /// Wait before a shard that failed on a store or bus error is handed back.
     pub retry_delay: Duration,
+    /// The longest an idle slot waits before it looks for work again
+    /// without a wake (it starts at a few tens of milliseconds and backs off).
+    pub idle_poll: Duration,
+    /// How old the slots' shared view of the runnable tasks may be when a
+    /// slot ranks them: the delay before a busy worker notices a new task.
+    pub snapshot_max_age: Duration,
     /// "Now" for heartbeats and task deadlines (the system clock; tests
     /// pass one that follows tokio's paused time).
     pub clock: DynClock,
@@ -81,7 +87,6 @@ impl WorkerSettings {
             cores: cores.max(1),
             labels: BTreeMap::new(),
             topics: Topics::default(),
-            group: "task-workers".into(),
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_ttl: Duration::from_secs(10),
             shard_attempts: 3,
@@ -90,6 +95,8 @@ impl WorkerSettings {
             status_poll: Duration::from_millis(500),
             drain_grace: Duration::from_secs(10),
             retry_delay: Duration::from_secs(1),
+            idle_poll: Duration::from_secs(1),
+            snapshot_max_age: Duration::from_millis(100),
             clock: system_clock(),
         }
     }
@@ -137,6 +144,12 @@ struct Inner {
     /// Shards that lost a worker before run one at a time, one item at a
     /// time, so a death points at the one item that was running.
     careful: Semaphore,
+    /// The runnable tasks as the slots last read them.
+    snapshot: Mutex<slots::Snapshot>,
+    /// Held while one slot reads the snapshot from the store.
+    snapshot_read: tokio::sync::Mutex<()>,
+    /// Wakes idle slots: a task was planned.
+    wake: Notify,
 }
 
 struct TaskStop {
@@ -172,6 +185,9 @@ impl Worker {
                 task_stops: Mutex::new(HashMap::new()),
                 leases: Mutex::new(HashMap::new()),
                 careful: Semaphore::new(1),
+                snapshot: Mutex::new(slots::Snapshot::default()),
+                snapshot_read: tokio::sync::Mutex::new(()),
+                wake: Notify::new(),
             }),
         }
     }
@@ -181,21 +197,21 @@ impl Worker {
         &self.inner.settings.id
     }
 
-    /// Sends a first heartbeat and subscribes, then runs on `tracker` until
-    /// `shutdown`. Returning first means a task submitted afterwards is
-    /// planned with this worker's cores.
+    /// Sends a first heartbeat and starts listening for wakes, then runs on
+    /// `tracker` until `shutdown`. Returning first means a task submitted
+    /// afterwards is planned with this worker's cores.
     pub async fn start(
         &self,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<(), crate::EngineError> {
         self.inner.heartbeat().await?;
-        let subscription = self
+        let wakes = self
             .inner
             .bus
             .subscribe(
                 &self.inner.settings.topics.shards,
-                &self.inner.settings.group,
+                &format!("dts-wake-{}", self.inner.settings.id),
             )
             .await?;
         info!(worker = %self.inner.settings.id, cores = self.inner.settings.cores, "worker started");
@@ -203,8 +219,14 @@ impl Worker {
         let beating = self.inner.clone();
         let beat_stop = shutdown.clone();
         tracker.spawn(async move { beating.heartbeat_loop(beat_stop).await });
-        let consuming = self.inner.clone();
-        tracker.spawn(async move { consuming.consume(subscription, shutdown).await });
+        let listening = self.inner.clone();
+        let listen_stop = shutdown.clone();
+        tracker.spawn(async move { listening.hear_wakes(wakes, listen_stop).await });
+        let watching = self.inner.clone();
+        let watch_stop = shutdown.clone();
+        tracker.spawn(async move { watching.watch_tasks(watch_stop).await });
+        let running = self.inner.clone();
+        tracker.spawn(async move { running.run_slots(shutdown).await });
         Ok(())
     }
 }
@@ -327,51 +349,80 @@ impl Inner {
         }
     }
 
-    async fn consume(
+    /// Wakes the slots for every message on the shard topic. A wake is a
+    /// hint: a missed one costs an idle slot's poll interval, never work.
+    async fn hear_wakes(
         self: Arc<Self>,
-        mut subscription: Box<dyn dts_bus::Subscription>,
+        mut wakes: Box<dyn dts_bus::Subscription>,
         shutdown: CancellationToken,
     ) {
-        // Killing running items is the last phase of shutdown, separate from
-        // `shutdown` (which only stops intake).
-        let kill = CancellationToken::new();
-        let shards = TaskTracker::new();
-        let shard_slots = Arc::new(Semaphore::new(self.settings.cores as usize + 1));
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                permit = shard_slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                next = subscription.next() => next,
+                next = wakes.next() => next,
             };
             match next {
                 Ok(delivery) => {
-                    let inner = self.clone();
-                    let stop_intake = shutdown.clone();
-                    let kill = kill.clone();
-                    shards.spawn(async move {
-                        inner.run_shard(delivery, &stop_intake, &kill).await;
-                        drop(permit);
-                    });
+                    self.wake_slots();
+                    if let Err(e) = delivery.ack().await {
+                        debug!(error = %with_causes(&e), "cannot acknowledge a wake");
+                    }
                 }
                 Err(BusError::Closed) => break,
                 Err(e) => {
-                    warn!(error = %with_causes(&e), "cannot read the shard topic");
+                    debug!(error = %with_causes(&e), "cannot hear wakes; slots poll meanwhile");
                     if !crate::sleep_unless_cancelled(self.settings.retry_delay, &shutdown).await {
                         break;
                     }
                 }
             }
         }
+    }
+
+    /// Every `status_poll`, stops the items of tasks running here that have
+    /// ended (a cancel, a deadline, another shard's failure), so a long item
+    /// learns of a cancel while it runs.
+    async fn watch_tasks(self: Arc<Self>, shutdown: CancellationToken) {
+        // ends: at shutdown; running items are stopped by their own tokens.
+        while crate::sleep_unless_cancelled(self.settings.status_poll, &shutdown).await {
+            let running: Vec<(String, CancellationToken)> = {
+                let stops = self.task_stops.lock().unwrap_or_else(|p| p.into_inner());
+                stops
+                    .iter()
+                    .map(|(id, stop)| (id.clone(), stop.token.clone()))
+                    .collect()
+            };
+            for (id, token) in running {
+                match self.store.task(&id).await {
+                    Ok(Some(task)) if !task.status.is_terminal() => {}
+                    Ok(_) => token.cancel(),
+                    Err(e) => {
+                        debug!(task = %id, error = %with_causes(&e), "cannot check the task's status")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one slot loop per core until `shutdown`, then drains.
+    async fn run_slots(self: Arc<Self>, shutdown: CancellationToken) {
+        // Killing running items is the last phase of shutdown, separate from
+        // `shutdown` (which only stops intake).
+        let kill = CancellationToken::new();
+        let shards = TaskTracker::new();
+        for _ in 0..self.settings.cores {
+            let inner = self.clone();
+            let stop_intake = shutdown.clone();
+            let kill = kill.clone();
+            shards.spawn(async move { inner.slot_loop(stop_intake, kill).await });
+        }
+        shutdown.cancelled().await;
 
         shards.close();
-        if !shards.is_empty() {
+        if self.running.load(Ordering::Relaxed) > 0 {
             info!(worker = %self.settings.id, grace = ?self.settings.drain_grace, "letting running items finish");
+        }
+        {
             if tokio::time::timeout(self.settings.drain_grace, shards.wait())
                 .await
                 .is_err()
@@ -381,7 +432,6 @@ impl Inner {
                 shards.wait().await;
             }
         }
-        drop(subscription);
         if let Err(e) = self.store.remove_worker(&self.settings.id).await {
             debug!(error = %with_causes(&e), "could not remove the worker's heartbeat");
         }

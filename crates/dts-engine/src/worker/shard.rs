@@ -1,19 +1,21 @@
-//! Running one shard: skip what is done, run the rest on the worker's slots,
-//! record results in batches, complete the shard.
+//! Running one claimed shard: skip what is done, run the rest one item after
+//! another on the slot, record results in batches, and complete the shard —
+//! or give it back between two items when the policy says another task
+//! should have the slot.
 
 use super::Inner;
+use super::slots::ClaimedShard;
+use crate::shard::shard_message;
 use crate::{EngineError, events, sleep_unless_cancelled, with_causes};
-use dts_bus::Delivery;
 use dts_executor::{ExecOutcome, ItemContext, ItemLimits, Program};
-use dts_model::{ItemResult, ShardMessage};
-use dts_store::{ShardClaim, StoreError};
+use dts_model::{ItemResult, ShardMessage, TaskStatus};
+use dts_store::StoreError;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Longest wait between two attempts of a failed item.
 const MAX_ITEM_BACKOFF: Duration = Duration::from_secs(30);
@@ -24,27 +26,25 @@ const MAX_WORKER_FAULT_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a store write is retried before the shard is handed back.
 const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
 
-/// How a shard run ended, which decides whether its message is acknowledged.
+/// How a shard run ended, which decides what happens to its lease.
 #[derive(Debug, PartialEq, Eq)]
 enum ShardEnd {
-    /// Every item has a result and the shard is completed.
+    /// Every item has a result and the shard is completed (which released
+    /// the lease).
     Done,
-    /// Nothing to do: the shard is already completed, or its task is unknown.
-    Skipped,
     /// The task had ended (cancelled, failed, past its deadline) before the
     /// shard started or while it ran; results so far are kept.
     TaskEnded,
-    /// The worker is shutting down; the shard goes back to the bus.
+    /// Stopped between items by shutdown: released cleanly, so its other
+    /// items run when it is claimed again, attempt unchanged.
     Interrupted,
+    /// Stopped between items to give the slot to a task the policy puts
+    /// ahead: released cleanly like `Interrupted` (the snapshot already
+    /// counts it given back).
+    Yielded,
     /// Another worker took the shard over (this one's lease expired): it
-    /// finishes the shard; this delivery goes back unacknowledged.
+    /// finishes the shard; nothing is released.
     Lost,
-}
-
-/// What claiming the shard's lease came to.
-enum Claim {
-    Acquired(u32),
-    Ended(ShardEnd),
 }
 
 /// One shard being run: its message, how it runs, and the tokens that stop it.
@@ -58,7 +58,7 @@ struct ShardRun<'a> {
     task_stop: CancellationToken,
     /// `task_stop`, or this shard's lease was lost: kills the running items.
     stop_items: CancellationToken,
-    /// 1 for the shard's first delivery; more after workers died running it.
+    /// 1 for the shard's first claim; more after workers died running it.
     attempt: u32,
 }
 
@@ -67,124 +67,99 @@ impl ShardRun<'_> {
         &self.message.task_id
     }
 
-    /// The shard lost a worker before: run it one item at a time, counting
+    /// The shard lost a worker before: run it alone on this worker, counting
     /// starts, to find an item that kills its workers.
     fn careful(&self) -> bool {
         self.attempt > 1
     }
 }
 
+/// The results of a shard's items not yet written, and when they last were.
+struct Pending {
+    results: Vec<ItemResult>,
+    flushed_at: Instant,
+}
+
 impl Inner {
+    /// Runs a shard this worker's slot holds the lease on, and lets the
+    /// lease go as its end requires.
     pub(super) async fn run_shard(
         &self,
-        delivery: Delivery,
+        claimed: ClaimedShard,
         stop_intake: &CancellationToken,
         kill: &CancellationToken,
     ) {
-        let message: ShardMessage = match serde_json::from_slice(&delivery.payload) {
-            Ok(message) => message,
-            Err(e) => {
-                warn!(error = %with_causes(&e), key = %delivery.key, "skipping unreadable shard message");
-                acknowledge(delivery).await;
-                return;
-            }
-        };
+        let (id, shard) = (claimed.task.id.clone(), claimed.shard);
         let started = Instant::now();
-        let (task, shard) = (message.task_id.as_str(), message.shard_index);
-        match self.execute(&message, stop_intake, kill).await {
-            Ok(end @ (ShardEnd::Done | ShardEnd::Skipped | ShardEnd::TaskEnded)) => {
-                debug!(task, shard, ?end, elapsed = ?started.elapsed(), "shard ended");
-                acknowledge(delivery).await;
+        match self.execute(claimed, stop_intake, kill).await {
+            Ok(end @ (ShardEnd::Done | ShardEnd::Lost)) => {
+                if end == ShardEnd::Lost {
+                    warn!(task = %id, shard, "another worker took the shard over");
+                }
+                debug!(task = %id, shard, ?end, elapsed = ?started.elapsed(), "shard ended");
+                self.forget_held(&id);
             }
-            Ok(ShardEnd::Interrupted) => {
-                info!(task, shard, "shard handed back unfinished");
-                drop(delivery);
+            Ok(end @ (ShardEnd::TaskEnded | ShardEnd::Interrupted)) => {
+                debug!(task = %id, shard, ?end, elapsed = ?started.elapsed(), "shard given back");
+                self.give_back(&id, shard).await;
             }
-            Ok(ShardEnd::Lost) => {
-                warn!(task, shard, "another worker took the shard over");
-                drop(delivery);
+            Ok(ShardEnd::Yielded) => {
+                debug!(task = %id, shard, elapsed = ?started.elapsed(), "slot given to a task the policy puts ahead");
+                self.release_lease(&id, shard).await;
             }
             Err(e) => {
-                warn!(task, shard, error = %with_causes(&e), "shard failed; handing it back");
+                warn!(task = %id, shard, error = %with_causes(&e), "shard failed; giving it back");
+                self.give_back(&id, shard).await;
                 sleep_unless_cancelled(self.settings.retry_delay, stop_intake).await;
-                drop(delivery);
             }
         }
     }
 
     async fn execute(
         &self,
-        message: &ShardMessage,
+        claimed: ClaimedShard,
         stop_intake: &CancellationToken,
         kill: &CancellationToken,
     ) -> Result<ShardEnd, EngineError> {
-        let id = message.task_id.as_str();
-        let shard = message.shard_index;
-        let attempt = match self.claim(message, stop_intake).await? {
-            Claim::Acquired(attempt) => attempt,
-            Claim::Ended(end) => return Ok(end),
+        let task = &claimed.task;
+        let (id, shard, range) = (task.id.as_str(), claimed.shard, claimed.range);
+        let Some(items) = self.store.inputs_range(id, range.start, range.len).await? else {
+            return Ok(ShardEnd::TaskEnded);
+        };
+        let message = match shard_message(task, shard, task.chunks_to_execute, range, items) {
+            Ok(message) => message,
+            Err(e) => {
+                // No claim can ever run it: end the task with the reason
+                // instead of handing the shard around forever.
+                let reason = format!("cannot run the task: {}", with_causes(&e));
+                error!(task = %id, shard, "{reason}");
+                match self
+                    .store
+                    .transition(id, TaskStatus::Failed, Some(&reason))
+                    .await
+                {
+                    Ok(ended) => {
+                        events::publish_completion(&self.bus, &self.settings.topics, &ended).await
+                    }
+                    Err(StoreError::IllegalTransition { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(ShardEnd::TaskEnded);
+            }
         };
         let task_stop = self.task_stop(id, kill);
         let run = ShardRun {
-            message,
+            message: &message,
             stop_intake,
             kill,
             stop_items: self.hold_lease(id, shard, &task_stop),
             task_stop,
-            attempt,
+            attempt: claimed.attempt,
         };
         let outcome = self.run_claimed(&run).await;
         self.forget_lease(id, shard);
         self.release_task_stop(id);
-        match &outcome {
-            // Completion released the lease; a lost lease is not ours.
-            Ok(ShardEnd::Done | ShardEnd::Lost) => {}
-            _ => {
-                if let Err(e) = self
-                    .store
-                    .release_shard(id, shard, &self.settings.id, true)
-                    .await
-                {
-                    debug!(task = %id, shard, error = %with_causes(&e), "cannot release the shard's lease; it will expire");
-                }
-            }
-        }
         outcome
-    }
-
-    /// Takes the shard's lease, waiting while another worker (or this one,
-    /// for a duplicate delivery) holds it.
-    async fn claim(
-        &self,
-        message: &ShardMessage,
-        stop_intake: &CancellationToken,
-    ) -> Result<Claim, EngineError> {
-        let id = message.task_id.as_str();
-        loop {
-            let Some(task) = self.store.task(id).await? else {
-                warn!(task = %id, "shard of an unknown task");
-                return Ok(Claim::Ended(ShardEnd::Skipped));
-            };
-            if task.status.is_terminal() {
-                return Ok(Claim::Ended(ShardEnd::TaskEnded));
-            }
-            let lease = self.settings.heartbeat_ttl;
-            match self
-                .store
-                .claim_shard(id, message.shard_index, &self.settings.id, lease)
-                .await?
-            {
-                ShardClaim::Acquired { attempt } => return Ok(Claim::Acquired(attempt)),
-                ShardClaim::Completed => return Ok(Claim::Ended(ShardEnd::Skipped)),
-                ShardClaim::Held { owner, expires_in } => {
-                    debug!(task = %id, shard = message.shard_index, %owner, ?expires_in, "shard held by another run; waiting");
-                    let wait = expires_in.clamp(Duration::from_millis(100), Duration::from_secs(1));
-                    if !sleep_unless_cancelled(wait, stop_intake).await {
-                        return Ok(Claim::Ended(ShardEnd::Interrupted));
-                    }
-                }
-            }
-        }
     }
 
     /// Runs a shard whose lease this worker holds.
@@ -203,10 +178,10 @@ impl Inner {
         if run.careful() {
             warn!(
                 task = %run.id(), shard = message.shard_index, attempt = run.attempt, left = pending.len(),
-                "a worker died running this shard before: running it one item at a time"
+                "a worker died running this shard before: running it alone on this worker"
             );
         } else if !recorded.is_empty() {
-            info!(task = %run.id(), shard = message.shard_index, done = recorded.len(), left = pending.len(), "resuming a shard");
+            debug!(task = %run.id(), shard = message.shard_index, done = recorded.len(), left = pending.len(), "resuming a shard");
         }
         // One careful shard at a time on this worker, so a death points at one item.
         let _careful = if run.careful() {
@@ -220,8 +195,9 @@ impl Inner {
         self.run_pending(run, &pending).await
     }
 
-    /// Runs the `pending` items of the shard, records their results and
-    /// completes the shard.
+    /// Runs the `pending` items of the shard one after another, records
+    /// their results and completes the shard; or stops between two items
+    /// (shutdown, a task the policy puts ahead) and keeps what ran.
     async fn run_pending(
         &self,
         run: &ShardRun<'_>,
@@ -229,122 +205,63 @@ impl Inner {
     ) -> Result<ShardEnd, EngineError> {
         let (message, id) = (run.message, run.id());
         let program = self.runner.prepare(&message.script, &message.interpreter);
-        let next = AtomicUsize::new(0);
-        // Careful runs record each result before the next item starts: a
-        // death must not take finished items' results with it.
-        let saved_at_once = AtomicUsize::new(0);
-        let (results_tx, results_rx) =
-            mpsc::channel::<ItemResult>(self.settings.flush_batch.max(1));
-        let parallel = if run.careful() {
-            1
-        } else {
-            self.settings.cores as usize
+        let mut unsaved = Pending {
+            results: Vec::new(),
+            flushed_at: Instant::now(),
         };
-        let runners = parallel.min(pending.len());
-
-        let run_items = futures::future::join_all((0..runners).map(|_| {
-            let results_tx = results_tx.clone();
-            let (next, program, saved_at_once) = (&next, &program, &saved_at_once);
-            async move {
-                while !run.stop_intake.is_cancelled() && !run.stop_items.is_cancelled() {
-                    let slot = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&index) = pending.get(slot) else {
-                        break;
-                    };
-                    let input = &message.items[(index - message.start) as usize];
-                    let Some(result) = self.run_item(run, program, index, input).await else {
-                        break;
-                    };
-                    if run.careful() {
-                        if self
-                            .save_with_retries(id, std::slice::from_ref(&result))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                        saved_at_once.fetch_add(1, Ordering::Relaxed);
-                    } else if results_tx.send(result).await.is_err() {
-                        break;
-                    }
-                }
+        let mut ran = 0usize;
+        for (position, &index) in pending.iter().enumerate() {
+            if run.stop_intake.is_cancelled() || run.stop_items.is_cancelled() {
+                break;
             }
-        }));
-        drop(results_tx);
-        let (_, collected) = tokio::join!(run_items, self.collect(id, results_rx, &run.task_stop));
-        let Collected { recorded, unsaved } = collected?;
-        let newly = recorded + saved_at_once.load(Ordering::Relaxed);
+            let input = &message.items[(index - message.start) as usize];
+            let Some(result) = self.run_item(run, &program, index, input).await else {
+                break;
+            };
+            ran += 1;
+            unsaved.results.push(result);
+            // Careful runs record each result before the next item starts: a
+            // death must not take finished items' results with it.
+            if run.careful() {
+                self.save_with_retries(id, &unsaved.results).await?;
+                unsaved.results.clear();
+            } else if unsaved.results.len() >= self.settings.flush_batch
+                || unsaved.flushed_at.elapsed() >= self.settings.flush_interval
+            {
+                self.flush(id, &mut unsaved.results, &run.task_stop).await;
+                unsaved.flushed_at = Instant::now();
+            }
+            let last = position + 1 == pending.len();
+            if !last && !run.task_stop.is_cancelled() && self.should_yield(id).await {
+                self.save_with_retries(id, &unsaved.results).await?;
+                return Ok(ShardEnd::Yielded);
+            }
+        }
 
         if run.stop_items.is_cancelled() && !run.task_stop.is_cancelled() {
             // Lost the lease: the results are still true; the new owner skips them.
-            self.save_with_retries(id, &unsaved).await?;
+            self.save_with_retries(id, &unsaved.results).await?;
             return Ok(ShardEnd::Lost);
         }
         if run.task_stop.is_cancelled() && !run.kill.is_cancelled() {
-            self.save_with_retries(id, &unsaved).await?;
+            self.save_with_retries(id, &unsaved.results).await?;
             info!(task = %id, shard = message.shard_index, "task ended while its shard ran");
             return Ok(ShardEnd::TaskEnded);
         }
-        if newly + unsaved.len() < pending.len() {
-            self.save_with_retries(id, &unsaved).await?;
+        if ran < pending.len() {
+            self.save_with_retries(id, &unsaved.results).await?;
             return Ok(ShardEnd::Interrupted);
         }
         let completion = self
-            .with_store_retries(|| self.store.complete_shard(id, message.shard_index, &unsaved))
+            .with_store_retries(|| {
+                self.store
+                    .complete_shard(id, message.shard_index, &unsaved.results)
+            })
             .await?;
         if completion.finished_task {
             events::publish_completion(&self.bus, &self.settings.topics, &completion.task).await;
         }
         Ok(ShardEnd::Done)
-    }
-
-    /// Receives results until every runner is done, writing them in batches.
-    /// Returns how many were written and those still unwritten (the last
-    /// batch goes with the shard's completion, in the same store operation).
-    /// Learning that the task ended cancels `task_stop`, which stops every
-    /// shard of the task on this worker at once.
-    async fn collect(
-        &self,
-        id: &str,
-        mut results: mpsc::Receiver<ItemResult>,
-        task_stop: &CancellationToken,
-    ) -> Result<Collected, EngineError> {
-        let mut batch: Vec<ItemResult> = Vec::new();
-        let mut recorded = 0usize;
-        let mut ticker = tokio::time::interval(self.settings.flush_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_status_check = Instant::now();
-        loop {
-            tokio::select! {
-                result = results.recv() => match result {
-                    Some(result) => {
-                        batch.push(result);
-                        if batch.len() >= self.settings.flush_batch {
-                            recorded += self.flush(id, &mut batch, task_stop).await;
-                            last_status_check = Instant::now();
-                        }
-                    }
-                    None => break,
-                },
-                _ = ticker.tick() => {
-                    if !batch.is_empty() {
-                        recorded += self.flush(id, &mut batch, task_stop).await;
-                        last_status_check = Instant::now();
-                    } else if last_status_check.elapsed() >= self.settings.status_poll {
-                        last_status_check = Instant::now();
-                        match self.store.task(id).await {
-                            Ok(Some(task)) if task.status.is_terminal() => task_stop.cancel(),
-                            Ok(_) => {}
-                            Err(e) => debug!(task = %id, error = %with_causes(&e), "cannot check the task's status"),
-                        }
-                    }
-                }
-            }
-        }
-        Ok(Collected {
-            recorded,
-            unsaved: batch,
-        })
     }
 
     /// Writes `batch`; on success empties it and returns how many were
@@ -603,16 +520,5 @@ impl Inner {
             attempt,
             error: outcome.error,
         }
-    }
-}
-
-struct Collected {
-    recorded: usize,
-    unsaved: Vec<ItemResult>,
-}
-
-async fn acknowledge(delivery: Delivery) {
-    if let Err(e) = delivery.ack().await {
-        warn!(error = %with_causes(&e), "cannot acknowledge a shard message");
     }
 }

@@ -30,7 +30,7 @@ async fn each_shard_runs_on_one_worker_and_each_item_once() {
         );
     }
     assert_eq!(indices.len(), 60);
-    assert_eq!(workers_of_shard.len(), 12);
+    assert_eq!(workers_of_shard.len(), h.plan(&task.id).await.len());
     for (shard, workers) in &workers_of_shard {
         assert_eq!(workers.len(), 1, "shard {shard} ran on {workers:?}");
     }
@@ -136,15 +136,16 @@ async fn a_killed_workers_shards_run_again_elsewhere_once_their_leases_lapse() {
     let mut h = Harness::new()
         .workers(&[2])
         .oversplit(1)
+        .min_planned_slots(1)
         .heartbeat(Duration::from_secs(2), Duration::from_secs(10))
         .start()
         .await;
-    // Two shards, [0, 1] and [2, 3], both taken by worker 0: one shard's
-    // items run on both cores, then the other's (whichever claimed first).
+    // Shards [0, 1], [2] and [3]: one slot runs items 0 then 1, the other
+    // item 2 then item 3, so items 1 and 3 run when the worker dies.
     let task = h.submit(task_of(4, "5s")).await;
     h.run_until(
         |s| s.starts_of(&task.id).len() == 4,
-        "the second shard's items to start",
+        "each slot's second item to start",
     )
     .await;
     h.idle(Duration::from_secs(1)).await;
@@ -154,26 +155,18 @@ async fn a_killed_workers_shards_run_again_elsewhere_once_their_leases_lapse() {
 
     let ended = h.wait_until_ended(&task.id).await;
 
+    assert_eq!(h.plan(&task.id).await.len(), 3);
     assert_eq!(ended.status, TaskStatus::Completed);
     assert_eq!((ended.items_succeeded, ended.items_failed), (4, 0));
-    assert_eq!(ended.chunks_executed, 2);
+    assert_eq!(ended.chunks_executed, 3);
     let starts = h.starts_of(&task.id);
     let (w0, w1) = (h.worker_id(0), h.worker_id(1));
-    let running_at_death: Vec<u64> = starts
+    let running_at_death: BTreeSet<u64> = starts
         .iter()
         .filter(|s| s.worker == w0 && s.at_ms >= 5_000)
         .map(|s| s.index)
         .collect();
-    assert_eq!(running_at_death.len(), 2, "{starts:?}");
-    let second_shard = running_at_death
-        .iter()
-        .map(|i| i / 2)
-        .collect::<BTreeSet<_>>();
-    assert_eq!(
-        second_shard.len(),
-        1,
-        "the items running at the death share a shard"
-    );
+    assert_eq!(running_at_death, BTreeSet::from([1, 3]), "{starts:?}");
     let mut per_index = BTreeMap::new();
     for start in &starts {
         *per_index.entry(start.index).or_insert(0) += 1;
@@ -218,6 +211,7 @@ async fn a_killed_workers_shards_run_again_elsewhere_once_their_leases_lapse() {
 async fn a_killed_workers_cores_count_in_plans_only_until_its_heartbeat_expires() {
     let mut h = Harness::new()
         .workers(&[4, 1])
+        .min_planned_slots(1)
         .heartbeat(Duration::from_secs(2), Duration::from_secs(10))
         .start()
         .await;
@@ -237,10 +231,7 @@ async fn a_killed_workers_cores_count_in_plans_only_until_its_heartbeat_expires(
     )
     .await;
 
-    assert_eq!(
-        h.task(&early.id).await.chunks_to_execute,
-        10,
-        "5 cores, 2 shards each"
-    );
-    assert_eq!(h.task(&late.id).await.chunks_to_execute, 2, "1 core left");
+    // The first shard of a guided plan takes the items ÷ (2 × live cores).
+    assert_eq!(h.plan(&early.id).await[0].len, 4, "5 cores, 2 shards each");
+    assert_eq!(h.plan(&late.id).await[0].len, 20, "1 core left");
 }

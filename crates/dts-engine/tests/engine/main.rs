@@ -11,5 +11,6 @@ mod deadlines;
 mod leases;
 mod outcomes;
 mod planning;
+mod policy;
 mod recovery;
 mod retries;

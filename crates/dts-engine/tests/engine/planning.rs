@@ -25,22 +25,24 @@ fn starts_per_index(h: &Harness, id: &str) -> BTreeMap<u64, usize> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_task_is_split_into_two_shards_per_live_core_and_every_item_runs_once() {
-    let h = Harness::new().workers(&[1, 4]).start().await;
-    let task = h.submit(task_of(25, "1s")).await;
+async fn a_task_is_split_into_guided_shards_that_shrink_to_single_items_and_every_item_runs_once() {
+    let h = Harness::new().workers(&[4, 4, 4]).start().await;
+    let task = h.submit(task_of(60, "1s")).await;
 
     let ended = h.wait_until_ended(&task.id).await;
 
-    assert_eq!(
-        h.plan(&task.id).await,
-        ranges(&[3, 3, 3, 3, 3, 2, 2, 2, 2, 2])
-    );
+    // 12 live cores, 2 shards each in the first round: every shard takes
+    // the items left ÷ 24, rounded up, down to single items at the end.
+    let mut lens = vec![3, 3, 3, 3];
+    lens.extend([2; 12]);
+    lens.extend([1; 24]);
+    assert_eq!(h.plan(&task.id).await, ranges(&lens));
     assert_eq!(ended.status, TaskStatus::Completed);
-    assert_eq!(ended.chunks_to_execute, 10);
-    assert_eq!(ended.chunks_executed, 10);
-    assert_eq!((ended.items_succeeded, ended.items_failed), (25, 0));
+    assert_eq!(ended.chunks_to_execute, 40);
+    assert_eq!(ended.chunks_executed, 40);
+    assert_eq!((ended.items_succeeded, ended.items_failed), (60, 0));
     let counts = starts_per_index(&h, &task.id);
-    assert_eq!(counts.len(), 25, "every item started");
+    assert_eq!(counts.len(), 60, "every item started");
     assert!(
         counts.values().all(|&n| n == 1),
         "each item started once: {counts:?}"
@@ -48,13 +50,44 @@ async fn a_task_is_split_into_two_shards_per_live_core_and_every_item_runs_once(
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_oversplit_setting_decides_the_shards_per_core() {
-    let h = Harness::new().workers(&[3]).oversplit(1).start().await;
-    let task = h.submit(task_of(10, "1s")).await;
+async fn the_oversplit_setting_decides_the_shards_per_core_in_the_first_round() {
+    let h = Harness::new().workers(&[10]).oversplit(1).start().await;
+    let task = h.submit(task_of(30, "1s")).await;
 
     h.wait_until_ended(&task.id).await;
 
-    assert_eq!(h.plan(&task.id).await, ranges(&[4, 3, 3]));
+    // One shard per core in the first round: items left ÷ 10.
+    let mut lens = vec![3, 3, 3, 3, 2, 2, 2, 2];
+    lens.extend([1; 10]);
+    assert_eq!(h.plan(&task.id).await, ranges(&lens));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_planned_before_its_workers_joined_is_planned_for_eight_slots() {
+    let mut h = Harness::new().workers(&[]).start().await;
+    let task = h.submit(task_of(32, "1s")).await;
+    h.run_until(
+        |s| s.task(&task.id).chunks_to_execute > 0,
+        "the task to be planned",
+    )
+    .await;
+    h.add_worker(4).await;
+    h.add_worker(4).await;
+
+    let ended = h.wait_until_ended(&task.id).await;
+
+    // No live core: planned as for 8 slots, 2 shards each (items left ÷ 16),
+    // so the workers that join share it.
+    let mut lens = vec![2; 8];
+    lens.extend([1; 16]);
+    assert_eq!(h.plan(&task.id).await, ranges(&lens));
+    assert_eq!(ended.items_succeeded, 32);
+    let workers: std::collections::BTreeSet<String> = h
+        .starts_of(&task.id)
+        .into_iter()
+        .map(|s| s.worker)
+        .collect();
+    assert_eq!(workers.len(), 2, "both workers ran items");
 }
 
 #[tokio::test(start_paused = true)]

@@ -103,6 +103,7 @@ async fn an_item_that_kills_its_worker_each_time_is_failed_and_the_rest_of_its_s
     let mut h = Harness::new()
         .workers(&[1])
         .oversplit(1)
+        .min_planned_slots(1)
         .shard_attempts(3)
         .heartbeat(Duration::from_secs(2), Duration::from_secs(10))
         .start()

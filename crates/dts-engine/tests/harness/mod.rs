@@ -38,6 +38,7 @@ use dts_model::{
 use dts_store::{DynStore, PlanOutcome, ResultFilter, SqliteStore, Store};
 use fake::{FakeRunner, Start, StartLog};
 use life::Life;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,6 +87,7 @@ pub struct Setup {
     heartbeat_ttl: Duration,
     shard_attempts: u32,
     oversplit: u32,
+    min_planned_slots: u32,
     sweep_interval: Duration,
     drain_grace: Duration,
 }
@@ -107,6 +109,13 @@ impl Setup {
     /// `worker.shard-attempts`.
     pub fn shard_attempts(mut self, attempts: u32) -> Self {
         self.shard_attempts = attempts;
+        self
+    }
+
+    /// Plans are made for at least this many slots (production: 8); 1
+    /// plans for exactly the live cores, for tests about a plan's shape.
+    pub fn min_planned_slots(mut self, slots: u32) -> Self {
+        self.min_planned_slots = slots;
         self
     }
 
@@ -159,6 +168,7 @@ struct Server {
 struct WorkerProcess {
     id: String,
     cores: u32,
+    labels: BTreeMap<String, String>,
     life: Life,
 }
 
@@ -219,6 +229,7 @@ impl Harness {
             heartbeat_ttl: Duration::from_secs(10),
             shard_attempts: 3,
             oversplit: 2,
+            min_planned_slots: SchedulerSettings::default().min_planned_slots,
             sweep_interval: Duration::from_secs(30),
             drain_grace: Duration::from_secs(10),
         }
@@ -247,6 +258,7 @@ impl Harness {
             bus.clone(),
             SchedulerSettings {
                 oversplit: self.setup.oversplit,
+                min_planned_slots: self.setup.min_planned_slots,
                 ..SchedulerSettings::default()
             },
         );
@@ -315,7 +327,8 @@ impl Harness {
     pub async fn add_worker(&mut self, cores: u32) -> usize {
         let number = self.workers.len();
         let id = self.fresh_worker_id(number);
-        self.workers.push(self.start_worker(id, cores).await);
+        self.workers
+            .push(self.start_worker(id, cores, BTreeMap::new()).await);
         number
     }
 
@@ -323,7 +336,26 @@ impl Harness {
         format!("w{number}.{}", self.generation)
     }
 
-    async fn start_worker(&self, id: String, cores: u32) -> WorkerProcess {
+    /// Starts one more worker with `cores` cores and `labels`; returns its
+    /// number.
+    pub async fn add_labelled_worker(&mut self, cores: u32, labels: &[(&str, &str)]) -> usize {
+        let number = self.workers.len();
+        let id = self.fresh_worker_id(number);
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.workers
+            .push(self.start_worker(id, cores, labels).await);
+        number
+    }
+
+    async fn start_worker(
+        &self,
+        id: String,
+        cores: u32,
+        labels: BTreeMap<String, String>,
+    ) -> WorkerProcess {
         let life = Life::default();
         let runner = FakeRunner {
             worker: id.clone(),
@@ -339,6 +371,7 @@ impl Harness {
             shard_attempts: self.setup.shard_attempts,
             drain_grace: self.setup.drain_grace,
             clock: self.clock.clone(),
+            labels: labels.clone(),
             ..WorkerSettings::new(id.clone(), cores)
         };
         let worker = Worker::new(
@@ -350,7 +383,12 @@ impl Harness {
         if let Err(e) = worker.start(life.tracker(), life.shutdown()).await {
             panic!("cannot start worker {id}: {e}");
         }
-        WorkerProcess { id, cores, life }
+        WorkerProcess {
+            id,
+            cores,
+            labels,
+            life,
+        }
     }
 
     /// Kills worker `number` as SIGKILL would: it stops where it is,
@@ -363,9 +401,12 @@ impl Harness {
     /// the same cores, killing it first if it still runs.
     pub async fn restart_worker(&mut self, number: usize) {
         self.worker(number).life.kill();
-        let cores = self.worker(number).cores;
+        let (cores, labels) = (
+            self.worker(number).cores,
+            self.worker(number).labels.clone(),
+        );
         let id = format!("{}-again", self.worker(number).id);
-        self.workers[number] = self.start_worker(id, cores).await;
+        self.workers[number] = self.start_worker(id, cores, labels).await;
     }
 
     /// Stops worker `number` gracefully and waits until it has stopped.
