@@ -151,7 +151,7 @@ async fn every_key_of_an_ended_task_gets_the_retention_ttl_and_not_before() {
     assert_eq!(
         task_keys.len(),
         9,
-        "hash, inputs, shards, results and its three indexes, ready queue and ranges: {task_keys:?}"
+        "hash, inputs, shards, result bucket 0, result counts, workers and failures, ready queue and ranges: {task_keys:?}"
     );
     for key in &task_keys {
         assert_eq!(
@@ -289,6 +289,10 @@ async fn a_new_task_with_an_expired_tasks_id_starts_with_no_leases_or_start_coun
     let t = planned(&store, 4, 2).await;
     store.claim_shard(&t.id, 0, "w-a", HOUR).await.unwrap();
     store.mark_item_started(&t.id, 0).await.unwrap();
+    store
+        .record_results(&t.id, &[ok(1), failed(3)])
+        .await
+        .unwrap();
     // The task hash expired before its other keys (as if retention ran out
     // between two of them).
     redis::cmd("DEL")
@@ -304,6 +308,27 @@ async fn a_new_task_with_an_expired_tasks_id_starts_with_no_leases_or_start_coun
         dts_store::ShardClaim::Acquired { attempt: 1 }
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .results(&t.id, ResultFilter::All, 0, 10)
+            .await
+            .unwrap(),
+        (0, vec![])
+    );
+    assert!(
+        store
+            .recorded_indices(&t.id, 0, 4)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .results(&t.id, ResultFilter::Failed, 0, 10)
+            .await
+            .unwrap(),
+        (0, vec![])
+    );
 }
 
 /// A new `QUEUED` task with the same id as `t`.
@@ -738,4 +763,173 @@ async fn a_task_whose_inputs_were_stored_as_one_json_string_reads_by_range() {
         store.inputs_range(&t.id, 50, 1).await.unwrap(),
         Some(Vec::new())
     );
+}
+
+/// Runs one raw command given as words.
+async fn command(conn: &mut MultiplexedConnection, words: &[&str]) {
+    let mut cmd = redis::cmd(words[0]);
+    for word in &words[1..] {
+        cmd.arg(*word);
+    }
+    cmd.query_async::<()>(conn).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_of_a_task_stored_in_the_old_layout_still_read_and_record() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let mut conn = raw(&server).await;
+    let t = planned(&store, 6, 3).await;
+    // What a dts from before results layouts left: no `resultsLayout`, each
+    // result's full JSON in one hash, its index in sorted sets by outcome.
+    let key = |suffix: &str| format!("dts:task:{}{suffix}", t.id);
+    command(&mut conn, &["HDEL", &key(""), "resultsLayout"]).await;
+    let old = [ok(0), failed(1), ok(4)];
+    for r in &old {
+        let (index, json) = (r.index.to_string(), serde_json::to_string(r).unwrap());
+        command(&mut conn, &["HSET", &key(":results"), &index, &json]).await;
+        command(&mut conn, &["ZADD", &key(":results:all"), &index, &index]).await;
+        let outcome = if r.succeeded() {
+            ":results:succeeded"
+        } else {
+            ":results:failed"
+        };
+        command(&mut conn, &["ZADD", &key(outcome), &index, &index]).await;
+    }
+    command(
+        &mut conn,
+        &["HSET", &key(""), "itemsSucceeded", "2", "itemsFailed", "1"],
+    )
+    .await;
+
+    assert_eq!(
+        store
+            .results(&t.id, ResultFilter::All, 0, 10)
+            .await
+            .unwrap(),
+        (3, old.to_vec())
+    );
+    assert_eq!(
+        store.recorded_indices(&t.id, 0, 6).await.unwrap(),
+        vec![0, 1, 4]
+    );
+
+    // New results go into the same layout; item 1 now succeeds.
+    let retried = ItemResult {
+        attempt: 2,
+        ..ok(1)
+    };
+    store
+        .record_results(&t.id, &[retried.clone(), failed(2)])
+        .await
+        .unwrap();
+    let done = store
+        .complete_shard(&t.id, 1, &[ok(3), ok(4), failed(5)])
+        .await
+        .unwrap();
+    assert_eq!((done.task.items_succeeded, done.task.items_failed), (4, 2));
+    let page = |filter| {
+        let store = store.clone();
+        let id = t.id.clone();
+        async move {
+            let (total, page) = store.results(&id, filter, 0, 10).await.unwrap();
+            (total, page.into_iter().map(|r| r.index).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(page(ResultFilter::All).await, (6, vec![0, 1, 2, 3, 4, 5]));
+    assert_eq!(page(ResultFilter::Succeeded).await, (4, vec![0, 1, 3, 4]));
+    assert_eq!(page(ResultFilter::Failed).await, (2, vec![2, 5]));
+    assert_eq!(
+        store
+            .results(&t.id, ResultFilter::All, 1, 1)
+            .await
+            .unwrap()
+            .1,
+        vec![retried]
+    );
+    // Written as the old layout has it: full JSON, no result buckets.
+    let json: String = redis::cmd("HGET")
+        .arg(key(":results"))
+        .arg("5")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<ItemResult>(&json).unwrap(),
+        failed(5)
+    );
+    assert!(keys(&mut conn, &key(":results:[0-9]*")).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_of_typical_results_is_stored_in_redis_compact_hash_encoding() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let mut conn = raw(&server).await;
+    let t = planned(&store, 300, 300).await;
+    let typical = |i: u64| ItemResult {
+        stdout: String::new(),
+        worker: "a-rather-long-hostname.example.internal-12345-abcdef".to_string(),
+        ..ok(i)
+    };
+    let results: Vec<ItemResult> = (0..300).map(typical).collect();
+    store.complete_shard(&t.id, 0, &results).await.unwrap();
+    for bucket in 0..3 {
+        let key = format!("dts:task:{}:results:{bucket}", t.id);
+        let encoding: String = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(encoding, "listpack", "{key}");
+    }
+    let value: String = redis::cmd("HGET")
+        .arg(format!("dts:task:{}:results:1", t.id))
+        .arg("2")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(value, r#"{"worker":1,"durationMs":5}"#, "result 130");
+    assert_eq!(
+        store
+            .results(&t.id, ResultFilter::All, 0, 300)
+            .await
+            .unwrap(),
+        (300, results)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_result_bucket_of_an_ended_task_gets_the_retention_ttl() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let mut conn = raw(&server).await;
+    let t = planned(&store, 20_000, 20_000).await;
+    store
+        .record_results(&t.id, &[ok(0), ok(200), failed(16_500)])
+        .await
+        .unwrap();
+    let pattern = format!("dts:task:{}:results:*", t.id);
+    let before = keys(&mut conn, &pattern).await;
+    assert_eq!(
+        before.len(),
+        6,
+        "3 buckets, counts, workers, failures: {before:?}"
+    );
+    store
+        .transition(&t.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    // A worker that had not heard of the cancel writes into a new bucket.
+    store.record_results(&t.id, &[ok(19_999)]).await.unwrap();
+    let after = keys(&mut conn, &pattern).await;
+    assert_eq!(after.len(), 7, "{after:?}");
+    for key in &after {
+        let ttl = pttl(&mut conn, key).await;
+        assert!(
+            ttl > 0 && ttl <= HOUR.as_millis() as i64,
+            "{key} has TTL {ttl} ms"
+        );
+    }
 }

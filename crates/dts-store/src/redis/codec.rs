@@ -6,10 +6,13 @@
 //! `requires`) are absent from the hash, and scheduling fields a task stored
 //! before they existed lacks read as their defaults.
 //! The store adds `member` (the task's entry in the list indexes) and `plan`
-//! (the shard ranges as JSON, once planned). Results and heartbeats are JSON.
+//! (the shard ranges as JSON, once planned). Heartbeats are JSON, and so
+//! are results: in full for tasks of results layout 1, compact (defaults
+//! left out, the worker as a number) for layout 2 (see [`ResultForm`]).
 
 use crate::{Cause, StoreError, StoreResult};
 use dts_model::{ItemResult, Scheduling, Task, TaskStatus, WorkerInfo};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -194,13 +197,178 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(what: String, json: &str) -
     serde_json::from_str(json).map_err(|e| StoreError::corrupt(what, e))
 }
 
-/// A result as the scripts take it: index, `1` if it succeeded, JSON.
-pub(super) fn result_args(result: &ItemResult) -> StoreResult<[String; 3]> {
-    Ok([
-        result.index.to_string(),
-        if result.succeeded() { "1" } else { "0" }.to_string(),
-        encode("item result", result)?,
-    ])
+/// How results travel to the scripts, one form per results layout (see
+/// `lua/results_prelude.lua`); a script refuses the form that does not fit
+/// the task, and the caller sends the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ResultForm {
+    /// Layout 1: index, `1` if it succeeded, the full result JSON.
+    Full,
+    /// Layout 2: index, `1` if it succeeded, worker, input, then the
+    /// [`CompactFields`] JSON; the script adds the worker's number and the
+    /// input (when it is not the task's own) to the stored value.
+    Compact,
+}
+
+impl ResultForm {
+    /// The form to try first (new tasks), then the other.
+    pub(super) const IN_ORDER: [ResultForm; 2] = [ResultForm::Compact, ResultForm::Full];
+
+    /// The form as the scripts name it: the layout it is for.
+    pub(super) fn layout(self) -> &'static str {
+        match self {
+            ResultForm::Full => "1",
+            ResultForm::Compact => "2",
+        }
+    }
+}
+
+/// A result as the scripts take it, in `form`.
+pub(super) fn result_args(result: &ItemResult, form: ResultForm) -> StoreResult<Vec<String>> {
+    let index = result.index.to_string();
+    let ok = if result.succeeded() { "1" } else { "0" }.to_string();
+    Ok(match form {
+        ResultForm::Full => vec![index, ok, encode("item result", result)?],
+        ResultForm::Compact => vec![
+            index,
+            ok,
+            result.worker.clone(),
+            result.input.clone(),
+            encode("item result", &CompactFields::of(result))?,
+        ],
+    })
+}
+
+/// The fields of a layout 2 result value the script does not add, named as
+/// in the API but each left out when it has its usual value (exit code 0,
+/// no signal, empty output, attempt 1...), which reading restores. The item's
+/// index is the bucket field the value is stored under. Layout 2 exists to
+/// keep values under Redis's compact-hash limit (64 bytes): a typical result
+/// is `{"worker":1,"durationMs":52}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CompactFields<'a> {
+    #[serde(skip_serializing_if = "is_exit_zero")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<i32>,
+    #[serde(skip_serializing_if = "is_false")]
+    timed_out: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    stdout: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    stderr: &'a str,
+    #[serde(skip_serializing_if = "is_false")]
+    stdout_truncated: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    stderr_truncated: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "is_first_attempt")]
+    attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl<'a> CompactFields<'a> {
+    fn of(result: &'a ItemResult) -> CompactFields<'a> {
+        CompactFields {
+            exit_code: result.exit_code,
+            signal: result.signal,
+            timed_out: result.timed_out,
+            stdout: &result.stdout,
+            stderr: &result.stderr,
+            stdout_truncated: result.stdout_truncated,
+            stderr_truncated: result.stderr_truncated,
+            duration_ms: result.duration_ms,
+            attempt: result.attempt,
+            error: result.error.as_deref(),
+        }
+    }
+}
+
+/// A stored layout 2 value: [`CompactFields`] with the defaults restored,
+/// plus the worker's number and the input if it was stored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompactValue {
+    worker: u64,
+    input: Option<String>,
+    #[serde(default = "exit_zero")]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    signal: Option<i32>,
+    #[serde(default)]
+    timed_out: bool,
+    #[serde(default)]
+    stdout: String,
+    #[serde(default)]
+    stderr: String,
+    #[serde(default)]
+    stdout_truncated: bool,
+    #[serde(default)]
+    stderr_truncated: bool,
+    #[serde(default)]
+    duration_ms: u64,
+    #[serde(default = "first_attempt")]
+    attempt: u32,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn is_exit_zero(code: &Option<i32>) -> bool {
+    *code == Some(0)
+}
+
+fn exit_zero() -> Option<i32> {
+    Some(0)
+}
+
+fn is_false(flag: &bool) -> bool {
+    !flag
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_first_attempt(attempt: &u32) -> bool {
+    *attempt == 1
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// A layout 2 result as `results_page.lua` returns it: the stored `value`,
+/// the task's input at `index`, and the task's workers by number.
+pub(super) fn decode_compact(
+    id: &str,
+    index: u64,
+    value: &str,
+    task_input: &str,
+    workers: &HashMap<String, String>,
+) -> StoreResult<ItemResult> {
+    let what = || format!("task {id} result {index}");
+    let stored: CompactValue = decode(what(), value)?;
+    let worker = workers
+        .get(&stored.worker.to_string())
+        .ok_or_else(|| StoreError::corrupt(what(), format!("no worker {}", stored.worker)))?;
+    Ok(ItemResult {
+        index,
+        input: stored.input.unwrap_or_else(|| task_input.to_string()),
+        exit_code: stored.exit_code,
+        signal: stored.signal,
+        timed_out: stored.timed_out,
+        stdout: stored.stdout,
+        stderr: stored.stderr,
+        stdout_truncated: stored.stdout_truncated,
+        stderr_truncated: stored.stderr_truncated,
+        duration_ms: stored.duration_ms,
+        worker: worker.clone(),
+        attempt: stored.attempt,
+        error: stored.error,
+    })
 }
 
 pub(super) fn worker_json(worker: &WorkerInfo) -> StoreResult<String> {
@@ -325,6 +493,119 @@ mod tests {
         hash.fields.remove("status");
         match hash.decode() {
             Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "task t-1 status"),
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+    }
+
+    fn typical() -> ItemResult {
+        ItemResult {
+            index: 130,
+            input: "item-130".to_string(),
+            exit_code: Some(0),
+            signal: None,
+            timed_out: false,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: 52,
+            worker: "host-12345-abcdef".to_string(),
+            attempt: 1,
+            error: None,
+        }
+    }
+
+    /// The value `apply_results` stores from the compact arguments, built
+    /// the same way: the worker's number and the input first.
+    fn stored_value(rest: &str, input: Option<&str>) -> String {
+        let mut value = "{\"worker\":1".to_string();
+        if let Some(input) = input {
+            value += &format!(",\"input\":{}", serde_json::to_string(input).unwrap());
+        }
+        match rest {
+            "{}" => value + "}",
+            _ => value + "," + &rest[1..],
+        }
+    }
+
+    fn workers() -> HashMap<String, String> {
+        [("1".to_string(), "host-12345-abcdef".to_string())].into()
+    }
+
+    #[test]
+    fn a_typical_result_is_stored_as_its_duration_alone() {
+        let args = result_args(&typical(), ResultForm::Compact).unwrap();
+        assert_eq!(
+            args,
+            [
+                "130",
+                "1",
+                "host-12345-abcdef",
+                "item-130",
+                r#"{"durationMs":52}"#
+            ]
+        );
+        let value = stored_value(&args[4], None);
+        assert_eq!(value, r#"{"worker":1,"durationMs":52}"#);
+        assert_eq!(
+            decode_compact("t", 130, &value, "item-130", &workers()).unwrap(),
+            typical()
+        );
+    }
+
+    #[test]
+    fn every_unusual_value_survives_the_compact_form() {
+        let unusual = [
+            ItemResult {
+                exit_code: None,
+                signal: Some(15),
+                timed_out: true,
+                stdout: "out \"quoted\"\n".to_string(),
+                stderr: "err".to_string(),
+                stdout_truncated: true,
+                stderr_truncated: true,
+                duration_ms: 0,
+                attempt: 0,
+                error: Some(String::new()),
+                ..typical()
+            },
+            ItemResult {
+                exit_code: Some(-1),
+                attempt: 2,
+                input: String::new(),
+                ..typical()
+            },
+        ];
+        for result in unusual {
+            let args = result_args(&result, ResultForm::Compact).unwrap();
+            let value = stored_value(&args[4], Some(&result.input));
+            let back = decode_compact("t", 130, &value, "item-130", &workers()).unwrap();
+            assert_eq!(back, result, "{value}");
+        }
+        let no_exit = result_args(
+            &ItemResult {
+                exit_code: None,
+                ..typical()
+            },
+            ResultForm::Compact,
+        )
+        .unwrap();
+        assert_eq!(no_exit[4], r#"{"exitCode":null,"durationMs":52}"#);
+    }
+
+    #[test]
+    fn the_full_form_is_the_api_json_for_old_tasks() {
+        let args = result_args(&typical(), ResultForm::Full).unwrap();
+        assert_eq!(args[..2], ["130", "1"]);
+        let back: ItemResult = serde_json::from_str(&args[2]).unwrap();
+        assert_eq!(back, typical());
+    }
+
+    #[test]
+    fn a_compact_value_naming_an_unknown_worker_is_corrupt() {
+        let value = r#"{"worker":7}"#;
+        match decode_compact("t", 3, value, "x", &workers()) {
+            Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "task t result 3"),
             other => panic!("expected corrupt, got {other:?}"),
         }
     }

@@ -32,12 +32,14 @@ impl Keys {
         format!("{}:task:{id}:shards", self.prefix)
     }
 
-    /// Hash: item index -> result JSON.
+    /// Layout 1: hash of item index -> result JSON. Layout 2: what the
+    /// bucket, count and worker keys start with (`lua/results_prelude.lua`).
     pub(super) fn results(&self, id: &str) -> String {
         format!("{}:task:{id}:results", self.prefix)
     }
 
-    /// Sorted set of the indices recorded with the outcome `filter`, scored by index.
+    /// Sorted set of the indices recorded with the outcome `filter`, scored
+    /// by index (layout 2 keeps only the failed one).
     pub(super) fn result_index(&self, id: &str, filter: ResultFilter) -> String {
         let which = match filter {
             ResultFilter::All => "all",
@@ -144,7 +146,8 @@ impl Keys {
         keys
     }
 
-    /// Every key that belongs to task `id` (and expires with it).
+    /// The fixed keys of task `id`, as task scripts get them; the scripts
+    /// derive its layout 2 result keys from [`Keys::results`].
     pub(super) fn task_keys(&self, id: &str) -> [String; 12] {
         [
             self.task(id),

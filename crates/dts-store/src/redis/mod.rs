@@ -17,11 +17,15 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:task:{id}` | hash | the task's fields (camelCase, as its JSON; `version` counts its changes, `milliCpus` is `cpus` × 1000), `plan` (JSON) once planned, `member` (its list entry) |
+//! | `P:task:{id}` | hash | the task's fields (camelCase, as its JSON; `version` counts its changes, `milliCpus` is `cpus` × 1000), `plan` (JSON) once planned, `member` (its list entry), `resultsLayout` (`2`; absent for layout 1) |
 //! | `P:task:{id}:inputs` | list | the inputs in order (absent when there are none); a task stored by a dts from before has a string here, its list as one JSON array, and is still read |
 //! | `P:task:{id}:shards` | set | indices of completed shards |
-//! | `P:task:{id}:results` | hash | item index → result JSON |
-//! | `P:task:{id}:results:all` / `:succeeded` / `:failed` | sorted set | recorded item indices (scored by index) by outcome |
+//! | `P:task:{id}:results:{bucket}` | hash | layout 2: results of items `bucket` × 128 to `bucket` × 128 + 127, field index % 128 → compact result JSON (`codec::ResultForm`) |
+//! | `P:task:{id}:results:counts` | hash | layout 2: group (index ÷ 16,384) → how many results its 128 buckets hold |
+//! | `P:task:{id}:results:workers` | hash | layout 2: `id:{worker}` → the task's number for it, and number → worker id |
+//! | `P:task:{id}:results:failed` | sorted set | indices of failed items (scored by index), both layouts |
+//! | `P:task:{id}:results` | hash | layout 1: item index → full result JSON |
+//! | `P:task:{id}:results:all` / `:succeeded` | sorted set | layout 1: recorded item indices (scored by index), all and succeeded |
 //! | `P:task:{id}:leases` | hash | shard leases: `{shard}:owner`, `:expires` (ms, Redis's clock), `:attempts`, `:dirty` |
 //! | `P:task:{id}:starts` | hash | item index → how often it was started (only for shards that lost a worker) |
 //! | `P:task:{id}:ready` | sorted set | shards neither completed nor owned by a lease, scored by index: the queue free slots claim from |
@@ -36,13 +40,28 @@
 //! | `P:worker:{id}` | string | a worker's last heartbeat (JSON), expiring with the heartbeat's TTL |
 //! | `P:workers` | sorted set | worker ids, scored by when their heartbeat expires |
 //!
+//! # Results layouts
+//!
+//! A task inserted by this dts has `resultsLayout` `2`: a result costs a few
+//! dozen bytes, because a hash of at most 128 fields whose values are at
+//! most 64 bytes is one compact listpack in Redis (the defaults of
+//! `hash-max-listpack-entries` and `-value`), and a typical compact value
+//! (`{"worker":1,"durationMs":52}`: usual values, the index, the task's own
+//! input and the worker id are left out) is well under that. A page by rank
+//! reads the group counts, one group's bucket sizes and the page; only
+//! failures (rare) keep a sorted set. Tasks stored before (no
+//! `resultsLayout`) stay in layout 1 for good: every script reads and
+//! writes them the old way, so an upgrade needs no migration. The layouts
+//! and their helpers are `lua/results_prelude.lua`.
+//!
 //! A list member is `{sequence:020}:{id}`: tasks created in the same
-//! millisecond sort by insertion. When a task ends, all twelve `P:task:{id}*`
+//! millisecond sort by insertion. When a task ends, all its `P:task:{id}*`
 //! keys get the retention TTL together (one written after that, by a worker
 //! that has not heard of a cancel yet, gets the task's remaining TTL); its list entries stay until
 //! `list_tasks` prunes them (through `P:ended`, or on finding the hash gone).
-//! Keys of one task are not in one hash slot, and `runnable_tasks.lua` builds
-//! the keys of the tasks it finds from the prefix: this is for a single Redis
+//! Keys of one task are not in one hash slot, `runnable_tasks.lua` builds
+//! the keys of the tasks it finds from the prefix, and the results scripts
+//! build bucket, count and worker keys from the results key: this is for a single Redis
 //! (or a primary with replicas), not Redis Cluster.
 
 mod codec;

@@ -6,13 +6,17 @@
 //! that no single script keeps Redis busy for long; each part is an
 //! idempotent upsert, and for [`complete_shard`] the shard's completion goes
 //! with the last part, so the shard only counts once all its results are in.
+//! Results go in the compact form of results layout 2 first; a task stored
+//! in layout 1 refuses it before writing anything and gets the full form
+//! (see [`ResultForm`] and the module docs).
 
 use super::RedisStore;
-use super::codec::{self, TaskHash};
+use super::codec::{self, ResultForm, TaskHash};
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
 use crate::{ResultFilter, ShardCompletion, StoreError, StoreResult};
 use dts_model::{ItemFailures, ItemResult, TaskStatus, now_millis};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 /// dts-model's completion rule ([`TaskStatus::after_last_shard`]) as
@@ -47,40 +51,49 @@ const MAX_BATCH_ITEMS: usize = 1_000;
 /// Bytes of result JSON per script call, at most (one result may be bigger).
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
-/// The script arguments of `results`, split into batches.
-fn batches(results: &[ItemResult]) -> StoreResult<Vec<Vec<String>>> {
+/// The script arguments of `results` in `form`, split into batches.
+fn batches(results: &[ItemResult], form: ResultForm) -> StoreResult<Vec<Vec<String>>> {
     let mut batches = Vec::new();
     let mut batch: Vec<String> = Vec::new();
-    let mut bytes = 0;
+    let (mut items, mut bytes) = (0, 0);
     for result in results {
-        let [index, ok, json] = codec::result_args(result)?;
-        let full = batch.len() / 3 >= MAX_BATCH_ITEMS || bytes + json.len() > MAX_BATCH_BYTES;
+        let args = codec::result_args(result, form)?;
+        let size: usize = args.iter().map(String::len).sum();
+        let full = items >= MAX_BATCH_ITEMS || bytes + size > MAX_BATCH_BYTES;
         if full && !batch.is_empty() {
             batches.push(std::mem::take(&mut batch));
-            bytes = 0;
+            (items, bytes) = (0, 0);
         }
-        bytes += json.len();
-        batch.extend([index, ok, json]);
+        items += 1;
+        bytes += size;
+        batch.extend(args);
     }
     batches.push(batch);
     Ok(batches)
 }
 
-/// Runs `record_results.lua` on one batch; `shard`, when given, must be in the plan.
+/// Runs `record_results.lua` on one batch in `form`; `shard`, when given,
+/// must be in the plan. `None` when the task's layout wants the other form
+/// (the script then wrote nothing).
 async fn record_batch(
     store: &RedisStore,
     op: &str,
     id: &str,
     shard: Option<u32>,
+    form: ResultForm,
     batch: Vec<String>,
-) -> StoreResult<TaskStatus> {
-    let mut args = vec![shard.map(|s| s.to_string()).unwrap_or_default()];
+) -> StoreResult<Option<TaskStatus>> {
+    let mut args = vec![
+        shard.map(|s| s.to_string()).unwrap_or_default(),
+        form.layout().to_string(),
+    ];
     args.extend(batch);
     let reply = store
         .task_script(&SCRIPTS.record_results, op, id, args)
         .await?;
     match reply.first().map(String::as_str) {
-        Some("ok") if reply.len() == 2 => codec::status(id, &reply[1]),
+        Some("ok") if reply.len() == 2 => codec::status(id, &reply[1]).map(Some),
+        Some("layout") => Ok(None),
         Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard.unwrap_or(0), &reply[1])),
         Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(op, &reply)),
@@ -102,12 +115,26 @@ pub(super) async fn record_results(
     results: &[ItemResult],
 ) -> StoreResult<TaskStatus> {
     let op = format!("record {} results of task {id}", results.len());
-    let mut status = None;
-    for batch in batches(results)? {
-        status = Some(record_batch(store, &op, id, None, batch).await?);
+    // A task stored before layout 2 refuses the compact form before writing
+    // anything; the batches are idempotent upserts, so sending them all again
+    // in the full form is safe.
+    'forms: for form in ResultForm::IN_ORDER {
+        let mut status = None;
+        for batch in batches(results, form)? {
+            match record_batch(store, &op, id, None, form, batch).await? {
+                Some(now) => status = Some(now),
+                None => continue 'forms,
+            }
+        }
+        // `batches` always gives at least one (possibly empty) batch.
+        return status.ok_or_else(|| unexpected(&op, &[]));
     }
-    // `batches` always gives at least one (possibly empty) batch.
-    status.ok_or_else(|| unexpected(&op, &[]))
+    Err(neither_form(&op))
+}
+
+/// Both forms refused: the task's layout is one this dts does not know.
+fn neither_form(op: &str) -> StoreError {
+    unexpected(op, &["layout".to_string()])
 }
 
 pub(super) async fn complete_shard(
@@ -117,27 +144,37 @@ pub(super) async fn complete_shard(
     results: &[ItemResult],
 ) -> StoreResult<ShardCompletion> {
     let op = format!("complete shard {shard} of task {id}");
-    let mut batches = batches(results)?;
-    let last = batches.pop().unwrap_or_default();
-    for batch in batches {
-        record_batch(store, &op, id, Some(shard), batch).await?;
+    'forms: for form in ResultForm::IN_ORDER {
+        let mut batches = batches(results, form)?;
+        let last = batches.pop().unwrap_or_default();
+        for batch in batches {
+            if record_batch(store, &op, id, Some(shard), form, batch)
+                .await?
+                .is_none()
+            {
+                continue 'forms;
+            }
+        }
+        let mut args = vec![shard.to_string(), now_millis().to_string()];
+        args.extend(LAST_SHARD_RULE.iter().cloned());
+        args.push(form.layout().to_string());
+        args.extend(last);
+        let reply = store
+            .task_script(&SCRIPTS.complete_shard, &op, id, args)
+            .await?;
+        return match reply.first().map(String::as_str) {
+            Some("ok") if reply.len() >= 3 => Ok(ShardCompletion {
+                newly_completed: reply[1] == "1",
+                finished_task: reply[2] == "1",
+                task: TaskHash::from_pairs(id, &reply[3..]).decode()?,
+            }),
+            Some("layout") => continue 'forms,
+            Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard, &reply[1])),
+            Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
+            _ => Err(unexpected(&op, &reply)),
+        };
     }
-    let mut args = vec![shard.to_string(), now_millis().to_string()];
-    args.extend(LAST_SHARD_RULE.iter().cloned());
-    args.extend(last);
-    let reply = store
-        .task_script(&SCRIPTS.complete_shard, &op, id, args)
-        .await?;
-    match reply.first().map(String::as_str) {
-        Some("ok") if reply.len() >= 3 => Ok(ShardCompletion {
-            newly_completed: reply[1] == "1",
-            finished_task: reply[2] == "1",
-            task: TaskHash::from_pairs(id, &reply[3..]).decode()?,
-        }),
-        Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard, &reply[1])),
-        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
-        _ => Err(unexpected(&op, &reply)),
-    }
+    Err(neither_form(&op))
 }
 
 pub(super) async fn completed_shards(store: &RedisStore, id: &str) -> StoreResult<Vec<u32>> {
@@ -172,24 +209,20 @@ pub(super) async fn recorded_indices(
     start: u64,
     end: u64,
 ) -> StoreResult<Vec<u64>> {
+    let op = format!("read recorded indices {start}..{end} of task {id}");
+    let mut call = SCRIPTS.recorded_indices.prepare_invoke();
+    call.key(store.keys.task(id))
+        .key(store.keys.results(id))
+        .key(store.keys.result_index(id, ResultFilter::All))
+        .arg(start)
+        .arg(end);
     let mut conn = store.conn.clone();
-    let (exists, members): (bool, Vec<String>) = store
-        .run(
-            &format!("read recorded indices {start}..{end} of task {id}"),
-            ::redis::pipe()
-                .atomic()
-                .exists(store.keys.task(id))
-                .cmd("ZRANGEBYSCORE")
-                .arg(store.keys.result_index(id, ResultFilter::All))
-                .arg(start)
-                .arg(format!("({end}"))
-                .query_async(&mut conn),
-        )
-        .await?;
-    if !exists {
-        return Err(StoreError::NoSuchTask { id: id.to_string() });
+    let reply: Vec<String> = store.run(&op, call.invoke_async(&mut conn)).await?;
+    match reply.first().map(String::as_str) {
+        Some("ok") => reply[1..].iter().map(|m| index(id, m)).collect(),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
+        _ => Err(unexpected(&op, &reply)),
     }
-    members.iter().map(|m| index(id, m)).collect()
 }
 
 fn index(id: &str, text: &str) -> StoreResult<u64> {
@@ -211,31 +244,77 @@ pub(super) async fn results(
         0 => (String::new(), String::new()),
         _ => (rank(offset), rank(offset.saturating_add(limit - 1))),
     };
+    let filter_name = match filter {
+        ResultFilter::All => "all",
+        ResultFilter::Succeeded => "succeeded",
+        ResultFilter::Failed => "failed",
+    };
     let mut call = SCRIPTS.results_page.prepare_invoke();
     call.key(store.keys.task(id))
-        .key(store.keys.result_index(id, filter))
+        .key(store.keys.inputs(id))
         .key(store.keys.results(id))
+        .key(store.keys.result_index(id, filter))
+        .key(store.keys.result_index(id, ResultFilter::Failed))
+        .arg(filter_name)
         .arg(first)
         .arg(last);
     let mut conn = store.conn.clone();
     let reply: Vec<String> = store.run(&op, call.invoke_async(&mut conn)).await?;
     match reply.first().map(String::as_str) {
-        Some("ok") if reply.len() >= 2 && reply.len() % 2 == 0 => {
+        Some("ok") if reply.len() >= 3 => {
             let total = reply[1]
                 .parse()
                 .map_err(|e| StoreError::corrupt(format!("task {id} result count"), e))?;
-            let page = reply[2..]
-                .chunks_exact(2)
-                .map(|pair| {
-                    let index = index(id, &pair[0])?;
-                    codec::decode(format!("task {id} result {index}"), &pair[1])
-                })
-                .collect::<StoreResult<Vec<ItemResult>>>()?;
-            Ok((total, page))
+            let page = match reply[2].as_str() {
+                "1" => full_page(id, &reply[3..]),
+                "2" => compact_page(id, &reply[3..]),
+                _ => return Err(unexpected(&op, &reply)),
+            };
+            Ok((total, page.ok_or_else(|| unexpected(&op, &reply))??))
         }
         Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(&op, &reply)),
     }
+}
+
+/// A layout 1 page: index, full JSON, ...; `None` if the reply is malformed.
+fn full_page(id: &str, reply: &[String]) -> Option<StoreResult<Vec<ItemResult>>> {
+    if reply.len() % 2 != 0 {
+        return None;
+    }
+    Some(
+        reply
+            .chunks_exact(2)
+            .map(|pair| {
+                let index = index(id, &pair[0])?;
+                codec::decode(format!("task {id} result {index}"), &pair[1])
+            })
+            .collect(),
+    )
+}
+
+/// A layout 2 page: n, n worker number/id pairs, then index, value, the
+/// task's input, ...; `None` if the reply is malformed.
+fn compact_page(id: &str, reply: &[String]) -> Option<StoreResult<Vec<ItemResult>>> {
+    let (n, rest) = reply.split_first()?;
+    let pairs = n.parse::<usize>().ok()?.checked_mul(2)?;
+    if rest.len() < pairs || (rest.len() - pairs) % 3 != 0 {
+        return None;
+    }
+    let (named, entries) = rest.split_at(pairs);
+    let workers: HashMap<String, String> = named
+        .chunks_exact(2)
+        .map(|pair| (pair[0].clone(), pair[1].clone()))
+        .collect();
+    Some(
+        entries
+            .chunks_exact(3)
+            .map(|entry| {
+                let index = index(id, &entry[0])?;
+                codec::decode_compact(id, index, &entry[1], &entry[2], &workers)
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

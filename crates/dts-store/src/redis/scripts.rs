@@ -5,7 +5,9 @@
 //! SQLite. [`::redis::Script`] sends `EVALSHA` and loads the script again
 //! when the server answers `NOSCRIPT` (after a restart, say).
 //!
-//! Scripts that change a task share `lua/task_prelude.lua`: the KEYS layout
+//! Scripts that touch item results share `lua/results_prelude.lua` (the two
+//! results layouts and their helpers); scripts that change a task share
+//! `lua/task_prelude.lua` after it: the KEYS layout
 //! of [`super::keys::Keys::task_script`], the status sets passed in from Rust
 //! (the rules themselves stay in `dts-model`), and helpers to move a task
 //! between status indexes, start its retention clock and upsert results.
@@ -18,6 +20,7 @@ use ::redis::Script;
 use std::sync::LazyLock;
 
 const CLOCK_PRELUDE: &str = include_str!("lua/clock_prelude.lua");
+const RESULTS_PRELUDE: &str = include_str!("lua/results_prelude.lua");
 const TASK_PRELUDE: &str = include_str!("lua/task_prelude.lua");
 const LEASE_PRELUDE: &str = include_str!("lua/lease_prelude.lua");
 
@@ -35,6 +38,7 @@ pub(super) struct Scripts {
     pub(super) release_shard: Script,
     pub(super) mark_item_started: Script,
     pub(super) results_page: Script,
+    pub(super) recorded_indices: Script,
     pub(super) read_inputs: Script,
     pub(super) prune_ended: Script,
     pub(super) heartbeat: Script,
@@ -53,7 +57,8 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     renew_leases: lease_script(include_str!("lua/renew_leases.lua")),
     release_shard: lease_script(include_str!("lua/release_shard.lua")),
     mark_item_started: task_script(include_str!("lua/mark_item_started.lua")),
-    results_page: Script::new(include_str!("lua/results_page.lua")),
+    results_page: results_script(include_str!("lua/results_page.lua")),
+    recorded_indices: results_script(include_str!("lua/recorded_indices.lua")),
     read_inputs: Script::new(include_str!("lua/read_inputs.lua")),
     prune_ended: clock_script(include_str!("lua/prune_ended.lua")),
     heartbeat: clock_script(include_str!("lua/heartbeat.lua")),
@@ -62,8 +67,12 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 
 fn task_script(body: &str) -> Script {
     Script::new(&format!(
-        "{CLOCK_PRELUDE}\n{TASK_PRELUDE}\n{LEASE_PRELUDE}\n{body}"
+        "{CLOCK_PRELUDE}\n{RESULTS_PRELUDE}\n{TASK_PRELUDE}\n{LEASE_PRELUDE}\n{body}"
     ))
+}
+
+fn results_script(body: &str) -> Script {
+    Script::new(&format!("{CLOCK_PRELUDE}\n{RESULTS_PRELUDE}\n{body}"))
 }
 
 fn lease_script(body: &str) -> Script {

@@ -396,3 +396,217 @@ pub(crate) async fn the_last_shard_ends_a_task_as_the_model_rule_says_in_every_c
         }
     }
 }
+
+/// Reads `filter`'s page `offset..offset + limit` as (total, indices).
+async fn page_of(
+    store: &DynStore,
+    id: &str,
+    filter: ResultFilter,
+    offset: u64,
+    limit: u64,
+) -> (u64, Vec<u64>) {
+    let (total, page) = store.results(id, filter, offset, limit).await.unwrap();
+    (total, indices(&page))
+}
+
+/// Results are kept in groups of 128 by some stores: indices on both sides
+/// of 128 and 256 page, filter and list as if there were no groups.
+pub(crate) async fn results_on_both_sides_of_128_page_and_filter_as_one_sequence(store: DynStore) {
+    let task = planned(&store, 300, 1).await;
+    let failing = [127, 128, 256];
+    let recorded: Vec<u64> = (0..130).chain([255, 256, 257, 299]).collect();
+    let result = |i: u64| {
+        if failing.contains(&i) {
+            failed(i)
+        } else {
+            ok(i)
+        }
+    };
+    // Newest indices first, in batches that each span several groups.
+    for batch in recorded
+        .iter()
+        .rev()
+        .copied()
+        .collect::<Vec<_>>()
+        .chunks(50)
+    {
+        let batch: Vec<ItemResult> = batch.iter().map(|&i| result(i)).collect();
+        store.record_results(&task.id, &batch).await.unwrap();
+    }
+    let id = &task.id;
+
+    let (total, all) = store.results(id, ResultFilter::All, 0, 1000).await.unwrap();
+    assert_eq!(total, 134);
+    assert_eq!(all, recorded.iter().map(|&i| result(i)).collect::<Vec<_>>());
+    assert_eq!(
+        page_of(&store, id, ResultFilter::All, 126, 5).await,
+        (134, vec![126, 127, 128, 129, 255])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::All, 130, 10).await,
+        (134, vec![255, 256, 257, 299])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::Failed, 0, 10).await,
+        (3, vec![127, 128, 256])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::Failed, 1, 2).await,
+        (3, vec![128, 256])
+    );
+    // Succeeded: 0..=126, 129, 255, 257, 299.
+    assert_eq!(
+        page_of(&store, id, ResultFilter::Succeeded, 125, 4).await,
+        (131, vec![125, 126, 129, 255])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::Succeeded, 129, 10).await,
+        (131, vec![257, 299])
+    );
+    assert_eq!(
+        store.recorded_indices(id, 127, 130).await.unwrap(),
+        vec![127, 128, 129]
+    );
+    assert_eq!(
+        store.recorded_indices(id, 129, 300).await.unwrap(),
+        vec![129, 255, 256, 257, 299]
+    );
+    assert!(
+        store
+            .recorded_indices(id, 130, 255)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.recorded_indices(id, 256, u64::MAX).await.unwrap(),
+        vec![256, 257, 299],
+        "a range far past the last result ends at it"
+    );
+
+    // Failing 129 and passing 128 again moves them between the filters.
+    store
+        .record_results(id, &[ok(128), failed(129)])
+        .await
+        .unwrap();
+    assert_eq!(
+        page_of(&store, id, ResultFilter::Failed, 0, 10).await,
+        (3, vec![127, 129, 256])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::Succeeded, 126, 3).await,
+        (131, vec![126, 128, 255])
+    );
+    let after = store.task(id).await.unwrap().unwrap();
+    assert_eq!((after.items_succeeded, after.items_failed), (131, 3));
+}
+
+pub(crate) async fn a_task_with_exactly_128_results_pages_to_its_end_and_no_further(
+    store: DynStore,
+) {
+    let task = planned(&store, 128, 1).await;
+    let results: Vec<ItemResult> = (0..128).map(ok).collect();
+    store.complete_shard(&task.id, 0, &results).await.unwrap();
+    let id = &task.id;
+    assert_eq!(
+        store.results(id, ResultFilter::All, 0, 200).await.unwrap(),
+        (128, results)
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::All, 126, 5).await,
+        (128, vec![126, 127])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::All, 128, 5).await,
+        (128, vec![])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::Succeeded, 127, 1).await,
+        (128, vec![127])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::Failed, 0, 5).await,
+        (0, vec![])
+    );
+    assert_eq!(
+        store.recorded_indices(id, 0, 128).await.unwrap(),
+        (0..128).collect::<Vec<u64>>()
+    );
+}
+
+/// Some stores count results per 16,384 items: a page that starts in one
+/// such group and ends in the next reads on without a gap.
+pub(crate) async fn results_on_both_sides_of_16384_page_as_one_sequence(store: DynStore) {
+    let task = planned(&store, 16_500, 1).await;
+    let id = &task.id;
+    store
+        .record_results(id, &[ok(16_384), failed(16_383), ok(0), failed(16_499)])
+        .await
+        .unwrap();
+    assert_eq!(
+        page_of(&store, id, ResultFilter::All, 1, 2).await,
+        (4, vec![16_383, 16_384])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::All, 3, 2).await,
+        (4, vec![16_499])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::Succeeded, 1, 5).await,
+        (2, vec![16_384])
+    );
+    assert_eq!(
+        page_of(&store, id, ResultFilter::Failed, 0, 5).await,
+        (2, vec![16_383, 16_499])
+    );
+    assert_eq!(
+        store.recorded_indices(id, 16_000, 16_500).await.unwrap(),
+        vec![16_383, 16_384, 16_499]
+    );
+}
+
+/// Stores may leave out what a result usually holds and restore it on
+/// reading: results with unusual values in every such field read back exactly.
+pub(crate) async fn results_with_unusual_values_in_every_field_read_back_exactly(store: DynStore) {
+    let task = planned(&store, 3, 1).await;
+    let unusual = vec![
+        ItemResult {
+            input: "not the task's input \"/\\ ✓".to_string(),
+            exit_code: None,
+            signal: Some(9),
+            timed_out: true,
+            stdout: String::new(),
+            stderr: "e".to_string(),
+            stdout_truncated: true,
+            stderr_truncated: true,
+            duration_ms: 0,
+            worker: "1".to_string(),
+            attempt: 0,
+            error: Some(String::new()),
+            ..ok(0)
+        },
+        ItemResult {
+            input: String::new(),
+            worker: "id:worker-a".to_string(),
+            attempt: 2,
+            ..ok(1)
+        },
+        ItemResult {
+            worker: String::new(),
+            ..failed(2)
+        },
+        // An index past the task's inputs keeps the input it was recorded with.
+        ItemResult {
+            input: "beyond".to_string(),
+            ..ok(7)
+        },
+    ];
+    store.record_results(&task.id, &unusual).await.unwrap();
+    assert_eq!(
+        store
+            .results(&task.id, ResultFilter::All, 0, 10)
+            .await
+            .unwrap(),
+        (4, unusual)
+    );
+}

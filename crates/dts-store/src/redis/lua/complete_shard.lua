@@ -1,12 +1,13 @@
 -- ARGV[5] shard, ARGV[6] now (ms), ARGV[7] n, the number of rule entries,
 -- ARGV[8 .. 7+3n] the completion rule as triples (status, 'none'/'some'
--- items failed, the status to enter), ARGV[8+3n ..] result triples (see
--- apply_results). The rule is dts-model's TaskStatus::after_last_shard,
+-- items failed, the status to enter), ARGV[8+3n] the form of the results,
+-- ARGV[9+3n ..] the results (see apply_results). The rule is dts-model's TaskStatus::after_last_shard,
 -- tabulated by Rust: this script only looks its case up, inside the same
 -- atomic step that counts the shard. A case not in the table keeps its status.
 -- Drops the shard's lease and takes it off the ready queue and held set.
 -- Reply: {'ok', newly completed '1'/'0', finished the task '1'/'0', task...},
--- {'noshard', chunksToExecute} or {'notfound'}.
+-- {'noshard', chunksToExecute}, {'layout', the task's layout} (nothing
+-- written: send the other form) or {'notfound'}.
 if redis.call('EXISTS', TASK) == 0 then
   return { 'notfound' }
 end
@@ -20,7 +21,10 @@ local after_last_shard = {}
 for i = 8, 7 + 3 * rules, 3 do
   after_last_shard[ARGV[i] .. ' ' .. ARGV[i + 1]] = ARGV[i + 2]
 end
-local changed = apply_results(8 + 3 * rules)
+local fits, changed, buckets = apply_results(9 + 3 * rules)
+if not fits then
+  return { 'layout', changed }
+end
 -- Whoever held the lease, nobody runs a completed shard again.
 redis.call('HDEL', LEASES, lease_fields(ARGV[5]))
 redis.call('ZREM', READY, ARGV[5])
@@ -41,5 +45,5 @@ end
 if changed or newly then
   bump()
 end
-keep_retention()
+keep_retention(buckets)
 return reply({ 'ok', newly and '1' or '0', finished and '1' or '0' })

@@ -6,8 +6,11 @@ if redis.call('EXISTS', TASK) == 1 then
   return { 'exists' }
 end
 -- Leftovers of an expired task with the same id, if any, go first.
+each_bucket(RESULTS, function(key)
+  redis.call('DEL', key)
+end)
 redis.call('DEL', INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED, LEASES, STARTS,
-  READY, HELD, RANGES)
+  READY, HELD, RANGES, RES_COUNTS, RES_WORKERS)
 
 local id, created, status = ARGV[5], ARGV[7], ARGV[8]
 -- The member in the list indexes: a zero-padded sequence number first, so
@@ -16,7 +19,8 @@ local seq = tostring(redis.call('INCR', SEQ))
 local member = string.rep('0', 20 - #seq) .. seq .. ':' .. id
 
 local first_input = 9 + tonumber(ARGV[6])
-local fields = { 'member', member }
+-- New tasks keep their results in layout 2 (results_prelude.lua).
+local fields = { 'member', member, 'resultsLayout', '2' }
 for i = 9, first_input - 1 do
   fields[#fields + 1] = ARGV[i]
 end

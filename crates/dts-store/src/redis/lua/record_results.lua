@@ -1,6 +1,7 @@
--- ARGV[5] a shard the batch belongs to ('' for none), ARGV[6..] result
--- triples (see apply_results).
--- Reply: {'ok', status}, {'noshard', chunksToExecute} or {'notfound'}.
+-- ARGV[5] a shard the batch belongs to ('' for none), ARGV[6] the form of
+-- the results, ARGV[7..] the results (see apply_results).
+-- Reply: {'ok', status}, {'noshard', chunksToExecute}, {'layout', the
+-- task's layout} (nothing written: send the other form) or {'notfound'}.
 if redis.call('EXISTS', TASK) == 0 then
   return { 'notfound' }
 end
@@ -8,8 +9,12 @@ local planned = tonumber(redis.call('HGET', TASK, 'chunksToExecute'))
 if ARGV[5] ~= '' and tonumber(ARGV[5]) >= planned then
   return { 'noshard', int(planned) }
 end
-if apply_results(6) then
+local fits, changed, buckets = apply_results(7)
+if not fits then
+  return { 'layout', changed }
+end
+if changed then
   bump()
 end
-keep_retention()
+keep_retention(buckets)
 return { 'ok', redis.call('HGET', TASK, 'status') }

@@ -1,7 +1,8 @@
 -- Shared head of every script that changes a task (see keys.rs for the layout).
 --
--- KEYS: 1 task hash, 2 inputs, 3 completed shards, 4 results hash,
---       5 results:all, 6 results:succeeded, 7 results:failed, 8 shard leases,
+-- KEYS: 1 task hash, 2 inputs, 3 completed shards, 4 results (layout 1's
+--       hash, layout 2's bucket prefix), 5 results:all, 6 results:succeeded
+--       (both layout 1 only), 7 results:failed, 8 shard leases,
 --       9 item starts, 10 ready shards, 11 held shards, 12 shard ranges,
 --       13 unfinished index, 14 all-tasks index, 15 ended index, 16 sequence,
 --       17 runnable index, 18.. one index per status, in the order ARGV[1]
@@ -19,10 +20,12 @@ local LEASES, STARTS = KEYS[8], KEYS[9]
 local READY, HELD, RANGES = KEYS[10], KEYS[11], KEYS[12]
 local UNFINISHED, ALL_TASKS, ENDED, SEQ = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 local RUNNABLE = KEYS[17]
--- Every key that belongs to one task, for the retention TTL.
+-- Every key that belongs to one task, for the retention TTL, but for the
+-- result buckets of layout 2 (see results_prelude.lua).
+local RES_COUNTS, RES_WORKERS = RESULTS .. ':counts', RESULTS .. ':workers'
 local TASK_KEYS = {
   TASK, INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED, LEASES, STARTS,
-  READY, HELD, RANGES,
+  READY, HELD, RANGES, RES_COUNTS, RES_WORKERS,
 }
 
 local BY_STATUS = {}
@@ -56,6 +59,9 @@ local function retain()
   for _, key in ipairs(TASK_KEYS) do
     redis.call('PEXPIRE', key, RETENTION_MS)
   end
+  each_bucket(RESULTS, function(key)
+    redis.call('PEXPIRE', key, RETENTION_MS)
+  end)
   local member = redis.call('HGET', TASK, 'member')
   redis.call('ZREM', UNFINISHED, member)
   redis.call('ZREM', RUNNABLE, member)
@@ -63,14 +69,21 @@ local function retain()
 end
 
 -- Keys created after the task ended (results a worker recorded after a
--- cancel) expire with the rest of it.
-local function keep_retention()
+-- cancel) expire with the rest of it; `buckets` (optional) names the
+-- result buckets the script wrote.
+local function keep_retention(buckets)
   local ttl = redis.call('PTTL', TASK)
   if ttl > 0 then
-    for _, key in ipairs(TASK_KEYS) do
+    local function keep(key)
       if redis.call('PTTL', key) == -1 then
         redis.call('PEXPIRE', key, ttl)
       end
+    end
+    for _, key in ipairs(TASK_KEYS) do
+      keep(key)
+    end
+    for key in pairs(buckets or {}) do
+      keep(key)
     end
   end
 end
@@ -102,31 +115,40 @@ local function bump()
   redis.call('HINCRBY', TASK, 'version', 1)
 end
 
--- Upserts the results in ARGV[first..] (triples: index, '1' if it
--- succeeded else '0', result JSON) and moves the task's counters by the
--- difference between each item's old outcome and its new one. Returns
--- whether a counter moved.
+-- Upserts the results in ARGV[first..] and moves the task's counters by
+-- the difference between each item's old outcome and its new one. The
+-- results come in the form ARGV[first - 1] names: '1' triples (index, '1'
+-- if it succeeded else '0', full result JSON), for a layout 1 task; '2'
+-- quintuples (index, ok, worker, input, the compact JSON of the other
+-- fields, see codec.rs), for a layout 2 task. Returns false and the
+-- task's layout when the form does not fit it (nothing is written; the
+-- caller asks Rust for the other form), else true, whether a counter moved,
+-- and the set of bucket keys written.
 local function apply_results(first)
+  local layout = results_layout(TASK)
+  if ARGV[first - 1] ~= layout then
+    return false, layout
+  end
   local succeeded, failed = 0, 0
-  for i = first, #ARGV, 3 do
-    local index, ok, json = ARGV[i], ARGV[i + 1] == '1', ARGV[i + 2]
-    -- HSET says whether the item had a result: a first result (the usual
-    -- case) costs three commands; only a re-recorded item looks up its old
-    -- outcome and moves it.
-    local first_result = redis.call('HSET', RESULTS, index, json) == 1
-    if first_result then
-      redis.call('ZADD', RES_ALL, index, index)
-      redis.call('ZADD', ok and RES_OK or RES_FAILED, index, index)
+  -- Counts one result; `was` is nil for a first result, else whether the
+  -- item had succeeded before.
+  local function count(index, ok, was)
+    if was == nil then
+      if not ok then
+        redis.call('ZADD', RES_FAILED, index, index)
+      end
     else
-      local was_ok = not redis.call('ZSCORE', RES_FAILED, index)
-      if was_ok then
+      if was then
         succeeded = succeeded - 1
       else
         failed = failed - 1
       end
-      if was_ok ~= ok then
-        redis.call('ZREM', was_ok and RES_OK or RES_FAILED, index)
-        redis.call('ZADD', ok and RES_OK or RES_FAILED, index, index)
+      if was ~= ok then
+        if was then
+          redis.call('ZADD', RES_FAILED, index, index)
+        else
+          redis.call('ZREM', RES_FAILED, index)
+        end
       end
     end
     if ok then
@@ -135,13 +157,76 @@ local function apply_results(first)
       failed = failed + 1
     end
   end
+  local buckets = {}
+  if layout == '1' then
+    for i = first, #ARGV, 3 do
+      local index, ok, json = ARGV[i], ARGV[i + 1] == '1', ARGV[i + 2]
+      -- HSET says whether the item had a result: only a re-recorded item
+      -- looks up its old outcome.
+      if redis.call('HSET', RESULTS, index, json) == 1 then
+        redis.call('ZADD', RES_ALL, index, index)
+        if ok then
+          redis.call('ZADD', RES_OK, index, index)
+        end
+        count(index, ok, nil)
+      else
+        local was = not redis.call('ZSCORE', RES_FAILED, index)
+        if was and not ok then
+          redis.call('ZREM', RES_OK, index)
+        elseif ok and not was then
+          redis.call('ZADD', RES_OK, index, index)
+        end
+        count(index, ok, was)
+      end
+    end
+  else
+    local indices = {}
+    for i = first, #ARGV, 5 do
+      indices[#indices + 1] = tonumber(ARGV[i])
+    end
+    local task_inputs = inputs_at(INPUTS, indices)
+    local workers = {}
+    for i = first, #ARGV, 5 do
+      local text, ok, worker, input, rest =
+        ARGV[i], ARGV[i + 1] == '1', ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+      local index = tonumber(text)
+      local ref = workers[worker]
+      if not ref then
+        ref = redis.call('HGET', RES_WORKERS, 'id:' .. worker)
+        if not ref then
+          ref = int(redis.call('HLEN', RES_WORKERS) / 2 + 1)
+          redis.call('HSET', RES_WORKERS, 'id:' .. worker, ref, ref, worker)
+        end
+        workers[worker] = ref
+      end
+      -- The value starts with the worker's number (results_page.lua reads
+      -- it there); the input only when it is not the task's own.
+      local value = '{"worker":' .. ref
+      if input ~= task_inputs[index] then
+        value = value .. ',"input":' .. cjson.encode(input)
+      end
+      if rest == '{}' then
+        value = value .. '}'
+      else
+        value = value .. ',' .. string.sub(rest, 2)
+      end
+      local key = bucket_key(RESULTS, math.floor(index / BUCKET))
+      buckets[key] = true
+      if redis.call('HSET', key, int(index % BUCKET), value) == 1 then
+        redis.call('HINCRBY', RES_COUNTS, int(math.floor(index / GROUP)), 1)
+        count(text, ok, nil)
+      else
+        count(text, ok, not redis.call('ZSCORE', RES_FAILED, text))
+      end
+    end
+  end
   if succeeded ~= 0 then
     redis.call('HINCRBY', TASK, 'itemsSucceeded', succeeded)
   end
   if failed ~= 0 then
     redis.call('HINCRBY', TASK, 'itemsFailed', failed)
   end
-  return succeeded ~= 0 or failed ~= 0
+  return true, succeeded ~= 0 or failed ~= 0, buckets
 end
 
 -- The lease helpers (lease_prelude.lua), then the op-specific part follow.
