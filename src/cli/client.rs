@@ -180,21 +180,32 @@ pub async fn watch(
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    // Without a terminal the bar is hidden: print each status change instead.
+    // Without a terminal the bar is hidden: print each change of status (or
+    // of why the task waits) instead. On a terminal a new reason is printed
+    // above the bar, through the console that escapes it (the bar does not).
     let plain = bar.is_hidden();
     let mut last_status = None;
+    let mut last_reason = None;
     loop {
         let done = task.items_succeeded + task.items_failed;
         bar.set_position(done);
         bar.set_message(task.status.as_str());
-        if plain && last_status != Some(task.status) {
-            writeln!(
+        let reason_changed = last_reason != task.waiting_reason;
+        if plain && (last_status != Some(task.status) || reason_changed) {
+            write!(
                 console.err,
                 "{}: {done} of {} items done",
                 task.status, task.items_total
             )?;
-            last_status = Some(task.status);
+            match &task.waiting_reason {
+                Some(reason) => writeln!(console.err, " (waiting: {reason})")?,
+                None => writeln!(console.err)?,
+            }
+        } else if let (false, true, Some(reason)) = (plain, reason_changed, &task.waiting_reason) {
+            bar.suspend(|| writeln!(console.err, "waiting: {reason}"))?;
         }
+        last_status = Some(task.status);
+        last_reason.clone_from(&task.waiting_reason);
         if task.status.is_terminal() {
             break;
         }
@@ -239,6 +250,9 @@ fn print_task(out: &mut impl Write, task: &TaskView) -> Result<()> {
         writeln!(out, "name:      {name}")?;
     }
     writeln!(out, "status:    {}", task.status)?;
+    if let Some(reason) = &task.waiting_reason {
+        writeln!(out, "waiting:   {reason}")?;
+    }
     writeln!(
         out,
         "items:     {} total, {} succeeded, {} failed",
@@ -468,6 +482,26 @@ mod tests {
              created:   2024-01-01T00:00:00.000Z\n\
              started:   2024-01-01T00:00:01.000Z\n\
              finished:  -\n"
+        );
+    }
+
+    #[test]
+    fn status_says_why_a_task_waits_right_below_its_status() {
+        let task = task_view(json!({
+            "status": "INPROGRESS",
+            "itemsSucceeded": 0,
+            "itemsFailed": 0,
+            "chunksExecuted": 0,
+            "waitingReason": "no live worker has labels gpu=a100",
+        }));
+        let shown = on_terminal(|out| print_task(out, &task));
+        assert_eq!(
+            shown.lines().take(3).collect::<Vec<_>>(),
+            [
+                "id:        6f1c1a39-52bb-4a57-9d0a-3d2b1f5a9e10",
+                "status:    INPROGRESS",
+                "waiting:   no live worker has labels gpu=a100",
+            ]
         );
     }
 

@@ -17,3 +17,4 @@ mod restart;
 mod security;
 mod seed_api;
 mod v1_api;
+mod waiting;

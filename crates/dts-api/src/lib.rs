@@ -18,6 +18,7 @@ pub mod serve;
 pub mod strict_json;
 mod v1;
 pub mod views;
+pub mod waiting;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};

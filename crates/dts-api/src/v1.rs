@@ -4,6 +4,7 @@ use crate::AppState;
 use crate::body::{self, BodyKind};
 use crate::error::ApiError;
 use crate::views::{ResultView, ResultsPage, TaskView, WorkerView};
+use crate::waiting;
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -44,7 +45,8 @@ pub async fn submit(
     let inputs = new.inputs.clone();
     let task = state.submitter.submit(new).await?;
     let location = format!("/v1/tasks/{}", task.id);
-    let view = TaskView::new(task, Some(inputs));
+    let reason = waiting_reason(&state, &task).await;
+    let view = TaskView::new(task, Some(inputs)).with_waiting_reason(reason);
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -67,7 +69,10 @@ pub async fn get_task(
     } else {
         Some(load_inputs(&state, &id).await?)
     };
-    Ok(Json(TaskView::new(task, inputs)))
+    let reason = waiting_reason(&state, &task).await;
+    Ok(Json(
+        TaskView::new(task, inputs).with_waiting_reason(reason),
+    ))
 }
 
 /// `GET /v1/tasks?status=&limit=&full=`: newest first, without variables
@@ -91,15 +96,17 @@ pub async fn list(
     let limit = number(&params, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)?;
     let full = flag(&params, "full")?;
     let tasks = state.store.list_tasks(status, limit as usize).await?;
+    let reasons = waiting_reasons(&state, &tasks).await;
     let mut views = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        views.push(if full {
+    for (task, reason) in tasks.into_iter().zip(reasons) {
+        let view = if full {
             // A task that expired since the listing lists without inputs.
             let inputs = state.store.inputs(&task.id).await?;
             TaskView::new(task, inputs)
         } else {
             TaskView::brief(task)
-        });
+        };
+        views.push(view.with_waiting_reason(reason));
     }
     Ok(Json(views))
 }
@@ -177,7 +184,8 @@ pub async fn cancel(
 /// whenever the task changes, ending when the task ends. Events show the
 /// task without variables and inputs unless `full=true`. A change is seen
 /// by reading the task's version alone; the whole task is read only when
-/// it moved.
+/// it moved. An event's `waitingReason` is as of that event: a worker that
+/// comes or goes changes no version, so it shows with the task's next change.
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -198,11 +206,13 @@ pub async fn events(
             let task = next?;
             let ended = task.status.is_terminal();
             let version = task.version;
+            let reason = waiting_reason(&state, &task).await;
             let view = if full {
                 TaskView::new(task.clone(), inputs.clone())
             } else {
                 TaskView::brief(task.clone())
-            };
+            }
+            .with_waiting_reason(reason);
             let data = serde_json::to_string(&view).unwrap_or_default();
             let event = Event::default().event("task").data(data);
             let upcoming = if ended {
@@ -214,6 +224,26 @@ pub async fn events(
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The `waitingReason` of each of `tasks`, in order. A hint: when the store
+/// cannot say, the views go without it rather than the request failing (a
+/// submission, above all, must not look failed once stored).
+async fn waiting_reasons(state: &AppState, tasks: &[Task]) -> Vec<Option<String>> {
+    match waiting::reasons(&*state.store, tasks).await {
+        Ok(reasons) => reasons,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot tell why tasks wait");
+            vec![None; tasks.len()]
+        }
+    }
+}
+
+async fn waiting_reason(state: &AppState, task: &Task) -> Option<String> {
+    waiting_reasons(state, std::slice::from_ref(task))
+        .await
+        .pop()
+        .flatten()
 }
 
 /// Waits until the task's version differs from `seen` and returns the task

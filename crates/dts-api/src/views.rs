@@ -77,6 +77,11 @@ pub struct TaskView {
     pub finished_at: Option<String>,
     /// Why it failed or was ended, when dts knows.
     pub error: Option<String>,
+    /// Why a task that has not ended and runs no item cannot run anywhere
+    /// now: `no live worker`, or `no live worker has labels gpu=a100`. Left
+    /// out when some live worker could run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -129,6 +134,15 @@ impl TaskView {
             chunks_to_execute: task.chunks_to_execute,
             chunks_executed: task.chunks_executed,
             error: task.error,
+            waiting_reason: None,
+        }
+    }
+
+    /// The view with its `waitingReason` (see [`crate::waiting`]).
+    pub fn with_waiting_reason(self, waiting_reason: Option<String>) -> Self {
+        TaskView {
+            waiting_reason,
+            ..self
         }
     }
 
@@ -340,6 +354,18 @@ mod tests {
         }
         let read: TaskView = serde_json::from_value(json).unwrap();
         assert_eq!(read, view);
+    }
+
+    #[test]
+    fn the_waiting_reason_is_on_the_wire_only_when_there_is_one() {
+        let plain = serde_json::to_value(TaskView::brief(task())).unwrap();
+        assert!(plain.get("waitingReason").is_none(), "{plain}");
+        let waiting = TaskView::brief(task())
+            .with_waiting_reason(Some("no live worker has labels gpu=a100".into()));
+        let json = serde_json::to_value(&waiting).unwrap();
+        assert_eq!(json["waitingReason"], "no live worker has labels gpu=a100");
+        let read: TaskView = serde_json::from_value(json).unwrap();
+        assert_eq!(read, waiting);
     }
 
     #[test]

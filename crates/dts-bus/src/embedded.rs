@@ -7,18 +7,30 @@
 //! once. Messages published to a topic before any group subscribed wait in a
 //! backlog that the first group takes over.
 //!
+//! Listeners ([`Bus::listen`](crate::Bus::listen)) share one bounded
+//! broadcast channel per topic, beside the group queues: publishing sends to
+//! it too. A listener that falls more than [`LISTEN_BUFFER`] messages behind
+//! skips the oldest and goes on with the next one; listeners carry wakes,
+//! which are hints, so that loses nothing. A topic someone has listened to
+//! keeps no backlog while it has no group: its messages are for its
+//! listeners, and a broadcast-only topic (the wakes) would otherwise keep
+//! every message for a group that never comes.
+//!
 //! Nothing survives the process: on start-up the engine republishes whatever
 //! the store says is unfinished, and planning and shard completion are
 //! idempotent, so that loses nothing.
 
 use crate::{
-    Acknowledge, Bus, BusError, BusResult, DEFAULT_MAX_MESSAGE_BYTES, Delivery, Subscription,
+    Acknowledge, Bus, BusError, BusResult, DEFAULT_MAX_MESSAGE_BYTES, Delivery, NoAck, Subscription,
 };
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
+
+/// Messages a listener may fall behind by before it skips the oldest.
+pub const LISTEN_BUFFER: usize = 64;
 
 #[derive(Clone)]
 struct Message {
@@ -64,6 +76,8 @@ struct Topic {
     /// Messages published while the topic had no group yet.
     backlog: VecDeque<Message>,
     groups: HashMap<String, Arc<GroupQueue>>,
+    /// The listeners' channel, from the first `listen` on.
+    listeners: Option<broadcast::Sender<Message>>,
 }
 
 /// In-process bus. Cheap to clone; clones share the same queues.
@@ -124,8 +138,15 @@ impl Bus for EmbeddedBus {
         };
         let mut topics = self.lock_topics();
         let entry = topics.entry(topic.to_string()).or_default();
+        if let Some(listeners) = &entry.listeners {
+            // Fails only when no listener is left, which is nothing to report.
+            let _ = listeners.send(message.clone());
+        }
         if entry.groups.is_empty() {
-            entry.backlog.push_back(message);
+            // See the module docs: a listened topic keeps no backlog.
+            if entry.listeners.is_none() {
+                entry.backlog.push_back(message);
+            }
             return Ok(());
         }
         let groups: Vec<Arc<GroupQueue>> = entry.groups.values().cloned().collect();
@@ -158,8 +179,54 @@ impl Bus for EmbeddedBus {
         }))
     }
 
+    async fn listen(&self, topic: &str) -> BusResult<Box<dyn Subscription>> {
+        if self.closed.is_cancelled() {
+            return Err(BusError::Closed);
+        }
+        let mut topics = self.lock_topics();
+        let entry = topics.entry(topic.to_string()).or_default();
+        let receiver = entry
+            .listeners
+            .get_or_insert_with(|| broadcast::channel(LISTEN_BUFFER).0)
+            .subscribe();
+        Ok(Box::new(EmbeddedListener {
+            topic: topic.to_string(),
+            receiver,
+            closed: self.closed.clone(),
+        }))
+    }
+
     fn max_message_bytes(&self) -> usize {
         self.max_message_bytes
+    }
+}
+
+/// One listener: its own cursor on the topic's broadcast channel.
+struct EmbeddedListener {
+    topic: String,
+    receiver: broadcast::Receiver<Message>,
+    closed: CancellationToken,
+}
+
+#[async_trait]
+impl Subscription for EmbeddedListener {
+    async fn next(&mut self) -> BusResult<Delivery> {
+        loop {
+            let received = tokio::select! {
+                received = self.receiver.recv() => received,
+                _ = self.closed.cancelled() => return Err(BusError::Closed),
+            };
+            match received {
+                Ok(message) => {
+                    return Ok(Delivery::new(message.key, message.payload, Box::new(NoAck)));
+                }
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::debug!(topic = %self.topic, skipped, "a listener fell behind and skipped messages");
+                }
+                // The sender lives in the bus as long as the topic does.
+                Err(broadcast::error::RecvError::Closed) => return Err(BusError::Closed),
+            }
+        }
     }
 }
 

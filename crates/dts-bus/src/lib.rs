@@ -9,6 +9,12 @@
 //! deliver again the messages after it that were in flight). A consumer
 //! that leaves its group loses what it had not acknowledged to the others.
 //!
+//! A *listener* ([`Bus::listen`]) is outside every group: each listener gets
+//! every message published to its topic after it started listening, with no
+//! acknowledgement and no redelivery. It carries hints (a "work is ready"
+//! wake), never work: a listener that falls behind or is not there misses
+//! messages.
+//!
 //! Implementations: [`embedded::EmbeddedBus`] (in-process queues) and
 //! [`kafka::KafkaBus`] in distributed mode.
 
@@ -137,6 +143,14 @@ pub trait Bus: Send + Sync + 'static {
     /// group's first member joined are delivered too.
     async fn subscribe(&self, topic: &str, group: &str) -> BusResult<Box<dyn Subscription>>;
 
+    /// Listens to `topic` outside every group: every listener receives every
+    /// message published to `topic` after this returns; nothing published
+    /// before is delivered, and nothing is kept for a listener once it is
+    /// dropped. Acknowledging a listened delivery does nothing, and one
+    /// dropped unacknowledged is not delivered again. Wakes are hints, not
+    /// work: a listener that falls far behind skips what it missed.
+    async fn listen(&self, topic: &str) -> BusResult<Box<dyn Subscription>>;
+
     /// The largest payload [`Bus::publish`] accepts.
     fn max_message_bytes(&self) -> usize;
 
@@ -162,7 +176,7 @@ pub trait Bus: Send + Sync + 'static {
     }
 }
 
-/// A member of a consumer group.
+/// A member of a consumer group, or a listener.
 #[async_trait]
 pub trait Subscription: Send {
     /// Waits for the next message. [`BusError::Closed`] when the bus shuts down.
@@ -174,6 +188,17 @@ pub trait Subscription: Send {
 pub trait Acknowledge: Send {
     /// Settles the delivery as done; see [`Delivery::ack`].
     async fn ack(self: Box<Self>) -> BusResult<()>;
+}
+
+/// Settles a listened delivery: there is nothing to settle, since a
+/// listener is in no group and nothing is delivered to it again.
+pub(crate) struct NoAck;
+
+#[async_trait]
+impl Acknowledge for NoAck {
+    async fn ack(self: Box<Self>) -> BusResult<()> {
+        Ok(())
+    }
 }
 
 /// One message handed to a consumer, to acknowledge once its work is recorded.

@@ -146,6 +146,80 @@ pub async fn a_message_over_the_limit_is_refused(bus: DynBus, topic: &str) {
     assert!(!err.is_retryable());
 }
 
+/// The payloads of the next `n` deliveries of a listener, in order.
+async fn next_payloads(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        got.push(next_payload(sub).await);
+    }
+    got
+}
+
+pub async fn every_listener_gets_every_message_published_after_it_listened(
+    bus: DynBus,
+    topic: &str,
+) {
+    let mut first = bus.listen(topic).await.unwrap();
+    let mut second = bus.listen(topic).await.unwrap();
+    // One key per message: on Kafka they land on several partitions, all of
+    // which each listener must read.
+    for i in 0..6 {
+        bus.publish(topic, &format!("key-{i}"), format!("wake-{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let expected: BTreeSet<String> = (0..6).map(|i| format!("wake-{i}")).collect();
+    for listener in [&mut first, &mut second] {
+        let got: BTreeSet<String> = next_payloads(listener, 6).await.into_iter().collect();
+        assert_eq!(got, expected);
+    }
+}
+
+pub async fn a_listener_does_not_get_what_was_published_before_it_listened(
+    bus: DynBus,
+    topic: &str,
+) {
+    bus.publish(topic, "k", b"before".to_vec()).await.unwrap();
+    let mut listener = bus.listen(topic).await.unwrap();
+    bus.publish(topic, "k", b"after".to_vec()).await.unwrap();
+    // Same key, same partition: were "before" delivered, it would come first.
+    assert_eq!(next_payload(&mut listener).await, "after");
+}
+
+pub async fn a_group_still_gets_each_message_once_alongside_listeners(bus: DynBus, topic: &str) {
+    let mut listener = bus.listen(topic).await.unwrap();
+    let mut member = bus.subscribe(topic, "g").await.unwrap();
+    let sent: Vec<String> = (0..10)
+        .map(|i| format!("m{i}"))
+        .chain(["marker".to_string()])
+        .collect();
+    for text in &sent {
+        bus.publish(topic, "k", text.clone().into_bytes())
+            .await
+            .unwrap();
+    }
+    // One key, one partition, in order: a message given to the group twice
+    // would show up before the marker.
+    assert_eq!(next_payloads(&mut member, sent.len()).await, sent);
+    assert_eq!(next_payloads(&mut listener, sent.len()).await, sent);
+}
+
+pub async fn a_dropped_or_idle_listener_does_not_hold_up_publishing(bus: DynBus, topic: &str) {
+    let dropped = bus.listen(topic).await.unwrap();
+    drop(dropped);
+    let _idle = bus.listen(topic).await.unwrap();
+    // Far more than any listener's buffer, each publish under the deadline.
+    for i in 0..200 {
+        tokio::time::timeout(WAIT, bus.publish(topic, "k", format!("m{i}").into_bytes()))
+            .await
+            .expect("a publish within the deadline despite an idle listener")
+            .unwrap();
+    }
+    let mut fresh = bus.listen(topic).await.unwrap();
+    bus.publish(topic, "k", b"last".to_vec()).await.unwrap();
+    assert_eq!(next_payload(&mut fresh).await, "last");
+}
+
 /// A bus for one test, and how to stop it cleanly afterwards.
 pub struct Fixture {
     pub bus: DynBus,
@@ -247,6 +321,54 @@ macro_rules! bus_contract {
                 })
                 .await;
             }
+
+            #[tokio::test]
+            async fn every_listener_gets_every_message_published_after_it_listened() {
+                run(|bus| async move {
+                    super::every_listener_gets_every_message_published_after_it_listened(
+                        bus,
+                        &topic("h"),
+                    )
+                    .await
+                })
+                .await;
+            }
+
+            #[tokio::test]
+            async fn a_listener_does_not_get_what_was_published_before_it_listened() {
+                run(|bus| async move {
+                    super::a_listener_does_not_get_what_was_published_before_it_listened(
+                        bus,
+                        &topic("i"),
+                    )
+                    .await
+                })
+                .await;
+            }
+
+            #[tokio::test]
+            async fn a_group_still_gets_each_message_once_alongside_listeners() {
+                run(|bus| async move {
+                    super::a_group_still_gets_each_message_once_alongside_listeners(
+                        bus,
+                        &topic("j"),
+                    )
+                    .await
+                })
+                .await;
+            }
+
+            #[tokio::test]
+            async fn a_dropped_or_idle_listener_does_not_hold_up_publishing() {
+                run(|bus| async move {
+                    super::a_dropped_or_idle_listener_does_not_hold_up_publishing(
+                        bus,
+                        &topic("k"),
+                    )
+                    .await
+                })
+                .await;
+            }
         }
     };
 }
@@ -306,4 +428,42 @@ async fn embedded_close_wakes_waiting_subscribers() {
     bus.close();
     let result = tokio::time::timeout(WAIT, waiter).await.unwrap().unwrap();
     assert!(matches!(result, Err(BusError::Closed)));
+}
+
+#[tokio::test]
+async fn embedded_close_wakes_waiting_listeners() {
+    let bus = EmbeddedBus::default();
+    let mut listener = bus.listen("t").await.unwrap();
+    let waiter = tokio::spawn(async move { listener.next().await.map(|_| ()) });
+    bus.close();
+    let result = tokio::time::timeout(WAIT, waiter).await.unwrap().unwrap();
+    assert!(matches!(result, Err(BusError::Closed)));
+}
+
+#[tokio::test]
+async fn an_embedded_listener_that_fell_behind_skips_the_oldest_and_goes_on() {
+    let bus = EmbeddedBus::default();
+    let mut listener = bus.listen("t").await.unwrap();
+    let published = dts_bus::embedded::LISTEN_BUFFER + 10;
+    for i in 0..published {
+        bus.publish("t", "k", format!("m{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    // The buffer keeps the newest LISTEN_BUFFER; the ten before are skipped.
+    assert_eq!(next_payload(&mut listener).await, "m10");
+    bus.publish("t", "k", b"next".to_vec()).await.unwrap();
+    let rest = next_payloads(&mut listener, dts_bus::embedded::LISTEN_BUFFER).await;
+    assert_eq!(rest.first().map(String::as_str), Some("m11"));
+    assert_eq!(rest.last().map(String::as_str), Some("next"));
+}
+
+#[tokio::test]
+async fn an_embedded_topic_only_listened_to_keeps_nothing_for_a_group_that_comes_later() {
+    let bus = EmbeddedBus::default();
+    let _listener = bus.listen("wake").await.unwrap();
+    bus.publish("wake", "k", b"hint".to_vec()).await.unwrap();
+    let mut late = bus.subscribe("wake", "g").await.unwrap();
+    bus.publish("wake", "k", b"work".to_vec()).await.unwrap();
+    assert_eq!(next_payload(&mut late).await, "work");
 }

@@ -409,6 +409,38 @@ async fn closing_the_bus_ends_its_subscriptions() {
     stop(bus, broker).await;
 }
 
+#[tokio::test]
+async fn closing_the_bus_ends_its_listeners_and_they_leave_no_member_open() {
+    let broker = Broker::start();
+    let bus = bus_with_topic(&broker, "wake", 2).await;
+    let mut listener = bus.listen("wake").await.unwrap();
+    let waiting = tokio::spawn(async move { listener.next().await.map(|_| ()) });
+    bus.close();
+    let result = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    assert!(matches!(result, Err(BusError::Closed)), "{result:?}");
+    // `stop` asserts that every consumer, the listener's too, has closed.
+    stop(bus, broker).await;
+}
+
+#[tokio::test]
+async fn a_listener_reads_a_topic_it_is_the_first_to_use() {
+    let broker = Broker::start();
+    let bus = bus_with_topic(&broker, "tasks", 3).await;
+    let mut listener = bus.listen("never-created-before").await.unwrap();
+    assert_eq!(partitions_of(&broker, "never-created-before").await, 3);
+    bus.publish("never-created-before", "k", b"wake".to_vec())
+        .await
+        .unwrap();
+    let delivery = next(&mut listener).await;
+    assert_eq!(text(&delivery), "wake");
+    delivery
+        .ack()
+        .await
+        .expect("acking a listened delivery does nothing");
+    drop(listener);
+    stop(bus, broker).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_published_spread_land_evenly_on_the_members_of_a_group() {
     let broker = Broker::start();

@@ -9,6 +9,8 @@
 //! - `producer.rs` — one producer (`acks=all`) shared by all publishers;
 //! - `consumer.rs` — one group member per subscription, which commits only
 //!   past acknowledged messages and rewinds for dropped ones;
+//! - `listener.rs` — one consumer outside every group per listener, assigned
+//!   every partition from its end;
 //! - `rebalance.rs` — a member's librdkafka callbacks (rebalances, commits);
 //! - `offsets.rs` — the bookkeeping behind those commits and rewinds;
 //! - `client.rs` — the client settings dts starts from, logging, closing.
@@ -20,6 +22,7 @@
 
 mod client;
 mod consumer;
+mod listener;
 mod offsets;
 mod producer;
 mod rebalance;
@@ -298,6 +301,23 @@ impl Bus for KafkaBus {
             &self.inner.settings,
             topic,
             group,
+            &self.inner.members,
+            self.inner.closed.child_token(),
+        )
+        .await
+    }
+
+    /// Creates `topic` first when this bus has not seen it, as `subscribe`
+    /// does, then starts at the end of every partition.
+    async fn listen(&self, topic: &str) -> BusResult<Box<dyn Subscription>> {
+        if self.inner.closed.is_cancelled() {
+            return Err(BusError::Closed);
+        }
+        self.create_topics(&[topic.to_string()], self.inner.settings.connect_timeout)
+            .await?;
+        listener::listen(
+            &self.inner.settings,
+            topic,
             &self.inner.members,
             self.inner.closed.child_token(),
         )

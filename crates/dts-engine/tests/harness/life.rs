@@ -189,6 +189,14 @@ impl Bus for LifeBus {
         }))
     }
 
+    async fn listen(&self, topic: &str) -> BusResult<Box<dyn Subscription>> {
+        let inner = self.life.step(self.inner.listen(topic)).await?;
+        Ok(Box::new(LifeSubscription {
+            inner,
+            life: self.life.clone(),
+        }))
+    }
+
     fn max_message_bytes(&self) -> usize {
         self.inner.max_message_bytes()
     }
