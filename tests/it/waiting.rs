@@ -91,7 +91,6 @@ async fn a_task_no_live_worker_can_run_says_why_in_the_api_and_in_dts_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the late-binding worker (issue 11 step 4)"]
 async fn on_dts_up_without_labels_a_task_requiring_one_waits_with_its_reason_and_runs_nothing() {
     let up = DtsUp::start(&["--cores", "1"]);
     let gpu = up.submit(gpu_task(2)).await;
@@ -109,7 +108,6 @@ async fn on_dts_up_without_labels_a_task_requiring_one_waits_with_its_reason_and
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the late-binding worker (issue 11 step 4)"]
 async fn a_waiting_task_runs_on_the_worker_with_its_labels_once_it_comes_and_stops_saying_why() {
     let cluster = Cluster::start();
     let server = cluster.server("server");

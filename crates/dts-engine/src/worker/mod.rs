@@ -209,10 +209,7 @@ impl Worker {
         let wakes = self
             .inner
             .bus
-            .subscribe(
-                &self.inner.settings.topics.shards,
-                &format!("dts-wake-{}", self.inner.settings.id),
-            )
+            .listen(&self.inner.settings.topics.shards)
             .await?;
         info!(worker = %self.inner.settings.id, cores = self.inner.settings.cores, "worker started");
 
