@@ -42,7 +42,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if ! command -v redis-server >/dev/null 2>&1 || [ ! -x .tools/bin/tansu ]; then
+# DTS_TANSU names a broker binary to use instead of .tools/bin/tansu (as the tests do).
+if ! command -v redis-server >/dev/null 2>&1 || [ ! -x "${DTS_TANSU:-.tools/bin/tansu}" ]; then
     ./scripts/install-test-deps.sh >&2
 fi
 
