@@ -4,7 +4,7 @@ function."""
 
 from .common import CORES, POLL
 from .runners import RUNNER_LABEL
-from .scheduling import BIG_ITEMS, BIG_SLEEP, GAP_WINDOW, SMALL_DELAY
+from .scheduling import BIG_ITEMS, BIG_SLEEP, GAP_WINDOW, SMALL_DELAY, cores_text
 from .summary import median, percentile
 from .targets import targets
 
@@ -72,11 +72,13 @@ def render(info, command, args, runs, summary, extra, duration):
         tg = [t for t in tg if t[1] != "not measured"]  # a partial run: only what it measured
     md += targets_section(tg)
     markdown = "\n".join(md) + "\n"
-    text = ["", text_table(head, lines), ""]
-    text.append("Targets:")
-    text.append(text_table(["target", "measured", "result"], [list(t) for t in tg]))
-    text.append("")
-    # The rest of the markdown (latency, W4, store ops) also goes to stdout.
+    # A partial run prints only the tables it has rows for.
+    text = ["", text_table(head, lines), ""] if lines else [""]
+    if tg:
+        text.append("Targets:")
+        text.append(text_table(["target", "measured", "result"], [list(t) for t in tg]))
+        text.append("")
+    # The rest of the markdown (latency, W4, scheduling, store ops) also goes to stdout.
     text.append(markdown.split("## Targets", 1)[0].split(HOW_MEASURED, 1)[-1].split("## Machine and command", 1)[-1])
     return {"text": "\n".join(text), "markdown": markdown}
 
@@ -320,7 +322,10 @@ def scheduling_section(sched):
     if sched.get("makespan"):
         md.append(md_table(["case", "workers (cores)", "items", "ideal", "makespan", "÷ ideal", "client", "workers that ran items", "runs (s)"],
                            [makespan_row(r) for r in sched["makespan"]]))
-        md.append("")
+        md.append("\nItems per worker in each case's first run (workers bench-w1, w2, … in the order of their cores above; "
+                  "those that ran none left out): "
+                  + "; ".join(f"{r['case']}: {per_worker_text(r['runs'][0]['per_worker'])}"
+                              for r in sched["makespan"] if r["runs"]) + "\n")
     if sched.get("latency"):
         md.append(f"Small task behind a big one: a task of {BIG_ITEMS} × `sleep {BIG_SLEEP}` (embedded: `dts up --cores 2`; "
                   f"distributed: one server, 2 workers × `--cores 2`), then {SMALL_DELAY} s later a task of two `echo` items; its "
@@ -337,25 +342,21 @@ def scheduling_section(sched):
     return md
 
 
+def per_worker_text(per_worker):
+    """"w1 41, w2 39": items per worker, by the bench's worker number."""
+    def number(wid):
+        tail = wid.rsplit("w", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+    return ", ".join(f"{w.removeprefix('bench-')} {per_worker[w]}" for w in sorted(per_worker, key=number))
+
+
 def makespan_row(r):
-    cores = " + ".join(f"{n} × {c}" if n > 1 else str(c) for c, n in counted(r["cores"]))
-    head = [r["case"], f"{cores} ({r['slots']} slots)", f"{r['items']:,} × sleep {r['secs']}", f"{r['ideal']:.2f} s"]
+    head = [r["case"], f"{cores_text(r['cores'])} ({r['slots']} slots)", f"{r['items']:,} × sleep {r['secs']}", f"{r['ideal']:.2f} s"]
     if "makespan" not in r:
         return head + ["ERROR", "", "", "", r.get("error", "")[:80]]
     used = ", ".join(f"{len(x['per_worker'])}/{len(r['cores'])}" for x in r["runs"])
     runs = ", ".join(f"{x['server']:.2f}" for x in r["runs"]) + (" (then ERROR)" if "error" in r else "")
     return head + [f"{r['makespan']:.2f} s", f"**{r['ratio']:.2f}**", f"{r['client']:.2f} s", used, runs]
-
-
-def counted(values):
-    """[(value, how many times)] in first-seen order."""
-    out = []
-    for v in values:
-        if out and out[-1][0] == v:
-            out[-1] = (v, out[-1][1] + 1)
-        else:
-            out.append((v, 1))
-    return out
 
 
 def latency_behind_row(r):

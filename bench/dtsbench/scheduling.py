@@ -50,6 +50,17 @@ def ideal(items, secs, slots):
     return items * secs / slots + secs
 
 
+def cores_text(cores):
+    """Workers' cores as "1 + 4" or "16 × 4": runs of one size counted."""
+    runs = []
+    for c in cores:
+        if runs and runs[-1][0] == c:
+            runs[-1][1] += 1
+        else:
+            runs.append([c, 1])
+    return " + ".join(f"{n} × {c}" if n > 1 else str(c) for c, n in runs)
+
+
 def epoch(rfc3339):
     return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
@@ -141,7 +152,7 @@ def makespan_case(case, cores, items, secs, runs):
     slots = sum(cores)
     r = {"case": case, "cores": cores, "items": items, "secs": secs, "slots": slots,
          "ideal": ideal(items, secs, slots), "runs": []}
-    log(f"scheduling ({case}): {items:,} × sleep {secs} on workers of {'+'.join(map(str, cores))} cores "
+    log(f"scheduling ({case}): {items:,} × sleep {secs} on workers of {cores_text(cores)} cores "
         f"(ideal {r['ideal']:.2f} s), {runs} run(s) ...")
 
     def measure(node):
