@@ -8,6 +8,7 @@ Run it through `bench/run.sh` (it builds dts and installs the tools first):
 
     ./bench/run.sh                 # the full benchmark (BENCHMARKS.md says how long it took)
     ./bench/run.sh --quick         # a smoke check (a few minutes)
+    ./bench/run.sh --only scheduling   # how well shards are placed (docs/scheduling.md)
 
 Python 3 standard library only. Every process it starts runs in its own
 session and is stopped at the end, also on Ctrl-C and on errors; its temp

@@ -4,9 +4,11 @@
 #   ./bench/run.sh                  # full run (3 runs per row; writes BENCHMARKS.md)
 #   ./bench/run.sh --quick          # smoke check: fewer items, one run, prints only
 #   ./bench/run.sh --runs 5 --only W1,W2,LAT --skip-w4
+#   ./bench/run.sh --only scheduling   # makespan ÷ ideal, latency behind a big task, 32 workers
 #
 # Options (passed to bench/bench.py): --quick, --runs N (default 3),
-# --only W1,W2,W3,W4,LAT,READS, --skip-w4, --w4-complete (run the
+# --long-runs N (the scheduling section's long cases; default 1),
+# --only W1,W2,W3,W4,LAT,READS,SCHEDULING (any case), --skip-w4, --w4-complete (run the
 # 1,000,000-item task to the end: many minutes), --no-profile (skip the perf
 # profile and A/B of a full run), --runners, --output FILE, --json FILE.
 # See `python3 bench/bench.py --help`.
@@ -40,7 +42,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if ! command -v redis-server >/dev/null 2>&1 || [ ! -x .tools/bin/tansu ]; then
+# DTS_TANSU names a broker binary to use instead of .tools/bin/tansu (as the tests do).
+if ! command -v redis-server >/dev/null 2>&1 || [ ! -x "${DTS_TANSU:-.tools/bin/tansu}" ]; then
     ./scripts/install-test-deps.sh >&2
 fi
 

@@ -1,6 +1,6 @@
 """The command line: parses the flags, runs the sections asked for in
 order (throughput, store operations, profile, latency and status reads,
-W4), prints the report and writes it; stops everything it started on the
+scheduling, W4), prints the report and writes it; stops everything it started on the
 way out, also on Ctrl-C, SIGTERM and SIGHUP."""
 
 import argparse
@@ -22,12 +22,13 @@ from .processes import cleanup_all, cpu_idle_fraction, remove_temps
 from .profile import profile_dts_up
 from .report import render
 from .runners import RUNNER_FN, RUNNER_LABEL, RUNNERS, run_dts_up
+from .scheduling import sched_errors, scheduling
 from .store_ops import store_ops_run
 from .summary import median, percentile, summarize
 from .w4 import w4
 from .workloads import make_workloads, warm_caches
 
-SECTIONS = ["W1", "W2", "W3", "W4", "LAT", "READS"]
+SECTIONS = ["W1", "W2", "W3", "W4", "LAT", "READS", "SCHEDULING"]
 
 
 def parse_args(description):
@@ -36,6 +37,8 @@ def parse_args(description):
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer items and one run: a smoke check")
     ap.add_argument("--runs", type=int, default=None, help="runs per (workload, runner); medians are reported (default 3, 1 with --quick)")
+    ap.add_argument("--long-runs", type=int, default=1,
+                    help="runs of the scheduling section's long cases (16 workers × 10,000 items; the 32-worker scale run); default 1")
     ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--skip-w4", action="store_true", help="leave out W4 (1,000,000 items)")
     ap.add_argument("--w4-complete", action="store_true", help="run W4 to completion (many minutes) instead of cancelling it once planned")
@@ -47,8 +50,8 @@ def parse_args(description):
     args = ap.parse_args()
 
     args.runs = args.runs if args.runs is not None else (1 if args.quick else 3)
-    if args.runs < 1:
-        ap.error("--runs must be at least 1")
+    if args.runs < 1 or args.long_runs < 1:
+        ap.error("--runs and --long-runs must be at least 1")
     sections = SECTIONS if args.only is None else [x.strip().upper() for x in args.only.split(",") if x.strip()]
     bad = [x for x in sections if x not in SECTIONS]
     if bad:
@@ -110,6 +113,9 @@ def main(description):
         wanted = ("dts-up" if mode == "embedded" else "dts-dist") in args.runner_list
         if wanted and {"LAT", "READS"} & set(args.sections):
             latency_and_reads(mode, args.sections, lat_count, wrk_secs, extra)
+    if "SCHEDULING" in args.sections:
+        modes = [m for m, r in (("embedded", "dts-up"), ("distributed", "dts-dist")) if r in args.runner_list]
+        extra["scheduling"] = scheduling(modes, args.runs, args.long_runs, args.quick)
     if "W4" in args.sections:
         for mode in ("embedded", "distributed"):
             if ("dts-up" if mode == "embedded" else "dts-dist") in args.runner_list:
@@ -120,6 +126,7 @@ def main(description):
     write_outputs(args, report, info, rows, summary, extra)
     failed = [r for r in rows if "error" in r]
     failed += [1 for sec in ("latency", "reads", "w4") for v in extra.get(sec, {}).values() if "error" in v]
+    failed += sched_errors(extra.get("scheduling", {}))
     return 1 if failed else 0
 
 

@@ -1,7 +1,8 @@
 """The dts processes under test: `dts up` (embedded) and a distributed stack
-(a private redis-server and tansu broker, one `dts server`, two `dts
-worker`), each started on free loopback ports, waited for until ready and
-stopped with everything it started; and what their logs say."""
+(a private redis-server and tansu broker, `dts server`s and `dts worker`s,
+two of each cores by default), each started on free loopback ports, waited
+for until ready and stopped with everything it started; and what their logs
+say."""
 
 import datetime
 import os
@@ -45,12 +46,13 @@ def tail(path, n=15):
 class Node:
     """A dts process that prints a line on stdout when it is ready."""
 
-    def __init__(self, name, argv, tmp, ready_re, tier=0, timeout=30):
+    def __init__(self, name, argv, tmp, ready_re, tier=0, timeout=30, env_extra=None):
         self.log_path = os.path.join(tmp, f"{name}.log")
         self.log_file = open(self.log_path, "wb")
         env = dict(os.environ)
         env.pop("DTS_LOG", None)
         env.pop("RUST_LOG", None)
+        env.update(env_extra or {})
         self.proc = Proc(name, argv, tier=tier, stdout=subprocess.PIPE,
                          stderr=self.log_file, env=env)
         self.name = name
@@ -152,20 +154,23 @@ class Embedded:
 
 
 class Distributed:
-    """A private redis-server and tansu broker, one `dts server`, two
-    `dts worker --cores N`."""
+    """A private redis-server and tansu broker, `servers` × `dts server` (the
+    API is the first's) and `dts worker`s: `workers` × `--cores
+    worker_cores`, or one per entry when `worker_cores` is a list."""
 
-    def __init__(self, worker_cores, workers=2):
+    def __init__(self, worker_cores, workers=2, servers=1, settle_timeout=60):
         self.tmp = make_temp("dist")
         self.redis = self.broker = self.server = self.api = None
+        self.servers = []
         self.workers = []
+        cores = worker_cores if isinstance(worker_cores, list) else [worker_cores] * workers
         try:
-            self._start(worker_cores, workers)
+            self._start(cores, servers, settle_timeout)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, worker_cores, workers):
+    def _start(self, cores, servers, settle_timeout):
         self.redis_port = self._start_redis()
         self.broker_port = self._start_broker()
         sets = [
@@ -182,16 +187,24 @@ class Distributed:
             "worker.heartbeat-ttl-ms=3000",
         ]
         self.set_flags = [x for s in sets for x in ("--set", s)]
-        self.server = Node("dts-server", [DTS, "server", "--port", "0"] + self.set_flags,
-                           self.tmp, r"dts listening on (http://\S+)")
+        for i in range(servers):
+            self.servers.append(Node("dts-server" + (f"{i + 1}" if i else ""),
+                                     [DTS, "server", "--port", "0"] + self.set_flags,
+                                     self.tmp, r"dts listening on (http://\S+)"))
+        self.server = self.servers[0]
         self.api = Api(self.server.match.group(1))
-        self.workers = []
-        for i in range(workers):
-            self.workers.append(Node(f"dts-worker{i + 1}",
-                                     [DTS, "worker", "--cores", str(worker_cores), "--id", f"bench-w{i + 1}"]
-                                     + self.set_flags,
-                                     self.tmp, r"dts worker (\S+) ready"))
-        self._wait_settled(workers)
+        for c in cores:
+            self.add_worker(c)
+        self.wait_settled(len(cores), settle_timeout)
+
+    def add_worker(self, cores, flags=(), env_extra=None):
+        """Starts one more `dts worker --cores N` (id bench-wN, N its
+        number) and returns it once it says it is ready."""
+        n = len(self.workers) + 1
+        node = Node(f"dts-worker{n}", [DTS, "worker", "--cores", str(cores), "--id", f"bench-w{n}"]
+                    + self.set_flags + list(flags), self.tmp, r"dts worker (\S+) ready", env_extra=env_extra)
+        self.workers.append(node)
+        return node
 
     def _start_redis(self):
         for _ in range(5):
@@ -236,10 +249,11 @@ class Distributed:
             p.stop(grace=2)
         raise BenchError(f"the broker did not start:\n{tail(log_path)}")
 
-    def _wait_settled(self, workers, timeout=60):
+    def wait_settled(self, workers, timeout=60):
         """Until /v1/workers lists every worker, the scheduler consumers have
-        joined, and the workers' shard partitions cover the topic; then one
-        warm-up task, so no rebalance happens while a timed task runs."""
+        joined, and the workers' shard partitions cover the topic (each
+        worker owning some, or as many workers as there are partitions), so
+        no rebalance happens while a timed task runs."""
         deadline = time.monotonic() + timeout
         while True:
             listed = self.api.json("GET", "/v1/workers")
@@ -247,15 +261,16 @@ class Distributed:
             owned = [self._owned_partitions(w) for w in self.workers]
             union = set().union(*owned)
             disjoint = sum(len(o) for o in owned) == len(union)
-            if (len(listed) >= workers and joined and all(owned)
+            owners = sum(1 for o in owned if o)
+            if (len(listed) >= workers and joined and owners == min(workers, PARTITIONS)
                     and disjoint and union == set(range(PARTITIONS))):
                 break
-            for n in [self.server] + self.workers:
+            for n in self.dts_nodes():
                 if not n.proc.alive():
                     raise BenchError(f"{n.name} exited:\n{tail(n.log_path)}")
             if time.monotonic() > deadline:
                 raise BenchError(f"the distributed stack did not settle in {timeout} s: "
-                                 f"{len(listed)} workers listed, scheduler joined={joined}, "
+                                 f"{len(listed)} of {workers} workers listed, scheduler joined={joined}, "
                                  f"worker partitions={owned}")
             time.sleep(0.1)
 
@@ -276,13 +291,17 @@ class Distributed:
         return owned
 
     def dts_nodes(self):
-        return [n for n in [self.server] + self.workers if n is not None]
+        return self.servers + self.workers
 
     def cpu(self):
+        """CPU of the running processes (a worker stopped mid-run is left
+        out: its /proc entry is gone)."""
         parts = {}
         own = 0.0
         children = 0.0
         for n in self.dts_nodes():
+            if not n.proc.alive():
+                continue
             o, c = proc_times(n.pid)
             parts[n.name] = o
             own += o
@@ -294,9 +313,9 @@ class Distributed:
         return {"own": own, "children": children, "parts": parts}
 
     def rss(self):
-        out = {"server": vm_hwm_kb(self.server.pid)}
-        for w in self.workers:
-            out[w.name.replace("dts-", "")] = vm_hwm_kb(w.pid)
+        out = {}
+        for n in self.servers + self.workers:
+            out[n.name.replace("dts-", "")] = vm_hwm_kb(n.pid)
         out["redis"] = vm_hwm_kb(self.redis.pid)
         out["broker"] = vm_hwm_kb(self.broker.pid)
         return out

@@ -4,7 +4,8 @@ function."""
 
 from .common import CORES, POLL
 from .runners import RUNNER_LABEL
-from .summary import percentile
+from .scheduling import BIG_ITEMS, BIG_SLEEP, GAP_WINDOW, SMALL_DELAY, cores_text
+from .summary import median, percentile
 from .targets import targets
 
 def fmt(x, spec, none="—"):
@@ -66,15 +67,18 @@ def render(info, command, args, runs, summary, extra, duration):
     md += profile_section(summary, extra)
     md += latency_section(extra)
     md += w4_section(args, extra)
+    md += scheduling_section(extra.get("scheduling"))
     if summary == [] or args.only:
         tg = [t for t in tg if t[1] != "not measured"]  # a partial run: only what it measured
     md += targets_section(tg)
     markdown = "\n".join(md) + "\n"
-    text = ["", text_table(head, lines), ""]
-    text.append("Targets:")
-    text.append(text_table(["target", "measured", "result"], [list(t) for t in tg]))
-    text.append("")
-    # The rest of the markdown (latency, W4, store ops) also goes to stdout.
+    # A partial run prints only the tables it has rows for.
+    text = ["", text_table(head, lines), ""] if lines else [""]
+    if tg:
+        text.append("Targets:")
+        text.append(text_table(["target", "measured", "result"], [list(t) for t in tg]))
+        text.append("")
+    # The rest of the markdown (latency, W4, scheduling, store ops) also goes to stdout.
     text.append(markdown.split("## Targets", 1)[0].split(HOW_MEASURED, 1)[-1].split("## Machine and command", 1)[-1])
     return {"text": "\n".join(text), "markdown": markdown}
 
@@ -303,6 +307,123 @@ def w4_line(mode, r):
                      f"{rp['total'] / max(1, r.get('shards') or 1):.1f} per shard); Redis memory then {r.get('redis_used_memory')}")
     parts.append("CPU " + ", ".join(f"{k} {v:.2f} s" for k, v in r["cpu_parts"].items()))
     return f"- {mode}: " + "; ".join(parts)
+
+
+def scheduling_section(sched):
+    """Makespan ÷ ideal, the small task behind a big one, the scale run and
+    speculation: each figure next to its ideal or baseline."""
+    if not sched:
+        return []
+    md = ["\n## Scheduling\n",
+          "Makespan is the task's `createdAt` → `finishedAt` from `GET /v1/tasks/{id}` (the server's clock); "
+          "\"client\" is submit → COMPLETED seen by the bench (polling every 50 ms). Ideal = item-seconds ÷ slots "
+          "+ the longest item. Medians over the runs; each case runs on one fresh stack (one server, Redis, "
+          "the broker) with a warm-up task first.\n"]
+    if sched.get("makespan"):
+        md.append(md_table(["case", "workers (cores)", "items", "ideal", "makespan", "÷ ideal", "client", "workers that ran items", "runs (s)"],
+                           [makespan_row(r) for r in sched["makespan"]]))
+        md.append("\nItems per worker in each case's first run (workers bench-w1, w2, … in the order of their cores above; "
+                  "those that ran none left out): "
+                  + "; ".join(f"{r['case']}: {per_worker_text(r['runs'][0]['per_worker'])}"
+                              for r in sched["makespan"] if r["runs"]) + "\n")
+    if sched.get("latency"):
+        md.append(f"Small task behind a big one: a task of {BIG_ITEMS} × `sleep {BIG_SLEEP}` (embedded: `dts up --cores 2`; "
+                  f"distributed: one server, 2 workers × `--cores 2`), then {SMALL_DELAY} s later a task of two `echo` items; its "
+                  "submit → COMPLETED on the bench's clock (polling every 20 ms). Baseline: the same small task "
+                  "on the idle node. \"Big task left\": the big task's `finishedAt` − the small task's `createdAt` "
+                  "(what the small task waits if it waits for all of it).\n")
+        md.append(md_table(["mode", "small task latency", "idle baseline", "÷ baseline", "big task left", "runs (ms)"],
+                           [latency_behind_row(r) for r in sched["latency"].values()]))
+        md.append("")
+    if sched.get("scale"):
+        md += scale_lines(sched["scale"])
+    if sched.get("speculation"):
+        md += speculation_lines(sched["speculation"])
+    return md
+
+
+def per_worker_text(per_worker):
+    """"w1 41, w2 39": items per worker, by the bench's worker number."""
+    def number(wid):
+        tail = wid.rsplit("w", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+    return ", ".join(f"{w.removeprefix('bench-')} {per_worker[w]}" for w in sorted(per_worker, key=number))
+
+
+def makespan_row(r):
+    head = [r["case"], f"{cores_text(r['cores'])} ({r['slots']} slots)", f"{r['items']:,} × sleep {r['secs']}", f"{r['ideal']:.2f} s"]
+    if "makespan" not in r:
+        return head + ["ERROR", "", "", "", r.get("error", "")[:80]]
+    used = ", ".join(f"{len(x['per_worker'])}/{len(r['cores'])}" for x in r["runs"])
+    runs = ", ".join(f"{x['server']:.2f}" for x in r["runs"]) + (" (then ERROR)" if "error" in r else "")
+    return head + [f"{r['makespan']:.2f} s", f"**{r['ratio']:.2f}**", f"{r['client']:.2f} s", used, runs]
+
+
+def latency_behind_row(r):
+    if not r["behind"]:
+        return [r["mode"], "ERROR", "", "", "", r.get("error", "")[:80]]
+    lat, idle = median(r["behind"]), median(r["idle"])
+    return [r["mode"], f"{lat * 1000:.0f} ms", f"{idle * 1000:.0f} ms", f"**{lat / idle:.1f}**",
+            f"{median(r['big_left']):.2f} s", ", ".join(f"{x * 1000:.0f}" for x in r["behind"])
+            + (" (then ERROR)" if "error" in r else "")]
+
+
+def scale_lines(s):
+    md = [f"Scale: {s['servers']} `dts server` (tasks submitted to the first), {s['workers']} `dts worker --cores "
+          f"{s['cores']}` ({s['slots']} slots), one task of {s['items']:,} × `echo \"$EPOCHREALTIME\"; sleep {s['secs']}` "
+          f"(the echo gives each item's start time); one run per fresh stack.\n"]
+    if not s["runs"]:
+        return md + [f"ERROR {s.get('error')}", ""]
+    md.append(f"- makespan **{s['makespan']:.2f} s**, ideal {s['ideal']:.2f} s: **{s['ratio']:.2f}× ideal** "
+              f"(client {s['client']:.2f} s); workers that ran items: "
+              + ", ".join(f"{x['workers_used']} of {s['workers'] + 1}" for x in s["runs"])
+              + (f"; ERROR in a later run: {s['error']}" if "error" in s else ""))
+    md.append(f"- control-plane CPU (servers' and workers' own utime+stime, not the items'): **{s['cpu_ms']:.3f} ms "
+              f"per item**, against the items' own {s['items_cpu_ms']:.3f} ms (ratio {s['cpu_ms'] / s['items_cpu_ms']:.2f}); "
+              f"redis-server {s['redis_ms']:.3f} ms, the broker {s['broker_ms']:.3f} ms per item")
+    md.append(f"- Redis per item: **{s['calls']:.2f} commands** (`INFO commandstats` calls, commands inside scripts "
+              f"included, the bench's INFO left out, its 100 ms progress polls in), **{s['bytes']:.0f} bytes** "
+              f"(`total_net_input_bytes` + `total_net_output_bytes`), **{s['memory']:.0f} bytes of memory per "
+              f"stored result** (`used_memory` after the end − before the submit; the task's inputs and results, "
+              f"each result's stdout about 18 bytes)")
+    for i, x in enumerate(s["runs"]):
+        j, lv, g = x["join"], x["leave"], x["gaps"]
+        md.append(f"- join/leave{f' (run {i + 1})' if len(s['runs']) > 1 else ''}: a worker started at "
+                  f"{fmt(j['at'], '.1f')} s ({fmt(j['done'], ',')} items done), ready {fmt(j.get('ready_s'), '.2f')} s "
+                  f"later, ran {j['items']:,} items{'; ERROR ' + j['error'] if j.get('error') else ''}; "
+                  f"{lv['id']} ({'running items' if lv['busy'] else 'idle'} then) got SIGTERM at "
+                  f"{fmt(lv['at'], '.1f')} s ({fmt(lv['done'], ',')} items done), exited "
+                  f"{fmt(lv['exit_s'], '.2f')} s later with code {lv['exit_code']}, ran {lv['items']:,} items in all"
+                  f"{'; ERROR ' + lv['error'] if lv.get('error') else ''}; items run more than once: {x['reruns']}")
+        md.append(f"- longest gap in item starts and ends across the other workers in the {GAP_WINDOW:g} s after the join: "
+                  f"**{fmt(g.get('join'), '.3f')} s**, after the leave: **{fmt(g.get('leave'), '.3f')} s**; "
+                  f"baseline, the {GAP_WINDOW:g} s before the join: {fmt(g.get('baseline'), '.3f')} s"
+                  + (f" (ratios {g['join'] / g['baseline']:.1f} and {g['leave'] / g['baseline']:.1f})"
+                     if g.get("baseline") and g.get("join") is not None and g.get("leave") is not None else ""))
+    md.append("")
+    return md
+
+
+def speculation_lines(sp):
+    md = [f"Speculation: {sp['items']} × `sleep {sp['secs']}` on 2 workers × `--cores 2`, the second "
+          f"(`--label slow=yes`) {sp['slowdown']}× slower (its items see `BENCH_SLOW`, let through "
+          f"`executor.env-allow`, and sleep {sp['secs'] * sp['slowdown']:g} s); ideal at full speed {sp['ideal']:.2f} s.\n"]
+    if "error" in sp and "off" not in sp:
+        return md + [f"ERROR {sp['error']}", ""]
+    rows = []
+    for key, field in (("off", "false"), ("on", "true")):
+        r = sp.get(key)
+        if r and r.get("runs"):
+            rows.append([f"`\"speculation\": {field}`", f"{r['makespan']:.2f} s", f"{sp['ideal']:.2f} s",
+                         f"**{r['ratio']:.2f}**", ", ".join(f"{x['server']:.2f}" for x in r["runs"])])
+        elif key == "on" and not sp.get("supported"):
+            rows.append([f"`\"speculation\": {field}`", "not implemented yet", f"{sp['ideal']:.2f} s", "—",
+                         "this dts has no `scheduler.speculation-factor`"])
+    md.append(md_table(["task", "makespan", "ideal", "÷ ideal", "runs (s)"], rows))
+    if "error" in sp:
+        md.append(f"\nERROR {sp['error']}")
+    md.append("")
+    return md
 
 
 def targets_section(tg):
