@@ -13,7 +13,7 @@ import threading
 import time
 
 from .clients import Api, Redis, check_completed, task_body
-from .common import DTS, PARTITIONS, ROOT, SHARD_TOPIC, BenchError
+from .common import DTS, PARTITIONS, ROOT, BenchError
 from .processes import (Proc, child_pids, free_port, is_warm_shell, make_temp, proc_times,
                         stop_all, vm_hwm_kb, wait_port)
 
@@ -87,11 +87,12 @@ class Node:
 
 
 def published_line(node, tid):
-    """(timestamp, elapsed_ms) of the "shards published" log line for `tid`
-    (the scheduler logs it once every shard is published; dts commits before
-    978088b do not have it)."""
+    """(timestamp, elapsed_ms) of the line the scheduler logs for `tid` once
+    its shards can run: "task ready" (late binding: the plan is stored and
+    the workers woken), or "shards published" (dts commits from 978088b until
+    late binding, when shards travelled on the bus)."""
     for ts, _lvl, msg in node.events():
-        if msg.startswith("shards published") and f"task={tid}" in msg:
+        if msg.startswith(("task ready", "shards published")) and f"task={tid}" in msg:
             m = re.search(r"elapsed_ms=(\d+)", msg)
             return ts, int(m.group(1)) if m else None
     return None
@@ -250,45 +251,22 @@ class Distributed:
         raise BenchError(f"the broker did not start:\n{tail(log_path)}")
 
     def wait_settled(self, workers, timeout=60):
-        """Until /v1/workers lists every worker, the scheduler consumers have
-        joined, and the workers' shard partitions cover the topic (each
-        worker owning some, or as many workers as there are partitions), so
-        no rebalance happens while a timed task runs."""
+        """Until /v1/workers lists every worker and the scheduler consumers
+        have joined. Workers claim shards from the store (late binding), so
+        there is no shard partition to wait for."""
         deadline = time.monotonic() + timeout
         while True:
             listed = self.api.json("GET", "/v1/workers")
             joined = any("scheduler consumers joined" in m for _, _, m in self.server.events())
-            owned = [self._owned_partitions(w) for w in self.workers]
-            union = set().union(*owned)
-            disjoint = sum(len(o) for o in owned) == len(union)
-            owners = sum(1 for o in owned if o)
-            if (len(listed) >= workers and joined and owners == min(workers, PARTITIONS)
-                    and disjoint and union == set(range(PARTITIONS))):
+            if len(listed) >= workers and joined:
                 break
             for n in self.dts_nodes():
                 if not n.proc.alive():
                     raise BenchError(f"{n.name} exited:\n{tail(n.log_path)}")
             if time.monotonic() > deadline:
                 raise BenchError(f"the distributed stack did not settle in {timeout} s: "
-                                 f"{len(listed)} of {workers} workers listed, scheduler joined={joined}, "
-                                 f"worker partitions={owned}")
+                                 f"{len(listed)} of {workers} workers listed, scheduler joined={joined}")
             time.sleep(0.1)
-
-    @staticmethod
-    def _owned_partitions(node):
-        owned = set()
-        for _, _, msg in node.events():
-            if SHARD_TOPIC not in msg:
-                continue
-            m = re.search(r"(assigned|revoked)=\[([\d, ]*)\]", msg)
-            if not m:
-                continue
-            parts = {int(x) for x in m.group(2).replace(" ", "").split(",") if x}
-            if m.group(1) == "assigned":
-                owned |= parts
-            else:
-                owned -= parts
-        return owned
 
     def dts_nodes(self):
         return self.servers + self.workers

@@ -233,7 +233,7 @@ impl Scheduler {
         } else {
             self.wake_workers(id).await;
         }
-        debug!(
+        info!(
             task = %id,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "task ready"
