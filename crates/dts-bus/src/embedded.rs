@@ -7,7 +7,7 @@
 //! once. Messages published to a topic before any group subscribed wait in a
 //! backlog that the first group takes over.
 //!
-//! Listeners ([`Bus::listen`](crate::Bus::listen)) share one bounded
+//! Listeners ([`Bus::listen`]) share one bounded
 //! broadcast channel per topic, beside the group queues: publishing sends to
 //! it too. A listener that falls more than [`LISTEN_BUFFER`] messages behind
 //! skips the oldest and goes on with the next one; listeners carry wakes,

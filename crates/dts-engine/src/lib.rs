@@ -3,10 +3,12 @@
 //! and distributed mode share every line of it.
 //!
 //! - [`submit`]: stores a new task and publishes it, retrying with backoff;
-//! - [`scheduler`]: consumes the task topic, plans shards, publishes them;
+//! - [`scheduler`]: consumes the task topic, stores a guided plan whose shards
+//!   are then ready in the store, and wakes the workers;
 //! - [`shard`]: the one way to build a shard's work ([`dts_model::ShardMessage`]);
-//! - [`worker`]: consumes the shard topic, runs items on one slot per core,
-//!   records results and completes shards;
+//! - [`worker`]: one slot per core, each claiming the next ready shard of the
+//!   task the scheduling policy picks, running its items, recording results
+//!   and completing shards (late binding, docs/scheduling.md);
 //! - [`recovery`]: on start-up of an embedded node, republishes what the store
 //!   says is unfinished (the embedded bus keeps nothing across restarts);
 //! - [`sweeper`]: on every node with an API, republishes tasks whose server

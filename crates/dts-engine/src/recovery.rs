@@ -3,8 +3,8 @@
 //! The embedded bus lives in memory, so a `dts up` killed with SIGKILL loses
 //! every message in flight. The store does not: on start-up every task that
 //! has not ended is published to the task topic again. Planning is idempotent
-//! (an existing plan is reused and only its unfinished shards are
-//! republished) and workers skip items that already have a result, so this
+//! (an existing plan is reused, its unfinished shards still ready or
+//! claimable in the store) and workers skip items that already have a result, so this
 //! finishes every task without running or counting anything twice.
 
 use crate::EngineError;

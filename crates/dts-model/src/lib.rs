@@ -220,7 +220,8 @@ pub struct TaskMessage {
     pub task_id: String,
 }
 
-/// On the shard topic: everything a worker needs to run one shard.
+/// Everything a worker needs to run one shard, built from the stored task and
+/// the shard's range when a slot claims it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardMessage {
