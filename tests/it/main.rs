@@ -14,6 +14,7 @@ mod isolation;
 mod labels;
 mod outputs;
 mod restart;
+mod scheduling;
 mod security;
 mod seed_api;
 mod v1_api;
