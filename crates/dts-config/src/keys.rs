@@ -233,7 +233,7 @@ pub const KEYS: &[KeySpec] = &[
         "pubsub.task-shard.topic",
         Text,
         "distributed_task_shard",
-        "Topic task shards are published to for workers.",
+        "Topic the scheduler wakes workers on when a task is planned (workers claim its shards from the store).",
     ),
     KeySpec::new(
         "pubsub.result.topic",
@@ -258,7 +258,7 @@ pub const KEYS: &[KeySpec] = &[
         "pubsub.worker-group",
         Text,
         "task-workers",
-        "Consumer group of the workers reading task shards.",
+        "Accepted for compatibility and unused: workers no longer read shards from a consumer group (each listens for wakes on its own).",
     ),
     KeySpec::new(
         "pubsub.partitions",
