@@ -264,6 +264,13 @@ pub trait Store: Send + Sync + 'static {
     /// The task, without its inputs.
     async fn task(&self, id: &str) -> StoreResult<Option<Task>>;
 
+    /// The task's status alone, for a worker that polls whether the tasks it
+    /// runs have ended: cheaper than [`Store::task`] where a task is large.
+    /// `None` for an unknown task.
+    async fn task_status(&self, id: &str) -> StoreResult<Option<TaskStatus>> {
+        Ok(self.task(id).await?.map(|task| task.status))
+    }
+
     /// The task's [`Task::version`] alone: a cheap way to see whether it
     /// changed. `None` for an unknown task.
     async fn task_version(&self, id: &str) -> StoreResult<Option<u64>>;

@@ -71,7 +71,10 @@ pub struct WorkerSettings {
     /// without a wake (it starts at a few tens of milliseconds and backs off).
     pub idle_poll: Duration,
     /// How old the slots' shared view of the runnable tasks may be when a
-    /// slot ranks them: the delay before a busy worker notices a new task.
+    /// slot ranks them. A wake (a task was planned) makes the next rank read
+    /// it again at once, so this bounds how stale other workers' running
+    /// counts are for fair share, and how late a task whose wake was lost
+    /// is seen by busy slots.
     pub snapshot_max_age: Duration,
     /// "Now" for heartbeats and task deadlines (the system clock; tests
     /// pass one that follows tokio's paused time).
@@ -96,7 +99,7 @@ impl WorkerSettings {
             drain_grace: Duration::from_secs(10),
             retry_delay: Duration::from_secs(1),
             idle_poll: Duration::from_secs(1),
-            snapshot_max_age: Duration::from_millis(100),
+            snapshot_max_age: Duration::from_secs(1),
             clock: system_clock(),
         }
     }
@@ -390,8 +393,8 @@ impl Inner {
                     .collect()
             };
             for (id, token) in running {
-                match self.store.task(&id).await {
-                    Ok(Some(task)) if !task.status.is_terminal() => {}
+                match self.store.task_status(&id).await {
+                    Ok(Some(status)) if !status.is_terminal() => {}
                     Ok(_) => token.cancel(),
                     Err(e) => {
                         debug!(task = %id, error = %with_causes(&e), "cannot check the task's status")

@@ -4,9 +4,9 @@
 //! A free slot ranks the runnable tasks with the one policy
 //! ([`dts_model::scheduling::pick`]) and claims the chosen task's next ready
 //! shard ([`Store::claim_ready_shard`]). The worker's slots share one
-//! snapshot of the runnable tasks, read at most every
-//! [`WorkerSettings::snapshot_max_age`], so a slot that finishes an item
-//! rarely pays a store round trip to decide what comes next. A slot with
+//! snapshot of the runnable tasks, read again on a wake and otherwise at most
+//! every [`WorkerSettings::snapshot_max_age`], so a slot that finishes an
+//! item rarely pays a store round trip to decide what comes next. A slot with
 //! nothing to do waits for a wake (the scheduler publishes one when it
 //! plans a task) or polls, backing off to [`WorkerSettings::idle_poll`], so
 //! a lost wake costs latency, never work.

@@ -253,6 +253,10 @@ impl Store for RedisStore {
         tasks::task_version(self, id).await
     }
 
+    async fn task_status(&self, id: &str) -> StoreResult<Option<TaskStatus>> {
+        tasks::task_status(self, id).await
+    }
+
     async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
         tasks::inputs(self, id).await
     }

@@ -92,6 +92,25 @@ pub(super) async fn task_version(store: &RedisStore, id: &str) -> StoreResult<Op
     }
 }
 
+pub(super) async fn task_status(store: &RedisStore, id: &str) -> StoreResult<Option<TaskStatus>> {
+    let mut conn = store.conn.clone();
+    let status: Option<String> = store
+        .run(
+            &format!("read status of task {id}"),
+            ::redis::cmd("HGET")
+                .arg(store.keys.task(id))
+                .arg("status")
+                .query_async(&mut conn),
+        )
+        .await?;
+    status
+        .map(|text| {
+            text.parse()
+                .map_err(|e| StoreError::corrupt(format!("task {id} status {text:?}"), e))
+        })
+        .transpose()
+}
+
 pub(super) async fn inputs(store: &RedisStore, id: &str) -> StoreResult<Option<Vec<String>>> {
     read_inputs(store, id, 0, u64::MAX).await
 }

@@ -95,6 +95,7 @@ macro_rules! store_contract {
                 a_workers_labels_round_trip_and_a_new_heartbeat_replaces_them,
                 the_version_grows_with_every_change_and_never_with_a_read,
                 the_version_of_an_unknown_task_is_none,
+                the_status_alone_follows_every_transition_and_is_none_for_an_unknown_task,
                 the_first_claim_of_a_shard_acquires_attempt_one,
                 a_live_lease_is_held_against_every_claimant_with_its_owner_and_time_left,
                 an_expired_lease_is_taken_over_by_another_worker_as_attempt_two,

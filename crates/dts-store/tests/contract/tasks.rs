@@ -396,3 +396,28 @@ pub(crate) async fn the_version_of_an_unknown_task_is_none(store: DynStore) {
         None
     );
 }
+
+pub(crate) async fn the_status_alone_follows_every_transition_and_is_none_for_an_unknown_task(
+    store: DynStore,
+) {
+    let task = insert(&store, 2).await;
+    assert_eq!(
+        store.task_status(&task.id).await.unwrap(),
+        Some(TaskStatus::Queued)
+    );
+    for to in [
+        TaskStatus::Submitted,
+        TaskStatus::InProgress,
+        TaskStatus::Cancelled,
+    ] {
+        store.transition(&task.id, to, None).await.unwrap();
+        assert_eq!(store.task_status(&task.id).await.unwrap(), Some(to));
+    }
+    assert_eq!(
+        store
+            .task_status("6f1c1a39-52bb-4a57-9d0a-3d2b1f5a9e10")
+            .await
+            .unwrap(),
+        None
+    );
+}
