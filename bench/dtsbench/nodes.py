@@ -87,14 +87,14 @@ class Node:
 
 
 def published_line(node, tid):
-    """(timestamp, elapsed_ms) of the line the scheduler logs for `tid` once
+    """(timestamp, elapsed_ms, late_binding) of the line the scheduler logs for `tid` once
     its shards can run: "task ready" (late binding: the plan is stored and
     the workers woken), or "shards published" (dts commits from 978088b until
     late binding, when shards travelled on the bus)."""
     for ts, _lvl, msg in node.events():
         if msg.startswith(("task ready", "shards published")) and f"task={tid}" in msg:
             m = re.search(r"elapsed_ms=(\d+)", msg)
-            return ts, int(m.group(1)) if m else None
+            return ts, int(m.group(1)) if m else None, msg.startswith("task ready")
     return None
 
 

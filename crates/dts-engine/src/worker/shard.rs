@@ -215,7 +215,8 @@ impl Inner {
                 break;
             }
             let input = &message.items[(index - message.start) as usize];
-            let Some(result) = self.run_item(run, &program, index, input).await else {
+            let item = self.run_item(run, &program, index, input);
+            let Some(result) = self.flushing_while(item, run, &mut unsaved).await else {
                 break;
             };
             ran += 1;
@@ -262,6 +263,39 @@ impl Inner {
             events::publish_completion(&self.bus, &self.settings.topics, &completion.task).await;
         }
         Ok(ShardEnd::Done)
+    }
+
+    /// Awaits `item`, writing the results still unsaved once they are
+    /// `flush_interval` old, so the results of quick items are not held back
+    /// for as long as a slow item after them runs.
+    async fn flushing_while<F>(
+        &self,
+        item: F,
+        run: &ShardRun<'_>,
+        unsaved: &mut Pending,
+    ) -> Option<ItemResult>
+    where
+        F: std::future::Future<Output = Option<ItemResult>>,
+    {
+        let mut item = std::pin::pin!(item);
+        // ends: the item's future ends; each flush empties `unsaved`, or
+        // leaves it for the item's end after a failed write.
+        loop {
+            if unsaved.results.is_empty() {
+                return item.await;
+            }
+            let due = unsaved.flushed_at + self.settings.flush_interval;
+            tokio::select! {
+                result = &mut item => return result,
+                _ = tokio::time::sleep_until(due) => {
+                    self.flush(run.id(), &mut unsaved.results, &run.task_stop).await;
+                    unsaved.flushed_at = Instant::now();
+                    if !unsaved.results.is_empty() {
+                        return item.await;
+                    }
+                }
+            }
+        }
     }
 
     /// Writes `batch`; on success empties it and returns how many were

@@ -4,6 +4,7 @@ use crate::harness::*;
 use dts_model::{NewTask, TaskStatus};
 use dts_store::{ResultFilter, Store};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 #[tokio::test(start_paused = true)]
 async fn a_task_with_some_failing_items_is_failed_with_exact_counts() {
@@ -148,5 +149,38 @@ async fn a_worker_stopped_gracefully_finishes_its_running_items_and_hands_back_t
             (3, "w1.1", 1)
         ],
         "a clean hand-back is not a new attempt"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn results_of_quick_items_are_recorded_while_a_slow_item_after_them_runs() {
+    let h = Harness::new()
+        .workers(&[1])
+        .oversplit(1)
+        .min_planned_slots(1)
+        .start()
+        .await;
+    // One shard: two quick items, then one that runs a minute.
+    let task = h.submit(task(&["a 50ms", "b 50ms", "c 60s"])).await;
+    h.run_until(
+        |s| s.starts_of(&task.id).len() == 3,
+        "the slow item to start",
+    )
+    .await;
+    h.idle(Duration::from_secs(1)).await;
+
+    let running = h.task(&task.id).await;
+    assert_eq!(running.status, TaskStatus::InProgress);
+    assert_eq!(
+        running.items_succeeded, 2,
+        "the quick items' results are recorded"
+    );
+    assert_eq!(
+        h.results(&task.id)
+            .await
+            .iter()
+            .map(|r| r.index)
+            .collect::<Vec<_>>(),
+        vec![0, 1]
     );
 }
