@@ -37,6 +37,9 @@ const FIRST_IDLE_POLL: Duration = Duration::from_millis(50);
 pub(super) struct Snapshot {
     read_at: Option<Instant>,
     tasks: Vec<RunnableTask>,
+    /// Counts wakes: a read that a wake overtook may predate the task the
+    /// wake announced, so it is used once and read again at the next rank.
+    wakes: u64,
 }
 
 impl Snapshot {
@@ -66,6 +69,11 @@ impl Inner {
         let mut idle_wait = FIRST_IDLE_POLL;
         // ends: when shutdown begins (checked before every claim).
         while !stop_intake.is_cancelled() {
+            // Listening before looking, so a wake that comes while this slot
+            // finds nothing is not missed.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             match self.claim_next().await {
                 Ok(Some(claimed)) => {
                     idle_wait = FIRST_IDLE_POLL;
@@ -74,7 +82,7 @@ impl Inner {
                 Ok(None) => {
                     tokio::select! {
                         _ = stop_intake.cancelled() => break,
-                        _ = self.wake.notified() => idle_wait = FIRST_IDLE_POLL,
+                        _ = &mut woken => idle_wait = FIRST_IDLE_POLL,
                         _ = tokio::time::sleep(idle_wait) => {
                             idle_wait = (idle_wait * 2).min(self.settings.idle_poll);
                         }
@@ -92,7 +100,11 @@ impl Inner {
 
     /// Work is ready somewhere: the next read sees it, and idle slots look now.
     pub(super) fn wake_slots(&self) {
-        self.snapshot_lock().read_at = None;
+        {
+            let mut snapshot = self.snapshot_lock();
+            snapshot.read_at = None;
+            snapshot.wakes += 1;
+        }
         self.wake.notify_waiters();
     }
 
@@ -114,11 +126,12 @@ impl Inner {
         if !self.snapshot_is_fresh() {
             let _reading = self.snapshot_read.lock().await;
             if !self.snapshot_is_fresh() {
+                let wakes_before = self.snapshot_lock().wakes;
                 let tasks = self.store.runnable_tasks(SNAPSHOT_LIMIT).await?;
-                *self.snapshot_lock() = Snapshot {
-                    read_at: Some(Instant::now()),
-                    tasks,
-                };
+                let mut snapshot = self.snapshot_lock();
+                let overtaken = snapshot.wakes != wakes_before;
+                snapshot.read_at = (!overtaken).then(Instant::now);
+                snapshot.tasks = tasks;
             }
         }
         Ok(self.snapshot_lock().candidates())
