@@ -111,8 +111,26 @@ pub(super) async fn task_status(store: &RedisStore, id: &str) -> StoreResult<Opt
         .transpose()
 }
 
+/// Inputs read per call when the whole list is read, so one call stays well
+/// inside the call timeout however long the list is (a million inputs in
+/// one script call took seconds on a loaded machine).
+const INPUTS_PAGE: u64 = 100_000;
+
 pub(super) async fn inputs(store: &RedisStore, id: &str) -> StoreResult<Option<Vec<String>>> {
-    read_inputs(store, id, 0, u64::MAX).await
+    let mut all = Vec::new();
+    // ends: inputs are never added to after the task is stored, and each
+    // page starts where the last ended, so a short page comes.
+    loop {
+        let start = all.len() as u64;
+        let Some(page) = read_inputs(store, id, start, INPUTS_PAGE).await? else {
+            return Ok(None);
+        };
+        let full = page.len() as u64 == INPUTS_PAGE;
+        all.extend(page);
+        if !full {
+            return Ok(Some(all));
+        }
+    }
 }
 
 pub(super) async fn inputs_range(
