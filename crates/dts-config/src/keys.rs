@@ -312,7 +312,7 @@ pub const KEYS: &[KeySpec] = &[
         "scheduler.oversplit",
         U32,
         "2",
-        "Shards planned per live worker core: about oversplit × total live cores.",
+        "Shards per live worker core in the first round of a guided plan: each shard takes the items left ÷ (oversplit × live cores, at least 8), so shards shrink to single items.",
     )
     .min(1),
     KeySpec::new(
