@@ -65,7 +65,9 @@ fn now_secs() -> f64 {
         .as_secs_f64()
 }
 
-/// The start times that items wrote (`date +%s.%N > DIR/PREFIX-$1`), sorted.
+/// The start times that items wrote, sorted. Items write the time to a
+/// hidden file and rename it to `DIR/PREFIX-$1`, so a marker is never seen
+/// half written (a plain `>` creates the file empty before `date` runs).
 fn start_times(dir: &Path, prefix: &str) -> Vec<f64> {
     let mut times: Vec<f64> = std::fs::read_dir(dir)
         .expect("read the marker directory")
@@ -279,7 +281,10 @@ async fn a_higher_priority_task_starts_its_items_before_the_waiting_items_of_a_l
     let dir = shared_dir();
     let marker = |prefix: &str| {
         json!({
-            "templateFunction": format!("date +%s.%N > \"{{{{dir}}}}/{prefix}-$1\"; sleep 0.5"),
+            "templateFunction": format!(
+                "date +%s.%N > \"{{{{dir}}}}/.{prefix}-$1\" && \
+                 mv \"{{{{dir}}}}/.{prefix}-$1\" \"{{{{dir}}}}/{prefix}-$1\"; sleep 0.5"
+            ),
             "variableJson": {"dir": dir.path().display().to_string()},
         })
     };
