@@ -326,6 +326,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records `results` as [`Store::record_results`] does and completes the
     /// shard, in one atomic, idempotent step: the shard joins the completed set
     /// only if it is not there yet, and only then does `chunksExecuted` grow.
+    /// A shard completed before records nothing: the first run of a shard to
+    /// complete it (of a redelivery, a worker that lost its lease, or a
+    /// speculative copy) is the one whose results count.
     /// Completing the last shard enters the status
     /// [`TaskStatus::after_last_shard`] gives (an `INPROGRESS` task becomes
     /// `COMPLETED` if no item failed, else `FAILED`, and gets `finishedAt`; a
@@ -438,6 +441,31 @@ pub trait Store: Send + Sync + 'static {
         max_held: Option<u32>,
     ) -> StoreResult<ReadyClaim>;
 
+    /// Takes a copy of a straggling shard of task `id` for `worker`, in one
+    /// atomic step: straggler speculation (docs/scheduling.md). Only when
+    /// the task is `INPROGRESS` and has no ready shard (every shard not
+    /// completed is held by an unexpired lease) does it look at the held
+    /// shards; one straggles when its holder claimed it longer ago than its
+    /// items × `per_item`, and than `min`. Of those not copied before, it
+    /// takes one held by another worker if there is one, the longest held
+    /// first, and marks it copied: a shard is copied once. The copy takes
+    /// no lease: the holder keeps running the shard, and whichever completes
+    /// it first counts ([`Store::complete_shard`] records nothing for a
+    /// shard completed before). An unknown task is
+    /// [`StoreError::NoSuchTask`].
+    async fn claim_copy(
+        &self,
+        id: &str,
+        worker: &str,
+        per_item: Duration,
+        min: Duration,
+    ) -> StoreResult<CopyClaim>;
+
+    /// Whether the task's shard is completed: what a slot running a copy
+    /// checks, to stop once the holder has completed it. `false` for a task
+    /// the store does not know.
+    async fn shard_completed(&self, id: &str, shard: u32) -> StoreResult<bool>;
+
     /// Counts one more start of the item at `index`, atomically, and
     /// returns the count (1 the first time). Workers call it only for shards
     /// that lost a worker before (attempt 2 or more), to find the item that
@@ -523,6 +551,25 @@ pub enum ReadyClaim {
     AtCapacity,
     /// The task is not `INPROGRESS` (it ended, or was never planned):
     /// nothing of it is handed out.
+    TaskEnded,
+}
+
+/// What [`Store::claim_copy`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyClaim {
+    /// The caller may run a copy of `shard`; no other copy of it is handed out.
+    Copied {
+        /// The shard's index in the plan.
+        shard: u32,
+        /// Its items.
+        range: ShardRange,
+        /// The attempt of the holder's run, which the copy's results show.
+        attempt: u32,
+    },
+    /// The task has ready shards, or no held shard straggles, or every one
+    /// that does was copied already.
+    NoStraggler,
+    /// The task is not `INPROGRESS`.
     TaskEnded,
 }
 

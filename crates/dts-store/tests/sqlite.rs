@@ -6,7 +6,8 @@ use dts_model::{
     Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind, now_millis,
 };
 use dts_store::{
-    DynStore, PlanOutcome, ReadyClaim, ResultFilter, ShardClaim, SqliteStore, Store, StoreError,
+    CopyClaim, DynStore, PlanOutcome, ReadyClaim, ResultFilter, ShardClaim, SqliteStore, Store,
+    StoreError,
 };
 use rusqlite::Connection;
 
@@ -22,7 +23,7 @@ fn open(path: &Path) -> DynStore {
 
 /// What each schema version from 2 on added, undone: `UNDO[v - 2]` takes a
 /// file of version `v` back to version `v - 1`.
-const UNDO: [&str; 7] = [
+const UNDO: [&str; 8] = [
     "DROP TABLE shard_leases; DROP TABLE item_starts;",
     "ALTER TABLE tasks DROP COLUMN deadline_secs;",
     "ALTER TABLE tasks DROP COLUMN version; \
@@ -46,6 +47,8 @@ const UNDO: [&str; 7] = [
      INSERT INTO task_inputs (task_key, inputs) \
      SELECT key, '[]' FROM tasks WHERE key NOT IN (SELECT task_key FROM task_inputs); \
      DROP TABLE task_input_pages;",
+    "ALTER TABLE shard_leases DROP COLUMN claimed_at; \
+     ALTER TABLE shard_leases DROP COLUMN copied;",
 ];
 
 /// Makes a current file look like what a dts writing schema `version` left,
@@ -197,7 +200,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 8,
+                supported: 9,
                 ..
             }
         ),
@@ -255,7 +258,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
     drop(store);
-    assert_eq!(schema_version(&path), 8);
+    assert_eq!(schema_version(&path), 9);
 }
 
 #[tokio::test]
@@ -356,7 +359,7 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
         "the labels column of version 7 stores them"
     );
     drop(store);
-    assert_eq!(schema_version(&path), 8);
+    assert_eq!(schema_version(&path), 9);
 }
 
 #[tokio::test]
@@ -706,7 +709,7 @@ async fn a_task_stored_before_input_pages_reads_by_range_from_its_one_array() {
     assert_eq!(pages, 2, "both tasks' inputs are one array each");
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 8);
+    assert_eq!(schema_version(&path), 9);
     assert_eq!(store.inputs(&old.id).await.unwrap().as_ref(), Some(&all));
     for (start, len) in [(0, 1), (3, 4), (1_023, 3), (2_400, 100), (2_490, 50)] {
         let end = (start + len).min(all.len());
@@ -736,4 +739,50 @@ async fn a_task_stored_before_input_pages_reads_by_range_from_its_one_array() {
             .as_deref(),
         Some(&all[1_020..1_030])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_before_speculation_existed_reads_as_claimed_long_ago_and_copies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let t = task(2);
+    {
+        let store = open(&path);
+        store.insert_task(&t, &inputs(2)).await.unwrap();
+        store.save_plan(&t.id, &shards(2, 2)).await.unwrap();
+        let claim = store
+            .claim_ready_shard(&t.id, "worker-a", Duration::from_secs(600), None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(claim, ReadyClaim::Claimed { shard: 0, .. }),
+            "{claim:?}"
+        );
+    }
+    // What a dts from before straggler speculation wrote.
+    rewind(&path, 8);
+
+    let store = open(&path);
+    assert_eq!(schema_version(&path), 9);
+    let hour = Duration::from_secs(3_600);
+    let copy = store
+        .claim_copy(&t.id, "worker-b", hour, hour)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            copy,
+            CopyClaim::Copied {
+                shard: 0,
+                attempt: 1,
+                ..
+            }
+        ),
+        "{copy:?}"
+    );
+    let again = store
+        .claim_copy(&t.id, "worker-b", hour, hour)
+        .await
+        .unwrap();
+    assert_eq!(again, CopyClaim::NoStraggler, "copied once");
 }

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use dts_bus::{Acknowledge, Bus, BusResult, Delivery, DynBus, Subscription};
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use dts_store::{
-    DynStore, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
-    ShardCompletion, Store, StoreResult,
+    CopyClaim, DynStore, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask,
+    ShardClaim, ShardCompletion, Store, StoreResult,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -368,6 +368,20 @@ impl Store for LifeStore {
         self.life
             .step(self.inner.claim_ready_shard(id, worker, lease, max_held))
             .await
+    }
+    async fn claim_copy(
+        &self,
+        id: &str,
+        worker: &str,
+        per_item: Duration,
+        min: Duration,
+    ) -> StoreResult<CopyClaim> {
+        self.life
+            .step(self.inner.claim_copy(id, worker, per_item, min))
+            .await
+    }
+    async fn shard_completed(&self, id: &str, shard: u32) -> StoreResult<bool> {
+        self.life.step(self.inner.shard_completed(id, shard)).await
     }
     async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32> {
         self.life

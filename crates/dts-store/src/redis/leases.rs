@@ -10,7 +10,9 @@ use super::RedisStore;
 use super::codec::TaskHash;
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
-use crate::{ReadyClaim, RunnableTask, ShardClaim, StoreError, StoreResult, lease_millis};
+use crate::{
+    CopyClaim, ReadyClaim, RunnableTask, ShardClaim, StoreError, StoreResult, lease_millis,
+};
 use dts_model::{ShardRange, TaskStatus};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -136,6 +138,50 @@ pub(super) async fn claim_ready_shard(
         Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(&op, &reply)),
     }
+}
+
+pub(super) async fn claim_copy(
+    store: &RedisStore,
+    id: &str,
+    worker: &str,
+    per_item: Duration,
+    min: Duration,
+) -> StoreResult<CopyClaim> {
+    let op = format!("claim a copy of a straggling shard of task {id} for worker {worker}");
+    let args = vec![
+        worker.to_string(),
+        lease_millis(per_item).to_string(),
+        lease_millis(min).to_string(),
+    ];
+    let reply = store
+        .task_script(&SCRIPTS.claim_copy, &op, id, args)
+        .await?;
+    match reply.first().map(String::as_str) {
+        Some("copied") if reply.len() == 4 => Ok(CopyClaim::Copied {
+            shard: number(&op, &reply[1])?,
+            attempt: number(&op, &reply[2])?,
+            range: range(id, &reply[1], &reply[3])?,
+        }),
+        Some("none") => Ok(CopyClaim::NoStraggler),
+        Some("ended") => Ok(CopyClaim::TaskEnded),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
+        _ => Err(unexpected(&op, &reply)),
+    }
+}
+
+pub(super) async fn shard_completed(store: &RedisStore, id: &str, shard: u32) -> StoreResult<bool> {
+    let op = format!("read whether shard {shard} of task {id} is completed");
+    let mut conn = store.conn.clone();
+    let member: bool = store
+        .run(
+            &op,
+            ::redis::cmd("SISMEMBER")
+                .arg(store.keys.shards(id))
+                .arg(shard)
+                .query_async(&mut conn),
+        )
+        .await?;
+    Ok(member)
 }
 
 /// A shard's range as `claim_ready_shard.lua` reads it: `start:len`.

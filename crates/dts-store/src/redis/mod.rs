@@ -74,7 +74,7 @@ mod tasks;
 mod workers;
 
 use crate::{
-    HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
+    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
     ShardCompletion, Store, StoreError, StoreResult,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -370,6 +370,20 @@ impl Store for RedisStore {
         max_held: Option<u32>,
     ) -> StoreResult<ReadyClaim> {
         leases::claim_ready_shard(self, id, worker, lease, max_held).await
+    }
+
+    async fn claim_copy(
+        &self,
+        id: &str,
+        worker: &str,
+        per_item: Duration,
+        min: Duration,
+    ) -> StoreResult<CopyClaim> {
+        leases::claim_copy(self, id, worker, per_item, min).await
+    }
+
+    async fn shard_completed(&self, id: &str, shard: u32) -> StoreResult<bool> {
+        leases::shard_completed(self, id, shard).await
     }
 
     async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32> {

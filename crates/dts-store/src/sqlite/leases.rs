@@ -15,8 +15,8 @@
 //! owner may still renew it, which must not touch the queue.
 
 use super::rows::{DbResult, RawTask, TASK_COLUMNS, no_shard, task_from_row, task_key};
-use crate::{ReadyClaim, RunnableTask, ShardClaim, StoreError, lease_millis};
-use dts_model::{Clock, TaskStatus};
+use crate::{CopyClaim, ReadyClaim, RunnableTask, ShardClaim, StoreError, lease_millis};
+use dts_model::{Clock, ShardRange, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params, params};
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ struct Lease {
     attempts: u32,
     /// Released not clean: the next claim counts as a new attempt.
     dirty: bool,
+    /// When the owner claimed it, in milliseconds: how long it has run,
+    /// for straggler speculation.
+    claimed_at: u64,
 }
 
 /// What a claim by `worker` at `now` does to a shard whose lease is
@@ -47,6 +50,7 @@ fn decide(
         expires_at: 0,
         attempts: 0,
         dirty: false,
+        claimed_at: 0,
     });
     let attempts = match before.owner {
         Some(owner) if before.expires_at > now => {
@@ -65,6 +69,7 @@ fn decide(
         expires_at: now.saturating_add(lease_ms),
         attempts,
         dirty: false,
+        claimed_at: now,
     };
     (ShardClaim::Acquired { attempt: attempts }, Some(after))
 }
@@ -105,7 +110,7 @@ pub(super) fn claim_shard(
 fn read_lease(conn: &Connection, key: i64, shard: u32) -> DbResult<Option<Lease>> {
     Ok(conn
         .prepare_cached(
-            "SELECT owner, expires_at, attempts, dirty FROM shard_leases \
+            "SELECT owner, expires_at, attempts, dirty, claimed_at FROM shard_leases \
              WHERE task_key = ?1 AND shard = ?2",
         )?
         .query_row(params![key, shard], |row| {
@@ -114,6 +119,7 @@ fn read_lease(conn: &Connection, key: i64, shard: u32) -> DbResult<Option<Lease>
                 expires_at: row.get(1)?,
                 attempts: row.get(2)?,
                 dirty: row.get(3)?,
+                claimed_at: row.get(4)?,
             })
         })
         .optional()?)
@@ -123,11 +129,11 @@ fn read_lease(conn: &Connection, key: i64, shard: u32) -> DbResult<Option<Lease>
 /// path claimed it, so it leaves the ready queue in the same step.
 fn write_lease(conn: &Connection, key: i64, shard: u32, lease: &Lease) -> DbResult<()> {
     conn.prepare_cached(
-        "INSERT INTO shard_leases (task_key, shard, owner, expires_at, attempts, dirty) \
-         VALUES (:task_key, :shard, :owner, :expires_at, :attempts, :dirty) \
+        "INSERT INTO shard_leases (task_key, shard, owner, expires_at, attempts, dirty, claimed_at) \
+         VALUES (:task_key, :shard, :owner, :expires_at, :attempts, :dirty, :claimed_at) \
          ON CONFLICT (task_key, shard) DO UPDATE SET owner = excluded.owner, \
          expires_at = excluded.expires_at, attempts = excluded.attempts, \
-         dirty = excluded.dirty",
+         dirty = excluded.dirty, claimed_at = excluded.claimed_at",
     )?
     .execute(named_params! {
         ":task_key": key,
@@ -136,6 +142,7 @@ fn write_lease(conn: &Connection, key: i64, shard: u32, lease: &Lease) -> DbResu
         ":expires_at": lease.expires_at,
         ":attempts": lease.attempts,
         ":dirty": lease.dirty,
+        ":claimed_at": lease.claimed_at,
     })?;
     conn.prepare_cached("DELETE FROM ready_shards WHERE task_key = ?1 AND shard = ?2")?
         .execute(params![key, shard])?;
@@ -256,18 +263,124 @@ pub(super) fn claim_ready_shard(
             .into());
         }
     };
-    let range: Option<String> = tx
-        .prepare_cached("SELECT json_extract(plan, '$[' || ?2 || ']') FROM tasks WHERE key = ?1")?
-        .query_row(params![key, shard], |row| row.get(0))?;
-    let what = || format!("task {id} plan shard {shard}");
-    let range = range.ok_or_else(|| StoreError::corrupt(what(), "missing from the plan"))?;
-    let range = serde_json::from_str(&range).map_err(|e| StoreError::corrupt(what(), e))?;
+    let range = plan_range(&tx, id, key, shard)?;
     tx.commit()?;
     Ok(ReadyClaim::Claimed {
         shard,
         range,
         attempt,
     })
+}
+
+/// Shard `shard` of the plan of the task stored under `key` (`id`).
+fn plan_range(conn: &Connection, id: &str, key: i64, shard: u32) -> DbResult<ShardRange> {
+    let range: Option<String> = conn
+        .prepare_cached("SELECT json_extract(plan, '$[' || ?2 || ']') FROM tasks WHERE key = ?1")?
+        .query_row(params![key, shard], |row| row.get(0))?;
+    let what = || format!("task {id} plan shard {shard}");
+    let range = range.ok_or_else(|| StoreError::corrupt(what(), "missing from the plan"))?;
+    Ok(serde_json::from_str(&range).map_err(|e| StoreError::corrupt(what(), e))?)
+}
+
+/// A held shard [`claim_copy`] may copy.
+struct Straggler {
+    shard: u32,
+    range: ShardRange,
+    attempt: u32,
+    /// Held by the worker asking: a copy elsewhere is preferred.
+    own: bool,
+    claimed_at: u64,
+}
+
+pub(super) fn claim_copy(
+    conn: &mut Connection,
+    id: &str,
+    worker: &str,
+    per_item: Duration,
+    min: Duration,
+    clock: &dyn Clock,
+) -> DbResult<CopyClaim> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (key, status): (i64, String) = tx
+        .prepare_cached("SELECT key, status FROM tasks WHERE id = ?1")?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?
+        .ok_or_else(|| StoreError::NoSuchTask { id: id.to_string() })?;
+    if status != TaskStatus::InProgress.as_str() {
+        return Ok(CopyClaim::TaskEnded);
+    }
+    let now = clock.now_millis();
+    // Shards still to hand out come first: a copy is only for a task whose
+    // every open shard runs.
+    let ready = tx
+        .prepare_cached(
+            "SELECT 1 FROM ready_shards WHERE task_key = ?1 UNION ALL \
+             SELECT 1 FROM shard_leases WHERE task_key = ?1 AND owner IS NOT NULL AND expires_at <= ?2",
+        )?
+        .exists(params![key, now])?;
+    if ready {
+        return Ok(CopyClaim::NoStraggler);
+    }
+    let held: Vec<(u32, String, u64, u32)> = tx
+        .prepare_cached(
+            "SELECT shard, owner, claimed_at, attempts FROM shard_leases \
+             WHERE task_key = ?1 AND owner IS NOT NULL AND expires_at > ?2 AND copied = 0",
+        )?
+        .query_map(params![key, now], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let (per_item, min) = (lease_millis(per_item), lease_millis(min));
+    let mut best: Option<Straggler> = None;
+    for (shard, owner, claimed_at, attempt) in held {
+        let range = plan_range(&tx, id, key, shard)?;
+        let expected = per_item.saturating_mul(range.len).max(min);
+        if now.saturating_sub(claimed_at) <= expected {
+            continue;
+        }
+        let candidate = Straggler {
+            shard,
+            range,
+            attempt,
+            own: owner == worker,
+            claimed_at,
+        };
+        if best
+            .as_ref()
+            .is_none_or(|b| (candidate.own, candidate.claimed_at) < (b.own, b.claimed_at))
+        {
+            best = Some(candidate);
+        }
+    }
+    let Some(copy) = best else {
+        return Ok(CopyClaim::NoStraggler);
+    };
+    tx.prepare_cached("UPDATE shard_leases SET copied = 1 WHERE task_key = ?1 AND shard = ?2")?
+        .execute(params![key, copy.shard])?;
+    tx.commit()?;
+    Ok(CopyClaim::Copied {
+        shard: copy.shard,
+        range: copy.range,
+        attempt: copy.attempt,
+    })
+}
+
+/// Whether shard `shard` of the task stored under `key` is completed.
+pub(super) fn is_completed(conn: &Connection, key: i64, shard: u32) -> DbResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM completed_shards WHERE task_key = ?1 AND shard = ?2")?
+        .exists(params![key, shard])?)
+}
+
+pub(super) fn shard_completed(conn: &mut Connection, id: &str, shard: u32) -> DbResult<bool> {
+    let key: Option<i64> = conn
+        .prepare_cached("SELECT key FROM tasks WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?;
+    match key {
+        Some(key) => is_completed(conn, key, shard),
+        None => Ok(false),
+    }
 }
 
 pub(super) fn renew_leases(
@@ -369,6 +482,7 @@ mod tests {
             expires_at,
             attempts,
             dirty,
+            claimed_at: 0,
         })
     }
 
@@ -379,6 +493,7 @@ mod tests {
                 assert_eq!(after.expires_at, NOW + 1_000);
                 assert_eq!(after.attempts, attempt);
                 assert!(!after.dirty);
+                assert_eq!(after.claimed_at, NOW);
                 attempt
             }
             other => panic!("expected acquired, got {other:?}"),

@@ -22,7 +22,7 @@ mod tasks;
 mod workers;
 
 use crate::{
-    HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
+    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
     ShardCompletion, Store, StoreError, StoreResult, encode,
 };
 use async_trait::async_trait;
@@ -393,6 +393,32 @@ impl Store for SqliteStore {
         self.call(
             format!("claim a ready shard of task {id} for worker {worker}"),
             move |conn| leases::claim_ready_shard(conn, &id, &worker, lease, max_held, &*clock),
+        )
+        .await
+    }
+
+    async fn claim_copy(
+        &self,
+        id: &str,
+        worker: &str,
+        per_item: Duration,
+        min: Duration,
+    ) -> StoreResult<CopyClaim> {
+        let id = id.to_string();
+        let worker = worker.to_string();
+        let clock = self.clock();
+        self.call(
+            format!("claim a copy of a straggling shard of task {id} for worker {worker}"),
+            move |conn| leases::claim_copy(conn, &id, &worker, per_item, min, &*clock),
+        )
+        .await
+    }
+
+    async fn shard_completed(&self, id: &str, shard: u32) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.call(
+            format!("read whether shard {shard} of task {id} is completed"),
+            move |conn| leases::shard_completed(conn, &id, shard),
         )
         .await
     }

@@ -39,19 +39,23 @@ pub(super) fn complete_shard(
     if shard >= task.chunks_to_execute {
         return Err(no_shard(id, shard, task.chunks_to_execute).into());
     }
+    if super::leases::is_completed(&tx, key, shard)? {
+        // The first run to complete the shard counted; this one records nothing.
+        return Ok(ShardCompletion {
+            newly_completed: false,
+            finished_task: false,
+            task,
+        });
+    }
     let before = task.clone();
     apply_results(&tx, key, &mut task, results)?;
     // Whoever held the lease, nobody runs a completed shard again.
     super::leases::drop_lease(&tx, key, shard)?;
-    let newly_completed = tx
-        .prepare_cached(
-            "INSERT INTO completed_shards (task_key, shard) VALUES (?1, ?2) \
-             ON CONFLICT (task_key, shard) DO NOTHING",
-        )?
-        .execute(params![key, shard])?
-        == 1;
+    tx.prepare_cached("INSERT INTO completed_shards (task_key, shard) VALUES (?1, ?2)")?
+        .execute(params![key, shard])?;
+    let newly_completed = true;
     let mut finished_task = false;
-    if newly_completed {
+    {
         task.chunks_executed += 1;
         if task.chunks_executed == task.chunks_to_execute {
             // The rule (and why a cancelled task keeps its status) is dts-model's.

@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 8;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -177,9 +177,19 @@ CREATE TABLE task_input_pages (
 );
 ";
 
+/// Version 9: straggler speculation. When the owner claimed a lease
+/// (`claimed_at`, ms on the store's clock) and whether a copy of the shard
+/// was handed out (`copied`). Leases written before read as claimed at 0
+/// and never copied.
+const SCHEMA_V9: &str = "
+ALTER TABLE shard_leases ADD COLUMN claimed_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE shard_leases ADD COLUMN copied INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Every migration step in order: step `n` upgrades version `n` to `n + 1`.
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 9] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
+    SCHEMA_V9,
 ];
 const _: () = assert!(STEPS.len() as i64 == SCHEMA_VERSION, "one step per version");
 

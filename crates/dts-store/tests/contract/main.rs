@@ -13,6 +13,7 @@ mod leases;
 mod plans;
 mod queue;
 mod results;
+mod speculation;
 mod tasks;
 mod workers;
 
@@ -22,6 +23,7 @@ use leases::*;
 use plans::*;
 use queue::*;
 use results::*;
+use speculation::*;
 use std::sync::Arc;
 use std::time::Duration;
 use tasks::*;
@@ -119,6 +121,12 @@ macro_rules! store_contract {
                 ready_and_held_counts_are_exact_through_claim_release_expiry_and_completion,
                 claiming_through_the_old_claim_shard_path_takes_the_shard_off_the_ready_queue,
                 runnable_tasks_are_the_in_progress_tasks_with_open_shards_oldest_first,
+                a_copy_is_handed_out_only_once_nothing_is_ready_and_a_shard_straggles,
+                a_workers_own_shard_is_copied_only_when_no_other_straggles,
+                sixteen_concurrent_copiers_get_each_shard_once,
+                copies_of_an_ended_task_are_refused_and_of_an_unknown_one_not_found,
+                the_first_run_to_complete_a_shard_counts_and_a_later_one_records_nothing,
+                a_copied_shard_completed_by_the_copy_drops_the_holders_lease,
             );
         }
     };

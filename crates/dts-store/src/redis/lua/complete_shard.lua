@@ -16,6 +16,10 @@ if tonumber(ARGV[5]) >= planned then
   -- Counting it would let chunksExecuted pass chunksToExecute.
   return { 'noshard', int(planned) }
 end
+if redis.call('SISMEMBER', SHARDS, ARGV[5]) == 1 then
+  -- The first run to complete the shard counted; this one records nothing.
+  return reply({ 'ok', '0', '0' })
+end
 local rules = tonumber(ARGV[7])
 local after_last_shard = {}
 for i = 8, 7 + 3 * rules, 3 do

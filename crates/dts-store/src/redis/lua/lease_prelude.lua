@@ -6,6 +6,9 @@
 --                     worker lost the shard
 --   {shard}:dirty     '1' after a release that was not clean: the next
 --                     claim counts as a new attempt
+--   {shard}:since     when the owner claimed it (ms, Redis's clock), for
+--                     straggler speculation
+--   {shard}:copied    '1' once a copy of the shard was handed out
 -- A completed shard has none of them.
 --
 -- Beside the hash, a task keeps its ready queue (`:ready`, shards neither
@@ -13,9 +16,11 @@
 -- shards scored by when the lease expires; expired ones count as ready).
 -- Every script that changes an owner keeps both in step.
 
--- The lease hash's field names for `shard`: owner, expires, attempts, dirty.
+-- The lease hash's field names for `shard`: owner, expires, attempts, dirty,
+-- since, copied.
 local function lease_fields(shard)
-  return shard .. ':owner', shard .. ':expires', shard .. ':attempts', shard .. ':dirty'
+  return shard .. ':owner', shard .. ':expires', shard .. ':attempts', shard .. ':dirty',
+    shard .. ':since', shard .. ':copied'
 end
 
 -- Claims `shard` for `worker` at `now` (ms) for `lease_ms`, by the rules of
@@ -23,7 +28,7 @@ end
 -- held set. Returns the attempt; or nil, the owner and the milliseconds left
 -- when someone holds a live lease.
 local function acquire(leases, ready, held, shard, worker, lease_ms, now)
-  local f_owner, f_expires, f_attempts, f_dirty = lease_fields(shard)
+  local f_owner, f_expires, f_attempts, f_dirty, f_since = lease_fields(shard)
   local lease = redis.call('HMGET', leases, f_owner, f_expires, f_attempts, f_dirty)
   local owner, expires = lease[1], tonumber(lease[2]) or 0
   local attempts, dirty = tonumber(lease[3]) or 0, lease[4] == '1'
@@ -39,7 +44,8 @@ local function acquire(leases, ready, held, shard, worker, lease_ms, now)
   end
   -- (Handed back cleanly: the same attempt carries on.)
   local until_ms = int(now + lease_ms)
-  redis.call('HSET', leases, f_owner, worker, f_expires, until_ms, f_attempts, int(attempts))
+  redis.call('HSET', leases, f_owner, worker, f_expires, until_ms, f_attempts, int(attempts),
+    f_since, int(now))
   redis.call('HDEL', leases, f_dirty)
   redis.call('ZREM', ready, shard)
   redis.call('ZADD', held, until_ms, shard)

@@ -1,0 +1,215 @@
+//! Contract: straggler speculation — handing out one copy of a shard that
+//! has run too long, only once nothing is ready, and counting whichever run
+//! completes the shard first, once.
+
+use crate::helpers::*;
+use dts_model::{ItemResult, ShardRange, TaskStatus};
+use dts_store::{CopyClaim, DynStore, ReadyClaim, ResultFilter, StoreError};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Long enough never to run out during a test.
+const LONG: Duration = Duration::from_secs(600);
+/// A threshold no shard reaches during a test.
+const NEVER: Duration = Duration::from_secs(3_600);
+/// A threshold every shard claimed a little while ago has passed.
+const SOON: Duration = Duration::from_millis(1);
+/// How long a test lets held shards run before it asks for a copy.
+const A_WHILE: Duration = Duration::from_millis(30);
+
+async fn claim(store: &DynStore, id: &str, worker: &str) -> u32 {
+    match store
+        .claim_ready_shard(id, worker, LONG, None)
+        .await
+        .unwrap()
+    {
+        ReadyClaim::Claimed { shard, .. } => shard,
+        other => panic!("{worker} should have claimed a shard: {other:?}"),
+    }
+}
+
+async fn copy(store: &DynStore, id: &str, worker: &str, per_item: Duration) -> CopyClaim {
+    store.claim_copy(id, worker, per_item, SOON).await.unwrap()
+}
+
+fn copied(plan: &[ShardRange], shard: u32) -> CopyClaim {
+    CopyClaim::Copied {
+        shard,
+        range: plan[shard as usize],
+        attempt: 1,
+    }
+}
+
+pub(crate) async fn a_copy_is_handed_out_only_once_nothing_is_ready_and_a_shard_straggles(
+    store: DynStore,
+) {
+    let task = planned(&store, 4, 2).await;
+    let plan = even_plan(4, 2);
+    assert_eq!(claim(&store, &task.id, "worker-a").await, 0);
+    tokio::time::sleep(A_WHILE).await;
+    assert_eq!(
+        copy(&store, &task.id, "worker-b", SOON).await,
+        CopyClaim::NoStraggler,
+        "shard 1 is still ready: it is claimed, not copied"
+    );
+    assert_eq!(claim(&store, &task.id, "worker-b").await, 1);
+    assert_eq!(
+        copy(&store, &task.id, "worker-c", NEVER).await,
+        CopyClaim::NoStraggler,
+        "no shard has run longer than its items times the time per item"
+    );
+    tokio::time::sleep(A_WHILE).await;
+    assert_eq!(
+        copy(&store, &task.id, "worker-b", SOON).await,
+        copied(&plan, 0),
+        "worker-b gets a copy of worker-a's shard before one of its own"
+    );
+    assert_eq!(
+        copy(&store, &task.id, "worker-a", SOON).await,
+        copied(&plan, 1),
+    );
+    assert_eq!(
+        copy(&store, &task.id, "worker-c", SOON).await,
+        CopyClaim::NoStraggler,
+        "each shard is copied once"
+    );
+}
+
+pub(crate) async fn a_workers_own_shard_is_copied_only_when_no_other_straggles(store: DynStore) {
+    let task = planned(&store, 2, 2).await;
+    let plan = even_plan(2, 2);
+    // worker-b's own shard 0 has run longer than worker-a's shard 1.
+    assert_eq!(claim(&store, &task.id, "worker-b").await, 0);
+    tokio::time::sleep(A_WHILE).await;
+    assert_eq!(claim(&store, &task.id, "worker-a").await, 1);
+    tokio::time::sleep(A_WHILE).await;
+    assert_eq!(
+        copy(&store, &task.id, "worker-b", SOON).await,
+        copied(&plan, 1)
+    );
+    assert_eq!(
+        copy(&store, &task.id, "worker-b", SOON).await,
+        copied(&plan, 0)
+    );
+}
+
+pub(crate) async fn sixteen_concurrent_copiers_get_each_shard_once(store: DynStore) {
+    let task = planned(&store, 6, 3).await;
+    for worker in ["worker-a", "worker-b", "worker-c"] {
+        claim(&store, &task.id, worker).await;
+    }
+    tokio::time::sleep(A_WHILE).await;
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let (store, id) = (Arc::clone(&store), task.id.clone());
+            tokio::spawn(async move { copy(&store, &id, &format!("copier-{i}"), SOON).await })
+        })
+        .collect();
+    let mut shards = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            CopyClaim::Copied { shard, .. } => shards.push(shard),
+            CopyClaim::NoStraggler => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    shards.sort_unstable();
+    assert_eq!(shards, vec![0, 1, 2], "every shard copied exactly once");
+}
+
+pub(crate) async fn copies_of_an_ended_task_are_refused_and_of_an_unknown_one_not_found(
+    store: DynStore,
+) {
+    let task = planned(&store, 2, 1).await;
+    claim(&store, &task.id, "worker-a").await;
+    store
+        .transition(&task.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    tokio::time::sleep(A_WHILE).await;
+    assert_eq!(
+        copy(&store, &task.id, "worker-b", SOON).await,
+        CopyClaim::TaskEnded
+    );
+    match store
+        .claim_copy("no-such-task", "worker-b", SOON, SOON)
+        .await
+    {
+        Err(StoreError::NoSuchTask { id }) => assert_eq!(id, "no-such-task"),
+        other => panic!("expected NoSuchTask, got {other:?}"),
+    }
+}
+
+/// `index`'s result as a second run of it would give it: another worker,
+/// another output, failed.
+fn second_run(index: u64) -> ItemResult {
+    ItemResult {
+        worker: "worker-b".to_string(),
+        stdout: format!("copy {index}\n"),
+        ..failed(index)
+    }
+}
+
+pub(crate) async fn the_first_run_to_complete_a_shard_counts_and_a_later_one_records_nothing(
+    store: DynStore,
+) {
+    let task = planned(&store, 4, 2).await;
+    assert!(!store.shard_completed(&task.id, 0).await.unwrap());
+    let first: Vec<ItemResult> = (0..2).map(ok).collect();
+    let done = store.complete_shard(&task.id, 0, &first).await.unwrap();
+    assert!(done.newly_completed);
+    assert!(store.shard_completed(&task.id, 0).await.unwrap());
+    assert!(!store.shard_completed(&task.id, 1).await.unwrap());
+
+    let second: Vec<ItemResult> = (0..2).map(second_run).collect();
+    let again = store.complete_shard(&task.id, 0, &second).await.unwrap();
+    assert!(!again.newly_completed && !again.finished_task, "{again:?}");
+    let after = store.task(&task.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.chunks_executed,
+            after.items_succeeded,
+            after.items_failed
+        ),
+        (1, 2, 0),
+        "the second run counted nothing"
+    );
+    let (total, page) = store
+        .results(&task.id, ResultFilter::All, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!((total, page), (2, first), "the first run's results stay");
+    assert!(!store.shard_completed("no-such-task", 0).await.unwrap());
+}
+
+pub(crate) async fn a_copied_shard_completed_by_the_copy_drops_the_holders_lease(store: DynStore) {
+    let task = planned(&store, 2, 1).await;
+    claim(&store, &task.id, "worker-a").await;
+    tokio::time::sleep(A_WHILE).await;
+    assert!(matches!(
+        copy(&store, &task.id, "worker-b", SOON).await,
+        CopyClaim::Copied { shard: 0, .. }
+    ));
+    let results: Vec<ItemResult> = (0..2).map(second_run).collect();
+    let done = store.complete_shard(&task.id, 0, &results).await.unwrap();
+    assert!(done.newly_completed && done.finished_task, "{done:?}");
+    let lost = store
+        .renew_leases("worker-a", &[(task.id.clone(), 0)], LONG)
+        .await
+        .unwrap();
+    assert_eq!(
+        lost,
+        vec![(task.id.clone(), 0)],
+        "the holder learns at its next renewal that its run is no longer needed"
+    );
+    let workers: BTreeSet<String> = store
+        .results(&task.id, ResultFilter::All, 0, 10)
+        .await
+        .unwrap()
+        .1
+        .into_iter()
+        .map(|r| r.worker)
+        .collect();
+    assert_eq!(workers, BTreeSet::from(["worker-b".to_string()]));
+}
