@@ -369,3 +369,67 @@ rm "{{dir}}/running.$1""#;
         .count();
     assert_eq!(markers_left, 1, "only the counts file is left");
 }
+
+/// Items of the speculation test: where the worker's environment has SLOW
+/// (let through `executor.env-allow`), an item sleeps far past any wait of
+/// the test, so only a copy can finish it. Each run leaves a marker
+/// `INPUT.fast` or `INPUT.slow`.
+const SLOW_HERE_ITEM: &str = "tag=fast; [ -n \"$SLOW\" ] && tag=slow; \
+     touch \"{{dir}}/$1.$tag\"; [ $tag = slow ] && sleep 300; sleep 0.2; echo \"$1 $tag\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_workers_shards_are_copied_and_each_item_counts_once_from_the_copy() {
+    let cluster = Cluster::start();
+    let server = cluster.server("server");
+    let _fast = cluster.worker("fast", 2);
+    let mut slow_args = cluster.node_args();
+    slow_args.extend([
+        "--set".to_string(),
+        "executor.env-allow=PATH,HOME,LANG,LC_ALL,LC_CTYPE,TZ,TMPDIR,USER,LOGNAME,SLOW".to_string(),
+    ]);
+    let _slow = cluster.worker_with("slow", 2, slow_args, &[("SLOW", "1")]);
+    wait_for_workers(&server, 2).await;
+
+    let dir = shared_dir();
+    let id = server
+        .submit(json!({
+            "templateFunction": SLOW_HERE_ITEM,
+            "variableJson": {"dir": dir.path().display().to_string()},
+            "inputList": items(20),
+        }))
+        .await;
+    let results = completed_exactly(&server, &id, 20).await;
+    for r in &results {
+        assert_eq!(r["worker"], "fast", "only copies could finish: {r}");
+        assert_eq!(
+            r["stdout"],
+            format!("{} fast\n", r["input"].as_str().unwrap_or("?")),
+            "{r}"
+        );
+    }
+    let ran = |input: &str, tag: &str| dir.path().join(format!("{input}.{tag}")).exists();
+    let started_on_slow: Vec<String> = items(20).into_iter().filter(|i| ran(i, "slow")).collect();
+    assert!(
+        !started_on_slow.is_empty(),
+        "the slow worker should have claimed shards"
+    );
+    for input in &started_on_slow {
+        assert!(ran(input, "fast"), "{input} ran on the slow worker only");
+    }
+    // The slow worker's runs were stopped once the copies completed their
+    // shards: the completion took its leases.
+    let slow_log = cluster.log("slow");
+    wait_for(
+        DEADLINE,
+        "the slow worker to stop its copied items",
+        || async {
+            let text = std::fs::read_to_string(&slow_log).unwrap_or_default();
+            if text.contains("lost the lease on a running shard") {
+                Ok(())
+            } else {
+                Err(text.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
+            }
+        },
+    )
+    .await;
+}

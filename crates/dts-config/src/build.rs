@@ -63,6 +63,8 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
     };
     let scheduler = SchedulerSettings {
         oversplit: read.get("scheduler.oversplit")?,
+        speculation_factor: read.get("scheduler.speculation-factor")?,
+        speculation_min: read.millis("scheduler.speculation-min-ms")?,
         sweep_interval: read.millis("scheduler.sweep-interval-ms")?,
         republish_after: read.millis("scheduler.republish-after-ms")?,
     };

@@ -316,6 +316,18 @@ pub const KEYS: &[KeySpec] = &[
     )
     .min(1),
     KeySpec::new(
+        "scheduler.speculation-factor",
+        U32,
+        "3",
+        "Straggler speculation: once every remaining item of a task is running, an idle worker slot runs a copy of a shard that has run longer than this many times the task's median item time (as that worker saw it), per item; the first copy to finish counts. 0 turns it off; a task turns it off with \"speculation\": false. Read by workers.",
+    ),
+    KeySpec::new(
+        "scheduler.speculation-min-ms",
+        U64,
+        "1000",
+        "Straggler speculation never copies a shard that has run less than this, in milliseconds, however quick the task's items. Read by workers.",
+    ),
+    KeySpec::new(
         "scheduler.sweep-interval-ms",
         U64,
         "30000",

@@ -253,6 +253,11 @@ pub struct StoreSettings {
 pub struct SchedulerSettings {
     /// `scheduler.oversplit`: shards per available worker core, at least 1.
     pub oversplit: u32,
+    /// `scheduler.speculation-factor`: a shard straggles past this many
+    /// times the median item time per item; 0 turns speculation off.
+    pub speculation_factor: u32,
+    /// `scheduler.speculation-min-ms`: no shard straggles sooner.
+    pub speculation_min: Duration,
     /// `scheduler.sweep-interval-ms`.
     pub sweep_interval: Duration,
     /// `scheduler.republish-after-ms`.

@@ -281,6 +281,61 @@ pub fn should_yield(offer: SlotOffer<'_>, current_task: &str, candidates: &[Cand
         .any(|other| ahead_by_priority_or_share(other, other.running, current, without_slot))
 }
 
+/// Whether a slot that found nothing to [`pick`] may run a speculative copy
+/// of a straggling shard of `candidate` (docs/scheduling.md, "Stragglers"):
+/// the task asks for it (`speculation`), every shard of it not completed is
+/// held (nothing `ready`, so every remaining item is running), the slot's
+/// worker has the labels it requires, and its `maxConcurrency` leaves room
+/// for one more running item. The store decides which shard straggles.
+pub fn may_copy(offer: SlotOffer<'_>, candidate: &Candidate, speculation: bool) -> bool {
+    speculation
+        && !candidate.ready
+        && candidate.running > 0
+        && candidate.placeable_on(offer.labels)
+        && candidate.has_room()
+}
+
+/// How many recent item times [`ItemTimes`] keeps per task.
+const ITEM_TIMES_KEPT: usize = 63;
+
+/// The recent item times one worker saw for one task, for straggler
+/// speculation: a worker judges a straggler by the items its own slots ran,
+/// so it needs no one else's clock or state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemTimes {
+    recent: std::collections::VecDeque<u64>,
+}
+
+impl ItemTimes {
+    /// Counts one finished item that took `millis`; only the last
+    /// [`ITEM_TIMES_KEPT`] are kept, so a task whose items change pace is
+    /// judged by its recent ones.
+    pub fn record(&mut self, millis: u64) {
+        if self.recent.len() == ITEM_TIMES_KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(millis);
+    }
+
+    /// The median of the times kept (the upper one of an even count); `None`
+    /// before the first.
+    pub fn median(&self) -> Option<u64> {
+        let mut sorted: Vec<u64> = self.recent.iter().copied().collect();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() / 2).copied()
+    }
+
+    /// How long an item may run before it straggles: `factor` × the median,
+    /// in milliseconds. `None` before the first item, or when `factor` is 0
+    /// (speculation off).
+    pub fn straggler_after(&self, factor: u32) -> Option<u64> {
+        if factor == 0 {
+            return None;
+        }
+        Some(self.median()?.max(1).saturating_mul(u64::from(factor)))
+    }
+}
+
 /// Why `candidate` cannot run anywhere now, for its `waitingReason`: no
 /// live worker at all, or none with the labels it requires.
 /// `live_worker_labels` holds the labels of each live worker that runs
@@ -361,6 +416,82 @@ mod tests {
             ready: true,
             created_at,
         }
+    }
+
+    #[test]
+    fn a_copy_is_only_for_a_task_with_nothing_ready_and_items_running() {
+        let none = labels(&[]);
+        let offer = SlotOffer { labels: &none };
+        let tail = Candidate {
+            ready: false,
+            running: 2,
+            ..task("t", 1)
+        };
+        assert!(may_copy(offer, &tail, true));
+        assert!(!may_copy(offer, &tail, false), "speculation off");
+        assert!(
+            !may_copy(
+                offer,
+                &Candidate {
+                    ready: true,
+                    ..tail.clone()
+                },
+                true
+            ),
+            "claim instead"
+        );
+        assert!(
+            !may_copy(
+                offer,
+                &Candidate {
+                    running: 0,
+                    ..tail.clone()
+                },
+                true
+            ),
+            "nothing runs"
+        );
+        assert!(
+            !may_copy(
+                offer,
+                &Candidate {
+                    max_concurrency: Some(2),
+                    ..tail.clone()
+                },
+                true
+            ),
+            "a copy would pass maxConcurrency"
+        );
+        let gpu = Candidate {
+            requires: labels(&[("gpu", "a100")]),
+            ..tail
+        };
+        assert!(!may_copy(offer, &gpu, true), "a worker without the label");
+        let with_gpu = labels(&[("gpu", "a100")]);
+        assert!(may_copy(SlotOffer { labels: &with_gpu }, &gpu, true));
+    }
+
+    #[test]
+    fn the_straggler_threshold_is_factor_times_the_median_of_recent_items() {
+        let mut times = ItemTimes::default();
+        assert_eq!(times.straggler_after(3), None, "no item yet");
+        for ms in [100, 5_000, 120, 90, 110] {
+            times.record(ms);
+        }
+        assert_eq!(times.median(), Some(110), "one slow item does not move it");
+        assert_eq!(times.straggler_after(3), Some(330));
+        assert_eq!(times.straggler_after(0), None, "factor 0 is off");
+        for _ in 0..ITEM_TIMES_KEPT {
+            times.record(1_000);
+        }
+        assert_eq!(times.median(), Some(1_000), "only recent items count");
+        let mut instant = ItemTimes::default();
+        instant.record(0);
+        assert_eq!(
+            instant.straggler_after(3),
+            Some(3),
+            "a 0 ms median counts as 1 ms"
+        );
     }
 
     fn picked<'c>(

@@ -74,6 +74,8 @@ pub fn worker_settings(settings: &Settings) -> WorkerSettings {
         shard_attempts: settings.worker.shard_attempts,
         drain_grace: settings.worker.drain_grace,
         labels: settings.worker.labels.clone(),
+        speculation_factor: settings.scheduler.speculation_factor,
+        speculation_min: settings.scheduler.speculation_min,
         ..WorkerSettings::new(id, cores)
     }
 }

@@ -17,6 +17,7 @@
 mod runner;
 mod shard;
 mod slots;
+mod speculation;
 
 pub use runner::{ItemRunner, Slot};
 
@@ -76,6 +77,12 @@ pub struct WorkerSettings {
     /// counts are for fair share, and how late a task whose wake was lost
     /// is seen by busy slots.
     pub snapshot_max_age: Duration,
+    /// Straggler speculation (`scheduler.speculation-factor`): an idle slot
+    /// copies a shard that has run longer than this many times the task's
+    /// median item time per item; 0 turns it off.
+    pub speculation_factor: u32,
+    /// No shard is copied sooner than this (`scheduler.speculation-min-ms`).
+    pub speculation_min: Duration,
     /// "Now" for heartbeats and task deadlines (the system clock; tests
     /// pass one that follows tokio's paused time).
     pub clock: DynClock,
@@ -100,6 +107,8 @@ impl WorkerSettings {
             retry_delay: Duration::from_secs(1),
             idle_poll: Duration::from_secs(1),
             snapshot_max_age: Duration::from_secs(1),
+            speculation_factor: 3,
+            speculation_min: Duration::from_secs(1),
             clock: system_clock(),
         }
     }
@@ -153,6 +162,9 @@ struct Inner {
     snapshot_read: tokio::sync::Mutex<()>,
     /// Wakes idle slots: a task was planned.
     wake: Notify,
+    /// Per task, the recent times of the items this worker's slots ran: what
+    /// straggler speculation judges a long-running shard by.
+    item_times: Mutex<HashMap<String, dts_model::scheduling::ItemTimes>>,
 }
 
 struct TaskStop {
@@ -191,6 +203,7 @@ impl Worker {
                 snapshot: Mutex::new(slots::Snapshot::default()),
                 snapshot_read: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
+                item_times: Mutex::new(HashMap::new()),
             }),
         }
     }

@@ -60,6 +60,9 @@ struct ShardRun<'a> {
     stop_items: CancellationToken,
     /// 1 for the shard's first claim; more after workers died running it.
     attempt: u32,
+    /// A speculative copy (no lease): its results are written only with the
+    /// shard's completion, and only if the holder has not completed it.
+    copy: bool,
 }
 
 impl ShardRun<'_> {
@@ -70,7 +73,7 @@ impl ShardRun<'_> {
     /// The shard lost a worker before: run it alone on this worker, counting
     /// starts, to find an item that kills its workers.
     fn careful(&self) -> bool {
-        self.attempt > 1
+        self.attempt > 1 && !self.copy
     }
 }
 
@@ -91,10 +94,24 @@ impl Inner {
     ) {
         let (id, shard) = (claimed.task.id.clone(), claimed.shard);
         let started = Instant::now();
+        if claimed.copy {
+            // A copy holds no lease and was never counted in the snapshot:
+            // whatever its end, there is nothing to give back.
+            match self.execute(claimed, stop_intake, kill).await {
+                Ok(end) => {
+                    debug!(task = %id, shard, ?end, elapsed = ?started.elapsed(), "copy of a straggling shard ended")
+                }
+                Err(e) => {
+                    warn!(task = %id, shard, error = %with_causes(&e), "copy of a straggling shard failed; its holder runs on");
+                    sleep_unless_cancelled(self.settings.retry_delay, stop_intake).await;
+                }
+            }
+            return;
+        }
         match self.execute(claimed, stop_intake, kill).await {
             Ok(end @ (ShardEnd::Done | ShardEnd::Lost)) => {
                 if end == ShardEnd::Lost {
-                    warn!(task = %id, shard, "another worker took the shard over");
+                    warn!(task = %id, shard, "another worker took the shard over, or a copy of it completed it");
                 }
                 debug!(task = %id, shard, ?end, elapsed = ?started.elapsed(), "shard ended");
                 self.forget_held(&id);
@@ -148,16 +165,27 @@ impl Inner {
             }
         };
         let task_stop = self.task_stop(id, kill);
+        let (stop_items, completion_watch) = if claimed.copy {
+            let (stop, watch) = self.stop_when_completed(id, shard, &task_stop);
+            (stop, Some(watch))
+        } else {
+            (self.hold_lease(id, shard, &task_stop), None)
+        };
         let run = ShardRun {
             message: &message,
             stop_intake,
             kill,
-            stop_items: self.hold_lease(id, shard, &task_stop),
+            stop_items,
             task_stop,
             attempt: claimed.attempt,
+            copy: claimed.copy,
         };
         let outcome = self.run_claimed(&run).await;
-        self.forget_lease(id, shard);
+        if run.copy {
+            drop(completion_watch);
+        } else {
+            self.forget_lease(id, shard);
+        }
         self.release_task_stop(id);
         outcome
     }
@@ -220,27 +248,41 @@ impl Inner {
                 break;
             };
             ran += 1;
+            self.record_item_time(id, result.duration_ms);
             unsaved.results.push(result);
+            let last = position + 1 == pending.len();
             // Careful runs record each result before the next item starts: a
-            // death must not take finished items' results with it.
+            // death must not take finished items' results with it. The last
+            // result goes with the shard's completion, so that a copy that
+            // completed the shard first keeps its result; a copy writes
+            // nothing before its completion.
             if run.careful() {
                 self.save_with_retries(id, &unsaved.results).await?;
                 unsaved.results.clear();
-            } else if unsaved.results.len() >= self.settings.flush_batch
-                || unsaved.flushed_at.elapsed() >= self.settings.flush_interval
+            } else if !last
+                && !run.copy
+                && (unsaved.results.len() >= self.settings.flush_batch
+                    || unsaved.flushed_at.elapsed() >= self.settings.flush_interval)
             {
                 self.flush(id, &mut unsaved.results, &run.task_stop).await;
                 unsaved.flushed_at = Instant::now();
             }
-            let last = position + 1 == pending.len();
-            if !last && !run.task_stop.is_cancelled() && self.should_yield(id).await {
+            if !last && !run.copy && !run.task_stop.is_cancelled() && self.should_yield(id).await {
                 self.save_with_retries(id, &unsaved.results).await?;
                 return Ok(ShardEnd::Yielded);
             }
         }
 
+        if run.copy {
+            return self
+                .complete_copy(run, unsaved.results, ran < pending.len())
+                .await;
+        }
         if run.stop_items.is_cancelled() && !run.task_stop.is_cancelled() {
-            // Lost the lease: the results are still true; the new owner skips them.
+            // Lost the lease: the results are still true and the new owner
+            // skips them; but an item recorded meanwhile (a copy completed
+            // the shard) keeps the result recorded first.
+            self.keep_unrecorded(run, &mut unsaved.results).await?;
             self.save_with_retries(id, &unsaved.results).await?;
             return Ok(ShardEnd::Lost);
         }
@@ -265,6 +307,65 @@ impl Inner {
         Ok(ShardEnd::Done)
     }
 
+    /// Ends a speculative copy: if it ran every item, completes the shard
+    /// with its results for the items still without one (the holder's
+    /// recorded results stay); the store records nothing if the holder
+    /// completed the shard first. A copy stopped early writes nothing.
+    async fn complete_copy(
+        &self,
+        run: &ShardRun<'_>,
+        mut results: Vec<ItemResult>,
+        stopped_early: bool,
+    ) -> Result<ShardEnd, EngineError> {
+        let (id, shard) = (run.id(), run.message.shard_index);
+        if run.stop_items.is_cancelled() || stopped_early {
+            return Ok(if run.task_stop.is_cancelled() {
+                ShardEnd::TaskEnded
+            } else if run.stop_items.is_cancelled() {
+                ShardEnd::Lost
+            } else {
+                ShardEnd::Interrupted
+            });
+        }
+        self.keep_unrecorded(run, &mut results).await?;
+        let completion = self
+            .with_store_retries(|| self.store.complete_shard(id, shard, &results))
+            .await?;
+        if completion.newly_completed {
+            info!(task = %id, shard, "the copy completed the straggling shard first");
+        } else {
+            info!(task = %id, shard, "the shard's holder completed it first; the copy's results are discarded");
+        }
+        if completion.finished_task {
+            events::publish_completion(&self.bus, &self.settings.topics, &completion.task).await;
+        }
+        Ok(if completion.newly_completed {
+            ShardEnd::Done
+        } else {
+            ShardEnd::Lost
+        })
+    }
+
+    /// Drops from `results` the items that have a recorded result now.
+    async fn keep_unrecorded(
+        &self,
+        run: &ShardRun<'_>,
+        results: &mut Vec<ItemResult>,
+    ) -> Result<(), EngineError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let message = run.message;
+        let end = message.start + message.items.len() as u64;
+        let recorded: HashSet<u64> = self
+            .with_store_retries(|| self.store.recorded_indices(run.id(), message.start, end))
+            .await?
+            .into_iter()
+            .collect();
+        results.retain(|r| !recorded.contains(&r.index));
+        Ok(())
+    }
+
     /// Awaits `item`, writing the results still unsaved once they are
     /// `flush_interval` old, so the results of quick items are not held back
     /// for as long as a slow item after them runs.
@@ -281,7 +382,7 @@ impl Inner {
         // ends: the item's future ends; each flush empties `unsaved`, or
         // leaves it for the item's end after a failed write.
         loop {
-            if unsaved.results.is_empty() {
+            if unsaved.results.is_empty() || run.copy {
                 return item.await;
             }
             let due = unsaved.flushed_at + self.settings.flush_interval;

@@ -36,10 +36,12 @@ const FIRST_IDLE_POLL: Duration = Duration::from_millis(50);
 #[derive(Default)]
 pub(super) struct Snapshot {
     read_at: Option<Instant>,
-    tasks: Vec<RunnableTask>,
+    pub(super) tasks: Vec<RunnableTask>,
     /// Counts wakes: a read that a wake overtook may predate the task the
     /// wake announced, so it is used once and read again at the next rank.
     wakes: u64,
+    /// A slot has looked for a straggler to copy since this read.
+    pub(super) copies_looked: bool,
 }
 
 impl Snapshot {
@@ -61,6 +63,8 @@ pub(super) struct ClaimedShard {
     pub(super) shard: u32,
     pub(super) range: ShardRange,
     pub(super) attempt: u32,
+    /// A speculative copy of a shard another slot holds (no lease).
+    pub(super) copy: bool,
 }
 
 impl Inner {
@@ -108,13 +112,13 @@ impl Inner {
         self.wake.notify_waiters();
     }
 
-    fn offer(&self) -> SlotOffer<'_> {
+    pub(super) fn offer(&self) -> SlotOffer<'_> {
         SlotOffer {
             labels: &self.settings.labels,
         }
     }
 
-    fn snapshot_lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+    pub(super) fn snapshot_lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
         self.snapshot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -128,10 +132,12 @@ impl Inner {
             if !self.snapshot_is_fresh() {
                 let wakes_before = self.snapshot_lock().wakes;
                 let tasks = self.store.runnable_tasks(SNAPSHOT_LIMIT).await?;
+                self.keep_item_times_of(&tasks);
                 let mut snapshot = self.snapshot_lock();
                 let overtaken = snapshot.wakes != wakes_before;
                 snapshot.read_at = (!overtaken).then(Instant::now);
                 snapshot.tasks = tasks;
+                snapshot.copies_looked = false;
             }
         }
         Ok(self.snapshot_lock().candidates())
@@ -144,7 +150,8 @@ impl Inner {
     }
 
     /// Ranks the runnable tasks and claims a shard of the first the store
-    /// grants; `None` when no task this slot may run has a shard free.
+    /// grants; when no task this slot may run has a shard free, a copy of a
+    /// straggling shard (see `speculation.rs`), or `None`.
     ///
     /// The pick counts the shard as held in the snapshot before the claim
     /// goes to the store, under the lock the pick was made under, so slots
@@ -155,19 +162,20 @@ impl Inner {
         let mut refused: Vec<String> = Vec::new();
         // ends: every refused claim adds its task to `refused`.
         loop {
-            let (id, max_held) = {
+            let picked = {
                 let mut snapshot = self.snapshot_lock();
                 let mut candidates = snapshot.candidates();
                 candidates.retain(|c| !refused.contains(&c.task_id));
-                let Some(chosen) = scheduling::pick(self.offer(), &candidates) else {
-                    return Ok(None);
-                };
-                let picked = (chosen.task_id.clone(), chosen.max_concurrency);
-                if let Some(entry) = snapshot.entry(&picked.0) {
+                let picked = scheduling::pick(self.offer(), &candidates)
+                    .map(|chosen| (chosen.task_id.clone(), chosen.max_concurrency));
+                if let Some(entry) = picked.as_ref().and_then(|(id, _)| snapshot.entry(id)) {
                     entry.held += 1;
                     entry.ready = entry.ready.saturating_sub(1);
                 }
                 picked
+            };
+            let Some((id, max_held)) = picked else {
+                return self.claim_copy().await;
             };
             let answer = self
                 .store
@@ -222,6 +230,7 @@ impl Inner {
                         shard,
                         range,
                         attempt,
+                        copy: false,
                     }));
                 }
                 Some((None, shard, range, attempt)) => {
@@ -253,6 +262,7 @@ impl Inner {
                 shard,
                 range,
                 attempt,
+                copy: false,
             })),
             other => {
                 self.give_back(&id, shard).await;

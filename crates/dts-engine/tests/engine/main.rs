@@ -14,3 +14,4 @@ mod planning;
 mod policy;
 mod recovery;
 mod retries;
+mod speculation;

@@ -109,6 +109,8 @@ pub struct FakeRunner {
     pub clock: DynClock,
     /// The clock's reading when the harness started.
     pub epoch_ms: u64,
+    /// Every item runs this many times its run time here: a slow machine.
+    pub slowdown: u32,
 }
 
 enum End {
@@ -167,7 +169,7 @@ impl ItemRunner for FakeRunner {
             biased;
             _ = self.life.died() => End::Killed,
             _ = cancel.cancelled() => End::Cancelled,
-            _ = tokio::time::sleep(behaviour.run), if !behaviour.hang => End::Exited,
+            _ = tokio::time::sleep(behaviour.run * self.slowdown), if !behaviour.hang => End::Exited,
             _ = tokio::time::sleep(timeout) => End::TimedOut,
         };
         if matches!(end, End::Killed) {

@@ -169,6 +169,7 @@ struct WorkerProcess {
     id: String,
     cores: u32,
     labels: BTreeMap<String, String>,
+    slowdown: u32,
     life: Life,
 }
 
@@ -328,7 +329,19 @@ impl Harness {
         let number = self.workers.len();
         let id = self.fresh_worker_id(number);
         self.workers
-            .push(self.start_worker(id, cores, BTreeMap::new()).await);
+            .push(self.start_worker(id, cores, BTreeMap::new(), 1).await);
+        number
+    }
+
+    /// Starts one more worker with `cores` cores on which every item runs
+    /// `slowdown` times its run time; returns its number.
+    pub async fn add_slow_worker(&mut self, cores: u32, slowdown: u32) -> usize {
+        let number = self.workers.len();
+        let id = self.fresh_worker_id(number);
+        self.workers.push(
+            self.start_worker(id, cores, BTreeMap::new(), slowdown)
+                .await,
+        );
         number
     }
 
@@ -346,7 +359,7 @@ impl Harness {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         self.workers
-            .push(self.start_worker(id, cores, labels).await);
+            .push(self.start_worker(id, cores, labels, 1).await);
         number
     }
 
@@ -355,6 +368,7 @@ impl Harness {
         id: String,
         cores: u32,
         labels: BTreeMap<String, String>,
+        slowdown: u32,
     ) -> WorkerProcess {
         let life = Life::default();
         let runner = FakeRunner {
@@ -363,6 +377,7 @@ impl Harness {
             log: self.log.clone(),
             clock: self.clock.clone(),
             epoch_ms: self.epoch_ms,
+            slowdown,
         };
         let settings = WorkerSettings {
             hostname: "harness".into(),
@@ -387,6 +402,7 @@ impl Harness {
             id,
             cores,
             labels,
+            slowdown,
             life,
         }
     }
@@ -401,12 +417,13 @@ impl Harness {
     /// the same cores, killing it first if it still runs.
     pub async fn restart_worker(&mut self, number: usize) {
         self.worker(number).life.kill();
-        let (cores, labels) = (
+        let (cores, labels, slowdown) = (
             self.worker(number).cores,
             self.worker(number).labels.clone(),
+            self.worker(number).slowdown,
         );
         let id = format!("{}-again", self.worker(number).id);
-        self.workers[number] = self.start_worker(id, cores, labels).await;
+        self.workers[number] = self.start_worker(id, cores, labels, slowdown).await;
     }
 
     /// Stops worker `number` gracefully and waits until it has stopped.

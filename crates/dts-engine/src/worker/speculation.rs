@@ -1,0 +1,144 @@
+//! Straggler speculation (docs/scheduling.md, "Stragglers"): a slot with
+//! nothing to claim runs a copy of a shard that has run far longer than the
+//! task's items take, so one slow or stuck worker does not hold up the end
+//! of a task.
+//!
+//! The worker judges "far longer" by the items its own slots ran for the
+//! task ([`ItemTimes`](dts_model::scheduling::ItemTimes)); the store picks the straggler and hands out one
+//! copy per shard ([`Store::claim_copy`]). A copy holds no lease: it runs
+//! the shard's items not yet recorded, writes nothing until it ends, and
+//! completes the shard only if the holder has not ([`Store::complete_shard`]
+//! records nothing for a completed shard). Whichever run completes first
+//! counts; the other is stopped: the holder at its next lease renewal (its
+//! lease went with the completion), the copy at its next completion check.
+//!
+//! [`Store::claim_copy`]: dts_store::Store::claim_copy
+//! [`Store::complete_shard`]: dts_store::Store::complete_shard
+
+use super::Inner;
+use super::slots::ClaimedShard;
+use crate::with_causes;
+use dts_model::scheduling::{self, Candidate};
+use dts_store::{CopyClaim, RunnableTask, StoreError, StoreResult};
+use std::cmp::Reverse;
+use std::time::Duration;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{debug, info};
+
+impl Inner {
+    /// Counts one item of `task` that took `millis` on this worker.
+    pub(super) fn record_item_time(&self, task: &str, millis: u64) {
+        if self.settings.speculation_factor == 0 {
+            return;
+        }
+        let mut times = self.item_times.lock().unwrap_or_else(|p| p.into_inner());
+        times.entry(task.to_string()).or_default().record(millis);
+    }
+
+    /// Forgets the item times of tasks no longer runnable.
+    pub(super) fn keep_item_times_of(&self, runnable: &[RunnableTask]) {
+        let mut times = self.item_times.lock().unwrap_or_else(|p| p.into_inner());
+        times.retain(|id, _| runnable.iter().any(|t| &t.task.id == id));
+    }
+
+    /// A copy of a straggling shard for a slot that found nothing to claim,
+    /// or `None`. Looked for once per snapshot read, so idle slots ask the
+    /// store about stragglers about once per `snapshot_max_age`, not on
+    /// every poll.
+    pub(super) async fn claim_copy(&self) -> StoreResult<Option<ClaimedShard>> {
+        let factor = self.settings.speculation_factor;
+        if factor == 0 {
+            return Ok(None);
+        }
+        let mut tails: Vec<(dts_model::Task, u64)> = {
+            let mut snapshot = self.snapshot_lock();
+            if snapshot.copies_looked {
+                return Ok(None);
+            }
+            snapshot.copies_looked = true;
+            let times = self.item_times.lock().unwrap_or_else(|p| p.into_inner());
+            snapshot
+                .tasks
+                .iter()
+                .filter(|t| {
+                    let candidate = Candidate::of(&t.task, t.held, t.ready > 0);
+                    scheduling::may_copy(self.offer(), &candidate, t.task.scheduling.speculation)
+                })
+                .filter_map(|t| {
+                    let per_item = times.get(&t.task.id)?.straggler_after(factor)?;
+                    Some((t.task.clone(), per_item))
+                })
+                .collect()
+        };
+        tails.sort_by_key(|(task, _)| (Reverse(task.scheduling.priority), task.created_at));
+        for (task, per_item) in tails {
+            let answer = self
+                .store
+                .claim_copy(
+                    &task.id,
+                    &self.settings.id,
+                    Duration::from_millis(per_item),
+                    self.settings.speculation_min,
+                )
+                .await;
+            match answer {
+                Ok(CopyClaim::Copied {
+                    shard,
+                    range,
+                    attempt,
+                }) => {
+                    info!(task = %task.id, shard, items = range.len, straggler_after_ms_per_item = per_item,
+                        "running a copy of a straggling shard");
+                    return Ok(Some(ClaimedShard {
+                        task,
+                        shard,
+                        range,
+                        attempt,
+                        copy: true,
+                    }));
+                }
+                Ok(CopyClaim::NoStraggler | CopyClaim::TaskEnded)
+                | Err(StoreError::NoSuchTask { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// A token for a copy's items: cancelled with `parent`, or once the
+    /// store says shard `shard` of `task` is completed (its holder won),
+    /// checked every `status_poll`. The check stops when the guard drops.
+    pub(super) fn stop_when_completed(
+        &self,
+        task: &str,
+        shard: u32,
+        parent: &CancellationToken,
+    ) -> (CancellationToken, DropGuard) {
+        let stop = parent.child_token();
+        let done = CancellationToken::new();
+        let (store, poll) = (self.store.clone(), self.settings.status_poll);
+        let (id, watching, ended) = (task.to_string(), stop.clone(), done.clone());
+        tokio::spawn(async move {
+            // ends: when the copy ends (the guard drops) or its items stop.
+            loop {
+                tokio::select! {
+                    _ = ended.cancelled() => return,
+                    _ = watching.cancelled() => return,
+                    _ = tokio::time::sleep(poll) => {}
+                }
+                match store.shard_completed(&id, shard).await {
+                    Ok(true) => {
+                        info!(task = %id, shard, "the shard's holder completed it first; stopping the copy");
+                        watching.cancel();
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        debug!(task = %id, shard, error = %with_causes(&e), "cannot check whether the shard was completed")
+                    }
+                }
+            }
+        });
+        (stop, done.drop_guard())
+    }
+}
