@@ -446,7 +446,9 @@ pub trait Store: Send + Sync + 'static {
     /// the task is `INPROGRESS` and has no ready shard (every shard not
     /// completed is held by an unexpired lease) does it look at the held
     /// shards; one straggles when its holder claimed it longer ago than its
-    /// items × `per_item`, and than `min`. Of those not copied before, it
+    /// items × `per_item`, and than `min`. A shard that lost a worker before
+    /// (attempt 2 or more) is never copied: it may hold an item that kills
+    /// its workers. Of those not copied before, it
     /// takes one held by another worker if there is one, the longest held
     /// first, and marks it copied: a shard is copied once. The copy takes
     /// no lease: the holder keeps running the shard, and whichever completes

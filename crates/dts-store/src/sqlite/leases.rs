@@ -324,7 +324,8 @@ pub(super) fn claim_copy(
     let held: Vec<(u32, String, u64, u32)> = tx
         .prepare_cached(
             "SELECT shard, owner, claimed_at, attempts FROM shard_leases \
-             WHERE task_key = ?1 AND owner IS NOT NULL AND expires_at > ?2 AND copied = 0",
+             WHERE task_key = ?1 AND owner IS NOT NULL AND expires_at > ?2 AND copied = 0 \
+             AND attempts <= 1",
         )?
         .query_map(params![key, now], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))

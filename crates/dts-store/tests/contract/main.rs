@@ -127,6 +127,7 @@ macro_rules! store_contract {
                 copies_of_an_ended_task_are_refused_and_of_an_unknown_one_not_found,
                 the_first_run_to_complete_a_shard_counts_and_a_later_one_records_nothing,
                 a_copied_shard_completed_by_the_copy_drops_the_holders_lease,
+                a_shard_that_lost_a_worker_is_never_copied,
             );
         }
     };

@@ -213,3 +213,41 @@ pub(crate) async fn a_copied_shard_completed_by_the_copy_drops_the_holders_lease
         .collect();
     assert_eq!(workers, BTreeSet::from(["worker-b".to_string()]));
 }
+
+pub(crate) async fn a_shard_that_lost_a_worker_is_never_copied(store: DynStore) {
+    let task = planned(&store, 2, 1).await;
+    claim(&store, &task.id, "worker-a").await;
+    // worker-a's last renewal before it died.
+    let lost = store
+        .renew_leases(
+            "worker-a",
+            &[(task.id.clone(), 0)],
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap();
+    assert!(lost.is_empty(), "{lost:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // ends: the lease runs out within 100 ms, or the deadline fails the test.
+    let attempt = loop {
+        match store
+            .claim_ready_shard(&task.id, "worker-b", LONG, None)
+            .await
+            .unwrap()
+        {
+            ReadyClaim::Claimed { attempt, .. } => break attempt,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "worker-a's lease did not run out within 10 s: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(attempt, 2);
+    tokio::time::sleep(A_WHILE).await;
+    assert_eq!(
+        copy(&store, &task.id, "worker-c", SOON).await,
+        CopyClaim::NoStraggler,
+        "it may hold an item that kills its workers"
+    );
+}

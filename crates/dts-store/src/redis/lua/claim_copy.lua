@@ -1,7 +1,7 @@
 -- ARGV[5] worker, ARGV[6] milliseconds per item, ARGV[7] minimum milliseconds.
 -- Straggler speculation (Store::claim_copy): when the task has no ready
 -- shard, the held shard claimed longest ago beyond its items × ARGV[6] (and
--- ARGV[7]), not copied before, preferring one another worker holds; marks it
+-- ARGV[7]), not copied before and never lost by a worker, preferring one another worker holds; marks it
 -- copied.
 -- Reply: {'copied', shard, attempt, range as start:len}, {'none'},
 -- {'ended'} or {'notfound'}.
@@ -23,7 +23,9 @@ for _, shard in ipairs(redis.call('ZRANGEBYSCORE', HELD, '(' .. int(now), '+inf'
   local f_owner, _, f_attempts, _, f_since, f_copied = lease_fields(shard)
   local lease = redis.call('HMGET', LEASES, f_owner, f_attempts, f_since, f_copied)
   local range = redis.call('HGET', RANGES, shard)
-  if lease[1] and lease[4] ~= '1' and range then
+  -- A shard that lost a worker before may hold an item that kills its
+  -- workers: it is not copied.
+  if lease[1] and lease[4] ~= '1' and range and (tonumber(lease[2]) or 1) <= 1 then
     local since = tonumber(lease[3]) or 0
     local len = tonumber(string.match(range, ':(%d+)$')) or 1
     local expected = math.max(len * per_item, min)
