@@ -153,27 +153,6 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The largest payload [`Bus::publish`] accepts.
     fn max_message_bytes(&self) -> usize;
-
-    /// How many members of one group can share `topic`'s messages at once
-    /// (Kafka: its partitions). 1 for a bus without partitions.
-    fn partitions(&self, _topic: &str) -> u32 {
-        1
-    }
-
-    /// Publishes like [`Bus::publish`], but onto partition
-    /// `slot % partitions(topic)`: a batch published with slots 0, 1, 2, ...
-    /// lands evenly on the group's members instead of wherever the keys hash.
-    /// A bus without partitions ignores `slot`.
-    async fn publish_spread(
-        &self,
-        topic: &str,
-        slot: u32,
-        key: &str,
-        payload: Vec<u8>,
-    ) -> BusResult<()> {
-        let _ = slot;
-        self.publish(topic, key, payload).await
-    }
 }
 
 /// A member of a consumer group, or a listener.

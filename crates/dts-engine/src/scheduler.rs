@@ -200,7 +200,6 @@ impl Scheduler {
         let limits = PlanLimits {
             live_cores: live_cores.max(self.settings.min_planned_slots),
             oversplit: self.settings.oversplit,
-            spread: 1,
             max_message_bytes: self.bus.max_message_bytes(),
             envelope_bytes: envelope_bytes(&work)?,
         };
@@ -431,7 +430,6 @@ mod tests {
             PlanLimits {
                 live_cores: 1,
                 oversplit: 1,
-                spread: 1,
                 max_message_bytes: limit,
                 envelope_bytes: envelope,
             },

@@ -27,13 +27,8 @@ impl ShardRange {
 pub struct PlanLimits {
     /// Total cores of the live workers; 0 plans as for one single-core worker.
     pub live_cores: u32,
-    /// Shards per live core (≈2: a slow shard does not leave cores idle at the end).
+    /// Shards per live core in the first round of a guided plan (≈2).
     pub oversplit: u32,
-    /// How many consumers can share the shard topic (Kafka: its partitions;
-    /// 1 for the embedded bus). The count is raised to a multiple of it, so
-    /// shards spread round-robin over the partitions land evenly on the
-    /// workers that own them.
-    pub spread: u32,
     /// The bus's largest message, in bytes.
     pub max_message_bytes: usize,
     /// Bytes a shard message takes besides its items (script, ids, framing).
@@ -82,54 +77,6 @@ pub fn json_escaped_len(text: &str) -> usize {
 /// string, its quotes and a separating comma.
 pub fn item_wire_bytes(item: &str) -> usize {
     json_escaped_len(item) + 3
-}
-
-/// The number of shards before any split for size: about `oversplit` per live
-/// core, rounded up to a multiple of `spread`, at least one, never more than
-/// the items.
-pub fn target_shard_count(items: usize, limits: &PlanLimits) -> usize {
-    if items == 0 {
-        return 0;
-    }
-    let per_core = limits.oversplit.max(1) as usize;
-    let cores = limits.live_cores.max(1) as usize;
-    let spread = limits.spread.max(1) as usize;
-    per_core
-        .saturating_mul(cores)
-        .div_ceil(spread)
-        .saturating_mul(spread)
-        .clamp(1, items)
-}
-
-/// Splits `items` into shards.
-pub fn plan_shards<S: AsRef<str>>(
-    items: &[S],
-    limits: PlanLimits,
-) -> Result<Vec<ShardRange>, PlanError> {
-    let n = items.len();
-    let target = target_shard_count(n, &limits);
-    if target == 0 {
-        return Ok(Vec::new());
-    }
-    let budget = limits
-        .max_message_bytes
-        .checked_sub(limits.envelope_bytes)
-        .filter(|b| *b > 0)
-        .ok_or(PlanError::EnvelopeTooLarge {
-            envelope_bytes: limits.envelope_bytes,
-            max_message_bytes: limits.max_message_bytes,
-        })?;
-
-    let base = n / target;
-    let extra = n % target;
-    let mut shards = Vec::with_capacity(target);
-    let mut start = 0usize;
-    for shard in 0..target {
-        let len = base + usize::from(shard < extra);
-        split_by_size(items, start, start + len, budget, &mut shards)?;
-        start += len;
-    }
-    Ok(shards)
 }
 
 /// The lengths of a guided plan of `items` for `live_slots` slots: each
@@ -229,7 +176,6 @@ mod tests {
         PlanLimits {
             live_cores,
             oversplit: 2,
-            spread: 1,
             max_message_bytes,
             envelope_bytes: 10,
         }
@@ -242,7 +188,7 @@ mod tests {
     #[test]
     fn no_items_means_no_shards() {
         assert!(
-            plan_shards::<String>(&[], limits(4, 1 << 20))
+            plan_guided::<String>(&[], limits(4, 1 << 20))
                 .unwrap()
                 .is_empty()
         );
@@ -250,54 +196,32 @@ mod tests {
 
     #[test]
     fn no_live_worker_plans_as_for_one_single_core_worker() {
-        let plan = plan_shards(&items(10), limits(0, 1 << 20)).unwrap();
-        assert_eq!(plan.len(), 2);
+        // 10 items ÷ (2 × 1 slot): 5, 3, 1, 1.
+        let plan = plan_guided(&items(10), limits(0, 1 << 20)).unwrap();
+        let lens: Vec<u64> = plan.iter().map(|s| s.len).collect();
+        assert_eq!(lens, vec![5, 3, 1, 1]);
     }
 
     #[test]
     fn the_last_item_is_not_dropped() {
         // The seed's split lost the last item when the count did not divide evenly.
-        let plan = plan_shards(&items(7), limits(2, 1 << 20)).unwrap();
-        assert_eq!(plan.len(), 4);
+        let plan = plan_guided(&items(7), limits(2, 1 << 20)).unwrap();
         assert_eq!(plan.last().unwrap().end(), 7);
-        let lens: Vec<u64> = plan.iter().map(|s| s.len).collect();
-        assert_eq!(lens, vec![2, 2, 2, 1]);
+        assert_eq!(plan.iter().map(|s| s.len).sum::<u64>(), 7);
     }
 
     #[test]
     fn never_more_shards_than_items() {
         assert_eq!(
-            plan_shards(&items(3), limits(64, 1 << 20)).unwrap().len(),
+            plan_guided(&items(3), limits(64, 1 << 20)).unwrap().len(),
             3
-        );
-    }
-
-    #[test]
-    fn the_count_is_a_multiple_of_the_spread_so_partitions_get_equal_shares() {
-        let limits = PlanLimits {
-            live_cores: 2,
-            oversplit: 2,
-            spread: 6,
-            max_message_bytes: 1 << 20,
-            envelope_bytes: 10,
-        };
-        assert_eq!(plan_shards(&items(5000), limits).unwrap().len(), 6);
-        let limits = PlanLimits {
-            live_cores: 7,
-            ..limits
-        };
-        assert_eq!(plan_shards(&items(5000), limits).unwrap().len(), 18);
-        assert_eq!(
-            plan_shards(&items(4), limits).unwrap().len(),
-            4,
-            "never more shards than items"
         );
     }
 
     #[test]
     fn splits_further_to_respect_the_message_limit() {
         // 100 items of ~10 wire bytes with a 60-byte budget: no shard over 60 bytes.
-        let plan = plan_shards(&items(100), limits(1, 70)).unwrap();
+        let plan = plan_guided(&items(100), limits(1, 70)).unwrap();
         assert!(plan.len() > 2);
         for shard in &plan {
             let bytes: usize = (shard.start..shard.end())
@@ -311,9 +235,24 @@ mod tests {
     fn an_item_larger_than_a_message_is_an_error_naming_it() {
         let mut list = items(5);
         list[3] = "x".repeat(100);
-        let err = plan_shards(&list, limits(1, 50)).unwrap_err();
+        let err = plan_guided(&list, limits(1, 50)).unwrap_err();
         assert!(
             matches!(err, PlanError::ItemTooLarge { index: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_script_that_fills_the_message_alone_is_an_error() {
+        let err = plan_guided(&items(3), limits(1, 10)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PlanError::EnvelopeTooLarge {
+                    envelope_bytes: 10,
+                    max_message_bytes: 10
+                }
+            ),
             "{err}"
         );
     }
@@ -359,7 +298,7 @@ mod tests {
             oversplit in 1u32..4,
             max_message_bytes in 60usize..2000,
         ) {
-            let limits = PlanLimits { live_cores, oversplit, spread: 1, max_message_bytes, envelope_bytes: 20 };
+            let limits = PlanLimits { live_cores, oversplit, max_message_bytes, envelope_bytes: 20 };
             match plan_guided(&list, limits) {
                 Ok(plan) => {
                     let mut next = 0u64;
@@ -400,52 +339,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn every_item_lands_in_exactly_one_shard_in_order(
-            list in proptest::collection::vec("\\PC{0,12}", 0..300),
-            live_cores in 0u32..40,
-            oversplit in 1u32..4,
-            spread in 1u32..8,
-            max_message_bytes in 60usize..2000,
-        ) {
-            let limits = PlanLimits { live_cores, oversplit, spread, max_message_bytes, envelope_bytes: 20 };
-            match plan_shards(&list, limits) {
-                Ok(plan) => {
-                    let mut next = 0u64;
-                    for shard in &plan {
-                        prop_assert!(shard.len >= 1);
-                        prop_assert_eq!(shard.start, next);
-                        next = shard.end();
-                        let bytes: usize = list[shard.start as usize..shard.end() as usize]
-                            .iter()
-                            .map(|i| item_wire_bytes(i))
-                            .sum();
-                        prop_assert!(bytes + limits.envelope_bytes <= max_message_bytes);
-                    }
-                    prop_assert_eq!(next, list.len() as u64);
-                    prop_assert!(plan.len() >= target_shard_count(list.len(), &limits));
-                    prop_assert!(plan.len() <= list.len());
-                }
-                Err(PlanError::ItemTooLarge { index, .. }) => {
-                    prop_assert!(item_wire_bytes(&list[index as usize]) + 20 > max_message_bytes);
-                }
-                Err(other) => prop_assert!(false, "unexpected {other}"),
-            }
-        }
-
-        #[test]
-        fn without_size_pressure_the_count_is_oversplit_times_cores(
-            n in 1usize..5000,
-            live_cores in 0u32..64,
-            oversplit in 1u32..4,
-        ) {
-            let plan = plan_shards(&items(n), PlanLimits { live_cores, oversplit, spread: 1, max_message_bytes: 1 << 30, envelope_bytes: 0 }).unwrap();
-            prop_assert_eq!(plan.len(), ((oversplit * live_cores.max(1)) as usize).min(n));
-            let longest = plan.iter().map(|s| s.len).max().unwrap();
-            let shortest = plan.iter().map(|s| s.len).min().unwrap();
-            prop_assert!(longest - shortest <= 1);
-        }
-
         #[test]
         fn wire_bytes_match_serde_json(text in "\\PC*|[\\x00-\\x7f]*") {
             prop_assert_eq!(item_wire_bytes(&text), serde_json::to_string(&text).unwrap().len() + 1);

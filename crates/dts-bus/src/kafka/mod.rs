@@ -34,7 +34,7 @@ use producer::Publisher;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -104,22 +104,14 @@ struct Inner {
     admin: OffThread<AdminClient<LogContext>>,
     /// Topics this bus has created or found, so each is created once.
     known_topics: Mutex<HashSet<String>>,
-    /// Partitions of the topics found at connect (for `publish_spread`); a
-    /// topic created at connect has `settings.partitions`.
-    partition_counts: HashMap<String, u32>,
     /// Cancelled by [`KafkaBus::close`]; every subscription watches it.
     closed: CancellationToken,
     /// Group members still in their groups, for [`KafkaBus::shutdown`].
     members: OpenMembers,
 }
 
-/// Asks the cluster for its metadata, proving a broker answers, and returns
-/// how many partitions each existing topic has (one created before may
-/// differ from `settings.partitions`).
-async fn reach(
-    publisher: &Arc<Publisher>,
-    settings: &KafkaSettings,
-) -> BusResult<HashMap<String, u32>> {
+/// Asks the cluster for its metadata, proving a broker answers.
+async fn reach(publisher: &Arc<Publisher>, settings: &KafkaSettings) -> BusResult<()> {
     let publisher = publisher.clone();
     let timeout = settings.connect_timeout;
     let bootstrap = settings.bootstrap.clone();
@@ -133,18 +125,11 @@ async fn reach(
             .client()
             .client()
             .fetch_metadata(None, timeout)
-            .map(|metadata| {
-                metadata
-                    .topics()
-                    .iter()
-                    .filter(|t| !t.partitions().is_empty())
-                    .map(|t| (t.name().to_string(), t.partitions().len() as u32))
-                    .collect::<HashMap<_, _>>()
-            })
+            .map(|_| ())
     })
     .await;
     match answer {
-        Ok(Ok(counts)) => Ok(counts),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(unreachable(error.into())),
         Err(join) => Err(unreachable(join.into())),
     }
@@ -170,14 +155,13 @@ impl KafkaBus {
             .create_native_config()
             .map_err(settings_error)?;
 
-        let partition_counts = reach(&publisher, &settings).await?;
+        reach(&publisher, &settings).await?;
         let bus = KafkaBus {
             inner: Arc::new(Inner {
                 settings,
                 publisher,
                 admin: OffThread::new(admin),
                 known_topics: Mutex::new(HashSet::new()),
-                partition_counts,
                 closed: CancellationToken::new(),
                 members: OpenMembers::new(),
             }),
@@ -326,31 +310,5 @@ impl Bus for KafkaBus {
 
     fn max_message_bytes(&self) -> usize {
         self.inner.settings.max_message_bytes
-    }
-
-    fn partitions(&self, topic: &str) -> u32 {
-        self.inner
-            .partition_counts
-            .get(topic)
-            .copied()
-            .unwrap_or(self.inner.settings.partitions)
-            .max(1)
-    }
-
-    async fn publish_spread(
-        &self,
-        topic: &str,
-        slot: u32,
-        key: &str,
-        payload: Vec<u8>,
-    ) -> BusResult<()> {
-        if self.inner.closed.is_cancelled() {
-            return Err(BusError::Closed);
-        }
-        let partition = slot % self.partitions(topic);
-        self.inner
-            .publisher
-            .publish_to(topic, Some(partition), key, &payload)
-            .await
     }
 }

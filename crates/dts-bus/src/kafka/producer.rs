@@ -46,25 +46,12 @@ impl Publisher {
         &self.producer
     }
 
+    /// Publishes onto the partition the key hashes to.
     pub(crate) async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> BusResult<()> {
-        self.publish_to(topic, None, key, payload).await
-    }
-
-    /// Publishes onto `partition` when given, else where the key hashes.
-    pub(crate) async fn publish_to(
-        &self,
-        topic: &str,
-        partition: Option<u32>,
-        key: &str,
-        payload: &[u8],
-    ) -> BusResult<()> {
         if payload.len() > self.max_message_bytes {
             return Err(self.too_large(topic, payload.len()));
         }
-        let mut record = FutureRecord::to(topic).key(key).payload(payload);
-        if let Some(partition) = partition {
-            record = record.partition(partition as i32);
-        }
+        let record = FutureRecord::to(topic).key(key).payload(payload);
         match tokio::time::timeout(self.bound, self.producer.send(record, QUEUE_WAIT)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((error, _))) => Err(self.failed(topic, key, payload.len(), error)),
