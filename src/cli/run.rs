@@ -41,7 +41,7 @@ pub struct RunArgs {
     /// The inputs. Without any, they are read one per line from --inputs or standard input.
     inputs: Vec<String>,
     /// A task file as for `dts submit` instead of a template and inputs.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["template", "inputs", "vars", "inputs_file"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["template", "inputs", "vars", "inputs_file", "speculate"])]
     task: Option<PathBuf>,
     /// Read the inputs from FILE, one per line (- for standard input).
     #[arg(long = "inputs", value_name = "FILE")]
@@ -60,6 +60,12 @@ pub struct RunArgs {
     /// The program that runs the script (default bash).
     #[arg(long)]
     interpreter: Option<String>,
+    /// Let an idle core run a copy of an item that has run far longer than
+    /// the others (straggler speculation); the first to finish counts. Off
+    /// by default here, as in xargs and GNU parallel: a copied item runs
+    /// twice, which a script with side effects must not.
+    #[arg(long)]
+    speculate: bool,
     /// Print the results as JSON instead of the items' output.
     #[arg(long)]
     json: bool,
@@ -94,6 +100,7 @@ impl RunArgs {
             "templateFunction": template,
             "variableJson": variables,
             "inputList": inputs,
+            "speculation": self.speculate,
         });
         if let Some(timeout) = self.timeout {
             body["timeoutSecs"] = json!(timeout);

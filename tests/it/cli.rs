@@ -247,3 +247,42 @@ fn dts_run_refuses_a_template_with_missing_variables_before_running_anything() {
         text(&out.stderr)
     );
 }
+
+/// Items that append a line to `DIR/INPUT` each time they run; `slow`
+/// takes 5 s, the others no time, so by the time it has run longer than
+/// three medians and a second, the other core is idle.
+fn runs_per_input(extra: &[&str]) -> Vec<(String, usize)> {
+    let dir = tempfile::TempDir::new().unwrap();
+    let template = format!(
+        "echo run >> '{}'/\"$1\"; [ \"$1\" = slow ] && sleep 5; echo \"$1\"",
+        dir.path().display()
+    );
+    let mut args = vec!["--cores", "2", template.as_str()];
+    args.extend_from_slice(extra);
+    args.extend(["a", "b", "c", "d", "slow"]);
+    let out = dts_run(&args, "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a\nb\nc\nd\nslow\n");
+    ["a", "b", "c", "d", "slow"]
+        .iter()
+        .map(|input| {
+            let runs = std::fs::read_to_string(dir.path().join(input)).unwrap_or_default();
+            (input.to_string(), runs.lines().count())
+        })
+        .collect()
+}
+
+#[test]
+fn dts_run_runs_each_item_once_unless_asked_to_speculate() {
+    let once: Vec<(String, usize)> = ["a", "b", "c", "d", "slow"]
+        .iter()
+        .map(|i| (i.to_string(), 1))
+        .collect();
+    assert_eq!(runs_per_input(&[]), once, "like xargs and GNU parallel");
+    let speculated = runs_per_input(&["--speculate"]);
+    assert_eq!(
+        speculated.last(),
+        Some(&("slow".to_string(), 2)),
+        "the straggler got a copy on the idle core: {speculated:?}"
+    );
+}

@@ -308,7 +308,7 @@ pub struct ItemTimes {
 
 impl ItemTimes {
     /// Counts one finished item that took `millis`; only the last
-    /// [`ITEM_TIMES_KEPT`] are kept, so a task whose items change pace is
+    /// 63 are kept, so a task whose items change pace is
     /// judged by its recent ones.
     pub fn record(&mut self, millis: u64) {
         if self.recent.len() == ITEM_TIMES_KEPT {

@@ -323,12 +323,28 @@ pub trait Store: Send + Sync + 'static {
     /// worker learns of a cancellation on its next write.
     async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus>;
 
+    /// Records `results`, items of shard `shard`, as [`Store::record_results`]
+    /// does, except that an item that has a result keeps it (the first
+    /// result of an item counts), and a completed shard records nothing, in
+    /// the same atomic step: a run of the shard that finishes an item after
+    /// another run of it (a speculative copy, or a worker that lost its
+    /// lease) never replaces the result that counted. What a worker writes
+    /// while it runs a shard. A shard the plan does not have is
+    /// [`StoreError::NoSuchShard`].
+    async fn record_shard_results(
+        &self,
+        id: &str,
+        shard: u32,
+        results: &[ItemResult],
+    ) -> StoreResult<TaskStatus>;
+
     /// Records `results` as [`Store::record_results`] does and completes the
     /// shard, in one atomic, idempotent step: the shard joins the completed set
     /// only if it is not there yet, and only then does `chunksExecuted` grow.
     /// A shard completed before records nothing: the first run of a shard to
     /// complete it (of a redelivery, a worker that lost its lease, or a
-    /// speculative copy) is the one whose results count.
+    /// speculative copy) is the one whose results count; and as with
+    /// [`Store::record_shard_results`], an item that has a result keeps it.
     /// Completing the last shard enters the status
     /// [`TaskStatus::after_last_shard`] gives (an `INPROGRESS` task becomes
     /// `COMPLETED` if no item failed, else `FAILED`, and gets `finishedAt`; a
@@ -545,6 +561,9 @@ pub enum ReadyClaim {
         range: ShardRange,
         /// Which attempt at the shard this is (1 the first time).
         attempt: u32,
+        /// The shard's first claim ever: none of its items can have a
+        /// result yet, so the claimant need not ask which have.
+        first: bool,
     },
     /// Every shard not completed is held by an unexpired lease: rank again.
     NoneReady,

@@ -332,7 +332,8 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
             ReadyClaim::Claimed {
                 shard,
                 range: shards(8, 2)[shard as usize],
-                attempt: 1
+                attempt: 1,
+                first: true,
             }
         );
     }
@@ -638,7 +639,8 @@ async fn expiring_all_leases_makes_every_held_shard_ready_as_a_new_attempt() {
             ReadyClaim::Claimed {
                 shard,
                 range: plan[shard as usize],
-                attempt: 1
+                attempt: 1,
+                first: true,
             }
         );
     }
@@ -667,7 +669,8 @@ async fn expiring_all_leases_makes_every_held_shard_ready_as_a_new_attempt() {
             ReadyClaim::Claimed {
                 shard,
                 range: plan[shard as usize],
-                attempt
+                attempt,
+                first: attempt == 1,
             }
         );
     }

@@ -60,9 +60,11 @@ struct ShardRun<'a> {
     stop_items: CancellationToken,
     /// 1 for the shard's first claim; more after workers died running it.
     attempt: u32,
-    /// A speculative copy (no lease): its results are written only with the
-    /// shard's completion, and only if the holder has not completed it.
+    /// A speculative copy of a shard another slot holds: it has no lease
+    /// and never yields; its results count where they come first.
     copy: bool,
+    /// The shard's first claim ever: no item of it has a result to skip.
+    first: bool,
 }
 
 impl ShardRun<'_> {
@@ -179,6 +181,7 @@ impl Inner {
             task_stop,
             attempt: claimed.attempt,
             copy: claimed.copy,
+            first: claimed.first,
         };
         let outcome = self.run_claimed(&run).await;
         if run.copy {
@@ -194,12 +197,16 @@ impl Inner {
     async fn run_claimed(&self, run: &ShardRun<'_>) -> Result<ShardEnd, EngineError> {
         let message = run.message;
         let end = message.start + message.items.len() as u64;
-        let recorded: HashSet<u64> = self
-            .store
-            .recorded_indices(run.id(), message.start, end)
-            .await?
-            .into_iter()
-            .collect();
+        // A first claim saves the round trip: no item of it can have a result.
+        let recorded: HashSet<u64> = if run.first {
+            HashSet::new()
+        } else {
+            self.store
+                .recorded_indices(run.id(), message.start, end)
+                .await?
+                .into_iter()
+                .collect()
+        };
         let pending: Vec<u64> = (message.start..end)
             .filter(|i| !recorded.contains(i))
             .collect();
@@ -253,46 +260,42 @@ impl Inner {
             let last = position + 1 == pending.len();
             // Careful runs record each result before the next item starts: a
             // death must not take finished items' results with it. The last
-            // result goes with the shard's completion, so that a copy that
-            // completed the shard first keeps its result; a copy writes
-            // nothing before its completion.
+            // result goes with the shard's completion (one write less).
             if run.careful() {
-                self.save_with_retries(id, &unsaved.results).await?;
+                self.save_with_retries(run, &unsaved.results).await?;
                 unsaved.results.clear();
             } else if !last
-                && !run.copy
                 && (unsaved.results.len() >= self.settings.flush_batch
                     || unsaved.flushed_at.elapsed() >= self.settings.flush_interval)
             {
-                self.flush(id, &mut unsaved.results, &run.task_stop).await;
+                self.flush(run, &mut unsaved.results).await;
                 unsaved.flushed_at = Instant::now();
             }
             if !last && !run.copy && !run.task_stop.is_cancelled() && self.should_yield(id).await {
-                self.save_with_retries(id, &unsaved.results).await?;
+                self.save_with_retries(run, &unsaved.results).await?;
                 return Ok(ShardEnd::Yielded);
             }
         }
 
         if run.copy {
             return self
-                .complete_copy(run, unsaved.results, ran < pending.len())
+                .end_copy(run, &unsaved.results, ran < pending.len())
                 .await;
         }
         if run.stop_items.is_cancelled() && !run.task_stop.is_cancelled() {
             // Lost the lease: the results are still true and the new owner
-            // skips them; but an item recorded meanwhile (a copy completed
-            // the shard) keeps the result recorded first.
-            self.keep_unrecorded(run, &mut unsaved.results).await?;
-            self.save_with_retries(id, &unsaved.results).await?;
+            // skips them. If a copy completed the shard, the store keeps
+            // the copy's results and writes none of these.
+            self.save_with_retries(run, &unsaved.results).await?;
             return Ok(ShardEnd::Lost);
         }
         if run.task_stop.is_cancelled() && !run.kill.is_cancelled() {
-            self.save_with_retries(id, &unsaved.results).await?;
+            self.save_with_retries(run, &unsaved.results).await?;
             info!(task = %id, shard = message.shard_index, "task ended while its shard ran");
             return Ok(ShardEnd::TaskEnded);
         }
         if ran < pending.len() {
-            self.save_with_retries(id, &unsaved.results).await?;
+            self.save_with_retries(run, &unsaved.results).await?;
             return Ok(ShardEnd::Interrupted);
         }
         let completion = self
@@ -308,17 +311,18 @@ impl Inner {
     }
 
     /// Ends a speculative copy: if it ran every item, completes the shard
-    /// with its results for the items still without one (the holder's
-    /// recorded results stay); the store records nothing if the holder
-    /// completed the shard first. A copy stopped early writes nothing.
-    async fn complete_copy(
+    /// (the store records nothing if the holder completed it first, and
+    /// keeps the first result of every item either way). A copy stopped
+    /// early keeps what it wrote: each of those results came first.
+    async fn end_copy(
         &self,
         run: &ShardRun<'_>,
-        mut results: Vec<ItemResult>,
+        results: &[ItemResult],
         stopped_early: bool,
     ) -> Result<ShardEnd, EngineError> {
         let (id, shard) = (run.id(), run.message.shard_index);
         if run.stop_items.is_cancelled() || stopped_early {
+            self.save_with_retries(run, results).await?;
             return Ok(if run.task_stop.is_cancelled() {
                 ShardEnd::TaskEnded
             } else if run.stop_items.is_cancelled() {
@@ -327,9 +331,8 @@ impl Inner {
                 ShardEnd::Interrupted
             });
         }
-        self.keep_unrecorded(run, &mut results).await?;
         let completion = self
-            .with_store_retries(|| self.store.complete_shard(id, shard, &results))
+            .with_store_retries(|| self.store.complete_shard(id, shard, results))
             .await?;
         if completion.newly_completed {
             info!(task = %id, shard, "the copy completed the straggling shard first");
@@ -344,26 +347,6 @@ impl Inner {
         } else {
             ShardEnd::Lost
         })
-    }
-
-    /// Drops from `results` the items that have a recorded result now.
-    async fn keep_unrecorded(
-        &self,
-        run: &ShardRun<'_>,
-        results: &mut Vec<ItemResult>,
-    ) -> Result<(), EngineError> {
-        if results.is_empty() {
-            return Ok(());
-        }
-        let message = run.message;
-        let end = message.start + message.items.len() as u64;
-        let recorded: HashSet<u64> = self
-            .with_store_retries(|| self.store.recorded_indices(run.id(), message.start, end))
-            .await?
-            .into_iter()
-            .collect();
-        results.retain(|r| !recorded.contains(&r.index));
-        Ok(())
     }
 
     /// Awaits `item`, writing the results still unsaved once they are
@@ -382,14 +365,14 @@ impl Inner {
         // ends: the item's future ends; each flush empties `unsaved`, or
         // leaves it for the item's end after a failed write.
         loop {
-            if unsaved.results.is_empty() || run.copy {
+            if unsaved.results.is_empty() {
                 return item.await;
             }
             let due = unsaved.flushed_at + self.settings.flush_interval;
             tokio::select! {
                 result = &mut item => return result,
                 _ = tokio::time::sleep_until(due) => {
-                    self.flush(run.id(), &mut unsaved.results, &run.task_stop).await;
+                    self.flush(run, &mut unsaved.results).await;
                     unsaved.flushed_at = Instant::now();
                     if !unsaved.results.is_empty() {
                         return item.await;
@@ -401,16 +384,12 @@ impl Inner {
 
     /// Writes `batch`; on success empties it and returns how many were
     /// written. A failed write keeps the batch for the next try.
-    async fn flush(
-        &self,
-        id: &str,
-        batch: &mut Vec<ItemResult>,
-        task_stop: &CancellationToken,
-    ) -> usize {
-        match self.store.record_results(id, batch).await {
+    async fn flush(&self, run: &ShardRun<'_>, batch: &mut Vec<ItemResult>) -> usize {
+        let (id, shard) = (run.id(), run.message.shard_index);
+        match self.store.record_shard_results(id, shard, batch).await {
             Ok(status) => {
                 if status.is_terminal() {
-                    task_stop.cancel();
+                    run.task_stop.cancel();
                 }
                 let written = batch.len();
                 batch.clear();
@@ -423,11 +402,18 @@ impl Inner {
         }
     }
 
-    async fn save_with_retries(&self, id: &str, results: &[ItemResult]) -> Result<(), EngineError> {
+    /// Writes a shard's results, retrying while the store is unavailable.
+    /// Nothing is written once the shard is completed (a copy completed it).
+    async fn save_with_retries(
+        &self,
+        run: &ShardRun<'_>,
+        results: &[ItemResult],
+    ) -> Result<(), EngineError> {
         if results.is_empty() {
             return Ok(());
         }
-        self.with_store_retries(|| self.store.record_results(id, results))
+        let (id, shard) = (run.id(), run.message.shard_index);
+        self.with_store_retries(|| self.store.record_shard_results(id, shard, results))
             .await?;
         Ok(())
     }

@@ -65,6 +65,8 @@ pub(super) struct ClaimedShard {
     pub(super) attempt: u32,
     /// A speculative copy of a shard another slot holds (no lease).
     pub(super) copy: bool,
+    /// The shard's first claim ever: none of its items has a result yet.
+    pub(super) first: bool,
 }
 
 impl Inner {
@@ -195,7 +197,8 @@ impl Inner {
                         shard,
                         range,
                         attempt,
-                    }) => Some((entry.map(|e| e.task.clone()), shard, range, attempt)),
+                        first,
+                    }) => Some((entry.map(|e| e.task.clone()), shard, range, attempt, first)),
                     Ok(ReadyClaim::NoneReady) => {
                         if let Some(entry) = entry {
                             entry.held = entry.held.saturating_sub(1);
@@ -224,19 +227,20 @@ impl Inner {
                 }
             };
             match claimed {
-                Some((Some(task), shard, range, attempt)) => {
+                Some((Some(task), shard, range, attempt, first)) => {
                     return Ok(Some(ClaimedShard {
                         task,
                         shard,
                         range,
                         attempt,
                         copy: false,
+                        first,
                     }));
                 }
-                Some((None, shard, range, attempt)) => {
+                Some((None, shard, range, attempt, first)) => {
                     // The snapshot was replaced meanwhile: read the task itself.
                     return self
-                        .claimed_without_snapshot(id, shard, range, attempt)
+                        .claimed_without_snapshot(id, shard, range, attempt, first)
                         .await;
                 }
                 None => {
@@ -255,6 +259,7 @@ impl Inner {
         shard: u32,
         range: ShardRange,
         attempt: u32,
+        first: bool,
     ) -> StoreResult<Option<ClaimedShard>> {
         match self.store.task(&id).await {
             Ok(Some(task)) => Ok(Some(ClaimedShard {
@@ -263,6 +268,7 @@ impl Inner {
                 range,
                 attempt,
                 copy: false,
+                first,
             })),
             other => {
                 self.give_back(&id, shard).await;

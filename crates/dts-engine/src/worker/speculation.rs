@@ -6,14 +6,16 @@
 //! The worker judges "far longer" by the items its own slots ran for the
 //! task ([`ItemTimes`](dts_model::scheduling::ItemTimes)); the store picks the straggler and hands out one
 //! copy per shard ([`Store::claim_copy`]). A copy holds no lease: it runs
-//! the shard's items not yet recorded, writes nothing until it ends, and
-//! completes the shard only if the holder has not ([`Store::complete_shard`]
-//! records nothing for a completed shard). Whichever run completes first
-//! counts; the other is stopped: the holder at its next lease renewal (its
-//! lease went with the completion), the copy at its next completion check.
+//! the shard's items not yet recorded and writes their results as the
+//! holder does. The store keeps the first result of each item of a shard
+//! and records nothing for a completed shard
+//! ([`Store::record_shard_results`]), so the first result of each item and
+//! the first completion count; the other run is stopped: the holder at its
+//! next lease renewal (its lease went with the completion), the copy at its
+//! next completion check.
 //!
 //! [`Store::claim_copy`]: dts_store::Store::claim_copy
-//! [`Store::complete_shard`]: dts_store::Store::complete_shard
+//! [`Store::record_shard_results`]: dts_store::Store::record_shard_results
 
 use super::Inner;
 use super::slots::ClaimedShard;
@@ -38,7 +40,12 @@ impl Inner {
     /// Forgets the item times of tasks no longer runnable.
     pub(super) fn keep_item_times_of(&self, runnable: &[RunnableTask]) {
         let mut times = self.item_times.lock().unwrap_or_else(|p| p.into_inner());
-        times.retain(|id, _| runnable.iter().any(|t| &t.task.id == id));
+        if times.is_empty() {
+            return;
+        }
+        let ids: std::collections::HashSet<&str> =
+            runnable.iter().map(|t| t.task.id.as_str()).collect();
+        times.retain(|id, _| ids.contains(id.as_str()));
     }
 
     /// A copy of a straggling shard for a slot that found nothing to claim,
@@ -95,6 +102,7 @@ impl Inner {
                         range,
                         attempt,
                         copy: true,
+                        first: false,
                     }));
                 }
                 Ok(CopyClaim::NoStraggler | CopyClaim::TaskEnded)

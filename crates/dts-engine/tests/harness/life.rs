@@ -200,22 +200,6 @@ impl Bus for LifeBus {
     fn max_message_bytes(&self) -> usize {
         self.inner.max_message_bytes()
     }
-
-    fn partitions(&self, topic: &str) -> u32 {
-        self.inner.partitions(topic)
-    }
-
-    async fn publish_spread(
-        &self,
-        topic: &str,
-        slot: u32,
-        key: &str,
-        payload: Vec<u8>,
-    ) -> BusResult<()> {
-        self.life
-            .step(self.inner.publish_spread(topic, slot, key, payload))
-            .await
-    }
 }
 
 struct LifeSubscription {
@@ -287,6 +271,16 @@ impl Store for LifeStore {
     }
     async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {
         self.life.step(self.inner.record_results(id, results)).await
+    }
+    async fn record_shard_results(
+        &self,
+        id: &str,
+        shard: u32,
+        results: &[ItemResult],
+    ) -> StoreResult<TaskStatus> {
+        self.life
+            .step(self.inner.record_shard_results(id, shard, results))
+            .await
     }
     async fn complete_shard(
         &self,

@@ -127,10 +127,11 @@ pub(super) async fn claim_ready_shard(
         .task_script(&SCRIPTS.claim_ready_shard, &op, id, args)
         .await?;
     match reply.first().map(String::as_str) {
-        Some("claimed") if reply.len() == 4 => Ok(ReadyClaim::Claimed {
+        Some("claimed") if reply.len() == 5 => Ok(ReadyClaim::Claimed {
             shard: number(&op, &reply[1])?,
             attempt: number(&op, &reply[2])?,
             range: range(id, &reply[1], &reply[3])?,
+            first: reply[4] == "1",
         }),
         Some("noneready") => Ok(ReadyClaim::NoneReady),
         Some("atcapacity") => Ok(ReadyClaim::AtCapacity),

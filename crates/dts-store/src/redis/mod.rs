@@ -291,7 +291,16 @@ impl Store for RedisStore {
     }
 
     async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {
-        results::record_results(self, id, results).await
+        results::record_results(self, id, None, results).await
+    }
+
+    async fn record_shard_results(
+        &self,
+        id: &str,
+        shard: u32,
+        results: &[ItemResult],
+    ) -> StoreResult<TaskStatus> {
+        results::record_results(self, id, Some(shard), results).await
     }
 
     async fn complete_shard(

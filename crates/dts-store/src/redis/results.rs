@@ -112,16 +112,23 @@ pub(super) fn no_shard(id: &str, shard: u32, planned: &str) -> StoreError {
 pub(super) async fn record_results(
     store: &RedisStore,
     id: &str,
+    shard: Option<u32>,
     results: &[ItemResult],
 ) -> StoreResult<TaskStatus> {
-    let op = format!("record {} results of task {id}", results.len());
+    let op = match shard {
+        Some(shard) => format!(
+            "record {} results of shard {shard} of task {id}",
+            results.len()
+        ),
+        None => format!("record {} results of task {id}", results.len()),
+    };
     // A task stored before layout 2 refuses the compact form before writing
     // anything; the batches are idempotent upserts, so sending them all again
     // in the full form is safe.
     'forms: for form in ResultForm::IN_ORDER {
         let mut status = None;
         for batch in batches(results, form)? {
-            match record_batch(store, &op, id, None, form, batch).await? {
+            match record_batch(store, &op, id, shard, form, batch).await? {
                 Some(now) => status = Some(now),
                 None => continue 'forms,
             }

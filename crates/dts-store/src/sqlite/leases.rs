@@ -250,6 +250,7 @@ pub(super) fn claim_ready_shard(
         return Ok(ReadyClaim::NoneReady);
     };
     let before = read_lease(&tx, key, shard)?;
+    let first = before.is_none();
     let attempt = match decide(before, worker, now, lease_millis(lease)) {
         (ShardClaim::Acquired { attempt }, Some(after)) => {
             write_lease(&tx, key, shard, &after)?;
@@ -269,6 +270,7 @@ pub(super) fn claim_ready_shard(
         shard,
         range,
         attempt,
+        first,
     })
 }
 

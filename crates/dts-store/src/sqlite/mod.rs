@@ -250,7 +250,25 @@ impl Store for SqliteStore {
         let results = results.to_vec();
         self.call(
             format!("record {} results of task {id}", results.len()),
-            move |conn| results::record_results(conn, &id, &results),
+            move |conn| results::record_results(conn, &id, None, &results),
+        )
+        .await
+    }
+
+    async fn record_shard_results(
+        &self,
+        id: &str,
+        shard: u32,
+        results: &[ItemResult],
+    ) -> StoreResult<TaskStatus> {
+        let id = id.to_string();
+        let results = results.to_vec();
+        self.call(
+            format!(
+                "record {} results of shard {shard} of task {id}",
+                results.len()
+            ),
+            move |conn| results::record_results(conn, &id, Some(shard), &results),
         )
         .await
     }

@@ -14,12 +14,29 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params,
 pub(super) fn record_results(
     conn: &mut Connection,
     id: &str,
+    shard: Option<u32>,
     results: &[ItemResult],
 ) -> DbResult<TaskStatus> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, mut task) = load_task(&tx, id)?;
+    if let Some(shard) = shard {
+        if shard >= task.chunks_to_execute {
+            return Err(no_shard(id, shard, task.chunks_to_execute).into());
+        }
+        if super::leases::is_completed(&tx, key, shard)? {
+            // The run that completed the shard counted; this one records nothing.
+            return Ok(task.status);
+        }
+    }
     let before = task.clone();
-    apply_results(&tx, key, &mut task, results)?;
+    // A shard's results keep the first result of each item (see
+    // `Store::record_shard_results`); plain recording replaces.
+    let keep = if shard.is_some() {
+        Recorded::Keep
+    } else {
+        Recorded::Replace
+    };
+    apply_results(&tx, key, &mut task, results, keep)?;
     if task != before {
         save_state(&tx, key, &mut task)?;
     }
@@ -48,7 +65,7 @@ pub(super) fn complete_shard(
         });
     }
     let before = task.clone();
-    apply_results(&tx, key, &mut task, results)?;
+    apply_results(&tx, key, &mut task, results, Recorded::Keep)?;
     // Whoever held the lease, nobody runs a completed shard again.
     super::leases::drop_lease(&tx, key, shard)?;
     tx.prepare_cached("INSERT INTO completed_shards (task_key, shard) VALUES (?1, ?2)")?
@@ -79,13 +96,24 @@ pub(super) fn complete_shard(
     })
 }
 
+/// What recording does to an item that has a result already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    /// The new result replaces it (`Store::record_results`).
+    Replace,
+    /// It stays: the first result of an item counts (a shard's results).
+    Keep,
+}
+
 /// Upserts `results` and moves `task`'s counters by the difference between
-/// each item's old outcome (if it had one) and its new one.
+/// each item's old outcome (if it had one) and its new one; with
+/// [`Recorded::Keep`], an item that has a result is left as it is.
 fn apply_results(
     conn: &Connection,
     key: i64,
     task: &mut Task,
     results: &[ItemResult],
+    recorded: Recorded,
 ) -> DbResult<()> {
     let mut before =
         conn.prepare_cached("SELECT succeeded FROM results WHERE task_key = ?1 AND idx = ?2")?;
@@ -107,6 +135,7 @@ fn apply_results(
             .query_row(params![key, result.index], |row| row.get(0))
             .optional()?;
         match old {
+            Some(_) if recorded == Recorded::Keep => continue,
             Some(true) => succeeded -= 1,
             Some(false) => failed -= 1,
             None => {}

@@ -128,6 +128,7 @@ macro_rules! store_contract {
                 the_first_run_to_complete_a_shard_counts_and_a_later_one_records_nothing,
                 a_copied_shard_completed_by_the_copy_drops_the_holders_lease,
                 a_shard_that_lost_a_worker_is_never_copied,
+                a_shards_first_result_per_item_counts_and_nothing_after_its_completion,
             );
         }
     };

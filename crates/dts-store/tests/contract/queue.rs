@@ -28,11 +28,24 @@ async fn claim(store: &DynStore, id: &str, worker: &str, max_held: Option<u32>) 
         .unwrap()
 }
 
+/// The first claim ever of `shard`.
 fn claimed(plan: &[ShardRange], shard: u32, attempt: u32) -> ReadyClaim {
     ReadyClaim::Claimed {
         shard,
         range: plan[shard as usize],
         attempt,
+        first: true,
+    }
+}
+
+/// A claim of `shard` after an earlier one (released or lost): some of its
+/// items may have results.
+fn reclaimed(plan: &[ShardRange], shard: u32, attempt: u32) -> ReadyClaim {
+    ReadyClaim::Claimed {
+        shard,
+        range: plan[shard as usize],
+        attempt,
+        first: false,
     }
 }
 
@@ -106,7 +119,10 @@ pub(crate) async fn a_held_shard_is_not_handed_out_until_its_lease_expires_then_
     let_lapse(&store, &id, "w-a", 0).await;
     wait_for_held(&store, &id, 1).await;
     assert_eq!(counts(&store).await, vec![(id.clone(), 1, 1)]);
-    assert_eq!(claim(&store, &id, "w-c", None).await, claimed(&plan, 0, 2));
+    assert_eq!(
+        claim(&store, &id, "w-c", None).await,
+        reclaimed(&plan, 0, 2)
+    );
     assert_eq!(claim(&store, &id, "w-d", None).await, ReadyClaim::NoneReady);
     // w-a lost it for good: it can no longer renew it.
     let lost = store
@@ -138,8 +154,9 @@ pub(crate) async fn max_held_is_never_exceeded_even_by_sixteen_concurrent_claime
                 shard,
                 range,
                 attempt,
+                first,
             } => {
-                assert_eq!((range, attempt), (plan[shard as usize], 1));
+                assert_eq!((range, attempt, first), (plan[shard as usize], 1, true));
                 shards.push(shard);
             }
             ReadyClaim::AtCapacity => at_capacity += 1,
@@ -178,11 +195,17 @@ pub(crate) async fn a_clean_release_makes_the_shard_claimable_again_with_the_sam
     store.release_shard(&id, 0, "w-a", true).await.unwrap();
     assert_eq!(counts(&store).await, vec![(id.clone(), 2, 1)]);
     // Lowest first: the released shard before the never-claimed shard 2.
-    assert_eq!(claim(&store, &id, "w-c", None).await, claimed(&plan, 0, 1));
+    assert_eq!(
+        claim(&store, &id, "w-c", None).await,
+        reclaimed(&plan, 0, 1)
+    );
 
     // A release that was not clean counts an attempt at the next claim.
     store.release_shard(&id, 0, "w-c", false).await.unwrap();
-    assert_eq!(claim(&store, &id, "w-a", None).await, claimed(&plan, 0, 2));
+    assert_eq!(
+        claim(&store, &id, "w-a", None).await,
+        reclaimed(&plan, 0, 2)
+    );
     assert_eq!(claim(&store, &id, "w-a", None).await, claimed(&plan, 2, 1));
     assert_eq!(claim(&store, &id, "w-a", None).await, ReadyClaim::NoneReady);
 }

@@ -251,3 +251,59 @@ pub(crate) async fn a_shard_that_lost_a_worker_is_never_copied(store: DynStore) 
         "it may hold an item that kills its workers"
     );
 }
+
+pub(crate) async fn a_shards_first_result_per_item_counts_and_nothing_after_its_completion(
+    store: DynStore,
+) {
+    let task = planned(&store, 4, 2).await;
+    // While shard 0 runs, its results are recorded as they come.
+    store
+        .record_shard_results(&task.id, 0, &[second_run(0)])
+        .await
+        .unwrap();
+    let first: Vec<ItemResult> = (0..2).map(ok).collect();
+    store.complete_shard(&task.id, 0, &first).await.unwrap();
+    // A run that finishes item 1 after the shard was completed (the holder
+    // that a copy beat) records nothing.
+    let status = store
+        .record_shard_results(&task.id, 0, &[second_run(1)])
+        .await
+        .unwrap();
+    assert_eq!(status, TaskStatus::InProgress);
+    let (_, page) = store
+        .results(&task.id, ResultFilter::All, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        page,
+        vec![second_run(0), ok(1)],
+        "item 0 keeps its first result; the completion recorded item 1"
+    );
+    let after = store.task(&task.id).await.unwrap().unwrap();
+    assert_eq!((after.items_succeeded, after.items_failed), (1, 1));
+    // Shard 1 is not completed: its results are recorded, and a second
+    // result for the same item does not replace the first.
+    store
+        .record_shard_results(&task.id, 1, &[second_run(2)])
+        .await
+        .unwrap();
+    store
+        .record_shard_results(&task.id, 1, &[ok(2), ok(3)])
+        .await
+        .unwrap();
+    let after = store.task(&task.id).await.unwrap().unwrap();
+    assert_eq!((after.items_succeeded, after.items_failed), (2, 2));
+    let (_, page) = store
+        .results(&task.id, ResultFilter::All, 2, 10)
+        .await
+        .unwrap();
+    assert_eq!(page, vec![second_run(2), ok(3)]);
+    match store.record_shard_results(&task.id, 2, &[ok(3)]).await {
+        Err(StoreError::NoSuchShard {
+            shard: 2,
+            planned: 2,
+            ..
+        }) => {}
+        other => panic!("expected NoSuchShard, got {other:?}"),
+    }
+}

@@ -2,7 +2,8 @@
 -- leases the task may hold ('' for no limit).
 -- Takes the lowest-numbered ready shard: the lowest of the ready queue and
 -- of the held shards whose lease expired (few: their workers died).
--- Reply: {'claimed', shard, attempt, range as start:len}, {'atcapacity'},
+-- Reply: {'claimed', shard, attempt, range as start:len, '1' if the shard's
+-- first claim ever else '0'}, {'atcapacity'},
 -- {'noneready'}, {'ended'} or {'notfound'}.
 if redis.call('EXISTS', TASK) == 0 then
   return { 'notfound' }
@@ -31,9 +32,10 @@ if not shard then
   return { 'noneready' }
 end
 shard = int(shard)
-local attempts, owner = acquire(LEASES, READY, HELD, shard, ARGV[5], tonumber(ARGV[6]), now)
+local attempts, first_or_owner = acquire(LEASES, READY, HELD, shard, ARGV[5], tonumber(ARGV[6]), now)
 if not attempts then
   -- The queue offered a shard with a live owner: the keys disagree.
-  return { 'inconsistent', shard, owner }
+  return { 'inconsistent', shard, first_or_owner }
 end
-return { 'claimed', shard, int(attempts), redis.call('HGET', RANGES, shard) or '' }
+return { 'claimed', shard, int(attempts), redis.call('HGET', RANGES, shard) or '',
+  first_or_owner and '1' or '0' }

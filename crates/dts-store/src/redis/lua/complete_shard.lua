@@ -25,7 +25,7 @@ local after_last_shard = {}
 for i = 8, 7 + 3 * rules, 3 do
   after_last_shard[ARGV[i] .. ' ' .. ARGV[i + 1]] = ARGV[i + 2]
 end
-local fits, changed, buckets = apply_results(9 + 3 * rules)
+local fits, changed, buckets = apply_results(9 + 3 * rules, true)
 if not fits then
   return { 'layout', changed }
 end

@@ -25,13 +25,15 @@ end
 
 -- Claims `shard` for `worker` at `now` (ms) for `lease_ms`, by the rules of
 -- `decide` in sqlite/leases.rs, and moves it from the ready queue to the
--- held set. Returns the attempt; or nil, the owner and the milliseconds left
--- when someone holds a live lease.
+-- held set. Returns the attempt and whether this is the shard's first claim
+-- ever; or nil, the owner and the milliseconds left when someone holds a
+-- live lease.
 local function acquire(leases, ready, held, shard, worker, lease_ms, now)
   local f_owner, f_expires, f_attempts, f_dirty, f_since = lease_fields(shard)
   local lease = redis.call('HMGET', leases, f_owner, f_expires, f_attempts, f_dirty)
   local owner, expires = lease[1], tonumber(lease[2]) or 0
   local attempts, dirty = tonumber(lease[3]) or 0, lease[4] == '1'
+  local first = lease[3] == false or lease[3] == nil
   if owner then
     if expires > now then
       return nil, owner, expires - now
@@ -49,5 +51,5 @@ local function acquire(leases, ready, held, shard, worker, lease_ms, now)
   redis.call('HDEL', leases, f_dirty)
   redis.call('ZREM', ready, shard)
   redis.call('ZADD', held, until_ms, shard)
-  return attempts
+  return attempts, first
 end

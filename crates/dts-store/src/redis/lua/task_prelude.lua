@@ -123,8 +123,9 @@ end
 -- fields, see codec.rs), for a layout 2 task. Returns false and the
 -- task's layout when the form does not fit it (nothing is written; the
 -- caller asks Rust for the other form), else true, whether a counter moved,
--- and the set of bucket keys written.
-local function apply_results(first)
+-- and the set of bucket keys written. With `keep`, an item that has a
+-- result already keeps it (a shard's results: the first result counts).
+local function apply_results(first, keep)
   local layout = results_layout(TASK)
   if ARGV[first - 1] ~= layout then
     return false, layout
@@ -163,13 +164,14 @@ local function apply_results(first)
       local index, ok, json = ARGV[i], ARGV[i + 1] == '1', ARGV[i + 2]
       -- HSET says whether the item had a result: only a re-recorded item
       -- looks up its old outcome.
-      if redis.call('HSET', RESULTS, index, json) == 1 then
+      local set = keep and 'HSETNX' or 'HSET'
+      if redis.call(set, RESULTS, index, json) == 1 then
         redis.call('ZADD', RES_ALL, index, index)
         if ok then
           redis.call('ZADD', RES_OK, index, index)
         end
         count(index, ok, nil)
-      else
+      elseif not keep then
         local was = not redis.call('ZSCORE', RES_FAILED, index)
         if was and not ok then
           redis.call('ZREM', RES_OK, index)
@@ -212,10 +214,10 @@ local function apply_results(first)
       end
       local key = bucket_key(RESULTS, math.floor(index / BUCKET))
       buckets[key] = true
-      if redis.call('HSET', key, int(index % BUCKET), value) == 1 then
+      if redis.call(keep and 'HSETNX' or 'HSET', key, int(index % BUCKET), value) == 1 then
         redis.call('HINCRBY', RES_COUNTS, int(math.floor(index / GROUP)), 1)
         count(text, ok, nil)
-      else
+      elseif not keep then
         count(text, ok, not redis.call('ZSCORE', RES_FAILED, text))
       end
     end
