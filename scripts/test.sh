@@ -25,9 +25,10 @@ else
     echo "warning: could not install Rust $msrv with rustup; the MSRV check did not run" >&2
 fi
 echo "== tests"
-# As root, the executor's cgroup and run-as tests must run, never skip.
+# As root, the executor's cgroup and run-as tests must run, never skip; so
+# must the interpreter tests, whose interpreters install-test-deps.sh installed.
 if [ "$(id -u)" -eq 0 ]; then
-    export DTS_TEST_REQUIRE_CGROUPS=1
+    export DTS_TEST_REQUIRE_CGROUPS=1 DTS_TEST_REQUIRE_INTERPRETERS=1
 fi
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast

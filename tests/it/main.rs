@@ -10,6 +10,7 @@ mod distributed;
 mod execution;
 mod faults;
 mod hostile;
+mod interpreters;
 mod isolation;
 mod labels;
 mod outputs;

@@ -25,7 +25,7 @@ use crate::isolation::{
 use crate::kill::{ItemProcesses, ProcessGroup};
 use crate::outcome::ExecOutcome;
 use crate::output::Capture;
-use crate::program::Program;
+use crate::program::{Convention, Program, SCRIPT_NAME};
 use crate::settings::ExecSettings;
 use crate::spawn::{Child, Command};
 use crate::warm::{self, Host, ItemPipes, Report};
@@ -40,9 +40,6 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// terminating NUL included, is limited to 128 KiB (`MAX_ARG_STRLEN`), and
 /// the item is also passed as `DTS_ITEM=<item>`.
 const MAX_ITEM_BYTES: usize = 128 * 1024 - "DTS_ITEM=".len() - 1;
-
-/// `$0` of scripts, so that `$1` is the item.
-const SCRIPT_NAME: &str = "dts-item";
 
 /// The resources a task allows each of its items (`memoryMb`, `cpus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -640,7 +637,9 @@ impl Executor {
                 script,
             } => {
                 let mut command = Command::new(interpreter);
-                command.arg("-c").arg(script).arg(SCRIPT_NAME);
+                for arg in Convention::of(interpreter).args(script) {
+                    command.arg(arg);
+                }
                 command
             }
         };

@@ -23,7 +23,8 @@
 //! - `warm`: warm shells, an opt-in way to run bash items as forked
 //!   subshells of a shell kept running per slot (docs/warm-shell.md).
 //!
-//! Items are data: an item reaches the script as `$1`, on stdin and as
+//! Items are data: an item reaches the script as `$1` (or its language's
+//! first argument, [`Convention`]), on stdin and as
 //! `DTS_ITEM`, and is never pasted into the script text.
 
 #![warn(missing_docs)]
@@ -44,5 +45,5 @@ pub use isolation::{
     CgroupError, Containment, ContainmentChoice, IsolationReport, IsolationSettings, SetupError,
 };
 pub use outcome::ExecOutcome;
-pub use program::Program;
+pub use program::{Convention, Program};
 pub use settings::{DEFAULT_ENV_ALLOW, ExecSettings};

@@ -1,7 +1,8 @@
 //! What a task's rendered template runs as, decided once per shard.
 //!
 //! A template is normally a script for an interpreter (`bash -c <script>
-//! dts-item <item>`). For seed compatibility, a template that is one word
+//! dts-item <item>`, or what [`Convention`] says for python, perl, ruby and
+//! node). For seed compatibility, a template that is one word
 //! naming an executable file runs that file directly with the item as its
 //! only argument. The worker calls [`Program::prepare`] (or
 //! [`crate::Executor::prepare`]) when a shard starts and reuses the result for
@@ -16,8 +17,9 @@ use std::path::{Path, PathBuf};
 pub enum Program {
     /// An executable run as `<path> <item>` (the seed's behaviour).
     Direct(PathBuf),
-    /// A script run as `<interpreter> -c <script> dts-item <item>`, so the
-    /// item is `$1` and `$0` is `dts-item`.
+    /// A script run by its interpreter with the item where that
+    /// interpreter's users look for an argument ([`Convention`]): for a shell
+    /// `<interpreter> -c <script> dts-item <item>`, so the item is `$1`.
     Script {
         /// The interpreter, looked up in the scripts' `PATH` unless it has a `/`.
         interpreter: String,
@@ -63,6 +65,51 @@ impl Program {
         }
     }
 }
+
+/// How a script and its item are put on an interpreter's command line, so
+/// that the item is where that language's users look for an argument: the
+/// shell convention (`-c <script> <$0> <item>`) would give python
+/// `sys.argv[1] == "dts-item"`, and perl's `-c` only checks the syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convention {
+    /// `-c <script> dts-item <item>`: the item is `$1`, `$0` is `dts-item`.
+    /// Shells, and every interpreter dts does not know.
+    Shell,
+    /// `-c <script> <item>`: `sys.argv` is `["-c", item]`. Python's `-c`
+    /// ends its options, so an item starting with `-` needs no `--` (one
+    /// would reach `sys.argv`).
+    Python,
+    /// `-e <script> -- <item>`: perl's `$ARGV[0]`, ruby's `ARGV[0]`, node's
+    /// `process.argv[1]`. These go on reading options after `-e`, so the
+    /// `--` (which they drop) keeps an item like `-n` from being one.
+    Eval,
+}
+
+impl Convention {
+    /// The convention of `interpreter`, known by its file name (a path's last
+    /// part) without a trailing version of digits and dots, so
+    /// `/usr/bin/python3.11` is python and `perl5.36.0` is perl.
+    pub fn of(interpreter: &str) -> Convention {
+        let name = interpreter.rsplit('/').next().unwrap_or(interpreter);
+        match name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.') {
+            "python" | "pypy" => Convention::Python,
+            "perl" | "ruby" | "node" | "nodejs" => Convention::Eval,
+            _ => Convention::Shell,
+        }
+    }
+
+    /// What goes between the interpreter and the item on the command line.
+    pub fn args(self, script: &str) -> Vec<&str> {
+        match self {
+            Convention::Shell => vec!["-c", script, SCRIPT_NAME],
+            Convention::Python => vec!["-c", script],
+            Convention::Eval => vec!["-e", script, "--"],
+        }
+    }
+}
+
+/// `$0` of shell scripts, so that `$1` is the item.
+pub(crate) const SCRIPT_NAME: &str = "dts-item";
 
 /// The interpreter as an absolute path when the scripts' `PATH` has it.
 ///
@@ -256,6 +303,86 @@ mod tests {
             Program::prepare_in("./tool", "bash", None, Some(elsewhere.path())),
             script("./tool")
         );
+    }
+
+    /// The command line of `item` run by `interpreter`, after the interpreter.
+    fn argv<'a>(interpreter: &str, script: &'a str, item: &'a str) -> Vec<&'a str> {
+        let mut argv = Convention::of(interpreter).args(script);
+        argv.push(item);
+        argv
+    }
+
+    #[test]
+    fn shells_get_the_item_as_dollar_one_after_dts_item() {
+        for shell in [
+            "bash",
+            "sh",
+            "dash",
+            "zsh",
+            "ksh",
+            "/bin/sh",
+            "/usr/bin/zsh",
+        ] {
+            assert_eq!(
+                argv(shell, "echo \"$1\"", "-n x"),
+                ["-c", "echo \"$1\"", "dts-item", "-n x"],
+                "{shell}"
+            );
+        }
+    }
+
+    #[test]
+    fn python_gets_the_item_as_sys_argv_1_without_a_double_dash() {
+        for python in [
+            "python3",
+            "python",
+            "python3.11",
+            "/usr/bin/python3",
+            "pypy3",
+        ] {
+            assert_eq!(
+                argv(python, "import sys", "-n x"),
+                ["-c", "import sys", "-n x"],
+                "{python}"
+            );
+        }
+    }
+
+    #[test]
+    fn perl_ruby_and_node_get_the_item_after_e_and_a_double_dash() {
+        for name in [
+            "perl",
+            "perl5.36.0",
+            "/usr/bin/perl",
+            "ruby",
+            "ruby3.1",
+            "node",
+            "nodejs",
+            "/usr/local/bin/node",
+        ] {
+            assert_eq!(
+                argv(name, "print 1", "-n x"),
+                ["-e", "print 1", "--", "-n x"],
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_interpreter_gets_the_shell_convention() {
+        // Only the file name counts, and only a version may follow it.
+        for name in [
+            "fish",
+            "python3-config",
+            "rubyx",
+            "/opt/python/bin/tool",
+            "/usr/lib/node/sh",
+            "3.11",
+            "",
+        ] {
+            assert_eq!(Convention::of(name), Convention::Shell, "{name}");
+        }
+        assert_eq!(argv("fish", "s", "i"), ["-c", "s", "dts-item", "i"]);
     }
 
     #[test]
