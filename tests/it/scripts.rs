@@ -1,5 +1,6 @@
-//! Each known interpreter gets the item where its users look for an
-//! argument (README.md, "How an item runs"), run through `dts run`.
+//! How a task's script is run, through `dts run`: each known interpreter
+//! gets the item where its users look for an argument, and Go-template
+//! braces reach the script (README.md, "How an item runs").
 //!
 //! An interpreter missing here skips its test with a message, unless
 //! `DTS_TEST_REQUIRE_INTERPRETERS` is set (scripts/test.sh sets it as root,
@@ -97,4 +98,26 @@ fn sh_dash_and_zsh_scripts_get_the_item_as_dollar_1() {
             assert_eq!(stdout, expected(1, "dts-item"), "{shell}");
         }
     }
+}
+
+#[test]
+fn dts_run_passes_docker_format_braces_through_and_renders_doubled_ones_literally() {
+    let template = "docker() { printf '%s\\n' \"$@\"; }; docker ps --format '{{.ID}}\\t{{.Names}}' --filter name={{{{name}}}} \"$1\"";
+    let mut child = Command::new(dts_binary())
+        .args(["run", template, "it's \"x\""])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dts run");
+    let out = dts_testkit::finish_within(&mut child, DEADLINE, "dts run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "ps\n--format\n{{.ID}}\\t{{.Names}}\n--filter\nname={{name}}\nit's \"x\"\n"
+    );
 }
