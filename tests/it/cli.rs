@@ -286,3 +286,117 @@ fn dts_run_runs_each_item_once_unless_asked_to_speculate() {
         "the straggler got a copy on the idle core: {speculated:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Issue 12: no flag ignored, GNU parallel's input sources, Ctrl-C, results
+// ---------------------------------------------------------------------------
+
+#[test]
+fn dts_run_takes_inputs_after_gnu_parallels_triple_and_quadruple_colons() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let list = dir.path().join("list.txt");
+    std::fs::write(&list, "x y\nz\n").unwrap();
+
+    let out = dts_run(&["echo \"<$1>\"", ":::", "a", "b c"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "<a>\n<b c>\n", "no item named :::");
+
+    let out = dts_run(&["echo \"<$1>\"", "::::", list.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "<x y>\n<z>\n");
+}
+
+#[test]
+fn dts_run_refuses_two_input_sources_naming_both_and_runs_nothing() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let list = dir.path().join("list.txt");
+    std::fs::write(&list, "x\n").unwrap();
+    let marker = dir.path().join("ran");
+    let template = format!("touch '{}'", marker.display());
+    let list = list.to_str().unwrap();
+    let why = "are two input sources; give one: GNU parallel would run every \
+               combination of them, but a dts item has one input\n";
+    for (args, named) in [
+        (
+            vec!["--inputs", list, "extra"],
+            format!("the inputs \"extra\" and --inputs {list}"),
+        ),
+        (
+            vec![":::", "a", "b", ":::", "c"],
+            "::: \"a\" \"b\" and ::: \"c\"".to_string(),
+        ),
+        (
+            vec!["::::", list, ":::", "c"],
+            format!(":::: {list} and ::: \"c\""),
+        ),
+        (
+            vec!["a", ":::", "b"],
+            "the inputs \"a\" and ::: \"b\"".to_string(),
+        ),
+    ] {
+        let mut all = vec![template.as_str()];
+        all.extend(args.iter().copied());
+        let out = dts_run(&all, "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(text(&out.stderr), format!("dts: error: {named} {why}"));
+        assert_eq!(text(&out.stdout), "");
+    }
+    assert!(!marker.exists(), "an item ran");
+}
+
+#[test]
+fn dts_run_flags_override_the_fields_of_a_task_file() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("task.json");
+    std::fs::write(
+        &file,
+        r#"{"templateFunction": "echo {{who}} $1 ${BASH_VERSION:+in-bash}",
+            "variableJson": {"who": "file"}, "inputList": ["a"]}"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = dts_run(&["--task", file], "");
+    assert_eq!(
+        text(&out.stdout),
+        "file a in-bash\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = dts_run(
+        &["--task", file, "--var", "who=flag", "--interpreter", "sh"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "flag a\n",
+        "--var and --interpreter applied"
+    );
+
+    let slow = dir.path().join("slow.json");
+    std::fs::write(
+        &slow,
+        r#"{"templateFunction": "sleep 30", "inputList": ["a"], "timeoutSecs": 60}"#,
+    )
+    .unwrap();
+    let out = dts_run(&["--task", slow.to_str().unwrap(), "--timeout", "1"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "dts: item 0 (\"a\") failed: timed out\n");
+}
+
+#[test]
+fn a_misspelled_variable_gets_did_you_mean_in_the_command_lines_words() {
+    let out = dts_run(&["echo {{nmae}}", "--var", "name=Ada", "a"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "dts: error: no value for placeholder {{nmae}}: did you mean {{name}}? \
+         (--var name=... was given)\n"
+    );
+    let out = dts_run(&["echo {{greeting}}", "a"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "dts: error: no value for placeholder {{greeting}}: give it with --var greeting=VALUE\n"
+    );
+}
