@@ -400,3 +400,142 @@ fn a_misspelled_variable_gets_did_you_mean_in_the_command_lines_words() {
         "dts: error: no value for placeholder {{greeting}}: give it with --var greeting=VALUE\n"
     );
 }
+
+#[test]
+fn a_task_file_that_is_not_json_is_named_in_the_error() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("task.json");
+    std::fs::write(&file, "templateFunction: echo\n").unwrap();
+    let shown = file.display().to_string();
+    // No server listens there: the file is refused before any request.
+    let out = run_dts(
+        Command::new(dts_binary())
+            .args(["submit", &shown, "--server", "http://127.0.0.1:9"])
+            .env_remove("DTS_AUTH_TOKEN"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "dts: error: the task file {shown} is not valid JSON\n  \
+             caused by: expected ident at line 1 column 2\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_during_submit_wait_says_the_task_keeps_running_and_how_to_cancel_it() {
+    use std::io::BufRead;
+    let up = DtsUp::start(&[]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("task.json");
+    std::fs::write(
+        &file,
+        r#"{"templateFunction": "sleep 60", "inputList": ["a"]}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(dts_binary())
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--wait",
+            "--server",
+            &up.base,
+        ])
+        .env_remove("DTS_AUTH_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line names the task; the second says it is waiting.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            lines.push(line);
+        }
+        let _ = tx.send(lines);
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        let _ = tx.send(vec![rest]);
+    });
+    let first = rx
+        .recv_timeout(DEADLINE)
+        .expect("dts submit --wait to name its task and start waiting");
+    let id = first[0]
+        .strip_prefix("submitted task ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .to_string();
+    up.wait_task(&id, "its item to run", |t| t["status"] == "INPROGRESS")
+        .await;
+    // SAFETY: kill sends a signal to the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = dts_testkit::wait_for_exit(&mut child, DEADLINE, "dts submit --wait");
+    assert_eq!(status.code(), Some(130));
+    let rest = rx.recv_timeout(DEADLINE).expect("the rest of stderr");
+    assert_eq!(
+        rest[0],
+        format!(
+            "dts: stopped waiting; task {id} keeps running on the server.\n\
+             dts: to cancel it: dts cancel {id} --server {}\n",
+            up.base
+        )
+    );
+    assert_eq!(up.task(&id).await["status"], "INPROGRESS");
+    let out = dts(&up, &["cancel", &id]);
+    assert_eq!(text(&out.stdout), format!("{id} CANCELLED\n"));
+}
+
+#[tokio::test]
+async fn results_say_so_when_a_task_was_cancelled_or_nothing_failed_and_show_attempts() {
+    let up = DtsUp::start(&[]);
+    // No worker has this label: the task waits, then is cancelled unrun.
+    let unrun = up
+        .submit(serde_json::json!({
+            "templateFunction": "echo $1", "inputList": ["a", "b"],
+            "requires": {"gpu": "none-here"},
+        }))
+        .await;
+    let out = dts(&up, &["cancel", &unrun]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = dts(&up, &["results", &unrun]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        format!("dts: task {unrun} was cancelled before any of its 2 items ran\n")
+    );
+
+    let good = up
+        .submit(serde_json::json!({"templateFunction": "echo $1", "inputList": ["a"]}))
+        .await;
+    assert_eq!(up.wait_ended(&good).await["status"], "COMPLETED");
+    let out = dts(&up, &["results", &good, "--failed"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        format!("dts: no item of task {good} failed (COMPLETED, 1 of 1 item ran)\n")
+    );
+
+    let retried = up
+        .submit(serde_json::json!({
+            "templateFunction": "exit 3", "inputList": ["a"], "retries": 1,
+        }))
+        .await;
+    assert_eq!(up.wait_ended(&retried).await["status"], "FAILED");
+    let out = dts(&up, &["results", &retried]);
+    let listed = text(&out.stdout);
+    assert!(
+        listed.starts_with("#0 \"a\" [exit 3] ") && listed.contains(" ms, attempt 2 of 2, on "),
+        "{listed}"
+    );
+    assert_eq!(text(&out.stderr), "");
+}
