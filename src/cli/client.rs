@@ -3,7 +3,7 @@
 //! answers as the views dts-api writes. Everything they print goes through
 //! a [`Console`], which escapes control characters on a terminal.
 
-use super::terminal::Console;
+use super::terminal::{Console, count};
 use anyhow::{Context, Result, anyhow, bail};
 use dts_api::views::{ErrorBody, ResultView, ResultsPage, TaskView, WorkerView};
 use dts_model::TaskStatus;
@@ -14,10 +14,14 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often `--wait` and `watch` look at the task.
 const POLL: Duration = Duration::from_millis(200);
+/// The server `--server` names when it is not given.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:30000";
+/// The exit status of a command stopped by Ctrl-C, as shells report it.
+const INTERRUPTED: u8 = 130;
 
 /// A connection to one dts server.
 pub struct Client {
@@ -37,6 +41,16 @@ impl Client {
             .build()
             .context("cannot set up the HTTP client")?;
         Ok(Client { http, base, token })
+    }
+
+    /// `--server URL` as a command that reaches this server must spell it:
+    /// nothing for the default.
+    fn server_flag(&self) -> String {
+        if self.base == DEFAULT_SERVER {
+            String::new()
+        } else {
+            format!(" --server {}", self.base)
+        }
     }
 
     /// Sends a request and returns the JSON answer, or the server's error
@@ -64,7 +78,10 @@ impl Client {
             .await
             .context("cannot read the server's answer")?;
         if !status.is_success() {
-            return Err(anyhow!(server_error(status, &text)));
+            return Err(anyhow!(server_error(&self.base, status, &text)));
+        }
+        if looks_like_html(&text) {
+            bail!("{}", not_dts(&self.base, status));
         }
         serde_json::from_str(&text).with_context(|| {
             format!(
@@ -93,17 +110,33 @@ impl Client {
     }
 }
 
-/// The server's error as one line: message, and the field to blame; or
-/// the start of whatever else answered (a proxy's page).
-fn server_error(status: StatusCode, text: &str) -> String {
+/// The server's error as one line: message, and the field to blame; for
+/// a web page (a proxy's or another server's), what answered and its
+/// status, not the page; or the start of whatever else answered.
+fn server_error(base: &str, status: StatusCode, text: &str) -> String {
     let code = status.as_u16();
     match serde_json::from_str::<ErrorBody>(text) {
         Ok(ErrorBody { error }) => match error.field {
             Some(field) => format!("{} (field: {field}; HTTP {code})", error.message),
             None => format!("{} (HTTP {code})", error.message),
         },
+        Err(_) if looks_like_html(text) => not_dts(base, status),
         Err(_) => format!("the server answered HTTP {code}: {}", short(text)),
     }
+}
+
+/// Whether an answer is a web page rather than dts's JSON.
+fn looks_like_html(text: &str) -> bool {
+    let start = text.trim_start().get(..15).unwrap_or_default();
+    let start = start.to_ascii_lowercase();
+    start.starts_with("<!doctype html") || start.starts_with("<html") || start.starts_with("<head")
+}
+
+/// What to say when a web page answered instead of dts.
+fn not_dts(base: &str, status: StatusCode) -> String {
+    format!(
+        "{base} answered HTTP {status} with a web page, not dts's JSON: is --server the URL of a dts server?"
+    )
 }
 
 /// At most the first 200 characters of `text`, for an error message.
@@ -133,16 +166,20 @@ pub async fn submit(
     wait: bool,
     json: bool,
 ) -> Result<ExitCode> {
-    let body = if file == Path::new("-") {
+    let (body, what) = if file == Path::new("-") {
         let mut text = Vec::new();
         std::io::stdin()
             .read_to_end(&mut text)
             .context("cannot read the task from standard input")?;
-        text
+        (text, "the task on standard input".to_string())
     } else {
-        std::fs::read(file)
-            .with_context(|| format!("cannot read the task file {}", file.display()))?
+        let text = std::fs::read(file)
+            .with_context(|| format!("cannot read the task file {}", file.display()))?;
+        (text, format!("the task file {}", file.display()))
     };
+    // Checked here, so the error names the file (the server cannot).
+    serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+        .with_context(|| format!("{what} is not valid JSON"))?;
     let (task, raw) = client
         .fetch::<TaskView>(Method::POST, "/v1/tasks", Some(body))
         .await?;
@@ -152,8 +189,10 @@ pub async fn submit(
     }
     writeln!(
         console.err,
-        "submitted task {} ({} items, {})",
-        task.id, task.items_total, task.status
+        "submitted task {} ({}, {})",
+        task.id,
+        count(task.items_total, "item"),
+        task.status
     )?;
     if !wait {
         writeln!(console.out, "{}", task.id)?;
@@ -163,40 +202,49 @@ pub async fn submit(
 }
 
 /// `dts watch ID` (and `submit --wait`): a progress bar until the task ends;
-/// exit 0 only if it completed.
+/// exit 0 only if it completed. Ctrl-C stops the waiting, not the task:
+/// it says so, and how to cancel it, and exits 130.
 pub async fn watch(
     client: &Client,
     console: &mut Console,
     id: &str,
     json: bool,
 ) -> Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
     let path = format!("/v1/tasks/{id}?summary=true");
     let (mut task, mut raw) = client.fetch::<TaskView>(Method::GET, &path, None).await?;
     let bar = ProgressBar::new(task.items_total);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg:12} [{bar:30}] {pos}/{len} items ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
-    // Without a terminal the bar is hidden: print each change of status (or
-    // of why the task waits) instead. On a terminal a new reason is printed
-    // above the bar, through the console that escapes it (the bar does not).
+    // Without a terminal the bar is hidden: print each change of status,
+    // of the failure count or of why the task waits instead. On a terminal
+    // a new reason is printed above the bar, through the console that
+    // escapes it (the bar does not).
     let plain = bar.is_hidden();
     let mut last_status = None;
     let mut last_reason = None;
+    let mut last_failed = None;
+    let rate = Rate::new(task.items_succeeded + task.items_failed);
     loop {
         let done = task.items_succeeded + task.items_failed;
         bar.set_position(done);
-        bar.set_message(task.status.as_str());
+        bar.set_message(progress_message(&task, rate.per_sec(done)));
         let reason_changed = last_reason != task.waiting_reason;
-        if plain && (last_status != Some(task.status) || reason_changed) {
+        let changed = last_status != Some(task.status) || last_failed != Some(task.items_failed);
+        if plain && (changed || reason_changed) {
             write!(
                 console.err,
-                "{}: {done} of {} items done",
-                task.status, task.items_total
+                "{}: {done} of {} done",
+                task.status,
+                count(task.items_total, "item")
             )?;
+            if task.items_failed > 0 {
+                write!(console.err, ", {} failed", task.items_failed)?;
+            }
             match &task.waiting_reason {
                 Some(reason) => writeln!(console.err, " (waiting: {reason})")?,
                 None => writeln!(console.err)?,
@@ -205,14 +253,34 @@ pub async fn watch(
             bar.suspend(|| writeln!(console.err, "waiting: {reason}"))?;
         }
         last_status = Some(task.status);
+        last_failed = Some(task.items_failed);
         last_reason.clone_from(&task.waiting_reason);
         if task.status.is_terminal() {
             break;
         }
-        tokio::time::sleep(POLL).await;
-        (task, raw) = client.fetch(Method::GET, &path, None).await?;
+        let next = async {
+            tokio::time::sleep(POLL).await;
+            client.fetch::<TaskView>(Method::GET, &path, None).await
+        };
+        tokio::select! {
+            next = next => (task, raw) = next?,
+            _ = interrupt.recv() => {
+                bar.abandon();
+                writeln!(
+                    console.err,
+                    "dts: stopped waiting; task {} keeps running on the server.\n\
+                     dts: to cancel it: dts cancel {}{}",
+                    task.id,
+                    task.id,
+                    client.server_flag()
+                )?;
+                return Ok(ExitCode::from(INTERRUPTED));
+            }
+        }
     }
-    bar.finish();
+    // Not `finish`: that would show every item done, which a cancelled or
+    // failed task's items were not.
+    bar.abandon();
     if json {
         print_json(&mut console.out, &raw)?;
     } else {
@@ -223,6 +291,75 @@ pub async fn watch(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Items done per second since the watch began: none until an item has
+/// ended while watching, so the bar never shows a rate of 0 or an eta of 0.
+struct Rate {
+    since: Instant,
+    done_then: u64,
+}
+
+impl Rate {
+    fn new(done: u64) -> Rate {
+        Rate {
+            since: Instant::now(),
+            done_then: done,
+        }
+    }
+
+    fn per_sec(&self, done: u64) -> Option<f64> {
+        let secs = self.since.elapsed().as_secs_f64();
+        let ended = done.saturating_sub(self.done_then);
+        (ended > 0 && secs > 0.0).then(|| ended as f64 / secs)
+    }
+}
+
+/// The text beside the progress bar: status, items done of all, failures
+/// as they happen, and once items are ending, the rate and time left.
+fn progress_message(task: &TaskView, rate: Option<f64>) -> String {
+    let done = task.items_succeeded + task.items_failed;
+    let mut text = format!(
+        "{:<10} {done}/{}",
+        task.status.as_str(),
+        count(task.items_total, "item")
+    );
+    if task.items_failed > 0 {
+        text.push_str(&format!(", {} failed", task.items_failed));
+    }
+    match rate {
+        _ if task.status.is_terminal() => {}
+        Some(rate) => {
+            let left = task.items_total.saturating_sub(done) as f64 / rate;
+            text.push_str(&format!(
+                ", {}/s, eta {}",
+                one_decimal(rate),
+                duration(left.ceil() as u64)
+            ));
+        }
+        None if done == 0 => text.push_str(", starting"),
+        None => {}
+    }
+    text
+}
+
+/// `rate` with at most one decimal: `12`, `2.5`, `0.3`.
+fn one_decimal(rate: f64) -> String {
+    if rate >= 10.0 {
+        format!("{rate:.0}")
+    } else {
+        let text = format!("{rate:.1}");
+        text.strip_suffix(".0").map(str::to_string).unwrap_or(text)
+    }
+}
+
+/// `secs` as `42s`, `3m 05s` or `2h 01m`.
+fn duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 /// `dts status ID`.
@@ -282,6 +419,10 @@ pub async fn results(
 ) -> Result<ExitCode> {
     const PAGE: u64 = 1000;
     let filter = if failed { "&status=failed" } else { "" };
+    // For the items' attempts, and to say why there is little or nothing.
+    let (task, _) = client
+        .fetch::<TaskView>(Method::GET, &format!("/v1/tasks/{id}?summary=true"), None)
+        .await?;
     let mut offset = 0;
     let mut all = Vec::new();
     loop {
@@ -294,7 +435,7 @@ pub async fn results(
             if json {
                 all.push(item);
             } else {
-                print_result(&mut console.out, &item)?;
+                print_result(&mut console.out, &item, task.retries)?;
             }
         }
         if offset >= page.total || offset == 0 {
@@ -304,10 +445,41 @@ pub async fn results(
     if json {
         print_json(&mut console.out, &all)?;
     }
+    console.out.flush()?;
+    if let Some(note) = results_note(&task, offset, failed) {
+        writeln!(console.err, "dts: {note}")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_result(out: &mut impl Write, item: &ResultView) -> Result<()> {
+/// What `dts results` says on stderr when its list alone would mislead:
+/// an empty list, or a cancelled task's, whose other items never ran.
+fn results_note(task: &TaskView, shown: u64, failed: bool) -> Option<String> {
+    let id = &task.id;
+    let total = task.items_total;
+    let ran = task.items_succeeded + task.items_failed;
+    let ran_of = format!("{ran} of {} ran", count(total, "item"));
+    match (task.status, shown, failed) {
+        (TaskStatus::Cancelled, 0, false) => Some(format!(
+            "task {id} was cancelled before any of its {} ran",
+            count(total, "item")
+        )),
+        (TaskStatus::Cancelled, _, _) => Some(format!("task {id} was cancelled: {ran_of}")),
+        (_, 0, true) => Some(format!(
+            "no item of task {id} failed ({}, {ran_of})",
+            task.status
+        )),
+        (_, 0, false) => Some(format!(
+            "task {id} has no results yet ({}, {ran_of})",
+            task.status
+        )),
+        _ => None,
+    }
+}
+
+/// One item's result; `retries` is the task's, to show an item's attempt
+/// out of the attempts it could get.
+fn print_result(out: &mut impl Write, item: &ResultView, retries: u32) -> Result<()> {
     let result = &item.result;
     let outcome = if item.succeeded {
         "ok".to_string()
@@ -322,15 +494,22 @@ fn print_result(out: &mut impl Write, item: &ResultView) -> Result<()> {
     } else {
         "failed".to_string()
     };
+    // A lost worker's shard runs again as a further attempt, which can
+    // go past the retries.
+    let tries = retries.saturating_add(1);
+    let attempt = if retries > 0 && result.attempt <= tries {
+        format!("attempt {} of {tries}", result.attempt)
+    } else {
+        format!("attempt {}", result.attempt)
+    };
     writeln!(
         out,
-        "#{} {} [{}] {} ms, attempt {}, on {}",
+        "#{} {} [{}] {} ms, {attempt}, on {}",
         result.index,
         // Quoted as JSON, so an input's spaces and newlines show.
         Value::from(result.input.as_str()),
         outcome,
         result.duration_ms,
-        result.attempt,
         result.worker
     )?;
     for (stream, text) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
@@ -554,7 +733,7 @@ mod tests {
             },
             succeeded: false,
         };
-        let shown = on_terminal(|out| print_result(out, &item));
+        let shown = on_terminal(|out| print_result(out, &item, 0));
         assert_eq!(
             shown,
             "#0 \"\\x9b2J\" [error: \\x1b]52;c;aGk=\\x07] 1 ms, attempt 1, on w\\x1b[31m\n\
@@ -567,14 +746,53 @@ mod tests {
     #[test]
     fn a_server_error_names_its_message_field_and_status_and_anything_else_is_quoted() {
         let body = r#"{"error":{"code":"invalid_field","message":"limit is bad","field":"limit"}}"#;
+        let base = "http://x";
         assert_eq!(
-            server_error(StatusCode::BAD_REQUEST, body),
+            server_error(base, StatusCode::BAD_REQUEST, body),
             "limit is bad (field: limit; HTTP 400)"
         );
         assert_eq!(
-            server_error(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>"),
-            "the server answered HTTP 502: <html>bad gateway</html>"
+            server_error(base, StatusCode::BAD_GATEWAY, "bad gateway"),
+            "the server answered HTTP 502: bad gateway"
         );
+    }
+
+    #[test]
+    fn progress_starts_without_a_rate_then_shows_one_decimal_failures_and_time_left() {
+        let task = task_view(json!({"itemsTotal": 10, "itemsSucceeded": 0, "itemsFailed": 0}));
+        assert_eq!(
+            progress_message(&task, None),
+            "INPROGRESS 0/10 items, starting"
+        );
+        let task = task_view(json!({"itemsTotal": 10, "itemsSucceeded": 2, "itemsFailed": 3}));
+        assert_eq!(
+            progress_message(&task, Some(2.0 / 3.0)),
+            "INPROGRESS 5/10 items, 3 failed, 0.7/s, eta 8s"
+        );
+        let task = task_view(
+            json!({"itemsTotal": 1, "itemsSucceeded": 0, "itemsFailed": 0,
+                                    "status": "CANCELLED"}),
+        );
+        assert_eq!(progress_message(&task, Some(1.0)), "CANCELLED  0/1 item");
+        assert_eq!(one_decimal(123.456), "123");
+        assert_eq!(one_decimal(2.0), "2");
+        assert_eq!(duration(125), "2m 05s");
+        assert_eq!(duration(3_700), "1h 01m");
+    }
+
+    #[test]
+    fn an_html_page_is_named_by_its_status_not_shown() {
+        assert_eq!(
+            server_error(
+                "http://x",
+                StatusCode::NOT_FOUND,
+                "<html><body>nginx</body></html>"
+            ),
+            "http://x answered HTTP 404 Not Found with a web page, not dts's JSON: \
+             is --server the URL of a dts server?"
+        );
+        assert!(looks_like_html("\n<!DOCTYPE html><html>"));
+        assert!(!looks_like_html("{\"id\": \"<html>\"}"));
     }
 
     #[test]

@@ -172,6 +172,15 @@ impl<W: Write> Drop for Sanitized<W> {
     }
 }
 
+/// `n` and `noun`, plural unless `n` is 1: "1 item", "2 items".
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Standard output, escaped when it is a terminal and not `raw`.
 pub fn stdout(raw: bool) -> Sanitized<Stdout> {
     let stdout = io::stdout();

@@ -286,3 +286,256 @@ fn dts_run_runs_each_item_once_unless_asked_to_speculate() {
         "the straggler got a copy on the idle core: {speculated:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Issue 12: no flag ignored, GNU parallel's input sources, Ctrl-C, results
+// ---------------------------------------------------------------------------
+
+#[test]
+fn dts_run_takes_inputs_after_gnu_parallels_triple_and_quadruple_colons() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let list = dir.path().join("list.txt");
+    std::fs::write(&list, "x y\nz\n").unwrap();
+
+    let out = dts_run(&["echo \"<$1>\"", ":::", "a", "b c"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "<a>\n<b c>\n", "no item named :::");
+
+    let out = dts_run(&["echo \"<$1>\"", "::::", list.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "<x y>\n<z>\n");
+}
+
+#[test]
+fn dts_run_refuses_two_input_sources_naming_both_and_runs_nothing() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let list = dir.path().join("list.txt");
+    std::fs::write(&list, "x\n").unwrap();
+    let marker = dir.path().join("ran");
+    let template = format!("touch '{}'", marker.display());
+    let list = list.to_str().unwrap();
+    let why = "are two input sources; give one: GNU parallel would run every \
+               combination of them, but a dts item has one input\n";
+    for (args, named) in [
+        (
+            vec!["--inputs", list, "extra"],
+            format!("the inputs \"extra\" and --inputs {list}"),
+        ),
+        (
+            vec![":::", "a", "b", ":::", "c"],
+            "::: \"a\" \"b\" and ::: \"c\"".to_string(),
+        ),
+        (
+            vec!["::::", list, ":::", "c"],
+            format!(":::: {list} and ::: \"c\""),
+        ),
+        (
+            vec!["a", ":::", "b"],
+            "the inputs \"a\" and ::: \"b\"".to_string(),
+        ),
+    ] {
+        let mut all = vec![template.as_str()];
+        all.extend(args.iter().copied());
+        let out = dts_run(&all, "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(text(&out.stderr), format!("dts: error: {named} {why}"));
+        assert_eq!(text(&out.stdout), "");
+    }
+    assert!(!marker.exists(), "an item ran");
+}
+
+#[test]
+fn dts_run_flags_override_the_fields_of_a_task_file() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("task.json");
+    std::fs::write(
+        &file,
+        r#"{"templateFunction": "echo {{who}} $1 ${BASH_VERSION:+in-bash}",
+            "variableJson": {"who": "file"}, "inputList": ["a"]}"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = dts_run(&["--task", file], "");
+    assert_eq!(
+        text(&out.stdout),
+        "file a in-bash\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = dts_run(
+        &["--task", file, "--var", "who=flag", "--interpreter", "sh"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "flag a\n",
+        "--var and --interpreter applied"
+    );
+
+    let slow = dir.path().join("slow.json");
+    std::fs::write(
+        &slow,
+        r#"{"templateFunction": "sleep 30", "inputList": ["a"], "timeoutSecs": 60}"#,
+    )
+    .unwrap();
+    let out = dts_run(&["--task", slow.to_str().unwrap(), "--timeout", "1"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "dts: item 0 (\"a\") failed: timed out\n");
+}
+
+#[test]
+fn a_misspelled_variable_gets_did_you_mean_in_the_command_lines_words() {
+    let out = dts_run(&["echo {{nmae}}", "--var", "name=Ada", "a"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "dts: error: no value for placeholder {{nmae}}: did you mean {{name}}? \
+         (--var name=... was given)\n"
+    );
+    let out = dts_run(&["echo {{greeting}}", "a"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "dts: error: no value for placeholder {{greeting}}: give it with --var greeting=VALUE\n"
+    );
+}
+
+#[test]
+fn a_task_file_that_is_not_json_is_named_in_the_error() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("task.json");
+    std::fs::write(&file, "templateFunction: echo\n").unwrap();
+    let shown = file.display().to_string();
+    // No server listens there: the file is refused before any request.
+    let out = run_dts(
+        Command::new(dts_binary())
+            .args(["submit", &shown, "--server", "http://127.0.0.1:9"])
+            .env_remove("DTS_AUTH_TOKEN"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "dts: error: the task file {shown} is not valid JSON\n  \
+             caused by: expected ident at line 1 column 2\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_during_submit_wait_says_the_task_keeps_running_and_how_to_cancel_it() {
+    use std::io::BufRead;
+    let up = DtsUp::start(&[]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("task.json");
+    std::fs::write(
+        &file,
+        r#"{"templateFunction": "sleep 60", "inputList": ["a"]}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(dts_binary())
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--wait",
+            "--server",
+            &up.base,
+        ])
+        .env_remove("DTS_AUTH_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line names the task; the second says it is waiting.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            lines.push(line);
+        }
+        let _ = tx.send(lines);
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        let _ = tx.send(vec![rest]);
+    });
+    let first = rx
+        .recv_timeout(DEADLINE)
+        .expect("dts submit --wait to name its task and start waiting");
+    let id = first[0]
+        .strip_prefix("submitted task ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .to_string();
+    up.wait_task(&id, "its item to run", |t| t["status"] == "INPROGRESS")
+        .await;
+    // SAFETY: kill sends a signal to the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = dts_testkit::wait_for_exit(&mut child, DEADLINE, "dts submit --wait");
+    assert_eq!(status.code(), Some(130));
+    let rest = rx.recv_timeout(DEADLINE).expect("the rest of stderr");
+    assert_eq!(
+        rest[0],
+        format!(
+            "dts: stopped waiting; task {id} keeps running on the server.\n\
+             dts: to cancel it: dts cancel {id} --server {}\n",
+            up.base
+        )
+    );
+    assert_eq!(up.task(&id).await["status"], "INPROGRESS");
+    let out = dts(&up, &["cancel", &id]);
+    assert_eq!(text(&out.stdout), format!("{id} CANCELLED\n"));
+}
+
+#[tokio::test]
+async fn results_say_so_when_a_task_was_cancelled_or_nothing_failed_and_show_attempts() {
+    let up = DtsUp::start(&[]);
+    // No worker has this label: the task waits, then is cancelled unrun.
+    let unrun = up
+        .submit(serde_json::json!({
+            "templateFunction": "echo $1", "inputList": ["a", "b"],
+            "requires": {"gpu": "none-here"},
+        }))
+        .await;
+    let out = dts(&up, &["cancel", &unrun]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = dts(&up, &["results", &unrun]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        format!("dts: task {unrun} was cancelled before any of its 2 items ran\n")
+    );
+
+    let good = up
+        .submit(serde_json::json!({"templateFunction": "echo $1", "inputList": ["a"]}))
+        .await;
+    assert_eq!(up.wait_ended(&good).await["status"], "COMPLETED");
+    let out = dts(&up, &["results", &good, "--failed"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        format!("dts: no item of task {good} failed (COMPLETED, 1 of 1 item ran)\n")
+    );
+
+    let retried = up
+        .submit(serde_json::json!({
+            "templateFunction": "exit 3", "inputList": ["a"], "retries": 1,
+        }))
+        .await;
+    assert_eq!(up.wait_ended(&retried).await["status"], "FAILED");
+    let out = dts(&up, &["results", &retried]);
+    let listed = text(&out.stdout);
+    assert!(
+        listed.starts_with("#0 \"a\" [exit 3] ") && listed.contains(" ms, attempt 2 of 2, on "),
+        "{listed}"
+    );
+    assert_eq!(text(&out.stderr), "");
+}

@@ -624,3 +624,89 @@ async fn client_commands_read_the_token_from_a_file_or_the_environment() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Progress and a server that is not dts (issue 12)
+// ---------------------------------------------------------------------------
+
+/// The frames a progress bar drew: indicatif redraws a line after `\r`.
+fn frames(screen: &[u8]) -> Vec<String> {
+    text(screen)
+        .split(['\r', '\n'])
+        .filter(|frame| frame.contains("items"))
+        .map(|frame| frame.replace("\x1b[2K", "").trim_end().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_progress_bar_starts_without_a_zero_rate_and_shows_failures_as_they_happen() {
+    let up = DtsUp::start(&["--cores", "2"]);
+    let inputs: Vec<String> = ["bad", "a", "b"].map(String::from).to_vec();
+    let id = up
+        .submit(task("[ \"$1\" = bad ] && exit 1; sleep 2", &inputs))
+        .await;
+    let shown = on_terminal(&["watch", &id, "--server", &up.base], Screen::Stderr);
+    assert_eq!(shown.status.code(), Some(1), "{}", text(&shown.piped));
+    let frames = frames(&shown.screen);
+    assert!(!frames.is_empty(), "{:?}", text(&shown.screen));
+    for frame in &frames {
+        assert!(
+            !frame.contains("eta 0s") && !frame.contains(" 0/s"),
+            "{frame:?}"
+        );
+        // At most one decimal: `2.5/s`, never `2.5000/s`.
+        if let Some(end) = frame.find("/s, eta ") {
+            let rate = frame[..end].rsplit(' ').next().unwrap_or_default();
+            let decimals = rate.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= 1 && rate.parse::<f64>().is_ok(), "{frame:?}");
+        }
+    }
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.contains("INPROGRESS") && f.contains("/3 items, 1 failed")),
+        "the failure shows while the task runs: {frames:?}"
+    );
+    let last = frames.last().map(String::as_str).unwrap_or_default();
+    assert!(last.ends_with("FAILED     3/3 items, 1 failed"), "{last:?}");
+}
+
+#[tokio::test]
+async fn the_progress_bar_of_a_cancelled_task_shows_the_items_that_ran() {
+    let up = DtsUp::start(&[]);
+    let mut body = task("echo $1", &["a".into(), "b".into()]);
+    // No worker has this label: nothing runs before the cancel.
+    body["requires"] = json!({"gpu": "none-here"});
+    let id = up.submit(body).await;
+    let (status, _) = up
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    assert!(status.is_success(), "{status}");
+    let shown = on_terminal(&["watch", &id, "--server", &up.base], Screen::Stderr);
+    assert_eq!(shown.status.code(), Some(1), "{}", text(&shown.piped));
+    let frames = frames(&shown.screen);
+    let last = frames.last().map(String::as_str).unwrap_or_default();
+    assert!(last.ends_with("CANCELLED  0/2 items"), "{frames:?}");
+    assert!(!text(&shown.screen).contains("2/2"), "{frames:?}");
+}
+
+#[test]
+fn a_web_page_from_something_that_is_not_dts_is_not_dumped() {
+    let page = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n\
+                <center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n\
+                </body>\r\n</html>\r\n";
+    let server = canned_server("404 Not Found", page.to_string());
+    let out = run_dts(
+        Command::new(dts_binary())
+            .args(["status", "6f1c1a39", "--server", &server])
+            .env_remove("DTS_AUTH_TOKEN"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "dts: error: {server} answered HTTP 404 Not Found with a web page, \
+             not dts's JSON: is --server the URL of a dts server?\n"
+        )
+    );
+}
