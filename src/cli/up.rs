@@ -56,7 +56,7 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     println!("dts listening on http://{}", up.local_addr());
     args::stop_on_signal(
         up.shutdown_token(),
-        "no new requests; running work may finish",
+        "no new requests and no new items; running items may finish",
     );
     up.run().await?;
     Ok(ExitCode::SUCCESS)

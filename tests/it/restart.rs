@@ -85,3 +85,45 @@ async fn a_second_dts_up_on_the_same_data_directory_is_refused() {
         "{stderr}"
     );
 }
+
+/// The lines of `path` (none if it does not exist yet).
+fn lines_in(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_stopped_dts_up_starts_no_new_item_and_says_how_many_still_run() {
+    let dir = crate::common::shared_dir();
+    let starts = dir.path().join("starts.log");
+    let body = json!({
+        "templateFunction": "echo \"$1\" >> {{log}}; sleep 3",
+        "variableJson": {"log": starts.display().to_string()},
+        "inputList": crate::common::items(20),
+    });
+    // The log is kept in `dir`, to be read after the node has exited.
+    let up = DtsUp::start_in(&dir.path().join("data"), &["--cores", "2"], &[]);
+    up.submit(body).await;
+    // Both cores start an item at once; the next could start only 3 s later.
+    crate::common::wait_for("the first two items to start", || async {
+        lines_in(&starts) >= 2
+    })
+    .await;
+    let started_at_signal = lines_in(&starts);
+    let log = up.log.clone();
+    let status = up.terminate();
+    assert!(status.success(), "{status:?}");
+
+    assert_eq!(started_at_signal, 2);
+    assert_eq!(
+        lines_in(&starts),
+        started_at_signal,
+        "items started after SIGTERM"
+    );
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains("stopping: 2 items still running; they may finish for up to 10 s"),
+        "{log}"
+    );
+}

@@ -432,8 +432,16 @@ impl Inner {
         shutdown.cancelled().await;
 
         shards.close();
-        if self.running.load(Ordering::Relaxed) > 0 {
-            info!(worker = %self.settings.id, grace = ?self.settings.drain_grace, "letting running items finish");
+        // No slot claims or starts anything from here on; say what is left,
+        // so whoever stopped the worker knows what it waits for.
+        let running = self.running.load(Ordering::Relaxed);
+        if running > 0 {
+            let items = if running == 1 { "item" } else { "items" };
+            info!(
+                worker = %self.settings.id,
+                "stopping: {running} {items} still running; they may finish for up to {}",
+                seconds(self.settings.drain_grace)
+            );
         }
         {
             if tokio::time::timeout(self.settings.drain_grace, shards.wait())
@@ -449,5 +457,14 @@ impl Inner {
             debug!(error = %with_causes(&e), "could not remove the worker's heartbeat");
         }
         info!(worker = %self.settings.id, "worker stopped");
+    }
+}
+
+/// `10 s`, or `2.5 s` for a grace that is not whole seconds.
+fn seconds(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
     }
 }

@@ -481,13 +481,16 @@ impl Inner {
                 }
                 start_counted = true;
             }
+            // A worker told to stop starts no new item, even one that was
+            // already waiting for a core.
             let permit = tokio::select! {
                 biased;
                 _ = run.stop_items.cancelled() => return None,
+                _ = run.stop_intake.cancelled() => return None,
                 permit = self.slots.acquire() => permit.ok()?,
             };
-            // The wait for a slot may have outlasted the task.
-            if run.stop_items.is_cancelled() {
+            // The wait for a slot may have outlasted the task or the worker.
+            if run.stop_items.is_cancelled() || run.stop_intake.is_cancelled() {
                 return None;
             }
             // The task's deadline shortens the item's timeout, and once it
