@@ -539,3 +539,51 @@ async fn results_say_so_when_a_task_was_cancelled_or_nothing_failed_and_show_att
     );
     assert_eq!(text(&out.stderr), "");
 }
+
+#[test]
+fn items_that_would_start_after_the_deadline_do_not_start_and_fail_saying_so() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let starts = dir.path().join("starts.log");
+    let file = dir.path().join("task.json");
+    let inputs: Vec<String> = (0..6).map(|i| format!("n{i}")).collect();
+    let task = serde_json::json!({
+        "templateFunction": format!("echo \"$1\" >> '{}'; sleep 3", starts.display()),
+        "inputList": inputs,
+        "deadlineSecs": 4,
+    });
+    std::fs::write(&file, task.to_string()).unwrap();
+    let out = dts_run(
+        &["--cores", "2", "--task", file.to_str().unwrap(), "--json"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results.len(), 6);
+    // The first two run on the two cores and end before the deadline; the
+    // next two start at 3 s and are killed at 4 s (or, on a slow machine,
+    // do not start); the last two would start at 6 s, past the deadline.
+    let succeeded: Vec<u64> = results
+        .iter()
+        .filter(|r| r["succeeded"] == true)
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(succeeded, [0, 1], "{results:?}");
+    let not_run = "not run: the task's deadline (deadlineSecs) passed before this item started";
+    let killed = "killed: the task's deadline (deadlineSecs) passed while it ran";
+    let errors: Vec<&str> = results[2..]
+        .iter()
+        .map(|r| r["error"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        errors.iter().all(|e| *e == not_run || *e == killed),
+        "{errors:?}"
+    );
+    assert_eq!(&errors[2..], [not_run, not_run], "{errors:?}");
+    let started = std::fs::read_to_string(&starts).unwrap().lines().count();
+    let never_started = errors.iter().filter(|e| **e == not_run).count();
+    assert_eq!(
+        started + never_started,
+        6,
+        "an item past the deadline started"
+    );
+}
