@@ -180,6 +180,19 @@ pub async fn submit(
     // Checked here, so the error names the file (the server cannot).
     serde_json::from_slice::<serde::de::IgnoredAny>(&body)
         .with_context(|| format!("{what} is not valid JSON"))?;
+    send_task(client, console, body, wait, json).await
+}
+
+/// Sends the task in `body` (JSON), says which task it became, and with
+/// `wait` follows it to its end: for a task file and for a command-line
+/// submit alike.
+pub async fn send_task(
+    client: &Client,
+    console: &mut Console,
+    body: Vec<u8>,
+    wait: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let (task, raw) = client
         .fetch::<TaskView>(Method::POST, "/v1/tasks", Some(body))
         .await?;

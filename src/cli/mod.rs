@@ -6,6 +6,8 @@ mod client;
 mod process;
 mod run;
 mod server;
+mod submit;
+mod task_args;
 pub mod terminal;
 mod up;
 mod worker;
@@ -38,16 +40,17 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Run one task here and now, printing each item's output in order (no server needed).
     Run(run::RunArgs),
-    /// Submit a task from a JSON file (or - for standard input).
-    Submit {
-        /// The task: {"templateFunction": "...", "inputList": [...], "variableJson": {...}}.
-        file: PathBuf,
-        /// Wait for the task to end, showing progress; exit 1 unless it completed.
-        #[arg(long)]
-        wait: bool,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    /// Submit a task to a server: a JSON task file, or a template and its
+    /// inputs as `dts run` takes them.
+    ///
+    /// `dts submit FILE.json` (or `-`, JSON on standard input) sends the file
+    /// as it is. `dts submit 'TEMPLATE' a b c` (or `::: a b c`, `:::: FILE`,
+    /// `--inputs FILE`, or inputs on standard input) builds the task as
+    /// `dts run` does. The first argument is a task file when it is `-`,
+    /// ends in `.json` or names an existing file, and no inputs or template
+    /// flags follow; `-` or a `.json` file with inputs or template flags is
+    /// refused, naming both.
+    Submit(submit::SubmitArgs),
     /// Show a task's status and counts.
     Status {
         id: String,
@@ -171,10 +174,7 @@ pub fn main() -> Result<ExitCode> {
             Command::Server(args) => server::run(args).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Run(args) => run::run(args).await,
-            Command::Submit { file, wait, client } => {
-                let console = &mut client.console();
-                client::submit(&client.connect()?, console, &file, wait, client.json).await
-            }
+            Command::Submit(args) => submit::run(args).await,
             Command::Status { id, client } => {
                 let console = &mut client.console();
                 client::status(&client.connect()?, console, &id, client.json).await

@@ -587,3 +587,153 @@ fn items_that_would_start_after_the_deadline_do_not_start_and_fail_saying_so() {
         "an item past the deadline started"
     );
 }
+
+/// `dts submit ARGS` against `up`, with `stdin` on its standard input.
+fn submit_with_stdin(up: &DtsUp, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(dts_binary())
+        .arg("submit")
+        .args(args)
+        .arg("--server")
+        .arg(&up.base)
+        .env_remove("DTS_AUTH_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dts submit");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    dts_testkit::finish_within(&mut child, DEADLINE, "dts submit")
+}
+
+/// The stdout of each item of task `id`, in input order.
+async fn stdouts(up: &DtsUp, id: &str) -> Vec<String> {
+    let results = up.all_results(id, "").await;
+    results
+        .iter()
+        .map(|r| r["stdout"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn submit_from_the_command_line_sends_the_template_inputs_and_variables_exactly() {
+    let up = DtsUp::start(&[]);
+    let template = "printf '%s|%s\\n' '{{greeting}}' \"$1\"";
+
+    // GNU parallel's ::: with --wait: the task's JSON once it has ended.
+    let out = submit_with_stdin(
+        &up,
+        &[
+            template,
+            "--var",
+            "greeting=hi there",
+            ":::",
+            "a",
+            "b c",
+            "--wait",
+            "--json",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let task: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(task["status"], "COMPLETED");
+    assert_eq!(task["templateFunction"], template);
+    assert_eq!(task["itemsTotal"], 2);
+    // No flag asked: the server's default (it speculates).
+    assert_eq!(task["speculation"], true);
+    let id = task["id"].as_str().unwrap();
+    assert_eq!(stdouts(&up, id).await, ["hi there|a\n", "hi there|b c\n"]);
+
+    // Plain arguments, the task's fields from flags; prints the id.
+    let out = submit_with_stdin(
+        &up,
+        &[
+            template,
+            "x",
+            "--var",
+            "greeting=yo",
+            "--name",
+            "nightly",
+            "--timeout",
+            "7",
+            "--retries",
+            "2",
+            "--no-speculate",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let task = up.wait_ended(&id).await;
+    assert_eq!(task["name"], "nightly");
+    assert_eq!(task["timeoutSecs"], 7);
+    assert_eq!(task["retries"], 2);
+    assert_eq!(task["speculation"], false);
+    assert_eq!(stdouts(&up, &id).await, ["yo|x\n"]);
+
+    // --inputs FILE, and standard input, one input per line.
+    let dir = tempfile::TempDir::new().unwrap();
+    let list = dir.path().join("list.txt");
+    std::fs::write(&list, "one\ntwo 2\n").unwrap();
+    let args = [template, "--var", "greeting=f", "--wait", "--json"];
+    let from_file = [&args[..], &["--inputs", list.to_str().unwrap()]].concat();
+    for (args, stdin) in [(&from_file[..], ""), (&args[..], "one\ntwo 2\n")] {
+        let out = submit_with_stdin(&up, args, stdin);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let task: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = task["id"].as_str().unwrap();
+        assert_eq!(stdouts(&up, id).await, ["f|one\n", "f|two 2\n"]);
+    }
+    assert_eq!(up.task_count().await, 4);
+}
+
+#[tokio::test]
+async fn submit_refuses_two_input_sources_and_a_task_file_with_inputs_naming_both() {
+    let up = DtsUp::start(&[]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("task.json");
+    std::fs::write(
+        &file,
+        r#"{"templateFunction": "echo $1", "inputList": ["a"]}"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let sources = "are two input sources; give one: GNU parallel would run every \
+                   combination of them, but a dts item has one input\n";
+    let file_and = "cannot go together: a task file is sent as it is; \
+                    give the file alone, or a template with its inputs and flags\n";
+    for (args, error) in [
+        (
+            vec!["echo $1", ":::", "a", ":::", "b"],
+            format!("::: \"a\" and ::: \"b\" {sources}"),
+        ),
+        (
+            vec!["echo $1", "x", "--inputs", file],
+            format!("the inputs \"x\" and --inputs {file} {sources}"),
+        ),
+        (
+            vec![file, ":::", "a"],
+            format!("the task file {file} and the inputs \":::\" \"a\" {file_and}"),
+        ),
+        (
+            vec!["-", "--timeout", "5"],
+            format!("- (a JSON task on standard input) and --timeout 5 {file_and}"),
+        ),
+    ] {
+        let out = submit_with_stdin(&up, &args, "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(text(&out.stderr), format!("dts: error: {error}"));
+        assert_eq!(text(&out.stdout), "");
+    }
+    let out = submit_with_stdin(&up, &["echo $1", "a", "--speculate", "--no-speculate"], "");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("'--speculate' cannot be used with '--no-speculate'"),
+        "{stderr}"
+    );
+    assert_eq!(up.task_count().await, 0, "a refused submit sent a task");
+}

@@ -1,0 +1,231 @@
+//! `dts submit`: a task to a server, from a JSON task file or from a
+//! command line as `dts run` takes it.
+//!
+//! ```text
+//! dts submit task.json --wait
+//! dts submit 'gzip -k "$1"' ::: /data/a.txt /data/b.txt
+//! dts submit 'wc -l "$1"' --inputs list.txt --var k=v --timeout 60
+//! ```
+//!
+//! The first argument is a task file when it is `-` (JSON on standard
+//! input), ends in `.json`, or names an existing file, and nothing else on
+//! the command line belongs to a template; otherwise it is the template.
+//! Inputs or template flags with `-` or a `.json` file are refused, naming
+//! both, rather than guessed at.
+
+use super::ClientArgs;
+use super::client;
+use super::task_args::{TaskFlags, check_placeholders, quoted_list};
+use anyhow::{Result, bail};
+use clap::Args;
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// A JSON task file ({"templateFunction": "...", "inputList": [...],
+    /// "variableJson": {...}}; - for standard input), sent as it is; or the
+    /// script template, run once per input ($1 is the input).
+    #[arg(value_name = "FILE|TEMPLATE")]
+    first: String,
+    /// With a template, its inputs as for `dts run`: `a b c`, `::: a b c`
+    /// or `:::: FILE`; without any, --inputs FILE or standard input, one
+    /// per line. One source only.
+    #[arg(value_name = "INPUTS")]
+    inputs: Vec<String>,
+    #[command(flatten)]
+    flags: TaskFlags,
+    /// A name for the task, shown by `dts status`.
+    #[arg(long)]
+    name: Option<String>,
+    /// The task's priority: a higher one runs first (docs/scheduling.md).
+    #[arg(long, allow_negative_numbers = true)]
+    priority: Option<i64>,
+    /// Seconds after submission when items stop starting and running ones
+    /// are killed (deadlineSecs).
+    #[arg(long, value_name = "SECS")]
+    deadline: Option<u64>,
+    /// Let an idle core run a copy of a straggling item. Without this flag
+    /// or --no-speculate, the server's default applies (it speculates).
+    #[arg(long, conflicts_with = "no_speculate")]
+    speculate: bool,
+    /// Never run a copy of an item: for scripts whose side effects must
+    /// not happen twice.
+    #[arg(long)]
+    no_speculate: bool,
+    /// Wait for the task to end, showing progress; exit 1 unless it completed.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// What the first argument is.
+#[derive(Debug, PartialEq)]
+enum Form<'a> {
+    /// A JSON task file, or `-`: sent as it is.
+    File(&'a Path),
+    /// A template, with inputs and flags as `dts run` takes them.
+    Template(&'a str),
+}
+
+impl SubmitArgs {
+    /// What on the command line belongs to a template, as the user typed it.
+    fn template_parts(&self) -> Vec<String> {
+        let mut parts = Vec::new();
+        if !self.inputs.is_empty() {
+            parts.push(format!("the inputs {}", quoted_list(&self.inputs)));
+        }
+        parts.extend(self.flags.given());
+        if let Some(name) = &self.name {
+            parts.push(format!("--name {name}"));
+        }
+        if let Some(priority) = self.priority {
+            parts.push(format!("--priority {priority}"));
+        }
+        if let Some(deadline) = self.deadline {
+            parts.push(format!("--deadline {deadline}"));
+        }
+        if self.speculate {
+            parts.push("--speculate".into());
+        }
+        if self.no_speculate {
+            parts.push("--no-speculate".into());
+        }
+        parts
+    }
+
+    /// A task file or a template: see the module's documentation.
+    fn form(&self) -> Result<Form<'_>> {
+        let first = self.first.as_str();
+        let named_file = first == "-" || first.ends_with(".json");
+        match self.template_parts().first() {
+            None if named_file || Path::new(first).is_file() => Ok(Form::File(Path::new(first))),
+            Some(part) if named_file => {
+                let file = if first == "-" {
+                    "- (a JSON task on standard input)".to_string()
+                } else {
+                    format!("the task file {first}")
+                };
+                bail!(
+                    "{file} and {part} cannot go together: a task file is sent as it is; \
+                     give the file alone, or a template with its inputs and flags"
+                )
+            }
+            _ => Ok(Form::Template(first)),
+        }
+    }
+
+    /// The task a template form makes, as the API receives it.
+    fn template_task(&self, template: &str) -> Result<serde_json::Value> {
+        let mut body = self.flags.template_task("submit", template, &self.inputs)?;
+        self.flags.apply(&mut body);
+        if let Some(name) = &self.name {
+            body["name"] = json!(name);
+        }
+        if let Some(priority) = self.priority {
+            body["priority"] = json!(priority);
+        }
+        if let Some(deadline) = self.deadline {
+            body["deadlineSecs"] = json!(deadline);
+        }
+        // Only when asked: otherwise the server's default holds.
+        if self.speculate || self.no_speculate {
+            body["speculation"] = json!(self.speculate);
+        }
+        check_placeholders(&body)?;
+        Ok(body)
+    }
+}
+
+pub async fn run(args: SubmitArgs) -> Result<ExitCode> {
+    let console = &mut args.client.console();
+    let (wait, json) = (args.wait, args.client.json);
+    match args.form()? {
+        Form::File(file) => {
+            let server = args.client.connect()?;
+            client::submit(&server, console, file, wait, json).await
+        }
+        Form::Template(template) => {
+            // Built before connecting: bad input is refused, naming the
+            // flag, without a server.
+            let body = serde_json::to_vec(&args.template_task(template)?)?;
+            let server = args.client.connect()?;
+            client::send_task(&server, console, body, wait, json).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        submit: SubmitArgs,
+    }
+
+    fn parse(args: &[&str]) -> SubmitArgs {
+        Cli::try_parse_from(std::iter::once("submit").chain(args.iter().copied()))
+            .unwrap()
+            .submit
+    }
+
+    #[test]
+    fn a_lone_json_file_or_dash_is_a_task_file_and_anything_with_inputs_is_a_template() {
+        assert_eq!(
+            parse(&["task.json"]).form().unwrap(),
+            Form::File(Path::new("task.json"))
+        );
+        assert_eq!(parse(&["-"]).form().unwrap(), Form::File(Path::new("-")));
+        assert_eq!(
+            parse(&["echo $1", ":::", "a"]).form().unwrap(),
+            Form::Template("echo $1")
+        );
+        assert_eq!(
+            parse(&["echo $1"]).form().unwrap(),
+            Form::Template("echo $1")
+        );
+        // An existing file with inputs after it is a template (a script).
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let path = file.path().to_str().unwrap();
+        assert_eq!(parse(&[path]).form().unwrap(), Form::File(file.path()));
+        assert_eq!(parse(&[path, "a"]).form().unwrap(), Form::Template(path));
+    }
+
+    #[test]
+    fn a_task_file_with_inputs_or_template_flags_is_refused_naming_both() {
+        let error = |args: &[&str]| parse(args).form().unwrap_err().to_string();
+        let why = "cannot go together: a task file is sent as it is; \
+                   give the file alone, or a template with its inputs and flags";
+        assert_eq!(
+            error(&["task.json", ":::", "a"]),
+            format!("the task file task.json and the inputs \":::\" \"a\" {why}")
+        );
+        assert_eq!(
+            error(&["-", "--var", "k=v"]),
+            format!("- (a JSON task on standard input) and --var k=v {why}")
+        );
+        assert_eq!(
+            error(&["t.json", "--no-speculate"]),
+            format!("the task file t.json and --no-speculate {why}")
+        );
+    }
+
+    #[test]
+    fn speculation_is_sent_only_when_a_flag_asks() {
+        let body = |args: &[&str]| parse(args).template_task("echo $1").unwrap();
+        assert_eq!(body(&["echo $1", "a"]).get("speculation"), None);
+        assert_eq!(body(&["echo $1", "a", "--speculate"])["speculation"], true);
+        assert_eq!(
+            body(&["echo $1", "a", "--no-speculate"])["speculation"],
+            false
+        );
+        assert!(
+            Cli::try_parse_from(["submit", "t", "a", "--speculate", "--no-speculate"]).is_err()
+        );
+    }
+}

@@ -1,0 +1,386 @@
+//! How `dts run` and a command-line `dts submit` build a task from their
+//! arguments: a template, its inputs from exactly one source, `--var`
+//! variables and the per-item flags. One parser for both, so a command line
+//! that `dts run` takes means the same task when it is submitted to a
+//! server.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use dts_model::Variables;
+use dts_model::template::{self, MissingVariables};
+use serde_json::{Map, Value, json};
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+
+/// The flags that say what each item gets: its variables, where its inputs
+/// come from when they are not arguments, and its limits.
+#[derive(Args, Debug, Default)]
+pub struct TaskFlags {
+    /// Read the inputs from FILE, one per line (- for standard input).
+    #[arg(long = "inputs", value_name = "FILE")]
+    pub inputs_file: Option<PathBuf>,
+    /// A template variable, for a {{NAME}} placeholder (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Per-item timeout in seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Extra attempts for a failed item.
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// The program that runs the script (default bash).
+    #[arg(long)]
+    pub interpreter: Option<String>,
+}
+
+impl TaskFlags {
+    /// The `--var` variables, as the task's `variableJson`.
+    pub fn variables(&self) -> Result<Map<String, Value>> {
+        let mut variables = Map::new();
+        for pair in &self.vars {
+            let Some((name, value)) = pair.split_once('=') else {
+                bail!("--var takes NAME=VALUE, not {pair:?}");
+            };
+            variables.insert(name.to_string(), Value::String(value.to_string()));
+        }
+        Ok(variables)
+    }
+
+    /// The task `template` makes with the inputs `args` name (or
+    /// `--inputs`, or standard input) and the `--var` variables. `command`
+    /// is `run` or `submit`, for the example in an error.
+    pub fn template_task(&self, command: &str, template: &str, args: &[String]) -> Result<Value> {
+        if is_marker(template) {
+            bail!(
+                "{template} must come after the template (dts {command} 'echo \"$1\"' ::: a b c)"
+            );
+        }
+        let source = Source::of(args, self.inputs_file.as_deref())?;
+        Ok(json!({
+            "templateFunction": template,
+            "variableJson": self.variables()?,
+            "inputList": source.read()?,
+        }))
+    }
+
+    /// Sets the fields the per-item flags give; a flag the user typed wins
+    /// over a task file's field.
+    pub fn apply(&self, body: &mut Value) {
+        if let Some(timeout) = self.timeout {
+            body["timeoutSecs"] = json!(timeout);
+        }
+        if let Some(retries) = self.retries {
+            body["retries"] = json!(retries);
+        }
+        if let Some(interpreter) = &self.interpreter {
+            body["interpreter"] = json!(interpreter);
+        }
+    }
+
+    /// The flags given, as the user typed them, for an error that refuses
+    /// them with something else.
+    pub fn given(&self) -> Vec<String> {
+        let mut given = Vec::new();
+        if let Some(file) = &self.inputs_file {
+            given.push(format!("--inputs {}", file.display()));
+        }
+        if let Some(var) = self.vars.first() {
+            given.push(format!("--var {var}"));
+        }
+        if let Some(timeout) = self.timeout {
+            given.push(format!("--timeout {timeout}"));
+        }
+        if let Some(retries) = self.retries {
+            given.push(format!("--retries {retries}"));
+        }
+        if let Some(interpreter) = &self.interpreter {
+            given.push(format!("--interpreter {interpreter}"));
+        }
+        given
+    }
+}
+
+/// Where the items' inputs come from: one source, never a combination.
+#[derive(Debug, PartialEq)]
+pub enum Source {
+    /// The arguments after the template, or after `:::`.
+    Args(Vec<String>),
+    /// One input per line of a file (`-` for standard input): `:::: FILE`
+    /// or `--inputs FILE`.
+    File(PathBuf),
+    /// Nothing given: standard input, one input per line.
+    Stdin,
+}
+
+impl Source {
+    /// The source the arguments after the template and `--inputs` name.
+    /// `:::` and `::::` are GNU parallel's: `::: a b` gives the inputs `a`
+    /// and `b`, `:::: FILE` the lines of FILE. Two sources (a second `:::`
+    /// group, two files, `::: a` with `--inputs FILE`, inputs before `:::`)
+    /// are refused naming both: parallel runs every combination of its
+    /// sources, and a dts item has one input.
+    pub fn of(args: &[String], inputs_file: Option<&Path>) -> Result<Source> {
+        let mut sources: Vec<(String, Source)> = Vec::new();
+        let mut rest = args;
+        let plain = rest.iter().take_while(|a| !is_marker(a)).count();
+        if plain > 0 {
+            let inputs = rest[..plain].to_vec();
+            sources.push((
+                format!("the inputs {}", quoted_list(&inputs)),
+                Source::Args(inputs),
+            ));
+            rest = &rest[plain..];
+        }
+        while let Some((marker, after)) = rest.split_first() {
+            let n = after.iter().take_while(|a| !is_marker(a)).count();
+            let group = &after[..n];
+            rest = &after[n..];
+            match marker.as_str() {
+                ":::" if group.is_empty() => bail!("::: is followed by no inputs"),
+                ":::" => sources.push((
+                    format!("::: {}", quoted_list(group)),
+                    Source::Args(group.to_vec()),
+                )),
+                "::::" if group.is_empty() => bail!(":::: is followed by no file"),
+                "::::" => {
+                    for file in group {
+                        sources.push((format!(":::: {file}"), Source::File(file.into())));
+                    }
+                }
+                other => bail!(
+                    "{other} (GNU parallel's linked input sources) is not supported: dts gives each item one input"
+                ),
+            }
+        }
+        if let Some(file) = inputs_file {
+            sources.push((
+                format!("--inputs {}", file.display()),
+                Source::File(file.to_path_buf()),
+            ));
+        }
+        match sources.len() {
+            0 => Ok(Source::Stdin),
+            1 => Ok(sources.remove(0).1),
+            _ => bail!(
+                "{} and {} are two input sources; give one: GNU parallel would run every combination of them, but a dts item has one input",
+                sources[0].0,
+                sources[1].0
+            ),
+        }
+    }
+}
+
+impl Source {
+    /// The inputs this source gives.
+    pub fn read(self) -> Result<Vec<String>> {
+        match self {
+            Source::Args(inputs) => Ok(inputs),
+            Source::File(path) => read_lines(&path),
+            Source::Stdin if !std::io::stdin().is_terminal() => read_lines(Path::new("-")),
+            Source::Stdin => bail!(
+                "no inputs: give them after the template (a b c, or ::: a b c), with :::: FILE or --inputs FILE, or on standard input"
+            ),
+        }
+    }
+}
+
+/// `:::`, `::::` and their linked forms `:::+`, `::::+`.
+pub fn is_marker(arg: &str) -> bool {
+    matches!(arg, ":::" | "::::" | ":::+" | "::::+")
+}
+
+/// The first few of `items`, quoted, for an error message.
+pub fn quoted_list(items: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut shown: Vec<String> = items.iter().take(SHOWN).map(|i| format!("{i:?}")).collect();
+    if items.len() > SHOWN {
+        shown.push("...".into());
+    }
+    shown.join(" ")
+}
+
+/// The lines of `path` (`-` for standard input), one input each.
+fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let lines = |reader: &mut dyn BufRead| -> Result<Vec<String>> {
+        reader
+            .lines()
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("cannot read the inputs from {}", shown_path(path)))
+    };
+    if path.as_os_str() == "-" {
+        return lines(&mut std::io::stdin().lock());
+    }
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open the inputs file {}", path.display()))?;
+    lines(&mut std::io::BufReader::new(file))
+}
+
+fn shown_path(path: &Path) -> String {
+    if path.as_os_str() == "-" {
+        "standard input".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// The task in `file`, with the `--var` variables added to (and winning
+/// over) its `variableJson`.
+pub fn task_file(file: &Path, vars: Map<String, Value>) -> Result<Value> {
+    let text = std::fs::read(file)
+        .with_context(|| format!("cannot read the task file {}", file.display()))?;
+    let mut body: Value = serde_json::from_slice(&text)
+        .with_context(|| format!("the task file {} is not valid JSON", file.display()))?;
+    let Some(fields) = body.as_object_mut() else {
+        bail!("the task file {} must hold a JSON object", file.display());
+    };
+    if vars.is_empty() {
+        return Ok(body);
+    }
+    let mut variables = match fields.remove("variableJson") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        // The seed's form: a string holding the object.
+        Some(Value::String(text)) if text.trim().is_empty() => Map::new(),
+        Some(Value::String(text)) => match serde_json::from_str(&text) {
+            Ok(Value::Object(map)) => map,
+            _ => bail!(
+                "--var cannot be added to the variableJson of {}: it is not a JSON object",
+                file.display()
+            ),
+        },
+        Some(_) => bail!(
+            "--var cannot be added to the variableJson of {}: it is not a JSON object",
+            file.display()
+        ),
+    };
+    variables.extend(vars);
+    fields.insert("variableJson".into(), Value::Object(variables));
+    Ok(body)
+}
+
+/// Refuses a template with a placeholder no variable fills, in the
+/// command line's words (`--var NAME=VALUE`, not the API's
+/// `variableJson`), and suggests a given variable whose name is close.
+pub fn check_placeholders(body: &Value) -> Result<()> {
+    let Some(template) = body["templateFunction"].as_str() else {
+        return Ok(()); // the task's own validation names the field
+    };
+    let variables = match &body["variableJson"] {
+        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    let Ok(vars) = Variables::from_json(&variables) else {
+        return Ok(()); // refused, with the field, by the task's validation
+    };
+    let Err(MissingVariables(missing)) = template::render(template, &vars) else {
+        return Ok(());
+    };
+    let given: Vec<&str> = variables
+        .as_object()
+        .map(|map| map.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let mut message = MissingVariables(missing.clone()).to_string();
+    let hints: Vec<String> = missing
+        .iter()
+        .map(|name| match closest(name, &given) {
+            Some(close) => format!("did you mean {{{{{close}}}}}? (--var {close}=... was given)"),
+            None => format!("give it with --var {name}=VALUE"),
+        })
+        .collect();
+    message.push_str(&format!(": {}", hints.join("; ")));
+    bail!(message)
+}
+
+/// The name in `given` closest to `name`, if it is close enough to be a
+/// typo: at most a third of its letters differ (and at least one may).
+fn closest<'a>(name: &str, given: &[&'a str]) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(1);
+    given
+        .iter()
+        .map(|g| (edit_distance(name, g), *g))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, g)| g)
+}
+
+/// Levenshtein distance, counting a swap of two neighbours as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // rows[i][j]: the distance between a[..i] and b[..j].
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn each_way_of_giving_inputs_is_one_source() {
+        assert_eq!(
+            Source::of(&args(&["a", "b"]), None).unwrap(),
+            Source::Args(args(&["a", "b"]))
+        );
+        assert_eq!(
+            Source::of(&args(&[":::", "a", "b"]), None).unwrap(),
+            Source::Args(args(&["a", "b"]))
+        );
+        assert_eq!(
+            Source::of(&args(&["::::", "list"]), None).unwrap(),
+            Source::File("list".into())
+        );
+        assert_eq!(
+            Source::of(&[], Some(Path::new("in"))).unwrap(),
+            Source::File("in".into())
+        );
+        assert_eq!(Source::of(&[], None).unwrap(), Source::Stdin);
+    }
+
+    #[test]
+    fn two_files_after_quadruple_colons_and_linked_sources_are_refused() {
+        let error = |list: &[&str]| Source::of(&args(list), None).unwrap_err().to_string();
+        assert!(
+            error(&["::::", "f1", "f2"]).starts_with(":::: f1 and :::: f2 are two input sources"),
+            "{}",
+            error(&["::::", "f1", "f2"])
+        );
+        assert_eq!(
+            error(&[":::", "a", ":::+", "b"]),
+            ":::+ (GNU parallel's linked input sources) is not supported: dts gives each item one input"
+        );
+        assert_eq!(error(&[":::"]), "::: is followed by no inputs");
+        assert_eq!(error(&["::::"]), ":::: is followed by no file");
+    }
+
+    #[test]
+    fn a_typo_is_close_and_another_name_is_not() {
+        assert_eq!(closest("nmae", &["name", "other"]), Some("name"));
+        assert_eq!(closest("greeting", &["greting"]), Some("greting"));
+        assert_eq!(closest("x", &["y"]), Some("y"));
+        assert_eq!(closest("name", &["host"]), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+    }
+}
