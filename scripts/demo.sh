@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "building dts (release)..."
-cargo build --release --quiet
+# Not --quiet: the first build compiles librdkafka and SQLite for minutes,
+# and cargo's progress shows it is working.
+echo "building dts (release; the first build takes a few minutes)..."
+cargo build --release
 bin=target/release/dts
 
 work=$(mktemp -d)
