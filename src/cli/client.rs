@@ -549,7 +549,7 @@ pub async fn cancel(client: &Client, console: &mut Console, id: &str) -> Result<
 }
 
 /// `dts rm ID...`: deletes ended tasks. Each id is tried, even after one
-/// fails; exit 1 if any did.
+/// fails; exit 2 (as for any error) if any did.
 pub async fn rm(client: &Client, console: &mut Console, ids: &[String]) -> Result<ExitCode> {
     let mut failed = false;
     for id in ids {
@@ -565,7 +565,7 @@ pub async fn rm(client: &Client, console: &mut Console, ids: &[String]) -> Resul
         }
     }
     Ok(if failed {
-        ExitCode::from(1)
+        ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })

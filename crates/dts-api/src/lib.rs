@@ -24,7 +24,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
 use axum::routing::{get, post};
-pub use v1::{MIN_ID_PREFIX, NEXT_CURSOR};
 use dts_engine::submit::Submitter;
 use dts_model::SubmitLimits;
 use dts_store::DynStore;
@@ -32,6 +31,7 @@ use error::ApiError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+pub use v1::{MIN_ID_PREFIX, NEXT_CURSOR};
 
 pub use access::AccessLists;
 pub use serve::ConnectionSettings;

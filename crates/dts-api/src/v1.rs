@@ -432,10 +432,7 @@ pub(crate) fn query_any(params: Params) -> Result<HashMap<String, String>, ApiEr
 
 /// The query parameters, refusing any not in `allowed` with a 400 naming
 /// it: a misspelt `staus=FAILED` must not quietly list every task.
-pub(crate) fn query(
-    params: Params,
-    allowed: &[&str],
-) -> Result<HashMap<String, String>, ApiError> {
+pub(crate) fn query(params: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let params = query_any(params)?;
     let mut unknown: Vec<&String> = params
         .keys()
