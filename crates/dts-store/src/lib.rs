@@ -704,3 +704,33 @@ pub enum ShardClaim {
     /// The shard is complete: nothing to run.
     Completed,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_as_written_and_anything_else_is_refused_naming_it() {
+        let cursor = TaskCursor {
+            created_at: 1_700_000_000_123,
+            sequence: 42,
+        };
+        assert_eq!(cursor.encode(), "1700000000123-42");
+        assert_eq!(TaskCursor::decode("1700000000123-42").unwrap(), cursor);
+        for bad in [
+            "",
+            "12",
+            "-1",
+            "1-",
+            "a-1",
+            "1-2-3",
+            "+1-2",
+            "1-99999999999999999999",
+        ] {
+            match TaskCursor::decode(bad) {
+                Err(StoreError::BadCursor { cursor }) => assert_eq!(cursor, bad),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+}

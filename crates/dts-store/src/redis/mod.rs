@@ -32,7 +32,7 @@
 //! | `P:task:{id}:held` | sorted set | shards owned by a lease, scored by when it expires (expired ones count as ready) |
 //! | `P:task:{id}:ranges` | hash | shard index → its range as `start:len` |
 //! | `P:tasks` | sorted set | every task's list member, scored by `createdAt` |
-//! | `P:ids` | sorted set | every task's id, scored 0, for `ZRANGEBYLEX` by prefix |
+//! | `P:ids` | sorted set | every task's id, scored 0, for `ZRANGEBYLEX` by prefix (tasks stored by a dts from before it are found by their full id only) |
 //! | `P:tasks:{STATUS}` | sorted set | the same, for the tasks in one status |
 //! | `P:unfinished` | sorted set | the same, for tasks not yet in a terminal status |
 //! | `P:runnable` | sorted set | the same, for `INPROGRESS` tasks with a shard not yet completed |
