@@ -1,4 +1,4 @@
-//! The client commands (`submit`, `status`, `watch`, `results`, `cancel`,
+//! The client commands (`submit`, `status`, `watch`, `results`, `cancel`, `rm`,
 //! `tasks`, `workers`): they talk HTTP to a running server and read its
 //! answers as the views dts-api writes. Everything they print goes through
 //! a [`Console`], which escapes control characters on a terminal.
@@ -9,6 +9,7 @@ use dts_api::views::{ErrorBody, ResultView, ResultsPage, TaskView, WorkerView};
 use dts_model::TaskStatus;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -56,6 +57,16 @@ impl Client {
     /// Sends a request and returns the JSON answer, or the server's error
     /// message as the error.
     async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Value> {
+        Ok(self.call_with_headers(method, path, body).await?.0)
+    }
+
+    /// [`Client::call`], with the answer's headers (a listing's next cursor).
+    async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(Value, reqwest::header::HeaderMap)> {
         let url = format!("{}{}", self.base, path);
         let mut request = self.http.request(method.clone(), &url);
         if let Some(token) = &self.token {
@@ -73,6 +84,7 @@ impl Client {
             )
         })?;
         let status = response.status();
+        let headers = response.headers().clone();
         let text = response
             .text()
             .await
@@ -83,12 +95,13 @@ impl Client {
         if looks_like_html(&text) {
             bail!("{}", not_dts(&self.base, status));
         }
-        serde_json::from_str(&text).with_context(|| {
+        let json = serde_json::from_str(&text).with_context(|| {
             format!(
                 "the server's answer to {method} {path} is not JSON: {}",
                 short(&text)
             )
-        })
+        })?;
+        Ok((json, headers))
     }
 
     /// Sends a request and reads the answer as a `T`; returns the JSON as
@@ -225,8 +238,12 @@ pub async fn watch(
 ) -> Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
-    let path = format!("/v1/tasks/{id}?summary=true");
-    let (mut task, mut raw) = client.fetch::<TaskView>(Method::GET, &path, None).await?;
+    let (mut task, mut raw) = client
+        .fetch::<TaskView>(Method::GET, &format!("/v1/tasks/{id}?summary=true"), None)
+        .await?;
+    // `id` may be a prefix, which a task submitted meanwhile could make
+    // ambiguous: from here on, the full id the server resolved it to.
+    let path = format!("/v1/tasks/{}?summary=true", task.id);
     let bar = ProgressBar::new(task.items_total);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
@@ -436,6 +453,8 @@ pub async fn results(
     let (task, _) = client
         .fetch::<TaskView>(Method::GET, &format!("/v1/tasks/{id}?summary=true"), None)
         .await?;
+    // `id` may be a prefix: the pages use the full id it resolved to.
+    let id = &task.id;
     let mut offset = 0;
     let mut all = Vec::new();
     loop {
@@ -542,21 +561,72 @@ pub async fn cancel(client: &Client, console: &mut Console, id: &str) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// `dts tasks`: newest first.
+/// `dts rm ID...`: deletes ended tasks. Each id is tried, even after one
+/// fails; exit 2 (as for any error) if any did.
+pub async fn rm(client: &Client, console: &mut Console, ids: &[String]) -> Result<ExitCode> {
+    let mut failed = false;
+    for id in ids {
+        match client
+            .fetch::<TaskView>(Method::DELETE, &format!("/v1/tasks/{id}"), None)
+            .await
+        {
+            Ok((task, _)) => writeln!(console.out, "deleted {} ({})", task.id, task.status)?,
+            Err(e) => {
+                failed = true;
+                writeln!(console.err, "dts: cannot delete {id}: {e:#}")?;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `dts tasks`: newest first; with `all`, every page, `limit` at a time.
 pub async fn tasks(
     client: &Client,
     console: &mut Console,
     status: Option<&str>,
     limit: u32,
+    all: bool,
     json: bool,
 ) -> Result<ExitCode> {
-    let mut path = format!("/v1/tasks?limit={limit}");
+    let mut base = format!("/v1/tasks?limit={limit}");
     if let Some(status) = status {
-        path.push_str(&format!("&status={status}"));
+        base.push_str(&format!("&status={status}"));
     }
-    let (list, raw) = client
-        .fetch::<Vec<TaskView>>(Method::GET, &path, None)
-        .await?;
+    let mut list: Vec<TaskView> = Vec::new();
+    let mut raw: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    // ends: each page starts after the last (the server's cursor is a
+    // position that only moves towards older tasks), and the last page
+    // comes without a cursor.
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("{base}&cursor={cursor}"),
+            None => base.clone(),
+        };
+        let (json_page, headers) = client.call_with_headers(Method::GET, &path, None).await?;
+        let page = Vec::<TaskView>::deserialize(&json_page).with_context(|| {
+            format!(
+                "the server's answer to GET {path} is not what dts expects: {}",
+                short(&json_page.to_string())
+            )
+        })?;
+        list.extend(page);
+        if let Value::Array(items) = json_page {
+            raw.extend(items);
+        }
+        cursor = headers
+            .get(dts_api::NEXT_CURSOR)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        if !all || cursor.is_none() {
+            break;
+        }
+    }
     if json {
         print_json(&mut console.out, &raw)?;
         return Ok(ExitCode::SUCCESS);
@@ -576,6 +646,12 @@ pub async fn tasks(
             task.items_succeeded,
             task.items_failed,
             task.created_at
+        )?;
+    }
+    if !all && cursor.is_some() {
+        writeln!(
+            console.err,
+            "dts: more tasks than --limit {limit}: --all lists every one"
         )?;
     }
     Ok(ExitCode::SUCCESS)

@@ -53,18 +53,21 @@ enum Command {
     Submit(submit::SubmitArgs),
     /// Show a task's status and counts.
     Status {
+        /// The task id, or a unique prefix of it (at least 4 characters).
         id: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Follow a task until it ends; exit 1 unless it completed.
     Watch {
+        /// The task id, or a unique prefix of it (at least 4 characters).
         id: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Show a task's item results (output, exit code, duration).
     Results {
+        /// The task id, or a unique prefix of it (at least 4 characters).
         id: String,
         /// Only the items that failed.
         #[arg(long)]
@@ -74,7 +77,16 @@ enum Command {
     },
     /// Cancel a task: running items are killed, no new item starts.
     Cancel {
+        /// The task id, or a unique prefix of it (at least 4 characters).
         id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete ended tasks and their results (cancel a running one first).
+    Rm {
+        /// Task ids, or unique prefixes of them (at least 4 characters).
+        #[arg(required = true)]
+        ids: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -83,8 +95,12 @@ enum Command {
         /// Only tasks with this status (QUEUED, INPROGRESS, COMPLETED, FAILED, ...).
         #[arg(long)]
         status: Option<String>,
+        /// Tasks per page (at most 1000).
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Every task, fetched page by page, not only the first page.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -190,14 +206,19 @@ pub fn main() -> Result<ExitCode> {
             Command::Cancel { id, client } => {
                 client::cancel(&client.connect()?, &mut client.console(), &id).await
             }
+            Command::Rm { ids, client } => {
+                client::rm(&client.connect()?, &mut client.console(), &ids).await
+            }
             Command::Tasks {
                 status,
                 limit,
+                all,
                 client,
             } => {
                 let console = &mut client.console();
                 let status = status.as_deref();
-                client::tasks(&client.connect()?, console, status, limit, client.json).await
+                let connection = client.connect()?;
+                client::tasks(&connection, console, status, limit, all, client.json).await
             }
             Command::Workers { client } => {
                 client::workers(&client.connect()?, &mut client.console(), client.json).await

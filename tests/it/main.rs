@@ -18,5 +18,6 @@ mod scheduling;
 mod scripts;
 mod security;
 mod seed_api;
+mod task_ids;
 mod v1_api;
 mod waiting;

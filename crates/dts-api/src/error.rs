@@ -30,6 +30,17 @@ pub enum ApiError {
         /// The request parameter that held it.
         field: &'static str,
     },
+    /// A task id prefix that several tasks' ids start with: 400
+    /// `ambiguous_id`, listing them.
+    #[error("{prefix:?} is the start of several task ids: {}{}; give more of the id", candidates.join(", "), if *more { ", ..." } else { "" })]
+    AmbiguousId {
+        /// The prefix given.
+        prefix: String,
+        /// Ids it starts, ascending, the first few.
+        candidates: Vec<String>,
+        /// Whether there are more than `candidates`.
+        more: bool,
+    },
     /// The request is valid but the resource's state refuses it: 409.
     #[error("{0}")]
     Conflict(String),
@@ -88,7 +99,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid(e) if e.code == "too_large_body" => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) | ApiError::AmbiguousId { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::FieldConflict { .. } => StatusCode::CONFLICT,
             ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
@@ -107,6 +118,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(e) => e.code,
             ApiError::NotFound { .. } => "not_found",
+            ApiError::AmbiguousId { .. } => "ambiguous_id",
             ApiError::Conflict(_) | ApiError::FieldConflict { .. } => "conflict",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::ForbiddenHost(_) => "forbidden_host",
@@ -124,6 +136,7 @@ impl ApiError {
             ApiError::Invalid(e) => e.field.as_deref(),
             ApiError::NotFound { field, .. } => Some(field),
             ApiError::FieldConflict { field, .. } => Some(field),
+            ApiError::AmbiguousId { .. } => Some("id"),
             _ => None,
         }
     }
@@ -172,6 +185,10 @@ impl IntoResponse for ApiError {
                 code: self.code().to_string(),
                 message,
                 field: self.field().map(str::to_string),
+                candidates: match &self {
+                    ApiError::AmbiguousId { candidates, .. } => candidates.clone(),
+                    _ => Vec::new(),
+                },
             },
         };
         let mut response = (status, Json(body)).into_response();
@@ -211,6 +228,7 @@ mod tests {
                     code: "invalid_field".into(),
                     message: "limit must be a whole number".into(),
                     field: Some("limit".into()),
+                    candidates: Vec::new(),
                 },
             }
         );

@@ -31,6 +31,7 @@ use error::ApiError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+pub use v1::{MIN_ID_PREFIX, NEXT_CURSOR};
 
 pub use access::AccessLists;
 pub use serve::ConnectionSettings;
@@ -63,7 +64,7 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
     let policy = Arc::new(access::Policy::new(&state.access, bound));
     let protected = Router::new()
         .route("/v1/tasks", post(v1::submit).get(v1::list))
-        .route("/v1/tasks/{id}", get(v1::get_task))
+        .route("/v1/tasks/{id}", get(v1::get_task).delete(v1::delete))
         .route("/v1/tasks/{id}/results", get(v1::results))
         .route("/v1/tasks/{id}/cancel", post(v1::cancel))
         .route("/v1/tasks/{id}/events", get(v1::events))

@@ -6,7 +6,7 @@
 use crate::AppState;
 use crate::body::{self, BodyKind};
 use crate::error::ApiError;
-use crate::v1::{load_inputs, load_task, query};
+use crate::v1::{load_inputs, load_task, query_any};
 use crate::views::SeedTaskView;
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -53,7 +53,8 @@ pub async fn status(
     State(state): State<AppState>,
     params: Params,
 ) -> Result<Json<SeedTaskView>, ApiError> {
-    let params = query(params)?;
+    // The seed's clients may add parameters of their own: accepted, as the seed did.
+    let params = query_any(params)?;
     let id = required(&params, "taskId")?;
     let task = load_task(&state, id)
         .await

@@ -8,12 +8,12 @@ use crate::waiting;
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dts_model::{Task, TaskStatus, is_valid_task_id, submit};
-use dts_store::{ResultFilter, StoreError};
+use dts_store::{ResultFilter, StoreError, TaskCursor};
 use futures::Stream;
 use serde_json::json;
 use std::collections::HashMap;
@@ -26,6 +26,13 @@ const DEFAULT_LIST_LIMIT: u64 = 50;
 const MAX_LIST_LIMIT: u64 = 1000;
 const DEFAULT_RESULTS_LIMIT: u64 = 100;
 const MAX_RESULTS_LIMIT: u64 = 10_000;
+/// The shortest id prefix resolved: shorter ones would match many tasks
+/// and make every lookup read a long run of the id index.
+pub const MIN_ID_PREFIX: usize = 4;
+/// Candidates an ambiguous prefix's error lists, at most.
+const MAX_CANDIDATES: usize = 10;
+/// The header that carries the next page's cursor of `GET /v1/tasks`.
+pub const NEXT_CURSOR: &str = "x-next-cursor";
 /// How often the event stream looks at the task.
 const EVENTS_POLL: Duration = Duration::from_millis(250);
 
@@ -61,13 +68,13 @@ pub async fn get_task(
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Json<TaskView>, ApiError> {
-    let params = query(params)?;
+    let params = query(params, &["summary"])?;
     let summary = flag(&params, "summary")?;
-    let task = load_task(&state, &id).await?;
+    let task = find_task(&state, &id).await?;
     let inputs = if summary {
         None
     } else {
-        Some(load_inputs(&state, &id).await?)
+        Some(load_inputs(&state, &task.id).await?)
     };
     let reason = waiting_reason(&state, &task).await;
     Ok(Json(
@@ -75,13 +82,12 @@ pub async fn get_task(
     ))
 }
 
-/// `GET /v1/tasks?status=&limit=&full=`: newest first, without variables
-/// and inputs unless `full=true`.
-pub async fn list(
-    State(state): State<AppState>,
-    params: Params,
-) -> Result<Json<Vec<TaskView>>, ApiError> {
-    let params = query(params)?;
+/// `GET /v1/tasks?status=&limit=&full=&cursor=`: newest first, without
+/// variables and inputs unless `full=true`. The body stays a bare list, as
+/// it always was; when more tasks follow, the `X-Next-Cursor` header holds
+/// the `cursor` of the next page and `Link` its URL (`rel="next"`).
+pub async fn list(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    let params = query(params, &["status", "limit", "full", "cursor"])?;
     let status = match params
         .get("status")
         .map(|s| s.trim())
@@ -95,7 +101,20 @@ pub async fn list(
     };
     let limit = number(&params, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)?;
     let full = flag(&params, "full")?;
-    let tasks = state.store.list_tasks(status, limit as usize).await?;
+    let after = match params.get("cursor").map(|s| s.trim()) {
+        None | Some("") => None,
+        Some(text) => Some(TaskCursor::decode(text).map_err(|e| {
+            ApiError::invalid(
+                "cursor",
+                format!("{e}: pass the X-Next-Cursor header of the page before, unchanged"),
+            )
+        })?),
+    };
+    let page = state
+        .store
+        .list_tasks_page(status, after, limit as usize)
+        .await?;
+    let tasks = page.tasks;
     let reasons = waiting_reasons(&state, &tasks).await;
     let mut views = Vec::with_capacity(tasks.len());
     for (task, reason) in tasks.into_iter().zip(reasons) {
@@ -108,7 +127,25 @@ pub async fn list(
         };
         views.push(view.with_waiting_reason(reason));
     }
-    Ok(Json(views))
+    let mut response = Json(views).into_response();
+    if let Some(next) = page.next {
+        let cursor = next.encode();
+        let mut link = format!("</v1/tasks?limit={limit}&cursor={cursor}");
+        if let Some(status) = status {
+            link.push_str(&format!("&status={status}"));
+        }
+        if full {
+            link.push_str("&full=true");
+        }
+        link.push_str(">; rel=\"next\"");
+        // Both are digits, dashes and URL characters dts wrote itself.
+        for (name, value) in [(NEXT_CURSOR, cursor), (header::LINK.as_str(), link)] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
+    Ok(response)
 }
 
 /// `GET /v1/tasks/{id}/results?status=failed|succeeded&offset=&limit=`.
@@ -117,8 +154,8 @@ pub async fn results(
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Json<ResultsPage>, ApiError> {
-    let params = query(params)?;
-    load_task(&state, &id).await?;
+    let params = query(params, &["status", "offset", "limit"])?;
+    let id = find_task(&state, &id).await?.id;
     let filter = match params
         .get("status")
         .map(|s| s.trim().to_ascii_lowercase())
@@ -157,8 +194,10 @@ pub async fn results(
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    params: Params,
 ) -> Result<Json<TaskView>, ApiError> {
-    check_id(&id)?;
+    query(params, &[])?;
+    let id = resolve_id(&state, &id).await?;
     match state
         .store
         .transition(&id, TaskStatus::Cancelled, None)
@@ -180,6 +219,28 @@ pub async fn cancel(
     }
 }
 
+/// `DELETE /v1/tasks/{id}`: deletes an ended task with its inputs and
+/// results; 200 with the task as it was, 409 if it has not ended (cancel it
+/// first), 404 if unknown.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<TaskView>, ApiError> {
+    query(params, &[])?;
+    let id = resolve_id(&state, &id).await?;
+    match state.store.delete_task(&id).await {
+        Ok(task) => {
+            tracing::info!(task = %id, "task deleted");
+            Ok(Json(TaskView::brief(task)))
+        }
+        Err(StoreError::TaskNotEnded { status, .. }) => Err(ApiError::Conflict(format!(
+            "task {id} is {status}, not ended: cancel it first (POST /v1/tasks/{id}/cancel), then delete it"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `GET /v1/tasks/{id}/events?full=`: server-sent events, one `task` event
 /// whenever the task changes, ending when the task ends. Events show the
 /// task without variables and inputs unless `full=true`. A change is seen
@@ -191,12 +252,12 @@ pub async fn events(
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let params = query(params)?;
+    let params = query(params, &["full"])?;
     let full = flag(&params, "full")?;
-    let first = load_task(&state, &id).await?;
+    let first = find_task(&state, &id).await?;
     // Inputs never change: read once, for every event.
     let inputs = if full {
-        Some(load_inputs(&state, &id).await?)
+        Some(load_inputs(&state, &first.id).await?)
     } else {
         None
     };
@@ -259,7 +320,11 @@ async fn next_version(state: &AppState, id: &str, seen: u64) -> Option<Task> {
 }
 
 /// `GET /v1/workers`: live workers.
-pub async fn workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerView>>, ApiError> {
+pub async fn workers(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Json<Vec<WorkerView>>, ApiError> {
+    query(params, &[])?;
     let workers = state.store.live_workers().await?;
     Ok(Json(workers.into_iter().map(WorkerView::from).collect()))
 }
@@ -268,6 +333,55 @@ pub async fn workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerVie
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     state.store.live_workers().await?;
     Ok(Json(json!({ "status": "ok" })))
+}
+
+/// The full id of the task `id` names: `id` itself when it is a whole
+/// UUID, else the one task whose id starts with it (at least
+/// [`MIN_ID_PREFIX`] characters). 404 when none does; 400 `ambiguous_id`
+/// listing the candidates when several do.
+pub(crate) async fn resolve_id(state: &AppState, id: &str) -> Result<String, ApiError> {
+    if is_valid_task_id(id) {
+        return Ok(id.to_string());
+    }
+    let prefix = id.to_ascii_lowercase();
+    let shape_ok = (MIN_ID_PREFIX..36).contains(&prefix.len())
+        && prefix.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if !shape_ok {
+        return Err(ApiError::invalid(
+            "id",
+            format!(
+                "a task id is a UUID such as 0b7e0a3c-4f55-4c43-9a55-3e8e1f0f9a11, or a unique \
+                 prefix of one of at least {MIN_ID_PREFIX} characters; {id:?} is neither"
+            ),
+        ));
+    }
+    let mut found = state
+        .store
+        .task_ids_with_prefix(&prefix, MAX_CANDIDATES + 1)
+        .await?;
+    match found.len() {
+        0 => Err(ApiError::NotFound {
+            what: "task",
+            id: id.to_string(),
+            field: "id",
+        }),
+        1 => Ok(found.remove(0)),
+        _ => {
+            let more = found.len() > MAX_CANDIDATES;
+            found.truncate(MAX_CANDIDATES);
+            Err(ApiError::AmbiguousId {
+                prefix: id.to_string(),
+                candidates: found,
+                more,
+            })
+        }
+    }
+}
+
+/// The task `id` names, a whole id or a unique prefix ([`resolve_id`]).
+pub(crate) async fn find_task(state: &AppState, id: &str) -> Result<Task, ApiError> {
+    let id = resolve_id(state, id).await?;
+    load_task(state, &id).await
 }
 
 pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
@@ -306,13 +420,38 @@ pub(crate) async fn load_inputs(state: &AppState, id: &str) -> Result<Vec<String
         })
 }
 
-pub(crate) fn query(params: Params) -> Result<HashMap<String, String>, ApiError> {
+/// The query parameters, whatever their names (the seed's endpoints).
+pub(crate) fn query_any(params: Params) -> Result<HashMap<String, String>, ApiError> {
     params.map(|Query(map)| map).map_err(|e| {
         ApiError::Invalid(dts_model::ValidationError::general(
             "invalid_query",
             e.body_text(),
         ))
     })
+}
+
+/// The query parameters, refusing any not in `allowed` with a 400 naming
+/// it: a misspelt `staus=FAILED` must not quietly list every task.
+pub(crate) fn query(params: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let params = query_any(params)?;
+    let mut unknown: Vec<&String> = params
+        .keys()
+        .filter(|name| !allowed.contains(&name.as_str()))
+        .collect();
+    unknown.sort();
+    if let Some(name) = unknown.first() {
+        let known = if allowed.is_empty() {
+            "this endpoint takes no query parameters".to_string()
+        } else {
+            format!("it takes {}", allowed.join(", "))
+        };
+        return Err(ApiError::Invalid(dts_model::ValidationError::field(
+            "unknown_parameter",
+            name.as_str(),
+            format!("unknown query parameter {name:?}: {known}"),
+        )));
+    }
+    Ok(params)
 }
 
 fn number(

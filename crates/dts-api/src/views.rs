@@ -270,6 +270,9 @@ pub struct ErrorDetail {
     /// The request field (or query parameter) to blame, when one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `ambiguous_id`: the task ids the prefix starts, the first few.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
 }
 
 #[cfg(test)]

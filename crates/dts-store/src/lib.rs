@@ -162,6 +162,21 @@ pub enum StoreError {
     /// A Redis store needs a retention: ended tasks would otherwise vanish at once.
     #[error("redis store retention must be longer than zero")]
     ZeroRetention,
+    /// [`Store::delete_task`] of a task that has not ended: it must be
+    /// cancelled (or finish) first.
+    #[error("task {id} is {status}, not ended: cancel it first")]
+    TaskNotEnded {
+        /// The task id.
+        id: String,
+        /// Its status, which stays.
+        status: TaskStatus,
+    },
+    /// A listing cursor that no listing gave (mangled or made up).
+    #[error("cursor {cursor:?} is not one a task listing gave")]
+    BadCursor {
+        /// The cursor as given.
+        cursor: String,
+    },
     /// The SQLite file was written by a newer dts.
     #[error(
         "sqlite {op}: schema version {found} is not one this dts can read (it writes version {supported}); was the file written by a newer dts?"
@@ -186,6 +201,8 @@ impl StoreError {
             | StoreError::NoSuchShard { .. }
             | StoreError::TaskExists { .. }
             | StoreError::IllegalTransition { .. }
+            | StoreError::TaskNotEnded { .. }
+            | StoreError::BadCursor { .. }
             | StoreError::PlanTooLarge { .. }
             | StoreError::Corrupt { .. }
             | StoreError::Backend { .. }
@@ -237,6 +254,53 @@ pub enum PlanOutcome {
     },
     /// The task already ended (cancelled, say) and was never planned: nothing to do.
     Ended(Task),
+}
+
+/// A position in the task listing: the `createdAt` and insertion sequence
+/// of the last task a page held. Opaque to clients ([`TaskCursor::encode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskCursor {
+    /// `createdAt` of the last task listed.
+    pub created_at: u64,
+    /// Its insertion sequence (SQLite's row key, Redis's member sequence),
+    /// which orders tasks created in the same millisecond.
+    pub sequence: u64,
+}
+
+impl TaskCursor {
+    /// The cursor as clients carry it: `{createdAt}-{sequence}`, which
+    /// they should not take apart (the form may change).
+    pub fn encode(&self) -> String {
+        format!("{}-{}", self.created_at, self.sequence)
+    }
+
+    /// A cursor [`TaskCursor::encode`] wrote; [`StoreError::BadCursor`] for
+    /// anything else.
+    pub fn decode(text: &str) -> StoreResult<TaskCursor> {
+        let bad = || StoreError::BadCursor {
+            cursor: text.to_string(),
+        };
+        let (created, sequence) = text.split_once('-').ok_or_else(bad)?;
+        let number = |part: &str| {
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            part.parse::<u64>().map_err(|_| bad())
+        };
+        Ok(TaskCursor {
+            created_at: number(created)?,
+            sequence: number(sequence)?,
+        })
+    }
+}
+
+/// What [`Store::list_tasks_page`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPage {
+    /// The page, newest first.
+    pub tasks: Vec<Task>,
+    /// Where the next page starts; `None` when this page is the last.
+    pub next: Option<TaskCursor>,
 }
 
 /// What [`Store::complete_shard`] did.
@@ -293,7 +357,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Tasks newest first (by `createdAt`; tasks created in the same
     /// millisecond, last inserted first), optionally only those with `status`.
-    async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>>;
+    async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>> {
+        Ok(self.list_tasks_page(status, None, limit).await?.tasks)
+    }
+
+    /// One page of [`Store::list_tasks`]' order: at most `limit` tasks after
+    /// the position `after` (from the start without it), and the cursor of
+    /// the next page when there are more. A cursor is a position, not a
+    /// task, so deleting or expiring tasks between pages skips none and
+    /// repeats none.
+    async fn list_tasks_page(
+        &self,
+        status: Option<TaskStatus>,
+        after: Option<TaskCursor>,
+        limit: usize,
+    ) -> StoreResult<TaskPage>;
+
+    /// Ids of tasks that start with `prefix`, ascending, at most `limit`:
+    /// what resolves a short id. Costs O(log tasks + limit), not a scan.
+    async fn task_ids_with_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>>;
+
+    /// Deletes an ended task and everything it owns (inputs, plan, results,
+    /// leases, start counts, list entries) in one atomic step, and returns
+    /// it as it was. A task not in a terminal status is
+    /// [`StoreError::TaskNotEnded`] and nothing changes; an unknown one is
+    /// [`StoreError::NoSuchTask`].
+    async fn delete_task(&self, id: &str) -> StoreResult<Task>;
 
     /// Ids of tasks that have not reached a terminal status, oldest first.
     async fn unfinished_task_ids(&self) -> StoreResult<Vec<String>>;
@@ -614,4 +703,34 @@ pub enum ShardClaim {
     },
     /// The shard is complete: nothing to run.
     Completed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_as_written_and_anything_else_is_refused_naming_it() {
+        let cursor = TaskCursor {
+            created_at: 1_700_000_000_123,
+            sequence: 42,
+        };
+        assert_eq!(cursor.encode(), "1700000000123-42");
+        assert_eq!(TaskCursor::decode("1700000000123-42").unwrap(), cursor);
+        for bad in [
+            "",
+            "12",
+            "-1",
+            "1-",
+            "a-1",
+            "1-2-3",
+            "+1-2",
+            "1-99999999999999999999",
+        ] {
+            match TaskCursor::decode(bad) {
+                Err(StoreError::BadCursor { cursor }) => assert_eq!(cursor, bad),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
 }

@@ -933,3 +933,108 @@ async fn every_result_bucket_of_an_ended_task_gets_the_retention_ttl() {
         );
     }
 }
+
+/// Every key under `dts:` with its type and its whole content (the
+/// sequence counter's value left out: it only grows), sorted.
+async fn snapshot(conn: &mut MultiplexedConnection) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for key in keys(conn, "dts:*").await {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        let content = match kind.as_str() {
+            "zset" => {
+                let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                format!("{members:?}")
+            }
+            "hash" => {
+                let fields: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                format!("{fields:?}")
+            }
+            "list" => {
+                let items: Vec<String> = redis::cmd("LRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                format!("{items:?}")
+            }
+            "set" => {
+                let mut members: Vec<String> = redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                members.sort();
+                format!("{members:?}")
+            }
+            _ if key == "dts:seq" => String::new(),
+            _ => {
+                let value: Option<String> =
+                    redis::cmd("GET").arg(&key).query_async(conn).await.unwrap();
+                format!("{value:?}")
+            }
+        };
+        all.push((key, format!("{kind} {content}")));
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_task_leaves_redis_exactly_as_it_was_before_the_task_was_stored() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let mut conn = raw(&server).await;
+    // Another task, ended, whose keys and index entries must stay.
+    let kept = planned(&store, 4, 2).await;
+    store
+        .complete_shard(&kept.id, 0, &[ok(0), failed(1)])
+        .await
+        .unwrap();
+    store
+        .transition(&kept.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    let before = snapshot(&mut conn).await;
+
+    // Results in three buckets of two groups, a failure, a lease, a start
+    // count, a completed shard, a ready queue, held shards and ranges.
+    let doomed = planned(&store, 20_001, 10_000).await;
+    store
+        .record_results(&doomed.id, &[ok(0), failed(200), ok(20_000)])
+        .await
+        .unwrap();
+    store
+        .claim_shard(&doomed.id, 1, "w1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    store.mark_item_started(&doomed.id, 5).await.unwrap();
+    store
+        .complete_shard(&doomed.id, 2, &[ok(20_000)])
+        .await
+        .unwrap();
+    store
+        .transition(&doomed.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    let doomed_keys = keys(&mut conn, &format!("dts:task:{}*", doomed.id)).await;
+    assert_eq!(doomed_keys.len(), 14, "{doomed_keys:?}");
+
+    store.delete_task(&doomed.id).await.unwrap();
+    assert_eq!(snapshot(&mut conn).await, before);
+}

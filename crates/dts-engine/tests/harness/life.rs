@@ -15,7 +15,7 @@ use dts_bus::{Acknowledge, Bus, BusResult, Delivery, DynBus, Subscription};
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use dts_store::{
     CopyClaim, DynStore, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask,
-    ShardClaim, ShardCompletion, Store, StoreResult,
+    ShardClaim, ShardCompletion, Store, StoreResult, TaskCursor, TaskPage,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -256,6 +256,24 @@ impl Store for LifeStore {
     }
     async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>> {
         self.life.step(self.inner.list_tasks(status, limit)).await
+    }
+    async fn list_tasks_page(
+        &self,
+        status: Option<TaskStatus>,
+        after: Option<TaskCursor>,
+        limit: usize,
+    ) -> StoreResult<TaskPage> {
+        self.life
+            .step(self.inner.list_tasks_page(status, after, limit))
+            .await
+    }
+    async fn task_ids_with_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
+        self.life
+            .step(self.inner.task_ids_with_prefix(prefix, limit))
+            .await
+    }
+    async fn delete_task(&self, id: &str) -> StoreResult<Task> {
+        self.life.step(self.inner.delete_task(id)).await
     }
     async fn unfinished_task_ids(&self) -> StoreResult<Vec<String>> {
         self.life.step(self.inner.unfinished_task_ids()).await

@@ -95,6 +95,12 @@ impl Keys {
         format!("{}:tasks", self.prefix)
     }
 
+    /// Sorted set of every task id, all scored 0: `ZRANGEBYLEX` finds the
+    /// ids with a prefix without a scan.
+    pub(super) fn ids(&self) -> String {
+        format!("{}:ids", self.prefix)
+    }
+
     /// Sorted set of the list members of the tasks in `status`.
     pub(super) fn tasks_in(&self, status: TaskStatus) -> String {
         format!("{}:tasks:{}", self.prefix, status.as_str())
@@ -141,6 +147,7 @@ impl Keys {
             self.ended(),
             self.sequence(),
             self.runnable(),
+            self.ids(),
         ]);
         keys.extend(TaskStatus::ALL.map(|status| self.tasks_in(status)));
         keys
@@ -175,7 +182,12 @@ mod tests {
         let keys = Keys::new("dts-a");
         let mut all = keys.task_script("t1");
         all.extend(keys.list_indexes());
-        all.extend([keys.worker("w"), keys.workers(), keys.task_prefix()]);
+        all.extend([
+            keys.worker("w"),
+            keys.workers(),
+            keys.task_prefix(),
+            keys.ids(),
+        ]);
         for key in all {
             assert!(key.starts_with("dts-a:"), "{key}");
         }
@@ -185,7 +197,7 @@ mod tests {
     fn a_task_script_gets_its_keys_in_the_prelude_order() {
         let keys = Keys::new("p");
         let script = keys.task_script("t");
-        assert_eq!(script.len(), 17 + TaskStatus::ALL.len());
+        assert_eq!(script.len(), 18 + TaskStatus::ALL.len());
         assert_eq!(script[0], "p:task:t");
         assert_eq!(script[6], "p:task:t:results:failed");
         assert_eq!(script[7], "p:task:t:leases");
@@ -195,7 +207,8 @@ mod tests {
         assert_eq!(script[11], "p:task:t:ranges");
         assert_eq!(script[15], "p:seq");
         assert_eq!(script[16], "p:runnable");
-        assert_eq!(script[17], "p:tasks:QUEUED");
+        assert_eq!(script[17], "p:ids");
+        assert_eq!(script[18], "p:tasks:QUEUED");
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //! | `P:task:{id}:held` | sorted set | shards owned by a lease, scored by when it expires (expired ones count as ready) |
 //! | `P:task:{id}:ranges` | hash | shard index → its range as `start:len` |
 //! | `P:tasks` | sorted set | every task's list member, scored by `createdAt` |
+//! | `P:ids` | sorted set | every task's id, scored 0, for `ZRANGEBYLEX` by prefix (tasks stored by a dts from before it are found by their full id only) |
 //! | `P:tasks:{STATUS}` | sorted set | the same, for the tasks in one status |
 //! | `P:unfinished` | sorted set | the same, for tasks not yet in a terminal status |
 //! | `P:runnable` | sorted set | the same, for `INPROGRESS` tasks with a shard not yet completed |
@@ -75,7 +76,7 @@ mod workers;
 
 use crate::{
     CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
-    ShardCompletion, Store, StoreError, StoreResult,
+    ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
@@ -270,8 +271,21 @@ impl Store for RedisStore {
         tasks::inputs_range(self, id, start, len).await
     }
 
-    async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>> {
-        tasks::list_tasks(self, status, limit).await
+    async fn list_tasks_page(
+        &self,
+        status: Option<TaskStatus>,
+        after: Option<TaskCursor>,
+        limit: usize,
+    ) -> StoreResult<TaskPage> {
+        tasks::list_tasks_page(self, status, after, limit).await
+    }
+
+    async fn task_ids_with_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
+        tasks::task_ids_with_prefix(self, prefix, limit).await
+    }
+
+    async fn delete_task(&self, id: &str) -> StoreResult<Task> {
+        tasks::delete_task(self, id).await
     }
 
     async fn unfinished_task_ids(&self) -> StoreResult<Vec<String>> {

@@ -8,7 +8,7 @@ use super::RedisStore;
 use super::codec::{self, TaskHash};
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
-use crate::{PlanOutcome, StoreError, StoreResult};
+use crate::{PlanOutcome, StoreError, StoreResult, TaskCursor, TaskPage};
 use dts_model::{ItemFailures, ShardRange, Task, TaskStatus, now_millis};
 use std::collections::HashMap;
 
@@ -183,34 +183,48 @@ async fn read_inputs(
     }
 }
 
-pub(super) async fn list_tasks(
+pub(super) async fn list_tasks_page(
     store: &RedisStore,
     status: Option<TaskStatus>,
+    after: Option<TaskCursor>,
     limit: usize,
-) -> StoreResult<Vec<Task>> {
+) -> StoreResult<TaskPage> {
     if limit == 0 {
-        return Ok(Vec::new());
+        return Ok(TaskPage {
+            tasks: Vec::new(),
+            next: None,
+        });
     }
     prune_ended(store).await?;
     let index = match status {
         Some(status) => store.keys.tasks_in(status),
         None => store.keys.all_tasks(),
     };
+    // Members at or below the cursor's score; those of the cursor's own
+    // millisecond at or after its sequence are skipped below. A member's
+    // sequence is zero-padded, so comparing the text compares the numbers.
+    let max = after.map_or("+inf".to_string(), |cursor| cursor.created_at.to_string());
+    let before = after.map(|cursor| format!("{:020}", cursor.sequence));
     let mut conn = store.conn.clone();
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<(Task, String)> = Vec::new();
     // Entries whose task is gone (expired) or was replaced by a new task with
     // the same id; removed after the walk so the ranks do not shift under it.
     let mut stale = Vec::new();
-    let mut start = 0isize;
+    let mut gone_ids = Vec::new();
+    let mut offset = 0usize;
+    // One more than asked, to learn whether another page follows.
     'walk: loop {
-        let stop = start + LIST_PAGE as isize - 1;
-        let members: Vec<String> = store
+        let members: Vec<(String, f64)> = store
             .run(
                 "list tasks",
-                ::redis::cmd("ZREVRANGE")
+                ::redis::cmd("ZREVRANGEBYSCORE")
                     .arg(&index)
-                    .arg(start)
-                    .arg(stop)
+                    .arg(&max)
+                    .arg("-inf")
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(offset)
+                    .arg(LIST_PAGE)
                     .query_async(&mut conn),
             )
             .await?;
@@ -218,13 +232,22 @@ pub(super) async fn list_tasks(
             break;
         }
         let mut reads = ::redis::pipe();
-        for member in &members {
+        for (member, _) in &members {
             reads.hgetall(store.keys.task(member_id(member)));
         }
         let hashes: Vec<HashMap<String, String>> = store
             .run("list tasks", reads.query_async(&mut conn))
             .await?;
-        for (member, fields) in members.iter().zip(hashes) {
+        for ((member, score), fields) in members.iter().zip(hashes) {
+            if let (Some(cursor), Some(before)) = (after, &before) {
+                let sequence = member.split_once(':').map_or("", |(seq, _)| seq);
+                if *score as u64 == cursor.created_at && sequence >= before.as_str() {
+                    continue;
+                }
+            }
+            if fields.is_empty() {
+                gone_ids.push(member_id(member).to_string());
+            }
             let hash = TaskHash::from_map(member_id(member), fields);
             if hash.member() != Some(member.as_str()) {
                 stale.push(member.clone());
@@ -234,20 +257,109 @@ pub(super) async fn list_tasks(
             if status.is_some_and(|wanted| wanted != task.status) {
                 continue;
             }
-            tasks.push(task);
-            if tasks.len() == limit {
+            tasks.push((task, member.clone()));
+            if tasks.len() > limit {
                 break 'walk;
             }
         }
         if members.len() < LIST_PAGE {
             break;
         }
-        start += LIST_PAGE as isize;
+        offset += LIST_PAGE;
     }
     if !stale.is_empty() {
-        forget(store, &stale).await?;
+        forget(store, &stale, &gone_ids).await?;
     }
-    Ok(tasks)
+    let more = tasks.len() > limit;
+    tasks.truncate(limit);
+    let next = match tasks.last() {
+        Some((task, member)) if more => Some(TaskCursor {
+            created_at: task.created_at,
+            sequence: member
+                .split_once(':')
+                .and_then(|(seq, _)| seq.parse().ok())
+                .ok_or_else(|| {
+                    StoreError::corrupt(
+                        format!("task {} list member", task.id),
+                        format!("{member:?} does not start with a sequence number"),
+                    )
+                })?,
+        }),
+        _ => None,
+    };
+    Ok(TaskPage {
+        tasks: tasks.into_iter().map(|(task, _)| task).collect(),
+        next,
+    })
+}
+
+/// Ids that start with `prefix`, from the id index (`ZRANGEBYLEX`, no
+/// scan); an id whose task expired but is not yet pruned is left out.
+pub(super) async fn task_ids_with_prefix(
+    store: &RedisStore,
+    prefix: &str,
+    limit: usize,
+) -> StoreResult<Vec<String>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let op = format!("find task ids starting {prefix}");
+    let mut conn = store.conn.clone();
+    // `(prefix\xff`: every id with the prefix sorts below it (ids are ASCII).
+    let mut end = format!("({prefix}").into_bytes();
+    end.push(0xff);
+    let mut found = Vec::new();
+    let mut offset = 0usize;
+    // ends: each round reads the next LIST_PAGE ids of a finite index, and
+    // stops at a short page.
+    loop {
+        let ids: Vec<String> = store
+            .run(
+                &op,
+                ::redis::cmd("ZRANGEBYLEX")
+                    .arg(store.keys.ids())
+                    .arg(format!("[{prefix}"))
+                    .arg(&end)
+                    .arg("LIMIT")
+                    .arg(offset)
+                    .arg(LIST_PAGE)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut exists = ::redis::pipe();
+        for id in &ids {
+            exists.exists(store.keys.task(id));
+        }
+        let live: Vec<bool> = store.run(&op, exists.query_async(&mut conn)).await?;
+        for (id, live) in ids.iter().zip(live) {
+            if live {
+                found.push(id.clone());
+                if found.len() == limit {
+                    return Ok(found);
+                }
+            }
+        }
+        if ids.len() < LIST_PAGE {
+            return Ok(found);
+        }
+        offset += LIST_PAGE;
+    }
+}
+
+pub(super) async fn delete_task(store: &RedisStore, id: &str) -> StoreResult<Task> {
+    let op = format!("delete task {id}");
+    let reply = store
+        .task_script(&SCRIPTS.delete_task, &op, id, vec![id.to_string()])
+        .await?;
+    match reply.first().map(String::as_str) {
+        Some("deleted") => TaskHash::from_pairs(id, &reply[1..]).decode(),
+        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
+        Some("running") if reply.len() == 2 => Err(StoreError::TaskNotEnded {
+            id: id.to_string(),
+            status: codec::status(id, &reply[1])?,
+        }),
+        _ => Err(unexpected(&op, &reply)),
+    }
 }
 
 /// The task id in a list member (`{sequence}:{id}`).
@@ -258,11 +370,11 @@ fn member_id(member: &str) -> &str {
 /// Drops the list entries of tasks whose retention has run out.
 async fn prune_ended(store: &RedisStore) -> StoreResult<()> {
     let mut call = SCRIPTS.prune_ended.prepare_invoke();
-    call.key(store.keys.ended());
+    call.key(store.keys.ended()).key(store.keys.ids());
     for key in store.keys.list_indexes() {
         call.key(key);
     }
-    call.arg(PRUNE_BATCH);
+    call.arg(PRUNE_BATCH).arg(store.keys.task_prefix());
     let mut conn = store.conn.clone();
     let pruned: u64 = store
         .run("prune ended tasks", call.invoke_async(&mut conn))
@@ -276,11 +388,15 @@ async fn prune_ended(store: &RedisStore) -> StoreResult<()> {
     Ok(())
 }
 
-/// Removes `members` from every list index.
-async fn forget(store: &RedisStore, members: &[String]) -> StoreResult<()> {
+/// Removes `members` from every list index, and `ids` (of tasks whose
+/// hash is gone) from the id index.
+async fn forget(store: &RedisStore, members: &[String], ids: &[String]) -> StoreResult<()> {
     let mut removal = ::redis::pipe();
     for index in store.keys.list_indexes() {
         removal.zrem(index, members).ignore();
+    }
+    if !ids.is_empty() {
+        removal.zrem(store.keys.ids(), ids).ignore();
     }
     removal.zrem(store.keys.ended(), members).ignore();
     let mut conn = store.conn.clone();

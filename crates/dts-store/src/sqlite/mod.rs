@@ -23,7 +23,7 @@ mod workers;
 
 use crate::{
     CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
-    ShardCompletion, Store, StoreError, StoreResult, encode,
+    ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage, encode,
 };
 use async_trait::async_trait;
 use dts_model::{DynClock, ItemResult, ShardRange, Task, TaskStatus, WorkerInfo, system_clock};
@@ -202,9 +202,30 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_tasks(&self, status: Option<TaskStatus>, limit: usize) -> StoreResult<Vec<Task>> {
+    async fn list_tasks_page(
+        &self,
+        status: Option<TaskStatus>,
+        after: Option<TaskCursor>,
+        limit: usize,
+    ) -> StoreResult<TaskPage> {
         self.call("list tasks".to_string(), move |conn| {
-            tasks::list_tasks(conn, status, limit)
+            tasks::list_tasks_page(conn, status, after, limit)
+        })
+        .await
+    }
+
+    async fn task_ids_with_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>> {
+        let prefix = prefix.to_string();
+        self.call(format!("find task ids starting {prefix}"), move |conn| {
+            tasks::task_ids_with_prefix(conn, &prefix, limit)
+        })
+        .await
+    }
+
+    async fn delete_task(&self, id: &str) -> StoreResult<Task> {
+        let id = id.to_string();
+        self.call(format!("delete task {id}"), move |conn| {
+            tasks::delete_task(conn, &id)
         })
         .await
     }

@@ -7,7 +7,7 @@
 use super::rows::{
     DbResult, RawTask, TASK_COLUMNS, find_task, load_task, save_state, task_from_row, task_key,
 };
-use crate::{PlanOutcome, StoreError};
+use crate::{PlanOutcome, StoreError, TaskCursor, TaskPage};
 use dts_model::{Clock, ItemFailures, Task, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
 
@@ -184,32 +184,119 @@ fn sql_index(index: u64) -> i64 {
     i64::try_from(index).unwrap_or(i64::MAX)
 }
 
-pub(super) fn list_tasks(
+/// One page of the listing, newest first, after `after`. Reads one task
+/// more than asked to learn whether another page follows.
+pub(super) fn list_tasks_page(
     conn: &Connection,
     status: Option<TaskStatus>,
+    after: Option<TaskCursor>,
     limit: usize,
-) -> DbResult<Vec<Task>> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let raw: Vec<RawTask> = match status {
-        Some(status) => {
-            let sql = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE status = ?1 \
-                 ORDER BY created_at DESC, key DESC LIMIT ?2"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            stmt.query_map(rusqlite::params![status.as_str(), limit], task_from_row)?
-                .collect::<rusqlite::Result<_>>()?
-        }
-        None => {
-            let sql = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks ORDER BY created_at DESC, key DESC LIMIT ?1"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            stmt.query_map([limit], task_from_row)?
-                .collect::<rusqlite::Result<_>>()?
-        }
+) -> DbResult<TaskPage> {
+    if limit == 0 {
+        return Ok(TaskPage {
+            tasks: Vec::new(),
+            next: None,
+        });
+    }
+    let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+    // Past every real position when there is no cursor.
+    let (created, key) = after.map_or((i64::MAX, i64::MAX), |cursor| {
+        (
+            i64::try_from(cursor.created_at).unwrap_or(i64::MAX),
+            i64::try_from(cursor.sequence).unwrap_or(i64::MAX),
+        )
+    });
+    let filter = if status.is_some() {
+        "status = :status AND"
+    } else {
+        ""
     };
-    raw.into_iter().map(|raw| Ok(raw.decode()?.1)).collect()
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE {filter} \
+         (created_at < :created OR (created_at = :created AND key < :key)) \
+         ORDER BY created_at DESC, key DESC LIMIT :fetch"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let raw: Vec<RawTask> = match status {
+        Some(status) => stmt
+            .query_map(
+                named_params! {":status": status.as_str(), ":created": created, ":key": key, ":fetch": fetch},
+                task_from_row,
+            )?
+            .collect::<rusqlite::Result<_>>()?,
+        None => stmt
+            .query_map(
+                named_params! {":created": created, ":key": key, ":fetch": fetch},
+                task_from_row,
+            )?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    let mut tasks = Vec::with_capacity(raw.len().min(limit));
+    let mut last_key = 0;
+    let more = raw.len() > limit;
+    for raw in raw.into_iter().take(limit) {
+        let (key, task) = raw.decode()?;
+        last_key = key;
+        tasks.push(task);
+    }
+    let next = match tasks.last() {
+        Some(last) if more => Some(TaskCursor {
+            created_at: last.created_at,
+            sequence: u64::try_from(last_key).unwrap_or(0),
+        }),
+        _ => None,
+    };
+    Ok(TaskPage { tasks, next })
+}
+
+/// Ids starting with `prefix`, ascending: a range on the unique index of
+/// `id` (ids are ASCII, so every id with the prefix sorts below the prefix
+/// followed by U+10FFFF).
+pub(super) fn task_ids_with_prefix(
+    conn: &Connection,
+    prefix: &str,
+    limit: usize,
+) -> DbResult<Vec<String>> {
+    let end = format!("{prefix}\u{10FFFF}");
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM tasks WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3")?;
+    let ids = stmt
+        .query_map(rusqlite::params![prefix, end, limit], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+/// Every table holding rows of a task, by `task_key`: a new table must be
+/// added here, or deleting a task leaves its rows behind.
+const TASK_TABLES: [&str; 7] = [
+    "task_inputs",
+    "task_input_pages",
+    "completed_shards",
+    "results",
+    "shard_leases",
+    "item_starts",
+    "ready_shards",
+];
+
+pub(super) fn delete_task(conn: &mut Connection, id: &str) -> DbResult<Task> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (key, task) = load_task(&tx, id)?;
+    if !task.status.is_terminal() {
+        return Err(StoreError::TaskNotEnded {
+            id: id.to_string(),
+            status: task.status,
+        }
+        .into());
+    }
+    for table in TASK_TABLES {
+        tx.prepare_cached(&format!("DELETE FROM {table} WHERE task_key = ?1"))?
+            .execute([key])?;
+    }
+    tx.prepare_cached("DELETE FROM tasks WHERE key = ?1")?
+        .execute([key])?;
+    tx.commit()?;
+    Ok(task)
 }
 
 pub(super) fn unfinished_task_ids(conn: &Connection) -> DbResult<Vec<String>> {

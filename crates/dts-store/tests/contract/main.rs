@@ -12,6 +12,7 @@ mod inputs;
 mod leases;
 mod plans;
 mod queue;
+mod removal;
 mod results;
 mod speculation;
 mod tasks;
@@ -22,6 +23,7 @@ use inputs::*;
 use leases::*;
 use plans::*;
 use queue::*;
+use removal::*;
 use results::*;
 use speculation::*;
 use std::sync::Arc;
@@ -129,6 +131,11 @@ macro_rules! store_contract {
                 a_copied_shard_completed_by_the_copy_drops_the_holders_lease,
                 a_shard_that_lost_a_worker_is_never_copied,
                 a_shards_first_result_per_item_counts_and_nothing_after_its_completion,
+                a_prefix_finds_the_ids_that_start_with_it_in_order,
+                pages_of_the_task_list_follow_each_other_without_gaps_or_repeats,
+                a_status_filtered_list_pages_and_a_deleted_task_at_the_cursor_skips_nothing,
+                a_deleted_task_reads_as_unknown_with_its_results_gone_and_others_untouched,
+                deleting_a_task_that_has_not_ended_is_refused_and_changes_nothing,
             );
         }
     };

@@ -33,6 +33,8 @@ for from = first_input, #ARGV, BATCH do
   redis.call('RPUSH', INPUTS, unpack(ARGV, from, math.min(from + BATCH - 1, #ARGV)))
 end
 redis.call('ZADD', ALL_TASKS, created, member)
+-- Scored 0, so ZRANGEBYLEX finds the ids that start with a prefix.
+redis.call('ZADD', IDS, 0, id)
 redis.call('ZADD', BY_STATUS[status], created, member)
 if TERMINAL[status] then
   retain()

@@ -5,9 +5,9 @@
 --       (both layout 1 only), 7 results:failed, 8 shard leases,
 --       9 item starts, 10 ready shards, 11 held shards, 12 shard ranges,
 --       13 unfinished index, 14 all-tasks index, 15 ended index, 16 sequence,
---       17 runnable index, 18.. one index per status, in the order ARGV[1]
---       names them.
--- ARGV: 1 status names (comma-separated, the order of KEYS[18..]),
+--       17 runnable index, 18 id index, 19.. one index per status, in the
+--       order ARGV[1] names them.
+-- ARGV: 1 status names (comma-separated, the order of KEYS[19..]),
 --       2 terminal status names, 3 the in-progress status name,
 --       4 retention in milliseconds, 5.. the script's own arguments.
 --
@@ -19,7 +19,7 @@ local RES_ALL, RES_OK, RES_FAILED = KEYS[5], KEYS[6], KEYS[7]
 local LEASES, STARTS = KEYS[8], KEYS[9]
 local READY, HELD, RANGES = KEYS[10], KEYS[11], KEYS[12]
 local UNFINISHED, ALL_TASKS, ENDED, SEQ = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
-local RUNNABLE = KEYS[17]
+local RUNNABLE, IDS = KEYS[17], KEYS[18]
 -- Every key that belongs to one task, for the retention TTL, but for the
 -- result buckets of layout 2 (see results_prelude.lua).
 local RES_COUNTS, RES_WORKERS = RESULTS .. ':counts', RESULTS .. ':workers'
@@ -32,7 +32,7 @@ local BY_STATUS = {}
 do
   local n = 0
   for name in string.gmatch(ARGV[1], '[^,]+') do
-    BY_STATUS[name] = KEYS[18 + n]
+    BY_STATUS[name] = KEYS[19 + n]
     n = n + 1
   end
 end
