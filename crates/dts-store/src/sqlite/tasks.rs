@@ -198,7 +198,7 @@ pub(super) fn list_tasks_page(
             next: None,
         });
     }
-    let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
     // Past every real position when there is no cursor.
     let (created, key) = after.map_or((i64::MAX, i64::MAX), |cursor| {
         (

@@ -69,6 +69,7 @@ macro_rules! store_contract {
                 inserting_an_existing_id_is_refused_and_keeps_the_first,
                 unknown_task_ids_read_as_none_and_changes_to_them_are_not_found,
                 tasks_list_newest_first_filtered_by_status_and_limited,
+                a_listing_without_a_practical_limit_lists_every_task,
                 unfinished_task_ids_are_oldest_first_and_skip_ended_tasks,
                 every_transition_follows_the_status_rules_and_an_illegal_one_changes_nothing,
                 transitions_stamp_their_times_and_keep_the_error_given,

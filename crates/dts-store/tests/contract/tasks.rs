@@ -421,3 +421,22 @@ pub(crate) async fn the_status_alone_follows_every_transition_and_is_none_for_an
         None
     );
 }
+
+pub(crate) async fn a_listing_without_a_practical_limit_lists_every_task(store: DynStore) {
+    let first = insert(&store, 1).await;
+    let second = insert(&store, 2).await;
+    for limit in [usize::MAX, usize::MAX >> 1, i64::MAX as usize] {
+        let ids: Vec<String> = store
+            .list_tasks(None, limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(ids.len(), 2, "limit {limit}: {ids:?}");
+        assert!(
+            ids.contains(&first.id) && ids.contains(&second.id),
+            "{ids:?}"
+        );
+    }
+}
