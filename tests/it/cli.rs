@@ -1,22 +1,8 @@
 //! The `dts` client commands against a running `dts up`, and `dts up` reading
 //! the seed's configuration file.
 
-use crate::common::{DEADLINE, DtsUp, dts_binary, run_dts};
+use crate::common::{DEADLINE, DtsUp, dts_binary, dts_client as dts, run_dts, text};
 use std::process::{Command, Output};
-
-fn dts(up: &DtsUp, args: &[&str]) -> Output {
-    run_dts(
-        Command::new(dts_binary())
-            .args(args)
-            .arg("--server")
-            .arg(&up.base)
-            .env_remove("DTS_AUTH_TOKEN"),
-    )
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[tokio::test]
 async fn submit_wait_exits_zero_for_a_completed_task_and_one_for_a_failed_one() {

@@ -473,6 +473,23 @@ pub async fn wait_for_pids(dir: &Path, n: usize) -> Vec<i32> {
     .await
 }
 
+/// Runs the client command `dts ARGS --server <up>` to its end, with no
+/// token from the environment.
+pub fn dts_client(up: &DtsUp, args: &[&str]) -> std::process::Output {
+    run_dts(
+        Command::new(dts_binary())
+            .args(args)
+            .arg("--server")
+            .arg(&up.base)
+            .env_remove("DTS_AUTH_TOKEN"),
+    )
+}
+
+/// A process's output bytes as text (invalid UTF-8 replaced).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Runs a dts client command (`dts ARGS`) to its end, killed and failed at
 /// the deadline.
 pub fn run_dts(command: &mut Command) -> std::process::Output {

@@ -2,30 +2,15 @@
 //! and refusing unknown query parameters: over HTTP and through the CLI,
 //! against the real binary.
 
-use crate::common::{DtsUp, dts_binary, run_dts, task};
+use crate::common::{DtsUp, dts_client as dts, task, text};
 use dts_model::{Scheduling, Task, TaskStatus, Variables, now_millis};
 use dts_store::{SqliteStore, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Command, Output};
 
 const A: &str = "abcd1111-1111-4111-8111-111111111111";
 const B: &str = "abcd2222-2222-4222-8222-222222222222";
-
-fn dts(up: &DtsUp, args: &[&str]) -> Output {
-    run_dts(
-        Command::new(dts_binary())
-            .args(args)
-            .arg("--server")
-            .arg(&up.base)
-            .env_remove("DTS_AUTH_TOKEN"),
-    )
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Stores cancelled tasks with the ids given in the data directory's
 /// store before `dts up` opens it: ids that share a prefix on purpose.
