@@ -210,6 +210,18 @@ pub(super) fn runnable_tasks(
     Ok(runnable)
 }
 
+/// The key of task `id` if it is `INPROGRESS`, `None` if it is not (it
+/// ended, or was never planned): what a claim checks before handing out
+/// anything. [`StoreError::NoSuchTask`] for an unknown task.
+fn in_progress_key(conn: &Connection, id: &str) -> DbResult<Option<i64>> {
+    let (key, status): (i64, String) = conn
+        .prepare_cached("SELECT key, status FROM tasks WHERE id = ?1")?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?
+        .ok_or_else(|| StoreError::NoSuchTask { id: id.to_string() })?;
+    Ok((status == TaskStatus::InProgress.as_str()).then_some(key))
+}
+
 pub(super) fn claim_ready_shard(
     conn: &mut Connection,
     id: &str,
@@ -219,14 +231,9 @@ pub(super) fn claim_ready_shard(
     clock: &dyn Clock,
 ) -> DbResult<ReadyClaim> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (key, status): (i64, String) = tx
-        .prepare_cached("SELECT key, status FROM tasks WHERE id = ?1")?
-        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?
-        .ok_or_else(|| StoreError::NoSuchTask { id: id.to_string() })?;
-    if status != TaskStatus::InProgress.as_str() {
+    let Some(key) = in_progress_key(&tx, id)? else {
         return Ok(ReadyClaim::TaskEnded);
-    }
+    };
     let now = clock.now_millis();
     if let Some(max) = max_held {
         if held_at(&tx, key, now)? >= max {
@@ -303,14 +310,9 @@ pub(super) fn claim_copy(
     clock: &dyn Clock,
 ) -> DbResult<CopyClaim> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (key, status): (i64, String) = tx
-        .prepare_cached("SELECT key, status FROM tasks WHERE id = ?1")?
-        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?
-        .ok_or_else(|| StoreError::NoSuchTask { id: id.to_string() })?;
-    if status != TaskStatus::InProgress.as_str() {
+    let Some(key) = in_progress_key(&tx, id)? else {
         return Ok(CopyClaim::TaskEnded);
-    }
+    };
     let now = clock.now_millis();
     // Shards still to hand out come first: a copy is only for a task whose
     // every open shard runs.
