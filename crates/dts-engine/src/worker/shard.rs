@@ -193,7 +193,7 @@ impl Inner {
         outcome
     }
 
-    /// Runs a shard whose lease this worker holds.
+    /// Runs a shard this worker holds the lease on, or a copy of one.
     async fn run_claimed(&self, run: &ShardRun<'_>) -> Result<ShardEnd, EngineError> {
         let message = run.message;
         let end = message.start + message.items.len() as u64;

@@ -34,7 +34,11 @@ impl Inner {
             return;
         }
         let mut times = self.item_times.lock().unwrap_or_else(|p| p.into_inner());
-        times.entry(task.to_string()).or_default().record(millis);
+        // Called after every item: the task's id is copied only the first time.
+        match times.get_mut(task) {
+            Some(recent) => recent.record(millis),
+            None => times.entry(task.to_string()).or_default().record(millis),
+        }
     }
 
     /// Forgets the item times of tasks no longer runnable.
