@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bytes;
 pub mod clock;
 pub mod plan;
 pub mod scheduling;
@@ -16,6 +17,7 @@ pub mod submit;
 pub mod template;
 pub mod variables;
 
+pub use bytes::Bytes;
 pub use clock::{Clock, DynClock, SystemClock, system_clock};
 pub use plan::{PlanError, PlanLimits, ShardRange};
 pub use scheduling::Scheduling;
