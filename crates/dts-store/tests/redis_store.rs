@@ -1038,3 +1038,49 @@ async fn deleting_a_task_leaves_redis_exactly_as_it_was_before_the_task_was_stor
     store.delete_task(&doomed.id).await.unwrap();
     assert_eq!(snapshot(&mut conn).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_stored_before_the_id_index_existed_are_found_by_an_id_prefix_after_a_reconnect() {
+    let server = server().await;
+    let store = connect(&server, "old", HOUR).await;
+    let t = planned(&store, 2, 1).await;
+    // What a dts from before the id index left: the task, no index entry.
+    let mut conn = raw(&server).await;
+    let _: () = redis::cmd("DEL")
+        .arg("old:ids")
+        .arg("old:ids-filled")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let prefix = &t.id[..8];
+    assert!(
+        store
+            .task_ids_with_prefix(prefix, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the setup removed the index entry"
+    );
+
+    let reconnected = connect(&server, "old", HOUR).await;
+    assert_eq!(
+        reconnected.task_ids_with_prefix(prefix, 10).await.unwrap(),
+        vec![t.id.clone()]
+    );
+    // Once filled, a later connection does not walk the list again: an
+    // entry removed by hand stays removed.
+    let _: () = redis::cmd("ZREM")
+        .arg("old:ids")
+        .arg(&t.id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let again = connect(&server, "old", HOUR).await;
+    assert!(
+        again
+            .task_ids_with_prefix(prefix, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

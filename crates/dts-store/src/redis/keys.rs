@@ -101,6 +101,11 @@ impl Keys {
         format!("{}:ids", self.prefix)
     }
 
+    /// String set once every task is in [`Keys::ids`] (`lua/fill_ids.lua`).
+    pub(super) fn ids_filled(&self) -> String {
+        format!("{}:ids-filled", self.prefix)
+    }
+
     /// Sorted set of the list members of the tasks in `status`.
     pub(super) fn tasks_in(&self, status: TaskStatus) -> String {
         format!("{}:tasks:{}", self.prefix, status.as_str())

@@ -83,6 +83,7 @@ use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
 use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use keys::Keys;
+use scripts::SCRIPTS;
 use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -168,7 +169,7 @@ impl RedisStore {
             Ok(Err(e)) => return Err(errors::classify("connect", &address, e)),
             Err(_) => return Err(errors::timed_out("connect", &address, CALL_TIMEOUT)),
         };
-        Ok(RedisStore {
+        let store = RedisStore {
             conn,
             keys: Keys::new(&settings.key_prefix),
             address,
@@ -176,7 +177,29 @@ impl RedisStore {
             retention_ms: u64::try_from(settings.retention.as_millis())
                 .unwrap_or(u64::MAX)
                 .min(1 << 50),
-        })
+        };
+        store.fill_id_index().await?;
+        Ok(store)
+    }
+
+    /// Puts the tasks an older dts stored into the id index, once per
+    /// database, so a prefix of their id finds them too.
+    async fn fill_id_index(&self) -> StoreResult<()> {
+        let mut call = SCRIPTS.fill_ids.prepare_invoke();
+        call.key(self.keys.all_tasks())
+            .key(self.keys.ids())
+            .key(self.keys.ids_filled());
+        let mut conn = self.conn.clone();
+        let added: i64 = self
+            .run("fill the task id index", call.invoke_async(&mut conn))
+            .await?;
+        if added > 0 {
+            tracing::info!(
+                tasks = added,
+                "indexed the ids of tasks stored before the id index"
+            );
+        }
+        Ok(())
     }
 
     /// Awaits one Redis call with the deadline, turning its error into a

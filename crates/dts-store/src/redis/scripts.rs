@@ -45,6 +45,7 @@ pub(super) struct Scripts {
     pub(super) delete_task: Script,
     pub(super) heartbeat: Script,
     pub(super) live_workers: Script,
+    pub(super) fill_ids: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -67,6 +68,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     delete_task: task_script(include_str!("lua/delete_task.lua")),
     heartbeat: clock_script(include_str!("lua/heartbeat.lua")),
     live_workers: clock_script(include_str!("lua/live_workers.lua")),
+    fill_ids: Script::new(include_str!("lua/fill_ids.lua")),
 });
 
 fn task_script(body: &str) -> Script {
