@@ -128,11 +128,12 @@ struct ClientArgs {
     #[arg(long, env = "DTS_SERVER", default_value = "http://127.0.0.1:30000")]
     server: String,
     /// Bearer token, when the server requires one. Other users can see it
-    /// in `ps`: prefer --token-file or DTS_AUTH_TOKEN.
-    #[arg(long, env = "DTS_AUTH_TOKEN", hide_env_values = true)]
+    /// in `ps`: prefer --token-file or the DTS_AUTH_TOKEN environment
+    /// variable (used when neither flag is given).
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
     /// Read the bearer token from FILE (one trailing newline is dropped);
-    /// wins over --token and DTS_AUTH_TOKEN.
+    /// wins over DTS_AUTH_TOKEN.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// Print the server's JSON instead of a summary.
@@ -147,9 +148,14 @@ struct ClientArgs {
 
 impl ClientArgs {
     fn connect(&self) -> Result<client::Client> {
-        let token = match &self.token_file {
-            Some(path) => Some(read_token(path)?),
-            None => self.token.clone(),
+        // Two flags are refused by clap (naming both); the environment is
+        // ambient, so a flag given on the command line wins over it.
+        let token = match (&self.token_file, &self.token) {
+            (Some(path), _) => Some(read_token(path)?),
+            (None, Some(token)) => Some(token.clone()),
+            (None, None) => std::env::var("DTS_AUTH_TOKEN")
+                .ok()
+                .filter(|token| !token.is_empty()),
         };
         client::Client::new(&self.server, token)
     }

@@ -615,6 +615,14 @@ async fn client_commands_read_the_token_from_a_file_or_the_environment() {
     let wrong = dts(&["--token-file", wrong.to_str().unwrap()], None);
     assert_eq!(wrong.status.code(), Some(2));
 
+    let both = dts(&["--token-file", file, "--token", TOKEN], None);
+    assert_eq!(both.status.code(), Some(2), "two token flags were refused");
+    let stderr = text(&both.stderr);
+    assert!(
+        stderr.contains("--token-file") && stderr.contains("--token <TOKEN>"),
+        "the error names both flags: {stderr}"
+    );
+
     let missing = dir.path().join("missing");
     let unreadable = dts(&["--token-file", missing.to_str().unwrap()], Some(TOKEN));
     assert_eq!(unreadable.status.code(), Some(2));
