@@ -13,6 +13,7 @@ mod hostile;
 mod isolation;
 mod labels;
 mod outputs;
+mod parallel_oracle;
 mod restart;
 mod scheduling;
 mod scripts;
