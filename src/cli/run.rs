@@ -809,8 +809,9 @@ impl Printer {
 
     /// Closes the JSON array, flushes the job log, clears the bar.
     fn finish(&mut self) -> Result<()> {
+        // The line `dts run` ends with says the counts instead.
         if let Some((bar, _)) = &self.bar {
-            bar.abandon();
+            bar.finish_and_clear();
         }
         if let Some((path, log)) = &mut self.joblog {
             log.flush()

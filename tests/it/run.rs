@@ -2,6 +2,7 @@
 //! items, output streams as items end, nothing is cut, and parallel's
 //! habits (`-j`, `--halt`, `--dry-run`, `--tag`, `--joblog`, `--results`).
 
+use crate::cli_hardening::{Screen, frames, on_terminal};
 use crate::common::{DEADLINE, dts_binary, run_dts, text};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -427,4 +428,42 @@ fn a_bad_halt_value_is_refused_naming_it_and_runs_nothing() {
         text(&out.stderr)
     );
     assert!(!ran.exists());
+}
+
+#[test]
+fn bar_draws_progress_on_a_terminal_and_leaves_the_output_alone() {
+    let args = [
+        "run",
+        "--bar",
+        "-j",
+        "2",
+        "sleep 0.3; echo $1",
+        "1",
+        "2",
+        "3",
+        "4",
+    ];
+    let shown = on_terminal(&args, Screen::Stderr);
+    assert_eq!(shown.status.code(), Some(0), "{}", text(&shown.screen));
+    assert_eq!(text(&shown.piped), "1\n2\n3\n4\n");
+    let frames = frames(&shown.screen);
+    assert!(
+        frames.iter().any(|f| f.contains("/4 items")),
+        "{:?}",
+        text(&shown.screen)
+    );
+    // Without --bar, only the closing line.
+    let shown = on_terminal(
+        &args[..1]
+            .iter()
+            .chain(&args[2..])
+            .copied()
+            .collect::<Vec<_>>(),
+        Screen::Stderr,
+    );
+    assert!(
+        text(&shown.screen).starts_with("dts: 4 items, 4 succeeded, 0 failed in "),
+        "{:?}",
+        text(&shown.screen)
+    );
 }
