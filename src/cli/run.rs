@@ -288,7 +288,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let mut stopping: Option<tokio::task::JoinHandle<()>> = None;
     let mut ending: Option<Ending> = None;
     let mut broken_pipe = false;
-    let mut reader = Reader::new(args.as_finished);
+    let mut reader = Reader::new(args.as_finished, total);
     // ends: the node stops once the task ended, a halt, a signal or a closed
     // output stopped it; stopping waits for its items (killed, or finishing
     // after `soon`).
@@ -308,26 +308,28 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         if finished {
             break;
         }
+        // The task's counters move as results are recorded, before they
+        // are printed: a halt does not wait for earlier items to end.
+        let current = store.task(&task.id).await?;
+        let (failed, over) = current
+            .as_ref()
+            .map_or((0, true), |t| (t.items_failed, t.status.is_terminal()));
         if ending.is_none() {
-            if let (Some(halt), Some(failure)) = (args.halt, printer.failure) {
-                if halt.crossed(printer.failed, total) {
-                    let running = items.running();
-                    if halt.now {
-                        cancel(&store, &task.id).await;
-                        items.kill();
-                    }
-                    ending = Some(Ending::Halted {
-                        halt,
-                        running,
-                        exit: failure,
-                    });
+            if let Some(halt) = args.halt.filter(|h| h.crossed(failed, total)) {
+                let running = items.running();
+                if halt.now {
+                    cancel(&store, &task.id).await;
+                    items.kill();
                 }
+                ending = Some(Ending::Halted {
+                    halt,
+                    failed,
+                    running,
+                    exit: first_failure(&store, &task.id).await?,
+                });
             }
         }
-        let ended = ending.is_some() || broken_pipe || {
-            let status = store.task_status(&task.id).await?;
-            status.is_none_or(|s| s.is_terminal())
-        };
+        let ended = ending.is_some() || broken_pipe || over;
         if ended && stopping.is_none() {
             if let Some(node) = node.take() {
                 shutdown.cancel();
@@ -362,6 +364,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         }
         Some(Ending::Halted {
             halt,
+            failed,
             running,
             exit,
         }) => {
@@ -373,7 +376,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             say(&format!(
                 "dts: halted (--halt {}): {} failed; {what}, {all} done",
                 halt.describe(),
-                count(printer.failed, "item"),
+                count(failed, "item"),
             ));
             exit
         }
@@ -409,13 +412,32 @@ async fn cancel(store: &DynStore, id: &str) {
     }
 }
 
+/// The exit status of the first failed item in input order, as parallel
+/// exits after `--halt`: 1 when it has none (a signal or a timeout ended
+/// it) or one that does not fit.
+async fn first_failure(store: &DynStore, id: &str) -> Result<u8> {
+    let (_, first) = store.results(id, ResultFilter::Failed, 0, 1).await?;
+    Ok(first
+        .first()
+        .and_then(|r| r.exit_code)
+        .and_then(|c| u8::try_from(c).ok())
+        .filter(|c| *c != 0)
+        .unwrap_or(1))
+}
+
 /// Why `dts run` stopped before its task's end.
 #[derive(Debug, Clone, Copy)]
 enum Ending {
     /// A signal: the running items were killed.
     Signal { signal: Caught, running: u32 },
-    /// `--halt`: `exit` is the exit status of the item that crossed it.
-    Halted { halt: Halt, running: u32, exit: u8 },
+    /// `--halt`, once `failed` items had failed: `exit` is the exit status
+    /// of the first of them.
+    Halted {
+        halt: Halt,
+        failed: u64,
+        running: u32,
+        exit: u8,
+    },
 }
 
 /// A signal that stops `dts run`.
@@ -473,6 +495,8 @@ impl Signals {
 /// everything again.
 struct Reader {
     as_finished: bool,
+    /// The task's items.
+    total: u64,
     /// The lowest index not read yet.
     low: u64,
     /// Indices at or above `low` already read (`--as-finished` only).
@@ -480,9 +504,10 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(as_finished: bool) -> Reader {
+    fn new(as_finished: bool, total: u64) -> Reader {
         Reader {
             as_finished,
+            total,
             low: 0,
             read: BTreeSet::new(),
         }
@@ -506,9 +531,11 @@ impl Reader {
             }
             return Ok(out);
         }
-        let end = self
-            .low
-            .saturating_add(if self.as_finished { u64::MAX / 2 } else { PAGE });
+        let end = if self.as_finished {
+            self.total
+        } else {
+            self.total.min(self.low + PAGE)
+        };
         let recorded = store.recorded_indices(id, self.low, end).await?;
         if !self.as_finished {
             let run = recorded
@@ -636,9 +663,6 @@ struct Printer {
     /// Results printed so far, and how many of them failed.
     done: u64,
     failed: u64,
-    /// The exit status of the latest failed item (1 without one), what a
-    /// `--halt` exits with.
-    failure: Option<u8>,
 }
 
 impl Printer {
@@ -684,7 +708,6 @@ impl Printer {
             cap,
             done: 0,
             failed: 0,
-            failure: None,
         };
         if printer.json {
             write!(printer.out, "[")?;
@@ -705,8 +728,6 @@ impl Printer {
             self.done += 1;
             if !result.succeeded() {
                 self.failed += 1;
-                let code = result.exit_code.and_then(|c| u8::try_from(c).ok());
-                self.failure = Some(code.filter(|c| *c != 0).unwrap_or(1));
             }
             self.keep(result, now)?;
             match self.bar.take() {
@@ -792,7 +813,7 @@ impl Printer {
                 "{seq}\t:\t{:.3}\t{:.3}\t0\t{}\t{exitval}\t{signal}\t{}",
                 start.as_secs_f64(),
                 runtime.as_secs_f64(),
-                result.stdout.as_bytes().len(),
+                result.stdout.len(),
                 self.commands.line(&result.input)
             )?;
         }

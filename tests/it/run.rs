@@ -467,3 +467,23 @@ fn bar_draws_progress_on_a_terminal_and_leaves_the_output_alone() {
         text(&shown.screen)
     );
 }
+
+#[test]
+fn halt_now_does_not_wait_for_earlier_items_to_end_before_killing_them() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let template = format!(
+        "[ $1 != b ] || exit 5; sleep 5; touch '{}'/$1",
+        dir.path().display()
+    );
+    let out = dts_run(&["-j", "2", "--halt", "now,fail=1", &template, "a", "b"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).ends_with(
+            "dts: halted (--halt now,fail=1): 1 item failed; killed 1 running item, 1 of 2 done\n"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let touched: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(touched.is_empty(), "item a ran to its end: {touched:?}");
+}
