@@ -115,10 +115,10 @@ pub struct RunArgs {
     halt: Option<Halt>,
     /// Print the command each item would run, shell-quoted, one per line;
     /// run nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["json", "joblog", "results"])]
     dry_run: bool,
     /// Prefix each line an item prints with its input and a tab.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     tag: bool,
     /// Write GNU parallel's job log to FILE: one tab-separated line per
     /// item (Seq Host Starttime JobRuntime Send Receive Exitval Signal
@@ -805,9 +805,15 @@ impl Printer {
         let seq = result.index + 1;
         let exitval = result.exit_code.unwrap_or(-1);
         let signal = result.signal.unwrap_or(0);
-        if let Some((_, log)) = &mut self.joblog {
+        if let Some((path, log)) = &mut self.joblog {
             let runtime = Duration::from_millis(result.duration_ms);
             let start = now.saturating_sub(runtime);
+            let named = |e: std::io::Error| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write the --joblog file {}: {e}", path.display()),
+                )
+            };
             writeln!(
                 log,
                 "{seq}\t:\t{:.3}\t{:.3}\t0\t{}\t{exitval}\t{signal}\t{}",
@@ -815,15 +821,25 @@ impl Printer {
                 runtime.as_secs_f64(),
                 result.stdout.len(),
                 self.commands.line(&result.input)
-            )?;
+            )
+            .map_err(named)?;
         }
         if let Some(dir) = &self.results {
             let item = dir.join(seq.to_string());
-            std::fs::create_dir_all(&item)?;
-            std::fs::write(item.join("input"), result.input.as_bytes())?;
-            std::fs::write(item.join("stdout"), result.stdout.as_bytes())?;
-            std::fs::write(item.join("stderr"), result.stderr.as_bytes())?;
-            std::fs::write(item.join("exitcode"), format!("{exitval}\n"))?;
+            let named = |e: std::io::Error| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot write the --results files in {}: {e}",
+                        item.display()
+                    ),
+                )
+            };
+            std::fs::create_dir_all(&item).map_err(named)?;
+            std::fs::write(item.join("input"), result.input.as_bytes()).map_err(named)?;
+            std::fs::write(item.join("stdout"), result.stdout.as_bytes()).map_err(named)?;
+            std::fs::write(item.join("stderr"), result.stderr.as_bytes()).map_err(named)?;
+            std::fs::write(item.join("exitcode"), format!("{exitval}\n")).map_err(named)?;
         }
         Ok(())
     }

@@ -487,3 +487,25 @@ fn halt_now_does_not_wait_for_earlier_items_to_end_before_killing_them() {
     let touched: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(touched.is_empty(), "item a ran to its end: {touched:?}");
 }
+
+#[test]
+fn tag_with_json_and_dry_run_with_a_joblog_are_refused_naming_both() {
+    let out = dts_run(&["--tag", "--json", "echo", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("the argument '--tag' cannot be used with '--json'"),
+        "{}",
+        text(&out.stderr)
+    );
+    let dir = tempfile::TempDir::new().unwrap();
+    let log = dir.path().join("jobs.tsv");
+    let out = dts_run(&["--dry-run", "--joblog", log.to_str().unwrap(), "echo", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("the argument '--dry-run' cannot be used with '--joblog <FILE>'"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!log.exists());
+}
