@@ -47,7 +47,7 @@ use dts_node::wiring;
 use dts_store::{DynStore, ResultFilter};
 use indicatif::ProgressBar;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Stderr, Stdout, Write};
 use std::path::PathBuf;
@@ -501,6 +501,22 @@ struct Reader {
     low: u64,
     /// Indices at or above `low` already read (`--as-finished` only).
     read: BTreeSet<u64>,
+    /// When each recorded index not read yet was first seen: about when
+    /// its item ended, for the job log (a result holds no time of day).
+    seen: HashMap<u64, Duration>,
+}
+
+/// A result, and about when its item ended (since the epoch).
+struct Ended {
+    result: ItemResult,
+    at: Duration,
+}
+
+/// Now, since the epoch.
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 impl Reader {
@@ -510,14 +526,28 @@ impl Reader {
             total,
             low: 0,
             read: BTreeSet::new(),
+            seen: HashMap::new(),
         }
+    }
+
+    /// [`Reader::results`], each with about when its item ended.
+    async fn read(&mut self, store: &DynStore, id: &str, last: bool) -> Result<Vec<Ended>> {
+        let results = self.results(store, id, last).await?;
+        let now = since_epoch();
+        Ok(results
+            .into_iter()
+            .map(|result| Ended {
+                at: self.seen.remove(&result.index).unwrap_or(now),
+                result,
+            })
+            .collect())
     }
 
     /// The results to print next: in input order, those from `low` on
     /// without a gap; with `--as-finished`, every new one. `last` (the
     /// node has stopped: nothing more will come) reads every result left,
     /// gaps and all.
-    async fn read(&mut self, store: &DynStore, id: &str, last: bool) -> Result<Vec<ItemResult>> {
+    async fn results(&mut self, store: &DynStore, id: &str, last: bool) -> Result<Vec<ItemResult>> {
         let mut out = Vec::new();
         if last {
             let mut offset = self.low;
@@ -537,6 +567,10 @@ impl Reader {
             self.total.min(self.low + PAGE)
         };
         let recorded = store.recorded_indices(id, self.low, end).await?;
+        let now = since_epoch();
+        for index in &recorded {
+            self.seen.entry(*index).or_insert(now);
+        }
         if !self.as_finished {
             let run = recorded
                 .iter()
@@ -717,19 +751,16 @@ impl Printer {
 
     /// Prints `results` and notes them in the job log, the results
     /// directory and the bar.
-    fn print(&mut self, results: &[ItemResult]) -> std::io::Result<()> {
+    fn print(&mut self, results: &[Ended]) -> std::io::Result<()> {
         if results.is_empty() {
             return Ok(());
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        for result in results {
+        for Ended { result, at } in results {
             self.done += 1;
             if !result.succeeded() {
                 self.failed += 1;
             }
-            self.keep(result, now)?;
+            self.keep(result, *at)?;
             match self.bar.take() {
                 Some((bar, rate)) => {
                     let shown = bar.suspend(|| self.show(result));
@@ -799,15 +830,15 @@ impl Printer {
         Ok(())
     }
 
-    /// The job log line and the results directory of one item. `now` is
-    /// when dts read the result: it ended a little before.
-    fn keep(&mut self, result: &ItemResult, now: Duration) -> std::io::Result<()> {
+    /// The job log line and the results directory of one item, which
+    /// ended at about `ended` (when dts first saw its result).
+    fn keep(&mut self, result: &ItemResult, ended: Duration) -> std::io::Result<()> {
         let seq = result.index + 1;
         let exitval = result.exit_code.unwrap_or(-1);
         let signal = result.signal.unwrap_or(0);
         if let Some((path, log)) = &mut self.joblog {
             let runtime = Duration::from_millis(result.duration_ms);
-            let start = now.saturating_sub(runtime);
+            let start = ended.saturating_sub(runtime);
             let named = |e: std::io::Error| {
                 std::io::Error::new(
                     e.kind(),
