@@ -289,62 +289,80 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let mut ending: Option<Ending> = None;
     let mut broken_pipe = false;
     let mut reader = Reader::new(args.as_finished, total);
-    // ends: the node stops once the task ended, a halt, a signal or a closed
-    // output stopped it; stopping waits for its items (killed, or finishing
-    // after `soon`).
-    loop {
-        let finished = stopping.as_ref().is_some_and(|s| s.is_finished());
-        let new = reader.read(&store, &task.id, finished).await?;
-        match printer.print(&new) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                // `dts run ... | head`: the reader has what it wanted.
-                broken_pipe = true;
-                if stopping.is_none() {
-                    items.kill();
+    // An error while the items run (the store, writing the output) must
+    // not leave them running: they are killed before it is returned.
+    let watched: Result<()> = async {
+        // ends: the node stops once the task ended, a halt, a signal or a closed
+        // output stopped it; stopping waits for its items (killed, or finishing
+        // after `soon`).
+        loop {
+            let finished = stopping.as_ref().is_some_and(|s| s.is_finished());
+            let new = reader.read(&store, &task.id, finished).await?;
+            match printer.print(&new) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    // `dts run ... | head`: the reader has what it wanted.
+                    broken_pipe = true;
+                    if stopping.is_none() {
+                        items.kill();
+                    }
+                }
+                other => other?,
+            }
+            if finished {
+                break;
+            }
+            // The task's counters move as results are recorded, before they
+            // are printed: a halt does not wait for earlier items to end.
+            let current = store.task(&task.id).await?;
+            let (failed, over) = current
+                .as_ref()
+                .map_or((0, true), |t| (t.items_failed, t.status.is_terminal()));
+            if ending.is_none() {
+                if let Some(halt) = args.halt.filter(|h| h.crossed(failed, total)) {
+                    let running = items.running();
+                    if halt.now {
+                        cancel(&store, &task.id).await;
+                        items.kill();
+                    }
+                    ending = Some(Ending::Halted {
+                        halt,
+                        failed,
+                        running,
+                        exit: first_failure(&store, &task.id).await?,
+                    });
                 }
             }
-            other => other?,
-        }
-        if finished {
-            break;
-        }
-        // The task's counters move as results are recorded, before they
-        // are printed: a halt does not wait for earlier items to end.
-        let current = store.task(&task.id).await?;
-        let (failed, over) = current
-            .as_ref()
-            .map_or((0, true), |t| (t.items_failed, t.status.is_terminal()));
-        if ending.is_none() {
-            if let Some(halt) = args.halt.filter(|h| h.crossed(failed, total)) {
-                let running = items.running();
-                if halt.now {
+            let ended = ending.is_some() || broken_pipe || over;
+            if ended && stopping.is_none() {
+                if let Some(node) = node.take() {
+                    shutdown.cancel();
+                    stopping = Some(tokio::spawn(node.stop()));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                signal = signals.next(), if !matches!(ending, Some(Ending::Signal { .. })) => {
+                    let running = items.running();
                     cancel(&store, &task.id).await;
                     items.kill();
+                    ending = Some(Ending::Signal { signal, running });
                 }
-                ending = Some(Ending::Halted {
-                    halt,
-                    failed,
-                    running,
-                    exit: first_failure(&store, &task.id).await?,
-                });
             }
         }
-        let ended = ending.is_some() || broken_pipe || over;
-        if ended && stopping.is_none() {
-            if let Some(node) = node.take() {
-                shutdown.cancel();
-                stopping = Some(tokio::spawn(node.stop()));
+        Ok(())
+    }
+    .await;
+    if let Err(e) = watched {
+        items.kill();
+        shutdown.cancel();
+        match (node.take(), stopping.take()) {
+            (Some(node), _) => node.stop().await,
+            (None, Some(stopping)) => {
+                let _ = stopping.await;
             }
+            (None, None) => {}
         }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            signal = signals.next(), if !matches!(ending, Some(Ending::Signal { .. })) => {
-                let running = items.running();
-                cancel(&store, &task.id).await;
-                items.kill();
-                ending = Some(Ending::Signal { signal, running });
-            }
-        }
+        return Err(e);
     }
     if let Some(stopping) = stopping {
         let _ = stopping.await;
