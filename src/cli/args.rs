@@ -64,8 +64,9 @@ impl ListenArgs {
 /// How this machine runs items: `dts up`, `dts worker` and `dts run`.
 #[derive(Args, Debug, Default)]
 pub struct ExecArgs {
-    /// Items to run at once (worker.cores); default all cores of this machine.
-    #[arg(long)]
+    /// Items to run at once (worker.cores); default all cores of this
+    /// machine. `-j` is GNU parallel's name for it.
+    #[arg(long, short = 'j', value_name = "N")]
     pub cores: Option<u32>,
     /// Run bash items in warm shells (executor.warm-shell; docs/warm-shell.md).
     #[arg(long)]

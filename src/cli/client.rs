@@ -3,11 +3,10 @@
 //! answers as the views dts-api writes. Everything they print goes through
 //! a [`Console`], which escapes control characters on a terminal.
 
-use super::terminal::{Console, count};
+use super::terminal::{Console, Progress, Rate, count, progress_bar, progress_text};
 use anyhow::{Context, Result, anyhow, bail};
 use dts_api::views::{ErrorBody, ResultView, ResultsPage, TaskView, WorkerView};
 use dts_model::TaskStatus;
-use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -15,7 +14,7 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often `--wait` and `watch` look at the task.
 const POLL: Duration = Duration::from_millis(200);
@@ -244,12 +243,7 @@ pub async fn watch(
     // `id` may be a prefix, which a task submitted meanwhile could make
     // ambiguous: from here on, the full id the server resolved it to.
     let path = format!("/v1/tasks/{}?summary=true", task.id);
-    let bar = ProgressBar::new(task.items_total);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(task.items_total);
     // Without a terminal the bar is hidden: print each change of status,
     // of the failure count or of why the task waits instead. On a terminal
     // a new reason is printed above the bar, through the console that
@@ -323,73 +317,17 @@ pub async fn watch(
     })
 }
 
-/// Items done per second since the watch began: none until an item has
-/// ended while watching, so the bar never shows a rate of 0 or an eta of 0.
-struct Rate {
-    since: Instant,
-    done_then: u64,
-}
-
-impl Rate {
-    fn new(done: u64) -> Rate {
-        Rate {
-            since: Instant::now(),
-            done_then: done,
-        }
-    }
-
-    fn per_sec(&self, done: u64) -> Option<f64> {
-        let secs = self.since.elapsed().as_secs_f64();
-        let ended = done.saturating_sub(self.done_then);
-        (ended > 0 && secs > 0.0).then(|| ended as f64 / secs)
-    }
-}
-
 /// The text beside the progress bar: status, items done of all, failures
 /// as they happen, and once items are ending, the rate and time left.
 fn progress_message(task: &TaskView, rate: Option<f64>) -> String {
     let done = task.items_succeeded + task.items_failed;
-    let mut text = format!(
-        "{:<10} {done}/{}",
-        task.status.as_str(),
-        count(task.items_total, "item")
-    );
-    if task.items_failed > 0 {
-        text.push_str(&format!(", {} failed", task.items_failed));
-    }
-    match rate {
-        _ if task.status.is_terminal() => {}
-        Some(rate) => {
-            let left = task.items_total.saturating_sub(done) as f64 / rate;
-            text.push_str(&format!(
-                ", {}/s, eta {}",
-                one_decimal(rate),
-                duration(left.ceil() as u64)
-            ));
-        }
-        None if done == 0 => text.push_str(", starting"),
-        None => {}
-    }
-    text
-}
-
-/// `rate` with at most one decimal: `12`, `2.5`, `0.3`.
-fn one_decimal(rate: f64) -> String {
-    if rate >= 10.0 {
-        format!("{rate:.0}")
+    let label = format!("{:<10} ", task.status.as_str());
+    let rate = if task.status.is_terminal() {
+        Progress::Ended
     } else {
-        let text = format!("{rate:.1}");
-        text.strip_suffix(".0").map(str::to_string).unwrap_or(text)
-    }
-}
-
-/// `secs` as `42s`, `3m 05s` or `2h 01m`.
-fn duration(secs: u64) -> String {
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m {:02}s", secs / 60, secs % 60),
-        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
-    }
+        Progress::Running(rate)
+    };
+    progress_text(&label, done, task.items_total, task.items_failed, rate)
 }
 
 /// `dts status ID`.
@@ -863,10 +801,6 @@ mod tests {
                                     "status": "CANCELLED"}),
         );
         assert_eq!(progress_message(&task, Some(1.0)), "CANCELLED  0/1 item");
-        assert_eq!(one_decimal(123.456), "123");
-        assert_eq!(one_decimal(2.0), "2");
-        assert_eq!(duration(125), "2m 05s");
-        assert_eq!(duration(3_700), "1h 01m");
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! `dts run`: one task on this machine, start to finish, without a server —
-//! the embedded engine in this process, in memory. Each item's stdout is
-//! printed in input order (and its stderr to stderr), as `parallel -k` does;
-//! the exit status says whether every item succeeded. On a terminal, control
-//! characters in that output are shown escaped unless `--raw` is given (see
-//! [`super::terminal`]); a pipe or a file gets the bytes as they are.
+//! the embedded engine in this process, in memory — as GNU parallel runs
+//! one (docs/cli.md has the table of parallel's options).
+//!
+//! Each item's stdout is printed as soon as it can be: in input order as
+//! the next item ends (`parallel -k`), or with `--as-finished` in the order
+//! items end. Its stderr goes to stderr. On a terminal, control characters
+//! in that output are shown escaped unless `--raw` is given (see
+//! [`super::terminal`]); a pipe or a file gets the bytes as they are. An
+//! item's output is kept whole (no `executor.output-cap-bytes` unless the
+//! user sets one), in memory until it is printed.
 //!
 //! ```text
 //! ls *.jpg | dts run 'convert "$1" "${1%.jpg}.png"'
 //! dts run 'echo {{greeting}} $1' --var greeting=hi a b c
-//! dts run 'gzip -k "$1"' ::: a.txt b.txt
-//! dts run 'wc -l "$1"' :::: list.txt
+//! dts run -j 4 --halt now,fail=1 'gzip -k "$1"' ::: a.txt b.txt
+//! dts run --joblog jobs.tsv --results out 'wc -l "$1"' :::: list.txt
 //! dts run --task task.json --timeout 5
 //! ```
 //!
@@ -21,28 +26,43 @@
 //! a parallel user expects. With `--task FILE`, the flags `--timeout`,
 //! `--retries`, `--interpreter`, `--speculate` and `--var` override the
 //! file's fields.
+//!
+//! SIGINT, SIGTERM and SIGHUP kill the running items (they run in process
+//! groups of their own, so the terminal's Ctrl-C does not reach them), and
+//! `dts run` exits 130, 143 or 129, as a shell reports a process those
+//! signals ended.
 
 use super::args::{ConfigArgs, ExecArgs};
 use super::process;
 use super::task_args::{TaskFlags, check_placeholders, task_file};
-use super::terminal::{Mode, Sanitized, count};
+use super::terminal::{Mode, Progress, Rate, Sanitized, count, progress_bar, progress_text};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dts_api::views::ResultView;
-use dts_model::{TaskStatus, submit};
+use dts_executor::{Convention, Program};
+use dts_model::submit::NewTask;
+use dts_model::{ItemResult, TaskStatus, submit, template};
 use dts_node::embedded::{EmbeddedNode, Role};
 use dts_node::wiring;
-use dts_store::ResultFilter;
+use dts_store::{DynStore, ResultFilter};
+use indicatif::ProgressBar;
 use serde_json::{Value, json};
-use std::io::{IsTerminal, Write};
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Stderr, Stdout, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// How often the task is looked at while it runs (an in-memory read).
-const POLL: Duration = Duration::from_millis(5);
-/// Results read per page when printing.
+/// How often the task's new results are looked for (in-memory reads).
+const POLL: Duration = Duration::from_millis(20);
+/// Results read per page.
 const PAGE: u64 = 10_000;
+/// `worker.drain-grace-ms` for `dts run`: after `--halt soon`, running
+/// items finish (their own timeouts still apply); a kill does not wait for
+/// it.
+const DRAIN_GRACE_MS: &str = "31536000000";
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -78,6 +98,44 @@ pub struct RunArgs {
     /// file is never changed.
     #[arg(long)]
     raw: bool,
+    /// Print each item's output as soon as it ends, in the order items end,
+    /// instead of input order. `--ungroup` is taken as the same: dts never
+    /// mixes the lines of two items.
+    #[arg(long, visible_alias = "ungroup", short = 'u')]
+    as_finished: bool,
+    /// Input order, GNU parallel's `-k`: dts's default, accepted for
+    /// parallel's habits.
+    #[arg(long, short = 'k', conflicts_with = "as_finished")]
+    keep_order: bool,
+    /// Stop at failures, as GNU parallel's --halt: `now,fail=N` kills the
+    /// running items once N items failed, `soon,fail=N` starts no new item
+    /// and lets the running ones finish; N may be a percentage of the items
+    /// (`soon,fail=10%`). `never` is the default.
+    #[arg(long, value_name = "WHEN,fail=N", value_parser = Halt::parse)]
+    halt: Option<Halt>,
+    /// Print the command each item would run, shell-quoted, one per line;
+    /// run nothing.
+    #[arg(long, conflicts_with_all = ["json", "joblog", "results"])]
+    dry_run: bool,
+    /// Prefix each line an item prints with its input and a tab.
+    #[arg(long, conflicts_with = "json")]
+    tag: bool,
+    /// Write GNU parallel's job log to FILE: one tab-separated line per
+    /// item (Seq Host Starttime JobRuntime Send Receive Exitval Signal
+    /// Command) after a header line.
+    #[arg(long, value_name = "FILE")]
+    joblog: Option<PathBuf>,
+    /// Keep each item's input, stdout, stderr and exit code in files:
+    /// DIR/<seq>/input, stdout, stderr, exitcode (seq counts from 1).
+    #[arg(long, value_name = "DIR")]
+    results: Option<PathBuf>,
+    /// A progress bar with the rate and time left on stderr, when it is a
+    /// terminal.
+    #[arg(long)]
+    bar: bool,
+    /// The same as --bar (GNU parallel's --eta).
+    #[arg(long)]
+    eta: bool,
 }
 
 impl RunArgs {
@@ -103,8 +161,102 @@ impl RunArgs {
     }
 }
 
+/// GNU parallel's `--halt WHEN,fail=N`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Halt {
+    /// Kill the running items (`now`), or let them finish (`soon`).
+    now: bool,
+    threshold: Threshold,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Threshold {
+    /// This many items failed.
+    Count(u64),
+    /// At least this percentage of all the items failed.
+    Percent(f64),
+}
+
+impl Halt {
+    /// `never` (`None`), `now,fail=N`, `soon,fail=N`, `soon,fail=N%`, or
+    /// parallel's old numbers: 0 (never), 1 (`soon,fail=1`), 2
+    /// (`now,fail=1`).
+    fn parse(text: &str) -> Result<Halt, String> {
+        let usage = "takes never, now,fail=N, soon,fail=N or soon,fail=N% (N% of the items)";
+        let (when, condition) = match text {
+            "1" => return Ok(Halt::count(false, 1)),
+            "2" => return Ok(Halt::count(true, 1)),
+            "0" | "never" => {
+                return Ok(Halt {
+                    now: false,
+                    threshold: Threshold::Count(u64::MAX),
+                });
+            }
+            _ => text
+                .split_once(',')
+                .ok_or_else(|| format!("{text:?}: --halt {usage}"))?,
+        };
+        let now = match when {
+            "now" => true,
+            "soon" => false,
+            other => return Err(format!("{other:?} in {text:?}: --halt {usage}")),
+        };
+        let Some(n) = condition.strip_prefix("fail=") else {
+            return Err(format!(
+                "{condition:?} in {text:?}: only fail=N is supported (--halt {usage})"
+            ));
+        };
+        let threshold = match n.strip_suffix('%') {
+            Some(percent) => match percent.parse::<f64>() {
+                Ok(p) if p > 0.0 && p <= 100.0 => Threshold::Percent(p),
+                _ => return Err(format!("{n:?} in {text:?}: a percentage from 0 to 100")),
+            },
+            None => match n.parse::<u64>() {
+                Ok(count) if count > 0 => Threshold::Count(count),
+                _ => return Err(format!("{n:?} in {text:?}: a number of items from 1")),
+            },
+        };
+        Ok(Halt { now, threshold })
+    }
+
+    fn count(now: bool, n: u64) -> Halt {
+        Halt {
+            now,
+            threshold: Threshold::Count(n),
+        }
+    }
+
+    /// Whether `failed` failures of `total` items cross the threshold.
+    fn crossed(&self, failed: u64, total: u64) -> bool {
+        match self.threshold {
+            Threshold::Count(n) => failed >= n,
+            Threshold::Percent(p) => failed > 0 && failed as f64 * 100.0 >= p * total as f64,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let when = if self.now { "now" } else { "soon" };
+        match self.threshold {
+            Threshold::Count(n) => format!("{when},fail={n}"),
+            Threshold::Percent(p) => format!("{when},fail={p}%"),
+        }
+    }
+}
+
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
-    let mut flags = vec![("store.ephemeral".to_string(), "true".to_string())];
+    let mut flags = vec![
+        ("store.ephemeral".to_string(), "true".to_string()),
+        // Nothing cut by default: a user who pipes `dts run` somewhere wants
+        // every byte, as with parallel (`--set` can still set a cap).
+        (
+            "executor.output-cap-bytes".to_string(),
+            usize::MAX.to_string(),
+        ),
+        (
+            "worker.drain-grace-ms".to_string(),
+            DRAIN_GRACE_MS.to_string(),
+        ),
+    ];
     args.exec.push_flags(&mut flags);
     let settings = args.config.load(flags)?;
     let new =
@@ -117,110 +269,710 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
                     .unwrap_or_default()
             )
         })?;
+    let commands = Commands::of(&new)?;
+    if args.dry_run {
+        return dry_run(&new, &commands);
+    }
+    let cap = settings.executor.output_cap_bytes;
+    let mut printer = Printer::new(&args, commands, new.inputs.len() as u64, cap)?;
+    let mut signals = Signals::new()?;
 
     let started = Instant::now();
     // In memory: `store.ephemeral` is set above.
     let (store, _) = dts_node::open_store(&settings).await?;
     let node = EmbeddedNode::start(&settings, store, Role::Run, process::inherited()).await?;
+    let (store, items, shutdown) = (node.store.clone(), node.items(), node.shutdown.clone());
     let task = node.submitter.submit(new).await?;
-    let task = loop {
-        let current = node
-            .store
-            .task(&task.id)
-            .await?
-            .context("the task disappeared")?;
-        if current.status.is_terminal() {
-            break current;
+    let total = task.items_total;
+    let mut node = Some(node);
+    let mut stopping: Option<tokio::task::JoinHandle<()>> = None;
+    let mut ending: Option<Ending> = None;
+    let mut broken_pipe = false;
+    let mut reader = Reader::new(args.as_finished, total);
+    // An error while the items run (the store, writing the output) must
+    // not leave them running: they are killed before it is returned.
+    let watched: Result<()> = async {
+        // ends: the node stops once the task ended, a halt, a signal or a closed
+        // output stopped it; stopping waits for its items (killed, or finishing
+        // after `soon`).
+        loop {
+            let finished = stopping.as_ref().is_some_and(|s| s.is_finished());
+            let new = reader.read(&store, &task.id, finished).await?;
+            match printer.print(&new) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    // `dts run ... | head`: the reader has what it wanted.
+                    broken_pipe = true;
+                    if stopping.is_none() {
+                        items.kill();
+                    }
+                }
+                other => other?,
+            }
+            if finished {
+                break;
+            }
+            // The task's counters move as results are recorded, before they
+            // are printed: a halt does not wait for earlier items to end.
+            let current = store.task(&task.id).await?;
+            let (failed, over) = current
+                .as_ref()
+                .map_or((0, true), |t| (t.items_failed, t.status.is_terminal()));
+            if ending.is_none() {
+                if let Some(halt) = args.halt.filter(|h| h.crossed(failed, total)) {
+                    let running = items.running();
+                    if halt.now {
+                        cancel(&store, &task.id).await;
+                        items.kill();
+                    }
+                    ending = Some(Ending::Halted {
+                        halt,
+                        failed,
+                        running,
+                        exit: first_failure(&store, &task.id).await?,
+                    });
+                }
+            }
+            let ended = ending.is_some() || broken_pipe || over;
+            if ended && stopping.is_none() {
+                if let Some(node) = node.take() {
+                    shutdown.cancel();
+                    stopping = Some(tokio::spawn(node.stop()));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                signal = signals.next(), if !matches!(ending, Some(Ending::Signal { .. })) => {
+                    let running = items.running();
+                    cancel(&store, &task.id).await;
+                    items.kill();
+                    ending = Some(Ending::Signal { signal, running });
+                }
+            }
         }
-        tokio::time::sleep(POLL).await;
-    };
+        Ok(())
+    }
+    .await;
+    if let Err(e) = watched {
+        items.kill();
+        shutdown.cancel();
+        match (node.take(), stopping.take()) {
+            (Some(node), _) => node.stop().await,
+            (None, Some(stopping)) => {
+                let _ = stopping.await;
+            }
+            (None, None) => {}
+        }
+        return Err(e);
+    }
+    if let Some(stopping) = stopping {
+        let _ = stopping.await;
+    }
     let elapsed = started.elapsed();
-    match print_results(&node, &task.id, args.json, args.raw).await {
-        // `dts run ... | head`: the reader has what it wanted.
-        Err(e) if is_broken_pipe(&e) => {}
-        other => other?,
-    }
-    node.stop().await;
+    printer.finish()?;
 
-    if std::io::stderr().is_terminal() {
-        eprintln!(
-            "dts: {}, {} succeeded, {} failed in {:.2} s",
-            count(task.items_total, "item"),
-            task.items_succeeded,
-            task.items_failed,
-            elapsed.as_secs_f64()
-        );
+    let done = printer.done;
+    let all = format!("{done} of {}", total);
+    let exit = match ending {
+        Some(Ending::Signal { signal, running }) => {
+            say(&format!(
+                "dts: interrupted: killed {}, {all} done",
+                count(u64::from(running), "running item")
+            ));
+            return Ok(ExitCode::from(signal.exit_status()));
+        }
+        Some(Ending::Halted {
+            halt,
+            failed,
+            running,
+            exit,
+        }) => {
+            let what = if halt.now {
+                format!("killed {}", count(u64::from(running), "running item"))
+            } else {
+                format!("let {} finish", count(u64::from(running), "running item"))
+            };
+            say(&format!(
+                "dts: halted (--halt {}): {} failed; {what}, {all} done",
+                halt.describe(),
+                count(failed, "item"),
+            ));
+            exit
+        }
+        None if printer.failed > 0 || done < total => 1,
+        None => 0,
+    };
+    if broken_pipe {
+        return Ok(ExitCode::from(exit));
     }
-    Ok(if task.status == TaskStatus::Completed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    if std::io::stderr().is_terminal() {
+        say(&format!(
+            "dts: {}, {} succeeded, {} failed in {:.2} s",
+            count(total, "item"),
+            done - printer.failed,
+            printer.failed,
+            elapsed.as_secs_f64()
+        ));
+    }
+    Ok(ExitCode::from(exit))
 }
 
-/// Each item's stdout to stdout and stderr to stderr, in input order; or all
-/// results as one JSON array. Each stream is escaped if it is a terminal,
-/// unless `raw`.
-async fn print_results(node: &EmbeddedNode, id: &str, json: bool, raw: bool) -> Result<()> {
-    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
-    let out_mode = Mode::for_stream(stdout.is_terminal(), raw);
-    let err_mode = Mode::for_stream(stderr.is_terminal(), raw);
-    let mut stdout = Sanitized::new(stdout.lock(), out_mode);
-    let mut stderr = Sanitized::new(stderr.lock(), err_mode);
-    let mut offset = 0;
-    let mut first = true;
-    if json {
-        write!(stdout, "[")?;
+/// One line on stderr; nobody is left to tell if that fails (a closed
+/// terminal after SIGHUP).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Cancels the task, so its state says it did not run to its end; the
+/// items are killed by [`dts_node::embedded::RunningItems::kill`], not by this.
+async fn cancel(store: &DynStore, id: &str) {
+    if let Err(e) = store.transition(id, TaskStatus::Cancelled, None).await {
+        tracing::debug!(error = %e, "cannot mark the interrupted task cancelled");
     }
-    loop {
-        let (total, page) = node
-            .store
-            .results(id, ResultFilter::All, offset, PAGE)
-            .await?;
-        for result in &page {
-            if json {
-                let separator = if first { "" } else { "," };
-                first = false;
-                // The same view as the API's results.
-                let view = ResultView {
-                    succeeded: result.succeeded(),
-                    result: result.clone(),
-                };
-                let text = serde_json::to_string(&view)?;
-                write!(stdout, "{separator}{}", out_mode.show_json(&text))?;
+}
+
+/// The exit status of the first failed item in input order, as parallel
+/// exits after `--halt`: 1 when it has none (a signal or a timeout ended
+/// it) or one that does not fit.
+async fn first_failure(store: &DynStore, id: &str) -> Result<u8> {
+    let (_, first) = store.results(id, ResultFilter::Failed, 0, 1).await?;
+    Ok(first
+        .first()
+        .and_then(|r| r.exit_code)
+        .and_then(|c| u8::try_from(c).ok())
+        .filter(|c| *c != 0)
+        .unwrap_or(1))
+}
+
+/// Why `dts run` stopped before its task's end.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// A signal: the running items were killed.
+    Signal { signal: Caught, running: u32 },
+    /// `--halt`, once `failed` items had failed: `exit` is the exit status
+    /// of the first of them.
+    Halted {
+        halt: Halt,
+        failed: u64,
+        running: u32,
+        exit: u8,
+    },
+}
+
+/// A signal that stops `dts run`.
+#[derive(Debug, Clone, Copy)]
+enum Caught {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+impl Caught {
+    /// 128 + the signal's number, as a shell reports a process it ended.
+    fn exit_status(self) -> u8 {
+        match self {
+            Caught::Interrupt => 130,
+            Caught::Terminate => 143,
+            Caught::Hangup => 129,
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, listened for from before the task starts.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("cannot listen for {name}"))
+        };
+        Ok(Signals {
+            interrupt: listen(SignalKind::interrupt(), "SIGINT")?,
+            terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+            hangup: listen(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    async fn next(&mut self) -> Caught {
+        tokio::select! {
+            _ = self.interrupt.recv() => Caught::Interrupt,
+            _ = self.terminate.recv() => Caught::Terminate,
+            _ = self.hangup.recv() => Caught::Hangup,
+        }
+    }
+}
+
+/// Reads each recorded result once, as soon as it may be printed.
+///
+/// Every index below `low` has been read, so it has a result: the results
+/// page from offset `low` starts at index `low` or after, and a poll reads
+/// only what is new (the window of items that ended out of order), not
+/// everything again.
+struct Reader {
+    as_finished: bool,
+    /// The task's items.
+    total: u64,
+    /// The lowest index not read yet.
+    low: u64,
+    /// Indices at or above `low` already read (`--as-finished` only).
+    read: BTreeSet<u64>,
+    /// When each recorded index not read yet was first seen: about when
+    /// its item ended, for the job log (a result holds no time of day).
+    seen: HashMap<u64, Duration>,
+}
+
+/// A result, and about when its item ended (since the epoch).
+struct Ended {
+    result: ItemResult,
+    at: Duration,
+}
+
+/// Now, since the epoch.
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+impl Reader {
+    fn new(as_finished: bool, total: u64) -> Reader {
+        Reader {
+            as_finished,
+            total,
+            low: 0,
+            read: BTreeSet::new(),
+            seen: HashMap::new(),
+        }
+    }
+
+    /// [`Reader::results`], each with about when its item ended.
+    async fn read(&mut self, store: &DynStore, id: &str, last: bool) -> Result<Vec<Ended>> {
+        let results = self.results(store, id, last).await?;
+        let now = since_epoch();
+        Ok(results
+            .into_iter()
+            .map(|result| Ended {
+                at: self.seen.remove(&result.index).unwrap_or(now),
+                result,
+            })
+            .collect())
+    }
+
+    /// The results to print next: in input order, those from `low` on
+    /// without a gap; with `--as-finished`, every new one. `last` (the
+    /// node has stopped: nothing more will come) reads every result left,
+    /// gaps and all.
+    async fn results(&mut self, store: &DynStore, id: &str, last: bool) -> Result<Vec<ItemResult>> {
+        let mut out = Vec::new();
+        if last {
+            let mut offset = self.low;
+            loop {
+                let (total, page) = store.results(id, ResultFilter::All, offset, PAGE).await?;
+                offset += page.len() as u64;
+                out.extend(page.into_iter().filter(|r| !self.read.contains(&r.index)));
+                if offset >= total {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+        let end = if self.as_finished {
+            self.total
+        } else {
+            self.total.min(self.low + PAGE)
+        };
+        let recorded = store.recorded_indices(id, self.low, end).await?;
+        let now = since_epoch();
+        for index in &recorded {
+            self.seen.entry(*index).or_insert(now);
+        }
+        if !self.as_finished {
+            let run = recorded
+                .iter()
+                .enumerate()
+                .take_while(|(i, index)| **index == self.low + *i as u64)
+                .count() as u64;
+            if run > 0 {
+                let (_, page) = store.results(id, ResultFilter::All, self.low, run).await?;
+                self.low += page.len() as u64;
+                out = page;
+            }
+            return Ok(out);
+        }
+        // Runs of new indices, each read in one page: a result's offset is
+        // `low` plus its position among the recorded indices from `low`.
+        let mut position = 0;
+        while position < recorded.len() {
+            if self.read.contains(&recorded[position]) {
+                position += 1;
                 continue;
             }
-            stdout.write_all(result.stdout.as_bytes())?;
-            stderr.write_all(result.stderr.as_bytes())?;
-            if !result.succeeded() {
-                let why = match (&result.error, result.exit_code, result.signal) {
-                    (Some(error), _, _) => error.clone(),
-                    (None, _, _) if result.timed_out => "timed out".to_string(),
-                    (None, Some(code), _) => format!("exit {code}"),
-                    (None, None, Some(signal)) => format!("killed by signal {signal}"),
-                    _ => "failed".to_string(),
-                };
+            let start = position;
+            while position < recorded.len() && !self.read.contains(&recorded[position]) {
+                position += 1;
+            }
+            let (_, page) = store
+                .results(
+                    id,
+                    ResultFilter::All,
+                    self.low + start as u64,
+                    (position - start) as u64,
+                )
+                .await?;
+            out.extend(page);
+        }
+        self.read.extend(out.iter().map(|r| r.index));
+        while self.read.remove(&self.low) {
+            self.low += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// The command each item runs, as a shell would take it: for `--dry-run`
+/// and the job log's Command column.
+struct Commands {
+    program: Program,
+    convention: Convention,
+}
+
+impl Commands {
+    fn of(task: &NewTask) -> Result<Commands> {
+        let script = template::render(&task.template_function, &task.variables)
+            .map_err(|missing| anyhow::anyhow!("{missing}"))?;
+        let path = std::env::var_os("PATH");
+        Ok(Commands {
+            program: Program::prepare(&script, &task.interpreter, path.as_deref()),
+            convention: Convention::of(&task.interpreter),
+        })
+    }
+
+    /// The command line for `input`, each word shell-quoted.
+    fn line(&self, input: &str) -> String {
+        let words: Vec<String> = match &self.program {
+            Program::Direct(path) => vec![path.to_string_lossy().into_owned(), input.to_owned()],
+            Program::Script {
+                interpreter,
+                script,
+            } => std::iter::once(interpreter.as_str())
+                .chain(self.convention.args(script))
+                .chain(std::iter::once(input))
+                .map(str::to_owned)
+                .collect(),
+        };
+        words
+            .iter()
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// `word` as one shell word: as it is when it holds only characters no
+/// shell treats specially, else in single quotes.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// `--dry-run`: each item's command, one per line, and nothing run.
+fn dry_run(task: &NewTask, commands: &Commands) -> Result<ExitCode> {
+    let mut out = super::terminal::stdout(false);
+    for input in &task.inputs {
+        match writeln!(out, "{}", commands.line(input)) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            other => other?,
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where each result goes: the terminal's or pipe's streams (or one JSON
+/// array), the job log, the results directory, the progress bar.
+struct Printer {
+    out: Sanitized<Stdout>,
+    err: Sanitized<Stderr>,
+    json: bool,
+    tag: bool,
+    joblog: Option<(PathBuf, BufWriter<File>)>,
+    results: Option<PathBuf>,
+    bar: Option<(ProgressBar, Rate)>,
+    commands: Commands,
+    total: u64,
+    /// The output cap the user set, to say an item's output was cut.
+    cap: usize,
+    /// Results printed so far, and how many of them failed.
+    done: u64,
+    failed: u64,
+}
+
+impl Printer {
+    fn new(args: &RunArgs, commands: Commands, total: u64, cap: usize) -> Result<Printer> {
+        let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+        let out_mode = Mode::for_stream(stdout.is_terminal(), args.raw);
+        let err_mode = Mode::for_stream(stderr.is_terminal(), args.raw);
+        let joblog = match &args.joblog {
+            Some(path) => {
+                let file = File::create(path).with_context(|| {
+                    format!("cannot create the --joblog file {}", path.display())
+                })?;
+                let mut log = BufWriter::new(file);
                 writeln!(
-                    stderr,
-                    "dts: item {} ({:?}) failed: {why}",
-                    result.index, result.input
+                    log,
+                    "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
+                )
+                .with_context(|| format!("cannot write the --joblog file {}", path.display()))?;
+                Some((path.clone(), log))
+            }
+            None => None,
+        };
+        if let Some(dir) = &args.results {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("cannot create the --results directory {}", dir.display())
+            })?;
+        }
+        let bar = ((args.bar || args.eta) && stderr.is_terminal()).then(|| {
+            let bar = progress_bar(total);
+            bar.set_message(progress_text("", 0, total, 0, Progress::Running(None)));
+            (bar, Rate::new(0))
+        });
+        let mut printer = Printer {
+            out: Sanitized::new(stdout, out_mode),
+            err: Sanitized::new(stderr, err_mode),
+            json: args.json,
+            tag: args.tag,
+            joblog,
+            results: args.results.clone(),
+            bar,
+            commands,
+            total,
+            cap,
+            done: 0,
+            failed: 0,
+        };
+        if printer.json {
+            write!(printer.out, "[")?;
+        }
+        Ok(printer)
+    }
+
+    /// Prints `results` and notes them in the job log, the results
+    /// directory and the bar.
+    fn print(&mut self, results: &[Ended]) -> std::io::Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        for Ended { result, at } in results {
+            self.done += 1;
+            if !result.succeeded() {
+                self.failed += 1;
+            }
+            self.keep(result, *at)?;
+            match self.bar.take() {
+                Some((bar, rate)) => {
+                    let shown = bar.suspend(|| self.show(result));
+                    self.bar = Some((bar, rate));
+                    shown?;
+                }
+                None => self.show(result)?,
+            }
+        }
+        if let Some((bar, rate)) = &self.bar {
+            bar.set_position(self.done);
+            bar.set_message(progress_text(
+                "",
+                self.done,
+                self.total,
+                self.failed,
+                Progress::Running(rate.per_sec(self.done)),
+            ));
+        }
+        self.out.flush()?;
+        self.err.flush()
+    }
+
+    /// The item's output on stdout and stderr (or its JSON), and why it
+    /// failed or was cut.
+    fn show(&mut self, result: &ItemResult) -> std::io::Result<()> {
+        if self.json {
+            let separator = if self.done == 1 { "" } else { "," };
+            // The same view as the API's results.
+            let view = ResultView {
+                succeeded: result.succeeded(),
+                result: result.clone(),
+            };
+            let text = serde_json::to_string(&view)?;
+            let shown = self.out.mode().show_json(&text).into_owned();
+            return write!(self.out, "{separator}{shown}");
+        }
+        let prefix = self.tag.then(|| format!("{}\t", result.input));
+        write_tagged(&mut self.out, result.stdout.as_bytes(), prefix.as_deref())?;
+        write_tagged(&mut self.err, result.stderr.as_bytes(), prefix.as_deref())?;
+        for (stream, cut) in [
+            ("stdout", result.stdout_truncated),
+            ("stderr", result.stderr_truncated),
+        ] {
+            if cut {
+                writeln!(
+                    self.err,
+                    "dts: item {} ({:?}): {stream} was cut to its first {} bytes (executor.output-cap-bytes); the rest was dropped",
+                    result.index, result.input, self.cap
                 )?;
             }
         }
-        offset += page.len() as u64;
-        if page.is_empty() || offset >= total {
-            break;
+        if !result.succeeded() {
+            let why = match (&result.error, result.exit_code, result.signal) {
+                (Some(error), _, _) => error.clone(),
+                (None, _, _) if result.timed_out => "timed out".to_string(),
+                (None, Some(code), _) => format!("exit {code}"),
+                (None, None, Some(signal)) => format!("killed by signal {signal}"),
+                _ => "failed".to_string(),
+            };
+            writeln!(
+                self.err,
+                "dts: item {} ({:?}) failed: {why}",
+                result.index, result.input
+            )?;
         }
+        Ok(())
     }
-    if json {
-        writeln!(stdout, "]")?;
+
+    /// The job log line and the results directory of one item, which
+    /// ended at about `ended` (when dts first saw its result).
+    fn keep(&mut self, result: &ItemResult, ended: Duration) -> std::io::Result<()> {
+        let seq = result.index + 1;
+        let exitval = result.exit_code.unwrap_or(-1);
+        let signal = result.signal.unwrap_or(0);
+        if let Some((path, log)) = &mut self.joblog {
+            let runtime = Duration::from_millis(result.duration_ms);
+            let start = ended.saturating_sub(runtime);
+            let named = |e: std::io::Error| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write the --joblog file {}: {e}", path.display()),
+                )
+            };
+            writeln!(
+                log,
+                "{seq}\t:\t{:.3}\t{:.3}\t0\t{}\t{exitval}\t{signal}\t{}",
+                start.as_secs_f64(),
+                runtime.as_secs_f64(),
+                result.stdout.len(),
+                self.commands.line(&result.input)
+            )
+            .map_err(named)?;
+        }
+        if let Some(dir) = &self.results {
+            let item = dir.join(seq.to_string());
+            let named = |e: std::io::Error| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot write the --results files in {}: {e}",
+                        item.display()
+                    ),
+                )
+            };
+            std::fs::create_dir_all(&item).map_err(named)?;
+            std::fs::write(item.join("input"), result.input.as_bytes()).map_err(named)?;
+            std::fs::write(item.join("stdout"), result.stdout.as_bytes()).map_err(named)?;
+            std::fs::write(item.join("stderr"), result.stderr.as_bytes()).map_err(named)?;
+            std::fs::write(item.join("exitcode"), format!("{exitval}\n")).map_err(named)?;
+        }
+        Ok(())
     }
-    stdout.flush()?;
+
+    /// Closes the JSON array, flushes the job log, clears the bar.
+    fn finish(&mut self) -> Result<()> {
+        // The line `dts run` ends with says the counts instead.
+        if let Some((bar, _)) = &self.bar {
+            bar.finish_and_clear();
+        }
+        if let Some((path, log)) = &mut self.joblog {
+            log.flush()
+                .with_context(|| format!("cannot write the --joblog file {}", path.display()))?;
+        }
+        if self.json {
+            match writeln!(self.out, "]").and_then(|()| self.out.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `bytes` with `prefix` before each line, as `--tag` shows them.
+fn write_tagged(out: &mut impl Write, bytes: &[u8], prefix: Option<&str>) -> std::io::Result<()> {
+    let Some(prefix) = prefix else {
+        return out.write_all(bytes);
+    };
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        out.write_all(prefix.as_bytes())?;
+        out.write_all(line)?;
+    }
     Ok(())
 }
 
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error
-        .downcast_ref::<std::io::Error>()
-        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halt_takes_parallels_forms_and_refuses_others_naming_them() {
+        assert_eq!(Halt::parse("now,fail=1"), Ok(Halt::count(true, 1)));
+        assert_eq!(Halt::parse("soon,fail=3"), Ok(Halt::count(false, 3)));
+        assert_eq!(Halt::parse("2"), Ok(Halt::count(true, 1)));
+        assert_eq!(
+            Halt::parse("soon,fail=10%").map(|h| h.threshold),
+            Ok(Threshold::Percent(10.0))
+        );
+        assert_eq!(
+            Halt::parse("now,success=1").unwrap_err(),
+            "\"success=1\" in \"now,success=1\": only fail=N is supported (--halt takes never, now,fail=N, soon,fail=N or soon,fail=N% (N% of the items))"
+        );
+        assert!(
+            Halt::parse("later,fail=1")
+                .unwrap_err()
+                .starts_with("\"later\"")
+        );
+        assert!(Halt::parse("now,fail=0").is_err());
+        assert!(Halt::parse("now,fail=101%").is_err());
+    }
+
+    #[test]
+    fn a_percentage_counts_the_failures_among_all_items() {
+        let halt = Halt::parse("soon,fail=25%").unwrap();
+        assert!(!halt.crossed(0, 8));
+        assert!(!halt.crossed(1, 8));
+        assert!(halt.crossed(2, 8));
+        assert!(!Halt::parse("never").unwrap().crossed(1_000, 1_000));
+    }
+
+    #[test]
+    fn words_a_shell_would_split_or_expand_are_single_quoted() {
+        assert_eq!(shell_quote("a.txt"), "a.txt");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$1"), "'$1'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn tag_prefixes_every_line_and_an_unfinished_last_one() {
+        let mut out = Vec::new();
+        write_tagged(&mut out, b"x\ny\nz", Some("in\t")).unwrap();
+        assert_eq!(out, b"in\tx\nin\ty\nin\tz");
+    }
 }

@@ -11,9 +11,11 @@
 //! [`Sanitized`] writer), so a call site cannot forget the escaping;
 //! `main` prints its error messages through [`stderr`].
 
+use indicatif::{ProgressBar, ProgressStyle};
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Stderr, Stdout, Write};
+use std::time::Instant;
 
 /// Whether control characters pass through a [`Sanitized`] writer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +213,97 @@ impl Console {
     }
 }
 
+/// The progress bar `dts watch` and `dts run --bar` draw on standard
+/// error: indicatif hides it when standard error is not a terminal.
+pub fn progress_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Where the work a progress bar shows stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Progress {
+    /// Items still run; with the rate once one has ended while watching.
+    Running(Option<f64>),
+    /// Nothing more will run: no rate or time left.
+    Ended,
+}
+
+/// The text beside a progress bar: `label`, items done of all, failures as
+/// they happen, and once items are ending, the rate and time left.
+pub fn progress_text(
+    label: &str,
+    done: u64,
+    total: u64,
+    failed: u64,
+    progress: Progress,
+) -> String {
+    let mut text = format!("{label}{done}/{}", count(total, "item"));
+    if failed > 0 {
+        text.push_str(&format!(", {failed} failed"));
+    }
+    match progress {
+        Progress::Ended => {}
+        Progress::Running(Some(rate)) => {
+            let left = total.saturating_sub(done) as f64 / rate;
+            text.push_str(&format!(
+                ", {}/s, eta {}",
+                one_decimal(rate),
+                duration(left.ceil() as u64)
+            ));
+        }
+        Progress::Running(None) if done == 0 => text.push_str(", starting"),
+        Progress::Running(None) => {}
+    }
+    text
+}
+
+/// Items done per second since watching began: none until an item has
+/// ended while watching, so a bar never shows a rate of 0 or an eta of 0.
+pub struct Rate {
+    since: Instant,
+    done_then: u64,
+}
+
+impl Rate {
+    pub fn new(done: u64) -> Rate {
+        Rate {
+            since: Instant::now(),
+            done_then: done,
+        }
+    }
+
+    pub fn per_sec(&self, done: u64) -> Option<f64> {
+        let secs = self.since.elapsed().as_secs_f64();
+        let ended = done.saturating_sub(self.done_then);
+        (ended > 0 && secs > 0.0).then(|| ended as f64 / secs)
+    }
+}
+
+/// `rate` with at most one decimal: `12`, `2.5`, `0.3`.
+fn one_decimal(rate: f64) -> String {
+    if rate >= 10.0 {
+        format!("{rate:.0}")
+    } else {
+        let text = format!("{rate:.1}");
+        text.strip_suffix(".0").map(str::to_string).unwrap_or(text)
+    }
+}
+
+/// `secs` as `42s`, `3m 05s` or `2h 01m`.
+fn duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +380,20 @@ mod tests {
         assert_eq!(Mode::for_stream(true, true), Mode::Raw);
         assert_eq!(Mode::for_stream(false, false), Mode::Raw);
         assert_eq!(Mode::for_stream(false, true), Mode::Raw);
+    }
+
+    #[test]
+    fn rates_have_one_decimal_and_times_left_are_minutes_and_hours() {
+        assert_eq!(one_decimal(123.456), "123");
+        assert_eq!(one_decimal(2.0), "2");
+        assert_eq!(one_decimal(0.25), "0.2");
+        assert_eq!(duration(125), "2m 05s");
+        assert_eq!(duration(3_700), "1h 01m");
+        assert_eq!(
+            progress_text("", 3, 10, 1, Progress::Running(Some(1.0))),
+            "3/10 items, 1 failed, 1/s, eta 7s"
+        );
+        assert_eq!(progress_text("", 10, 10, 0, Progress::Ended), "10/10 items");
     }
 
     #[test]

@@ -32,16 +32,16 @@ const HOSTILE_TEMPLATE: &str = r"printf '\033]52;c;aGVsbG8=\007\033[2K\033]0;tit
 
 /// Which of a command's streams is the terminal.
 #[derive(Clone, Copy)]
-enum Screen {
+pub(crate) enum Screen {
     Stdout,
     Stderr,
 }
 
 /// What a command wrote to the terminal and to the other stream (a pipe).
-struct Shown {
-    screen: Vec<u8>,
-    piped: Vec<u8>,
-    status: ExitStatus,
+pub(crate) struct Shown {
+    pub(crate) screen: Vec<u8>,
+    pub(crate) piped: Vec<u8>,
+    pub(crate) status: ExitStatus,
 }
 
 /// A pseudo-terminal in raw mode (no `\n` to `\r\n`): the master end reads
@@ -122,7 +122,7 @@ fn wait_for_exit(child: &mut Child, what: &str) -> ExitStatus {
 
 /// Runs `dts ARGS` with its `screen` stream on a terminal and the other on
 /// a pipe.
-fn on_terminal(args: &[&str], screen: Screen) -> Shown {
+pub(crate) fn on_terminal(args: &[&str], screen: Screen) -> Shown {
     let (master, slave) = pseudo_terminal();
     let mut command = Command::new(dts_binary());
     command
@@ -638,7 +638,7 @@ async fn client_commands_read_the_token_from_a_file_or_the_environment() {
 // ---------------------------------------------------------------------------
 
 /// The frames a progress bar drew: indicatif redraws a line after `\r`.
-fn frames(screen: &[u8]) -> Vec<String> {
+pub(crate) fn frames(screen: &[u8]) -> Vec<String> {
     text(screen)
         .split(['\r', '\n'])
         .filter(|frame| frame.contains("items"))

@@ -15,6 +15,7 @@ mod labels;
 mod outputs;
 mod parallel_oracle;
 mod restart;
+mod run;
 mod scheduling;
 mod scripts;
 mod security;

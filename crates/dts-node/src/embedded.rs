@@ -110,9 +110,37 @@ impl EmbeddedNode {
         &self.worker.id
     }
 
+    /// What `dts run` needs of this node's worker while the task runs: how
+    /// many items run, and killing them when it is interrupted.
+    pub fn items(&self) -> RunningItems {
+        RunningItems {
+            worker: self.worker.worker.clone(),
+        }
+    }
+
     /// Stops every part: running items may finish within the drain grace.
     pub async fn stop(self) {
         stop(self.shutdown, self.tracker, self.worker, self.bus).await;
+    }
+}
+
+/// The items this node's worker runs, as `dts run` controls them; usable
+/// while [`EmbeddedNode::stop`] runs (which takes the node).
+#[derive(Clone)]
+pub struct RunningItems {
+    worker: dts_engine::worker::Worker,
+}
+
+impl RunningItems {
+    /// Items running now.
+    pub fn running(&self) -> u32 {
+        self.worker.running_items()
+    }
+
+    /// Kills every running item now (see
+    /// [`dts_engine::worker::Worker::kill_items`]); no new item starts.
+    pub fn kill(&self) {
+        self.worker.kill_items();
     }
 }
 

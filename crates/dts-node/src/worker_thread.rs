@@ -17,6 +17,9 @@ use tokio_util::task::TaskTracker;
 pub struct WorkerThread {
     /// The worker's id, as in its heartbeats and results.
     pub id: String,
+    /// The worker itself (clones share it), to ask how many items run or
+    /// to kill them.
+    pub worker: Worker,
     done: oneshot::Receiver<()>,
 }
 
@@ -28,6 +31,7 @@ impl WorkerThread {
         shutdown: CancellationToken,
     ) -> Result<WorkerThread, NodeError> {
         let id = worker.id().to_string();
+        let handle = worker.clone();
         let (started_tx, started_rx) = oneshot::channel::<Result<(), NodeError>>();
         let (done_tx, done_rx) = oneshot::channel();
         std::thread::Builder::new()
@@ -72,7 +76,11 @@ impl WorkerThread {
         started_rx
             .await
             .map_err(|_| NodeError::WorkerThreadEnded)??;
-        Ok(WorkerThread { id, done: done_rx })
+        Ok(WorkerThread {
+            id,
+            worker: handle,
+            done: done_rx,
+        })
     }
 
     /// Waits until the worker has stopped (after its shutdown token fired).

@@ -146,6 +146,9 @@ struct Inner {
     slots: Semaphore,
     /// Items running now, for heartbeats.
     running: AtomicU32,
+    /// Kills every running item: the last phase of shutdown, or
+    /// [`Worker::kill_items`] (an interrupted `dts run`).
+    kill: CancellationToken,
     /// One stop token per task with shards running here, shared by those
     /// shards: when one of them learns the task was cancelled, the items of
     /// all of them stop at once, and none of them starts another.
@@ -197,6 +200,7 @@ impl Worker {
                 settings,
                 slots,
                 running: AtomicU32::new(0),
+                kill: CancellationToken::new(),
                 task_stops: Mutex::new(HashMap::new()),
                 leases: Mutex::new(HashMap::new()),
                 careful: Semaphore::new(1),
@@ -211,6 +215,19 @@ impl Worker {
     /// The worker's id, as its heartbeats, leases and results name it.
     pub fn id(&self) -> &str {
         &self.inner.settings.id
+    }
+
+    /// Items running now.
+    pub fn running_items(&self) -> u32 {
+        self.inner.running.load(Ordering::Relaxed)
+    }
+
+    /// Kills every running item now (SIGTERM, SIGKILL after the kill
+    /// grace), without waiting for a status poll or the drain grace: what a
+    /// `dts run` that was interrupted needs. Killed items get no result;
+    /// combine with stopping the worker, or its slots start the next items.
+    pub fn kill_items(&self) {
+        self.inner.kill.cancel();
     }
 
     /// Sends a first heartbeat and starts listening for wakes, then runs on
@@ -421,7 +438,7 @@ impl Inner {
     async fn run_slots(self: Arc<Self>, shutdown: CancellationToken) {
         // Killing running items is the last phase of shutdown, separate from
         // `shutdown` (which only stops intake).
-        let kill = CancellationToken::new();
+        let kill = self.kill.clone();
         let shards = TaskTracker::new();
         for _ in 0..self.settings.cores {
             let inner = self.clone();
