@@ -6,7 +6,7 @@
 use super::terminal::{Console, Progress, Rate, count, progress_bar, progress_text};
 use anyhow::{Context, Result, anyhow, bail};
 use dts_api::views::{ErrorBody, ResultView, ResultsPage, TaskView, WorkerView};
-use dts_model::TaskStatus;
+use dts_model::{ItemResult, TaskStatus};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -377,13 +377,25 @@ fn print_task(out: &mut impl Write, task: &TaskView) -> Result<()> {
     Ok(())
 }
 
-/// `dts results ID [--failed]`: one block per item, every page.
+/// How `dts results` prints the items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultsShape {
+    /// A block per item: what happened, then its output lines.
+    Listing,
+    /// Only the output bytes, stdout to stdout and stderr to stderr.
+    OutputOnly,
+    /// The API's result objects.
+    Json,
+}
+
+/// `dts results ID [--failed]`: one block per item, every page. Output cut
+/// by the server's cap is said on stderr, per item and stream.
 pub async fn results(
     client: &Client,
     console: &mut Console,
     id: &str,
     failed: bool,
-    json: bool,
+    shape: ResultsShape,
 ) -> Result<ExitCode> {
     const PAGE: u64 = 1000;
     let filter = if failed { "&status=failed" } else { "" };
@@ -402,17 +414,31 @@ pub async fn results(
             .await?;
         offset += page.items.len() as u64;
         for item in page.items {
-            if json {
+            match shape {
+                ResultsShape::Listing => print_result(&mut console.out, &item, task.retries)?,
+                ResultsShape::OutputOnly => {
+                    console.out.write_all(item.result.stdout.as_bytes())?;
+                    console.err.write_all(item.result.stderr.as_bytes())?;
+                }
+                ResultsShape::Json => {}
+            }
+            let cuts = cut_notes(&item.result, SERVER_CAP);
+            if !cuts.is_empty() {
+                // Said next to the item it is about, after its output.
+                console.out.flush()?;
+                for note in cuts {
+                    writeln!(console.err, "dts: {note}")?;
+                }
+            }
+            if shape == ResultsShape::Json {
                 all.push(item);
-            } else {
-                print_result(&mut console.out, &item, task.retries)?;
             }
         }
         if offset >= page.total || offset == 0 {
             break;
         }
     }
-    if json {
+    if shape == ResultsShape::Json {
         print_json(&mut console.out, &all)?;
     }
     console.out.flush()?;
@@ -445,6 +471,61 @@ fn results_note(task: &TaskView, shown: u64, failed: bool) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// What `dts results` (and `dts run`, with a cap the user set) says on
+/// stderr for each of an item's streams a cap cut: a silent cut loses data.
+/// `keeper` says whose cap it is.
+pub(super) fn cut_notes(result: &ItemResult, keeper: &str) -> Vec<String> {
+    let streams = [
+        (
+            "stdout",
+            result.stdout_truncated,
+            result.stdout.len(),
+            result.stdout_bytes,
+        ),
+        (
+            "stderr",
+            result.stderr_truncated,
+            result.stderr.len(),
+            result.stderr_bytes,
+        ),
+    ];
+    let item = format!(
+        "item {} ({})",
+        result.index,
+        Value::from(result.input.as_str())
+    );
+    streams
+        .into_iter()
+        .filter(|(_, cut, _, _)| *cut)
+        .map(|(stream, _, kept, written)| {
+            let kept = kept as u64;
+            let how_much = if written > kept {
+                format!("{} of {} bytes", grouped(kept), grouped(written))
+            } else {
+                // Stored by a dts that did not count what was dropped.
+                format!("{} bytes, of more it did not count", grouped(kept))
+            };
+            format!("{item}: {stream} cut at {how_much} ({keeper})")
+        })
+        .collect()
+}
+
+/// Whose cap cut a result `dts results` shows.
+const SERVER_CAP: &str = "the server keeps executor.output-cap-bytes per item";
+
+/// `n` with its digits in groups of three: 588,895.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut shown = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            shown.push(',');
+        }
+        shown.push(digit);
+    }
+    shown
 }
 
 /// One item's result; `retries` is the task's, to show an item's attempt
@@ -482,9 +563,18 @@ fn print_result(out: &mut impl Write, item: &ResultView, retries: u32) -> Result
         result.duration_ms,
         result.worker
     )?;
-    for (stream, text) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
-        for line in text.lines() {
-            writeln!(out, "  {stream}| {line}")?;
+    // The output's bytes as they are, a line at a time: only a terminal
+    // sees them escaped (see `terminal`), a pipe gets them unchanged.
+    for (stream, output) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+        let bytes = output.as_bytes();
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        if output.is_empty() {
+            continue;
+        }
+        for line in bytes.split(|&b| b == b'\n') {
+            write!(out, "  {stream}| ")?;
+            out.write_all(line)?;
+            writeln!(out)?;
         }
     }
     Ok(())
@@ -635,7 +725,6 @@ fn print_workers(out: &mut impl Write, list: &[WorkerView]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::cli::terminal::{Mode, Sanitized};
-    use dts_model::ItemResult;
     use serde_json::json;
 
     /// What `print` writes to a terminal.
@@ -740,6 +829,77 @@ mod tests {
         );
     }
 
+    fn cut_result(stdout: &[u8], written: u64) -> ItemResult {
+        let mut result: ItemResult = serde_json::from_value(json!({
+            "index": 3, "input": "big.txt", "exitCode": 0, "signal": null,
+            "timedOut": false, "stdout": "", "stderr": "", "stdoutTruncated": true,
+            "stderrTruncated": false, "durationMs": 1, "worker": "w", "attempt": 1,
+            "error": null
+        }))
+        .unwrap();
+        result.stdout = stdout.into();
+        result.stdout_bytes = written;
+        result
+    }
+
+    #[test]
+    fn a_cut_stream_is_named_with_what_was_kept_of_what_was_written() {
+        assert_eq!(
+            cut_notes(&cut_result(&[b'x'; 65_536], 588_895), SERVER_CAP),
+            [
+                "item 3 (\"big.txt\"): stdout cut at 65,536 of 588,895 bytes \
+              (the server keeps executor.output-cap-bytes per item)"
+            ]
+        );
+        let mut both = cut_result(b"abc", 1_000);
+        both.stderr = "e".into();
+        (both.stderr_truncated, both.stderr_bytes) = (true, 1_234_567);
+        assert_eq!(cut_notes(&both, SERVER_CAP).len(), 2);
+        assert!(
+            cut_notes(&both, SERVER_CAP)[1].contains("stderr cut at 1 of 1,234,567 bytes"),
+            "{:?}",
+            cut_notes(&both, SERVER_CAP)
+        );
+    }
+
+    #[test]
+    fn a_cut_stored_before_dts_counted_says_it_does_not_know_how_much() {
+        assert_eq!(
+            cut_notes(&cut_result(b"abcd", 4), SERVER_CAP),
+            [
+                "item 3 (\"big.txt\"): stdout cut at 4 bytes, of more it did not count \
+              (the server keeps executor.output-cap-bytes per item)"
+            ]
+        );
+    }
+
+    #[test]
+    fn whole_output_gets_no_note() {
+        let mut whole = cut_result(b"abcd", 4);
+        whole.stdout_truncated = false;
+        assert_eq!(cut_notes(&whole, SERVER_CAP), Vec::<String>::new());
+    }
+
+    #[test]
+    fn numbers_are_grouped_in_threes() {
+        let shown: Vec<String> = [0, 999, 1_000, 65_536, 1_234_567].map(grouped).to_vec();
+        assert_eq!(shown, ["0", "999", "1,000", "65,536", "1,234,567"]);
+    }
+
+    #[test]
+    fn results_list_output_that_is_not_utf8_byte_for_byte_into_a_pipe() {
+        let mut item = ResultView {
+            result: cut_result(b"caf\xe9\n\x1f\x8b", 6),
+            succeeded: true,
+        };
+        item.result.stdout_truncated = false;
+        let mut out = Sanitized::new(Vec::new(), Mode::Raw);
+        print_result(&mut out, &item, 0).unwrap();
+        let listed = out.get_ref().clone();
+        let body = listed.splitn(2, |&b| b == b'\n').nth(1).unwrap();
+        assert_eq!(body, b"  stdout| caf\xe9\n  stdout| \x1f\x8b\n");
+    }
+
     #[test]
     fn results_show_hostile_output_and_inputs_escaped_on_a_terminal() {
         let item = ResultView {
@@ -753,6 +913,8 @@ mod tests {
                 stderr: "\x1b]0;title\x07".into(),
                 stdout_truncated: false,
                 stderr_truncated: false,
+                stdout_bytes: 12,
+                stderr_bytes: 12,
                 duration_ms: 1,
                 worker: "w\x1b[31m".into(),
                 attempt: 1,

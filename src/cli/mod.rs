@@ -72,6 +72,12 @@ enum Command {
         /// Only the items that failed.
         #[arg(long)]
         failed: bool,
+        /// Only the items' output, byte for byte, in index order, as
+        /// `dts run` prints it: each item's stdout to stdout, its stderr to
+        /// stderr, with no listing around it (`dts results ID --output-only
+        /// | gunzip`).
+        #[arg(long, conflicts_with = "json")]
+        output_only: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -205,9 +211,19 @@ pub fn main() -> Result<ExitCode> {
                 let console = &mut client.console();
                 client::watch(&client.connect()?, console, &id, client.json).await
             }
-            Command::Results { id, failed, client } => {
+            Command::Results {
+                id,
+                failed,
+                output_only,
+                client,
+            } => {
                 let console = &mut client.console();
-                client::results(&client.connect()?, console, &id, failed, client.json).await
+                let shape = match (client.json, output_only) {
+                    (true, _) => client::ResultsShape::Json,
+                    (false, true) => client::ResultsShape::OutputOnly,
+                    (false, false) => client::ResultsShape::Listing,
+                };
+                client::results(&client.connect()?, console, &id, failed, shape).await
             }
             Command::Cancel { id, client } => {
                 client::cancel(&client.connect()?, &mut client.console(), &id).await

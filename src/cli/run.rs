@@ -33,6 +33,7 @@
 //! signals ended.
 
 use super::args::{ConfigArgs, ExecArgs};
+use super::client;
 use super::process;
 use super::task_args::{TaskFlags, check_placeholders, task_file};
 use super::terminal::{Mode, Progress, Rate, Sanitized, count, progress_bar, progress_text};
@@ -273,8 +274,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     if args.dry_run {
         return dry_run(&new, &commands);
     }
-    let cap = settings.executor.output_cap_bytes;
-    let mut printer = Printer::new(&args, commands, new.inputs.len() as u64, cap)?;
+    let mut printer = Printer::new(&args, commands, new.inputs.len() as u64)?;
     let mut signals = Signals::new()?;
 
     let started = Instant::now();
@@ -710,15 +710,13 @@ struct Printer {
     bar: Option<(ProgressBar, Rate)>,
     commands: Commands,
     total: u64,
-    /// The output cap the user set, to say an item's output was cut.
-    cap: usize,
     /// Results printed so far, and how many of them failed.
     done: u64,
     failed: u64,
 }
 
 impl Printer {
-    fn new(args: &RunArgs, commands: Commands, total: u64, cap: usize) -> Result<Printer> {
+    fn new(args: &RunArgs, commands: Commands, total: u64) -> Result<Printer> {
         let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
         let out_mode = Mode::for_stream(stdout.is_terminal(), args.raw);
         let err_mode = Mode::for_stream(stderr.is_terminal(), args.raw);
@@ -757,7 +755,6 @@ impl Printer {
             bar,
             commands,
             total,
-            cap,
             done: 0,
             failed: 0,
         };
@@ -819,17 +816,8 @@ impl Printer {
         let prefix = self.tag.then(|| format!("{}\t", result.input));
         write_tagged(&mut self.out, result.stdout.as_bytes(), prefix.as_deref())?;
         write_tagged(&mut self.err, result.stderr.as_bytes(), prefix.as_deref())?;
-        for (stream, cut) in [
-            ("stdout", result.stdout_truncated),
-            ("stderr", result.stderr_truncated),
-        ] {
-            if cut {
-                writeln!(
-                    self.err,
-                    "dts: item {} ({:?}): {stream} was cut to its first {} bytes (executor.output-cap-bytes); the rest was dropped",
-                    result.index, result.input, self.cap
-                )?;
-            }
+        for note in client::cut_notes(result, "dts run was given executor.output-cap-bytes") {
+            writeln!(self.err, "dts: {note}")?;
         }
         if !result.succeeded() {
             let why = match (&result.error, result.exit_code, result.signal) {

@@ -1,10 +1,15 @@
 //! What scripts print: a gigabyte of output is cut at the cap without the
-//! worker holding it in memory, and binary output (NUL, 0xff, invalid UTF-8,
-//! a character cut by the cap) is stored safely and read back as valid JSON.
+//! worker holding it in memory; output is bytes end to end (NUL, 0xff,
+//! invalid UTF-8, gzip, a character cut by the cap) — valid JSON with the
+//! exact bytes in `stdoutBase64`, and `dts results` and `dts run` write the
+//! bytes themselves; a cut is said, with how much was written.
 
-use crate::common::DtsUp;
+use crate::common::{DtsUp, dts_binary, dts_client, run_dts, shared_dir, text};
+use dts_model::Bytes;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
 /// `executor.output-cap-bytes` by default.
@@ -69,6 +74,11 @@ async fn a_gigabyte_on_stdout_is_cut_at_the_cap_without_exhausting_memory() {
     let stderr = result["stderr"].as_str().expect("stderr");
     assert_eq!(stderr.len(), CAP, "stderr is cut at the cap");
     assert_eq!(result["stderrTruncated"], true);
+    assert_eq!(
+        (&result["stdoutBytes"], &result["stderrBytes"]),
+        (&json!(1_000_000_000u64), &json!(100_000_000u64)),
+        "every byte written is counted"
+    );
 
     let peak = peak_rss(up.pid());
     println!(
@@ -85,6 +95,17 @@ async fn a_gigabyte_on_stdout_is_cut_at_the_cap_without_exhausting_memory() {
     // Still serving, and the task reads back in both shapes.
     strict_json(&up, &format!("/v1/tasks/{id}")).await;
     strict_json(&up, &format!("/schedule/status?taskId={id}")).await;
+}
+
+/// A stream's exact bytes from an API result: `stdoutBase64` when the
+/// server sent it, else the text of `stdout`.
+fn exact_bytes(result: &Value, stream: &str) -> Vec<u8> {
+    match result.get(format!("{stream}Base64")) {
+        Some(encoded) => Bytes::from_base64(encoded.as_str().expect("base64 is a string"))
+            .expect("valid base64")
+            .into_vec(),
+        None => result[stream].as_str().expect("text").as_bytes().to_vec(),
+    }
 }
 
 /// One item per kind of awkward output; the script prints the bytes for the
@@ -136,7 +157,8 @@ async fn binary_output_is_stored_safely_and_read_back_as_valid_json() {
             .find(|r| r["input"] == name)
             .unwrap_or_else(|| panic!("no result for {name}"))
     };
-    // Output that fits: invalid UTF-8 becomes U+FFFD, everything else is kept.
+    // Output that fits is kept exactly: as text when it is UTF-8, else as
+    // text with U+FFFD for people and the bytes in base64 for programs.
     let exact: [(&str, &[u8]); 6] = [
         ("nul", b"a\x00b\x00"),
         ("ff", b"\xff\xfe\xfd"),
@@ -148,35 +170,46 @@ async fn binary_output_is_stored_safely_and_read_back_as_valid_json() {
     for (name, bytes) in exact {
         let r = by_name(name);
         let expected = String::from_utf8_lossy(bytes);
-        assert_eq!(r["stdout"], json!(expected), "{name} stdout");
-        assert_eq!(r["stderr"], json!(expected), "{name} stderr");
+        for stream in ["stdout", "stderr"] {
+            assert_eq!(r[stream], json!(expected), "{name} {stream}");
+            assert_eq!(exact_bytes(r, stream), bytes, "{name} {stream}");
+            assert_eq!(
+                r.get(format!("{stream}Base64")).is_some(),
+                std::str::from_utf8(bytes).is_err(),
+                "{name} {stream}: base64 only for bytes that are not text"
+            );
+            assert_eq!(r[format!("{stream}Bytes")], bytes.len(), "{name} {stream}");
+        }
         assert_eq!(r["stdoutTruncated"], false, "{name}");
         assert_eq!(r["exitCode"], 0, "{name}");
     }
-    // A character cut by the cap is dropped whole, not half-kept or replaced.
-    let r = by_name("cut-2-byte");
-    assert_eq!(r["stdout"], json!("x".repeat(CAP - 1)));
-    assert_eq!(r["stdoutTruncated"], true);
-    let r = by_name("cut-4-byte");
-    assert_eq!(r["stdout"], json!("x".repeat(CAP - 2)));
-    assert_eq!(r["stdoutTruncated"], true);
-    // Random bytes: exactly the cap is not truncated, more is; either way the
-    // text is valid and holds at most the cap's worth of bytes (each invalid
-    // byte becomes one U+FFFD).
-    for (name, truncated) in [("urandom-cap", false), ("urandom-over", true)] {
+    // The cap cuts at a byte, even inside a character: the first CAP bytes.
+    for (name, tail, written) in [
+        ("cut-2-byte", &b"\xc3"[..], CAP + 1),
+        ("cut-4-byte", &b"\xf0\x9f"[..], CAP + 2),
+    ] {
+        let r = by_name(name);
+        let mut kept = vec![b'x'; CAP - tail.len()];
+        kept.extend_from_slice(tail);
+        assert_eq!(exact_bytes(r, "stdout"), kept, "{name}");
+        assert_eq!(r["stdoutTruncated"], true, "{name}");
+        assert_eq!(r["stdoutBytes"], written, "{name}");
+    }
+    // Random bytes: exactly the cap is not truncated, more is; either way
+    // the first CAP bytes are kept and the count says what was written.
+    for (name, truncated, written) in [
+        ("urandom-cap", false, CAP),
+        ("urandom-over", true, 1_000_000),
+    ] {
         let r = by_name(name);
         for stream in ["stdout", "stderr"] {
-            let text = r[stream].as_str().expect("text");
-            let chars = text.chars().count();
-            assert!(
-                (CAP / 4..=CAP).contains(&chars),
-                "{name} {stream}: {chars} characters"
-            );
+            assert_eq!(exact_bytes(r, stream).len(), CAP, "{name} {stream}");
             assert_eq!(
                 r[format!("{stream}Truncated")],
                 truncated,
                 "{name} {stream}"
             );
+            assert_eq!(r[format!("{stream}Bytes")], written, "{name} {stream}");
         }
     }
 
@@ -189,4 +222,183 @@ async fn binary_output_is_stored_safely_and_read_back_as_valid_json() {
          characters cut by the cap stored and read back as valid JSON",
         names.len()
     );
+}
+
+/// `seq 1 LAST`; `seq 1 100000` is the 588,895 bytes of issue 12's
+/// `big.txt`.
+fn seq_output(last: u32) -> Vec<u8> {
+    (1..=last)
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// `len` bytes that gzip cannot shrink much, the same every run.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 56) as u8
+        })
+        .collect()
+}
+
+/// `gzip -c FILE`, as the items run it.
+fn gzip(file: &Path) -> Vec<u8> {
+    let out = Command::new("gzip")
+        .arg("-c")
+        .arg(file)
+        .output()
+        .expect("run gzip");
+    assert!(out.status.success(), "gzip failed");
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_that_is_not_utf8_reaches_the_api_exactly_in_base64_and_text_has_none() {
+    let dir = shared_dir();
+    let file = dir.path().join("known.txt");
+    // 108,894 bytes; gzip makes them about 45,000, under the cap.
+    std::fs::write(&file, seq_output(20_000)).unwrap();
+    let up = DtsUp::start(&[]);
+    let id = up
+        .submit(json!({
+            "templateFunction": r#"case "$1" in latin1) printf 'caf\xe9' ;; text) printf 'café\n' ;; *) gzip -c "$1" ;; esac"#,
+            "inputList": ["latin1", "text", file],
+        }))
+        .await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let page = strict_json(&up, &format!("/v1/tasks/{id}/results")).await;
+    let [latin1, utf8, gzipped] = page["items"].as_array().expect("items").as_slice() else {
+        panic!("three results: {page}");
+    };
+
+    assert_eq!(
+        latin1["stdout"], "caf\u{fffd}",
+        "shown to people with U+FFFD"
+    );
+    assert_eq!(latin1["stdoutBase64"], "Y2Fm6Q==", "{latin1}");
+    assert_eq!(exact_bytes(latin1, "stdout"), b"caf\xe9");
+    assert_eq!(latin1["stdoutBytes"], 4);
+
+    assert_eq!(utf8["stdout"], "café\n");
+    assert_eq!(utf8.get("stdoutBase64"), None, "{utf8}");
+    assert_eq!(utf8.get("stderrBase64"), None, "{utf8}");
+    assert_eq!(utf8["stdoutBytes"], 6);
+
+    let expected = gzip(&file);
+    assert_eq!(&expected[..2], b"\x1f\x8b");
+    assert!(
+        exact_bytes(gzipped, "stdout") == expected,
+        "the API's bytes are not gzip's"
+    );
+    assert_eq!(gzipped["stdoutBytes"], expected.len());
+    assert_eq!(gzipped["stdoutTruncated"], false);
+}
+
+/// Issue 12, point 1: output cut by the cap was lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dts_results_says_on_stderr_how_much_the_cap_cut_and_prints_exactly_the_kept_bytes() {
+    let up = DtsUp::start(&[]);
+    let id = up
+        .submit(json!({"templateFunction": "seq 1 100000", "inputList": ["big.txt"]}))
+        .await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let said = "dts: item 0 (\"big.txt\"): stdout cut at 65,536 of 588,895 bytes \
+                (the server keeps executor.output-cap-bytes per item)\n";
+
+    let out = dts_client(&up, &["results", &id, "--output-only"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        out.stdout == seq_output(100_000)[..CAP],
+        "stdout is not the first {CAP} bytes"
+    );
+    assert_eq!(text(&out.stderr), said);
+
+    let listed = dts_client(&up, &["results", &id]);
+    assert_eq!(listed.status.code(), Some(0));
+    assert_eq!(text(&listed.stderr), said, "the listing says it too, once");
+    assert!(
+        text(&listed.stdout).starts_with("#0 \"big.txt\" [ok] "),
+        "{}",
+        text(&listed.stdout)
+    );
+
+    let json = dts_client(&up, &["results", &id, "--json"]);
+    assert_eq!(json.status.code(), Some(0));
+    let items: Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(
+        (&items[0]["stdoutTruncated"], &items[0]["stdoutBytes"]),
+        (&json!(true), &json!(588_895))
+    );
+    assert_eq!(text(&json.stderr), said);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dts_results_of_gzip_piped_to_gunzip_gives_the_file_back() {
+    let dir = shared_dir();
+    let file = dir.path().join("noise.bin");
+    let content = noise(300_000);
+    std::fs::write(&file, &content).unwrap();
+    let data = tempfile::TempDir::new().unwrap();
+    // A cap the compressed file fits in.
+    let up = DtsUp::start_in(
+        &data.path().join("data"),
+        &[],
+        &[("DTS_EXECUTOR_OUTPUT_CAP_BYTES", "1048576")],
+    );
+    let id = up
+        .submit(json!({"templateFunction": "gzip -c \"$1\"", "inputList": [file]}))
+        .await;
+    let done = up.wait_ended(&id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert!(
+        gzip(&file).len() > 65_536,
+        "the default cap would have cut it"
+    );
+
+    let out = run_dts(
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" results "$1" --output-only --server "$2" | gunzip"#)
+            .arg(dts_binary())
+            .arg(&id)
+            .arg(&up.base)
+            .env_remove("DTS_AUTH_TOKEN"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout == content, "gunzip gave other bytes back");
+    assert_eq!(text(&out.stderr), "");
+}
+
+/// Issue 12, point 5: `dts run 'gzip -c "$1"' f | gunzip` failed, and
+/// `caf\xe9` came out as `caf\u{fffd}`.
+#[test]
+fn dts_run_writes_each_items_output_bytes_as_they_are() {
+    let dir = shared_dir();
+    let file = dir.path().join("known.txt");
+    std::fs::write(&file, seq_output(20_000)).unwrap();
+    assert!(gzip(&file).len() < CAP, "gzip's output fits dts run's cap");
+    let out = run_dts(
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" run "$1" "$2" | gunzip"#)
+            .arg(dts_binary())
+            .arg(r#"gzip -c "$1""#)
+            .arg(&file),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        out.stdout == seq_output(20_000),
+        "gunzip gave other bytes back"
+    );
+
+    let out = run_dts(Command::new(dts_binary()).args(["run", r#"printf 'caf\xe9'"#, "x"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, b"caf\xe9");
 }

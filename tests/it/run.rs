@@ -177,7 +177,7 @@ fn a_600000_byte_file_comes_through_dts_run_byte_for_byte() {
 }
 
 #[test]
-fn a_cap_the_user_sets_cuts_output_and_says_which_item_on_stderr() {
+fn a_cap_the_user_sets_cuts_output_and_says_which_item_and_by_how_much_on_stderr() {
     let out = dts_run(&[
         "--set",
         "executor.output-cap-bytes=10",
@@ -188,7 +188,7 @@ fn a_cap_the_user_sets_cuts_output_and_says_which_item_on_stderr() {
     assert_eq!(text(&out.stdout), "xxxxxxxxxx");
     assert_eq!(
         text(&out.stderr),
-        "dts: item 0 (\"big\"): stdout was cut to its first 10 bytes (executor.output-cap-bytes); the rest was dropped\n"
+        "dts: item 0 (\"big\"): stdout cut at 10 of 100 bytes (dts run was given executor.output-cap-bytes)\n"
     );
 }
 

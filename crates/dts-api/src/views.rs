@@ -6,7 +6,8 @@
 //! types the server writes instead of indexing untyped JSON.
 
 use dts_model::{
-    Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind, format_millis,
+    Bytes, Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind,
+    format_millis,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -190,14 +191,113 @@ impl SeedTaskView {
 }
 
 /// One item's result, with `succeeded` spelled out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Output is bytes, and JSON has none: `stdout` and `stderr` are the text
+/// when it is valid UTF-8. When it is not, they are the text with U+FFFD for
+/// each invalid sequence (for people), and `stdoutBase64` / `stderrBase64`
+/// carry the exact bytes (for programs); they are absent otherwise.
+/// `stdoutBytes` / `stderrBytes` count every byte written, past the cap too.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResultView {
     /// The recorded result.
-    #[serde(flatten)]
     pub result: ItemResult,
     /// Whether the item exited 0.
     pub succeeded: bool,
+}
+
+/// A [`ResultView`] as JSON, borrowed for writing.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultJson<'a> {
+    index: u64,
+    input: &'a str,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+    stdout: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stdout_base64: Option<String>,
+    stderr: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stderr_base64: Option<String>,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    stdout_bytes: u64,
+    stderr_bytes: u64,
+    duration_ms: u64,
+    worker: &'a str,
+    attempt: u32,
+    error: Option<&'a str>,
+    succeeded: bool,
+}
+
+/// The exact bytes, when the text form of `output` is not them.
+fn base64_unless_text(output: &Bytes) -> Option<String> {
+    output.as_str().is_none().then(|| output.to_base64())
+}
+
+impl Serialize for ResultView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let r = &self.result;
+        ResultJson {
+            index: r.index,
+            input: &r.input,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            timed_out: r.timed_out,
+            stdout: r.stdout.to_string_lossy(),
+            stdout_base64: base64_unless_text(&r.stdout),
+            stderr: r.stderr.to_string_lossy(),
+            stderr_base64: base64_unless_text(&r.stderr),
+            stdout_truncated: r.stdout_truncated,
+            stderr_truncated: r.stderr_truncated,
+            stdout_bytes: r.stdout_bytes,
+            stderr_bytes: r.stderr_bytes,
+            duration_ms: r.duration_ms,
+            worker: &r.worker,
+            attempt: r.attempt,
+            error: r.error.as_deref(),
+            succeeded: self.succeeded,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A [`ResultView`] as JSON, read: the `...Base64` fields, when present,
+/// are the bytes; the `...Bytes` counts are absent from older servers.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultJsonOwned {
+    #[serde(flatten)]
+    result: ItemResult,
+    #[serde(default)]
+    stdout_base64: Option<String>,
+    #[serde(default)]
+    stderr_base64: Option<String>,
+    succeeded: bool,
+}
+
+impl<'de> Deserialize<'de> for ResultView {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let json = ResultJsonOwned::deserialize(deserializer)?;
+        let mut result = json.result;
+        let exact = |field: &str, text: &str| {
+            Bytes::from_base64(text)
+                .map_err(|e| D::Error::custom(format!("{field} is not valid base64: {e}")))
+        };
+        if let Some(text) = &json.stdout_base64 {
+            result.stdout = exact("stdoutBase64", text)?;
+        }
+        if let Some(text) = &json.stderr_base64 {
+            result.stderr = exact("stderrBase64", text)?;
+        }
+        result.count_kept_output();
+        Ok(ResultView {
+            result,
+            succeeded: json.succeeded,
+        })
+    }
 }
 
 /// A page of `GET /v1/tasks/{id}/results`: `total` counts every result the
@@ -288,6 +388,63 @@ mod tests {
         )
         .unwrap();
         new.to_task(1_700_000_000_000)
+    }
+
+    fn result_with(stdout: &[u8], stderr: &[u8]) -> ResultView {
+        let result: ItemResult = serde_json::from_value(json!({
+            "index": 3, "input": "big.txt", "exitCode": 0, "signal": null, "timedOut": false,
+            "stdout": "", "stderr": "", "stdoutTruncated": true, "stderrTruncated": false,
+            "stdoutBytes": 588_895, "durationMs": 5, "worker": "w", "attempt": 1, "error": null
+        }))
+        .unwrap();
+        ResultView {
+            result: ItemResult {
+                stdout: Bytes::from(stdout),
+                stderr: Bytes::from(stderr),
+                stderr_bytes: stderr.len() as u64,
+                ..result
+            },
+            succeeded: true,
+        }
+    }
+
+    #[test]
+    fn output_that_is_not_utf8_is_lossy_text_for_people_and_exact_base64_for_programs() {
+        let view = result_with(b"caf\xe9", b"\x1f\x8b\x08\x00");
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["stdout"], "caf\u{fffd}");
+        assert_eq!(json["stdoutBase64"], "Y2Fm6Q==");
+        assert_eq!(json["stderr"], "\u{1f}\u{fffd}\u{8}\u{0}");
+        assert_eq!(json["stderrBase64"], "H4sIAA==");
+        assert_eq!(
+            (&json["stdoutBytes"], &json["stderrBytes"]),
+            (&json!(588_895), &json!(4))
+        );
+        let read: ResultView = serde_json::from_value(json).unwrap();
+        assert_eq!(read, view);
+    }
+
+    #[test]
+    fn output_that_is_text_is_shown_as_it_is_with_no_base64_field() {
+        let view = result_with("café\n".as_bytes(), b"");
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["stdout"], "café\n");
+        assert_eq!(json["stderr"], "");
+        let object = json.as_object().unwrap();
+        assert!(!object.contains_key("stdoutBase64"), "{json}");
+        assert!(!object.contains_key("stderrBase64"), "{json}");
+        let read: ResultView = serde_json::from_value(json).unwrap();
+        assert_eq!(read, view);
+    }
+
+    #[test]
+    fn a_result_from_a_server_that_did_not_count_output_counts_what_it_kept() {
+        let mut json = serde_json::to_value(result_with(b"hello", b"")).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("stdoutBytes");
+        object.remove("stderrBytes");
+        let read: ResultView = serde_json::from_value(json).unwrap();
+        assert_eq!((read.result.stdout_bytes, read.result.stderr_bytes), (5, 0));
     }
 
     #[test]

@@ -875,8 +875,7 @@ fn outcome(
     err: Capture,
     started: Instant,
 ) -> ExecOutcome {
-    let (stdout, stdout_truncated) = out.finish();
-    let (stderr, stderr_truncated) = err.finish();
+    let (out, err) = (out.finish(), err.finish());
     let (exit_code, signal, error) = match ended {
         Ok(status) => (status.code(), status.signal(), None),
         Err(error) => (None, None, Some(error.to_string())),
@@ -886,10 +885,12 @@ fn outcome(
         signal,
         timed_out: stop == Some(Stop::TimedOut),
         cancelled: stop == Some(Stop::Cancelled),
-        stdout,
-        stderr,
-        stdout_truncated,
-        stderr_truncated,
+        stdout: out.bytes,
+        stderr: err.bytes,
+        stdout_truncated: out.truncated,
+        stderr_truncated: err.truncated,
+        stdout_bytes: out.total,
+        stderr_bytes: err.total,
         duration: started.elapsed(),
         error,
         worker_fault: false,

@@ -16,14 +16,19 @@ pub struct ExecOutcome {
     /// The task was cancelled: the process group was killed, or the item was
     /// never started.
     pub cancelled: bool,
-    /// Standard output, up to the cap (invalid UTF-8 replaced).
-    pub stdout: String,
-    /// Standard error, up to the cap (invalid UTF-8 replaced).
-    pub stderr: String,
+    /// Standard output, up to the cap, byte for byte.
+    pub stdout: Vec<u8>,
+    /// Standard error, up to the cap, byte for byte.
+    pub stderr: Vec<u8>,
     /// Standard output was longer than the cap.
     pub stdout_truncated: bool,
     /// Standard error was longer than the cap.
     pub stderr_truncated: bool,
+    /// Bytes written to standard output in all, past the cap too, so a user
+    /// can be told by how much it was cut.
+    pub stdout_bytes: u64,
+    /// Bytes written to standard error in all, past the cap too.
+    pub stderr_bytes: u64,
     /// Wall time from spawning until the output was collected.
     pub duration: Duration,
     /// Why the item could not run or be waited for, naming the program.

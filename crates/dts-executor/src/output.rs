@@ -2,8 +2,9 @@
 //!
 //! The executor reads both streams at the same time (a child blocked on a full
 //! stderr pipe would never finish writing stdout). Each stream keeps at most
-//! `cap` bytes; the rest is still read, so the child never blocks, and thrown
-//! away.
+//! `cap` bytes, cut at a byte boundary (output is bytes, not text); the rest
+//! is still read, so the child never blocks, counted, and thrown away. The
+//! count lets a user be told by how much their output was cut.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -16,7 +17,19 @@ const CHUNK: usize = 8 * 1024;
 pub(crate) struct Capture {
     cap: usize,
     kept: Vec<u8>,
-    truncated: bool,
+    /// Every byte the stream delivered, kept or not.
+    total: u64,
+}
+
+/// What one stream wrote, as the executor reports it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Captured {
+    /// The first `cap` bytes, exactly as written.
+    pub(crate) bytes: Vec<u8>,
+    /// More was written than the cap kept.
+    pub(crate) truncated: bool,
+    /// Bytes written in all, including those past the cap.
+    pub(crate) total: u64,
 }
 
 impl Capture {
@@ -24,7 +37,7 @@ impl Capture {
         Self {
             cap,
             kept: Vec::new(),
-            truncated: false,
+            total: 0,
         }
     }
 
@@ -48,29 +61,18 @@ impl Capture {
 
     fn push(&mut self, bytes: &[u8]) {
         let room = self.cap.saturating_sub(self.kept.len());
-        if bytes.len() > room {
-            self.truncated = true;
-        }
         self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.total = self.total.saturating_add(bytes.len() as u64);
     }
 
-    /// The kept text (invalid UTF-8 replaced, so binary output is safe) and
-    /// whether bytes were dropped. A character cut in half by the cap is
-    /// dropped whole rather than shown as a replacement character.
-    pub(crate) fn finish(mut self) -> (String, bool) {
-        if self.truncated {
-            if let Err(e) = std::str::from_utf8(&self.kept) {
-                // `error_len() == None`: the bytes end inside a character.
-                if e.error_len().is_none() {
-                    self.kept.truncate(e.valid_up_to());
-                }
-            }
+    /// The kept bytes, unchanged (binary output such as `gzip -c` must come
+    /// back exactly), whether bytes were dropped, and how many were written.
+    pub(crate) fn finish(self) -> Captured {
+        Captured {
+            truncated: self.total > self.kept.len() as u64,
+            bytes: self.kept,
+            total: self.total,
         }
-        let text = match String::from_utf8(self.kept) {
-            Ok(text) => text,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
-        (text, self.truncated)
     }
 }
 
@@ -78,52 +80,62 @@ impl Capture {
 mod tests {
     use super::*;
 
-    async fn capture(cap: usize, input: &[u8]) -> (String, bool) {
+    async fn capture(cap: usize, input: &[u8]) -> (Vec<u8>, bool, u64) {
         let mut c = Capture::new(cap);
         c.fill_from(Some(input)).await;
-        c.finish()
+        let Captured {
+            bytes,
+            truncated,
+            total,
+        } = c.finish();
+        (bytes, truncated, total)
     }
 
     #[tokio::test]
     async fn output_shorter_than_the_cap_is_kept_whole() {
-        assert_eq!(capture(10, b"hello").await, ("hello".to_owned(), false));
+        assert_eq!(capture(10, b"hello").await, (b"hello".to_vec(), false, 5));
     }
 
     #[tokio::test]
     async fn output_of_exactly_the_cap_is_not_truncated() {
-        assert_eq!(capture(5, b"hello").await, ("hello".to_owned(), false));
+        assert_eq!(capture(5, b"hello").await, (b"hello".to_vec(), false, 5));
     }
 
     #[tokio::test]
-    async fn output_beyond_the_cap_is_cut_and_flagged() {
-        assert_eq!(capture(4, b"hello").await, ("hell".to_owned(), true));
+    async fn output_beyond_the_cap_is_cut_flagged_and_counted_whole() {
+        assert_eq!(capture(4, b"hello").await, (b"hell".to_vec(), true, 5));
     }
 
     #[tokio::test]
-    async fn output_much_larger_than_a_read_chunk_is_drained_and_cut() {
+    async fn output_much_larger_than_a_read_chunk_is_drained_cut_and_counted() {
         let big = vec![b'x'; 10 * CHUNK + 3];
-        let (text, truncated) = capture(CHUNK + 1, &big).await;
-        assert_eq!(text, "x".repeat(CHUNK + 1));
+        let (bytes, truncated, total) = capture(CHUNK + 1, &big).await;
+        assert_eq!(bytes, vec![b'x'; CHUNK + 1]);
         assert!(truncated);
+        assert_eq!(total, (10 * CHUNK + 3) as u64);
     }
 
     #[tokio::test]
     async fn a_zero_cap_keeps_nothing_and_flags_any_output() {
-        assert_eq!(capture(0, b"x").await, (String::new(), true));
-        assert_eq!(capture(0, b"").await, (String::new(), false));
+        assert_eq!(capture(0, b"x").await, (Vec::new(), true, 1));
+        assert_eq!(capture(0, b"").await, (Vec::new(), false, 0));
     }
 
     #[tokio::test]
-    async fn the_cap_does_not_leave_half_a_character() {
-        // "é" is two bytes; a cap of 2 cuts it after its first byte.
-        assert_eq!(capture(2, "aé".as_bytes()).await, ("a".to_owned(), true));
-    }
-
-    #[tokio::test]
-    async fn invalid_utf8_becomes_replacement_characters() {
+    async fn the_cap_cuts_at_a_byte_even_inside_a_character() {
+        // "é" is two bytes; a cap of 2 keeps its first byte: the caller asked
+        // for at most 2 bytes of output, and bytes are what is kept.
         assert_eq!(
-            capture(100, b"\xff\xfeok").await,
-            ("\u{fffd}\u{fffd}ok".to_owned(), false)
+            capture(2, "aé".as_bytes()).await,
+            (vec![b'a', 0xc3], true, 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_utf8_are_kept_exactly() {
+        assert_eq!(
+            capture(100, b"\xff\xfeok\x00\x1f\x8b").await,
+            (b"\xff\xfeok\x00\x1f\x8b".to_vec(), false, 7)
         );
     }
 
@@ -131,6 +143,6 @@ mod tests {
     async fn a_missing_stream_reads_as_empty() {
         let mut c = Capture::new(10);
         c.fill_from(None::<&[u8]>).await;
-        assert_eq!(c.finish(), (String::new(), false));
+        assert_eq!(c.finish(), Captured::default());
     }
 }

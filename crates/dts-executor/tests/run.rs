@@ -231,8 +231,13 @@ fn process_is_gone(pid: i32) -> bool {
     state == Some('Z')
 }
 
-fn first_line_pid(stdout: &str) -> i32 {
-    stdout
+/// Output the test knows to be text, as text.
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_else(|e| panic!("not UTF-8 ({e}): {bytes:?}"))
+}
+
+fn first_line_pid(stdout: &[u8]) -> i32 {
+    text(stdout)
         .lines()
         .next()
         .and_then(|l| l.trim().parse().ok())
@@ -302,13 +307,13 @@ async fn the_item_is_dollar_one_and_dollar_zero_is_dts_item() {
         "apple pie",
     )
     .await;
-    assert_eq!(out.stdout, "dts-item|1|apple pie");
+    assert_eq!(text(&out.stdout), "dts-item|1|apple pie");
     assert!(out.succeeded(), "{out:?}");
 }
 
 async fn the_item_is_written_to_stdin_with_a_newline_and_stdin_is_closed() {
     let out = run(&executor(), &bash("cat"), "line one\nline two").await;
-    assert_eq!(out.stdout, "line one\nline two\n");
+    assert_eq!(text(&out.stdout), "line one\nline two\n");
     assert!(out.succeeded(), "{out:?}");
 }
 
@@ -316,7 +321,7 @@ async fn the_dts_variables_describe_the_item() {
     let script =
         r#"printf '%s|%s|%s|%s' "$DTS_ITEM" "$DTS_ITEM_INDEX" "$DTS_TASK_ID" "$DTS_SHARD_INDEX""#;
     let out = run(&executor(), &bash(script), "pear").await;
-    assert_eq!(out.stdout, "pear|7|task-1|2");
+    assert_eq!(text(&out.stdout), "pear|7|task-1|2");
 }
 
 async fn hostile_items_reach_the_script_verbatim_and_run_nothing() {
@@ -329,11 +334,11 @@ async fn hostile_items_reach_the_script_verbatim_and_run_nothing() {
     for input in hostile_items(dir.path()) {
         let out = run(&executor, &script, &input).await;
         assert_eq!(
-            out.stdout,
+            text(&out.stdout),
             format!("{input}\0{input}\x001\0{input}\n"),
             "item {input:?}"
         );
-        assert_eq!(out.stderr, "", "item {input:?}");
+        assert_eq!(text(&out.stderr), "", "item {input:?}");
         assert!(out.succeeded(), "item {input:?}: {out:?}");
     }
     assert_nothing_created(dir.path());
@@ -353,7 +358,7 @@ async fn hostile_items_reach_a_direct_program_as_its_only_argument() {
     });
     for input in hostile_items(work.path()) {
         let out = run(&executor, &Program::Direct(tool.clone()), &input).await;
-        assert_eq!(out.stdout, format!("1\0{input}\0"), "item {input:?}");
+        assert_eq!(text(&out.stdout), format!("1\0{input}\0"), "item {input:?}");
         assert!(out.succeeded(), "item {input:?}: {out:?}");
     }
     assert_nothing_created(work.path());
@@ -363,7 +368,7 @@ async fn a_long_item_reaches_dollar_one_stdin_and_dts_item_whole() {
     let input = "0123456789".repeat(10_000);
     let script = r#"s=$(cat); [ "$s" = "$1" ] && [ "$1" = "$DTS_ITEM" ] && printf '%s' "${#1}""#;
     let out = run(&executor(), &bash(script), &input).await;
-    assert_eq!(out.stdout, "100000");
+    assert_eq!(text(&out.stdout), "100000");
     assert!(out.succeeded(), "{out:?}");
 }
 
@@ -382,7 +387,12 @@ async fn an_item_too_long_for_an_argument_is_a_clear_error() {
 async fn the_longest_item_the_system_accepts_still_runs() {
     let input = "z".repeat(128 * 1024 - "DTS_ITEM=".len() - 1);
     let out = run(&executor(), &bash(r#"printf '%s' "${#DTS_ITEM}""#), &input).await;
-    assert_eq!(out.stdout, input.len().to_string(), "{:?}", out.error);
+    assert_eq!(
+        text(&out.stdout),
+        input.len().to_string(),
+        "{:?}",
+        out.error
+    );
 }
 
 async fn an_item_with_a_nul_byte_is_a_clear_error() {
@@ -400,7 +410,7 @@ async fn a_script_that_never_reads_stdin_does_not_block_on_a_large_item() {
     // Larger than a pipe's 64 KiB buffer, so the stdin write cannot finish.
     let input = "y".repeat(120_000);
     let out = run(&executor(), &bash("sleep 0.2; echo ok"), &input).await;
-    assert_eq!(out.stdout, "ok\n");
+    assert_eq!(text(&out.stdout), "ok\n");
     assert!(out.succeeded(), "{out:?}");
 }
 
@@ -424,7 +434,7 @@ async fn scripts_see_only_the_allow_listed_variables_and_dts_ones() {
         None => String::new(),
     };
     assert_eq!(
-        out.stdout,
+        text(&out.stdout),
         format!(
             "DTS_ITEM=x\nDTS_ITEM_INDEX=7\nDTS_SHARD_INDEX=2\nDTS_TASK_ID=task-1\n\
              HOME={home}\n{user}PATH=/usr/bin:/bin\nPWD={}\nSHLVL=1\n{user_line}_=/usr/bin/env\n",
@@ -437,7 +447,7 @@ async fn path_falls_back_to_the_system_directories_when_the_worker_has_none() {
     let executor =
         Executor::with_base_env(settings(), [("HOME".into(), "/h".into())]).expect("executor");
     let out = run(&executor, &bash(r#"printf '%s' "$PATH""#), "x").await;
-    assert_eq!(out.stdout, "/usr/local/bin:/usr/bin:/bin");
+    assert_eq!(text(&out.stdout), "/usr/local/bin:/usr/bin:/bin");
     assert_eq!(
         executor.path_var(),
         Some("/usr/local/bin:/usr/bin:/bin".as_ref())
@@ -464,7 +474,7 @@ async fn scripts_run_in_the_configured_workdir() {
     });
     let out = run(&executor, &bash("pwd -P"), "x").await;
     assert_eq!(
-        out.stdout,
+        text(&out.stdout),
         format!("{}\n", dir.path().canonicalize().unwrap().display())
     );
 }
@@ -479,7 +489,7 @@ async fn prepare_runs_a_single_word_relative_to_the_workdir_directly() {
     let program = executor.prepare(" ./tool \n", "bash");
     assert_eq!(program, Program::Direct("./tool".into()));
     let out = run(&executor, &program, "plum").await;
-    assert_eq!(out.stdout, "tool got plum\n");
+    assert_eq!(text(&out.stdout), "tool got plum\n");
 }
 
 async fn prepare_looks_up_a_bare_word_in_the_scripts_path() {
@@ -489,7 +499,7 @@ async fn prepare_looks_up_a_bare_word_in_the_scripts_path() {
         matches!(&program, Program::Direct(p) if p.ends_with("echo")),
         "{program:?}"
     );
-    assert_eq!(run(&executor, &program, "fig").await.stdout, "fig\n");
+    assert_eq!(run(&executor, &program, "fig").await.stdout, b"fig\n");
 }
 
 async fn a_missing_interpreter_is_an_outcome_naming_it() {
@@ -537,7 +547,7 @@ async fn a_missing_workdir_is_named_in_the_error() {
 async fn the_exit_code_is_recorded() {
     let out = run(&executor(), &bash("echo failing >&2; exit 3"), "x").await;
     assert_eq!((out.exit_code, out.signal), (Some(3), None));
-    assert_eq!(out.stderr, "failing\n");
+    assert_eq!(text(&out.stderr), "failing\n");
     assert!(!out.succeeded());
     assert_eq!(out.error, None);
 }
@@ -567,9 +577,9 @@ async fn the_wall_duration_is_recorded() {
 async fn a_megabyte_on_stderr_before_any_stdout_does_not_deadlock() {
     let script = "head -c 1048576 /dev/zero | tr '\\0' e >&2; echo done";
     let out = run(&executor(), &bash(script), "x").await;
-    assert_eq!(out.stdout, "done\n");
+    assert_eq!(text(&out.stdout), "done\n");
     assert!(!out.stdout_truncated);
-    assert_eq!(out.stderr, "e".repeat(64 * 1024));
+    assert_eq!(text(&out.stderr), "e".repeat(64 * 1024));
     assert!(out.stderr_truncated);
     assert!(
         out.succeeded(),
@@ -584,16 +594,25 @@ async fn each_stream_is_capped_separately() {
         ..settings()
     });
     let out = run(&executor, &bash("printf hello; printf 'hello!' >&2"), "x").await;
-    assert_eq!(
-        (out.stdout.as_str(), out.stdout_truncated),
-        ("hello", false)
-    );
-    assert_eq!((out.stderr.as_str(), out.stderr_truncated), ("hello", true));
+    assert_eq!((text(&out.stdout), out.stdout_truncated), ("hello", false));
+    assert_eq!((text(&out.stderr), out.stderr_truncated), ("hello", true));
+    assert_eq!((out.stdout_bytes, out.stderr_bytes), (5, 6));
 }
 
-async fn binary_output_is_stored_safely() {
+async fn output_past_the_cap_is_counted_in_full() {
+    let executor = executor_with(ExecSettings {
+        output_cap_bytes: 1000,
+        ..settings()
+    });
+    let out = run(&executor, &bash("head -c 588895 /dev/zero"), "x").await;
+    assert_eq!(out.stdout, vec![0u8; 1000]);
+    assert!(out.stdout_truncated);
+    assert_eq!(out.stdout_bytes, 588_895);
+}
+
+async fn binary_output_is_kept_byte_for_byte() {
     let out = run(&executor(), &bash(r#"printf '\377\376ok\000end'"#), "x").await;
-    assert_eq!(out.stdout, "\u{fffd}\u{fffd}ok\0end");
+    assert_eq!(out.stdout, b"\xff\xfeok\x00end");
 }
 
 async fn a_timeout_kills_the_script_and_its_background_children() {
@@ -630,7 +649,7 @@ async fn a_script_ignoring_sigterm_is_killed_after_the_grace() {
     .await;
     assert!(out.timed_out, "{out:?}");
     assert_eq!(out.signal, Some(libc::SIGKILL));
-    assert_eq!(out.stdout, "");
+    assert_eq!(text(&out.stdout), "");
     assert!(out.duration >= timeout + GRACE, "{:?}", out.duration);
     assert!(out.duration < timeout + GRACE + SLACK, "{:?}", out.duration);
 }
@@ -736,7 +755,11 @@ async fn a_process_that_escaped_the_group_cannot_hang_the_item() {
     let out = run(&executor, &bash(script), "x").await;
     let _escapee = KillOnDrop(first_line_pid(&out.stdout));
     assert!(out.succeeded(), "{out:?}");
-    assert!(out.stdout.ends_with("\nparent done\n"), "{:?}", out.stdout);
+    assert!(
+        text(&out.stdout).ends_with("\nparent done\n"),
+        "{:?}",
+        out.stdout
+    );
     // Not held for the escapee's 30 s.
     assert!(out.duration < SLACK, "{:?}", out.duration);
 }
@@ -810,7 +833,11 @@ async fn a_process_that_escaped_with_setsid_dies_when_its_item_exits() {
                   echo still-running; exit 0";
     let out = run(&executor(), &bash(script), "x").await;
     assert!(out.succeeded(), "{out:?}");
-    assert!(out.stdout.ends_with("still-running\n"), "{:?}", out.stdout);
+    assert!(
+        text(&out.stdout).ends_with("still-running\n"),
+        "{:?}",
+        out.stdout
+    );
     let escapee = first_line_pid(&out.stdout);
     let _cleanup = KillOnDrop(escapee);
     assert!(
@@ -829,7 +856,7 @@ async fn items_get_no_descriptor_beyond_stdin_stdout_and_stderr() {
     // No pipe in the script (bash would hold its ends while `ls` looks), and
     // not `ls` alone (bash would exec it, and `ls` would list its own).
     let out = run(&executor(), &bash("ls /proc/$BASHPID/fd; exit 0"), "x").await;
-    assert_eq!(out.stdout, "0\n1\n2\n", "{out:?}");
+    assert_eq!(text(&out.stdout), "0\n1\n2\n", "{out:?}");
     // SAFETY: closing the two descriptors this test made.
     unsafe {
         libc::close(ends[0]);
@@ -850,8 +877,9 @@ async fn each_item_runs_in_a_fresh_private_directory_removed_afterwards() {
         first.succeeded() && second.succeeded(),
         "{first:?} {second:?}"
     );
-    let lines =
-        |out: &ExecOutcome| -> Vec<String> { out.stdout.lines().map(String::from).collect() };
+    let lines = |out: &ExecOutcome| -> Vec<String> {
+        text(&out.stdout).lines().map(String::from).collect()
+    };
     let (one, two) = (lines(&first), lines(&second));
     assert_ne!(one[0], two[0], "two items shared a directory");
     let owner = item_user().map_or_else(whoami, |(name, _)| name.to_owned());
@@ -900,11 +928,11 @@ async fn an_item_running_as_another_user_cannot_read_the_workers_process_or_file
         secret_dir.path().display()
     );
     let out = run(&executor(), &bash(&script), "x").await;
-    assert!(!out.stdout.contains("hunter2"), "{out:?}");
-    assert!(!out.stdout.contains("DTS_WORKER_TOKEN"), "{out:?}");
-    assert_eq!(out.stdout, "cmdline-readable\nend\n", "{out:?}");
+    assert!(!text(&out.stdout).contains("hunter2"), "{out:?}");
+    assert!(!text(&out.stdout).contains("DTS_WORKER_TOKEN"), "{out:?}");
+    assert_eq!(text(&out.stdout), "cmdline-readable\nend\n", "{out:?}");
     assert_eq!(
-        out.stderr.matches("Permission denied").count(),
+        text(&out.stderr).matches("Permission denied").count(),
         4,
         "{out:?}"
     );
@@ -926,12 +954,12 @@ async fn an_item_cannot_forge_its_warm_shells_reports() {
     );
     let out = run(&executor, &forge, "x").await;
     assert_eq!(
-        (out.exit_code, out.stdout.as_str(), &out.error),
+        (out.exit_code, text(&out.stdout), &out.error),
         (Some(7), "finished\n", &None),
         "{out:?}"
     );
     let next = run(&executor, &bash(r#"echo "next $1 $DTS_ITEM_INDEX""#), "y").await;
-    assert_eq!(next.stdout, "next y 7\n", "{next:?}");
+    assert_eq!(text(&next.stdout), "next y 7\n", "{next:?}");
     assert!(next.succeeded(), "{next:?}");
 }
 
@@ -942,7 +970,7 @@ async fn items_start_with_the_open_files_limit_dts_was_given() {
         ..settings()
     });
     let out = run(&executor, &bash("ulimit -n"), "x").await;
-    assert_eq!(out.stdout, "1000\n", "{out:?}");
+    assert_eq!(text(&out.stdout), "1000\n", "{out:?}");
 }
 
 /// dts ignores SIGPIPE (as Rust programs do) and blocks every signal in the
@@ -954,7 +982,11 @@ async fn items_start_with_sigpipe_default_and_no_blocked_signal() {
     let script = "yes | head -n 1 >/dev/null; echo \"${PIPESTATUS[0]}\"; \
                   grep '^SigBlk:' /proc/self/status; exit 0";
     let out = run(&executor(), &bash(script), "x").await;
-    assert_eq!(out.stdout, "141\nSigBlk:\t0000000000000000\n", "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "141\nSigBlk:\t0000000000000000\n",
+        "{out:?}"
+    );
 }
 
 // --- Warm shells: what must be the same as a fresh process, and what differs.
@@ -1013,8 +1045,8 @@ async fn a_script_sees_the_same_shell_in_a_warm_shell_as_in_a_fresh_process() {
     // A second warm item too: the first one must not have changed the shell.
     for round in 1..=2 {
         let got = run(&warm, &program, "it em").await;
-        assert_same_lines(&got.stdout, &expected.stdout, round);
-        assert_same_lines(&got.stderr, &expected.stderr, round);
+        assert_same_lines(text(&got.stdout), text(&expected.stdout), round);
+        assert_same_lines(text(&got.stderr), text(&expected.stderr), round);
         assert_eq!(
             (got.exit_code, got.signal, &got.error),
             (Some(1), None, &None),
@@ -1041,13 +1073,13 @@ async fn an_item_changes_nothing_the_next_item_in_the_same_warm_shell_sees() {
     );
     let before = run(&executor, &look, "x").await;
     let changed = run(&executor, &change, "x").await;
-    assert_eq!(changed.stdout, "trapped\n", "{changed:?}");
+    assert_eq!(text(&changed.stdout), "trapped\n", "{changed:?}");
     let after = run(&executor, &look, "x").await;
     assert_eq!(after.stdout, before.stdout);
     assert!(
-        after.stdout.starts_with("x=unset Y=unset  "),
+        text(&after.stdout).starts_with("x=unset Y=unset  "),
         "{:?}",
-        after.stdout
+        text(&after.stdout)
     );
 }
 
@@ -1068,7 +1100,11 @@ async fn items_running_at_the_same_time_get_warm_shells_of_their_own() {
         a.succeeded() && b.succeeded(),
         "each item saw the other running: {a:?} {b:?}"
     );
-    assert_ne!(a.stdout, b.stdout, "two items shared one shell");
+    assert_ne!(
+        text(&a.stdout),
+        text(&b.stdout),
+        "two items shared one shell"
+    );
 }
 
 #[tokio::test]
@@ -1080,12 +1116,12 @@ async fn in_a_warm_shell_dollar_dollar_is_the_shell_and_bashpid_the_item() {
     let first = run(&executor, &program, "x").await;
     let second = run(&executor, &program, "x").await;
     let pids = |out: &ExecOutcome| -> (String, String) {
-        let (shell, item) = out.stdout.trim().split_once(' ').unwrap();
+        let (shell, item) = text(&out.stdout).trim().split_once(' ').unwrap();
         (shell.to_owned(), item.to_owned())
     };
     let ((shell1, item1), (shell2, item2)) = (pids(&first), pids(&second));
-    assert_eq!(first.stderr, "[]\n");
-    assert_eq!(second.stderr, format!("[{item1}]\n"));
+    assert_eq!(text(&first.stderr), "[]\n");
+    assert_eq!(text(&second.stderr), format!("[{item1}]\n"));
     assert_eq!(shell1, shell2);
     assert_ne!(item1, item2);
     assert_ne!(shell1, item1);
@@ -1116,7 +1152,7 @@ async fn a_script_that_kills_its_warm_shell_fails_clearly_and_the_next_item_runs
     assert!(out.duration < SLACK, "{:?}", out.duration);
     assert!(!out.succeeded());
     let next = run(&executor, &bash("echo fine"), "x").await;
-    assert_eq!(next.stdout, "fine\n", "{next:?}");
+    assert_eq!(text(&next.stdout), "fine\n", "{next:?}");
 }
 
 #[tokio::test]
@@ -1126,11 +1162,11 @@ async fn in_a_warm_shell_an_expansion_error_ends_the_script() {
     let program = bash("echo \"$(( $1 ))\"\necho next line");
     let fresh = run(&fresh_executor(), &program, "1 +").await;
     assert_eq!(
-        (fresh.stdout.as_str(), fresh.exit_code),
+        (text(&fresh.stdout), fresh.exit_code),
         ("next line\n", Some(0))
     );
     let warm = run(&warm_executor(), &program, "1 +").await;
-    assert_eq!((warm.stdout.as_str(), warm.exit_code), ("", Some(1)));
+    assert_eq!((text(&warm.stdout), warm.exit_code), ("", Some(1)));
     assert_eq!(warm.stderr, fresh.stderr);
 }
 
@@ -1152,12 +1188,9 @@ async fn in_a_warm_shell_the_items_shell_does_not_ignore_sigquit() {
     }
     let program = bash("kill -QUIT $BASHPID; echo after");
     let fresh = run(&fresh_executor(), &program, "x").await;
-    assert_eq!(
-        (fresh.stdout.as_str(), fresh.exit_code),
-        ("after\n", Some(0))
-    );
+    assert_eq!((text(&fresh.stdout), fresh.exit_code), ("after\n", Some(0)));
     let warm = run(&warm_executor(), &program, "x").await;
-    assert_eq!(warm.stdout, "");
+    assert_eq!(text(&warm.stdout), "");
     assert_eq!(warm.exit_code, Some(128 + libc::SIGQUIT), "{warm:?}");
 }
 
@@ -1183,7 +1216,7 @@ async fn only_bash_scripts_run_in_a_warm_shell() {
         interpreter: "sh".into(),
         script: r#"[ "$$" = "$(cut -d' ' -f4 /proc/self/stat)" ] && echo own"#.into(),
     };
-    assert_eq!(run(&executor, &program, "x").await.stdout, "own\n");
+    assert_eq!(run(&executor, &program, "x").await.stdout, b"own\n");
 }
 
 every_way!(
@@ -1209,7 +1242,8 @@ every_way!(
     the_wall_duration_is_recorded,
     a_megabyte_on_stderr_before_any_stdout_does_not_deadlock,
     each_stream_is_capped_separately,
-    binary_output_is_stored_safely,
+    binary_output_is_kept_byte_for_byte,
+    output_past_the_cap_is_counted_in_full,
     a_timeout_kills_the_script_and_its_background_children,
     a_script_ignoring_sigterm_is_killed_after_the_grace,
     cancelling_kills_the_script_within_the_grace,
@@ -1296,7 +1330,7 @@ async fn an_item_over_its_memory_limit_is_killed_and_says_so() {
                 &CancellationToken::new(),
             )
             .await;
-        assert_eq!(out.stdout, "50000000\n", "warm {warm}: {out:?}");
+        assert_eq!(text(&out.stdout), "50000000\n", "warm {warm}: {out:?}");
         assert!(out.succeeded(), "warm {warm}: {out:?}");
     }
 }
@@ -1331,8 +1365,7 @@ async fn an_item_limited_to_a_fraction_of_a_cpu_is_throttled() {
                 &CancellationToken::new(),
             )
             .await;
-        let throttled: u64 = out
-            .stdout
+        let throttled: u64 = text(&out.stdout)
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("warm {warm}: {out:?}"));

@@ -60,7 +60,10 @@ async fn children_from_before_the_subreaper_are_not_taken_for_orphans() {
         )
         .await;
     assert!(out.succeeded(), "{out:?}");
-    let orphan: i32 = out.stdout.trim().parse().expect("the orphan's pid");
+    let orphan: i32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the orphan's pid");
     // Up to 10 s: room for a loaded machine, far short of the orphan's 101 s.
     let mut killed = false;
     for _ in 0..1000 {

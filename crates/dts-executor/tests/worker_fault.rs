@@ -59,6 +59,6 @@ async fn an_item_that_cannot_start_for_lack_of_descriptors_is_the_workers_fault(
     let fed = executor
         .run(&program, &item, Duration::from_secs(10), &cancel)
         .await;
-    assert_eq!(fed.stdout, "ran\n", "{fed:?}");
+    assert_eq!(fed.stdout, b"ran\n", "{fed:?}");
     assert!(!fed.worker_fault && fed.succeeded(), "{fed:?}");
 }

@@ -135,14 +135,22 @@ pub struct ItemResult {
     pub signal: Option<i32>,
     /// The item ran past the task's per-item timeout and was killed.
     pub timed_out: bool,
-    /// What the script wrote to stdout, up to the cap.
-    pub stdout: String,
-    /// What the script wrote to stderr, up to the cap.
-    pub stderr: String,
+    /// What the script wrote to stdout, up to the cap, byte for byte.
+    pub stdout: Bytes,
+    /// What the script wrote to stderr, up to the cap, byte for byte.
+    pub stderr: Bytes,
     /// More output was written than the cap kept.
     pub stdout_truncated: bool,
     /// More stderr was written than the cap kept.
     pub stderr_truncated: bool,
+    /// Bytes written to stdout in all, past the cap too, so a user can be
+    /// told by how much it was cut. Absent in records stored before dts
+    /// counted; see [`ItemResult::count_kept_output`].
+    #[serde(default)]
+    pub stdout_bytes: u64,
+    /// Bytes written to stderr in all, past the cap too.
+    #[serde(default)]
+    pub stderr_bytes: u64,
     /// How long the attempt ran.
     pub duration_ms: u64,
     /// Id of the worker that ran the attempt.
@@ -157,6 +165,15 @@ impl ItemResult {
     /// Exit code 0, in time, nothing went wrong.
     pub fn succeeded(&self) -> bool {
         self.exit_code == Some(0) && !self.timed_out && self.error.is_none()
+    }
+
+    /// Makes each stream's count at least the bytes kept. A record stored
+    /// before dts counted output reads as 0 bytes written; it wrote at least
+    /// what was kept, and a store reading it calls this so the count never
+    /// says less than the output shown.
+    pub fn count_kept_output(&mut self) {
+        self.stdout_bytes = self.stdout_bytes.max(self.stdout.len() as u64);
+        self.stderr_bytes = self.stderr_bytes.max(self.stderr.len() as u64);
     }
 }
 
@@ -300,10 +317,12 @@ mod tests {
             exit_code: Some(0),
             signal: None,
             timed_out: false,
-            stdout: String::new(),
-            stderr: String::new(),
+            stdout: Bytes::default(),
+            stderr: Bytes::default(),
             stdout_truncated: false,
             stderr_truncated: false,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
             duration_ms: 1,
             worker: "w".into(),
             attempt: 1,
@@ -315,6 +334,31 @@ mod tests {
         r.timed_out = false;
         r.exit_code = Some(1);
         assert!(!r.succeeded());
+    }
+
+    #[test]
+    fn a_result_stored_before_output_was_counted_counts_at_least_what_it_kept() {
+        let old = r#"{"index":0,"input":"a","exitCode":0,"signal":null,"timedOut":false,
+            "stdout":"hello","stderr":"","stdoutTruncated":true,"stderrTruncated":false,
+            "durationMs":1,"worker":"w","attempt":1,"error":null}"#;
+        let mut read: ItemResult = serde_json::from_str(old).unwrap();
+        assert_eq!((read.stdout_bytes, read.stderr_bytes), (0, 0));
+        read.count_kept_output();
+        assert_eq!((read.stdout_bytes, read.stderr_bytes), (5, 0));
+    }
+
+    #[test]
+    fn output_that_is_not_utf8_survives_the_results_json() {
+        let mut result: ItemResult = serde_json::from_str(
+            r#"{"index":0,"input":"a","exitCode":0,"signal":null,"timedOut":false,
+            "stdout":"","stderr":"","stdoutTruncated":false,"stderrTruncated":false,
+            "durationMs":1,"worker":"w","attempt":1,"error":null}"#,
+        )
+        .unwrap();
+        result.stdout = Bytes::new(b"caf\xe9\x00\x1f\x8b".to_vec());
+        result.stdout_bytes = 7;
+        let json = serde_json::to_string(&result).unwrap();
+        assert_eq!(serde_json::from_str::<ItemResult>(&json).unwrap(), result);
     }
 
     #[test]

@@ -868,7 +868,8 @@ async fn a_bucket_of_typical_results_is_stored_in_redis_compact_hash_encoding() 
     let mut conn = raw(&server).await;
     let t = planned(&store, 300, 300).await;
     let typical = |i: u64| ItemResult {
-        stdout: String::new(),
+        stdout: Default::default(),
+        stdout_bytes: 0,
         worker: "a-rather-long-hostname.example.internal-12345-abcdef".to_string(),
         ..ok(i)
     };

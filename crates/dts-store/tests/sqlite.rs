@@ -23,7 +23,7 @@ fn open(path: &Path) -> DynStore {
 
 /// What each schema version from 2 on added, undone: `UNDO[v - 2]` takes a
 /// file of version `v` back to version `v - 1`.
-const UNDO: [&str; 8] = [
+const UNDO: [&str; 9] = [
     "DROP TABLE shard_leases; DROP TABLE item_starts;",
     "ALTER TABLE tasks DROP COLUMN deadline_secs;",
     "ALTER TABLE tasks DROP COLUMN version; \
@@ -49,6 +49,8 @@ const UNDO: [&str; 8] = [
      DROP TABLE task_input_pages;",
     "ALTER TABLE shard_leases DROP COLUMN claimed_at; \
      ALTER TABLE shard_leases DROP COLUMN copied;",
+    "ALTER TABLE results DROP COLUMN stdout_bytes; \
+     ALTER TABLE results DROP COLUMN stderr_bytes;",
 ];
 
 /// Makes a current file look like what a dts writing schema `version` left,
@@ -200,7 +202,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 9,
+                supported: 10,
                 ..
             }
         ),
@@ -258,7 +260,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
     drop(store);
-    assert_eq!(schema_version(&path), 9);
+    assert_eq!(schema_version(&path), 10);
 }
 
 #[tokio::test]
@@ -360,7 +362,7 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
         "the labels column of version 7 stores them"
     );
     drop(store);
-    assert_eq!(schema_version(&path), 9);
+    assert_eq!(schema_version(&path), 10);
 }
 
 #[tokio::test]
@@ -712,7 +714,7 @@ async fn a_task_stored_before_input_pages_reads_by_range_from_its_one_array() {
     assert_eq!(pages, 2, "both tasks' inputs are one array each");
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 9);
+    assert_eq!(schema_version(&path), 10);
     assert_eq!(store.inputs(&old.id).await.unwrap().as_ref(), Some(&all));
     for (start, len) in [(0, 1), (3, 4), (1_023, 3), (2_400, 100), (2_490, 50)] {
         let end = (start + len).min(all.len());
@@ -766,7 +768,7 @@ async fn a_lease_held_before_speculation_existed_reads_as_claimed_long_ago_and_c
     rewind(&path, 8);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 9);
+    assert_eq!(schema_version(&path), 10);
     let hour = Duration::from_secs(3_600);
     let copy = store
         .claim_copy(&t.id, "worker-b", hour, hour)
@@ -788,4 +790,64 @@ async fn a_lease_held_before_speculation_existed_reads_as_claimed_long_ago_and_c
         .await
         .unwrap();
     assert_eq!(again, CopyClaim::NoStraggler, "copied once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_stored_before_output_was_counted_read_as_the_bytes_kept_and_bytes_are_stored_from_then_on()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let t = task(3);
+    let cut = ItemResult {
+        stdout: "x".repeat(10).into(),
+        stdout_truncated: true,
+        stdout_bytes: 70_000,
+        stderr: "warn\n".into(),
+        stderr_bytes: 5,
+        ..ok(1)
+    };
+    {
+        let store = open(&path);
+        store.insert_task(&t, &inputs(3)).await.unwrap();
+        store.save_plan(&t.id, &shards(3, 3)).await.unwrap();
+        store
+            .record_results(&t.id, &[ok(0), cut.clone()])
+            .await
+            .unwrap();
+    }
+    // What a dts from before output was counted wrote: text, no counts.
+    rewind(&path, 9);
+
+    let store = open(&path);
+    assert_eq!(schema_version(&path), 10);
+    let (_, old) = store
+        .results(&t.id, ResultFilter::All, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(old[0], ok(0), "a whole output counts as its bytes");
+    assert_eq!(
+        (
+            old[1].stdout.as_bytes(),
+            old[1].stdout_bytes,
+            old[1].stderr_bytes
+        ),
+        (&b"xxxxxxxxxx"[..], 10, 5),
+        "a cut output counts at least what was kept"
+    );
+
+    // From now on output is bytes and counted in full.
+    let binary = ItemResult {
+        stdout: dts_model::Bytes::from(&b"\x1f\x8b\x08\x00caf\xe9"[..]),
+        stdout_bytes: 8,
+        ..ok(2)
+    };
+    store
+        .record_results(&t.id, &[binary.clone(), cut.clone()])
+        .await
+        .unwrap();
+    let (_, now) = store
+        .results(&t.id, ResultFilter::All, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(now[1..], [cut, binary]);
 }

@@ -8,7 +8,7 @@ use super::slots::ClaimedShard;
 use crate::shard::shard_message;
 use crate::{EngineError, events, sleep_unless_cancelled, with_causes};
 use dts_executor::{ExecOutcome, ItemContext, ItemLimits, Program};
-use dts_model::{ItemResult, ShardMessage, TaskStatus};
+use dts_model::{Bytes, ItemResult, ShardMessage, TaskStatus};
 use dts_store::StoreError;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -617,10 +617,12 @@ impl Inner {
             exit_code: None,
             signal: None,
             timed_out: false,
-            stdout: String::new(),
-            stderr: String::new(),
+            stdout: Bytes::default(),
+            stderr: Bytes::default(),
             stdout_truncated: false,
             stderr_truncated: false,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
             duration_ms: 0,
             worker: self.settings.id.clone(),
             attempt,
@@ -635,10 +637,12 @@ impl Inner {
             exit_code: outcome.exit_code,
             signal: outcome.signal,
             timed_out: outcome.timed_out,
-            stdout: outcome.stdout,
-            stderr: outcome.stderr,
+            stdout: Bytes::new(outcome.stdout),
+            stderr: Bytes::new(outcome.stderr),
             stdout_truncated: outcome.stdout_truncated,
             stderr_truncated: outcome.stderr_truncated,
+            stdout_bytes: outcome.stdout_bytes,
+            stderr_bytes: outcome.stderr_bytes,
             duration_ms: outcome.duration.as_millis() as u64,
             worker: self.settings.id.clone(),
             attempt,

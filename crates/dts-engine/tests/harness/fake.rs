@@ -201,9 +201,14 @@ impl ItemRunner for FakeRunner {
                 } else {
                     behaviour.exit
                 };
+                let stdout = behaviour
+                    .stdout
+                    .unwrap_or_else(|| item.input.to_string())
+                    .into_bytes();
                 ExecOutcome {
                     exit_code: Some(exit),
-                    stdout: behaviour.stdout.unwrap_or_else(|| item.input.to_string()),
+                    stdout_bytes: stdout.len() as u64,
+                    stdout,
                     duration,
                     ..ExecOutcome::default()
                 }

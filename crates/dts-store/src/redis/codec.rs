@@ -11,7 +11,7 @@
 //! left out, the worker as a number) for layout 2 (see [`ResultForm`]).
 
 use crate::{Cause, StoreError, StoreResult};
-use dts_model::{ItemResult, Scheduling, Task, TaskStatus, WorkerInfo};
+use dts_model::{Bytes, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -254,14 +254,19 @@ struct CompactFields<'a> {
     signal: Option<i32>,
     #[serde(skip_serializing_if = "is_false")]
     timed_out: bool,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    stdout: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    stderr: &'a str,
+    #[serde(skip_serializing_if = "Bytes::is_empty")]
+    stdout: &'a Bytes,
+    #[serde(skip_serializing_if = "Bytes::is_empty")]
+    stderr: &'a Bytes,
     #[serde(skip_serializing_if = "is_false")]
     stdout_truncated: bool,
     #[serde(skip_serializing_if = "is_false")]
     stderr_truncated: bool,
+    /// Only when it is not the bytes kept (the output was cut).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stdout_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stderr_bytes: Option<u64>,
     #[serde(skip_serializing_if = "is_zero")]
     duration_ms: u64,
     #[serde(skip_serializing_if = "is_first_attempt")]
@@ -280,11 +285,19 @@ impl<'a> CompactFields<'a> {
             stderr: &result.stderr,
             stdout_truncated: result.stdout_truncated,
             stderr_truncated: result.stderr_truncated,
+            stdout_bytes: beyond(result.stdout_bytes, &result.stdout),
+            stderr_bytes: beyond(result.stderr_bytes, &result.stderr),
             duration_ms: result.duration_ms,
             attempt: result.attempt,
             error: result.error.as_deref(),
         }
     }
+}
+
+/// A stream's byte count when it says more than its kept bytes do: a count
+/// equal to them is restored from them on reading.
+fn beyond(total: u64, kept: &Bytes) -> Option<u64> {
+    (total != kept.len() as u64).then_some(total)
 }
 
 /// A stored layout 2 value: [`CompactFields`] with the defaults restored,
@@ -301,13 +314,17 @@ struct CompactValue {
     #[serde(default)]
     timed_out: bool,
     #[serde(default)]
-    stdout: String,
+    stdout: Bytes,
     #[serde(default)]
-    stderr: String,
+    stderr: Bytes,
     #[serde(default)]
     stdout_truncated: bool,
     #[serde(default)]
     stderr_truncated: bool,
+    #[serde(default)]
+    stdout_bytes: Option<u64>,
+    #[serde(default)]
+    stderr_bytes: Option<u64>,
     #[serde(default)]
     duration_ms: u64,
     #[serde(default = "first_attempt")]
@@ -354,7 +371,7 @@ pub(super) fn decode_compact(
     let worker = workers
         .get(&stored.worker.to_string())
         .ok_or_else(|| StoreError::corrupt(what(), format!("no worker {}", stored.worker)))?;
-    Ok(ItemResult {
+    let mut result = ItemResult {
         index,
         input: stored.input.unwrap_or_else(|| task_input.to_string()),
         exit_code: stored.exit_code,
@@ -364,11 +381,15 @@ pub(super) fn decode_compact(
         stderr: stored.stderr,
         stdout_truncated: stored.stdout_truncated,
         stderr_truncated: stored.stderr_truncated,
+        stdout_bytes: stored.stdout_bytes.unwrap_or(0),
+        stderr_bytes: stored.stderr_bytes.unwrap_or(0),
         duration_ms: stored.duration_ms,
         worker: worker.clone(),
         attempt: stored.attempt,
         error: stored.error,
-    })
+    };
+    result.count_kept_output();
+    Ok(result)
 }
 
 pub(super) fn worker_json(worker: &WorkerInfo) -> StoreResult<String> {
@@ -504,10 +525,12 @@ mod tests {
             exit_code: Some(0),
             signal: None,
             timed_out: false,
-            stdout: String::new(),
-            stderr: String::new(),
+            stdout: Bytes::default(),
+            stderr: Bytes::default(),
             stdout_truncated: false,
             stderr_truncated: false,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
             duration_ms: 52,
             worker: "host-12345-abcdef".to_string(),
             attempt: 1,
@@ -560,13 +583,20 @@ mod tests {
                 exit_code: None,
                 signal: Some(15),
                 timed_out: true,
-                stdout: "out \"quoted\"\n".to_string(),
-                stderr: "err".to_string(),
+                stdout: Bytes::from("out \"quoted\"\n"),
+                stderr: Bytes::new(b"caf\xe9\x00\x1f\x8b".to_vec()),
                 stdout_truncated: true,
                 stderr_truncated: true,
+                stdout_bytes: 588_895,
+                stderr_bytes: 70_000,
                 duration_ms: 0,
                 attempt: 0,
                 error: Some(String::new()),
+                ..typical()
+            },
+            ItemResult {
+                stdout: Bytes::from("whole\n"),
+                stdout_bytes: 6,
                 ..typical()
             },
             ItemResult {

@@ -294,7 +294,10 @@ fn full_page(id: &str, reply: &[String]) -> Option<StoreResult<Vec<ItemResult>>>
             .chunks_exact(2)
             .map(|pair| {
                 let index = index(id, &pair[0])?;
-                codec::decode(format!("task {id} result {index}"), &pair[1])
+                let mut result: ItemResult =
+                    codec::decode(format!("task {id} result {index}"), &pair[1])?;
+                result.count_kept_output();
+                Ok(result)
             })
             .collect(),
     )

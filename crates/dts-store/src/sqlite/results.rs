@@ -4,7 +4,8 @@
 //! two prepared statements (read the old outcome, upsert the new one) per item.
 
 use super::rows::{
-    DbResult, RESULT_COLUMNS, load_task, no_shard, result_from_row, save_state, task_key,
+    DbResult, RESULT_COLUMNS, load_task, no_shard, output_sql, result_from_row, save_state,
+    task_key,
 };
 use super::tasks::enter;
 use crate::{ResultFilter, ShardCompletion, StoreError};
@@ -119,15 +120,18 @@ fn apply_results(
         conn.prepare_cached("SELECT succeeded FROM results WHERE task_key = ?1 AND idx = ?2")?;
     let mut upsert = conn.prepare_cached(
         "INSERT INTO results (task_key, idx, succeeded, input, exit_code, signal, timed_out, \
-         stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, worker, attempt, error) \
+         stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, worker, attempt, error, \
+         stdout_bytes, stderr_bytes) \
          VALUES (:task_key, :idx, :succeeded, :input, :exit_code, :signal, :timed_out, :stdout, \
-         :stderr, :stdout_truncated, :stderr_truncated, :duration_ms, :worker, :attempt, :error) \
+         :stderr, :stdout_truncated, :stderr_truncated, :duration_ms, :worker, :attempt, :error, \
+         :stdout_bytes, :stderr_bytes) \
          ON CONFLICT (task_key, idx) DO UPDATE SET succeeded = excluded.succeeded, \
          input = excluded.input, exit_code = excluded.exit_code, signal = excluded.signal, \
          timed_out = excluded.timed_out, stdout = excluded.stdout, stderr = excluded.stderr, \
          stdout_truncated = excluded.stdout_truncated, stderr_truncated = excluded.stderr_truncated, \
          duration_ms = excluded.duration_ms, worker = excluded.worker, attempt = excluded.attempt, \
-         error = excluded.error",
+         error = excluded.error, stdout_bytes = excluded.stdout_bytes, \
+         stderr_bytes = excluded.stderr_bytes",
     )?;
     let (mut succeeded, mut failed) = (0i64, 0i64);
     for result in results {
@@ -154,14 +158,16 @@ fn apply_results(
             ":exit_code": result.exit_code,
             ":signal": result.signal,
             ":timed_out": result.timed_out,
-            ":stdout": result.stdout,
-            ":stderr": result.stderr,
+            ":stdout": output_sql(&result.stdout),
+            ":stderr": output_sql(&result.stderr),
             ":stdout_truncated": result.stdout_truncated,
             ":stderr_truncated": result.stderr_truncated,
             ":duration_ms": result.duration_ms,
             ":worker": result.worker,
             ":attempt": result.attempt,
             ":error": result.error,
+            ":stdout_bytes": result.stdout_bytes,
+            ":stderr_bytes": result.stderr_bytes,
         })?;
     }
     task.items_succeeded = shift(task, "items_succeeded", task.items_succeeded, succeeded)?;

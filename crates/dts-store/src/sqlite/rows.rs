@@ -6,7 +6,10 @@
 //! status rules live in Rust, next to the model, instead of in SQL.
 
 use crate::StoreError;
-use dts_model::{Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind};
+use dts_model::{
+    Bytes, Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind,
+};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, named_params};
 use std::collections::BTreeMap;
 
@@ -181,24 +184,52 @@ pub(super) fn save_state(conn: &Connection, key: i64, task: &mut Task) -> DbResu
 
 /// The columns [`result_from_row`] reads, in its order.
 pub(super) const RESULT_COLUMNS: &str = "idx, input, exit_code, signal, timed_out, stdout, \
-     stderr, stdout_truncated, stderr_truncated, duration_ms, worker, attempt, error";
+     stderr, stdout_truncated, stderr_truncated, duration_ms, worker, attempt, error, \
+     stdout_bytes, stderr_bytes";
 
 pub(super) fn result_from_row(row: &Row<'_>) -> rusqlite::Result<ItemResult> {
-    Ok(ItemResult {
+    let mut result = ItemResult {
         index: row.get(0)?,
         input: row.get(1)?,
         exit_code: row.get(2)?,
         signal: row.get(3)?,
         timed_out: row.get(4)?,
-        stdout: row.get(5)?,
-        stderr: row.get(6)?,
+        stdout: output_at(row, 5)?,
+        stderr: output_at(row, 6)?,
         stdout_truncated: row.get(7)?,
         stderr_truncated: row.get(8)?,
         duration_ms: row.get(9)?,
         worker: row.get(10)?,
         attempt: row.get(11)?,
         error: row.get(12)?,
-    })
+        stdout_bytes: row.get(13)?,
+        stderr_bytes: row.get(14)?,
+    };
+    // Rows from before schema version 10 say 0 bytes written.
+    result.count_kept_output();
+    Ok(result)
+}
+
+/// Captured output as a column holds it: TEXT when it is UTF-8 (readable in
+/// `sqlite3`, and how every row before BLOBs was written), a BLOB otherwise.
+/// The columns have TEXT affinity, which keeps a BLOB as it is.
+pub(super) fn output_sql(output: &Bytes) -> ToSqlOutput<'_> {
+    match output.as_str() {
+        Some(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+        None => ToSqlOutput::Borrowed(ValueRef::Blob(output.as_bytes())),
+    }
+}
+
+/// Captured output from column `index`, TEXT or BLOB, byte for byte.
+fn output_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Bytes> {
+    match row.get_ref(index)? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Ok(Bytes::from(bytes)),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            index,
+            "captured output".to_string(),
+            other.data_type(),
+        )),
+    }
 }
 
 /// The columns [`worker_from_row`] reads, in its order.

@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 9;
+pub(super) const SCHEMA_VERSION: i64 = 10;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -186,10 +186,20 @@ ALTER TABLE shard_leases ADD COLUMN claimed_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE shard_leases ADD COLUMN copied INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 10: output is bytes. How many bytes each stream wrote in all
+/// (`stdoutBytes`, `stderrBytes`), past the cap too, so a cut can be told by
+/// how much. Rows written before read as 0, which reading raises to the bytes
+/// kept. (Output that is not UTF-8 is stored as a BLOB in the TEXT columns
+/// `stdout` and `stderr`; that needs no change to the table.)
+const SCHEMA_V10: &str = "
+ALTER TABLE results ADD COLUMN stdout_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE results ADD COLUMN stderr_bytes INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Every migration step in order: step `n` upgrades version `n` to `n + 1`.
-const STEPS: [&str; 9] = [
+const STEPS: [&str; 10] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9,
+    SCHEMA_V9, SCHEMA_V10,
 ];
 const _: () = assert!(STEPS.len() as i64 == SCHEMA_VERSION, "one step per version");
 

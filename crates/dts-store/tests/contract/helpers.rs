@@ -1,6 +1,8 @@
 //! Tasks, plans and results the contract tests build on.
 
-use dts_model::{ItemResult, Scheduling, ShardRange, Task, TaskStatus, Variables, now_millis};
+use dts_model::{
+    Bytes, ItemResult, Scheduling, ShardRange, Task, TaskStatus, Variables, now_millis,
+};
 use dts_store::{DynStore, PlanOutcome};
 
 pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
@@ -79,16 +81,19 @@ pub(crate) async fn planned(store: &DynStore, items: u64, shards: u64) -> Task {
 }
 
 pub(crate) fn ok(index: u64) -> ItemResult {
+    let stdout = Bytes::from(format!("out {index}\n"));
     ItemResult {
         index,
         input: format!("item-{index}"),
         exit_code: Some(0),
         signal: None,
         timed_out: false,
-        stdout: format!("out {index}\n"),
-        stderr: String::new(),
+        stdout_bytes: stdout.len() as u64,
+        stdout,
+        stderr: Bytes::default(),
         stdout_truncated: false,
         stderr_truncated: false,
+        stderr_bytes: 0,
         duration_ms: 12,
         worker: "worker-a".to_string(),
         attempt: 1,
@@ -97,9 +102,11 @@ pub(crate) fn ok(index: u64) -> ItemResult {
 }
 
 pub(crate) fn failed(index: u64) -> ItemResult {
+    let stderr = Bytes::from(format!("boom {index}\n"));
     ItemResult {
         exit_code: Some(3),
-        stderr: format!("boom {index}\n"),
+        stderr_bytes: stderr.len() as u64,
+        stderr,
         ..ok(index)
     }
 }

@@ -92,6 +92,7 @@ macro_rules! store_contract {
                 a_task_with_exactly_128_results_pages_to_its_end_and_no_further,
                 results_on_both_sides_of_16384_page_as_one_sequence,
                 results_with_unusual_values_in_every_field_read_back_exactly,
+                output_that_is_not_utf8_reads_back_byte_for_byte,
                 a_heartbeat_keeps_a_worker_live_until_its_ttl_passes,
                 a_new_heartbeat_replaces_the_previous_one,
                 a_removed_worker_is_gone_at_once,

@@ -1,7 +1,7 @@
 //! Contract: recording item results and completing shards, idempotently.
 
 use crate::helpers::*;
-use dts_model::{ItemFailures, ItemResult, Task, TaskStatus};
+use dts_model::{Bytes, ItemFailures, ItemResult, Task, TaskStatus};
 use dts_store::{DynStore, ResultFilter, StoreError};
 use std::sync::Arc;
 
@@ -266,9 +266,10 @@ pub(crate) async fn results_page_in_index_order_with_a_filter_and_its_total(stor
     let task = planned(&store, 10, 1).await;
     let result = |i: u64| {
         let mut r = if i % 3 == 0 { failed(i) } else { ok(i) };
-        r.stdout = format!("line \"{i}\"\n✓ émoji 😀 \u{0}\ttab");
+        r.stdout = format!("line \"{i}\"\n✓ émoji 😀 \u{0}\ttab").into();
         r.signal = (i == 9).then_some(9);
         r.stdout_truncated = i == 1;
+        r.stdout_bytes = r.stdout.len() as u64 + if i == 1 { 1000 } else { 0 };
         r.error = (i == 6).then(|| "could not start: permission denied".to_string());
         r
     };
@@ -575,10 +576,12 @@ pub(crate) async fn results_with_unusual_values_in_every_field_read_back_exactly
             exit_code: None,
             signal: Some(9),
             timed_out: true,
-            stdout: String::new(),
-            stderr: "e".to_string(),
+            stdout: Bytes::default(),
+            stderr: "e".into(),
             stdout_truncated: true,
             stderr_truncated: true,
+            stdout_bytes: 70_000,
+            stderr_bytes: 65_537,
             duration_ms: 0,
             worker: "1".to_string(),
             attempt: 0,
@@ -609,4 +612,48 @@ pub(crate) async fn results_with_unusual_values_in_every_field_read_back_exactly
             .unwrap(),
         (4, unusual)
     );
+}
+
+/// Output is bytes: what a script wrote comes back exactly, text or not
+/// (`gzip -c` writes `\x1f\x8b\x08\x00`, Latin-1 text has `\xe9`), with how
+/// much it wrote in all when the cap cut it.
+pub(crate) async fn output_that_is_not_utf8_reads_back_byte_for_byte(store: DynStore) {
+    let task = planned(&store, 4, 1).await;
+    let with = |i: u64, stdout: &[u8], stderr: &[u8]| ItemResult {
+        stdout: Bytes::from(stdout),
+        stderr: Bytes::from(stderr),
+        stdout_bytes: stdout.len() as u64,
+        stderr_bytes: stderr.len() as u64,
+        ..ok(i)
+    };
+    let written = vec![
+        with(0, b"caf\xe9", b"\xff"),
+        with(1, b"\x1f\x8b\x08\x00", b""),
+        with(2, b"\x00", b"\x00\x00"),
+        ItemResult {
+            stdout_truncated: true,
+            stdout_bytes: 588_895,
+            ..with(3, b"\xe9t\xe9 cut h", b"")
+        },
+    ];
+    store.record_results(&task.id, &written).await.unwrap();
+    let (total, read) = store
+        .results(&task.id, ResultFilter::All, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(total, 4);
+    let outputs: Vec<(&[u8], &[u8], u64)> = read
+        .iter()
+        .map(|r| (r.stdout.as_bytes(), r.stderr.as_bytes(), r.stdout_bytes))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            (&b"caf\xe9"[..], &b"\xff"[..], 4),
+            (&b"\x1f\x8b\x08\x00"[..], &b""[..], 4),
+            (&b"\x00"[..], &b"\x00\x00"[..], 1),
+            (&b"\xe9t\xe9 cut h"[..], &b""[..], 588_895),
+        ]
+    );
+    assert_eq!(read, written);
 }

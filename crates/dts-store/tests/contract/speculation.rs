@@ -3,7 +3,7 @@
 //! completes the shard first, once.
 
 use crate::helpers::*;
-use dts_model::{ItemResult, ShardRange, TaskStatus};
+use dts_model::{Bytes, ItemResult, ShardRange, TaskStatus};
 use dts_store::{CopyClaim, DynStore, ReadyClaim, ResultFilter, StoreError};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -144,9 +144,11 @@ pub(crate) async fn copies_of_an_ended_task_are_refused_and_of_an_unknown_one_no
 /// `index`'s result as a second run of it would give it: another worker,
 /// another output, failed.
 fn second_run(index: u64) -> ItemResult {
+    let stdout = Bytes::from(format!("copy {index}\n"));
     ItemResult {
         worker: "worker-b".to_string(),
-        stdout: format!("copy {index}\n"),
+        stdout_bytes: stdout.len() as u64,
+        stdout,
         ..failed(index)
     }
 }
