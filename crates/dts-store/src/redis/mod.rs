@@ -70,18 +70,21 @@ mod errors;
 mod keys;
 mod leases;
 mod results;
+mod retry;
 mod scripts;
 mod tasks;
 mod workers;
 
 use crate::{
-    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
-    ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage,
+    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RetryOutcome,
+    RunnableTask, ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor,
+    TaskPage,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
-use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
+use dts_model::{ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
+use std::collections::BTreeMap;
 use keys::Keys;
 use std::future::Future;
 use std::sync::LazyLock;
@@ -302,6 +305,18 @@ impl Store for RedisStore {
 
     async fn completed_shards(&self, id: &str) -> StoreResult<Vec<u32>> {
         results::completed_shards(self, id).await
+    }
+
+    async fn retry_task(&self, id: &str) -> StoreResult<RetryOutcome> {
+        retry::retry_task(self, id).await
+    }
+
+    async fn attempt_history(
+        &self,
+        id: &str,
+        indices: &[u64],
+    ) -> StoreResult<BTreeMap<u64, Vec<PastAttempt>>> {
+        retry::attempt_history(self, id, indices).await
     }
 
     async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {

@@ -43,6 +43,7 @@ pub(super) struct Scripts {
     pub(super) read_inputs: Script,
     pub(super) prune_ended: Script,
     pub(super) delete_task: Script,
+    pub(super) retry_task: Script,
     pub(super) heartbeat: Script,
     pub(super) live_workers: Script,
 }
@@ -65,6 +66,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     read_inputs: Script::new(include_str!("lua/read_inputs.lua")),
     prune_ended: clock_script(include_str!("lua/prune_ended.lua")),
     delete_task: task_script(include_str!("lua/delete_task.lua")),
+    retry_task: task_script(include_str!("lua/retry_task.lua")),
     heartbeat: clock_script(include_str!("lua/heartbeat.lua")),
     live_workers: clock_script(include_str!("lua/live_workers.lua")),
 });
