@@ -295,7 +295,9 @@ impl Store for LifeStore {
         id: &str,
         indices: &[u64],
     ) -> StoreResult<std::collections::BTreeMap<u64, Vec<dts_model::PastAttempt>>> {
-        self.life.step(self.inner.attempt_history(id, indices)).await
+        self.life
+            .step(self.inner.attempt_history(id, indices))
+            .await
     }
     async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {
         self.life.step(self.inner.record_results(id, results)).await
