@@ -14,6 +14,7 @@ mod isolation;
 mod labels;
 mod outputs;
 mod restart;
+mod retry;
 mod scheduling;
 mod scripts;
 mod security;

@@ -863,9 +863,15 @@ mod tests {
             ShardRange { start: 6, len: 3 },
             ShardRange { start: 9, len: 1 },
         ];
-        assert_eq!(shards_to_reopen(&plan, &[0, 1, 2, 3], &[3, 5, 9]), vec![1, 3]);
+        assert_eq!(
+            shards_to_reopen(&plan, &[0, 1, 2, 3], &[3, 5, 9]),
+            vec![1, 3]
+        );
         assert_eq!(shards_to_reopen(&plan, &[0, 2], &[]), vec![1, 3]);
-        assert_eq!(shards_to_reopen(&plan, &[0, 1, 2, 3], &[]), Vec::<u32>::new());
+        assert_eq!(
+            shards_to_reopen(&plan, &[0, 1, 2, 3], &[]),
+            Vec::<u32>::new()
+        );
     }
 
     #[test]

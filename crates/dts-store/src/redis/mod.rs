@@ -76,16 +76,15 @@ mod tasks;
 mod workers;
 
 use crate::{
-    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RetryOutcome,
-    RunnableTask, ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor,
-    TaskPage,
+    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RetryOutcome, RunnableTask,
+    ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
 use dts_model::{ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
-use std::collections::BTreeMap;
 use keys::Keys;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;

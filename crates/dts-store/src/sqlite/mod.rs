@@ -23,17 +23,16 @@ mod tasks;
 mod workers;
 
 use crate::{
-    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RetryOutcome,
-    RunnableTask, ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor,
-    TaskPage, encode,
+    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RetryOutcome, RunnableTask,
+    ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage, encode,
 };
 use async_trait::async_trait;
 use dts_model::{
     DynClock, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo, system_clock,
 };
-use std::collections::BTreeMap;
 use rows::{DbError, DbResult, classify};
 use rusqlite::Connection;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

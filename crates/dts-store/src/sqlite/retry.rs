@@ -42,7 +42,11 @@ pub(super) fn retry_task(
         )?;
         for result in &failed {
             let past = PastAttempt::push(history.remove(&result.index).unwrap_or_default(), result);
-            write.execute(params![key, result.index, crate::encode("attempt history", &past)?])?;
+            write.execute(params![
+                key,
+                result.index,
+                crate::encode("attempt history", &past)?
+            ])?;
         }
     }
     tx.prepare_cached("DELETE FROM results WHERE task_key = ?1 AND succeeded = 0")?
@@ -102,8 +106,8 @@ fn read_history(
     key: i64,
     indices: &[u64],
 ) -> DbResult<BTreeMap<u64, Vec<PastAttempt>>> {
-    let mut read = conn
-        .prepare_cached("SELECT attempts FROM item_history WHERE task_key = ?1 AND idx = ?2")?;
+    let mut read =
+        conn.prepare_cached("SELECT attempts FROM item_history WHERE task_key = ?1 AND idx = ?2")?;
     let mut history = BTreeMap::new();
     for &index in indices {
         let json: Option<String> = read

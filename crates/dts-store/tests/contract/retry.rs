@@ -64,7 +64,12 @@ pub(crate) async fn a_retry_moves_only_the_failed_results_into_history_and_queue
     let id = failed_task_of_ten(&store).await;
     let outcome = store.retry_task(&id).await.unwrap();
     assert_eq!(
-        (outcome.failed, outcome.not_run, outcome.shards, outcome.queued()),
+        (
+            outcome.failed,
+            outcome.not_run,
+            outcome.shards,
+            outcome.queued()
+        ),
         (2, 0, 2, 2)
     );
     let task = outcome.task;
@@ -77,11 +82,16 @@ pub(crate) async fn a_retry_moves_only_the_failed_results_into_history_and_queue
     assert_eq!(total, 8);
     assert_eq!(indices(&page), [0, 1, 2, 4, 5, 6, 8, 9]);
     assert_eq!(
-        store.results(&id, ResultFilter::Failed, 0, 100).await.unwrap().0,
+        store
+            .results(&id, ResultFilter::Failed, 0, 100)
+            .await
+            .unwrap()
+            .0,
         0
     );
     let history = store.attempt_history(&id, &[2, 3, 7]).await.unwrap();
-    let past = |index, attempt, worker: &str| PastAttempt::of(&failed_as(index, 1, worker), attempt);
+    let past =
+        |index, attempt, worker: &str| PastAttempt::of(&failed_as(index, 1, worker), attempt);
     assert_eq!(history.len(), 2);
     assert_eq!(history[&3], [past(3, 2, "worker-a")]);
     assert_eq!(history[&7], [past(7, 1, "worker-b")]);
@@ -142,14 +152,21 @@ pub(crate) async fn a_cancelled_task_retries_the_items_that_never_ran(store: Dyn
         .await
         .unwrap();
     store
-        .transition(&task.id, TaskStatus::Cancelled, Some("cancelled by a client"))
+        .transition(
+            &task.id,
+            TaskStatus::Cancelled,
+            Some("cancelled by a client"),
+        )
         .await
         .unwrap();
     let outcome = store.retry_task(&task.id).await.unwrap();
     assert_eq!((outcome.failed, outcome.not_run, outcome.shards), (0, 3, 2));
     assert_eq!(outcome.task.status, TaskStatus::InProgress);
     assert_eq!(outcome.task.error, None);
-    assert_eq!((outcome.task.items_succeeded, outcome.task.items_failed), (3, 0));
+    assert_eq!(
+        (outcome.task.items_succeeded, outcome.task.items_failed),
+        (3, 0)
+    );
     let runnable = store.runnable_tasks(10).await.unwrap();
     assert_eq!((runnable[0].ready, runnable[0].held), (2, 0));
     assert_eq!(claim_next(&store, &task.id).await, (1, 1, false));
@@ -238,7 +255,14 @@ pub(crate) async fn of_sixteen_concurrent_retries_exactly_one_queues_the_work(st
     }
     assert_eq!((queued, refused), (1, 15));
     let task = store.task(&id).await.unwrap().unwrap();
-    assert_eq!((task.items_succeeded, task.items_failed, task.chunks_executed), (8, 0, 3));
+    assert_eq!(
+        (
+            task.items_succeeded,
+            task.items_failed,
+            task.chunks_executed
+        ),
+        (8, 0, 3)
+    );
     assert_eq!(store.attempt_history(&id, &[3]).await.unwrap()[&3].len(), 1);
     let runnable = store.runnable_tasks(10).await.unwrap();
     assert_eq!(runnable[0].ready, 2);
