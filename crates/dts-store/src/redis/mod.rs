@@ -25,6 +25,7 @@
 //! | `P:task:{id}:results:workers` | hash | layout 2: `id:{worker}` → the task's number for it, and number → worker id |
 //! | `P:task:{id}:results:failed` | sorted set | indices of failed items (scored by index), both layouts |
 //! | `P:task:{id}:results` | hash | layout 1: item index → full result JSON |
+//! | `P:task:{id}:results:history` | hash | item index → its earlier attempts (JSON array), which retries moved out of its result |
 //! | `P:task:{id}:results:all` / `:succeeded` | sorted set | layout 1: recorded item indices (scored by index), all and succeeded |
 //! | `P:task:{id}:leases` | hash | shard leases: `{shard}:owner`, `:expires` (ms, Redis's clock), `:attempts`, `:dirty` |
 //! | `P:task:{id}:starts` | hash | item index → how often it was started (only for shards that lost a worker) |
