@@ -1,12 +1,12 @@
-//! The client commands (`submit`, `status`, `watch`, `results`, `cancel`, `rm`,
-//! `tasks`, `workers`): they talk HTTP to a running server and read its
+//! The client commands (`submit`, `status`, `watch`, `results`, `cancel`,
+//! `retry`, `rm`, `tasks`, `workers`): they talk HTTP to a running server and read its
 //! answers as the views dts-api writes. Everything they print goes through
 //! a [`Console`], which escapes control characters on a terminal.
 
 use super::terminal::{Console, Progress, Rate, count, progress_bar, progress_text};
 use anyhow::{Context, Result, anyhow, bail};
-use dts_api::views::{ErrorBody, ResultView, ResultsPage, TaskView, WorkerView};
-use dts_model::{ItemResult, TaskStatus};
+use dts_api::views::{ErrorBody, ResultView, ResultsPage, RetryView, TaskView, WorkerView};
+use dts_model::{ItemResult, PastAttempt, TaskStatus};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -415,14 +415,17 @@ pub async fn results(
         offset += page.items.len() as u64;
         for item in page.items {
             match shape {
-                ResultsShape::Listing => print_result(&mut console.out, &item, task.retries)?,
+                ResultsShape::Listing => {
+                    print_result(&mut console.out, &item.view, task.retries)?;
+                    print_previous_attempts(&mut console.out, &item.previous_attempts)?;
+                }
                 ResultsShape::OutputOnly => {
-                    console.out.write_all(item.result.stdout.as_bytes())?;
-                    console.err.write_all(item.result.stderr.as_bytes())?;
+                    console.out.write_all(item.view.result.stdout.as_bytes())?;
+                    console.err.write_all(item.view.result.stderr.as_bytes())?;
                 }
                 ResultsShape::Json => {}
             }
-            let cuts = cut_notes(&item.result, SERVER_CAP);
+            let cuts = cut_notes(&item.view.result, SERVER_CAP);
             if !cuts.is_empty() {
                 // Said next to the item it is about, after its output.
                 console.out.flush()?;
@@ -578,6 +581,62 @@ fn print_result(out: &mut impl Write, item: &ResultView, retries: u32) -> Result
         }
     }
     Ok(())
+}
+
+/// The attempts of an item that retries of its task ran before the one
+/// shown, newest first, one line each: why it had to run again.
+fn print_previous_attempts(out: &mut impl Write, past: &[PastAttempt]) -> Result<()> {
+    for attempt in past.iter().rev() {
+        let outcome = if attempt.timed_out {
+            "timed out".to_string()
+        } else if let Some(signal) = attempt.signal {
+            format!("killed by signal {signal}")
+        } else if let Some(error) = &attempt.error {
+            format!("error: {error}")
+        } else if let Some(code) = attempt.exit_code {
+            format!("exit {code}")
+        } else {
+            "failed".to_string()
+        };
+        writeln!(
+            out,
+            "  earlier: attempt {} [{outcome}] {} ms, on {}",
+            attempt.attempt, attempt.duration_ms, attempt.worker
+        )?;
+    }
+    Ok(())
+}
+
+/// `dts retry ID [--wait]`: runs the task's failed and never-run items
+/// again, as the same task; says what was queued, and with `wait` follows
+/// the task as `submit --wait` does.
+pub async fn retry(
+    client: &Client,
+    console: &mut Console,
+    id: &str,
+    wait: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let (retried, raw) = client
+        .fetch::<RetryView>(Method::POST, &format!("/v1/tasks/{id}/retry"), None)
+        .await?;
+    if json && !wait {
+        print_json(&mut console.out, &raw)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = &retried.task.id;
+    writeln!(
+        console.err,
+        "retrying task {id}: {} queued ({} failed, {} never ran)",
+        count(retried.queued, "item"),
+        retried.failed,
+        retried.not_run
+    )?;
+    if !wait {
+        writeln!(console.out, "{id}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    watch(client, console, id, json).await
 }
 
 /// `dts cancel ID`.

@@ -88,6 +88,18 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Run a failed or cancelled task's failed and never-run items again,
+    /// as the same task (same id, one results list, exact counts).
+    Retry {
+        /// The task id, or a unique prefix of it (at least 4 characters).
+        id: String,
+        /// Follow the task until it ends, as `submit --wait` does; exit 1
+        /// unless it completed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Delete ended tasks and their results (cancel a running one first).
     Rm {
         /// Task ids, or unique prefixes of them (at least 4 characters).
@@ -227,6 +239,10 @@ pub fn main() -> Result<ExitCode> {
             }
             Command::Cancel { id, client } => {
                 client::cancel(&client.connect()?, &mut client.console(), &id).await
+            }
+            Command::Retry { id, wait, client } => {
+                let console = &mut client.console();
+                client::retry(&client.connect()?, console, &id, wait, client.json).await
             }
             Command::Rm { ids, client } => {
                 client::rm(&client.connect()?, &mut client.console(), &ids).await

@@ -16,6 +16,7 @@ mod outputs;
 mod parallel_oracle;
 mod restart;
 mod run;
+mod retry;
 mod scheduling;
 mod scripts;
 mod security;

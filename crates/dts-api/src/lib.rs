@@ -67,6 +67,7 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         .route("/v1/tasks/{id}", get(v1::get_task).delete(v1::delete))
         .route("/v1/tasks/{id}/results", get(v1::results))
         .route("/v1/tasks/{id}/cancel", post(v1::cancel))
+        .route("/v1/tasks/{id}/retry", post(v1::retry))
         .route("/v1/tasks/{id}/events", get(v1::events))
         .route("/v1/workers", get(v1::workers))
         .route("/schedule/create", post(seed::create))

@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::body::{self, BodyKind};
 use crate::error::ApiError;
-use crate::views::{ResultView, ResultsPage, TaskView, WorkerView};
+use crate::views::{ResultItemView, ResultView, ResultsPage, RetryView, TaskView, WorkerView};
 use crate::waiting;
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -179,15 +179,50 @@ pub async fn results(
         1,
         MAX_RESULTS_LIMIT,
     )?;
-    let (total, items) = state.store.results(&id, filter, offset, limit).await?;
+    let (total, items) = state
+        .store
+        .results_with_history(&id, filter, offset, limit)
+        .await?;
     let items = items
         .into_iter()
-        .map(|result| ResultView {
-            succeeded: result.succeeded(),
-            result,
+        .map(|(result, previous_attempts)| ResultItemView {
+            view: ResultView {
+                succeeded: result.succeeded(),
+                result,
+            },
+            previous_attempts,
         })
         .collect();
     Ok(Json(ResultsPage { total, items }))
+}
+
+/// `POST /v1/tasks/{id}/retry`: runs an ended task's failed and never-run
+/// items again, as the same task (its id, results and counts stay one);
+/// 202 with the task and how many items run. 409 when it is still running,
+/// when every item succeeded, when it was never planned or its deadline
+/// passed; 404 if unknown.
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    query(params, &[])?;
+    let id = resolve_id(&state, &id).await?;
+    match state.submitter.retry(&id).await {
+        Ok(outcome) => {
+            let view = RetryView {
+                queued: outcome.queued(),
+                failed: outcome.failed,
+                not_run: outcome.not_run,
+                task: TaskView::brief(outcome.task),
+            };
+            Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+        }
+        Err(dts_engine::EngineError::Store(StoreError::CannotRetry { refusal, .. })) => {
+            Err(ApiError::Conflict(format!("task {id}: {refusal}")))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `POST /v1/tasks/{id}/cancel`: 200 with the cancelled task, 409 if it had ended.

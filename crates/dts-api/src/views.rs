@@ -6,7 +6,8 @@
 //! types the server writes instead of indexing untyped JSON.
 
 use dts_model::{
-    Bytes, Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind,
+    Bytes, Isolation, ItemResult, PastAttempt, Scheduling, Task, TaskStatus, WorkerInfo,
+    WorkerKind,
     format_millis,
 };
 use serde::{Deserialize, Serialize};
@@ -300,6 +301,20 @@ impl<'de> Deserialize<'de> for ResultView {
     }
 }
 
+/// An item in `GET /v1/tasks/{id}/results`: its result, and the attempts
+/// of it that retries of the task ran before (oldest first, the last
+/// [`PastAttempt::KEPT`]; absent when there were none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultItemView {
+    /// The result, as `dts run --json` shows it too.
+    #[serde(flatten)]
+    pub view: ResultView,
+    /// Earlier attempts, moved out of the result by `POST .../retry`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_attempts: Vec<PastAttempt>,
+}
+
 /// A page of `GET /v1/tasks/{id}/results`: `total` counts every result the
 /// filter matches, `items` those from the page's offset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -307,7 +322,22 @@ pub struct ResultsPage {
     /// Results the filter matches, on every page.
     pub total: u64,
     /// This page's results, by index.
-    pub items: Vec<ResultView>,
+    pub items: Vec<ResultItemView>,
+}
+
+/// The answer to `POST /v1/tasks/{id}/retry`: the task, running again, and
+/// what runs: `queued` items, `failed` of them had failed, `notRun` never ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryView {
+    /// The task after the retry (`INPROGRESS`).
+    pub task: TaskView,
+    /// Items queued to run again.
+    pub queued: u64,
+    /// Of them, items whose last attempt had failed.
+    pub failed: u64,
+    /// Of them, items that had never run (the task was cancelled first).
+    pub not_run: u64,
 }
 
 /// A live worker in `GET /v1/workers`.

@@ -11,7 +11,7 @@
 use crate::{EngineError, Topics, with_causes};
 use dts_bus::DynBus;
 use dts_model::{DynClock, NewTask, Task, TaskMessage, TaskStatus, system_clock};
-use dts_store::{DynStore, StoreError};
+use dts_store::{DynStore, RetryOutcome, StoreError};
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -109,6 +109,21 @@ impl Submitter {
     /// hear of every ended task, not only of those whose last shard ran.
     pub async fn announce_end(&self, task: &Task) {
         crate::events::publish_completion(&self.bus, &self.topics, task).await;
+    }
+
+    /// Runs an ended task's failed and never-run items again, as the same
+    /// task ([`dts_store::Store::retry_task`]), and wakes the workers: the
+    /// task keeps its plan, so no scheduler is involved, and without the
+    /// wake an idle slot would find the work only at its next poll. A lost
+    /// wake costs that latency, never the work.
+    pub async fn retry(&self, id: &str) -> Result<RetryOutcome, EngineError> {
+        let outcome = self.store.retry_task(id).await?;
+        info!(task = %id, items = outcome.queued(), shards = outcome.shards, "task retried");
+        let payload = serde_json::json!({ "wake": id }).to_string().into_bytes();
+        if let Err(e) = self.bus.publish(&self.topics.shards, id, payload).await {
+            warn!(task = %id, error = %with_causes(&e), "cannot wake the workers; their slots will poll");
+        }
+        Ok(outcome)
     }
 
     /// Publishes the task message until it is accepted or attempts run out,

@@ -177,6 +177,60 @@ impl ItemResult {
     }
 }
 
+/// An earlier attempt of an item, kept when a retry of the task
+/// (`POST /v1/tasks/{id}/retry`) runs the item again: what a user needs to
+/// see why it failed, without its output (the output of the run that
+/// counts is the item's result).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PastAttempt {
+    /// The attempt's number in the item's whole history (1 for the first).
+    pub attempt: u32,
+    /// The script's exit code; `None` when a signal ended it or it never ran.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the script, if one did.
+    pub signal: Option<i32>,
+    /// The attempt ran past the per-item timeout.
+    pub timed_out: bool,
+    /// How long the attempt ran.
+    pub duration_ms: u64,
+    /// Id of the worker that ran it.
+    pub worker: String,
+    /// Why the item could not run or was stopped, when that is the case.
+    pub error: Option<String>,
+}
+
+impl PastAttempt {
+    /// The most earlier attempts kept per item: a task retried again and
+    /// again keeps its newest history, not an unbounded one.
+    pub const KEPT: usize = 10;
+
+    /// `result` as an earlier attempt numbered `attempt`.
+    pub fn of(result: &ItemResult, attempt: u32) -> PastAttempt {
+        PastAttempt {
+            attempt,
+            exit_code: result.exit_code,
+            signal: result.signal,
+            timed_out: result.timed_out,
+            duration_ms: result.duration_ms,
+            worker: result.worker.clone(),
+            error: result.error.clone(),
+        }
+    }
+
+    /// The history of an item after its result `failed` moves into it: the
+    /// result's attempt continues the numbering of `history` (a worker
+    /// numbers attempts from 1 on every run), and only the newest
+    /// [`PastAttempt::KEPT`] stay.
+    pub fn push(mut history: Vec<PastAttempt>, failed: &ItemResult) -> Vec<PastAttempt> {
+        let base = history.last().map_or(0, |last| last.attempt);
+        history.push(PastAttempt::of(failed, base.saturating_add(failed.attempt)));
+        let extra = history.len().saturating_sub(PastAttempt::KEPT);
+        history.drain(..extra);
+        history
+    }
+}
+
 /// What kind of process sent a worker's heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -359,6 +413,42 @@ mod tests {
         result.stdout_bytes = 7;
         let json = serde_json::to_string(&result).unwrap();
         assert_eq!(serde_json::from_str::<ItemResult>(&json).unwrap(), result);
+    }
+
+    #[test]
+    fn a_failed_result_joins_its_history_numbered_after_it_and_only_ten_stay() {
+        let failed = |attempt| ItemResult {
+            index: 4,
+            input: "x".into(),
+            exit_code: Some(2),
+            signal: None,
+            timed_out: false,
+            stdout: Bytes::default(),
+            stderr: Bytes::default(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            duration_ms: 7,
+            worker: "w1".into(),
+            attempt,
+            error: None,
+        };
+        let history = PastAttempt::push(Vec::new(), &failed(2));
+        assert_eq!(history, [PastAttempt::of(&failed(2), 2)]);
+        let history = PastAttempt::push(history, &failed(1));
+        assert_eq!(
+            history.iter().map(|p| p.attempt).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        let mut history = history;
+        for _ in 0..12 {
+            history = PastAttempt::push(history, &failed(1));
+        }
+        assert_eq!(
+            history.iter().map(|p| p.attempt).collect::<Vec<_>>(),
+            (6..=15).collect::<Vec<u32>>()
+        );
     }
 
     #[test]

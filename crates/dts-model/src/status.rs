@@ -97,6 +97,19 @@ impl TaskStatus {
     }
 }
 
+impl TaskStatus {
+    /// Whether a task that ended in `self` may be retried: run again, as
+    /// the same task, for the items that failed or never ran. The one way
+    /// back from a terminal status, kept out of [`TaskStatus::can_transition_to`]
+    /// so no ordinary (late, duplicated) update can reopen an ended task:
+    /// only the store's retry operation takes it, back to `INPROGRESS`. A
+    /// task that never got a plan (`SUBMISSION_FAILED`) has nothing to
+    /// rerun and is submitted again instead.
+    pub fn can_retry(self) -> bool {
+        matches!(self, TaskStatus::Failed | TaskStatus::Cancelled)
+    }
+}
+
 /// Whether any of a task's items failed: all the completion rule looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ItemFailures {
@@ -241,6 +254,21 @@ mod tests {
             let after = InProgress.after_last_shard(failures);
             assert!(after.is_terminal(), "{failures:?} gives {after}");
             assert!(InProgress.can_transition_to(after));
+        }
+    }
+
+    #[test]
+    fn only_a_failed_or_cancelled_task_can_be_retried() {
+        let retryable: Vec<TaskStatus> = TaskStatus::ALL
+            .into_iter()
+            .filter(|s| s.can_retry())
+            .collect();
+        assert_eq!(retryable, vec![Failed, Cancelled]);
+        for status in retryable {
+            assert!(
+                !status.can_transition_to(InProgress),
+                "only a retry may reopen {status}"
+            );
         }
     }
 

@@ -29,7 +29,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 #[cfg(doc)]
 use dts_model::WorkerKind;
-use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
+use dts_model::{ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,6 +178,15 @@ pub enum StoreError {
         /// The cursor as given.
         cursor: String,
     },
+    /// [`Store::retry_task`] of a task that cannot be retried now; nothing
+    /// changes.
+    #[error("task {id}: {refusal}")]
+    CannotRetry {
+        /// The task id.
+        id: String,
+        /// Why not.
+        refusal: RetryRefusal,
+    },
     /// The SQLite file was written by a newer dts.
     #[error(
         "sqlite {op}: schema version {found} is not one this dts can read (it writes version {supported}); was the file written by a newer dts?"
@@ -202,6 +212,7 @@ impl StoreError {
             | StoreError::TaskExists { .. }
             | StoreError::IllegalTransition { .. }
             | StoreError::TaskNotEnded { .. }
+            | StoreError::CannotRetry { .. }
             | StoreError::BadCursor { .. }
             | StoreError::PlanTooLarge { .. }
             | StoreError::Corrupt { .. }
@@ -221,6 +232,93 @@ impl StoreError {
             source: source.into(),
         }
     }
+}
+
+/// Why a task cannot be retried ([`StoreError::CannotRetry`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryRefusal {
+    /// The task has not ended: its items may still succeed.
+    #[error("the task is still running ({0}); retry it after it ends")]
+    Running(TaskStatus),
+    /// Every item succeeded.
+    #[error("nothing to retry: every item succeeded")]
+    NothingToRetry,
+    /// The task ended before it was planned: no item ran, and there is no
+    /// plan to run them by.
+    #[error("the task is {0} and was never planned; submit it again")]
+    NeverPlanned(TaskStatus),
+    /// The task's deadline has passed: every retried item would fail at once.
+    #[error("its deadline passed; submit it again with a later deadlineSecs")]
+    DeadlinePassed,
+}
+
+/// What [`Store::retry_task`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryOutcome {
+    /// The task after the retry: `INPROGRESS` again.
+    pub task: Task,
+    /// Items that had failed: their results moved into their histories.
+    pub failed: u64,
+    /// Items that had no result (the task was cancelled before they ran).
+    pub not_run: u64,
+    /// Shards queued again.
+    pub shards: u32,
+}
+
+impl RetryOutcome {
+    /// Items that run again.
+    pub fn queued(&self) -> u64 {
+        self.failed + self.not_run
+    }
+}
+
+/// Refuses a retry of `task` at `now` (ms) unless it ended in a status
+/// [`TaskStatus::can_retry`] allows, was planned, has an item without
+/// success and is within its deadline: the rules both backends apply.
+pub(crate) fn check_retry(task: &Task, now: u64) -> StoreResult<()> {
+    let refuse = |refusal| {
+        Err(StoreError::CannotRetry {
+            id: task.id.clone(),
+            refusal,
+        })
+    };
+    if !task.status.is_terminal() {
+        return refuse(RetryRefusal::Running(task.status));
+    }
+    if task.items_succeeded >= task.items_total {
+        return refuse(RetryRefusal::NothingToRetry);
+    }
+    if !task.status.can_retry() || task.chunks_to_execute == 0 {
+        return refuse(RetryRefusal::NeverPlanned(task.status));
+    }
+    if task.deadline_at().is_some_and(|at| at <= now) {
+        return refuse(RetryRefusal::DeadlinePassed);
+    }
+    Ok(())
+}
+
+/// The shards a retry queues again: every shard not completed (its items
+/// never ran, or not all) and every completed one holding an item of
+/// `failed` (ascending); ascending. `plan` is in shard order, its ranges
+/// ascending and adjacent, as the planner makes them.
+pub(crate) fn shards_to_reopen(plan: &[ShardRange], completed: &[u32], failed: &[u64]) -> Vec<u32> {
+    let mut reopen = vec![true; plan.len()];
+    for &shard in completed {
+        if let Some(open) = reopen.get_mut(shard as usize) {
+            *open = false;
+        }
+    }
+    for &index in failed {
+        // The first shard whose range ends after the index holds it.
+        let shard = plan.partition_point(|range| range.start + range.len <= index);
+        if let Some(open) = reopen.get_mut(shard) {
+            *open = true;
+        }
+    }
+    (0u32..)
+        .zip(reopen)
+        .filter_map(|(shard, open)| open.then_some(shard))
+        .collect()
 }
 
 /// What every [`Store`] call returns.
@@ -451,6 +549,54 @@ pub trait Store: Send + Sync + 'static {
     /// Indices in `start..end` that already have a recorded result, ascending
     /// (a redelivered shard skips them).
     async fn recorded_indices(&self, id: &str, start: u64, end: u64) -> StoreResult<Vec<u64>>;
+
+    /// Runs the task again for the items that failed or never ran, as the
+    /// same task, in one atomic step: each failed item's result moves into
+    /// its attempt history (see [`Store::attempt_history`]; the newest
+    /// [`PastAttempt::KEPT`] stay), `itemsFailed` drops by exactly those
+    /// items, the shards holding them or not completed are queued again
+    /// (their succeeded items are skipped, as on any later claim of a
+    /// shard), and the task is `INPROGRESS` again without its end time and
+    /// error. A task that cannot be retried ([`check_retry`]'s rules) is
+    /// [`StoreError::CannotRetry`] and nothing changes: so of two
+    /// concurrent retries exactly one queues the work.
+    async fn retry_task(&self, id: &str) -> StoreResult<RetryOutcome>;
+
+    /// The earlier attempts of the items at `indices` that have any,
+    /// oldest first: what retries moved out of their results. Items
+    /// without history are left out.
+    async fn attempt_history(
+        &self,
+        id: &str,
+        indices: &[u64],
+    ) -> StoreResult<BTreeMap<u64, Vec<PastAttempt>>>;
+
+    /// [`Store::results`], each with its earlier attempts, and its
+    /// `attempt` numbered after them: a worker numbers the attempts of a
+    /// run from 1, so a retried item's result is renumbered here to
+    /// continue its history (attempt 2 of 2 failed, the retry shows 3).
+    async fn results_with_history(
+        &self,
+        id: &str,
+        filter: ResultFilter,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(u64, Vec<(ItemResult, Vec<PastAttempt>)>)> {
+        let (total, page) = self.results(id, filter, offset, limit).await?;
+        let indices: Vec<u64> = page.iter().map(|result| result.index).collect();
+        let mut history = self.attempt_history(id, &indices).await?;
+        let page = page
+            .into_iter()
+            .map(|mut result| {
+                let past = history.remove(&result.index).unwrap_or_default();
+                if let Some(last) = past.last() {
+                    result.attempt = last.attempt.saturating_add(result.attempt);
+                }
+                (result, past)
+            })
+            .collect();
+        Ok((total, page))
+    }
 
     /// Recorded results ordered by index: the total matching `filter`, and
     /// the page `offset..offset + limit`.
@@ -708,6 +854,25 @@ pub enum ShardClaim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_reopens_the_shards_not_completed_and_those_holding_a_failed_item() {
+        let plan = [
+            ShardRange { start: 0, len: 3 },
+            ShardRange { start: 3, len: 3 },
+            ShardRange { start: 6, len: 3 },
+            ShardRange { start: 9, len: 1 },
+        ];
+        assert_eq!(
+            shards_to_reopen(&plan, &[0, 1, 2, 3], &[3, 5, 9]),
+            vec![1, 3]
+        );
+        assert_eq!(shards_to_reopen(&plan, &[0, 2], &[]), vec![1, 3]);
+        assert_eq!(
+            shards_to_reopen(&plan, &[0, 1, 2, 3], &[]),
+            Vec::<u32>::new()
+        );
+    }
 
     #[test]
     fn a_cursor_reads_back_as_written_and_anything_else_is_refused_naming_it() {

@@ -23,7 +23,7 @@ fn open(path: &Path) -> DynStore {
 
 /// What each schema version from 2 on added, undone: `UNDO[v - 2]` takes a
 /// file of version `v` back to version `v - 1`.
-const UNDO: [&str; 9] = [
+const UNDO: [&str; 10] = [
     "DROP TABLE shard_leases; DROP TABLE item_starts;",
     "ALTER TABLE tasks DROP COLUMN deadline_secs;",
     "ALTER TABLE tasks DROP COLUMN version; \
@@ -51,6 +51,7 @@ const UNDO: [&str; 9] = [
      ALTER TABLE shard_leases DROP COLUMN copied;",
     "ALTER TABLE results DROP COLUMN stdout_bytes; \
      ALTER TABLE results DROP COLUMN stderr_bytes;",
+    "DROP TABLE item_history;",
 ];
 
 /// Makes a current file look like what a dts writing schema `version` left,
@@ -260,7 +261,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
     drop(store);
-    assert_eq!(schema_version(&path), 10);
+    assert_eq!(schema_version(&path), 11);
 }
 
 #[tokio::test]
@@ -362,7 +363,7 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
         "the labels column of version 7 stores them"
     );
     drop(store);
-    assert_eq!(schema_version(&path), 10);
+    assert_eq!(schema_version(&path), 11);
 }
 
 #[tokio::test]
@@ -714,7 +715,7 @@ async fn a_task_stored_before_input_pages_reads_by_range_from_its_one_array() {
     assert_eq!(pages, 2, "both tasks' inputs are one array each");
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 10);
+    assert_eq!(schema_version(&path), 11);
     assert_eq!(store.inputs(&old.id).await.unwrap().as_ref(), Some(&all));
     for (start, len) in [(0, 1), (3, 4), (1_023, 3), (2_400, 100), (2_490, 50)] {
         let end = (start + len).min(all.len());
@@ -768,7 +769,7 @@ async fn a_lease_held_before_speculation_existed_reads_as_claimed_long_ago_and_c
     rewind(&path, 8);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 10);
+    assert_eq!(schema_version(&path), 11);
     let hour = Duration::from_secs(3_600);
     let copy = store
         .claim_copy(&t.id, "worker-b", hour, hour)
@@ -819,7 +820,7 @@ async fn results_stored_before_output_was_counted_read_as_the_bytes_kept_and_byt
     rewind(&path, 9);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 10);
+    assert_eq!(schema_version(&path), 11);
     let (_, old) = store
         .results(&t.id, ResultFilter::All, 0, 10)
         .await

@@ -287,6 +287,18 @@ impl Store for LifeStore {
     async fn completed_shards(&self, id: &str) -> StoreResult<Vec<u32>> {
         self.life.step(self.inner.completed_shards(id)).await
     }
+    async fn retry_task(&self, id: &str) -> StoreResult<dts_store::RetryOutcome> {
+        self.life.step(self.inner.retry_task(id)).await
+    }
+    async fn attempt_history(
+        &self,
+        id: &str,
+        indices: &[u64],
+    ) -> StoreResult<std::collections::BTreeMap<u64, Vec<dts_model::PastAttempt>>> {
+        self.life
+            .step(self.inner.attempt_history(id, indices))
+            .await
+    }
     async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {
         self.life.step(self.inner.record_results(id, results)).await
     }

@@ -38,6 +38,12 @@ impl Keys {
         format!("{}:task:{id}:results", self.prefix)
     }
 
+    /// Hash: item index -> JSON array of its earlier attempts, which a
+    /// retry moved out of its result (`lua/retry_task.lua`).
+    pub(super) fn history(&self, id: &str) -> String {
+        format!("{}:task:{id}:results:history", self.prefix)
+    }
+
     /// Sorted set of the indices recorded with the outcome `filter`, scored
     /// by index (layout 2 keeps only the failed one).
     pub(super) fn result_index(&self, id: &str, filter: ResultFilter) -> String {

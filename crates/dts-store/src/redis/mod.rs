@@ -25,6 +25,7 @@
 //! | `P:task:{id}:results:workers` | hash | layout 2: `id:{worker}` → the task's number for it, and number → worker id |
 //! | `P:task:{id}:results:failed` | sorted set | indices of failed items (scored by index), both layouts |
 //! | `P:task:{id}:results` | hash | layout 1: item index → full result JSON |
+//! | `P:task:{id}:results:history` | hash | item index → its earlier attempts (JSON array), which retries moved out of its result |
 //! | `P:task:{id}:results:all` / `:succeeded` | sorted set | layout 1: recorded item indices (scored by index), all and succeeded |
 //! | `P:task:{id}:leases` | hash | shard leases: `{shard}:owner`, `:expires` (ms, Redis's clock), `:attempts`, `:dirty` |
 //! | `P:task:{id}:starts` | hash | item index → how often it was started (only for shards that lost a worker) |
@@ -70,20 +71,22 @@ mod errors;
 mod keys;
 mod leases;
 mod results;
+mod retry;
 mod scripts;
 mod tasks;
 mod workers;
 
 use crate::{
-    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
-    ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage,
+    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RetryOutcome, RunnableTask,
+    ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
-use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
+use dts_model::{ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
 use keys::Keys;
 use scripts::SCRIPTS;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -325,6 +328,18 @@ impl Store for RedisStore {
 
     async fn completed_shards(&self, id: &str) -> StoreResult<Vec<u32>> {
         results::completed_shards(self, id).await
+    }
+
+    async fn retry_task(&self, id: &str) -> StoreResult<RetryOutcome> {
+        retry::retry_task(self, id).await
+    }
+
+    async fn attempt_history(
+        &self,
+        id: &str,
+        indices: &[u64],
+    ) -> StoreResult<BTreeMap<u64, Vec<PastAttempt>>> {
+        retry::attempt_history(self, id, indices).await
     }
 
     async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {

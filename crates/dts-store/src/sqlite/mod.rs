@@ -16,19 +16,23 @@
 
 mod leases;
 mod results;
+mod retry;
 mod rows;
 mod schema;
 mod tasks;
 mod workers;
 
 use crate::{
-    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask, ShardClaim,
-    ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage, encode,
+    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RetryOutcome, RunnableTask,
+    ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage, encode,
 };
 use async_trait::async_trait;
-use dts_model::{DynClock, ItemResult, ShardRange, Task, TaskStatus, WorkerInfo, system_clock};
+use dts_model::{
+    DynClock, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo, system_clock,
+};
 use rows::{DbError, DbResult, classify};
 use rusqlite::Connection;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -316,6 +320,31 @@ impl Store for SqliteStore {
             format!("read recorded indices {start}..{end} of task {id}"),
             move |conn| results::recorded_indices(conn, &id, start, end),
         )
+        .await
+    }
+
+    async fn retry_task(&self, id: &str) -> StoreResult<RetryOutcome> {
+        let id = id.to_string();
+        let clock = self.clock();
+        self.call(format!("retry task {id}"), move |conn| {
+            retry::retry_task(conn, &id, &*clock)
+        })
+        .await
+    }
+
+    async fn attempt_history(
+        &self,
+        id: &str,
+        indices: &[u64],
+    ) -> StoreResult<BTreeMap<u64, Vec<PastAttempt>>> {
+        if indices.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let id = id.to_string();
+        let indices = indices.to_vec();
+        self.call(format!("read attempt history of task {id}"), move |conn| {
+            retry::attempt_history(conn, &id, &indices)
+        })
         .await
     }
 

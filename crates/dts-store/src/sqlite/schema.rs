@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 10;
+pub(super) const SCHEMA_VERSION: i64 = 11;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -196,10 +196,21 @@ ALTER TABLE results ADD COLUMN stdout_bytes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE results ADD COLUMN stderr_bytes INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 11: retries. The earlier attempts of an item that a retry ran
+/// again, as a JSON array of `PastAttempt`s, oldest first.
+const SCHEMA_V11: &str = "
+CREATE TABLE item_history (
+    task_key INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    attempts TEXT NOT NULL,
+    PRIMARY KEY (task_key, idx)
+) WITHOUT ROWID;
+";
+
 /// Every migration step in order: step `n` upgrades version `n` to `n + 1`.
-const STEPS: [&str; 10] = [
+const STEPS: [&str; 11] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11,
 ];
 const _: () = assert!(STEPS.len() as i64 == SCHEMA_VERSION, "one step per version");
 

@@ -269,7 +269,7 @@ pub(super) fn task_ids_with_prefix(
 
 /// Every table holding rows of a task, by `task_key`: a new table must be
 /// added here, or deleting a task leaves its rows behind.
-const TASK_TABLES: [&str; 7] = [
+const TASK_TABLES: [&str; 8] = [
     "task_inputs",
     "task_input_pages",
     "completed_shards",
@@ -277,6 +277,7 @@ const TASK_TABLES: [&str; 7] = [
     "shard_leases",
     "item_starts",
     "ready_shards",
+    "item_history",
 ];
 
 pub(super) fn delete_task(conn: &mut Connection, id: &str) -> DbResult<Task> {

@@ -1,6 +1,6 @@
 //! The contract every `Store` implementation keeps, written once.
 //!
-//! Each test (in `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`) is a generic async
+//! Each test (in `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`) is a generic async
 //! function over a `DynStore`; the `store_contract!` lines at the end of this
 //! file run all of them against each backend.
 //! A new backend adds one line there, with a factory that gives every test a
@@ -14,6 +14,7 @@ mod plans;
 mod queue;
 mod removal;
 mod results;
+mod retry;
 mod speculation;
 mod tasks;
 mod workers;
@@ -25,6 +26,7 @@ use plans::*;
 use queue::*;
 use removal::*;
 use results::*;
+use retry::*;
 use speculation::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,6 +140,11 @@ macro_rules! store_contract {
                 a_status_filtered_list_pages_and_a_deleted_task_at_the_cursor_skips_nothing,
                 a_deleted_task_reads_as_unknown_with_its_results_gone_and_others_untouched,
                 deleting_a_task_that_has_not_ended_is_refused_and_changes_nothing,
+                a_retry_moves_only_the_failed_results_into_history_and_queues_their_shards,
+                a_cancelled_task_retries_the_items_that_never_ran,
+                retrying_a_running_completed_unplanned_late_or_unknown_task_is_refused,
+                of_sixteen_concurrent_retries_exactly_one_queues_the_work,
+                an_item_retried_twelve_times_keeps_its_last_ten_attempts,
             );
         }
     };

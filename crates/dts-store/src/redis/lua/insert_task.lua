@@ -10,7 +10,7 @@ each_bucket(RESULTS, function(key)
   redis.call('DEL', key)
 end)
 redis.call('DEL', INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED, LEASES, STARTS,
-  READY, HELD, RANGES, RES_COUNTS, RES_WORKERS)
+  READY, HELD, RANGES, RES_COUNTS, RES_WORKERS, RES_HISTORY)
 
 local id, created, status = ARGV[5], ARGV[7], ARGV[8]
 -- The member in the list indexes: a zero-padded sequence number first, so

@@ -23,9 +23,11 @@ local RUNNABLE, IDS = KEYS[17], KEYS[18]
 -- Every key that belongs to one task, for the retention TTL, but for the
 -- result buckets of layout 2 (see results_prelude.lua).
 local RES_COUNTS, RES_WORKERS = RESULTS .. ':counts', RESULTS .. ':workers'
+-- Item index -> JSON array of its earlier attempts (retry_task.lua).
+local RES_HISTORY = RESULTS .. ':history'
 local TASK_KEYS = {
   TASK, INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED, LEASES, STARTS,
-  READY, HELD, RANGES, RES_COUNTS, RES_WORKERS,
+  READY, HELD, RANGES, RES_COUNTS, RES_WORKERS, RES_HISTORY,
 }
 
 local BY_STATUS = {}
