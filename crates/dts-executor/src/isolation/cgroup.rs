@@ -483,6 +483,12 @@ fn remove_stale_parents(own_dir: &Path) {
             Ok(()) => {
                 tracing::info!(dir = %dir.display(), "removed the item cgroups of a dts that died")
             }
+            // Its items are still dying (`cgroup.kill` does not wait), or
+            // the dts that made it is exiting and removing it too: the next
+            // start looks again.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                tracing::info!(dir = %dir.display(), "the item cgroups of a dts that died are still emptying; left for the next start")
+            }
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the item cgroups of a dts that died")
             }
