@@ -26,7 +26,9 @@ use crate::{
     ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage, encode,
 };
 use async_trait::async_trait;
-use dts_model::{DynClock, ItemResult, ShardRange, Task, TaskStatus, WorkerInfo, system_clock};
+use dts_model::{
+    Bytes, DynClock, ItemResult, ShardRange, Task, TaskStatus, WorkerInfo, system_clock,
+};
 use rows::{DbError, DbResult, classify};
 use rusqlite::Connection;
 use std::path::Path;
@@ -150,7 +152,7 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_task(&self, task: &Task, inputs: &[String]) -> StoreResult<()> {
+    async fn insert_task(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
         // Encoded here so only one owned copy (the JSON) moves to the blocking pool.
         let variables = encode("variables", &task.variables)?;
         let pages = inputs
@@ -180,7 +182,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
+    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<Bytes>>> {
         let id = id.to_string();
         self.call(format!("read inputs of task {id}"), move |conn| {
             tasks::inputs(conn, &id)
@@ -193,7 +195,7 @@ impl Store for SqliteStore {
         id: &str,
         start: u64,
         len: u64,
-    ) -> StoreResult<Option<Vec<String>>> {
+    ) -> StoreResult<Option<Vec<Bytes>>> {
         let id = id.to_string();
         self.call(
             format!("read inputs {start}+{len} of task {id}"),

@@ -4,7 +4,8 @@
 //! two prepared statements (read the old outcome, upsert the new one) per item.
 
 use super::rows::{
-    DbResult, RESULT_COLUMNS, load_task, no_shard, result_from_row, save_state, task_key,
+    DbResult, RESULT_COLUMNS, bytes_value, load_task, no_shard, result_from_row, save_state,
+    task_key,
 };
 use super::tasks::enter;
 use crate::{ResultFilter, ShardCompletion, StoreError};
@@ -150,7 +151,7 @@ fn apply_results(
             ":task_key": key,
             ":idx": result.index,
             ":succeeded": ok,
-            ":input": result.input,
+            ":input": bytes_value(&result.input),
             ":exit_code": result.exit_code,
             ":signal": result.signal,
             ":timed_out": result.timed_out,

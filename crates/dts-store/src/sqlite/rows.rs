@@ -6,7 +6,9 @@
 //! status rules live in Rust, next to the model, instead of in SQL.
 
 use crate::StoreError;
-use dts_model::{Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind};
+use dts_model::{
+    Bytes, Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind,
+};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, named_params};
 use std::collections::BTreeMap;
 
@@ -186,7 +188,7 @@ pub(super) const RESULT_COLUMNS: &str = "idx, input, exit_code, signal, timed_ou
 pub(super) fn result_from_row(row: &Row<'_>) -> rusqlite::Result<ItemResult> {
     Ok(ItemResult {
         index: row.get(0)?,
-        input: row.get(1)?,
+        input: bytes_at(row, 1)?,
         exit_code: row.get(2)?,
         signal: row.get(3)?,
         timed_out: row.get(4)?,
@@ -199,6 +201,29 @@ pub(super) fn result_from_row(row: &Row<'_>) -> rusqlite::Result<ItemResult> {
         attempt: row.get(11)?,
         error: row.get(12)?,
     })
+}
+
+/// Bytes as a column holds them: TEXT when they are UTF-8 (as every value
+/// written before inputs were bytes is, and readable in the sqlite3 shell),
+/// a BLOB otherwise. A TEXT column keeps a BLOB as it is.
+pub(super) fn bytes_value(bytes: &Bytes) -> rusqlite::types::Value {
+    match bytes.as_str() {
+        Some(text) => rusqlite::types::Value::Text(text.to_owned()),
+        None => rusqlite::types::Value::Blob(bytes.as_bytes().to_vec()),
+    }
+}
+
+/// The bytes in column `index`, stored as TEXT or BLOB ([`bytes_value`]).
+pub(super) fn bytes_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Bytes> {
+    use rusqlite::types::{FromSqlError, ValueRef};
+    match row.get_ref(index)? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Ok(Bytes::from(bytes)),
+        other => Err(rusqlite::Error::FromSqlConversionFailure(
+            index,
+            other.data_type(),
+            Box::new(FromSqlError::InvalidType),
+        )),
+    }
 }
 
 /// The columns [`worker_from_row`] reads, in its order.

@@ -1,6 +1,8 @@
 //! Tasks, plans and results the contract tests build on.
 
-use dts_model::{ItemResult, Scheduling, ShardRange, Task, TaskStatus, Variables, now_millis};
+use dts_model::{
+    Bytes, ItemResult, Scheduling, ShardRange, Task, TaskStatus, Variables, now_millis,
+};
 use dts_store::{DynStore, PlanOutcome};
 
 pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
@@ -39,8 +41,8 @@ pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
     }
 }
 
-pub(crate) fn inputs(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("item-{i}")).collect()
+pub(crate) fn inputs(n: usize) -> Vec<Bytes> {
+    (0..n).map(|i| Bytes::from(format!("item-{i}"))).collect()
 }
 
 /// A new `QUEUED` task with `items` inputs, stored.
@@ -81,7 +83,7 @@ pub(crate) async fn planned(store: &DynStore, items: u64, shards: u64) -> Task {
 pub(crate) fn ok(index: u64) -> ItemResult {
     ItemResult {
         index,
-        input: format!("item-{index}"),
+        input: Bytes::from(format!("item-{index}")),
         exit_code: Some(0),
         signal: None,
         timed_out: false,

@@ -1,7 +1,7 @@
 //! Contract: recording item results and completing shards, idempotently.
 
 use crate::helpers::*;
-use dts_model::{ItemFailures, ItemResult, Task, TaskStatus};
+use dts_model::{Bytes, ItemFailures, ItemResult, Task, TaskStatus};
 use dts_store::{DynStore, ResultFilter, StoreError};
 use std::sync::Arc;
 
@@ -571,7 +571,7 @@ pub(crate) async fn results_with_unusual_values_in_every_field_read_back_exactly
     let task = planned(&store, 3, 1).await;
     let unusual = vec![
         ItemResult {
-            input: "not the task's input \"/\\ ✓".to_string(),
+            input: "not the task's input \"/\\ ✓".into(),
             exit_code: None,
             signal: Some(9),
             timed_out: true,
@@ -586,7 +586,7 @@ pub(crate) async fn results_with_unusual_values_in_every_field_read_back_exactly
             ..ok(0)
         },
         ItemResult {
-            input: String::new(),
+            input: Bytes::default(),
             worker: "id:worker-a".to_string(),
             attempt: 2,
             ..ok(1)
@@ -597,7 +597,7 @@ pub(crate) async fn results_with_unusual_values_in_every_field_read_back_exactly
         },
         // An index past the task's inputs keeps the input it was recorded with.
         ItemResult {
-            input: "beyond".to_string(),
+            input: "beyond".into(),
             ..ok(7)
         },
     ];
