@@ -53,12 +53,13 @@ pub struct RunArgs {
     /// The inputs: `a b c`, or as GNU parallel takes them, `::: a b c` or
     /// `:::: FILE` (one input per line). Without any, they are read one per
     /// line from --inputs or standard input. One source only: several are
-    /// refused (GNU parallel would combine them).
-    inputs: Vec<String>,
+    /// refused (GNU parallel would combine them). Bytes, as the OS gives
+    /// them: an input need not be UTF-8.
+    inputs: Vec<std::ffi::OsString>,
     /// A task file as for `dts submit` instead of a template and inputs;
     /// --timeout, --retries, --interpreter, --speculate and --var override
     /// its fields.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["template", "inputs", "inputs_file"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["template", "inputs", "inputs_file", "null"])]
     task: Option<PathBuf>,
     #[command(flatten)]
     flags: TaskFlags,

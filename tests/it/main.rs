@@ -10,6 +10,7 @@ mod distributed;
 mod execution;
 mod faults;
 mod hostile;
+mod input_bytes;
 mod isolation;
 mod labels;
 mod outputs;
