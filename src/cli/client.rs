@@ -560,8 +560,7 @@ fn print_result(out: &mut impl Write, item: &ResultView, retries: u32) -> Result
         out,
         "#{} {} [{}] {} ms, {attempt}, on {}",
         result.index,
-        // Quoted as JSON, so an input's spaces and newlines show.
-        Value::from(result.input.as_str()),
+        shown_input(&result.input),
         outcome,
         result.duration_ms,
         result.worker
@@ -637,6 +636,15 @@ pub async fn retry(
         return Ok(ExitCode::SUCCESS);
     }
     watch(client, console, id, json).await
+}
+
+/// An input as `dts results` shows it: quoted as JSON, so its spaces and
+/// newlines show; bytes that are not UTF-8 as `b"caf\xe9"`, exactly.
+fn shown_input(input: &dts_model::Bytes) -> String {
+    match input.as_str() {
+        Some(text) => Value::from(text).to_string(),
+        None => format!("b\"{}\"", input.as_bytes().escape_ascii()),
+    }
 }
 
 /// `dts cancel ID`.

@@ -74,12 +74,13 @@ pub struct RunArgs {
     /// The inputs: `a b c`, or as GNU parallel takes them, `::: a b c` or
     /// `:::: FILE` (one input per line). Without any, they are read one per
     /// line from --inputs or standard input. One source only: several are
-    /// refused (GNU parallel would combine them).
-    inputs: Vec<String>,
+    /// refused (GNU parallel would combine them). Bytes, as the OS gives
+    /// them: an input need not be UTF-8.
+    inputs: Vec<std::ffi::OsString>,
     /// A task file as for `dts submit` instead of a template and inputs;
     /// --timeout, --retries, --interpreter, --speculate and --var override
     /// its fields.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["template", "inputs", "inputs_file"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["template", "inputs", "inputs_file", "null"])]
     task: Option<PathBuf>,
     #[command(flatten)]
     flags: TaskFlags,
@@ -651,45 +652,61 @@ impl Commands {
     }
 
     /// The command line for `input`, each word shell-quoted.
-    fn line(&self, input: &str) -> String {
-        let words: Vec<String> = match &self.program {
-            Program::Direct(path) => vec![path.to_string_lossy().into_owned(), input.to_owned()],
+    fn line(&self, input: &[u8]) -> Vec<u8> {
+        let words: Vec<&[u8]> = match &self.program {
+            Program::Direct(path) => vec![
+                std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()),
+                input,
+            ],
             Program::Script {
                 interpreter,
                 script,
-            } => std::iter::once(interpreter.as_str())
-                .chain(self.convention.args(script))
+            } => std::iter::once(interpreter.as_bytes())
+                .chain(self.convention.args(script).into_iter().map(str::as_bytes))
                 .chain(std::iter::once(input))
-                .map(str::to_owned)
                 .collect(),
         };
-        words
-            .iter()
-            .map(|w| shell_quote(w))
-            .collect::<Vec<_>>()
-            .join(" ")
+        let mut line = Vec::new();
+        for (i, word) in words.iter().enumerate() {
+            if i > 0 {
+                line.push(b' ');
+            }
+            line.extend_from_slice(&shell_quote(word));
+        }
+        line
     }
 }
 
 /// `word` as one shell word: as it is when it holds only characters no
-/// shell treats specially, else in single quotes.
-fn shell_quote(word: &str) -> String {
+/// shell treats specially, else in single quotes. Bytes, not text: an
+/// input that is not UTF-8 is quoted exactly as the item gets it.
+fn shell_quote(word: &[u8]) -> Vec<u8> {
     let plain = !word.is_empty()
         && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(c));
     if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
+        return word.to_vec();
     }
+    let mut quoted = vec![b'\''];
+    for &byte in word {
+        if byte == b'\'' {
+            quoted.extend_from_slice(br"'\''");
+        } else {
+            quoted.push(byte);
+        }
+    }
+    quoted.push(b'\'');
+    quoted
 }
 
 /// `--dry-run`: each item's command, one per line, and nothing run.
 fn dry_run(task: &NewTask, commands: &Commands) -> Result<ExitCode> {
     let mut out = super::terminal::stdout(false);
     for input in &task.inputs {
-        match writeln!(out, "{}", commands.line(input)) {
+        let mut line = commands.line(input.as_bytes());
+        line.push(b'\n');
+        match out.write_all(&line) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
             other => other?,
         }
@@ -813,7 +830,7 @@ impl Printer {
             let shown = self.out.mode().show_json(&text).into_owned();
             return write!(self.out, "{separator}{shown}");
         }
-        let prefix = self.tag.then(|| format!("{}\t", result.input));
+        let prefix = self.tag.then(|| [result.input.as_bytes(), b"\t"].concat());
         write_tagged(&mut self.out, result.stdout.as_bytes(), prefix.as_deref())?;
         write_tagged(&mut self.err, result.stderr.as_bytes(), prefix.as_deref())?;
         for note in client::cut_notes(result, "dts run was given executor.output-cap-bytes") {
@@ -851,15 +868,16 @@ impl Printer {
                     format!("cannot write the --joblog file {}: {e}", path.display()),
                 )
             };
-            writeln!(
-                log,
-                "{seq}\t:\t{:.3}\t{:.3}\t0\t{}\t{exitval}\t{signal}\t{}",
+            let mut line = format!(
+                "{seq}\t:\t{:.3}\t{:.3}\t0\t{}\t{exitval}\t{signal}\t",
                 start.as_secs_f64(),
                 runtime.as_secs_f64(),
                 result.stdout.len(),
-                self.commands.line(&result.input)
             )
-            .map_err(named)?;
+            .into_bytes();
+            line.extend_from_slice(&self.commands.line(result.input.as_bytes()));
+            line.push(b'\n');
+            log.write_all(&line).map_err(named)?;
         }
         if let Some(dir) = &self.results {
             let item = dir.join(seq.to_string());
@@ -902,12 +920,12 @@ impl Printer {
 }
 
 /// `bytes` with `prefix` before each line, as `--tag` shows them.
-fn write_tagged(out: &mut impl Write, bytes: &[u8], prefix: Option<&str>) -> std::io::Result<()> {
+fn write_tagged(out: &mut impl Write, bytes: &[u8], prefix: Option<&[u8]>) -> std::io::Result<()> {
     let Some(prefix) = prefix else {
         return out.write_all(bytes);
     };
     for line in bytes.split_inclusive(|b| *b == b'\n') {
-        out.write_all(prefix.as_bytes())?;
+        out.write_all(prefix)?;
         out.write_all(line)?;
     }
     Ok(())
@@ -950,17 +968,18 @@ mod tests {
 
     #[test]
     fn words_a_shell_would_split_or_expand_are_single_quoted() {
-        assert_eq!(shell_quote("a.txt"), "a.txt");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote("$1"), "'$1'");
-        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote(b"a.txt"), b"a.txt");
+        assert_eq!(shell_quote(b"a b"), b"'a b'");
+        assert_eq!(shell_quote(b"it's"), br"'it'\''s'");
+        assert_eq!(shell_quote(b"$1"), b"'$1'");
+        assert_eq!(shell_quote(b""), b"''");
+        assert_eq!(shell_quote(b"caf\xe9"), b"'caf\xe9'");
     }
 
     #[test]
     fn tag_prefixes_every_line_and_an_unfinished_last_one() {
         let mut out = Vec::new();
-        write_tagged(&mut out, b"x\ny\nz", Some("in\t")).unwrap();
+        write_tagged(&mut out, b"x\ny\nz", Some(b"in\t")).unwrap();
         assert_eq!(out, b"in\tx\nin\ty\nin\tz");
     }
 }

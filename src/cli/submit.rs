@@ -31,9 +31,10 @@ pub struct SubmitArgs {
     first: String,
     /// With a template, its inputs as for `dts run`: `a b c`, `::: a b c`
     /// or `:::: FILE`; without any, --inputs FILE or standard input, one
-    /// per line. One source only.
+    /// per line (NUL-separated with -0). One source only. Bytes, as the OS
+    /// gives them: an input need not be UTF-8.
     #[arg(value_name = "INPUTS")]
-    inputs: Vec<String>,
+    inputs: Vec<std::ffi::OsString>,
     #[command(flatten)]
     flags: TaskFlags,
     /// A name for the task, shown by `dts status`.

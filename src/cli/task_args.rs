@@ -6,10 +6,12 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use dts_model::Variables;
 use dts_model::template::{self, MissingVariables};
+use dts_model::{Bytes, Variables};
 use serde_json::{Map, Value, json};
-use std::io::{BufRead, IsTerminal};
+use std::ffi::{OsStr, OsString};
+use std::io::{IsTerminal, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// The flags that say what each item gets: its variables, where its inputs
@@ -19,6 +21,10 @@ pub struct TaskFlags {
     /// Read the inputs from FILE, one per line (- for standard input).
     #[arg(long = "inputs", value_name = "FILE")]
     pub inputs_file: Option<PathBuf>,
+    /// Inputs read from a file or standard input end with a NUL byte, not
+    /// a newline, so they may hold newlines (find -print0, xargs -0).
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
     /// A template variable, for a {{NAME}} placeholder (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
@@ -49,17 +55,27 @@ impl TaskFlags {
     /// The task `template` makes with the inputs `args` name (or
     /// `--inputs`, or standard input) and the `--var` variables. `command`
     /// is `run` or `submit`, for the example in an error.
-    pub fn template_task(&self, command: &str, template: &str, args: &[String]) -> Result<Value> {
+    pub fn template_task(&self, command: &str, template: &str, args: &[OsString]) -> Result<Value> {
         if is_marker(template) {
             bail!(
                 "{template} must come after the template (dts {command} 'echo \"$1\"' ::: a b c)"
             );
         }
         let source = Source::of(args, self.inputs_file.as_deref())?;
+        let separator = if self.null {
+            Separator::Nul
+        } else {
+            Separator::Newline
+        };
+        let inputs: Vec<Value> = source
+            .read(separator)?
+            .into_iter()
+            .map(input_json)
+            .collect();
         Ok(json!({
             "templateFunction": template,
             "variableJson": self.variables()?,
-            "inputList": source.read()?,
+            "inputList": inputs,
         }))
     }
 
@@ -84,6 +100,9 @@ impl TaskFlags {
         if let Some(file) = &self.inputs_file {
             given.push(format!("--inputs {}", file.display()));
         }
+        if self.null {
+            given.push("-0".into());
+        }
         if let Some(var) = self.vars.first() {
             given.push(format!("--var {var}"));
         }
@@ -103,8 +122,9 @@ impl TaskFlags {
 /// Where the items' inputs come from: one source, never a combination.
 #[derive(Debug, PartialEq)]
 pub enum Source {
-    /// The arguments after the template, or after `:::`.
-    Args(Vec<String>),
+    /// The arguments after the template, or after `:::`: bytes, as the OS
+    /// gives them (a file name need not be UTF-8).
+    Args(Vec<Vec<u8>>),
     /// One input per line of a file (`-` for standard input): `:::: FILE`
     /// or `--inputs FILE`.
     File(PathBuf),
@@ -119,15 +139,15 @@ impl Source {
     /// group, two files, `::: a` with `--inputs FILE`, inputs before `:::`)
     /// are refused naming both: parallel runs every combination of its
     /// sources, and a dts item has one input.
-    pub fn of(args: &[String], inputs_file: Option<&Path>) -> Result<Source> {
+    pub fn of(args: &[OsString], inputs_file: Option<&Path>) -> Result<Source> {
         let mut sources: Vec<(String, Source)> = Vec::new();
         let mut rest = args;
         let plain = rest.iter().take_while(|a| !is_marker(a)).count();
         if plain > 0 {
-            let inputs = rest[..plain].to_vec();
+            let inputs = &rest[..plain];
             sources.push((
-                format!("the inputs {}", quoted_list(&inputs)),
-                Source::Args(inputs),
+                format!("the inputs {}", quoted_list(inputs)),
+                Source::Args(arg_bytes(inputs)),
             ));
             rest = &rest[plain..];
         }
@@ -135,16 +155,19 @@ impl Source {
             let n = after.iter().take_while(|a| !is_marker(a)).count();
             let group = &after[..n];
             rest = &after[n..];
-            match marker.as_str() {
+            match marker.to_string_lossy().as_ref() {
                 ":::" if group.is_empty() => bail!("::: is followed by no inputs"),
                 ":::" => sources.push((
                     format!("::: {}", quoted_list(group)),
-                    Source::Args(group.to_vec()),
+                    Source::Args(arg_bytes(group)),
                 )),
                 "::::" if group.is_empty() => bail!(":::: is followed by no file"),
                 "::::" => {
                     for file in group {
-                        sources.push((format!(":::: {file}"), Source::File(file.into())));
+                        sources.push((
+                            format!(":::: {}", file.to_string_lossy()),
+                            Source::File(file.into()),
+                        ));
                     }
                 }
                 other => bail!(
@@ -171,12 +194,15 @@ impl Source {
 }
 
 impl Source {
-    /// The inputs this source gives.
-    pub fn read(self) -> Result<Vec<String>> {
+    /// The inputs this source gives, as bytes: a file's are split at
+    /// `separator`.
+    pub fn read(self, separator: Separator) -> Result<Vec<Vec<u8>>> {
         match self {
             Source::Args(inputs) => Ok(inputs),
-            Source::File(path) => read_lines(&path),
-            Source::Stdin if !std::io::stdin().is_terminal() => read_lines(Path::new("-")),
+            Source::File(path) => read_inputs(&path, separator),
+            Source::Stdin if !std::io::stdin().is_terminal() => {
+                read_inputs(Path::new("-"), separator)
+            }
             Source::Stdin => bail!(
                 "no inputs: give them after the template (a b c, or ::: a b c), with :::: FILE or --inputs FILE, or on standard input"
             ),
@@ -184,35 +210,96 @@ impl Source {
     }
 }
 
+/// What ends each input read from a file or standard input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Separator {
+    /// A newline (a `\r` before it goes too), as `xargs` and `parallel`.
+    Newline,
+    /// A NUL byte (`-0`), as `xargs -0` and `parallel -0`: inputs may then
+    /// hold newlines, as file names may.
+    Nul,
+}
+
 /// `:::`, `::::` and their linked forms `:::+`, `::::+`.
-pub fn is_marker(arg: &str) -> bool {
-    matches!(arg, ":::" | "::::" | ":::+" | "::::+")
+pub fn is_marker(arg: impl AsRef<OsStr>) -> bool {
+    matches!(
+        arg.as_ref().as_bytes(),
+        b":::" | b"::::" | b":::+" | b"::::+"
+    )
+}
+
+/// The arguments' bytes, exactly as the OS gave them.
+fn arg_bytes(args: &[OsString]) -> Vec<Vec<u8>> {
+    args.iter().map(|a| a.as_bytes().to_vec()).collect()
+}
+
+/// An input as `inputList` takes it: a string when it is UTF-8, else
+/// `{"base64": ...}`, so bytes that are not text arrive exactly.
+fn input_json(input: Vec<u8>) -> Value {
+    match String::from_utf8(input) {
+        Ok(text) => Value::String(text),
+        Err(e) => json!({ "base64": Bytes::new(e.into_bytes()).to_base64() }),
+    }
 }
 
 /// The first few of `items`, quoted, for an error message.
-pub fn quoted_list(items: &[String]) -> String {
+pub fn quoted_list(items: &[impl AsRef<OsStr>]) -> String {
     const SHOWN: usize = 3;
-    let mut shown: Vec<String> = items.iter().take(SHOWN).map(|i| format!("{i:?}")).collect();
+    let mut shown: Vec<String> = items
+        .iter()
+        .take(SHOWN)
+        .map(|i| format!("{:?}", i.as_ref()))
+        .collect();
     if items.len() > SHOWN {
         shown.push("...".into());
     }
     shown.join(" ")
 }
 
-/// The lines of `path` (`-` for standard input), one input each.
-fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let lines = |reader: &mut dyn BufRead| -> Result<Vec<String>> {
-        reader
-            .lines()
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("cannot read the inputs from {}", shown_path(path)))
+/// The inputs in `path` (`-` for standard input), each ended by
+/// `separator`; the last one need not be. Bytes, split as they are: an
+/// input need not be UTF-8. One holding a NUL byte is refused, naming it,
+/// since a process cannot take it as an argument.
+fn read_inputs(path: &Path, separator: Separator) -> Result<Vec<Vec<u8>>> {
+    let mut data = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().lock().read_to_end(&mut data)
+    } else {
+        std::fs::File::open(path)
+            .with_context(|| format!("cannot open the inputs file {}", path.display()))?
+            .read_to_end(&mut data)
     };
-    if path.as_os_str() == "-" {
-        return lines(&mut std::io::stdin().lock());
+    read.with_context(|| format!("cannot read the inputs from {}", shown_path(path)))?;
+    let inputs = split_inputs(&data, separator);
+    if let Some(n) = inputs.iter().position(|input| input.contains(&0)) {
+        bail!(
+            "line {} of {} contains a NUL byte, which a process cannot take as an argument \
+             (for NUL-separated inputs, as find -print0 writes them, give -0)",
+            n + 1,
+            shown_path(path)
+        );
     }
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot open the inputs file {}", path.display()))?;
-    lines(&mut std::io::BufReader::new(file))
+    Ok(inputs)
+}
+
+/// `data` cut at each `separator`. A separator at the very end ends the
+/// last input and starts no empty one; with newlines a `\r` before the
+/// newline is dropped too (as `BufRead::lines`, which this replaces).
+fn split_inputs(data: &[u8], separator: Separator) -> Vec<Vec<u8>> {
+    let byte = match separator {
+        Separator::Newline => b'\n',
+        Separator::Nul => 0,
+    };
+    let data = data.strip_suffix(&[byte]).unwrap_or(data);
+    if data.is_empty() {
+        return Vec::new();
+    }
+    data.split(|b| *b == byte)
+        .map(|input| match separator {
+            Separator::Newline => input.strip_suffix(b"\r").unwrap_or(input).to_vec(),
+            Separator::Nul => input.to_vec(),
+        })
+        .collect()
 }
 
 fn shown_path(path: &Path) -> String {
@@ -333,19 +420,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|a| a.to_string()).collect()
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    fn bytes(list: &[&str]) -> Vec<Vec<u8>> {
+        list.iter().map(|a| a.as_bytes().to_vec()).collect()
     }
 
     #[test]
     fn each_way_of_giving_inputs_is_one_source() {
         assert_eq!(
             Source::of(&args(&["a", "b"]), None).unwrap(),
-            Source::Args(args(&["a", "b"]))
+            Source::Args(bytes(&["a", "b"]))
         );
         assert_eq!(
             Source::of(&args(&[":::", "a", "b"]), None).unwrap(),
-            Source::Args(args(&["a", "b"]))
+            Source::Args(bytes(&["a", "b"]))
         );
         assert_eq!(
             Source::of(&args(&["::::", "list"]), None).unwrap(),
@@ -372,6 +463,33 @@ mod tests {
         );
         assert_eq!(error(&[":::"]), "::: is followed by no inputs");
         assert_eq!(error(&["::::"]), ":::: is followed by no file");
+    }
+
+    #[test]
+    fn arguments_that_are_not_utf8_are_inputs_with_their_exact_bytes() {
+        let latin1 = OsString::from(OsStr::from_bytes(b"caf\xe9"));
+        assert_eq!(
+            Source::of(&[OsString::from(":::"), latin1], None).unwrap(),
+            Source::Args(vec![b"caf\xe9".to_vec()])
+        );
+        assert_eq!(
+            input_json(b"caf\xe9".to_vec()),
+            json!({"base64": "Y2Fm6Q=="})
+        );
+        assert_eq!(input_json(b"caf\xc3\xa9".to_vec()), json!("café"));
+    }
+
+    #[test]
+    fn inputs_split_at_their_separator_and_a_trailing_one_makes_no_empty_input() {
+        let newline = |data: &[u8]| split_inputs(data, Separator::Newline);
+        let nul = |data: &[u8]| split_inputs(data, Separator::Nul);
+        assert_eq!(newline(b"caf\xe9\nok\n"), [&b"caf\xe9"[..], b"ok"]);
+        assert_eq!(newline(b"a\r\n\nb"), [&b"a"[..], b"", b"b"]);
+        assert_eq!(newline(b""), Vec::<Vec<u8>>::new());
+        assert_eq!(newline(b"\n"), Vec::<Vec<u8>>::new());
+        assert_eq!(nul(b"a b\0c\nd\0"), [&b"a b"[..], b"c\nd"]);
+        assert_eq!(nul(b"a\0\0b"), [&b"a"[..], b"", b"b"]);
+        assert_eq!(nul(b"\0"), Vec::<Vec<u8>>::new());
     }
 
     #[test]

@@ -50,7 +50,10 @@ impl Corpus {
             list.extend_from_slice(file.as_os_str().as_bytes());
             list.push(separator);
         }
-        let path = self.dir.path().join(if separator == 0 { "list0" } else { "list" });
+        let path = self
+            .dir
+            .path()
+            .join(if separator == 0 { "list0" } else { "list" });
         std::fs::write(&path, list).unwrap();
         path
     }

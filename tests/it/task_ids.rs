@@ -42,7 +42,7 @@ async fn seed_cancelled(data_dir: &Path, ids: &[&str]) {
             scheduling: Scheduling::default(),
             version: 0,
         };
-        store.insert_task(&task, &["x".to_string()]).await.unwrap();
+        store.insert_task(&task, &["x".into()]).await.unwrap();
         store
             .transition(id, TaskStatus::Cancelled, None)
             .await

@@ -443,7 +443,10 @@ pub(crate) async fn load_task(state: &AppState, id: &str) -> Result<Task, ApiErr
         })
 }
 
-pub(crate) async fn load_inputs(state: &AppState, id: &str) -> Result<Vec<String>, ApiError> {
+pub(crate) async fn load_inputs(
+    state: &AppState,
+    id: &str,
+) -> Result<Vec<dts_model::Bytes>, ApiError> {
     state
         .store
         .inputs(id)

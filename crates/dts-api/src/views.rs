@@ -7,8 +7,7 @@
 
 use dts_model::{
     Bytes, Isolation, ItemResult, PastAttempt, Scheduling, Task, TaskStatus, WorkerInfo,
-    WorkerKind,
-    format_millis,
+    WorkerKind, format_millis,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -58,9 +57,11 @@ pub struct TaskView {
     /// Whether a straggling item may run a second time elsewhere.
     #[serde(default = "default_speculation")]
     pub speculation: bool,
-    /// Left out of summaries, lists and events unless asked for.
+    /// Left out of summaries, lists and events unless asked for. Each
+    /// input as `inputList` takes it: a string, or `{"base64": ...}` when
+    /// it is not UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_list: Option<Vec<String>>,
+    pub input_list: Option<Vec<Bytes>>,
     /// Items in the task.
     pub items_total: u64,
     /// Items that exited 0.
@@ -97,7 +98,7 @@ fn default_speculation() -> bool {
 impl TaskView {
     /// The task with its variables; `inputs` is left out of summaries
     /// (progress polling).
-    pub fn new(task: Task, inputs: Option<Vec<String>>) -> Self {
+    pub fn new(task: Task, inputs: Option<Vec<Bytes>>) -> Self {
         let variables = task.variables.to_json();
         TaskView {
             variable_json: Some(variables),
@@ -148,7 +149,7 @@ impl TaskView {
         }
     }
 
-    fn with_inputs(self, inputs: Option<Vec<String>>) -> Self {
+    fn with_inputs(self, inputs: Option<Vec<Bytes>>) -> Self {
         TaskView {
             input_list: inputs,
             ..self
@@ -166,8 +167,8 @@ pub struct SeedTaskView {
     pub template_function: String,
     /// The variables, as one JSON string (the seed's shape).
     pub variable_json: String,
-    /// The inputs.
-    pub input_list: Vec<String>,
+    /// The inputs (each a string, or `{"base64": ...}` when not UTF-8).
+    pub input_list: Vec<Bytes>,
     /// The task's status.
     pub status: TaskStatus,
     /// Shards planned.
@@ -178,7 +179,7 @@ pub struct SeedTaskView {
 
 impl SeedTaskView {
     /// The seed's view of `task` with its `inputs`.
-    pub fn new(task: Task, inputs: Vec<String>) -> Self {
+    pub fn new(task: Task, inputs: Vec<Bytes>) -> Self {
         SeedTaskView {
             variable_json: task.variables.to_json_string(),
             id: task.id,
@@ -211,7 +212,9 @@ pub struct ResultView {
 #[serde(rename_all = "camelCase")]
 struct ResultJson<'a> {
     index: u64,
-    input: &'a str,
+    input: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_base64: Option<String>,
     exit_code: Option<i32>,
     signal: Option<i32>,
     timed_out: bool,
@@ -242,7 +245,8 @@ impl Serialize for ResultView {
         let r = &self.result;
         ResultJson {
             index: r.index,
-            input: &r.input,
+            input: r.input.to_string_lossy(),
+            input_base64: base64_unless_text(&r.input),
             exit_code: r.exit_code,
             signal: r.signal,
             timed_out: r.timed_out,

@@ -182,10 +182,10 @@ fn check_from_form(pairs: &[(String, String)]) -> Result<(), TestCaseError> {
                 .filter(|(k, _)| k == "inputList" || k == "inputList[]")
                 .map(|(_, v)| v.as_str())
                 .collect();
-            let expected: Vec<String> = match items.as_slice() {
+            let expected: Vec<dts_model::Bytes> = match items.as_slice() {
                 [] | [""] => Vec::new(),
-                [one] => one.split(',').map(String::from).collect(),
-                many => many.iter().map(|s| s.to_string()).collect(),
+                [one] => one.split(',').map(dts_model::Bytes::from).collect(),
+                many => many.iter().map(|s| dts_model::Bytes::from(*s)).collect(),
             };
             prop_assert_eq!(&task.inputs, &expected);
             prop_assert!(task.inputs.len() <= limits.max_items);

@@ -320,7 +320,7 @@ mod tests {
             milli_cpus: Some(1500),
             scheduling: Default::default(),
             inputs: (0..items)
-                .map(|i| format!("in\"put\n{i} \u{0} é😀"))
+                .map(|i| format!("in\"put\n{i} \u{0} é😀").into())
                 .collect(),
         }
     }
@@ -420,7 +420,9 @@ mod tests {
             memory_mb: Some(100),
             milli_cpus: Some(1500),
             scheduling: Default::default(),
-            inputs: (0..5000).map(|i| format!("in\"put\n{i}\u{1}é")).collect(),
+            inputs: (0..5000)
+                .map(|i| format!("in\"put\n{i}\u{1}é").into())
+                .collect(),
         };
         let task = new.to_task(0);
         let limit = 4096;
@@ -438,7 +440,14 @@ mod tests {
         assert!(shards.len() > 10);
         for (index, range) in shards.iter().enumerate() {
             let items = new.inputs[range.start as usize..range.end() as usize].to_vec();
-            assert!(items.iter().map(|i| item_wire_bytes(i)).sum::<usize>() + envelope <= limit);
+            assert!(
+                items
+                    .iter()
+                    .map(|i| item_wire_bytes(i.as_bytes()))
+                    .sum::<usize>()
+                    + envelope
+                    <= limit
+            );
             let message = ShardMessage {
                 task_id: task.id.clone(),
                 shard_index: index as u32,

@@ -6,7 +6,7 @@
 //! message at all.
 
 use dts_model::template::{self, MissingVariables};
-use dts_model::{ShardMessage, ShardRange, Task};
+use dts_model::{Bytes, ShardMessage, ShardRange, Task};
 
 /// Why a shard's work cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,7 +70,7 @@ impl<'a> ShardWork<'a> {
         shard_index: u32,
         shard_count: u32,
         range: ShardRange,
-        items: Vec<String>,
+        items: Vec<Bytes>,
     ) -> Result<ShardMessage, ShardWorkError> {
         if items.len() as u64 != range.len {
             return Err(ShardWorkError::ItemsMismatch {
@@ -106,7 +106,7 @@ pub fn shard_message(
     shard_index: u32,
     shard_count: u32,
     range: ShardRange,
-    items: Vec<String>,
+    items: Vec<Bytes>,
 ) -> Result<ShardMessage, ShardWorkError> {
     ShardWork::new(task)?.message(shard_index, shard_count, range, items)
 }

@@ -8,6 +8,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::pin::{Pin, pin};
@@ -60,8 +61,9 @@ pub struct ItemContext<'a> {
     pub shard_index: u32,
     /// The item's index in the task's input list (`DTS_ITEM_INDEX`).
     pub index: u64,
-    /// The item itself: `$1`, stdin and `DTS_ITEM`.
-    pub input: &'a str,
+    /// The item itself: `$1`, stdin and `DTS_ITEM`. Bytes, passed exactly:
+    /// an input need not be UTF-8 (a file name), only free of NUL.
+    pub input: &'a [u8],
     /// The task's limits for each item.
     pub limits: ItemLimits,
 }
@@ -294,7 +296,7 @@ impl Executor {
             };
         }
         let warm = self.warm_script(program);
-        if item.input.contains('\0') {
+        if item.input.contains(&0) {
             return failed(
                 ExecError::NulInItem {
                     program: program.display_name().into_owned(),
@@ -644,9 +646,9 @@ impl Executor {
             }
         };
         command
-            .arg(item.input)
+            .arg(OsStr::from_bytes(item.input))
             .envs(self.env.iter().map(|(name, value)| (name, value)))
-            .env("DTS_ITEM", item.input)
+            .env("DTS_ITEM", OsStr::from_bytes(item.input))
             .env("DTS_ITEM_INDEX", item.index.to_string())
             .env("DTS_TASK_ID", item.task_id)
             .env("DTS_SHARD_INDEX", item.shard_index.to_string());
@@ -899,9 +901,9 @@ fn outcome(
 
 /// Writes the item and a newline to the child's stdin, then closes it. A
 /// child that exits or closes stdin without reading is fine (broken pipe).
-async fn feed_stdin<W: AsyncWrite + Unpin>(stdin: Option<W>, input: &str) {
+async fn feed_stdin<W: AsyncWrite + Unpin>(stdin: Option<W>, input: &[u8]) {
     let Some(mut stdin) = stdin else { return };
-    let written = match stdin.write_all(input.as_bytes()).await {
+    let written = match stdin.write_all(input).await {
         Ok(()) => stdin.write_all(b"\n").await,
         Err(e) => Err(e),
     };

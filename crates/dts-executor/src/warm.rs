@@ -253,7 +253,7 @@ impl Host {
             pipes.base.as_os_str().as_bytes(),
             path_bytes(dir),
             path_bytes(home),
-            item.input.as_bytes(),
+            item.input,
         ] {
             request.extend_from_slice(field);
             request.push(0);

@@ -175,6 +175,10 @@ fn bash(script: &str) -> Program {
 }
 
 fn item(input: &str) -> ItemContext<'_> {
+    item_bytes(input.as_bytes())
+}
+
+fn item_bytes(input: &[u8]) -> ItemContext<'_> {
     ItemContext {
         task_id: "task-1",
         shard_index: 2,
@@ -608,6 +612,26 @@ async fn output_past_the_cap_is_counted_in_full() {
     assert_eq!(out.stdout, vec![0u8; 1000]);
     assert!(out.stdout_truncated);
     assert_eq!(out.stdout_bytes, 588_895);
+}
+
+/// Latin-1 "café\tx", a byte that is never UTF-8 and an invalid sequence:
+/// an input is bytes, and the script gets exactly those.
+const NOT_UTF8: &[u8] = b"caf\xe9\tx \xff\xfe";
+const NOT_UTF8_HEX: &str = "63 61 66 e9 09 78 20 ff fe";
+
+async fn an_input_that_is_not_utf8_reaches_dollar_one_dts_item_and_stdin_exactly() {
+    let script = r#"for s in "$1" "$DTS_ITEM" "$(cat)"; do printf %s "$s" | od -An -tx1 | tr -s ' \n' ' '; echo; done"#;
+    let out = executor()
+        .run(
+            &bash(script),
+            &item_bytes(NOT_UTF8),
+            GENEROUS,
+            &CancellationToken::new(),
+        )
+        .await;
+    assert!(out.succeeded(), "{out:?}");
+    let line = format!(" {NOT_UTF8_HEX} \n");
+    assert_eq!(out.stdout, line.repeat(3));
 }
 
 async fn binary_output_is_kept_byte_for_byte() {
@@ -1244,6 +1268,7 @@ every_way!(
     each_stream_is_capped_separately,
     binary_output_is_kept_byte_for_byte,
     output_past_the_cap_is_counted_in_full,
+    an_input_that_is_not_utf8_reaches_dollar_one_dts_item_and_stdin_exactly,
     a_timeout_kills_the_script_and_its_background_children,
     a_script_ignoring_sigterm_is_killed_after_the_grace,
     cancelling_kills_the_script_within_the_grace,
@@ -1373,5 +1398,46 @@ async fn an_item_limited_to_a_fraction_of_a_cpu_is_throttled() {
             throttled > 0,
             "warm {warm}: never throttled at 0.2 CPU: {out:?}"
         );
+    }
+}
+
+/// Every interpreter convention passes the input as an argument of its own,
+/// so it arrives exactly, bytes that are not UTF-8 included. (node turns
+/// its arguments into text, so it cannot see such bytes; it is left out.)
+#[tokio::test]
+async fn every_interpreter_convention_gets_an_input_that_is_not_utf8_exactly() {
+    let hex = NOT_UTF8_HEX.replace(' ', "");
+    let cases = [
+        ("sh", r#"printf %s "$1" | od -An -tx1 | tr -d ' \n'"#),
+        (
+            "python3",
+            "import os, sys; print(os.fsencode(sys.argv[1]).hex(), end='')",
+        ),
+        ("perl", r#"print unpack("H*", $ARGV[0])"#),
+        ("ruby", r#"print ARGV[0].unpack1("H*")"#),
+    ];
+    let executor = executor_with(ExecSettings {
+        kill_grace: GRACE,
+        ..ExecSettings::default()
+    });
+    for (interpreter, script) in cases {
+        if !Path::new("/usr/bin").join(interpreter).exists() {
+            eprintln!("skipping {interpreter}: not installed");
+            continue;
+        }
+        let program = Program::Script {
+            interpreter: interpreter.into(),
+            script: script.into(),
+        };
+        let out = executor
+            .run(
+                &program,
+                &item_bytes(NOT_UTF8),
+                GENEROUS,
+                &CancellationToken::new(),
+            )
+            .await;
+        assert!(out.succeeded(), "{interpreter}: {out:?}");
+        assert_eq!(out.stdout, hex, "{interpreter}");
     }
 }

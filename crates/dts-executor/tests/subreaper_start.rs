@@ -48,7 +48,7 @@ async fn children_from_before_the_subreaper_are_not_taken_for_orphans() {
         task_id: "task-1",
         shard_index: 0,
         index: 0,
-        input: "x",
+        input: b"x",
         limits: ItemLimits::default(),
     };
     let out = executor

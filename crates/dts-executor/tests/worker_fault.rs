@@ -41,7 +41,7 @@ async fn an_item_that_cannot_start_for_lack_of_descriptors_is_the_workers_fault(
         task_id: "task-1",
         shard_index: 0,
         index: 0,
-        input: "x",
+        input: b"x",
         limits: ItemLimits::default(),
     };
     let cancel = CancellationToken::new();

@@ -127,8 +127,11 @@ impl Task {
 pub struct ItemResult {
     /// Position of the item in the task's input list.
     pub index: u64,
-    /// The input the script ran with.
-    pub input: String,
+    /// The input the script ran with, exactly (it may not be UTF-8). In
+    /// JSON `input` is its text, lossy when it is not UTF-8, and then
+    /// `inputBase64` holds the exact bytes.
+    #[serde(flatten, with = "input_fields")]
+    pub input: Bytes,
     /// The script's exit code; `None` when a signal ended it or it never ran.
     pub exit_code: Option<i32>,
     /// The signal that ended the script, if one did.
@@ -317,14 +320,58 @@ pub struct ShardMessage {
     /// When the task's deadline passes (ms since the epoch), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_at: Option<u64>,
-    /// The inputs of the shard's items, in order.
-    pub items: Vec<String>,
+    /// The inputs of the shard's items, in order, as bytes: an input may
+    /// be any bytes but NUL.
+    pub items: Vec<Bytes>,
     /// The task's memory limit per item, in MiB, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
     /// The task's CPU limit per item, in thousandths of a CPU, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub milli_cpus: Option<u32>,
+}
+
+/// An item's input in JSON as two fields: `input`, text a person reads
+/// (lossy when the bytes are not UTF-8), and `inputBase64`, present only
+/// then, with the exact bytes. A reader that knows only `input` still gets
+/// it as text; results stored before inputs were bytes have `input` alone.
+mod input_fields {
+    use super::Bytes;
+    use serde::de::Error as _;
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        input: &Bytes,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let exact = input.as_str().is_none();
+        let mut map = serializer.serialize_map(Some(1 + usize::from(exact)))?;
+        map.serialize_entry("input", &input.to_string_lossy())?;
+        if exact {
+            map.serialize_entry("inputBase64", &input.to_base64())?;
+        }
+        map.end()
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Fields {
+        input: String,
+        #[serde(default)]
+        input_base64: Option<String>,
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Bytes, D::Error> {
+        let fields = Fields::deserialize(deserializer)?;
+        match fields.input_base64 {
+            Some(encoded) => Bytes::from_base64(&encoded)
+                .map_err(|e| D::Error::custom(format!("inputBase64 is not valid base64: {e}"))),
+            None => Ok(Bytes::from(fields.input)),
+        }
+    }
 }
 
 /// On the result topic when a task ends, for any consumer to read.
@@ -367,7 +414,7 @@ mod tests {
     fn success_needs_exit_zero_in_time() {
         let mut r = ItemResult {
             index: 0,
-            input: String::new(),
+            input: Bytes::default(),
             exit_code: Some(0),
             signal: None,
             timed_out: false,
@@ -449,6 +496,37 @@ mod tests {
             history.iter().map(|p| p.attempt).collect::<Vec<_>>(),
             (6..=15).collect::<Vec<u32>>()
         );
+    }
+
+    #[test]
+    fn a_result_shows_its_input_as_text_and_as_base64_when_it_is_not_utf8() {
+        let mut result = ItemResult {
+            index: 0,
+            input: Bytes::new(b"caf\xe9".to_vec()),
+            exit_code: Some(0),
+            signal: None,
+            timed_out: false,
+            stdout: Bytes::default(),
+            stderr: Bytes::default(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            duration_ms: 1,
+            worker: "w".into(),
+            attempt: 1,
+            error: None,
+        };
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["input"], "caf\u{fffd}");
+        assert_eq!(json["inputBase64"], "Y2Fm6Q==");
+        assert_eq!(serde_json::from_value::<ItemResult>(json).unwrap(), result);
+
+        result.input = Bytes::from("café");
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["input"], "café");
+        assert_eq!(json.get("inputBase64"), None);
+        assert_eq!(serde_json::from_value::<ItemResult>(json).unwrap(), result);
     }
 
     #[test]

@@ -73,10 +73,24 @@ pub fn json_escaped_len(text: &str) -> usize {
         .sum()
 }
 
-/// Bytes `item` takes as an element of a JSON array of strings: the escaped
-/// string, its quotes and a separating comma.
-pub fn item_wire_bytes(item: &str) -> usize {
-    json_escaped_len(item) + 3
+/// Bytes an input's own text takes in a shard message: escaped when it is
+/// UTF-8, its base64 when not (as [`crate::Bytes`] writes it).
+pub fn input_encoded_len(item: &[u8]) -> usize {
+    match std::str::from_utf8(item) {
+        Ok(text) => json_escaped_len(text),
+        Err(_) => item.len().div_ceil(3) * 4,
+    }
+}
+
+/// Bytes `item` takes as an element of a shard message's JSON array and a
+/// separating comma: its text in quotes, or in `{"base64":"..."}` when it
+/// is not UTF-8.
+pub fn item_wire_bytes(item: &[u8]) -> usize {
+    let framing = match std::str::from_utf8(item) {
+        Ok(_) => r#""","#.len(),
+        Err(_) => r#"{"base64":""},"#.len(),
+    };
+    input_encoded_len(item) + framing
 }
 
 /// The lengths of a guided plan of `items` for `live_slots` slots: each
@@ -106,7 +120,7 @@ pub fn guided_lengths(items: u64, live_slots: u32, oversplit: u32) -> Vec<u64> {
 /// Splits `items` into guided shards ([`guided_lengths`]) for
 /// `limits.live_cores` slots, each cut further where it would not fit in the
 /// bus's message limit.
-pub fn plan_guided<S: AsRef<str>>(
+pub fn plan_guided<S: AsRef<[u8]>>(
     items: &[S],
     limits: PlanLimits,
 ) -> Result<Vec<ShardRange>, PlanError> {
@@ -129,7 +143,7 @@ pub fn plan_guided<S: AsRef<str>>(
 }
 
 /// Appends `start..end` to `shards`, cut into pieces that fit in `budget` bytes.
-fn split_by_size<S: AsRef<str>>(
+fn split_by_size<S: AsRef<[u8]>>(
     items: &[S],
     start: usize,
     end: usize,
@@ -225,7 +239,7 @@ mod tests {
         assert!(plan.len() > 2);
         for shard in &plan {
             let bytes: usize = (shard.start..shard.end())
-                .map(|i| item_wire_bytes(&format!("item-{i}")))
+                .map(|i| item_wire_bytes(format!("item-{i}").as_bytes()))
                 .sum();
             assert!(bytes <= 60);
         }
@@ -270,7 +284,15 @@ mod tests {
             "\t\r\u{8}\u{c}",
         ] {
             let json = serde_json::to_string(text).unwrap();
-            assert_eq!(item_wire_bytes(text), json.len() + 1, "{text:?}");
+            assert_eq!(item_wire_bytes(text.as_bytes()), json.len() + 1, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn wire_bytes_of_an_input_that_is_not_utf8_match_its_base64_form() {
+        for bytes in [&b"caf\xe9"[..], b"\xff\xfe", b"\xff", b"ab\xffcd\n"] {
+            let json = serde_json::to_string(&crate::Bytes::from(bytes)).unwrap();
+            assert_eq!(item_wire_bytes(bytes), json.len() + 1, "{json}");
         }
     }
 
@@ -308,14 +330,14 @@ mod tests {
                         next = shard.end();
                         let bytes: usize = list[shard.start as usize..shard.end() as usize]
                             .iter()
-                            .map(|i| item_wire_bytes(i))
+                            .map(|i| item_wire_bytes(i.as_bytes()))
                             .sum();
                         prop_assert!(bytes + limits.envelope_bytes <= max_message_bytes);
                     }
                     prop_assert_eq!(next, list.len() as u64);
                 }
                 Err(PlanError::ItemTooLarge { index, .. }) => {
-                    prop_assert!(item_wire_bytes(&list[index as usize]) + 20 > max_message_bytes);
+                    prop_assert!(item_wire_bytes(list[index as usize].as_bytes()) + 20 > max_message_bytes);
                 }
                 Err(other) => prop_assert!(false, "unexpected {other}"),
             }
@@ -341,7 +363,7 @@ mod tests {
     proptest! {
         #[test]
         fn wire_bytes_match_serde_json(text in "\\PC*|[\\x00-\\x7f]*") {
-            prop_assert_eq!(item_wire_bytes(&text), serde_json::to_string(&text).unwrap().len() + 1);
+            prop_assert_eq!(item_wire_bytes(text.as_bytes()), serde_json::to_string(&text).unwrap().len() + 1);
         }
     }
 }

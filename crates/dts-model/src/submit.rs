@@ -4,11 +4,13 @@
 //! Validation renders the template once, so a task whose placeholders lack
 //! values is refused at the door instead of failing on a worker later.
 
-use super::plan::json_escaped_len;
+use super::Bytes;
+use super::plan::{input_encoded_len, json_escaped_len};
 use super::scheduling::{self, Scheduling};
 use super::template::{self, MissingVariables};
 use super::variables::Variables;
 use super::{Task, TaskStatus, new_task_id};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -105,8 +107,8 @@ pub struct NewTask {
     pub retries: u32,
     /// `deadlineSecs`, when given.
     pub deadline_secs: Option<u64>,
-    /// The inputs, in order.
-    pub inputs: Vec<String>,
+    /// The inputs, in order: any bytes but NUL.
+    pub inputs: Vec<Bytes>,
     /// `memoryMb`: memory each item may use, in MiB.
     pub memory_mb: Option<u64>,
     /// `cpus` in thousandths of a CPU, rounded up.
@@ -405,7 +407,7 @@ fn template_field(
 fn input_list(
     fields: &Map<String, Value>,
     limits: &SubmitLimits,
-) -> Result<Vec<String>, ValidationError> {
+) -> Result<Vec<Bytes>, ValidationError> {
     let list = match fields.get("inputList") {
         None | Some(Value::Null) => {
             return Err(ValidationError::field(
@@ -439,38 +441,52 @@ fn input_list(
     }
     let mut inputs = Vec::with_capacity(list.len());
     for (i, value) in list.iter().enumerate() {
-        let text = match value {
-            Value::String(s) => s.clone(),
+        let input = match value {
+            Value::String(s) => Bytes::from(s.as_str()),
             // Spring coerced scalars to strings; so do we.
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => Bytes::from(n.to_string()),
+            Value::Bool(b) => Bytes::from(b.to_string()),
+            // An input that is not UTF-8 (a file name, say) comes as
+            // {"base64": "..."}, the form dts writes such bytes in.
+            Value::Object(_) => Bytes::deserialize(value).map_err(|e| {
+                ValidationError::field(
+                    "invalid_field",
+                    format!("inputList[{i}]"),
+                    format!("inputList[{i}]: {e}"),
+                )
+            })?,
             other => {
                 return Err(ValidationError::field(
                     "invalid_field",
                     format!("inputList[{i}]"),
-                    format!("inputList[{i}] must be a string, not {}", kind_of(other)),
+                    format!(
+                        "inputList[{i}] must be a string, or {{\"base64\": \"...\"}} for bytes that are not UTF-8, not {}",
+                        kind_of(other)
+                    ),
                 ));
             }
         };
-        let size = json_escaped_len(&text);
+        // What the input takes in a shard message, so an accepted task
+        // always fits the bus: escaped text, or base64 when not UTF-8.
+        let size = input_encoded_len(input.as_bytes());
         if size > limits.max_item_bytes {
             return Err(ValidationError::field(
                 "too_large",
                 format!("inputList[{i}]"),
                 format!(
-                    "inputList[{i}] is {size} bytes (JSON-escaped), more than the {}-byte limit",
+                    "inputList[{i}] is {size} bytes (JSON-escaped, or base64 when not UTF-8), more than the {}-byte limit",
                     limits.max_item_bytes
                 ),
             ));
         }
-        if text.contains('\0') {
+        if input.as_bytes().contains(&0) {
             return Err(ValidationError::field(
                 "invalid_field",
                 format!("inputList[{i}]"),
                 format!("inputList[{i}] contains a NUL byte, which cannot be passed to a process"),
             ));
         }
-        inputs.push(text);
+        inputs.push(input);
     }
     Ok(inputs)
 }
@@ -759,6 +775,59 @@ mod tests {
         let task = from_json(&body, &limits()).unwrap();
         assert_ne!(task.id, "whatever");
         assert_eq!(task.inputs, vec!["a", "2", "true"]);
+    }
+
+    #[test]
+    fn an_input_that_is_not_utf8_comes_as_base64_and_is_kept_exactly() {
+        // "Y2Fm6Q==" is caf\xe9, "//4=" is \xff\xfe.
+        let task = from_json(
+            &json!({"templateFunction": "x", "inputList": ["a", {"base64": "Y2Fm6Q=="}, {"base64": "//4="}]}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            task.inputs,
+            vec![
+                Bytes::from("a"),
+                Bytes::new(b"caf\xe9".to_vec()),
+                Bytes::new(b"\xff\xfe".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_or_nul_input_given_as_base64_is_refused_naming_its_index() {
+        for (input, says) in [
+            (json!({"hex": "00"}), "unexpected key"),
+            (json!({"base64": "!!"}), "not valid standard base64"),
+            (json!({"base64": "YQBi"}), "contains a NUL byte"),
+        ] {
+            let err = from_json(
+                &json!({"templateFunction": "x", "inputList": ["a", input]}),
+                &limits(),
+            )
+            .unwrap_err();
+            assert_eq!(err.field.as_deref(), Some("inputList[1]"), "{err}");
+            assert!(err.message.starts_with("inputList[1]"), "{err}");
+            assert!(err.message.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_input_that_is_not_utf8_is_measured_in_its_base64_form() {
+        // 7 bytes take 12 in base64, over the 10-byte limit; 6 take 8.
+        let long = from_json(
+            &json!({"templateFunction": "x", "inputList": [{"base64": "/////////w=="}]}),
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(long.field.as_deref(), Some("inputList[0]"));
+        assert_eq!(long.code, "too_large");
+        from_json(
+            &json!({"templateFunction": "x", "inputList": [{"base64": "////////"}]}),
+            &limits(),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! every validation error has a code and a message and names a field that is
 //! really in (or missing from) the request; accepted tasks respect every limit.
 
-use dts_model::plan::json_escaped_len;
+use dts_model::plan::{input_encoded_len, json_escaped_len};
 use dts_model::submit::{self, SubmitLimits, ValidationError};
 use dts_model::template::{self, MissingVariables};
 use dts_model::{Variables, is_valid_task_id};
@@ -521,11 +521,19 @@ fn check_validation(
             prop_assert_eq!(task.inputs.len(), list.len());
             prop_assert!(task.inputs.len() <= limits.max_items);
             for (input, value) in task.inputs.iter().zip(list) {
-                prop_assert!(json_escaped_len(input) <= limits.max_item_bytes);
-                prop_assert!(!input.contains('\0'));
+                prop_assert!(input_encoded_len(input.as_bytes()) <= limits.max_item_bytes);
+                prop_assert!(!input.as_bytes().contains(&0));
                 match value {
-                    Value::String(s) => prop_assert_eq!(input, s),
-                    Value::Number(_) | Value::Bool(_) => prop_assert_eq!(input, &value.to_string()),
+                    Value::String(s) => prop_assert_eq!(input, s.as_str()),
+                    Value::Number(_) | Value::Bool(_) => {
+                        let text = value.to_string();
+                        prop_assert_eq!(input.as_bytes(), text.as_bytes())
+                    }
+                    Value::Object(_) => {
+                        let decoded =
+                            serde_json::from_value::<dts_model::Bytes>(value.clone()).ok();
+                        prop_assert_eq!(Some(input), decoded.as_ref())
+                    }
                     other => prop_assert!(false, "accepted item {other}"),
                 }
             }

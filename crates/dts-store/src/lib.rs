@@ -29,7 +29,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 #[cfg(doc)]
 use dts_model::WorkerKind;
-use dts_model::{ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
+use dts_model::{Bytes, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -421,7 +421,7 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new task (status `QUEUED`) with its inputs, as given.
     /// [`StoreError::TaskExists`] if the id is taken; the stored task is
     /// left as it was.
-    async fn insert_task(&self, task: &Task, inputs: &[String]) -> StoreResult<()>;
+    async fn insert_task(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()>;
 
     /// The task, without its inputs.
     async fn task(&self, id: &str) -> StoreResult<Option<Task>>;
@@ -437,8 +437,8 @@ pub trait Store: Send + Sync + 'static {
     /// changed. `None` for an unknown task.
     async fn task_version(&self, id: &str) -> StoreResult<Option<u64>>;
 
-    /// The task's input list.
-    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>>;
+    /// The task's input list, each input exactly the bytes stored.
+    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<Bytes>>>;
 
     /// The task's inputs at indices `start..start + len`, in order: what a
     /// slot that claimed a shard runs, read without the rest of the list, so
@@ -446,12 +446,8 @@ pub trait Store: Send + Sync + 'static {
     /// A range reaching past the end is clamped to it (one starting at or
     /// past the end reads as empty): the caller compares the count with the
     /// shard's length. `None` for an unknown task.
-    async fn inputs_range(
-        &self,
-        id: &str,
-        start: u64,
-        len: u64,
-    ) -> StoreResult<Option<Vec<String>>>;
+    async fn inputs_range(&self, id: &str, start: u64, len: u64)
+    -> StoreResult<Option<Vec<Bytes>>>;
 
     /// Tasks newest first (by `createdAt`; tasks created in the same
     /// millisecond, last inserted first), optionally only those with `status`.

@@ -8,7 +8,7 @@
 //! Each variant also asserts a ceiling, so a change that makes results
 //! fatter again fails here instead of going unnoticed.
 
-use dts_model::{ItemResult, ShardRange};
+use dts_model::{Bytes, ItemResult, ShardRange};
 use dts_store::{PlanOutcome, RedisSettings, RedisStore, ResultFilter, Store};
 use dts_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
@@ -38,7 +38,7 @@ async fn used_memory(conn: &mut MultiplexedConnection) -> i64 {
 fn typical(index: u64, stdout: &str) -> ItemResult {
     ItemResult {
         index,
-        input: format!("item-{index}"),
+        input: Bytes::from(format!("item-{index}")),
         exit_code: Some(0),
         signal: None,
         timed_out: false,
@@ -75,7 +75,9 @@ async fn bytes_per_result(stdout: &str) -> f64 {
         .expect("raw connection");
 
     let task = fixtures::task(ITEMS as usize);
-    let inputs: Vec<String> = (0..ITEMS).map(|i| format!("item-{i}")).collect();
+    let inputs: Vec<Bytes> = (0..ITEMS)
+        .map(|i| Bytes::from(format!("item-{i}")))
+        .collect();
     store.insert_task(&task, &inputs).await.expect("insert");
     let plan = [ShardRange {
         start: 0,

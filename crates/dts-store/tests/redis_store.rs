@@ -5,7 +5,7 @@
 //!
 //! Every test starts its own `redis-server` on a free port (dts-testkit).
 
-use dts_model::{ItemResult, Task, TaskStatus, WorkerInfo};
+use dts_model::{Bytes, ItemResult, Task, TaskStatus, WorkerInfo};
 use dts_store::redis::CALL_TIMEOUT;
 use dts_store::{
     PlanOutcome, RedisSettings, RedisStore, ResultFilter, Store, StoreError, StoreResult,
@@ -557,7 +557,7 @@ async fn a_malformed_url_or_a_zero_retention_is_refused_at_once() {
 async fn a_million_inputs_round_trip() {
     let server = server().await;
     let store = connect(&server, "dts", HOUR).await;
-    let many: Vec<String> = (0..1_000_000).map(|i| i.to_string()).collect();
+    let many: Vec<Bytes> = (0..1_000_000).map(|i| Bytes::from(i.to_string())).collect();
     let t = task(many.len());
     store.insert_task(&t, &many).await.unwrap();
     assert_eq!(store.inputs(&t.id).await.unwrap(), Some(many));
@@ -730,8 +730,8 @@ async fn a_task_whose_inputs_were_stored_as_one_json_string_reads_by_range() {
     let server = server().await;
     let store = connect(&server, "dts", HOUR).await;
     let mut conn = raw(&server).await;
-    let all: Vec<String> = (0..50)
-        .map(|i| format!("quo\"te\nline {i} \u{0} é😀"))
+    let all: Vec<Bytes> = (0..50)
+        .map(|i| Bytes::from(format!("quo\"te\nline {i} \u{0} é😀")))
         .collect();
     let t = task(all.len());
     store.insert_task(&t, &all).await.unwrap();

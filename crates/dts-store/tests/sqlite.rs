@@ -3,7 +3,7 @@
 //! file cannot be opened or read.
 
 use dts_model::{
-    Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind, now_millis,
+    Bytes, Isolation, ItemResult, Scheduling, Task, TaskStatus, WorkerInfo, WorkerKind, now_millis,
 };
 use dts_store::{
     CopyClaim, DynStore, PlanOutcome, ReadyClaim, ResultFilter, ShardClaim, SqliteStore, Store,
@@ -503,7 +503,7 @@ async fn two_stores_on_one_file_count_each_shard_once() {
 #[tokio::test]
 async fn a_million_inputs_round_trip() {
     let store = SqliteStore::in_memory().unwrap();
-    let many: Vec<String> = (0..1_000_000).map(|i| i.to_string()).collect();
+    let many: Vec<Bytes> = (0..1_000_000).map(|i| Bytes::from(i.to_string())).collect();
     let t = task(many.len());
     store.insert_task(&t, &many).await.unwrap();
     assert_eq!(
@@ -684,13 +684,13 @@ async fn expiring_all_leases_makes_every_held_shard_ready_as_a_new_attempt() {
 }
 
 /// Inputs whose JSON and text forms differ: escapes, NUL, unicode, empties.
-fn awkward_inputs(n: usize) -> Vec<String> {
+fn awkward_inputs(n: usize) -> Vec<Bytes> {
     (0..n)
         .map(|i| match i % 4 {
-            0 => String::new(),
-            1 => format!("quo\"te\nline {i} \u{0} é😀"),
-            2 => format!("[\"{i}\"]"),
-            _ => format!("item-{i}"),
+            0 => Bytes::default(),
+            1 => Bytes::from(format!("quo\"te\nline {i} \u{0} é😀")),
+            2 => Bytes::from(format!("[\"{i}\"]")),
+            _ => Bytes::from(format!("item-{i}")),
         })
         .collect()
 }

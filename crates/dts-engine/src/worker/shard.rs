@@ -450,7 +450,7 @@ impl Inner {
         run: &ShardRun<'_>,
         program: &Program,
         index: u64,
-        input: &str,
+        input: &Bytes,
     ) -> Option<ItemResult> {
         let message = run.message;
         let tries = message.retries.saturating_add(1);
@@ -458,7 +458,7 @@ impl Inner {
             task_id: &message.task_id,
             shard_index: message.shard_index,
             index,
-            input,
+            input: input.as_bytes(),
             limits: ItemLimits {
                 memory_mb: message.memory_mb,
                 milli_cpus: message.milli_cpus,
@@ -569,7 +569,7 @@ impl Inner {
     }
 
     /// The result of an item the task's deadline kept from starting.
-    fn past_deadline(&self, index: u64, input: &str, attempt: u32) -> ItemResult {
+    fn past_deadline(&self, index: u64, input: &Bytes, attempt: u32) -> ItemResult {
         self.failed_unrun(
             index,
             input,
@@ -585,7 +585,7 @@ impl Inner {
         &self,
         run: &ShardRun<'_>,
         index: u64,
-        input: &str,
+        input: &Bytes,
         attempt: u32,
     ) -> Option<ItemResult> {
         let starts = match self.store.mark_item_started(run.id(), index).await {
@@ -610,10 +610,10 @@ impl Inner {
     }
 
     /// The result of an item failed without running, with the reason.
-    fn failed_unrun(&self, index: u64, input: &str, attempt: u32, reason: &str) -> ItemResult {
+    fn failed_unrun(&self, index: u64, input: &Bytes, attempt: u32, reason: &str) -> ItemResult {
         ItemResult {
             index,
-            input: input.to_string(),
+            input: input.clone(),
             exit_code: None,
             signal: None,
             timed_out: false,
@@ -630,10 +630,16 @@ impl Inner {
         }
     }
 
-    fn to_result(&self, index: u64, input: &str, outcome: ExecOutcome, attempt: u32) -> ItemResult {
+    fn to_result(
+        &self,
+        index: u64,
+        input: &Bytes,
+        outcome: ExecOutcome,
+        attempt: u32,
+    ) -> ItemResult {
         ItemResult {
             index,
-            input: input.to_string(),
+            input: input.clone(),
             exit_code: outcome.exit_code,
             signal: outcome.signal,
             timed_out: outcome.timed_out,

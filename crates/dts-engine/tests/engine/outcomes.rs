@@ -1,7 +1,7 @@
 //! Exact counts, completion events and many tasks at once.
 
 use crate::harness::*;
-use dts_model::{NewTask, TaskStatus};
+use dts_model::{Bytes, NewTask, TaskStatus};
 use dts_store::{ResultFilter, Store};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -20,7 +20,7 @@ async fn a_task_with_some_failing_items_is_failed_with_exact_counts() {
         .collect();
     let task = h
         .submit(NewTask {
-            inputs,
+            inputs: inputs.into_iter().map(Bytes::from).collect(),
             ..task(&[])
         })
         .await;

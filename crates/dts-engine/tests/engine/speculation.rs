@@ -6,7 +6,7 @@
 
 use crate::harness::fake::Start;
 use crate::harness::*;
-use dts_model::{ItemResult, NewTask, TaskStatus};
+use dts_model::{Bytes, ItemResult, NewTask, TaskStatus};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The indices of `starts` that started more than once.
@@ -123,7 +123,7 @@ async fn a_copy_that_loses_is_stopped_and_the_holders_result_counts() {
     inputs.push("long 10s".to_string());
     let task = h
         .submit(NewTask {
-            inputs,
+            inputs: inputs.into_iter().map(Bytes::from).collect(),
             ..task(&[])
         })
         .await;

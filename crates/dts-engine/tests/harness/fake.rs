@@ -154,16 +154,18 @@ impl ItemRunner for FakeRunner {
                 ..ExecOutcome::default()
             };
         }
+        // The fake's inputs are words that say what to do: text.
+        let input = String::from_utf8_lossy(item.input).into_owned();
         let earlier_starts = self.log.push(Start {
             task: item.task_id.to_string(),
             shard: item.shard_index,
             index: item.index,
-            input: item.input.to_string(),
+            input: input.clone(),
             attempt,
             worker: self.worker.clone(),
             at_ms: self.clock.now_millis().saturating_sub(self.epoch_ms),
         });
-        let behaviour = Behaviour::of(item.input);
+        let behaviour = Behaviour::of(&input);
         let started = tokio::time::Instant::now();
         let end = tokio::select! {
             biased;
@@ -201,10 +203,7 @@ impl ItemRunner for FakeRunner {
                 } else {
                     behaviour.exit
                 };
-                let stdout = behaviour
-                    .stdout
-                    .unwrap_or_else(|| item.input.to_string())
-                    .into_bytes();
+                let stdout = behaviour.stdout.unwrap_or(input).into_bytes();
                 ExecOutcome {
                     exit_code: Some(exit),
                     stdout_bytes: stdout.len() as u64,

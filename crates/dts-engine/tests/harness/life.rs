@@ -12,7 +12,7 @@
 
 use async_trait::async_trait;
 use dts_bus::{Acknowledge, Bus, BusResult, Delivery, DynBus, Subscription};
-use dts_model::{ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
+use dts_model::{Bytes, ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use dts_store::{
     CopyClaim, DynStore, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask,
     ShardClaim, ShardCompletion, Store, StoreResult, TaskCursor, TaskPage,
@@ -232,7 +232,7 @@ struct LifeStore {
 
 #[async_trait]
 impl Store for LifeStore {
-    async fn insert_task(&self, task: &Task, inputs: &[String]) -> StoreResult<()> {
+    async fn insert_task(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
         self.life.step(self.inner.insert_task(task, inputs)).await
     }
     async fn task(&self, id: &str) -> StoreResult<Option<Task>> {
@@ -241,7 +241,7 @@ impl Store for LifeStore {
     async fn task_version(&self, id: &str) -> StoreResult<Option<u64>> {
         self.life.step(self.inner.task_version(id)).await
     }
-    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
+    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<Bytes>>> {
         self.life.step(self.inner.inputs(id)).await
     }
     async fn inputs_range(
@@ -249,7 +249,7 @@ impl Store for LifeStore {
         id: &str,
         start: u64,
         len: u64,
-    ) -> StoreResult<Option<Vec<String>>> {
+    ) -> StoreResult<Option<Vec<Bytes>>> {
         self.life
             .step(self.inner.inputs_range(id, start, len))
             .await

@@ -32,8 +32,8 @@ use dts_engine::sweeper::{self, SweeperSettings};
 use dts_engine::worker::{Worker, WorkerSettings};
 use dts_engine::{Topics, recovery};
 use dts_model::{
-    Clock, CompletionEvent, DynClock, ItemResult, NewTask, ShardRange, Task, TaskStatus, Variables,
-    WorkerInfo, new_task_id,
+    Bytes, Clock, CompletionEvent, DynClock, ItemResult, NewTask, ShardRange, Task, TaskStatus,
+    Variables, WorkerInfo, new_task_id,
 };
 use dts_store::{DynStore, PlanOutcome, ResultFilter, SqliteStore, Store};
 use fake::{FakeRunner, Start, StartLog};
@@ -59,7 +59,7 @@ pub fn task(inputs: &[&str]) -> NewTask {
         timeout_secs: 60,
         retries: 0,
         deadline_secs: None,
-        inputs: inputs.iter().map(|i| i.to_string()).collect(),
+        inputs: inputs.iter().map(|i| Bytes::from(*i)).collect(),
         memory_mb: None,
         milli_cpus: None,
         scheduling: Default::default(),
@@ -74,7 +74,7 @@ pub fn items(n: usize, what: &str) -> Vec<String> {
 /// A task of `n` items, each doing `what`.
 pub fn task_of(n: usize, what: &str) -> NewTask {
     NewTask {
-        inputs: items(n, what),
+        inputs: items(n, what).into_iter().map(Bytes::from).collect(),
         ..task(&[])
     }
 }

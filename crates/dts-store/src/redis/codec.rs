@@ -223,18 +223,22 @@ impl ResultForm {
     }
 }
 
-/// A result as the scripts take it, in `form`.
-pub(super) fn result_args(result: &ItemResult, form: ResultForm) -> StoreResult<Vec<String>> {
-    let index = result.index.to_string();
-    let ok = if result.succeeded() { "1" } else { "0" }.to_string();
+/// A result as the scripts take it, in `form`. Bytes, not text: in the
+/// compact form the input goes as it is, for the script to compare with
+/// the task's own, and as JSON (text, or `{"base64"}` when not UTF-8) for
+/// it to store when they differ.
+pub(super) fn result_args(result: &ItemResult, form: ResultForm) -> StoreResult<Vec<Vec<u8>>> {
+    let index = result.index.to_string().into_bytes();
+    let ok = if result.succeeded() { "1" } else { "0" }.into();
     Ok(match form {
-        ResultForm::Full => vec![index, ok, encode("item result", result)?],
+        ResultForm::Full => vec![index, ok, encode("item result", result)?.into_bytes()],
         ResultForm::Compact => vec![
             index,
             ok,
-            result.worker.clone(),
-            result.input.clone(),
-            encode("item result", &CompactFields::of(result))?,
+            result.worker.clone().into_bytes(),
+            result.input.as_bytes().to_vec(),
+            encode("item input", &result.input)?.into_bytes(),
+            encode("item result", &CompactFields::of(result))?.into_bytes(),
         ],
     })
 }
@@ -306,7 +310,7 @@ fn beyond(total: u64, kept: &Bytes) -> Option<u64> {
 #[serde(rename_all = "camelCase")]
 struct CompactValue {
     worker: u64,
-    input: Option<String>,
+    input: Option<Bytes>,
     #[serde(default = "exit_zero")]
     exit_code: Option<i32>,
     #[serde(default)]
@@ -363,7 +367,7 @@ pub(super) fn decode_compact(
     id: &str,
     index: u64,
     value: &str,
-    task_input: &str,
+    task_input: &[u8],
     workers: &HashMap<String, String>,
 ) -> StoreResult<ItemResult> {
     let what = || format!("task {id} result {index}");
@@ -373,7 +377,7 @@ pub(super) fn decode_compact(
         .ok_or_else(|| StoreError::corrupt(what(), format!("no worker {}", stored.worker)))?;
     let mut result = ItemResult {
         index,
-        input: stored.input.unwrap_or_else(|| task_input.to_string()),
+        input: stored.input.unwrap_or_else(|| Bytes::from(task_input)),
         exit_code: stored.exit_code,
         signal: stored.signal,
         timed_out: stored.timed_out,
@@ -521,7 +525,7 @@ mod tests {
     fn typical() -> ItemResult {
         ItemResult {
             index: 130,
-            input: "item-130".to_string(),
+            input: "item-130".into(),
             exit_code: Some(0),
             signal: None,
             timed_out: false,
@@ -540,10 +544,12 @@ mod tests {
 
     /// The value `apply_results` stores from the compact arguments, built
     /// the same way: the worker's number and the input first.
-    fn stored_value(rest: &str, input: Option<&str>) -> String {
+    /// The value the script stores from a sextuple's last two arguments.
+    fn stored_value(rest: &[u8], input_json: Option<&[u8]>) -> String {
+        let rest = std::str::from_utf8(rest).unwrap();
         let mut value = "{\"worker\":1".to_string();
-        if let Some(input) = input {
-            value += &format!(",\"input\":{}", serde_json::to_string(input).unwrap());
+        if let Some(input) = input_json {
+            value += &format!(",\"input\":{}", std::str::from_utf8(input).unwrap());
         }
         match rest {
             "{}" => value + "}",
@@ -561,17 +567,18 @@ mod tests {
         assert_eq!(
             args,
             [
-                "130",
-                "1",
-                "host-12345-abcdef",
-                "item-130",
-                r#"{"durationMs":52}"#
+                &b"130"[..],
+                b"1",
+                b"host-12345-abcdef",
+                b"item-130",
+                br#""item-130""#,
+                br#"{"durationMs":52}"#
             ]
         );
-        let value = stored_value(&args[4], None);
+        let value = stored_value(&args[5], None);
         assert_eq!(value, r#"{"worker":1,"durationMs":52}"#);
         assert_eq!(
-            decode_compact("t", 130, &value, "item-130", &workers()).unwrap(),
+            decode_compact("t", 130, &value, b"item-130", &workers()).unwrap(),
             typical()
         );
     }
@@ -602,14 +609,19 @@ mod tests {
             ItemResult {
                 exit_code: Some(-1),
                 attempt: 2,
-                input: String::new(),
+                input: Bytes::default(),
+                ..typical()
+            },
+            ItemResult {
+                input: Bytes::new(b"caf\xe9".to_vec()),
                 ..typical()
             },
         ];
         for result in unusual {
             let args = result_args(&result, ResultForm::Compact).unwrap();
-            let value = stored_value(&args[4], Some(&result.input));
-            let back = decode_compact("t", 130, &value, "item-130", &workers()).unwrap();
+            assert_eq!(args[3], result.input.as_bytes());
+            let value = stored_value(&args[5], Some(&args[4]));
+            let back = decode_compact("t", 130, &value, b"item-130", &workers()).unwrap();
             assert_eq!(back, result, "{value}");
         }
         let no_exit = result_args(
@@ -620,21 +632,21 @@ mod tests {
             ResultForm::Compact,
         )
         .unwrap();
-        assert_eq!(no_exit[4], r#"{"exitCode":null,"durationMs":52}"#);
+        assert_eq!(no_exit[5], br#"{"exitCode":null,"durationMs":52}"#);
     }
 
     #[test]
     fn the_full_form_is_the_api_json_for_old_tasks() {
         let args = result_args(&typical(), ResultForm::Full).unwrap();
-        assert_eq!(args[..2], ["130", "1"]);
-        let back: ItemResult = serde_json::from_str(&args[2]).unwrap();
+        assert_eq!(args[..2], [&b"130"[..], b"1"]);
+        let back: ItemResult = serde_json::from_slice(&args[2]).unwrap();
         assert_eq!(back, typical());
     }
 
     #[test]
     fn a_compact_value_naming_an_unknown_worker_is_corrupt() {
         let value = r#"{"worker":7}"#;
-        match decode_compact("t", 3, value, "x", &workers()) {
+        match decode_compact("t", 3, value, b"x", &workers()) {
             Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "task t result 3"),
             other => panic!("expected corrupt, got {other:?}"),
         }

@@ -83,7 +83,7 @@ use crate::{
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
-use dts_model::{ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
+use dts_model::{Bytes, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
 use keys::Keys;
 use scripts::SCRIPTS;
 use std::collections::BTreeMap;
@@ -217,12 +217,12 @@ impl RedisStore {
 
     /// Runs a task script (see `lua/task_prelude.lua`) on task `id`, with the
     /// shared arguments first and `args` after them.
-    async fn task_script(
+    async fn task_script<A: ::redis::ToRedisArgs>(
         &self,
         script: &Script,
         op: &str,
         id: &str,
-        args: Vec<String>,
+        args: Vec<A>,
     ) -> StoreResult<Vec<String>> {
         let mut call = script.prepare_invoke();
         for key in self.keys.task_script(id) {
@@ -268,7 +268,7 @@ fn redact(url: &str) -> String {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn insert_task(&self, task: &Task, inputs: &[String]) -> StoreResult<()> {
+    async fn insert_task(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
         tasks::insert_task(self, task, inputs).await
     }
 
@@ -284,7 +284,7 @@ impl Store for RedisStore {
         tasks::task_status(self, id).await
     }
 
-    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
+    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<Bytes>>> {
         tasks::inputs(self, id).await
     }
 
@@ -293,7 +293,7 @@ impl Store for RedisStore {
         id: &str,
         start: u64,
         len: u64,
-    ) -> StoreResult<Option<Vec<String>>> {
+    ) -> StoreResult<Option<Vec<Bytes>>> {
         tasks::inputs_range(self, id, start, len).await
     }
 

@@ -52,13 +52,13 @@ const MAX_BATCH_ITEMS: usize = 1_000;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
 /// The script arguments of `results` in `form`, split into batches.
-fn batches(results: &[ItemResult], form: ResultForm) -> StoreResult<Vec<Vec<String>>> {
+fn batches(results: &[ItemResult], form: ResultForm) -> StoreResult<Vec<Vec<Vec<u8>>>> {
     let mut batches = Vec::new();
-    let mut batch: Vec<String> = Vec::new();
+    let mut batch: Vec<Vec<u8>> = Vec::new();
     let (mut items, mut bytes) = (0, 0);
     for result in results {
         let args = codec::result_args(result, form)?;
-        let size: usize = args.iter().map(String::len).sum();
+        let size: usize = args.iter().map(Vec::len).sum();
         let full = items >= MAX_BATCH_ITEMS || bytes + size > MAX_BATCH_BYTES;
         if full && !batch.is_empty() {
             batches.push(std::mem::take(&mut batch));
@@ -81,11 +81,14 @@ async fn record_batch(
     id: &str,
     shard: Option<u32>,
     form: ResultForm,
-    batch: Vec<String>,
+    batch: Vec<Vec<u8>>,
 ) -> StoreResult<Option<TaskStatus>> {
     let mut args = vec![
-        shard.map(|s| s.to_string()).unwrap_or_default(),
-        form.layout().to_string(),
+        shard
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+            .into_bytes(),
+        form.layout().into(),
     ];
     args.extend(batch);
     let reply = store
@@ -162,9 +165,12 @@ pub(super) async fn complete_shard(
                 continue 'forms;
             }
         }
-        let mut args = vec![shard.to_string(), now_millis().to_string()];
-        args.extend(LAST_SHARD_RULE.iter().cloned());
-        args.push(form.layout().to_string());
+        let mut args = vec![
+            shard.to_string().into_bytes(),
+            now_millis().to_string().into_bytes(),
+        ];
+        args.extend(LAST_SHARD_RULE.iter().map(|arg| arg.as_bytes().to_vec()));
+        args.push(form.layout().into());
         args.extend(last);
         let reply = store
             .task_script(&SCRIPTS.complete_shard, &op, id, args)
@@ -266,26 +272,49 @@ pub(super) async fn results(
         .arg(first)
         .arg(last);
     let mut conn = store.conn.clone();
-    let reply: Vec<String> = store.run(&op, call.invoke_async(&mut conn)).await?;
-    match reply.first().map(String::as_str) {
-        Some("ok") if reply.len() >= 3 => {
+    // Bytes: the task's inputs in the reply need not be UTF-8.
+    let raw: Vec<Vec<u8>> = store.run(&op, call.invoke_async(&mut conn)).await?;
+    let reply: Vec<Part<'_>> = raw.iter().map(|part| Part(part)).collect();
+    let shown = || -> Vec<String> { reply.iter().take(3).map(|p| p.lossy()).collect() };
+    match reply.first().map(Part::bytes) {
+        Some(b"ok") if reply.len() >= 3 => {
             let total = reply[1]
+                .text(id)?
                 .parse()
                 .map_err(|e| StoreError::corrupt(format!("task {id} result count"), e))?;
-            let page = match reply[2].as_str() {
-                "1" => full_page(id, &reply[3..]),
-                "2" => compact_page(id, &reply[3..]),
-                _ => return Err(unexpected(&op, &reply)),
+            let page = match reply[2].bytes() {
+                b"1" => full_page(id, &reply[3..]),
+                b"2" => compact_page(id, &reply[3..]),
+                _ => return Err(unexpected(&op, &shown())),
             };
-            Ok((total, page.ok_or_else(|| unexpected(&op, &reply))??))
+            Ok((total, page.ok_or_else(|| unexpected(&op, &shown()))??))
         }
-        Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
-        _ => Err(unexpected(&op, &reply)),
+        Some(b"notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
+        _ => Err(unexpected(&op, &shown())),
+    }
+}
+
+/// One element of a results page reply: text, except the task's inputs.
+#[derive(Clone, Copy)]
+struct Part<'a>(&'a [u8]);
+
+impl Part<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.0
+    }
+
+    fn text(&self, id: &str) -> StoreResult<&str> {
+        std::str::from_utf8(self.0)
+            .map_err(|e| StoreError::corrupt(format!("task {id} results page"), e))
+    }
+
+    fn lossy(&self) -> String {
+        String::from_utf8_lossy(self.0).into_owned()
     }
 }
 
 /// A layout 1 page: index, full JSON, ...; `None` if the reply is malformed.
-fn full_page(id: &str, reply: &[String]) -> Option<StoreResult<Vec<ItemResult>>> {
+fn full_page(id: &str, reply: &[Part<'_>]) -> Option<StoreResult<Vec<ItemResult>>> {
     if reply.len() % 2 != 0 {
         return None;
     }
@@ -293,9 +322,9 @@ fn full_page(id: &str, reply: &[String]) -> Option<StoreResult<Vec<ItemResult>>>
         reply
             .chunks_exact(2)
             .map(|pair| {
-                let index = index(id, &pair[0])?;
+                let index = index(id, pair[0].text(id)?)?;
                 let mut result: ItemResult =
-                    codec::decode(format!("task {id} result {index}"), &pair[1])?;
+                    codec::decode(format!("task {id} result {index}"), pair[1].text(id)?)?;
                 result.count_kept_output();
                 Ok(result)
             })
@@ -305,23 +334,27 @@ fn full_page(id: &str, reply: &[String]) -> Option<StoreResult<Vec<ItemResult>>>
 
 /// A layout 2 page: n, n worker number/id pairs, then index, value, the
 /// task's input, ...; `None` if the reply is malformed.
-fn compact_page(id: &str, reply: &[String]) -> Option<StoreResult<Vec<ItemResult>>> {
+fn compact_page(id: &str, reply: &[Part<'_>]) -> Option<StoreResult<Vec<ItemResult>>> {
     let (n, rest) = reply.split_first()?;
-    let pairs = n.parse::<usize>().ok()?.checked_mul(2)?;
+    let pairs = std::str::from_utf8(n.bytes())
+        .ok()?
+        .parse::<usize>()
+        .ok()?
+        .checked_mul(2)?;
     if rest.len() < pairs || (rest.len() - pairs) % 3 != 0 {
         return None;
     }
     let (named, entries) = rest.split_at(pairs);
     let workers: HashMap<String, String> = named
         .chunks_exact(2)
-        .map(|pair| (pair[0].clone(), pair[1].clone()))
+        .map(|pair| (pair[0].lossy(), pair[1].lossy()))
         .collect();
     Some(
         entries
             .chunks_exact(3)
             .map(|entry| {
-                let index = index(id, &entry[0])?;
-                codec::decode_compact(id, index, &entry[1], &entry[2], &workers)
+                let index = index(id, entry[0].text(id)?)?;
+                codec::decode_compact(id, index, entry[1].text(id)?, entry[2].bytes(), &workers)
             })
             .collect(),
     )

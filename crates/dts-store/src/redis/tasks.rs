@@ -9,7 +9,7 @@ use super::codec::{self, TaskHash};
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
 use crate::{PlanOutcome, StoreError, StoreResult, TaskCursor, TaskPage};
-use dts_model::{ItemFailures, ShardRange, Task, TaskStatus, now_millis};
+use dts_model::{Bytes, ItemFailures, ShardRange, Task, TaskStatus, now_millis};
 use std::collections::HashMap;
 
 /// Index entries read per round trip while listing.
@@ -22,20 +22,23 @@ const PRUNE_BATCH: usize = 500;
 pub(super) async fn insert_task(
     store: &RedisStore,
     task: &Task,
-    inputs: &[String],
+    inputs: &[Bytes],
 ) -> StoreResult<()> {
     let fields = codec::task_fields(task)?;
-    let mut args = Vec::with_capacity(4 + 2 * fields.len() + inputs.len());
+    // Redis strings are bytes, so an input that is not UTF-8 is kept as is.
+    let mut args: Vec<&[u8]> = Vec::with_capacity(4 + 2 * fields.len() + inputs.len());
+    let field_count = (2 * fields.len()).to_string();
+    let created_at = task.created_at.to_string();
     args.extend([
-        task.id.clone(),
-        (2 * fields.len()).to_string(),
-        task.created_at.to_string(),
-        task.status.as_str().to_string(),
+        task.id.as_bytes(),
+        field_count.as_bytes(),
+        created_at.as_bytes(),
+        task.status.as_str().as_bytes(),
     ]);
-    for (field, value) in fields {
-        args.extend([field.to_string(), value]);
+    for (field, value) in &fields {
+        args.extend([field.as_bytes(), value.as_bytes()]);
     }
-    args.extend(inputs.iter().cloned());
+    args.extend(inputs.iter().map(Bytes::as_bytes));
     let op = format!("insert task {}", task.id);
     let reply = store
         .task_script(&SCRIPTS.insert_task, &op, &task.id, args)
@@ -116,7 +119,7 @@ pub(super) async fn task_status(store: &RedisStore, id: &str) -> StoreResult<Opt
 /// one script call took seconds on a loaded machine).
 const INPUTS_PAGE: u64 = 100_000;
 
-pub(super) async fn inputs(store: &RedisStore, id: &str) -> StoreResult<Option<Vec<String>>> {
+pub(super) async fn inputs(store: &RedisStore, id: &str) -> StoreResult<Option<Vec<Bytes>>> {
     let mut all = Vec::new();
     // ends: inputs are never added to after the task is stored, and each
     // page starts where the last ended, so a short page comes.
@@ -138,7 +141,7 @@ pub(super) async fn inputs_range(
     id: &str,
     start: u64,
     len: u64,
-) -> StoreResult<Option<Vec<String>>> {
+) -> StoreResult<Option<Vec<Bytes>>> {
     if len == 0 {
         // LRANGE cannot say "nothing"; an unknown task is still None.
         return Ok(task_version(store, id).await?.map(|_| Vec::new()));
@@ -155,7 +158,7 @@ async fn read_inputs(
     id: &str,
     start: u64,
     len: u64,
-) -> StoreResult<Option<Vec<String>>> {
+) -> StoreResult<Option<Vec<Bytes>>> {
     // LRANGE takes signed 64-bit indices; one past the end reads as empty.
     let first = start.min(i64::MAX as u64);
     let last = start.saturating_add(len - 1).min(i64::MAX as u64);
@@ -166,20 +169,29 @@ async fn read_inputs(
         .arg(first)
         .arg(last);
     let mut conn = store.conn.clone();
-    let mut reply: Vec<String> = store.run(&op, call.invoke_async(&mut conn)).await?;
-    match reply.first().map(String::as_str) {
-        Some("none") => Ok(None),
-        Some("list") => {
-            reply.remove(0);
-            Ok(Some(reply))
-        }
-        Some("json") if reply.len() == 2 => {
-            let all: Vec<String> = codec::decode(format!("task {id} inputs"), &reply[1])?;
+    // Bytes, not text: an input need not be UTF-8.
+    let reply: Vec<Vec<u8>> = store.run(&op, call.invoke_async(&mut conn)).await?;
+    match reply.as_slice() {
+        [kind] if kind == b"none" => Ok(None),
+        [kind, inputs @ ..] if kind == b"list" => Ok(Some(
+            inputs.iter().map(|i| Bytes::from(i.as_slice())).collect(),
+        )),
+        [kind, json] if kind == b"json" => {
+            // Written before inputs were bytes: a JSON array of strings.
+            let all: Vec<Bytes> = serde_json::from_slice(json)
+                .map_err(|e| StoreError::corrupt(format!("task {id} inputs"), e))?;
             let skip = usize::try_from(start).unwrap_or(usize::MAX);
             let take = usize::try_from(len).unwrap_or(usize::MAX);
             Ok(Some(all.into_iter().skip(skip).take(take).collect()))
         }
-        _ => Err(unexpected(&op, &reply)),
+        _ => {
+            let shown: Vec<String> = reply
+                .iter()
+                .take(3)
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect();
+            Err(unexpected(&op, &shown))
+        }
     }
 }
 

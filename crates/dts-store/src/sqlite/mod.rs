@@ -28,7 +28,8 @@ use crate::{
 };
 use async_trait::async_trait;
 use dts_model::{
-    DynClock, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo, system_clock,
+    Bytes, DynClock, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo,
+    system_clock,
 };
 use rows::{DbError, DbResult, classify};
 use rusqlite::Connection;
@@ -154,7 +155,7 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_task(&self, task: &Task, inputs: &[String]) -> StoreResult<()> {
+    async fn insert_task(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
         // Encoded here so only one owned copy (the JSON) moves to the blocking pool.
         let variables = encode("variables", &task.variables)?;
         let pages = inputs
@@ -184,7 +185,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
+    async fn inputs(&self, id: &str) -> StoreResult<Option<Vec<Bytes>>> {
         let id = id.to_string();
         self.call(format!("read inputs of task {id}"), move |conn| {
             tasks::inputs(conn, &id)
@@ -197,7 +198,7 @@ impl Store for SqliteStore {
         id: &str,
         start: u64,
         len: u64,
-    ) -> StoreResult<Option<Vec<String>>> {
+    ) -> StoreResult<Option<Vec<Bytes>>> {
         let id = id.to_string();
         self.call(
             format!("read inputs {start}+{len} of task {id}"),

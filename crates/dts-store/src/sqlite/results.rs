@@ -4,8 +4,7 @@
 //! two prepared statements (read the old outcome, upsert the new one) per item.
 
 use super::rows::{
-    DbResult, RESULT_COLUMNS, load_task, no_shard, output_sql, result_from_row, save_state,
-    task_key,
+    DbResult, RESULT_COLUMNS, bytes_sql, load_task, no_shard, result_from_row, save_state, task_key,
 };
 use super::tasks::enter;
 use crate::{ResultFilter, ShardCompletion, StoreError};
@@ -154,12 +153,12 @@ fn apply_results(
             ":task_key": key,
             ":idx": result.index,
             ":succeeded": ok,
-            ":input": result.input,
+            ":input": bytes_sql(&result.input),
             ":exit_code": result.exit_code,
             ":signal": result.signal,
             ":timed_out": result.timed_out,
-            ":stdout": output_sql(&result.stdout),
-            ":stderr": output_sql(&result.stderr),
+            ":stdout": bytes_sql(&result.stdout),
+            ":stderr": bytes_sql(&result.stderr),
             ":stdout_truncated": result.stdout_truncated,
             ":stderr_truncated": result.stderr_truncated,
             ":duration_ms": result.duration_ms,

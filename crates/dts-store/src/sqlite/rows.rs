@@ -190,12 +190,12 @@ pub(super) const RESULT_COLUMNS: &str = "idx, input, exit_code, signal, timed_ou
 pub(super) fn result_from_row(row: &Row<'_>) -> rusqlite::Result<ItemResult> {
     let mut result = ItemResult {
         index: row.get(0)?,
-        input: row.get(1)?,
+        input: bytes_at(row, 1)?,
         exit_code: row.get(2)?,
         signal: row.get(3)?,
         timed_out: row.get(4)?,
-        stdout: output_at(row, 5)?,
-        stderr: output_at(row, 6)?,
+        stdout: bytes_at(row, 5)?,
+        stderr: bytes_at(row, 6)?,
         stdout_truncated: row.get(7)?,
         stderr_truncated: row.get(8)?,
         duration_ms: row.get(9)?,
@@ -210,24 +210,26 @@ pub(super) fn result_from_row(row: &Row<'_>) -> rusqlite::Result<ItemResult> {
     Ok(result)
 }
 
-/// Captured output as a column holds it: TEXT when it is UTF-8 (readable in
-/// `sqlite3`, and how every row before BLOBs was written), a BLOB otherwise.
-/// The columns have TEXT affinity, which keeps a BLOB as it is.
-pub(super) fn output_sql(output: &Bytes) -> ToSqlOutput<'_> {
-    match output.as_str() {
+/// Bytes (an input, captured output) as a column holds them: TEXT when
+/// they are UTF-8 (as every value written before they were bytes is, and
+/// readable in the sqlite3 shell), a BLOB otherwise. The columns have TEXT
+/// affinity, which keeps a BLOB as it is.
+pub(super) fn bytes_sql(bytes: &Bytes) -> ToSqlOutput<'_> {
+    match bytes.as_str() {
         Some(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
-        None => ToSqlOutput::Borrowed(ValueRef::Blob(output.as_bytes())),
+        None => ToSqlOutput::Borrowed(ValueRef::Blob(bytes.as_bytes())),
     }
 }
 
-/// Captured output from column `index`, TEXT or BLOB, byte for byte.
-fn output_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Bytes> {
+/// The bytes in column `index`, stored as TEXT or BLOB ([`bytes_sql`]).
+pub(super) fn bytes_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Bytes> {
+    use rusqlite::types::FromSqlError;
     match row.get_ref(index)? {
         ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Ok(Bytes::from(bytes)),
-        other => Err(rusqlite::Error::InvalidColumnType(
+        other => Err(rusqlite::Error::FromSqlConversionFailure(
             index,
-            "captured output".to_string(),
             other.data_type(),
+            Box::new(FromSqlError::InvalidType),
         )),
     }
 }

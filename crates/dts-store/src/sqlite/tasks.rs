@@ -8,7 +8,7 @@ use super::rows::{
     DbResult, RawTask, TASK_COLUMNS, find_task, load_task, save_state, task_from_row, task_key,
 };
 use crate::{PlanOutcome, StoreError, TaskCursor, TaskPage};
-use dts_model::{Clock, ItemFailures, Task, TaskStatus};
+use dts_model::{Bytes, Clock, ItemFailures, Task, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
 
 /// Inputs per stored page: a JSON array each. Large enough that inserting
@@ -105,20 +105,22 @@ pub(super) fn task_version(conn: &Connection, id: &str) -> DbResult<Option<u64>>
         .optional()?)
 }
 
-pub(super) fn inputs(conn: &Connection, id: &str) -> DbResult<Option<Vec<String>>> {
+pub(super) fn inputs(conn: &Connection, id: &str) -> DbResult<Option<Vec<Bytes>>> {
     inputs_range(conn, id, 0, u64::MAX)
 }
 
 /// The inputs at `start..start + len`, clamped to the list. Tasks stored
 /// before version 8 of the schema have their list as one array in
 /// `task_inputs`: `json_each` walks it (SQLite parses it whole, but nothing
-/// else is copied). Newer ones read only the pages the range covers.
+/// else is copied). Newer ones read only the pages the range covers; a
+/// page is a JSON array of [`Bytes`] (strings, `{"base64"}` where an input
+/// is not UTF-8), so pages written before inputs were bytes read the same.
 pub(super) fn inputs_range(
     conn: &Connection,
     id: &str,
     start: u64,
     len: u64,
-) -> DbResult<Option<Vec<String>>> {
+) -> DbResult<Option<Vec<Bytes>>> {
     let Some(key) = conn
         .prepare_cached("SELECT key FROM tasks WHERE id = ?1")?
         .query_row([id], |row| row.get::<_, i64>(0))
@@ -146,7 +148,7 @@ pub(super) fn inputs_range(
                     StoreError::corrupt(what(), format!("an input is {kind}, not text")).into(),
                 );
             }
-            inputs.push(row.get(1)?);
+            inputs.push(Bytes::from(row.get::<_, String>(1)?));
         }
         return Ok(Some(inputs));
     }
@@ -164,7 +166,7 @@ pub(super) fn inputs_range(
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut inputs = Vec::new();
     for (page_start, json) in pages {
-        let page: Vec<String> =
+        let page: Vec<Bytes> =
             serde_json::from_str(&json).map_err(|e| StoreError::corrupt(what(), e))?;
         let page_start = u64::try_from(page_start).map_err(|e| StoreError::corrupt(what(), e))?;
         let skip = start.saturating_sub(page_start);

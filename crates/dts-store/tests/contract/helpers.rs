@@ -41,8 +41,8 @@ pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
     }
 }
 
-pub(crate) fn inputs(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("item-{i}")).collect()
+pub(crate) fn inputs(n: usize) -> Vec<Bytes> {
+    (0..n).map(|i| Bytes::from(format!("item-{i}"))).collect()
 }
 
 /// A new `QUEUED` task with `items` inputs, stored.
@@ -84,7 +84,7 @@ pub(crate) fn ok(index: u64) -> ItemResult {
     let stdout = Bytes::from(format!("out {index}\n"));
     ItemResult {
         index,
-        input: format!("item-{index}"),
+        input: Bytes::from(format!("item-{index}")),
         exit_code: Some(0),
         signal: None,
         timed_out: false,

@@ -66,6 +66,7 @@ macro_rules! store_contract {
                 input_ranges_at_the_start_middle_and_end_read_exactly_those_inputs,
                 a_range_past_the_end_is_clamped_and_one_beyond_it_is_empty,
                 a_task_with_no_inputs_reads_an_empty_range,
+                inputs_that_are_not_utf8_and_their_results_read_back_exactly,
                 input_ranges_of_an_unknown_task_read_as_none,
                 a_hundred_thousand_inputs_read_in_guided_ranges_equal_the_whole_list,
                 inserting_an_existing_id_is_refused_and_keeps_the_first,

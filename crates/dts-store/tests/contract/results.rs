@@ -572,7 +572,7 @@ pub(crate) async fn results_with_unusual_values_in_every_field_read_back_exactly
     let task = planned(&store, 3, 1).await;
     let unusual = vec![
         ItemResult {
-            input: "not the task's input \"/\\ ✓".to_string(),
+            input: "not the task's input \"/\\ ✓".into(),
             exit_code: None,
             signal: Some(9),
             timed_out: true,
@@ -589,7 +589,7 @@ pub(crate) async fn results_with_unusual_values_in_every_field_read_back_exactly
             ..ok(0)
         },
         ItemResult {
-            input: String::new(),
+            input: Bytes::default(),
             worker: "id:worker-a".to_string(),
             attempt: 2,
             ..ok(1)
@@ -600,7 +600,7 @@ pub(crate) async fn results_with_unusual_values_in_every_field_read_back_exactly
         },
         // An index past the task's inputs keeps the input it was recorded with.
         ItemResult {
-            input: "beyond".to_string(),
+            input: "beyond".into(),
             ..ok(7)
         },
     ];

@@ -1,11 +1,11 @@
 //! Contract: inserting, reading and listing tasks, and status transitions.
 
 use crate::helpers::*;
-use dts_model::{Task, TaskStatus, Variables, now_millis};
+use dts_model::{Bytes, Task, TaskStatus, Variables, now_millis};
 use dts_store::{DynStore, PlanOutcome, ResultFilter, StoreError};
 
 pub(crate) async fn a_task_and_its_inputs_read_back_exactly_as_inserted(store: DynStore) {
-    let awkward: Vec<String> = [
+    let awkward: Vec<Bytes> = [
         "",
         "plain",
         "quo\"te and 'single'",
@@ -19,8 +19,8 @@ pub(crate) async fn a_task_and_its_inputs_read_back_exactly_as_inserted(store: D
         "",
     ]
     .into_iter()
-    .map(String::from)
-    .chain(std::iter::once("long ".repeat(5_000)))
+    .map(Bytes::from)
+    .chain(std::iter::once(Bytes::from("long ".repeat(5_000))))
     .collect();
     let mut task = task_with(&dts_model::new_task_id(), 1_700_000_000_123, awkward.len());
     task.name = Some("naïve \"quoted\" name; DROP TABLE tasks;--".to_string());
@@ -46,8 +46,8 @@ pub(crate) async fn a_task_and_its_inputs_read_back_exactly_as_inserted(store: D
 }
 
 pub(crate) async fn a_hundred_thousand_inputs_round_trip(store: DynStore) {
-    let many: Vec<String> = (0..100_000)
-        .map(|i| format!("input number {i} «{}»", i % 7))
+    let many: Vec<Bytes> = (0..100_000)
+        .map(|i| Bytes::from(format!("input number {i} «{}»", i % 7)))
         .collect();
     let task = task_with(&dts_model::new_task_id(), now_millis(), many.len());
     store.insert_task(&task, &many).await.unwrap();

@@ -121,8 +121,10 @@ end
 -- the difference between each item's old outcome and its new one. The
 -- results come in the form ARGV[first - 1] names: '1' triples (index, '1'
 -- if it succeeded else '0', full result JSON), for a layout 1 task; '2'
--- quintuples (index, ok, worker, input, the compact JSON of the other
--- fields, see codec.rs), for a layout 2 task. Returns false and the
+-- sextuples (index, ok, worker, input as bytes, input as JSON, the compact
+-- JSON of the other fields, see codec.rs), for a layout 2 task. The input
+-- comes twice because it may not be UTF-8: the bytes compare with the
+-- task's own, the JSON (Rust's, base64 when needed) is what is stored. Returns false and the
 -- task's layout when the form does not fit it (nothing is written; the
 -- caller asks Rust for the other form), else true, whether a counter moved,
 -- and the set of bucket keys written. With `keep`, an item that has a
@@ -185,14 +187,14 @@ local function apply_results(first, keep)
     end
   else
     local indices = {}
-    for i = first, #ARGV, 5 do
+    for i = first, #ARGV, 6 do
       indices[#indices + 1] = tonumber(ARGV[i])
     end
     local task_inputs = inputs_at(INPUTS, indices)
     local workers = {}
-    for i = first, #ARGV, 5 do
-      local text, ok, worker, input, rest =
-        ARGV[i], ARGV[i + 1] == '1', ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    for i = first, #ARGV, 6 do
+      local text, ok, worker, input, input_json, rest =
+        ARGV[i], ARGV[i + 1] == '1', ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
       local index = tonumber(text)
       local ref = workers[worker]
       if not ref then
@@ -207,7 +209,7 @@ local function apply_results(first, keep)
       -- it there); the input only when it is not the task's own.
       local value = '{"worker":' .. ref
       if input ~= task_inputs[index] then
-        value = value .. ',"input":' .. cjson.encode(input)
+        value = value .. ',"input":' .. input_json
       end
       if rest == '{}' then
         value = value .. '}'
