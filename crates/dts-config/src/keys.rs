@@ -475,7 +475,7 @@ pub const KEYS: &[KeySpec] = &[
         "limits.max-item-bytes",
         Usize,
         "65536",
-        "Largest single item, in bytes once JSON-escaped (an item is one process argument, which Linux caps at 128 KiB).",
+        "Largest single item, in bytes once JSON-escaped, or of its base64 when it is not UTF-8 (an item is one process argument, which Linux caps at 128 KiB).",
     )
     .min(1)
     .max(MAX_PROCESS_ARGUMENT_BYTES),

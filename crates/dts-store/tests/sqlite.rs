@@ -203,7 +203,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 10,
+                supported: 11,
                 ..
             }
         ),
