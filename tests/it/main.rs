@@ -7,6 +7,7 @@ mod bad_requests;
 mod cli;
 mod cli_hardening;
 mod distributed;
+mod doc_examples;
 mod execution;
 mod faults;
 mod hostile;
