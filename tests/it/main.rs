@@ -24,5 +24,6 @@ mod scripts;
 mod security;
 mod seed_api;
 mod task_ids;
+mod terminal;
 mod v1_api;
 mod waiting;

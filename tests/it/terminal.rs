@@ -1,0 +1,196 @@
+//! dts on a real terminal: the program runs as the session leader of a
+//! pseudo-terminal that is its controlling terminal, in cooked mode, and
+//! Ctrl-C is typed (`\x03`), so the terminal driver itself sends SIGINT to
+//! the foreground process group, as it does for a user at a shell.
+
+use crate::common::{DtsUp, dts_binary, text};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A program on a terminal, and everything it has shown so far.
+struct OnTerminal {
+    child: Child,
+    master: File,
+    screen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl OnTerminal {
+    fn start(args: &[&str]) -> OnTerminal {
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        // SAFETY: posix_openpt returns a new descriptor (or -1).
+        let master = unsafe { libc::posix_openpt(flags) };
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the descriptor is new and owned by nobody else.
+        let master = unsafe { OwnedFd::from_raw_fd(master) };
+        let mut name = [0 as libc::c_char; 128];
+        // SAFETY: these act on the master we own and write at most
+        // `name.len()` bytes into `name`.
+        unsafe {
+            assert_eq!(libc::grantpt(master.as_raw_fd()), 0, "grantpt");
+            assert_eq!(libc::unlockpt(master.as_raw_fd()), 0, "unlockpt");
+            assert_eq!(
+                libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
+                0,
+                "ptsname_r"
+            );
+        }
+        // SAFETY: `name` is a NUL-terminated path written by ptsname_r.
+        let slave = unsafe { libc::open(name.as_ptr(), flags) };
+        assert!(
+            slave >= 0,
+            "open the slave: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the descriptor is new and owned by nobody else.
+        let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+        let mut command = Command::new(dts_binary());
+        command
+            .args(args)
+            .env_remove("DTS_AUTH_TOKEN")
+            .env("DTS_LOG", "warn")
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        // SAFETY: setsid and ioctl are async-signal-safe; the child makes
+        // itself a session leader and takes its stdin (the slave) as its
+        // controlling terminal, which makes it the foreground process group.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start dts on a terminal");
+        drop(command);
+        let master = File::from(master);
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let shown = Arc::clone(&screen);
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            // ends: the master reads EIO once no process holds the slave.
+            loop {
+                match reader.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => shown.lock().unwrap().extend_from_slice(&buffer[..n]),
+                }
+            }
+        });
+        OnTerminal {
+            child,
+            master,
+            screen,
+        }
+    }
+
+    fn screen(&self) -> String {
+        text(&self.screen.lock().unwrap())
+    }
+
+    /// Waits until the screen shows `what`.
+    fn wait_for_screen(&self, what: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        // ends: at the deadline.
+        while !self.screen().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "the terminal never showed {what:?}; it shows:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types Ctrl-C, waits for the program to exit and returns its code.
+    fn ctrl_c(&mut self) -> Option<i32> {
+        self.master.write_all(b"\x03").unwrap();
+        dts_testkit::wait_for_exit(&mut self.child, DEADLINE, "dts after Ctrl-C").code()
+    }
+}
+
+#[tokio::test]
+async fn submit_wait_on_a_terminal_draws_the_bar_and_ctrl_c_says_the_task_keeps_running() {
+    let up = DtsUp::start(&[]);
+    let mut shown = OnTerminal::start(&[
+        "submit", "sleep 60", ":::", "a", "--wait", "--server", &up.base,
+    ]);
+    shown.wait_for_screen("0/1 item, starting");
+    let code = shown.ctrl_c();
+    assert_eq!(code, Some(130), "{}", shown.screen());
+    let screen = shown.screen();
+    let id = screen
+        .split("submitted task ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("the task is named: {screen}"))
+        .to_string();
+    assert!(
+        screen.contains(&format!("task {id} keeps running on the server.")),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&format!(
+            "to cancel it: dts cancel {id} --server {}",
+            up.base
+        )),
+        "{screen}"
+    );
+    assert_eq!(up.task(&id).await["status"], "INPROGRESS");
+}
+
+#[test]
+fn dts_run_on_a_terminal_stops_its_items_on_ctrl_c_and_says_so() {
+    // In the command line of the item's shell and of its `sleep` alike
+    // (the `; true` keeps bash from exec'ing sleep in its place).
+    let marker = format!("60.{}", std::process::id());
+    let script = format!("sleep {marker}; true");
+    let mut shown = OnTerminal::start(&["run", "--bar", "-j", "2", &script, "a", "b"]);
+    shown.wait_for_screen("0/2 items");
+    let code = shown.ctrl_c();
+    assert_eq!(code, Some(130), "{}", shown.screen());
+    assert!(
+        shown
+            .screen()
+            .contains("dts: interrupted: killed 2 running items, 0 of 2 done"),
+        "{}",
+        shown.screen()
+    );
+    let deadline = Instant::now() + DEADLINE;
+    // ends: at the deadline.
+    while running_with(&marker) {
+        assert!(
+            Instant::now() < deadline,
+            "items with {marker} outlived dts run"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether a process whose command line holds `marker` is alive.
+fn running_with(marker: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .map(|cmdline| {
+                cmdline
+                    .windows(marker.len())
+                    .any(|w| w == marker.as_bytes())
+            })
+            .unwrap_or(false)
+    })
+}
