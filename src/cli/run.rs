@@ -275,8 +275,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     if args.dry_run {
         return dry_run(&new, &commands);
     }
-    let mut printer = Printer::new(&args, commands, new.inputs.len() as u64)?;
+    // Listening before anything is drawn: once the bar shows, Ctrl-C stops
+    // dts run the documented way (exit 130, items killed).
     let mut signals = Signals::new()?;
+    let mut printer = Printer::new(&args, commands, new.inputs.len() as u64)?;
 
     let started = Instant::now();
     // In memory: `store.ephemeral` is set above.

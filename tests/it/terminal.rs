@@ -19,6 +19,8 @@ struct OnTerminal {
     child: Child,
     master: File,
     screen: Arc<Mutex<Vec<u8>>>,
+    /// Says when the screen has everything: the terminal closed.
+    closed: std::sync::mpsc::Receiver<()>,
 }
 
 impl OnTerminal {
@@ -79,6 +81,7 @@ impl OnTerminal {
         let screen = Arc::new(Mutex::new(Vec::new()));
         let mut reader = master.try_clone().unwrap();
         let shown = Arc::clone(&screen);
+        let (close, closed) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut buffer = [0; 4096];
             // ends: the master reads EIO once no process holds the slave.
@@ -88,11 +91,13 @@ impl OnTerminal {
                     Ok(n) => shown.lock().unwrap().extend_from_slice(&buffer[..n]),
                 }
             }
+            let _ = close.send(());
         });
         OnTerminal {
             child,
             master,
             screen,
+            closed,
         }
     }
 
@@ -114,10 +119,15 @@ impl OnTerminal {
         }
     }
 
-    /// Types Ctrl-C, waits for the program to exit and returns its code.
+    /// Types Ctrl-C, waits for the program to exit and for the screen to
+    /// show all it wrote, and returns its exit code.
     fn ctrl_c(&mut self) -> Option<i32> {
         self.master.write_all(b"\x03").unwrap();
-        dts_testkit::wait_for_exit(&mut self.child, DEADLINE, "dts after Ctrl-C").code()
+        let code = dts_testkit::wait_for_exit(&mut self.child, DEADLINE, "dts after Ctrl-C").code();
+        self.closed
+            .recv_timeout(DEADLINE)
+            .expect("the terminal to close once dts exited");
+        code
     }
 }
 
@@ -129,8 +139,8 @@ async fn submit_wait_on_a_terminal_draws_the_bar_and_ctrl_c_says_the_task_keeps_
     ]);
     shown.wait_for_screen("0/1 item, starting");
     let code = shown.ctrl_c();
-    assert_eq!(code, Some(130), "{}", shown.screen());
     let screen = shown.screen();
+    assert_eq!(code, Some(130), "{screen}");
     let id = screen
         .split("submitted task ")
         .nth(1)
@@ -156,9 +166,23 @@ fn dts_run_on_a_terminal_stops_its_items_on_ctrl_c_and_says_so() {
     // In the command line of the item's shell and of its `sleep` alike
     // (the `; true` keeps bash from exec'ing sleep in its place).
     let marker = format!("60.{}", std::process::id());
-    let script = format!("sleep {marker}; true");
+    let started = tempfile::TempDir::new().unwrap();
+    let script = format!(
+        "touch {}/\"$1\"; sleep {marker}; true",
+        started.path().display()
+    );
     let mut shown = OnTerminal::start(&["run", "--bar", "-j", "2", &script, "a", "b"]);
     shown.wait_for_screen("0/2 items");
+    let deadline = Instant::now() + DEADLINE;
+    // ends: at the deadline.
+    while !(started.path().join("a").exists() && started.path().join("b").exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "both items to start:\n{}",
+            shown.screen()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let code = shown.ctrl_c();
     assert_eq!(code, Some(130), "{}", shown.screen());
     assert!(
@@ -170,7 +194,7 @@ fn dts_run_on_a_terminal_stops_its_items_on_ctrl_c_and_says_so() {
     );
     let deadline = Instant::now() + DEADLINE;
     // ends: at the deadline.
-    while running_with(&marker) {
+    while running_with(&marker, shown.child.id()) {
         assert!(
             Instant::now() < deadline,
             "items with {marker} outlived dts run"
@@ -179,12 +203,16 @@ fn dts_run_on_a_terminal_stops_its_items_on_ctrl_c_and_says_so() {
     }
 }
 
-/// Whether a process whose command line holds `marker` is alive.
-fn running_with(marker: &str) -> bool {
+/// Whether a process other than `dts` (whose own command line holds the
+/// script) has a command line holding `marker`: an item.
+fn running_with(marker: &str, dts: u32) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
     };
     entries.flatten().any(|entry| {
+        if entry.file_name().to_str() == Some(&dts.to_string()) {
+            return false;
+        }
         std::fs::read(entry.path().join("cmdline"))
             .map(|cmdline| {
                 cmdline
