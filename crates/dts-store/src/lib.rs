@@ -553,8 +553,10 @@ pub trait Store: Send + Sync + 'static {
     /// items, the shards holding them or not completed are queued again
     /// (their succeeded items are skipped, as on any later claim of a
     /// shard), and the task is `INPROGRESS` again without its end time and
-    /// error. A task that cannot be retried ([`check_retry`]'s rules) is
-    /// [`StoreError::CannotRetry`] and nothing changes: so of two
+    /// error. A task that cannot be retried (it did not end FAILED or
+    /// CANCELLED, was never planned, has every item succeeded, or its
+    /// deadline passed) is [`StoreError::CannotRetry`] and nothing changes:
+    /// so of two
     /// concurrent retries exactly one queues the work.
     async fn retry_task(&self, id: &str) -> StoreResult<RetryOutcome>;
 
