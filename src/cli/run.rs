@@ -128,7 +128,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     joblog: Option<PathBuf>,
     /// Keep each item's input, stdout, stderr and exit code in files:
-    /// DIR/<seq>/input, stdout, stderr, exitcode (seq counts from 1).
+    /// DIR/SEQ/input, stdout, stderr, exitcode (SEQ counts from 1).
     #[arg(long, value_name = "DIR")]
     results: Option<PathBuf>,
     /// A progress bar with the rate and time left on stderr, when it is a
