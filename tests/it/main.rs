@@ -22,6 +22,7 @@ mod scheduling;
 mod scripts;
 mod security;
 mod seed_api;
+mod submit_habits;
 mod task_ids;
 mod v1_api;
 mod waiting;
