@@ -379,4 +379,27 @@ mod tests {
             Cli::try_parse_from(["submit", "t", "a", "--speculate", "--no-speculate"]).is_err()
         );
     }
+
+    #[test]
+    fn jobs_is_the_tasks_max_concurrency_and_a_task_file_refuses_it() {
+        let body = parse(&["echo $1", "a", "-j", "3"])
+            .template_task("echo $1")
+            .unwrap();
+        assert_eq!(body["maxConcurrency"], 3);
+        assert_eq!(
+            parse(&["echo $1", "a"])
+                .template_task("echo $1")
+                .unwrap()
+                .get("maxConcurrency"),
+            None
+        );
+        assert!(
+            parse(&["t.json", "--jobs", "2"])
+                .form()
+                .unwrap_err()
+                .to_string()
+                .starts_with("the task file t.json and -j 2 cannot go together")
+        );
+        assert!(Cli::try_parse_from(["submit", "t", "a", "-j", "0"]).is_err());
+    }
 }
