@@ -5,7 +5,9 @@
 
 use super::terminal::{Console, Progress, Rate, count, progress_bar, progress_text};
 use anyhow::{Context, Result, anyhow, bail};
-use dts_api::views::{ErrorBody, ResultView, ResultsPage, RetryView, TaskView, WorkerView};
+use dts_api::views::{
+    ErrorBody, ResultItemView, ResultView, ResultsPage, RetryView, TaskView, WorkerView,
+};
 use dts_model::{ItemResult, PastAttempt, TaskStatus};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -21,7 +23,7 @@ const POLL: Duration = Duration::from_millis(200);
 /// The server `--server` names when it is not given.
 const DEFAULT_SERVER: &str = "http://127.0.0.1:30000";
 /// The exit status of a command stopped by Ctrl-C, as shells report it.
-const INTERRUPTED: u8 = 130;
+pub(super) const INTERRUPTED: u8 = 130;
 
 /// A connection to one dts server.
 pub struct Client {
@@ -161,7 +163,7 @@ fn short(text: &str) -> String {
 }
 
 /// Prints `value` as pretty JSON.
-fn print_json(
+pub(super) fn print_json(
     out: &mut super::terminal::Sanitized<impl Write>,
     value: &impl serde::Serialize,
 ) -> Result<()> {
@@ -170,14 +172,8 @@ fn print_json(
     Ok(())
 }
 
-/// `dts submit FILE|-`.
-pub async fn submit(
-    client: &Client,
-    console: &mut Console,
-    file: &Path,
-    wait: bool,
-    json: bool,
-) -> Result<ExitCode> {
+/// The task in the file `dts submit FILE|-` names, checked to be JSON.
+pub fn read_task(file: &Path) -> Result<Vec<u8>> {
     let (body, what) = if file == Path::new("-") {
         let mut text = Vec::new();
         std::io::stdin()
@@ -192,7 +188,7 @@ pub async fn submit(
     // Checked here, so the error names the file (the server cannot).
     serde_json::from_slice::<serde::de::IgnoredAny>(&body)
         .with_context(|| format!("{what} is not valid JSON"))?;
-    send_task(client, console, body, wait, json).await
+    Ok(body)
 }
 
 /// Sends the task in `body` (JSON), says which task it became, and with
@@ -205,25 +201,40 @@ pub async fn send_task(
     wait: bool,
     json: bool,
 ) -> Result<ExitCode> {
-    let (task, raw) = client
-        .fetch::<TaskView>(Method::POST, "/v1/tasks", Some(body))
-        .await?;
+    // With --json and no --wait, the JSON alone.
+    let (task, raw) = post_task(client, console, body, wait || !json).await?;
     if json && !wait {
         print_json(&mut console.out, &raw)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(
-        console.err,
-        "submitted task {} ({}, {})",
-        task.id,
-        count(task.items_total, "item"),
-        task.status
-    )?;
     if !wait {
         writeln!(console.out, "{}", task.id)?;
         return Ok(ExitCode::SUCCESS);
     }
     watch(client, console, &task.id, json).await
+}
+
+/// Sends the task in `body` (JSON); with `say`, says on stderr which task
+/// it became.
+pub async fn post_task(
+    client: &Client,
+    console: &mut Console,
+    body: Vec<u8>,
+    say: bool,
+) -> Result<(TaskView, Value)> {
+    let (task, raw) = client
+        .fetch::<TaskView>(Method::POST, "/v1/tasks", Some(body))
+        .await?;
+    if say {
+        writeln!(
+            console.err,
+            "submitted task {} ({}, {})",
+            task.id,
+            count(task.items_total, "item"),
+            task.status
+        )?;
+    }
+    Ok((task, raw))
 }
 
 /// `dts watch ID` (and `submit --wait`): a progress bar until the task ends;
@@ -235,6 +246,35 @@ pub async fn watch(
     id: &str,
     json: bool,
 ) -> Result<ExitCode> {
+    let Some((task, raw)) = follow(client, console, id).await? else {
+        return Ok(ExitCode::from(INTERRUPTED));
+    };
+    if json {
+        print_json(&mut console.out, &raw)?;
+    } else {
+        print_task(&mut console.out, &task)?;
+    }
+    Ok(ended_status(&task))
+}
+
+/// The exit status of a command that waited for `task` to end: 0 only
+/// if it completed.
+pub fn ended_status(task: &TaskView) -> ExitCode {
+    if task.status == TaskStatus::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Shows the task's progress until it ends, and returns it as it ended
+/// (and its JSON); `None` after Ctrl-C, once it said that the task keeps
+/// running and how to cancel it.
+pub async fn follow(
+    client: &Client,
+    console: &mut Console,
+    id: &str,
+) -> Result<Option<(TaskView, Value)>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
     let (mut task, mut raw) = client
@@ -298,23 +338,14 @@ pub async fn watch(
                     task.id,
                     client.server_flag()
                 )?;
-                return Ok(ExitCode::from(INTERRUPTED));
+                return Ok(None);
             }
         }
     }
     // Not `finish`: that would show every item done, which a cancelled or
     // failed task's items were not.
     bar.abandon();
-    if json {
-        print_json(&mut console.out, &raw)?;
-    } else {
-        print_task(&mut console.out, &task)?;
-    }
-    Ok(if task.status == TaskStatus::Completed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(Some((task, raw)))
 }
 
 /// The text beside the progress bar: status, items done of all, failures
@@ -348,7 +379,7 @@ pub async fn status(
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_task(out: &mut impl Write, task: &TaskView) -> Result<()> {
+pub(super) fn print_task(out: &mut impl Write, task: &TaskView) -> Result<()> {
     let or_dash = |text: &Option<String>| text.clone().unwrap_or_else(|| "-".into());
     writeln!(out, "id:        {}", task.id)?;
     if let Some(name) = &task.name {
@@ -397,58 +428,77 @@ pub async fn results(
     failed: bool,
     shape: ResultsShape,
 ) -> Result<ExitCode> {
-    const PAGE: u64 = 1000;
-    let filter = if failed { "&status=failed" } else { "" };
     // For the items' attempts, and to say why there is little or nothing.
     let (task, _) = client
         .fetch::<TaskView>(Method::GET, &format!("/v1/tasks/{id}?summary=true"), None)
         .await?;
     // `id` may be a prefix: the pages use the full id it resolved to.
-    let id = &task.id;
-    let mut offset = 0;
     let mut all = Vec::new();
+    let shown = each_result(client, &task.id, failed, |item| {
+        match shape {
+            ResultsShape::Listing => {
+                print_result(&mut console.out, &item.view, task.retries)?;
+                print_previous_attempts(&mut console.out, &item.previous_attempts)?;
+            }
+            ResultsShape::OutputOnly => {
+                console.out.write_all(item.view.result.stdout.as_bytes())?;
+                console.err.write_all(item.view.result.stderr.as_bytes())?;
+            }
+            ResultsShape::Json => {}
+        }
+        let cuts = cut_notes(&item.view.result, SERVER_CAP);
+        if !cuts.is_empty() {
+            // Said next to the item it is about, after its output.
+            console.out.flush()?;
+            for note in cuts {
+                writeln!(console.err, "dts: {note}")?;
+            }
+        }
+        if shape == ResultsShape::Json {
+            all.push(item);
+        }
+        Ok(())
+    })
+    .await?;
+    if shape == ResultsShape::Json {
+        print_json(&mut console.out, &all)?;
+    }
+    console.out.flush()?;
+    if let Some(note) = results_note(&task, shown, failed) {
+        writeln!(console.err, "dts: {note}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Calls `each` with every result of task `id` (the full id), in index
+/// order, a page at a time (only the failed ones with `failed`); returns
+/// how many there were.
+pub async fn each_result(
+    client: &Client,
+    id: &str,
+    failed: bool,
+    mut each: impl FnMut(ResultItemView) -> Result<()>,
+) -> Result<u64> {
+    const PAGE: u64 = 1000;
+    let filter = if failed { "&status=failed" } else { "" };
+    let mut offset = 0;
+    // ends: each page starts after the last one's results, and a page
+    // that reaches the total, or an empty one, is the last.
     loop {
         let path = format!("/v1/tasks/{id}/results?offset={offset}&limit={PAGE}{filter}");
         let (page, _) = client
             .fetch::<ResultsPage>(Method::GET, &path, None)
             .await?;
-        offset += page.items.len() as u64;
+        let read = page.items.len() as u64;
+        offset += read;
         for item in page.items {
-            match shape {
-                ResultsShape::Listing => {
-                    print_result(&mut console.out, &item.view, task.retries)?;
-                    print_previous_attempts(&mut console.out, &item.previous_attempts)?;
-                }
-                ResultsShape::OutputOnly => {
-                    console.out.write_all(item.view.result.stdout.as_bytes())?;
-                    console.err.write_all(item.view.result.stderr.as_bytes())?;
-                }
-                ResultsShape::Json => {}
-            }
-            let cuts = cut_notes(&item.view.result, SERVER_CAP);
-            if !cuts.is_empty() {
-                // Said next to the item it is about, after its output.
-                console.out.flush()?;
-                for note in cuts {
-                    writeln!(console.err, "dts: {note}")?;
-                }
-            }
-            if shape == ResultsShape::Json {
-                all.push(item);
-            }
+            each(item)?;
         }
-        if offset >= page.total || offset == 0 {
+        if offset >= page.total || read == 0 {
             break;
         }
     }
-    if shape == ResultsShape::Json {
-        print_json(&mut console.out, &all)?;
-    }
-    console.out.flush()?;
-    if let Some(note) = results_note(&task, offset, failed) {
-        writeln!(console.err, "dts: {note}")?;
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(offset)
 }
 
 /// What `dts results` says on stderr when its list alone would mislead:
@@ -516,7 +566,7 @@ pub(super) fn cut_notes(result: &ItemResult, keeper: &str) -> Vec<String> {
 }
 
 /// Whose cap cut a result `dts results` shows.
-const SERVER_CAP: &str = "the server keeps executor.output-cap-bytes per item";
+pub(super) const SERVER_CAP: &str = "the server keeps executor.output-cap-bytes per item";
 
 /// `n` with its digits in groups of three: 588,895.
 fn grouped(n: u64) -> String {

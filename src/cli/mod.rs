@@ -3,6 +3,7 @@
 
 mod args;
 mod client;
+mod commands;
 mod process;
 mod run;
 mod server;

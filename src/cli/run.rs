@@ -33,24 +33,21 @@
 //! signals ended.
 
 use super::args::{ConfigArgs, ExecArgs};
-use super::client;
+use super::commands::{Commands, Keeper, dry_run, new_task, show_output};
 use super::process;
 use super::task_args::{TaskFlags, check_placeholders, task_file};
 use super::terminal::{Mode, Progress, Rate, Sanitized, count, progress_bar, progress_text};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dts_api::views::ResultView;
-use dts_executor::{Convention, Program};
-use dts_model::submit::NewTask;
-use dts_model::{ItemResult, TaskStatus, submit, template};
+use dts_model::{ItemResult, TaskStatus};
 use dts_node::embedded::{EmbeddedNode, Role};
 use dts_node::wiring;
 use dts_store::{DynStore, ResultFilter};
 use indicatif::ProgressBar;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Stderr, Stdout, Write};
+use std::io::{IsTerminal, Stderr, Stdout, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -261,16 +258,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     ];
     args.exec.push_flags(&mut flags);
     let settings = args.config.load(flags)?;
-    let new =
-        submit::from_json(&args.task_body()?, &wiring::submit_limits(&settings)).map_err(|e| {
-            anyhow::anyhow!(
-                "{}{}",
-                e.message,
-                e.field
-                    .map(|f| format!(" (field: {f})"))
-                    .unwrap_or_default()
-            )
-        })?;
+    let new = new_task(&args.task_body()?, &wiring::submit_limits(&settings))?;
     let commands = Commands::of(&new)?;
     if args.dry_run {
         return dry_run(&new, &commands);
@@ -635,88 +623,6 @@ impl Reader {
     }
 }
 
-/// The command each item runs, as a shell would take it: for `--dry-run`
-/// and the job log's Command column.
-struct Commands {
-    program: Program,
-    convention: Convention,
-}
-
-impl Commands {
-    fn of(task: &NewTask) -> Result<Commands> {
-        let script = template::render(&task.template_function, &task.variables)
-            .map_err(|missing| anyhow::anyhow!("{missing}"))?;
-        let path = std::env::var_os("PATH");
-        Ok(Commands {
-            program: Program::prepare(&script, &task.interpreter, path.as_deref()),
-            convention: Convention::of(&task.interpreter),
-        })
-    }
-
-    /// The command line for `input`, each word shell-quoted.
-    fn line(&self, input: &[u8]) -> Vec<u8> {
-        let words: Vec<&[u8]> = match &self.program {
-            Program::Direct(path) => vec![
-                std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()),
-                input,
-            ],
-            Program::Script {
-                interpreter,
-                script,
-            } => std::iter::once(interpreter.as_bytes())
-                .chain(self.convention.args(script).into_iter().map(str::as_bytes))
-                .chain(std::iter::once(input))
-                .collect(),
-        };
-        let mut line = Vec::new();
-        for (i, word) in words.iter().enumerate() {
-            if i > 0 {
-                line.push(b' ');
-            }
-            line.extend_from_slice(&shell_quote(word));
-        }
-        line
-    }
-}
-
-/// `word` as one shell word: as it is when it holds only characters no
-/// shell treats specially, else in single quotes. Bytes, not text: an
-/// input that is not UTF-8 is quoted exactly as the item gets it.
-fn shell_quote(word: &[u8]) -> Vec<u8> {
-    let plain = !word.is_empty()
-        && word
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(c));
-    if plain {
-        return word.to_vec();
-    }
-    let mut quoted = vec![b'\''];
-    for &byte in word {
-        if byte == b'\'' {
-            quoted.extend_from_slice(br"'\''");
-        } else {
-            quoted.push(byte);
-        }
-    }
-    quoted.push(b'\'');
-    quoted
-}
-
-/// `--dry-run`: each item's command, one per line, and nothing run.
-fn dry_run(task: &NewTask, commands: &Commands) -> Result<ExitCode> {
-    let mut out = super::terminal::stdout(false);
-    for input in &task.inputs {
-        let mut line = commands.line(input.as_bytes());
-        line.push(b'\n');
-        match out.write_all(&line) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
-            other => other?,
-        }
-    }
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Where each result goes: the terminal's or pipe's streams (or one JSON
 /// array), the job log, the results directory, the progress bar.
 struct Printer {
@@ -724,10 +630,8 @@ struct Printer {
     err: Sanitized<Stderr>,
     json: bool,
     tag: bool,
-    joblog: Option<(PathBuf, BufWriter<File>)>,
-    results: Option<PathBuf>,
+    keeper: Keeper,
     bar: Option<(ProgressBar, Rate)>,
-    commands: Commands,
     total: u64,
     /// Results printed so far, and how many of them failed.
     done: u64,
@@ -739,26 +643,7 @@ impl Printer {
         let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
         let out_mode = Mode::for_stream(stdout.is_terminal(), args.raw);
         let err_mode = Mode::for_stream(stderr.is_terminal(), args.raw);
-        let joblog = match &args.joblog {
-            Some(path) => {
-                let file = File::create(path).with_context(|| {
-                    format!("cannot create the --joblog file {}", path.display())
-                })?;
-                let mut log = BufWriter::new(file);
-                writeln!(
-                    log,
-                    "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
-                )
-                .with_context(|| format!("cannot write the --joblog file {}", path.display()))?;
-                Some((path.clone(), log))
-            }
-            None => None,
-        };
-        if let Some(dir) = &args.results {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!("cannot create the --results directory {}", dir.display())
-            })?;
-        }
+        let keeper = Keeper::new(commands, args.joblog.as_deref(), args.results.as_deref())?;
         let bar = ((args.bar || args.eta) && stderr.is_terminal()).then(|| {
             let bar = progress_bar(total);
             bar.set_message(progress_text("", 0, total, 0, Progress::Running(None)));
@@ -769,10 +654,8 @@ impl Printer {
             err: Sanitized::new(stderr, err_mode),
             json: args.json,
             tag: args.tag,
-            joblog,
-            results: args.results.clone(),
+            keeper,
             bar,
-            commands,
             total,
             done: 0,
             failed: 0,
@@ -794,7 +677,7 @@ impl Printer {
             if !result.succeeded() {
                 self.failed += 1;
             }
-            self.keep(result, *at)?;
+            self.keeper.keep(result, *at, ":")?;
             match self.bar.take() {
                 Some((bar, rate)) => {
                     let shown = bar.suspend(|| self.show(result));
@@ -832,73 +715,13 @@ impl Printer {
             let shown = self.out.mode().show_json(&text).into_owned();
             return write!(self.out, "{separator}{shown}");
         }
-        let prefix = self.tag.then(|| [result.input.as_bytes(), b"\t"].concat());
-        write_tagged(&mut self.out, result.stdout.as_bytes(), prefix.as_deref())?;
-        write_tagged(&mut self.err, result.stderr.as_bytes(), prefix.as_deref())?;
-        for note in client::cut_notes(result, "dts run was given executor.output-cap-bytes") {
-            writeln!(self.err, "dts: {note}")?;
-        }
-        if !result.succeeded() {
-            let why = match (&result.error, result.exit_code, result.signal) {
-                (Some(error), _, _) => error.clone(),
-                (None, _, _) if result.timed_out => "timed out".to_string(),
-                (None, Some(code), _) => format!("exit {code}"),
-                (None, None, Some(signal)) => format!("killed by signal {signal}"),
-                _ => "failed".to_string(),
-            };
-            writeln!(
-                self.err,
-                "dts: item {} ({:?}) failed: {why}",
-                result.index, result.input
-            )?;
-        }
-        Ok(())
-    }
-
-    /// The job log line and the results directory of one item, which
-    /// ended at about `ended` (when dts first saw its result).
-    fn keep(&mut self, result: &ItemResult, ended: Duration) -> std::io::Result<()> {
-        let seq = result.index + 1;
-        let exitval = result.exit_code.unwrap_or(-1);
-        let signal = result.signal.unwrap_or(0);
-        if let Some((path, log)) = &mut self.joblog {
-            let runtime = Duration::from_millis(result.duration_ms);
-            let start = ended.saturating_sub(runtime);
-            let named = |e: std::io::Error| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot write the --joblog file {}: {e}", path.display()),
-                )
-            };
-            let mut line = format!(
-                "{seq}\t:\t{:.3}\t{:.3}\t0\t{}\t{exitval}\t{signal}\t",
-                start.as_secs_f64(),
-                runtime.as_secs_f64(),
-                result.stdout.len(),
-            )
-            .into_bytes();
-            line.extend_from_slice(&self.commands.line(result.input.as_bytes()));
-            line.push(b'\n');
-            log.write_all(&line).map_err(named)?;
-        }
-        if let Some(dir) = &self.results {
-            let item = dir.join(seq.to_string());
-            let named = |e: std::io::Error| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot write the --results files in {}: {e}",
-                        item.display()
-                    ),
-                )
-            };
-            std::fs::create_dir_all(&item).map_err(named)?;
-            std::fs::write(item.join("input"), result.input.as_bytes()).map_err(named)?;
-            std::fs::write(item.join("stdout"), result.stdout.as_bytes()).map_err(named)?;
-            std::fs::write(item.join("stderr"), result.stderr.as_bytes()).map_err(named)?;
-            std::fs::write(item.join("exitcode"), format!("{exitval}\n")).map_err(named)?;
-        }
-        Ok(())
+        show_output(
+            &mut self.out,
+            &mut self.err,
+            result,
+            self.tag,
+            "dts run was given executor.output-cap-bytes",
+        )
     }
 
     /// Closes the JSON array, flushes the job log, clears the bar.
@@ -907,10 +730,7 @@ impl Printer {
         if let Some((bar, _)) = &self.bar {
             bar.finish_and_clear();
         }
-        if let Some((path, log)) = &mut self.joblog {
-            log.flush()
-                .with_context(|| format!("cannot write the --joblog file {}", path.display()))?;
-        }
+        self.keeper.finish()?;
         if self.json {
             match writeln!(self.out, "]").and_then(|()| self.out.flush()) {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
@@ -919,18 +739,6 @@ impl Printer {
         }
         Ok(())
     }
-}
-
-/// `bytes` with `prefix` before each line, as `--tag` shows them.
-fn write_tagged(out: &mut impl Write, bytes: &[u8], prefix: Option<&[u8]>) -> std::io::Result<()> {
-    let Some(prefix) = prefix else {
-        return out.write_all(bytes);
-    };
-    for line in bytes.split_inclusive(|b| *b == b'\n') {
-        out.write_all(prefix)?;
-        out.write_all(line)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -966,22 +774,5 @@ mod tests {
         assert!(!halt.crossed(1, 8));
         assert!(halt.crossed(2, 8));
         assert!(!Halt::parse("never").unwrap().crossed(1_000, 1_000));
-    }
-
-    #[test]
-    fn words_a_shell_would_split_or_expand_are_single_quoted() {
-        assert_eq!(shell_quote(b"a.txt"), b"a.txt");
-        assert_eq!(shell_quote(b"a b"), b"'a b'");
-        assert_eq!(shell_quote(b"it's"), br"'it'\''s'");
-        assert_eq!(shell_quote(b"$1"), b"'$1'");
-        assert_eq!(shell_quote(b""), b"''");
-        assert_eq!(shell_quote(b"caf\xe9"), b"'caf\xe9'");
-    }
-
-    #[test]
-    fn tag_prefixes_every_line_and_an_unfinished_last_one() {
-        let mut out = Vec::new();
-        write_tagged(&mut out, b"x\ny\nz", Some(b"in\t")).unwrap();
-        assert_eq!(out, b"in\tx\nin\ty\nin\tz");
     }
 }

@@ -12,15 +12,26 @@
 //! the command line belongs to a template; otherwise it is the template.
 //! Inputs or template flags with `-` or a `.json` file are refused, naming
 //! both, rather than guessed at.
+//!
+//! GNU parallel's habits mean here what they can for a task that runs on
+//! a server: `-j N` is the task's `maxConcurrency` (its items at once,
+//! across the cluster, not this machine's cores); `--dry-run` prints the
+//! commands and sends nothing; `--tag`, `--output-only`, `--joblog` and
+//! `--results` need `--wait` and are written once the task has ended, from
+//! the results API, by the same code as `dts run`'s.
 
 use super::ClientArgs;
 use super::client;
+use super::commands::{Commands, Keeper, any_server, dry_run, new_task, show_output};
 use super::task_args::{TaskFlags, check_placeholders, quoted_list};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde_json::json;
-use std::path::Path;
+use dts_model::scheduling::MAX_CONCURRENCY;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Args)]
 pub struct SubmitArgs {
@@ -55,9 +66,43 @@ pub struct SubmitArgs {
     /// not happen twice.
     #[arg(long)]
     no_speculate: bool,
+    /// At most N of the task's items run at once, across the cluster (the
+    /// task's maxConcurrency). Unlike `dts run -j`, not this machine's
+    /// cores: the task runs on the server's workers.
+    #[arg(short = 'j', long = "jobs", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENCY)))]
+    jobs: Option<u32>,
     /// Wait for the task to end, showing progress; exit 1 unless it completed.
     #[arg(long)]
     wait: bool,
+    /// Print the command each item would run, shell-quoted, one per line
+    /// (as `dts run --dry-run`); send nothing.
+    #[arg(long, conflicts_with_all = ["wait", "json"])]
+    dry_run: bool,
+    /// With --wait: print the items' output, each line after its input and
+    /// a tab, as `dts run --tag` does, instead of the task's summary.
+    #[arg(long, conflicts_with = "json")]
+    tag: bool,
+    /// With --wait: print the items' output, stdout to stdout and stderr to
+    /// stderr, in input order, as `dts run` does, instead of the task's
+    /// summary.
+    #[arg(long, conflicts_with = "json")]
+    output_only: bool,
+    /// With --wait: write GNU parallel's job log to FILE once the task has
+    /// ended, as `dts run --joblog` does (Host is the worker).
+    #[arg(long, value_name = "FILE")]
+    joblog: Option<PathBuf>,
+    /// With --wait: keep each item's input, stdout, stderr and exit code in
+    /// DIR/<seq>/ once the task has ended, as `dts run --results` does.
+    #[arg(long, value_name = "DIR")]
+    results: Option<PathBuf>,
+    /// With --wait: the progress bar --wait draws (accepted for GNU
+    /// parallel's habits).
+    #[arg(long)]
+    bar: bool,
+    /// The same as --bar (GNU parallel's --eta).
+    #[arg(long)]
+    eta: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -94,7 +139,53 @@ impl SubmitArgs {
         if self.no_speculate {
             parts.push("--no-speculate".into());
         }
+        if let Some(jobs) = self.jobs {
+            parts.push(format!("-j {jobs}"));
+        }
         parts
+    }
+
+    /// The flags that only mean something once the task has ended, as the
+    /// user typed them.
+    fn after_wait(&self) -> Vec<String> {
+        let mut given = Vec::new();
+        if self.tag {
+            given.push("--tag".to_string());
+        }
+        if self.output_only {
+            given.push("--output-only".to_string());
+        }
+        if let Some(file) = &self.joblog {
+            given.push(format!("--joblog {}", file.display()));
+        }
+        if let Some(dir) = &self.results {
+            given.push(format!("--results {}", dir.display()));
+        }
+        if self.bar {
+            given.push("--bar".to_string());
+        }
+        if self.eta {
+            given.push("--eta".to_string());
+        }
+        given
+    }
+
+    /// Refuses a flag that needs `--wait` without it, naming both: without
+    /// `--wait` dts submit returns once the task is sent, before there is
+    /// any result to write.
+    fn check_wait(&self) -> Result<()> {
+        match self.after_wait().first() {
+            Some(flag) if !self.wait => bail!(
+                "{flag} needs --wait: without --wait dts submit returns as soon as the task \
+                 is sent, before any item has run (dts results ID shows them later)"
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the items' results are read once the task has ended.
+    fn reads_results(&self) -> bool {
+        self.tag || self.output_only || self.joblog.is_some() || self.results.is_some()
     }
 
     /// A task file or a template: see the module's documentation.
@@ -135,27 +226,86 @@ impl SubmitArgs {
         if self.speculate || self.no_speculate {
             body["speculation"] = json!(self.speculate);
         }
+        if let Some(jobs) = self.jobs {
+            body["maxConcurrency"] = json!(jobs);
+        }
         check_placeholders(&body)?;
         Ok(body)
     }
 }
 
 pub async fn run(args: SubmitArgs) -> Result<ExitCode> {
+    args.check_wait()?;
     let console = &mut args.client.console();
     let (wait, json) = (args.wait, args.client.json);
-    match args.form()? {
-        Form::File(file) => {
-            let server = args.client.connect()?;
-            client::submit(&server, console, file, wait, json).await
+    // Built before connecting: bad input is refused, naming the flag,
+    // without a server.
+    let body = match args.form()? {
+        Form::File(file) => client::read_task(file)?,
+        Form::Template(template) => serde_json::to_vec(&args.template_task(template)?)?,
+    };
+    if args.dry_run || args.reads_results() {
+        let task: Value = serde_json::from_slice(&body).context("the task is not valid JSON")?;
+        let new = new_task(&task, &any_server())?;
+        let commands = Commands::of(&new)?;
+        if args.dry_run {
+            return dry_run(&new, &commands);
         }
-        Form::Template(template) => {
-            // Built before connecting: bad input is refused, naming the
-            // flag, without a server.
-            let body = serde_json::to_vec(&args.template_task(template)?)?;
-            let server = args.client.connect()?;
-            client::send_task(&server, console, body, wait, json).await
-        }
+        // Created first: a path that cannot be written is refused before
+        // the task is sent.
+        let keeper = Keeper::new(commands, args.joblog.as_deref(), args.results.as_deref())?;
+        let server = args.client.connect()?;
+        return wait_and_keep(&args, &server, console, body, keeper).await;
     }
+    let server = args.client.connect()?;
+    client::send_task(&server, console, body, wait, json).await
+}
+
+/// `--wait` with `--tag`, `--output-only`, `--joblog` or `--results`:
+/// sends the task, follows it to its end, then reads its results a page
+/// at a time, in input order, into the job log, the results directory and
+/// the output.
+async fn wait_and_keep(
+    args: &SubmitArgs,
+    server: &client::Client,
+    console: &mut super::terminal::Console,
+    body: Vec<u8>,
+    mut keeper: Keeper,
+) -> Result<ExitCode> {
+    let (task, _) = client::post_task(server, console, body, true).await?;
+    let Some((task, raw)) = client::follow(server, console, &task.id).await? else {
+        return Ok(ExitCode::from(client::INTERRUPTED));
+    };
+    // The API keeps no time of day per item: the job log's Starttime is
+    // when dts saw the task end, less the item's run time, as `dts run`'s
+    // is when it saw the item end, less its run time.
+    let ended = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let prints = args.tag || args.output_only;
+    client::each_result(server, &task.id, false, |item| {
+        let result = &item.view.result;
+        keeper.keep(result, ended, &result.worker)?;
+        if prints {
+            show_output(
+                &mut console.out,
+                &mut console.err,
+                result,
+                args.tag,
+                client::SERVER_CAP,
+            )?;
+        }
+        Ok(())
+    })
+    .await?;
+    keeper.finish()?;
+    if args.client.json {
+        client::print_json(&mut console.out, &raw)?;
+    } else if !prints {
+        client::print_task(&mut console.out, &task)?;
+    }
+    console.out.flush()?;
+    Ok(client::ended_status(&task))
 }
 
 #[cfg(test)]
@@ -228,5 +378,28 @@ mod tests {
         assert!(
             Cli::try_parse_from(["submit", "t", "a", "--speculate", "--no-speculate"]).is_err()
         );
+    }
+
+    #[test]
+    fn jobs_is_the_tasks_max_concurrency_and_a_task_file_refuses_it() {
+        let body = parse(&["echo $1", "a", "-j", "3"])
+            .template_task("echo $1")
+            .unwrap();
+        assert_eq!(body["maxConcurrency"], 3);
+        assert_eq!(
+            parse(&["echo $1", "a"])
+                .template_task("echo $1")
+                .unwrap()
+                .get("maxConcurrency"),
+            None
+        );
+        assert!(
+            parse(&["t.json", "--jobs", "2"])
+                .form()
+                .unwrap_err()
+                .to_string()
+                .starts_with("the task file t.json and -j 2 cannot go together")
+        );
+        assert!(Cli::try_parse_from(["submit", "t", "a", "-j", "0"]).is_err());
     }
 }

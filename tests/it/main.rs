@@ -23,6 +23,7 @@ mod scheduling;
 mod scripts;
 mod security;
 mod seed_api;
+mod submit_habits;
 mod task_ids;
 mod terminal;
 mod v1_api;
