@@ -879,7 +879,7 @@ async fn a_task_stored_before_halt_existed_never_halts_and_a_new_one_keeps_its_h
         ..ok(0)
     };
     let status = store
-        .record_results(&old.id, &[failed.clone()])
+        .record_results(&old.id, std::slice::from_ref(&failed))
         .await
         .unwrap();
     assert_eq!(
