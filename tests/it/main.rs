@@ -9,6 +9,7 @@ mod cli_hardening;
 mod distributed;
 mod execution;
 mod faults;
+mod halt;
 mod hostile;
 mod input_bytes;
 mod isolation;
