@@ -1,7 +1,7 @@
 //! A task's `halt` (GNU parallel's `--halt`) on a server: `dts up` and a
 //! distributed cluster stop the task at the failure, as `dts run` does.
 
-use crate::common::{Api, DtsUp, dts_client, items, shared_dir, task, text};
+use crate::common::{Api, DtsUp, dts_binary, dts_client, items, run_dts, shared_dir, task, text};
 use crate::distributed::Cluster;
 use serde_json::Value;
 use std::path::Path;
@@ -139,4 +139,30 @@ async fn halt_now_in_distributed_mode_fails_the_task_at_the_first_failure() {
     let server = cluster.server("server");
     let _worker = cluster.worker("w1", 1);
     halts_now_at_the_first_failure(&server, dir.path()).await;
+}
+
+#[test]
+fn dts_run_with_a_task_file_halts_at_its_halt_field() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let log = dir.path().join("ran");
+    let file = dir.path().join("task.json");
+    let body = serde_json::json!({
+        "templateFunction": format!("echo \"$1\" >> '{}'; [ \"$1\" != b ] || exit 6; echo \"$1\"", log.display()),
+        "inputList": ["a", "b", "c", "d"],
+        "halt": "now,fail=1",
+    });
+    std::fs::write(&file, body.to_string()).unwrap();
+    let out = run_dts(
+        std::process::Command::new(dts_binary())
+            .args(["run", "-j", "1", "--task"])
+            .arg(&file),
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a\n");
+    assert!(
+        text(&out.stderr).contains("dts: halted (--halt now,fail=1): 1 item failed; killed "),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "a\nb\n");
 }
