@@ -24,8 +24,8 @@
 //! both: GNU parallel would run every combination of them, but a dts item
 //! has one input, so combining them silently would run something else than
 //! a parallel user expects. With `--task FILE`, the flags `--timeout`,
-//! `--retries`, `--interpreter`, `--speculate` and `--var` override the
-//! file's fields.
+//! `--retries`, `--interpreter`, `--halt`, `--speculate` and `--var`
+//! override the file's fields.
 //!
 //! SIGINT, SIGTERM and SIGHUP kill the running items (they run in process
 //! groups of their own, so the terminal's Ctrl-C does not reach them), and
@@ -78,8 +78,8 @@ pub struct RunArgs {
     /// them: an input need not be UTF-8.
     inputs: Vec<std::ffi::OsString>,
     /// A task file as for `dts submit` instead of a template and inputs;
-    /// --timeout, --retries, --interpreter, --speculate and --var override
-    /// its fields.
+    /// --timeout, --retries, --interpreter, --halt, --speculate and --var
+    /// override its fields.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["template", "inputs", "inputs_file", "null"])]
     task: Option<PathBuf>,
     #[command(flatten)]

@@ -7,13 +7,14 @@ use serde_json::Value;
 use std::path::Path;
 
 /// `n` items that append their input to `dir/ran` when they start; item-1
-/// fails (exit 4) and item-0 runs `first` before it succeeds.
+/// fails (exit 4) after a second, so an item-0 on another core has surely
+/// started, and item-0 runs `first` before it succeeds.
 fn halting_task(dir: &Path, n: usize, halt: &str, first: &str) -> Value {
     let dir = dir.display();
     let mut task = task(
         &format!(
             "echo \"$1\" >> '{dir}'/ran\n\
-             case \"$1\" in item-0) {first} ;; item-1) exit 4 ;; esac\n\
+             case \"$1\" in item-0) {first} ;; item-1) sleep 1; exit 4 ;; esac\n\
              echo \"ok $1\""
         ),
         &items(n),
