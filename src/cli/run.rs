@@ -24,8 +24,8 @@
 //! both: GNU parallel would run every combination of them, but a dts item
 //! has one input, so combining them silently would run something else than
 //! a parallel user expects. With `--task FILE`, the flags `--timeout`,
-//! `--retries`, `--interpreter`, `--speculate` and `--var` override the
-//! file's fields.
+//! `--retries`, `--interpreter`, `--halt`, `--speculate` and `--var`
+//! override the file's fields.
 //!
 //! SIGINT, SIGTERM and SIGHUP kill the running items (they run in process
 //! groups of their own, so the terminal's Ctrl-C does not reach them), and
@@ -40,7 +40,7 @@ use super::terminal::{Mode, Progress, Rate, Sanitized, count, progress_bar, prog
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dts_api::views::ResultView;
-use dts_model::{ItemResult, TaskStatus};
+use dts_model::{Halt, ItemResult, TaskStatus};
 use dts_node::embedded::{EmbeddedNode, Role};
 use dts_node::wiring;
 use dts_store::{DynStore, ResultFilter};
@@ -75,8 +75,8 @@ pub struct RunArgs {
     /// them: an input need not be UTF-8.
     inputs: Vec<std::ffi::OsString>,
     /// A task file as for `dts submit` instead of a template and inputs;
-    /// --timeout, --retries, --interpreter, --speculate and --var override
-    /// its fields.
+    /// --timeout, --retries, --interpreter, --halt, --speculate and --var
+    /// override its fields.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["template", "inputs", "inputs_file", "null"])]
     task: Option<PathBuf>,
     #[command(flatten)]
@@ -106,12 +106,6 @@ pub struct RunArgs {
     /// parallel's habits.
     #[arg(long, short = 'k', conflicts_with = "as_finished")]
     keep_order: bool,
-    /// Stop at failures, as GNU parallel's --halt: `now,fail=N` kills the
-    /// running items once N items failed, `soon,fail=N` starts no new item
-    /// and lets the running ones finish; N may be a percentage of the items
-    /// (`soon,fail=10%`). `never` is the default.
-    #[arg(long, value_name = "WHEN,fail=N", value_parser = Halt::parse)]
-    halt: Option<Halt>,
     /// Print the command each item would run, shell-quoted, one per line;
     /// run nothing.
     #[arg(long, conflicts_with_all = ["json", "joblog", "results"])]
@@ -160,88 +154,6 @@ impl RunArgs {
     }
 }
 
-/// GNU parallel's `--halt WHEN,fail=N`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Halt {
-    /// Kill the running items (`now`), or let them finish (`soon`).
-    now: bool,
-    threshold: Threshold,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Threshold {
-    /// This many items failed.
-    Count(u64),
-    /// At least this percentage of all the items failed.
-    Percent(f64),
-}
-
-impl Halt {
-    /// `never` (`None`), `now,fail=N`, `soon,fail=N`, `soon,fail=N%`, or
-    /// parallel's old numbers: 0 (never), 1 (`soon,fail=1`), 2
-    /// (`now,fail=1`).
-    fn parse(text: &str) -> Result<Halt, String> {
-        let usage = "takes never, now,fail=N, soon,fail=N or soon,fail=N% (N% of the items)";
-        let (when, condition) = match text {
-            "1" => return Ok(Halt::count(false, 1)),
-            "2" => return Ok(Halt::count(true, 1)),
-            "0" | "never" => {
-                return Ok(Halt {
-                    now: false,
-                    threshold: Threshold::Count(u64::MAX),
-                });
-            }
-            _ => text
-                .split_once(',')
-                .ok_or_else(|| format!("{text:?}: --halt {usage}"))?,
-        };
-        let now = match when {
-            "now" => true,
-            "soon" => false,
-            other => return Err(format!("{other:?} in {text:?}: --halt {usage}")),
-        };
-        let Some(n) = condition.strip_prefix("fail=") else {
-            return Err(format!(
-                "{condition:?} in {text:?}: only fail=N is supported (--halt {usage})"
-            ));
-        };
-        let threshold = match n.strip_suffix('%') {
-            Some(percent) => match percent.parse::<f64>() {
-                Ok(p) if p > 0.0 && p <= 100.0 => Threshold::Percent(p),
-                _ => return Err(format!("{n:?} in {text:?}: a percentage from 0 to 100")),
-            },
-            None => match n.parse::<u64>() {
-                Ok(count) if count > 0 => Threshold::Count(count),
-                _ => return Err(format!("{n:?} in {text:?}: a number of items from 1")),
-            },
-        };
-        Ok(Halt { now, threshold })
-    }
-
-    fn count(now: bool, n: u64) -> Halt {
-        Halt {
-            now,
-            threshold: Threshold::Count(n),
-        }
-    }
-
-    /// Whether `failed` failures of `total` items cross the threshold.
-    fn crossed(&self, failed: u64, total: u64) -> bool {
-        match self.threshold {
-            Threshold::Count(n) => failed >= n,
-            Threshold::Percent(p) => failed > 0 && failed as f64 * 100.0 >= p * total as f64,
-        }
-    }
-
-    fn describe(&self) -> String {
-        let when = if self.now { "now" } else { "soon" };
-        match self.threshold {
-            Threshold::Count(n) => format!("{when},fail={n}"),
-            Threshold::Percent(p) => format!("{when},fail={p}%"),
-        }
-    }
-}
-
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let mut flags = vec![
         ("store.ephemeral".to_string(), "true".to_string()),
@@ -259,6 +171,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     args.exec.push_flags(&mut flags);
     let settings = args.config.load(flags)?;
     let new = new_task(&args.task_body()?, &wiring::submit_limits(&settings))?;
+    // The task's own halt (`--halt`, or a task file's `halt`): the store
+    // ends the task when it is reached; this prints why and picks the exit.
+    let halt = new.halt;
     let commands = Commands::of(&new)?;
     if args.dry_run {
         return dry_run(&new, &commands);
@@ -309,7 +224,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
                 .as_ref()
                 .map_or((0, true), |t| (t.items_failed, t.status.is_terminal()));
             if ending.is_none() {
-                if let Some(halt) = args.halt.filter(|h| h.crossed(failed, total)) {
+                if let Some(halt) = halt.filter(|h| h.crossed(failed, total)) {
                     let running = items.running();
                     if halt.now {
                         cancel(&store, &task.id).await;
@@ -383,8 +298,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
                 format!("let {} finish", count(u64::from(running), "running item"))
             };
             say(&format!(
-                "dts: halted (--halt {}): {} failed; {what}, {all} done",
-                halt.describe(),
+                "dts: halted (--halt {halt}): {} failed; {what}, {all} done",
                 count(failed, "item"),
             ));
             exit
@@ -738,41 +652,5 @@ impl Printer {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn halt_takes_parallels_forms_and_refuses_others_naming_them() {
-        assert_eq!(Halt::parse("now,fail=1"), Ok(Halt::count(true, 1)));
-        assert_eq!(Halt::parse("soon,fail=3"), Ok(Halt::count(false, 3)));
-        assert_eq!(Halt::parse("2"), Ok(Halt::count(true, 1)));
-        assert_eq!(
-            Halt::parse("soon,fail=10%").map(|h| h.threshold),
-            Ok(Threshold::Percent(10.0))
-        );
-        assert_eq!(
-            Halt::parse("now,success=1").unwrap_err(),
-            "\"success=1\" in \"now,success=1\": only fail=N is supported (--halt takes never, now,fail=N, soon,fail=N or soon,fail=N% (N% of the items))"
-        );
-        assert!(
-            Halt::parse("later,fail=1")
-                .unwrap_err()
-                .starts_with("\"later\"")
-        );
-        assert!(Halt::parse("now,fail=0").is_err());
-        assert!(Halt::parse("now,fail=101%").is_err());
-    }
-
-    #[test]
-    fn a_percentage_counts_the_failures_among_all_items() {
-        let halt = Halt::parse("soon,fail=25%").unwrap();
-        assert!(!halt.crossed(0, 8));
-        assert!(!halt.crossed(1, 8));
-        assert!(halt.crossed(2, 8));
-        assert!(!Halt::parse("never").unwrap().crossed(1_000, 1_000));
     }
 }

@@ -402,4 +402,30 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["submit", "t", "a", "-j", "0"]).is_err());
     }
+
+    #[test]
+    fn halt_is_sent_as_the_tasks_halt_and_a_bad_one_is_refused_naming_it() {
+        let body = |args: &[&str]| parse(args).template_task("echo $1").unwrap();
+        assert_eq!(body(&["echo $1", "a"]).get("halt"), None);
+        assert_eq!(
+            body(&["echo $1", "a", "--halt", "soon,fail=10%"])["halt"],
+            "soon,fail=10%"
+        );
+        let err = Cli::try_parse_from(["submit", "t", "a", "--halt", "now,done=1"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("\"done=1\" in \"now,done=1\": only fail=N is supported"),
+            "{err}"
+        );
+        assert_eq!(
+            parse(&["t.json", "--halt", "now,fail=1"])
+                .form()
+                .unwrap_err()
+                .to_string(),
+            "the task file t.json and --halt now,fail=1 cannot go together: a task file is sent as it is; \
+             give the file alone, or a template with its inputs and flags"
+        );
+    }
 }

@@ -37,6 +37,21 @@ pub struct TaskFlags {
     /// The program that runs the script (default bash).
     #[arg(long)]
     pub interpreter: Option<String>,
+    /// Stop at failures, as GNU parallel's --halt (the task's `halt`):
+    /// `now,fail=N` kills the running items once N items failed,
+    /// `soon,fail=N` starts no new item and lets the running ones finish;
+    /// N may be a percentage of the items (`soon,fail=10%`). `never` is the
+    /// default.
+    #[arg(long, value_name = "WHEN,fail=N", value_parser = halt_flag)]
+    pub halt: Option<String>,
+}
+
+/// `--halt`, checked as the task's `halt` field is (by dts-model), so a bad
+/// value is a usage error naming it before anything runs.
+fn halt_flag(text: &str) -> Result<String, String> {
+    dts_model::Halt::parse(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 impl TaskFlags {
@@ -91,6 +106,9 @@ impl TaskFlags {
         if let Some(interpreter) = &self.interpreter {
             body["interpreter"] = json!(interpreter);
         }
+        if let Some(halt) = &self.halt {
+            body["halt"] = json!(halt);
+        }
     }
 
     /// The flags given, as the user typed them, for an error that refuses
@@ -114,6 +132,9 @@ impl TaskFlags {
         }
         if let Some(interpreter) = &self.interpreter {
             given.push(format!("--interpreter {interpreter}"));
+        }
+        if let Some(halt) = &self.halt {
+            given.push(format!("--halt {halt}"));
         }
         given
     }

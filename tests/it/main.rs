@@ -10,6 +10,7 @@ mod distributed;
 mod doc_examples;
 mod execution;
 mod faults;
+mod halt;
 mod hostile;
 mod input_bytes;
 mod isolation;

@@ -40,6 +40,7 @@ async fn seed_cancelled(data_dir: &Path, ids: &[&str]) {
             memory_mb: None,
             milli_cpus: None,
             scheduling: Scheduling::default(),
+            halt: None,
             version: 0,
         };
         store.insert_task(&task, &["x".into()]).await.unwrap();

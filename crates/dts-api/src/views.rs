@@ -57,6 +57,10 @@ pub struct TaskView {
     /// Whether a straggling item may run a second time elsewhere.
     #[serde(default = "default_speculation")]
     pub speculation: bool,
+    /// GNU parallel's `--halt` as submitted (`now,fail=1`); null when the
+    /// task runs every item whatever fails.
+    #[serde(default)]
+    pub halt: Option<String>,
     /// Left out of summaries, lists and events unless asked for. Each
     /// input as `inputList` takes it: a string, or `{"base64": ...}` when
     /// it is not UTF-8.
@@ -119,6 +123,7 @@ impl TaskView {
             max_concurrency: task.scheduling.max_concurrency,
             requires: task.scheduling.requires,
             speculation: task.scheduling.speculation,
+            halt: task.halt.map(|h| h.to_string()),
             created_at: format_millis(task.created_at),
             started_at: task.started_at.map(format_millis),
             finished_at: task.finished_at.map(format_millis),
@@ -492,6 +497,19 @@ mod tests {
             let read: TaskView = serde_json::from_str(&json).unwrap();
             assert_eq!(read, view, "{json}");
         }
+    }
+
+    #[test]
+    fn the_task_view_shows_its_halt_as_written_or_null() {
+        let plain = serde_json::to_value(TaskView::brief(task())).unwrap();
+        assert_eq!(plain["halt"], Value::Null);
+        let new = submit::from_json(
+            &json!({"templateFunction": "x", "inputList": [], "halt": "soon,fail=10%"}),
+            &SubmitLimits::default(),
+        )
+        .unwrap();
+        let set = serde_json::to_value(TaskView::brief(new.to_task(0))).unwrap();
+        assert_eq!(set["halt"], json!("soon,fail=10%"));
     }
 
     #[test]

@@ -319,6 +319,7 @@ mod tests {
             memory_mb: Some(256),
             milli_cpus: Some(1500),
             scheduling: Default::default(),
+            halt: None,
             inputs: (0..items)
                 .map(|i| format!("in\"put\n{i} \u{0} é😀").into())
                 .collect(),
@@ -420,6 +421,7 @@ mod tests {
             memory_mb: Some(100),
             milli_cpus: Some(1500),
             scheduling: Default::default(),
+            halt: None,
             inputs: (0..5000)
                 .map(|i| format!("in\"put\n{i}\u{1}é").into())
                 .collect(),

@@ -129,6 +129,7 @@ mod tests {
             memory_mb: Some(100),
             milli_cpus: None,
             scheduling: Default::default(),
+            halt: None,
             inputs: vec!["a".into(), "b".into(), "c".into()],
         }
         .to_task(1_000)

@@ -10,6 +10,7 @@
 
 pub mod bytes;
 pub mod clock;
+pub mod halt;
 pub mod plan;
 pub mod scheduling;
 pub mod status;
@@ -19,6 +20,7 @@ pub mod variables;
 
 pub use bytes::Bytes;
 pub use clock::{Clock, DynClock, SystemClock, system_clock};
+pub use halt::Halt;
 pub use plan::{PlanError, PlanLimits, ShardRange};
 pub use scheduling::Scheduling;
 pub use status::{ItemFailures, TaskStatus};
@@ -103,6 +105,9 @@ pub struct Task {
     /// ranks against other tasks (`priority`, `weight`, `maxConcurrency`,
     /// `requires`, `speculation`).
     pub scheduling: Scheduling,
+    /// Stop at failures, as GNU parallel's `--halt` (`halt`); `None` runs
+    /// every item whatever fails.
+    pub halt: Option<Halt>,
     /// Grows by one with every store operation that changes the task, so a
     /// watcher can tell a change without comparing the whole task.
     pub version: u64,

@@ -9,7 +9,7 @@ use super::plan::{input_encoded_len, json_escaped_len};
 use super::scheduling::{self, Scheduling};
 use super::template::{self, MissingVariables};
 use super::variables::Variables;
-use super::{Task, TaskStatus, new_task_id};
+use super::{Halt, Task, TaskStatus, new_task_id};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -116,6 +116,8 @@ pub struct NewTask {
     /// `priority`, `weight`, `maxConcurrency`, `requires`, `speculation`
     /// (each its default when not given).
     pub scheduling: Scheduling,
+    /// `halt`, when given and not `never`.
+    pub halt: Option<Halt>,
 }
 
 impl NewTask {
@@ -143,6 +145,7 @@ impl NewTask {
             memory_mb: self.memory_mb,
             milli_cpus: self.milli_cpus,
             scheduling: self.scheduling.clone(),
+            halt: self.halt,
             version: 0,
         }
     }
@@ -181,6 +184,7 @@ const FIELDS: &[&str] = &[
     "maxConcurrency",
     "requires",
     "speculation",
+    "halt",
 ];
 
 const MAX_NAME_CHARS: usize = 200;
@@ -244,6 +248,7 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
     let memory_mb = integer_field(fields, "memoryMb", 1, limits.max_memory_mb)?;
     let milli_cpus = cpus_field(fields, limits.max_cpus)?;
     let scheduling = scheduling_fields(fields)?;
+    let halt = halt_field(fields)?;
 
     let rendered =
         template::render(&template_function, &variables).map_err(|MissingVariables(names)| {
@@ -278,7 +283,17 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
         memory_mb,
         milli_cpus,
         scheduling,
+        halt,
     })
+}
+
+/// `halt`: the text GNU parallel's `--halt` takes (`now,fail=1`).
+fn halt_field(fields: &Map<String, Value>) -> Result<Option<Halt>, ValidationError> {
+    match optional_string(fields, "halt")? {
+        None => Ok(None),
+        Some(text) => Halt::parse(&text)
+            .map_err(|e| ValidationError::field("invalid_field", "halt", format!("halt: {e}"))),
+    }
 }
 
 /// Validates the seed's `application/x-www-form-urlencoded` submission.
@@ -764,6 +779,45 @@ mod tests {
         );
         assert_eq!(task.inputs, vec!["a"]);
         assert!(crate::is_valid_task_id(&task.id));
+    }
+
+    #[test]
+    fn halt_is_kept_as_parsed_and_never_or_absent_is_no_halt() {
+        let task = |halt: Value| {
+            from_json(
+                &json!({"templateFunction": "x", "inputList": ["a"], "halt": halt}),
+                &limits(),
+            )
+            .unwrap()
+            .halt
+        };
+        assert_eq!(task(json!("now,fail=1")), Some(Halt::count(true, 1)));
+        assert_eq!(
+            task(json!("soon,fail=10%")).map(|h| h.to_string()),
+            Some("soon,fail=10%".to_string())
+        );
+        assert_eq!(task(json!("never")), None);
+        assert_eq!(task(Value::Null), None);
+    }
+
+    #[test]
+    fn a_bad_halt_is_refused_naming_the_field_and_the_value() {
+        for (halt, says) in [
+            (json!("now,success=1"), "\"success=1\" in \"now,success=1\""),
+            (json!("soon,done=50%"), "\"done=50%\" in \"soon,done=50%\""),
+            (json!("now,fail=0"), "\"0\" in \"now,fail=0\""),
+            (json!("sometime"), "\"sometime\""),
+            (json!(1), "halt must be a string, not a number"),
+        ] {
+            let err = from_json(
+                &json!({"templateFunction": "x", "inputList": ["a"], "halt": halt}),
+                &limits(),
+            )
+            .unwrap_err();
+            assert_eq!(err.code, "invalid_field");
+            assert_eq!(err.field.as_deref(), Some("halt"));
+            assert!(err.message.contains(says), "{halt}: {}", err.message);
+        }
     }
 
     #[test]

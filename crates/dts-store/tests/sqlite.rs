@@ -23,7 +23,7 @@ fn open(path: &Path) -> DynStore {
 
 /// What each schema version from 2 on added, undone: `UNDO[v - 2]` takes a
 /// file of version `v` back to version `v - 1`.
-const UNDO: [&str; 10] = [
+const UNDO: [&str; 11] = [
     "DROP TABLE shard_leases; DROP TABLE item_starts;",
     "ALTER TABLE tasks DROP COLUMN deadline_secs;",
     "ALTER TABLE tasks DROP COLUMN version; \
@@ -52,6 +52,7 @@ const UNDO: [&str; 10] = [
     "ALTER TABLE results DROP COLUMN stdout_bytes; \
      ALTER TABLE results DROP COLUMN stderr_bytes;",
     "DROP TABLE item_history;",
+    "ALTER TABLE tasks DROP COLUMN halt;",
 ];
 
 /// Makes a current file look like what a dts writing schema `version` left,
@@ -203,7 +204,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 11,
+                supported: 12,
                 ..
             }
         ),
@@ -261,7 +262,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
     drop(store);
-    assert_eq!(schema_version(&path), 11);
+    assert_eq!(schema_version(&path), 12);
 }
 
 #[tokio::test]
@@ -363,7 +364,7 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
         "the labels column of version 7 stores them"
     );
     drop(store);
-    assert_eq!(schema_version(&path), 11);
+    assert_eq!(schema_version(&path), 12);
 }
 
 #[tokio::test]
@@ -388,9 +389,10 @@ async fn a_file_from_schema_version_5_keeps_its_tasks_as_ordinary_ones_and_store
         read,
         Task {
             scheduling: Scheduling::default(),
+            halt: None,
             ..old
         },
-        "only the scheduling fields are new, and they read as their defaults"
+        "only the scheduling fields and the halt are new, and they read as their defaults"
     );
     let new = task(2);
     store.insert_task(&new, &inputs(2)).await.unwrap();
@@ -715,7 +717,7 @@ async fn a_task_stored_before_input_pages_reads_by_range_from_its_one_array() {
     assert_eq!(pages, 2, "both tasks' inputs are one array each");
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 11);
+    assert_eq!(schema_version(&path), 12);
     assert_eq!(store.inputs(&old.id).await.unwrap().as_ref(), Some(&all));
     for (start, len) in [(0, 1), (3, 4), (1_023, 3), (2_400, 100), (2_490, 50)] {
         let end = (start + len).min(all.len());
@@ -769,7 +771,7 @@ async fn a_lease_held_before_speculation_existed_reads_as_claimed_long_ago_and_c
     rewind(&path, 8);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 11);
+    assert_eq!(schema_version(&path), 12);
     let hour = Duration::from_secs(3_600);
     let copy = store
         .claim_copy(&t.id, "worker-b", hour, hour)
@@ -820,7 +822,7 @@ async fn results_stored_before_output_was_counted_read_as_the_bytes_kept_and_byt
     rewind(&path, 9);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 11);
+    assert_eq!(schema_version(&path), 12);
     let (_, old) = store
         .results(&t.id, ResultFilter::All, 0, 10)
         .await
@@ -851,4 +853,48 @@ async fn results_stored_before_output_was_counted_read_as_the_bytes_kept_and_byt
         .await
         .unwrap();
     assert_eq!(now[1..], [cut, binary]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_stored_before_halt_existed_never_halts_and_a_new_one_keeps_its_halt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let old = Task {
+        halt: None,
+        ..task(2)
+    };
+    {
+        let store = open(&path);
+        store.insert_task(&old, &inputs(2)).await.unwrap();
+        store.save_plan(&old.id, &shards(2, 1)).await.unwrap();
+    }
+    // What a dts from before `halt` wrote.
+    rewind(&path, 11);
+
+    let store = open(&path);
+    assert_eq!(schema_version(&path), 12);
+    assert_eq!(store.task(&old.id).await.unwrap().unwrap().halt, None);
+    let failed = ItemResult {
+        exit_code: Some(1),
+        ..ok(0)
+    };
+    let status = store
+        .record_results(&old.id, std::slice::from_ref(&failed))
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        TaskStatus::InProgress,
+        "a task without a halt runs on"
+    );
+
+    let new = Task {
+        halt: dts_model::Halt::parse("now,fail=1").unwrap(),
+        ..task(2)
+    };
+    store.insert_task(&new, &inputs(2)).await.unwrap();
+    store.save_plan(&new.id, &shards(2, 1)).await.unwrap();
+    assert_eq!(store.task(&new.id).await.unwrap().unwrap().halt, new.halt);
+    let status = store.record_results(&new.id, &[failed]).await.unwrap();
+    assert_eq!(status, TaskStatus::Failed);
 }

@@ -172,6 +172,12 @@ struct Inner {
 
 struct TaskStop {
     token: CancellationToken,
+    /// Cancelled when the task halted `soon` (its `halt`): its shards here
+    /// start no new item and let the running ones finish.
+    drain: CancellationToken,
+    /// The task has a `soon` halt: its ending `FAILED` drains instead of
+    /// killing.
+    soon: bool,
     shards: usize,
 }
 
@@ -263,15 +269,36 @@ impl Worker {
 
 impl Inner {
     /// The stop token of `task` on this worker (a child of `kill`), shared by
-    /// all its shards here. Pair with [`Inner::release_task_stop`].
-    fn task_stop(&self, task: &str, kill: &CancellationToken) -> CancellationToken {
+    /// all its shards here, and its drain token (see [`TaskStop::drain`]).
+    /// Pair with [`Inner::release_task_stop`].
+    fn task_stop(
+        &self,
+        task: &dts_model::Task,
+        kill: &CancellationToken,
+    ) -> (CancellationToken, CancellationToken) {
         let mut stops = self.task_stops.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = stops.entry(task.to_string()).or_insert_with(|| TaskStop {
+        let entry = stops.entry(task.id.clone()).or_insert_with(|| TaskStop {
             token: kill.child_token(),
+            drain: CancellationToken::new(),
+            soon: task.halt.is_some_and(|h| !h.now),
             shards: 0,
         });
         entry.shards += 1;
-        entry.token.clone()
+        (entry.token.clone(), entry.drain.clone())
+    }
+
+    /// The task `id` ended with `status` (`None`: it is gone): its shards
+    /// here stop their items, as for a cancel, unless a `soon` halt failed
+    /// it; then they start no new item and let the running ones finish.
+    fn task_ended(&self, id: &str, status: Option<dts_model::TaskStatus>) {
+        let stops = self.task_stops.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(stop) = stops.get(id) {
+            if stop.soon && status == Some(dts_model::TaskStatus::Failed) {
+                stop.drain.cancel();
+            } else {
+                stop.token.cancel();
+            }
+        }
     }
 
     fn release_task_stop(&self, task: &str) {
@@ -415,17 +442,14 @@ impl Inner {
     async fn watch_tasks(self: Arc<Self>, shutdown: CancellationToken) {
         // ends: at shutdown; running items are stopped by their own tokens.
         while crate::sleep_unless_cancelled(self.settings.status_poll, &shutdown).await {
-            let running: Vec<(String, CancellationToken)> = {
+            let running: Vec<String> = {
                 let stops = self.task_stops.lock().unwrap_or_else(|p| p.into_inner());
-                stops
-                    .iter()
-                    .map(|(id, stop)| (id.clone(), stop.token.clone()))
-                    .collect()
+                stops.keys().cloned().collect()
             };
-            for (id, token) in running {
+            for id in running {
                 match self.store.task_status(&id).await {
                     Ok(Some(status)) if !status.is_terminal() => {}
-                    Ok(_) => token.cancel(),
+                    Ok(status) => self.task_ended(&id, status),
                     Err(e) => {
                         debug!(task = %id, error = %with_causes(&e), "cannot check the task's status")
                     }

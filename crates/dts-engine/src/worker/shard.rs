@@ -58,6 +58,11 @@ struct ShardRun<'a> {
     task_stop: CancellationToken,
     /// `task_stop`, or this shard's lease was lost: kills the running items.
     stop_items: CancellationToken,
+    /// The task halted `soon`: start no new item, let the running one end.
+    drain: CancellationToken,
+    /// The task has a `halt`: a failure is written at once, so the store
+    /// can halt the task before another item starts.
+    halts: bool,
     /// 1 for the shard's first claim; more after workers died running it.
     attempt: u32,
     /// A speculative copy of a shard another slot holds: it has no lease
@@ -166,7 +171,7 @@ impl Inner {
                 return Ok(ShardEnd::TaskEnded);
             }
         };
-        let task_stop = self.task_stop(id, kill);
+        let (task_stop, drain) = self.task_stop(task, kill);
         let (stop_items, completion_watch) = if claimed.copy {
             let (stop, watch) = self.stop_when_completed(id, shard, &task_stop);
             (stop, Some(watch))
@@ -179,6 +184,8 @@ impl Inner {
             kill,
             stop_items,
             task_stop,
+            drain,
+            halts: task.halt.is_some(),
             attempt: claimed.attempt,
             copy: claimed.copy,
             first: claimed.first,
@@ -246,7 +253,10 @@ impl Inner {
         };
         let mut ran = 0usize;
         for (position, &index) in pending.iter().enumerate() {
-            if run.stop_intake.is_cancelled() || run.stop_items.is_cancelled() {
+            if run.stop_intake.is_cancelled()
+                || run.stop_items.is_cancelled()
+                || run.drain.is_cancelled()
+            {
                 break;
             }
             let input = &message.items[(index - message.start) as usize];
@@ -264,6 +274,10 @@ impl Inner {
             if run.careful() {
                 self.save_with_retries(run, &unsaved.results).await?;
                 unsaved.results.clear();
+            } else if !last && run.halts && unsaved.results.last().is_some_and(|r| !r.succeeded()) {
+                // The store halts the task when it counts this failure.
+                self.flush(run, &mut unsaved.results).await;
+                unsaved.flushed_at = Instant::now();
             } else if !last
                 && (unsaved.results.len() >= self.settings.flush_batch
                     || unsaved.flushed_at.elapsed() >= self.settings.flush_interval)
@@ -389,7 +403,7 @@ impl Inner {
         match self.store.record_shard_results(id, shard, batch).await {
             Ok(status) => {
                 if status.is_terminal() {
-                    run.task_stop.cancel();
+                    self.task_ended(id, Some(status));
                 }
                 let written = batch.len();
                 batch.clear();

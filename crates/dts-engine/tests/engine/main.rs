@@ -8,6 +8,7 @@ mod harness;
 
 mod cancel;
 mod deadlines;
+mod halt;
 mod leases;
 mod outcomes;
 mod planning;

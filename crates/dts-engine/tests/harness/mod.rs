@@ -63,6 +63,7 @@ pub fn task(inputs: &[&str]) -> NewTask {
         memory_mb: None,
         milli_cpus: None,
         scheduling: Default::default(),
+        halt: None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! A task is a hash of text fields named as in the task's JSON (camelCase),
 //! so `HGETALL` in `redis-cli` reads like the API; absent optional fields
 //! (`name`, `startedAt`, `finishedAt`, `error`, `maxConcurrency`, an empty
-//! `requires`) are absent from the hash, and scheduling fields a task stored
+//! `requires`, `halt`) are absent from the hash, and scheduling fields a task stored
 //! before they existed lacks read as their defaults.
 //! The store adds `member` (the task's entry in the list indexes) and `plan`
 //! (the shard ranges as JSON, once planned). Heartbeats are JSON, and so
@@ -57,6 +57,14 @@ pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)
             scheduling.max_concurrency.map(|n| n.to_string()),
         ),
         ("requires", requires),
+        // The halt as written, and the failures that cross it, which the
+        // scripts recording results compare `itemsFailed` with.
+        ("halt", task.halt.map(|h| h.to_string())),
+        (
+            "haltAfter",
+            task.halt
+                .map(|h| h.failures_to_halt(task.items_total).to_string()),
+        ),
     ];
     fields.extend(
         optional
@@ -123,9 +131,18 @@ impl TaskHash {
             memory_mb: self.optional_parsed("memoryMb")?,
             milli_cpus: self.optional_parsed("milliCpus")?,
             scheduling: self.scheduling()?,
+            halt: self.halt()?,
             // Tasks stored before versions existed start from 0.
             version: self.optional_parsed("version")?.unwrap_or(0),
         })
+    }
+
+    /// `halt`; a task stored before it existed has none.
+    fn halt(&self) -> StoreResult<Option<dts_model::Halt>> {
+        match self.fields.get("halt") {
+            None => Ok(None),
+            Some(text) => dts_model::Halt::parse(text).map_err(|e| self.corrupt("halt", e)),
+        }
     }
 
     /// The scheduling fields; a task stored before they existed has none
@@ -437,6 +454,7 @@ mod tests {
                     .collect(),
                 speculation: false,
             },
+            halt: dts_model::Halt::parse("soon,fail=10%").unwrap(),
             version: 7,
         }
     }
@@ -461,6 +479,7 @@ mod tests {
             memory_mb: None,
             milli_cpus: None,
             scheduling: Scheduling::default(),
+            halt: None,
             ..task
         };
         assert_eq!(hash_of(&bare).decode().unwrap(), bare);
@@ -468,7 +487,7 @@ mod tests {
         assert!(
             !fields
                 .iter()
-                .any(|(k, _)| *k == "maxConcurrency" || *k == "requires"),
+                .any(|(k, _)| ["maxConcurrency", "requires", "halt", "haltAfter"].contains(k)),
             "{fields:?}"
         );
     }
@@ -486,6 +505,29 @@ mod tests {
             assert!(hash.fields.remove(field).is_some(), "{field} was stored");
         }
         assert_eq!(hash.decode().unwrap().scheduling, Scheduling::default());
+    }
+
+    #[test]
+    fn a_halt_is_stored_as_written_with_the_failures_that_reach_it() {
+        let fields = task_fields(&task()).unwrap();
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        // 10% of 10 items: the first failure.
+        assert_eq!(
+            (get("halt"), get("haltAfter")),
+            (Some("soon,fail=10%"), Some("1"))
+        );
+        let mut hash = hash_of(&task());
+        hash.fields
+            .insert("halt".to_string(), "now,done=1".to_string());
+        match hash.decode() {
+            Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "task t-1 halt"),
+            other => panic!("expected halt corrupt, got {other:?}"),
+        }
     }
 
     #[test]

@@ -274,9 +274,10 @@ impl Store for SqliteStore {
     async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {
         let id = id.to_string();
         let results = results.to_vec();
+        let clock = self.clock();
         self.call(
             format!("record {} results of task {id}", results.len()),
-            move |conn| results::record_results(conn, &id, None, &results),
+            move |conn| results::record_results(conn, &id, None, &results, &*clock),
         )
         .await
     }
@@ -289,12 +290,13 @@ impl Store for SqliteStore {
     ) -> StoreResult<TaskStatus> {
         let id = id.to_string();
         let results = results.to_vec();
+        let clock = self.clock();
         self.call(
             format!(
                 "record {} results of shard {shard} of task {id}",
                 results.len()
             ),
-            move |conn| results::record_results(conn, &id, Some(shard), &results),
+            move |conn| results::record_results(conn, &id, Some(shard), &results, &*clock),
         )
         .await
     }

@@ -16,6 +16,7 @@ pub(super) fn record_results(
     id: &str,
     shard: Option<u32>,
     results: &[ItemResult],
+    clock: &dyn Clock,
 ) -> DbResult<TaskStatus> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, mut task) = load_task(&tx, id)?;
@@ -37,6 +38,7 @@ pub(super) fn record_results(
         Recorded::Replace
     };
     apply_results(&tx, key, &mut task, results, keep)?;
+    halt_if_crossed(&tx, key, &mut task, clock.now_millis())?;
     if task != before {
         save_state(&tx, key, &mut task)?;
     }
@@ -66,12 +68,12 @@ pub(super) fn complete_shard(
     }
     let before = task.clone();
     apply_results(&tx, key, &mut task, results, Recorded::Keep)?;
+    let mut finished_task = halt_if_crossed(&tx, key, &mut task, clock.now_millis())?;
     // Whoever held the lease, nobody runs a completed shard again.
     super::leases::drop_lease(&tx, key, shard)?;
     tx.prepare_cached("INSERT INTO completed_shards (task_key, shard) VALUES (?1, ?2)")?
         .execute(params![key, shard])?;
     let newly_completed = true;
-    let mut finished_task = false;
     {
         task.chunks_executed += 1;
         if task.chunks_executed == task.chunks_to_execute {
@@ -94,6 +96,26 @@ pub(super) fn complete_shard(
         finished_task,
         task,
     })
+}
+
+/// Ends an `INPROGRESS` task `FAILED` once its failures reach its `halt`,
+/// in the transaction that counted them, so two workers recording
+/// failures at once cannot both miss the threshold (the Redis store does
+/// the same in its scripts). Items that have not run stay without a result,
+/// as after a cancel, for a retry to run. Returns whether the task ended.
+fn halt_if_crossed(conn: &Connection, key: i64, task: &mut Task, now: u64) -> DbResult<bool> {
+    let Some(halt) = task.halt else {
+        return Ok(false);
+    };
+    if task.status != TaskStatus::InProgress
+        || task.items_failed < halt.failures_to_halt(task.items_total)
+    {
+        return Ok(false);
+    }
+    enter(task, TaskStatus::Failed, now);
+    task.error = Some(halt.reason(task.items_failed));
+    super::leases::forget_ready(conn, key)?;
+    Ok(true)
 }
 
 /// What recording does to an item that has a result already.

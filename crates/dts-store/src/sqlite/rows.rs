@@ -56,7 +56,7 @@ pub(super) fn classify(op: &str, e: rusqlite::Error) -> StoreError {
 pub(super) const TASK_COLUMNS: &str = "key, id, name, status, template_function, variables, \
      interpreter, timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
      items_succeeded, items_failed, created_at, started_at, finished_at, error, deadline_secs, \
-     memory_mb, milli_cpus, version, priority, weight, max_concurrency, requires, speculation";
+     memory_mb, milli_cpus, version, priority, weight, max_concurrency, requires, speculation, halt";
 
 /// A task row as SQLite gives it; [`RawTask::decode`] checks the text fields.
 pub(super) struct RawTask {
@@ -64,6 +64,7 @@ pub(super) struct RawTask {
     status: String,
     variables: String,
     requires: Option<String>,
+    halt: Option<String>,
     task: Task,
 }
 
@@ -74,6 +75,7 @@ pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         status: row.get(3)?,
         variables: row.get(5)?,
         requires: row.get(25)?,
+        halt: row.get(27)?,
         task: Task {
             id: row.get(1)?,
             name: row.get(2)?,
@@ -103,6 +105,7 @@ pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
                 requires: Default::default(),
                 speculation: row.get(26)?,
             },
+            halt: None,
         },
     })
 }
@@ -115,6 +118,7 @@ impl RawTask {
             status,
             variables,
             requires,
+            halt,
             mut task,
         } = self;
         task.status = status
@@ -125,6 +129,10 @@ impl RawTask {
         if let Some(requires) = requires {
             task.scheduling.requires = serde_json::from_str(&requires)
                 .map_err(|e| StoreError::corrupt(format!("task {} requires", task.id), e))?;
+        }
+        if let Some(halt) = halt {
+            task.halt = dts_model::Halt::parse(&halt)
+                .map_err(|e| StoreError::corrupt(format!("task {} halt", task.id), e))?;
         }
         Ok((key, task))
     }

@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 11;
+pub(super) const SCHEMA_VERSION: i64 = 12;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -207,10 +207,16 @@ CREATE TABLE item_history (
 ) WITHOUT ROWID;
 ";
 
+/// Version 12: `halt`, GNU parallel's `--halt` as written (`now,fail=1`).
+/// Rows written before have none: they never halt.
+const SCHEMA_V12: &str = "
+ALTER TABLE tasks ADD COLUMN halt TEXT;
+";
+
 /// Every migration step in order: step `n` upgrades version `n` to `n + 1`.
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 12] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12,
 ];
 const _: () = assert!(STEPS.len() as i64 == SCHEMA_VERSION, "one step per version");
 

@@ -38,12 +38,12 @@ pub(super) fn insert_task(
              timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
              items_succeeded, items_failed, created_at, started_at, finished_at, error, \
              deadline_secs, memory_mb, milli_cpus, version, priority, weight, max_concurrency, \
-             requires, speculation) \
+             requires, speculation, halt) \
              VALUES (:id, :name, :status, :template_function, :variables, :interpreter, \
              :timeout_secs, :retries, :items_total, :chunks_to_execute, :chunks_executed, \
              :items_succeeded, :items_failed, :created_at, :started_at, :finished_at, :error, \
              :deadline_secs, :memory_mb, :milli_cpus, :version, :priority, :weight, \
-             :max_concurrency, :requires, :speculation) \
+             :max_concurrency, :requires, :speculation, :halt) \
              ON CONFLICT (id) DO NOTHING",
         )?
         .execute(named_params! {
@@ -73,6 +73,7 @@ pub(super) fn insert_task(
             ":max_concurrency": task.scheduling.max_concurrency,
             ":requires": requires_json,
             ":speculation": task.scheduling.speculation,
+            ":halt": task.halt.map(|h| h.to_string()),
         })?;
     if inserted == 0 {
         return Err(StoreError::TaskExists {

@@ -37,6 +37,7 @@ pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
             requires: [("gpu".to_string(), "a100".to_string())].into(),
             speculation: false,
         },
+        halt: None,
         version: 0,
     }
 }

@@ -1,12 +1,13 @@
 //! The contract every `Store` implementation keeps, written once.
 //!
-//! Each test (in `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`) is a generic async
+//! Each test (in `halt`, `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`) is a generic async
 //! function over a `DynStore`; the `store_contract!` lines at the end of this
 //! file run all of them against each backend.
 //! A new backend adds one line there, with a factory that gives every test a
 //! fresh, empty store (and keeps alive whatever that store needs: a temp dir,
 //! a server process). Nothing here may depend on a particular backend.
 
+mod halt;
 mod helpers;
 mod inputs;
 mod leases;
@@ -20,6 +21,7 @@ mod tasks;
 mod workers;
 
 use dts_store::{DynStore, RedisSettings, RedisStore, SqliteStore};
+use halt::*;
 use inputs::*;
 use leases::*;
 use plans::*;
@@ -146,6 +148,12 @@ macro_rules! store_contract {
                 retrying_a_running_completed_unplanned_late_or_unknown_task_is_refused,
                 of_sixteen_concurrent_retries_exactly_one_queues_the_work,
                 an_item_retried_twelve_times_keeps_its_last_ten_attempts,
+                the_failure_that_reaches_a_halt_ends_the_task_failed_naming_it,
+                a_halt_reached_by_a_shards_completion_finishes_the_task,
+                a_percentage_halt_counts_against_all_the_items,
+                two_workers_recording_a_failure_each_at_once_reach_a_halt_of_two,
+                a_halted_task_retries_the_items_that_failed_or_never_ran,
+                a_halt_of_a_task_that_ended_otherwise_changes_nothing,
             );
         }
     };

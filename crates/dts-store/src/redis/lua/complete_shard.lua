@@ -34,7 +34,7 @@ redis.call('HDEL', LEASES, lease_fields(ARGV[5]))
 redis.call('ZREM', READY, ARGV[5])
 redis.call('ZREM', HELD, ARGV[5])
 local newly = redis.call('SADD', SHARDS, ARGV[5]) == 1
-local finished = false
+local finished = changed and halt_if_crossed(ARGV[6])
 if newly then
   local done = redis.call('HINCRBY', TASK, 'chunksExecuted', 1)
   if done == planned then

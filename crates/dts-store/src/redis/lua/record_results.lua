@@ -20,6 +20,7 @@ if not fits then
   return { 'layout', changed }
 end
 if changed then
+  halt_if_crossed(int(redis_now_ms()))
   bump()
 end
 keep_retention(buckets)

@@ -236,3 +236,26 @@ local function apply_results(first, keep)
 end
 
 -- The lease helpers (lease_prelude.lua), then the op-specific part follow.
+
+-- Ends an in-progress task FAILED once its failures reach its halt
+-- (`haltAfter`, the count dts-model's Halt::failures_to_halt gives), in
+-- the script that counted them, so two workers recording failures at once
+-- cannot both miss it. The reason reads as Halt::reason writes it. Items
+-- not run stay without a result, as after a cancel. Returns whether the
+-- task ended.
+local function halt_if_crossed(now)
+  local after = redis.call('HGET', TASK, 'haltAfter')
+  if not after or redis.call('HGET', TASK, 'status') ~= IN_PROGRESS then
+    return false
+  end
+  local failed = tonumber(redis.call('HGET', TASK, 'itemsFailed'))
+  if failed < tonumber(after) then
+    return false
+  end
+  local items = failed == 1 and ' item' or ' items'
+  redis.call('HSET', TASK, 'error', 'halted: ' .. int(failed) .. items .. ' failed (halt '
+    .. redis.call('HGET', TASK, 'halt') .. ')')
+  -- dts-model's TaskStatus::Failed.
+  enter('FAILED', now)
+  return true
+end
