@@ -93,7 +93,7 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "FILE")]
     joblog: Option<PathBuf>,
     /// With --wait: keep each item's input, stdout, stderr and exit code in
-    /// DIR/<seq>/ once the task has ended, as `dts run --results` does.
+    /// DIR/SEQ/ once the task has ended, as `dts run --results` does.
     #[arg(long, value_name = "DIR")]
     results: Option<PathBuf>,
     /// With --wait: the progress bar --wait draws (accepted for GNU
