@@ -170,6 +170,29 @@ pub struct ItemResult {
 }
 
 impl ItemResult {
+    /// The result of item `index` with nothing in it yet: no exit code,
+    /// signal, output, duration or error. A result that did not come from
+    /// a process (an item that could not run) starts here, and so do tests.
+    pub fn empty(index: u64, input: Bytes, worker: String, attempt: u32) -> ItemResult {
+        ItemResult {
+            index,
+            input,
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            stdout: Bytes::default(),
+            stderr: Bytes::default(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            duration_ms: 0,
+            worker,
+            attempt,
+            error: None,
+        }
+    }
+
     /// Exit code 0, in time, nothing went wrong.
     pub fn succeeded(&self) -> bool {
         self.exit_code == Some(0) && !self.timed_out && self.error.is_none()
@@ -418,21 +441,9 @@ mod tests {
     #[test]
     fn success_needs_exit_zero_in_time() {
         let mut r = ItemResult {
-            index: 0,
-            input: Bytes::default(),
             exit_code: Some(0),
-            signal: None,
-            timed_out: false,
-            stdout: Bytes::default(),
-            stderr: Bytes::default(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
             duration_ms: 1,
-            worker: "w".into(),
-            attempt: 1,
-            error: None,
+            ..ItemResult::empty(0, Bytes::default(), "w".into(), 1)
         };
         assert!(r.succeeded());
         r.timed_out = true;
@@ -470,21 +481,9 @@ mod tests {
     #[test]
     fn a_failed_result_joins_its_history_numbered_after_it_and_only_ten_stay() {
         let failed = |attempt| ItemResult {
-            index: 4,
-            input: "x".into(),
             exit_code: Some(2),
-            signal: None,
-            timed_out: false,
-            stdout: Bytes::default(),
-            stderr: Bytes::default(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
             duration_ms: 7,
-            worker: "w1".into(),
-            attempt,
-            error: None,
+            ..ItemResult::empty(4, "x".into(), "w1".into(), attempt)
         };
         let history = PastAttempt::push(Vec::new(), &failed(2));
         assert_eq!(history, [PastAttempt::of(&failed(2), 2)]);
@@ -506,21 +505,9 @@ mod tests {
     #[test]
     fn a_result_shows_its_input_as_text_and_as_base64_when_it_is_not_utf8() {
         let mut result = ItemResult {
-            index: 0,
-            input: Bytes::new(b"caf\xe9".to_vec()),
             exit_code: Some(0),
-            signal: None,
-            timed_out: false,
-            stdout: Bytes::default(),
-            stderr: Bytes::default(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
             duration_ms: 1,
-            worker: "w".into(),
-            attempt: 1,
-            error: None,
+            ..ItemResult::empty(0, Bytes::new(b"caf\xe9".to_vec()), "w".into(), 1)
         };
         let json = serde_json::to_value(&result).unwrap();
         assert_eq!(json["input"], "caf\u{fffd}");

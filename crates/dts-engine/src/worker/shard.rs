@@ -626,21 +626,8 @@ impl Inner {
     /// The result of an item failed without running, with the reason.
     fn failed_unrun(&self, index: u64, input: &Bytes, attempt: u32, reason: &str) -> ItemResult {
         ItemResult {
-            index,
-            input: input.clone(),
-            exit_code: None,
-            signal: None,
-            timed_out: false,
-            stdout: Bytes::default(),
-            stderr: Bytes::default(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            duration_ms: 0,
-            worker: self.settings.id.clone(),
-            attempt,
             error: Some(reason.to_string()),
+            ..ItemResult::empty(index, input.clone(), self.settings.id.clone(), attempt)
         }
     }
 

@@ -566,21 +566,9 @@ mod tests {
 
     fn typical() -> ItemResult {
         ItemResult {
-            index: 130,
-            input: "item-130".into(),
             exit_code: Some(0),
-            signal: None,
-            timed_out: false,
-            stdout: Bytes::default(),
-            stderr: Bytes::default(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
             duration_ms: 52,
-            worker: "host-12345-abcdef".to_string(),
-            attempt: 1,
-            error: None,
+            ..ItemResult::empty(130, "item-130".into(), "host-12345-abcdef".into(), 1)
         }
     }
 
