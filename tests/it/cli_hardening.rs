@@ -44,11 +44,11 @@ pub(crate) struct Shown {
     pub(crate) status: ExitStatus,
 }
 
-/// A pseudo-terminal in raw mode (no `\n` to `\r\n`): the master end reads
-/// exactly the bytes the program wrote to the slave end. Both ends are
-/// close-on-exec from the start, so only the child we hand the slave to
+/// A new pseudo-terminal, in the mode a terminal starts in (cooked: line
+/// editing, Ctrl-C sends SIGINT): its master and its slave end. Both ends
+/// are close-on-exec from the start, so only the child we hand the slave to
 /// holds it (else reading the master would not end when that child exits).
-fn pseudo_terminal() -> (File, OwnedFd) {
+pub(crate) fn open_pty() -> (File, OwnedFd) {
     let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
     // SAFETY: posix_openpt returns a new descriptor (or -1).
     let master = unsafe { libc::posix_openpt(flags) };
@@ -79,7 +79,13 @@ fn pseudo_terminal() -> (File, OwnedFd) {
         std::io::Error::last_os_error()
     );
     // SAFETY: the descriptor is new and owned by nobody else.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    (File::from(master), unsafe { OwnedFd::from_raw_fd(slave) })
+}
+
+/// A pseudo-terminal in raw mode (no `\n` to `\r\n`): the master end reads
+/// exactly the bytes the program wrote to the slave end.
+fn pseudo_terminal() -> (File, OwnedFd) {
+    let (master, slave) = open_pty();
     // SAFETY: the termios calls act on the slave we own and a struct we own.
     unsafe {
         let mut termios: libc::termios = std::mem::zeroed();
@@ -90,7 +96,7 @@ fn pseudo_terminal() -> (File, OwnedFd) {
             0
         );
     }
-    (File::from(master), slave)
+    (master, slave)
 }
 
 /// Reads `reader` to its end on a thread of its own; a terminal's master

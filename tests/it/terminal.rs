@@ -3,10 +3,10 @@
 //! Ctrl-C is typed (`\x03`), so the terminal driver itself sends SIGINT to
 //! the foreground process group, as it does for a user at a shell.
 
+use crate::cli_hardening::open_pty;
 use crate::common::{DtsUp, dts_binary, text};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -25,37 +25,7 @@ struct OnTerminal {
 
 impl OnTerminal {
     fn start(args: &[&str]) -> OnTerminal {
-        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
-        // SAFETY: posix_openpt returns a new descriptor (or -1).
-        let master = unsafe { libc::posix_openpt(flags) };
-        assert!(
-            master >= 0,
-            "posix_openpt: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: the descriptor is new and owned by nobody else.
-        let master = unsafe { OwnedFd::from_raw_fd(master) };
-        let mut name = [0 as libc::c_char; 128];
-        // SAFETY: these act on the master we own and write at most
-        // `name.len()` bytes into `name`.
-        unsafe {
-            assert_eq!(libc::grantpt(master.as_raw_fd()), 0, "grantpt");
-            assert_eq!(libc::unlockpt(master.as_raw_fd()), 0, "unlockpt");
-            assert_eq!(
-                libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
-                0,
-                "ptsname_r"
-            );
-        }
-        // SAFETY: `name` is a NUL-terminated path written by ptsname_r.
-        let slave = unsafe { libc::open(name.as_ptr(), flags) };
-        assert!(
-            slave >= 0,
-            "open the slave: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: the descriptor is new and owned by nobody else.
-        let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+        let (master, slave) = open_pty();
         let mut command = Command::new(dts_binary());
         command
             .args(args)
@@ -77,7 +47,6 @@ impl OnTerminal {
         }
         let child = command.spawn().expect("start dts on a terminal");
         drop(command);
-        let master = File::from(master);
         let screen = Arc::new(Mutex::new(Vec::new()));
         let mut reader = master.try_clone().unwrap();
         let shown = Arc::clone(&screen);
