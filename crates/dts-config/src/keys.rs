@@ -392,7 +392,7 @@ pub const KEYS: &[KeySpec] = &[
         "executor.output-cap-bytes",
         Usize,
         "65536",
-        "Output kept per item, in bytes; the rest is dropped.",
+        "Output kept per item and stream, in bytes; the rest is counted (stdoutBytes, stderrBytes) and dropped. dts run sets no cap unless this is given.",
     ),
     KeySpec::new(
         "executor.kill-grace-ms",
