@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use dts_model::{Halt, ItemResult, Task, TaskStatus, now_millis};
-use dts_store::{DynStore, PlanOutcome};
+use dts_store::DynStore;
 
 /// A stored, planned task of `items` items in `shards` shards that halts
 /// as `halt` says (`now,fail=1`).
@@ -14,14 +14,7 @@ async fn halting(store: &DynStore, items: u64, shards: u64, halt: &str) -> Task 
         .insert_task(&task, &inputs(items as usize))
         .await
         .unwrap();
-    match store
-        .save_plan(&task.id, &even_plan(items, shards))
-        .await
-        .unwrap()
-    {
-        PlanOutcome::Created(task) => task,
-        other => panic!("expected a new plan, got {other:?}"),
-    }
+    plan_evenly(store, &task, items, shards).await
 }
 
 async fn read(store: &DynStore, id: &str) -> Task {

@@ -71,6 +71,11 @@ pub(crate) fn even_plan(items: u64, shards: u64) -> Vec<ShardRange> {
 /// A stored task of `items` items planned into `shards` shards (`INPROGRESS`).
 pub(crate) async fn planned(store: &DynStore, items: u64, shards: u64) -> Task {
     let task = insert(store, items as usize).await;
+    plan_evenly(store, &task, items, shards).await
+}
+
+/// Plans the stored `task` of `items` items into `shards` even shards.
+pub(crate) async fn plan_evenly(store: &DynStore, task: &Task, items: u64, shards: u64) -> Task {
     match store
         .save_plan(&task.id, &even_plan(items, shards))
         .await
