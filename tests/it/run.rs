@@ -316,9 +316,16 @@ fn results_keeps_each_items_input_output_and_exit_code_in_a_directory_of_its_own
         "b",
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_results_of_a_and_b(&results);
+}
+
+/// `--results DIR` of `echo out $1; echo err >&2; [ $1 = a ] || exit 4`
+/// over `a b`: a directory per item and nothing else, for `dts run` and
+/// `dts submit --wait` alike.
+pub(crate) fn assert_results_of_a_and_b(results: &Path) {
     let file = |name: &str, content: &str| (name.to_string(), content.to_string());
     assert_eq!(
-        item_files(&results, 1),
+        item_files(results, 1),
         [
             file("exitcode", "0\n"),
             file("input", "a"),
@@ -327,7 +334,7 @@ fn results_keeps_each_items_input_output_and_exit_code_in_a_directory_of_its_own
         ]
     );
     assert_eq!(
-        item_files(&results, 2),
+        item_files(results, 2),
         [
             file("exitcode", "4\n"),
             file("input", "b"),
@@ -335,7 +342,7 @@ fn results_keeps_each_items_input_output_and_exit_code_in_a_directory_of_its_own
             file("stdout", "out b\n")
         ]
     );
-    let mut entries: Vec<String> = std::fs::read_dir(&results)
+    let mut entries: Vec<String> = std::fs::read_dir(results)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

@@ -3,6 +3,7 @@
 //! `--wait` (docs/cli.md, the table's "dts submit" column).
 
 use crate::common::{DtsUp, dts_binary, dts_client as dts, run_dts, shared_dir, text};
+use crate::run::assert_results_of_a_and_b;
 use std::path::Path;
 use std::process::Command;
 
@@ -134,20 +135,6 @@ async fn submit_wait_joblog_has_the_header_and_one_line_per_item_with_its_exit_c
     }
 }
 
-/// The files of `dir/<seq>`, by name.
-fn item_files(dir: &Path, seq: u32) -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = std::fs::read_dir(dir.join(seq.to_string()))
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read_to_string(&path).unwrap())
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 #[tokio::test]
 async fn submit_wait_results_keeps_each_items_input_output_and_exit_code() {
     let up = DtsUp::start(&[]);
@@ -167,31 +154,7 @@ async fn submit_wait_results_keeps_each_items_input_output_and_exit_code() {
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let file = |name: &str, content: &str| (name.to_string(), content.to_string());
-    assert_eq!(
-        item_files(&results, 1),
-        [
-            file("exitcode", "0\n"),
-            file("input", "a"),
-            file("stderr", "err\n"),
-            file("stdout", "out a\n")
-        ]
-    );
-    assert_eq!(
-        item_files(&results, 2),
-        [
-            file("exitcode", "4\n"),
-            file("input", "b"),
-            file("stderr", "err\n"),
-            file("stdout", "out b\n")
-        ]
-    );
-    let mut entries: Vec<String> = std::fs::read_dir(&results)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    entries.sort();
-    assert_eq!(entries, ["1", "2"]);
+    assert_results_of_a_and_b(&results);
 }
 
 #[tokio::test]
