@@ -236,6 +236,17 @@ pub(crate) async fn require_token(
     Ok(next.run(request).await)
 }
 
+/// Whether `headers` carry `Authorization: Bearer <expected>`: the check of
+/// a listener that has no [`AppState`] (a worker's `/metrics`).
+pub(crate) fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), expected.as_bytes())
+}
+
 /// The token of a `Bearer` credential; the scheme is case-insensitive
 /// (RFC 9110), so `bearer` and `BEARER` work too.
 fn bearer_token(value: &str) -> Option<&str> {
