@@ -512,8 +512,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_family_has_help_and_a_type_and_counters_end_in_total() {
+    /// A registry in which every family has a sample, so every family
+    /// renders.
+    fn every_family() -> Metrics {
         let metrics = Metrics::new();
         // Families without samples are not rendered: give each one.
         let worker = metrics.worker("w", 1);
@@ -527,12 +528,28 @@ mod tests {
         metrics.task_submitted();
         metrics.http_request("/healthz", "GET", 200, Duration::ZERO);
         metrics.set_store_stats([("WAITING", 0)], 0);
-        let text = metrics.render().unwrap();
-        let types: Vec<(&str, &str)> = text
-            .lines()
+        metrics
+    }
+
+    /// The families' names and types, as rendered.
+    fn families(text: &str) -> Vec<(&str, &str)> {
+        text.lines()
             .filter_map(|line| line.strip_prefix("# TYPE "))
             .filter_map(|rest| rest.split_once(' '))
-            .collect();
+            .collect()
+    }
+
+    fn doc(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn every_family_has_help_and_a_type_and_counters_end_in_total() {
+        let text = every_family().render().unwrap();
+        let types = families(&text);
         assert_eq!(types.len(), 16, "{text}");
         for (name, kind) in types {
             assert!(name.starts_with("dts_"), "{name}");
@@ -553,5 +570,48 @@ mod tests {
             CONTENT_TYPE,
             format!("{}; charset=utf-8", prometheus::TEXT_FORMAT)
         );
+    }
+
+    #[test]
+    fn docs_metrics_md_lists_every_family_with_its_type() {
+        let text = every_family().render().unwrap();
+        let table = doc("metrics.md");
+        for (name, kind) in families(&text) {
+            let row = format!("| `{name}` | {kind} |");
+            assert!(
+                table.contains(&row),
+                "docs/metrics.md has no row starting {row}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_is_json_and_queries_only_metrics_dts_has() {
+        let text = every_family().render().unwrap();
+        let names: Vec<&str> = families(&text).into_iter().map(|(name, _)| name).collect();
+        let dashboard = doc("grafana-dashboard.json");
+        let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+        assert!(
+            parsed["panels"].as_array().is_some_and(|p| p.len() >= 8),
+            "{parsed}"
+        );
+        let mut queried = 0;
+        for (at, _) in dashboard.match_indices("dts_") {
+            let name: String = dashboard[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| names.contains(base))
+                .unwrap_or(&name);
+            assert!(
+                names.contains(&family),
+                "the dashboard queries {name}, which dts does not have"
+            );
+            queried += 1;
+        }
+        assert!(queried >= 10, "{queried}");
     }
 }
