@@ -349,9 +349,7 @@ fn register<M: Collector + Clone + 'static>(
     registry: &Registry,
     metric: prometheus::Result<M>,
 ) -> M {
-    #[allow(clippy::expect_used)]
     let metric = metric.expect("metric names and labels are constants the unit tests check");
-    #[allow(clippy::expect_used)]
     registry
         .register(Box::new(metric.clone()))
         .expect("each metric name is registered once; the unit tests check");
