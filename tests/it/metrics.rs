@@ -222,3 +222,34 @@ async fn a_distributed_worker_serves_its_own_metrics_on_its_metrics_port() {
         None
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_metrics_count_its_store_errors_while_redis_is_down() {
+    let mut cluster = Cluster::start();
+    let server = cluster.server("server");
+    let port = dts_testkit::free_port();
+    let mut args = cluster.node_args();
+    args.extend(["--set".to_string(), format!("worker.metrics-port={port}")]);
+    let _worker = cluster.worker_with("cut-off", 1, args, &[]);
+    crate::distributed::wait_for_workers(&server, 1).await;
+    let metrics = Api::at(format!("http://127.0.0.1:{port}"));
+    let heartbeat_errors = r#"dts_store_errors_total{operation="heartbeat"}"#;
+    assert_eq!(sample(&scrape(&metrics).await, heartbeat_errors), None);
+
+    cluster.redis.stop();
+    // The worker heartbeats every 500 ms (Cluster's settings); each one
+    // fails while Redis is down.
+    dts_testkit::wait_for(
+        DEADLINE,
+        "the worker to count a failed heartbeat",
+        || async {
+            let text = scrape(&metrics).await;
+            match sample(&text, heartbeat_errors) {
+                Some(n) if n >= 1.0 => Ok(()),
+                _ => Err(text),
+            }
+        },
+    )
+    .await;
+    cluster.redis.restart();
+}
