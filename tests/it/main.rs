@@ -17,6 +17,7 @@ mod isolation;
 mod labels;
 mod metrics;
 mod outputs;
+mod overview;
 mod parallel_oracle;
 mod restart;
 mod retry;

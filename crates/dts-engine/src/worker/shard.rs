@@ -11,7 +11,8 @@ use dts_executor::{ExecOutcome, ItemContext, ItemLimits, Program};
 use dts_model::{Bytes, ItemResult, ShardMessage, TaskStatus};
 use dts_store::StoreError;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +79,9 @@ struct ShardRun<'a> {
     first_of_task: AtomicBool,
     /// When the task was submitted, in ms since the epoch.
     submitted_at: u64,
+    /// Items of the task running on this worker (shared by its shards
+    /// here): what the heartbeat reports per task.
+    task_running: Arc<AtomicU32>,
 }
 
 impl ShardRun<'_> {
@@ -187,7 +191,7 @@ impl Inner {
                 return Ok(ShardEnd::TaskEnded);
             }
         };
-        let (task_stop, drain) = self.task_stop(task, kill);
+        let (task_stop, drain, task_running) = self.task_stop(task, kill);
         let (stop_items, completion_watch) = if claimed.copy {
             let (stop, watch) = self.stop_when_completed(id, shard, &task_stop);
             (stop, Some(watch))
@@ -207,6 +211,7 @@ impl Inner {
             first: claimed.first,
             first_of_task: AtomicBool::new(claimed.first && shard == 0 && !claimed.copy),
             submitted_at: task.created_at,
+            task_running,
         };
         let outcome = self.run_claimed(&run).await;
         if run.copy {
@@ -561,6 +566,7 @@ impl Inner {
                     now.saturating_sub(run.submitted_at),
                 ));
             }
+            run.task_running.fetch_add(1, Ordering::Relaxed);
             // The slot is given back the moment the process exits, so the next
             // item starts while this one's output and result are handled.
             let mut outcome = self
@@ -579,6 +585,7 @@ impl Inner {
             // to time; it was counted started all the same.
             self.metrics
                 .item_run_ended((!outcome.worker_fault).then_some(outcome.duration));
+            run.task_running.fetch_sub(1, Ordering::Relaxed);
             if outcome.cancelled {
                 return None;
             }
