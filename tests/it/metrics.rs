@@ -79,6 +79,8 @@ async fn promtool_finds_nothing_wrong_with_the_metrics_of_a_dts_up_that_ran_a_ta
         "dts_worker_slots{",
         "dts_item_duration_seconds_bucket{",
         "dts_http_request_duration_seconds_bucket{",
+        "dts_tasks{",
+        "dts_shards_waiting ",
     ] {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }
@@ -115,6 +117,14 @@ async fn after_a_task_the_item_counters_of_dts_up_equal_its_real_counts() {
         value(&before, "dts_task_first_item_latency_seconds_count"),
         1.0
     );
+    // From the store: the one task in its final status, nothing queued.
+    let status = ended["status"].as_str().expect("a status");
+    assert_eq!(
+        value(&before, &format!("dts_tasks{{status=\"{status}\"}}")),
+        1.0
+    );
+    assert_eq!(value(&before, r#"dts_tasks{status="INPROGRESS"}"#), 0.0);
+    assert_eq!(value(&before, "dts_shards_waiting"), 0.0);
     let (_, workers) = up.get("/v1/workers").await;
     let worker = workers[0]["id"].as_str().expect("the worker's id");
     assert_eq!(
