@@ -13,6 +13,7 @@
 pub mod access;
 pub mod body;
 pub mod error;
+pub mod openapi;
 mod seed;
 pub mod serve;
 pub mod strict_json;
@@ -47,8 +48,8 @@ pub struct AppState {
     pub limits: SubmitLimits,
     /// The largest request body read, in bytes (413 above it).
     pub max_body_bytes: usize,
-    /// When set, every endpoint but `/healthz` and `/schedule/ping` needs
-    /// `Authorization: Bearer <token>`.
+    /// When set, every endpoint but `/healthz`, `/openapi.json` and
+    /// `/schedule/ping` needs `Authorization: Bearer <token>`.
     pub auth_token: Option<Arc<str>>,
     /// TTL given to heartbeats recorded through `/schedule/node-beat`.
     pub heartbeat_ttl: Duration,
@@ -82,6 +83,7 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         ));
     Router::new()
         .route("/healthz", get(v1::healthz))
+        .route("/openapi.json", get(openapi::serve_document))
         .route("/schedule/ping", get(seed::ping))
         .merge(protected)
         .fallback(no_route)
