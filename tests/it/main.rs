@@ -2,6 +2,7 @@
 //! own data directory, driven over HTTP and the CLI.
 
 mod common;
+mod contract;
 
 mod bad_requests;
 mod cli;
@@ -15,6 +16,7 @@ mod hostile;
 mod input_bytes;
 mod isolation;
 mod labels;
+mod openapi;
 mod outputs;
 mod parallel_oracle;
 mod restart;
