@@ -18,6 +18,7 @@ mod isolation;
 mod labels;
 mod openapi;
 mod outputs;
+mod overview;
 mod parallel_oracle;
 mod restart;
 mod retry;

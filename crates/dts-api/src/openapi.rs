@@ -26,11 +26,12 @@
 //! The unit test `every_route_the_router_serves_is_in_the_document` fails
 //! until step 3 is done for each `.route(...)` of this crate.
 
+use crate::overview::{ActivityView, OverviewView};
 use crate::views::{
     ErrorBody, ErrorDetail, HealthView, NodeBeatView, ResultItemView, ResultView, ResultsPage,
     RetryView, SeedTaskView, TaskView, WorkerView,
 };
-use crate::{seed, v1};
+use crate::{overview, seed, v1};
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Serialize;
@@ -78,6 +79,8 @@ const BEARER: &str = "bearerToken";
         v1::retry,
         v1::events,
         v1::workers,
+        overview::overview,
+        overview::activity,
         v1::healthz,
         serve_document,
         seed::ping,
@@ -96,6 +99,8 @@ const BEARER: &str = "bearerToken";
         ResultsPage,
         RetryView,
         WorkerView,
+        OverviewView,
+        ActivityView,
         HealthView,
         NodeBeatView,
         SubmitRequest,
@@ -250,6 +255,24 @@ impl ToSchema for BytesJson {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Bytes")
     }
+}
+
+/// `tasks` of `GET /v1/overview`: a count for every status, by its name.
+pub(crate) fn tasks_by_status() -> Schema {
+    let mut object = ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::Object))
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    for status in dts_model::TaskStatus::ALL {
+        object = object
+            .property(
+                status.as_str(),
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::Integer))
+                    .minimum(Some(0)),
+            )
+            .required(status.as_str());
+    }
+    object.build().into()
 }
 
 /// `variableJson` as a submission may give it.
