@@ -5,7 +5,9 @@
 # interpreters tests/it/scripts.rs runs items with (perl, ruby, node,
 # dash, zsh), GNU parallel (the oracle of tests/it/parallel_oracle.rs) and
 # promtool (package prometheus, which tests/it/metrics.rs checks /metrics
-# with) from apt.
+# with) from apt; and openapi-spec-validator (PyPI, pinned) into
+# .tools/venv/, the independent check of the OpenAPI document
+# (tests/it/openapi.rs).
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+validator=.tools/venv/bin/openapi-spec-validator
+if ! command -v openapi-spec-validator >/dev/null 2>&1 && [ ! -x "$validator" ]; then
+    echo "installing openapi-spec-validator $OPENAPI_SPEC_VALIDATOR_VERSION into .tools/venv"
+    if ! python3 -m venv .tools/venv >/dev/null 2>&1; then
+        # Debian's python3 has venv in a package of its own.
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv .tools/venv
+    fi
+    .tools/venv/bin/pip install --quiet "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
 fi
 
 tansu=.tools/bin/tansu

@@ -3,7 +3,8 @@
 //! requests are in `hostile.rs`.)
 
 use crate::common::DtsUp;
-use reqwest::StatusCode;
+use crate::contract::read_checked;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -48,8 +49,9 @@ async fn with_a_token_every_endpoint_but_health_and_ping_needs_it() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
-        let body: Value = response.json().await.unwrap();
+        let (status, _, bytes) = read_checked(&Method::GET, response).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body["error"]["code"], "unauthorized");
     }
     let wrong = anonymous
@@ -58,13 +60,15 @@ async fn with_a_token_every_endpoint_but_health_and_ping_needs_it() {
         .send()
         .await
         .unwrap();
-    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let (status, _, _) = read_checked(&Method::GET, wrong).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     for path in ["/healthz", "/schedule/ping"] {
         let response = anonymous
             .get(format!("{local}{path}"))
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let (status, _, _) = read_checked(&Method::GET, response).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
     }
 }

@@ -183,7 +183,9 @@ impl Api {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{}", self.base, path));
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
         }
@@ -194,15 +196,18 @@ impl Api {
             request = request.bearer_auth(token);
         }
         let response = request
-            .body(body)
+            .body(body.clone())
             .send()
             .await
             .unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: no whole body: {e}"));
+        // Every answer must be one the OpenAPI document allows.
+        let (status, _, bytes) = crate::contract::read_checked(&method, response).await;
+        if status.is_success() {
+            if let Some(ct) = content_type {
+                crate::contract::check_accepted_request(&method, path, ct, &body);
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, json)
     }
@@ -327,6 +332,7 @@ impl Api {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.expect("events request sent");
+        crate::contract::check_head(&Method::GET, &response);
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
         let content_type = response
             .headers()

@@ -149,11 +149,14 @@ async fn a_task_whose_server_died_while_planning_is_finished_by_the_next_server_
     );
     wait_for_workers(&doomed, 1).await;
     // The server may die before or after answering.
-    let _ = reqwest::Client::new()
+    if let Ok(response) = reqwest::Client::new()
         .post(format!("{}/v1/tasks", doomed.base))
         .json(&task("echo \"$1\"", &items(30)))
         .send()
-        .await;
+        .await
+    {
+        crate::contract::check_head(&reqwest::Method::POST, &response);
+    }
 
     let next = cluster.server("next");
     let id = wait_for(
@@ -447,7 +450,10 @@ async fn sigterm_to_a_server_finishes_the_request_in_flight_then_exits() {
             .json(&task("echo", &items(1)))
             .send()
             .await
-            .map(|r| r.status())
+            .map(|r| {
+                crate::contract::check_head(&reqwest::Method::POST, &r);
+                r.status()
+            })
     });
     // The request is in flight once its task is stored: the server then
     // waits for the broker.

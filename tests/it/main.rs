@@ -2,6 +2,7 @@
 //! own data directory, driven over HTTP and the CLI.
 
 mod common;
+mod contract;
 
 mod bad_requests;
 mod cli;
@@ -16,6 +17,7 @@ mod input_bytes;
 mod isolation;
 mod labels;
 mod metrics;
+mod openapi;
 mod outputs;
 mod overview;
 mod parallel_oracle;

@@ -36,8 +36,8 @@ async fn strict_json(up: &DtsUp, path: &str) -> Value {
     let response = reqwest::get(format!("{}{path}", up.base))
         .await
         .expect("request sent");
-    assert_eq!(response.status(), StatusCode::OK, "{path}");
-    let bytes = response.bytes().await.expect("body");
+    let (status, _, bytes) = crate::contract::read_checked(&reqwest::Method::GET, response).await;
+    assert_eq!(status, StatusCode::OK, "{path}");
     assert!(
         std::str::from_utf8(&bytes).is_ok(),
         "{path}: the body is not UTF-8"

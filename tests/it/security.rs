@@ -354,10 +354,13 @@ async fn connections_above_the_cap_are_refused_at_once_and_the_server_recovers()
     }
     drop(held);
     wait_for("/healthz answering once the surplus is gone", || async {
-        matches!(
-            reqwest::get(format!("{}/healthz", up.base)).await,
-            Ok(response) if response.status() == StatusCode::OK
-        )
+        match reqwest::get(format!("{}/healthz", up.base)).await {
+            Ok(response) => {
+                crate::contract::check_head(&Method::GET, &response);
+                response.status() == StatusCode::OK
+            }
+            Err(_) => false,
+        }
     })
     .await;
     let log = up.log_text();
@@ -426,10 +429,13 @@ async fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recove
     drop(held);
     let client = reqwest::Client::new();
     wait_for("/healthz answering once descriptors are free", || async {
-        matches!(
-            client.get(format!("{base}/healthz")).send().await,
-            Ok(response) if response.status() == StatusCode::OK
-        )
+        match client.get(format!("{base}/healthz")).send().await {
+            Ok(response) => {
+                crate::contract::check_head(&Method::GET, &response);
+                response.status() == StatusCode::OK
+            }
+            Err(_) => false,
+        }
     })
     .await;
     let _ = child.kill();
@@ -575,7 +581,8 @@ async fn a_token_file_works_and_the_bearer_scheme_is_read_in_any_case() {
     let url = format!("{}/v1/tasks", up.base);
 
     let anonymous = client.get(&url).send().await.unwrap();
-    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let (status, _, _) = crate::contract::read_checked(&Method::GET, anonymous).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     for scheme in ["Bearer", "bearer", "BEARER"] {
         let response = client
             .get(&url)
@@ -583,7 +590,8 @@ async fn a_token_file_works_and_the_bearer_scheme_is_read_in_any_case() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+        let (status, _, _) = crate::contract::read_checked(&Method::GET, response).await;
+        assert_eq!(status, StatusCode::OK, "{scheme}");
     }
     let wrong = client
         .get(&url)
@@ -591,7 +599,8 @@ async fn a_token_file_works_and_the_bearer_scheme_is_read_in_any_case() {
         .send()
         .await
         .unwrap();
-    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let (status, _, _) = crate::contract::read_checked(&Method::GET, wrong).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
         !std::fs::read_to_string(&up.log)
             .unwrap_or_default()

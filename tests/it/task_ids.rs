@@ -199,15 +199,11 @@ async fn page(up: &DtsUp, query: &str) -> (Vec<String>, Option<String>, Option<S
     let response = reqwest::get(format!("{}/v1/tasks?{query}", up.base))
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{query}");
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
+    let (status, headers, bytes) = crate::contract::read_checked(&Method::GET, response).await;
+    assert_eq!(status, StatusCode::OK, "{query}");
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
     let (cursor, link) = (header("x-next-cursor"), header("link"));
-    let body: Vec<Value> = response.json().await.unwrap();
+    let body: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
     let ids = body
         .iter()
         .map(|t| t["id"].as_str().unwrap().to_string())

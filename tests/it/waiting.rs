@@ -128,6 +128,7 @@ async fn a_waiting_task_runs_on_the_worker_with_its_labels_once_it_comes_and_sto
         .send()
         .await
         .expect("events request sent");
+    crate::contract::check_head(&reqwest::Method::GET, &stream);
     assert_eq!(stream.status(), StatusCode::OK);
     let mut text = String::new();
     let deadline = std::time::Instant::now() + DEADLINE;

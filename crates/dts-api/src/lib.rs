@@ -14,6 +14,7 @@ pub mod access;
 pub mod body;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod overview;
 mod seed;
 pub mod serve;
@@ -49,8 +50,8 @@ pub struct AppState {
     pub limits: SubmitLimits,
     /// The largest request body read, in bytes (413 above it).
     pub max_body_bytes: usize,
-    /// When set, every endpoint but `/healthz` and `/schedule/ping` needs
-    /// `Authorization: Bearer <token>`.
+    /// When set, every endpoint but `/healthz`, `/openapi.json` and
+    /// `/schedule/ping` needs `Authorization: Bearer <token>`.
     pub auth_token: Option<Arc<str>>,
     /// TTL given to heartbeats recorded through `/schedule/node-beat`.
     pub heartbeat_ttl: Duration,
@@ -87,6 +88,7 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         ));
     let app = Router::new()
         .route("/healthz", get(v1::healthz))
+        .route("/openapi.json", get(openapi::serve_document))
         .route("/schedule/ping", get(seed::ping))
         .merge(protected)
         .fallback(no_route)

@@ -19,9 +19,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// `GET /metrics`: first `dts_tasks{status}` and `dts_shards_waiting` from
-/// the store's summary (O(statuses), never O(tasks)), then everything. A
-/// store that cannot answer leaves them as the last scrape set them and is
-/// counted; the rest of the metrics still matter most then.
+/// the store's summary (O(statuses + runnable tasks), never O(results)),
+/// then everything. A store that cannot answer leaves them as the last
+/// scrape set them and is counted; the rest of the metrics still matter
+/// most then.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The process's metrics in the Prometheus text format \
+            (version 0.0.4); docs/metrics.md lists them.", body = String,
+         content_type = "text/plain"),
+    )
+)]
 pub(crate) async fn scrape(State(state): State<AppState>) -> Response {
     let metrics = dts_metrics::metrics();
     match state.store.stats().await {

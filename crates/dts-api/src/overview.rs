@@ -6,18 +6,21 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::v1::{Params, find_task, query};
+use crate::views::ErrorBody;
 use axum::Json;
 use axum::extract::{Path, State};
 use dts_model::{TaskStatus, WorkerKind, format_millis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// The whole installation at a glance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OverviewView {
     /// Tasks in each status, every status present (tasks past their
     /// retention are not counted).
+    #[schema(schema_with = crate::openapi::tasks_by_status)]
     pub tasks: BTreeMap<String, u64>,
     /// Shards of running tasks waiting for a free slot: the queue depth.
     pub shards_waiting: u64,
@@ -32,7 +35,7 @@ pub struct OverviewView {
 }
 
 /// Slots of the live workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SlotsView {
     /// Items the live workers can run at once.
     pub total: u64,
@@ -41,7 +44,7 @@ pub struct SlotsView {
 }
 
 /// What a task's page shows besides its counts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivityView {
     /// Items of the task running now, by the live workers' last heartbeats.
@@ -54,7 +57,7 @@ pub struct ActivityView {
 }
 
 /// Results one worker recorded for a task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerActivityView {
     /// The worker's id.
     pub worker: String,
@@ -65,7 +68,7 @@ pub struct WorkerActivityView {
 }
 
 /// Results recorded in one 10-second bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ThroughputView {
     /// The bucket's start (RFC 3339).
     pub at: String,
@@ -74,6 +77,15 @@ pub struct ThroughputView {
 }
 
 /// `GET /v1/overview`.
+#[utoipa::path(
+    get,
+    path = "/v1/overview",
+    tag = "v1",
+    responses(
+        (status = 200, description = "Tasks by status, queue depth, items finished and per second, workers and slots.", body = OverviewView),
+        (status = 400, description = "A query parameter: this endpoint takes none.", body = ErrorBody),
+    )
+)]
 pub async fn overview(
     State(state): State<AppState>,
     params: Params,
@@ -103,6 +115,19 @@ pub async fn overview(
 }
 
 /// `GET /v1/tasks/{id}/activity`.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/activity",
+    tag = "v1",
+    params(
+        ("id" = String, Path, description = "The task's id, or a unique prefix of it of at least 4 characters."),
+    ),
+    responses(
+        (status = 200, description = "Items running now, results per worker, and results per 10-second bucket.", body = ActivityView),
+        (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No task has this id.", body = ErrorBody),
+    )
+)]
 pub async fn activity(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -6,8 +6,9 @@
 use crate::AppState;
 use crate::body::{self, BodyKind};
 use crate::error::ApiError;
+use crate::openapi::SubmitRequest;
 use crate::v1::{load_inputs, load_task, query_any};
-use crate::views::SeedTaskView;
+use crate::views::{ErrorBody, NodeBeatView, SeedTaskView};
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, RawQuery, State};
@@ -16,17 +17,43 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dts_model::{WorkerInfo, WorkerKind, now_millis, submit};
 use dts_store::HeartbeatOutcome;
-use serde_json::json;
 use std::collections::HashMap;
 
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 /// `GET /schedule/ping`, word for word as the seed answered.
+#[utoipa::path(
+    get,
+    path = "/schedule/ping",
+    tag = "seed",
+    responses(
+        (status = 200, description = "`Scheduler Service Status :  [Running]`, as the seed answered.",
+         content_type = "text/plain", body = String),
+    )
+)]
 pub async fn ping() -> &'static str {
     "Scheduler Service Status :  [Running]"
 }
 
 /// `POST /schedule/create`: JSON or the seed's form; 202 with the task.
+#[utoipa::path(
+    post,
+    path = "/schedule/create",
+    tag = "seed",
+    request_body(
+        description = "A submission as JSON, or as the seed's form: the same field names, `inputList` repeated or comma-separated, `variableJson` a JSON string.",
+        content(
+            (SubmitRequest = "application/json"),
+            (Object = "application/x-www-form-urlencoded"),
+        )
+    ),
+    responses(
+        (status = 202, description = "Stored and published; the task in the seed's shape.", body = SeedTaskView),
+        (status = 400, description = "A field is missing or wrong; `field` names it.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `server.max-body-bytes`.", body = ErrorBody),
+        (status = 415, description = "The body is neither JSON nor a form.", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -49,6 +76,19 @@ pub async fn create(
 }
 
 /// `GET /schedule/status?taskId=`: the task in the seed's shape.
+#[utoipa::path(
+    get,
+    path = "/schedule/status",
+    tag = "seed",
+    params(
+        ("taskId" = String, Query, description = "The task's whole id."),
+    ),
+    responses(
+        (status = 200, description = "The task in the seed's shape.", body = SeedTaskView),
+        (status = 400, description = "`taskId` is missing or not a task id.", body = ErrorBody),
+        (status = 404, description = "No task has this id.", body = ErrorBody),
+    )
+)]
 pub async fn status(
     State(state): State<AppState>,
     params: Params,
@@ -70,12 +110,32 @@ pub async fn status(
 /// workers sent them. The node is listed among the workers as a
 /// `node-beat` one: it runs nothing, so it never counts in planning, and it
 /// never replaces a live dts worker (409 naming `nodeId`).
+#[utoipa::path(
+    post,
+    path = "/schedule/node-beat",
+    tag = "seed",
+    params(
+        ("nodeId" = String, Query, description = "The node; also accepted in a form body."),
+        ("cores" = Option<u32>, Query, minimum = 1, maximum = 4096, description = "Its cores (default 1); also accepted in a form body."),
+    ),
+    request_body(
+        description = "Optional: `nodeId` and `cores` as a form.",
+        content((Object = "application/x-www-form-urlencoded")),
+    ),
+    responses(
+        (status = 200, description = "The heartbeat is recorded.", body = NodeBeatView),
+        (status = 400, description = "`nodeId` or `cores` is missing, repeated or wrong; `field` names it.", body = ErrorBody),
+        (status = 409, description = "`nodeId` is a live dts worker.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `server.max-body-bytes`.", body = ErrorBody),
+        (status = 415, description = "A body that is not a form.", body = ErrorBody),
+    )
+)]
 pub async fn node_beat(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<NodeBeatView>, ApiError> {
     let bytes = body::bytes(body, state.max_body_bytes)?;
     let mut pairs = body::form_pairs(query.unwrap_or_default().as_bytes())?;
     if !bytes.is_empty() {
@@ -128,9 +188,11 @@ pub async fn node_beat(
         running_by_task: Default::default(),
     };
     match state.store.heartbeat(&info, state.heartbeat_ttl).await? {
-        HeartbeatOutcome::Recorded => Ok(Json(
-            json!({ "nodeId": node, "cores": cores, "recorded": true }),
-        )),
+        HeartbeatOutcome::Recorded => Ok(Json(NodeBeatView {
+            node_id: node.to_string(),
+            cores,
+            recorded: true,
+        })),
         HeartbeatOutcome::Refused => Err(ApiError::FieldConflict {
             field: "nodeId",
             message: format!("nodeId {node:?} is a live dts worker; a node-beat cannot replace it"),
@@ -140,6 +202,15 @@ pub async fn node_beat(
 
 /// `GET /schedule/node-beat`: refused, since a GET must change nothing (an
 /// `<img>` tag on any page could send it).
+#[utoipa::path(
+    get,
+    path = "/schedule/node-beat",
+    tag = "seed",
+    responses(
+        (status = 405, description = "Always: use POST. `Allow: POST`.", body = ErrorBody,
+         headers(("Allow" = String, description = "`POST`."))),
+    )
+)]
 pub async fn node_beat_by_get() -> ApiError {
     ApiError::UseMethod {
         allow: "POST",

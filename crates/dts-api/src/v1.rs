@@ -3,7 +3,10 @@
 use crate::AppState;
 use crate::body::{self, BodyKind};
 use crate::error::ApiError;
-use crate::views::{ResultItemView, ResultView, ResultsPage, RetryView, TaskView, WorkerView};
+use crate::openapi::SubmitRequest;
+use crate::views::{
+    ErrorBody, HealthView, ResultItemView, ResultView, ResultsPage, RetryView, TaskView, WorkerView,
+};
 use crate::waiting;
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -15,7 +18,6 @@ use bytes::Bytes;
 use dts_model::{Task, TaskStatus, is_valid_task_id, submit};
 use dts_store::{ResultFilter, StoreError, TaskCursor};
 use futures::Stream;
-use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -37,6 +39,19 @@ pub const NEXT_CURSOR: &str = "x-next-cursor";
 const EVENTS_POLL: Duration = Duration::from_millis(250);
 
 /// `POST /v1/tasks`: validate, store, publish; 202 with the task.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks",
+    tag = "v1",
+    request_body(content = SubmitRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Stored and published; the task with its inputs.", body = TaskView,
+         headers(("Location" = String, description = "The task's URL."))),
+        (status = 400, description = "A field is missing or wrong; `field` names it.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `server.max-body-bytes`.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -63,6 +78,20 @@ pub async fn submit(
 }
 
 /// `GET /v1/tasks/{id}`: the task with its inputs (`?summary=true` leaves them out).
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    tag = "v1",
+    params(
+        ("id" = String, Path, description = "The task's id, or a unique prefix of it of at least 4 characters."),
+        ("summary" = Option<bool>, Query, description = "Leave out `variableJson` and `inputList`."),
+    ),
+    responses(
+        (status = 200, description = "The task.", body = TaskView),
+        (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No task has this id.", body = ErrorBody),
+    )
+)]
 pub async fn get_task(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -86,6 +115,25 @@ pub async fn get_task(
 /// variables and inputs unless `full=true`. The body stays a bare list, as
 /// it always was; when more tasks follow, the `X-Next-Cursor` header holds
 /// the `cursor` of the next page and `Link` its URL (`rel="next"`).
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    tag = "v1",
+    params(
+        ("status" = Option<TaskStatus>, Query, description = "Only tasks with this status."),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Tasks per page (default 50)."),
+        ("full" = Option<bool>, Query, description = "With `variableJson` and `inputList`."),
+        ("cursor" = Option<String>, Query, description = "The `X-Next-Cursor` of the page before."),
+    ),
+    responses(
+        (status = 200, description = "Tasks, newest first.", body = Vec<TaskView>,
+         headers(
+            ("X-Next-Cursor" = String, description = "The `cursor` of the next page, when there is one."),
+            ("Link" = String, description = "The next page's URL, `rel=\"next\"`, when there is one."),
+         )),
+        (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
+    )
+)]
 pub async fn list(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let params = query(params, &["status", "limit", "full", "cursor"])?;
     let status = match params
@@ -149,6 +197,22 @@ pub async fn list(State(state): State<AppState>, params: Params) -> Result<Respo
 }
 
 /// `GET /v1/tasks/{id}/results?status=failed|succeeded&offset=&limit=`.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/results",
+    tag = "v1",
+    params(
+        ("id" = String, Path, description = "The task's id, or a unique prefix of it of at least 4 characters."),
+        ("status" = Option<String>, Query, description = "`failed`, `succeeded` or `all` (the default)."),
+        ("offset" = Option<u64>, Query, description = "Results to skip, by index (default 0)."),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 10000, description = "Results per page (default 100)."),
+    ),
+    responses(
+        (status = 200, description = "A page of the task's results, by index.", body = ResultsPage),
+        (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No task has this id.", body = ErrorBody),
+    )
+)]
 pub async fn results(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -201,6 +265,18 @@ pub async fn results(
 /// 202 with the task and how many items run. 409 when it is still running,
 /// when every item succeeded, when it was never planned or its deadline
 /// passed; 404 if unknown.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/retry",
+    tag = "v1",
+    params(("id" = String, Path, description = "The task's id, or a unique prefix of it of at least 4 characters.")),
+    responses(
+        (status = 202, description = "The task runs its failed and never-run items again.", body = RetryView),
+        (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No task has this id.", body = ErrorBody),
+        (status = 409, description = "The task is still running, every item succeeded, it was never planned, or its deadline passed.", body = ErrorBody),
+    )
+)]
 pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -226,6 +302,18 @@ pub async fn retry(
 }
 
 /// `POST /v1/tasks/{id}/cancel`: 200 with the cancelled task, 409 if it had ended.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/cancel",
+    tag = "v1",
+    params(("id" = String, Path, description = "The task's id, or a unique prefix of it of at least 4 characters.")),
+    responses(
+        (status = 200, description = "The cancelled task.", body = TaskView),
+        (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No task has this id.", body = ErrorBody),
+        (status = 409, description = "The task had ended already.", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -257,6 +345,18 @@ pub async fn cancel(
 /// `DELETE /v1/tasks/{id}`: deletes an ended task with its inputs and
 /// results; 200 with the task as it was, 409 if it has not ended (cancel it
 /// first), 404 if unknown.
+#[utoipa::path(
+    delete,
+    path = "/v1/tasks/{id}",
+    tag = "v1",
+    params(("id" = String, Path, description = "The task's id, or a unique prefix of it of at least 4 characters.")),
+    responses(
+        (status = 200, description = "The deleted task, as it was.", body = TaskView),
+        (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No task has this id.", body = ErrorBody),
+        (status = 409, description = "The task has not ended: cancel it first.", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -282,6 +382,21 @@ pub async fn delete(
 /// by reading the task's version alone; the whole task is read only when
 /// it moved. An event's `waitingReason` is as of that event: a worker that
 /// comes or goes changes no version, so it shows with the task's next change.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/events",
+    tag = "v1",
+    params(
+        ("id" = String, Path, description = "The task's id, or a unique prefix of it of at least 4 characters."),
+        ("full" = Option<bool>, Query, description = "Events with `variableJson` and `inputList`."),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: `event: task` with a `TaskView` as its data, whenever the task changes; the stream ends when the task ends.",
+         content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No task has this id.", body = ErrorBody),
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -355,6 +470,15 @@ async fn next_version(state: &AppState, id: &str, seen: u64) -> Option<Task> {
 }
 
 /// `GET /v1/workers`: live workers.
+#[utoipa::path(
+    get,
+    path = "/v1/workers",
+    tag = "v1",
+    responses(
+        (status = 200, description = "The live workers.", body = Vec<WorkerView>),
+        (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
+    )
+)]
 pub async fn workers(
     State(state): State<AppState>,
     params: Params,
@@ -365,9 +489,19 @@ pub async fn workers(
 }
 
 /// `GET /healthz`: 200 when the store answers.
-pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The store answers.", body = HealthView),
+    )
+)]
+pub async fn healthz(State(state): State<AppState>) -> Result<Json<HealthView>, ApiError> {
     state.store.live_workers().await?;
-    Ok(Json(json!({ "status": "ok" })))
+    Ok(Json(HealthView {
+        status: "ok".into(),
+    }))
 }
 
 /// The full id of the task `id` names: `id` itself when it is a whole

@@ -12,10 +12,11 @@ use dts_model::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// A task in the v1 API, and the data of each `task` event of
 /// `GET /v1/tasks/{id}/events`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     /// The task's id.
@@ -28,6 +29,7 @@ pub struct TaskView {
     pub template_function: String,
     /// Left out of lists and events unless asked for (`?full=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub variable_json: Option<Value>,
     /// The program that runs the rendered script (`bash` by default).
     pub interpreter: String,
@@ -65,6 +67,7 @@ pub struct TaskView {
     /// input as `inputList` takes it: a string, or `{"base64": ...}` when
     /// it is not UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::openapi::BytesJson>>)]
     pub input_list: Option<Vec<Bytes>>,
     /// Items in the task.
     pub items_total: u64,
@@ -163,7 +166,7 @@ impl TaskView {
 }
 
 /// A task as the seed's `MasterTask`: `variableJson` is a string.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeedTaskView {
     /// The task's id.
@@ -173,6 +176,7 @@ pub struct SeedTaskView {
     /// The variables, as one JSON string (the seed's shape).
     pub variable_json: String,
     /// The inputs (each a string, or `{"base64": ...}` when not UTF-8).
+    #[schema(value_type = Vec<crate::openapi::BytesJson>)]
     pub input_list: Vec<Bytes>,
     /// The task's status.
     pub status: TaskStatus,
@@ -212,32 +216,69 @@ pub struct ResultView {
     pub succeeded: bool,
 }
 
-/// A [`ResultView`] as JSON, borrowed for writing.
-#[derive(Serialize)]
+// A [`ResultView`] as JSON, borrowed for writing. Its schema is the
+// result's in the OpenAPI document, so the document shows what is written.
+/// One item's result. `stdout`, `stderr` and `input` are text, with U+FFFD
+/// for bytes that are not UTF-8; then the `...Base64` field beside holds
+/// the exact bytes (absent otherwise).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ResultView)]
 struct ResultJson<'a> {
+    /// The item's position in the task's input list, from 0.
     index: u64,
+    /// The input the script ran with.
     input: std::borrow::Cow<'a, str>,
+    /// The input's exact bytes, when they are not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     input_base64: Option<String>,
+    /// The script's exit code; null when a signal ended it or it never ran.
     exit_code: Option<i32>,
+    /// The signal that ended the script, if one did.
     signal: Option<i32>,
+    /// The item ran past its timeout and was killed.
     timed_out: bool,
+    /// What the script wrote to stdout, up to the cap.
     stdout: std::borrow::Cow<'a, str>,
+    /// Stdout's exact bytes, when they are not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     stdout_base64: Option<String>,
+    /// What the script wrote to stderr, up to the cap.
     stderr: std::borrow::Cow<'a, str>,
+    /// Stderr's exact bytes, when they are not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     stderr_base64: Option<String>,
+    /// More stdout was written than the cap kept.
     stdout_truncated: bool,
+    /// More stderr was written than the cap kept.
     stderr_truncated: bool,
+    /// Bytes written to stdout in all, past the cap too.
     stdout_bytes: u64,
+    /// Bytes written to stderr in all, past the cap too.
     stderr_bytes: u64,
+    /// How long the attempt ran, in milliseconds.
     duration_ms: u64,
+    /// The worker that ran it.
     worker: &'a str,
+    /// The attempt of the item this result is (1 for the first).
     attempt: u32,
+    /// Why the item could not run or was stopped, when that is the case.
     error: Option<&'a str>,
+    /// Whether the item exited 0.
     succeeded: bool,
+}
+
+/// [`ResultView`] is written through `ResultJson`: it has its schema.
+impl utoipa::PartialSchema for ResultView {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <ResultJson<'static> as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl ToSchema for ResultView {
+    fn name() -> std::borrow::Cow<'static, str> {
+        <ResultJson<'static> as ToSchema>::name()
+    }
 }
 
 /// The exact bytes, when the text form of `output` is not them.
@@ -313,7 +354,7 @@ impl<'de> Deserialize<'de> for ResultView {
 /// An item in `GET /v1/tasks/{id}/results`: its result, and the attempts
 /// of it that retries of the task ran before (oldest first, the last
 /// [`PastAttempt::KEPT`]; absent when there were none).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultItemView {
     /// The result, as `dts run --json` shows it too.
@@ -326,7 +367,7 @@ pub struct ResultItemView {
 
 /// A page of `GET /v1/tasks/{id}/results`: `total` counts every result the
 /// filter matches, `items` those from the page's offset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResultsPage {
     /// Results the filter matches, on every page.
     pub total: u64,
@@ -336,7 +377,7 @@ pub struct ResultsPage {
 
 /// The answer to `POST /v1/tasks/{id}/retry`: the task, running again, and
 /// what runs: `queued` items, `failed` of them had failed, `notRun` never ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryView {
     /// The task after the retry (`INPROGRESS`).
@@ -350,7 +391,7 @@ pub struct RetryView {
 }
 
 /// A live worker in `GET /v1/workers`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerView {
     /// The worker's id.
@@ -394,16 +435,35 @@ impl From<WorkerInfo> for WorkerView {
     }
 }
 
+/// The answer of `GET /healthz`: `{"status":"ok"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthView {
+    /// Always `ok`: the store answered.
+    pub status: String,
+}
+
+/// The answer of `POST /schedule/node-beat`: the heartbeat as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeBeatView {
+    /// The node, as given.
+    pub node_id: String,
+    /// Its cores, as given or 1.
+    pub cores: u32,
+    /// Always true: a refused heartbeat is a 409.
+    pub recorded: bool,
+}
+
 /// The body of every error response:
 /// `{"error":{"code":"...","message":"...","field":"..."}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorDetail,
 }
 
 /// An error's code, message, and the request field to blame.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// For programs: `not_found`, `invalid_field`, `unauthorized`...
     /// Empty when whatever answered (a proxy) gave none.

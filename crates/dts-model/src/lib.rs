@@ -214,6 +214,7 @@ impl ItemResult {
 /// counts is the item's result).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PastAttempt {
     /// The attempt's number in the item's whole history (1 for the first).
     pub attempt: u32,
@@ -265,6 +266,7 @@ impl PastAttempt {
 /// What kind of process sent a worker's heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum WorkerKind {
     /// A dts worker: it consumes shards, so the scheduler plans with its cores.
     #[default]
@@ -278,6 +280,7 @@ pub enum WorkerKind {
 /// How a worker isolates the items it runs, as it announces it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Isolation {
     /// How every descendant of an item is killed: "cgroup" or "subreaper".
     pub containment: String,

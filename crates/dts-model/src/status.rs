@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 /// Where a task is in its life. The JSON names are the seed's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskStatus {
     /// Stored, not yet on the bus.
     #[serde(rename = "QUEUED")]

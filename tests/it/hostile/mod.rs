@@ -151,8 +151,23 @@ async fn send_raw(base: &str, request: &Request) -> (StatusCode, Value) {
     } else {
         body.to_string()
     };
+    let status = StatusCode::from_u16(status).unwrap();
+    let content_type = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-type")
+            .then(|| value.trim().to_string())
+    });
+    let method = reqwest::Method::from_bytes(request.method.as_str().as_bytes())
+        .expect("a method the table wrote");
+    crate::contract::check_response(
+        &method,
+        &request.path,
+        status,
+        content_type.as_deref(),
+        Some(body.as_bytes()),
+    );
     let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    (StatusCode::from_u16(status).unwrap(), json)
+    (status, json)
 }
 
 fn dechunk(mut body: &str) -> String {
