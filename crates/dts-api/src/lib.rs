@@ -16,6 +16,7 @@ pub mod error;
 mod seed;
 pub mod serve;
 pub mod strict_json;
+mod ui;
 mod v1;
 pub mod views;
 pub mod waiting;
@@ -84,6 +85,7 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         .route("/healthz", get(v1::healthz))
         .route("/schedule/ping", get(seed::ping))
         .merge(protected)
+        .merge(ui::router(state.clone()))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
