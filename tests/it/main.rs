@@ -16,6 +16,7 @@ mod input_bytes;
 mod isolation;
 mod labels;
 mod outputs;
+mod overview;
 mod parallel_oracle;
 mod restart;
 mod retry;

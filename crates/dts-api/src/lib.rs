@@ -13,6 +13,7 @@
 pub mod access;
 pub mod body;
 pub mod error;
+pub mod overview;
 mod seed;
 pub mod serve;
 pub mod strict_json;
@@ -70,7 +71,9 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         .route("/v1/tasks/{id}/cancel", post(v1::cancel))
         .route("/v1/tasks/{id}/retry", post(v1::retry))
         .route("/v1/tasks/{id}/events", get(v1::events))
+        .route("/v1/tasks/{id}/activity", get(overview::activity))
         .route("/v1/workers", get(v1::workers))
+        .route("/v1/overview", get(overview::overview))
         .route("/schedule/create", post(seed::create))
         .route("/schedule/status", get(seed::status))
         .route(

@@ -124,6 +124,8 @@ pub async fn node_beat(
         kind: WorkerKind::NodeBeat,
         isolation: None,
         labels: Default::default(),
+        shards_held: 0,
+        running_by_task: Default::default(),
     };
     match state.store.heartbeat(&info, state.heartbeat_ttl).await? {
         HeartbeatOutcome::Recorded => Ok(Json(

@@ -372,6 +372,10 @@ pub struct WorkerView {
     /// has none, and from a server that predates labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Shards it held a lease on at its last heartbeat (0 from a worker
+    /// that predates the count, and for `node-beat` entries).
+    #[serde(default)]
+    pub shards_held: u32,
 }
 
 impl From<WorkerInfo> for WorkerView {
@@ -385,6 +389,7 @@ impl From<WorkerInfo> for WorkerView {
             kind: worker.kind,
             isolation: worker.isolation,
             labels: worker.labels,
+            shards_held: worker.shards_held,
         }
     }
 }
@@ -601,6 +606,8 @@ mod tests {
                 .iter()
                 .map(|(name, value)| (name.to_string(), value.to_string()))
                 .collect(),
+            shards_held: 0,
+            running_by_task: Default::default(),
         }
     }
 

@@ -104,6 +104,8 @@ mod tests {
                 .iter()
                 .map(|(name, value)| (name.to_string(), value.to_string()))
                 .collect(),
+            shards_held: 0,
+            running_by_task: Default::default(),
         }
     }
 

@@ -344,6 +344,8 @@ mod tests {
             kind: WorkerKind::Dts,
             isolation: None,
             labels: Default::default(),
+            shards_held: 0,
+            running_by_task: Default::default(),
         };
         store
             .heartbeat(&worker, Duration::from_secs(600))

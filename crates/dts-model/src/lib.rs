@@ -314,6 +314,15 @@ pub struct WorkerInfo {
     /// heartbeats stored before labels existed have none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Shards it held a lease on at the heartbeat; 0 from heartbeats that
+    /// predate the count.
+    #[serde(default)]
+    pub shards_held: u32,
+    /// Items it was running at the heartbeat, by task id (tasks with none
+    /// are left out): how the dashboard counts a task's running items
+    /// without a store write per item.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub running_by_task: BTreeMap<String, u32>,
 }
 
 /// On the task topic: "plan this task". The task itself is read from the store.

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod redis;
 pub mod sqlite;
 
@@ -722,6 +723,16 @@ pub trait Store: Send + Sync + 'static {
     /// that lost a worker before (attempt 2 or more), to find the item that
     /// kills its workers. The counts belong to the task and go with it.
     async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32>;
+
+    /// Store-wide counts for the overview ([`activity`]): tasks by status,
+    /// shards waiting, results recorded (all and in the last minute). Costs
+    /// O(runnable tasks), never O(results).
+    async fn stats(&self) -> StoreResult<activity::StoreStats>;
+
+    /// Task `id`'s results per worker and per 10-second bucket
+    /// ([`activity`]); `None` for a task the store does not know. Costs
+    /// O(workers + buckets), never O(results).
+    async fn task_activity(&self, id: &str) -> StoreResult<Option<activity::TaskActivity>>;
 }
 
 /// A value as JSON for storage; `what` names it in the error.

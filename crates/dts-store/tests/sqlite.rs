@@ -23,7 +23,7 @@ fn open(path: &Path) -> DynStore {
 
 /// What each schema version from 2 on added, undone: `UNDO[v - 2]` takes a
 /// file of version `v` back to version `v - 1`.
-const UNDO: [&str; 11] = [
+const UNDO: [&str; 12] = [
     "DROP TABLE shard_leases; DROP TABLE item_starts;",
     "ALTER TABLE tasks DROP COLUMN deadline_secs;",
     "ALTER TABLE tasks DROP COLUMN version; \
@@ -53,6 +53,9 @@ const UNDO: [&str; 11] = [
      ALTER TABLE results DROP COLUMN stderr_bytes;",
     "DROP TABLE item_history;",
     "ALTER TABLE tasks DROP COLUMN halt;",
+    "DROP TABLE task_worker_counts; DROP TABLE task_throughput; DROP TABLE store_throughput; \
+     DROP TABLE store_counters; ALTER TABLE workers DROP COLUMN shards_held; \
+     ALTER TABLE workers DROP COLUMN running_by_task;",
 ];
 
 /// Makes a current file look like what a dts writing schema `version` left,
@@ -93,6 +96,8 @@ async fn tasks_results_and_workers_survive_closing_and_reopening_the_file() {
             limits: vec!["memoryMb".to_string()],
         }),
         labels: [("gpu".to_string(), "a100".to_string())].into(),
+        shards_held: 2,
+        running_by_task: [("t1".to_string(), 3)].into(),
     };
     let (after_shard, results) = {
         let store = open(&path);
@@ -204,7 +209,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 12,
+                supported: 13,
                 ..
             }
         ),
@@ -262,7 +267,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
     drop(store);
-    assert_eq!(schema_version(&path), 12);
+    assert_eq!(schema_version(&path), 13);
 }
 
 #[tokio::test]
@@ -364,7 +369,7 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
         "the labels column of version 7 stores them"
     );
     drop(store);
-    assert_eq!(schema_version(&path), 12);
+    assert_eq!(schema_version(&path), 13);
 }
 
 #[tokio::test]
@@ -717,7 +722,7 @@ async fn a_task_stored_before_input_pages_reads_by_range_from_its_one_array() {
     assert_eq!(pages, 2, "both tasks' inputs are one array each");
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 12);
+    assert_eq!(schema_version(&path), 13);
     assert_eq!(store.inputs(&old.id).await.unwrap().as_ref(), Some(&all));
     for (start, len) in [(0, 1), (3, 4), (1_023, 3), (2_400, 100), (2_490, 50)] {
         let end = (start + len).min(all.len());
@@ -771,7 +776,7 @@ async fn a_lease_held_before_speculation_existed_reads_as_claimed_long_ago_and_c
     rewind(&path, 8);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 12);
+    assert_eq!(schema_version(&path), 13);
     let hour = Duration::from_secs(3_600);
     let copy = store
         .claim_copy(&t.id, "worker-b", hour, hour)
@@ -822,7 +827,7 @@ async fn results_stored_before_output_was_counted_read_as_the_bytes_kept_and_byt
     rewind(&path, 9);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 12);
+    assert_eq!(schema_version(&path), 13);
     let (_, old) = store
         .results(&t.id, ResultFilter::All, 0, 10)
         .await
@@ -872,7 +877,7 @@ async fn a_task_stored_before_halt_existed_never_halts_and_a_new_one_keeps_its_h
     rewind(&path, 11);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 12);
+    assert_eq!(schema_version(&path), 13);
     assert_eq!(store.task(&old.id).await.unwrap().unwrap().halt, None);
     let failed = ItemResult {
         exit_code: Some(1),
@@ -897,4 +902,49 @@ async fn a_task_stored_before_halt_existed_never_halts_and_a_new_one_keeps_its_h
     assert_eq!(store.task(&new.id).await.unwrap().unwrap().halt, new.halt);
     let status = store.record_results(&new.id, &[failed]).await.unwrap();
     assert_eq!(status, TaskStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_file_from_before_the_activity_counts_gets_them_from_the_results_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let old = task(3);
+    {
+        let store = open(&path);
+        store.insert_task(&old, &inputs(3)).await.unwrap();
+        store.save_plan(&old.id, &shards(3, 3)).await.unwrap();
+        let by = |worker: &str, result: ItemResult| ItemResult {
+            worker: worker.to_string(),
+            ..result
+        };
+        let failed = ItemResult {
+            exit_code: Some(2),
+            ..ok(1)
+        };
+        store
+            .complete_shard(
+                &old.id,
+                0,
+                &[by("w1", ok(0)), by("w2", failed), by("w1", ok(2))],
+            )
+            .await
+            .unwrap();
+    }
+    // What a dts from before the activity counts wrote.
+    rewind(&path, 12);
+
+    let store = open(&path);
+    assert_eq!(schema_version(&path), 13);
+    assert_eq!(store.stats().await.unwrap().items_finished, 3);
+    let activity = store.task_activity(&old.id).await.unwrap().unwrap();
+    let counts = |worker: &str| {
+        let c = activity.per_worker[worker];
+        (c.succeeded, c.failed)
+    };
+    assert_eq!((counts("w1"), counts("w2")), ((2, 0), (0, 1)));
+    assert_eq!(
+        activity.throughput,
+        vec![],
+        "the old results' times were never kept"
+    );
 }

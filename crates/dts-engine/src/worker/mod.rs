@@ -179,6 +179,8 @@ struct TaskStop {
     /// killing.
     soon: bool,
     shards: usize,
+    /// Items of the task running on this worker now.
+    running: Arc<AtomicU32>,
 }
 
 /// A worker; cheap to clone (clones share everything).
@@ -275,16 +277,21 @@ impl Inner {
         &self,
         task: &dts_model::Task,
         kill: &CancellationToken,
-    ) -> (CancellationToken, CancellationToken) {
+    ) -> (CancellationToken, CancellationToken, Arc<AtomicU32>) {
         let mut stops = self.task_stops.lock().unwrap_or_else(|p| p.into_inner());
         let entry = stops.entry(task.id.clone()).or_insert_with(|| TaskStop {
             token: kill.child_token(),
             drain: CancellationToken::new(),
             soon: task.halt.is_some_and(|h| !h.now),
             shards: 0,
+            running: Arc::new(AtomicU32::new(0)),
         });
         entry.shards += 1;
-        (entry.token.clone(), entry.drain.clone())
+        (
+            entry.token.clone(),
+            entry.drain.clone(),
+            entry.running.clone(),
+        )
     }
 
     /// The task `id` ended with `status` (`None`: it is gone): its shards
@@ -365,7 +372,25 @@ impl Inner {
             kind: WorkerKind::Dts,
             isolation: Some(self.isolation.clone()),
             labels: self.settings.labels.clone(),
+            shards_held: self.shards_held(),
+            running_by_task: self.running_by_task(),
         }
+    }
+
+    /// Shards this worker holds a lease on, for its heartbeat.
+    fn shards_held(&self) -> u32 {
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        u32::try_from(leases.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Items running here by task, leaving out tasks with none.
+    fn running_by_task(&self) -> BTreeMap<String, u32> {
+        let stops = self.task_stops.lock().unwrap_or_else(|p| p.into_inner());
+        stops
+            .iter()
+            .map(|(task, stop)| (task.clone(), stop.running.load(Ordering::Relaxed)))
+            .filter(|(_, running)| *running > 0)
+            .collect()
     }
 
     async fn heartbeat(&self) -> Result<(), crate::EngineError> {

@@ -11,7 +11,8 @@ use dts_executor::{ExecOutcome, ItemContext, ItemLimits, Program};
 use dts_model::{Bytes, ItemResult, ShardMessage, TaskStatus};
 use dts_store::StoreError;
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +71,9 @@ struct ShardRun<'a> {
     copy: bool,
     /// The shard's first claim ever: no item of it has a result to skip.
     first: bool,
+    /// Items of the task running on this worker (shared by its shards
+    /// here): what the heartbeat reports per task.
+    task_running: Arc<AtomicU32>,
 }
 
 impl ShardRun<'_> {
@@ -171,7 +175,7 @@ impl Inner {
                 return Ok(ShardEnd::TaskEnded);
             }
         };
-        let (task_stop, drain) = self.task_stop(task, kill);
+        let (task_stop, drain, task_running) = self.task_stop(task, kill);
         let (stop_items, completion_watch) = if claimed.copy {
             let (stop, watch) = self.stop_when_completed(id, shard, &task_stop);
             (stop, Some(watch))
@@ -189,6 +193,7 @@ impl Inner {
             attempt: claimed.attempt,
             copy: claimed.copy,
             first: claimed.first,
+            task_running,
         };
         let outcome = self.run_claimed(&run).await;
         if run.copy {
@@ -519,6 +524,7 @@ impl Inner {
                 None => (item_timeout, false),
             };
             self.running.fetch_add(1, Ordering::Relaxed);
+            run.task_running.fetch_add(1, Ordering::Relaxed);
             // The slot is given back the moment the process exits, so the next
             // item starts while this one's output and result are handled.
             let mut outcome = self
@@ -533,6 +539,7 @@ impl Inner {
                 )
                 .await;
             self.running.fetch_sub(1, Ordering::Relaxed);
+            run.task_running.fetch_sub(1, Ordering::Relaxed);
             if outcome.cancelled {
                 return None;
             }

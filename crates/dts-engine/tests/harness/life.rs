@@ -412,4 +412,15 @@ impl Store for LifeStore {
             .step(self.inner.mark_item_started(id, index))
             .await
     }
+
+    async fn stats(&self) -> StoreResult<dts_store::activity::StoreStats> {
+        self.life.step(self.inner.stats()).await
+    }
+
+    async fn task_activity(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<dts_store::activity::TaskActivity>> {
+        self.life.step(self.inner.task_activity(id)).await
+    }
 }

@@ -149,6 +149,28 @@ impl Keys {
         keys
     }
 
+    /// String: every result recorded, over the store (`activity.rs`).
+    pub(super) fn items_finished(&self) -> String {
+        format!("{}:stats:finished", self.prefix)
+    }
+
+    /// Hash: bucket start (ms) -> results recorded in that 10-second bucket,
+    /// over the store, kept for an hour (`activity.rs`).
+    pub(super) fn store_throughput(&self) -> String {
+        format!("{}:stats:throughput", self.prefix)
+    }
+
+    /// Hash: `ok:{worker}` / `failed:{worker}` -> results the worker
+    /// recorded for the task.
+    pub(super) fn results_by_worker(&self, id: &str) -> String {
+        format!("{}:task:{id}:results:by-worker", self.prefix)
+    }
+
+    /// Hash: bucket start (ms) -> the task's results recorded in it.
+    pub(super) fn task_throughput(&self, id: &str) -> String {
+        format!("{}:task:{id}:results:throughput", self.prefix)
+    }
+
     /// The KEYS of a task script, in the order `lua/task_prelude.lua` expects.
     pub(super) fn task_script(&self, id: &str) -> Vec<String> {
         let mut keys = self.task_keys(id).to_vec();
@@ -161,6 +183,7 @@ impl Keys {
             self.ids(),
         ]);
         keys.extend(TaskStatus::ALL.map(|status| self.tasks_in(status)));
+        keys.extend([self.items_finished(), self.store_throughput()]);
         keys
     }
 
@@ -208,7 +231,9 @@ mod tests {
     fn a_task_script_gets_its_keys_in_the_prelude_order() {
         let keys = Keys::new("p");
         let script = keys.task_script("t");
-        assert_eq!(script.len(), 18 + TaskStatus::ALL.len());
+        assert_eq!(script.len(), 18 + TaskStatus::ALL.len() + 2);
+        assert_eq!(script[script.len() - 2], "p:stats:finished");
+        assert_eq!(script[script.len() - 1], "p:stats:throughput");
         assert_eq!(script[0], "p:task:t");
         assert_eq!(script[6], "p:task:t:results:failed");
         assert_eq!(script[7], "p:task:t:leases");

@@ -66,6 +66,7 @@
 //! build bucket, count and worker keys from the results key: this is for a single Redis
 //! (or a primary with replicas), not Redis Cluster.
 
+mod activity;
 mod codec;
 mod errors;
 mod keys;
@@ -449,6 +450,14 @@ impl Store for RedisStore {
 
     async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32> {
         leases::mark_item_started(self, id, index).await
+    }
+
+    async fn stats(&self) -> StoreResult<crate::activity::StoreStats> {
+        activity::stats(self).await
+    }
+
+    async fn task_activity(&self, id: &str) -> StoreResult<Option<crate::activity::TaskActivity>> {
+        activity::task_activity(self, id).await
     }
 }
 

@@ -14,6 +14,7 @@
 //! [`Clock`](dts_model::Clock): the system clock, or one a test injects with
 //! [`SqliteStore::with_clock`] to run on tokio's paused time.
 
+mod activity;
 mod leases;
 mod results;
 mod retry;
@@ -500,6 +501,22 @@ impl Store for SqliteStore {
             format!("mark item {index} of task {id} started"),
             move |conn| leases::mark_item_started(conn, &id, index),
         )
+        .await
+    }
+
+    async fn stats(&self) -> StoreResult<crate::activity::StoreStats> {
+        let clock = self.clock();
+        self.call("read the store's counts".to_string(), move |conn| {
+            activity::stats(conn, &*clock)
+        })
+        .await
+    }
+
+    async fn task_activity(&self, id: &str) -> StoreResult<Option<crate::activity::TaskActivity>> {
+        let id = id.to_string();
+        self.call(format!("read the activity of task {id}"), move |conn| {
+            activity::task_activity(conn, &id)
+        })
         .await
     }
 }

@@ -37,7 +37,7 @@ pub(super) fn record_results(
     } else {
         Recorded::Replace
     };
-    apply_results(&tx, key, &mut task, results, keep)?;
+    apply_results(&tx, key, &mut task, results, keep, clock.now_millis())?;
     halt_if_crossed(&tx, key, &mut task, clock.now_millis())?;
     if task != before {
         save_state(&tx, key, &mut task)?;
@@ -67,7 +67,14 @@ pub(super) fn complete_shard(
         });
     }
     let before = task.clone();
-    apply_results(&tx, key, &mut task, results, Recorded::Keep)?;
+    apply_results(
+        &tx,
+        key,
+        &mut task,
+        results,
+        Recorded::Keep,
+        clock.now_millis(),
+    )?;
     let mut finished_task = halt_if_crossed(&tx, key, &mut task, clock.now_millis())?;
     // Whoever held the lease, nobody runs a completed shard again.
     super::leases::drop_lease(&tx, key, shard)?;
@@ -136,6 +143,7 @@ fn apply_results(
     task: &mut Task,
     results: &[ItemResult],
     recorded: Recorded,
+    now: u64,
 ) -> DbResult<()> {
     let mut before =
         conn.prepare_cached("SELECT succeeded FROM results WHERE task_key = ?1 AND idx = ?2")?;
@@ -155,6 +163,7 @@ fn apply_results(
          stderr_bytes = excluded.stderr_bytes",
     )?;
     let (mut succeeded, mut failed) = (0i64, 0i64);
+    let mut by_worker = crate::activity::WorkerTally::default();
     for result in results {
         let old: Option<bool> = before
             .query_row(params![key, result.index], |row| row.get(0))
@@ -190,9 +199,52 @@ fn apply_results(
             ":stdout_bytes": result.stdout_bytes,
             ":stderr_bytes": result.stderr_bytes,
         })?;
+        by_worker.add(&result.worker, ok);
     }
+    count_activity(conn, key, &by_worker, now)?;
     task.items_succeeded = shift(task, "items_succeeded", task.items_succeeded, succeeded)?;
     task.items_failed = shift(task, "items_failed", task.items_failed, failed)?;
+    Ok(())
+}
+
+/// Adds the results just written to the summaries of schema 13: the task's
+/// per-worker counts and throughput bucket, and the store's.
+fn count_activity(
+    conn: &Connection,
+    key: i64,
+    by_worker: &crate::activity::WorkerTally,
+    now: u64,
+) -> DbResult<()> {
+    let recorded = by_worker.total();
+    if recorded == 0 {
+        return Ok(());
+    }
+    let mut per_worker = conn.prepare_cached(
+        "INSERT INTO task_worker_counts (task_key, worker, succeeded, failed) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (task_key, worker) DO UPDATE SET \
+         succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed",
+    )?;
+    for (worker, counts) in by_worker.iter() {
+        per_worker.execute(params![key, worker, counts.succeeded, counts.failed])?;
+    }
+    let bucket = crate::activity::bucket_start(now);
+    conn.prepare_cached(
+        "INSERT INTO task_throughput (task_key, bucket, items) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (task_key, bucket) DO UPDATE SET items = items + excluded.items",
+    )?
+    .execute(params![key, bucket, recorded])?;
+    conn.prepare_cached(
+        "INSERT INTO store_throughput (bucket, items) VALUES (?1, ?2) \
+         ON CONFLICT (bucket) DO UPDATE SET items = items + excluded.items",
+    )?
+    .execute(params![bucket, recorded])?;
+    conn.prepare_cached("DELETE FROM store_throughput WHERE bucket < ?1")?
+        .execute([bucket.saturating_sub(crate::activity::STORE_BUCKETS_KEPT_MS)])?;
+    conn.prepare_cached(
+        "INSERT INTO store_counters (name, value) VALUES ('items_finished', ?1) \
+         ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+    )?
+    .execute([recorded])?;
     Ok(())
 }
 

@@ -243,8 +243,8 @@ pub(super) fn bytes_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Bytes> {
 }
 
 /// The columns [`worker_from_row`] reads, in its order.
-pub(super) const WORKER_COLUMNS: &str =
-    "id, hostname, cores, running_items, last_heartbeat, kind, isolation, labels";
+pub(super) const WORKER_COLUMNS: &str = "id, hostname, cores, running_items, last_heartbeat, kind, isolation, labels, shards_held, \
+     running_by_task";
 
 /// A worker kind as the `kind` column holds it.
 pub(super) fn kind_text(kind: WorkerKind) -> &'static str {
@@ -272,6 +272,12 @@ pub(super) fn worker_from_row(row: &Row<'_>) -> rusqlite::Result<WorkerInfo> {
         .transpose()
         .map_err(|e| unreadable(7, format!("worker labels: {e}")))?
         .unwrap_or_default();
+    let running_by_task: Option<String> = row.get(9)?;
+    let running_by_task = running_by_task
+        .map(|json| serde_json::from_str::<BTreeMap<String, u32>>(&json))
+        .transpose()
+        .map_err(|e| unreadable(9, format!("worker running_by_task: {e}")))?
+        .unwrap_or_default();
     Ok(WorkerInfo {
         id: row.get(0)?,
         hostname: row.get(1)?,
@@ -281,6 +287,8 @@ pub(super) fn worker_from_row(row: &Row<'_>) -> rusqlite::Result<WorkerInfo> {
         kind,
         isolation,
         labels,
+        shards_held: row.get(8)?,
+        running_by_task,
     })
 }
 

@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 12;
+pub(super) const SCHEMA_VERSION: i64 = 13;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -213,10 +213,47 @@ const SCHEMA_V12: &str = "
 ALTER TABLE tasks ADD COLUMN halt TEXT;
 ";
 
+/// Version 13: what the dashboard and `/v1/overview` summarise, kept as
+/// results are recorded so no page counts a million results: per task, the
+/// results each worker recorded and the results recorded per 10-second
+/// bucket; over the store, every result recorded and the recent buckets; per
+/// worker, the shards it holds and its running items by task. A file from
+/// before gets its counts from the results it holds (no buckets: their times
+/// were never kept).
+const SCHEMA_V13: &str = "
+CREATE TABLE task_worker_counts (
+    task_key INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    PRIMARY KEY (task_key, worker)
+) WITHOUT ROWID;
+-- `bucket`: the bucket's start, milliseconds since the epoch.
+CREATE TABLE task_throughput (
+    task_key INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    PRIMARY KEY (task_key, bucket)
+) WITHOUT ROWID;
+CREATE TABLE store_throughput (
+    bucket INTEGER PRIMARY KEY NOT NULL,
+    items INTEGER NOT NULL
+);
+CREATE TABLE store_counters (
+    name TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+);
+INSERT INTO store_counters (name, value) SELECT 'items_finished', COUNT(*) FROM results;
+INSERT INTO task_worker_counts (task_key, worker, succeeded, failed)
+SELECT task_key, worker, SUM(succeeded), SUM(1 - succeeded) FROM results GROUP BY task_key, worker;
+ALTER TABLE workers ADD COLUMN shards_held INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN running_by_task TEXT;
+";
+
 /// Every migration step in order: step `n` upgrades version `n` to `n + 1`.
-const STEPS: [&str; 12] = [
+const STEPS: [&str; 13] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13,
 ];
 const _: () = assert!(STEPS.len() as i64 == SCHEMA_VERSION, "one step per version");
 

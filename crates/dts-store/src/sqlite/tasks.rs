@@ -272,7 +272,7 @@ pub(super) fn task_ids_with_prefix(
 
 /// Every table holding rows of a task, by `task_key`: a new table must be
 /// added here, or deleting a task leaves its rows behind.
-const TASK_TABLES: [&str; 8] = [
+const TASK_TABLES: [&str; 10] = [
     "task_inputs",
     "task_input_pages",
     "completed_shards",
@@ -281,6 +281,8 @@ const TASK_TABLES: [&str; 8] = [
     "item_starts",
     "ready_shards",
     "item_history",
+    "task_worker_counts",
+    "task_throughput",
 ];
 
 pub(super) fn delete_task(conn: &mut Connection, id: &str) -> DbResult<Task> {

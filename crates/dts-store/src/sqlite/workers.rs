@@ -31,16 +31,20 @@ pub(super) fn heartbeat(
     let labels = (!worker.labels.is_empty())
         .then(|| encode("worker labels", &worker.labels))
         .transpose()?;
+    let running_by_task = (!worker.running_by_task.is_empty())
+        .then(|| encode("worker running_by_task", &worker.running_by_task))
+        .transpose()?;
     let written = conn
         .prepare_cached(
             "INSERT INTO workers (id, hostname, cores, running_items, last_heartbeat, expires_at, \
-             kind, isolation, labels) \
+             kind, isolation, labels, shards_held, running_by_task) \
              VALUES (:id, :hostname, :cores, :running_items, :last_heartbeat, :expires_at, \
-             :kind, :isolation, :labels) \
+             :kind, :isolation, :labels, :shards_held, :running_by_task) \
              ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, cores = excluded.cores, \
              running_items = excluded.running_items, last_heartbeat = excluded.last_heartbeat, \
              expires_at = excluded.expires_at, kind = excluded.kind, \
-             isolation = excluded.isolation, labels = excluded.labels \
+             isolation = excluded.isolation, labels = excluded.labels, \
+             shards_held = excluded.shards_held, running_by_task = excluded.running_by_task \
              WHERE NOT (excluded.kind = 'node-beat' AND workers.kind = 'dts' \
              AND workers.expires_at > :now)",
         )?
@@ -54,6 +58,8 @@ pub(super) fn heartbeat(
             ":kind": kind_text(worker.kind),
             ":isolation": isolation,
             ":labels": labels,
+            ":shards_held": worker.shards_held,
+            ":running_by_task": running_by_task,
             ":now": i64::try_from(now).unwrap_or(i64::MAX),
         })?;
     Ok(if written == 1 {

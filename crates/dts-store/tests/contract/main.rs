@@ -1,12 +1,13 @@
 //! The contract every `Store` implementation keeps, written once.
 //!
-//! Each test (in `halt`, `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`) is a generic async
+//! Each test (in `activity`, `halt`, `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`) is a generic async
 //! function over a `DynStore`; the `store_contract!` lines at the end of this
 //! file run all of them against each backend.
 //! A new backend adds one line there, with a factory that gives every test a
 //! fresh, empty store (and keeps alive whatever that store needs: a temp dir,
 //! a server process). Nothing here may depend on a particular backend.
 
+mod activity;
 mod halt;
 mod helpers;
 mod inputs;
@@ -20,6 +21,7 @@ mod speculation;
 mod tasks;
 mod workers;
 
+use activity::*;
 use dts_store::{DynStore, RedisSettings, RedisStore, SqliteStore};
 use halt::*;
 use inputs::*;
@@ -98,6 +100,9 @@ macro_rules! store_contract {
                 results_on_both_sides_of_16384_page_as_one_sequence,
                 results_with_unusual_values_in_every_field_read_back_exactly,
                 output_that_is_not_utf8_reads_back_byte_for_byte,
+                the_overview_counts_tasks_by_status_waiting_shards_and_each_result_once,
+                a_tasks_activity_counts_results_per_worker_in_the_bucket_they_were_recorded,
+                deleting_a_task_deletes_its_activity,
                 a_heartbeat_keeps_a_worker_live_until_its_ttl_passes,
                 a_new_heartbeat_replaces_the_previous_one,
                 a_removed_worker_is_gone_at_once,

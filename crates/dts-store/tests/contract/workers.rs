@@ -15,6 +15,8 @@ pub(crate) fn worker(id: &str, cores: u32, running_items: u32) -> WorkerInfo {
         kind: WorkerKind::Dts,
         isolation: None,
         labels: BTreeMap::new(),
+        shards_held: 0,
+        running_by_task: Default::default(),
     }
 }
 

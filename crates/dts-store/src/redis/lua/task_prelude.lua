@@ -6,7 +6,8 @@
 --       9 item starts, 10 ready shards, 11 held shards, 12 shard ranges,
 --       13 unfinished index, 14 all-tasks index, 15 ended index, 16 sequence,
 --       17 runnable index, 18 id index, 19.. one index per status, in the
---       order ARGV[1] names them.
+--       order ARGV[1] names them, then the store's two summary keys
+--       (stats:finished, stats:throughput).
 -- ARGV: 1 status names (comma-separated, the order of KEYS[19..]),
 --       2 terminal status names, 3 the in-progress status name,
 --       4 retention in milliseconds, 5.. the script's own arguments.
@@ -25,10 +26,18 @@ local RUNNABLE, IDS = KEYS[17], KEYS[18]
 local RES_COUNTS, RES_WORKERS = RESULTS .. ':counts', RESULTS .. ':workers'
 -- Item index -> JSON array of its earlier attempts (retry_task.lua).
 local RES_HISTORY = RESULTS .. ':history'
+-- The activity summaries (dts-store's activity.rs): `ok:{worker}` and
+-- `failed:{worker}` -> results the worker recorded; bucket start (ms) ->
+-- results recorded in that 10-second bucket.
+local RES_BY_WORKER, RES_THROUGHPUT = RESULTS .. ':by-worker', RESULTS .. ':throughput'
 local TASK_KEYS = {
   TASK, INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED, LEASES, STARTS,
-  READY, HELD, RANGES, RES_COUNTS, RES_WORKERS, RES_HISTORY,
+  READY, HELD, RANGES, RES_COUNTS, RES_WORKERS, RES_HISTORY, RES_BY_WORKER, RES_THROUGHPUT,
 }
+-- The store-wide summaries, the last two keys: every result recorded, and
+-- bucket start (ms) -> results recorded in it, kept for an hour.
+local STATS_FINISHED, STATS_THROUGHPUT = KEYS[#KEYS - 1], KEYS[#KEYS]
+local BUCKET_MS, STORE_BUCKETS_KEPT_MS = 10000, 3600000
 
 local BY_STATUS = {}
 do
@@ -129,6 +138,37 @@ end
 -- caller asks Rust for the other form), else true, whether a counter moved,
 -- and the set of bucket keys written. With `keep`, an item that has a
 -- result already keeps it (a shard's results: the first result counts).
+-- Adds the results a batch wrote (`tally`: worker -> {ok, failed}) to the
+-- task's and the store's activity summaries (dts-store's activity.rs).
+local function count_activity(tally)
+  local written = 0
+  for worker, counts in pairs(tally) do
+    if counts[1] > 0 then
+      redis.call('HINCRBY', RES_BY_WORKER, 'ok:' .. worker, counts[1])
+    end
+    if counts[2] > 0 then
+      redis.call('HINCRBY', RES_BY_WORKER, 'failed:' .. worker, counts[2])
+    end
+    written = written + counts[1] + counts[2]
+  end
+  if written == 0 then
+    return
+  end
+  local now = redis_now_ms()
+  local bucket = int(now - now % BUCKET_MS)
+  redis.call('HINCRBY', RES_THROUGHPUT, bucket, written)
+  redis.call('INCRBY', STATS_FINISHED, written)
+  if redis.call('HINCRBY', STATS_THROUGHPUT, bucket, written) == written then
+    -- A new bucket: forget those older than the hour kept.
+    local oldest = now - now % BUCKET_MS - STORE_BUCKETS_KEPT_MS
+    for _, field in ipairs(redis.call('HKEYS', STATS_THROUGHPUT)) do
+      if tonumber(field) < oldest then
+        redis.call('HDEL', STATS_THROUGHPUT, field)
+      end
+    end
+  end
+end
+
 local function apply_results(first, keep)
   local layout = results_layout(TASK)
   if ARGV[first - 1] ~= layout then
@@ -162,6 +202,20 @@ local function apply_results(first, keep)
       failed = failed + 1
     end
   end
+  -- Results written, by worker: {ok, failed}.
+  local tally = {}
+  local function note(worker, ok)
+    local counts = tally[worker]
+    if not counts then
+      counts = { 0, 0 }
+      tally[worker] = counts
+    end
+    if ok then
+      counts[1] = counts[1] + 1
+    else
+      counts[2] = counts[2] + 1
+    end
+  end
   local buckets = {}
   if layout == '1' then
     for i = first, #ARGV, 3 do
@@ -175,6 +229,7 @@ local function apply_results(first, keep)
           redis.call('ZADD', RES_OK, index, index)
         end
         count(index, ok, nil)
+        note(cjson.decode(json).worker or '', ok)
       elseif not keep then
         local was = not redis.call('ZSCORE', RES_FAILED, index)
         if was and not ok then
@@ -183,6 +238,7 @@ local function apply_results(first, keep)
           redis.call('ZADD', RES_OK, index, index)
         end
         count(index, ok, was)
+        note(cjson.decode(json).worker or '', ok)
       end
     end
   else
@@ -221,8 +277,10 @@ local function apply_results(first, keep)
       if redis.call(keep and 'HSETNX' or 'HSET', key, int(index % BUCKET), value) == 1 then
         redis.call('HINCRBY', RES_COUNTS, int(math.floor(index / GROUP)), 1)
         count(text, ok, nil)
+        note(worker, ok)
       elseif not keep then
         count(text, ok, not redis.call('ZSCORE', RES_FAILED, text))
+        note(worker, ok)
       end
     end
   end
@@ -232,6 +290,7 @@ local function apply_results(first, keep)
   if failed ~= 0 then
     redis.call('HINCRBY', TASK, 'itemsFailed', failed)
   end
+  count_activity(tally)
   return true, succeeded ~= 0 or failed ~= 0, buckets
 end
 
