@@ -356,6 +356,12 @@ async fn a_submitted_task_shows_on_the_tasks_page_and_its_bar_advances_live() {
         &format!("document.querySelector('{}') !== null", row(&earlier)),
     )
     .await;
+    wait_js(
+        &browser,
+        "the overview's counts",
+        "document.getElementById('finished').textContent !== ''",
+    )
+    .await;
     screenshot(&browser, "overview").await;
     browser.close().await;
 }
@@ -471,6 +477,24 @@ async fn a_failed_items_exit_code_and_stderr_show_on_its_task_page() {
         js(&browser, "document.getElementById('n-ok').textContent").await,
         json!("29")
     );
+    wait_js(
+        &browser,
+        "the throughput chart and the items per worker",
+        "document.querySelector('#chart svg rect.bar') !== null && document.querySelector('#per-worker td') !== null",
+    )
+    .await;
+    let per_worker = js(
+        &browser,
+        "[...document.querySelectorAll('#per-worker tbody tr')].map(r => [r.cells[1].textContent, r.cells[2].textContent])",
+    )
+    .await;
+    assert_eq!(per_worker, json!([["29", "1"]]));
+    let counts = js(
+        &browser,
+        "['n-ok', 'n-failed', 'n-running', 'n-waiting'].map(id => document.getElementById(id).textContent)",
+    )
+    .await;
+    assert_eq!(counts, json!(["29", "1", "0", "0"]));
     screenshot(&browser, "task").await;
     browser.close().await;
 }
@@ -551,7 +575,7 @@ async fn finished_tasks_are_still_listed_after_dts_up_restarts() {
 
 #[tokio::test]
 async fn with_a_token_the_dashboard_opens_only_after_logging_in() {
-    let Some(browser) = Browser::start(1280, 560).await else {
+    let Some(browser) = Browser::start(1280, 640).await else {
         return;
     };
     let (_dir, up) = with_token();

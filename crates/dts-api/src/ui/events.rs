@@ -1,14 +1,16 @@
 //! `GET /ui/events?page=overview|tasks|workers[&status=][&name=]`: the
 //! live feed of the overview, tasks and workers pages. About once a second
 //! it reads what the page shows and sends it when it changed: `event:
-//! tasks` (the first page of the list, filtered as the page is), `event:
-//! workers` (the live workers). Each is a summary or a page, never a task's
+//! overview` (`GET /v1/overview`'s body), `event: tasks` (the first page
+//! of the list, filtered as the page is), `event: workers` (the live
+//! workers). Each is a summary or a page, never a task's
 //! items, so a feed costs the same for a task of a million items.
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::v1::{list_views, query};
 use crate::views::WorkerView;
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -28,6 +30,7 @@ const OVERVIEW_TASKS: usize = 10;
 /// What one page needs.
 #[derive(Clone)]
 struct Feed {
+    overview: bool,
     tasks: Option<usize>,
     workers: bool,
     status: Option<TaskStatus>,
@@ -56,18 +59,21 @@ pub(crate) async fn stream(
         .filter(|s| !s.is_empty());
     let feed = match params.get("page").map(|s| s.as_str()) {
         Some("overview") => Feed {
+            overview: true,
             tasks: Some(OVERVIEW_TASKS),
-            workers: true,
+            workers: false,
             status: None,
             name: None,
         },
         Some("tasks") => Feed {
+            overview: false,
             tasks: Some(TASKS_SHOWN),
             workers: false,
             status,
             name,
         },
         Some("workers") => Feed {
+            overview: false,
             tasks: None,
             workers: true,
             status: None,
@@ -108,6 +114,14 @@ pub(crate) async fn stream(
 /// left out (the page keeps what it showed) rather than ending the feed.
 async fn snapshot(state: &AppState, feed: &Feed) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
+    if feed.overview {
+        match crate::overview::overview(State(state.clone()), Ok(Query(HashMap::new()))).await {
+            Ok(Json(view)) => out.push(("overview", serde_json::to_string(&view))),
+            Err(error) => {
+                tracing::warn!(error = %error, "dashboard feed: cannot read the overview")
+            }
+        }
+    }
     if let Some(limit) = feed.tasks {
         match list_views(state, feed.status, feed.name.as_deref(), None, limit, false).await {
             Ok((views, _)) => out.push(("tasks", serde_json::to_string(&views))),

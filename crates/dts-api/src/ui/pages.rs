@@ -147,9 +147,9 @@ pub(crate) async fn task(State(state): State<AppState>, Path(id): Path<String>) 
         <div class=\"card\"><div class=\"label\">Waiting</div><div class=\"value\" id=\"n-waiting\">–</div></div>\
         <div class=\"card\"><div class=\"label\">Rate</div><div class=\"value\" id=\"n-rate\">–</div><div class=\"hint\" id=\"n-eta\"></div></div>\
         </div></section>\
-        <div class=\"columns\"><section class=\"wide\"><h2>Throughput</h2><div id=\"chart\" class=\"chart\"></div></section>\
+        <div class=\"columns chart-first\"><section><h2>Throughput</h2><div id=\"chart\" class=\"chart\"></div></section>\
         <section><h2>Items per worker</h2><div id=\"per-worker\"></div></section></div>\
-        <section><h2>Live output</h2><pre id=\"tail\" class=\"tail\"></pre><p class=\"muted\" id=\"tail-note\"></p></section>\
+        <section><h2>Live output</h2><pre id=\"tail\" class=\"tail\" hidden></pre><p class=\"muted\" id=\"tail-note\"></p></section>\
         <section><h2>Failed items</h2><div id=\"failed\"></div>\
         <p class=\"pager\"><button type=\"button\" id=\"failed-prev\" hidden>Newer</button> <span id=\"failed-page\"></span> \
         <button type=\"button\" id=\"failed-next\" hidden>More</button></p></section>";

@@ -42,11 +42,12 @@ async function api(path, options) {
   return { body, headers: response.headers };
 }
 
-function setLive(on) {
+// The header's dot: on (live), off (disconnected) or '' (nothing to follow).
+function setLive(on, text) {
   const live = $('live');
   if (!live) return;
-  live.textContent = on ? 'live' : 'offline';
-  live.className = 'live ' + (on ? 'on' : 'off');
+  live.textContent = text || (on ? 'live' : 'offline');
+  live.className = 'live ' + (text ? '' : on ? 'on' : 'off');
 }
 
 // An EventSource whose named events go to handlers; shows live/offline.
@@ -132,7 +133,8 @@ function taskTable(tasks) {
 const STATUSES = ['QUEUED', 'SUBMITTED', 'INPROGRESS', 'RETRYING', 'COMPLETED', 'FAILED', 'CANCELLED', 'SUBMISSION_FAILED'];
 
 function showOverview(o) {
-  $('rate').textContent = (o.itemsPerSecond || 0).toFixed(1);
+  const rate = o.itemsPerSecond || 0;
+  $('rate').textContent = rate.toFixed(rate < 10 ? 2 : 1);
   $('queue').textContent = num(o.shardsWaiting);
   const slots = o.slots || { total: 0, busy: 0 };
   $('slots').textContent = num(slots.busy) + ' / ' + num(slots.total);
@@ -146,12 +148,9 @@ function showOverview(o) {
 }
 
 function overviewPage() {
-  const refresh = () => api('/v1/overview').then((r) => showOverview(r.body)).catch(() => {});
-  refresh();
   follow('/ui/events?page=overview', {
     overview: showOverview,
-    tasks: (tasks) => { $('tasks').replaceChildren(taskTable(tasks)); refresh(); },
-    workers: (workers) => { $('workers').textContent = num(workers.length); },
+    tasks: (tasks) => $('tasks').replaceChildren(taskTable(tasks)),
   });
 }
 
@@ -218,13 +217,15 @@ function svg(tag, attrs, text) {
   return node;
 }
 
-// The throughput chart: items finished per 10-second bucket, with axes.
+// The throughput chart: a bar per 10-second bucket (items finished in it),
+// with the axes labelled. Buckets without items are absent: no bar.
+const BUCKET_MS = 10000;
 function chart(buckets) {
   if (!buckets || !buckets.length) return el('p', { class: 'muted', text: 'No items have finished yet.' });
   const W = 640, H = 220, L = 52, R = 12, T = 12, B = 44;
   const max = Math.max(1, ...buckets.map((b) => b.items));
   const times = buckets.map((b) => Date.parse(b.at));
-  const t0 = times[0], t1 = Math.max(times[times.length - 1], t0 + 10000);
+  const t0 = times[0], t1 = times[times.length - 1] + BUCKET_MS;
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => T + (1 - v / max) * (H - T - B);
   const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart-svg', role: 'img', 'aria-label': 'throughput' });
@@ -232,9 +233,13 @@ function chart(buckets) {
     root.append(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
     root.append(svg('text', { x: L - 6, y: y(v) + 4, class: 'tick', 'text-anchor': 'end' }, Number.isInteger(v) ? v : v.toFixed(1)));
   }
-  const points = buckets.map((b, i) => `${x(times[i]).toFixed(1)},${y(b.items).toFixed(1)}`);
-  root.append(svg('polygon', { points: `${x(t0)},${y(0)} ${points.join(' ')} ${x(times[times.length - 1])},${y(0)}`, class: 'area' }));
-  root.append(svg('polyline', { points: points.join(' '), class: 'line' }));
+  const width = Math.max(1, x(t0 + BUCKET_MS) - x(t0));
+  buckets.forEach((b, i) => {
+    const bar = svg('rect', { x: x(times[i]) + width * 0.1, y: y(b.items), width: width * 0.8,
+      height: Math.max(0, y(0) - y(b.items)), class: 'bar' });
+    bar.append(svg('title', {}, `${new Date(times[i]).toLocaleTimeString([], { hour12: false })}: ${b.items} items`));
+    root.append(bar);
+  });
   const time = (t) => new Date(t).toLocaleTimeString([], { hour12: false });
   root.append(svg('text', { x: L, y: H - B + 16, class: 'tick', 'text-anchor': 'start' }, time(t0)));
   root.append(svg('text', { x: W - R, y: H - B + 16, class: 'tick', 'text-anchor': 'end' }, time(t1)));
@@ -259,10 +264,15 @@ function taskPage() {
     $('progress').value = p.done;
     $('n-ok').textContent = num(task.itemsSucceeded);
     $('n-failed').textContent = num(task.itemsFailed);
-    $('n-running').textContent = num(running);
-    $('n-waiting').textContent = num(Math.max(0, p.total - p.done - running));
+    // The activity counts running items by the workers' last heartbeats,
+    // which can lag the task's end.
+    const now = ENDED.includes(task.status) ? 0 : running;
+    $('n-running').textContent = num(now);
+    $('n-waiting').textContent = num(Math.max(0, p.total - p.done - now));
     $('n-rate').textContent = p.rate ? p.rate.toFixed(1) + '/s' : '–';
-    $('n-eta').textContent = p.eta ? 'ETA ' + p.eta : '';
+    const took = (Date.parse(task.finishedAt) - Date.parse(task.startedAt)) / 1000;
+    $('n-eta').textContent = ENDED.includes(task.status) ? (task.startedAt ? 'ran ' + duration(took) : '')
+      : p.eta ? 'ETA ' + p.eta : '';
   };
   const showTask = (t) => {
     task = t;
@@ -274,7 +284,10 @@ function taskPage() {
     const ended = ENDED.includes(t.status);
     $('cancel').disabled = ended;
     $('retry').disabled = !ended || t.status === 'COMPLETED' && !t.itemsFailed;
-    if (ended) running = 0;
+    if (ended) {
+      running = 0;
+      if ($('tail').hidden) $('tail-note').textContent = 'The task has ended: its output is in its results.';
+    }
     counts();
   };
   const activity = async () => {
@@ -347,7 +360,7 @@ function taskPage() {
       task: (t) => {
         showTask(t);
         details();
-        if (ENDED.includes(t.status)) { events.close(); setLive(false); if (tail) { tail.close(); tail = null; } }
+        if (ENDED.includes(t.status)) { events.close(); setLive(false, 'ended'); if (tail) { tail.close(); tail = null; } }
         else if (!tail) tailLogs();
       },
     });
@@ -364,6 +377,7 @@ function taskPage() {
         lines.push(el('span', { class: d.stream === 'stderr' ? 'stderr' : 'stdout' }, el('b', { text: '[' + d.index + '] ' }), text, '\n'));
       }
       while (lines.length > 200) lines.shift();
+      $('tail').hidden = false;
       $('tail').replaceChildren(...lines);
     });
     tail.addEventListener('end', () => {});
