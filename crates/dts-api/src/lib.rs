@@ -1,5 +1,6 @@
 //! The HTTP API: the v1 endpoints and the seed-compatible `/schedule/*`
-//! endpoints, over one [`AppState`].
+//! endpoints, over one [`AppState`]; and the dashboard (`/`, `/ui/*`),
+//! whose pages use the same API.
 //!
 //! Handlers are thin: they read and validate the request (with
 //! [`dts_model::submit`]), call the store or the [`Submitter`], and shape the
@@ -50,7 +51,8 @@ pub struct AppState {
     /// The largest request body read, in bytes (413 above it).
     pub max_body_bytes: usize,
     /// When set, every endpoint but `/healthz` and `/schedule/ping` needs
-    /// `Authorization: Bearer <token>`.
+    /// `Authorization: Bearer <token>` or the dashboard's login cookie, and
+    /// the dashboard's pages need the login.
     pub auth_token: Option<Arc<str>>,
     /// TTL given to heartbeats recorded through `/schedule/node-beat`.
     pub heartbeat_ttl: Duration,
