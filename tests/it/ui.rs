@@ -356,10 +356,12 @@ async fn a_submitted_task_shows_on_the_tasks_page_and_its_bar_advances_live() {
         &format!("document.querySelector('{}') !== null", row(&earlier)),
     )
     .await;
+    // Items per second counts whole 10-second buckets: it shows the
+    // finished items once their bucket has closed.
     wait_js(
         &browser,
-        "the overview's counts",
-        "document.getElementById('finished').textContent !== ''",
+        "the overview's items per second to count the finished items",
+        "document.getElementById('rate').textContent !== '0.00' && document.getElementById('finished').textContent !== ''",
     )
     .await;
     screenshot(&browser, "overview").await;
