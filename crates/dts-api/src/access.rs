@@ -236,16 +236,20 @@ pub(crate) async fn require_token(
 /// sites make it send too, but only same-site ones (`SameSite=Strict`),
 /// and [`check_host_and_origin`] refuses foreign origins before this runs.
 pub(crate) fn holds_token(headers: &HeaderMap, expected: &str) -> bool {
-    let bearer = headers
+    bearer_matches(headers, expected)
+        || crate::ui::token_cookie(headers)
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+}
+
+/// Whether `headers` carry `Authorization: Bearer <expected>`: the check of
+/// a listener that has no [`AppState`] (a worker's `/metrics`).
+pub(crate) fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
         .unwrap_or("");
-    if constant_time_eq(bearer.as_bytes(), expected.as_bytes()) {
-        return true;
-    }
-    crate::ui::token_cookie(headers)
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+    constant_time_eq(given.as_bytes(), expected.as_bytes())
 }
 
 /// The token of a `Bearer` credential; the scheme is case-insensitive

@@ -14,6 +14,7 @@
 pub mod access;
 pub mod body;
 pub mod error;
+pub mod metrics;
 pub mod overview;
 mod seed;
 pub mod serve;
@@ -75,6 +76,7 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         .route("/v1/tasks/{id}/events", get(v1::events))
         .route("/v1/tasks/{id}/activity", get(overview::activity))
         .route("/v1/workers", get(v1::workers))
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/overview", get(overview::overview))
         .route("/schedule/create", post(seed::create))
         .route("/schedule/status", get(seed::status))
@@ -86,7 +88,7 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
             state.clone(),
             access::require_token,
         ));
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(v1::healthz))
         .route("/schedule/ping", get(seed::ping))
         .merge(protected)
@@ -97,8 +99,9 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         .layer(middleware::from_fn_with_state(
             policy,
             access::check_host_and_origin,
-        ))
-        .with_state(state)
+        ));
+    // Outermost, so refused requests (421, 403, 401) are counted too.
+    metrics::layer(app).with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes the

@@ -76,6 +76,8 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         heartbeat_ttl: read.millis("worker.heartbeat-ttl-ms")?,
         shard_attempts: read.get("worker.shard-attempts")?,
         drain_grace: read.millis("worker.drain-grace-ms")?,
+        metrics_port: read.get("worker.metrics-port")?,
+        metrics_bind: read.get("worker.metrics-bind")?,
     };
     let executor = ExecutorSettings {
         output_cap_bytes: read.get("executor.output-cap-bytes")?,

@@ -387,6 +387,18 @@ pub const KEYS: &[KeySpec] = &[
         "10000",
         "On shutdown, how long running items may finish before they are killed and their shards handed back, in milliseconds.",
     ),
+    KeySpec::new(
+        "worker.metrics-port",
+        Port,
+        "0",
+        "Port on which a `dts worker` serves its Prometheus metrics at `/metrics` (docs/metrics.md); 0 serves none. `dts up` and `dts server` serve theirs on the API port.",
+    ),
+    KeySpec::new(
+        "worker.metrics-bind",
+        IpAddr,
+        "127.0.0.1",
+        "Address a `dts worker`'s metrics port listens on; `0.0.0.0` lets a Prometheus on another machine scrape it. With `server.auth-token` set, `/metrics` needs it there too.",
+    ),
     // executor
     KeySpec::new(
         "executor.output-cap-bytes",

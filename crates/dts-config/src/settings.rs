@@ -284,6 +284,11 @@ pub struct WorkerSettings {
     pub shard_attempts: u32,
     /// `worker.drain-grace-ms`.
     pub drain_grace: Duration,
+    /// `worker.metrics-port`: where a `dts worker` serves `/metrics`; 0
+    /// for nowhere.
+    pub metrics_port: u16,
+    /// `worker.metrics-bind`.
+    pub metrics_bind: IpAddr,
 }
 
 impl WorkerSettings {

@@ -32,6 +32,7 @@ pub async fn publish_completion(bus: &DynBus, topics: &Topics, task: &Task) {
         }
     };
     if let Err(e) = bus.publish(&topics.results, &task.id, payload).await {
+        dts_metrics::metrics().bus_error("publish_completion", false);
         warn!(task = %task.id, error = %with_causes(&e), "cannot publish completion event");
     }
 }

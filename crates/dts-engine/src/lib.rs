@@ -90,6 +90,21 @@ impl EngineError {
     }
 }
 
+impl EngineError {
+    /// Counts this error in `dts_store_errors_total` or
+    /// `dts_bus_errors_total` (and the matching `_retries_total` when
+    /// `retried`) under `operation`; other errors are not the store's or
+    /// the bus's.
+    pub(crate) fn count(&self, operation: &str, retried: bool) {
+        let metrics = dts_metrics::metrics();
+        match self {
+            EngineError::Store(_) => metrics.store_error(operation, retried),
+            EngineError::Bus(_) => metrics.bus_error(operation, retried),
+            EngineError::Shard(_) | EngineError::BadMessage { .. } => {}
+        }
+    }
+}
+
 /// The error and each of its sources, `: `-separated. Store and bus errors
 /// name the operation and keep the backend's own error as their source, so
 /// text that people read (a task's error, an API log line) needs the chain.

@@ -124,6 +124,7 @@ impl Scheduler {
                 Ok(delivery) => self.handle(delivery, &shutdown).await,
                 Err(BusError::Closed) => break,
                 Err(e) => {
+                    dts_metrics::metrics().bus_error("subscribe", true);
                     warn!(consumer, error = %with_causes(&e), "cannot read the task topic");
                     if !sleep_unless_cancelled(self.settings.retry_delay, &shutdown).await {
                         break;
@@ -155,6 +156,7 @@ impl Scheduler {
             Err(e) => {
                 // Not acknowledged: it will be delivered again. Wait a little
                 // first so a store or bus outage is not hammered.
+                e.count("plan_task", true);
                 warn!(task = %message.task_id, error = %with_causes(&e), "planning failed; the task will be planned again");
                 sleep_unless_cancelled(self.settings.retry_delay, shutdown).await;
                 drop(delivery);

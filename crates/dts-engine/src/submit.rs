@@ -68,7 +68,11 @@ impl Submitter {
     /// publishing ended or the wait bound passed.
     pub async fn submit(&self, new: NewTask) -> Result<Task, EngineError> {
         let task = new.to_task(self.settings.clock.now_millis());
-        self.store.insert_task(&task, &new.inputs).await?;
+        self.store
+            .insert_task(&task, &new.inputs)
+            .await
+            .inspect_err(|_| dts_metrics::metrics().store_error("insert_task", false))?;
+        dts_metrics::metrics().task_submitted();
         info!(task = %task.id, items = task.items_total, "task stored");
         crate::failpoint::hit("submit-after-store");
 
@@ -157,7 +161,9 @@ impl Submitter {
                 self.topics.tasks,
                 with_causes(&error)
             );
-            if attempt == attempts || !error.is_retryable() {
+            let retried = attempt < attempts && error.is_retryable();
+            dts_metrics::metrics().bus_error("publish_task", retried);
+            if !retried {
                 warn!(task = %id, "{message}; giving up");
                 self.mark(id, TaskStatus::SubmissionFailed, Some(&message))
                     .await;
@@ -176,6 +182,7 @@ impl Submitter {
         match self.store.transition(id, to, error).await {
             Ok(_) | Err(StoreError::IllegalTransition { .. }) => {}
             Err(e) => {
+                dts_metrics::metrics().store_error("transition", false);
                 warn!(task = %id, status = %to, error = %with_causes(&e), "could not record task status")
             }
         }

@@ -116,6 +116,7 @@ async fn sweep(
         let tasks = match store.list_tasks(Some(status), SWEEP_LIMIT).await {
             Ok(tasks) => tasks,
             Err(e) => {
+                dts_metrics::metrics().store_error("list_tasks", true);
                 warn!(error = %with_causes(&e), "cannot look for stuck tasks");
                 return;
             }

@@ -126,6 +126,18 @@ pub enum NodeError {
         source: std::io::Error,
     },
 
+    /// A worker's metrics port cannot listen on its address.
+    #[error("cannot serve metrics on {bind}:{port} (worker.metrics-bind, worker.metrics-port)")]
+    MetricsListen {
+        /// `worker.metrics-bind`.
+        bind: IpAddr,
+        /// `worker.metrics-port`.
+        port: u16,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The HTTP server failed while serving.
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),

@@ -146,6 +146,8 @@ struct Inner {
     slots: Semaphore,
     /// Items running now, for heartbeats.
     running: AtomicU32,
+    /// This worker's handles in the process's metrics.
+    metrics: dts_metrics::WorkerMetrics,
     /// Kills every running item: the last phase of shutdown, or
     /// [`Worker::kill_items`] (an interrupted `dts run`).
     kill: CancellationToken,
@@ -199,6 +201,7 @@ impl Worker {
         settings: WorkerSettings,
     ) -> Self {
         let slots = Semaphore::new(settings.cores as usize);
+        let metrics = dts_metrics::metrics().worker(&settings.id, settings.cores);
         Worker {
             inner: Arc::new(Inner {
                 store,
@@ -208,6 +211,7 @@ impl Worker {
                 settings,
                 slots,
                 running: AtomicU32::new(0),
+                metrics,
                 kill: CancellationToken::new(),
                 task_stops: Mutex::new(HashMap::new()),
                 leases: Mutex::new(HashMap::new()),
@@ -357,6 +361,7 @@ impl Inner {
                 }
             }
             Err(e) => {
+                dts_metrics::metrics().store_error("renew_leases", false);
                 warn!(worker = %self.settings.id, error = %with_causes(&e), "cannot renew shard leases")
             }
         }
@@ -424,6 +429,7 @@ impl Inner {
             if tokio::time::Instant::now() >= next_beat {
                 next_beat += interval;
                 if let Err(e) = self.heartbeat().await {
+                    e.count("heartbeat", false);
                     warn!(worker = %self.settings.id, error = %with_causes(&e), "heartbeat failed");
                 }
                 self.renew_leases().await;
@@ -452,6 +458,7 @@ impl Inner {
                 }
                 Err(BusError::Closed) => break,
                 Err(e) => {
+                    dts_metrics::metrics().bus_error("listen", true);
                     debug!(error = %with_causes(&e), "cannot hear wakes; slots poll meanwhile");
                     if !crate::sleep_unless_cancelled(self.settings.retry_delay, &shutdown).await {
                         break;
@@ -476,6 +483,7 @@ impl Inner {
                     Ok(Some(status)) if !status.is_terminal() => {}
                     Ok(status) => self.task_ended(&id, status),
                     Err(e) => {
+                        dts_metrics::metrics().store_error("task_status", false);
                         debug!(task = %id, error = %with_causes(&e), "cannot check the task's status")
                     }
                 }
@@ -519,6 +527,7 @@ impl Inner {
                 shards.wait().await;
             }
         }
+        dts_metrics::metrics().forget_worker(&self.settings.id);
         if let Err(e) = self.store.remove_worker(&self.settings.id).await {
             debug!(error = %with_causes(&e), "could not remove the worker's heartbeat");
         }

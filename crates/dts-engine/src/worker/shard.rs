@@ -12,7 +12,7 @@ use dts_model::{Bytes, ItemResult, ShardMessage, TaskStatus};
 use dts_store::StoreError;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +71,14 @@ struct ShardRun<'a> {
     copy: bool,
     /// The shard's first claim ever: no item of it has a result to skip.
     first: bool,
+    /// Set on the first claim of shard 0 until its first item starts: that
+    /// start is the task's first, since workers claim a task's ready shards
+    /// lowest index first; it is what `dts_task_first_item_latency_seconds`
+    /// times, once per task across all workers. (A first claim given back
+    /// before any item started leaves that task unobserved.)
+    first_of_task: AtomicBool,
+    /// When the task was submitted, in ms since the epoch.
+    submitted_at: u64,
     /// Items of the task running on this worker (shared by its shards
     /// here): what the heartbeat reports per task.
     task_running: Arc<AtomicU32>,
@@ -151,7 +159,12 @@ impl Inner {
     ) -> Result<ShardEnd, EngineError> {
         let task = &claimed.task;
         let (id, shard, range) = (task.id.as_str(), claimed.shard, claimed.range);
-        let Some(items) = self.store.inputs_range(id, range.start, range.len).await? else {
+        let items = self
+            .store
+            .inputs_range(id, range.start, range.len)
+            .await
+            .inspect_err(|_| dts_metrics::metrics().store_error("inputs_range", false))?;
+        let Some(items) = items else {
             return Ok(ShardEnd::TaskEnded);
         };
         let message = match shard_message(task, shard, task.chunks_to_execute, range, items) {
@@ -170,7 +183,10 @@ impl Inner {
                         events::publish_completion(&self.bus, &self.settings.topics, &ended).await
                     }
                     Err(StoreError::IllegalTransition { .. }) => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        dts_metrics::metrics().store_error("transition", false);
+                        return Err(e.into());
+                    }
                 }
                 return Ok(ShardEnd::TaskEnded);
             }
@@ -193,6 +209,8 @@ impl Inner {
             attempt: claimed.attempt,
             copy: claimed.copy,
             first: claimed.first,
+            first_of_task: AtomicBool::new(claimed.first && shard == 0 && !claimed.copy),
+            submitted_at: task.created_at,
             task_running,
         };
         let outcome = self.run_claimed(&run).await;
@@ -215,7 +233,8 @@ impl Inner {
         } else {
             self.store
                 .recorded_indices(run.id(), message.start, end)
-                .await?
+                .await
+                .inspect_err(|_| dts_metrics::metrics().store_error("recorded_indices", false))?
                 .into_iter()
                 .collect()
         };
@@ -270,6 +289,7 @@ impl Inner {
                 break;
             };
             ran += 1;
+            self.metrics.item_finished(result.succeeded());
             self.record_item_time(id, result.duration_ms);
             unsaved.results.push(result);
             let last = position + 1 == pending.len();
@@ -318,7 +338,7 @@ impl Inner {
             return Ok(ShardEnd::Interrupted);
         }
         let completion = self
-            .with_store_retries(|| {
+            .with_store_retries("complete_shard", || {
                 self.store
                     .complete_shard(id, message.shard_index, &unsaved.results)
             })
@@ -351,7 +371,9 @@ impl Inner {
             });
         }
         let completion = self
-            .with_store_retries(|| self.store.complete_shard(id, shard, results))
+            .with_store_retries("complete_shard", || {
+                self.store.complete_shard(id, shard, results)
+            })
             .await?;
         if completion.newly_completed {
             info!(task = %id, shard, "the copy completed the straggling shard first");
@@ -415,6 +437,8 @@ impl Inner {
                 written
             }
             Err(e) => {
+                // Kept for the next flush or the shard's end.
+                dts_metrics::metrics().store_error("record_results", true);
                 warn!(task = %id, error = %with_causes(&e), waiting = batch.len(), "cannot record results yet");
                 0
             }
@@ -432,13 +456,20 @@ impl Inner {
             return Ok(());
         }
         let (id, shard) = (run.id(), run.message.shard_index);
-        self.with_store_retries(|| self.store.record_shard_results(id, shard, results))
-            .await?;
+        self.with_store_retries("record_results", || {
+            self.store.record_shard_results(id, shard, results)
+        })
+        .await?;
         Ok(())
     }
 
-    /// Runs a store operation, retrying while the store is unavailable.
-    async fn with_store_retries<T, F, Fut>(&self, mut op: F) -> Result<T, EngineError>
+    /// Runs a store operation, retrying while the store is unavailable;
+    /// each failure is counted under `operation`.
+    async fn with_store_retries<T, F, Fut>(
+        &self,
+        operation: &str,
+        mut op: F,
+    ) -> Result<T, EngineError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -449,11 +480,15 @@ impl Inner {
             match op().await {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    dts_metrics::metrics().store_error(operation, true);
                     warn!(error = %with_causes(&e), "store unavailable; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    dts_metrics::metrics().store_error(operation, false);
+                    return Err(e.into());
+                }
             }
         }
     }
@@ -524,6 +559,13 @@ impl Inner {
                 None => (item_timeout, false),
             };
             self.running.fetch_add(1, Ordering::Relaxed);
+            self.metrics.item_started();
+            if run.first_of_task.swap(false, Ordering::Relaxed) {
+                let now = self.settings.clock.now_millis();
+                self.metrics.first_item_started(Duration::from_millis(
+                    now.saturating_sub(run.submitted_at),
+                ));
+            }
             run.task_running.fetch_add(1, Ordering::Relaxed);
             // The slot is given back the moment the process exits, so the next
             // item starts while this one's output and result are handled.
@@ -539,6 +581,10 @@ impl Inner {
                 )
                 .await;
             self.running.fetch_sub(1, Ordering::Relaxed);
+            // A start the worker could not make (a worker fault) ran nothing
+            // to time; it was counted started all the same.
+            self.metrics
+                .item_run_ended((!outcome.worker_fault).then_some(outcome.duration));
             run.task_running.fetch_sub(1, Ordering::Relaxed);
             if outcome.cancelled {
                 return None;

@@ -95,6 +95,7 @@ impl Inner {
                     }
                 }
                 Err(e) => {
+                    dts_metrics::metrics().store_error("claim_shard", true);
                     warn!(worker = %self.settings.id, error = %with_causes(&e), "cannot look for work");
                     if !sleep_unless_cancelled(self.settings.retry_delay, &stop_intake).await {
                         break;
