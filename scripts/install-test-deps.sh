@@ -5,8 +5,9 @@
 # interpreters tests/it/scripts.rs runs items with (perl, ruby, node,
 # dash, zsh), GNU parallel (the oracle of tests/it/parallel_oracle.rs) and
 # promtool (package prometheus, which tests/it/metrics.rs checks /metrics
-# with) from apt; and openapi-spec-validator (PyPI, pinned) into
-# .tools/venv/, the independent check of the OpenAPI document
+# with) and headless Chromium with its WebDriver (the dashboard's browser
+# tests, tests/it/ui.rs) from apt; and openapi-spec-validator (PyPI, pinned)
+# into .tools/venv/, the independent check of the OpenAPI document
 # (tests/it/openapi.rs).
 # Safe to run again: it skips what is already there.
 set -euo pipefail
@@ -26,6 +27,8 @@ command -v dash >/dev/null 2>&1 || missing+=(dash)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v parallel >/dev/null 2>&1 || missing+=(parallel)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} with apt-get"
     if [ "$(id -u)" -ne 0 ]; then

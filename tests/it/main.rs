@@ -31,5 +31,6 @@ mod seed_api;
 mod submit_habits;
 mod task_ids;
 mod terminal;
+mod ui;
 mod v1_api;
 mod waiting;

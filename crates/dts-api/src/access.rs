@@ -216,24 +216,29 @@ fn shorten(text: &str) -> String {
 }
 
 /// With a token configured, every route it guards needs
-/// `Authorization: Bearer <token>` (the scheme in any case).
+/// `Authorization: Bearer <token>` (the scheme in any case), or the
+/// dashboard's login cookie (`dts_token`) holding it.
 pub(crate) async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(expected) = &state.auth_token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        if !holds_token(request.headers(), expected) {
             return Err(ApiError::Unauthorized);
         }
     }
     Ok(next.run(request).await)
+}
+
+/// Whether the request carries `expected` as a bearer token or in the
+/// dashboard's cookie. A browser sends the cookie with requests other
+/// sites make it send too, but only same-site ones (`SameSite=Strict`),
+/// and [`check_host_and_origin`] refuses foreign origins before this runs.
+pub(crate) fn holds_token(headers: &HeaderMap, expected: &str) -> bool {
+    bearer_matches(headers, expected)
+        || crate::ui::token_cookie(headers)
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
 }
 
 /// Whether `headers` carry `Authorization: Bearer <expected>`: the check of
@@ -258,7 +263,7 @@ fn bearer_token(value: &str) -> Option<&str> {
 
 /// Compares without stopping at the first difference, so response time does
 /// not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -1,5 +1,6 @@
 //! The HTTP API: the v1 endpoints and the seed-compatible `/schedule/*`
-//! endpoints, over one [`AppState`].
+//! endpoints, over one [`AppState`]; and the dashboard (`/`, `/ui/*`),
+//! whose pages use the same API.
 //!
 //! Handlers are thin: they read and validate the request (with
 //! [`dts_model::submit`]), call the store or the [`Submitter`], and shape the
@@ -19,6 +20,7 @@ pub mod overview;
 mod seed;
 pub mod serve;
 pub mod strict_json;
+mod ui;
 mod v1;
 pub mod views;
 pub mod waiting;
@@ -51,7 +53,8 @@ pub struct AppState {
     /// The largest request body read, in bytes (413 above it).
     pub max_body_bytes: usize,
     /// When set, every endpoint but `/healthz`, `/openapi.json` and
-    /// `/schedule/ping` needs `Authorization: Bearer <token>`.
+    /// `/schedule/ping` needs `Authorization: Bearer <token>` or the
+    /// dashboard's login cookie, and the dashboard's pages need the login.
     pub auth_token: Option<Arc<str>>,
     /// TTL given to heartbeats recorded through `/schedule/node-beat`.
     pub heartbeat_ttl: Duration,
@@ -91,6 +94,7 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         .route("/openapi.json", get(openapi::serve_document))
         .route("/schedule/ping", get(seed::ping))
         .merge(protected)
+        .merge(ui::router(state.clone()))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

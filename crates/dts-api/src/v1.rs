@@ -111,16 +111,18 @@ pub async fn get_task(
     ))
 }
 
-/// `GET /v1/tasks?status=&limit=&full=&cursor=`: newest first, without
-/// variables and inputs unless `full=true`. The body stays a bare list, as
-/// it always was; when more tasks follow, the `X-Next-Cursor` header holds
-/// the `cursor` of the next page and `Link` its URL (`rel="next"`).
+/// `GET /v1/tasks?status=&name=&limit=&full=&cursor=`: newest first,
+/// without variables and inputs unless `full=true`; `name` keeps the tasks
+/// whose name holds it (any case). The body stays a bare list, as it always
+/// was; when more tasks follow, the `X-Next-Cursor` header holds the
+/// `cursor` of the next page and `Link` its URL (`rel="next"`).
 #[utoipa::path(
     get,
     path = "/v1/tasks",
     tag = "v1",
     params(
         ("status" = Option<TaskStatus>, Query, description = "Only tasks with this status."),
+        ("name" = Option<String>, Query, description = "Only tasks whose name holds this text, in any case."),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Tasks per page (default 50)."),
         ("full" = Option<bool>, Query, description = "With `variableJson` and `inputList`."),
         ("cursor" = Option<String>, Query, description = "The `X-Next-Cursor` of the page before."),
@@ -135,7 +137,7 @@ pub async fn get_task(
     )
 )]
 pub async fn list(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
-    let params = query(params, &["status", "limit", "full", "cursor"])?;
+    let params = query(params, &["status", "name", "limit", "full", "cursor"])?;
     let status = match params
         .get("status")
         .map(|s| s.trim())
@@ -147,6 +149,10 @@ pub async fn list(State(state): State<AppState>, params: Params) -> Result<Respo
         ),
         None => None,
     };
+    let name = params
+        .get("name")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty());
     let limit = number(&params, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)?;
     let full = flag(&params, "full")?;
     let after = match params.get("cursor").map(|s| s.trim()) {
@@ -158,29 +164,18 @@ pub async fn list(State(state): State<AppState>, params: Params) -> Result<Respo
             )
         })?),
     };
-    let page = state
-        .store
-        .list_tasks_page(status, after, limit as usize)
-        .await?;
-    let tasks = page.tasks;
-    let reasons = waiting_reasons(&state, &tasks).await;
-    let mut views = Vec::with_capacity(tasks.len());
-    for (task, reason) in tasks.into_iter().zip(reasons) {
-        let view = if full {
-            // A task that expired since the listing lists without inputs.
-            let inputs = state.store.inputs(&task.id).await?;
-            TaskView::new(task, inputs)
-        } else {
-            TaskView::brief(task)
-        };
-        views.push(view.with_waiting_reason(reason));
-    }
+    let (views, next) = list_views(&state, status, name, after, limit as usize, full).await?;
     let mut response = Json(views).into_response();
-    if let Some(next) = page.next {
+    if let Some(next) = next {
         let cursor = next.encode();
         let mut link = format!("</v1/tasks?limit={limit}&cursor={cursor}");
         if let Some(status) = status {
             link.push_str(&format!("&status={status}"));
+        }
+        if let Some(name) = name {
+            let encoded =
+                percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+            link.push_str(&format!("&name={encoded}"));
         }
         if full {
             link.push_str("&full=true");
@@ -194,6 +189,104 @@ pub async fn list(State(state): State<AppState>, params: Params) -> Result<Respo
         }
     }
     Ok(response)
+}
+
+/// Tasks a search by name reads from the store per request, at most: a
+/// rare name in a long history must not make one request read all of it.
+/// The page then holds fewer than `limit` matches, and its cursor goes on.
+const MAX_NAME_SCAN: usize = 10_000;
+/// Tasks read per store page while searching by name.
+const NAME_SCAN_BATCH: usize = 200;
+
+/// One page of `GET /v1/tasks` as views, with the cursor of the next. With
+/// `name`, pages of the store are read until `limit` tasks match (or
+/// [`MAX_NAME_SCAN`] were read), and the cursor points just past the last
+/// match, so no match is skipped or repeated between pages.
+pub(crate) async fn list_views(
+    state: &AppState,
+    status: Option<TaskStatus>,
+    name: Option<&str>,
+    after: Option<TaskCursor>,
+    limit: usize,
+    full: bool,
+) -> Result<(Vec<TaskView>, Option<TaskCursor>), ApiError> {
+    let (tasks, next) = match name {
+        None => {
+            let page = state.store.list_tasks_page(status, after, limit).await?;
+            (page.tasks, page.next)
+        }
+        Some(name) => search_by_name(state, status, name, after, limit).await?,
+    };
+    let reasons = waiting_reasons(state, &tasks).await;
+    let mut views = Vec::with_capacity(tasks.len());
+    for (task, reason) in tasks.into_iter().zip(reasons) {
+        let view = if full {
+            // A task that expired since the listing lists without inputs.
+            let inputs = state.store.inputs(&task.id).await?;
+            TaskView::new(task, inputs)
+        } else {
+            TaskView::brief(task)
+        };
+        views.push(view.with_waiting_reason(reason));
+    }
+    Ok((views, next))
+}
+
+fn name_matches(task: &Task, lowered: &str) -> bool {
+    task.name
+        .as_deref()
+        .is_some_and(|name| name.to_lowercase().contains(lowered))
+}
+
+async fn search_by_name(
+    state: &AppState,
+    status: Option<TaskStatus>,
+    name: &str,
+    mut after: Option<TaskCursor>,
+    limit: usize,
+) -> Result<(Vec<Task>, Option<TaskCursor>), ApiError> {
+    let lowered = name.to_lowercase();
+    let mut found = Vec::new();
+    let mut scanned = 0;
+    // ends: every turn reads at least one task further or stops; the scan
+    // is capped at MAX_NAME_SCAN tasks.
+    loop {
+        let need = limit - found.len();
+        let batch = need.max(NAME_SCAN_BATCH);
+        let page = state.store.list_tasks_page(status, after, batch).await?;
+        scanned += page.tasks.len();
+        let matching: Vec<usize> = page
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, task)| name_matches(task, &lowered))
+            .map(|(at, _)| at)
+            .collect();
+        if matching.len() >= need {
+            // The page ends with the last match taken: read the store page
+            // again up to it, for the cursor just past it (new tasks come
+            // first in the listing, so what follows `after` is stable).
+            let cut = matching[need - 1] + 1;
+            let next = if cut == page.tasks.len() {
+                page.next
+            } else {
+                state.store.list_tasks_page(status, after, cut).await?.next
+            };
+            let mut tasks = page.tasks;
+            tasks.truncate(cut);
+            found.extend(tasks.into_iter().filter(|t| name_matches(t, &lowered)));
+            return Ok((found, next));
+        }
+        found.extend(
+            page.tasks
+                .into_iter()
+                .filter(|task| name_matches(task, &lowered)),
+        );
+        match page.next {
+            Some(next) if scanned < MAX_NAME_SCAN => after = Some(next),
+            next => return Ok((found, next)),
+        }
+    }
 }
 
 /// `GET /v1/tasks/{id}/results?status=failed|succeeded&offset=&limit=`.

@@ -7,11 +7,14 @@
 //! holds the only ways tests wait for something: each with a deadline and a
 //! message saying what was awaited.
 //!
-//! `scripts/install-test-deps.sh` installs the programs: `redis-server` and
-//! `nginx` from apt, and the broker (tansu) into `.tools/bin/`.
+//! `browser` drives a headless Chromium for the dashboard's tests.
+//!
+//! `scripts/install-test-deps.sh` installs the programs: `redis-server`,
+//! `nginx`, `chromium` and `chromium-driver` from apt, and the broker (tansu) into `.tools/bin/`.
 
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod fuzz;
 mod nginx;
 mod process;

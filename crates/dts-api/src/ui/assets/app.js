@@ -1,0 +1,433 @@
+// The dashboard's one script. It fills the server-rendered skeletons from
+// the JSON API and keeps them live over server-sent events. All text from
+// tasks goes in with textContent (never innerHTML), so a task's name,
+// inputs or output can never become markup. The token stays in its
+// HttpOnly cookie: requests carry it with credentials: 'same-origin'.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+
+// An element with attributes and children (strings become text nodes).
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === 'class') node.className = value;
+    else if (key === 'text') node.textContent = value;
+    else node.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+// fetch() of the API as JSON; a 401 (the login expired) goes to the login form.
+async function api(path, options) {
+  const response = await fetch(path, Object.assign({ credentials: 'same-origin' }, options || {}));
+  if (response.status === 401) {
+    window.location.assign('/ui/login');
+    throw new Error('not logged in');
+  }
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (_) { body = null; }
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : response.status + ' ' + response.statusText;
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return { body, headers: response.headers };
+}
+
+// The header's dot: on (live), off (disconnected) or '' (nothing to follow).
+function setLive(on, text) {
+  const live = $('live');
+  if (!live) return;
+  live.textContent = text || (on ? 'live' : 'offline');
+  live.className = 'live ' + (text ? '' : on ? 'on' : 'off');
+}
+
+// An EventSource whose named events go to handlers; shows live/offline.
+function follow(url, handlers) {
+  const source = new EventSource(url, { withCredentials: true });
+  source.onopen = () => setLive(true);
+  source.onerror = () => setLive(false);
+  for (const [name, handler] of Object.entries(handlers)) {
+    source.addEventListener(name, (event) => {
+      setLive(true);
+      let data = null;
+      try { data = JSON.parse(event.data); } catch (_) { return; }
+      handler(data);
+    });
+  }
+  return source;
+}
+
+const fmt = new Intl.NumberFormat('en-US');
+const num = (n) => fmt.format(n || 0);
+
+function duration(seconds) {
+  if (!isFinite(seconds) || seconds < 0) return '–';
+  seconds = Math.round(seconds);
+  if (seconds < 60) return seconds + ' s';
+  if (seconds < 3600) return Math.floor(seconds / 60) + ' min ' + (seconds % 60) + ' s';
+  return Math.floor(seconds / 3600) + ' h ' + Math.floor((seconds % 3600) / 60) + ' min';
+}
+
+function ago(iso) {
+  if (!iso) return '–';
+  const seconds = (Date.now() - Date.parse(iso)) / 1000;
+  return seconds < 1 ? 'just now' : duration(seconds) + ' ago';
+}
+
+const ENDED = ['COMPLETED', 'FAILED', 'CANCELLED', 'SUBMISSION_FAILED'];
+
+// Items done, rate (done per second since the start) and the ETA.
+function pace(task) {
+  const done = (task.itemsSucceeded || 0) + (task.itemsFailed || 0);
+  const total = task.itemsTotal || 0;
+  const start = task.startedAt ? Date.parse(task.startedAt) : NaN;
+  const end = task.finishedAt ? Date.parse(task.finishedAt) : Date.now();
+  const seconds = (end - start) / 1000;
+  const rate = seconds > 0 && done > 0 ? done / seconds : 0;
+  let eta = '';
+  if (ENDED.includes(task.status)) eta = 'done';
+  else if (rate > 0) eta = duration((total - done) / rate);
+  return { done, total, rate, eta };
+}
+
+const badge = (status) => el('span', { class: 'badge ' + String(status).toLowerCase(), text: status });
+
+function progress(done, total, cls) {
+  return el('progress', { class: cls, max: Math.max(total, 1), value: done });
+}
+
+function taskRow(task) {
+  const p = pace(task);
+  return el('tr', { 'data-id': task.id },
+    el('td', {}, el('a', { href: '/ui/tasks/' + encodeURIComponent(task.id), class: 'task-name', text: task.name || task.id.slice(0, 8) }),
+      el('div', { class: 'muted mono', text: task.id.slice(0, 8) })),
+    el('td', {}, badge(task.status)),
+    el('td', { class: 'bar' }, progress(p.done, p.total, 'task-progress'),
+      el('div', { class: 'muted', text: num(p.done) + ' / ' + num(p.total) })),
+    el('td', { class: 'num' }, el('span', { class: 'ok', text: num(task.itemsSucceeded) }), ' / ',
+      el('span', { class: 'bad', text: num(task.itemsFailed) })),
+    el('td', { class: 'num', text: p.rate ? p.rate.toFixed(1) + '/s' : '–' }),
+    el('td', { class: 'num', text: p.eta || '–' }),
+    el('td', { class: 'muted', text: ago(task.createdAt) }));
+}
+
+function taskTable(tasks) {
+  if (!tasks.length) return el('p', { class: 'muted empty', text: 'No tasks.' });
+  return el('table', { class: 'tasks' },
+    el('thead', {}, el('tr', {}, ['Task', 'Status', 'Progress', 'OK / failed', 'Rate', 'ETA', 'Created']
+      .map((h) => el('th', { text: h })))),
+    el('tbody', {}, tasks.map(taskRow)));
+}
+
+// --- Overview -------------------------------------------------------------
+
+const STATUSES = ['QUEUED', 'SUBMITTED', 'INPROGRESS', 'RETRYING', 'COMPLETED', 'FAILED', 'CANCELLED', 'SUBMISSION_FAILED'];
+
+function showOverview(o) {
+  const rate = o.itemsPerSecond || 0;
+  $('rate').textContent = rate.toFixed(rate < 10 ? 2 : 1);
+  $('queue').textContent = num(o.shardsWaiting);
+  const slots = o.slots || { total: 0, busy: 0 };
+  $('slots').textContent = num(slots.busy) + ' / ' + num(slots.total);
+  $('slots-bar').max = Math.max(slots.total, 1);
+  $('slots-bar').value = slots.busy;
+  $('workers').textContent = num(o.workers);
+  $('finished').textContent = num(o.itemsFinished) + ' items finished';
+  const statuses = STATUSES.concat(Object.keys(o.tasks || {}).filter((s) => !STATUSES.includes(s)));
+  $('by-status').replaceChildren(...statuses.map((s) =>
+    el('tr', {}, el('td', {}, badge(s)), el('td', { class: 'num', text: num((o.tasks || {})[s]) }))));
+}
+
+function overviewPage() {
+  follow('/ui/events?page=overview', {
+    overview: showOverview,
+    tasks: (tasks) => $('tasks').replaceChildren(taskTable(tasks)),
+  });
+}
+
+// --- Tasks ----------------------------------------------------------------
+
+function tasksPage() {
+  let source = null;
+  let cursor = null;
+  const query = () => {
+    const params = new URLSearchParams();
+    if ($('status').value) params.set('status', $('status').value);
+    if ($('name').value.trim()) params.set('name', $('name').value.trim());
+    return params;
+  };
+  const connect = () => {
+    if (source) source.close();
+    const params = query();
+    params.set('page', 'tasks');
+    source = follow('/ui/events?' + params, {
+      tasks: (tasks) => {
+        $('tasks').replaceChildren(taskTable(tasks));
+        cursor = null;
+        if (tasks.length >= 50) loadCursor();
+      },
+    });
+  };
+  // The cursor after the live first page, for "Older tasks".
+  const loadCursor = async () => {
+    const params = query();
+    params.set('limit', '50');
+    try {
+      const r = await api('/v1/tasks?' + params);
+      cursor = r.headers.get('X-Next-Cursor');
+      $('more').hidden = !cursor;
+    } catch (_) { /* the button stays hidden */ }
+  };
+  $('more').addEventListener('click', async () => {
+    if (!cursor) return;
+    // Older pages are not live: stop the feed so it does not redraw them away.
+    if (source) { source.close(); source = null; setLive(false); }
+    const params = query();
+    params.set('limit', '50');
+    params.set('cursor', cursor);
+    const r = await api('/v1/tasks?' + params);
+    const body = $('tasks').querySelector('tbody');
+    if (body) body.append(...r.body.map(taskRow));
+    cursor = r.headers.get('X-Next-Cursor');
+    $('more').hidden = !cursor;
+  });
+  let timer = null;
+  $('filters').addEventListener('submit', (e) => { e.preventDefault(); connect(); });
+  $('status').addEventListener('change', connect);
+  $('name').addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(connect, 250); });
+  connect();
+}
+
+// --- A task ---------------------------------------------------------------
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// The throughput chart: a bar per 10-second bucket (items finished in it),
+// with the axes labelled. Buckets without items are absent: no bar.
+const BUCKET_MS = 10000;
+function chart(buckets) {
+  if (!buckets || !buckets.length) return el('p', { class: 'muted', text: 'No items have finished yet.' });
+  const W = 640, H = 220, L = 52, R = 12, T = 12, B = 44;
+  const max = Math.max(1, ...buckets.map((b) => b.items));
+  const times = buckets.map((b) => Date.parse(b.at));
+  const t0 = times[0], t1 = times[times.length - 1] + BUCKET_MS;
+  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v) => T + (1 - v / max) * (H - T - B);
+  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart-svg', role: 'img', 'aria-label': 'throughput' });
+  for (const v of [0, max / 2, max]) {
+    root.append(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
+    root.append(svg('text', { x: L - 6, y: y(v) + 4, class: 'tick', 'text-anchor': 'end' }, Number.isInteger(v) ? v : v.toFixed(1)));
+  }
+  const width = Math.max(1, x(t0 + BUCKET_MS) - x(t0));
+  buckets.forEach((b, i) => {
+    const bar = svg('rect', { x: x(times[i]) + width * 0.1, y: y(b.items), width: width * 0.8,
+      height: Math.max(0, y(0) - y(b.items)), class: 'bar' });
+    bar.append(svg('title', {}, `${new Date(times[i]).toLocaleTimeString([], { hour12: false })}: ${b.items} items`));
+    root.append(bar);
+  });
+  const time = (t) => new Date(t).toLocaleTimeString([], { hour12: false });
+  root.append(svg('text', { x: L, y: H - B + 16, class: 'tick', 'text-anchor': 'start' }, time(t0)));
+  root.append(svg('text', { x: W - R, y: H - B + 16, class: 'tick', 'text-anchor': 'end' }, time(t1)));
+  root.append(svg('text', { x: (L + W - R) / 2, y: H - 6, class: 'axis', 'text-anchor': 'middle' }, 'time'));
+  root.append(svg('text', { x: 14, y: (T + H - B) / 2, class: 'axis', 'text-anchor': 'middle',
+    transform: `rotate(-90 14 ${(T + H - B) / 2})` }, 'items / 10 s'));
+  return root;
+}
+
+function taskPage() {
+  const id = document.body.dataset.task;
+  const base = '/v1/tasks/' + encodeURIComponent(id);
+  let task = null;
+  let running = 0;
+  let failedOffset = 0;
+  const PAGE = 20;
+
+  const counts = () => {
+    if (!task) return;
+    const p = pace(task);
+    $('progress').max = Math.max(p.total, 1);
+    $('progress').value = p.done;
+    $('n-ok').textContent = num(task.itemsSucceeded);
+    $('n-failed').textContent = num(task.itemsFailed);
+    // The activity counts running items by the workers' last heartbeats,
+    // which can lag the task's end.
+    const now = ENDED.includes(task.status) ? 0 : running;
+    $('n-running').textContent = num(now);
+    $('n-waiting').textContent = num(Math.max(0, p.total - p.done - now));
+    $('n-rate').textContent = p.rate ? p.rate.toFixed(1) + '/s' : '–';
+    const took = (Date.parse(task.finishedAt) - Date.parse(task.startedAt)) / 1000;
+    $('n-eta').textContent = ENDED.includes(task.status) ? (task.startedAt ? 'ran ' + duration(took) : '')
+      : p.eta ? 'ETA ' + p.eta : '';
+  };
+  const showTask = (t) => {
+    task = t;
+    document.title = (t.name || t.id) + ' · dts';
+    $('task-name').textContent = t.name || t.id;
+    $('task-status').replaceChildren(badge(t.status));
+    $('task-meta').textContent = t.id + ' · created ' + ago(t.createdAt) +
+      (t.error ? ' · ' + t.error : '') + (t.waitingReason ? ' · ' + t.waitingReason : '');
+    const ended = ENDED.includes(t.status);
+    $('cancel').disabled = ended;
+    $('retry').disabled = !ended || t.status === 'COMPLETED' && !t.itemsFailed;
+    if (ended) {
+      running = 0;
+      if ($('tail').hidden) $('tail-note').textContent = 'The task has ended: its output is in its results.';
+    }
+    counts();
+  };
+  const activity = async () => {
+    try {
+      const a = (await api(base + '/activity')).body;
+      running = a.running || 0;
+      counts();
+      $('chart').replaceChildren(chart(a.throughput));
+      const rows = (a.perWorker || []).map((w) => el('tr', {}, el('td', { class: 'mono', text: w.worker }),
+        el('td', { class: 'num ok', text: num(w.succeeded) }), el('td', { class: 'num bad', text: num(w.failed) })));
+      $('per-worker').replaceChildren(rows.length ? el('table', {},
+        el('thead', {}, el('tr', {}, el('th', { text: 'Worker' }), el('th', { text: 'OK' }), el('th', { text: 'Failed' }))),
+        el('tbody', {}, rows)) : el('p', { class: 'muted', text: 'No items have run yet.' }));
+    } catch (e) {
+      $('chart').replaceChildren(el('p', { class: 'muted', text: 'Activity is not available: ' + e.message }));
+    }
+  };
+  const failed = async () => {
+    try {
+      const page = (await api(`${base}/results?status=failed&offset=${failedOffset}&limit=${PAGE}`)).body;
+      const items = page.items || [];
+      $('failed').replaceChildren(items.length ? el('table', { class: 'failed' },
+        el('thead', {}, el('tr', {}, ['#', 'Input', 'Exit', 'stderr', 'stdout'].map((h) => el('th', { text: h })))),
+        el('tbody', {}, items.map((r) => el('tr', { class: 'failed-item' },
+          el('td', { class: 'num', text: r.index }),
+          el('td', {}, el('code', { text: r.input })),
+          el('td', { class: 'num exit', text: r.exitCode !== null && r.exitCode !== undefined ? r.exitCode
+            : r.timedOut ? 'timeout' : r.signal ? 'signal ' + r.signal : (r.error || '–') }),
+          el('td', {}, el('pre', { class: 'stderr', text: r.stderr })),
+          el('td', {}, el('pre', { class: 'stdout', text: r.stdout }))))))
+        : el('p', { class: 'muted', text: 'No failed items.' }));
+      $('failed-page').textContent = page.total ? `${failedOffset + 1}–${failedOffset + items.length} of ${num(page.total)}` : '';
+      $('failed-prev').hidden = failedOffset === 0;
+      $('failed-next').hidden = failedOffset + items.length >= page.total;
+    } catch (e) {
+      $('failed').replaceChildren(el('p', { class: 'error', text: e.message }));
+    }
+  };
+  $('failed-prev').addEventListener('click', () => { failedOffset = Math.max(0, failedOffset - PAGE); failed(); });
+  $('failed-next').addEventListener('click', () => { failedOffset += PAGE; failed(); });
+
+  // Activity and failed items on the task's changes, at most every 2 s.
+  let last = 0, pending = null;
+  const details = () => {
+    const wait = last + 2000 - Date.now();
+    if (wait > 0) { if (!pending) pending = setTimeout(() => { pending = null; details(); }, wait); return; }
+    last = Date.now();
+    activity();
+    failed();
+  };
+  const action = (name) => async () => {
+    $('action-error').hidden = true;
+    try {
+      const r = await api(`${base}/${name}`, { method: 'POST' });
+      showTask(r.body.task || r.body);
+      if (name === 'retry') watch();
+      details();
+    } catch (e) {
+      $('action-error').textContent = e.message;
+      $('action-error').hidden = false;
+    }
+  };
+  $('cancel').addEventListener('click', action('cancel'));
+  $('retry').addEventListener('click', action('retry'));
+
+  let events = null, tail = null;
+  const watch = () => {
+    if (events) events.close();
+    events = follow(base + '/events', {
+      task: (t) => {
+        showTask(t);
+        details();
+        if (ENDED.includes(t.status)) { events.close(); setLive(false, 'ended'); if (tail) { tail.close(); tail = null; } }
+        else if (!tail) tailLogs();
+      },
+    });
+  };
+  const tailLogs = () => {
+    const lines = [];
+    tail = new EventSource(base + '/log?follow=true', { withCredentials: true });
+    $('tail-note').textContent = 'Following the output of running items.';
+    tail.addEventListener('log', (event) => {
+      let d;
+      try { d = JSON.parse(event.data); } catch (_) { return; }
+      for (const text of String(d.text).split('\n')) {
+        if (text === '') continue;
+        lines.push(el('span', { class: d.stream === 'stderr' ? 'stderr' : 'stdout' }, el('b', { text: '[' + d.index + '] ' }), text, '\n'));
+      }
+      while (lines.length > 200) lines.shift();
+      $('tail').hidden = false;
+      $('tail').replaceChildren(...lines);
+    });
+    tail.addEventListener('end', () => {});
+    tail.onerror = () => {
+      // Not offered by this server, or the task ended: stop asking.
+      if (tail) tail.close();
+      $('tail-note').textContent = lines.length ? 'The live output ended.' : 'No live output is available.';
+    };
+  };
+  api(base + '?summary=true').then((r) => showTask(r.body)).catch((e) => {
+    $('action-error').textContent = e.message;
+    $('action-error').hidden = false;
+  });
+  details();
+  watch();
+}
+
+// --- Workers --------------------------------------------------------------
+
+// How a worker isolates items, in a few words.
+function isolation(i) {
+  if (!i) return 'not said';
+  const parts = [i.containment];
+  if (i.runAs) parts.push('as ' + i.runAs);
+  if (i.privateWorkdir) parts.push('private workdir');
+  if (i.limits && i.limits.length) parts.push('limits: ' + i.limits.join(', '));
+  return parts.join(' · ');
+}
+
+function workersPage() {
+  const show = (workers) => {
+    if (!workers.length) { $('workers').replaceChildren(el('p', { class: 'muted empty', text: 'No live workers.' })); return; }
+    $('workers').replaceChildren(el('table', { class: 'workers' },
+      el('thead', {}, el('tr', {}, ['Worker', 'Kind', 'Cores', 'Busy slots', 'Shards held', 'Labels', 'Isolation', 'Last heartbeat']
+        .map((h) => el('th', { text: h })))),
+      el('tbody', {}, workers.map((w) => el('tr', { class: 'worker' },
+        el('td', {}, el('div', { class: 'mono', text: w.id }), el('div', { class: 'muted', text: w.hostname })),
+        el('td', { text: w.kind }),
+        el('td', { class: 'num', text: w.cores }),
+        el('td', { class: 'bar' }, progress(w.runningItems, w.cores, 'slots'), el('div', { class: 'muted', text: num(w.runningItems) + ' / ' + num(w.cores) })),
+        el('td', { class: 'num', text: w.shardsHeld === undefined ? '–' : num(w.shardsHeld) }),
+        el('td', {}, Object.entries(w.labels || {}).map(([k, v]) => el('span', { class: 'chip', text: k + '=' + v }))),
+        el('td', { text: isolation(w.isolation) }),
+        el('td', { class: 'muted', text: ago(w.lastHeartbeat) }))))));
+  };
+  follow('/ui/events?page=workers', { workers: show });
+}
+
+const pages = { overview: overviewPage, tasks: tasksPage, task: taskPage, workers: workersPage };
+document.addEventListener('DOMContentLoaded', () => {
+  const page = pages[document.body.dataset.page];
+  if (page) page();
+});

@@ -1,0 +1,650 @@
+//! The dashboard: its login and headers over HTTP, and its pages in a real
+//! headless Chromium (skipped, saying so, where Chromium is not installed
+//! unless `DTS_TEST_REQUIRE_BROWSER` is set). With
+//! `DTS_UPDATE_SCREENSHOTS=1` the browser tests also write the pages'
+//! screenshots to docs/img/.
+
+use crate::common::{
+    CANCEL_BOUND, DEADLINE, DtsUp, items, process_gone, shared_dir, task, wait_for_pids,
+};
+use dts_testkit::browser::{Browser, Locator};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const TOKEN: &str = "ui-test-token-0123456789";
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// A name that would inject an element if any page put it in as HTML.
+const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)>";
+
+/// An HTTP client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(DEADLINE)
+        .build()
+        .expect("an HTTP client")
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .map(|v| v.to_str().expect("a text header"))
+        .unwrap_or("")
+}
+
+/// `dts up` with [`TOKEN`], and the directory that holds its data.
+fn with_token() -> (tempfile::TempDir, DtsUp) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let up = DtsUp::start_in(&dir.path().join("data"), &[], &[("DTS_AUTH_TOKEN", TOKEN)]);
+    (dir, up)
+}
+
+#[tokio::test]
+async fn login_sets_an_httponly_strict_cookie_and_refuses_a_wrong_token() {
+    let (_dir, up) = with_token();
+    let http = no_redirects();
+    for page in ["/", "/ui/tasks", "/ui/workers", "/ui/events?page=workers"] {
+        let response = http.get(format!("{}{page}", up.base)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{page}");
+        assert_eq!(
+            header(response.headers(), "location"),
+            "/ui/login",
+            "{page}"
+        );
+    }
+
+    let login = |token: &str| {
+        http.post(format!("{}/ui/login", up.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    };
+    let wrong = login("not-the-token").await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get(SET_COOKIE).is_none());
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("That token is not the server&#39;s token.")
+    );
+
+    let right = login(TOKEN).await.unwrap();
+    assert_eq!(right.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(right.headers(), "location"), "/");
+    let cookie = header(right.headers(), "set-cookie").to_string();
+    assert_eq!(
+        cookie,
+        "dts_token=ui%2Dtest%2Dtoken%2D0123456789; HttpOnly; SameSite=Strict; Path=/"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+
+    let with_cookie = http
+        .get(format!("{}/v1/tasks", up.base))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_cookie.status(), StatusCode::OK);
+    let page = http
+        .get(format!("{}/ui/tasks", up.base))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let forged = http
+        .get(format!("{}/v1/tasks", up.base))
+        .header("cookie", "dts_token=ui-test-token-012345678X")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+
+    let logout = http
+        .post(format!("{}/ui/logout", up.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        header(logout.headers(), "set-cookie"),
+        "dts_token=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/"
+    );
+}
+
+#[tokio::test]
+async fn a_post_from_a_foreign_origin_is_refused_even_with_the_login_cookie() {
+    let (_dir, up) = with_token();
+    let http = no_redirects();
+    let cookie = format!("dts_token={TOKEN}");
+    let body = json!({"templateFunction": "sleep 30", "inputList": ["a"]}).to_string();
+    let submit = |origin: String| {
+        http.post(format!("{}/v1/tasks", up.base))
+            .header("cookie", &cookie)
+            .header("origin", origin)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+    let foreign = submit("http://evil.example".into()).await.unwrap();
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    let own = submit(up.base.clone()).await.unwrap();
+    assert_eq!(own.status(), StatusCode::ACCEPTED);
+    let id = own.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let cancel = |origin: &'static str| {
+        http.post(format!("{}/v1/tasks/{id}/cancel", up.base))
+            .header("cookie", &cookie)
+            .header("origin", origin)
+            .send()
+    };
+    assert_eq!(
+        cancel("http://evil.example").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        cancel("null").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_ne!(up.task(&id).await["status"], "CANCELLED");
+    let login = http
+        .post(format!("{}/ui/login", up.base))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::FORBIDDEN);
+    assert!(login.headers().get(SET_COOKIE).is_none());
+}
+
+#[tokio::test]
+async fn every_dashboard_page_forbids_inline_script_and_framing() {
+    let up = DtsUp::start(&[]);
+    let id = up.submit(task("true", &items(1))).await;
+    let http = no_redirects();
+    for page in [
+        "/".to_string(),
+        "/ui/tasks".into(),
+        format!("/ui/tasks/{id}"),
+        "/ui/workers".into(),
+        "/ui/assets/app.js".into(),
+    ] {
+        let response = http.get(format!("{}{page}", up.base)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{page}");
+        let headers = response.headers().clone();
+        assert_eq!(header(&headers, "content-security-policy"), CSP, "{page}");
+        assert_eq!(header(&headers, "x-frame-options"), "DENY", "{page}");
+        assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+        // `no-referrer` would make the login form post `Origin: null`.
+        assert_eq!(header(&headers, "referrer-policy"), "same-origin");
+        let html = response.text().await.unwrap();
+        let scripts = html.matches("<script").count();
+        let external = html
+            .matches("<script src=\"/ui/assets/app.js\" defer>")
+            .count();
+        assert_eq!(scripts, external, "{page} has an inline script");
+    }
+    // Without a token there is nothing to log into.
+    let login = http
+        .get(format!("{}/ui/login", up.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(login.headers(), "location"), "/");
+    let unknown = http
+        .get(format!(
+            "{}/ui/tasks/00000000-0000-4000-8000-000000000000",
+            up.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn tasks_are_searched_by_name_in_any_case_and_paged_with_a_cursor() {
+    let up = DtsUp::start(&[]);
+    for name in ["alpha-1", "Beta", "ALPHA-2", "gamma", "alpha-3", "delta"] {
+        let mut body = task("true", &items(1));
+        body["name"] = json!(name);
+        up.submit(body).await;
+    }
+    let http = no_redirects();
+    let page = |query: String| {
+        let http = http.clone();
+        let url = format!("{}/v1/tasks?{query}", up.base);
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let cursor = header(response.headers(), "x-next-cursor").to_string();
+            let names: Vec<String> = response
+                .json::<Vec<Value>>()
+                .await
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_string())
+                .collect();
+            (names, cursor)
+        }
+    };
+    let (first, cursor) = page("name=Alpha&limit=2".into()).await;
+    assert_eq!(first, ["alpha-3", "ALPHA-2"]);
+    assert!(!cursor.is_empty(), "a cursor to the next page");
+    let (second, end) = page(format!("name=Alpha&limit=2&cursor={cursor}")).await;
+    assert_eq!(second, ["alpha-1"]);
+    assert_eq!(end, "", "no page after the last match");
+    let (none, _) = page("name=zeta".into()).await;
+    assert!(none.is_empty());
+}
+
+// --- In the browser ---------------------------------------------------------
+
+/// Writes a screenshot of what the browser shows to docs/img/NAME.png,
+/// only when `DTS_UPDATE_SCREENSHOTS=1` (CI must not change the checkout).
+async fn screenshot(browser: &Browser, name: &str) {
+    if std::env::var("DTS_UPDATE_SCREENSHOTS").as_deref() != Ok("1") {
+        return;
+    }
+    let png = browser.screenshot().await.expect("a screenshot");
+    let path = dts_testkit::workspace_root()
+        .join("docs/img")
+        .join(format!("{name}.png"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, png).unwrap();
+}
+
+/// The value of a JavaScript expression in the page.
+async fn js(browser: &Browser, expression: &str) -> Value {
+    browser
+        .execute(&format!("return {expression};"), vec![])
+        .await
+        .unwrap_or_else(|e| panic!("running {expression}: {e}"))
+}
+
+/// Waits until `expression` is true in the page.
+async fn wait_js(browser: &Browser, what: &str, expression: &str) {
+    dts_testkit::wait_for(DEADLINE, what, || async {
+        match browser
+            .execute(&format!("return {expression};"), vec![])
+            .await
+        {
+            Ok(Value::Bool(true)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+/// The selector of a task's row on the tasks page.
+fn row(id: &str) -> String {
+    format!("tr[data-id=\"{id}\"]")
+}
+
+#[tokio::test]
+async fn a_submitted_task_shows_on_the_tasks_page_and_its_bar_advances_live() {
+    let Some(browser) = Browser::start(1280, 760).await else {
+        return;
+    };
+    let up = DtsUp::start(&["--cores", "2"]);
+    let mut done = task("echo \"$1\"", &items(40));
+    done["name"] = json!("thumbnails");
+    let earlier = up.submit(done).await;
+    up.wait_ended(&earlier).await;
+    // 20 items of a second on 2 slots: at least 10 s to watch the bar move.
+    let mut body = task("sleep 1; echo \"$1\"", &items(20));
+    body["name"] = json!(HOSTILE_NAME);
+    let id = up.submit(body).await;
+
+    browser
+        .goto(&format!("{}/ui/tasks", up.base))
+        .await
+        .unwrap();
+    let bar = format!("document.querySelector('{} progress')", row(&id));
+    wait_js(
+        &browser,
+        "the task's row with its progress bar on the tasks page",
+        &format!("{bar} !== null"),
+    )
+    .await;
+    // The hostile name is text, and no <img> was made of it.
+    let name = js(
+        &browser,
+        &format!(
+            "document.querySelector('{} .task-name').textContent",
+            row(&id)
+        ),
+    )
+    .await;
+    assert_eq!(name, json!(HOSTILE_NAME));
+    assert_eq!(js(&browser, "document.images.length").await, json!(0));
+    // A mark on the window: still there after the bar moved means the page
+    // was not reloaded.
+    js(&browser, "(window.sameLoad = true)").await;
+    let first = js(&browser, &format!("{bar}.value"))
+        .await
+        .as_f64()
+        .unwrap();
+    wait_js(
+        &browser,
+        &format!("the progress bar to pass {first} without a reload"),
+        &format!("{bar}.value > {first}"),
+    )
+    .await;
+    assert_eq!(js(&browser, "window.sameLoad").await, json!(true));
+    assert_eq!(
+        js(&browser, &format!("{bar}.max")).await.as_f64(),
+        Some(20.0)
+    );
+    screenshot(&browser, "tasks").await;
+
+    browser.goto(&format!("{}/", up.base)).await.unwrap();
+    wait_js(
+        &browser,
+        "the overview to list the latest tasks",
+        &format!("document.querySelector('{}') !== null", row(&earlier)),
+    )
+    .await;
+    // Items per second counts whole 10-second buckets: it shows the
+    // finished items once their bucket has closed.
+    wait_js(
+        &browser,
+        "the overview's items per second to count the finished items",
+        "document.getElementById('rate').textContent !== '0.00' && document.getElementById('finished').textContent !== ''",
+    )
+    .await;
+    screenshot(&browser, "overview").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn cancel_on_the_task_page_cancels_the_task_and_no_item_starts_after() {
+    let Some(browser) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let up = DtsUp::start(&["--cores", "2"]);
+    let dir = shared_dir();
+    let body = json!({
+        "name": "long sleepers",
+        "templateFunction": "echo $$ > {{dir}}/$1.pid; exec sleep 60",
+        "variableJson": {"dir": dir.path().display().to_string()},
+        "inputList": items(10),
+    });
+    let id = up.submit(body).await;
+    let running = wait_for_pids(dir.path(), 2).await;
+
+    browser
+        .goto(&format!("{}/ui/tasks/{id}", up.base))
+        .await
+        .unwrap();
+    wait_js(
+        &browser,
+        "the Cancel button to be enabled",
+        "document.getElementById('cancel').disabled === false",
+    )
+    .await;
+    browser
+        .find(Locator::Id("cancel"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &browser,
+        "the task page to show CANCELLED",
+        "document.getElementById('task-status').textContent === 'CANCELLED'",
+    )
+    .await;
+    assert_eq!(up.task(&id).await["status"], "CANCELLED");
+    dts_testkit::wait_until(
+        CANCEL_BOUND,
+        &format!("the running items {running:?} to end after the cancel"),
+        || async { running.iter().all(|pid| process_gone(*pid)) },
+    )
+    .await;
+    // Both slots are free now; give a wrongly started item time to appear.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(started, 2, "an item started after the cancel");
+    assert_eq!(
+        js(&browser, "document.getElementById('cancel').disabled").await,
+        json!(true)
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_failed_items_exit_code_and_stderr_show_on_its_task_page() {
+    let Some(browser) = Browser::start(1280, 1100).await else {
+        return;
+    };
+    let up = DtsUp::start(&["--cores", "2"]);
+    let inputs: Vec<String> = (0..30)
+        .map(|i| {
+            if i == 7 {
+                "bad-7".to_string()
+            } else {
+                format!("photo-{i}")
+            }
+        })
+        .collect();
+    let body = json!({
+        "name": "resize photos",
+        "templateFunction": "sleep 0.2; case \"$1\" in bad-*) echo \"cannot read $1: <b>no such file</b>\" >&2; exit 3;; esac; echo \"resized $1\"",
+        "inputList": inputs,
+    });
+    let id = up.submit(body).await;
+    up.wait_ended(&id).await;
+
+    browser
+        .goto(&format!("{}/ui/tasks/{id}", up.base))
+        .await
+        .unwrap();
+    wait_js(
+        &browser,
+        "the failed item's row",
+        "document.querySelector('tr.failed-item') !== null",
+    )
+    .await;
+    let failed = js(
+        &browser,
+        "[...document.querySelectorAll('tr.failed-item')].map(r => [r.querySelector('.exit').textContent, r.querySelector('pre.stderr').textContent])",
+    )
+    .await;
+    assert_eq!(
+        failed,
+        json!([["3", "cannot read bad-7: <b>no such file</b>\n"]])
+    );
+    assert_eq!(
+        js(&browser, "document.querySelectorAll('pre.stderr b').length").await,
+        json!(0)
+    );
+    assert_eq!(
+        js(&browser, "document.getElementById('n-failed').textContent").await,
+        json!("1")
+    );
+    assert_eq!(
+        js(&browser, "document.getElementById('n-ok').textContent").await,
+        json!("29")
+    );
+    wait_js(
+        &browser,
+        "the throughput chart and the items per worker",
+        "document.querySelector('#chart svg rect.bar') !== null && document.querySelector('#per-worker td') !== null",
+    )
+    .await;
+    let per_worker = js(
+        &browser,
+        "[...document.querySelectorAll('#per-worker tbody tr')].map(r => [r.cells[1].textContent, r.cells[2].textContent])",
+    )
+    .await;
+    assert_eq!(per_worker, json!([["29", "1"]]));
+    let counts = js(
+        &browser,
+        "['n-ok', 'n-failed', 'n-running', 'n-waiting'].map(id => document.getElementById(id).textContent)",
+    )
+    .await;
+    assert_eq!(counts, json!(["29", "1", "0", "0"]));
+    screenshot(&browser, "task").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_workers_page_lists_the_live_worker() {
+    let Some(browser) = Browser::start(1280, 520).await else {
+        return;
+    };
+    let up = DtsUp::start(&["--cores", "3", "--label", "gpu=none"]);
+    let (_, workers) = up.get("/v1/workers").await;
+    let worker = workers[0]["id"].as_str().unwrap().to_string();
+    browser
+        .goto(&format!("{}/ui/workers", up.base))
+        .await
+        .unwrap();
+    wait_js(
+        &browser,
+        "the worker's row",
+        "document.querySelector('tr.worker') !== null",
+    )
+    .await;
+    let shown = js(
+        &browser,
+        "[...document.querySelectorAll('tr.worker')].map(r => [r.cells[0].querySelector('.mono').textContent, r.cells[2].textContent, r.cells[5].textContent])",
+    )
+    .await;
+    assert_eq!(shown, json!([[worker, "3", "gpu=none"]]));
+    screenshot(&browser, "workers").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn finished_tasks_are_still_listed_after_dts_up_restarts() {
+    let Some(browser) = Browser::start(1280, 600).await else {
+        return;
+    };
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let up = DtsUp::start_in(&data, &[], &[]);
+    let mut ids = Vec::new();
+    for name in ["before restart A", "before restart B"] {
+        let mut body = task("echo \"$1\"", &items(3));
+        body["name"] = json!(name);
+        let id = up.submit(body).await;
+        up.wait_ended(&id).await;
+        ids.push(id);
+    }
+    up.terminate();
+
+    let up = DtsUp::start_in(&data, &[], &[]);
+    browser
+        .goto(&format!("{}/ui/tasks", up.base))
+        .await
+        .unwrap();
+    for id in &ids {
+        wait_js(
+            &browser,
+            &format!("task {id} on the tasks page after the restart"),
+            &format!("document.querySelector('{}') !== null", row(id)),
+        )
+        .await;
+    }
+    let shown = js(
+        &browser,
+        "[...document.querySelectorAll('table.tasks tbody tr')].map(r => [r.querySelector('.task-name').textContent, r.querySelector('.badge').textContent])",
+    )
+    .await;
+    assert_eq!(
+        shown,
+        json!([
+            ["before restart B", "COMPLETED"],
+            ["before restart A", "COMPLETED"]
+        ])
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn with_a_token_the_dashboard_opens_only_after_logging_in() {
+    let Some(browser) = Browser::start(1280, 640).await else {
+        return;
+    };
+    let (_dir, up) = with_token();
+    let mut body = task("true", &items(2));
+    body["name"] = json!("behind the login");
+    let id = up.submit(body).await;
+
+    browser
+        .goto(&format!("{}/ui/tasks", up.base))
+        .await
+        .unwrap();
+    let url = browser.current_url().await.unwrap();
+    assert_eq!(url.path(), "/ui/login");
+    assert_eq!(
+        js(&browser, &format!("document.querySelector('{}')", row(&id))).await,
+        Value::Null
+    );
+    screenshot(&browser, "login").await;
+
+    let log_in = |token: &'static str| {
+        let browser = &browser;
+        async move {
+            let field = browser.find(Locator::Id("token")).await.unwrap();
+            field.clear().await.unwrap();
+            field.send_keys(token).await.unwrap();
+            browser
+                .find(Locator::Id("login"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    log_in("wrong-token-0123456789").await;
+    wait_js(
+        &browser,
+        "the login form to say the token is wrong",
+        "document.getElementById('login-error') !== null",
+    )
+    .await;
+    assert_eq!(
+        js(
+            &browser,
+            "document.getElementById('login-error').textContent"
+        )
+        .await,
+        json!("That token is not the server's token.")
+    );
+    log_in(TOKEN).await;
+    wait_js(
+        &browser,
+        "the overview after logging in",
+        "document.body.dataset.page === 'overview'",
+    )
+    .await;
+    // The cookie is HttpOnly: the page's script cannot read it.
+    assert_eq!(js(&browser, "document.cookie").await, json!(""));
+    browser
+        .goto(&format!("{}/ui/tasks", up.base))
+        .await
+        .unwrap();
+    wait_js(
+        &browser,
+        "the task on the tasks page after logging in",
+        &format!("document.querySelector('{}') !== null", row(&id)),
+    )
+    .await;
+    browser.close().await;
+}
