@@ -13,6 +13,7 @@
 pub mod access;
 pub mod body;
 pub mod error;
+mod logs;
 mod seed;
 pub mod serve;
 pub mod strict_json;
@@ -24,6 +25,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
 use axum::routing::{get, post};
+use dts_engine::live::DynLiveLogs;
 use dts_engine::submit::Submitter;
 use dts_model::SubmitLimits;
 use dts_store::DynStore;
@@ -56,6 +58,9 @@ pub struct AppState {
     pub access: AccessLists,
     /// Timeouts and the cap on connections ([`mod@serve`]).
     pub connections: ConnectionSettings,
+    /// Running items' output: the worker's own registry in embedded mode,
+    /// Redis in distributed mode.
+    pub live_logs: DynLiveLogs,
 }
 
 /// All routes, with the Host and Origin checks for a server bound to
@@ -69,6 +74,8 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         .route("/v1/tasks/{id}/cancel", post(v1::cancel))
         .route("/v1/tasks/{id}/retry", post(v1::retry))
         .route("/v1/tasks/{id}/events", get(v1::events))
+        .route("/v1/tasks/{id}/log", get(logs::task_log))
+        .route("/v1/tasks/{id}/items/{index}/log", get(logs::item_log))
         .route("/v1/workers", get(v1::workers))
         .route("/schedule/create", post(seed::create))
         .route("/schedule/status", get(seed::status))

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(crate) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 const DEFAULT_LIST_LIMIT: u64 = 50;
 const MAX_LIST_LIMIT: u64 = 1000;
@@ -515,7 +515,7 @@ fn number(
     }
 }
 
-fn flag(params: &HashMap<String, String>, field: &str) -> Result<bool, ApiError> {
+pub(crate) fn flag(params: &HashMap<String, String>, field: &str) -> Result<bool, ApiError> {
     match params
         .get(field)
         .map(|s| s.trim().to_ascii_lowercase())

@@ -7,6 +7,8 @@ use crate::wiring::{Inherited, Items};
 use crate::worker_thread::WorkerThread;
 use dts_bus::kafka::KafkaBus;
 use dts_config::Settings;
+use dts_engine::live::LiveRegistry;
+use dts_engine::live::redis::RedisRelay;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -24,10 +26,23 @@ impl WorkerNode {
     /// isolated as a service's. `inherited` is what items get back of the
     /// process's start-up state.
     pub async fn start(settings: &Settings, inherited: Inherited) -> Result<WorkerNode, NodeError> {
-        let (store, kafka, bus) = node::connect_distributed(settings).await?;
+        let (store, redis, kafka, bus) = node::connect_distributed(settings).await?;
         let shutdown = CancellationToken::new();
         let executor = node::executor(settings, Items::Service, inherited)?;
-        let worker = node::start_worker(settings, store, bus, executor, shutdown.clone()).await?;
+        let live_logs = LiveRegistry::new(settings.executor.live_log_bytes);
+        let worker = node::start_worker(
+            settings,
+            store,
+            bus,
+            executor,
+            live_logs.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        if live_logs.cap() > 0 {
+            // Servers read this worker's live logs through Redis.
+            RedisRelay::start(&live_logs, redis, worker.id.clone(), shutdown.clone());
+        }
         Ok(WorkerNode {
             worker,
             kafka,
