@@ -15,6 +15,7 @@ mod hostile;
 mod input_bytes;
 mod isolation;
 mod labels;
+mod logs;
 mod outputs;
 mod parallel_oracle;
 mod restart;
