@@ -72,6 +72,15 @@ pub async fn logs(
                     let (at, rest) = split_index(line)?;
                     write_tagged(&mut console.out, rest, Some(&tag(&inputs, at)))?;
                 }
+                if text.is_empty() {
+                    // An empty answer alone would look like a broken command.
+                    writeln!(
+                        console.err,
+                        "dts: no item of task {id} is running now (the task is {}); \
+                         `dts results {id}` shows what ended",
+                        task.status
+                    )?;
+                }
             }
         }
         console.out.flush()?;

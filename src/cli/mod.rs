@@ -260,6 +260,12 @@ pub fn main() -> Result<ExitCode> {
                 follow,
                 client,
             } => {
+                if client.json {
+                    bail!(
+                        "dts logs prints the items' output as they wrote it and has no --json; \
+                         GET /v1/tasks/{{id}}/log?follow=true gives it as JSON events"
+                    );
+                }
                 logs::logs(
                     &client.connect()?,
                     &mut client.console(),

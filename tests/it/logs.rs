@@ -163,6 +163,17 @@ async fn a_task_log_follow_tags_every_running_item_and_ends_with_the_task() {
         ["a\tdone-a", "a\tstart-a", "b\tdone-b", "b\tstart-b"]
     );
     assert_eq!(up.task(&id).await["status"], "COMPLETED");
+    // Nothing runs any more: said on stderr, not an empty silence.
+    let idle = crate::common::dts_client(&up, &["logs", &id]);
+    assert!(idle.status.success(), "{}", text(&idle.stderr));
+    assert_eq!(text(&idle.stdout), "");
+    assert_eq!(
+        text(&idle.stderr),
+        format!(
+            "dts: no item of task {id} is running now (the task is COMPLETED); \
+             `dts results {id}` shows what ended\n"
+        )
+    );
 }
 
 #[tokio::test]
@@ -232,6 +243,13 @@ async fn log_requests_name_the_unknown_task_the_index_out_of_range_and_the_item_
     assert_eq!(
         text(&refused.stderr),
         format!("dts: error: no task with id {unknown:?} (field: id; HTTP 404)\n")
+    );
+    let json = crate::common::dts_client(&up, &["logs", "--json", &id]);
+    assert_eq!(json.status.code(), Some(2));
+    assert_eq!(
+        text(&json.stderr),
+        "dts: error: dts logs prints the items' output as they wrote it and has no --json; \
+         GET /v1/tasks/{id}/log?follow=true gives it as JSON events\n"
     );
     up.post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
         .await;
