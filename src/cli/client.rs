@@ -105,9 +105,36 @@ impl Client {
         Ok((json, headers))
     }
 
+    /// `GET path` whose answer is not JSON (text, or events that go on for
+    /// as long as what they follow): the response, once its status says it
+    /// succeeded, else the server's error. No overall timeout, only one to
+    /// connect.
+    pub(super) async fn open(&self, path: &str) -> Result<reqwest::Response> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot set up the HTTP client")?;
+        let mut request = http.get(format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the dts server at {} (is `dts up` running?)",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            bail!("{}", server_error(&self.base, status, &text));
+        }
+        Ok(response)
+    }
+
     /// Sends a request and reads the answer as a `T`; returns the JSON as
     /// the server sent it too, for `--json`.
-    async fn fetch<T: DeserializeOwned>(
+    pub(super) async fn fetch<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

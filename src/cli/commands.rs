@@ -275,7 +275,11 @@ pub fn show_output(
 }
 
 /// `bytes` with `prefix` before each line, as `--tag` shows them.
-fn write_tagged(out: &mut impl Write, bytes: &[u8], prefix: Option<&[u8]>) -> std::io::Result<()> {
+pub fn write_tagged(
+    out: &mut impl Write,
+    bytes: &[u8],
+    prefix: Option<&[u8]>,
+) -> std::io::Result<()> {
     let Some(prefix) = prefix else {
         return out.write_all(bytes);
     };

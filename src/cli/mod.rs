@@ -4,6 +4,7 @@
 mod args;
 mod client;
 mod commands;
+mod logs;
 mod process;
 mod run;
 mod server;
@@ -79,6 +80,21 @@ enum Command {
         /// | gunzip`).
         #[arg(long, conflicts_with = "json")]
         output_only: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the output of running items: one item's (its tail, then with
+    /// -f everything it writes until it ends), or without an index every
+    /// running item's, each line after the item's input and a TAB.
+    Logs {
+        /// The task id, or a unique prefix of it (at least 4 characters).
+        id: String,
+        /// The item's index in the task's input list (from 0).
+        index: Option<u64>,
+        /// Follow: print output as it is written, until the item (or,
+        /// without an index, the task) ends.
+        #[arg(short, long)]
+        follow: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -237,6 +253,27 @@ pub fn main() -> Result<ExitCode> {
                     (false, false) => client::ResultsShape::Listing,
                 };
                 client::results(&client.connect()?, console, &id, failed, shape).await
+            }
+            Command::Logs {
+                id,
+                index,
+                follow,
+                client,
+            } => {
+                if client.json {
+                    bail!(
+                        "dts logs prints the items' output as they wrote it and has no --json; \
+                         GET /v1/tasks/{{id}}/log?follow=true gives it as JSON events"
+                    );
+                }
+                logs::logs(
+                    &client.connect()?,
+                    &mut client.console(),
+                    &id,
+                    index,
+                    follow,
+                )
+                .await
             }
             Command::Cancel { id, client } => {
                 client::cancel(&client.connect()?, &mut client.console(), &id).await

@@ -16,6 +16,7 @@ mod hostile;
 mod input_bytes;
 mod isolation;
 mod labels;
+mod logs;
 mod metrics;
 mod openapi;
 mod outputs;

@@ -27,6 +27,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/tasks/{id}/retry"),
     ("GET", "/v1/tasks/{id}/events"),
     ("GET", "/v1/tasks/{id}/activity"),
+    ("GET", "/v1/tasks/{id}/log"),
+    ("GET", "/v1/tasks/{id}/items/{index}/log"),
     ("GET", "/v1/workers"),
     ("GET", "/v1/overview"),
     ("GET", "/schedule/ping"),

@@ -30,6 +30,17 @@ pub enum ApiError {
         /// The request parameter that held it.
         field: &'static str,
     },
+    /// An item index past the end of the task's input list: 404, naming
+    /// `index`.
+    #[error("task {id} has no item {index}: it has {items} item(s), indices 0 to {}", items.saturating_sub(1))]
+    NoItem {
+        /// The task's id.
+        id: String,
+        /// The index asked for.
+        index: u64,
+        /// How many items the task has.
+        items: u64,
+    },
     /// A task id prefix that several tasks' ids start with: 400
     /// `ambiguous_id`, listing them.
     #[error("{prefix:?} is the start of several task ids: {}{}; give more of the id", candidates.join(", "), if *more { ", ..." } else { "" })]
@@ -100,7 +111,9 @@ impl ApiError {
         match self {
             ApiError::Invalid(e) if e.code == "too_large_body" => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid(_) | ApiError::AmbiguousId { .. } => StatusCode::BAD_REQUEST,
-            ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. } | ApiError::NoItem { .. } | ApiError::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Conflict(_) | ApiError::FieldConflict { .. } => StatusCode::CONFLICT,
             ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::ForbiddenHost(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -117,7 +130,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Invalid(e) => e.code,
-            ApiError::NotFound { .. } => "not_found",
+            ApiError::NotFound { .. } | ApiError::NoItem { .. } => "not_found",
             ApiError::AmbiguousId { .. } => "ambiguous_id",
             ApiError::Conflict(_) | ApiError::FieldConflict { .. } => "conflict",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
@@ -135,6 +148,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(e) => e.field.as_deref(),
             ApiError::NotFound { field, .. } => Some(field),
+            ApiError::NoItem { .. } => Some("index"),
             ApiError::FieldConflict { field, .. } => Some(field),
             ApiError::AmbiguousId { .. } => Some("id"),
             _ => None,

@@ -14,6 +14,7 @@
 pub mod access;
 pub mod body;
 pub mod error;
+mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod overview;
@@ -29,6 +30,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
 use axum::routing::{get, post};
+use dts_engine::live::DynLiveLogs;
 use dts_engine::submit::Submitter;
 use dts_model::SubmitLimits;
 use dts_store::DynStore;
@@ -62,6 +64,9 @@ pub struct AppState {
     pub access: AccessLists,
     /// Timeouts and the cap on connections ([`mod@serve`]).
     pub connections: ConnectionSettings,
+    /// Running items' output: the worker's own registry in embedded mode,
+    /// Redis in distributed mode.
+    pub live_logs: DynLiveLogs,
 }
 
 /// All routes, with the Host and Origin checks for a server bound to
@@ -76,6 +81,8 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         .route("/v1/tasks/{id}/retry", post(v1::retry))
         .route("/v1/tasks/{id}/events", get(v1::events))
         .route("/v1/tasks/{id}/activity", get(overview::activity))
+        .route("/v1/tasks/{id}/log", get(logs::task_log))
+        .route("/v1/tasks/{id}/items/{index}/log", get(logs::item_log))
         .route("/v1/workers", get(v1::workers))
         .route("/metrics", get(metrics::scrape))
         .route("/v1/overview", get(overview::overview))

@@ -31,7 +31,7 @@ use crate::views::{
     ErrorBody, ErrorDetail, HealthView, NodeBeatView, ResultItemView, ResultView, ResultsPage,
     RetryView, SeedTaskView, TaskView, WorkerView,
 };
-use crate::{overview, seed, v1};
+use crate::{logs, overview, seed, v1};
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Serialize;
@@ -81,6 +81,8 @@ const BEARER: &str = "bearerToken";
         v1::workers,
         overview::overview,
         overview::activity,
+        logs::item_log,
+        logs::task_log,
         v1::healthz,
         crate::metrics::scrape,
         serve_document,

@@ -742,7 +742,7 @@ fn number(
     }
 }
 
-fn flag(params: &HashMap<String, String>, field: &str) -> Result<bool, ApiError> {
+pub(crate) fn flag(params: &HashMap<String, String>, field: &str) -> Result<bool, ApiError> {
     match params
         .get(field)
         .map(|s| s.trim().to_ascii_lowercase())

@@ -81,6 +81,7 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
     };
     let executor = ExecutorSettings {
         output_cap_bytes: read.get("executor.output-cap-bytes")?,
+        live_log_bytes: read.get("executor.live-log-bytes")?,
         kill_grace: read.millis("executor.kill-grace-ms")?,
         env_allow: read.get("executor.env-allow")?,
         // Read in the keys table's order, which `describe` keeps.

@@ -407,6 +407,12 @@ pub const KEYS: &[KeySpec] = &[
         "Output kept per item and stream, in bytes; the rest is counted (stdoutBytes, stderrBytes) and dropped. dts run sets no cap unless this is given.",
     ),
     KeySpec::new(
+        "executor.live-log-bytes",
+        Usize,
+        "65536",
+        "Live log kept per running item (stdout and stderr together), in bytes: the tail dts logs and GET /v1/tasks/{id}/items/{index}/log show while the item runs; 0 turns live logs off.",
+    ),
+    KeySpec::new(
         "executor.kill-grace-ms",
         U64,
         "1000",

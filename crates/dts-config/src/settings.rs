@@ -308,6 +308,8 @@ impl WorkerSettings {
 pub struct ExecutorSettings {
     /// `executor.output-cap-bytes`: output kept per item and stream.
     pub output_cap_bytes: usize,
+    /// `executor.live-log-bytes`: the live tail kept per running item.
+    pub live_log_bytes: usize,
     /// `executor.kill-grace-ms`: SIGTERM to SIGKILL.
     pub kill_grace: Duration,
     /// `executor.env-allow`: variables passed from the worker to scripts.

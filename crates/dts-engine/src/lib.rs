@@ -14,6 +14,7 @@
 //! - [`sweeper`]: on every node with an API, republishes tasks whose server
 //!   died before they reached the bus, and ends tasks past their deadline;
 //! - [`events`]: completion events on the result topic;
+//! - [`live`]: live logs of running items, in-process and through Redis;
 //! - [`failpoint`]: crash points for fault tests;
 //! - [`clock`]: a clock that follows tokio's time, for tests on paused time.
 //!
@@ -26,6 +27,7 @@
 pub mod clock;
 pub mod events;
 pub mod failpoint;
+pub mod live;
 pub mod recovery;
 pub mod scheduler;
 pub mod shard;

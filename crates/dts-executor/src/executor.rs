@@ -25,7 +25,7 @@ use crate::isolation::{
 };
 use crate::kill::{ItemProcesses, ProcessGroup};
 use crate::outcome::ExecOutcome;
-use crate::output::Capture;
+use crate::output::{Capture, OutputStream, OutputTap, Tap};
 use crate::program::{Convention, Program, SCRIPT_NAME};
 use crate::settings::ExecSettings;
 use crate::spawn::{Child, Command};
@@ -181,11 +181,17 @@ struct Run<'a> {
     cancel: &'a CancellationToken,
     place: &'a Place,
     started: Instant,
+    /// Sees the output as it is read (live logs), if anyone asked.
+    tap: Option<&'a dyn OutputTap>,
 }
 
 impl Run<'_> {
     fn failed(&self, error: ExecError) -> ExecOutcome {
         failed(error, self.started)
+    }
+
+    fn tap(&self, stream: OutputStream) -> Tap<'_> {
+        self.tap.map(|tap| (tap, stream))
     }
 }
 
@@ -288,6 +294,21 @@ impl Executor {
         cancel: &CancellationToken,
         held: H,
     ) -> ExecOutcome {
+        self.run_tapped(program, item, timeout, cancel, held, None)
+            .await
+    }
+
+    /// [`Executor::run_holding`], also handing every chunk of output to
+    /// `tap` as it is read (live logs); the capture is the same either way.
+    pub async fn run_tapped<H>(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        held: H,
+        tap: Option<&dyn OutputTap>,
+    ) -> ExecOutcome {
         let started = Instant::now();
         if cancel.is_cancelled() {
             return ExecOutcome {
@@ -327,6 +348,7 @@ impl Executor {
             cancel,
             place: &place,
             started,
+            tap,
         };
         let mut outcome = match warm {
             Some(warm) => self.run_warm(&run, warm, held).await,
@@ -405,7 +427,12 @@ impl Executor {
         let mut err = Capture::new(self.settings.output_cap_bytes);
 
         let (ended, stop) = {
-            let both = pin!(async { tokio::join!(out.fill_from(stdout), err.fill_from(stderr)) });
+            let both = pin!(async {
+                tokio::join!(
+                    out.fill_from(stdout, run.tap(OutputStream::Stdout)),
+                    err.fill_from(stderr, run.tap(OutputStream::Stderr))
+                )
+            });
             let mut readers = Readers { both, done: false };
             let mut watched = Watched::Fresh {
                 child: &mut child,
@@ -474,7 +501,12 @@ impl Executor {
         };
 
         let (ended, stop) = {
-            let both = pin!(async { tokio::join!(out.fill_from(stdout), err.fill_from(stderr)) });
+            let both = pin!(async {
+                tokio::join!(
+                    out.fill_from(stdout, run.tap(OutputStream::Stdout)),
+                    err.fill_from(stderr, run.tap(OutputStream::Stderr))
+                )
+            });
             let mut readers = Readers { both, done: false };
             let mut watched = Watched::Warm {
                 host: &mut host,

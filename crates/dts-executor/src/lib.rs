@@ -45,5 +45,6 @@ pub use isolation::{
     CgroupError, Containment, ContainmentChoice, IsolationReport, IsolationSettings, SetupError,
 };
 pub use outcome::ExecOutcome;
+pub use output::{OutputStream, OutputTap};
 pub use program::{Convention, Program};
 pub use settings::{DEFAULT_ENV_ALLOW, ExecSettings};

@@ -8,6 +8,23 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// Which of an item's output streams a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    /// The item's stdout.
+    Stdout,
+    /// The item's stderr.
+    Stderr,
+}
+
+/// Sees every chunk an item writes, as it is read, besides the capture:
+/// what live logs are built on. Called on the item's own future, so it must
+/// not block; a tap that has nothing to do should return at once.
+pub trait OutputTap: Send + Sync {
+    /// `bytes` were just read from the item's `stream`.
+    fn write(&self, stream: OutputStream, bytes: &[u8]);
+}
+
 /// Size of one read from a pipe; the capacity of a Linux pipe is 64 KiB, so
 /// a few reads drain it.
 const CHUNK: usize = 8 * 1024;
@@ -20,6 +37,9 @@ pub(crate) struct Capture {
     /// Every byte the stream delivered, kept or not.
     total: u64,
 }
+
+/// Where a stream's chunks go besides the capture, if anywhere.
+pub(crate) type Tap<'a> = Option<(&'a dyn OutputTap, OutputStream)>;
 
 /// What one stream wrote, as the executor reports it.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -43,13 +63,23 @@ impl Capture {
 
     /// Reads `reader` to its end (or first error), keeping up to the cap.
     /// Stopping early on an error is fine: what was read is still reported.
-    pub(crate) async fn fill_from<R: AsyncRead + Unpin>(&mut self, reader: Option<R>) {
+    /// Each chunk read also goes to `tap`, uncapped: the tap bounds itself.
+    pub(crate) async fn fill_from<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: Option<R>,
+        tap: Tap<'_>,
+    ) {
         let Some(mut reader) = reader else { return };
         let mut chunk = [0u8; CHUNK];
         loop {
             match reader.read(&mut chunk).await {
                 Ok(0) => return,
-                Ok(n) => self.push(&chunk[..n]),
+                Ok(n) => {
+                    if let Some((tap, stream)) = tap {
+                        tap.write(stream, &chunk[..n]);
+                    }
+                    self.push(&chunk[..n])
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "reading child output failed; keeping what was read");
@@ -82,7 +112,7 @@ mod tests {
 
     async fn capture(cap: usize, input: &[u8]) -> (Vec<u8>, bool, u64) {
         let mut c = Capture::new(cap);
-        c.fill_from(Some(input)).await;
+        c.fill_from(Some(input), None).await;
         let Captured {
             bytes,
             truncated,
@@ -140,9 +170,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tap_sees_every_chunk_even_past_the_cap() {
+        struct Seen(std::sync::Mutex<Vec<(OutputStream, Vec<u8>)>>);
+        impl OutputTap for Seen {
+            fn write(&self, stream: OutputStream, bytes: &[u8]) {
+                self.0.lock().unwrap().push((stream, bytes.to_vec()));
+            }
+        }
+        let seen = Seen(std::sync::Mutex::new(Vec::new()));
+        let mut c = Capture::new(2);
+        c.fill_from(Some(&b"hello"[..]), Some((&seen, OutputStream::Stderr)))
+            .await;
+        assert_eq!(c.finish().bytes, b"he");
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [(OutputStream::Stderr, b"hello".to_vec())]
+        );
+    }
+
+    #[tokio::test]
     async fn a_missing_stream_reads_as_empty() {
         let mut c = Capture::new(10);
-        c.fill_from(None::<&[u8]>).await;
+        c.fill_from(None::<&[u8]>, None).await;
         assert_eq!(c.finish(), Captured::default());
     }
 }

@@ -8,6 +8,7 @@ use crate::wiring::{self, Inherited, Items};
 use crate::worker_thread::WorkerThread;
 use dts_bus::{DynBus, EmbeddedBus};
 use dts_config::Settings;
+use dts_engine::live::LiveRegistry;
 use dts_engine::scheduler::Scheduler;
 use dts_engine::submit::Submitter;
 use dts_engine::{events, recovery};
@@ -33,6 +34,8 @@ pub struct EmbeddedNode {
     pub submitter: Submitter,
     /// Cancelled to stop every part.
     pub shutdown: CancellationToken,
+    /// The worker's live logs, which the API reads (off for `dts run`).
+    pub live_logs: LiveRegistry,
     tracker: TaskTracker,
     worker: WorkerThread,
     bus: EmbeddedBus,
@@ -60,11 +63,18 @@ impl EmbeddedNode {
             Role::Run => Items::Caller,
         };
         let executor = node::executor(settings, items, inherited)?;
+        // `dts run` prints each item's output when it ends; only `dts up`
+        // has an API to show live logs through.
+        let live_logs = match role {
+            Role::Up => LiveRegistry::new(settings.executor.live_log_bytes),
+            Role::Run => LiveRegistry::default(),
+        };
         let worker = node::start_worker(
             settings,
             store.clone(),
             bus.clone(),
             executor,
+            live_logs.clone(),
             shutdown.clone(),
         )
         .await?;
@@ -93,6 +103,7 @@ impl EmbeddedNode {
         let node = EmbeddedNode {
             store,
             submitter,
+            live_logs,
             shutdown,
             tracker,
             worker,

@@ -9,9 +9,11 @@ use dts_api::{AccessLists, AppState, ConnectionSettings};
 use dts_bus::DynBus;
 use dts_bus::kafka::{KafkaBus, KafkaSettings};
 use dts_config::Settings;
+use dts_engine::live::{DynLiveLogs, LiveRegistry};
 use dts_engine::submit::Submitter;
 use dts_engine::sweeper;
 use dts_engine::worker::Worker;
+use dts_engine::worker::WorkerSettings;
 use dts_executor::{Executor, IsolationReport};
 use dts_store::DynStore;
 use dts_store::redis::{RedisSettings, RedisStore};
@@ -58,7 +60,7 @@ pub fn check_exposure(settings: &Settings) -> Result<(), NodeError> {
 }
 
 /// Connects to Redis (`spring.redis.host`, `spring.redis.port`), failing fast.
-pub async fn connect_redis(settings: &Settings) -> Result<DynStore, NodeError> {
+pub async fn connect_redis(settings: &Settings) -> Result<RedisStore, NodeError> {
     let url = format!("redis://{}:{}/", settings.redis.host, settings.redis.port);
     let store = RedisStore::connect(RedisSettings {
         url: url.clone(),
@@ -71,7 +73,7 @@ pub async fn connect_redis(settings: &Settings) -> Result<DynStore, NodeError> {
         source,
     })?;
     info!(%url, prefix = %settings.redis.key_prefix, "connected to Redis");
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 /// How long a stopping node waits for its consumers to leave their groups,
@@ -99,16 +101,18 @@ pub async fn connect_kafka(settings: &Settings) -> Result<KafkaBus, NodeError> {
     Ok(bus)
 }
 
-/// Redis and Kafka for `dts server` and `dts worker`: the store, the Kafka
-/// bus (to call [`KafkaBus::shutdown`] when stopping) and the same bus as
-/// the engine takes it.
+/// Redis and Kafka for `dts server` and `dts worker`: the store (also as
+/// Redis itself, which live logs go through), the Kafka bus (to call
+/// [`KafkaBus::shutdown`] when stopping) and the same bus as the engine
+/// takes it.
 pub async fn connect_distributed(
     settings: &Settings,
-) -> Result<(DynStore, KafkaBus, DynBus), NodeError> {
-    let store = connect_redis(settings).await?;
+) -> Result<(DynStore, RedisStore, KafkaBus, DynBus), NodeError> {
+    let redis = connect_redis(settings).await?;
+    let store: DynStore = Arc::new(redis.clone());
     let kafka = connect_kafka(settings).await?;
     let bus: DynBus = Arc::new(kafka.clone());
-    Ok((store, kafka, bus))
+    Ok((store, redis, kafka, bus))
 }
 
 /// The executor for this machine's worker, its items isolated as `items`
@@ -130,9 +134,14 @@ pub async fn start_worker(
     store: DynStore,
     bus: DynBus,
     executor: Executor,
+    live_logs: LiveRegistry,
     shutdown: CancellationToken,
 ) -> Result<WorkerThread, NodeError> {
-    let worker = Worker::new(store, bus, executor, wiring::worker_settings(settings));
+    let worker_settings = WorkerSettings {
+        live_logs,
+        ..wiring::worker_settings(settings)
+    };
+    let worker = Worker::new(store, bus, executor, worker_settings);
     WorkerThread::start(worker, shutdown).await
 }
 
@@ -184,8 +193,15 @@ pub fn start_submitting(
 }
 
 /// The API's state for `store` and `submitter`.
-pub fn app_state(settings: &Settings, store: DynStore, submitter: Submitter) -> AppState {
+/// Running items' output is read through `live_logs`.
+pub fn app_state(
+    settings: &Settings,
+    store: DynStore,
+    submitter: Submitter,
+    live_logs: DynLiveLogs,
+) -> AppState {
     AppState {
+        live_logs,
         store,
         submitter,
         limits: wiring::submit_limits(settings),

@@ -7,8 +7,10 @@ use crate::wiring;
 use dts_bus::kafka::KafkaBus;
 use dts_config::Settings;
 use dts_engine::EngineError;
+use dts_engine::live::redis::RedisLiveLogs;
 use dts_engine::scheduler::Scheduler;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,7 +32,8 @@ impl ServerNode {
     /// consumer group in the background.
     pub async fn start(settings: &Settings) -> Result<ServerNode, NodeError> {
         node::check_exposure(settings)?;
-        let (store, kafka, bus) = node::connect_distributed(settings).await?;
+        let (store, redis, kafka, bus) = node::connect_distributed(settings).await?;
+        let live_logs = Arc::new(RedisLiveLogs::new(redis, settings.executor.live_log_bytes));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         // Joining the consumer group takes a few seconds; the API need not wait
@@ -56,7 +59,12 @@ impl ServerNode {
             })
         };
         let submitter = node::start_submitting(settings, &store, bus, &tracker, shutdown.clone());
-        match Api::bind(settings, node::app_state(settings, store, submitter)).await {
+        match Api::bind(
+            settings,
+            node::app_state(settings, store, submitter, live_logs),
+        )
+        .await
+        {
             Ok(api) => Ok(ServerNode {
                 api,
                 kafka,

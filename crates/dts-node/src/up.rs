@@ -29,7 +29,12 @@ impl UpNode {
         let (store, lock) = data_dir::open_store(settings).await?;
         let engine = EmbeddedNode::start(settings, store, Role::Up, inherited).await?;
         info!(worker = %engine.worker_id(), "dts up: API, scheduler and worker running");
-        let state = node::app_state(settings, engine.store.clone(), engine.submitter.clone());
+        let state = node::app_state(
+            settings,
+            engine.store.clone(),
+            engine.submitter.clone(),
+            std::sync::Arc::new(engine.live_logs.clone()),
+        );
         match Api::bind(settings, state).await {
             Ok(api) => Ok(UpNode {
                 engine,

@@ -8,6 +8,8 @@ use crate::worker_thread::WorkerThread;
 use dts_api::AccessLists;
 use dts_bus::kafka::KafkaBus;
 use dts_config::Settings;
+use dts_engine::live::LiveRegistry;
+use dts_engine::live::redis::RedisRelay;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -31,10 +33,23 @@ impl WorkerNode {
     pub async fn start(settings: &Settings, inherited: Inherited) -> Result<WorkerNode, NodeError> {
         // Bound first: a port in use fails the start before anything runs.
         let listener = bind_metrics(settings).await?;
-        let (store, kafka, bus) = node::connect_distributed(settings).await?;
+        let (store, redis, kafka, bus) = node::connect_distributed(settings).await?;
         let shutdown = CancellationToken::new();
         let executor = node::executor(settings, Items::Service, inherited)?;
-        let worker = node::start_worker(settings, store, bus, executor, shutdown.clone()).await?;
+        let live_logs = LiveRegistry::new(settings.executor.live_log_bytes);
+        let worker = node::start_worker(
+            settings,
+            store,
+            bus,
+            executor,
+            live_logs.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        if live_logs.cap() > 0 {
+            // Servers read this worker's live logs through Redis.
+            RedisRelay::start(&live_logs, redis, worker.id.clone(), shutdown.clone());
+        }
         let metrics = listener
             .map(|(listener, local)| (local, serve_metrics(settings, listener, shutdown.clone())));
         Ok(WorkerNode {

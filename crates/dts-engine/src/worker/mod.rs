@@ -86,6 +86,9 @@ pub struct WorkerSettings {
     /// "Now" for heartbeats and task deadlines (the system clock; tests
     /// pass one that follows tokio's paused time).
     pub clock: DynClock,
+    /// Where running items' output is also copied for live logs (off by
+    /// default; the node shares it with its API in embedded mode).
+    pub live_logs: crate::live::LiveRegistry,
 }
 
 impl WorkerSettings {
@@ -110,6 +113,7 @@ impl WorkerSettings {
             speculation_factor: 3,
             speculation_min: Duration::from_secs(1),
             clock: system_clock(),
+            live_logs: crate::live::LiveRegistry::default(),
         }
     }
 }

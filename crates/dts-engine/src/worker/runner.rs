@@ -7,7 +7,7 @@
 //! tests, where an item is a stretch of tokio time.
 
 use async_trait::async_trait;
-use dts_executor::{ExecOutcome, Executor, ItemContext, Program};
+use dts_executor::{ExecOutcome, Executor, ItemContext, OutputTap, Program};
 use dts_model::Isolation;
 use std::time::Duration;
 use tokio::sync::SemaphorePermit;
@@ -52,6 +52,23 @@ pub trait ItemRunner: Send + Sync + 'static {
         cancel: &CancellationToken,
         slot: Slot<'_>,
     ) -> ExecOutcome;
+
+    /// [`ItemRunner::run`], also handing the item's output to `tap` as it
+    /// is written (live logs). Runners without real output ignore it.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_tapped(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        attempt: u32,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        slot: Slot<'_>,
+        _tap: Option<&dyn OutputTap>,
+    ) -> ExecOutcome {
+        self.run(program, item, attempt, timeout, cancel, slot)
+            .await
+    }
 }
 
 #[async_trait]
@@ -80,5 +97,19 @@ impl ItemRunner for Executor {
         slot: Slot<'_>,
     ) -> ExecOutcome {
         self.run_holding(program, item, timeout, cancel, slot).await
+    }
+
+    async fn run_tapped(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        _attempt: u32,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        slot: Slot<'_>,
+        tap: Option<&dyn OutputTap>,
+    ) -> ExecOutcome {
+        self.run_tapped(program, item, timeout, cancel, slot, tap)
+            .await
     }
 }

@@ -567,19 +567,23 @@ impl Inner {
                 ));
             }
             run.task_running.fetch_add(1, Ordering::Relaxed);
+            // Ends (and leaves the registry) when this try ends.
+            let live = self.settings.live_logs.start(&message.task_id, index);
             // The slot is given back the moment the process exits, so the next
             // item starts while this one's output and result are handled.
             let mut outcome = self
                 .runner
-                .run(
+                .run_tapped(
                     program,
                     &context,
                     attempt,
                     timeout,
                     &run.stop_items,
                     super::Slot::new(permit),
+                    live.as_ref().map(|live| live.tap()),
                 )
                 .await;
+            drop(live);
             self.running.fetch_sub(1, Ordering::Relaxed);
             // A start the worker could not make (a worker fault) ran nothing
             // to time; it was counted started all the same.

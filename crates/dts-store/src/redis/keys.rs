@@ -17,6 +17,17 @@ impl Keys {
         }
     }
 
+    /// Stream: the chunks of task `id`'s live log published while watched
+    /// (`live`).
+    pub(super) fn live(&self, id: &str) -> String {
+        format!("{}:live:{id}", self.prefix)
+    }
+
+    /// String with a short TTL: someone follows task `id`'s live log.
+    pub(super) fn live_watch(&self, id: &str) -> String {
+        format!("{}:live:{id}:watch", self.prefix)
+    }
+
     /// Hash of the task's fields (see `codec`).
     pub(super) fn task(&self, id: &str) -> String {
         format!("{}:task:{id}", self.prefix)

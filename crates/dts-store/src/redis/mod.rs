@@ -41,6 +41,8 @@
 //! | `P:seq` | string | counter behind the list members |
 //! | `P:worker:{id}` | string | a worker's last heartbeat (JSON), expiring with the heartbeat's TTL |
 //! | `P:workers` | sorted set | worker ids, scored by when their heartbeat expires |
+//! | `P:live:{id}:watch` | string | someone follows task `id`'s live log (short TTL, refreshed while they do) |
+//! | `P:live:{id}` | stream | chunks of task `id`'s running items, published only while watched; capped, expiring soon after the last write (`live`) |
 //!
 //! # Results layouts
 //!
@@ -71,6 +73,7 @@ mod codec;
 mod errors;
 mod keys;
 mod leases;
+mod live;
 mod results;
 mod retry;
 mod scripts;
@@ -86,6 +89,7 @@ use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
 use dts_model::{Bytes, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
 use keys::Keys;
+pub use live::LiveEntry;
 use scripts::SCRIPTS;
 use std::collections::BTreeMap;
 use std::future::Future;
