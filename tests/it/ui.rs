@@ -502,6 +502,54 @@ async fn a_failed_items_exit_code_and_stderr_show_on_its_task_page() {
 }
 
 #[tokio::test]
+async fn the_task_page_tails_the_output_of_running_items_live() {
+    let Some(browser) = Browser::start(1280, 1100).await else {
+        return;
+    };
+    let up = DtsUp::start(&["--cores", "2"]);
+    let body = json!({
+        "name": "tail me",
+        "templateFunction": "echo \"started $1\"; sleep 1; echo \"halfway $1\" >&2; sleep 60",
+        "inputList": ["a", "b"],
+    });
+    let id = up.submit(body).await;
+    browser
+        .goto(&format!("{}/ui/tasks/{id}", up.base))
+        .await
+        .unwrap();
+    wait_js(
+        &browser,
+        "both items' first and second lines in the live output",
+        "['started a', 'started b', 'halfway a', 'halfway b'].every(t => \
+         (document.getElementById('tail').textContent || '').includes(t))",
+    )
+    .await;
+    wait_js(
+        &browser,
+        "the page to count both items running",
+        "document.getElementById('n-running').textContent === '2'",
+    )
+    .await;
+    // Lines come while the items still run, each tagged with its index,
+    // stderr apart from stdout.
+    assert_eq!(up.task(&id).await["status"], "INPROGRESS");
+    assert_eq!(
+        js(
+            &browser,
+            "[...document.querySelectorAll('#tail span.stderr')].map(s => s.textContent).sort()"
+        )
+        .await,
+        json!(["[0] halfway a\n", "[1] halfway b\n"])
+    );
+    screenshot(&browser, "live-output").await;
+    let (status, body) = up
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &Value::Null)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    browser.close().await;
+}
+
+#[tokio::test]
 async fn the_workers_page_lists_the_live_worker() {
     let Some(browser) = Browser::start(1280, 520).await else {
         return;

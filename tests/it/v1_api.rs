@@ -2,7 +2,7 @@
 
 use crate::common::{DtsUp, items, task};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn a_thousand_item_task_completes_with_exact_counts_and_one_result_per_item() {
@@ -234,6 +234,35 @@ async fn the_event_stream_ends_with_the_final_status() {
     let task = events.last().expect("at least one event");
     assert_eq!(task["status"], "COMPLETED");
     assert_eq!(task["itemsSucceeded"], 4);
+}
+
+#[tokio::test]
+async fn the_event_stream_sends_a_running_tasks_state_at_once_not_at_its_next_change() {
+    let up = DtsUp::start(&[]);
+    let id = up.submit(task("sleep 60", &items(1))).await;
+    up.wait_task(&id, "the task to run", |t| t["status"] == "INPROGRESS")
+        .await;
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/v1/tasks/{id}/events", up.base))
+        .send()
+        .await
+        .expect("events request sent");
+    crate::contract::check_head(&reqwest::Method::GET, &stream);
+    let mut text = String::new();
+    // ends: each turn reads a chunk within the deadline, or panics.
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no first event while the task runs: {text:?}"))
+            .expect("event stream readable")
+            .unwrap_or_else(|| panic!("the stream ended before its first event: {text:?}"));
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("\"status\":\"INPROGRESS\""), "{text}");
+    let (status, body) = up
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]

@@ -504,12 +504,17 @@ pub async fn events(
     } else {
         None
     };
+    // Each event is sent as soon as it is built; the wait for the task's
+    // next change starts only when the stream is asked for the event after
+    // it (waiting first would hold every event back until the next change).
     let stream = futures::stream::unfold(
-        (state, Some(first), inputs),
-        move |(state, next, inputs)| async move {
-            let task = next?;
+        (state, Some(EventStep::Send(first)), inputs),
+        move |(state, step, inputs)| async move {
+            let task = match step? {
+                EventStep::Send(task) => task,
+                EventStep::After { id, version } => next_version(&state, &id, version).await?,
+            };
             let ended = task.status.is_terminal();
-            let version = task.version;
             let reason = waiting_reason(&state, &task).await;
             let view = if full {
                 TaskView::new(task.clone(), inputs.clone())
@@ -519,15 +524,22 @@ pub async fn events(
             .with_waiting_reason(reason);
             let data = serde_json::to_string(&view).unwrap_or_default();
             let event = Event::default().event("task").data(data);
-            let upcoming = if ended {
-                None
-            } else {
-                next_version(&state, &task.id, version).await
-            };
-            Some((Ok(event), (state, upcoming, inputs)))
+            let next = (!ended).then(|| EventStep::After {
+                version: task.version,
+                id: task.id,
+            });
+            Some((Ok(event), (state, next, inputs)))
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// What the event stream of `GET /v1/tasks/{id}/events` does next.
+enum EventStep {
+    /// Send this version of the task.
+    Send(Task),
+    /// Wait until the task's version differs from `version`, then send it.
+    After { id: String, version: u64 },
 }
 
 /// The `waitingReason` of each of `tasks`, in order. A hint: when the store

@@ -393,6 +393,12 @@ function taskPage() {
   });
   details();
   watch();
+  // Items start and end between the task's own changes (a long item
+  // changes nothing): refresh the activity while the task runs.
+  const refresh = setInterval(() => {
+    if (task && ENDED.includes(task.status)) clearInterval(refresh);
+    else details();
+  }, 2000);
 }
 
 // --- Workers --------------------------------------------------------------
