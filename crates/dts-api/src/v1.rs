@@ -138,21 +138,8 @@ pub async fn get_task(
 )]
 pub async fn list(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let params = query(params, &["status", "name", "limit", "full", "cursor"])?;
-    let status = match params
-        .get("status")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-    {
-        Some(text) => Some(
-            text.parse::<TaskStatus>()
-                .map_err(|e| ApiError::invalid("status", e.to_string()))?,
-        ),
-        None => None,
-    };
-    let name = params
-        .get("name")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty());
+    let (status, name) = list_filters(&params)?;
+    let name = name.as_deref();
     let limit = number(&params, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)?;
     let full = flag(&params, "full")?;
     let after = match params.get("cursor").map(|s| s.trim()) {
@@ -189,6 +176,29 @@ pub async fn list(State(state): State<AppState>, params: Params) -> Result<Respo
         }
     }
     Ok(response)
+}
+
+/// The `status` and `name` filters of a task listing (`GET /v1/tasks`, the
+/// dashboard's feed); blank means none.
+pub(crate) fn list_filters(
+    params: &HashMap<String, String>,
+) -> Result<(Option<TaskStatus>, Option<String>), ApiError> {
+    let status = match params
+        .get("status")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        Some(text) => Some(
+            text.parse::<TaskStatus>()
+                .map_err(|e| ApiError::invalid("status", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let name = params
+        .get("name")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    Ok((status, name))
 }
 
 /// Tasks a search by name reads from the store per request, at most: a
@@ -508,10 +518,10 @@ pub async fn events(
     // next change starts only when the stream is asked for the event after
     // it (waiting first would hold every event back until the next change).
     let stream = futures::stream::unfold(
-        (state, Some(EventStep::Send(first)), inputs),
+        (state, Some(EventStep::Send(Box::new(first))), inputs),
         move |(state, step, inputs)| async move {
             let task = match step? {
-                EventStep::Send(task) => task,
+                EventStep::Send(task) => *task,
                 EventStep::After { id, version } => next_version(&state, &id, version).await?,
             };
             let ended = task.status.is_terminal();
@@ -524,7 +534,7 @@ pub async fn events(
             .with_waiting_reason(reason);
             let data = serde_json::to_string(&view).unwrap_or_default();
             let event = Event::default().event("task").data(data);
-            let next = (!ended).then(|| EventStep::After {
+            let next = (!ended).then_some(EventStep::After {
                 version: task.version,
                 id: task.id,
             });
@@ -537,7 +547,7 @@ pub async fn events(
 /// What the event stream of `GET /v1/tasks/{id}/events` does next.
 enum EventStep {
     /// Send this version of the task.
-    Send(Task),
+    Send(Box<Task>),
     /// Wait until the task's version differs from `version`, then send it.
     After { id: String, version: u64 },
 }

@@ -42,21 +42,7 @@ pub(crate) async fn stream(
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let params = query(params, &["page", "status", "name"])?;
-    let status = match params
-        .get("status")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-    {
-        Some(text) => Some(
-            text.parse::<TaskStatus>()
-                .map_err(|e| ApiError::invalid("status", e.to_string()))?,
-        ),
-        None => None,
-    };
-    let name = params
-        .get("name")
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
+    let (status, name) = crate::v1::list_filters(&params)?;
     let feed = match params.get("page").map(|s| s.as_str()) {
         Some("overview") => Feed {
             overview: true,
