@@ -1,6 +1,6 @@
 //! `GET /v1/overview` and `GET /v1/tasks/{id}/activity`: the dashboard's
 //! summaries count exactly what ran, and show items while they run, in
-//! embedded and in distributed mode.
+//! embedded and in distributed mode; a `dts server` serves the dashboard.
 
 use crate::common::{Api, DtsUp, items, task, wait_for};
 use crate::distributed::{Cluster, wait_for_workers};
@@ -107,4 +107,22 @@ async fn the_overview_and_a_tasks_activity_count_exactly_what_ran_in_distributed
     wait_for_workers(&server, 2).await;
     check_counts(&server, 3).await;
     check_running(&server).await;
+
+    // A `dts server` serves the dashboard too (the browser tests drive it
+    // on `dts up`, through the same router).
+    for page in ["/", "/ui/tasks", "/ui/workers"] {
+        let response = reqwest::get(format!("{}{page}", server.base))
+            .await
+            .expect("page request sent");
+        assert_eq!(response.status(), StatusCode::OK, "{page}");
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(kind.starts_with("text/html"), "{page}: {kind}");
+        let html = response.text().await.expect("page body");
+        assert!(html.contains("/ui/assets/app.js"), "{page}: {html}");
+    }
 }
