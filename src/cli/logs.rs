@@ -29,6 +29,11 @@ struct LogData {
     text: String,
 }
 
+/// The most items a task may have for `dts logs ID` to tag lines with
+/// their inputs: it reads the whole input list once. Larger tasks' lines are
+/// tagged with the item's index.
+const TAG_INPUTS_UP_TO: u64 = 100_000;
+
 /// `dts logs [-f] ID [INDEX]`.
 pub async fn logs(
     client: &Client,
@@ -37,15 +42,16 @@ pub async fn logs(
     index: Option<u64>,
     follow: bool,
 ) -> Result<ExitCode> {
-    // `id` may be a prefix; the task names the full id and its inputs (for
-    // the tags).
-    let with_inputs = index.is_none();
-    let path = if with_inputs {
-        format!("/v1/tasks/{id}")
-    } else {
-        format!("/v1/tasks/{id}?summary=true")
-    };
-    let (task, _) = client.fetch::<TaskView>(Method::GET, &path, None).await?;
+    // `id` may be a prefix; the task names the full id, and its inputs the
+    // tags, unless there are too many to fetch for a tag.
+    let summary = format!("/v1/tasks/{id}?summary=true");
+    let (mut task, _) = client
+        .fetch::<TaskView>(Method::GET, &summary, None)
+        .await?;
+    if index.is_none() && task.items_total <= TAG_INPUTS_UP_TO {
+        let full = format!("/v1/tasks/{}", task.id);
+        task = client.fetch::<TaskView>(Method::GET, &full, None).await?.0;
+    }
     let inputs: Vec<Vec<u8>> = task
         .input_list
         .unwrap_or_default()
