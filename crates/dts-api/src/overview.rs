@@ -9,7 +9,8 @@ use crate::v1::{Params, find_task, query};
 use crate::views::ErrorBody;
 use axum::Json;
 use axum::extract::{Path, State};
-use dts_model::{TaskStatus, WorkerKind, format_millis};
+use dts_model::{WorkerKind, format_millis};
+use dts_store::StoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -104,7 +105,7 @@ pub async fn overview(
         tasks: stats
             .tasks_by_status
             .iter()
-            .map(|(status, count)| (status_name(*status), *count))
+            .map(|(status, count)| (status.as_str().to_string(), *count))
             .collect(),
         shards_waiting: stats.shards_waiting,
         items_finished: stats.items_finished,
@@ -135,15 +136,14 @@ pub async fn activity(
 ) -> Result<Json<ActivityView>, ApiError> {
     query(params, &[])?;
     let task = find_task(&state, &id).await?;
+    // Deleted between the two reads: as unknown as it is now.
     let activity =
         state
             .store
             .task_activity(&task.id)
             .await?
-            .ok_or_else(|| ApiError::NotFound {
-                what: "task",
+            .ok_or_else(|| StoreError::NoSuchTask {
                 id: task.id.clone(),
-                field: "id",
             })?;
     let running = state
         .store
@@ -173,8 +173,4 @@ pub async fn activity(
             })
             .collect(),
     }))
-}
-
-fn status_name(status: TaskStatus) -> String {
-    status.as_str().to_string()
 }
