@@ -287,6 +287,14 @@ async fn wait_js(browser: &Browser, what: &str, expression: &str) {
     .await
 }
 
+/// Loads the page at `path` of `up`'s dashboard.
+async fn open(browser: &Browser, up: &DtsUp, path: &str) {
+    browser
+        .goto(&format!("{}{path}", up.base))
+        .await
+        .unwrap_or_else(|e| panic!("loading {path}: {e}"));
+}
+
 /// The selector of a task's row on the tasks page.
 fn row(id: &str) -> String {
     format!("tr[data-id=\"{id}\"]")
@@ -307,10 +315,7 @@ async fn a_submitted_task_shows_on_the_tasks_page_and_its_bar_advances_live() {
     body["name"] = json!(HOSTILE_NAME);
     let id = up.submit(body).await;
 
-    browser
-        .goto(&format!("{}/ui/tasks", up.base))
-        .await
-        .unwrap();
+    open(&browser, &up, "/ui/tasks").await;
     let bar = format!("document.querySelector('{} progress')", row(&id));
     wait_js(
         &browser,
@@ -349,7 +354,7 @@ async fn a_submitted_task_shows_on_the_tasks_page_and_its_bar_advances_live() {
     );
     screenshot(&browser, "tasks").await;
 
-    browser.goto(&format!("{}/", up.base)).await.unwrap();
+    open(&browser, &up, "/").await;
     wait_js(
         &browser,
         "the overview to list the latest tasks",
@@ -384,10 +389,7 @@ async fn cancel_on_the_task_page_cancels_the_task_and_no_item_starts_after() {
     let id = up.submit(body).await;
     let running = wait_for_pids(dir.path(), 2).await;
 
-    browser
-        .goto(&format!("{}/ui/tasks/{id}", up.base))
-        .await
-        .unwrap();
+    open(&browser, &up, &format!("/ui/tasks/{id}")).await;
     wait_js(
         &browser,
         "the Cancel button to be enabled",
@@ -448,10 +450,7 @@ async fn a_failed_items_exit_code_and_stderr_show_on_its_task_page() {
     let id = up.submit(body).await;
     up.wait_ended(&id).await;
 
-    browser
-        .goto(&format!("{}/ui/tasks/{id}", up.base))
-        .await
-        .unwrap();
+    open(&browser, &up, &format!("/ui/tasks/{id}")).await;
     wait_js(
         &browser,
         "the failed item's row",
@@ -513,10 +512,7 @@ async fn the_task_page_tails_the_output_of_running_items_live() {
         "inputList": ["a", "b"],
     });
     let id = up.submit(body).await;
-    browser
-        .goto(&format!("{}/ui/tasks/{id}", up.base))
-        .await
-        .unwrap();
+    open(&browser, &up, &format!("/ui/tasks/{id}")).await;
     wait_js(
         &browser,
         "both items' first and second lines in the live output",
@@ -557,10 +553,7 @@ async fn the_workers_page_lists_the_live_worker() {
     let up = DtsUp::start(&["--cores", "3", "--label", "gpu=none"]);
     let (_, workers) = up.get("/v1/workers").await;
     let worker = workers[0]["id"].as_str().unwrap().to_string();
-    browser
-        .goto(&format!("{}/ui/workers", up.base))
-        .await
-        .unwrap();
+    open(&browser, &up, "/ui/workers").await;
     wait_js(
         &browser,
         "the worker's row",
@@ -596,10 +589,7 @@ async fn finished_tasks_are_still_listed_after_dts_up_restarts() {
     up.terminate();
 
     let up = DtsUp::start_in(&data, &[], &[]);
-    browser
-        .goto(&format!("{}/ui/tasks", up.base))
-        .await
-        .unwrap();
+    open(&browser, &up, "/ui/tasks").await;
     for id in &ids {
         wait_js(
             &browser,
@@ -633,10 +623,7 @@ async fn with_a_token_the_dashboard_opens_only_after_logging_in() {
     body["name"] = json!("behind the login");
     let id = up.submit(body).await;
 
-    browser
-        .goto(&format!("{}/ui/tasks", up.base))
-        .await
-        .unwrap();
+    open(&browser, &up, "/ui/tasks").await;
     let url = browser.current_url().await.unwrap();
     assert_eq!(url.path(), "/ui/login");
     assert_eq!(
@@ -684,10 +671,7 @@ async fn with_a_token_the_dashboard_opens_only_after_logging_in() {
     .await;
     // The cookie is HttpOnly: the page's script cannot read it.
     assert_eq!(js(&browser, "document.cookie").await, json!(""));
-    browser
-        .goto(&format!("{}/ui/tasks", up.base))
-        .await
-        .unwrap();
+    open(&browser, &up, "/ui/tasks").await;
     wait_js(
         &browser,
         "the task on the tasks page after logging in",
