@@ -42,7 +42,10 @@ pub trait ItemRunner: Send + Sync + 'static {
     /// (1 for the first run). On `timeout`, or when `cancel` fires, the item
     /// is stopped; an item whose `cancel` already fired is not started and
     /// comes back [`ExecOutcome::cancelled`]. `slot` is dropped as soon as
-    /// the item's process has exited.
+    /// the item's process has exited. `tap`, when given, sees the item's
+    /// output as it is written (live logs); runners without real output
+    /// ignore it.
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         program: &Program,
@@ -51,24 +54,8 @@ pub trait ItemRunner: Send + Sync + 'static {
         timeout: Duration,
         cancel: &CancellationToken,
         slot: Slot<'_>,
+        tap: Option<&dyn OutputTap>,
     ) -> ExecOutcome;
-
-    /// [`ItemRunner::run`], also handing the item's output to `tap` as it
-    /// is written (live logs). Runners without real output ignore it.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_tapped(
-        &self,
-        program: &Program,
-        item: &ItemContext<'_>,
-        attempt: u32,
-        timeout: Duration,
-        cancel: &CancellationToken,
-        slot: Slot<'_>,
-        _tap: Option<&dyn OutputTap>,
-    ) -> ExecOutcome {
-        self.run(program, item, attempt, timeout, cancel, slot)
-            .await
-    }
 }
 
 #[async_trait]
@@ -88,18 +75,6 @@ impl ItemRunner for Executor {
     }
 
     async fn run(
-        &self,
-        program: &Program,
-        item: &ItemContext<'_>,
-        _attempt: u32,
-        timeout: Duration,
-        cancel: &CancellationToken,
-        slot: Slot<'_>,
-    ) -> ExecOutcome {
-        self.run_holding(program, item, timeout, cancel, slot).await
-    }
-
-    async fn run_tapped(
         &self,
         program: &Program,
         item: &ItemContext<'_>,

@@ -573,7 +573,7 @@ impl Inner {
             // item starts while this one's output and result are handled.
             let mut outcome = self
                 .runner
-                .run_tapped(
+                .run(
                     program,
                     &context,
                     attempt,

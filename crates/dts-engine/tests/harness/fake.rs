@@ -14,7 +14,7 @@
 use super::life::Life;
 use async_trait::async_trait;
 use dts_engine::worker::{ItemRunner, Slot};
-use dts_executor::{ExecOutcome, ItemContext, Program};
+use dts_executor::{ExecOutcome, ItemContext, OutputTap, Program};
 use dts_model::{DynClock, Isolation};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -146,6 +146,7 @@ impl ItemRunner for FakeRunner {
         timeout: Duration,
         cancel: &CancellationToken,
         slot: Slot<'_>,
+        _tap: Option<&dyn OutputTap>,
     ) -> ExecOutcome {
         self.life.freeze_if_dead().await;
         if cancel.is_cancelled() {
