@@ -92,6 +92,11 @@ pub async fn overview(
     params: Params,
 ) -> Result<Json<OverviewView>, ApiError> {
     query(params, &[])?;
+    Ok(Json(overview_view(&state).await?))
+}
+
+/// The overview as `GET /v1/overview` and the dashboard's feed show it.
+pub(crate) async fn overview_view(state: &AppState) -> Result<OverviewView, ApiError> {
     let stats = state.store.stats().await?;
     let workers = state.store.live_workers().await?;
     let dts_workers = workers.iter().filter(|w| w.kind == WorkerKind::Dts);
@@ -101,7 +106,7 @@ pub async fn overview(
             total: slots.total + u64::from(w.cores),
             busy: slots.busy + u64::from(w.running_items),
         });
-    Ok(Json(OverviewView {
+    Ok(OverviewView {
         tasks: stats
             .tasks_by_status
             .iter()
@@ -112,7 +117,7 @@ pub async fn overview(
         items_per_second: stats.items_last_minute as f64 / 60.0,
         workers: dts_workers.count() as u64,
         slots,
-    }))
+    })
 }
 
 /// `GET /v1/tasks/{id}/activity`.

@@ -10,7 +10,6 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::v1::{list_views, query};
 use crate::views::WorkerView;
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -101,8 +100,8 @@ pub(crate) async fn stream(
 async fn snapshot(state: &AppState, feed: &Feed) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if feed.overview {
-        match crate::overview::overview(State(state.clone()), Ok(Query(HashMap::new()))).await {
-            Ok(Json(view)) => out.push(("overview", serde_json::to_string(&view))),
+        match crate::overview::overview_view(state).await {
+            Ok(view) => out.push(("overview", serde_json::to_string(&view))),
             Err(error) => {
                 tracing::warn!(error = %error, "dashboard feed: cannot read the overview")
             }
