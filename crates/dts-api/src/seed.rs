@@ -7,19 +7,17 @@ use crate::AppState;
 use crate::body::{self, BodyKind};
 use crate::error::ApiError;
 use crate::openapi::SubmitRequest;
-use crate::v1::{load_inputs, load_task, query_any};
+use crate::v1::{Params, load_inputs, load_task, query_any};
 use crate::views::{ErrorBody, NodeBeatView, SeedTaskView};
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, RawQuery, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dts_model::{WorkerInfo, WorkerKind, now_millis, submit};
 use dts_store::HeartbeatOutcome;
 use std::collections::HashMap;
-
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 /// `GET /schedule/ping`, word for word as the seed answered.
 #[utoipa::path(

@@ -10,12 +10,10 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::v1::{list_views, query};
 use crate::views::WorkerView;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use dts_model::TaskStatus;
 use futures::Stream;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -38,7 +36,7 @@ struct Feed {
 
 pub(crate) async fn stream(
     State(state): State<AppState>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+    params: crate::v1::Params,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let params = query(params, &["page", "status", "name"])?;
     let (status, name) = crate::v1::list_filters(&params)?;
