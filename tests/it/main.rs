@@ -16,6 +16,7 @@ mod hostile;
 mod input_bytes;
 mod isolation;
 mod labels;
+mod lease_load;
 mod logs;
 mod metrics;
 mod openapi;
