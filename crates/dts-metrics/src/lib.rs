@@ -44,6 +44,12 @@ const HTTP_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// One renewal of all of a worker's leases: a round trip, or a stall that
+/// eats into the lease.
+const RENEWAL_SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Why the metrics could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -69,6 +75,9 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     tasks_submitted: IntCounter,
+    lease_renewal: Histogram,
+    lease_renewal_failures: IntCounter,
+    leases_lost: IntCounter,
     /// Registered by the first [`Metrics::set_store_stats`]: until the
     /// store is asked, there is no number to show, and a 0 would lie.
     store_gauges: OnceLock<StoreGauges>,
@@ -191,6 +200,19 @@ impl Metrics {
                 "dts_tasks_submitted_total",
                 "Tasks stored by this process: its API's submissions, or the one task of a `dts run`.",
             ),
+            lease_renewal: histogram(
+                "dts_lease_renewal_seconds",
+                "How long a worker's renewal of all its shard leases took, one store call each.",
+                RENEWAL_SECONDS,
+            ),
+            lease_renewal_failures: counter(
+                "dts_lease_renewal_failures_total",
+                "Renewals of a worker's shard leases that failed or timed out (each is tried again at once).",
+            ),
+            leases_lost: counter(
+                "dts_leases_lost_total",
+                "Leases on running shards a worker lost to another worker (or to a copy that completed the shard).",
+            ),
             store_gauges: OnceLock::new(),
             registry,
         }
@@ -236,6 +258,21 @@ impl Metrics {
     /// A task was accepted.
     pub fn task_submitted(&self) {
         self.tasks_submitted.inc();
+    }
+
+    /// A worker renewed its leases in one store call that took `elapsed`.
+    pub fn lease_renewed(&self, elapsed: Duration) {
+        self.lease_renewal.observe(elapsed.as_secs_f64());
+    }
+
+    /// A worker's lease renewal failed or timed out.
+    pub fn lease_renewal_failed(&self) {
+        self.lease_renewal_failures.inc();
+    }
+
+    /// A worker lost the lease on a shard it was running.
+    pub fn lease_lost(&self) {
+        self.leases_lost.inc();
     }
 
     /// A request to `route` (the template, or [`UNMATCHED_ROUTE`]) was
@@ -524,6 +561,9 @@ mod tests {
         metrics.store_error("op", true);
         metrics.bus_error("op", true);
         metrics.task_submitted();
+        metrics.lease_renewed(Duration::from_millis(3));
+        metrics.lease_renewal_failed();
+        metrics.lease_lost();
         metrics.http_request("/healthz", "GET", 200, Duration::ZERO);
         metrics.set_store_stats([("WAITING", 0)], 0);
         metrics
@@ -548,7 +588,7 @@ mod tests {
     fn every_family_has_help_and_a_type_and_counters_end_in_total() {
         let text = every_family().render().unwrap();
         let types = families(&text);
-        assert_eq!(types.len(), 16, "{text}");
+        assert_eq!(types.len(), 19, "{text}");
         for (name, kind) in types {
             assert!(name.starts_with("dts_"), "{name}");
             assert!(
