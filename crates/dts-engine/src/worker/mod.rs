@@ -26,7 +26,7 @@ use dts_bus::{BusError, DynBus};
 use dts_model::{DynClock, Isolation, WorkerInfo, WorkerKind, system_clock};
 use dts_store::DynStore;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -48,7 +48,9 @@ pub struct WorkerSettings {
     pub labels: BTreeMap<String, String>,
     /// The topics it hears wakes on and publishes completions to.
     pub topics: Topics,
-    /// How often the worker heartbeats and renews its shard leases.
+    /// How often the worker heartbeats and renews its shard leases (the
+    /// leases at least three times per `heartbeat_ttl`; see
+    /// [`renewal_interval`]).
     pub heartbeat_interval: Duration,
     /// How long a heartbeat keeps the worker live; also how long the
     /// worker's lease on a running shard outlives its last renewal (renewed
@@ -161,7 +163,10 @@ struct Inner {
     task_stops: Mutex<HashMap<String, TaskStop>>,
     /// The shards this worker holds a lease on, each with a token cancelled
     /// if the lease is lost (another worker took the shard over).
-    leases: Mutex<HashMap<(String, u32), CancellationToken>>,
+    leases: Mutex<HashMap<(String, u32), HeldLease>>,
+    /// Numbers each hold of a lease, so a renewal answer about an earlier
+    /// hold of the same shard never stops a later one.
+    next_hold: AtomicU64,
     /// Shards that lost a worker before run one at a time, one item at a
     /// time, so a death points at the one item that was running.
     careful: Semaphore,
@@ -174,6 +179,17 @@ struct Inner {
     /// Per task, the recent times of the items this worker's slots ran: what
     /// straggler speculation judges a long-running shard by.
     item_times: Mutex<HashMap<String, dts_model::scheduling::ItemTimes>>,
+}
+
+/// A lease this worker holds, as the renewal loop sees it.
+struct HeldLease {
+    /// Cancelled if the lease is lost: stops the shard's items.
+    stop: CancellationToken,
+    /// Which hold of the shard this is (see [`Inner::next_hold`]).
+    hold: u64,
+    /// The shard's own completion is on its way to the store, which lets
+    /// the lease go: a renewal that finds it gone then is no loss.
+    completing: bool,
 }
 
 struct TaskStop {
@@ -219,6 +235,7 @@ impl Worker {
                 kill: CancellationToken::new(),
                 task_stops: Mutex::new(HashMap::new()),
                 leases: Mutex::new(HashMap::new()),
+                next_hold: AtomicU64::new(0),
                 careful: Semaphore::new(1),
                 snapshot: Mutex::new(slots::Snapshot::default()),
                 snapshot_read: tokio::sync::Mutex::new(()),
@@ -265,6 +282,9 @@ impl Worker {
         let beating = self.inner.clone();
         let beat_stop = shutdown.clone();
         tracker.spawn(async move { beating.heartbeat_loop(beat_stop).await });
+        let renewing = self.inner.clone();
+        let renew_stop = shutdown.clone();
+        tracker.spawn(async move { renewing.renewal_loop(renew_stop).await });
         let listening = self.inner.clone();
         let listen_stop = shutdown.clone();
         tracker.spawn(async move { listening.hear_wakes(wakes, listen_stop).await });
@@ -329,10 +349,27 @@ impl Inner {
     /// Records a lease this worker now holds. The token (a child of
     /// `parent`) is cancelled if the lease is lost.
     fn hold_lease(&self, task: &str, shard: u32, parent: &CancellationToken) -> CancellationToken {
-        let token = parent.child_token();
+        let stop = parent.child_token();
+        let hold = self.next_hold.fetch_add(1, Ordering::Relaxed);
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        leases.insert((task.to_string(), shard), token.clone());
-        token
+        leases.insert(
+            (task.to_string(), shard),
+            HeldLease {
+                stop: stop.clone(),
+                hold,
+                completing: false,
+            },
+        );
+        stop
+    }
+
+    /// The shard's completion is about to be written: from now on a renewal
+    /// that finds the lease gone saw that completion, not a takeover.
+    fn completing_lease(&self, task: &str, shard: u32) {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = leases.get_mut(&(task.to_string(), shard)) {
+            held.completing = true;
+        }
     }
 
     fn forget_lease(&self, task: &str, shard: u32) {
@@ -340,33 +377,91 @@ impl Inner {
         leases.remove(&(task.to_string(), shard));
     }
 
-    /// Extends every lease this worker holds; stops the shards whose lease
-    /// was lost.
-    async fn renew_leases(&self) {
-        let held: Vec<(String, u32)> = {
+    /// Extends every lease this worker holds, in one store call; stops the
+    /// shards whose lease another worker took (or a copy's completion
+    /// ended). Returns whether the store answered.
+    ///
+    /// The store answers about the leases held when the call began; a
+    /// shard may have completed, or been given back and claimed again,
+    /// before the answer arrives. Only a hold that is still the one asked
+    /// about, and not completing itself, is stopped.
+    async fn renew_leases(&self) -> bool {
+        let held: HashMap<(String, u32), u64> = {
             let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-            leases.keys().cloned().collect()
+            leases
+                .iter()
+                .map(|(key, held)| (key.clone(), held.hold))
+                .collect()
         };
         if held.is_empty() {
-            return;
+            return true;
         }
-        match self
-            .store
-            .renew_leases(&self.settings.id, &held, self.settings.heartbeat_ttl)
-            .await
-        {
+        let shards: Vec<(String, u32)> = held.keys().cloned().collect();
+        let ttl = self.settings.heartbeat_ttl;
+        let started = tokio::time::Instant::now();
+        // A call that hangs must not outlive the leases: give up after a
+        // third of the lease, leaving time to try again before they lapse.
+        let call = self.store.renew_leases(&self.settings.id, &shards, ttl);
+        let give_up = (ttl / 3).max(Duration::from_millis(10));
+        let answer = match tokio::time::timeout(give_up, call).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                dts_metrics::metrics().lease_renewal_failed();
+                warn!(worker = %self.settings.id, "renewing shard leases timed out; trying again");
+                return false;
+            }
+        };
+        match answer {
             Ok(lost) => {
+                dts_metrics::metrics().lease_renewed(started.elapsed());
                 let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
                 for key in lost {
-                    if let Some(token) = leases.get(&key) {
-                        warn!(task = %key.0, shard = key.1, "lost the lease on a running shard; stopping it");
-                        token.cancel();
+                    let asked = held.get(&key).copied();
+                    match leases.get(&key) {
+                        Some(now) if Some(now.hold) == asked && !now.completing => {
+                            dts_metrics::metrics().lease_lost();
+                            warn!(task = %key.0, shard = key.1, "lost the lease on a running shard; stopping it");
+                            now.stop.cancel();
+                        }
+                        _ => {
+                            debug!(task = %key.0, shard = key.1, "a lease let go while its renewal was under way")
+                        }
                     }
                 }
+                true
             }
             Err(e) => {
-                dts_metrics::metrics().store_error("renew_leases", false);
-                warn!(worker = %self.settings.id, error = %with_causes(&e), "cannot renew shard leases")
+                dts_metrics::metrics().store_error("renew_leases", true);
+                dts_metrics::metrics().lease_renewal_failed();
+                warn!(worker = %self.settings.id, error = %with_causes(&e), "cannot renew shard leases; trying again");
+                false
+            }
+        }
+    }
+
+    /// Renews the leases on a task of its own, so no heartbeat, claim or
+    /// result write can hold a renewal up; a failed or slow renewal is tried
+    /// again at once-ish instead of a whole interval later. Runs while
+    /// shards drain after shutdown began, until the last lease is given
+    /// back.
+    async fn renewal_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let every = renewal_interval(&self.settings);
+        let retry = (every / 4).max(Duration::from_millis(50));
+        let mut next = tokio::time::Instant::now() + every;
+        // ends: once shutdown began and no lease is held.
+        loop {
+            let stopping = shutdown.is_cancelled();
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = shutdown.cancelled(), if !stopping => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)), if stopping => {}
+            }
+            if shutdown.is_cancelled() && self.shards_held() == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= next {
+                let renewed = self.renew_leases().await;
+                next = tokio::time::Instant::now() + if renewed { every } else { retry };
             }
         }
     }
@@ -410,8 +505,8 @@ impl Inner {
     }
 
     async fn heartbeat_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        // Leases must be renewed while shards drain after shutdown began, so
-        // this loop runs until the last lease is given back.
+        // The worker stays listed while its shards drain after shutdown
+        // began, so this loop runs until the last lease is given back.
         let interval = self.settings.heartbeat_interval;
         let mut next_beat = tokio::time::Instant::now() + interval;
         loop {
@@ -436,7 +531,6 @@ impl Inner {
                     e.count("heartbeat", false);
                     warn!(worker = %self.settings.id, error = %with_causes(&e), "heartbeat failed");
                 }
-                self.renew_leases().await;
             }
         }
     }
@@ -537,6 +631,16 @@ impl Inner {
         }
         info!(worker = %self.settings.id, "worker stopped");
     }
+}
+
+/// How often leases are renewed: every heartbeat, and at least three times
+/// per lease, so two renewals in a row may fail or be late before the lease
+/// lapses.
+fn renewal_interval(settings: &WorkerSettings) -> Duration {
+    settings
+        .heartbeat_interval
+        .min(settings.heartbeat_ttl / 3)
+        .max(Duration::from_millis(10))
 }
 
 /// `10 s`, or `2.5 s` for a grace that is not whole seconds.

@@ -337,6 +337,7 @@ impl Inner {
             self.save_with_retries(run, &unsaved.results).await?;
             return Ok(ShardEnd::Interrupted);
         }
+        self.completing_lease(id, message.shard_index);
         let completion = self
             .with_store_retries("complete_shard", || {
                 self.store

@@ -235,3 +235,68 @@ async fn a_killed_workers_cores_count_in_plans_only_until_its_heartbeat_expires(
     assert_eq!(h.plan(&early.id).await[0].len, 4, "5 cores, 2 shards each");
     assert_eq!(h.plan(&late.id).await[0].len, 20, "1 core left");
 }
+
+/// Issue 14: leases were renewed on the heartbeat's loop, after the
+/// heartbeat, so a heartbeat stuck behind a busy store held renewals up until
+/// the lease lapsed and another worker ran the shard again.
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_heartbeats_hang_keeps_its_lease_and_its_long_item_runs_once() {
+    let h = Harness::new()
+        .workers(&[1, 1])
+        .heartbeat(Duration::from_secs(2), Duration::from_secs(10))
+        .start()
+        .await;
+    let task = h.submit(task(&["60s"])).await;
+    let started = h
+        .run_until(|s| s.starts_of(&task.id).len() == 1, "the item to start")
+        .await;
+    let holder = started.starts_of(&task.id)[0].worker.clone();
+    let number = (0..2)
+        .find(|n| h.worker_id(*n) == holder)
+        .expect("a harness worker started the item");
+    h.delay_heartbeats(number, Duration::from_secs(120));
+
+    let ended = h.wait_until_ended(&task.id).await;
+
+    assert_eq!(ended.status, TaskStatus::Completed);
+    let starts = h.starts_of(&task.id);
+    assert_eq!(starts.len(), 1, "the lease lapsed: {starts:?}");
+    assert_eq!(starts[0].worker, holder);
+    let results = h.results(&task.id).await;
+    assert_eq!(results.len(), 1);
+    assert_eq!((results[0].attempt, &results[0].worker), (1, &holder));
+}
+
+/// Issue 14: a renewal asks about the leases held when it began. A shard
+/// whose completion was written while its worker was still publishing the
+/// task's completion event had let its lease go, and a renewal in that
+/// window logged it as lost: under a burst of small tasks, many times.
+#[tokio::test(start_paused = true)]
+async fn a_shard_completing_while_a_renewal_is_under_way_is_not_taken_for_a_lost_lease() {
+    let (warnings, _capture) = Warnings::capture();
+    let h = Harness::new()
+        .workers(&[2])
+        .heartbeat(Duration::from_secs(2), Duration::from_secs(10))
+        .start()
+        .await;
+    // Each task's completion event takes 1 s to publish: half of every 2 s
+    // renewal interval, for each of the tasks.
+    h.delay_publishes(0, Duration::from_secs(1));
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let run = format!("{}ms", 500 + 370 * n);
+        tasks.push(h.submit(task(&[run.as_str()])).await);
+    }
+
+    for task in &tasks {
+        let ended = h.wait_until_ended(&task.id).await;
+        assert_eq!(ended.status, TaskStatus::Completed);
+        assert_eq!((ended.items_succeeded, ended.items_failed), (1, 0));
+        assert_eq!(h.starts_of(&task.id).len(), 1, "{}", task.id);
+    }
+    assert_eq!(
+        warnings.lines_with("lost the lease"),
+        Vec::<String>::new(),
+        "a shard's own completion was taken for a lost lease"
+    );
+}

@@ -42,6 +42,11 @@ struct LifeInner {
     /// Deliveries the process holds unacknowledged, by a local number.
     held: Mutex<HashMap<u64, Delivery>>,
     next_delivery: AtomicU64,
+    /// How long each heartbeat waits before it reaches the store (a store
+    /// connection busy with other work), and each publish before it
+    /// reaches the bus (a slow broker).
+    heartbeat_delay: Mutex<Duration>,
+    publish_delay: Mutex<Duration>,
 }
 
 impl Life {
@@ -70,6 +75,33 @@ impl Life {
         };
         // Dropped unacknowledged: back to the front of their queues.
         drop(held);
+    }
+
+    /// From now on each heartbeat of the process waits `delay` before it
+    /// reaches the store.
+    pub fn delay_heartbeats(&self, delay: Duration) {
+        *self
+            .inner
+            .heartbeat_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = delay;
+    }
+
+    /// From now on each publish of the process waits `delay` before it
+    /// reaches the bus.
+    pub fn delay_publishes(&self, delay: Duration) {
+        *self
+            .inner
+            .publish_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = delay;
+    }
+
+    async fn wait(&self, delay: &Mutex<Duration>) {
+        let delay = *delay.lock().unwrap_or_else(|p| p.into_inner());
+        if !delay.is_zero() {
+            self.step(tokio::time::sleep(delay)).await;
+        }
     }
 
     /// Resolves when the process is killed.
@@ -176,6 +208,7 @@ struct LifeBus {
 #[async_trait]
 impl Bus for LifeBus {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> BusResult<()> {
+        self.life.wait(&self.life.inner.publish_delay).await;
         self.life
             .step(self.inner.publish(topic, key, payload))
             .await
@@ -339,6 +372,7 @@ impl Store for LifeStore {
             .await
     }
     async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> StoreResult<HeartbeatOutcome> {
+        self.life.wait(&self.life.inner.heartbeat_delay).await;
         self.life.step(self.inner.heartbeat(worker, ttl)).await
     }
     async fn remove_worker(&self, id: &str) -> StoreResult<()> {

@@ -435,6 +435,18 @@ impl Harness {
         life.tracker().wait().await;
     }
 
+    /// Each heartbeat of worker `number` from now on waits `delay` before
+    /// it reaches the store.
+    pub fn delay_heartbeats(&self, number: usize, delay: Duration) {
+        self.worker(number).life.delay_heartbeats(delay);
+    }
+
+    /// Each publish of worker `number` (a task's completion event) from
+    /// now on waits `delay` before it reaches the bus.
+    pub fn delay_publishes(&self, number: usize, delay: Duration) {
+        self.worker(number).life.delay_publishes(delay);
+    }
+
     /// Whether worker `number` was killed (by the test or by an item).
     pub fn worker_is_dead(&self, number: usize) -> bool {
         self.worker(number).life.is_dead()
@@ -635,5 +647,56 @@ impl Harness {
             .run_until(|s| s.ended(id), &format!("task {id} to end"))
             .await;
         state.task(id).clone()
+    }
+}
+
+/// The warnings the engine logged on this thread since [`Warnings::capture`]
+/// (a paused-clock test runs every component on its own thread).
+#[derive(Clone, Default)]
+pub struct Warnings {
+    text: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Warnings {
+    /// Starts capturing; capture ends when the guard is dropped.
+    pub fn capture() -> (Warnings, tracing::subscriber::DefaultGuard) {
+        let warnings = Warnings::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(warnings.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (warnings, guard)
+    }
+
+    /// The lines logged so far that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        let text = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl std::io::Write for Warnings {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut text = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Warnings {
+    type Writer = Warnings;
+
+    fn make_writer(&'a self) -> Warnings {
+        self.clone()
     }
 }
