@@ -439,11 +439,11 @@ impl Inner {
         }
     }
 
-    /// Renews the leases on a task of its own, so no heartbeat, claim or
-    /// result write can hold a renewal up; a failed or slow renewal is tried
-    /// again at once-ish instead of a whole interval later. Runs while
-    /// shards drain after shutdown began, until the last lease is given
-    /// back.
+    /// Renews the leases on a task of its own, so a slow heartbeat or a
+    /// busy slot never delays a renewal (they still share the store's
+    /// connection); a failed or slow renewal is tried again within a quarter
+    /// of the interval instead of a whole interval later. Runs while shards
+    /// drain after shutdown began, until the last lease is given back.
     async fn renewal_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let every = renewal_interval(&self.settings);
         let retry = (every / 4).max(Duration::from_millis(50));
