@@ -28,6 +28,16 @@ impl Cluster {
         }
     }
 
+    /// A cluster whose broker keeps its log in durable storage, so it can
+    /// be restarted for real.
+    pub fn start_durable() -> Cluster {
+        Cluster {
+            redis: RedisServer::start(),
+            broker: Broker::start_durable(),
+            dir: TempDir::new().expect("temp dir"),
+        }
+    }
+
     /// Flags every node gets: where Kafka and Redis are, and the short group
     /// timeouts the test broker needs.
     pub fn node_args(&self) -> Vec<String> {

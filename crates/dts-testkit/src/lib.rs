@@ -10,7 +10,8 @@
 //! `browser` drives a headless Chromium for the dashboard's tests.
 //!
 //! `scripts/install-test-deps.sh` installs the programs: `redis-server`,
-//! `nginx`, `chromium` and `chromium-driver` from apt, and the broker (tansu) into `.tools/bin/`.
+//! `nginx`, `chromium` and `chromium-driver` from apt, the broker (tansu) into `.tools/bin/`,
+//! and the S3 emulator that is a durable broker's storage into `.tools/venv/`.
 
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod fuzz;
 mod nginx;
 mod process;
 mod redis;
+mod s3;
 mod tansu;
 pub mod wait;
 

@@ -88,7 +88,8 @@ pub(crate) fn kill(child: &mut Child) {
 
 /// Starts a server process in a directory of its own: `spawn(port, dir)`
 /// returns the child once it answers on `port`, or `None` if it did not.
-pub(crate) type Spawn = fn(u16, &TempDir) -> Option<Child>;
+/// A closure, so a server can carry settings (the broker's storage).
+pub(crate) type Spawn = Box<dyn Fn(u16, &TempDir) -> Option<Child> + Send + Sync>;
 
 /// A server process on a free loopback port with its own directory, which
 /// can be stopped, killed and restarted on the same port and directory.
@@ -104,7 +105,11 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `what` on a free port, trying a new port if one was taken
     /// between finding it free and the server binding it.
-    pub(crate) fn start(what: &'static str, spawn: Spawn) -> Server {
+    pub(crate) fn start(
+        what: &'static str,
+        spawn: impl Fn(u16, &TempDir) -> Option<Child> + Send + Sync + 'static,
+    ) -> Server {
+        let spawn: Spawn = Box::new(spawn);
         let dir = TempDir::new().unwrap_or_else(|e| panic!("temp dir for {what}: {e}"));
         for _ in 0..5 {
             let port = free_port();

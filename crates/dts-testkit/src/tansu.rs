@@ -1,4 +1,6 @@
-//! A private Kafka-protocol broker (tansu) with in-memory storage.
+//! A private Kafka-protocol broker (tansu), its log in memory or, for the
+//! tests that restart it, in durable storage (an S3 bucket on a private
+//! emulator, [`Broker::start_durable`]).
 //!
 //! Its quirks, and what tests do about them: topics are created explicitly
 //! (auto-created ones get 4 partitions), group timeouts are short (it holds
@@ -8,22 +10,50 @@
 //! [`Broker::client_settings`] gives those.
 
 use crate::process::{Server, find_program, kill, wait_for_port};
+use crate::s3::{BUCKET, S3Server};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 
-/// A private Kafka-protocol broker (tansu, log in memory), stopped when dropped.
+/// A private Kafka-protocol broker (tansu), stopped when dropped.
 pub struct Broker {
     server: Server,
+    /// Where a durable broker keeps its log; declared after `server` so the
+    /// broker stops before its storage does.
+    storage: Option<S3Server>,
 }
 
 impl Broker {
-    /// Starts a fresh broker on a free port.
+    /// Starts a fresh broker on a free port, its log in memory: a restart
+    /// loses topics, records and offsets.
     pub fn start() -> Broker {
         Broker {
-            server: Server::start("the broker (tansu)", spawn),
+            server: Server::start("the broker (tansu)", |port, dir| {
+                spawn(port, dir, "memory://tansu/", &[])
+            }),
+            storage: None,
         }
+    }
+
+    /// Starts a fresh broker whose log is durable: topics, records and
+    /// committed offsets live in an S3 bucket on a private emulator, so
+    /// [`Broker::restart`] and [`Broker::kill`] lose nothing, as with a
+    /// real Kafka's disks.
+    pub fn start_durable() -> Broker {
+        let storage = S3Server::start();
+        let env = storage.client_env();
+        Broker {
+            server: Server::start("the broker (tansu, durable)", move |port, dir| {
+                spawn(port, dir, &format!("s3://{BUCKET}/"), &env)
+            }),
+            storage: Some(storage),
+        }
+    }
+
+    /// Whether its log survives a restart.
+    pub fn is_durable(&self) -> bool {
+        self.storage.is_some()
     }
 
     /// The loopback port it listens on.
@@ -52,7 +82,7 @@ impl Broker {
         ]
     }
 
-    /// Stops the broker. Its in-memory topics and offsets are lost.
+    /// Stops the broker. A broker in memory loses its topics and offsets.
     pub fn stop(&mut self) {
         self.server.stop();
     }
@@ -80,7 +110,8 @@ impl Broker {
         self.server.kill();
     }
 
-    /// Starts it again on the same port (in-memory storage starts empty).
+    /// Starts it again on the same port: a durable broker with its log, a
+    /// broker in memory empty.
     pub fn restart(&mut self) {
         self.server.restart();
     }
@@ -93,13 +124,24 @@ impl Drop for Broker {
     }
 }
 
-fn spawn(port: u16, dir: &TempDir) -> Option<Child> {
-    let log = std::fs::File::create(dir.path().join("broker.log")).expect("broker log");
+fn spawn(
+    port: u16,
+    dir: &TempDir,
+    storage_engine: &str,
+    env: &[(&'static str, String)],
+) -> Option<Child> {
+    // Appended to, so a restarted broker's log follows the first one's.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("broker.log"))
+        .expect("broker log");
     let url = format!("tcp://127.0.0.1:{port}");
     let mut child = Command::new(find_program("tansu", "DTS_TANSU"))
         .arg("broker")
         .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"])
+        .args(["--storage-engine", storage_engine])
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .current_dir(dir.path())
         .stdin(Stdio::null())
