@@ -69,6 +69,7 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     tasks_submitted: IntCounter,
+    completion_events: IntCounterVec,
     /// Registered by the first [`Metrics::set_store_stats`]: until the
     /// store is asked, there is no number to show, and a 0 would lie.
     store_gauges: OnceLock<StoreGauges>,
@@ -191,6 +192,11 @@ impl Metrics {
                 "dts_tasks_submitted_total",
                 "Tasks stored by this process: its API's submissions, or the one task of a `dts run`.",
             ),
+            completion_events: counters(
+                "dts_completion_events_published_total",
+                "Completion events the bus accepted, by who published them: `end` (the process that ended the task) or `outbox` (a drainer, after that did not).",
+                &["by"],
+            ),
             store_gauges: OnceLock::new(),
             registry,
         }
@@ -236,6 +242,11 @@ impl Metrics {
     /// A task was accepted.
     pub fn task_submitted(&self) {
         self.tasks_submitted.inc();
+    }
+
+    /// A completion event was published, `by` `end` or `outbox`.
+    pub fn completion_event_published(&self, by: &str) {
+        count(&self.completion_events, by);
     }
 
     /// A request to `route` (the template, or [`UNMATCHED_ROUTE`]) was
