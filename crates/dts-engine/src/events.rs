@@ -177,6 +177,9 @@ pub async fn log_completions(
                     succeeded = event.items_succeeded,
                     failed = event.items_failed,
                     total = event.items_total,
+                    // `-` for none, so every line has the same fields.
+                    name = %event.name.as_deref().unwrap_or("-"),
+                    reason = ?event.reason.as_deref().unwrap_or("-"),
                     "task finished"
                 ),
                 Err(e) => warn!(error = %with_causes(&e), "unreadable completion event"),
