@@ -7,6 +7,7 @@ mod contract;
 mod bad_requests;
 mod cli;
 mod cli_hardening;
+mod completion_events;
 mod distributed;
 mod doc_examples;
 mod execution;

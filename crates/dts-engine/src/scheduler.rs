@@ -230,7 +230,8 @@ impl Scheduler {
         };
         crate::failpoint::hit("plan-after-save");
         if stored.status == TaskStatus::Completed && shards.is_empty() {
-            events::publish_completion(&self.bus, &self.settings.topics, &stored).await;
+            events::publish_completion(&self.bus, &self.settings.topics, &*self.store, &stored)
+                .await;
         } else {
             self.wake_workers(id).await;
         }
@@ -266,7 +267,10 @@ impl Scheduler {
             .transition(&task.id, TaskStatus::Failed, Some(reason))
             .await
         {
-            Ok(task) => events::publish_completion(&self.bus, &self.settings.topics, &task).await,
+            Ok(task) => {
+                events::publish_completion(&self.bus, &self.settings.topics, &*self.store, &task)
+                    .await;
+            }
             Err(StoreError::IllegalTransition { .. }) => {}
             Err(e) => return Err(e.into()),
         }

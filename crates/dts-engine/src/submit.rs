@@ -109,10 +109,28 @@ impl Submitter {
     }
 
     /// Publishes the completion event of a task ended outside a worker (a
-    /// cancel, the sweeper's deadline), so consumers of the result topic
-    /// hear of every ended task, not only of those whose last shard ran.
+    /// cancel, the sweeper's deadline) at once; if that fails, the drainers
+    /// publish it from the outbox.
     pub async fn announce_end(&self, task: &Task) {
-        crate::events::publish_completion(&self.bus, &self.topics, task).await;
+        crate::events::publish_completion(&self.bus, &self.topics, &*self.store, task).await;
+    }
+
+    /// Starts the drainer that publishes the completion events still owed
+    /// ([`crate::events::start_drainer`]) through this submitter's bus.
+    pub fn drain_completions(
+        &self,
+        settings: crate::events::DrainerSettings,
+        tracker: &tokio_util::task::TaskTracker,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        crate::events::start_drainer(
+            self.store.clone(),
+            self.bus.clone(),
+            self.topics.clone(),
+            settings,
+            tracker,
+            shutdown,
+        );
     }
 
     /// Runs an ended task's failed and never-run items again, as the same

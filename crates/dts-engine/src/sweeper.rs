@@ -3,7 +3,8 @@
 //! bus, or while it was retrying — and publishes them again; and ends tasks
 //! whose deadline passed while nobody ran their remaining items.
 //!
-//! Every node with an API runs one (`dts server`, `dts up`, `dts run`). A
+//! Every node with an API runs one (`dts server`, `dts up`, `dts run`), and
+//! beside it the drainer of completion events owed (`events.rs`). A
 //! task counts as stuck when it is still `QUEUED` or
 //! `RETRYING` longer after its creation than any live server would keep
 //! trying (`republish_after`). Two servers may both republish a stuck task;
@@ -12,6 +13,7 @@
 //! "Now" is the clock of the submitter the sweeper republishes through: both
 //! belong to the same node.
 
+use crate::events::DrainerSettings;
 use crate::submit::Submitter;
 use crate::with_causes;
 use dts_model::TaskStatus;
@@ -34,6 +36,9 @@ pub struct SweeperSettings {
     /// How long after creation a task still `QUEUED` or `RETRYING` is
     /// taken for abandoned. Longer than a whole round of publishing retries.
     pub republish_after: Duration,
+    /// The completion-event drainer that runs beside the sweeper
+    /// ([`crate::events::start_drainer`]).
+    pub drainer: DrainerSettings,
 }
 
 impl Default for SweeperSettings {
@@ -41,11 +46,13 @@ impl Default for SweeperSettings {
         SweeperSettings {
             interval: Duration::from_secs(30),
             republish_after: Duration::from_secs(120),
+            drainer: DrainerSettings::default(),
         }
     }
 }
 
-/// Starts the sweeper on `tracker`; it stops with `shutdown`.
+/// Starts the sweeper, and the drainer of completion events owed, on
+/// `tracker`; they stop with `shutdown`.
 pub fn start(
     store: DynStore,
     submitter: Submitter,
@@ -53,6 +60,7 @@ pub fn start(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
+    submitter.drain_completions(settings.drainer.clone(), tracker, shutdown.clone());
     let sweeping = Arc::new(Mutex::new(HashSet::new()));
     let spawner = tracker.clone();
     tracker.spawn(async move {

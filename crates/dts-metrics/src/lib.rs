@@ -78,6 +78,7 @@ pub struct Metrics {
     lease_renewal: Histogram,
     lease_renewal_failures: IntCounter,
     leases_lost: IntCounter,
+    completion_events: IntCounterVec,
     /// Registered by the first [`Metrics::set_store_stats`]: until the
     /// store is asked, there is no number to show, and a 0 would lie.
     store_gauges: OnceLock<StoreGauges>,
@@ -213,6 +214,11 @@ impl Metrics {
                 "dts_leases_lost_total",
                 "Leases on running shards a worker lost to another worker (or to a copy that completed the shard).",
             ),
+            completion_events: counters(
+                "dts_completion_events_published_total",
+                "Completion events the bus accepted, by who published them: `end` (the process that ended the task) or `outbox` (a drainer, after that did not).",
+                &["by"],
+            ),
             store_gauges: OnceLock::new(),
             registry,
         }
@@ -273,6 +279,11 @@ impl Metrics {
     /// A worker lost the lease on a shard it was running.
     pub fn lease_lost(&self) {
         self.leases_lost.inc();
+    }
+
+    /// A completion event was published, `by` `end` or `outbox`.
+    pub fn completion_event_published(&self, by: &str) {
+        count(&self.completion_events, by);
     }
 
     /// A request to `route` (the template, or [`UNMATCHED_ROUTE`]) was

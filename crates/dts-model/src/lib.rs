@@ -430,6 +430,13 @@ pub struct CompletionEvent {
     pub items_failed: u64,
     /// RFC 3339.
     pub finished_at: String,
+    /// Why it failed or was cancelled (the task's `error`); `null` for a
+    /// task that completed, or ended without one.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The task's name; `null` when it has none.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 #[cfg(test)]

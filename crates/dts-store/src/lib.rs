@@ -473,7 +473,8 @@ pub trait Store: Send + Sync + 'static {
     async fn task_ids_with_prefix(&self, prefix: &str, limit: usize) -> StoreResult<Vec<String>>;
 
     /// Deletes an ended task and everything it owns (inputs, plan, results,
-    /// leases, start counts, list entries) in one atomic step, and returns
+    /// leases, start counts, list entries, a completion event still owed
+    /// in the outbox) in one atomic step, and returns
     /// it as it was. A task not in a terminal status is
     /// [`StoreError::TaskNotEnded`] and nothing changes; an unknown one is
     /// [`StoreError::NoSuchTask`].
@@ -733,6 +734,38 @@ pub trait Store: Send + Sync + 'static {
     /// ([`activity`]); `None` for a task the store does not know. Costs
     /// O(workers + buckets), never O(results).
     async fn task_activity(&self, id: &str) -> StoreResult<Option<activity::TaskActivity>>;
+
+    /// Claims up to `limit` entries of the completion outbox, oldest first,
+    /// and returns their tasks as stored now: the events to publish.
+    ///
+    /// Every change that ends a task (enters a status that sets
+    /// `finishedAt`: COMPLETED, FAILED, CANCELLED, SUBMISSION_FAILED, by
+    /// any path) adds the task's entry in the same atomic step, so a crash
+    /// after the write cannot lose the event. An entry is claimable once it
+    /// has been quiet for `settle` (since it was added, or since its last
+    /// claim expired): the process that ended the task publishes at once and
+    /// acknowledges, and drainers pick up only what it did not. A claim
+    /// hides the entry until `lease` from now (the store's clock); an entry
+    /// not acknowledged by then is claimed again, so delivery is at least
+    /// once, never exactly once. A task has at most one entry: ending again
+    /// (after a retry) makes it claimable again. Entries of tasks gone
+    /// (expired) or running again (retried) are dropped, not returned.
+    async fn claim_completions(
+        &self,
+        limit: usize,
+        settle: Duration,
+        lease: Duration,
+    ) -> StoreResult<Vec<Task>>;
+
+    /// Removes task `id`'s outbox entry once its event is published, if the
+    /// entry is still the one of the end at `finished_at` (the task's
+    /// `finishedAt` as published): the entry of a later end stays.
+    /// Acknowledging an entry that is gone changes nothing.
+    async fn ack_completion(&self, id: &str, finished_at: u64) -> StoreResult<()>;
+
+    /// Outbox entries not acknowledged yet (claimed or not): events that may
+    /// still be owed.
+    async fn pending_completions(&self) -> StoreResult<u64>;
 }
 
 /// A value as JSON for storage; `what` names it in the error.

@@ -23,7 +23,7 @@ fn open(path: &Path) -> DynStore {
 
 /// What each schema version from 2 on added, undone: `UNDO[v - 2]` takes a
 /// file of version `v` back to version `v - 1`.
-const UNDO: [&str; 12] = [
+const UNDO: [&str; 13] = [
     "DROP TABLE shard_leases; DROP TABLE item_starts;",
     "ALTER TABLE tasks DROP COLUMN deadline_secs;",
     "ALTER TABLE tasks DROP COLUMN version; \
@@ -56,6 +56,7 @@ const UNDO: [&str; 12] = [
     "DROP TABLE task_worker_counts; DROP TABLE task_throughput; DROP TABLE store_throughput; \
      DROP TABLE store_counters; ALTER TABLE workers DROP COLUMN shards_held; \
      ALTER TABLE workers DROP COLUMN running_by_task;",
+    "DROP TRIGGER completion_outbox_on_end; DROP TABLE completion_outbox;",
 ];
 
 /// Makes a current file look like what a dts writing schema `version` left,
@@ -209,7 +210,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 13,
+                supported: 14,
                 ..
             }
         ),
@@ -267,7 +268,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
     drop(store);
-    assert_eq!(schema_version(&path), 13);
+    assert_eq!(schema_version(&path), 14);
 }
 
 #[tokio::test]
@@ -369,7 +370,7 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
         "the labels column of version 7 stores them"
     );
     drop(store);
-    assert_eq!(schema_version(&path), 13);
+    assert_eq!(schema_version(&path), 14);
 }
 
 #[tokio::test]
@@ -722,7 +723,7 @@ async fn a_task_stored_before_input_pages_reads_by_range_from_its_one_array() {
     assert_eq!(pages, 2, "both tasks' inputs are one array each");
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 13);
+    assert_eq!(schema_version(&path), 14);
     assert_eq!(store.inputs(&old.id).await.unwrap().as_ref(), Some(&all));
     for (start, len) in [(0, 1), (3, 4), (1_023, 3), (2_400, 100), (2_490, 50)] {
         let end = (start + len).min(all.len());
@@ -776,7 +777,7 @@ async fn a_lease_held_before_speculation_existed_reads_as_claimed_long_ago_and_c
     rewind(&path, 8);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 13);
+    assert_eq!(schema_version(&path), 14);
     let hour = Duration::from_secs(3_600);
     let copy = store
         .claim_copy(&t.id, "worker-b", hour, hour)
@@ -827,7 +828,7 @@ async fn results_stored_before_output_was_counted_read_as_the_bytes_kept_and_byt
     rewind(&path, 9);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 13);
+    assert_eq!(schema_version(&path), 14);
     let (_, old) = store
         .results(&t.id, ResultFilter::All, 0, 10)
         .await
@@ -877,7 +878,7 @@ async fn a_task_stored_before_halt_existed_never_halts_and_a_new_one_keeps_its_h
     rewind(&path, 11);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 13);
+    assert_eq!(schema_version(&path), 14);
     assert_eq!(store.task(&old.id).await.unwrap().unwrap().halt, None);
     let failed = ItemResult {
         exit_code: Some(1),
@@ -934,7 +935,7 @@ async fn a_file_from_before_the_activity_counts_gets_them_from_the_results_it_ho
     rewind(&path, 12);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 13);
+    assert_eq!(schema_version(&path), 14);
     assert_eq!(store.stats().await.unwrap().items_finished, 3);
     let activity = store.task_activity(&old.id).await.unwrap().unwrap();
     let counts = |worker: &str| {
@@ -946,5 +947,39 @@ async fn a_file_from_before_the_activity_counts_gets_them_from_the_results_it_ho
         activity.throughput,
         vec![],
         "the old results' times were never kept"
+    );
+}
+
+#[tokio::test]
+async fn a_file_from_before_the_outbox_owes_no_old_events_and_records_every_new_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let (old, new) = (task(1), task(1));
+    {
+        let store = open(&path);
+        for task in [&old, &new] {
+            store.insert_task(task, &inputs(1)).await.unwrap();
+            store.save_plan(&task.id, &shards(1, 1)).await.unwrap();
+        }
+        store.complete_shard(&old.id, 0, &[ok(0)]).await.unwrap();
+    }
+    // What a dts from before the outbox wrote: the old task's event went
+    // out (or was lost) back then.
+    rewind(&path, 13);
+
+    let store = open(&path);
+    assert_eq!(schema_version(&path), 14);
+    assert_eq!(store.pending_completions().await.unwrap(), 0);
+    store.complete_shard(&new.id, 0, &[ok(0)]).await.unwrap();
+    let claimed = store
+        .claim_completions(10, Duration::ZERO, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|t| (t.id.as_str(), t.status))
+            .collect::<Vec<_>>(),
+        vec![(new.id.as_str(), TaskStatus::Completed)]
     );
 }

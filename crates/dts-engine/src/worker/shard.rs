@@ -180,7 +180,13 @@ impl Inner {
                     .await
                 {
                     Ok(ended) => {
-                        events::publish_completion(&self.bus, &self.settings.topics, &ended).await
+                        events::publish_completion(
+                            &self.bus,
+                            &self.settings.topics,
+                            &*self.store,
+                            &ended,
+                        )
+                        .await;
                     }
                     Err(StoreError::IllegalTransition { .. }) => {}
                     Err(e) => {
@@ -345,7 +351,13 @@ impl Inner {
             })
             .await?;
         if completion.finished_task {
-            events::publish_completion(&self.bus, &self.settings.topics, &completion.task).await;
+            events::publish_completion(
+                &self.bus,
+                &self.settings.topics,
+                &*self.store,
+                &completion.task,
+            )
+            .await;
         }
         Ok(ShardEnd::Done)
     }
@@ -382,7 +394,13 @@ impl Inner {
             info!(task = %id, shard, "the shard's holder completed it first; the copy's results are discarded");
         }
         if completion.finished_task {
-            events::publish_completion(&self.bus, &self.settings.topics, &completion.task).await;
+            events::publish_completion(
+                &self.bus,
+                &self.settings.topics,
+                &*self.store,
+                &completion.task,
+            )
+            .await;
         }
         Ok(if completion.newly_completed {
             ShardEnd::Done

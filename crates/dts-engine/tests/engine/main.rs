@@ -8,6 +8,7 @@ mod harness;
 
 mod cancel;
 mod deadlines;
+mod events;
 mod halt;
 mod leases;
 mod outcomes;

@@ -457,4 +457,25 @@ impl Store for LifeStore {
     ) -> StoreResult<Option<dts_store::activity::TaskActivity>> {
         self.life.step(self.inner.task_activity(id)).await
     }
+
+    async fn claim_completions(
+        &self,
+        limit: usize,
+        settle: Duration,
+        lease: Duration,
+    ) -> StoreResult<Vec<Task>> {
+        self.life
+            .step(self.inner.claim_completions(limit, settle, lease))
+            .await
+    }
+
+    async fn ack_completion(&self, id: &str, finished_at: u64) -> StoreResult<()> {
+        self.life
+            .step(self.inner.ack_completion(id, finished_at))
+            .await
+    }
+
+    async fn pending_completions(&self) -> StoreResult<u64> {
+        self.life.step(self.inner.pending_completions()).await
+    }
 }

@@ -24,7 +24,7 @@
 pub mod fake;
 pub mod life;
 
-use dts_bus::{Bus, DynBus, EmbeddedBus};
+use dts_bus::{Bus, BusError, BusResult, DynBus, EmbeddedBus, Subscription};
 use dts_engine::clock::TokioClock;
 use dts_engine::scheduler::{Scheduler, SchedulerSettings};
 use dts_engine::submit::{SubmitSettings, Submitter};
@@ -39,6 +39,7 @@ use dts_store::{DynStore, PlanOutcome, ResultFilter, SqliteStore, Store};
 use fake::{FakeRunner, Start, StartLog};
 use life::Life;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -153,6 +154,7 @@ impl Setup {
             log: StartLog::default(),
             events: Arc::new(Mutex::new(Vec::new())),
             generation: 0,
+            refuse_results: Arc::new(AtomicBool::new(false)),
         };
         harness.boot().await;
         harness
@@ -188,6 +190,40 @@ pub struct Harness {
     events: Arc<Mutex<Vec<CompletionEvent>>>,
     /// How many times the whole node was (re)started.
     generation: u32,
+    /// While set, every publish to the result topic is refused, as by a
+    /// broker that is down ([`Harness::refuse_completion_events`]).
+    refuse_results: Arc<AtomicBool>,
+}
+
+/// The bus, but refusing publishes to the result topic while `refuse` is set.
+struct RefusingBus {
+    inner: DynBus,
+    refuse: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl Bus for RefusingBus {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> BusResult<()> {
+        if topic == Harness::topics().results && self.refuse.load(Ordering::SeqCst) {
+            return Err(BusError::Unavailable {
+                op: format!("publish to {topic}"),
+                source: "the harness refuses completion events".into(),
+            });
+        }
+        self.inner.publish(topic, key, payload).await
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> BusResult<Box<dyn Subscription>> {
+        self.inner.subscribe(topic, group).await
+    }
+
+    async fn listen(&self, topic: &str) -> BusResult<Box<dyn Subscription>> {
+        self.inner.listen(topic).await
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes()
+    }
 }
 
 /// What the engine looks like at one moment, for [`Harness::run_until`].
@@ -322,7 +358,16 @@ impl Harness {
     }
 
     fn dyn_bus(&self) -> DynBus {
-        Arc::new(self.bus.clone())
+        Arc::new(RefusingBus {
+            inner: Arc::new(self.bus.clone()),
+            refuse: self.refuse_results.clone(),
+        })
+    }
+
+    /// From now on, every publish of a completion event fails (`true`) as
+    /// if the broker were down, or goes through again (`false`).
+    pub fn refuse_completion_events(&self, refuse: bool) {
+        self.refuse_results.store(refuse, Ordering::SeqCst);
     }
 
     /// Starts one more worker with `cores` cores; returns its number.

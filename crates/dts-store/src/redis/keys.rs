@@ -165,6 +165,17 @@ impl Keys {
         format!("{}:stats:finished", self.prefix)
     }
 
+    /// Sorted set: the completion outbox, task id -> when its entry was
+    /// added or its claim expires (ms, Redis's clock) (`outbox.rs`).
+    pub(super) fn completions(&self) -> String {
+        format!("{}:completions", self.prefix)
+    }
+
+    /// Hash: task id -> the `finishedAt` of the end its outbox entry is for.
+    pub(super) fn completion_ends(&self) -> String {
+        format!("{}:completions:ends", self.prefix)
+    }
+
     /// Hash: bucket start (ms) -> results recorded in that 10-second bucket,
     /// over the store, kept for an hour (`activity.rs`).
     pub(super) fn store_throughput(&self) -> String {
@@ -195,6 +206,7 @@ impl Keys {
         ]);
         keys.extend(TaskStatus::ALL.map(|status| self.tasks_in(status)));
         keys.extend([self.items_finished(), self.store_throughput()]);
+        keys.extend([self.completions(), self.completion_ends()]);
         keys
     }
 
@@ -242,9 +254,11 @@ mod tests {
     fn a_task_script_gets_its_keys_in_the_prelude_order() {
         let keys = Keys::new("p");
         let script = keys.task_script("t");
-        assert_eq!(script.len(), 18 + TaskStatus::ALL.len() + 2);
-        assert_eq!(script[script.len() - 2], "p:stats:finished");
-        assert_eq!(script[script.len() - 1], "p:stats:throughput");
+        assert_eq!(script.len(), 18 + TaskStatus::ALL.len() + 4);
+        assert_eq!(script[script.len() - 4], "p:stats:finished");
+        assert_eq!(script[script.len() - 3], "p:stats:throughput");
+        assert_eq!(script[script.len() - 2], "p:completions");
+        assert_eq!(script[script.len() - 1], "p:completions:ends");
         assert_eq!(script[0], "p:task:t");
         assert_eq!(script[6], "p:task:t:results:failed");
         assert_eq!(script[7], "p:task:t:leases");

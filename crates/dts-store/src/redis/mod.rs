@@ -38,6 +38,8 @@
 //! | `P:unfinished` | sorted set | the same, for tasks not yet in a terminal status |
 //! | `P:runnable` | sorted set | the same, for `INPROGRESS` tasks with a shard not yet completed |
 //! | `P:ended` | sorted set | ended tasks' members, scored by when their keys expire |
+//! | `P:completions` | sorted set | the completion outbox: ids of ended tasks whose event may be owed, scored by when the entry was added or its claim expires (ms, Redis's clock) |
+//! | `P:completions:ends` | hash | task id → the `finishedAt` of the end its outbox entry is for |
 //! | `P:seq` | string | counter behind the list members |
 //! | `P:worker:{id}` | string | a worker's last heartbeat (JSON), expiring with the heartbeat's TTL |
 //! | `P:workers` | sorted set | worker ids, scored by when their heartbeat expires |
@@ -74,6 +76,7 @@ mod errors;
 mod keys;
 mod leases;
 mod live;
+mod outbox;
 mod results;
 mod retry;
 mod scripts;
@@ -462,6 +465,23 @@ impl Store for RedisStore {
 
     async fn task_activity(&self, id: &str) -> StoreResult<Option<crate::activity::TaskActivity>> {
         activity::task_activity(self, id).await
+    }
+
+    async fn claim_completions(
+        &self,
+        limit: usize,
+        settle: Duration,
+        lease: Duration,
+    ) -> StoreResult<Vec<Task>> {
+        outbox::claim_completions(self, limit, settle, lease).await
+    }
+
+    async fn ack_completion(&self, id: &str, finished_at: u64) -> StoreResult<()> {
+        outbox::ack_completion(self, id, finished_at).await
+    }
+
+    async fn pending_completions(&self) -> StoreResult<u64> {
+        outbox::pending_completions(self).await
     }
 }
 

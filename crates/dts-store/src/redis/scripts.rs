@@ -47,6 +47,8 @@ pub(super) struct Scripts {
     pub(super) heartbeat: Script,
     pub(super) live_workers: Script,
     pub(super) fill_ids: Script,
+    pub(super) claim_completions: Script,
+    pub(super) ack_completion: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -71,6 +73,8 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     heartbeat: clock_script(include_str!("lua/heartbeat.lua")),
     live_workers: clock_script(include_str!("lua/live_workers.lua")),
     fill_ids: Script::new(include_str!("lua/fill_ids.lua")),
+    claim_completions: clock_script(include_str!("lua/claim_completions.lua")),
+    ack_completion: Script::new(include_str!("lua/ack_completion.lua")),
 });
 
 fn task_script(body: &str) -> Script {

@@ -16,6 +16,7 @@
 
 mod activity;
 mod leases;
+mod outbox;
 mod results;
 mod retry;
 mod rows;
@@ -516,6 +517,35 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.call(format!("read the activity of task {id}"), move |conn| {
             activity::task_activity(conn, &id)
+        })
+        .await
+    }
+
+    async fn claim_completions(
+        &self,
+        limit: usize,
+        settle: Duration,
+        lease: Duration,
+    ) -> StoreResult<Vec<Task>> {
+        let clock = self.clock();
+        self.call("claim completion events".to_string(), move |conn| {
+            outbox::claim_completions(conn, limit, settle, lease, &*clock)
+        })
+        .await
+    }
+
+    async fn ack_completion(&self, id: &str, finished_at: u64) -> StoreResult<()> {
+        let id = id.to_string();
+        self.call(
+            format!("acknowledge the completion event of task {id}"),
+            move |conn| outbox::ack_completion(conn, &id, finished_at),
+        )
+        .await
+    }
+
+    async fn pending_completions(&self) -> StoreResult<u64> {
+        self.call("count pending completion events".to_string(), |conn| {
+            outbox::pending_completions(conn)
         })
         .await
     }

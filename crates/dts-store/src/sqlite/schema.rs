@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 13;
+pub(super) const SCHEMA_VERSION: i64 = 14;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -250,10 +250,34 @@ ALTER TABLE workers ADD COLUMN shards_held INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN running_by_task TEXT;
 ";
 
+/// Version 14: the completion outbox (`outbox.rs`). A trigger adds a row
+/// whenever a task's `finished_at` is set — entering any end state sets it,
+/// whichever operation did (a transition, the last shard, a halt, a
+/// deadline), and a new end state such as SKIPPED gets it by setting
+/// `finished_at` too — in the transaction that changed the status, so no
+/// path can end a task without its event. `at` (ms, the store's clock) is
+/// when the entry was added or its claim expires; `finished_at` tells an
+/// entry of a later end (after a retry) from the one a drainer claimed.
+/// Tasks that ended before have their events published already: no rows.
+const SCHEMA_V14: &str = "
+CREATE TABLE completion_outbox (
+    task_key INTEGER PRIMARY KEY NOT NULL,
+    finished_at INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX completion_outbox_by_at ON completion_outbox (at);
+CREATE TRIGGER completion_outbox_on_end AFTER UPDATE OF finished_at ON tasks
+WHEN NEW.finished_at IS NOT NULL AND NEW.finished_at IS NOT OLD.finished_at
+BEGIN
+    INSERT OR REPLACE INTO completion_outbox (task_key, finished_at, at)
+    VALUES (NEW.key, NEW.finished_at, NEW.finished_at);
+END;
+";
+
 /// Every migration step in order: step `n` upgrades version `n` to `n + 1`.
-const STEPS: [&str; 13] = [
+const STEPS: [&str; 14] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13, SCHEMA_V14,
 ];
 const _: () = assert!(STEPS.len() as i64 == SCHEMA_VERSION, "one step per version");
 

@@ -272,7 +272,7 @@ pub(super) fn task_ids_with_prefix(
 
 /// Every table holding rows of a task, by `task_key`: a new table must be
 /// added here, or deleting a task leaves its rows behind.
-const TASK_TABLES: [&str; 10] = [
+const TASK_TABLES: [&str; 11] = [
     "task_inputs",
     "task_input_pages",
     "completed_shards",
@@ -283,6 +283,8 @@ const TASK_TABLES: [&str; 10] = [
     "item_history",
     "task_worker_counts",
     "task_throughput",
+    // A pending event of a deleted task goes with it: see Store::delete_task.
+    "completion_outbox",
 ];
 
 pub(super) fn delete_task(conn: &mut Connection, id: &str) -> DbResult<Task> {

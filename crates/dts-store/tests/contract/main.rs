@@ -1,6 +1,6 @@
 //! The contract every `Store` implementation keeps, written once.
 //!
-//! Each test (in `activity`, `halt`, `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`) is a generic async
+//! Each test (in `activity`, `halt`, `outbox`, `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`) is a generic async
 //! function over a `DynStore`; the `store_contract!` lines at the end of this
 //! file run all of them against each backend.
 //! A new backend adds one line there, with a factory that gives every test a
@@ -12,6 +12,7 @@ mod halt;
 mod helpers;
 mod inputs;
 mod leases;
+mod outbox;
 mod plans;
 mod queue;
 mod removal;
@@ -26,6 +27,7 @@ use dts_store::{DynStore, RedisSettings, RedisStore, SqliteStore};
 use halt::*;
 use inputs::*;
 use leases::*;
+use outbox::*;
 use plans::*;
 use queue::*;
 use removal::*;
@@ -103,6 +105,12 @@ macro_rules! store_contract {
                 the_overview_counts_tasks_by_status_waiting_shards_and_each_result_once,
                 a_tasks_activity_counts_results_per_worker_in_the_bucket_they_were_recorded,
                 deleting_a_task_deletes_its_activity,
+                every_way_a_task_ends_leaves_exactly_one_outbox_entry,
+                a_claimed_completion_is_hidden_until_its_lease_expires,
+                an_acknowledged_completion_is_gone_for_good,
+                an_end_never_published_waits_out_the_settle_time_then_is_claimed,
+                a_task_retried_before_its_event_went_out_owes_only_its_next_end,
+                deleting_an_ended_task_drops_its_pending_event,
                 a_heartbeat_keeps_a_worker_live_until_its_ttl_passes,
                 a_new_heartbeat_replaces_the_previous_one,
                 a_removed_worker_is_gone_at_once,

@@ -25,4 +25,7 @@ if member then
   end
 end
 redis.call('ZREM', IDS, ARGV[5])
+-- An event still owed goes with the task (see Store::delete_task).
+redis.call('ZREM', OUTBOX, ARGV[5])
+redis.call('HDEL', OUTBOX_ENDS, ARGV[5])
 return answer

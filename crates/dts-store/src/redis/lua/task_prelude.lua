@@ -7,7 +7,8 @@
 --       13 unfinished index, 14 all-tasks index, 15 ended index, 16 sequence,
 --       17 runnable index, 18 id index, 19.. one index per status, in the
 --       order ARGV[1] names them, then the store's two summary keys
---       (stats:finished, stats:throughput).
+--       (stats:finished, stats:throughput), then the completion outbox's
+--       two keys (completions, completions:ends).
 -- ARGV: 1 status names (comma-separated, the order of KEYS[19..]),
 --       2 terminal status names, 3 the in-progress status name,
 --       4 retention in milliseconds, 5.. the script's own arguments.
@@ -34,9 +35,13 @@ local TASK_KEYS = {
   TASK, INPUTS, SHARDS, RESULTS, RES_ALL, RES_OK, RES_FAILED, LEASES, STARTS,
   READY, HELD, RANGES, RES_COUNTS, RES_WORKERS, RES_HISTORY, RES_BY_WORKER, RES_THROUGHPUT,
 }
--- The store-wide summaries, the last two keys: every result recorded, and
--- bucket start (ms) -> results recorded in it, kept for an hour.
-local STATS_FINISHED, STATS_THROUGHPUT = KEYS[#KEYS - 1], KEYS[#KEYS]
+-- The store-wide summaries, the two keys before the outbox's: every result
+-- recorded, and bucket start (ms) -> results recorded in it, kept for an hour.
+local STATS_FINISHED, STATS_THROUGHPUT = KEYS[#KEYS - 3], KEYS[#KEYS - 2]
+-- The completion outbox (outbox.rs), the last two keys: task id -> when its
+-- entry was added or its claim expires (ms, Redis's clock), and task id ->
+-- the finishedAt of the end the entry is for.
+local OUTBOX, OUTBOX_ENDS = KEYS[#KEYS - 1], KEYS[#KEYS]
 local BUCKET_MS, STORE_BUCKETS_KEPT_MS = 10000, 3600000
 
 local BY_STATUS = {}
@@ -116,6 +121,12 @@ local function enter(to, now)
   if TERMINAL[to] then
     redis.call('HSET', TASK, 'finishedAt', now)
     retain()
+    -- Every end state, whichever script entered it, owes a completion event:
+    -- the outbox entry is written here, with the status, so no path can end
+    -- a task without one (a new terminal status, SKIPPED say, gets it too).
+    local id = string.match(member, '^%d+:(.*)$')
+    redis.call('ZADD', OUTBOX, int(redis_now_ms()), id)
+    redis.call('HSET', OUTBOX_ENDS, id, now)
   end
 end
 
