@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::redis::{RedisSettings, RedisStore};
+pub use self::redis::{RedisSettings, RedisStore, SentinelSettings};
 pub use sqlite::SqliteStore;
 
 /// A shared handle to whichever store this process uses.

@@ -35,6 +35,7 @@ async fn connect(server: &RedisServer, prefix: &str, retention: Duration) -> Red
         url: server.url(),
         key_prefix: prefix.to_string(),
         retention,
+        sentinel: None,
     })
     .await
     .expect("connect to redis")
@@ -509,6 +510,7 @@ async fn connecting_where_nothing_listens_fails_fast_naming_the_address() {
         url: format!("redis://127.0.0.1:{port}/"),
         key_prefix: "dts".to_string(),
         retention: HOUR,
+        sentinel: None,
     })
     .await
     .unwrap_err();
@@ -530,6 +532,7 @@ async fn a_malformed_url_or_a_zero_retention_is_refused_at_once() {
         url: url.to_string(),
         key_prefix: "dts".to_string(),
         retention,
+        sentinel: None,
     };
     let err = RedisStore::connect(settings("http://:hunter2@localhost/", HOUR))
         .await
