@@ -11,6 +11,13 @@
 //! as usual (the store makes it [`crate::StoreError::Unavailable`], which
 //! callers retry) and drops the connection, so the next call resolves the
 //! primary again.
+//!
+//! A failover on request (`SENTINEL FAILOVER`) leaves the old primary
+//! running, and a primary, for a while: its connections keep working, and
+//! writes to it would be lost when the sentinels finally turn it into a
+//! replica. So a watcher ([`watch`]) asks a sentinel every
+//! [`WATCH_INTERVAL`] which server is the primary, and drops the connection
+//! when the answer changes.
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use ::redis::{
@@ -28,6 +35,10 @@ pub(super) enum Link {
     /// The primary the sentinels name, found again after a failover.
     Sentinel(Arc<Follower>),
 }
+
+/// How often the watcher asks a sentinel whether the primary moved: the
+/// longest dts keeps writing to a primary the sentinels replaced.
+pub(super) const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Follows the primary of one master name through its sentinels.
 pub(super) struct Follower {
@@ -204,6 +215,72 @@ impl Follower {
         }
     }
 
+    /// Asks a sentinel (the one `sentinel` is connected to, else the next
+    /// in turn) which server is the primary, and drops the connection if it
+    /// is another one than in use. Quiet when no sentinel answers: calls
+    /// then find out for themselves.
+    async fn check(&self, sentinel: &mut Option<MultiplexedConnection>, next: &mut usize) {
+        let Some((address, generation)) = self
+            .lock_current()
+            .as_ref()
+            .map(|current| (current.address.clone(), current.generation))
+        else {
+            return;
+        };
+        if sentinel.is_none() {
+            let (host, port) = &self.sentinels[*next % self.sentinels.len()];
+            *next += 1;
+            let info = ConnectionInfo {
+                addr: ConnectionAddr::Tcp(host.clone(), *port),
+                redis: ::redis::RedisConnectionInfo::default(),
+            };
+            let connecting = async {
+                Client::open(info)?
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await
+            };
+            match connecting.await {
+                Ok(conn) => *sentinel = Some(conn),
+                Err(_) => return,
+            }
+        }
+        let Some(conn) = sentinel.as_mut() else {
+            return;
+        };
+        let named: RedisResult<Option<(String, u16)>> = ::redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(&self.master)
+            .query_async(conn)
+            .await;
+        let named = match named {
+            Ok(Some((host, port))) => format!("{host}:{port}"),
+            Ok(None) | Err(_) => {
+                *sentinel = None;
+                return;
+            }
+        };
+        if named != address {
+            self.drop_if_current(generation, &address, &named);
+            // Connect now rather than on the next call; if that fails, the
+            // next call tries again.
+            let _ = self.connection().await;
+        }
+    }
+
+    /// Drops connection `generation` if it is still the one in use.
+    fn drop_if_current(&self, generation: u64, address: &str, named: &str) {
+        let mut current = self.lock_current();
+        if current.as_ref().is_some_and(|c| c.generation == generation) {
+            tracing::info!(
+                master = %self.master,
+                primary = %address,
+                named = %named,
+                "the sentinels name another Redis primary; switching to it"
+            );
+            *current = None;
+        }
+    }
+
     /// Drops the connection after an error that says it no longer reaches
     /// a writable primary, so the next call resolves again.
     fn after(&self, generation: u64, error: &RedisError) {
@@ -224,6 +301,24 @@ impl Follower {
     }
 }
 
+/// Starts the watcher of `follower`: it ends when the store (every clone
+/// of it) is dropped.
+pub(super) fn watch(follower: &Arc<Follower>) {
+    let follower = Arc::downgrade(follower);
+    tokio::spawn(async move {
+        let mut sentinel = None;
+        let mut next = 0;
+        // ends: when the follower is gone (the upgrade fails).
+        loop {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            let Some(follower) = follower.upgrade() else {
+                return;
+            };
+            follower.check(&mut sentinel, &mut next).await;
+        }
+    });
+}
+
 /// The connection to the primary in use.
 struct Current {
     /// `host:port` as the sentinels named it.
@@ -241,7 +336,7 @@ fn leaves_primary(error: &RedisError) -> bool {
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || matches!(error.kind(), ErrorKind::ReadOnly | ErrorKind::MasterDown)
-        || matches!(error.code(), Some("READONLY" | "MASTERDOWN"))
+        || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "NOREPLICAS"))
         // A script's write refused on a replica comes wrapped in a script error.
         || error.to_string().contains("READONLY")
 }

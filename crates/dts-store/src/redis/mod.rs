@@ -194,10 +194,12 @@ impl RedisStore {
                 );
                 let replication = (sentinel.wait_replicas > 0)
                     .then_some((sentinel.wait_replicas, sentinel.wait_timeout));
+                let follower = std::sync::Arc::new(follower);
+                link::watch(&follower);
                 (
                     follower.describe(),
                     replication,
-                    Some(Link::Sentinel(std::sync::Arc::new(follower))),
+                    Some(Link::Sentinel(follower)),
                 )
             }
         };
