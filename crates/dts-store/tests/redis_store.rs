@@ -8,7 +8,8 @@
 use dts_model::{Bytes, ItemResult, Task, TaskStatus, WorkerInfo};
 use dts_store::redis::CALL_TIMEOUT;
 use dts_store::{
-    PlanOutcome, RedisSettings, RedisStore, ResultFilter, Store, StoreError, StoreResult,
+    PlanOutcome, ReadyClaim, RedisSettings, RedisStore, ResultFilter, Store, StoreError,
+    StoreResult,
 };
 use dts_testkit::RedisServer;
 
@@ -1093,4 +1094,40 @@ async fn tasks_stored_before_the_id_index_existed_are_found_by_an_id_prefix_afte
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_whose_acknowledged_results_were_lost_runs_again_for_just_those_items() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let t = planned(&store, 4, 2).await;
+    store.claim_shard(&t.id, 0, "w-a", HOUR).await.unwrap();
+    // The worker recorded item 0 on a primary that then failed over to a
+    // replica without it, and completes the shard with item 1 on the new one.
+    let done = store.complete_shard(&t.id, 0, &[ok(1)]).await.unwrap();
+    assert!(!done.newly_completed);
+    assert!(!done.finished_task);
+    assert_eq!(done.task.chunks_executed, 0);
+    assert_eq!(done.task.items_succeeded, 1);
+    assert_eq!(
+        store.completed_shards(&t.id).await.unwrap(),
+        Vec::<u32>::new()
+    );
+    assert_eq!(store.recorded_indices(&t.id, 0, 2).await.unwrap(), vec![1]);
+
+    // The shard is ready again, as the same attempt, and its next run
+    // completes it with the missing item: each item counted once.
+    match store
+        .claim_ready_shard(&t.id, "w-b", HOUR, None)
+        .await
+        .unwrap()
+    {
+        ReadyClaim::Claimed { shard, attempt, .. } => assert_eq!((shard, attempt), (0, 1)),
+        other => panic!("expected shard 0 ready again, got {other:?}"),
+    }
+    let done = store.complete_shard(&t.id, 0, &[ok(0)]).await.unwrap();
+    assert!(done.newly_completed);
+    assert_eq!(done.task.chunks_executed, 1);
+    assert_eq!(done.task.items_succeeded, 2);
+    assert_eq!(store.completed_shards(&t.id).await.unwrap(), vec![0]);
 }
