@@ -18,12 +18,14 @@ async fn sentinels() -> RedisSentinel {
 }
 
 async fn connect(set: &RedisSentinel) -> RedisStore {
-    RedisStore::connect(settings(set))
+    RedisStore::connect(settings(set, Duration::from_millis(500)))
         .await
         .expect("connect through the sentinels")
 }
 
-fn settings(set: &RedisSentinel) -> RedisSettings {
+/// Settings that find the primary through `set`'s sentinels and wait up to
+/// `wait_timeout` for one replica after a submit or a cancel.
+fn settings(set: &RedisSentinel, wait_timeout: Duration) -> RedisSettings {
     let nodes = set
         .sentinel_nodes()
         .split(',')
@@ -41,7 +43,7 @@ fn settings(set: &RedisSentinel) -> RedisSettings {
             master: set.master_name().to_string(),
             nodes,
             wait_replicas: 1,
-            wait_timeout: Duration::from_millis(500),
+            wait_timeout,
         }),
     }
 }
@@ -129,4 +131,34 @@ async fn the_store_follows_the_replica_the_sentinels_promote_after_the_primary_i
     })
     .await;
     assert_eq!(store.failovers(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_waits_for_the_replica_and_is_stored_anyway_when_none_confirms_in_time() {
+    let mut set = sentinels().await;
+    let wait = Duration::from_secs(2);
+    let store = RedisStore::connect(settings(&set, wait))
+        .await
+        .expect("connect through the sentinels");
+    let replica = 1 - set.primary();
+    set.kill(replica);
+    let t = task(3);
+    let started = std::time::Instant::now();
+    store.insert_task(&t, &inputs(3)).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= wait,
+        "answered after {waited:?}, before the replica wait ended"
+    );
+    assert_eq!(
+        store.task_status(&t.id).await.unwrap(),
+        Some(TaskStatus::Queued)
+    );
+    // A cancel waits the same way.
+    let started = std::time::Instant::now();
+    store
+        .transition(&t.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= wait);
 }

@@ -163,10 +163,15 @@ impl RedisSentinel {
     /// [`RedisSentinel::wait_for_new_primary`]).
     pub fn kill_primary(&mut self) -> usize {
         let primary = self.primary();
-        if let Some(mut child) = self.nodes[primary].child.take() {
+        self.kill(primary);
+        primary
+    }
+
+    /// SIGKILLs data node `node`, primary or not.
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].child.take() {
             kill(&mut child);
         }
-        primary
     }
 
     /// Returns once every sentinel names a primary other than the one on
