@@ -86,17 +86,7 @@ impl Cluster {
         node_args: Vec<String>,
         env: &[(&str, &str)],
     ) -> Worker {
-        let mut args = vec![
-            "worker".to_string(),
-            "--id".into(),
-            id.into(),
-            "--cores".into(),
-            cores.to_string(),
-        ];
-        args.extend(node_args);
-        let log = self.log(id);
-        let (child, _) = spawn_until(&args, env, &log, "dts worker ");
-        Worker { child }
+        Worker::spawn(id, cores, node_args, env, &self.log(id))
     }
 }
 
@@ -106,6 +96,27 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Starts `dts worker` with these node arguments (where Redis and Kafka
+    /// are), logging to `log`; returns once it says it runs.
+    pub fn spawn(
+        id: &str,
+        cores: u32,
+        node_args: Vec<String>,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Worker {
+        let mut args = vec![
+            "worker".to_string(),
+            "--id".into(),
+            id.into(),
+            "--cores".into(),
+            cores.to_string(),
+        ];
+        args.extend(node_args);
+        let (child, _) = spawn_until(&args, env, log, "dts worker ");
+        Worker { child }
+    }
+
     /// Whether the process has exited (reaping it if so).
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

@@ -31,6 +31,7 @@ mod scheduling;
 mod scripts;
 mod security;
 mod seed_api;
+mod sentinel;
 mod submit_habits;
 mod task_ids;
 mod terminal;

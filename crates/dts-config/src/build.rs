@@ -51,11 +51,19 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         submit_timeout: read.millis("pubsub.submit-timeout-ms")?,
         kafka: read.kafka(),
     };
+    let host = read.get("spring.redis.host")?;
+    let port = read.get("spring.redis.port")?;
+    // Read here to keep the keys table's order; checked once every key is.
+    let sentinel_master: Option<String> = read.get("spring.redis.sentinel.master")?;
+    let sentinel_nodes: Vec<String> = read.get("spring.redis.sentinel.nodes")?;
+    let wait_replicas: u32 = read.get("spring.redis.sentinel.wait-replicas")?;
+    let wait_timeout = read.millis("spring.redis.sentinel.wait-timeout-ms")?;
     let redis = RedisSettings {
-        host: read.get("spring.redis.host")?,
-        port: read.get("spring.redis.port")?,
+        host,
+        port,
         key_prefix: read.get("redis.key-prefix")?,
         retention: read.secs("redis.retention-secs")?,
+        sentinel: None,
     };
     let store = StoreSettings {
         data_dir: read.get("store.data-dir")?,
@@ -108,7 +116,7 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
     let mut warnings = layers.warnings.clone();
     token::resolve(&mut server, &layers, &mut warnings)?;
     let entries = read.entries;
-    let settings = Settings {
+    let mut settings = Settings {
         server,
         pubsub,
         redis,
@@ -120,6 +128,13 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         warnings,
         entries,
     };
+    settings.redis.sentinel = checks::sentinel(
+        &settings,
+        sentinel_master,
+        &sentinel_nodes,
+        wait_replicas,
+        wait_timeout,
+    )?;
     checks::check(&settings)?;
     Ok(settings)
 }

@@ -5,7 +5,7 @@
 use std::fmt::Display;
 
 use crate::error::ConfigError;
-use crate::settings::Settings;
+use crate::settings::{SentinelSettings, Settings};
 
 /// Room a shard message needs besides one item and the script template:
 /// ids, field names and JSON framing.
@@ -114,6 +114,67 @@ pub(crate) fn check(settings: &Settings) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// `spring.redis.sentinel.*` as settings: `None` without a master name; a
+/// master name with no nodes, nodes with no master name, or a node that is
+/// not `host:port` are refused, naming the key.
+pub(crate) fn sentinel(
+    settings: &Settings,
+    master: Option<String>,
+    nodes: &[String],
+    wait_replicas: u32,
+    wait_timeout: std::time::Duration,
+) -> Result<Option<SentinelSettings>, ConfigError> {
+    const MASTER: &str = "spring.redis.sentinel.master";
+    const NODES: &str = "spring.redis.sentinel.nodes";
+    let Some(master) = master else {
+        if nodes.is_empty() {
+            return Ok(None);
+        }
+        return Err(ConfigError::Inconsistent {
+            keys: vec![NODES.to_string(), MASTER.to_string()],
+            message: format!(
+                "{} needs {MASTER}: the sentinels are asked for a master by its name",
+                fact(settings, NODES, &nodes.join(","))
+            ),
+        });
+    };
+    if nodes.is_empty() {
+        return Err(ConfigError::Inconsistent {
+            keys: vec![MASTER.to_string(), NODES.to_string()],
+            message: format!(
+                "{} needs {NODES} (comma-separated host:port of the sentinels): \
+                 without them the primary cannot be found",
+                fact(settings, MASTER, &master)
+            ),
+        });
+    }
+    let mut parsed = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let address = node
+            .rsplit_once(':')
+            .and_then(|(host, port)| {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let port = port.parse::<u16>().ok().filter(|port| *port > 0)?;
+                (!host.is_empty() && is_host(host)).then(|| (host.to_string(), port))
+            })
+            .ok_or_else(|| {
+                invalid_entry(
+                    settings,
+                    NODES,
+                    node,
+                    "sentinels as host:port, such as 10.0.0.5:26379 (each with a port from 1 to 65535)",
+                )
+            })?;
+        parsed.push(address);
+    }
+    Ok(Some(SentinelSettings {
+        master,
+        nodes: parsed,
+        wait_replicas,
+        wait_timeout,
+    }))
 }
 
 /// `http://` or `https://`, then a host and maybe a port, nothing else.

@@ -290,6 +290,31 @@ pub const KEYS: &[KeySpec] = &[
     // redis
     KeySpec::new("spring.redis.host", Text, "localhost", "Redis host."),
     KeySpec::new("spring.redis.port", Port, "6379", "Redis port.").min(1),
+    KeySpec::new(
+        "spring.redis.sentinel.master",
+        OptionalText,
+        "",
+        "Redis Sentinel master name; when set, dts asks the sentinels for the primary and follows failovers (spring.redis.host and port are then unused).",
+    ),
+    KeySpec::new(
+        "spring.redis.sentinel.nodes",
+        List,
+        "",
+        "The sentinels, as comma-separated host:port entries; needed with spring.redis.sentinel.master.",
+    ),
+    KeySpec::new(
+        "spring.redis.sentinel.wait-replicas",
+        U32,
+        "1",
+        "With Sentinel: replicas that must confirm a submit or a cancel (Redis WAIT) before dts answers; 0 does not wait.",
+    ),
+    KeySpec::new(
+        "spring.redis.sentinel.wait-timeout-ms",
+        U64,
+        "500",
+        "With Sentinel: the longest wait for those replicas, in milliseconds; dts then answers anyway and logs a warning.",
+    )
+    .min(1),
     KeySpec::new("spring.cache.type", Ignored, "redis", "Accepted for compatibility with the seed's file; ignored."),
     KeySpec::new("redis.key-prefix", Text, "dts", "Prefix of every Redis key dts writes."),
     KeySpec::new(

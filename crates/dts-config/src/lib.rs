@@ -36,7 +36,7 @@ pub use error::ConfigError;
 pub use keys::{KeySpec, Kind, env_var_name};
 pub use settings::{
     Containment, ExecutorSettings, LimitsSettings, PubsubSettings, RedisSettings,
-    SchedulerSettings, ServerSettings, Settings, StoreSettings, WorkerSettings,
+    SchedulerSettings, SentinelSettings, ServerSettings, Settings, StoreSettings, WorkerSettings,
 };
 pub use source::Source;
 pub use token::token_in_file;

@@ -237,6 +237,23 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// `redis.retention-secs`: how long finished tasks are kept.
     pub retention: Duration,
+    /// `spring.redis.sentinel.*`: find the primary through Sentinel; `None`
+    /// when `spring.redis.sentinel.master` is not set.
+    pub sentinel: Option<SentinelSettings>,
+}
+
+/// `spring.redis.sentinel.*`: Redis Sentinel, checked at load (a master name
+/// needs nodes, every node needs a port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSettings {
+    /// `spring.redis.sentinel.master`: the master name the sentinels monitor.
+    pub master: String,
+    /// `spring.redis.sentinel.nodes`: each sentinel's host and port, in order.
+    pub nodes: Vec<(String, u16)>,
+    /// `spring.redis.sentinel.wait-replicas`.
+    pub wait_replicas: u32,
+    /// `spring.redis.sentinel.wait-timeout-ms`.
+    pub wait_timeout: Duration,
 }
 
 /// `store.*`: the embedded store.

@@ -1069,3 +1069,113 @@ fn thirty_two_labels_are_accepted_and_a_thirty_third_is_refused_naming_it() {
     assert_eq!(from, Source::Flag("worker.labels".into()));
     assert_eq!(problem, LabelProblem::TooMany);
 }
+
+// ---- Redis Sentinel -------------------------------------------------------------
+
+#[test]
+fn sentinel_master_and_nodes_give_the_store_a_master_name_and_each_sentinel() {
+    let flags = flags(&[
+        ("spring.redis.sentinel.master", "dts-primary"),
+        (
+            "spring.redis.sentinel.nodes",
+            "10.0.0.5:26379, sentinel-b:26380,[::1]:26381",
+        ),
+    ]);
+    let settings = load(None, &HashMap::new(), &flags).expect("loads");
+    assert_eq!(
+        settings.redis.sentinel,
+        Some(dts_config::SentinelSettings {
+            master: "dts-primary".to_string(),
+            nodes: vec![
+                ("10.0.0.5".to_string(), 26379),
+                ("sentinel-b".to_string(), 26380),
+                ("::1".to_string(), 26381),
+            ],
+            wait_replicas: 1,
+            wait_timeout: Duration::from_millis(500),
+        })
+    );
+}
+
+#[test]
+fn without_a_sentinel_master_dts_uses_the_redis_host_and_port() {
+    let settings = load(None, &HashMap::new(), &[]).expect("loads");
+    assert_eq!(settings.redis.sentinel, None);
+}
+
+#[test]
+fn a_sentinel_master_without_nodes_is_refused_naming_both_keys() {
+    let env = env(&[("DTS_SPRING_REDIS_SENTINEL_MASTER", "dts-primary")]);
+    let error = load_err(None, &env, &[]);
+    assert_eq!(
+        error.to_string(),
+        "spring.redis.sentinel.master = dts-primary (from environment variable \
+         DTS_SPRING_REDIS_SENTINEL_MASTER) needs spring.redis.sentinel.nodes \
+         (comma-separated host:port of the sentinels): without them the primary cannot be found"
+    );
+    assert!(
+        matches!(&error, ConfigError::Inconsistent { keys, .. }
+            if keys == &["spring.redis.sentinel.master", "spring.redis.sentinel.nodes"]),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn an_empty_sentinel_node_list_is_refused_like_a_missing_one() {
+    let flags = flags(&[
+        ("spring.redis.sentinel.master", "dts-primary"),
+        ("spring.redis.sentinel.nodes", " , "),
+    ]);
+    let error = load_err(None, &HashMap::new(), &flags);
+    assert!(
+        matches!(&error, ConfigError::Inconsistent { keys, .. }
+            if keys == &["spring.redis.sentinel.master", "spring.redis.sentinel.nodes"]),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn sentinel_nodes_without_a_master_name_are_refused_naming_both_keys() {
+    let flags = flags(&[("spring.redis.sentinel.nodes", "127.0.0.1:26379")]);
+    let error = load_err(None, &HashMap::new(), &flags);
+    assert_eq!(
+        error.to_string(),
+        "spring.redis.sentinel.nodes = 127.0.0.1:26379 (from command-line flag for \
+         spring.redis.sentinel.nodes) needs spring.redis.sentinel.master: \
+         the sentinels are asked for a master by its name"
+    );
+}
+
+#[test]
+fn a_sentinel_node_without_a_port_is_refused_naming_the_node_and_the_key() {
+    for bad in [
+        "sentinel-b",
+        "sentinel-b:",
+        "sentinel-b:0",
+        "sentinel-b:99999",
+        ":26379",
+    ] {
+        let flags = flags(&[
+            ("spring.redis.sentinel.master", "dts-primary"),
+            (
+                "spring.redis.sentinel.nodes",
+                &format!("127.0.0.1:26379,{bad}"),
+            ),
+        ]);
+        let error = load_err(None, &HashMap::new(), &flags);
+        match &error {
+            ConfigError::InvalidValue {
+                key, value, from, ..
+            } => {
+                assert_eq!(key, "spring.redis.sentinel.nodes", "{bad}");
+                assert_eq!(value, bad);
+                assert_eq!(
+                    *from,
+                    Source::Flag("spring.redis.sentinel.nodes".to_string())
+                );
+            }
+            other => panic!("{bad}: expected an invalid value, got {other:?}"),
+        }
+        assert!(error.to_string().contains("host:port"), "{bad}: {error}");
+    }
+}

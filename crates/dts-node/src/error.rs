@@ -30,10 +30,13 @@ pub enum NodeError {
     },
 
     /// Redis cannot be reached or used.
-    #[error("cannot use Redis at {url} (spring.redis.host / spring.redis.port)")]
+    #[error("cannot use Redis at {url} ({keys})")]
     Redis {
-        /// The URL built from the configuration.
+        /// The URL built from the configuration, or the master name and
+        /// sentinels.
         url: String,
+        /// The keys that say where Redis is.
+        keys: &'static str,
         /// What the store said.
         #[source]
         source: StoreError,

@@ -16,7 +16,7 @@ use dts_engine::worker::Worker;
 use dts_engine::worker::WorkerSettings;
 use dts_executor::{Executor, IsolationReport};
 use dts_store::DynStore;
-use dts_store::redis::{RedisSettings, RedisStore};
+use dts_store::redis::{RedisSettings, RedisStore, SentinelSettings};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -59,20 +59,49 @@ pub fn check_exposure(settings: &Settings) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Connects to Redis (`spring.redis.host`, `spring.redis.port`), failing fast.
+/// Connects to Redis (`spring.redis.host`, `spring.redis.port`, or the
+/// primary the sentinels of `spring.redis.sentinel.*` name), failing fast.
 pub async fn connect_redis(settings: &Settings) -> Result<RedisStore, NodeError> {
     let url = format!("redis://{}:{}/", settings.redis.host, settings.redis.port);
+    let sentinel = settings
+        .redis
+        .sentinel
+        .as_ref()
+        .map(|sentinel| SentinelSettings {
+            master: sentinel.master.clone(),
+            nodes: sentinel.nodes.clone(),
+            wait_replicas: sentinel.wait_replicas,
+            wait_timeout: sentinel.wait_timeout,
+        });
+    let (shown, keys) = match &sentinel {
+        None => (url.clone(), "spring.redis.host / spring.redis.port"),
+        Some(sentinel) => (
+            format!(
+                "master {} via sentinels {}",
+                sentinel.master,
+                sentinel
+                    .nodes
+                    .iter()
+                    .map(|(host, port)| format!("{host}:{port}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            "spring.redis.sentinel.master / spring.redis.sentinel.nodes",
+        ),
+    };
     let store = RedisStore::connect(RedisSettings {
-        url: url.clone(),
+        url,
         key_prefix: settings.redis.key_prefix.clone(),
         retention: settings.redis.retention,
+        sentinel,
     })
     .await
     .map_err(|source| NodeError::Redis {
-        url: url.clone(),
+        url: shown.clone(),
+        keys,
         source,
     })?;
-    info!(%url, prefix = %settings.redis.key_prefix, "connected to Redis");
+    info!(redis = %shown, prefix = %settings.redis.key_prefix, "connected to Redis");
     Ok(store)
 }
 

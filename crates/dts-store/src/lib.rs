@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::redis::{RedisSettings, RedisStore};
+pub use self::redis::{RedisSettings, RedisStore, SentinelSettings};
 pub use sqlite::SqliteStore;
 
 /// A shared handle to whichever store this process uses.
@@ -405,7 +405,9 @@ pub struct TaskPage {
 /// What [`Store::complete_shard`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardCompletion {
-    /// False if the shard had been completed before (a redelivery): nothing was counted.
+    /// False if the shard had been completed before (a redelivery): nothing was counted;
+    /// also false (Redis) when some of its items had no result (lost in a
+    /// failover): the shard was handed back to run those items again.
     pub newly_completed: bool,
     /// True if this call completed the task's last shard and set its final status.
     pub finished_task: bool,

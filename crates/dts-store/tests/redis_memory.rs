@@ -65,6 +65,7 @@ async fn bytes_per_result(stdout: &str) -> f64 {
         url: server.url(),
         key_prefix: "dts".to_string(),
         retention: Duration::from_secs(3_600),
+        sentinel: None,
     })
     .await
     .expect("connect to redis");

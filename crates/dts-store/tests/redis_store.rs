@@ -8,7 +8,8 @@
 use dts_model::{Bytes, ItemResult, Task, TaskStatus, WorkerInfo};
 use dts_store::redis::CALL_TIMEOUT;
 use dts_store::{
-    PlanOutcome, RedisSettings, RedisStore, ResultFilter, Store, StoreError, StoreResult,
+    PlanOutcome, ReadyClaim, RedisSettings, RedisStore, ResultFilter, Store, StoreError,
+    StoreResult,
 };
 use dts_testkit::RedisServer;
 
@@ -35,6 +36,7 @@ async fn connect(server: &RedisServer, prefix: &str, retention: Duration) -> Red
         url: server.url(),
         key_prefix: prefix.to_string(),
         retention,
+        sentinel: None,
     })
     .await
     .expect("connect to redis")
@@ -509,6 +511,7 @@ async fn connecting_where_nothing_listens_fails_fast_naming_the_address() {
         url: format!("redis://127.0.0.1:{port}/"),
         key_prefix: "dts".to_string(),
         retention: HOUR,
+        sentinel: None,
     })
     .await
     .unwrap_err();
@@ -530,6 +533,7 @@ async fn a_malformed_url_or_a_zero_retention_is_refused_at_once() {
         url: url.to_string(),
         key_prefix: "dts".to_string(),
         retention,
+        sentinel: None,
     };
     let err = RedisStore::connect(settings("http://:hunter2@localhost/", HOUR))
         .await
@@ -1090,4 +1094,40 @@ async fn tasks_stored_before_the_id_index_existed_are_found_by_an_id_prefix_afte
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_whose_acknowledged_results_were_lost_runs_again_for_just_those_items() {
+    let server = server().await;
+    let store = connect(&server, "dts", HOUR).await;
+    let t = planned(&store, 4, 2).await;
+    store.claim_shard(&t.id, 0, "w-a", HOUR).await.unwrap();
+    // The worker recorded item 0 on a primary that then failed over to a
+    // replica without it, and completes the shard with item 1 on the new one.
+    let done = store.complete_shard(&t.id, 0, &[ok(1)]).await.unwrap();
+    assert!(!done.newly_completed);
+    assert!(!done.finished_task);
+    assert_eq!(done.task.chunks_executed, 0);
+    assert_eq!(done.task.items_succeeded, 1);
+    assert_eq!(
+        store.completed_shards(&t.id).await.unwrap(),
+        Vec::<u32>::new()
+    );
+    assert_eq!(store.recorded_indices(&t.id, 0, 2).await.unwrap(), vec![1]);
+
+    // The shard is ready again, as the same attempt, and its next run
+    // completes it with the missing item: each item counted once.
+    match store
+        .claim_ready_shard(&t.id, "w-b", HOUR, None)
+        .await
+        .unwrap()
+    {
+        ReadyClaim::Claimed { shard, attempt, .. } => assert_eq!((shard, attempt), (0, 1)),
+        other => panic!("expected shard 0 ready again, got {other:?}"),
+    }
+    let done = store.complete_shard(&t.id, 0, &[ok(0)]).await.unwrap();
+    assert!(done.newly_completed);
+    assert_eq!(done.task.chunks_executed, 1);
+    assert_eq!(done.task.items_succeeded, 2);
+    assert_eq!(store.completed_shards(&t.id).await.unwrap(), vec![0]);
 }

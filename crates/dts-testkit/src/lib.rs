@@ -7,6 +7,9 @@
 //! holds the only ways tests wait for something: each with a deadline and a
 //! message saying what was awaited.
 //!
+//! [`RedisSentinel`] is a primary, a replica and three sentinels, for
+//! tests that fail Redis over.
+//!
 //! `browser` drives a headless Chromium for the dashboard's tests.
 //!
 //! `scripts/install-test-deps.sh` installs the programs: `redis-server`,
@@ -21,12 +24,14 @@ mod nginx;
 mod process;
 mod redis;
 mod s3;
+mod sentinel;
 mod tansu;
 pub mod wait;
 
 pub use nginx::Nginx;
 pub use process::{free_port, wait_for_port, workspace_root};
 pub use redis::RedisServer;
+pub use sentinel::{MASTER_NAME, RedisSentinel};
 pub use tansu::Broker;
 pub use wait::{
     DEADLINE, finish_within, output_within, wait_for, wait_for_blocking, wait_for_exit, wait_until,

@@ -1,6 +1,6 @@
 //! The servers start on their own ports, answer, and stop.
 
-use dts_testkit::{Broker, Nginx, RedisServer, wait_for_port};
+use dts_testkit::{Broker, Nginx, RedisSentinel, RedisServer, wait_for_port};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -25,6 +25,23 @@ fn redis_starts_answers_restarts_and_stops() {
     let port = redis.port();
     drop(redis);
     assert!(!wait_for_port(port, Duration::from_millis(200)));
+}
+
+#[test]
+fn sentinel_failover_and_a_killed_primary_each_move_the_primary_to_the_other_node() {
+    let mut set = RedisSentinel::start();
+    let ports = set.node_ports();
+    assert_eq!(set.primary_port(), ports[0]);
+    assert_eq!(set.sentinel_nodes().split(',').count(), 3);
+    assert_eq!(set.failover(), ports[1]);
+    assert_eq!(set.primary(), 1);
+    // The old primary comes back as a replica of the new one.
+    let killed = set.kill_primary();
+    assert_eq!(killed, 1);
+    assert_eq!(set.wait_for_new_primary(ports[1]), ports[0]);
+    set.restart(killed);
+    assert_eq!(redis_ping(ports[1]), "+PONG\r\n");
+    assert_eq!(set.primary(), 0);
 }
 
 #[test]

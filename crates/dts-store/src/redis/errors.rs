@@ -38,7 +38,10 @@ fn is_transient(e: &RedisError) -> bool {
             | ErrorKind::ClusterDown
             | ErrorKind::MasterDown
             | ErrorKind::ReadOnly
-    ) || matches!(e.code(), Some("BUSY" | "LOADING" | "MASTERDOWN"))
+    ) || matches!(
+        e.code(),
+        Some("BUSY" | "LOADING" | "MASTERDOWN" | "READONLY" | "NOREPLICAS")
+    )
 }
 
 /// A call that got no answer within `after`: a hung or overloaded server.

@@ -7,7 +7,10 @@
 //! interleaving another client's commands. The connection is a
 //! [`ConnectionManager`]: when Redis goes away the calls in flight fail with
 //! [`StoreError::Unavailable`] and the manager reconnects in the background,
-//! so the same store works again once Redis is back. Every call has a
+//! so the same store works again once Redis is back. With Sentinel
+//! ([`SentinelSettings`]) the connection follows the primary the sentinels
+//! name instead (`link`): calls in flight during a failover fail the same
+//! way, and the next call finds the new primary. Every call has a
 //! deadline ([`CALL_TIMEOUT`]), so a hung server is an error, never a hang.
 //!
 //! # Key layout
@@ -75,6 +78,7 @@ mod codec;
 mod errors;
 mod keys;
 mod leases;
+mod link;
 mod live;
 mod outbox;
 mod results;
@@ -92,6 +96,7 @@ use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
 use dts_model::{Bytes, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
 use keys::Keys;
+use link::{Follower, Link};
 pub use live::LiveEntry;
 use scripts::SCRIPTS;
 use std::collections::BTreeMap;
@@ -122,14 +127,34 @@ pub struct RedisSettings {
     /// How long the keys of a task stay after it ends (completed, failed,
     /// cancelled or never submitted); then Redis deletes them.
     pub retention: Duration,
+    /// Find the primary through Redis Sentinel instead of at `url`'s host
+    /// and port (whose password and database still apply).
+    pub sentinel: Option<SentinelSettings>,
+}
+
+/// Redis Sentinel: which master to follow, where the sentinels are, and how
+/// long writes a client is told about wait for a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSettings {
+    /// The master name the sentinels monitor (`spring.redis.sentinel.master`).
+    pub master: String,
+    /// Each sentinel's host and port, asked in this order.
+    pub nodes: Vec<(String, u16)>,
+    /// Replicas that must have a submit or a cancel before dts answers
+    /// (`WAIT`); 0 does not wait.
+    pub wait_replicas: u32,
+    /// The longest such a wait lasts; then dts answers anyway, and logs it.
+    pub wait_timeout: Duration,
 }
 
 /// A [`Store`] in Redis. Cloning gives another handle on the same connection.
 #[derive(Clone)]
 pub struct RedisStore {
     /// Multiplexed and self-healing: one connection serves every call, and
-    /// it is re-established in the background after Redis restarts.
-    conn: ConnectionManager,
+    /// it is re-established after Redis restarts or fails over.
+    conn: Link,
+    /// How writes a client is told about wait for replicas (Sentinel only).
+    replication: Option<(u32, Duration)>,
     keys: Keys,
     /// `host:port`, for error messages (never the URL: it may hold a password).
     address: String,
@@ -158,10 +183,29 @@ impl RedisStore {
                 url: redact(&settings.url),
                 source: e.into(),
             })?;
-        let address = client.get_connection_info().addr.to_string();
         if settings.retention.is_zero() {
             return Err(StoreError::ZeroRetention);
         }
+        let (address, replication, link) = match &settings.sentinel {
+            None => (client.get_connection_info().addr.to_string(), None, None),
+            Some(sentinel) => {
+                let follower = Follower::new(
+                    sentinel.master.clone(),
+                    sentinel.nodes.clone(),
+                    client.get_connection_info().redis.clone(),
+                    link::connection_config(CONNECT_ATTEMPT_TIMEOUT, CALL_TIMEOUT),
+                );
+                let replication = (sentinel.wait_replicas > 0)
+                    .then_some((sentinel.wait_replicas, sentinel.wait_timeout));
+                let follower = std::sync::Arc::new(follower);
+                link::watch(&follower);
+                (
+                    follower.describe(),
+                    replication,
+                    Some(Link::Sentinel(follower)),
+                )
+            }
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_ATTEMPT_TIMEOUT)
             .set_response_timeout(CALL_TIMEOUT)
@@ -169,7 +213,10 @@ impl RedisStore {
         // Connected is not enough: a PING proves the server answers commands
         // (it is not, say, still loading its data or refusing our password).
         let connecting = async {
-            let mut conn = ConnectionManager::new_with_config(client, config).await?;
+            let mut conn = match link {
+                Some(link) => link,
+                None => Link::Direct(ConnectionManager::new_with_config(client, config).await?),
+            };
             ::redis::cmd("PING")
                 .query_async::<String>(&mut conn)
                 .await?;
@@ -182,6 +229,7 @@ impl RedisStore {
         };
         let store = RedisStore {
             conn,
+            replication,
             keys: Keys::new(&settings.key_prefix),
             address,
             // Far beyond any retention anyone sets, and within PEXPIRE's range.
@@ -211,6 +259,55 @@ impl RedisStore {
             );
         }
         Ok(())
+    }
+
+    /// After a write a client is told about (a submit, a cancel), waits
+    /// until the configured number of replicas have it, so a failover right
+    /// after the answer does not lose it. A replica that does not confirm in
+    /// time is logged and counted, and the call still succeeds: the write
+    /// is on the primary, and refusing it would make the client retry a
+    /// write that took place.
+    async fn replicate(&self, what: &str) {
+        let Some((replicas, timeout)) = self.replication else {
+            return;
+        };
+        let mut conn = self.conn.clone();
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let acked = self
+            .run(
+                &format!("wait for replicas to have {what}"),
+                ::redis::cmd("WAIT")
+                    .arg(replicas)
+                    .arg(millis)
+                    .query_async::<u64>(&mut conn),
+            )
+            .await;
+        match acked {
+            Ok(acked) if acked >= u64::from(replicas) => {}
+            Ok(acked) => {
+                dts_metrics::metrics().store_error("wait_replicas", false);
+                tracing::warn!(
+                    what,
+                    acked,
+                    wanted = replicas,
+                    timeout_ms = millis,
+                    "a replica did not confirm a write in time; a failover now could lose it"
+                );
+            }
+            Err(error) => {
+                dts_metrics::metrics().store_error("wait_replicas", false);
+                tracing::warn!(what, %error, "could not wait for replicas");
+            }
+        }
+    }
+
+    /// How many times this store saw Redis fail over to another primary
+    /// (always 0 without Sentinel).
+    pub fn failovers(&self) -> u64 {
+        match &self.conn {
+            Link::Direct(_) => 0,
+            Link::Sentinel(follower) => follower.failovers(),
+        }
     }
 
     /// Awaits one Redis call with the deadline, turning its error into a
@@ -277,7 +374,9 @@ fn redact(url: &str) -> String {
 #[async_trait]
 impl Store for RedisStore {
     async fn insert_task(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
-        tasks::insert_task(self, task, inputs).await
+        tasks::insert_task(self, task, inputs).await?;
+        self.replicate(&format!("task {}", task.id)).await;
+        Ok(())
     }
 
     async fn task(&self, id: &str) -> StoreResult<Option<Task>> {
@@ -327,7 +426,13 @@ impl Store for RedisStore {
     }
 
     async fn transition(&self, id: &str, to: TaskStatus, error: Option<&str>) -> StoreResult<Task> {
-        tasks::transition(self, id, to, error).await
+        let task = tasks::transition(self, id, to, error).await?;
+        // A cancel is answered to a client; other moves are the engine's,
+        // which finds them again after a failover.
+        if to == TaskStatus::Cancelled {
+            self.replicate(&format!("the cancel of task {id}")).await;
+        }
+        Ok(task)
     }
 
     async fn save_plan(&self, id: &str, shards: &[ShardRange]) -> StoreResult<PlanOutcome> {

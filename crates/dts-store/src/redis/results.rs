@@ -181,6 +181,21 @@ pub(super) async fn complete_shard(
                 finished_task: reply[2] == "1",
                 task: TaskHash::from_pairs(id, &reply[3..]).decode()?,
             }),
+            // Results written before were lost (a Redis failover): the
+            // shard is ready again, and its next run runs those items.
+            Some("incomplete") if reply.len() >= 2 => {
+                tracing::warn!(
+                    task = %id,
+                    shard,
+                    items = %reply[1],
+                    "a completed shard lacks results the store had acknowledged (lost in a Redis failover?); it runs again for those items"
+                );
+                Ok(ShardCompletion {
+                    newly_completed: false,
+                    finished_task: false,
+                    task: TaskHash::from_pairs(id, &reply[2..]).decode()?,
+                })
+            }
             Some("layout") => continue 'forms,
             Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard, &reply[1])),
             Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),

@@ -206,6 +206,7 @@ store_contract!(redis, || async {
         url: server.url(),
         key_prefix: "dts-contract".to_string(),
         retention: Duration::from_secs(3_600),
+        sentinel: None,
     })
     .await
     .expect("connect to redis");

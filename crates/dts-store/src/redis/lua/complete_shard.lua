@@ -5,9 +5,40 @@
 -- tabulated by Rust: this script only looks its case up, inside the same
 -- atomic step that counts the shard. A case not in the table keeps its status.
 -- Drops the shard's lease and takes it off the ready queue and held set.
+-- An INPROGRESS task's shard completes only when each of its items has a
+-- result: after a Redis failover, results the old primary alone had are
+-- gone although the worker ran those items. Such a shard is handed back to
+-- the ready queue (cleanly: the same attempt), and its next run runs just
+-- the items without a result.
 -- Reply: {'ok', newly completed '1'/'0', finished the task '1'/'0', task...},
+-- {'incomplete', items without a result, task...},
 -- {'noshard', chunksToExecute}, {'layout', the task's layout} (nothing
 -- written: send the other form) or {'notfound'}.
+-- How many items of `shard` have no result (0 when its range is unknown:
+-- a task planned by a dts from before ranges were kept).
+local function results_missing(shard)
+  local range = redis.call('HGET', RANGES, shard)
+  if not range then
+    return 0
+  end
+  local colon = string.find(range, ':', 1, true)
+  local start, len = tonumber(string.sub(range, 1, colon - 1)), tonumber(string.sub(range, colon + 1))
+  local layout = results_layout(TASK)
+  local missing = 0
+  for index = start, start + len - 1 do
+    local found
+    if layout == '2' then
+      found = redis.call('HEXISTS', bucket_key(RESULTS, math.floor(index / BUCKET)), int(index % BUCKET))
+    else
+      found = redis.call('HEXISTS', RESULTS, int(index))
+    end
+    if found == 0 then
+      missing = missing + 1
+    end
+  end
+  return missing
+end
+
 if redis.call('EXISTS', TASK) == 0 then
   return { 'notfound' }
 end
@@ -28,6 +59,20 @@ end
 local fits, changed, buckets = apply_results(9 + 3 * rules, true)
 if not fits then
   return { 'layout', changed }
+end
+if redis.call('HGET', TASK, 'status') == IN_PROGRESS then
+  local missing = results_missing(ARGV[5])
+  if missing > 0 then
+    local f_owner, f_expires = lease_fields(ARGV[5])
+    redis.call('HDEL', LEASES, f_owner, f_expires)
+    redis.call('ZREM', HELD, ARGV[5])
+    redis.call('ZADD', READY, ARGV[5], ARGV[5])
+    if changed then
+      bump()
+    end
+    keep_retention(buckets)
+    return reply({ 'incomplete', int(missing) })
+  end
 end
 -- Whoever held the lease, nobody runs a completed shard again.
 redis.call('HDEL', LEASES, lease_fields(ARGV[5]))

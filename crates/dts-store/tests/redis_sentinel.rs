@@ -1,0 +1,164 @@
+//! The Redis store behind Redis Sentinel: it finds the primary through the
+//! sentinels and follows it when Redis fails over, on request or because
+//! the primary died. Every test starts its own primary, replica and three
+//! sentinels (dts-testkit).
+
+use dts_model::TaskStatus;
+use dts_store::{RedisSettings, RedisStore, SentinelSettings, Store, StoreError};
+use dts_testkit::RedisSentinel;
+use std::time::Duration;
+
+mod fixtures;
+use fixtures::{inputs, task};
+
+async fn sentinels() -> RedisSentinel {
+    tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .expect("start redis with sentinels")
+}
+
+async fn connect(set: &RedisSentinel) -> RedisStore {
+    RedisStore::connect(settings(set, Duration::from_millis(500)))
+        .await
+        .expect("connect through the sentinels")
+}
+
+/// Settings that find the primary through `set`'s sentinels and wait up to
+/// `wait_timeout` for one replica after a submit or a cancel.
+fn settings(set: &RedisSentinel, wait_timeout: Duration) -> RedisSettings {
+    let nodes = set
+        .sentinel_nodes()
+        .split(',')
+        .map(|node| {
+            let (host, port) = node.rsplit_once(':').unwrap();
+            (host.to_string(), port.parse().unwrap())
+        })
+        .collect();
+    RedisSettings {
+        // Nothing listens there: the sentinels name the primary.
+        url: "redis://127.0.0.1:1/".to_string(),
+        key_prefix: "dts".to_string(),
+        retention: Duration::from_secs(3_600),
+        sentinel: Some(SentinelSettings {
+            master: set.master_name().to_string(),
+            nodes,
+            wait_replicas: 1,
+            wait_timeout,
+        }),
+    }
+}
+
+/// Runs `call` until it stops failing with a retryable error, as the
+/// engine does, for at most a minute.
+async fn retried<T, F: std::future::Future<Output = Result<T, StoreError>>>(
+    what: &str,
+    mut call: impl FnMut() -> F,
+) -> T {
+    dts_testkit::wait_for(Duration::from_secs(60), what, || {
+        let attempt = call();
+        async move {
+            match attempt.await {
+                Ok(value) => Ok(value),
+                Err(e) if e.is_retryable() => Err(e.to_string()),
+                Err(e) => panic!("{what}: not retryable: {e}"),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_follows_a_sentinel_failover_and_keeps_what_the_replica_had() {
+    let mut set = sentinels().await;
+    let store = connect(&set).await;
+    let before = task(10);
+    store.insert_task(&before, &inputs(10)).await.unwrap();
+    assert_eq!(store.failovers(), 0);
+
+    tokio::task::block_in_place(|| set.failover());
+    // The old primary still runs, as a primary, until the sentinels turn it
+    // into a replica: the store must notice the switch by itself.
+    dts_testkit::wait_until(
+        Duration::from_secs(10),
+        "the store to switch primaries",
+        || async { store.failovers() == 1 },
+    )
+    .await;
+    let after = task(5);
+    let after_inputs = inputs(5);
+    retried("insert a task after the failover", || {
+        store.insert_task(&after, &after_inputs)
+    })
+    .await;
+    assert_eq!(store.failovers(), 1);
+    // The submit before the failover waited for the replica, so the new
+    // primary has it.
+    assert_eq!(
+        store.task_status(&before.id).await.unwrap(),
+        Some(TaskStatus::Queued)
+    );
+    assert_eq!(
+        store.task_status(&after.id).await.unwrap(),
+        Some(TaskStatus::Queued)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_follows_the_replica_the_sentinels_promote_after_the_primary_is_killed() {
+    let mut set = sentinels().await;
+    let store = connect(&set).await;
+    let before = task(3);
+    store.insert_task(&before, &inputs(3)).await.unwrap();
+
+    let old = set.primary_port();
+    let killed = set.kill_primary();
+    let err = store.task_status(&before.id).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    tokio::task::block_in_place(|| set.wait_for_new_primary(old));
+    let status = retried("read the task on the new primary", || {
+        store.task_status(&before.id)
+    })
+    .await;
+    assert_eq!(status, Some(TaskStatus::Queued));
+    assert_eq!(store.failovers(), 1);
+
+    // The old primary comes back as a replica; writes stay on the new one.
+    tokio::task::block_in_place(|| set.restart(killed));
+    let after = task(2);
+    let after_inputs = inputs(2);
+    retried("insert a task after the restart", || {
+        store.insert_task(&after, &after_inputs)
+    })
+    .await;
+    assert_eq!(store.failovers(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_waits_for_the_replica_and_is_stored_anyway_when_none_confirms_in_time() {
+    let mut set = sentinels().await;
+    let wait = Duration::from_secs(2);
+    let store = RedisStore::connect(settings(&set, wait))
+        .await
+        .expect("connect through the sentinels");
+    let replica = 1 - set.primary();
+    set.kill(replica);
+    let t = task(3);
+    let started = std::time::Instant::now();
+    store.insert_task(&t, &inputs(3)).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= wait,
+        "answered after {waited:?}, before the replica wait ended"
+    );
+    assert_eq!(
+        store.task_status(&t.id).await.unwrap(),
+        Some(TaskStatus::Queued)
+    );
+    // A cancel waits the same way.
+    let started = std::time::Instant::now();
+    store
+        .transition(&t.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= wait);
+}
