@@ -11,7 +11,9 @@
 //!    deadline cut short ends COMPLETED;
 //! 4. no item ran more often than its attempts allow. The rule:
 //!    - each result that ran has the start line of its attempt, on its
-//!      worker;
+//!      worker (after a task retry a worker numbers its attempts from 1
+//!      again while the API continues the item's history, so then a start
+//!      on that worker with an attempt no higher will do);
 //!    - a retry (the task's `retries`) starts a new attempt number, so the
 //!      attempt numbers of an item may reach `retries + 1`; beyond that,
 //!      each further attempt must be explained by one fault during the
@@ -327,13 +329,20 @@ fn check_results(
             || result["timedOut"] == true;
         let attempt = result["attempt"].as_u64().unwrap_or(0);
         let worker = result["worker"].as_str().unwrap_or("");
-        if ran
-            && !starts
-                .iter()
-                .any(|s| s.index == index && u64::from(s.attempt) == attempt && s.worker == worker)
-        {
+        let retried = !task.retry_sent_ms.is_empty();
+        let matches = |s: &&&Start| {
+            s.index == index
+                && s.worker == worker
+                && if retried {
+                    u64::from(s.attempt) <= attempt
+                } else {
+                    u64::from(s.attempt) == attempt
+                }
+        };
+        if ran && !starts.iter().any(|s| matches(&s)) {
             violations.push(format!(
-                "task {id}: item {index} has a result of attempt {attempt} on {worker}, which never started"
+                "task {id}: item {index} ({}) has a result of attempt {attempt} on {worker}, which never started",
+                plan.describe(index)
             ));
         }
     }
@@ -404,8 +413,9 @@ fn check_starts(
         if let Some(acked) = task.cancel_acked_ms {
             if start.start_ms > acked {
                 violations.push(format!(
-                    "task {id}: item {} (attempt {}) started on {} at {}, {} ms after the cancel was acknowledged at {acked}",
+                    "task {id}: item {} ({}, attempt {}) started on {} at {}, {} ms after the cancel was acknowledged at {acked}",
                     start.index,
+                    plan.describe(start.index),
                     start.attempt,
                     start.worker,
                     start.start_ms,
@@ -415,9 +425,9 @@ fn check_starts(
         }
     }
     let retried_between = |from: u64, to: u64| {
-        task.retry_acked_ms
+        task.retry_sent_ms
             .iter()
-            .any(|&acked| acked >= from && acked <= to)
+            .any(|&sent| sent >= from && sent <= to)
     };
     // Faults during the task's life that may each cost an attempt.
     let life_faults = |ran: &str| {
@@ -436,6 +446,8 @@ fn check_starts(
     let allowed = plan.retries as usize + 1;
     for (index, mut runs) in by_item {
         runs.sort_by_key(|s| (s.attempt, s.start_ms));
+        // A speculative copy may run each attempt of an item once more.
+        let mut copies: BTreeSet<u32> = BTreeSet::new();
         for pair in runs.windows(2) {
             let (earlier, later) = (pair[0], pair[1]);
             if earlier.attempt != later.attempt {
@@ -444,18 +456,19 @@ fn check_starts(
             let node = ran_on(earlier);
             let explained = faults.iter().any(|f| {
                 reruns(f, &node) && f.start_ms <= later.start_ms && f.end_ms >= earlier.start_ms
-            }) || retried_between(earlier.start_ms, later.start_ms);
+            }) || retried_between(earlier.start_ms, later.start_ms)
+                || (plan.speculation && copies.insert(earlier.attempt));
             if !explained {
                 violations.push(format!(
-                    "task {id}: item {index} attempt {} started twice, on {} at {} and on {} at {}, with no fault on {node} or task retry between",
-                    earlier.attempt, earlier.worker, earlier.start_ms, later.worker, later.start_ms
+                    "task {id}: item {index} ({}) attempt {} started twice, on {} at {} and on {} at {}, with no fault on {node} or task retry between",
+                    plan.describe(index), earlier.attempt, earlier.worker, earlier.start_ms, later.worker, later.start_ms
                 ));
             }
         }
         let highest = runs.iter().map(|s| s.attempt as usize).max().unwrap_or(0);
         let node = runs.first().map(|s| ran_on(s)).unwrap_or_default();
         let excess = highest.saturating_sub(allowed);
-        if excess > 0 && task.retry_acked_ms.is_empty() && excess > life_faults(&node) {
+        if excess > 0 && task.retry_sent_ms.is_empty() && excess > life_faults(&node) {
             violations.push(format!(
                 "task {id}: item {index} reached attempt {highest} with retries {} and {} faults during the task",
                 plan.retries,

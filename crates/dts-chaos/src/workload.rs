@@ -78,9 +78,26 @@ pub struct TaskPlan {
     pub cancel_after: Option<Duration>,
     /// Retry it (`POST /v1/tasks/{id}/retry`) once if it ends FAILED.
     pub retry_when_failed: bool,
+    /// `speculation`: on for some tasks only, because a speculative copy
+    /// of a straggling shard runs its items again with the same attempt,
+    /// which the checker must then allow.
+    pub speculation: bool,
 }
 
 impl TaskPlan {
+    /// What item `index` does, for a violation's message.
+    pub fn describe(&self, index: u64) -> String {
+        let kind = self
+            .items
+            .get(index as usize)
+            .map(|kind| kind.suffix())
+            .unwrap_or("none");
+        format!(
+            "{kind} item of a task with retries {}, speculation {}",
+            self.retries, self.speculation
+        )
+    }
+
     /// The task's inputs: `i<index>-<kind>`.
     pub fn inputs(&self) -> Vec<String> {
         self.items
@@ -111,6 +128,7 @@ impl TaskPlan {
             "inputList": self.inputs(),
             "timeoutSecs": self.timeout_secs,
             "retries": self.retries,
+            "speculation": self.speculation,
         });
         if let Some(deadline) = self.deadline_secs {
             body["deadlineSecs"] = json!(deadline);
@@ -179,7 +197,9 @@ pub fn plan(seed: u64, length: Duration, apis: usize) -> Vec<TaskPlan> {
             Duration::from_millis(rng.random_range(200..=5000))
         });
         let retry_when_failed = rng.random_bool(0.5);
+        let speculation = rng.random_bool(0.2);
         plans.push(TaskPlan {
+            speculation,
             at,
             api,
             items,
@@ -212,6 +232,9 @@ pub struct Submitted {
     pub cancel_sent: bool,
     /// When each task retry's 202 response arrived.
     pub retry_acked_ms: Vec<u64>,
+    /// When each task retry was sent (its items may start before the
+    /// response arrives).
+    pub retry_sent_ms: Vec<u64>,
 }
 
 /// Submits one planned task, then cancels or retries it as planned.
@@ -268,6 +291,7 @@ pub async fn drive(
         cancel_acked_ms: None,
         cancel_sent: false,
         retry_acked_ms: Vec::new(),
+        retry_sent_ms: Vec::new(),
     };
     let slot = {
         let mut state = shared.lock();
@@ -296,6 +320,7 @@ pub async fn drive(
             {
                 match task["status"].as_str() {
                     Some("FAILED") => {
+                        shared.lock().submitted[slot].retry_sent_ms.push(now_ms());
                         let answer = apis[api]
                             .post(&format!("/v1/tasks/{id}/retry"), &json!({}))
                             .await;
