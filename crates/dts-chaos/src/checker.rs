@@ -446,8 +446,15 @@ fn check_starts(
     let allowed = plan.retries as usize + 1;
     for (index, mut runs) in by_item {
         runs.sort_by_key(|s| (s.attempt, s.start_ms));
-        // A speculative copy may run each attempt of an item once more.
-        let mut copies: BTreeSet<u32> = BTreeSet::new();
+        // A speculative copy may run each attempt of an item once more, in
+        // each round (a task retry starts a new one).
+        let mut copies: BTreeSet<(u32, usize)> = BTreeSet::new();
+        let round = |at: u64| {
+            task.retry_sent_ms
+                .iter()
+                .filter(|&&sent| sent <= at)
+                .count()
+        };
         for pair in runs.windows(2) {
             let (earlier, later) = (pair[0], pair[1]);
             if earlier.attempt != later.attempt {
@@ -457,7 +464,7 @@ fn check_starts(
             let explained = faults.iter().any(|f| {
                 reruns(f, &node) && f.start_ms <= later.start_ms && f.end_ms >= earlier.start_ms
             }) || retried_between(earlier.start_ms, later.start_ms)
-                || (plan.speculation && copies.insert(earlier.attempt));
+                || (plan.speculation && copies.insert((earlier.attempt, round(later.start_ms))));
             if !explained {
                 violations.push(format!(
                     "task {id}: item {index} ({}) attempt {} started twice, on {} at {} and on {} at {}, with no fault on {node} or task retry between",
@@ -524,4 +531,130 @@ fn longest_resume(faults: &[FaultRecord], starts: &[Start]) -> Option<(u64, Stri
             Some((resumed - fault.end_ms, fault.to_string()))
         })
         .max_by_key(|(ms, _)| *ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::ItemKind;
+
+    fn task() -> Submitted {
+        Submitted {
+            id: "t".into(),
+            plan: 0,
+            api: 0,
+            accepted_ms: 1_000,
+            cancel_acked_ms: None,
+            cancel_sent: false,
+            retry_acked_ms: Vec::new(),
+            retry_sent_ms: Vec::new(),
+        }
+    }
+
+    fn plan(speculation: bool) -> TaskPlan {
+        TaskPlan {
+            at: Duration::ZERO,
+            api: 0,
+            items: vec![ItemKind::Ok],
+            timeout_secs: 30,
+            retries: 0,
+            deadline_secs: None,
+            priority: None,
+            cancel_after: None,
+            retry_when_failed: false,
+            speculation,
+        }
+    }
+
+    fn start(attempt: u32, worker: &str, start_ms: u64) -> Start {
+        Start {
+            task: "t".into(),
+            index: 0,
+            attempt,
+            worker: worker.into(),
+            start_ms,
+            pid: 1,
+        }
+    }
+
+    fn kill(target: &str, start_ms: u64, end_ms: u64) -> FaultRecord {
+        FaultRecord {
+            kind: FaultKind::Kill,
+            target: target.into(),
+            role: Some(Role::Worker),
+            start_ms,
+            end_ms,
+        }
+    }
+
+    fn violations(
+        task: &Submitted,
+        plan: &TaskPlan,
+        starts: &[Start],
+        faults: &[FaultRecord],
+    ) -> Vec<String> {
+        let starts: Vec<&Start> = starts.iter().collect();
+        let mut found = Vec::new();
+        let ran_on = |s: &Start| s.worker.clone();
+        check_starts(task, plan, &starts, faults, 100_000, &ran_on, &mut found);
+        found
+    }
+
+    #[test]
+    fn the_same_attempt_twice_is_a_violation_unless_its_worker_was_killed_between() {
+        let twice = [start(1, "w1", 2_000), start(1, "w2", 9_000)];
+        assert_eq!(violations(&task(), &plan(false), &twice, &[]).len(), 1);
+        // A kill of the other worker explains nothing.
+        assert_eq!(
+            violations(&task(), &plan(false), &twice, &[kill("w2", 3_000, 4_000)]).len(),
+            1
+        );
+        assert_eq!(
+            violations(&task(), &plan(false), &twice, &[kill("w1", 3_000, 4_000)]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn speculation_allows_one_copy_of_an_attempt_per_round_of_task_retries() {
+        let copied = [start(1, "w1", 2_000), start(1, "w2", 3_000)];
+        assert_eq!(
+            violations(&task(), &plan(true), &copied, &[]),
+            Vec::<String>::new()
+        );
+        let thrice = [
+            start(1, "w1", 2_000),
+            start(1, "w2", 3_000),
+            start(1, "w3", 4_000),
+        ];
+        assert_eq!(violations(&task(), &plan(true), &thrice, &[]).len(), 1);
+        // After a task retry, the new round may be copied once again.
+        let mut retried = task();
+        retried.retry_sent_ms = vec![3_500];
+        let rounds = [
+            start(1, "w1", 2_000),
+            start(1, "w2", 3_000),
+            start(1, "w3", 4_000),
+            start(1, "w1", 5_000),
+        ];
+        assert_eq!(
+            violations(&retried, &plan(true), &rounds, &[]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn an_item_started_after_the_cancel_was_acknowledged_is_a_violation() {
+        let mut cancelled = task();
+        cancelled.cancel_acked_ms = Some(5_000);
+        let before = [start(1, "w1", 4_999)];
+        assert_eq!(
+            violations(&cancelled, &plan(false), &before, &[]),
+            Vec::<String>::new()
+        );
+        let after = [start(1, "w1", 5_004)];
+        let found = violations(&cancelled, &plan(false), &after, &[]);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("4 ms after the cancel"), "{found:?}");
+    }
 }

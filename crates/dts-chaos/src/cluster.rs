@@ -264,6 +264,9 @@ pub struct Cluster {
     pub starts_log: PathBuf,
     /// The nodes' logs and data, kept when `keep` was asked for.
     pub dir: PathBuf,
+    /// The small tmpfs under `dts up`'s data directory (root only), which
+    /// the full-disk fault fills.
+    pub small_disk: Option<SmallDisk>,
     _dir: Option<TempDir>,
 }
 
@@ -318,7 +321,11 @@ impl Cluster {
             workers.push(Arc::new(Mutex::new(node)));
         }
         let port = dts_testkit::free_port();
-        let data = path.join("up-data");
+        let small_disk = SmallDisk::mount(&path.join("up-disk"));
+        let data = match &small_disk {
+            Some(disk) => disk.path.join("data"),
+            None => path.join("up-data"),
+        };
         let args = vec![
             "up".to_string(),
             "--port".into(),
@@ -333,6 +340,7 @@ impl Cluster {
             servers,
             workers,
             up: Arc::new(Mutex::new(up)),
+            small_disk,
             starts_log,
             dir: path,
             _dir: if keep {
@@ -362,6 +370,81 @@ impl Cluster {
             }
         }
         apis
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // `dts up` first: a busy tmpfs does not unmount.
+        lock(&self.up).kill9();
+        if let Some(disk) = self.small_disk.take() {
+            disk.unmount();
+        }
+    }
+}
+
+/// A 32 MB tmpfs for `dts up`'s data directory, so a fault can fill it
+/// for real. Mounted only as root; unmounted when the cluster is dropped,
+/// and at the next start if a killed run left it (by its `dts-chaos-`
+/// directory prefix).
+pub struct SmallDisk {
+    /// Where it is mounted.
+    pub path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts it at `path`; `None` when not root or the mount fails.
+    fn mount(path: &Path) -> Option<SmallDisk> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        unmount_leftovers();
+        std::fs::create_dir_all(path).ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=32m,mode=0777", "dts-chaos-disk"])
+            .arg(path)
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then(|| SmallDisk {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Fills it: writes zeros to a file until the disk is full. Returns
+    /// the file, for [`SmallDisk::drain`].
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let file = self.path.join("dts-chaos-fill");
+        if let Ok(mut out) = std::fs::File::create(&file) {
+            let chunk = vec![0u8; 1 << 20];
+            // ends: a tmpfs of 32 MB is full after at most 32 chunks.
+            while out.write_all(&chunk).is_ok() {}
+        }
+        file
+    }
+
+    /// Frees it again.
+    pub fn drain(&self, file: &Path) {
+        let _ = std::fs::remove_file(file);
+    }
+
+    fn unmount(self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Unmounts the small disks of earlier runs that were killed before they
+/// could: every mount of the `dts-chaos-disk` tmpfs.
+fn unmount_leftovers() {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return;
+    };
+    for line in mounts.lines() {
+        let mut fields = line.split(' ');
+        if let (Some("dts-chaos-disk"), Some(target)) = (fields.next(), fields.next()) {
+            let _ = Command::new("umount").arg("-l").arg(target).status();
+        }
     }
 }
 

@@ -25,7 +25,8 @@ pub enum FaultKind {
     BrokerRestart,
     /// A worker cut off from Redis or the broker (not built yet).
     Partition,
-    /// The embedded data directory's disk full (not built yet).
+    /// `dts up`'s data directory's disk (a 32 MB tmpfs) filled for
+    /// 5–30 s (root only).
     FullDisk,
 }
 
@@ -103,6 +104,8 @@ pub struct Kinds {
     /// Broker restarts: only with durable broker storage, since the test
     /// broker keeps its log in memory and a restart loses every topic.
     pub broker_restart: bool,
+    /// Full disks under `dts up` (root: its data directory is a tmpfs).
+    pub full_disk: bool,
 }
 
 /// The schedule for `length`: a fault every 4–15 s on a node, Redis or the
@@ -124,6 +127,11 @@ pub fn plan(seed: u64, length: Duration, nodes: &[String], kinds: &Kinds) -> Vec
                 FaultKind::Stop,
                 nodes[rng.random_range(0..nodes.len())].clone(),
                 Duration::from_millis(rng.random_range(1000..=20_000)),
+            ),
+            75..82 if kinds.full_disk => (
+                FaultKind::FullDisk,
+                "up".to_string(),
+                Duration::from_millis(rng.random_range(5000..=30_000)),
             ),
             75..90 => (
                 FaultKind::RedisRestart,
@@ -171,6 +179,15 @@ pub async fn inject(
     let role = node.as_ref().map(|node| lock(node).role);
     let start_ms = now_ms();
     let outcome = match (fault.kind, node) {
+        (FaultKind::FullDisk, _) => match &cluster.small_disk {
+            Some(disk) => {
+                let file = disk.fill();
+                tokio::time::sleep(fault.hold).await;
+                disk.drain(&file);
+                Ok(())
+            }
+            None => Err("there is no small disk to fill".to_string()),
+        },
         (FaultKind::Kill, Some(node)) => {
             let victim = node.clone();
             blocking(move || lock(&victim).kill9()).await;

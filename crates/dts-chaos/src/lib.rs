@@ -204,6 +204,7 @@ pub async fn run(config: &Config) -> Result<report::Report, ChaosError> {
         .collect();
     let kinds = faults::Kinds {
         broker_restart: config.broker_restart,
+        full_disk: cluster.small_disk.is_some(),
     };
     let fault_plans = faults::plan(config.seed, config.length, &node_names, &kinds);
 
@@ -254,9 +255,14 @@ pub async fn run(config: &Config) -> Result<report::Report, ChaosError> {
     Ok(report)
 }
 
-/// Why partitions and full disks are not injected, or `None` if they
-/// are. They are not built yet, so this always says so; with root they
-/// will be.
+/// Why the root-only faults are not all injected, or `None` if they are:
+/// full disks need root (a tmpfs mount); partitions are not built yet.
 fn root_faults_absence() -> Option<String> {
-    Some("partitions and full-disk faults are not built yet (issue 14, part D, step 4)".to_string())
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some(
+            "not root: no tmpfs for full disks, no network namespaces for partitions".into(),
+        );
+    }
+    Some("partitions are not built yet (issue 14, part D, step 4)".to_string())
 }

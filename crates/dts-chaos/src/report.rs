@@ -34,6 +34,8 @@ pub struct Report {
     pub root_faults_absent: Option<String>,
     /// Broker restarts asked for.
     pub broker_restart: bool,
+    /// Full disks injected (root).
+    pub full_disk: bool,
     /// Where the nodes' logs are.
     pub logs: String,
 }
@@ -73,6 +75,7 @@ impl Report {
             longest_silence,
             root_faults_absent,
             broker_restart: config.broker_restart,
+            full_disk: cluster.small_disk.is_some(),
             logs: cluster.dir.display().to_string(),
         }
     }
@@ -118,11 +121,12 @@ impl Report {
                     " (off: the test broker keeps its log in memory; `--broker-restart` with durable storage)"
                         .to_string()
                 }
-                FaultKind::Partition | FaultKind::FullDisk => self
+                FaultKind::Partition => self
                     .root_faults_absent
                     .as_ref()
                     .map(|why| format!(" (off: {why})"))
                     .unwrap_or_default(),
+                FaultKind::FullDisk if !self.full_disk => " (off: needs root for a tmpfs)".to_string(),
                 _ => String::new(),
             };
             let _ = writeln!(out, "| faults: {kind} | {n}{note} |");
