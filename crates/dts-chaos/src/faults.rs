@@ -109,7 +109,8 @@ pub struct Kinds {
 }
 
 /// The schedule for `length`: a fault every 4–15 s on a node, Redis or the
-/// broker, drawn from `seed` (its own stream, apart from the workload's).
+/// broker, and a full disk every 20–60 s when allowed, drawn from `seed`
+/// (streams of their own, apart from the workload's).
 pub fn plan(seed: u64, length: Duration, nodes: &[String], kinds: &Kinds) -> Vec<FaultPlan> {
     let mut rng = StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x5eed_fa17);
     let mut plans = Vec::new();
@@ -117,37 +118,17 @@ pub fn plan(seed: u64, length: Duration, nodes: &[String], kinds: &Kinds) -> Vec
     // ends: `at` grows by at least 4 s a turn.
     while at < length {
         let roll = rng.random_range(0..100);
+        // The same draws whatever the kinds allowed, so a seed's schedule
+        // differs only where a kind is on or off.
+        let node = nodes[rng.random_range(0..nodes.len())].clone();
+        let short = Duration::from_millis(rng.random_range(1000..=5000));
+        let long = Duration::from_millis(rng.random_range(1000..=20_000));
         let (kind, target, hold) = match roll {
-            0..40 => (
-                FaultKind::Kill,
-                nodes[rng.random_range(0..nodes.len())].clone(),
-                Duration::from_millis(rng.random_range(1000..=5000)),
-            ),
-            40..75 => (
-                FaultKind::Stop,
-                nodes[rng.random_range(0..nodes.len())].clone(),
-                Duration::from_millis(rng.random_range(1000..=20_000)),
-            ),
-            75..82 if kinds.full_disk => (
-                FaultKind::FullDisk,
-                "up".to_string(),
-                Duration::from_millis(rng.random_range(5000..=30_000)),
-            ),
-            75..90 => (
-                FaultKind::RedisRestart,
-                "redis".to_string(),
-                Duration::from_millis(rng.random_range(1000..=5000)),
-            ),
-            _ if kinds.broker_restart => (
-                FaultKind::BrokerRestart,
-                "broker".to_string(),
-                Duration::from_millis(rng.random_range(1000..=5000)),
-            ),
-            _ => (
-                FaultKind::Kill,
-                nodes[rng.random_range(0..nodes.len())].clone(),
-                Duration::from_millis(rng.random_range(1000..=5000)),
-            ),
+            0..40 => (FaultKind::Kill, node, short),
+            40..75 => (FaultKind::Stop, node, long),
+            75..90 => (FaultKind::RedisRestart, "redis".to_string(), short),
+            _ if kinds.broker_restart => (FaultKind::BrokerRestart, "broker".to_string(), short),
+            _ => (FaultKind::Kill, node, short),
         };
         plans.push(FaultPlan {
             at,
@@ -156,6 +137,23 @@ pub fn plan(seed: u64, length: Duration, nodes: &[String], kinds: &Kinds) -> Vec
             hold,
         });
         at += Duration::from_millis(rng.random_range(4000..=15_000));
+    }
+    // Full disks on a schedule of their own, so that running as root
+    // (which allows them) leaves the other faults' schedule unchanged.
+    if kinds.full_disk {
+        let mut rng = StdRng::seed_from_u64(seed.rotate_left(29) ^ 0xd15c);
+        let mut at = Duration::from_secs(rng.random_range(10..=30));
+        // ends: `at` grows by at least 20 s a turn.
+        while at < length {
+            plans.push(FaultPlan {
+                at,
+                kind: FaultKind::FullDisk,
+                target: "up".to_string(),
+                hold: Duration::from_millis(rng.random_range(5000..=30_000)),
+            });
+            at += Duration::from_secs(rng.random_range(20..=60));
+        }
+        plans.sort_by_key(|plan| plan.at);
     }
     plans
 }
@@ -277,4 +275,39 @@ async fn catch(f: impl FnOnce() + Send + 'static, what: &str) -> Result<(), Stri
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("{what} the service failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(seed: u64, kinds: &Kinds) -> Vec<(Duration, FaultKind, String, Duration)> {
+        let nodes: Vec<String> = ["server-1", "worker-1", "up"].map(String::from).to_vec();
+        plan(seed, Duration::from_secs(600), &nodes, kinds)
+            .into_iter()
+            .map(|f| (f.at, f.kind, f.target, f.hold))
+            .collect()
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_schedule_and_full_disks_only_add_to_it() {
+        let plain = Kinds {
+            broker_restart: false,
+            full_disk: false,
+        };
+        let root = Kinds {
+            full_disk: true,
+            ..plain.clone()
+        };
+        assert_eq!(schedule(14, &plain), schedule(14, &plain));
+        assert_ne!(schedule(14, &plain), schedule(15, &plain));
+        let with_disks = schedule(14, &root);
+        let others: Vec<_> = with_disks
+            .iter()
+            .filter(|f| f.1 != FaultKind::FullDisk)
+            .cloned()
+            .collect();
+        assert_eq!(others, schedule(14, &plain));
+        assert!(with_disks.iter().any(|f| f.1 == FaultKind::FullDisk));
+    }
 }
