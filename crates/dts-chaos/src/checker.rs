@@ -31,8 +31,9 @@
 //! 7. every ended task of the cluster has one or more completion events on
 //!    the result topic, the last of them with the task's final status.
 //!
-//! The prober's silences and the time from a fault to work resuming are
-//! measured here too and reported.
+//! The time from a fault to work resuming is measured here too; the
+//! prober's silences are judged in [`crate::run`] (rule 8: over 10 s
+//! without a kill or freeze of that node is a violation).
 
 use crate::api::{Answer, Api};
 use crate::cluster::{Cluster, Role};

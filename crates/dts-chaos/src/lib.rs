@@ -242,6 +242,10 @@ pub async fn run(config: &Config) -> Result<report::Report, ChaosError> {
     }
     let checked = checker::check(&cluster, &apis, &plans, &shared, config.settle, &events).await;
     let silences = prober.stop().await;
+    let mut checked = checked;
+    checked
+        .violations
+        .extend(unexplained_silences(&silences, &shared.lock().faults));
     let _ = events.stop().await;
     let report = report::Report::build(
         config,
@@ -253,6 +257,38 @@ pub async fn run(config: &Config) -> Result<report::Report, ChaosError> {
         root_faults,
     );
     Ok(report)
+}
+
+/// The longest an API may stay silent when no fault stopped or killed its
+/// own node: a Redis restart must give fast 503s, not silence.
+pub const SILENCE_BOUND_MS: u64 = 10_000;
+
+/// Silences longer than [`SILENCE_BOUND_MS`] that no kill or freeze of the
+/// API's own node overlaps, as violations.
+fn unexplained_silences(
+    silences: &[probe::Silence],
+    faults: &[faults::FaultRecord],
+) -> Vec<String> {
+    silences
+        .iter()
+        .filter(|silence| silence.ms() > SILENCE_BOUND_MS)
+        .filter(|silence| {
+            !faults.iter().any(|f| {
+                f.target == silence.api
+                    && f.start_ms <= silence.to_ms
+                    && f.end_ms >= silence.from_ms
+            })
+        })
+        .map(|silence| {
+            format!(
+                "{} did not answer for {} ms (from {} to {}) though no fault stopped it",
+                silence.api,
+                silence.ms(),
+                silence.from_ms,
+                silence.to_ms
+            )
+        })
+        .collect()
 }
 
 /// Why the root-only faults are not all injected, or `None` if they are:
