@@ -228,6 +228,27 @@ async fn a_failing_item_is_retried_and_the_attempt_is_recorded() {
     );
 }
 
+#[tokio::test]
+async fn items_see_their_attempt_and_worker_and_a_retry_is_attempt_two() {
+    // Cold processes and warm shells both.
+    for extra in [&[][..], &["--warm-shell"][..]] {
+        let up = DtsUp::start(extra);
+        // The first attempt fails; the retry says who and which attempt it is.
+        let body = json!({
+            "templateFunction": "echo \"$DTS_ATTEMPT $DTS_WORKER_ID\"; [ \"$DTS_ATTEMPT\" = 2 ]",
+            "inputList": ["once"],
+            "retries": 1
+        });
+        let id = up.submit(body).await;
+        let done = up.wait_ended(&id).await;
+        assert_eq!(done["status"], "COMPLETED", "{extra:?}: {done}");
+        let result = &up.all_results(&id, "").await[0];
+        assert_eq!(result["attempt"], 2, "{extra:?}");
+        let worker = result["worker"].as_str().expect("worker");
+        assert_eq!(result["stdout"], format!("2 {worker}\n"), "{extra:?}");
+    }
+}
+
 /// Starts `inputs` with a script that finishes `quick-*` items at once and
 /// keeps the others running (each writes its PID to `dir`).
 async fn start_cancellable(up: &DtsUp, dir: &std::path::Path, inputs: &[&str]) -> String {

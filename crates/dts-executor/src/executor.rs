@@ -61,6 +61,12 @@ pub struct ItemContext<'a> {
     pub shard_index: u32,
     /// The item's index in the task's input list (`DTS_ITEM_INDEX`).
     pub index: u64,
+    /// Which attempt at the item this is, from 1 (`DTS_ATTEMPT`): an item
+    /// with side effects can tell a retry from a first run.
+    pub attempt: u32,
+    /// The worker running it (`DTS_WORKER_ID`), so an item's own records
+    /// say where it ran.
+    pub worker_id: &'a str,
     /// The item itself: `$1`, stdin and `DTS_ITEM`. Bytes, passed exactly:
     /// an input need not be UTF-8 (a file name), only free of NUL.
     pub input: &'a [u8],
@@ -683,7 +689,9 @@ impl Executor {
             .env("DTS_ITEM", OsStr::from_bytes(item.input))
             .env("DTS_ITEM_INDEX", item.index.to_string())
             .env("DTS_TASK_ID", item.task_id)
-            .env("DTS_SHARD_INDEX", item.shard_index.to_string());
+            .env("DTS_SHARD_INDEX", item.shard_index.to_string())
+            .env("DTS_ATTEMPT", item.attempt.to_string())
+            .env("DTS_WORKER_ID", item.worker_id);
         if let Some(dir) = self.item_dir(run.place) {
             command.current_dir(dir);
         }

@@ -50,8 +50,8 @@ use crate::spawn::{Child, Command, Stdio};
 /// The host's loop, on one line so that `eval` numbers the script's lines
 /// from 1, as `bash -c` does.
 ///
-/// Requests (on descriptor 3): `S` NUL task NUL shard NUL script NUL sets what the next items
-/// run (once per shard, not per item); `I <index>` NUL pipes NUL dir NUL
+/// Requests (on descriptor 3): `S` NUL task NUL shard NUL worker NUL script NUL sets what the
+/// next items run (once per shard, not per item); `I <index> <attempt>` NUL pipes NUL dir NUL
 /// home NUL item NUL runs one item: `pipes` is the path its named pipes
 /// share (`.in`, `.out`, `.err`), `dir` the directory it runs in and `home`
 /// its `HOME` (each empty to keep the host's). Then the subshell waits for a
@@ -63,9 +63,10 @@ use crate::spawn::{Child, Command, Stdio};
 /// `BASH_EXECUTION_STRING` as `bash -c` has them.
 const HOST_SCRIPT: &str = concat!(
     "set -m; ",
-    "while IFS=' ' read -r -d '' -u 3 __dts_op __dts_index; do ",
+    "while IFS=' ' read -r -d '' -u 3 __dts_op __dts_index __dts_attempt; do ",
     "if [[ $__dts_op == S ]]; then IFS= read -r -d '' -u 3 __dts_task; ",
-    "IFS= read -r -d '' -u 3 __dts_shard; IFS= read -r -d '' -u 3 __dts_script; continue; fi; ",
+    "IFS= read -r -d '' -u 3 __dts_shard; IFS= read -r -d '' -u 3 __dts_worker; ",
+    "IFS= read -r -d '' -u 3 __dts_script; continue; fi; ",
     "IFS= read -r -d '' -u 3 __dts_pipes; IFS= read -r -d '' -u 3 __dts_dir; ",
     "IFS= read -r -d '' -u 3 __dts_home; IFS= read -r -d '' -u 3 __dts_item; ",
     "( IFS= read -r -N 1 -u 3 __dts_go; [[ $__dts_go == g ]] || exit 125; ",
@@ -74,7 +75,8 @@ const HOST_SCRIPT: &str = concat!(
     "if [[ -n $__dts_dir ]]; then cd -- \"$__dts_dir\" || exit 126; unset OLDPWD; export OLDPWD; fi; ",
     "if [[ -n $__dts_home ]]; then export HOME=\"$__dts_home\"; fi; ",
     "set +m; export DTS_ITEM=\"$__dts_item\" DTS_ITEM_INDEX=\"$__dts_index\" ",
-    "DTS_TASK_ID=\"$__dts_task\" DTS_SHARD_INDEX=\"$__dts_shard\"; ",
+    "DTS_TASK_ID=\"$__dts_task\" DTS_SHARD_INDEX=\"$__dts_shard\" ",
+    "DTS_ATTEMPT=\"$__dts_attempt\" DTS_WORKER_ID=\"$__dts_worker\"; ",
     "set -- \"$__dts_item\"; BASH_SUBSHELL=0; BASH_EXECUTION_STRING=$__dts_script; ",
     "eval \"unset \\${!__dts_@}; $__dts_script\" ) & ",
     "__dts_pid=$!; printf 's%s\\n' \"$__dts_pid\" >&3; wait \"$__dts_pid\"; printf 'x%s\\n' \"$?\" >&3; ",
@@ -241,13 +243,13 @@ impl Host {
                 task == item.task_id && *shard_index == item.shard_index && text == script
             });
         if !same {
-            for field in ["S", item.task_id, &shard, script] {
+            for field in ["S", item.task_id, &shard, item.worker_id, script] {
                 request.extend_from_slice(field.as_bytes());
                 request.push(0);
             }
             self.current = Some((item.task_id.to_owned(), item.shard_index, script.to_owned()));
         }
-        let head = format!("I {}", item.index);
+        let head = format!("I {} {}", item.index, item.attempt);
         for field in [
             head.as_bytes(),
             pipes.base.as_os_str().as_bytes(),

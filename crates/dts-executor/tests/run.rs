@@ -183,6 +183,8 @@ fn item_bytes(input: &[u8]) -> ItemContext<'_> {
         task_id: "task-1",
         shard_index: 2,
         index: 7,
+        attempt: 2,
+        worker_id: "worker-9",
         input,
         limits: ItemLimits::default(),
     }
@@ -322,10 +324,9 @@ async fn the_item_is_written_to_stdin_with_a_newline_and_stdin_is_closed() {
 }
 
 async fn the_dts_variables_describe_the_item() {
-    let script =
-        r#"printf '%s|%s|%s|%s' "$DTS_ITEM" "$DTS_ITEM_INDEX" "$DTS_TASK_ID" "$DTS_SHARD_INDEX""#;
+    let script = r#"printf '%s|%s|%s|%s|%s|%s' "$DTS_ITEM" "$DTS_ITEM_INDEX" "$DTS_TASK_ID" "$DTS_SHARD_INDEX" "$DTS_ATTEMPT" "$DTS_WORKER_ID""#;
     let out = run(&executor(), &bash(script), "pear").await;
-    assert_eq!(text(&out.stdout), "pear|7|task-1|2");
+    assert_eq!(text(&out.stdout), "pear|7|task-1|2|2|worker-9");
 }
 
 async fn hostile_items_reach_the_script_verbatim_and_run_nothing() {
@@ -440,7 +441,8 @@ async fn scripts_see_only_the_allow_listed_variables_and_dts_ones() {
     assert_eq!(
         text(&out.stdout),
         format!(
-            "DTS_ITEM=x\nDTS_ITEM_INDEX=7\nDTS_SHARD_INDEX=2\nDTS_TASK_ID=task-1\n\
+            "DTS_ATTEMPT=2\nDTS_ITEM=x\nDTS_ITEM_INDEX=7\nDTS_SHARD_INDEX=2\nDTS_TASK_ID=task-1\n\
+             DTS_WORKER_ID=worker-9\n\
              HOME={home}\n{user}PATH=/usr/bin:/bin\nPWD={}\nSHLVL=1\n{user_line}_=/usr/bin/env\n",
             dir.path().display()
         )

@@ -48,6 +48,8 @@ async fn children_from_before_the_subreaper_are_not_taken_for_orphans() {
         task_id: "task-1",
         shard_index: 0,
         index: 0,
+        attempt: 1,
+        worker_id: "worker-9",
         input: b"x",
         limits: ItemLimits::default(),
     };

@@ -41,6 +41,8 @@ async fn an_item_that_cannot_start_for_lack_of_descriptors_is_the_workers_fault(
         task_id: "task-1",
         shard_index: 0,
         index: 0,
+        attempt: 1,
+        worker_id: "worker-9",
         input: b"x",
         limits: ItemLimits::default(),
     };

@@ -87,16 +87,32 @@ fn spawn(port: u16, dir: &TempDir) -> Option<Child> {
     }
 }
 
-/// Whether a Redis server answers PING on `port`.
+/// Whether a Redis server answers PING on `port`. A server still loading
+/// its AOF answers `-LOADING` (a restart after a busy run can take seconds):
+/// it is ours, so it is asked again until it answers or 30 s pass.
 fn answers_ping(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // ends: at the deadline.
+    loop {
+        match ping(port) {
+            Some(reply) if reply.starts_with(b"+PONG") => return true,
+            Some(reply)
+                if reply.starts_with(b"-LOADING") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => return false,
+        }
     }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// Sends PING and returns the first bytes of the reply.
+fn ping(port: u16) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"PING\r\n").ok()?;
+    let mut reply = [0u8; 8];
+    let n = stream.read(&mut reply).ok()?;
+    Some(reply[..n].to_vec())
 }

@@ -527,10 +527,12 @@ impl Inner {
     ) -> Option<ItemResult> {
         let message = run.message;
         let tries = message.retries.saturating_add(1);
-        let context = ItemContext {
+        let mut context = ItemContext {
             task_id: &message.task_id,
             shard_index: message.shard_index,
             index,
+            attempt: run.attempt,
+            worker_id: &self.settings.id,
             input: input.as_bytes(),
             limits: ItemLimits {
                 memory_mb: message.memory_mb,
@@ -545,6 +547,7 @@ impl Inner {
         let mut start_counted = false;
         loop {
             let attempt = run.attempt - 1 + retry;
+            context.attempt = attempt;
             if self.deadline_left(message) == Some(Duration::ZERO) {
                 return Some(self.past_deadline(index, input, attempt));
             }
