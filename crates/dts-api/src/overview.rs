@@ -150,14 +150,20 @@ pub async fn activity(
             .ok_or_else(|| StoreError::NoSuchTask {
                 id: task.id.clone(),
             })?;
-    let running = state
-        .store
-        .live_workers()
-        .await?
-        .iter()
-        .filter_map(|worker| worker.running_by_task.get(&task.id))
-        .map(|running| u64::from(*running))
-        .sum();
+    // Heartbeats are up to an interval old: an ended task's last items
+    // may still be listed there, although the end stopped them.
+    let running = if task.status.is_terminal() {
+        0
+    } else {
+        state
+            .store
+            .live_workers()
+            .await?
+            .iter()
+            .filter_map(|worker| worker.running_by_task.get(&task.id))
+            .map(|running| u64::from(*running))
+            .sum()
+    };
     Ok(Json(ActivityView {
         running,
         per_worker: activity

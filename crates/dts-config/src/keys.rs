@@ -239,7 +239,7 @@ pub const KEYS: &[KeySpec] = &[
         "pubsub.result.topic",
         Text,
         "distributed_task_completed",
-        "Topic completion events are published to when a task ends.",
+        "Topic completion events are published to when a task ends, at least once each (see [Completion events](#completion-events)).",
     ),
     KeySpec::new(
         "pubsub.consumergroup",
@@ -389,7 +389,7 @@ pub const KEYS: &[KeySpec] = &[
         "worker.heartbeat-interval-ms",
         U64,
         "2000",
-        "How often a worker announces itself, in milliseconds.",
+        "How often a worker announces itself and renews the leases of the shards it runs, in milliseconds (leases at least three times per `worker.heartbeat-ttl-ms`, on their own task, apart from item work).",
     )
     .min(1),
     KeySpec::new(
