@@ -122,6 +122,12 @@ impl Worker {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// Sends `signal` (SIGSTOP and SIGCONT freeze and thaw it).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

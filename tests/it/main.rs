@@ -5,6 +5,7 @@ mod common;
 mod contract;
 
 mod bad_requests;
+mod cancel;
 mod chaos;
 mod cli;
 mod cli_hardening;

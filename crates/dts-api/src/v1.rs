@@ -404,14 +404,16 @@ pub async fn retry(
     }
 }
 
-/// `POST /v1/tasks/{id}/cancel`: 200 with the cancelled task, 409 if it had ended.
+/// `POST /v1/tasks/{id}/cancel`: 200 with the cancelled task, 409 if it had
+/// ended. The 200 comes once the workers holding the task's shards stopped
+/// starting its items (or their leases lapsed): after it, none starts.
 #[utoipa::path(
     post,
     path = "/v1/tasks/{id}/cancel",
     tag = "v1",
     params(("id" = String, Path, description = "The task's id, or a unique prefix of it of at least 4 characters.")),
     responses(
-        (status = 200, description = "The cancelled task.", body = TaskView),
+        (status = 200, description = "The cancelled task. Sent once every worker holding one of its shards stopped starting its items and killed the running ones, or its lease lapsed (at most the lease time): no item of the task starts after it.", body = TaskView),
         (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
         (status = 404, description = "No task has this id.", body = ErrorBody),
         (status = 409, description = "The task had ended already.", body = ErrorBody),
@@ -431,6 +433,8 @@ pub async fn cancel(
     {
         Ok(task) => {
             tracing::info!(task = %id, "task cancelled");
+            // The answer promises that no item of the task starts any more.
+            state.submitter.await_stopped(&id).await;
             // The cancel is recorded; its event must not hold up the answer
             // while the bus is slow or down (publishing may wait seconds).
             let submitter = state.submitter.clone();

@@ -15,6 +15,13 @@ use dts_store::{DynStore, RetryOutcome, StoreError};
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// The longest a cancel waits to publish its stop hint.
+const STOP_HINT_WAIT: Duration = Duration::from_secs(1);
+/// How often a cancel reads whether the task's leases are let go.
+const STOP_POLL: Duration = Duration::from_millis(20);
+/// Added to the lease time a cancel waits at most.
+const STOP_WAIT_MARGIN: Duration = Duration::from_secs(1);
+
 /// How hard and how long submitting tries to publish.
 #[derive(Debug, Clone)]
 pub struct SubmitSettings {
@@ -30,6 +37,11 @@ pub struct SubmitSettings {
     /// sweeper started with this submitter (the system clock; tests pass
     /// one that follows tokio's paused time).
     pub clock: DynClock,
+    /// The workers' lease (`worker.heartbeat-ttl-ms`): the longest a cancel
+    /// waits for the workers holding the task's shards to stop, since a
+    /// lease not renewed for that long has lapsed and its worker starts
+    /// nothing more under it.
+    pub lease_ttl: Duration,
 }
 
 impl Default for SubmitSettings {
@@ -40,6 +52,7 @@ impl Default for SubmitSettings {
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             clock: system_clock(),
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -113,6 +126,52 @@ impl Submitter {
     /// publish it from the outbox.
     pub async fn announce_end(&self, task: &Task) {
         crate::events::publish_completion(&self.bus, &self.topics, &*self.store, task).await;
+    }
+
+    /// After a cancel was recorded: tells the workers at once (a stop hint on
+    /// the shard topic, which every worker listens to) and waits until no
+    /// lease on the task's shards is live. A worker gives its lease back
+    /// only after its stop token stopped item starts and its running items
+    /// were killed, so once this returns no item of the task starts again.
+    /// A worker that does not answer (frozen, cut off) stops starting items
+    /// once its lease may have lapsed by its own clock, which the store
+    /// shows as the lease expiring. Returns whether every lease was let go
+    /// or lapsed within `lease_ttl` plus a margin; a store that cannot be
+    /// read ends the wait early (false).
+    pub async fn await_stopped(&self, id: &str) -> bool {
+        let hint = serde_json::json!({ "stop": id }).to_string().into_bytes();
+        let publish = self.bus.publish(&self.topics.shards, id, hint);
+        // A slow bus must not hold up the answer: the workers' status poll
+        // sees the cancel anyway, a little later.
+        match tokio::time::timeout(STOP_HINT_WAIT, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(task = %id, error = %with_causes(&e), "cannot tell the workers of the cancel; they see it at their next status poll")
+            }
+            Err(_) => {
+                warn!(task = %id, "telling the workers of the cancel timed out; they see it at their next status poll")
+            }
+        }
+        // The lease lapses `lease_ttl` after its last renewal, by the
+        // store's clock; the margin covers the store's round trips.
+        let deadline = tokio::time::Instant::now() + self.settings.lease_ttl + STOP_WAIT_MARGIN;
+        // ends: at `deadline`, or when the store answers 0 or fails.
+        loop {
+            match self.store.live_leases(id).await {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    dts_metrics::metrics().store_error("live_leases", false);
+                    warn!(task = %id, error = %with_causes(&e), "cannot read the cancelled task's leases; not waiting for its workers");
+                    return false;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(task = %id, "workers still hold leases on the cancelled task's shards after the lease time");
+                return false;
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
     }
 
     /// Starts the drainer that publishes the completion events still owed

@@ -40,6 +40,7 @@ pub fn submit_settings(settings: &Settings) -> SubmitSettings {
     SubmitSettings {
         attempts: settings.pubsub.submit_attempts,
         wait: settings.pubsub.submit_timeout,
+        lease_ttl: settings.worker.heartbeat_ttl,
         ..SubmitSettings::default()
     }
 }

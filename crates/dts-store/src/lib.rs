@@ -653,6 +653,11 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> StoreResult<Vec<(String, u32)>>;
 
+    /// How many of task `id`'s shards are held by a lease that has not
+    /// lapsed (by the store's clock): the workers that may still start its
+    /// items. A cancel waits for this to reach 0. 0 for an unknown task.
+    async fn live_leases(&self, id: &str) -> StoreResult<u32>;
+
     /// Gives up `worker`'s lease on a shard without completing it. `clean`
     /// means it was handed back on purpose (shutdown, the task ended): the
     /// next claim is not counted as a new attempt; otherwise it is, as if

@@ -176,6 +176,9 @@ struct Inner {
     snapshot_read: tokio::sync::Mutex<()>,
     /// Wakes idle slots: a task was planned.
     wake: Notify,
+    /// Told after each renewal the store confirmed: slots that stopped
+    /// starting items on a lease that may have lapsed look again.
+    renewed: Notify,
     /// Per task, the recent times of the items this worker's slots ran: what
     /// straggler speculation judges a long-running shard by.
     item_times: Mutex<HashMap<String, dts_model::scheduling::ItemTimes>>,
@@ -190,6 +193,10 @@ struct HeldLease {
     /// The shard's own completion is on its way to the store, which lets
     /// the lease go: a renewal that finds it gone then is no loss.
     completing: bool,
+    /// When the last claim or renewal the store confirmed was asked for,
+    /// by this worker's monotonic clock (which runs on while the process
+    /// is stopped): the lease lasts at least `heartbeat_ttl` from then.
+    confirmed: tokio::time::Instant,
 }
 
 struct TaskStop {
@@ -240,6 +247,7 @@ impl Worker {
                 snapshot: Mutex::new(slots::Snapshot::default()),
                 snapshot_read: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
+                renewed: Notify::new(),
                 item_times: Mutex::new(HashMap::new()),
             }),
         }
@@ -348,7 +356,13 @@ impl Inner {
 
     /// Records a lease this worker now holds. The token (a child of
     /// `parent`) is cancelled if the lease is lost.
-    fn hold_lease(&self, task: &str, shard: u32, parent: &CancellationToken) -> CancellationToken {
+    fn hold_lease(
+        &self,
+        task: &str,
+        shard: u32,
+        parent: &CancellationToken,
+        claimed_at: tokio::time::Instant,
+    ) -> CancellationToken {
         let stop = parent.child_token();
         let hold = self.next_hold.fetch_add(1, Ordering::Relaxed);
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
@@ -358,6 +372,7 @@ impl Inner {
                 stop: stop.clone(),
                 hold,
                 completing: false,
+                confirmed: claimed_at,
             },
         );
         stop
@@ -370,6 +385,62 @@ impl Inner {
         if let Some(held) = leases.get_mut(&(task.to_string(), shard)) {
             held.completing = true;
         }
+    }
+
+    /// Whether an item of the shard may start now: the lease was confirmed
+    /// less than `heartbeat_ttl` minus a fifth of it ago, by this worker's
+    /// clock. After the process was stopped (SIGSTOP), or while renewals
+    /// fail, the lease may have lapsed in the store and the task may have
+    /// been cancelled or the shard taken over meanwhile; the slot then waits
+    /// for the renewal loop ([`Inner::await_lease`]). A shard not held here
+    /// (a copy) has no lease to check.
+    pub(super) fn lease_fresh(&self, task: &str, shard: u32) -> bool {
+        let ttl = self.settings.heartbeat_ttl;
+        let limit = ttl.saturating_sub(ttl / 5);
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        leases
+            .get(&(task.to_string(), shard))
+            .is_none_or(|held| held.confirmed.elapsed() < limit)
+    }
+
+    /// Waits until the shard's lease is confirmed again, then asks the
+    /// store whether the task ended meanwhile (a cancel the status poll has
+    /// not seen yet). Only taken after a lease went stale, so it costs
+    /// nothing on the way of ordinary item starts. False if `stop` was
+    /// cancelled: the lease was lost or the task ended.
+    pub(super) async fn await_lease(
+        &self,
+        task: &str,
+        shard: u32,
+        stop: &CancellationToken,
+    ) -> bool {
+        warn!(task = %task, shard, "the shard's lease may have lapsed (was this process stopped?); starting no item until it is renewed");
+        // ends: the renewal loop confirms the lease or reports it lost
+        // (which cancels `stop`), or the worker stops.
+        loop {
+            let renewed = self.renewed.notified();
+            if stop.is_cancelled() {
+                return false;
+            }
+            if self.lease_fresh(task, shard) {
+                break;
+            }
+            tokio::select! {
+                _ = renewed => {}
+                _ = stop.cancelled() => return false,
+                // The renewal loop's own interval, in case a notice is missed.
+                _ = tokio::time::sleep(renewal_interval(&self.settings)) => {}
+            }
+        }
+        match self.store.task_status(task).await {
+            Ok(Some(status)) if !status.is_terminal() => {}
+            Ok(status) => self.task_ended(task, status),
+            Err(e) => {
+                dts_metrics::metrics().store_error("task_status", false);
+                debug!(task = %task, error = %with_causes(&e), "cannot check the task's status; the status poll will")
+            }
+        }
+        !stop.is_cancelled()
     }
 
     fn forget_lease(&self, task: &str, shard: u32) {
@@ -414,7 +485,18 @@ impl Inner {
         match answer {
             Ok(lost) => {
                 dts_metrics::metrics().lease_renewed(started.elapsed());
-                let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+                let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+                // Renewed: every hold asked about and not reported lost.
+                for (key, hold) in &held {
+                    if lost.contains(key) {
+                        continue;
+                    }
+                    if let Some(now) = leases.get_mut(key)
+                        && now.hold == *hold
+                    {
+                        now.confirmed = now.confirmed.max(started);
+                    }
+                }
                 for key in lost {
                     let asked = held.get(&key).copied();
                     match leases.get(&key) {
@@ -428,6 +510,8 @@ impl Inner {
                         }
                     }
                 }
+                drop(leases);
+                self.renewed.notify_waiters();
                 true
             }
             Err(e) => {
@@ -549,7 +633,10 @@ impl Inner {
             };
             match next {
                 Ok(delivery) => {
-                    self.wake_slots();
+                    match stop_hint(&delivery.payload) {
+                        Some(task) => self.heard_stop(&task).await,
+                        None => self.wake_slots(),
+                    }
                     if let Err(e) = delivery.ack().await {
                         debug!(error = %with_causes(&e), "cannot acknowledge a wake");
                     }
@@ -562,6 +649,29 @@ impl Inner {
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    /// A cancel's stop hint for `task`: if its items run here and the store
+    /// confirms the task ended, stops them now rather than at the next
+    /// status poll (the cancel's answer waits for this worker's leases on
+    /// the task to be given back).
+    async fn heard_stop(&self, task: &str) {
+        let here = {
+            let stops = self.task_stops.lock().unwrap_or_else(|p| p.into_inner());
+            stops.contains_key(task)
+        };
+        if !here {
+            return;
+        }
+        // The hint may be older than a retry of the task: the store decides.
+        match self.store.task_status(task).await {
+            Ok(Some(status)) if !status.is_terminal() => {}
+            Ok(status) => self.task_ended(task, status),
+            Err(e) => {
+                dts_metrics::metrics().store_error("task_status", false);
+                debug!(task = %task, error = %with_causes(&e), "cannot check the task's status; the status poll will")
             }
         }
     }
@@ -631,6 +741,16 @@ impl Inner {
         }
         info!(worker = %self.settings.id, "worker stopped");
     }
+}
+
+/// The task a message on the shard topic asks to stop (`{"stop": id}`,
+/// published by a cancel); `None` for a wake.
+fn stop_hint(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Hint {
+        stop: String,
+    }
+    serde_json::from_slice::<Hint>(payload).ok().map(|h| h.stop)
 }
 
 /// How often leases are renewed: every heartbeat, and at least three times

@@ -202,7 +202,10 @@ impl Inner {
             let (stop, watch) = self.stop_when_completed(id, shard, &task_stop);
             (stop, Some(watch))
         } else {
-            (self.hold_lease(id, shard, &task_stop), None)
+            (
+                self.hold_lease(id, shard, &task_stop, claimed.claimed_at),
+                None,
+            )
         };
         let run = ShardRun {
             message: &message,
@@ -568,6 +571,19 @@ impl Inner {
             // The wait for a slot may have outlasted the task or the worker.
             if run.stop_items.is_cancelled() || run.stop_intake.is_cancelled() {
                 return None;
+            }
+            // ...or the lease: after a pause (SIGSTOP, failing renewals) the
+            // task may have been cancelled or the shard taken over while
+            // this worker could not hear of it.
+            if !run.copy && !self.lease_fresh(&message.task_id, message.shard_index) {
+                drop(permit);
+                if !self
+                    .await_lease(&message.task_id, message.shard_index, &run.stop_items)
+                    .await
+                {
+                    return None;
+                }
+                continue;
             }
             // The task's deadline shortens the item's timeout, and once it
             // has passed no item starts. Judged now, with the slot in hand:

@@ -67,6 +67,9 @@ pub(super) struct ClaimedShard {
     pub(super) copy: bool,
     /// The shard's first claim ever: none of its items has a result yet.
     pub(super) first: bool,
+    /// When the claim was asked for: the lease runs at least `heartbeat_ttl`
+    /// from then, by this worker's monotonic clock.
+    pub(super) claimed_at: tokio::time::Instant,
 }
 
 impl Inner {
@@ -180,6 +183,7 @@ impl Inner {
             let Some((id, max_held)) = picked else {
                 return self.claim_copy().await;
             };
+            let asked = tokio::time::Instant::now();
             let answer = self
                 .store
                 .claim_ready_shard(
@@ -236,12 +240,13 @@ impl Inner {
                         attempt,
                         copy: false,
                         first,
+                        claimed_at: asked,
                     }));
                 }
                 Some((None, shard, range, attempt, first)) => {
                     // The snapshot was replaced meanwhile: read the task itself.
                     return self
-                        .claimed_without_snapshot(id, shard, range, attempt, first)
+                        .claimed_without_snapshot(id, shard, range, attempt, first, asked)
                         .await;
                 }
                 None => {
@@ -261,6 +266,7 @@ impl Inner {
         range: ShardRange,
         attempt: u32,
         first: bool,
+        claimed_at: tokio::time::Instant,
     ) -> StoreResult<Option<ClaimedShard>> {
         match self.store.task(&id).await {
             Ok(Some(task)) => Ok(Some(ClaimedShard {
@@ -270,6 +276,7 @@ impl Inner {
                 attempt,
                 copy: false,
                 first,
+                claimed_at,
             })),
             other => {
                 self.give_back(&id, shard).await;

@@ -107,6 +107,7 @@ impl Inner {
                         attempt,
                         copy: true,
                         first: false,
+                        claimed_at: tokio::time::Instant::now(),
                     }));
                 }
                 Ok(CopyClaim::NoStraggler | CopyClaim::TaskEnded)

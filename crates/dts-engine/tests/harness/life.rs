@@ -402,6 +402,9 @@ impl Store for LifeStore {
             .step(self.inner.renew_leases(worker, shards, lease))
             .await
     }
+    async fn live_leases(&self, id: &str) -> StoreResult<u32> {
+        self.life.step(self.inner.live_leases(id)).await
+    }
     async fn release_shard(
         &self,
         id: &str,

@@ -84,6 +84,18 @@ pub(super) async fn renew_leases(
         .collect()
 }
 
+pub(super) async fn live_leases(store: &RedisStore, id: &str) -> StoreResult<u32> {
+    let mut call = SCRIPTS.live_leases.prepare_invoke();
+    call.key(store.keys.held(id));
+    let mut conn = store.conn.clone();
+    store
+        .run(
+            &format!("count the live leases of task {id}"),
+            call.invoke_async::<u32>(&mut conn),
+        )
+        .await
+}
+
 pub(super) async fn release_shard(
     store: &RedisStore,
     id: &str,

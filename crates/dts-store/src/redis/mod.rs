@@ -522,6 +522,10 @@ impl Store for RedisStore {
         leases::renew_leases(self, worker, shards, lease).await
     }
 
+    async fn live_leases(&self, id: &str) -> StoreResult<u32> {
+        leases::live_leases(self, id).await
+    }
+
     async fn release_shard(
         &self,
         id: &str,

@@ -415,6 +415,17 @@ pub(super) fn renew_leases(
     Ok(lost)
 }
 
+pub(super) fn live_leases(conn: &mut Connection, id: &str, clock: &dyn Clock) -> DbResult<u32> {
+    let live: u32 = conn.query_row(
+        "SELECT COUNT(*) FROM shard_leases \
+         WHERE task_key = (SELECT key FROM tasks WHERE id = ?1) \
+         AND owner IS NOT NULL AND expires_at > ?2",
+        params![id, clock.now_millis()],
+        |row| row.get(0),
+    )?;
+    Ok(live)
+}
+
 pub(super) fn release_shard(
     conn: &mut Connection,
     id: &str,

@@ -429,6 +429,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn live_leases(&self, id: &str) -> StoreResult<u32> {
+        let id = id.to_string();
+        let clock = self.clock();
+        self.call(format!("count the live leases of task {id}"), move |conn| {
+            leases::live_leases(conn, &id, &*clock)
+        })
+        .await
+    }
+
     async fn release_shard(
         &self,
         id: &str,

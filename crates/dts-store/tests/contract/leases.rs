@@ -408,3 +408,40 @@ pub(crate) async fn claiming_a_shard_the_plan_does_not_have_is_refused(store: Dy
     // The refusals stored nothing: the planned shards claim as new.
     assert_eq!(claim(&store, &task.id, 1, "w-a", LONG).await, acquired(1));
 }
+
+/// What a cancel waits on: the leases that may still let a worker start
+/// items of the task. Released, completed and expired leases do not count,
+/// and another task's leases are not this one's.
+pub(crate) async fn live_leases_count_the_held_unexpired_shards_of_the_task_only(store: DynStore) {
+    let task = planned(&store, 10, 5).await;
+    let other = planned(&store, 4, 2).await;
+    assert_eq!(store.live_leases(&task.id).await.unwrap(), 0);
+    for shard in 0..4 {
+        let lease = if shard == 3 { SHORT } else { LONG };
+        assert_eq!(
+            claim(&store, &task.id, shard, "w-a", lease).await,
+            acquired(1)
+        );
+    }
+    assert_eq!(claim(&store, &other.id, 0, "w-a", LONG).await, acquired(1));
+    assert_eq!(store.live_leases(&task.id).await.unwrap(), 4);
+
+    store.release_shard(&task.id, 0, "w-a", true).await.unwrap();
+    store
+        .complete_shard(&task.id, 1, &[ok(2), ok(3)])
+        .await
+        .unwrap();
+    assert_eq!(store.live_leases(&task.id).await.unwrap(), 2);
+
+    let deadline = Instant::now() + PATIENCE;
+    // ends: the short lease on shard 3 runs out, or the deadline fails it.
+    while store.live_leases(&task.id).await.unwrap() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "a {SHORT:?} lease still counted live after {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.live_leases(&other.id).await.unwrap(), 1);
+    assert_eq!(store.live_leases("no-such-task").await.unwrap(), 0);
+}

@@ -129,6 +129,7 @@ macro_rules! store_contract {
                 a_completed_shard_claims_as_completed_and_completion_dropped_its_lease,
                 renewing_keeps_a_lease_alive_past_its_original_expiry,
                 a_lease_that_expired_unclaimed_is_still_its_owners_to_renew,
+                live_leases_count_the_held_unexpired_shards_of_the_task_only,
                 renewing_reports_the_shards_taken_over_completed_released_or_unknown,
                 sixteen_concurrent_claims_of_one_shard_acquire_it_exactly_once,
                 item_starts_count_one_two_three_per_item_independently,
