@@ -402,7 +402,8 @@ impl SmallDisk {
         unmount_leftovers();
         std::fs::create_dir_all(path).ok()?;
         let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=32m,mode=0777", "dts-chaos-disk"])
+            .args(["-t", "tmpfs", "-o", "size=32m,mode=0777"])
+            .arg(format!("{DISK_NAME}-{}", std::process::id()))
             .arg(path)
             .status()
             .is_ok_and(|status| status.success());
@@ -434,15 +435,30 @@ impl SmallDisk {
     }
 }
 
+/// What the small disks are mounted as, followed by `-PID` of the run that
+/// mounted them, so a run cleans up only after runs that are gone.
+const DISK_NAME: &str = "dts-chaos-disk";
+
 /// Unmounts the small disks of earlier runs that were killed before they
-/// could: every mount of the `dts-chaos-disk` tmpfs.
+/// could. A disk of a run still going (two soaks at once) is left alone:
+/// unmounting it would empty its `dts up`'s data directory under it.
 fn unmount_leftovers() {
     let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
         return;
     };
     for line in mounts.lines() {
         let mut fields = line.split(' ');
-        if let (Some("dts-chaos-disk"), Some(target)) = (fields.next(), fields.next()) {
+        let (Some(source), Some(target)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some(pid) = source
+            .strip_prefix(DISK_NAME)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = Command::new("umount").arg("-l").arg(target).status();
         }
     }
