@@ -4,8 +4,10 @@
 //! freeze and start again with the same port, data and arguments.
 
 use crate::ChaosError;
-use dts_testkit::{Broker, RedisServer};
+use crate::netns::Partitions;
+use dts_testkit::{Broker, RedisSentinel};
 use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,25 +21,31 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 const RESTART_WITHIN: Duration = Duration::from_secs(120);
 
 /// The services dts depends on, each behind its own lock so a fault can
-/// restart one while the others run. Kept apart from the dts nodes so that
-/// a replicated Redis (with Sentinel) or a broker with durable storage can
-/// replace these handles without touching the rest of the soak.
+/// restart one while the others run: Redis as a primary with AOF, a replica
+/// and three sentinels (dts follows a failover through them), and the
+/// broker with its log in durable storage (so a restart loses nothing).
 pub struct Services {
-    /// Redis with AOF: the store of the distributed nodes.
-    pub redis: Mutex<RedisServer>,
-    /// The Kafka-protocol broker.
+    /// Redis through Sentinel: the store of the distributed nodes.
+    pub redis: Mutex<RedisSentinel>,
+    /// The Kafka-protocol broker, durable.
     pub broker: Mutex<Broker>,
-    redis_port: u16,
+    sentinel_nodes: String,
     bootstrap: String,
 }
 
 impl Services {
-    /// Starts Redis and the broker on free loopback ports.
-    pub fn start() -> Services {
-        let redis = RedisServer::start();
-        let broker = Broker::start();
+    /// Starts Redis and the broker, on the two addresses given (each of
+    /// its own, so a partition can cut one alone), or both on 127.0.0.1.
+    pub fn start(hosts: Option<(Ipv4Addr, Ipv4Addr)>) -> Services {
+        let (redis, broker) = match hosts {
+            Some((redis, broker)) => (
+                RedisSentinel::start_on(&redis.to_string()),
+                Broker::start_durable_on(broker),
+            ),
+            None => (RedisSentinel::start(), Broker::start_durable()),
+        };
         Services {
-            redis_port: redis.port(),
+            sentinel_nodes: redis.sentinel_nodes(),
             bootstrap: broker.bootstrap(),
             redis: Mutex::new(redis),
             broker: Mutex::new(broker),
@@ -46,12 +54,15 @@ impl Services {
 
     /// The `--set` flags that point a dts node at these services, with the
     /// short heartbeat and group timeouts the fault tests use, so a lost
-    /// worker's shards move within seconds.
+    /// worker's shards move within seconds. `spring.redis.port` points at
+    /// nothing: a node that ignored the sentinels would fail at once.
     pub fn node_args(&self) -> Vec<String> {
         let mut settings = vec![
             format!("pubsub.namespace={}", self.bootstrap),
             "spring.redis.host=127.0.0.1".to_string(),
-            format!("spring.redis.port={}", self.redis_port),
+            "spring.redis.port=1".to_string(),
+            format!("spring.redis.sentinel.master={}", dts_testkit::MASTER_NAME),
+            format!("spring.redis.sentinel.nodes={}", self.sentinel_nodes),
             "worker.heartbeat-interval-ms=500".to_string(),
             "worker.heartbeat-ttl-ms=3000".to_string(),
             "scheduler.sweep-interval-ms=1000".to_string(),
@@ -100,6 +111,8 @@ pub struct Node {
     /// Its API (`http://127.0.0.1:PORT`), for servers and `dts up`.
     pub base: Option<String>,
     args: Vec<String>,
+    /// The network namespace it runs in (a worker, when partitions are on).
+    netns: Option<PathBuf>,
     ready: &'static str,
     dts: PathBuf,
     log: PathBuf,
@@ -125,6 +138,7 @@ impl Node {
             name,
             role,
             args,
+            netns: None,
             ready,
             dts: dts.to_path_buf(),
             child: None,
@@ -165,7 +179,31 @@ impl Node {
                 path: self.log.clone(),
                 source,
             })?;
-        let mut child = Command::new(&self.dts)
+        let mut command = Command::new(&self.dts);
+        // Held open until the spawn, for `setns` in the child.
+        let mut _netns = None;
+        if let Some(path) = &self.netns {
+            let file = std::fs::File::open(path).map_err(|source| ChaosError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+            _netns = Some(file);
+            // Not `ip netns exec`: it remounts /sys, which hides the cgroup
+            // mounts that item isolation needs.
+            // SAFETY: setns is async-signal-safe, and `fd` stays open until
+            // the spawn returns.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .args(&self.args)
             .env("DTS_LOG", "info")
             .env_remove("DTS_AUTH_TOKEN")
@@ -262,6 +300,10 @@ pub struct Cluster {
     pub up: Arc<Mutex<Node>>,
     /// Where every item appends its start line (see [`crate::starts`]).
     pub starts_log: PathBuf,
+    /// The workers' network namespaces and the services' addresses (root
+    /// only), for partitions. Declared after the nodes and services, so
+    /// it is removed after they stop.
+    pub partitions: Option<Partitions>,
     /// The nodes' logs and data, kept when `keep` was asked for.
     pub dir: PathBuf,
     /// The small tmpfs under `dts up`'s data directory (root only), which
@@ -287,7 +329,17 @@ impl Cluster {
         // the directory and the log must be writable by everyone.
         let starts_log = path.join("starts.log");
         make_shared(&path, &starts_log)?;
-        let services = Services::start();
+        // SAFETY: geteuid has no preconditions.
+        let partitions = if unsafe { libc::geteuid() } == 0 {
+            Some(Partitions::set_up(3)?)
+        } else {
+            None
+        };
+        let services = Services::start(
+            partitions
+                .as_ref()
+                .map(|p| (p.redis_host(), p.broker_host())),
+        );
         let node_args = services.node_args();
         let mut servers = Vec::new();
         for n in 1..=2 {
@@ -317,6 +369,7 @@ impl Cluster {
             ];
             args.extend(node_args.iter().cloned());
             let mut node = Node::new(dts, name, Role::Worker, args, None, &path);
+            node.netns = partitions.as_ref().map(|p| p.namespace_path(n));
             node.start()?;
             workers.push(Arc::new(Mutex::new(node)));
         }
@@ -341,6 +394,7 @@ impl Cluster {
             workers,
             up: Arc::new(Mutex::new(up)),
             small_disk,
+            partitions,
             starts_log,
             dir: path,
             _dir: if keep {
