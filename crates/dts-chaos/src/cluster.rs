@@ -68,7 +68,7 @@ impl Services {
             "scheduler.sweep-interval-ms=1000".to_string(),
             "scheduler.republish-after-ms=5000".to_string(),
         ];
-        for (key, value) in Broker::client_settings() {
+        for (key, value) in client_settings() {
             settings.push(format!("pubsub.kafka.{key}={value}"));
         }
         settings
@@ -82,6 +82,23 @@ impl Services {
         &self.bootstrap
     }
 }
+
+/// The test kit's client settings, with a longer fetch wait: the durable
+/// broker does not wake a waiting fetch, and every empty fetch costs it
+/// reads of its S3 storage, so a dozen consumers polling every 20 ms keep
+/// it (and the emulator) busy and delivery falls behind.
+pub fn client_settings() -> Vec<(&'static str, &'static str)> {
+    Broker::client_settings()
+        .into_iter()
+        .map(|(key, value)| match key {
+            "fetch.wait.max.ms" => (key, FETCH_WAIT_MS),
+            _ => (key, value),
+        })
+        .collect()
+}
+
+/// See [`client_settings`].
+const FETCH_WAIT_MS: &str = "250";
 
 /// Locks a handle, even one a panicking thread held: the handles hold
 /// processes, and a poisoned lock must not leave them running unseen.
