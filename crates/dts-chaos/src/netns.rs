@@ -229,7 +229,7 @@ fn remove_leftovers() {
         .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
         .unwrap_or_default();
     dead.extend(labels.lines().filter_map(|line| {
-        line.split_whitespace()
+        words_of(line)
             .find_map(|word| word.strip_prefix("lo:dc"))
             .and_then(|pid| pid.parse::<u32>().ok())
     }));
@@ -261,7 +261,7 @@ fn remove_run(pid: u32, workers: usize) {
         .unwrap_or_default();
     let label = format!("lo:dc{pid}");
     for line in labels.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
+        let words: Vec<&str> = words_of(line).collect();
         if words.contains(&label.as_str()) {
             if let Some(address) = words
                 .iter()
@@ -271,5 +271,27 @@ fn remove_run(pid: u32, workers: usize) {
                 quiet(&["addr", "del", address, "dev", "lo"]);
             }
         }
+    }
+}
+
+/// The words of a line of `ip -o addr`, which ends the label with a `\`.
+fn words_of(line: &str) -> impl Iterator<Item = &str> {
+    line.split_whitespace()
+        .map(|word| word.trim_end_matches('\\'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_lo_addresses_are_found_by_their_label_in_ip_o_addr_output() {
+        let line = "1: lo    inet 10.77.128.1/32 scope global lo:dc16377\\       valid_lft forever preferred_lft forever";
+        let words: Vec<&str> = words_of(line).collect();
+        assert!(words.contains(&"lo:dc16377"), "{words:?}");
+        assert_eq!(
+            words.iter().find_map(|word| word.strip_prefix("lo:dc")),
+            Some("16377")
+        );
     }
 }
