@@ -5,7 +5,9 @@
 //!
 //! 1. every task reached an end state (within the settle deadline);
 //! 2. every item of a task that was not cancelled has exactly one result,
-//!    with its own input; a cancelled task has at most one per item;
+//!    with its own input; a cancelled task has at most one per item, and
+//!    so has a task with a deadline the sweeper ended FAILED (its unrun
+//!    items get no result);
 //! 3. the task's counts equal its results (`itemsSucceeded`, `itemsFailed`,
 //!    `itemsTotal`); a task whose items cannot fail and that no cancel or
 //!    deadline cut short ends COMPLETED;
