@@ -455,9 +455,10 @@ impl Drop for Cluster {
 }
 
 /// A 32 MB tmpfs for `dts up`'s data directory, so a fault can fill it
-/// for real. Mounted only as root; unmounted when the cluster is dropped,
-/// and at the next start if a killed run left it (by its `dts-chaos-`
-/// directory prefix).
+/// for real. Mounted only as root, as `dts-chaos-disk-PID`; unmounted when
+/// the cluster is dropped, and at a later start if a killed run left it
+/// (its PID is gone). Another run's live disk is never touched: unmounted
+/// under it, its fills would land on the real disk.
 pub struct SmallDisk {
     /// Where it is mounted.
     pub path: PathBuf,
@@ -473,7 +474,8 @@ impl SmallDisk {
         unmount_leftovers();
         std::fs::create_dir_all(path).ok()?;
         let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=32m,mode=0777", "dts-chaos-disk"])
+            .args(["-t", "tmpfs", "-o", "size=32m,mode=0777"])
+            .arg(disk_source(std::process::id()))
             .arg(path)
             .status()
             .is_ok_and(|status| status.success());
@@ -483,16 +485,35 @@ impl SmallDisk {
     }
 
     /// Fills it: writes zeros to a file until the disk is full. Returns
-    /// the file, for [`SmallDisk::drain`].
-    pub fn fill(&self) -> PathBuf {
+    /// the file, for [`SmallDisk::drain`]; an error, and nothing written,
+    /// if the tmpfs is no longer mounted there (the real disk would fill).
+    pub fn fill(&self) -> Result<PathBuf, String> {
         use std::io::Write;
+        if !self.is_mounted() {
+            return Err(format!(
+                "{} is no longer our tmpfs; not filling the disk under it",
+                self.path.display()
+            ));
+        }
         let file = self.path.join("dts-chaos-fill");
         if let Ok(mut out) = std::fs::File::create(&file) {
             let chunk = vec![0u8; 1 << 20];
             // ends: a tmpfs of 32 MB is full after at most 32 chunks.
             while out.write_all(&chunk).is_ok() {}
         }
-        file
+        Ok(file)
+    }
+
+    /// Whether our tmpfs is still mounted at its path.
+    fn is_mounted(&self) -> bool {
+        let source = disk_source(std::process::id());
+        std::fs::read_to_string("/proc/mounts").is_ok_and(|mounts| {
+            mounts.lines().any(|line| {
+                let mut fields = line.split(' ');
+                fields.next() == Some(source.as_str())
+                    && fields.next().map(Path::new) == Some(self.path.as_path())
+            })
+        })
     }
 
     /// Frees it again.
@@ -505,15 +526,31 @@ impl SmallDisk {
     }
 }
 
+/// The tmpfs's source name: it names the run that mounted it.
+fn disk_source(pid: u32) -> String {
+    format!("dts-chaos-disk-{pid}")
+}
+
 /// Unmounts the small disks of earlier runs that were killed before they
-/// could: every mount of the `dts-chaos-disk` tmpfs.
+/// could: mounts named `dts-chaos-disk-PID` whose PID is gone. (Runs that
+/// named them `dts-chaos-disk` alone cannot be told from live ones, and
+/// are left.)
 fn unmount_leftovers() {
     let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
         return;
     };
     for line in mounts.lines() {
         let mut fields = line.split(' ');
-        if let (Some("dts-chaos-disk"), Some(target)) = (fields.next(), fields.next()) {
+        let (Some(source), Some(target)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some(pid) = source
+            .strip_prefix("dts-chaos-disk-")
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = Command::new("umount").arg("-l").arg(target).status();
         }
     }

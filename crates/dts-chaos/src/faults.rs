@@ -242,12 +242,14 @@ pub async fn inject(
     let start_ms = now_ms();
     let outcome = match (fault.kind, node) {
         (FaultKind::FullDisk, _) => match &cluster.small_disk {
-            Some(disk) => {
-                let file = disk.fill();
-                tokio::time::sleep(fault.hold).await;
-                disk.drain(&file);
-                Ok(())
-            }
+            Some(disk) => match disk.fill() {
+                Ok(file) => {
+                    tokio::time::sleep(fault.hold).await;
+                    disk.drain(&file);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             None => Err("there is no small disk to fill".to_string()),
         },
         (FaultKind::Kill, Some(node)) => {
