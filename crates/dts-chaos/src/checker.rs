@@ -729,6 +729,44 @@ mod tests {
     }
 
     #[test]
+    fn a_task_its_deadline_ended_may_lack_results_and_any_other_failed_task_may_not() {
+        let mut plan = plan(false);
+        plan.items = vec![ItemKind::Ok, ItemKind::Ok];
+        let view = |error: &str| {
+            serde_json::json!({
+                "status": "FAILED",
+                "error": error,
+                "itemsTotal": 2,
+                "itemsSucceeded": 0,
+                "itemsFailed": 0,
+            })
+        };
+        let check = |plan: &TaskPlan, view: &Value| {
+            let mut found = Vec::new();
+            check_results(&task(), plan, view, &[], &[], &mut found);
+            found
+        };
+        let reason = "the deadline of 5 s passed before every item ran (0 of 2 ended)";
+        // Without a deadline, missing results are a violation whatever the
+        // reason says.
+        let found = check(&plan, &view(reason));
+        assert!(
+            found
+                .iter()
+                .any(|v| v.contains("without results for 2 items")),
+            "{found:?}"
+        );
+        plan.deadline_secs = Some(5);
+        assert_eq!(check(&plan, &view(reason)), Vec::<String>::new());
+        let found = check(&plan, &view("an item failed"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("without results for 2 items"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn speculation_allows_one_copy_of_an_attempt_per_round_of_task_retries() {
         let copied = [start(1, "w1", 2_000), start(1, "w2", 3_000)];
         assert_eq!(
