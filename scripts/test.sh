@@ -26,9 +26,10 @@ else
 fi
 echo "== tests"
 # As root, the executor's cgroup and run-as tests must run, never skip; so
-# must the interpreter tests, whose interpreters install-test-deps.sh installed.
+# must the interpreter tests, whose interpreters install-test-deps.sh installed,
+# and the chaos soak's partitions and full disks (network namespaces, a tmpfs).
 if [ "$(id -u)" -eq 0 ]; then
-    export DTS_TEST_REQUIRE_CGROUPS=1 DTS_TEST_REQUIRE_INTERPRETERS=1
+    export DTS_TEST_REQUIRE_CGROUPS=1 DTS_TEST_REQUIRE_INTERPRETERS=1 DTS_TEST_REQUIRE_ROOT_FAULTS=1
 fi
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast

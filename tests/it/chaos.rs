@@ -11,7 +11,7 @@ const SEED: u64 = 14;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_of_three_minutes_loses_nothing_and_counts_nothing_twice() {
-    let config = dts_chaos::Config::for_minutes(dts_binary().into(), SEED, 3, false, false);
+    let config = dts_chaos::Config::for_minutes(dts_binary().into(), SEED, 3, false);
     let report = dts_chaos::run(&config)
         .await
         .expect("the soak's cluster starts");

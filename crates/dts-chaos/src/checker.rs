@@ -5,7 +5,9 @@
 //!
 //! 1. every task reached an end state (within the settle deadline);
 //! 2. every item of a task that was not cancelled has exactly one result,
-//!    with its own input; a cancelled task has at most one per item;
+//!    with its own input; a cancelled task has at most one per item, and
+//!    so has a task with a deadline the sweeper ended FAILED (its unrun
+//!    items get no result);
 //! 3. the task's counts equal its results (`itemsSucceeded`, `itemsFailed`,
 //!    `itemsTotal`); a task whose items cannot fail and that no cancel or
 //!    deadline cut short ends COMPLETED;
@@ -18,12 +20,15 @@
 //!      attempt numbers of an item may reach `retries + 1`; beyond that,
 //!      each further attempt must be explained by one fault during the
 //!      task's life that makes dts run a shard again (a worker or `dts up`
-//!      killed or frozen, Redis or the broker restarted), or by a task
+//!      killed, frozen or cut off from Redis or the broker; Redis
+//!      restarted or failed over; the broker restarted), or by a task
 //!      retry (`POST /v1/tasks/{id}/retry`);
 //!    - the SAME attempt may start twice only when the node that ran the
-//!      earlier start was killed, frozen or cut off, or Redis or the broker
-//!      restarted, between the two starts (the fault log says when), or a
-//!      task retry was acknowledged between them;
+//!      earlier start was killed, frozen or cut off (a partitioned worker
+//!      loses its lease and its shard runs elsewhere), or Redis restarted
+//!      or failed over, or the broker restarted, between the two starts
+//!      (the fault log says when), or a task retry was acknowledged between
+//!      them;
 //! 5. a cancelled task started no item after its cancel was acknowledged
 //!    (an item's `start_ms` against the time the cancel's 200 arrived);
 //! 6. no item process outlived its task: every pid in the start log is
@@ -353,7 +358,14 @@ fn check_results(
         }
     }
     let total = inputs.len();
-    if status != "CANCELLED" && status != "SUBMISSION_FAILED" {
+    // A task whose deadline passed while items were still unrun is ended by
+    // the sweeper, and those items get no result (docs/reliability.md).
+    let past_deadline = status == "FAILED"
+        && plan.deadline_secs.is_some()
+        && view["error"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("deadline"));
+    if status != "CANCELLED" && status != "SUBMISSION_FAILED" && !past_deadline {
         let missing: Vec<u64> = (0..total as u64)
             .filter(|i| !seen.contains_key(i))
             .collect();
@@ -385,15 +397,29 @@ fn check_results(
     }
 }
 
+/// How long after a Redis fault ends its effects may still show: the dts
+/// nodes follow a new primary only when their link to the old one fails or
+/// is demoted, and a claim the old primary took meanwhile is lost when it
+/// rejoins as a replica, so the item is claimed and started again.
+pub const REDIS_SETTLE_MS: u64 = 5_000;
+
+/// When a fault's effects end: a Redis fault's [`REDIS_SETTLE_MS`] after it.
+fn effect_end(fault: &FaultRecord) -> u64 {
+    match fault.kind {
+        FaultKind::RedisRestart | FaultKind::RedisFailover | FaultKind::RedisPrimaryKill => {
+            fault.end_ms + REDIS_SETTLE_MS
+        }
+        _ => fault.end_ms,
+    }
+}
+
 /// Whether a fault makes dts run the work of node `ran_on` again: the node
 /// killed or frozen (or cut off), or Redis or the broker restarted.
 fn reruns(fault: &FaultRecord, ran_on: &str) -> bool {
     match fault.kind {
-        FaultKind::RedisRestart | FaultKind::BrokerRestart => true,
-        FaultKind::Kill | FaultKind::Stop | FaultKind::Partition => {
-            fault.target == ran_on && matches!(fault.role, Some(Role::Worker | Role::Up))
-        }
+        kind if kind.is_service() => true,
         FaultKind::FullDisk => fault.target == ran_on,
+        _ => fault.target == ran_on && matches!(fault.role, Some(Role::Worker | Role::Up)),
     }
 }
 
@@ -434,9 +460,9 @@ fn check_starts(
     let life_faults = |ran: &str| {
         faults
             .iter()
-            .filter(|f| f.start_ms <= ended_ms && f.end_ms >= task.accepted_ms)
+            .filter(|f| f.start_ms <= ended_ms && effect_end(f) >= task.accepted_ms)
             .filter(|f| match f.kind {
-                FaultKind::RedisRestart | FaultKind::BrokerRestart => true,
+                kind if kind.is_service() => true,
                 _ => {
                     matches!(f.role, Some(Role::Worker | Role::Up))
                         && (ran == "up") == (f.target == "up")
@@ -463,7 +489,9 @@ fn check_starts(
             }
             let node = ran_on(earlier);
             let explained = faults.iter().any(|f| {
-                reruns(f, &node) && f.start_ms <= later.start_ms && f.end_ms >= earlier.start_ms
+                reruns(f, &node)
+                    && f.start_ms <= later.start_ms
+                    && effect_end(f) >= earlier.start_ms
             }) || retried_between(earlier.start_ms, later.start_ms)
                 || (plan.speculation && copies.insert((earlier.attempt, round(later.start_ms))));
             if !explained {
@@ -613,6 +641,128 @@ mod tests {
         assert_eq!(
             violations(&task(), &plan(false), &twice, &[kill("w1", 3_000, 4_000)]),
             Vec::<String>::new()
+        );
+    }
+
+    fn fault(kind: FaultKind, target: &str, start_ms: u64, end_ms: u64) -> FaultRecord {
+        FaultRecord {
+            kind,
+            target: target.into(),
+            role: target.starts_with('w').then_some(Role::Worker),
+            start_ms,
+            end_ms,
+        }
+    }
+
+    #[test]
+    fn a_partition_explains_a_rerun_on_the_cut_worker_only_and_a_redis_failover_on_any() {
+        let twice = [start(1, "w1", 2_000), start(1, "w2", 9_000)];
+        for kind in [FaultKind::PartitionRedis, FaultKind::PartitionBroker] {
+            assert_eq!(
+                violations(
+                    &task(),
+                    &plan(false),
+                    &twice,
+                    &[fault(kind, "w1", 3_000, 40_000)]
+                ),
+                Vec::<String>::new(),
+                "{kind}"
+            );
+            assert_eq!(
+                violations(
+                    &task(),
+                    &plan(false),
+                    &twice,
+                    &[fault(kind, "w2", 3_000, 40_000)]
+                )
+                .len(),
+                1,
+                "{kind}"
+            );
+        }
+        for kind in [
+            FaultKind::RedisFailover,
+            FaultKind::RedisPrimaryKill,
+            FaultKind::BrokerKill,
+        ] {
+            assert_eq!(
+                violations(
+                    &task(),
+                    &plan(false),
+                    &twice,
+                    &[fault(kind, "redis", 3_000, 4_000)]
+                ),
+                Vec::<String>::new(),
+                "{kind}"
+            );
+        }
+        // A claim the old primary took just after the failover ended is
+        // lost too: its effects last REDIS_SETTLE_MS longer.
+        let after = [start(1, "w1", 5_000), start(1, "w1", 5_200)];
+        let failover = fault(FaultKind::RedisFailover, "redis", 3_000, 4_990);
+        assert_eq!(
+            violations(
+                &task(),
+                &plan(false),
+                &after,
+                std::slice::from_ref(&failover)
+            ),
+            Vec::<String>::new()
+        );
+        let long_after = [start(1, "w1", 10_000), start(1, "w1", 10_200)];
+        assert_eq!(
+            violations(&task(), &plan(false), &long_after, &[failover]).len(),
+            1
+        );
+        // An attempt beyond `retries + 1` needs a fault during the task.
+        let third = [start(1, "w1", 2_000), start(2, "w1", 5_000)];
+        assert_eq!(violations(&task(), &plan(false), &third, &[]).len(), 1);
+        assert_eq!(
+            violations(
+                &task(),
+                &plan(false),
+                &third,
+                &[fault(FaultKind::RedisFailover, "redis", 3_000, 4_000)]
+            ),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_task_its_deadline_ended_may_lack_results_and_any_other_failed_task_may_not() {
+        let mut plan = plan(false);
+        plan.items = vec![ItemKind::Ok, ItemKind::Ok];
+        let view = |error: &str| {
+            serde_json::json!({
+                "status": "FAILED",
+                "error": error,
+                "itemsTotal": 2,
+                "itemsSucceeded": 0,
+                "itemsFailed": 0,
+            })
+        };
+        let check = |plan: &TaskPlan, view: &Value| {
+            let mut found = Vec::new();
+            check_results(&task(), plan, view, &[], &[], &mut found);
+            found
+        };
+        let reason = "the deadline of 5 s passed before every item ran (0 of 2 ended)";
+        // Without a deadline, missing results are a violation whatever the
+        // reason says.
+        let found = check(&plan, &view(reason));
+        assert!(
+            found
+                .iter()
+                .any(|v| v.contains("without results for 2 items")),
+            "{found:?}"
+        );
+        plan.deadline_secs = Some(5);
+        assert_eq!(check(&plan, &view(reason)), Vec::<String>::new());
+        let found = check(&plan, &view("an item failed"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("without results for 2 items"),
+            "{found:?}"
         );
     }
 

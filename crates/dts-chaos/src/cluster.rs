@@ -4,8 +4,10 @@
 //! freeze and start again with the same port, data and arguments.
 
 use crate::ChaosError;
-use dts_testkit::{Broker, RedisServer};
+use crate::netns::Partitions;
+use dts_testkit::{Broker, RedisSentinel};
 use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,25 +21,31 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 const RESTART_WITHIN: Duration = Duration::from_secs(120);
 
 /// The services dts depends on, each behind its own lock so a fault can
-/// restart one while the others run. Kept apart from the dts nodes so that
-/// a replicated Redis (with Sentinel) or a broker with durable storage can
-/// replace these handles without touching the rest of the soak.
+/// restart one while the others run: Redis as a primary with AOF, a replica
+/// and three sentinels (dts follows a failover through them), and the
+/// broker with its log in durable storage (so a restart loses nothing).
 pub struct Services {
-    /// Redis with AOF: the store of the distributed nodes.
-    pub redis: Mutex<RedisServer>,
-    /// The Kafka-protocol broker.
+    /// Redis through Sentinel: the store of the distributed nodes.
+    pub redis: Mutex<RedisSentinel>,
+    /// The Kafka-protocol broker, durable.
     pub broker: Mutex<Broker>,
-    redis_port: u16,
+    sentinel_nodes: String,
     bootstrap: String,
 }
 
 impl Services {
-    /// Starts Redis and the broker on free loopback ports.
-    pub fn start() -> Services {
-        let redis = RedisServer::start();
-        let broker = Broker::start();
+    /// Starts Redis and the broker, on the two addresses given (each of
+    /// its own, so a partition can cut one alone), or both on 127.0.0.1.
+    pub fn start(hosts: Option<(Ipv4Addr, Ipv4Addr)>) -> Services {
+        let (redis, broker) = match hosts {
+            Some((redis, broker)) => (
+                RedisSentinel::start_on(&redis.to_string()),
+                Broker::start_durable_on(broker),
+            ),
+            None => (RedisSentinel::start(), Broker::start_durable()),
+        };
         Services {
-            redis_port: redis.port(),
+            sentinel_nodes: redis.sentinel_nodes(),
             bootstrap: broker.bootstrap(),
             redis: Mutex::new(redis),
             broker: Mutex::new(broker),
@@ -46,18 +54,21 @@ impl Services {
 
     /// The `--set` flags that point a dts node at these services, with the
     /// short heartbeat and group timeouts the fault tests use, so a lost
-    /// worker's shards move within seconds.
+    /// worker's shards move within seconds. `spring.redis.port` points at
+    /// nothing: a node that ignored the sentinels would fail at once.
     pub fn node_args(&self) -> Vec<String> {
         let mut settings = vec![
             format!("pubsub.namespace={}", self.bootstrap),
             "spring.redis.host=127.0.0.1".to_string(),
-            format!("spring.redis.port={}", self.redis_port),
+            "spring.redis.port=1".to_string(),
+            format!("spring.redis.sentinel.master={}", dts_testkit::MASTER_NAME),
+            format!("spring.redis.sentinel.nodes={}", self.sentinel_nodes),
             "worker.heartbeat-interval-ms=500".to_string(),
             "worker.heartbeat-ttl-ms=3000".to_string(),
             "scheduler.sweep-interval-ms=1000".to_string(),
             "scheduler.republish-after-ms=5000".to_string(),
         ];
-        for (key, value) in Broker::client_settings() {
+        for (key, value) in client_settings() {
             settings.push(format!("pubsub.kafka.{key}={value}"));
         }
         settings
@@ -71,6 +82,23 @@ impl Services {
         &self.bootstrap
     }
 }
+
+/// The test kit's client settings, with a longer fetch wait: the durable
+/// broker does not wake a waiting fetch, and every empty fetch costs it
+/// reads of its S3 storage, so a dozen consumers polling every 20 ms keep
+/// it (and the emulator) busy and delivery falls behind.
+pub fn client_settings() -> Vec<(&'static str, &'static str)> {
+    Broker::client_settings()
+        .into_iter()
+        .map(|(key, value)| match key {
+            "fetch.wait.max.ms" => (key, FETCH_WAIT_MS),
+            _ => (key, value),
+        })
+        .collect()
+}
+
+/// See [`client_settings`].
+const FETCH_WAIT_MS: &str = "250";
 
 /// Locks a handle, even one a panicking thread held: the handles hold
 /// processes, and a poisoned lock must not leave them running unseen.
@@ -100,6 +128,8 @@ pub struct Node {
     /// Its API (`http://127.0.0.1:PORT`), for servers and `dts up`.
     pub base: Option<String>,
     args: Vec<String>,
+    /// The network namespace it runs in (a worker, when partitions are on).
+    netns: Option<PathBuf>,
     ready: &'static str,
     dts: PathBuf,
     log: PathBuf,
@@ -125,6 +155,7 @@ impl Node {
             name,
             role,
             args,
+            netns: None,
             ready,
             dts: dts.to_path_buf(),
             child: None,
@@ -165,7 +196,31 @@ impl Node {
                 path: self.log.clone(),
                 source,
             })?;
-        let mut child = Command::new(&self.dts)
+        let mut command = Command::new(&self.dts);
+        // Held open until the spawn, for `setns` in the child.
+        let mut _netns = None;
+        if let Some(path) = &self.netns {
+            let file = std::fs::File::open(path).map_err(|source| ChaosError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+            _netns = Some(file);
+            // Not `ip netns exec`: it remounts /sys, which hides the cgroup
+            // mounts that item isolation needs.
+            // SAFETY: setns is async-signal-safe, and `fd` stays open until
+            // the spawn returns.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .args(&self.args)
             .env("DTS_LOG", "info")
             .env_remove("DTS_AUTH_TOKEN")
@@ -262,6 +317,10 @@ pub struct Cluster {
     pub up: Arc<Mutex<Node>>,
     /// Where every item appends its start line (see [`crate::starts`]).
     pub starts_log: PathBuf,
+    /// The workers' network namespaces and the services' addresses (root
+    /// only), for partitions. Declared after the nodes and services, so
+    /// it is removed after they stop.
+    pub partitions: Option<Partitions>,
     /// The nodes' logs and data, kept when `keep` was asked for.
     pub dir: PathBuf,
     /// The small tmpfs under `dts up`'s data directory (root only), which
@@ -287,7 +346,17 @@ impl Cluster {
         // the directory and the log must be writable by everyone.
         let starts_log = path.join("starts.log");
         make_shared(&path, &starts_log)?;
-        let services = Services::start();
+        // SAFETY: geteuid has no preconditions.
+        let partitions = if unsafe { libc::geteuid() } == 0 {
+            Some(Partitions::set_up(3)?)
+        } else {
+            None
+        };
+        let services = Services::start(
+            partitions
+                .as_ref()
+                .map(|p| (p.redis_host(), p.broker_host())),
+        );
         let node_args = services.node_args();
         let mut servers = Vec::new();
         for n in 1..=2 {
@@ -317,6 +386,7 @@ impl Cluster {
             ];
             args.extend(node_args.iter().cloned());
             let mut node = Node::new(dts, name, Role::Worker, args, None, &path);
+            node.netns = partitions.as_ref().map(|p| p.namespace_path(n));
             node.start()?;
             workers.push(Arc::new(Mutex::new(node)));
         }
@@ -341,6 +411,7 @@ impl Cluster {
             workers,
             up: Arc::new(Mutex::new(up)),
             small_disk,
+            partitions,
             starts_log,
             dir: path,
             _dir: if keep {
@@ -384,9 +455,10 @@ impl Drop for Cluster {
 }
 
 /// A 32 MB tmpfs for `dts up`'s data directory, so a fault can fill it
-/// for real. Mounted only as root; unmounted when the cluster is dropped,
-/// and at the next start if a killed run left it (by its `dts-chaos-`
-/// directory prefix).
+/// for real. Mounted only as root, as `dts-chaos-disk-PID`; unmounted when
+/// the cluster is dropped, and at a later start if a killed run left it
+/// (its PID is gone). Another run's live disk is never touched: unmounted
+/// under it, its fills would land on the real disk.
 pub struct SmallDisk {
     /// Where it is mounted.
     pub path: PathBuf,
@@ -403,7 +475,7 @@ impl SmallDisk {
         std::fs::create_dir_all(path).ok()?;
         let mounted = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=32m,mode=0777"])
-            .arg(format!("{DISK_NAME}-{}", std::process::id()))
+            .arg(disk_source(std::process::id()))
             .arg(path)
             .status()
             .is_ok_and(|status| status.success());
@@ -413,16 +485,35 @@ impl SmallDisk {
     }
 
     /// Fills it: writes zeros to a file until the disk is full. Returns
-    /// the file, for [`SmallDisk::drain`].
-    pub fn fill(&self) -> PathBuf {
+    /// the file, for [`SmallDisk::drain`]; an error, and nothing written,
+    /// if the tmpfs is no longer mounted there (the real disk would fill).
+    pub fn fill(&self) -> Result<PathBuf, String> {
         use std::io::Write;
+        if !self.is_mounted() {
+            return Err(format!(
+                "{} is no longer our tmpfs; not filling the disk under it",
+                self.path.display()
+            ));
+        }
         let file = self.path.join("dts-chaos-fill");
         if let Ok(mut out) = std::fs::File::create(&file) {
             let chunk = vec![0u8; 1 << 20];
             // ends: a tmpfs of 32 MB is full after at most 32 chunks.
             while out.write_all(&chunk).is_ok() {}
         }
-        file
+        Ok(file)
+    }
+
+    /// Whether our tmpfs is still mounted at its path.
+    fn is_mounted(&self) -> bool {
+        let source = disk_source(std::process::id());
+        std::fs::read_to_string("/proc/mounts").is_ok_and(|mounts| {
+            mounts.lines().any(|line| {
+                let mut fields = line.split(' ');
+                fields.next() == Some(source.as_str())
+                    && fields.next().map(Path::new) == Some(self.path.as_path())
+            })
+        })
     }
 
     /// Frees it again.
@@ -435,13 +526,15 @@ impl SmallDisk {
     }
 }
 
-/// What the small disks are mounted as, followed by `-PID` of the run that
-/// mounted them, so a run cleans up only after runs that are gone.
-const DISK_NAME: &str = "dts-chaos-disk";
+/// The tmpfs's source name: it names the run that mounted it.
+fn disk_source(pid: u32) -> String {
+    format!("dts-chaos-disk-{pid}")
+}
 
 /// Unmounts the small disks of earlier runs that were killed before they
-/// could. A disk of a run still going (two soaks at once) is left alone:
-/// unmounting it would empty its `dts up`'s data directory under it.
+/// could: mounts named `dts-chaos-disk-PID` whose PID is gone. (Runs that
+/// named them `dts-chaos-disk` alone cannot be told from live ones, and
+/// are left.)
 fn unmount_leftovers() {
     let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
         return;
@@ -452,9 +545,8 @@ fn unmount_leftovers() {
             continue;
         };
         let Some(pid) = source
-            .strip_prefix(DISK_NAME)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|pid| pid.parse::<i32>().ok())
+            .strip_prefix("dts-chaos-disk-")
+            .and_then(|pid| pid.parse::<u32>().ok())
         else {
             continue;
         };

@@ -47,7 +47,7 @@ impl Collector {
 
 async fn consume(bootstrap: String, stop: Stop, events: Arc<Mutex<Events>>) {
     let mut settings = KafkaSettings::new(bootstrap);
-    settings.client = dts_testkit::Broker::client_settings()
+    settings.client = crate::cluster::client_settings()
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();

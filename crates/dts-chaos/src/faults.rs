@@ -1,9 +1,13 @@
 //! Faults on a schedule fixed by the seed: SIGKILL of a dts process (started
-//! again after a short delay), SIGSTOP then SIGCONT, a Redis restart and,
-//! when asked for, a broker restart. Each is logged with when it started
-//! and when it ended, for the checker's rules and for a replay.
+//! again after a short delay), SIGSTOP then SIGCONT, a Redis primary
+//! restart, a Redis failover (on request, or by killing the primary), a
+//! broker restart (SIGTERM or SIGKILL) and, as root, partitions of a worker
+//! from Redis or the broker and full disks under `dts up`. Each is logged
+//! with when it started and when it ended, for the checker's rules and for
+//! a replay.
 
 use crate::cluster::{Cluster, Node, Role, lock};
+use crate::netns::Cut;
 use crate::{Shared, now_ms};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -19,12 +23,22 @@ pub enum FaultKind {
     Kill,
     /// SIGSTOP of a dts process, SIGCONT 1–20 s later.
     Stop,
-    /// Redis stopped (SIGTERM: AOF flushed) and started again 1–5 s later.
+    /// The Redis primary stopped (SIGTERM: AOF flushed) and started again
+    /// 1–5 s later; the sentinels may promote the replica meanwhile.
     RedisRestart,
-    /// The broker stopped and started again 1–5 s later.
+    /// `SENTINEL FAILOVER`: the replica promoted, the primary demoted.
+    RedisFailover,
+    /// The Redis primary SIGKILLed; once the sentinels have promoted the
+    /// replica, it is started again 1–5 s later and rejoins as a replica.
+    RedisPrimaryKill,
+    /// The broker stopped with SIGTERM and started again 1–5 s later.
     BrokerRestart,
-    /// A worker cut off from Redis or the broker (not built yet).
-    Partition,
+    /// The broker SIGKILLed and started again 1–5 s later.
+    BrokerKill,
+    /// A worker cut off from Redis and its sentinels for 5–60 s (root).
+    PartitionRedis,
+    /// A worker cut off from the broker for 5–60 s (root).
+    PartitionBroker,
     /// `dts up`'s data directory's disk (a 32 MB tmpfs) filled for
     /// 5–30 s (root only).
     FullDisk,
@@ -32,14 +46,36 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in the report's order.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Stop,
         FaultKind::RedisRestart,
+        FaultKind::RedisFailover,
+        FaultKind::RedisPrimaryKill,
         FaultKind::BrokerRestart,
-        FaultKind::Partition,
+        FaultKind::BrokerKill,
+        FaultKind::PartitionRedis,
+        FaultKind::PartitionBroker,
         FaultKind::FullDisk,
     ];
+
+    /// Whether it is a fault of Redis or the broker, which every node
+    /// depends on (so it may make dts run any shard again).
+    pub fn is_service(self) -> bool {
+        matches!(
+            self,
+            FaultKind::RedisRestart
+                | FaultKind::RedisFailover
+                | FaultKind::RedisPrimaryKill
+                | FaultKind::BrokerRestart
+                | FaultKind::BrokerKill
+        )
+    }
+
+    /// Whether it cuts a worker off the network.
+    pub fn is_partition(self) -> bool {
+        matches!(self, FaultKind::PartitionRedis | FaultKind::PartitionBroker)
+    }
 }
 
 impl fmt::Display for FaultKind {
@@ -47,9 +83,13 @@ impl fmt::Display for FaultKind {
         f.write_str(match self {
             FaultKind::Kill => "SIGKILL + restart",
             FaultKind::Stop => "SIGSTOP/SIGCONT",
-            FaultKind::RedisRestart => "Redis restart",
-            FaultKind::BrokerRestart => "broker restart",
-            FaultKind::Partition => "partition",
+            FaultKind::RedisRestart => "Redis primary restart",
+            FaultKind::RedisFailover => "Redis SENTINEL FAILOVER",
+            FaultKind::RedisPrimaryKill => "Redis primary SIGKILL (promotion)",
+            FaultKind::BrokerRestart => "broker SIGTERM + restart",
+            FaultKind::BrokerKill => "broker SIGKILL + restart",
+            FaultKind::PartitionRedis => "partition from Redis",
+            FaultKind::PartitionBroker => "partition from the broker",
             FaultKind::FullDisk => "full disk",
         })
     }
@@ -98,19 +138,20 @@ impl fmt::Display for FaultRecord {
     }
 }
 
-/// The kinds a run injects.
+/// The kinds a run injects beyond the ones every run does.
 #[derive(Debug, Clone)]
 pub struct Kinds {
-    /// Broker restarts: only with durable broker storage, since the test
-    /// broker keeps its log in memory and a restart loses every topic.
-    pub broker_restart: bool,
     /// Full disks under `dts up` (root: its data directory is a tmpfs).
     pub full_disk: bool,
+    /// Partitions of a worker from Redis or the broker (root: network
+    /// namespaces).
+    pub partitions: bool,
 }
 
 /// The schedule for `length`: a fault every 4–15 s on a node, Redis or the
-/// broker, and a full disk every 20–60 s when allowed, drawn from `seed`
-/// (streams of their own, apart from the workload's).
+/// broker; when allowed, a full disk every 20–60 s and a partition every
+/// 15–45 s, drawn from `seed` (streams of their own, apart from the
+/// workload's, so running as root leaves the other faults unchanged).
 pub fn plan(seed: u64, length: Duration, nodes: &[String], kinds: &Kinds) -> Vec<FaultPlan> {
     let mut rng = StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x5eed_fa17);
     let mut plans = Vec::new();
@@ -118,17 +159,17 @@ pub fn plan(seed: u64, length: Duration, nodes: &[String], kinds: &Kinds) -> Vec
     // ends: `at` grows by at least 4 s a turn.
     while at < length {
         let roll = rng.random_range(0..100);
-        // The same draws whatever the kinds allowed, so a seed's schedule
-        // differs only where a kind is on or off.
         let node = nodes[rng.random_range(0..nodes.len())].clone();
         let short = Duration::from_millis(rng.random_range(1000..=5000));
         let long = Duration::from_millis(rng.random_range(1000..=20_000));
         let (kind, target, hold) = match roll {
-            0..40 => (FaultKind::Kill, node, short),
-            40..75 => (FaultKind::Stop, node, long),
-            75..90 => (FaultKind::RedisRestart, "redis".to_string(), short),
-            _ if kinds.broker_restart => (FaultKind::BrokerRestart, "broker".to_string(), short),
-            _ => (FaultKind::Kill, node, short),
+            0..35 => (FaultKind::Kill, node, short),
+            35..65 => (FaultKind::Stop, node, long),
+            65..74 => (FaultKind::RedisRestart, "redis".to_string(), short),
+            74..80 => (FaultKind::RedisFailover, "redis".to_string(), short),
+            80..86 => (FaultKind::RedisPrimaryKill, "redis".to_string(), short),
+            86..93 => (FaultKind::BrokerRestart, "broker".to_string(), short),
+            _ => (FaultKind::BrokerKill, "broker".to_string(), short),
         };
         plans.push(FaultPlan {
             at,
@@ -138,8 +179,6 @@ pub fn plan(seed: u64, length: Duration, nodes: &[String], kinds: &Kinds) -> Vec
         });
         at += Duration::from_millis(rng.random_range(4000..=15_000));
     }
-    // Full disks on a schedule of their own, so that running as root
-    // (which allows them) leaves the other faults' schedule unchanged.
     if kinds.full_disk {
         let mut rng = StdRng::seed_from_u64(seed.rotate_left(29) ^ 0xd15c);
         let mut at = Duration::from_secs(rng.random_range(10..=30));
@@ -153,8 +192,33 @@ pub fn plan(seed: u64, length: Duration, nodes: &[String], kinds: &Kinds) -> Vec
             });
             at += Duration::from_secs(rng.random_range(20..=60));
         }
-        plans.sort_by_key(|plan| plan.at);
     }
+    if kinds.partitions {
+        let mut rng = StdRng::seed_from_u64(seed.rotate_left(41) ^ 0x9a27);
+        let workers: Vec<&String> = nodes.iter().filter(|n| n.starts_with("worker-")).collect();
+        let mut at = Duration::from_secs(rng.random_range(5..=20));
+        // ends: `at` grows by at least 15 s a turn.
+        while at < length && !workers.is_empty() {
+            let worker = workers[rng.random_range(0..workers.len())].clone();
+            let kind = if rng.random_bool(0.5) {
+                FaultKind::PartitionRedis
+            } else {
+                FaultKind::PartitionBroker
+            };
+            let hold = Duration::from_millis(rng.random_range(5000..=60_000));
+            // Healed by the stream's end, so the soak's length holds.
+            if at + hold <= length {
+                plans.push(FaultPlan {
+                    at,
+                    kind,
+                    target: worker,
+                    hold,
+                });
+            }
+            at += Duration::from_secs(rng.random_range(15..=45));
+        }
+    }
+    plans.sort_by_key(|plan| plan.at);
     plans
 }
 
@@ -178,12 +242,14 @@ pub async fn inject(
     let start_ms = now_ms();
     let outcome = match (fault.kind, node) {
         (FaultKind::FullDisk, _) => match &cluster.small_disk {
-            Some(disk) => {
-                let file = disk.fill();
-                tokio::time::sleep(fault.hold).await;
-                disk.drain(&file);
-                Ok(())
-            }
+            Some(disk) => match disk.fill() {
+                Ok(file) => {
+                    tokio::time::sleep(fault.hold).await;
+                    disk.drain(&file);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             None => Err("there is no small disk to fill".to_string()),
         },
         (FaultKind::Kill, Some(node)) => {
@@ -198,10 +264,10 @@ pub async fn inject(
             lock(&node).signal(libc::SIGCONT);
             Ok(())
         }
-        (FaultKind::RedisRestart, _) => restart_service(&cluster, Service::Redis, fault.hold).await,
-        (FaultKind::BrokerRestart, _) => {
-            restart_service(&cluster, Service::Broker, fault.hold).await
+        (FaultKind::PartitionRedis | FaultKind::PartitionBroker, Some(_)) => {
+            partition(&cluster, &fault).await
         }
+        (kind, _) if kind.is_service() => restart_service(&cluster, kind, fault.hold).await,
         (kind, _) => Err(format!("{kind} of {} cannot be injected", fault.target)),
     };
     let record = FaultRecord {
@@ -236,33 +302,76 @@ async fn blocking(f: impl FnOnce() + Send + 'static) {
     let _ = tokio::task::spawn_blocking(f).await;
 }
 
-#[derive(Clone, Copy)]
-enum Service {
-    Redis,
-    Broker,
+/// Cuts a worker off from Redis or the broker for the fault's hold, then
+/// heals the cut.
+async fn partition(cluster: &Cluster, fault: &FaultPlan) -> Result<(), String> {
+    let Some(partitions) = &cluster.partitions else {
+        return Err("partitions need root (network namespaces)".to_string());
+    };
+    let n: usize = fault
+        .target
+        .strip_prefix("worker-")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("{} is not a worker", fault.target))?;
+    let what = match fault.kind {
+        FaultKind::PartitionRedis => Cut::Redis,
+        _ => Cut::Broker,
+    };
+    partitions.cut(n, what).map_err(|e| e.to_string())?;
+    tokio::time::sleep(fault.hold).await;
+    partitions.heal(n, what).map_err(|e| e.to_string())
 }
 
-/// Stops a service, waits `hold`, and starts it again on the same port.
+/// A fault of Redis or the broker: stopped or killed and, after `hold`,
+/// started again on the same port; or a failover, on request or by killing
+/// the primary (which rejoins as a replica after `hold`).
 async fn restart_service(
     cluster: &Arc<Cluster>,
-    service: Service,
+    kind: FaultKind,
     hold: Duration,
 ) -> Result<(), String> {
     let c = cluster.clone();
-    catch(
-        move || match service {
-            Service::Redis => lock(&c.services.redis).stop(),
-            Service::Broker => lock(&c.services.broker).stop(),
+    // The Redis node a restart must start again.
+    let down = catch(
+        move || match kind {
+            FaultKind::RedisRestart => {
+                let mut redis = lock(&c.services.redis);
+                let primary = redis.primary();
+                redis.stop(primary);
+                Some(primary)
+            }
+            FaultKind::RedisFailover => {
+                lock(&c.services.redis).failover();
+                None
+            }
+            FaultKind::RedisPrimaryKill => {
+                let mut redis = lock(&c.services.redis);
+                let before = redis.primary_port();
+                let killed = redis.kill_primary();
+                redis.wait_for_new_primary(before);
+                Some(killed)
+            }
+            FaultKind::BrokerKill => {
+                lock(&c.services.broker).kill();
+                None
+            }
+            _ => {
+                lock(&c.services.broker).stop();
+                None
+            }
         },
         "stopping",
     )
     .await?;
+    if kind == FaultKind::RedisFailover {
+        return Ok(());
+    }
     tokio::time::sleep(hold).await;
     let c = cluster.clone();
     catch(
-        move || match service {
-            Service::Redis => lock(&c.services.redis).restart(),
-            Service::Broker => lock(&c.services.broker).restart(),
+        move || match down {
+            Some(node) => lock(&c.services.redis).restart(node),
+            None => lock(&c.services.broker).restart(),
         },
         "restarting",
     )
@@ -271,7 +380,10 @@ async fn restart_service(
 
 /// Runs a test kit restart, which panics when the server does not come
 /// back, and makes that panic an error.
-async fn catch(f: impl FnOnce() + Send + 'static, what: &str) -> Result<(), String> {
+async fn catch<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+    what: &str,
+) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("{what} the service failed: {e}"))
@@ -282,32 +394,60 @@ mod tests {
     use super::*;
 
     fn schedule(seed: u64, kinds: &Kinds) -> Vec<(Duration, FaultKind, String, Duration)> {
+        schedule_of(seed, kinds, 600)
+    }
+
+    fn schedule_of(
+        seed: u64,
+        kinds: &Kinds,
+        seconds: u64,
+    ) -> Vec<(Duration, FaultKind, String, Duration)> {
         let nodes: Vec<String> = ["server-1", "worker-1", "up"].map(String::from).to_vec();
-        plan(seed, Duration::from_secs(600), &nodes, kinds)
+        plan(seed, Duration::from_secs(seconds), &nodes, kinds)
             .into_iter()
             .map(|f| (f.at, f.kind, f.target, f.hold))
             .collect()
     }
 
     #[test]
-    fn a_seed_gives_the_same_schedule_and_full_disks_only_add_to_it() {
+    fn a_seed_gives_the_same_schedule_and_root_only_faults_only_add_to_it() {
         let plain = Kinds {
-            broker_restart: false,
             full_disk: false,
+            partitions: false,
         };
         let root = Kinds {
             full_disk: true,
-            ..plain.clone()
+            partitions: true,
         };
         assert_eq!(schedule(14, &plain), schedule(14, &plain));
         assert_ne!(schedule(14, &plain), schedule(15, &plain));
-        let with_disks = schedule(14, &root);
-        let others: Vec<_> = with_disks
+        let with_root = schedule(14, &root);
+        let others: Vec<_> = with_root
             .iter()
-            .filter(|f| f.1 != FaultKind::FullDisk)
+            .filter(|f| f.1 != FaultKind::FullDisk && !f.1.is_partition())
             .cloned()
             .collect();
         assert_eq!(others, schedule(14, &plain));
-        assert!(with_disks.iter().any(|f| f.1 == FaultKind::FullDisk));
+        // Half an hour as root brings every kind of fault.
+        let kinds: BTreeSet<FaultKind> = schedule_of(14, &root, 1800).iter().map(|f| f.1).collect();
+        assert_eq!(kinds, FaultKind::ALL.into_iter().collect());
+    }
+
+    #[test]
+    fn partitions_cut_only_workers_for_5_to_60_s_and_heal_before_the_stream_ends() {
+        let root = Kinds {
+            full_disk: false,
+            partitions: true,
+        };
+        let partitions: Vec<_> = schedule(14, &root)
+            .into_iter()
+            .filter(|f| f.1.is_partition())
+            .collect();
+        assert!(partitions.len() >= 5, "{partitions:?}");
+        for (at, _, target, hold) in partitions {
+            assert_eq!(target, "worker-1");
+            assert!((5..=60).contains(&hold.as_secs()), "{hold:?}");
+            assert!(at + hold <= Duration::from_secs(600), "{at:?} + {hold:?}");
+        }
     }
 }

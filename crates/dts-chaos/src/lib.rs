@@ -21,6 +21,7 @@ pub mod checker;
 pub mod cluster;
 pub mod events;
 pub mod faults;
+pub mod netns;
 pub mod probe;
 pub mod report;
 pub mod starts;
@@ -58,6 +59,10 @@ pub enum ChaosError {
         /// Its log.
         log: PathBuf,
     },
+    /// A network namespace, veth or address for partitions could not be
+    /// made.
+    #[error("partitions: {0}")]
+    Network(String),
     /// Root-only faults were required but this run cannot inject them.
     #[error("{0}")]
     RootFaultsRequired(String),
@@ -141,8 +146,6 @@ pub struct Config {
     pub length: Duration,
     /// How long the checker waits for every task to end.
     pub settle: Duration,
-    /// Inject broker restarts (only with durable broker storage).
-    pub broker_restart: bool,
     /// Keep the directory with the nodes' logs.
     pub keep: bool,
 }
@@ -151,20 +154,13 @@ impl Config {
     /// A soak of `minutes` in all: the stream and the faults for all but the
     /// last half minute, which is for the tasks to end; the checker waits up
     /// to two more minutes before it calls a task stuck.
-    pub fn for_minutes(
-        dts: PathBuf,
-        seed: u64,
-        minutes: u64,
-        broker_restart: bool,
-        keep: bool,
-    ) -> Config {
+    pub fn for_minutes(dts: PathBuf, seed: u64, minutes: u64, keep: bool) -> Config {
         let total = Duration::from_secs(minutes.max(1) * 60);
         Config {
             dts,
             seed,
             length: total.saturating_sub(Duration::from_secs(30)),
             settle: Duration::from_secs(150),
-            broker_restart,
             keep,
         }
     }
@@ -203,8 +199,8 @@ pub async fn run(config: &Config) -> Result<report::Report, ChaosError> {
         .map(|node| cluster::lock(node).name.clone())
         .collect();
     let kinds = faults::Kinds {
-        broker_restart: config.broker_restart,
         full_disk: cluster.small_disk.is_some(),
+        partitions: cluster.partitions.is_some(),
     };
     let fault_plans = faults::plan(config.seed, config.length, &node_names, &kinds);
 
@@ -291,8 +287,8 @@ fn unexplained_silences(
         .collect()
 }
 
-/// Why the root-only faults are not all injected, or `None` if they are:
-/// full disks need root (a tmpfs mount); partitions are not built yet.
+/// Why the root-only faults are not injected, or `None` if they are: full
+/// disks need a tmpfs mount, partitions network namespaces.
 fn root_faults_absence() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -300,5 +296,5 @@ fn root_faults_absence() -> Option<String> {
             "not root: no tmpfs for full disks, no network namespaces for partitions".into(),
         );
     }
-    Some("partitions are not built yet (issue 14, part D, step 4)".to_string())
+    None
 }

@@ -23,9 +23,6 @@ struct Args {
     /// The dts binary (default: the workspace's target/debug/dts).
     #[arg(long)]
     dts: Option<PathBuf>,
-    /// Inject broker restarts (only with durable broker storage).
-    #[arg(long)]
-    broker_restart: bool,
     /// Keep the nodes' logs and data after the run.
     #[arg(long)]
     keep: bool,
@@ -43,13 +40,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let config = dts_chaos::Config::for_minutes(
-        dts,
-        args.seed,
-        args.minutes,
-        args.broker_restart,
-        args.keep,
-    );
+    let config = dts_chaos::Config::for_minutes(dts, args.seed, args.minutes, args.keep);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -32,10 +32,10 @@ pub struct Report {
     pub longest_silence: BTreeMap<String, Silence>,
     /// Why the root-only faults were not injected, if they were not.
     pub root_faults_absent: Option<String>,
-    /// Broker restarts asked for.
-    pub broker_restart: bool,
     /// Full disks injected (root).
     pub full_disk: bool,
+    /// Partitions injected (root).
+    pub partitions: bool,
     /// Where the nodes' logs are.
     pub logs: String,
 }
@@ -74,8 +74,8 @@ impl Report {
             faults_skipped: state.faults_skipped,
             longest_silence,
             root_faults_absent,
-            broker_restart: config.broker_restart,
             full_disk: cluster.small_disk.is_some(),
+            partitions: cluster.partitions.is_some(),
             logs: cluster.dir.display().to_string(),
         }
     }
@@ -117,16 +117,12 @@ impl Report {
         for kind in FaultKind::ALL {
             let n = self.faults.iter().filter(|f| f.kind == kind).count();
             let note = match kind {
-                FaultKind::BrokerRestart if !self.broker_restart => {
-                    " (off: the test broker keeps its log in memory; `--broker-restart` with durable storage)"
-                        .to_string()
+                FaultKind::PartitionRedis | FaultKind::PartitionBroker if !self.partitions => {
+                    " (off: needs root for network namespaces)".to_string()
                 }
-                FaultKind::Partition => self
-                    .root_faults_absent
-                    .as_ref()
-                    .map(|why| format!(" (off: {why})"))
-                    .unwrap_or_default(),
-                FaultKind::FullDisk if !self.full_disk => " (off: needs root for a tmpfs)".to_string(),
+                FaultKind::FullDisk if !self.full_disk => {
+                    " (off: needs root for a tmpfs)".to_string()
+                }
                 _ => String::new(),
             };
             let _ = writeln!(out, "| faults: {kind} | {n}{note} |");

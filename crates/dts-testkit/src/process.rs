@@ -17,7 +17,13 @@ pub fn free_port() -> u16 {
 
 /// Waits until something accepts connections on `port`, or `timeout` passes.
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_port_on(std::net::Ipv4Addr::LOCALHOST, port, timeout)
+}
+
+/// [`wait_for_port`] on a local address other than 127.0.0.1 (a server
+/// bound to one address answers on no other).
+pub(crate) fn wait_for_port_on(host: std::net::Ipv4Addr, port: u16, timeout: Duration) -> bool {
+    let address = SocketAddr::from((host, port));
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok() {

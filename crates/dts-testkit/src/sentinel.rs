@@ -167,6 +167,14 @@ impl RedisSentinel {
         primary
     }
 
+    /// Stops data node `node` with SIGTERM (it flushes its AOF), primary
+    /// or not; [`RedisSentinel::restart`] starts it again.
+    pub fn stop(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].child.take() {
+            stop(&mut child, Duration::from_secs(5));
+        }
+    }
+
     /// SIGKILLs data node `node`, primary or not.
     pub fn kill(&mut self, node: usize) {
         if let Some(mut child) = self.nodes[node].child.take() {

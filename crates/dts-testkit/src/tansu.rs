@@ -9,8 +9,9 @@
 //! 10–50 (it does not wake a waiting fetch when data arrives).
 //! [`Broker::client_settings`] gives those.
 
-use crate::process::{Server, find_program, kill, wait_for_port};
+use crate::process::{Server, find_program, kill, wait_for_port_on};
 use crate::s3::{BUCKET, S3Server};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -19,6 +20,8 @@ use tempfile::TempDir;
 /// A private Kafka-protocol broker (tansu), stopped when dropped.
 pub struct Broker {
     server: Server,
+    /// The address it listens on and advertises.
+    host: Ipv4Addr,
     /// Where a durable broker keeps its log; declared after `server` so the
     /// broker stops before its storage does.
     storage: Option<S3Server>,
@@ -30,8 +33,9 @@ impl Broker {
     pub fn start() -> Broker {
         Broker {
             server: Server::start("the broker (tansu)", |port, dir| {
-                spawn(port, dir, "memory://tansu/", &[])
+                spawn(Ipv4Addr::LOCALHOST, port, dir, "memory://tansu/", &[])
             }),
+            host: Ipv4Addr::LOCALHOST,
             storage: None,
         }
     }
@@ -41,12 +45,22 @@ impl Broker {
     /// [`Broker::restart`] and [`Broker::kill`] lose nothing, as with a
     /// real Kafka's disks.
     pub fn start_durable() -> Broker {
+        Broker::start_durable_on(Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`Broker::start_durable`] listening on, and advertising, `host`: a
+    /// local address of its own, so that a client in another network
+    /// namespace can reach it and a fault can cut that route alone (the
+    /// chaos soak's partitions). Its storage stays on 127.0.0.1: only the
+    /// broker talks to it.
+    pub fn start_durable_on(host: Ipv4Addr) -> Broker {
         let storage = S3Server::start();
         let env = storage.client_env();
         Broker {
             server: Server::start("the broker (tansu, durable)", move |port, dir| {
-                spawn(port, dir, &format!("s3://{BUCKET}/"), &env)
+                spawn(host, port, dir, &format!("s3://{BUCKET}/"), &env)
             }),
+            host,
             storage: Some(storage),
         }
     }
@@ -61,9 +75,10 @@ impl Broker {
         self.server.port
     }
 
-    /// The bootstrap address, `127.0.0.1:PORT`.
+    /// The bootstrap address, `HOST:PORT` (`127.0.0.1:PORT` unless started
+    /// on another address).
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port())
+        format!("{}:{}", self.host, self.port())
     }
 
     /// Its log file, for a failing test to show.
@@ -125,6 +140,7 @@ impl Drop for Broker {
 }
 
 fn spawn(
+    host: Ipv4Addr,
     port: u16,
     dir: &TempDir,
     storage_engine: &str,
@@ -136,7 +152,7 @@ fn spawn(
         .append(true)
         .open(dir.path().join("broker.log"))
         .expect("broker log");
-    let url = format!("tcp://127.0.0.1:{port}");
+    let url = format!("tcp://{host}:{port}");
     let mut child = Command::new(find_program("tansu", "DTS_TANSU"))
         .arg("broker")
         .args(["--listener-url", &url, "--advertised-listener-url", &url])
@@ -150,7 +166,7 @@ fn spawn(
         .spawn()
         .expect("start the broker (tansu)");
     // If another process took the port first, tansu exits: not ours.
-    if wait_for_port(port, Duration::from_secs(10)) && {
+    if wait_for_port_on(host, port, Duration::from_secs(10)) && {
         std::thread::sleep(Duration::from_millis(50));
         matches!(child.try_wait(), Ok(None))
     } {
