@@ -50,7 +50,7 @@ pub struct WorkerSettings {
     pub topics: Topics,
     /// How often the worker heartbeats and renews its shard leases (the
     /// leases at least three times per `heartbeat_ttl`; see
-    /// [`renewal_interval`]).
+    /// `renewal_interval`).
     pub heartbeat_interval: Duration,
     /// How long a heartbeat keeps the worker live; also how long the
     /// worker's lease on a running shard outlives its last renewal (renewed
