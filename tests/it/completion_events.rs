@@ -6,7 +6,6 @@
 
 use crate::common::{DEADLINE, DtsUp, process_gone, task, wait_for};
 use crate::distributed::Cluster;
-use dts_testkit::Broker;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -53,20 +52,9 @@ async fn submit_one_of_each_end(api: &crate::common::Api) -> Vec<(String, &'stat
 /// plain client settings) until every task of `ids` has an event, then
 /// [`LINGER`] more; returns the events by task id.
 async fn kafka_events(cluster: &Cluster, ids: &[String]) -> BTreeMap<String, Vec<Value>> {
-    use dts_bus::Bus;
-    use dts_bus::kafka::{KafkaBus, KafkaSettings};
-    let mut settings = KafkaSettings::new(cluster.broker.bootstrap());
-    settings.client = Broker::client_settings()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let bus = KafkaBus::connect(settings)
-        .await
-        .expect("connect to the broker");
-    let mut subscription = bus
-        .subscribe("distributed_task_completed", "outbox-test-reader")
-        .await
-        .expect("subscribe to the result topic");
+    let (bus, mut subscription) = cluster
+        .outside_reader("distributed_task_completed", "outbox-test-reader")
+        .await;
     let mut events: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let deadline = Instant::now() + DEADLINE;
     let mut until = deadline;

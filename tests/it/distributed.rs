@@ -66,6 +66,31 @@ impl Cluster {
             .collect()
     }
 
+    /// Reads `topic` as an outside consumer would: its own `group`, plain
+    /// Kafka client settings (the broker's short group timeouts only).
+    /// Returns the client too, for the caller to shut down.
+    pub async fn outside_reader(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> (dts_bus::kafka::KafkaBus, Box<dyn dts_bus::Subscription>) {
+        use dts_bus::Bus;
+        use dts_bus::kafka::{KafkaBus, KafkaSettings};
+        let mut settings = KafkaSettings::new(self.broker.bootstrap());
+        settings.client = Broker::client_settings()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let bus = KafkaBus::connect(settings)
+            .await
+            .expect("connect to the broker");
+        let subscription = bus
+            .subscribe(topic, group)
+            .await
+            .unwrap_or_else(|e| panic!("subscribe to {topic}: {e}"));
+        (bus, subscription)
+    }
+
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
     }
@@ -326,20 +351,9 @@ async fn a_cancelled_task_announces_its_end_on_the_result_topic() {
 /// Reads the result topic as an outside consumer would (its own group, plain
 /// Kafka client settings) until the event for `task` arrives.
 async fn completion_event(cluster: &Cluster, task: &str) -> Value {
-    use dts_bus::Bus;
-    use dts_bus::kafka::{KafkaBus, KafkaSettings};
-    let mut settings = KafkaSettings::new(cluster.broker.bootstrap());
-    settings.client = Broker::client_settings()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let bus = KafkaBus::connect(settings)
-        .await
-        .expect("connect to the broker");
-    let mut events = bus
-        .subscribe("distributed_task_completed", "third-party-reader")
-        .await
-        .expect("subscribe to the result topic");
+    let (bus, mut events) = cluster
+        .outside_reader("distributed_task_completed", "third-party-reader")
+        .await;
     let deadline = Instant::now() + DEADLINE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -124,6 +124,40 @@ async fn assert_mid_task(api: &Api, id: &str) {
     );
 }
 
+/// A server and two workers on the cluster, running the side-effect task,
+/// a fifth of whose items are done.
+struct RunningTask {
+    server: DtsUp,
+    _workers: [Worker; 2],
+    id: String,
+    side: PathBuf,
+    /// Where the side effects go; kept until the test ends.
+    files: TempDir,
+}
+
+impl RunningTask {
+    async fn start(cluster: &SentinelCluster) -> RunningTask {
+        let server = cluster.server();
+        let workers = [cluster.worker("a"), cluster.worker("b")];
+        wait_for_workers(&server, 2).await;
+        let files = shared_dir();
+        let side = files.path().join("ran");
+        let id = server.submit(side_effect_task(&side)).await;
+        server
+            .wait_task(&id, "a fifth done", |t| {
+                t["itemsSucceeded"].as_u64().unwrap_or(0) >= (ITEMS / 5) as u64
+            })
+            .await;
+        RunningTask {
+            server,
+            _workers: workers,
+            id,
+            side,
+            files,
+        }
+    }
+}
+
 /// Items that ran more than once, as `item (runs)`.
 fn reruns(runs: &BTreeMap<String, usize>) -> Vec<String> {
     runs.iter()
@@ -135,26 +169,15 @@ fn reruns(runs: &BTreeMap<String, usize>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_failed_over_through_sentinel_mid_task_completes_with_exact_counts() {
     let mut cluster = SentinelCluster::start();
-    let server = cluster.server();
-    let _a = cluster.worker("a");
-    let _b = cluster.worker("b");
-    wait_for_workers(&server, 2).await;
-    let files = shared_dir();
-    let side = files.path().join("ran");
-
-    let id = server.submit(side_effect_task(&side)).await;
-    server
-        .wait_task(&id, "a fifth done", |t| {
-            t["itemsSucceeded"].as_u64().unwrap_or(0) >= (ITEMS / 5) as u64
-        })
-        .await;
+    let running = RunningTask::start(&cluster).await;
+    let (server, id, side) = (&running.server, &running.id, running.side.clone());
     let before = cluster.redis.primary_port();
     let after = tokio::task::block_in_place(|| cluster.redis.failover());
     assert_ne!(before, after);
     eprintln!("failed over from port {before} to {after}");
-    assert_mid_task(&server, &id).await;
+    assert_mid_task(server, id).await;
 
-    let runs = assert_exact_and_count_runs(&server, &id, &side).await;
+    let runs = assert_exact_and_count_runs(server, id, &side).await;
     let again = reruns(&runs);
     eprintln!("{} items ran again: {again:?}", again.len());
     // The old primary took writes until the sentinels turned it into a
@@ -176,26 +199,15 @@ async fn a_task_failed_over_through_sentinel_mid_task_completes_with_exact_count
 async fn a_task_whose_redis_primary_is_killed_mid_task_completes_with_exact_counts_on_the_replica()
 {
     let mut cluster = SentinelCluster::start();
-    let server = cluster.server();
-    let _a = cluster.worker("a");
-    let _b = cluster.worker("b");
-    wait_for_workers(&server, 2).await;
-    let files = shared_dir();
-    let side = files.path().join("ran");
-
-    let id = server.submit(side_effect_task(&side)).await;
-    server
-        .wait_task(&id, "a fifth done", |t| {
-            t["itemsSucceeded"].as_u64().unwrap_or(0) >= (ITEMS / 5) as u64
-        })
-        .await;
+    let running = RunningTask::start(&cluster).await;
+    let (server, id, side) = (&running.server, &running.id, running.side.clone());
     let before = cluster.redis.primary_port();
     let killed = cluster.redis.kill_primary();
     let after = tokio::task::block_in_place(|| cluster.redis.wait_for_new_primary(before));
     eprintln!("killed node {killed} (port {before}); the sentinels promoted port {after}");
-    assert_mid_task(&server, &id).await;
+    assert_mid_task(server, id).await;
 
-    let runs = assert_exact_and_count_runs(&server, &id, &side).await;
+    let runs = assert_exact_and_count_runs(server, id, &side).await;
     let again = reruns(&runs);
     eprintln!("{} items ran again: {again:?}", again.len());
     assert!(again.len() < ITEMS / 2, "{again:?}");
@@ -203,8 +215,8 @@ async fn a_task_whose_redis_primary_is_killed_mid_task_completes_with_exact_coun
     // The killed primary comes back as a replica, and dts stays on the new one.
     tokio::task::block_in_place(|| cluster.redis.restart(killed));
     let next = server
-        .submit(side_effect_task(&files.path().join("next")))
+        .submit(side_effect_task(&running.files.path().join("next")))
         .await;
-    assert_exact_and_count_runs(&server, &next, &files.path().join("next")).await;
+    assert_exact_and_count_runs(server, &next, &running.files.path().join("next")).await;
     assert_eq!(cluster.redis.primary_port(), after);
 }

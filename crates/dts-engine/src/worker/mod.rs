@@ -491,10 +491,11 @@ impl Inner {
                     if lost.contains(key) {
                         continue;
                     }
-                    if let Some(now) = leases.get_mut(key)
-                        && now.hold == *hold
-                    {
-                        now.confirmed = now.confirmed.max(started);
+                    match leases.get_mut(key) {
+                        Some(now) if now.hold == *hold => {
+                            now.confirmed = now.confirmed.max(started);
+                        }
+                        _ => {}
                     }
                 }
                 for key in lost {
