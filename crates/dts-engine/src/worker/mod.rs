@@ -535,12 +535,7 @@ impl Inner {
         let mut next = tokio::time::Instant::now() + every;
         // ends: once shutdown began and no lease is held.
         loop {
-            let stopping = shutdown.is_cancelled();
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = shutdown.cancelled(), if !stopping => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)), if stopping => {}
-            }
+            wait_for_tick(next, &shutdown).await;
             if shutdown.is_cancelled() && self.shards_held() == 0 {
                 break;
             }
@@ -595,19 +590,8 @@ impl Inner {
         let interval = self.settings.heartbeat_interval;
         let mut next_beat = tokio::time::Instant::now() + interval;
         loop {
-            let stopping = shutdown.is_cancelled();
-            tokio::select! {
-                _ = tokio::time::sleep_until(next_beat) => {}
-                _ = shutdown.cancelled(), if !stopping => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)), if stopping => {}
-            }
-            if shutdown.is_cancelled()
-                && self
-                    .leases
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_empty()
-            {
+            wait_for_tick(next_beat, &shutdown).await;
+            if shutdown.is_cancelled() && self.shards_held() == 0 {
                 break;
             }
             if tokio::time::Instant::now() >= next_beat {
@@ -752,6 +736,18 @@ fn stop_hint(payload: &[u8]) -> Option<String> {
         stop: String,
     }
     serde_json::from_slice::<Hint>(payload).ok().map(|h| h.stop)
+}
+
+/// Sleeps until `next`, or until shutdown begins; once it has, wakes every
+/// 50 ms so a loop that outlives shutdown (while shards drain) sees the
+/// last lease go.
+async fn wait_for_tick(next: tokio::time::Instant, shutdown: &CancellationToken) {
+    let stopping = shutdown.is_cancelled();
+    tokio::select! {
+        _ = tokio::time::sleep_until(next) => {}
+        _ = shutdown.cancelled(), if !stopping => {}
+        _ = tokio::time::sleep(Duration::from_millis(50)), if stopping => {}
+    }
 }
 
 /// How often leases are renewed: every heartbeat, and at least three times
