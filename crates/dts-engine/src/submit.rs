@@ -207,17 +207,25 @@ impl Submitter {
         Ok(outcome)
     }
 
+    /// Publishes the message of a task already `SUBMITTED` once more (the
+    /// sweeper's remedy for a task that stays unplanned). A failure is
+    /// logged and changes nothing: the task keeps its status, and the next
+    /// sweep tries again.
+    pub async fn republish(&self, id: &str) {
+        let Some(payload) = task_message(id) else {
+            return;
+        };
+        if let Err(e) = self.bus.publish(&self.topics.tasks, id, payload).await {
+            dts_metrics::metrics().bus_error("publish_task", true);
+            warn!(task = %id, error = %with_causes(&e), "cannot republish an unplanned task; the next sweep tries again");
+        }
+    }
+
     /// Publishes the task message until it is accepted or attempts run out,
     /// keeping the task's status in step.
     pub async fn publish_with_retries(&self, id: &str) {
-        let payload = match serde_json::to_vec(&TaskMessage {
-            task_id: id.to_string(),
-        }) {
-            Ok(payload) => payload,
-            Err(e) => {
-                warn!(task = %id, error = %with_causes(&e), "cannot encode task message");
-                return;
-            }
+        let Some(payload) = task_message(id) else {
+            return;
         };
         let attempts = self.settings.attempts.max(1);
         let mut backoff = self.settings.first_backoff;
@@ -262,6 +270,20 @@ impl Submitter {
                 dts_metrics::metrics().store_error("transition", false);
                 warn!(task = %id, status = %to, error = %with_causes(&e), "could not record task status")
             }
+        }
+    }
+}
+
+/// The task topic's message for task `id`; `None` (logged) if it cannot be
+/// encoded.
+fn task_message(id: &str) -> Option<Vec<u8>> {
+    match serde_json::to_vec(&TaskMessage {
+        task_id: id.to_string(),
+    }) {
+        Ok(payload) => Some(payload),
+        Err(e) => {
+            warn!(task = %id, error = %with_causes(&e), "cannot encode task message");
+            None
         }
     }
 }

@@ -10,6 +10,13 @@
 //! trying (`republish_after`). Two servers may both republish a stuck task;
 //! planning is idempotent, so that costs a message, not a second plan.
 //!
+//! A task still `SUBMITTED` (published, never planned) that long after its
+//! creation gets its message again too, at most once per `republish_after`
+//! from each sweeper: its plan may have been lost with a Redis failover
+//! after the scheduler had acknowledged the message (replication is
+//! asynchronous), or the message with a broker's storage. Under a backlog
+//! the copy only costs the scheduler a look at a task it plans anyway.
+//!
 //! "Now" is the clock of the submitter the sweeper republishes through: both
 //! belong to the same node.
 
@@ -18,7 +25,7 @@ use crate::submit::Submitter;
 use crate::with_causes;
 use dts_model::TaskStatus;
 use dts_store::DynStore;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -64,8 +71,12 @@ pub fn start(
     let sweeping = Arc::new(Mutex::new(HashSet::new()));
     let spawner = tracker.clone();
     tracker.spawn(async move {
+        let mut unplanned = Unplanned::default();
         while crate::sleep_unless_cancelled(settings.interval, &shutdown).await {
             sweep(&store, &submitter, &settings, &sweeping, &spawner).await;
+            unplanned
+                .republish(&store, &submitter, settings.republish_after)
+                .await;
             end_overdue(&store, &submitter, settings.interval).await;
         }
     });
@@ -106,6 +117,47 @@ async fn end_overdue(store: &DynStore, submitter: &Submitter, grace: Duration) {
                 }
             }
         }
+    }
+}
+
+/// When this sweeper last republished each task still `SUBMITTED`, so a
+/// task that stays unplanned gets one more message per `republish_after`,
+/// not one per sweep.
+#[derive(Debug, Default)]
+struct Unplanned {
+    republished_at: HashMap<String, u64>,
+}
+
+impl Unplanned {
+    /// Publishes the task message again for every task `SUBMITTED` longer
+    /// than `after` since its creation and since this sweeper last did.
+    async fn republish(&mut self, store: &DynStore, submitter: &Submitter, after: Duration) {
+        let now = submitter.clock().now_millis();
+        let cutoff = now.saturating_sub(after.as_millis() as u64);
+        let tasks = match store
+            .list_tasks(Some(TaskStatus::Submitted), SWEEP_LIMIT)
+            .await
+        {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                dts_metrics::metrics().store_error("list_tasks", true);
+                warn!(error = %with_causes(&e), "cannot look for unplanned tasks");
+                return;
+            }
+        };
+        // Forget tasks that moved on (planned or ended).
+        let mut still = HashMap::with_capacity(tasks.len());
+        for task in tasks.iter().filter(|t| t.created_at < cutoff) {
+            let last = self.republished_at.get(&task.id).copied();
+            if last.is_some_and(|last| last >= cutoff) {
+                still.insert(task.id.clone(), last.unwrap_or(now));
+                continue;
+            }
+            info!(task = %task.id, "republishing a task still unplanned");
+            submitter.republish(&task.id).await;
+            still.insert(task.id.clone(), now);
+        }
+        self.republished_at = still;
     }
 }
 

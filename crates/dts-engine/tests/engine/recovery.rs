@@ -3,6 +3,7 @@
 
 use crate::harness::*;
 use dts_model::TaskStatus;
+use dts_store::Store;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -92,6 +93,41 @@ async fn the_sweeper_republishes_a_task_whose_server_died_before_publishing_it()
 
     assert_eq!(ended.status, TaskStatus::Completed);
     assert_eq!(ended.items_succeeded, 3);
+    let first_start = h.starts_of(&task.id).iter().map(|s| s.at_ms).min();
+    assert!(
+        first_start.is_some_and(|at| (120_000..=150_000).contains(&at)),
+        "planned at the first sweep after 120 s; first start at {first_start:?} ms"
+    );
+}
+
+/// Found by the chaos soak (seed 5): a plan saved on the Redis primary just
+/// before a Sentinel failover was lost with it, after the scheduler had
+/// acknowledged the task's message; the task stayed `SUBMITTED` for good.
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_republishes_a_task_left_submitted_whose_plan_was_lost() {
+    let h = Harness::new()
+        .workers(&[1])
+        .sweep_every(Duration::from_secs(30))
+        .start()
+        .await;
+    // Published and acknowledged, but its plan is gone: what the new
+    // primary holds after such a failover.
+    let task = h.store_unpublished(task_of(3, "1s")).await;
+    if let Err(e) = h
+        .store()
+        .transition(&task.id, TaskStatus::Submitted, None)
+        .await
+    {
+        panic!("cannot mark task {} submitted: {e}", task.id);
+    }
+
+    h.idle(Duration::from_secs(100)).await;
+    assert_eq!(h.task(&task.id).await.status, TaskStatus::Submitted);
+    let ended = h.wait_until_ended(&task.id).await;
+
+    assert_eq!(ended.status, TaskStatus::Completed);
+    assert_eq!(ended.items_succeeded, 3);
+    assert_eq!(h.starts_of(&task.id).len(), 3, "each item ran once");
     let first_start = h.starts_of(&task.id).iter().map(|s| s.at_ms).min();
     assert!(
         first_start.is_some_and(|at| (120_000..=150_000).contains(&at)),
