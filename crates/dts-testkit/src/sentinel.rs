@@ -182,6 +182,25 @@ impl RedisSentinel {
         }
     }
 
+    /// Freezes data node `node` (SIGSTOP): its connections stay open, so
+    /// its primary still counts it as a connected replica, but it confirms
+    /// nothing until [`RedisSentinel::thaw`].
+    pub fn freeze(&self, node: usize) {
+        self.signal(node, libc::SIGSTOP);
+    }
+
+    /// Lets a frozen data node run again (SIGCONT).
+    pub fn thaw(&self, node: usize) {
+        self.signal(node, libc::SIGCONT);
+    }
+
+    fn signal(&self, node: usize, signal: i32) {
+        if let Some(child) = &self.nodes[node].child {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
     /// Returns once every sentinel names a primary other than the one on
     /// port `before`, and that server says it is a primary; its port.
     pub fn wait_for_new_primary(&self, before: u16) -> u16 {

@@ -107,6 +107,15 @@ use std::time::Duration;
 /// How long any one call may take before it fails as [`StoreError::TimedOut`].
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a submit no replica confirmed keeps looking for its task on
+/// the primary the sentinels name (a Sentinel failover here takes a few
+/// seconds): see [`RedisStore::insert_confirmed`].
+const RECONFIRM_FOR: Duration = Duration::from_secs(10);
+
+/// How often it looks meanwhile: as often as the store asks the sentinels
+/// which server is the primary.
+const RECONFIRM_POLL: Duration = Duration::from_millis(250);
+
 /// Longest wait for one TCP connection attempt.
 const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -261,15 +270,24 @@ impl RedisStore {
         Ok(())
     }
 
-    /// After a write a client is told about (a submit, a cancel), waits
-    /// until the configured number of replicas have it, so a failover right
-    /// after the answer does not lose it. A replica that does not confirm in
-    /// time is logged and counted, and the call still succeeds: the write
-    /// is on the primary, and refusing it would make the client retry a
-    /// write that took place.
+    /// After a write a client is told about (a cancel), waits until the
+    /// configured number of replicas have it, so a failover right after
+    /// the answer does not lose it. A replica that does not confirm in time
+    /// is logged and counted, and the call still succeeds: the write is on
+    /// the primary, and refusing it would make the client retry a write
+    /// that took place. A submit does more ([`RedisStore::insert_confirmed`]).
     async fn replicate(&self, what: &str) {
+        if let Err(why) = self.wait_for_replicas(what).await {
+            tracing::warn!(what, "{why}; a failover now could lose it");
+        }
+    }
+
+    /// `WAIT`s for the configured replicas to have what was written on this
+    /// connection; `Err` says how they did not (counted in the metrics).
+    /// `Ok` at once without Sentinel.
+    async fn wait_for_replicas(&self, what: &str) -> Result<(), String> {
         let Some((replicas, timeout)) = self.replication else {
-            return;
+            return Ok(());
         };
         let mut conn = self.conn.clone();
         let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
@@ -282,22 +300,82 @@ impl RedisStore {
                     .query_async::<u64>(&mut conn),
             )
             .await;
-        match acked {
-            Ok(acked) if acked >= u64::from(replicas) => {}
-            Ok(acked) => {
-                dts_metrics::metrics().store_error("wait_replicas", false);
-                tracing::warn!(
-                    what,
-                    acked,
-                    wanted = replicas,
-                    timeout_ms = millis,
-                    "a replica did not confirm a write in time; a failover now could lose it"
-                );
+        let why = match acked {
+            Ok(acked) if acked >= u64::from(replicas) => return Ok(()),
+            Ok(acked) => format!(
+                "{acked} of the {replicas} replicas wanted confirmed {what} within {millis} ms"
+            ),
+            Err(error) => format!("could not wait for replicas to have {what}: {error}"),
+        };
+        dts_metrics::metrics().store_error("wait_replicas", false);
+        Err(why)
+    }
+
+    /// Stores a new task so that a failover right after the client's 202
+    /// does not lose it. When no replica confirms it in time, the primary
+    /// may be failing over to a replica that never got it, and the client
+    /// would get 404 for the id it was given. So for up to
+    /// [`RECONFIRM_FOR`] dts looks for the task on whatever primary the
+    /// sentinels name, stores it again if it is missing there (it still has
+    /// the whole submission), and waits for replicas again. It answers once
+    /// a replica confirms, once the primary has no replica connected (a
+    /// failover has nothing to promote), or at the deadline with the task
+    /// on the primary (logged); and fails, for a 503, only when no primary
+    /// could be reached to hold it.
+    async fn insert_confirmed(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
+        tasks::insert_task(self, task, inputs).await?;
+        let what = format!("task {}", task.id);
+        let Err(mut why) = self.wait_for_replicas(&what).await else {
+            return Ok(());
+        };
+        let until = tokio::time::Instant::now() + RECONFIRM_FOR;
+        let mut unreachable = None;
+        // ends: at `until`.
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(RECONFIRM_POLL).await;
+            match tasks::insert_task(self, task, inputs).await {
+                Ok(()) => tracing::warn!(
+                    task = %task.id,
+                    "the task was missing on the Redis primary (a failover lost it); stored it again"
+                ),
+                Err(StoreError::TaskExists { .. }) => {}
+                Err(e) if e.is_retryable() => {
+                    unreachable = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
-            Err(error) => {
-                dts_metrics::metrics().store_error("wait_replicas", false);
-                tracing::warn!(what, %error, "could not wait for replicas");
+            unreachable = None;
+            if self.connected_replicas().await == Some(0) {
+                tracing::warn!(task = %task.id, "{why}, and the Redis primary has no replica connected now; answering with the task on the primary alone");
+                return Ok(());
             }
+            match self.wait_for_replicas(&what).await {
+                Ok(()) => return Ok(()),
+                Err(again) => why = again,
+            }
+        }
+        if let Some(error) = unreachable {
+            return Err(error);
+        }
+        tracing::warn!(task = %task.id, "{why} for {RECONFIRM_FOR:?}; answering with the task on the primary, where a failover now could lose it");
+        Ok(())
+    }
+
+    /// How many replicas the primary says are connected (`ROLE`); `None`
+    /// when it cannot be asked.
+    async fn connected_replicas(&self) -> Option<usize> {
+        let mut conn = self.conn.clone();
+        let role: Vec<::redis::Value> = self
+            .run(
+                "ask the primary for its replicas",
+                ::redis::cmd("ROLE").query_async(&mut conn),
+            )
+            .await
+            .ok()?;
+        match role.get(2) {
+            Some(::redis::Value::Array(replicas)) => Some(replicas.len()),
+            _ => None,
         }
     }
 
@@ -374,9 +452,7 @@ fn redact(url: &str) -> String {
 #[async_trait]
 impl Store for RedisStore {
     async fn insert_task(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
-        tasks::insert_task(self, task, inputs).await?;
-        self.replicate(&format!("task {}", task.id)).await;
-        Ok(())
+        self.insert_confirmed(task, inputs).await
     }
 
     async fn task(&self, id: &str) -> StoreResult<Option<Task>> {
