@@ -443,6 +443,27 @@ impl Inner {
         !stop.is_cancelled()
     }
 
+    /// Whether the store says the task is still `INPROGRESS`: what a copy
+    /// of a straggling shard checks before each item. A task that ended is
+    /// stopped here at once; when the store cannot answer the copy starts
+    /// nothing (the shard's holder runs it anyway).
+    pub(super) async fn task_still_runs(&self, task: &str) -> bool {
+        match self.store.task_status(task).await {
+            Ok(Some(dts_model::TaskStatus::InProgress)) => true,
+            Ok(status) => {
+                if status.is_none_or(|status| status.is_terminal()) {
+                    self.task_ended(task, status);
+                }
+                false
+            }
+            Err(e) => {
+                dts_metrics::metrics().store_error("task_status", false);
+                debug!(task = %task, error = %with_causes(&e), "cannot check the task's status; the copy starts no more items");
+                false
+            }
+        }
+    }
+
     fn forget_lease(&self, task: &str, shard: u32) {
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         leases.remove(&(task.to_string(), shard));

@@ -585,6 +585,12 @@ impl Inner {
                 }
                 continue;
             }
+            // A copy holds no lease, so no cancel waits for it to stop: it
+            // asks the store before each item that the task still runs.
+            if run.copy && !self.task_still_runs(&message.task_id).await {
+                drop(permit);
+                return None;
+            }
             // The task's deadline shortens the item's timeout, and once it
             // has passed no item starts. Judged now, with the slot in hand:
             // the wait for it may have used up the time that was left.
