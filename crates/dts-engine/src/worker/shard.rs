@@ -8,7 +8,7 @@ use super::slots::ClaimedShard;
 use crate::shard::shard_message;
 use crate::{EngineError, events, sleep_unless_cancelled, with_causes};
 use dts_executor::{ExecOutcome, ItemContext, ItemLimits, Program};
-use dts_model::{Bytes, ItemResult, ShardMessage, TaskStatus};
+use dts_model::{Bytes, ItemResult, ShardMessage, Task, TaskStatus};
 use dts_store::StoreError;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -180,13 +180,7 @@ impl Inner {
                     .await
                 {
                     Ok(ended) => {
-                        events::publish_completion(
-                            &self.bus,
-                            &self.settings.topics,
-                            &*self.store,
-                            &ended,
-                        )
-                        .await;
+                        self.announce_end(&ended).await;
                     }
                     Err(StoreError::IllegalTransition { .. }) => {}
                     Err(e) => {
@@ -354,15 +348,15 @@ impl Inner {
             })
             .await?;
         if completion.finished_task {
-            events::publish_completion(
-                &self.bus,
-                &self.settings.topics,
-                &*self.store,
-                &completion.task,
-            )
-            .await;
+            self.announce_end(&completion.task).await;
         }
         Ok(ShardEnd::Done)
+    }
+
+    /// Publishes the completion event of a task this worker ended (its
+    /// outbox entry makes a drainer publish it if this fails).
+    async fn announce_end(&self, task: &Task) {
+        events::publish_completion(&self.bus, &self.settings.topics, &*self.store, task).await;
     }
 
     /// Ends a speculative copy: if it ran every item, completes the shard
@@ -397,13 +391,7 @@ impl Inner {
             info!(task = %id, shard, "the shard's holder completed it first; the copy's results are discarded");
         }
         if completion.finished_task {
-            events::publish_completion(
-                &self.bus,
-                &self.settings.topics,
-                &*self.store,
-                &completion.task,
-            )
-            .await;
+            self.announce_end(&completion.task).await;
         }
         Ok(if completion.newly_completed {
             ShardEnd::Done
