@@ -34,6 +34,7 @@ mod scripts;
 mod security;
 mod seed_api;
 mod sentinel;
+mod storage_full;
 mod submit_habits;
 mod task_ids;
 mod terminal;

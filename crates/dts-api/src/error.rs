@@ -93,6 +93,12 @@ pub enum ApiError {
         /// What to do instead.
         message: &'static str,
     },
+    /// The store has no room for the write (a full disk, Redis out of
+    /// memory): 507. Nothing was changed.
+    #[error(
+        "the store is full (no space left on its disk, or Redis out of memory): nothing was changed; free space and try again"
+    )]
+    StorageFull(String),
     /// The store or bus is unreachable for now: 503.
     #[error("service unavailable")]
     Unavailable(String),
@@ -122,6 +128,7 @@ impl ApiError {
             ApiError::MethodNotAllowed | ApiError::UseMethod { .. } => {
                 StatusCode::METHOD_NOT_ALLOWED
             }
+            ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -139,6 +146,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NoRoute(_) => "no_route",
             ApiError::MethodNotAllowed | ApiError::UseMethod { .. } => "method_not_allowed",
+            ApiError::StorageFull(_) => "storage_full",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -164,6 +172,7 @@ impl From<StoreError> for ApiError {
                 id,
                 field: "id",
             },
+            e @ StoreError::Full { .. } => ApiError::StorageFull(with_causes(&e)),
             e if e.is_retryable() => ApiError::Unavailable(with_causes(&e)),
             e => ApiError::Internal(with_causes(&e)),
         }
@@ -186,6 +195,10 @@ impl IntoResponse for ApiError {
         let message = match &self {
             ApiError::Unavailable(detail) => {
                 error!(detail = %detail, "request failed: backend unavailable");
+                self.to_string()
+            }
+            ApiError::StorageFull(detail) => {
+                error!(detail = %detail, "request failed: the store is full");
                 self.to_string()
             }
             ApiError::Internal(detail) => {

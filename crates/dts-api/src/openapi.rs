@@ -11,8 +11,9 @@
 //! Answers that any request can get are added here once, by
 //! `SharedAnswers`, rather than on each handler: 403 and 421 from the
 //! Host and Origin checks, 401 from the token check (with the bearer
-//! security requirement) on every endpoint but the public ones, and 500
-//! and 503 on every endpoint that reads the store.
+//! security requirement) on every endpoint but the public ones, 500
+//! and 503 on every endpoint that reads the store, and 507 (the store is
+//! full) on those of them that are not `GET`s.
 //!
 //! To document a new endpoint:
 //! 1. annotate its handler with `#[utoipa::path(method, path = "...",
@@ -204,6 +205,13 @@ impl Modify for SharedAnswers {
                         "503",
                         "The store or the bus cannot be reached for now.",
                     );
+                    if method != "get" {
+                        add_error(
+                            operation,
+                            "507",
+                            "The store is full (its disk, or Redis's memory); nothing was changed.",
+                        );
+                    }
                 }
             }
         }

@@ -465,8 +465,9 @@ pub struct SmallDisk {
 }
 
 impl SmallDisk {
-    /// Mounts it at `path`; `None` when not root or the mount fails.
-    fn mount(path: &Path) -> Option<SmallDisk> {
+    /// Mounts it at `path`; `None` when not root or the mount fails. One
+    /// per process: the soak's, or a test's of its own.
+    pub fn mount(path: &Path) -> Option<SmallDisk> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return None;
@@ -521,7 +522,9 @@ impl SmallDisk {
         let _ = std::fs::remove_file(file);
     }
 
-    fn unmount(self) {
+    /// Unmounts it (lazily: a process still using it keeps it until it
+    /// exits).
+    pub fn unmount(self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }

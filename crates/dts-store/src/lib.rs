@@ -105,6 +105,17 @@ pub enum StoreError {
         #[source]
         source: Cause,
     },
+    /// The backend has no room for the write: SQLite's disk is full, or
+    /// Redis is out of memory (`maxmemory`) or cannot persist (`MISCONF`).
+    /// Nothing was written; trying again helps once space is freed.
+    #[error("store full: {op}")]
+    Full {
+        /// The operation and where it went.
+        op: String,
+        /// The backend's error.
+        #[source]
+        source: Cause,
+    },
     /// The backend did not answer within the call's deadline (hung or
     /// overloaded); trying again may help.
     #[error("store unavailable: {op}: no answer within {} s", after.as_secs())]
@@ -207,7 +218,9 @@ impl StoreError {
     /// variant, so a new variant must say.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Unavailable { .. } | StoreError::TimedOut { .. } => true,
+            StoreError::Unavailable { .. } | StoreError::TimedOut { .. } | StoreError::Full { .. } => {
+                true
+            }
             StoreError::NoSuchTask { .. }
             | StoreError::NoSuchShard { .. }
             | StoreError::TaskExists { .. }

@@ -10,11 +10,18 @@ use std::time::Duration;
 ///
 /// Connection, I/O and timeout errors, and the replies of a server that is
 /// starting (`LOADING`), busy with a script (`BUSY`) or failing over, may
-/// succeed later: [`StoreError::Unavailable`]. Anything else (a script bug, a
-/// key of the wrong type, a refused password) will not: [`StoreError::Backend`].
+/// succeed later: [`StoreError::Unavailable`]. A server out of memory
+/// (`OOM`) or unable to persist (`MISCONF`, a full disk) is
+/// [`StoreError::Full`]. Anything else (a script bug, a key of the wrong
+/// type, a refused password) will not: [`StoreError::Backend`].
 pub(super) fn classify(op: &str, address: &str, e: RedisError) -> StoreError {
     let op = format!("redis {op} at {address}");
-    if is_transient(&e) {
+    if matches!(e.code(), Some("OOM" | "MISCONF")) {
+        StoreError::Full {
+            op,
+            source: e.into(),
+        }
+    } else if is_transient(&e) {
         StoreError::Unavailable {
             op,
             source: e.into(),

@@ -37,11 +37,16 @@ pub(super) type DbResult<T> = Result<T, DbError>;
 
 /// Turns a SQLite error into a [`StoreError`] naming `op`: busy or locked
 /// (another connection holds the write lock past the busy timeout) may
-/// succeed later; anything else will not.
+/// succeed later, and so may a write to a full disk once space is freed;
+/// anything else will not.
 pub(super) fn classify(op: &str, e: rusqlite::Error) -> StoreError {
     let op = format!("sqlite {op}");
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable {
+            op,
+            source: e.into(),
+        },
+        Some(ErrorCode::DiskFull) => StoreError::Full {
             op,
             source: e.into(),
         },
