@@ -32,8 +32,15 @@ async fn a_submit_to_a_dts_up_whose_disk_is_full_gets_507_and_changes_nothing() 
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
     assert_eq!(body["error"]["code"], "storage_full", "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("full") && message.contains("nothing was changed"), "{body}");
-    assert_eq!(up.task_count().await, before, "the refused submit stored nothing");
+    assert!(
+        message.contains("full") && message.contains("nothing was changed"),
+        "{body}"
+    );
+    assert_eq!(
+        up.task_count().await,
+        before,
+        "the refused submit stored nothing"
+    );
 
     disk.drain(&fill);
     let after = up.submit(task("echo \"$1\"", &big)).await;

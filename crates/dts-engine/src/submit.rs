@@ -208,16 +208,20 @@ impl Submitter {
     }
 
     /// Publishes the message of a task already `SUBMITTED` once more (the
-    /// sweeper's remedy for a task that stays unplanned). A failure is
-    /// logged and changes nothing: the task keeps its status, and the next
-    /// sweep tries again.
-    pub async fn republish(&self, id: &str) {
+    /// sweeper's remedy for a task that stays unplanned); whether the bus
+    /// took it. A failure is logged and changes nothing: the task keeps its
+    /// status, and the next sweep tries again.
+    pub async fn republish(&self, id: &str) -> bool {
         let Some(payload) = task_message(id) else {
-            return;
+            return false;
         };
-        if let Err(e) = self.bus.publish(&self.topics.tasks, id, payload).await {
-            dts_metrics::metrics().bus_error("publish_task", true);
-            warn!(task = %id, error = %with_causes(&e), "cannot republish an unplanned task; the next sweep tries again");
+        match self.bus.publish(&self.topics.tasks, id, payload).await {
+            Ok(()) => true,
+            Err(e) => {
+                dts_metrics::metrics().bus_error("publish_task", true);
+                warn!(task = %id, error = %with_causes(&e), "cannot republish an unplanned task; the next sweep tries again");
+                false
+            }
         }
     }
 

@@ -154,7 +154,11 @@ impl Unplanned {
                 continue;
             }
             info!(task = %task.id, "republishing a task still unplanned");
-            submitter.republish(&task.id).await;
+            if !submitter.republish(&task.id).await {
+                // The bus is down: the others wait for the next sweep
+                // rather than each for the publish timeout.
+                break;
+            }
             still.insert(task.id.clone(), now);
         }
         self.republished_at = still;

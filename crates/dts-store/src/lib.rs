@@ -218,9 +218,9 @@ impl StoreError {
     /// variant, so a new variant must say.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Unavailable { .. } | StoreError::TimedOut { .. } | StoreError::Full { .. } => {
-                true
-            }
+            StoreError::Unavailable { .. }
+            | StoreError::TimedOut { .. }
+            | StoreError::Full { .. } => true,
             StoreError::NoSuchTask { .. }
             | StoreError::NoSuchShard { .. }
             | StoreError::TaskExists { .. }
