@@ -246,7 +246,7 @@ pub async fn inject(
                 Ok(file) => {
                     tokio::time::sleep(fault.hold).await;
                     disk.drain(&file);
-                    Ok(())
+                    Ok(Injected::Done)
                 }
                 Err(e) => Err(e),
             },
@@ -256,16 +256,18 @@ pub async fn inject(
             let victim = node.clone();
             blocking(move || lock(&victim).kill9()).await;
             tokio::time::sleep(fault.hold).await;
-            blocking_result(move || restart(&node)).await
+            blocking_result(move || restart(&node))
+                .await
+                .map(|()| Injected::Done)
         }
         (FaultKind::Stop, Some(node)) => {
             lock(&node).signal(libc::SIGSTOP);
             tokio::time::sleep(fault.hold).await;
             lock(&node).signal(libc::SIGCONT);
-            Ok(())
+            Ok(Injected::Done)
         }
         (FaultKind::PartitionRedis | FaultKind::PartitionBroker, Some(_)) => {
-            partition(&cluster, &fault).await
+            partition(&cluster, &fault).await.map(|()| Injected::Done)
         }
         (kind, _) if kind.is_service() => restart_service(&cluster, kind, fault.hold).await,
         (kind, _) => Err(format!("{kind} of {} cannot be injected", fault.target)),
@@ -279,10 +281,24 @@ pub async fn inject(
     };
     lock(&busy).remove(&fault.target);
     let mut state = shared.lock();
-    if let Err(e) = outcome {
-        state.violations.push(format!("{record}: {e}"));
+    match outcome {
+        Ok(Injected::Done) => state.faults.push(record),
+        Ok(Injected::Refused(why)) => state.faults_refused.push(format!("{record}: {why}")),
+        Err(e) => {
+            state.violations.push(format!("{record}: {e}"));
+            state.faults.push(record);
+        }
     }
-    state.faults.push(record);
+}
+
+/// How a fault went, when nothing broke.
+enum Injected {
+    Done,
+    /// The service would not take it: Sentinel refused a failover (no
+    /// replica in sync right after another Redis fault), or its sentinels
+    /// did not agree on the outcome in time. Not a fault of dts: the
+    /// checker's rules catch what it does to the tasks.
+    Refused(String),
 }
 
 fn restart(node: &Mutex<Node>) -> Result<(), String> {
@@ -323,13 +339,26 @@ async fn partition(cluster: &Cluster, fault: &FaultPlan) -> Result<(), String> {
 }
 
 /// A fault of Redis or the broker: stopped or killed and, after `hold`,
-/// started again on the same port; or a failover, on request or by killing
-/// the primary (which rejoins as a replica after `hold`).
+/// started again on the same port; or a failover, on request (which
+/// Sentinel may refuse) or by killing the primary (which rejoins as a
+/// replica after `hold`).
 async fn restart_service(
     cluster: &Arc<Cluster>,
     kind: FaultKind,
     hold: Duration,
-) -> Result<(), String> {
+) -> Result<Injected, String> {
+    if kind == FaultKind::RedisFailover {
+        let c = cluster.clone();
+        return catch(
+            move || lock(&c.services.redis).try_failover(),
+            "failing over",
+        )
+        .await
+        .map(|failed_over| match failed_over {
+            Ok(_) => Injected::Done,
+            Err(why) => Injected::Refused(why),
+        });
+    }
     let c = cluster.clone();
     // The Redis node a restart must start again.
     let down = catch(
@@ -339,10 +368,6 @@ async fn restart_service(
                 let primary = redis.primary();
                 redis.stop(primary);
                 Some(primary)
-            }
-            FaultKind::RedisFailover => {
-                lock(&c.services.redis).failover();
-                None
             }
             FaultKind::RedisPrimaryKill => {
                 let mut redis = lock(&c.services.redis);
@@ -363,9 +388,6 @@ async fn restart_service(
         "stopping",
     )
     .await?;
-    if kind == FaultKind::RedisFailover {
-        return Ok(());
-    }
     tokio::time::sleep(hold).await;
     let c = cluster.clone();
     catch(
@@ -376,6 +398,7 @@ async fn restart_service(
         "restarting",
     )
     .await
+    .map(|()| Injected::Done)
 }
 
 /// Runs a test kit restart, which panics when the server does not come

@@ -103,6 +103,9 @@ pub struct State {
     pub faults: Vec<faults::FaultRecord>,
     /// Planned faults skipped because their target was in another fault.
     pub faults_skipped: usize,
+    /// Faults a service would not take (a failover Sentinel refused), with
+    /// why: not injected, so not in `faults`.
+    pub faults_refused: Vec<String>,
     /// Violations found while running (a node that did not come back).
     pub violations: Vec<String>,
 }

@@ -28,6 +28,8 @@ pub struct Report {
     pub faults: Vec<FaultRecord>,
     /// Planned faults skipped (their target was busy).
     pub faults_skipped: usize,
+    /// Faults a service would not take, with why.
+    pub faults_refused: Vec<String>,
     /// The longest silence of each API.
     pub longest_silence: BTreeMap<String, Silence>,
     /// Why the root-only faults were not injected, if they were not.
@@ -72,6 +74,7 @@ impl Report {
             refused: state.refused,
             faults,
             faults_skipped: state.faults_skipped,
+            faults_refused: state.faults_refused.clone(),
             longest_silence,
             root_faults_absent,
             full_disk: cluster.small_disk.is_some(),
@@ -132,6 +135,14 @@ impl Report {
             "| faults skipped (target busy) | {} |",
             self.faults_skipped
         );
+        if !self.faults_refused.is_empty() {
+            let _ = writeln!(
+                out,
+                "| faults refused by the service (not injected) | {}: {} |",
+                self.faults_refused.len(),
+                self.faults_refused.join("; ")
+            );
+        }
         let _ = writeln!(out, "| violations | {} |", c.violations.len());
         if !c.missing_events.is_empty() {
             let missing: Vec<String> = c

@@ -137,6 +137,16 @@ impl RedisSentinel {
     /// names the other node and that node says it is a primary. Returns
     /// the new primary's port.
     pub fn failover(&mut self) -> u16 {
+        self.try_failover()
+            .unwrap_or_else(|why| panic!("{why}; {}", self.log_places()))
+    }
+
+    /// As [`RedisSentinel::failover`], but what Sentinel refuses is an
+    /// `Err` with the reason, not a panic: for the chaos soak, where a
+    /// failover asked for right after another Redis fault may find no
+    /// replica in sync (`NOGOODSLAVE`), or sentinels that do not agree on
+    /// the outcome within [`SETTLE`].
+    pub fn try_failover(&mut self) -> Result<u16, String> {
         let before = self.primary_port();
         let reply = self
             .sentinels
@@ -149,13 +159,15 @@ impl RedisSentinel {
                 )
                 .ok()
             })
-            .unwrap_or_else(|| panic!("no sentinel took SENTINEL FAILOVER"));
-        assert_eq!(
-            reply,
-            Reply::Simple("OK".to_string()),
-            "SENTINEL FAILOVER {MASTER_NAME}"
-        );
-        self.wait_for_new_primary(before)
+            .ok_or_else(|| "no sentinel took SENTINEL FAILOVER".to_string())?;
+        if reply != Reply::Simple("OK".to_string()) {
+            return Err(format!(
+                "SENTINEL FAILOVER {MASTER_NAME} answered {reply:?}"
+            ));
+        }
+        self.new_primary_within(before).ok_or_else(|| {
+            format!("the sentinels did not agree on a new primary within {SETTLE:?}")
+        })
     }
 
     /// SIGKILLs the primary and returns its node number; the sentinels
@@ -204,23 +216,39 @@ impl RedisSentinel {
     /// Returns once every sentinel names a primary other than the one on
     /// port `before`, and that server says it is a primary; its port.
     pub fn wait_for_new_primary(&self, before: u16) -> u16 {
-        let mut after = 0;
-        self.wait_until("the sentinels agree on a new primary", |set| {
-            let named: Vec<Option<u16>> = set
+        self.new_primary_within(before).unwrap_or_else(|| {
+            panic!(
+                "waited {SETTLE:?} until the sentinels agree on a new primary; {}",
+                self.log_places()
+            )
+        })
+    }
+
+    /// The new primary's port once every sentinel names a primary other
+    /// than the one on port `before` and that server says it is a primary;
+    /// `None` if that does not happen within [`SETTLE`].
+    fn new_primary_within(&self, before: u16) -> Option<u16> {
+        let deadline = Instant::now() + SETTLE;
+        // ends: at `deadline`.
+        loop {
+            let named: Vec<Option<u16>> = self
                 .sentinels
                 .iter()
-                .map(|sentinel| ask_primary(&set.host, sentinel.port))
+                .map(|sentinel| ask_primary(&self.host, sentinel.port))
                 .collect();
-            let Some(Some(first)) = named.first().copied() else {
-                return false;
-            };
-            if first == before || named.iter().any(|port| *port != Some(first)) {
-                return false;
+            if let Some(Some(first)) = named.first().copied() {
+                if first != before
+                    && named.iter().all(|port| *port == Some(first))
+                    && role(&self.host, first).as_deref() == Some("master")
+                {
+                    return Some(first);
+                }
             }
-            after = first;
-            role(&set.host, first).as_deref() == Some("master")
-        });
-        after
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Starts data node `node` again on its port and directory, as a replica
@@ -272,22 +300,26 @@ impl RedisSentinel {
         let deadline = Instant::now() + SETTLE;
         while !done(self) {
             if Instant::now() > deadline {
-                panic!(
-                    "waited {SETTLE:?} until {what}; logs in {} and the sentinels' in {}",
-                    self.nodes
-                        .iter()
-                        .map(|node| node.dir.path().display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    self.sentinels
-                        .iter()
-                        .map(|s| s.dir.path().display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                );
+                panic!("waited {SETTLE:?} until {what}; {}", self.log_places());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Where the nodes' and the sentinels' logs are, for a failure message.
+    fn log_places(&self) -> String {
+        let dirs = |processes: &[Process]| {
+            processes
+                .iter()
+                .map(|p| p.dir.path().display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "logs in {} and the sentinels' in {}",
+            dirs(&self.nodes),
+            dirs(&self.sentinels)
+        )
     }
 
     fn start_node(&self, replica_of: Option<u16>) -> Process {
