@@ -145,7 +145,7 @@ impl RedisSentinel {
     /// `Err` with the reason, not a panic: for the chaos soak, where a
     /// failover asked for right after another Redis fault may find no
     /// replica in sync (`NOGOODSLAVE`), or sentinels that do not agree on
-    /// the outcome within [`SETTLE`].
+    /// the outcome within 60 s.
     pub fn try_failover(&mut self) -> Result<u16, String> {
         let before = self.primary_port();
         let reply = self
