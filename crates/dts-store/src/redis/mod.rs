@@ -333,12 +333,23 @@ impl RedisStore {
         // ends: at `until`.
         while tokio::time::Instant::now() < until {
             tokio::time::sleep(RECONFIRM_POLL).await;
-            match tasks::insert_task(self, task, inputs).await {
-                Ok(()) => tracing::warn!(
-                    task = %task.id,
-                    "the task was missing on the Redis primary (a failover lost it); stored it again"
-                ),
-                Err(StoreError::TaskExists { .. }) => {}
+            // One field read while the task is there; the whole submission
+            // (perhaps a million inputs) goes again only when it is not.
+            let present = tasks::task_status(self, &task.id)
+                .await
+                .map(|status| status.is_some());
+            let stored = match present {
+                Ok(true) => Ok(()),
+                Ok(false) => tasks::insert_task(self, task, inputs).await.map(|()| {
+                    tracing::warn!(
+                        task = %task.id,
+                        "the task was missing on the Redis primary (a failover lost it); stored it again"
+                    )
+                }),
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(()) | Err(StoreError::TaskExists { .. }) => {}
                 Err(e) if e.is_retryable() => {
                     unreachable = Some(e);
                     continue;
