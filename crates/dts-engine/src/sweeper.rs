@@ -148,9 +148,9 @@ impl Unplanned {
         // Forget tasks that moved on (planned or ended).
         let mut still = HashMap::with_capacity(tasks.len());
         for task in tasks.iter().filter(|t| t.created_at < cutoff) {
-            let last = self.republished_at.get(&task.id).copied();
-            if last.is_some_and(|last| last >= cutoff) {
-                still.insert(task.id.clone(), last.unwrap_or(now));
+            let recent = self.republished_at.get(&task.id).copied();
+            if let Some(last) = recent.filter(|last| *last >= cutoff) {
+                still.insert(task.id.clone(), last);
                 continue;
             }
             info!(task = %task.id, "republishing a task still unplanned");
