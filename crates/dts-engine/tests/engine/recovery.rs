@@ -77,13 +77,27 @@ async fn a_task_stored_but_never_published_is_finished_after_a_restart() {
     assert_eq!(h.starts_of(&task.id).len(), 3);
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_sweeper_republishes_a_task_whose_server_died_before_publishing_it() {
-    let h = Harness::new()
+/// One worker, the sweeper every 30 s (republish-after stays 120 s).
+async fn swept_every_30_s() -> Harness {
+    Harness::new()
         .workers(&[1])
         .sweep_every(Duration::from_secs(30))
         .start()
-        .await;
+        .await
+}
+
+/// The task's first item started at the first sweep after 120 s.
+fn assert_first_start_at_the_first_sweep_after_120_s(h: &Harness, id: &str) {
+    let first_start = h.starts_of(id).iter().map(|s| s.at_ms).min();
+    assert!(
+        first_start.is_some_and(|at| (120_000..=150_000).contains(&at)),
+        "planned at the first sweep after 120 s; first start at {first_start:?} ms"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_republishes_a_task_whose_server_died_before_publishing_it() {
+    let h = swept_every_30_s().await;
     let task = h.store_unpublished(task_of(3, "1s")).await;
 
     // Republished once it is older than republish-after (120 s), at a sweep.
@@ -93,11 +107,7 @@ async fn the_sweeper_republishes_a_task_whose_server_died_before_publishing_it()
 
     assert_eq!(ended.status, TaskStatus::Completed);
     assert_eq!(ended.items_succeeded, 3);
-    let first_start = h.starts_of(&task.id).iter().map(|s| s.at_ms).min();
-    assert!(
-        first_start.is_some_and(|at| (120_000..=150_000).contains(&at)),
-        "planned at the first sweep after 120 s; first start at {first_start:?} ms"
-    );
+    assert_first_start_at_the_first_sweep_after_120_s(&h, &task.id);
 }
 
 /// Found by the chaos soak (seed 5): a plan saved on the Redis primary just
@@ -105,11 +115,7 @@ async fn the_sweeper_republishes_a_task_whose_server_died_before_publishing_it()
 /// acknowledged the task's message; the task stayed `SUBMITTED` for good.
 #[tokio::test(start_paused = true)]
 async fn the_sweeper_republishes_a_task_left_submitted_whose_plan_was_lost() {
-    let h = Harness::new()
-        .workers(&[1])
-        .sweep_every(Duration::from_secs(30))
-        .start()
-        .await;
+    let h = swept_every_30_s().await;
     // Published and acknowledged, but its plan is gone: what the new
     // primary holds after such a failover.
     let task = h.store_unpublished(task_of(3, "1s")).await;
@@ -128,9 +134,5 @@ async fn the_sweeper_republishes_a_task_left_submitted_whose_plan_was_lost() {
     assert_eq!(ended.status, TaskStatus::Completed);
     assert_eq!(ended.items_succeeded, 3);
     assert_eq!(h.starts_of(&task.id).len(), 3, "each item ran once");
-    let first_start = h.starts_of(&task.id).iter().map(|s| s.at_ms).min();
-    assert!(
-        first_start.is_some_and(|at| (120_000..=150_000).contains(&at)),
-        "planned at the first sweep after 120 s; first start at {first_start:?} ms"
-    );
+    assert_first_start_at_the_first_sweep_after_120_s(&h, &task.id);
 }
