@@ -84,10 +84,19 @@ async fn the_store_follows_a_sentinel_failover_and_keeps_what_the_replica_had() 
         || async { store.failovers() == 1 },
     )
     .await;
-    let after = task(5);
+    // Until the old primary has resynced as the new primary's replica, a
+    // submit is refused (nothing could confirm it); the client submits
+    // again, which is a new task with a new id.
     let after_inputs = inputs(5);
-    retried("insert a task after the failover", || {
-        store.insert_task(&after, &after_inputs)
+    let after = retried("insert a task after the failover", || {
+        let attempt = task(5);
+        let (store, after_inputs) = (&store, &after_inputs);
+        async move {
+            store
+                .insert_task(&attempt, after_inputs)
+                .await
+                .map(|()| attempt)
+        }
     })
     .await;
     assert_eq!(store.failovers(), 1);
@@ -133,34 +142,68 @@ async fn the_store_follows_the_replica_the_sentinels_promote_after_the_primary_i
     assert_eq!(store.failovers(), 1);
 }
 
+/// Found by the chaos soak (seed 7, 15 minutes, 2026-12-02): 10 tasks
+/// answered 202 and then 404. Each submit came right after a `SENTINEL
+/// FAILOVER`, while the new primary's only replica (the old primary) was
+/// still resyncing, so the primary had no replica connected and the submit
+/// answered at once; 10 s later the primary was killed and the sentinels
+/// promoted that replica, which never got the tasks. A submit no replica
+/// confirms is now refused (503), and the stored task never runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_submit_waits_for_the_replica_and_is_stored_anyway_when_none_confirms_in_time() {
+async fn a_submit_no_replica_confirms_is_refused_and_never_runs_while_a_cancel_is_answered_anyway()
+{
     let mut set = sentinels().await;
     let wait = Duration::from_secs(2);
     let store = RedisStore::connect(settings(&set, wait))
         .await
         .expect("connect through the sentinels");
+    let confirmed = task(3);
+    store
+        .insert_task(&confirmed, &inputs(3))
+        .await
+        .expect("a submit the replica confirms");
     let replica = 1 - set.primary();
     set.kill(replica);
-    let t = task(3);
-    let started = std::time::Instant::now();
-    store.insert_task(&t, &inputs(3)).await.unwrap();
-    let waited = started.elapsed();
-    assert!(
-        waited >= wait,
-        "answered after {waited:?}, before the replica wait ended"
-    );
-    assert_eq!(
-        store.task_status(&t.id).await.unwrap(),
-        Some(TaskStatus::Queued)
-    );
-    // A cancel waits the same way.
+
+    // A cancel waits for the replica, then is answered anyway: refusing it
+    // would make the client retry a cancel that took place.
     let started = std::time::Instant::now();
     store
-        .transition(&t.id, TaskStatus::Cancelled, None)
+        .transition(&confirmed.id, TaskStatus::Cancelled, None)
         .await
-        .unwrap();
+        .expect("the cancel is answered");
     assert!(started.elapsed() >= wait);
+
+    let refused = task(3);
+    let started = std::time::Instant::now();
+    let error = store
+        .insert_task(&refused, &inputs(3))
+        .await
+        .expect_err("a submit no replica confirmed is refused");
+    let waited = started.elapsed();
+    assert!(
+        matches!(error, StoreError::Unavailable { .. }),
+        "refused as unavailable (a 503 the client retries), not {error:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(10),
+        "refused after {waited:?}, before the 10 s of looking for a replica"
+    );
+    let stored = store
+        .task(&refused.id)
+        .await
+        .expect("read the refused task")
+        .expect("the refused task is kept, ended");
+    assert_eq!(
+        stored.status,
+        TaskStatus::SubmissionFailed,
+        "no sweeper may publish a task its client was refused"
+    );
+    let reason = stored.error.unwrap_or_default();
+    assert!(
+        reason.contains("not accepted") && reason.contains("submit it again"),
+        "the task says why it never ran: {reason}"
+    );
 }
 
 /// Found by the chaos soak (seed 7, 15 minutes): 13 tasks answered 202 and

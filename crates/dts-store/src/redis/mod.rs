@@ -318,10 +318,13 @@ impl RedisStore {
     /// [`RECONFIRM_FOR`] dts looks for the task on whatever primary the
     /// sentinels name, stores it again if it is missing there (it still has
     /// the whole submission), and waits for replicas again. It answers once
-    /// a replica confirms, once the primary has no replica connected (a
-    /// failover has nothing to promote), or at the deadline with the task
-    /// on the primary (logged); and fails, for a 503, only when no primary
-    /// could be reached to hold it.
+    /// a replica confirms. A primary with no replica connected is no
+    /// exception: its replica may be resyncing and still be promoted
+    /// without the task (seen in the chaos soak, seed 7). When none confirms
+    /// by the deadline the submission is refused ([`StoreError::Unavailable`],
+    /// a 503 the client retries), and the stored task is marked
+    /// `SUBMISSION_FAILED` so it never runs; a task some scheduler already
+    /// took on is answered as accepted instead (it runs either way).
     async fn insert_confirmed(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
         tasks::insert_task(self, task, inputs).await?;
         let what = format!("task {}", task.id);
@@ -357,10 +360,6 @@ impl RedisStore {
                 Err(e) => return Err(e),
             }
             unreachable = None;
-            if self.connected_replicas().await == Some(0) {
-                tracing::warn!(task = %task.id, "{why}, and the Redis primary has no replica connected now; answering with the task on the primary alone");
-                return Ok(());
-            }
             match self.wait_for_replicas(&what).await {
                 Ok(()) => return Ok(()),
                 Err(again) => why = again,
@@ -369,25 +368,33 @@ impl RedisStore {
         if let Some(error) = unreachable {
             return Err(error);
         }
-        tracing::warn!(task = %task.id, "{why} for {RECONFIRM_FOR:?}; answering with the task on the primary, where a failover now could lose it");
-        Ok(())
+        self.refuse_unconfirmed(task, &why).await
     }
 
-    /// How many replicas the primary says are connected (`ROLE`); `None`
-    /// when it cannot be asked.
-    async fn connected_replicas(&self) -> Option<usize> {
-        let mut conn = self.conn.clone();
-        let role: Vec<::redis::Value> = self
-            .run(
-                "ask the primary for its replicas",
-                ::redis::cmd("ROLE").query_async(&mut conn),
-            )
-            .await
-            .ok()?;
-        match role.get(2) {
-            Some(::redis::Value::Array(replicas)) => Some(replicas.len()),
-            _ => None,
+    /// Ends a submission no replica confirmed within [`RECONFIRM_FOR`]:
+    /// marks the task `SUBMISSION_FAILED` (so no sweeper publishes it) and
+    /// refuses it. `Ok` when a scheduler got to the task first: it runs, so
+    /// the client must have its id.
+    async fn refuse_unconfirmed(&self, task: &Task, why: &str) -> StoreResult<()> {
+        let reason = format!(
+            "not accepted: {why} for {} s, so a Redis failover could have lost the task; submit it again",
+            RECONFIRM_FOR.as_secs()
+        );
+        match tasks::transition(self, &task.id, TaskStatus::SubmissionFailed, Some(&reason)).await {
+            Ok(_) => {}
+            Err(StoreError::IllegalTransition { from, .. }) => {
+                tracing::warn!(task = %task.id, status = %from, "{why} for {RECONFIRM_FOR:?}, but a scheduler already took the task on; answering with the task on the primary, where a failover now could lose it");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "could not mark an unconfirmed submission SUBMISSION_FAILED; it stays on the primary unanswered");
+            }
         }
+        tracing::warn!(task = %task.id, "{reason}");
+        Err(StoreError::Unavailable {
+            op: format!("redis store task {} on a replica", task.id),
+            source: reason.into(),
+        })
     }
 
     /// How many times this store saw Redis fail over to another primary
