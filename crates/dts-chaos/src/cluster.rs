@@ -97,6 +97,12 @@ pub fn client_settings() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// The log filter of every dts node: `DTS_CHAOS_LOG` when set (say
+/// `info,dts_bus=debug` to see each consumer's deliveries), else `info`.
+fn node_log_filter() -> String {
+    std::env::var("DTS_CHAOS_LOG").unwrap_or_else(|_| "info".to_string())
+}
+
 /// See [`client_settings`].
 const FETCH_WAIT_MS: &str = "250";
 
@@ -222,7 +228,7 @@ impl Node {
         }
         let mut child = command
             .args(&self.args)
-            .env("DTS_LOG", "info")
+            .env("DTS_LOG", node_log_filter())
             .env_remove("DTS_AUTH_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 /// Messages fetched ahead into the hand-off (at most `max_message_bytes`
 /// each). Pausing a partition and resuming it costs librdkafka a re-fetch
@@ -236,6 +236,7 @@ impl Driver {
             _ = tokio::time::sleep(PAUSE_AFTER) => {}
         }
         let assigned = self.book.lock().assigned();
+        debug!(topic = %self.book.topic, group = %self.book.group, ?assigned, "the caller is busy; pausing fetching");
         self.pause(&assigned);
         let room = loop {
             tokio::select! {
@@ -253,6 +254,7 @@ impl Driver {
             }
         };
         let assigned = self.book.lock().assigned();
+        debug!(topic = %self.book.topic, group = %self.book.group, ?assigned, "resuming fetching");
         if let Err(error) = self
             .member
             .consumer
@@ -272,6 +274,7 @@ impl Driver {
             debug!(topic = %self.book.topic, partition, offset, "skipping a message from a partition this member does not own");
             return None;
         };
+        trace!(topic = %self.book.topic, partition, offset, generation, "delivering");
         let key = message
             .key()
             .map(|key| String::from_utf8_lossy(key).into_owned())
@@ -405,6 +408,7 @@ impl Drop for KafkaAck {
         };
         // Zero timeout: librdkafka seeks asynchronously, this never blocks.
         let topic = &self.book.topic;
+        debug!(%topic, partition = self.partition, offset = rewind_to, "rewinding to a message given back");
         if let Err(error) = member.consumer.seek(
             topic,
             self.partition,
