@@ -11,8 +11,8 @@
 //! planning is idempotent, so that costs a message, not a second plan.
 //!
 //! A task still `SUBMITTED` (published, never planned) that long after its
-//! creation gets its message again too, at most once per `republish_after`
-//! from each sweeper: its plan may have been lost with a Redis failover
+//! creation gets its message again too, from each sweeper, then again
+//! after twice that period, four times, up to eight times: its plan may have been lost with a Redis failover
 //! after the scheduler had acknowledged the message (replication is
 //! asynchronous), or the message with a broker's storage. Under a backlog
 //! the copy only costs the scheduler a look at a task it plans anyway.
@@ -120,17 +120,42 @@ async fn end_overdue(store: &DynStore, submitter: &Submitter, grace: Duration) {
     }
 }
 
-/// When this sweeper last republished each task still `SUBMITTED`, so a
-/// task that stays unplanned gets one more message per `republish_after`,
-/// not one per sweep.
+/// Each further copy of a task that stays `SUBMITTED` waits twice as long
+/// as the one before, up to this many times `republish_after`: a scheduler
+/// that is merely behind (a slow broker, a rebalance) must not be buried
+/// under copies of the tasks it has yet to reach, which would put it
+/// further behind.
+const REPUBLISH_BACKOFF_CAP: u32 = 8;
+
+/// How long after the last copy of a task still `SUBMITTED` the next one
+/// is due, when `copies` were published already: `after`, then twice that,
+/// four times, up to [`REPUBLISH_BACKOFF_CAP`] times.
+fn next_copy_after(after: Duration, copies: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(copies.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(REPUBLISH_BACKOFF_CAP);
+    after.saturating_mul(factor)
+}
+
+/// What this sweeper published for each task still `SUBMITTED`: when, and
+/// how many copies, so a task that stays unplanned gets its copies further
+/// and further apart ([`next_copy_after`]), not one per sweep.
 #[derive(Debug, Default)]
 struct Unplanned {
-    republished_at: HashMap<String, u64>,
+    republished: HashMap<String, Copies>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Copies {
+    last_at: u64,
+    count: u32,
 }
 
 impl Unplanned {
     /// Publishes the task message again for every task `SUBMITTED` longer
-    /// than `after` since its creation and since this sweeper last did.
+    /// than `after` since its creation, and long enough since this sweeper
+    /// last did.
     async fn republish(&mut self, store: &DynStore, submitter: &Submitter, after: Duration) {
         let now = submitter.clock().now_millis();
         let cutoff = now.saturating_sub(after.as_millis() as u64);
@@ -146,12 +171,16 @@ impl Unplanned {
             }
         };
         // Forget tasks that moved on (planned or ended).
-        let mut still = HashMap::with_capacity(tasks.len());
+        let listed: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        self.republished
+            .retain(|id, _| listed.contains(id.as_str()));
         for task in tasks.iter().filter(|t| t.created_at < cutoff) {
-            let recent = self.republished_at.get(&task.id).copied();
-            if let Some(last) = recent.filter(|last| *last >= cutoff) {
-                still.insert(task.id.clone(), last);
-                continue;
+            let copies = self.republished.get(&task.id).copied();
+            if let Some(copies) = copies {
+                let wait = next_copy_after(after, copies.count).as_millis() as u64;
+                if now < copies.last_at.saturating_add(wait) {
+                    continue;
+                }
             }
             info!(task = %task.id, "republishing a task still unplanned");
             if !submitter.republish(&task.id).await {
@@ -159,9 +188,15 @@ impl Unplanned {
                 // rather than each for the publish timeout.
                 break;
             }
-            still.insert(task.id.clone(), now);
+            let count = copies.map_or(1, |c| c.count.saturating_add(1));
+            self.republished.insert(
+                task.id.clone(),
+                Copies {
+                    last_at: now,
+                    count,
+                },
+            );
         }
-        self.republished_at = still;
     }
 }
 
@@ -204,5 +239,24 @@ async fn sweep(
                     .remove(&task.id);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_of_a_task_left_submitted_come_further_and_further_apart_up_to_eight_periods() {
+        let after = Duration::from_secs(120);
+        let waits: Vec<u64> = (1..=6)
+            .map(|copies| next_copy_after(after, copies).as_secs())
+            .collect();
+        assert_eq!(waits, [120, 240, 480, 960, 960, 960]);
+        assert_eq!(
+            next_copy_after(after, u32::MAX),
+            after * REPUBLISH_BACKOFF_CAP,
+            "no overflow however many copies went out"
+        );
     }
 }
