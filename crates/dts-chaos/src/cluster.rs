@@ -67,6 +67,8 @@ impl Services {
             "worker.heartbeat-ttl-ms=3000".to_string(),
             "scheduler.sweep-interval-ms=1000".to_string(),
             "scheduler.republish-after-ms=5000".to_string(),
+            // Fewer group members, fewer heartbeats (see client_settings).
+            "pubsub.consumercount=1".to_string(),
         ];
         for (key, value) in client_settings() {
             settings.push(format!("pubsub.kafka.{key}={value}"));
@@ -83,15 +85,27 @@ impl Services {
     }
 }
 
-/// The test kit's client settings, with a longer fetch wait: the durable
-/// broker does not wake a waiting fetch, and every empty fetch costs it
-/// reads of its S3 storage, so a dozen consumers polling every 20 ms keep
-/// it (and the emulator) busy and delivery falls behind.
+/// The test kit's client settings, made gentler on the durable broker.
+///
+/// The broker keeps each consumer group's state in one S3 object that
+/// every heartbeat of every member rewrites (a conditional PUT; members
+/// racing each other get 412 and try again), and every fetch lists its
+/// partition's objects, which the S3 emulator does by walking every key it
+/// holds. With the test kit's settings (heartbeats every 500 ms, a 3 s
+/// session, fetches every 20 ms) the emulator's work grew with the run
+/// until heartbeats waited behind slow requests, sessions timed out 4 to 13
+/// times a minute, each rebalancing every scheduler, and after 20 minutes
+/// planning stopped (seed 7, 60 minutes). So: heartbeats every second, a
+/// 6 s session (the most the broker notes recommend; a dead server's
+/// partitions move within it), fetches that wait up to 500 ms, and one
+/// task consumer per server ([`Services::node_args`]).
 pub fn client_settings() -> Vec<(&'static str, &'static str)> {
     Broker::client_settings()
         .into_iter()
         .map(|(key, value)| match key {
-            "fetch.wait.max.ms" => (key, FETCH_WAIT_MS),
+            "fetch.wait.max.ms" => (key, "500"),
+            "heartbeat.interval.ms" => (key, "1000"),
+            "session.timeout.ms" => (key, "6000"),
             _ => (key, value),
         })
         .collect()
@@ -102,9 +116,6 @@ pub fn client_settings() -> Vec<(&'static str, &'static str)> {
 fn node_log_filter() -> String {
     std::env::var("DTS_CHAOS_LOG").unwrap_or_else(|_| "info".to_string())
 }
-
-/// See [`client_settings`].
-const FETCH_WAIT_MS: &str = "250";
 
 /// Locks a handle, even one a panicking thread held: the handles hold
 /// processes, and a poisoned lock must not leave them running unseen.
