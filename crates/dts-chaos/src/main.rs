@@ -5,6 +5,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// A chaos soak: a dts cluster under a seeded stream of tasks and faults.
 #[derive(Parser, Debug)]
@@ -26,6 +27,26 @@ struct Args {
     /// Keep the nodes' logs and data after the run.
     #[arg(long)]
     keep: bool,
+}
+
+/// How long the cluster's processes get to be stopped at the end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Resolves at Ctrl-C or SIGTERM, so an interrupted soak still cleans up
+/// (a SIGTERM used to leave every node, the mounts and the namespaces).
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 fn main() -> ExitCode {
@@ -51,11 +72,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match runtime.block_on(dts_chaos::run(&config)) {
-        Ok(report) => report,
-        Err(e) => {
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = dts_chaos::run(&config) => Some(outcome),
+            () = interrupted() => None,
+        }
+    });
+    // Ends the run's own tasks too, which drops the cluster: its processes
+    // are killed, its small disk unmounted and its network namespaces
+    // removed, even after an interrupt.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    let report = match outcome {
+        Some(Ok(report)) => report,
+        Some(Err(e)) => {
             eprintln!("dts-chaos: {e}");
             return ExitCode::from(2);
+        }
+        None => {
+            eprintln!("dts-chaos: interrupted; the cluster was stopped, no report");
+            return ExitCode::from(130);
         }
     };
     let text = report.markdown();
