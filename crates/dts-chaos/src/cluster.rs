@@ -98,7 +98,9 @@ impl Services {
 /// planning stopped (seed 7, 60 minutes). So: heartbeats every second, a
 /// 6 s session (the most the broker notes recommend; a dead server's
 /// partitions move within it), fetches that wait up to 500 ms, and one
-/// task consumer per server ([`Services::node_args`]).
+/// task consumer per server ([`Services::node_args`]). That puts the
+/// slowdown off (the emulator used a whole core 25 minutes in, and
+/// planning stopped 35 minutes in); it does not prevent it.
 pub fn client_settings() -> Vec<(&'static str, &'static str)> {
     Broker::client_settings()
         .into_iter()
@@ -112,7 +114,8 @@ pub fn client_settings() -> Vec<(&'static str, &'static str)> {
 }
 
 /// The log filter of every dts node: `DTS_CHAOS_LOG` when set (say
-/// `info,dts_bus=debug` to see each consumer's deliveries), else `info`.
+/// `info,dts_bus::kafka::consumer=trace` to see each consumer's
+/// deliveries), else `info`.
 fn node_log_filter() -> String {
     std::env::var("DTS_CHAOS_LOG").unwrap_or_else(|_| "info".to_string())
 }

@@ -11,10 +11,10 @@
 //! planning is idempotent, so that costs a message, not a second plan.
 //!
 //! A task still `SUBMITTED` (published, never planned) that long after its
-//! creation gets its message again too, from each sweeper, then again
-//! after twice that period, four times, up to eight times: its plan may have been lost with a Redis failover
-//! after the scheduler had acknowledged the message (replication is
-//! asynchronous), or the message with a broker's storage. Under a backlog
+//! creation gets its message again too, from each sweeper, then after 2,
+//! 4 and at most 8 times that period: its plan may have been lost with a
+//! Redis failover after the scheduler had acknowledged the message
+//! (replication is asynchronous), or the message with a broker's storage. Under a backlog
 //! the copy only costs the scheduler a look at a task it plans anyway.
 //!
 //! "Now" is the clock of the submitter the sweeper republishes through: both
@@ -146,9 +146,12 @@ struct Unplanned {
     republished: HashMap<String, Copies>,
 }
 
+/// The copies of one task's message this sweeper published.
 #[derive(Debug, Clone, Copy)]
 struct Copies {
+    /// When the last one went out (the submitter's clock, ms).
     last_at: u64,
+    /// How many went out.
     count: u32,
 }
 

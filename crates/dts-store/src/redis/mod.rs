@@ -387,7 +387,7 @@ impl RedisStore {
                 return Ok(());
             }
             Err(e) => {
-                tracing::warn!(task = %task.id, error = %e, "could not mark an unconfirmed submission SUBMISSION_FAILED; it stays on the primary unanswered");
+                tracing::warn!(task = %task.id, error = %e, "could not mark an unconfirmed submission SUBMISSION_FAILED; it stays QUEUED on the primary, where a sweeper may still publish it");
             }
         }
         tracing::warn!(task = %task.id, "{reason}");
