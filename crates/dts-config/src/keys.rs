@@ -363,7 +363,7 @@ pub const KEYS: &[KeySpec] = &[
         "scheduler.republish-after-ms",
         U64,
         "120000",
-        "How long after creation a task still QUEUED or RETRYING is published again by another server, and a task still SUBMITTED (its plan or message lost) gets its message again (then after twice this period, four times, up to eight times), in milliseconds.",
+        "How long after creation a task still QUEUED or RETRYING is published again by another server, and a task still SUBMITTED (its plan or message lost) gets its message again (then after 2, 4 and at most 8 times this period), in milliseconds.",
     )
     .min(1),
     // worker
