@@ -8,8 +8,8 @@
 # with) and headless Chromium with its WebDriver (the dashboard's browser
 # tests, tests/it/ui.rs) from apt; and openapi-spec-validator (PyPI, pinned)
 # into .tools/venv/, the independent check of the OpenAPI document
-# (tests/it/openapi.rs), and moto's S3 emulator (PyPI, pinned), the durable
-# storage of the broker in the tests that restart it.
+# (tests/it/openapi.rs). The broker's durable storage in the tests that
+# restart it is an S3 emulator inside the test kit: nothing to install.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,15 +51,6 @@ if ! command -v openapi-spec-validator >/dev/null 2>&1 && [ ! -x "$validator" ];
         python3 -m venv .tools/venv
     fi
     .tools/venv/bin/pip install --quiet "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
-fi
-
-# The broker's durable storage in the tests that restart it: tansu keeps its
-# log in an S3 bucket, served by moto's S3 emulator (docs/kafka-broker.md).
-MOTO_VERSION=5.2.5
-if [ ! -x .tools/venv/bin/moto_server ]; then
-    echo "installing moto[server] $MOTO_VERSION (S3 emulator) into .tools/venv"
-    [ -x .tools/venv/bin/pip ] || python3 -m venv .tools/venv
-    .tools/venv/bin/pip install --quiet "moto[server]==$MOTO_VERSION"
 fi
 
 tansu=.tools/bin/tansu

@@ -13,8 +13,9 @@
 //! `browser` drives a headless Chromium for the dashboard's tests.
 //!
 //! `scripts/install-test-deps.sh` installs the programs: `redis-server`,
-//! `nginx`, `chromium` and `chromium-driver` from apt, the broker (tansu) into `.tools/bin/`,
-//! and the S3 emulator that is a durable broker's storage into `.tools/venv/`.
+//! `nginx`, `chromium` and `chromium-driver` from apt, and the broker (tansu)
+//! into `.tools/bin/`. The S3 emulator that is a durable broker's storage
+//! runs inside the test process (`s3`).
 
 #![warn(missing_docs)]
 
