@@ -72,6 +72,15 @@ pub struct SubmitArgs {
     #[arg(short = 'j', long = "jobs", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENCY)))]
     jobs: Option<u32>,
+    /// Run only after task ID has ended (repeatable): the task waits
+    /// (WAITING) until every one has COMPLETED, or ended at all with
+    /// --after-status ENDED; if one ends otherwise it is SKIPPED. The
+    /// task's `after`; with a task file, added to the file's own.
+    #[arg(long, value_name = "ID")]
+    after: Vec<String>,
+    /// How the --after tasks must end: COMPLETED (the default) or ENDED.
+    #[arg(long, value_name = "STATUS", requires = "after", value_parser = after_status_flag)]
+    after_status: Option<String>,
     /// Wait for the task to end, showing progress; exit 1 unless it completed.
     #[arg(long)]
     wait: bool,
@@ -105,6 +114,13 @@ pub struct SubmitArgs {
     eta: bool,
     #[command(flatten)]
     client: ClientArgs,
+}
+
+/// `--after-status`, checked as the task's `afterStatus` is, so a bad
+/// value is a usage error naming it before anything is sent.
+fn after_status_flag(text: &str) -> Result<String, String> {
+    text.parse::<dts_model::AfterStatus>()
+        .map(|status| status.as_str().to_string())
 }
 
 /// What the first argument is.
@@ -209,6 +225,32 @@ impl SubmitArgs {
         }
     }
 
+    /// Adds `--after` and `--after-status` to a task's body: after the
+    /// ids the body names itself, each once.
+    fn apply_after(&self, body: &mut Value) -> Result<()> {
+        if self.after.is_empty() {
+            return Ok(());
+        }
+        let mut after: Vec<Value> = match body.get("after") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(ids)) => ids.clone(),
+            Some(_) => {
+                bail!("the task's `after` is not a list of task ids, so --after cannot add to it")
+            }
+        };
+        for id in &self.after {
+            let id = json!(id);
+            if !after.contains(&id) {
+                after.push(id);
+            }
+        }
+        body["after"] = Value::Array(after);
+        if let Some(status) = &self.after_status {
+            body["afterStatus"] = json!(status);
+        }
+        Ok(())
+    }
+
     /// The task a template form makes, as the API receives it.
     fn template_task(&self, template: &str) -> Result<serde_json::Value> {
         let mut body = self.flags.template_task("submit", template, &self.inputs)?;
@@ -229,6 +271,7 @@ impl SubmitArgs {
         if let Some(jobs) = self.jobs {
             body["maxConcurrency"] = json!(jobs);
         }
+        self.apply_after(&mut body)?;
         check_placeholders(&body)?;
         Ok(body)
     }
@@ -241,6 +284,13 @@ pub async fn run(args: SubmitArgs) -> Result<ExitCode> {
     // Built before connecting: bad input is refused, naming the flag,
     // without a server.
     let body = match args.form()? {
+        Form::File(file) if !args.after.is_empty() => {
+            let read = client::read_task(file)?;
+            let mut task: Value = serde_json::from_slice(&read)
+                .with_context(|| format!("{}: the task is not valid JSON", file.display()))?;
+            args.apply_after(&mut task)?;
+            serde_json::to_vec(&task)?
+        }
         Form::File(file) => client::read_task(file)?,
         Form::Template(template) => serde_json::to_vec(&args.template_task(template)?)?,
     };

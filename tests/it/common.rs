@@ -285,7 +285,7 @@ impl Api {
         self.wait_task(id, "ended", |t| {
             matches!(
                 t["status"].as_str(),
-                Some("COMPLETED" | "FAILED" | "CANCELLED" | "SUBMISSION_FAILED")
+                Some("COMPLETED" | "FAILED" | "CANCELLED" | "SUBMISSION_FAILED" | "SKIPPED")
             )
         })
         .await

@@ -41,3 +41,4 @@ mod terminal;
 mod ui;
 mod v1_api;
 mod waiting;
+mod workflows;

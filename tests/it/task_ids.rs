@@ -41,6 +41,7 @@ async fn seed_cancelled(data_dir: &Path, ids: &[&str]) {
             milli_cpus: None,
             scheduling: Scheduling::default(),
             halt: None,
+            after: None,
             version: 0,
         };
         store.insert_task(&task, &["x".into()]).await.unwrap();

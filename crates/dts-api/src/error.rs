@@ -183,6 +183,9 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Store(e) => e.into(),
+            e @ EngineError::UnknownPrerequisite { position, .. } => ApiError::Invalid(
+                ValidationError::field("unknown_task", format!("after[{position}]"), e.to_string()),
+            ),
             e if e.is_retryable() => ApiError::Unavailable(with_causes(&e)),
             e => ApiError::Internal(with_causes(&e)),
         }

@@ -361,6 +361,13 @@ pub struct SubmitRequest {
     speculation: Option<bool>,
     /// GNU parallel's `--halt` (`now,fail=1`, `soon,fail=10%`).
     halt: Option<String>,
+    /// Ids of tasks that must end first; the task is `WAITING` until they
+    /// have, and `SKIPPED` if one ends otherwise than `afterStatus` asks.
+    /// Each must exist (400 naming `after[i]` otherwise); at most 100.
+    after: Option<Vec<String>>,
+    /// How the tasks in `after` must end: `COMPLETED` (the default) or
+    /// `ENDED` (however they end).
+    after_status: Option<dts_model::AfterStatus>,
     /// Ignored: a task's own field, accepted so a seed client may send a task back.
     #[schema(schema_with = ignored_schema)]
     id: Option<serde_json::Value>,

@@ -6,8 +6,8 @@
 //! types the server writes instead of indexing untyped JSON.
 
 use dts_model::{
-    Bytes, Isolation, ItemResult, PastAttempt, Scheduling, Task, TaskStatus, WorkerInfo,
-    WorkerKind, format_millis,
+    AfterStatus, Bytes, Isolation, ItemResult, PastAttempt, Scheduling, Task, TaskStatus,
+    WorkerInfo, WorkerKind, format_millis,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -63,6 +63,14 @@ pub struct TaskView {
     /// task runs every item whatever fails.
     #[serde(default)]
     pub halt: Option<String>,
+    /// The tasks this one waits for (`WAITING` until they end as
+    /// `afterStatus` asks); `[]` for a task that runs at once.
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// How the tasks in `after` must end: `COMPLETED` or `ENDED`; null
+    /// when `after` is empty.
+    #[serde(default)]
+    pub after_status: Option<AfterStatus>,
     /// Left out of summaries, lists and events unless asked for. Each
     /// input as `inputList` takes it: a string, or `{"base64": ...}` when
     /// it is not UTF-8.
@@ -127,6 +135,8 @@ impl TaskView {
             requires: task.scheduling.requires,
             speculation: task.scheduling.speculation,
             halt: task.halt.map(|h| h.to_string()),
+            after_status: task.after.as_ref().map(|after| after.status),
+            after: task.after.map(|after| after.tasks).unwrap_or_default(),
             created_at: format_millis(task.created_at),
             started_at: task.started_at.map(format_millis),
             finished_at: task.finished_at.map(format_millis),
@@ -575,6 +585,25 @@ mod tests {
         .unwrap();
         let set = serde_json::to_value(TaskView::brief(new.to_task(0))).unwrap();
         assert_eq!(set["halt"], json!("soon,fail=10%"));
+    }
+
+    #[test]
+    fn the_task_view_shows_what_it_waits_for_or_nothing() {
+        let plain = serde_json::to_value(TaskView::brief(task())).unwrap();
+        assert_eq!(
+            (&plain["after"], &plain["afterStatus"]),
+            (&json!([]), &Value::Null)
+        );
+        let first = dts_model::new_task_id();
+        let new = submit::from_json(
+            &json!({"templateFunction": "x", "inputList": [], "after": [first], "afterStatus": "ENDED"}),
+            &SubmitLimits::default(),
+        )
+        .unwrap();
+        let waiting = serde_json::to_value(TaskView::brief(new.to_task(0))).unwrap();
+        assert_eq!(waiting["after"], json!([first]));
+        assert_eq!(waiting["afterStatus"], json!("ENDED"));
+        assert_eq!(waiting["status"], json!("WAITING"));
     }
 
     #[test]

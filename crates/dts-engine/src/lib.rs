@@ -13,6 +13,8 @@
 //!   says is unfinished (the embedded bus keeps nothing across restarts);
 //! - [`sweeper`]: on every node with an API, republishes tasks whose server
 //!   died before they reached the bus, and ends tasks past their deadline;
+//! - [`after`]: tasks that wait for others, released or skipped when
+//!   those end;
 //! - [`events`]: completion events on the result topic;
 //! - [`live`]: live logs of running items, in-process and through Redis;
 //! - [`failpoint`]: crash points for fault tests;
@@ -24,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod after;
 pub mod clock;
 pub mod events;
 pub mod failpoint;
@@ -71,6 +74,15 @@ pub enum EngineError {
     /// A shard's work could not be built.
     #[error(transparent)]
     Shard(#[from] shard::ShardWorkError),
+    /// A task being submitted waits for a task the store does not have
+    /// (`after[position]`).
+    #[error("after[{position}]: no task with id {id} (a task can only wait for tasks that exist)")]
+    UnknownPrerequisite {
+        /// Its position in `after`.
+        position: usize,
+        /// The id given.
+        id: String,
+    },
     /// A message could not be encoded or decoded.
     #[error("unreadable {what} message: {detail}")]
     BadMessage {
@@ -87,7 +99,9 @@ impl EngineError {
         match self {
             EngineError::Store(e) => e.is_retryable(),
             EngineError::Bus(e) => e.is_retryable(),
-            EngineError::Shard(_) | EngineError::BadMessage { .. } => false,
+            EngineError::Shard(_)
+            | EngineError::BadMessage { .. }
+            | EngineError::UnknownPrerequisite { .. } => false,
         }
     }
 }
@@ -102,7 +116,9 @@ impl EngineError {
         match self {
             EngineError::Store(_) => metrics.store_error(operation, retried),
             EngineError::Bus(_) => metrics.bus_error(operation, retried),
-            EngineError::Shard(_) | EngineError::BadMessage { .. } => {}
+            EngineError::Shard(_)
+            | EngineError::BadMessage { .. }
+            | EngineError::UnknownPrerequisite { .. } => {}
         }
     }
 }

@@ -175,6 +175,13 @@ impl Scheduler {
         if task.status.is_terminal() {
             return Ok(Planned::Nothing);
         }
+        // A waiting task's message can only be a copy from before it
+        // waited (a recovery that republishes every unfinished task): its
+        // release publishes it again when it may run.
+        if task.status == TaskStatus::Waiting {
+            debug!(task = %id, "task message for a task still waiting for others; not planned");
+            return Ok(Planned::Nothing);
+        }
         let Some(inputs) = self.store.inputs(id).await? else {
             return Err(StoreError::corrupt(
                 format!("task {id}"),
@@ -326,6 +333,7 @@ mod tests {
             milli_cpus: Some(1500),
             scheduling: Default::default(),
             halt: None,
+            after: None,
             inputs: (0..items)
                 .map(|i| format!("in\"put\n{i} \u{0} é😀").into())
                 .collect(),
@@ -430,6 +438,7 @@ mod tests {
             milli_cpus: Some(1500),
             scheduling: Default::default(),
             halt: None,
+            after: None,
             inputs: (0..5000)
                 .map(|i| format!("in\"put\n{i}\u{1}é").into())
                 .collect(),

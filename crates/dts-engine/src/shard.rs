@@ -130,6 +130,7 @@ mod tests {
             milli_cpus: None,
             scheduling: Default::default(),
             halt: None,
+            after: None,
             inputs: vec!["a".into(), "b".into(), "c".into()],
         }
         .to_task(1_000)

@@ -78,8 +78,14 @@ impl Submitter {
     }
 
     /// Stores `new` and publishes it; returns the task as it stands once
-    /// publishing ended or the wait bound passed.
+    /// publishing ended or the wait bound passed. A task that waits for
+    /// others (`after`) is stored `WAITING` and published when they end
+    /// ([`crate::after`]); each of them must exist
+    /// ([`EngineError::UnknownPrerequisite`]).
     pub async fn submit(&self, new: NewTask) -> Result<Task, EngineError> {
+        if let Some(after) = &new.after {
+            crate::after::check_prerequisites(&self.store, after).await?;
+        }
         let task = new.to_task(self.settings.clock.now_millis());
         self.store
             .insert_task(&task, &new.inputs)
@@ -88,6 +94,10 @@ impl Submitter {
         dts_metrics::metrics().task_submitted();
         info!(task = %task.id, items = task.items_total, "task stored");
         crate::failpoint::hit("submit-after-store");
+        if task.status == TaskStatus::Waiting {
+            crate::after::settle(&self.store, self, &task).await;
+            return Ok(self.store.task(&task.id).await?.unwrap_or(task));
+        }
 
         let publisher = self.clone();
         let id = task.id.clone();

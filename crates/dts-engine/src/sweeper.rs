@@ -46,6 +46,9 @@ pub struct SweeperSettings {
     /// The completion-event drainer that runs beside the sweeper
     /// ([`crate::events::start_drainer`]).
     pub drainer: DrainerSettings,
+    /// How often the release loop of waiting tasks looks
+    /// ([`crate::after::start`]).
+    pub release_interval: Duration,
 }
 
 impl Default for SweeperSettings {
@@ -54,12 +57,13 @@ impl Default for SweeperSettings {
             interval: Duration::from_secs(30),
             republish_after: Duration::from_secs(120),
             drainer: DrainerSettings::default(),
+            release_interval: crate::after::DEFAULT_RELEASE_INTERVAL,
         }
     }
 }
 
-/// Starts the sweeper, and the drainer of completion events owed, on
-/// `tracker`; they stop with `shutdown`.
+/// Starts the sweeper, the drainer of completion events owed and the
+/// release loop of waiting tasks on `tracker`; they stop with `shutdown`.
 pub fn start(
     store: DynStore,
     submitter: Submitter,
@@ -68,6 +72,13 @@ pub fn start(
     shutdown: CancellationToken,
 ) {
     submitter.drain_completions(settings.drainer.clone(), tracker, shutdown.clone());
+    crate::after::start(
+        store.clone(),
+        submitter.clone(),
+        settings.release_interval,
+        tracker,
+        shutdown.clone(),
+    );
     let sweeping = Arc::new(Mutex::new(HashSet::new()));
     let spawner = tracker.clone();
     tracker.spawn(async move {

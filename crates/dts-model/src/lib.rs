@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod after;
 pub mod bytes;
 pub mod clock;
 pub mod halt;
@@ -18,6 +19,7 @@ pub mod submit;
 pub mod template;
 pub mod variables;
 
+pub use after::{After, AfterStatus};
 pub use bytes::Bytes;
 pub use clock::{Clock, DynClock, SystemClock, system_clock};
 pub use halt::Halt;
@@ -108,6 +110,9 @@ pub struct Task {
     /// Stop at failures, as GNU parallel's `--halt` (`halt`); `None` runs
     /// every item whatever fails.
     pub halt: Option<Halt>,
+    /// The tasks this one waits for, and how they must end (`after`,
+    /// `afterStatus`); `None` for a task that runs at once.
+    pub after: Option<After>,
     /// Grows by one with every store operation that changes the task, so a
     /// watcher can tell a change without comparing the whole task.
     pub version: u64,

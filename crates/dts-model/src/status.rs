@@ -13,6 +13,10 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskStatus {
+    /// Stored, waiting for the tasks it names in `after` to end; released
+    /// to `QUEUED` when they end as required.
+    #[serde(rename = "WAITING")]
+    Waiting,
     /// Stored, not yet on the bus.
     #[serde(rename = "QUEUED")]
     Queued,
@@ -37,11 +41,16 @@ pub enum TaskStatus {
     /// Cancelled by a client. Terminal.
     #[serde(rename = "CANCELLED")]
     Cancelled,
+    /// Never ran: a task it waited for (`after`) did not end as required.
+    /// Terminal.
+    #[serde(rename = "SKIPPED")]
+    Skipped,
 }
 
 impl TaskStatus {
     /// Every status, in the order of a task's life.
-    pub const ALL: [TaskStatus; 8] = [
+    pub const ALL: [TaskStatus; 10] = [
+        TaskStatus::Waiting,
         TaskStatus::Queued,
         TaskStatus::Retrying,
         TaskStatus::SubmissionFailed,
@@ -50,11 +59,13 @@ impl TaskStatus {
         TaskStatus::Completed,
         TaskStatus::Failed,
         TaskStatus::Cancelled,
+        TaskStatus::Skipped,
     ];
 
     /// The seed's spelling, used in JSON, the store and query strings.
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskStatus::Waiting => "WAITING",
             TaskStatus::Queued => "QUEUED",
             TaskStatus::Retrying => "RETRYING",
             TaskStatus::SubmissionFailed => "SUBMISSION_FAILED",
@@ -63,6 +74,7 @@ impl TaskStatus {
             TaskStatus::Completed => "COMPLETED",
             TaskStatus::Failed => "FAILED",
             TaskStatus::Cancelled => "CANCELLED",
+            TaskStatus::Skipped => "SKIPPED",
         }
     }
 
@@ -74,6 +86,7 @@ impl TaskStatus {
                 | TaskStatus::Completed
                 | TaskStatus::Failed
                 | TaskStatus::Cancelled
+                | TaskStatus::Skipped
         )
     }
 
@@ -82,12 +95,15 @@ impl TaskStatus {
     /// Publishing and planning race (a scheduler can plan a task before the API
     /// that published it has marked it `SUBMITTED`), so planning is allowed from
     /// every pre-planning status; a task with no items goes straight to
-    /// `COMPLETED` when planned.
+    /// `COMPLETED` when planned. A `WAITING` task is never published, so
+    /// it leaves only by its release (to `QUEUED`), a skip or a cancel.
     pub fn can_transition_to(self, next: TaskStatus) -> bool {
         use TaskStatus::*;
         let before_planning = matches!(self, Queued | Retrying | Submitted);
         match next {
-            Queued => false,
+            Waiting => false,
+            Queued => self == Waiting,
+            Skipped => self == Waiting,
             Retrying => matches!(self, Queued | Retrying),
             SubmissionFailed => matches!(self, Queued | Retrying),
             Submitted => matches!(self, Queued | Retrying),
@@ -149,8 +165,8 @@ impl TaskStatus {
         match (self, failures) {
             (InProgress, ItemFailures::None) => Completed,
             (InProgress, ItemFailures::Some) => Failed,
-            (Queued | Retrying | SubmissionFailed | Submitted, _) => self,
-            (Completed | Failed | Cancelled, _) => self,
+            (Waiting | Queued | Retrying | SubmissionFailed | Submitted, _) => self,
+            (Completed | Failed | Cancelled | Skipped, _) => self,
         }
     }
 }
@@ -164,7 +180,7 @@ impl fmt::Display for TaskStatus {
 /// A status name that is not one of [`TaskStatus::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown task status {0:?} (expected one of QUEUED, RETRYING, SUBMISSION_FAILED, SUBMITTED, INPROGRESS, COMPLETED, FAILED, CANCELLED)"
+    "unknown task status {0:?} (expected one of WAITING, QUEUED, RETRYING, SUBMISSION_FAILED, SUBMITTED, INPROGRESS, COMPLETED, FAILED, CANCELLED, SKIPPED)"
 )]
 pub struct UnknownStatus(pub String);
 
@@ -217,6 +233,9 @@ mod tests {
             (InProgress, Cancelled),
             (Submitted, Completed),
             (Queued, Cancelled),
+            (Waiting, Queued),
+            (Waiting, Skipped),
+            (Waiting, Cancelled),
         ] {
             assert!(from.can_transition_to(to), "{from} -> {to} must be legal");
         }
@@ -230,6 +249,12 @@ mod tests {
             (Submitted, Retrying),
             (InProgress, InProgress),
             (Submitted, SubmissionFailed),
+            (Queued, Waiting),
+            (Waiting, Submitted),
+            (Waiting, InProgress),
+            (Waiting, Completed),
+            (Queued, Skipped),
+            (InProgress, Skipped),
         ] {
             assert!(
                 !from.can_transition_to(to),

@@ -5,11 +5,12 @@
 //! values is refused at the door instead of failing on a worker later.
 
 use super::Bytes;
+use super::after::{After, AfterStatus, MAX_PREREQUISITES};
 use super::plan::{input_encoded_len, json_escaped_len};
 use super::scheduling::{self, Scheduling};
 use super::template::{self, MissingVariables};
 use super::variables::Variables;
-use super::{Halt, Task, TaskStatus, new_task_id};
+use super::{Halt, Task, TaskStatus, is_valid_task_id, new_task_id};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -118,15 +119,23 @@ pub struct NewTask {
     pub scheduling: Scheduling,
     /// `halt`, when given and not `never`.
     pub halt: Option<Halt>,
+    /// `after` and `afterStatus`, when `after` names any task. Whether
+    /// those tasks exist is the engine's to check: it needs the store.
+    pub after: Option<After>,
 }
 
 impl NewTask {
-    /// The task as first stored: `QUEUED`, nothing planned or run yet.
+    /// The task as first stored: `QUEUED` (`WAITING` when it waits for
+    /// other tasks), nothing planned or run yet.
     pub fn to_task(&self, created_at: u64) -> Task {
         Task {
             id: self.id.clone(),
             name: self.name.clone(),
-            status: TaskStatus::Queued,
+            status: if self.after.is_some() {
+                TaskStatus::Waiting
+            } else {
+                TaskStatus::Queued
+            },
             template_function: self.template_function.clone(),
             variables: self.variables.clone(),
             interpreter: self.interpreter.clone(),
@@ -146,6 +155,7 @@ impl NewTask {
             milli_cpus: self.milli_cpus,
             scheduling: self.scheduling.clone(),
             halt: self.halt,
+            after: self.after.clone(),
             version: 0,
         }
     }
@@ -185,6 +195,8 @@ const FIELDS: &[&str] = &[
     "requires",
     "speculation",
     "halt",
+    "after",
+    "afterStatus",
 ];
 
 const MAX_NAME_CHARS: usize = 200;
@@ -249,6 +261,7 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
     let milli_cpus = cpus_field(fields, limits.max_cpus)?;
     let scheduling = scheduling_fields(fields)?;
     let halt = halt_field(fields)?;
+    let after = after_fields(fields)?;
 
     let rendered =
         template::render(&template_function, &variables).map_err(|MissingVariables(names)| {
@@ -284,7 +297,81 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
         milli_cpus,
         scheduling,
         halt,
+        after,
     })
+}
+
+/// `after` (task ids, each once) and `afterStatus`. An empty list is no
+/// wait. A task cannot wait for itself: a body that carries the `id` it
+/// was read with (the seed's client sends whole tasks back) must not name
+/// that id.
+fn after_fields(fields: &Map<String, Value>) -> Result<Option<After>, ValidationError> {
+    let status = match optional_string(fields, "afterStatus")? {
+        None => None,
+        Some(text) => Some(
+            text.parse::<AfterStatus>()
+                .map_err(|e| ValidationError::field("invalid_field", "afterStatus", e))?,
+        ),
+    };
+    let ids = match fields.get("after") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ids)) => ids.as_slice().to_vec(),
+        Some(other) => {
+            return Err(ValidationError::field(
+                "invalid_field",
+                "after",
+                format!("after must be an array of task ids, not {}", kind_of(other)),
+            ));
+        }
+    };
+    if ids.len() > MAX_PREREQUISITES {
+        return Err(ValidationError::field(
+            "too_large",
+            "after",
+            format!(
+                "after names {} tasks, more than the limit of {MAX_PREREQUISITES}",
+                ids.len()
+            ),
+        ));
+    }
+    let own_id = fields.get("id").and_then(Value::as_str);
+    let mut tasks: Vec<String> = Vec::with_capacity(ids.len());
+    for (position, id) in ids.iter().enumerate() {
+        let field = format!("after[{position}]");
+        let Some(id) = id.as_str().filter(|id| is_valid_task_id(id)) else {
+            return Err(ValidationError::field(
+                "invalid_field",
+                field,
+                format!("after[{position}] must be a task id (a UUID), not {id}"),
+            ));
+        };
+        if own_id == Some(id) {
+            return Err(ValidationError::field(
+                "invalid_field",
+                field,
+                format!(
+                    "after[{position}] is this task's own id {id}: a task cannot wait for itself"
+                ),
+            ));
+        }
+        if !tasks.iter().any(|seen| seen == id) {
+            tasks.push(id.to_string());
+        }
+    }
+    if tasks.is_empty() {
+        return match status {
+            Some(_) => Err(ValidationError::field(
+                "invalid_field",
+                "afterStatus",
+                "afterStatus needs after: the tasks to wait for",
+            )),
+            None => Ok(None),
+        };
+    }
+    Ok(Some(After {
+        tasks,
+        status: status.unwrap_or_default(),
+    }))
 }
 
 /// `halt`: the text GNU parallel's `--halt` takes (`now,fail=1`).
@@ -798,6 +885,84 @@ mod tests {
         );
         assert_eq!(task(json!("never")), None);
         assert_eq!(task(Value::Null), None);
+    }
+
+    #[test]
+    fn after_keeps_each_prerequisite_once_in_order_and_makes_the_task_wait() {
+        let (a, b) = (crate::new_task_id(), crate::new_task_id());
+        let new = from_json(
+            &json!({"templateFunction": "x", "inputList": ["a"], "after": [a, b, a], "afterStatus": "ended"}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            new.after,
+            Some(After {
+                tasks: vec![a.clone(), b.clone()],
+                status: AfterStatus::Ended
+            })
+        );
+        assert_eq!(new.to_task(1).status, TaskStatus::Waiting);
+        let plain = from_json(
+            &json!({"templateFunction": "x", "inputList": ["a"], "after": []}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(plain.after, None);
+        assert_eq!(plain.to_task(1).status, TaskStatus::Queued);
+        let default = from_json(
+            &json!({"templateFunction": "x", "inputList": ["a"], "after": [a]}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            default.after.map(|after| after.status),
+            Some(AfterStatus::Completed)
+        );
+    }
+
+    #[test]
+    fn a_bad_after_is_refused_naming_the_field() {
+        let own = crate::new_task_id();
+        let too_many: Vec<String> = (0..=MAX_PREREQUISITES)
+            .map(|_| crate::new_task_id())
+            .collect();
+        for (body, field, says) in [
+            (
+                json!({"after": "x"}),
+                "after",
+                "after must be an array of task ids, not a string",
+            ),
+            (json!({"after": ["../x"]}), "after[0]", "must be a task id"),
+            (json!({"after": [own, 7]}), "after[1]", "not 7"),
+            (
+                json!({"after": too_many}),
+                "after",
+                "more than the limit of 100",
+            ),
+            (
+                json!({"id": own, "after": [own]}),
+                "after[0]",
+                "a task cannot wait for itself",
+            ),
+            (
+                json!({"afterStatus": "ENDED"}),
+                "afterStatus",
+                "afterStatus needs after",
+            ),
+            (
+                json!({"after": [own], "afterStatus": "FAILED"}),
+                "afterStatus",
+                "COMPLETED or ENDED",
+            ),
+        ] {
+            let mut fields = body.as_object().unwrap().clone();
+            fields.insert("templateFunction".into(), json!("x"));
+            fields.insert("inputList".into(), json!(["a"]));
+            let err = from_json(&Value::Object(fields), &limits()).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{body}: {}", err.message);
+            assert!(err.message.contains(says), "{body}: {}", err.message);
+        }
     }
 
     #[test]

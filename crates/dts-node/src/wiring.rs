@@ -61,7 +61,7 @@ pub fn sweeper_settings(settings: &Settings) -> SweeperSettings {
     SweeperSettings {
         interval: settings.scheduler.sweep_interval,
         republish_after: settings.scheduler.republish_after,
-        drainer: Default::default(),
+        ..SweeperSettings::default()
     }
 }
 

@@ -100,8 +100,8 @@ pub(crate) async fn tasks(State(state): State<AppState>) -> Html<String> {
     let body = "<h1>Tasks</h1>\
         <form id=\"filters\" class=\"filters\" role=\"search\">\
         <label>Status <select id=\"status\" name=\"status\"><option value=\"\">any</option>\
-        <option>QUEUED</option><option>SUBMITTED</option><option>INPROGRESS</option><option>RETRYING</option>\
-        <option>COMPLETED</option><option>FAILED</option><option>CANCELLED</option><option>SUBMISSION_FAILED</option></select></label>\
+        <option>WAITING</option><option>QUEUED</option><option>SUBMITTED</option><option>INPROGRESS</option><option>RETRYING</option>\
+        <option>COMPLETED</option><option>FAILED</option><option>CANCELLED</option><option>SUBMISSION_FAILED</option><option>SKIPPED</option></select></label>\
         <label>Name <input id=\"name\" name=\"name\" type=\"search\" placeholder=\"search by name\" autocomplete=\"off\"></label>\
         </form>\
         <div id=\"tasks\"></div>\

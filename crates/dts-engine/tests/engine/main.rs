@@ -6,6 +6,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod after;
 mod cancel;
 mod deadlines;
 mod events;

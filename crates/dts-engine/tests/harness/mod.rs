@@ -65,7 +65,17 @@ pub fn task(inputs: &[&str]) -> NewTask {
         milli_cpus: None,
         scheduling: Default::default(),
         halt: None,
+        after: None,
     }
+}
+
+/// `task` run only after the tasks `ids` end as `status` asks.
+pub fn after(mut task: NewTask, ids: &[&str], status: dts_model::AfterStatus) -> NewTask {
+    task.after = Some(dts_model::After {
+        tasks: ids.iter().map(|id| id.to_string()).collect(),
+        status,
+    });
+    task
 }
 
 /// `n` items named `item-<i>`, each doing `what`.
@@ -541,6 +551,11 @@ impl Harness {
         }
     }
 
+    /// Submits `task` as the API would, giving back the engine's refusal.
+    pub async fn try_submit(&self, task: NewTask) -> Result<Task, dts_engine::EngineError> {
+        self.server().submitter.submit(task).await
+    }
+
     /// Publishes task `id` to the task topic again, as a redelivery or the
     /// sweeper would.
     pub async fn republish(&self, id: &str) {
@@ -627,6 +642,12 @@ impl Harness {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The clock's reading (ms since the epoch) when the harness started:
+    /// subtract it from a stored time to compare with [`Start::at_ms`].
+    pub fn now_ms_epoch(&self) -> u64 {
+        self.epoch_ms
     }
 
     /// Simulated milliseconds since the harness started.

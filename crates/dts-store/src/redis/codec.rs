@@ -3,7 +3,7 @@
 //! A task is a hash of text fields named as in the task's JSON (camelCase),
 //! so `HGETALL` in `redis-cli` reads like the API; absent optional fields
 //! (`name`, `startedAt`, `finishedAt`, `error`, `maxConcurrency`, an empty
-//! `requires`, `halt`) are absent from the hash, and scheduling fields a task stored
+//! `requires`, `halt`, `after`) are absent from the hash, and scheduling fields a task stored
 //! before they existed lacks read as their defaults.
 //! The store adds `member` (the task's entry in the list indexes) and `plan`
 //! (the shard ranges as JSON, once planned). Heartbeats are JSON, and so
@@ -24,6 +24,10 @@ pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)
         None
     } else {
         Some(encode("requires", &scheduling.requires)?)
+    };
+    let after = match &task.after {
+        Some(after) => Some(encode("after", after)?),
+        None => None,
     };
     let mut fields = vec![
         ("id", task.id.clone()),
@@ -65,6 +69,8 @@ pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)
             task.halt
                 .map(|h| h.failures_to_halt(task.items_total).to_string()),
         ),
+        // The prerequisites and how they must end, as JSON.
+        ("after", after),
     ];
     fields.extend(
         optional
@@ -132,6 +138,12 @@ impl TaskHash {
             milli_cpus: self.optional_parsed("milliCpus")?,
             scheduling: self.scheduling()?,
             halt: self.halt()?,
+            after: match self.fields.get("after") {
+                Some(json) => {
+                    Some(serde_json::from_str(json).map_err(|e| self.corrupt("after", e))?)
+                }
+                None => None,
+            },
             // Tasks stored before versions existed start from 0.
             version: self.optional_parsed("version")?.unwrap_or(0),
         })
@@ -455,6 +467,10 @@ mod tests {
                 speculation: false,
             },
             halt: dts_model::Halt::parse("soon,fail=10%").unwrap(),
+            after: Some(dts_model::After {
+                tasks: vec!["t-0".to_string()],
+                status: dts_model::AfterStatus::Ended,
+            }),
             version: 7,
         }
     }
@@ -480,14 +496,20 @@ mod tests {
             milli_cpus: None,
             scheduling: Scheduling::default(),
             halt: None,
+            after: None,
             ..task
         };
         assert_eq!(hash_of(&bare).decode().unwrap(), bare);
         let fields = task_fields(&bare).unwrap();
         assert!(
-            !fields
-                .iter()
-                .any(|(k, _)| ["maxConcurrency", "requires", "halt", "haltAfter"].contains(k)),
+            !fields.iter().any(|(k, _)| [
+                "maxConcurrency",
+                "requires",
+                "halt",
+                "haltAfter",
+                "after"
+            ]
+            .contains(k)),
             "{fields:?}"
         );
     }

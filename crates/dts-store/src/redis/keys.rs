@@ -269,7 +269,8 @@ mod tests {
         assert_eq!(script[15], "p:seq");
         assert_eq!(script[16], "p:runnable");
         assert_eq!(script[17], "p:ids");
-        assert_eq!(script[18], "p:tasks:QUEUED");
+        assert_eq!(script[18], "p:tasks:WAITING");
+        assert_eq!(script[19], "p:tasks:QUEUED");
     }
 
     #[test]

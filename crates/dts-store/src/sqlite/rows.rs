@@ -61,7 +61,8 @@ pub(super) fn classify(op: &str, e: rusqlite::Error) -> StoreError {
 pub(super) const TASK_COLUMNS: &str = "key, id, name, status, template_function, variables, \
      interpreter, timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
      items_succeeded, items_failed, created_at, started_at, finished_at, error, deadline_secs, \
-     memory_mb, milli_cpus, version, priority, weight, max_concurrency, requires, speculation, halt";
+     memory_mb, milli_cpus, version, priority, weight, max_concurrency, requires, speculation, halt, \
+     after_tasks";
 
 /// A task row as SQLite gives it; [`RawTask::decode`] checks the text fields.
 pub(super) struct RawTask {
@@ -70,6 +71,7 @@ pub(super) struct RawTask {
     variables: String,
     requires: Option<String>,
     halt: Option<String>,
+    after: Option<String>,
     task: Task,
 }
 
@@ -81,6 +83,7 @@ pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         variables: row.get(5)?,
         requires: row.get(25)?,
         halt: row.get(27)?,
+        after: row.get(28)?,
         task: Task {
             id: row.get(1)?,
             name: row.get(2)?,
@@ -111,6 +114,7 @@ pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
                 speculation: row.get(26)?,
             },
             halt: None,
+            after: None,
         },
     })
 }
@@ -124,6 +128,7 @@ impl RawTask {
             variables,
             requires,
             halt,
+            after,
             mut task,
         } = self;
         task.status = status
@@ -134,6 +139,12 @@ impl RawTask {
         if let Some(requires) = requires {
             task.scheduling.requires = serde_json::from_str(&requires)
                 .map_err(|e| StoreError::corrupt(format!("task {} requires", task.id), e))?;
+        }
+        if let Some(after) = after {
+            task.after = Some(
+                serde_json::from_str(&after)
+                    .map_err(|e| StoreError::corrupt(format!("task {} after", task.id), e))?,
+            );
         }
         if let Some(halt) = halt {
             task.halt = dts_model::Halt::parse(&halt)

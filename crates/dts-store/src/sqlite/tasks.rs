@@ -31,6 +31,10 @@ pub(super) fn insert_task(
     } else {
         Some(crate::encode("requires", &task.scheduling.requires)?)
     };
+    let after_json = match &task.after {
+        Some(after) => Some(crate::encode("after", after)?),
+        None => None,
+    };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let inserted = tx
         .prepare_cached(
@@ -38,12 +42,12 @@ pub(super) fn insert_task(
              timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
              items_succeeded, items_failed, created_at, started_at, finished_at, error, \
              deadline_secs, memory_mb, milli_cpus, version, priority, weight, max_concurrency, \
-             requires, speculation, halt) \
+             requires, speculation, halt, after_tasks) \
              VALUES (:id, :name, :status, :template_function, :variables, :interpreter, \
              :timeout_secs, :retries, :items_total, :chunks_to_execute, :chunks_executed, \
              :items_succeeded, :items_failed, :created_at, :started_at, :finished_at, :error, \
              :deadline_secs, :memory_mb, :milli_cpus, :version, :priority, :weight, \
-             :max_concurrency, :requires, :speculation, :halt) \
+             :max_concurrency, :requires, :speculation, :halt, :after_tasks) \
              ON CONFLICT (id) DO NOTHING",
         )?
         .execute(named_params! {
@@ -74,6 +78,7 @@ pub(super) fn insert_task(
             ":requires": requires_json,
             ":speculation": task.scheduling.speculation,
             ":halt": task.halt.map(|h| h.to_string()),
+            ":after_tasks": after_json,
         })?;
     if inserted == 0 {
         return Err(StoreError::TaskExists {

@@ -38,6 +38,7 @@ pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
             speculation: false,
         },
         halt: None,
+        after: None,
         version: 0,
     }
 }
@@ -49,6 +50,19 @@ pub(crate) fn inputs(n: usize) -> Vec<Bytes> {
 /// A new `QUEUED` task with `items` inputs, stored.
 pub(crate) async fn insert(store: &DynStore, items: usize) -> Task {
     let task = task_with(&dts_model::new_task_id(), now_millis(), items);
+    store.insert_task(&task, &inputs(items)).await.unwrap();
+    task
+}
+
+/// [`insert`] of a task that waits for another (`after`): stored
+/// `WAITING`.
+pub(crate) async fn insert_waiting(store: &DynStore, items: usize) -> Task {
+    let mut task = task_with(&dts_model::new_task_id(), now_millis(), items);
+    task.status = TaskStatus::Waiting;
+    task.after = Some(dts_model::After {
+        tasks: vec![dts_model::new_task_id()],
+        status: dts_model::AfterStatus::Completed,
+    });
     store.insert_task(&task, &inputs(items)).await.unwrap();
     task
 }
@@ -121,11 +135,18 @@ pub(crate) fn indices(results: &[ItemResult]) -> Vec<u64> {
     results.iter().map(|r| r.index).collect()
 }
 
-/// A stored task moved through legal transitions to `status`.
+/// A stored task moved through legal transitions to `status`; one that
+/// waits for another task (`after`) for `WAITING` and `SKIPPED`.
 pub(crate) async fn task_in(store: &DynStore, status: TaskStatus) -> Task {
     use TaskStatus::*;
-    let task = insert(store, 3).await;
+    let task = if matches!(status, Waiting | Skipped) {
+        insert_waiting(store, 3).await
+    } else {
+        insert(store, 3).await
+    };
     let path: &[TaskStatus] = match status {
+        Waiting => &[],
+        Skipped => &[Skipped],
         Queued => &[],
         Retrying => &[Retrying],
         SubmissionFailed => &[Retrying, SubmissionFailed],

@@ -83,7 +83,7 @@ function ago(iso) {
   return seconds < 1 ? 'just now' : duration(seconds) + ' ago';
 }
 
-const ENDED = ['COMPLETED', 'FAILED', 'CANCELLED', 'SUBMISSION_FAILED'];
+const ENDED = ['COMPLETED', 'FAILED', 'CANCELLED', 'SUBMISSION_FAILED', 'SKIPPED'];
 
 // Items done, rate (done per second since the start) and the ETA.
 function pace(task) {
@@ -130,7 +130,7 @@ function taskTable(tasks) {
 
 // --- Overview -------------------------------------------------------------
 
-const STATUSES = ['QUEUED', 'SUBMITTED', 'INPROGRESS', 'RETRYING', 'COMPLETED', 'FAILED', 'CANCELLED', 'SUBMISSION_FAILED'];
+const STATUSES = ['WAITING', 'QUEUED', 'SUBMITTED', 'INPROGRESS', 'RETRYING', 'COMPLETED', 'FAILED', 'CANCELLED', 'SUBMISSION_FAILED', 'SKIPPED'];
 
 function showOverview(o) {
   const rate = o.itemsPerSecond || 0;

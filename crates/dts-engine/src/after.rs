@@ -1,0 +1,180 @@
+//! Tasks that wait for other tasks (`after`): checked at submit, released
+//! or skipped when their prerequisites end.
+//!
+//! A waiting task is stored `WAITING` and not published. Every node that
+//! runs the sweeper also runs the release loop ([`start`]): it reads the
+//! waiting tasks and their prerequisites' statuses from the store, and for
+//! each decides by [`dts_model::After::verdict`]:
+//! - release: `WAITING` → `QUEUED` in the store, then published like a new
+//!   task;
+//! - skip: `WAITING` → `SKIPPED` with the reason, and its completion event.
+//!
+//! Every decision is a store transition from `WAITING`, which only one
+//! caller can make, so several servers releasing at once publish a task
+//! once. All state is in the store: a node that dies between the release
+//! and the publish leaves a `QUEUED` task, which the sweeper republishes
+//! like any task whose server died before publishing it.
+
+use crate::submit::Submitter;
+use crate::{EngineError, with_causes};
+use dts_model::after::Verdict;
+use dts_model::{After, Task, TaskStatus};
+use dts_store::{DynStore, StoreError, TaskCursor};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// Waiting tasks read per page of a pass.
+const PAGE: usize = 500;
+
+/// How often the release loop looks when it is not woken.
+pub const DEFAULT_RELEASE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Checks that every prerequisite of a task being submitted exists, so a
+/// task never waits for an id that will never end. A cycle cannot form
+/// (module doc of [`dts_model::after`]).
+pub(crate) async fn check_prerequisites(
+    store: &DynStore,
+    after: &After,
+) -> Result<(), EngineError> {
+    for (position, id) in after.tasks.iter().enumerate() {
+        if store.task_status(id).await?.is_none() {
+            return Err(EngineError::UnknownPrerequisite {
+                position,
+                id: id.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Starts the release loop on `tracker`, looking every `interval`; it
+/// stops with `shutdown`.
+pub fn start(
+    store: DynStore,
+    submitter: Submitter,
+    interval: Duration,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    tracker.spawn(async move {
+        while crate::sleep_unless_cancelled(interval, &shutdown).await {
+            release_waiting(&store, &submitter).await;
+        }
+    });
+}
+
+/// One pass over every waiting task; returns how many it released or
+/// skipped. A store that cannot be read ends the pass: the next one tries
+/// again.
+pub async fn release_waiting(store: &DynStore, submitter: &Submitter) -> usize {
+    let mut settled = 0;
+    let mut cursor: Option<TaskCursor> = None;
+    // Statuses read in this pass, shared by the tasks that wait for the
+    // same prerequisite.
+    let mut statuses: HashMap<String, Option<TaskStatus>> = HashMap::new();
+    loop {
+        let page = match store
+            .list_tasks_page(Some(TaskStatus::Waiting), cursor, PAGE)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                dts_metrics::metrics().store_error("list_tasks_page", false);
+                debug!(error = %with_causes(&e), "cannot list waiting tasks; trying again later");
+                return settled;
+            }
+        };
+        for task in &page.tasks {
+            match settle_with(store, submitter, task, &mut statuses).await {
+                Ok(true) => settled += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    debug!(task = %task.id, error = %with_causes(&e), "cannot check a waiting task; trying again later");
+                    return settled;
+                }
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return settled,
+        }
+    }
+}
+
+/// Releases or skips `task` if its prerequisites allow it now (a task just
+/// submitted whose prerequisites have ended already). Failures are left
+/// to the release loop.
+pub(crate) async fn settle(store: &DynStore, submitter: &Submitter, task: &Task) {
+    if let Err(e) = settle_with(store, submitter, task, &mut HashMap::new()).await {
+        debug!(task = %task.id, error = %with_causes(&e), "cannot check a waiting task yet; the release loop will");
+    }
+}
+
+/// Whether `task` was released or skipped by this call.
+async fn settle_with(
+    store: &DynStore,
+    submitter: &Submitter,
+    task: &Task,
+    statuses: &mut HashMap<String, Option<TaskStatus>>,
+) -> Result<bool, StoreError> {
+    let Some(after) = &task.after else {
+        // Only a task stored with `after` waits; one without cannot be
+        // released by anything, so it runs.
+        return Ok(release(store, submitter, &task.id).await);
+    };
+    for id in &after.tasks {
+        if !statuses.contains_key(id) {
+            let status = store.task_status(id).await?;
+            statuses.insert(id.clone(), status);
+        }
+    }
+    let verdict = after.verdict(|id| statuses.get(id).copied().flatten());
+    Ok(match verdict {
+        Verdict::Wait => false,
+        Verdict::Release => release(store, submitter, &task.id).await,
+        Verdict::Skip(reason) => skip(store, submitter, &task.id, &reason).await,
+    })
+}
+
+/// `WAITING` → `QUEUED`, then publishing in the background. False when
+/// another node got there first (or the task was cancelled meanwhile).
+async fn release(store: &DynStore, submitter: &Submitter, id: &str) -> bool {
+    match store.transition(id, TaskStatus::Queued, None).await {
+        Ok(_) => {
+            info!(task = %id, "prerequisites ended as required; task released");
+            let publisher = submitter.clone();
+            let id = id.to_string();
+            tokio::spawn(async move { publisher.publish_with_retries(&id).await });
+            true
+        }
+        Err(StoreError::IllegalTransition { .. } | StoreError::NoSuchTask { .. }) => false,
+        Err(e) => {
+            dts_metrics::metrics().store_error("transition", false);
+            warn!(task = %id, error = %with_causes(&e), "cannot release a waiting task; trying again later");
+            false
+        }
+    }
+}
+
+/// `WAITING` → `SKIPPED` with `reason`, and its completion event.
+async fn skip(store: &DynStore, submitter: &Submitter, id: &str, reason: &str) -> bool {
+    match store
+        .transition(id, TaskStatus::Skipped, Some(reason))
+        .await
+    {
+        Ok(ended) => {
+            info!(task = %id, reason, "task skipped");
+            submitter.announce_end(&ended).await;
+            true
+        }
+        Err(StoreError::IllegalTransition { .. } | StoreError::NoSuchTask { .. }) => false,
+        Err(e) => {
+            dts_metrics::metrics().store_error("transition", false);
+            warn!(task = %id, error = %with_causes(&e), "cannot skip a waiting task; trying again later");
+            false
+        }
+    }
+}
