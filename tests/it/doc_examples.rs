@@ -1,4 +1,5 @@
-//! Every command example in README.md and docs/cli.md runs as written, so
+//! Every command example in README.md, docs/cli.md and docs/workflows.md
+//! runs as written, so
 //! the docs stay true: each ```sh block runs under `bash -e -o pipefail` in
 //! a scratch directory and must exit 0.
 //!
@@ -165,4 +166,9 @@ fn every_command_example_in_the_readme_runs() {
 #[test]
 fn every_command_example_in_the_cli_guide_runs() {
     run_examples("docs/cli.md");
+}
+
+#[test]
+fn every_command_example_in_the_workflows_guide_runs() {
+    run_examples("docs/workflows.md");
 }
