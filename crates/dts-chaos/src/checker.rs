@@ -39,6 +39,11 @@
 //! The time from a fault to work resuming is measured here too; the
 //! prober's silences are judged in [`crate::run`] (rule 8: over 10 s
 //! without a kill or freeze of that node is a violation).
+//!
+//! 9. a task that waited for another (`after`) started no item before that
+//!    one ended, ran only if it ended as `afterStatus` requires, and
+//!    otherwise ended SKIPPED (or CANCELLED, if cancelled while waiting),
+//!    its reason naming that task; a SKIPPED task has no results.
 
 use crate::api::{Answer, Api};
 use crate::cluster::{Cluster, Role};
@@ -52,7 +57,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// End states.
-const ENDED: [&str; 4] = ["COMPLETED", "FAILED", "CANCELLED", "SUBMISSION_FAILED"];
+const ENDED: [&str; 5] = [
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "SUBMISSION_FAILED",
+    "SKIPPED",
+];
 
 /// What the checker found.
 #[derive(Debug, Default)]
@@ -159,6 +170,15 @@ pub async fn check(
             &mut checked.violations,
         );
         check_outlived(task, final_view, &starts, &mut checked.violations);
+        if let Some((before, required)) = &task.after {
+            check_after(
+                task,
+                final_view,
+                &starts,
+                (before, finals.get(before), required),
+                &mut checked.violations,
+            );
+        }
     }
 
     // 7. Completion events (the cluster's tasks; `dts up` has no broker).
@@ -365,7 +385,13 @@ fn check_results(
         && view["error"]
             .as_str()
             .is_some_and(|reason| reason.contains("deadline"));
-    if status != "CANCELLED" && status != "SUBMISSION_FAILED" && !past_deadline {
+    if status == "SKIPPED" && !results.is_empty() {
+        violations.push(format!(
+            "task {id} was SKIPPED, yet {} of its items have results",
+            results.len()
+        ));
+    }
+    if !["CANCELLED", "SUBMISSION_FAILED", "SKIPPED"].contains(&status) && !past_deadline {
         let missing: Vec<u64> = (0..total as u64)
             .filter(|i| !seen.contains_key(i))
             .collect();
@@ -393,6 +419,65 @@ fn check_results(
     if plan.must_complete() && status != "COMPLETED" {
         violations.push(format!(
             "task {id}: none of its items can fail, and no cancel or deadline applies, but it ended {status}"
+        ));
+    }
+}
+
+/// Rule 9, for a task that waited for another (`after`), which ended once
+/// (the workload never retries a task others wait for): no item of it
+/// started before that task ended, it ran only if that task ended as
+/// `afterStatus` requires, and it was skipped only if that task did not.
+fn check_after(
+    task: &Submitted,
+    view: &Value,
+    starts: &[&Start],
+    (before, before_view, required): (&str, Option<&Value>, &str),
+    violations: &mut Vec<String>,
+) {
+    let id = &task.id;
+    let status = view["status"].as_str().unwrap_or("?");
+    let Some(before_view) = before_view else {
+        // The task it waited for did not end: a violation of its own.
+        return;
+    };
+    let before_status = before_view["status"].as_str().unwrap_or("?");
+    let before_ended_ms = before_view["finishedAt"]
+        .as_str()
+        .and_then(|at| humantime::parse_rfc3339(at).ok())
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| since.as_millis() as u64);
+    let allowed = required == "ENDED" || before_status == "COMPLETED";
+    let first_start = starts.iter().map(|s| s.start_ms).min();
+    if let Some(first) = first_start {
+        if !allowed {
+            violations.push(format!(
+                "task {id} ran after {before} ended {before_status}, but it waited for it to be {required}"
+            ));
+        }
+        match before_ended_ms {
+            Some(ended) if first < ended => violations.push(format!(
+                "task {id}'s first item started at {first} ms, before {before}, which it waited for, ended at {ended} ms"
+            )),
+            Some(_) => {}
+            None => violations.push(format!(
+                "task {id} ran, but {before}, which it waited for, has no finishedAt: {before_view}"
+            )),
+        }
+    }
+    if status == "SKIPPED" {
+        let reason = view["error"].as_str().unwrap_or("");
+        if allowed {
+            violations.push(format!(
+                "task {id} was SKIPPED, but {before}, which it waited for, ended {before_status} and {required} was required"
+            ));
+        } else if !reason.contains(before) {
+            violations.push(format!(
+                "task {id} was SKIPPED with a reason that does not name {before}: {reason:?}"
+            ));
+        }
+    } else if !allowed && status != "CANCELLED" {
+        violations.push(format!(
+            "task {id} ended {status}, but {before}, which it waited for, ended {before_status} where {required} was required: it should be SKIPPED"
         ));
     }
 }
@@ -577,6 +662,7 @@ mod tests {
             cancel_sent: false,
             retry_acked_ms: Vec::new(),
             retry_sent_ms: Vec::new(),
+            after: None,
         }
     }
 
@@ -592,6 +678,7 @@ mod tests {
             cancel_after: None,
             retry_when_failed: false,
             speculation,
+            after: None,
         }
     }
 
@@ -807,5 +894,87 @@ mod tests {
         let found = violations(&cancelled, &plan(false), &after, &[]);
         assert_eq!(found.len(), 1);
         assert!(found[0].contains("4 ms after the cancel"), "{found:?}");
+    }
+
+    /// The violations [`check_after`] finds for a task that ended
+    /// `status` (reason `reason`), with item starts at `starts_ms`, that
+    /// waited with `required` for a task that ended `before_status` at
+    /// 10 s past the epoch.
+    fn after_violations(
+        status: &str,
+        reason: &str,
+        starts_ms: &[u64],
+        before_status: &str,
+        required: &str,
+    ) -> Vec<String> {
+        let view = serde_json::json!({"status": status, "error": reason});
+        let before = serde_json::json!({
+            "status": before_status,
+            "finishedAt": "1970-01-01T00:00:10.000Z",
+        });
+        let starts: Vec<Start> = starts_ms.iter().map(|&ms| start(1, "w1", ms)).collect();
+        let starts: Vec<&Start> = starts.iter().collect();
+        let mut found = Vec::new();
+        check_after(
+            &task(),
+            &view,
+            &starts,
+            ("p", Some(&before), required),
+            &mut found,
+        );
+        found
+    }
+
+    #[test]
+    fn a_waiting_task_runs_after_its_prerequisite_ended_as_required_or_is_skipped_naming_it() {
+        let none = Vec::<String>::new();
+        assert_eq!(
+            after_violations("COMPLETED", "", &[10_000, 10_500], "COMPLETED", "COMPLETED"),
+            none
+        );
+        assert_eq!(
+            after_violations("COMPLETED", "", &[10_001], "FAILED", "ENDED"),
+            none
+        );
+        assert_eq!(
+            after_violations(
+                "SKIPPED",
+                "prerequisite task p ended FAILED",
+                &[],
+                "FAILED",
+                "COMPLETED"
+            ),
+            none
+        );
+        assert_eq!(
+            after_violations("CANCELLED", "", &[], "FAILED", "COMPLETED"),
+            none
+        );
+
+        let early = after_violations("COMPLETED", "", &[9_999], "COMPLETED", "COMPLETED");
+        assert!(
+            early.len() == 1 && early[0].contains("before p"),
+            "{early:?}"
+        );
+        let ran = after_violations("COMPLETED", "", &[10_001], "FAILED", "COMPLETED");
+        assert!(
+            ran.iter().any(|v| v.contains("ran after p ended FAILED")),
+            "{ran:?}"
+        );
+        let wrongly = after_violations("SKIPPED", "", &[], "COMPLETED", "COMPLETED");
+        assert!(
+            wrongly.len() == 1 && wrongly[0].contains("was SKIPPED, but p"),
+            "{wrongly:?}"
+        );
+        let unnamed = after_violations("SKIPPED", "something", &[], "CANCELLED", "COMPLETED");
+        assert!(
+            unnamed.len() == 1 && unnamed[0].contains("does not name p"),
+            "{unnamed:?}"
+        );
+        let not_skipped = after_violations("FAILED", "", &[], "FAILED", "COMPLETED");
+        assert!(
+            not_skipped.len() == 1 && not_skipped[0].contains("should be SKIPPED"),
+            "{not_skipped:?}"
+        );
     }
 }

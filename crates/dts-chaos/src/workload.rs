@@ -1,7 +1,8 @@
 //! The seeded workload: a steady stream of tasks to both servers in turn
 //! and to `dts up`, with failing, hanging, slow and flaky items, retries,
-//! deadlines, priorities, cancels and task retries. The seed fixes every
-//! task; only the timing of the answers varies between runs.
+//! deadlines, priorities, cancels, task retries and tasks that wait for an
+//! earlier one (`after`). The seed fixes every task; only the timing of
+//! the answers varies between runs.
 
 use crate::api::{Answer, Api};
 use crate::{Shared, now_ms};
@@ -82,6 +83,20 @@ pub struct TaskPlan {
     /// of a straggling shard runs its items again with the same attempt,
     /// which the checker must then allow.
     pub speculation: bool,
+    /// Wait for the task of an earlier plan (`after`), with this
+    /// `afterStatus`, on some.
+    pub after: Option<AfterPlan>,
+}
+
+/// A task's wait for an earlier task of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterPlan {
+    /// The earlier plan, submitted to the same store (a server's for a
+    /// server's task, `dts up`'s for its own), and never retried, so it
+    /// ends once.
+    pub plan: usize,
+    /// `afterStatus`: `COMPLETED` or `ENDED`.
+    pub status: &'static str,
 }
 
 impl TaskPlan {
@@ -108,16 +123,23 @@ impl TaskPlan {
     }
 
     /// Whether every item must succeed: nothing fails, hangs or is
-    /// cancelled, and no deadline may cut it short. Such a task must end
-    /// COMPLETED whatever the faults.
+    /// cancelled, no deadline may cut it short and it waits for no task
+    /// that may fail. Such a task must end COMPLETED whatever the faults.
     pub fn must_complete(&self) -> bool {
         self.cancel_after.is_none()
             && self.deadline_secs.is_none()
+            && self.after.is_none()
             && self.items.iter().all(|kind| match kind {
                 ItemKind::Ok | ItemKind::Slow => true,
                 ItemKind::Flaky => self.retries >= 1,
                 ItemKind::Fail | ItemKind::Hang => false,
             })
+    }
+
+    /// Whether the workload may retry the task (it does when the task
+    /// ends FAILED): such a task can end twice.
+    pub fn retried(&self) -> bool {
+        self.retry_when_failed && !self.must_complete()
     }
 
     /// The v1 submission body.
@@ -142,9 +164,13 @@ impl TaskPlan {
 
 /// The stream's tasks for `length`, over `apis` APIs (the last is `dts
 /// up`): one every 0.5–2 s, alternating between the servers, with every
-/// fourth to `dts up`.
+/// fourth to `dts up`. About one in seven waits for one of the ten tasks
+/// before it, of its store, that is never retried; those choices come from
+/// a generator of their own, so the rest of a seed's tasks are what they
+/// were before tasks waited.
 pub fn plan(seed: u64, length: Duration, apis: usize) -> Vec<TaskPlan> {
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut waits = StdRng::seed_from_u64(seed ^ 0x0061_6674_6572);
     let mut plans = Vec::new();
     let mut at = Duration::ZERO;
     let servers = apis.saturating_sub(1).max(1);
@@ -198,7 +224,20 @@ pub fn plan(seed: u64, length: Duration, apis: usize) -> Vec<TaskPlan> {
         });
         let retry_when_failed = rng.random_bool(0.5);
         let speculation = rng.random_bool(0.2);
+        let same_store = |other: &TaskPlan| (other.api == apis - 1) == (api == apis - 1);
+        let candidates: Vec<usize> = (plans.len().saturating_sub(10)..plans.len())
+            .filter(|&k| same_store(&plans[k]) && !plans[k].retried())
+            .collect();
+        let after = (waits.random_bool(0.15) && !candidates.is_empty()).then(|| AfterPlan {
+            plan: candidates[waits.random_range(0..candidates.len())],
+            status: if waits.random_bool(0.5) {
+                "COMPLETED"
+            } else {
+                "ENDED"
+            },
+        });
         plans.push(TaskPlan {
+            after,
             speculation,
             at,
             api,
@@ -235,6 +274,9 @@ pub struct Submitted {
     /// When each task retry was sent (its items may start before the
     /// response arrives).
     pub retry_sent_ms: Vec<u64>,
+    /// The task it waits for (`after`) and how that must end, when it was
+    /// submitted with one.
+    pub after: Option<(String, &'static str)>,
 }
 
 /// Submits one planned task, then cancels or retries it as planned.
@@ -249,7 +291,29 @@ pub async fn drive(
     log: std::path::PathBuf,
 ) {
     let plan = &plans[index];
-    let body = plan.body(&log);
+    let mut body = plan.body(&log);
+    let mut after = None;
+    if let Some(wait) = plan.after {
+        // The earlier task's id, once it was accepted; without one (it was
+        // refused) this task waits for nothing.
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        // ends: at `until`.
+        while tokio::time::Instant::now() < until && !shared.stopping() {
+            let found = shared
+                .lock()
+                .submitted
+                .iter()
+                .find(|task| task.plan == wait.plan)
+                .map(|task| task.id.clone());
+            if let Some(id) = found {
+                body["after"] = json!([id]);
+                body["afterStatus"] = json!(wait.status);
+                after = Some((id, wait.status));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let servers = apis.len() - 1;
     // The planned API first; for a server, the other servers after it.
     let order: Vec<usize> = if plan.api == servers {
@@ -268,6 +332,13 @@ pub async fn drive(
                         accepted = Some((api, id.to_string()));
                         break 'submit;
                     }
+                }
+                if status == 400 && created["error"]["code"] == "unknown_task" {
+                    // The task it waits for is gone (a Redis failover lost
+                    // it): the checker judges that task; this one cannot be
+                    // submitted.
+                    shared.lock().refused += 1;
+                    return;
                 }
                 if status == 400 {
                     shared.violation(format!(
@@ -292,6 +363,7 @@ pub async fn drive(
         cancel_sent: false,
         retry_acked_ms: Vec::new(),
         retry_sent_ms: Vec::new(),
+        after,
     };
     let slot = {
         let mut state = shared.lock();
@@ -310,7 +382,7 @@ pub async fn drive(
         }
         return;
     }
-    if plan.retry_when_failed && !plan.must_complete() {
+    if plan.retried() {
         // Waits for the end (the checker waits again, with its deadline).
         let until = tokio::time::Instant::now() + Duration::from_secs(120);
         // ends: gives up at `until`.
@@ -330,7 +402,7 @@ pub async fn drive(
                         }
                         return;
                     }
-                    Some("COMPLETED" | "CANCELLED" | "SUBMISSION_FAILED") => return,
+                    Some("COMPLETED" | "CANCELLED" | "SUBMISSION_FAILED" | "SKIPPED") => return,
                     _ => {}
                 }
             }
