@@ -36,6 +36,10 @@ async fn a_chain_whose_middle_fails_skips_the_last(api: &Api, dir: &Path) {
     assert_eq!(waiting["status"], "WAITING", "{waiting}");
     assert_eq!(waiting["after"], json!([middle]));
     assert_eq!(waiting["afterStatus"], "COMPLETED");
+    assert_eq!(
+        waiting["waitingReason"],
+        format!("waiting for task {middle} to complete")
+    );
 
     let skipped = api.wait_ended(&last).await;
     assert_eq!(skipped["status"], "SKIPPED", "{skipped}");

@@ -1,6 +1,6 @@
 //! `waitingReason`: why a task that is not running cannot run anywhere now
-//! (no live worker, or none with the labels it `requires`), so a user sees
-//! it waits on purpose instead of guessing.
+//! (it waits for other tasks, no worker is live, or none has the labels it
+//! `requires`), so a user sees it waits on purpose instead of guessing.
 //!
 //! Read once per request, whatever the number of tasks: the live workers'
 //! labels (one store call, only when a task shown has not ended) and, only
@@ -8,7 +8,7 @@
 //! leave out those with items running.
 
 use dts_model::scheduling::{Candidate, waiting_reason};
-use dts_model::{Task, WorkerKind};
+use dts_model::{AfterStatus, Task, TaskStatus, WorkerKind};
 use dts_store::{Store, StoreResult};
 use std::collections::{BTreeMap, HashMap};
 
@@ -26,6 +26,19 @@ pub fn reason(
 ) -> Option<String> {
     if task.status.is_terminal() || running > 0 {
         return None;
+    }
+    if task.status == TaskStatus::Waiting {
+        return task.after.as_ref().map(|after| {
+            let how = match after.status {
+                AfterStatus::Completed => "to complete",
+                AfterStatus::Ended => "to end",
+            };
+            let (noun, ids) = match after.tasks.as_slice() {
+                [one] => ("task", one.clone()),
+                many => ("tasks", many.join(", ")),
+            };
+            format!("waiting for {noun} {ids} {how}")
+        });
     }
     waiting_reason(&Candidate::of(task, running, false), live_worker_labels)
 }
@@ -115,6 +128,27 @@ mod tests {
             .await
             .unwrap();
         store.task(&task.id).await.unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_waiting_task_names_the_tasks_it_waits_for_and_how_they_must_end() {
+        let (a, b) = (dts_model::new_task_id(), dts_model::new_task_id());
+        let waiting = |after: serde_json::Value, status: &str| {
+            submit::from_json(
+                &json!({"templateFunction": "x", "inputList": ["a"], "after": after, "afterStatus": status}),
+                &SubmitLimits::default(),
+            )
+            .unwrap()
+            .to_task(0)
+        };
+        assert_eq!(
+            reason(&waiting(json!([a]), "COMPLETED"), 0, &[]),
+            Some(format!("waiting for task {a} to complete"))
+        );
+        assert_eq!(
+            reason(&waiting(json!([a, b]), "ENDED"), 0, &[]),
+            Some(format!("waiting for tasks {a}, {b} to end"))
+        );
     }
 
     #[tokio::test]
