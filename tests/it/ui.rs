@@ -680,3 +680,41 @@ async fn with_a_token_the_dashboard_opens_only_after_logging_in() {
     .await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_waiting_task_shows_what_it_waits_for_and_is_skipped_when_that_is_cancelled() {
+    let Some(browser) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let up = DtsUp::start(&["--cores", "1"]);
+    let first = up
+        .submit(json!({"templateFunction": "sleep 30", "inputList": ["x"]}))
+        .await;
+    let second = up
+        .submit(json!({"templateFunction": "echo \"$1\"", "inputList": ["y"], "after": [first]}))
+        .await;
+
+    open(&browser, &up, &format!("/ui/tasks/{second}")).await;
+    wait_js(
+        &browser,
+        "the WAITING badge and what the task waits for",
+        &format!(
+            "document.querySelector('#task-status .badge.waiting')?.textContent === 'WAITING' \
+             && document.getElementById('task-meta').textContent.includes('waiting for task {first} to complete')"
+        ),
+    )
+    .await;
+    let (status, _) = up
+        .post_json(&format!("/v1/tasks/{first}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    wait_js(
+        &browser,
+        "the SKIPPED badge and the reason naming the cancelled task",
+        &format!(
+            "document.querySelector('#task-status .badge.skipped')?.textContent === 'SKIPPED' \
+             && document.getElementById('task-meta').textContent.includes('task {first} ended CANCELLED')"
+        ),
+    )
+    .await;
+}
