@@ -541,6 +541,14 @@ fn results_note(task: &TaskView, shown: u64, failed: bool) -> Option<String> {
             count(total, "item")
         )),
         (TaskStatus::Cancelled, _, _) => Some(format!("task {id} was cancelled: {ran_of}")),
+        (TaskStatus::Skipped, _, _) => Some(format!(
+            "task {id} was skipped, so none of its {} ran{}",
+            count(total, "item"),
+            task.error
+                .as_deref()
+                .map(|why| format!(": {why}"))
+                .unwrap_or_default()
+        )),
         (_, 0, true) => Some(format!(
             "no item of task {id} failed ({}, {ran_of})",
             task.status

@@ -160,14 +160,21 @@ async fn dts_submit_after_waits_for_the_task_and_after_status_ended_runs_after_a
 
     let out = dts_client(
         &up,
-        &["submit", "--after", &failing, "--wait", "true", ":::", "x"],
+        &[
+            "submit", "--after", &failing, "--wait", "--json", "true", ":::", "x",
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "a skipped task is no success");
-    assert!(
-        text(&out.stdout).contains("SKIPPED") || text(&out.stderr).contains("SKIPPED"),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
+    let skipped: Value = serde_json::from_slice(&out.stdout).expect("--json prints the task");
+    assert_eq!(skipped["status"], "SKIPPED", "{skipped}");
+    let id = skipped["id"].as_str().unwrap_or_default();
+    let out = dts_client(&up, &["results", id]);
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!(
+            "dts: task {id} was skipped, so none of its 1 item ran: prerequisite task {failing} ended FAILED, \
+             and this task runs only after it is COMPLETED (afterStatus)"
+        )
     );
 
     let out = dts_client(
