@@ -417,6 +417,7 @@ pub async fn retry(
         (status = 400, description = "A bad query parameter or task id; `field` names it.", body = ErrorBody),
         (status = 404, description = "No task has this id.", body = ErrorBody),
         (status = 409, description = "The task had ended already.", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; or, with Redis Sentinel, no replica confirmed the cancel within 10 s: the task is cancelled on the primary, but a failover could undo it, so read the task and cancel it again unless it is CANCELLED.", body = ErrorBody),
     )
 )]
 pub async fn cancel(

@@ -312,7 +312,7 @@ pub const KEYS: &[KeySpec] = &[
         "spring.redis.sentinel.wait-timeout-ms",
         U64,
         "500",
-        "With Sentinel: the longest wait for those replicas, in milliseconds; a cancel is then answered anyway (logged), a submit keeps checking for up to 10 s that the primary the sentinels name holds the task and waiting again, then is refused with 503 (docs: Redis Sentinel).",
+        "With Sentinel: the longest wait for those replicas, in milliseconds; a submit or a cancel then keeps checking for up to 10 s that the primary the sentinels name holds it, writing it again if not and waiting again, then is refused with 503 (docs: Redis Sentinel).",
     )
     .min(1),
     KeySpec::new("spring.cache.type", Ignored, "redis", "Accepted for compatibility with the seed's file; ignored."),

@@ -107,9 +107,10 @@ use std::time::Duration;
 /// How long any one call may take before it fails as [`StoreError::TimedOut`].
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a submit no replica confirmed keeps looking for its task on
-/// the primary the sentinels name (a Sentinel failover here takes a few
-/// seconds): see [`RedisStore::insert_confirmed`].
+/// How long a submit or a cancel no replica confirmed keeps looking for
+/// its write on the primary the sentinels name (a Sentinel failover here
+/// takes a few seconds): see [`RedisStore::insert_confirmed`] and
+/// [`RedisStore::cancel_confirmed`].
 const RECONFIRM_FOR: Duration = Duration::from_secs(10);
 
 /// How often it looks meanwhile: as often as the store asks the sentinels
@@ -162,6 +163,13 @@ pub struct RedisStore {
     /// Multiplexed and self-healing: one connection serves every call, and
     /// it is re-established after Redis restarts or fails over.
     conn: Link,
+    /// With Sentinel, a second connection of its own for the writes a client
+    /// waits on replicas for (submits and cancels), and their `WAIT`s.
+    /// `WAIT` blocks the connection it is sent on until the replicas answer
+    /// or it times out; on the shared one, every other call queued behind
+    /// it, and while no replica confirmed (a failover) the API stopped
+    /// answering for 10–18 s (chaos soak, seed 7, 60 minutes).
+    confirming: Option<Link>,
     /// How writes a client is told about wait for replicas (Sentinel only).
     replication: Option<(u32, Duration)>,
     keys: Keys,
@@ -195,23 +203,33 @@ impl RedisStore {
         if settings.retention.is_zero() {
             return Err(StoreError::ZeroRetention);
         }
-        let (address, replication, link) = match &settings.sentinel {
-            None => (client.get_connection_info().addr.to_string(), None, None),
+        let (address, replication, link, confirming) = match &settings.sentinel {
+            None => (
+                client.get_connection_info().addr.to_string(),
+                None,
+                None,
+                None,
+            ),
             Some(sentinel) => {
-                let follower = Follower::new(
-                    sentinel.master.clone(),
-                    sentinel.nodes.clone(),
-                    client.get_connection_info().redis.clone(),
-                    link::connection_config(CONNECT_ATTEMPT_TIMEOUT, CALL_TIMEOUT),
-                );
+                let follow = || {
+                    let follower = std::sync::Arc::new(Follower::new(
+                        sentinel.master.clone(),
+                        sentinel.nodes.clone(),
+                        client.get_connection_info().redis.clone(),
+                        link::connection_config(CONNECT_ATTEMPT_TIMEOUT, CALL_TIMEOUT),
+                    ));
+                    link::watch(&follower);
+                    follower
+                };
                 let replication = (sentinel.wait_replicas > 0)
                     .then_some((sentinel.wait_replicas, sentinel.wait_timeout));
-                let follower = std::sync::Arc::new(follower);
-                link::watch(&follower);
+                let follower = follow();
+                let confirming = replication.map(|_| Link::Sentinel(follow()));
                 (
                     follower.describe(),
                     replication,
                     Some(Link::Sentinel(follower)),
+                    confirming,
                 )
             }
         };
@@ -238,6 +256,7 @@ impl RedisStore {
         };
         let store = RedisStore {
             conn,
+            confirming,
             replication,
             keys: Keys::new(&settings.key_prefix),
             address,
@@ -270,15 +289,20 @@ impl RedisStore {
         Ok(())
     }
 
-    /// After a write a client is told about (a cancel), waits until the
-    /// configured number of replicas have it, so a failover right after
-    /// the answer does not lose it. A replica that does not confirm in time
-    /// is logged and counted, and the call still succeeds: the write is on
-    /// the primary, and refusing it would make the client retry a write
-    /// that took place. A submit does more ([`RedisStore::insert_confirmed`]).
-    async fn replicate(&self, what: &str) {
-        if let Err(why) = self.wait_for_replicas(what).await {
-            tracing::warn!(what, "{why}; a failover now could lose it");
+    /// This store on the connection for the writes a client waits on
+    /// replicas for (see the `confirming` field); itself when there is
+    /// none (no Sentinel, or no replicas to wait for).
+    fn confirming(&self) -> RedisStore {
+        match &self.confirming {
+            Some(link) => RedisStore {
+                conn: link.clone(),
+                confirming: None,
+                replication: self.replication,
+                keys: self.keys.clone(),
+                address: self.address.clone(),
+                retention_ms: self.retention_ms,
+            },
+            None => self.clone(),
         }
     }
 
@@ -326,9 +350,10 @@ impl RedisStore {
     /// `SUBMISSION_FAILED` so it never runs; a task some scheduler already
     /// took on is answered as accepted instead (it runs either way).
     async fn insert_confirmed(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
-        tasks::insert_task(self, task, inputs).await?;
+        let writer = self.confirming();
+        tasks::insert_task(&writer, task, inputs).await?;
         let what = format!("task {}", task.id);
-        let Err(mut why) = self.wait_for_replicas(&what).await else {
+        let Err(mut why) = writer.wait_for_replicas(&what).await else {
             return Ok(());
         };
         let until = tokio::time::Instant::now() + RECONFIRM_FOR;
@@ -338,12 +363,12 @@ impl RedisStore {
             tokio::time::sleep(RECONFIRM_POLL).await;
             // One field read while the task is there; the whole submission
             // (perhaps a million inputs) goes again only when it is not.
-            let present = tasks::task_status(self, &task.id)
+            let present = tasks::task_status(&writer, &task.id)
                 .await
                 .map(|status| status.is_some());
             let stored = match present {
                 Ok(true) => Ok(()),
-                Ok(false) => tasks::insert_task(self, task, inputs).await.map(|()| {
+                Ok(false) => tasks::insert_task(&writer, task, inputs).await.map(|()| {
                     tracing::warn!(
                         task = %task.id,
                         "the task was missing on the Redis primary (a failover lost it); stored it again"
@@ -360,7 +385,7 @@ impl RedisStore {
                 Err(e) => return Err(e),
             }
             unreachable = None;
-            match self.wait_for_replicas(&what).await {
+            match writer.wait_for_replicas(&what).await {
                 Ok(()) => return Ok(()),
                 Err(again) => why = again,
             }
@@ -368,7 +393,88 @@ impl RedisStore {
         if let Some(error) = unreachable {
             return Err(error);
         }
-        self.refuse_unconfirmed(task, &why).await
+        writer.refuse_unconfirmed(task, &why).await
+    }
+
+    /// Cancels a task so that a failover right after the client's 200 does
+    /// not undo the cancel. A cancel the old primary took and no replica
+    /// had was lost in a failover, and the task went on running: items of
+    /// three cancelled tasks started 7–16 s after the cancel's 200 (chaos
+    /// soak, seed 7, 60 minutes). So, as for a submit, when no replica
+    /// confirms it in time dts looks at the task on whatever primary the
+    /// sentinels name for up to [`RECONFIRM_FOR`], cancels it again if the
+    /// cancel is missing there, and waits for replicas again; it answers
+    /// once a replica confirms. When none does by then it fails with
+    /// [`StoreError::Unavailable`] (a 503): the cancel is on the primary
+    /// but may still be undone, so the client should look and cancel again.
+    /// A task that ended otherwise meanwhile (the cancel was lost and its
+    /// items finished) is [`StoreError::IllegalTransition`], as for any
+    /// cancel of an ended task.
+    async fn cancel_confirmed(&self, id: &str, error: Option<&str>) -> StoreResult<Task> {
+        let writer = self.confirming();
+        let cancelled = tasks::transition(&writer, id, TaskStatus::Cancelled, error).await?;
+        let what = format!("the cancel of task {id}");
+        let Err(mut why) = writer.wait_for_replicas(&what).await else {
+            return Ok(cancelled);
+        };
+        let until = tokio::time::Instant::now() + RECONFIRM_FOR;
+        let mut unreachable = None;
+        // ends: at `until`.
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(RECONFIRM_POLL).await;
+            let status = match tasks::task_status(&writer, id).await {
+                Ok(status) => status,
+                Err(e) if e.is_retryable() => {
+                    unreachable = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match status {
+                None => return Err(StoreError::NoSuchTask { id: id.to_string() }),
+                Some(TaskStatus::Cancelled) => {}
+                Some(ended) if ended.is_terminal() => {
+                    return Err(StoreError::IllegalTransition {
+                        id: id.to_string(),
+                        from: ended,
+                        to: TaskStatus::Cancelled,
+                    });
+                }
+                Some(_) => match tasks::transition(&writer, id, TaskStatus::Cancelled, error).await
+                {
+                    Ok(_) => tracing::warn!(
+                        task = %id,
+                        "the cancel was missing on the Redis primary (a failover lost it); cancelled the task again"
+                    ),
+                    Err(StoreError::IllegalTransition { .. }) => continue,
+                    Err(e) if e.is_retryable() => {
+                        unreachable = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            }
+            unreachable = None;
+            match writer.wait_for_replicas(&what).await {
+                Ok(()) => {
+                    let now = tasks::task(&writer, id).await.ok().flatten();
+                    return Ok(now.unwrap_or(cancelled));
+                }
+                Err(again) => why = again,
+            }
+        }
+        if let Some(error) = unreachable {
+            return Err(error);
+        }
+        let reason = format!(
+            "{why} for {} s: the task is cancelled on the Redis primary, but a failover could still undo it; read the task and cancel it again unless it is CANCELLED",
+            RECONFIRM_FOR.as_secs()
+        );
+        tracing::warn!(task = %id, "{reason}");
+        Err(StoreError::Unavailable {
+            op: format!("redis cancel task {id} on a replica"),
+            source: reason.into(),
+        })
     }
 
     /// Ends a submission no replica confirmed within [`RECONFIRM_FOR`]:
@@ -520,13 +626,12 @@ impl Store for RedisStore {
     }
 
     async fn transition(&self, id: &str, to: TaskStatus, error: Option<&str>) -> StoreResult<Task> {
-        let task = tasks::transition(self, id, to, error).await?;
         // A cancel is answered to a client; other moves are the engine's,
         // which finds them again after a failover.
-        if to == TaskStatus::Cancelled {
-            self.replicate(&format!("the cancel of task {id}")).await;
+        if to == TaskStatus::Cancelled && self.replication.is_some() {
+            return self.cancel_confirmed(id, error).await;
         }
-        Ok(task)
+        tasks::transition(self, id, to, error).await
     }
 
     async fn save_plan(&self, id: &str, shards: &[ShardRange]) -> StoreResult<PlanOutcome> {
