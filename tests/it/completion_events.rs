@@ -40,11 +40,16 @@ async fn submit_one_of_each_end(api: &crate::common::Api) -> Vec<(String, &'stat
         .post_json(&format!("/v1/tasks/{cancelled}/cancel"), &json!({}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // Waits for the failing task, which ends FAILED: never runs.
+    let mut waiting = task("echo \"$1\"", &["never".into()]);
+    waiting["after"] = json!([failed]);
+    let skipped = api.submit(waiting).await;
     vec![
         (completed, "COMPLETED"),
         (failed, "FAILED"),
         (overdue, "FAILED"),
         (cancelled, "CANCELLED"),
+        (skipped, "SKIPPED"),
     ]
 }
 
@@ -132,6 +137,16 @@ async fn in_a_cluster_every_end_state_reaches_a_kafka_consumer_once_with_its_cou
     );
     // A cancel through the API records no reason.
     assert_eq!(event(3)["reason"], Value::Null, "{}", event(3));
+    // A skipped task names the task it waited for.
+    let waited_for = format!("prerequisite task {} ended FAILED", ends[1].0);
+    assert!(
+        event(4)["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains(&waited_for)),
+        "{}",
+        event(4)
+    );
+    assert_eq!(event(4)["itemsTotal"], json!(1), "{}", event(4));
     assert_eq!(event(0)["name"], "nightly", "{}", event(0));
     assert_eq!(event(1)["name"], Value::Null, "{}", event(1));
 }

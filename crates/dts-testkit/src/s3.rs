@@ -355,6 +355,7 @@ fn delete_many(bucket: &mut Bucket, body: &[u8]) -> Response {
     };
     let mut deleted = String::new();
     let mut rest = request;
+    // ends: each turn moves `rest` past one `<Key>`.
     while let Some(start) = rest.find("<Key>") {
         let after = &rest[start + "<Key>".len()..];
         let Some(end) = after.find("</Key>") else {
