@@ -117,6 +117,15 @@ const RECONFIRM_FOR: Duration = Duration::from_secs(10);
 /// which server is the primary.
 const RECONFIRM_POLL: Duration = Duration::from_millis(250);
 
+/// Why [`RedisStore::until_confirmed`] gave up on a write.
+enum Unconfirmed {
+    /// Looking at the primary failed: for good, or still at the deadline.
+    Failed(StoreError),
+    /// No replica confirmed the write by the deadline; how the last wait
+    /// ended.
+    NoReplica(String),
+}
+
 /// Longest wait for one TCP connection attempt.
 const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -297,10 +306,7 @@ impl RedisStore {
             Some(link) => RedisStore {
                 conn: link.clone(),
                 confirming: None,
-                replication: self.replication,
-                keys: self.keys.clone(),
-                address: self.address.clone(),
-                retention_ms: self.retention_ms,
+                ..self.clone()
             },
             None => self.clone(),
         }
@@ -335,25 +341,23 @@ impl RedisStore {
         Err(why)
     }
 
-    /// Stores a new task so that a failover right after the client's 202
-    /// does not lose it. When no replica confirms it in time, the primary
-    /// may be failing over to a replica that never got it, and the client
-    /// would get 404 for the id it was given. So for up to
-    /// [`RECONFIRM_FOR`] dts looks for the task on whatever primary the
-    /// sentinels name, stores it again if it is missing there (it still has
-    /// the whole submission), and waits for replicas again. It answers once
-    /// a replica confirms. A primary with no replica connected is no
-    /// exception: its replica may be resyncing and still be promoted
-    /// without the task (seen in the chaos soak, seed 7). When none confirms
-    /// by the deadline the submission is refused ([`StoreError::Unavailable`],
-    /// a 503 the client retries), and the stored task is marked
-    /// `SUBMISSION_FAILED` so it never runs; a task some scheduler already
-    /// took on is answered as accepted instead (it runs either way).
-    async fn insert_confirmed(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
-        let writer = self.confirming();
-        tasks::insert_task(&writer, task, inputs).await?;
-        let what = format!("task {}", task.id);
-        let Err(mut why) = writer.wait_for_replicas(&what).await else {
+    /// Keeps a write a client waits for (on the `confirming` connection,
+    /// `self` here) until a replica confirms it. When the first `WAIT` ends
+    /// unconfirmed, the primary may be failing over to a replica without
+    /// the write, so every [`RECONFIRM_POLL`] for up to [`RECONFIRM_FOR`]
+    /// `restore` looks at whatever primary the sentinels name, writes it
+    /// again there if it is missing (`Ok` once the write is there), and
+    /// then the replicas are waited for again. A retryable failure skips
+    /// the wait and is kept in case the time runs out; any other ends the
+    /// loop. A primary with no replica connected is no exception: its
+    /// replica may be resyncing and still be promoted without the write
+    /// (chaos soak, seed 7).
+    async fn until_confirmed<F, Fut>(&self, what: &str, mut restore: F) -> Result<(), Unconfirmed>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<()>>,
+    {
+        let Err(mut why) = self.wait_for_replicas(what).await else {
             return Ok(());
         };
         let until = tokio::time::Instant::now() + RECONFIRM_FOR;
@@ -361,50 +365,72 @@ impl RedisStore {
         // ends: at `until`.
         while tokio::time::Instant::now() < until {
             tokio::time::sleep(RECONFIRM_POLL).await;
-            // One field read while the task is there; the whole submission
-            // (perhaps a million inputs) goes again only when it is not.
-            let present = tasks::task_status(&writer, &task.id)
-                .await
-                .map(|status| status.is_some());
-            let stored = match present {
-                Ok(true) => Ok(()),
-                Ok(false) => tasks::insert_task(&writer, task, inputs).await.map(|()| {
-                    tracing::warn!(
-                        task = %task.id,
-                        "the task was missing on the Redis primary (a failover lost it); stored it again"
-                    )
-                }),
-                Err(e) => Err(e),
-            };
-            match stored {
-                Ok(()) | Err(StoreError::TaskExists { .. }) => {}
+            match restore().await {
+                Ok(()) => unreachable = None,
                 Err(e) if e.is_retryable() => {
                     unreachable = Some(e);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(Unconfirmed::Failed(e)),
             }
-            unreachable = None;
-            match writer.wait_for_replicas(&what).await {
+            match self.wait_for_replicas(what).await {
                 Ok(()) => return Ok(()),
                 Err(again) => why = again,
             }
         }
-        if let Some(error) = unreachable {
-            return Err(error);
+        Err(match unreachable {
+            Some(e) => Unconfirmed::Failed(e),
+            None => Unconfirmed::NoReplica(why),
+        })
+    }
+
+    /// Stores a new task so that a failover right after the client's 202
+    /// does not lose it ([`RedisStore::until_confirmed`]): a task missing
+    /// on the primary is stored again (dts still has the whole submission).
+    /// Without it the client would get 404 for the id it was given. When no
+    /// replica confirms within [`RECONFIRM_FOR`] the submission is refused
+    /// ([`StoreError::Unavailable`], a 503 the client retries), and the
+    /// stored task is marked `SUBMISSION_FAILED` so it never runs; a task
+    /// some scheduler already took on is answered as accepted instead (it
+    /// runs either way).
+    async fn insert_confirmed(&self, task: &Task, inputs: &[Bytes]) -> StoreResult<()> {
+        let writer = self.confirming();
+        tasks::insert_task(&writer, task, inputs).await?;
+        let restore = || async {
+            // One field read while the task is there; the whole submission
+            // (perhaps a million inputs) goes again only when it is not.
+            if tasks::task_status(&writer, &task.id).await?.is_some() {
+                return Ok(());
+            }
+            match tasks::insert_task(&writer, task, inputs).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        task = %task.id,
+                        "the task was missing on the Redis primary (a failover lost it); stored it again"
+                    );
+                    Ok(())
+                }
+                Err(StoreError::TaskExists { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        match writer
+            .until_confirmed(&format!("task {}", task.id), restore)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(Unconfirmed::Failed(e)) => Err(e),
+            Err(Unconfirmed::NoReplica(why)) => writer.refuse_unconfirmed(task, &why).await,
         }
-        writer.refuse_unconfirmed(task, &why).await
     }
 
     /// Cancels a task so that a failover right after the client's 200 does
-    /// not undo the cancel. A cancel the old primary took and no replica
-    /// had was lost in a failover, and the task went on running: items of
-    /// three cancelled tasks started 7–16 s after the cancel's 200 (chaos
-    /// soak, seed 7, 60 minutes). So, as for a submit, when no replica
-    /// confirms it in time dts looks at the task on whatever primary the
-    /// sentinels name for up to [`RECONFIRM_FOR`], cancels it again if the
-    /// cancel is missing there, and waits for replicas again; it answers
-    /// once a replica confirms. When none does by then it fails with
+    /// not undo the cancel ([`RedisStore::until_confirmed`]): a task found
+    /// not cancelled on the primary is cancelled again. A cancel the old
+    /// primary took and no replica had was lost in a failover, and the task
+    /// went on running: items of three cancelled tasks started 7–16 s
+    /// after the cancel's 200 (chaos soak, seed 7, 60 minutes). When no
+    /// replica confirms within [`RECONFIRM_FOR`] it fails with
     /// [`StoreError::Unavailable`] (a 503): the cancel is on the primary
     /// but may still be undone, so the client should look and cancel again.
     /// A task that ended otherwise meanwhile (the cancel was lost and its
@@ -413,68 +439,58 @@ impl RedisStore {
     async fn cancel_confirmed(&self, id: &str, error: Option<&str>) -> StoreResult<Task> {
         let writer = self.confirming();
         let cancelled = tasks::transition(&writer, id, TaskStatus::Cancelled, error).await?;
-        let what = format!("the cancel of task {id}");
-        let Err(mut why) = writer.wait_for_replicas(&what).await else {
-            return Ok(cancelled);
+        let ended_otherwise = |from| StoreError::IllegalTransition {
+            id: id.to_string(),
+            from,
+            to: TaskStatus::Cancelled,
         };
-        let until = tokio::time::Instant::now() + RECONFIRM_FOR;
-        let mut unreachable = None;
-        // ends: at `until`.
-        while tokio::time::Instant::now() < until {
-            tokio::time::sleep(RECONFIRM_POLL).await;
-            let status = match tasks::task_status(&writer, id).await {
-                Ok(status) => status,
-                Err(e) if e.is_retryable() => {
-                    unreachable = Some(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            match status {
-                None => return Err(StoreError::NoSuchTask { id: id.to_string() }),
-                Some(TaskStatus::Cancelled) => {}
-                Some(ended) if ended.is_terminal() => {
-                    return Err(StoreError::IllegalTransition {
-                        id: id.to_string(),
-                        from: ended,
-                        to: TaskStatus::Cancelled,
-                    });
-                }
+        let restore = || async {
+            match tasks::task_status(&writer, id).await? {
+                None => Err(StoreError::NoSuchTask { id: id.to_string() }),
+                Some(TaskStatus::Cancelled) => Ok(()),
+                Some(ended) if ended.is_terminal() => Err(ended_otherwise(ended)),
                 Some(_) => match tasks::transition(&writer, id, TaskStatus::Cancelled, error).await
                 {
-                    Ok(_) => tracing::warn!(
-                        task = %id,
-                        "the cancel was missing on the Redis primary (a failover lost it); cancelled the task again"
-                    ),
-                    Err(StoreError::IllegalTransition { .. }) => continue,
-                    Err(e) if e.is_retryable() => {
-                        unreachable = Some(e);
-                        continue;
+                    Ok(_) => {
+                        tracing::warn!(
+                            task = %id,
+                            "the cancel was missing on the Redis primary (a failover lost it); cancelled the task again"
+                        );
+                        Ok(())
                     }
-                    Err(e) => return Err(e),
+                    // Cancelled or ended in between.
+                    Err(StoreError::IllegalTransition { from, .. })
+                        if from != TaskStatus::Cancelled =>
+                    {
+                        Err(ended_otherwise(from))
+                    }
+                    Err(StoreError::IllegalTransition { .. }) => Ok(()),
+                    Err(e) => Err(e),
                 },
             }
-            unreachable = None;
-            match writer.wait_for_replicas(&what).await {
-                Ok(()) => {
-                    let now = tasks::task(&writer, id).await.ok().flatten();
-                    return Ok(now.unwrap_or(cancelled));
-                }
-                Err(again) => why = again,
+        };
+        match writer
+            .until_confirmed(&format!("the cancel of task {id}"), restore)
+            .await
+        {
+            Ok(()) => Ok(tasks::task(&writer, id)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(cancelled)),
+            Err(Unconfirmed::Failed(e)) => Err(e),
+            Err(Unconfirmed::NoReplica(why)) => {
+                let reason = format!(
+                    "{why} for {} s: the task is cancelled on the Redis primary, but a failover could still undo it; read the task and cancel it again unless it is CANCELLED",
+                    RECONFIRM_FOR.as_secs()
+                );
+                tracing::warn!(task = %id, "{reason}");
+                Err(StoreError::Unavailable {
+                    op: format!("redis cancel task {id} on a replica"),
+                    source: reason.into(),
+                })
             }
         }
-        if let Some(error) = unreachable {
-            return Err(error);
-        }
-        let reason = format!(
-            "{why} for {} s: the task is cancelled on the Redis primary, but a failover could still undo it; read the task and cancel it again unless it is CANCELLED",
-            RECONFIRM_FOR.as_secs()
-        );
-        tracing::warn!(task = %id, "{reason}");
-        Err(StoreError::Unavailable {
-            op: format!("redis cancel task {id} on a replica"),
-            source: reason.into(),
-        })
     }
 
     /// Ends a submission no replica confirmed within [`RECONFIRM_FOR`]:
