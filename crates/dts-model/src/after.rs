@@ -36,6 +36,9 @@ pub enum AfterStatus {
 }
 
 impl AfterStatus {
+    /// Both values.
+    pub const ALL: [AfterStatus; 2] = [AfterStatus::Completed, AfterStatus::Ended];
+
     /// The API's spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,11 +59,11 @@ impl FromStr for AfterStatus {
 
     /// `COMPLETED` or `ENDED`, in any case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "COMPLETED" => Ok(AfterStatus::Completed),
-            "ENDED" => Ok(AfterStatus::Ended),
-            _ => Err(format!("afterStatus must be COMPLETED or ENDED, not {s:?}")),
-        }
+        let wanted = s.trim().to_ascii_uppercase();
+        AfterStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == wanted)
+            .ok_or_else(|| format!("afterStatus must be COMPLETED or ENDED, not {s:?}"))
     }
 }
 

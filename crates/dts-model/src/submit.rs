@@ -313,9 +313,9 @@ fn after_fields(fields: &Map<String, Value>) -> Result<Option<After>, Validation
                 .map_err(|e| ValidationError::field("invalid_field", "afterStatus", e))?,
         ),
     };
-    let ids = match fields.get("after") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(ids)) => ids.as_slice().to_vec(),
+    let ids: &[Value] = match fields.get("after") {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(ids)) => ids,
         Some(other) => {
             return Err(ValidationError::field(
                 "invalid_field",
