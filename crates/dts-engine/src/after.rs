@@ -66,11 +66,9 @@ pub fn start(
     });
 }
 
-/// One pass over every waiting task; returns how many it released or
-/// skipped. A store that cannot be read ends the pass: the next one tries
-/// again.
-pub async fn release_waiting(store: &DynStore, submitter: &Submitter) -> usize {
-    let mut settled = 0;
+/// One pass over every waiting task. A store that cannot be read ends the
+/// pass: the next one tries again.
+pub async fn release_waiting(store: &DynStore, submitter: &Submitter) {
     let mut cursor: Option<TaskCursor> = None;
     // Statuses read in this pass, shared by the tasks that wait for the
     // same prerequisite.
@@ -84,22 +82,18 @@ pub async fn release_waiting(store: &DynStore, submitter: &Submitter) -> usize {
             Err(e) => {
                 dts_metrics::metrics().store_error("list_tasks_page", false);
                 debug!(error = %with_causes(&e), "cannot list waiting tasks; trying again later");
-                return settled;
+                return;
             }
         };
         for task in &page.tasks {
-            match settle_with(store, submitter, task, &mut statuses).await {
-                Ok(true) => settled += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    debug!(task = %task.id, error = %with_causes(&e), "cannot check a waiting task; trying again later");
-                    return settled;
-                }
+            if let Err(e) = settle_with(store, submitter, task, &mut statuses).await {
+                debug!(task = %task.id, error = %with_causes(&e), "cannot check a waiting task; trying again later");
+                return;
             }
         }
         match page.next {
             Some(next) => cursor = Some(next),
-            None => return settled,
+            None => return,
         }
     }
 }
@@ -113,68 +107,71 @@ pub(crate) async fn settle(store: &DynStore, submitter: &Submitter, task: &Task)
     }
 }
 
-/// Whether `task` was released or skipped by this call.
+/// Releases `task` (`QUEUED`, then published in the background) or skips
+/// it (`SKIPPED`, and its completion event) if its prerequisites' statuses,
+/// read into `statuses` when not there yet, say so.
 async fn settle_with(
     store: &DynStore,
     submitter: &Submitter,
     task: &Task,
     statuses: &mut HashMap<String, Option<TaskStatus>>,
-) -> Result<bool, StoreError> {
-    let Some(after) = &task.after else {
+) -> Result<(), StoreError> {
+    let verdict = match &task.after {
         // Only a task stored with `after` waits; one without cannot be
         // released by anything, so it runs.
-        return Ok(release(store, submitter, &task.id).await);
+        None => Verdict::Release,
+        Some(after) => {
+            for id in &after.tasks {
+                if !statuses.contains_key(id) {
+                    let status = store.task_status(id).await?;
+                    statuses.insert(id.clone(), status);
+                }
+            }
+            after.verdict(|id| statuses.get(id).copied().flatten())
+        }
     };
-    for id in &after.tasks {
-        if !statuses.contains_key(id) {
-            let status = store.task_status(id).await?;
-            statuses.insert(id.clone(), status);
+    match verdict {
+        Verdict::Wait => {}
+        Verdict::Release => {
+            if leave_waiting(store, &task.id, TaskStatus::Queued, None)
+                .await
+                .is_some()
+            {
+                info!(task = %task.id, "prerequisites ended as required; task released");
+                let publisher = submitter.clone();
+                let id = task.id.clone();
+                tokio::spawn(async move { publisher.publish_with_retries(&id).await });
+            }
+        }
+        Verdict::Skip(reason) => {
+            if let Some(ended) =
+                leave_waiting(store, &task.id, TaskStatus::Skipped, Some(&reason)).await
+            {
+                info!(task = %task.id, reason, "task skipped");
+                submitter.announce_end(&ended).await;
+            }
         }
     }
-    let verdict = after.verdict(|id| statuses.get(id).copied().flatten());
-    Ok(match verdict {
-        Verdict::Wait => false,
-        Verdict::Release => release(store, submitter, &task.id).await,
-        Verdict::Skip(reason) => skip(store, submitter, &task.id, &reason).await,
-    })
+    Ok(())
 }
 
-/// `WAITING` → `QUEUED`, then publishing in the background. False when
-/// another node got there first (or the task was cancelled meanwhile).
-async fn release(store: &DynStore, submitter: &Submitter, id: &str) -> bool {
-    match store.transition(id, TaskStatus::Queued, None).await {
-        Ok(_) => {
-            info!(task = %id, "prerequisites ended as required; task released");
-            let publisher = submitter.clone();
-            let id = id.to_string();
-            tokio::spawn(async move { publisher.publish_with_retries(&id).await });
-            true
-        }
-        Err(StoreError::IllegalTransition { .. } | StoreError::NoSuchTask { .. }) => false,
+/// Moves waiting task `id` to `to` (with `reason`); the task when this call
+/// did it. `None` when another node got there first or the task was
+/// cancelled or deleted meanwhile, and when the store failed (logged; the
+/// next pass tries again).
+async fn leave_waiting(
+    store: &DynStore,
+    id: &str,
+    to: TaskStatus,
+    reason: Option<&str>,
+) -> Option<Task> {
+    match store.transition(id, to, reason).await {
+        Ok(task) => Some(task),
+        Err(StoreError::IllegalTransition { .. } | StoreError::NoSuchTask { .. }) => None,
         Err(e) => {
             dts_metrics::metrics().store_error("transition", false);
-            warn!(task = %id, error = %with_causes(&e), "cannot release a waiting task; trying again later");
-            false
-        }
-    }
-}
-
-/// `WAITING` → `SKIPPED` with `reason`, and its completion event.
-async fn skip(store: &DynStore, submitter: &Submitter, id: &str, reason: &str) -> bool {
-    match store
-        .transition(id, TaskStatus::Skipped, Some(reason))
-        .await
-    {
-        Ok(ended) => {
-            info!(task = %id, reason, "task skipped");
-            submitter.announce_end(&ended).await;
-            true
-        }
-        Err(StoreError::IllegalTransition { .. } | StoreError::NoSuchTask { .. }) => false,
-        Err(e) => {
-            dts_metrics::metrics().store_error("transition", false);
-            warn!(task = %id, error = %with_causes(&e), "cannot skip a waiting task; trying again later");
-            false
+            warn!(task = %id, status = %to, error = %with_causes(&e), "cannot move a waiting task on; trying again later");
+            None
         }
     }
 }
