@@ -48,6 +48,21 @@ fn settings(set: &RedisSentinel, wait_timeout: Duration) -> RedisSettings {
     }
 }
 
+/// The current primary's URL, to reach it past the sentinels.
+fn primary_url(set: &RedisSentinel) -> String {
+    format!("redis://127.0.0.1:{}/", set.primary_port())
+}
+
+/// A connection straight to the current primary, to change what it holds
+/// behind the store's back (the loss a failover causes).
+async fn primary_connection(set: &RedisSentinel) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(primary_url(set))
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the primary")
+}
+
 /// Runs `call` until it stops failing with a retryable error, as the
 /// engine does, for at most a minute.
 async fn retried<T, F: std::future::Future<Output = Result<T, StoreError>>>(
@@ -239,12 +254,7 @@ async fn a_submit_no_replica_confirmed_is_stored_again_when_the_primary_loses_it
         let (store, t, submitted) = (store.clone(), t.clone(), submitted.clone());
         tokio::spawn(async move { store.insert_task(&t, &submitted).await })
     };
-    let primary = redis::Client::open(format!("redis://127.0.0.1:{}/", set.primary_port()))
-        .expect("a Redis URL");
-    let mut primary = primary
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to the primary");
+    let mut primary = primary_connection(&set).await;
     let key = format!("dts:task:{}", t.id);
     dts_testkit::wait_until(
         Duration::from_secs(10),
@@ -301,12 +311,7 @@ async fn a_cancel_no_replica_confirmed_is_applied_again_when_the_primary_loses_i
         let (store, id) = (store.clone(), t.id.clone());
         tokio::spawn(async move { store.transition(&id, TaskStatus::Cancelled, None).await })
     };
-    let primary_url = format!("redis://127.0.0.1:{}/", set.primary_port());
-    let mut primary = redis::Client::open(primary_url.as_str())
-        .expect("a Redis URL")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to the primary");
+    let mut primary = primary_connection(&set).await;
     let key = format!("dts:task:{}", t.id);
     dts_testkit::wait_until(
         Duration::from_secs(10),
@@ -330,7 +335,7 @@ async fn a_cancel_no_replica_confirmed_is_applied_again_when_the_primary_loses_i
         .await
         .expect("empty the primary");
     let direct = RedisStore::connect(RedisSettings {
-        url: primary_url,
+        url: primary_url(&set),
         key_prefix: "dts".to_string(),
         retention: Duration::from_secs(3_600),
         sentinel: None,
