@@ -707,7 +707,7 @@ async fn a_waiting_task_shows_what_it_waits_for_and_is_skipped_when_that_is_canc
     let (status, _) = up
         .post_json(&format!("/v1/tasks/{first}/cancel"), &json!({}))
         .await;
-    assert_eq!(status, reqwest::StatusCode::OK);
+    assert_eq!(status, StatusCode::OK);
     wait_js(
         &browser,
         "the SKIPPED badge and the reason naming the cancelled task",
