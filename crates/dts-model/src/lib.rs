@@ -13,6 +13,7 @@ pub mod bytes;
 pub mod clock;
 pub mod halt;
 pub mod plan;
+pub mod schedule;
 pub mod scheduling;
 pub mod status;
 pub mod submit;

@@ -30,6 +30,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 #[cfg(doc)]
 use dts_model::WorkerKind;
+use dts_model::schedule::Schedule;
 use dts_model::{Bytes, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,6 +77,12 @@ pub enum StoreError {
     TaskExists {
         /// The id that is taken.
         id: String,
+    },
+    /// [`Store::insert_schedule`] with a name that is taken.
+    #[error("a schedule named {name} already exists")]
+    ScheduleExists {
+        /// The name that is taken.
+        name: String,
     },
     /// [`TaskStatus::can_transition_to`] refuses the change.
     #[error("task {id} cannot go from {from} to {to}")]
@@ -224,6 +231,7 @@ impl StoreError {
             StoreError::NoSuchTask { .. }
             | StoreError::NoSuchShard { .. }
             | StoreError::TaskExists { .. }
+            | StoreError::ScheduleExists { .. }
             | StoreError::IllegalTransition { .. }
             | StoreError::TaskNotEnded { .. }
             | StoreError::CannotRetry { .. }
@@ -786,6 +794,26 @@ pub trait Store: Send + Sync + 'static {
     /// Outbox entries not acknowledged yet (claimed or not): events that may
     /// still be owed.
     async fn pending_completions(&self) -> StoreResult<u64>;
+
+    /// Stores a new schedule; [`StoreError::ScheduleExists`] if its name
+    /// is taken.
+    async fn insert_schedule(&self, schedule: &Schedule) -> StoreResult<()>;
+
+    /// The schedule named `name`.
+    async fn schedule(&self, name: &str) -> StoreResult<Option<Schedule>>;
+
+    /// Every schedule, by name.
+    async fn schedules(&self) -> StoreResult<Vec<Schedule>>;
+
+    /// Compare-and-set: stores `schedule` at `schedule.version + 1` if the
+    /// stored one is still at `schedule.version`. False, changing nothing,
+    /// when another call changed it meanwhile or it is gone; so of several
+    /// servers deciding the same firing, one decision is stored.
+    async fn update_schedule(&self, schedule: &Schedule) -> StoreResult<bool>;
+
+    /// Deletes the schedule named `name`; false when there was none. Tasks
+    /// it created stay.
+    async fn delete_schedule(&self, name: &str) -> StoreResult<bool>;
 }
 
 /// A value as JSON for storage; `what` names it in the error.

@@ -12,6 +12,7 @@
 
 use async_trait::async_trait;
 use dts_bus::{Acknowledge, Bus, BusResult, Delivery, DynBus, Subscription};
+use dts_model::schedule::Schedule;
 use dts_model::{Bytes, ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use dts_store::{
     CopyClaim, DynStore, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask,
@@ -480,5 +481,20 @@ impl Store for LifeStore {
 
     async fn pending_completions(&self) -> StoreResult<u64> {
         self.life.step(self.inner.pending_completions()).await
+    }
+    async fn insert_schedule(&self, schedule: &Schedule) -> StoreResult<()> {
+        self.life.step(self.inner.insert_schedule(schedule)).await
+    }
+    async fn schedule(&self, name: &str) -> StoreResult<Option<Schedule>> {
+        self.life.step(self.inner.schedule(name)).await
+    }
+    async fn schedules(&self) -> StoreResult<Vec<Schedule>> {
+        self.life.step(self.inner.schedules()).await
+    }
+    async fn update_schedule(&self, schedule: &Schedule) -> StoreResult<bool> {
+        self.life.step(self.inner.update_schedule(schedule)).await
+    }
+    async fn delete_schedule(&self, name: &str) -> StoreResult<bool> {
+        self.life.step(self.inner.delete_schedule(name)).await
     }
 }

@@ -28,6 +28,16 @@ impl Keys {
         format!("{}:live:{id}:watch", self.prefix)
     }
 
+    /// Hash: schedule name -> the schedule as JSON (`schedules`).
+    pub(super) fn schedules(&self) -> String {
+        format!("{}:schedules", self.prefix)
+    }
+
+    /// Hash: schedule name -> the version its compare-and-set compares.
+    pub(super) fn schedule_versions(&self) -> String {
+        format!("{}:schedules:versions", self.prefix)
+    }
+
     /// Hash of the task's fields (see `codec`).
     pub(super) fn task(&self, id: &str) -> String {
         format!("{}:task:{id}", self.prefix)

@@ -43,6 +43,8 @@
 //! | `P:ended` | sorted set | ended tasks' members, scored by when their keys expire |
 //! | `P:completions` | sorted set | the completion outbox: ids of ended tasks whose event may be owed, scored by when the entry was added or its claim expires (ms, Redis's clock) |
 //! | `P:completions:ends` | hash | task id → the `finishedAt` of the end its outbox entry is for |
+//! | `P:schedules` | hash | schedule name → the schedule as JSON |
+//! | `P:schedules:versions` | hash | schedule name → the version its compare-and-set compares (`lua/update_schedule.lua`) |
 //! | `P:seq` | string | counter behind the list members |
 //! | `P:worker:{id}` | string | a worker's last heartbeat (JSON), expiring with the heartbeat's TTL |
 //! | `P:workers` | sorted set | worker ids, scored by when their heartbeat expires |
@@ -83,6 +85,7 @@ mod live;
 mod outbox;
 mod results;
 mod retry;
+mod schedules;
 mod scripts;
 mod tasks;
 mod workers;
@@ -94,6 +97,7 @@ use crate::{
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
+use dts_model::schedule::Schedule;
 use dts_model::{Bytes, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
 use keys::Keys;
 use link::{Follower, Link};
@@ -806,6 +810,26 @@ impl Store for RedisStore {
 
     async fn pending_completions(&self) -> StoreResult<u64> {
         outbox::pending_completions(self).await
+    }
+
+    async fn insert_schedule(&self, schedule: &Schedule) -> StoreResult<()> {
+        schedules::insert(self, schedule).await
+    }
+
+    async fn schedule(&self, name: &str) -> StoreResult<Option<Schedule>> {
+        schedules::one(self, name).await
+    }
+
+    async fn schedules(&self) -> StoreResult<Vec<Schedule>> {
+        schedules::all(self).await
+    }
+
+    async fn update_schedule(&self, schedule: &Schedule) -> StoreResult<bool> {
+        schedules::update(self, schedule).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> StoreResult<bool> {
+        schedules::delete(self, name).await
     }
 }
 

@@ -50,6 +50,9 @@ pub(super) struct Scripts {
     pub(super) fill_ids: Script,
     pub(super) claim_completions: Script,
     pub(super) ack_completion: Script,
+    pub(super) insert_schedule: Script,
+    pub(super) update_schedule: Script,
+    pub(super) delete_schedule: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -77,6 +80,9 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     fill_ids: Script::new(include_str!("lua/fill_ids.lua")),
     claim_completions: clock_script(include_str!("lua/claim_completions.lua")),
     ack_completion: Script::new(include_str!("lua/ack_completion.lua")),
+    insert_schedule: Script::new(include_str!("lua/insert_schedule.lua")),
+    update_schedule: Script::new(include_str!("lua/update_schedule.lua")),
+    delete_schedule: Script::new(include_str!("lua/delete_schedule.lua")),
 });
 
 fn task_script(body: &str) -> Script {

@@ -20,6 +20,7 @@ mod outbox;
 mod results;
 mod retry;
 mod rows;
+mod schedules;
 mod schema;
 mod tasks;
 mod workers;
@@ -29,6 +30,7 @@ use crate::{
     ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage, encode,
 };
 use async_trait::async_trait;
+use dts_model::schedule::Schedule;
 use dts_model::{
     Bytes, DynClock, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo,
     system_clock,
@@ -555,6 +557,46 @@ impl Store for SqliteStore {
     async fn pending_completions(&self) -> StoreResult<u64> {
         self.call("count pending completion events".to_string(), |conn| {
             outbox::pending_completions(conn)
+        })
+        .await
+    }
+
+    async fn insert_schedule(&self, schedule: &Schedule) -> StoreResult<()> {
+        let body = encode("schedule", schedule)?;
+        let schedule = schedule.clone();
+        self.call(format!("insert schedule {}", schedule.name), move |conn| {
+            schedules::insert(conn, &schedule, &body)
+        })
+        .await
+    }
+
+    async fn schedule(&self, name: &str) -> StoreResult<Option<Schedule>> {
+        let name = name.to_string();
+        self.call(format!("read schedule {name}"), move |conn| {
+            schedules::one(conn, &name)
+        })
+        .await
+    }
+
+    async fn schedules(&self) -> StoreResult<Vec<Schedule>> {
+        self.call("list schedules".to_string(), |conn| schedules::all(conn))
+            .await
+    }
+
+    async fn update_schedule(&self, schedule: &Schedule) -> StoreResult<bool> {
+        let body = encode("schedule", schedule)?;
+        let name = schedule.name.clone();
+        let version = schedule.version;
+        self.call(format!("update schedule {name}"), move |conn| {
+            schedules::update(conn, &name, version, &body)
+        })
+        .await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> StoreResult<bool> {
+        let name = name.to_string();
+        self.call(format!("delete schedule {name}"), move |conn| {
+            schedules::delete(conn, &name)
         })
         .await
     }

@@ -1,6 +1,6 @@
 //! The contract every `Store` implementation keeps, written once.
 //!
-//! Each test (in `activity`, `halt`, `outbox`, `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`) is a generic async
+//! Each test (in `activity`, `halt`, `outbox`, `schedules`, `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`) is a generic async
 //! function over a `DynStore`; the `store_contract!` lines at the end of this
 //! file run all of them against each backend.
 //! A new backend adds one line there, with a factory that gives every test a
@@ -18,6 +18,7 @@ mod queue;
 mod removal;
 mod results;
 mod retry;
+mod schedules;
 mod speculation;
 mod tasks;
 mod workers;
@@ -33,6 +34,7 @@ use queue::*;
 use removal::*;
 use results::*;
 use retry::*;
+use schedules::*;
 use speculation::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +113,10 @@ macro_rules! store_contract {
                 an_end_never_published_waits_out_the_settle_time_then_is_claimed,
                 a_task_retried_before_its_event_went_out_owes_only_its_next_end,
                 deleting_an_ended_task_drops_its_pending_event,
+                schedules_read_back_as_stored_and_list_by_name,
+                a_taken_schedule_name_is_refused_and_keeps_the_first,
+                of_two_writers_of_the_same_version_one_wins,
+                a_deleted_schedule_is_gone_and_cannot_be_updated,
                 a_heartbeat_keeps_a_worker_live_until_its_ttl_passes,
                 a_new_heartbeat_replaces_the_previous_one,
                 a_removed_worker_is_gone_at_once,
