@@ -29,6 +29,8 @@ mod parallel_oracle;
 mod restart;
 mod retry;
 mod run;
+mod schedule_cli;
+mod schedules;
 mod scheduling;
 mod scripts;
 mod security;

@@ -30,6 +30,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/tasks/{id}/log"),
     ("GET", "/v1/tasks/{id}/items/{index}/log"),
     ("GET", "/v1/workers"),
+    ("POST", "/v1/schedules"),
+    ("GET", "/v1/schedules"),
+    ("GET", "/v1/schedules/{name}"),
+    ("DELETE", "/v1/schedules/{name}"),
+    ("POST", "/v1/schedules/{name}/pause"),
+    ("POST", "/v1/schedules/{name}/resume"),
     ("GET", "/v1/overview"),
     ("GET", "/schedule/ping"),
     ("POST", "/schedule/create"),
@@ -102,7 +108,7 @@ async fn every_route_of_the_router_is_served_and_in_the_document_and_nothing_els
         .await;
     up.wait_ended(&id).await;
     for (method, template) in ROUTES {
-        let path = template.replace("{id}", &id);
+        let path = template.replace("{id}", &id).replace("{name}", "nightly");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let response = reqwest::Client::new()
             .request(method.clone(), format!("{}{path}", up.base))

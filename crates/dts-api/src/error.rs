@@ -52,6 +52,9 @@ pub enum ApiError {
         /// Whether there are more than `candidates`.
         more: bool,
     },
+    /// No schedule has this name: 404, naming `name`.
+    #[error("no schedule named {0:?}")]
+    NoSchedule(String),
     /// The request is valid but the resource's state refuses it: 409.
     #[error("{0}")]
     Conflict(String),
@@ -117,9 +120,10 @@ impl ApiError {
         match self {
             ApiError::Invalid(e) if e.code == "too_large_body" => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid(_) | ApiError::AmbiguousId { .. } => StatusCode::BAD_REQUEST,
-            ApiError::NotFound { .. } | ApiError::NoItem { .. } | ApiError::NoRoute(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NotFound { .. }
+            | ApiError::NoItem { .. }
+            | ApiError::NoSchedule(_)
+            | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::FieldConflict { .. } => StatusCode::CONFLICT,
             ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::ForbiddenHost(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -137,7 +141,9 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Invalid(e) => e.code,
-            ApiError::NotFound { .. } | ApiError::NoItem { .. } => "not_found",
+            ApiError::NotFound { .. } | ApiError::NoItem { .. } | ApiError::NoSchedule(_) => {
+                "not_found"
+            }
             ApiError::AmbiguousId { .. } => "ambiguous_id",
             ApiError::Conflict(_) | ApiError::FieldConflict { .. } => "conflict",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
@@ -158,6 +164,7 @@ impl ApiError {
             ApiError::NotFound { field, .. } => Some(field),
             ApiError::NoItem { .. } => Some("index"),
             ApiError::FieldConflict { field, .. } => Some(field),
+            ApiError::NoSchedule(_) => Some("name"),
             ApiError::AmbiguousId { .. } => Some("id"),
             _ => None,
         }
@@ -171,6 +178,10 @@ impl From<StoreError> for ApiError {
                 what: "task",
                 id,
                 field: "id",
+            },
+            e @ StoreError::ScheduleExists { .. } => ApiError::FieldConflict {
+                field: "name",
+                message: format!("{e}: delete it first, or pick another name"),
             },
             e @ StoreError::Full { .. } => ApiError::StorageFull(with_causes(&e)),
             e if e.is_retryable() => ApiError::Unavailable(with_causes(&e)),

@@ -18,6 +18,7 @@ mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod overview;
+mod schedules;
 mod seed;
 pub mod serve;
 pub mod strict_json;
@@ -83,6 +84,16 @@ pub fn router(state: AppState, bound: SocketAddr) -> Router {
         .route("/v1/tasks/{id}/activity", get(overview::activity))
         .route("/v1/tasks/{id}/log", get(logs::task_log))
         .route("/v1/tasks/{id}/items/{index}/log", get(logs::item_log))
+        .route(
+            "/v1/schedules",
+            post(schedules::create).get(schedules::list),
+        )
+        .route(
+            "/v1/schedules/{name}",
+            get(schedules::get_one).delete(schedules::delete),
+        )
+        .route("/v1/schedules/{name}/pause", post(schedules::pause))
+        .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/workers", get(v1::workers))
         .route("/metrics", get(metrics::scrape))
         .route("/v1/overview", get(overview::overview))

@@ -28,11 +28,12 @@
 //! until step 3 is done for each `.route(...)` of this crate.
 
 use crate::overview::{ActivityView, OverviewView};
+use crate::schedules::{RunView, ScheduleRequest, ScheduleView};
 use crate::views::{
     ErrorBody, ErrorDetail, HealthView, NodeBeatView, ResultItemView, ResultView, ResultsPage,
     RetryView, SeedTaskView, TaskView, WorkerView,
 };
-use crate::{logs, overview, seed, v1};
+use crate::{logs, overview, schedules, seed, v1};
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Serialize;
@@ -80,6 +81,12 @@ const BEARER: &str = "bearerToken";
         v1::retry,
         v1::events,
         v1::workers,
+        schedules::create,
+        schedules::list,
+        schedules::get_one,
+        schedules::delete,
+        schedules::pause,
+        schedules::resume,
         overview::overview,
         overview::activity,
         logs::item_log,
@@ -109,10 +116,14 @@ const BEARER: &str = "bearerToken";
         NodeBeatView,
         SubmitRequest,
         BytesJson,
+        ScheduleView,
+        RunView,
+        ScheduleRequest,
     )),
     modifiers(&SharedAnswers),
     tags(
         (name = "v1", description = "Tasks, results and workers."),
+        (name = "schedules", description = "Tasks fired on a cron expression."),
         (name = "seed", description = "The original scheduler's endpoints, kept for its clients."),
         (name = "meta", description = "Health and this document."),
     )

@@ -75,6 +75,7 @@ pub(crate) fn build(layers: Layers) -> Result<Settings, ConfigError> {
         speculation_min: read.millis("scheduler.speculation-min-ms")?,
         sweep_interval: read.millis("scheduler.sweep-interval-ms")?,
         republish_after: read.millis("scheduler.republish-after-ms")?,
+        schedule_missed_after: read.millis("scheduler.schedule-missed-after-ms")?,
     };
     let worker = WorkerSettings {
         cores: read.get("worker.cores")?,

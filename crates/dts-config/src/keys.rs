@@ -368,6 +368,13 @@ pub const KEYS: &[KeySpec] = &[
     .min(1),
     // worker
     KeySpec::new(
+        "scheduler.schedule-missed-after-ms",
+        U64,
+        "60000",
+        "How late a schedule's firing may be handled and still fire on time, in milliseconds. A firing later than this came due while no server ran: it is missed, and the schedule's catchUp decides whether its latest missed firing runs.",
+    )
+    .min(1),
+    KeySpec::new(
         "worker.cores",
         U32,
         "0",

@@ -279,6 +279,8 @@ pub struct SchedulerSettings {
     pub sweep_interval: Duration,
     /// `scheduler.republish-after-ms`.
     pub republish_after: Duration,
+    /// `scheduler.schedule-missed-after-ms`.
+    pub schedule_missed_after: Duration,
 }
 
 /// `worker.*`.

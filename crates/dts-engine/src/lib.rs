@@ -15,6 +15,8 @@
 //!   died before they reached the bus, and ends tasks past their deadline;
 //! - [`after`]: tasks that wait for others, released or skipped when
 //!   those end;
+//! - [`schedules`]: firing schedules' tasks, each firing once across
+//!   nodes;
 //! - [`events`]: completion events on the result topic;
 //! - [`live`]: live logs of running items, in-process and through Redis;
 //! - [`failpoint`]: crash points for fault tests;
@@ -33,6 +35,7 @@ pub mod failpoint;
 pub mod live;
 pub mod recovery;
 pub mod scheduler;
+pub mod schedules;
 pub mod shard;
 pub mod submit;
 pub mod sweeper;

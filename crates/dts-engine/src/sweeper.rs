@@ -49,6 +49,9 @@ pub struct SweeperSettings {
     /// How often the release loop of waiting tasks looks
     /// ([`crate::after::start`]).
     pub release_interval: Duration,
+    /// The schedule loop that runs beside the sweeper
+    /// ([`crate::schedules::start`]).
+    pub schedules: crate::schedules::ScheduleSettings,
 }
 
 impl Default for SweeperSettings {
@@ -58,12 +61,14 @@ impl Default for SweeperSettings {
             republish_after: Duration::from_secs(120),
             drainer: DrainerSettings::default(),
             release_interval: crate::after::DEFAULT_RELEASE_INTERVAL,
+            schedules: crate::schedules::ScheduleSettings::default(),
         }
     }
 }
 
-/// Starts the sweeper, the drainer of completion events owed and the
-/// release loop of waiting tasks on `tracker`; they stop with `shutdown`.
+/// Starts the sweeper, the drainer of completion events owed, the
+/// release loop of waiting tasks and the schedule loop on `tracker`; they
+/// stop with `shutdown`.
 pub fn start(
     store: DynStore,
     submitter: Submitter,
@@ -76,6 +81,13 @@ pub fn start(
         store.clone(),
         submitter.clone(),
         settings.release_interval,
+        tracker,
+        shutdown.clone(),
+    );
+    crate::schedules::start(
+        store.clone(),
+        submitter.clone(),
+        settings.schedules.clone(),
         tracker,
         shutdown.clone(),
     );

@@ -79,6 +79,7 @@ pub struct Metrics {
     lease_renewal_failures: IntCounter,
     leases_lost: IntCounter,
     completion_events: IntCounterVec,
+    schedule_firings: IntCounterVec,
     /// Registered by the first [`Metrics::set_store_stats`]: until the
     /// store is asked, there is no number to show, and a 0 would lie.
     store_gauges: OnceLock<StoreGauges>,
@@ -219,6 +220,11 @@ impl Metrics {
                 "Completion events the bus accepted, by who published them: `end` (the process that ended the task) or `outbox` (a drainer, after that did not).",
                 &["by"],
             ),
+            schedule_firings: counters(
+                "dts_schedule_firings_total",
+                "Schedule firings this process decided, by outcome: `fired` (a task was created), `skipped-overlap` (the previous task still ran), `missed` (due while no server ran; dropped), `failed` (the task could not be created).",
+                &["outcome"],
+            ),
             store_gauges: OnceLock::new(),
             registry,
         }
@@ -259,6 +265,12 @@ impl Metrics {
         if retried {
             count(&self.bus_retries, operation);
         }
+    }
+
+    /// A schedule's firing was decided, with `outcome` (`fired`,
+    /// `skipped-overlap`, `missed`, `failed`).
+    pub fn schedule_firing(&self, outcome: &str) {
+        count(&self.schedule_firings, outcome);
     }
 
     /// A task was accepted.

@@ -5,6 +5,7 @@ use dts_config::Containment;
 use dts_config::Settings;
 use dts_engine::Topics;
 use dts_engine::scheduler::SchedulerSettings;
+use dts_engine::schedules::ScheduleSettings;
 use dts_engine::submit::SubmitSettings;
 use dts_engine::sweeper::SweeperSettings;
 use dts_engine::worker::{WorkerSettings, default_worker_id};
@@ -61,6 +62,11 @@ pub fn sweeper_settings(settings: &Settings) -> SweeperSettings {
     SweeperSettings {
         interval: settings.scheduler.sweep_interval,
         republish_after: settings.scheduler.republish_after,
+        schedules: ScheduleSettings {
+            missed_after: settings.scheduler.schedule_missed_after,
+            limits: submit_limits(settings),
+            ..ScheduleSettings::default()
+        },
         ..SweeperSettings::default()
     }
 }
