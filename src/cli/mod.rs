@@ -7,6 +7,7 @@ mod commands;
 mod logs;
 mod process;
 mod run;
+mod schedule;
 mod server;
 mod submit;
 mod task_args;
@@ -144,6 +145,9 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Schedules on a server: a task submitted at every firing of a cron
+    /// expression (add, ls, show, rm, pause, resume).
+    Schedule(schedule::ScheduleArgs),
 }
 
 impl Command {
@@ -299,6 +303,7 @@ pub fn main() -> Result<ExitCode> {
             Command::Workers { client } => {
                 client::workers(&client.connect()?, &mut client.console(), client.json).await
             }
+            Command::Schedule(args) => schedule::run(args).await,
         }
     })
 }

@@ -33,8 +33,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The task a command line names, as `dts submit` and `dts schedule add`
+/// take it: a JSON task file, or a template with its inputs and flags.
 #[derive(Args)]
-pub struct SubmitArgs {
+pub(crate) struct TaskArgs {
     /// A JSON task file ({"templateFunction": "...", "inputList": [...],
     /// "variableJson": {...}}; - for standard input), sent as it is; or the
     /// script template, run once per input ($1 is the input).
@@ -72,6 +74,13 @@ pub struct SubmitArgs {
     #[arg(short = 'j', long = "jobs", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENCY)))]
     jobs: Option<u32>,
+}
+
+/// `dts submit`'s arguments: the task, then what to do once it is sent.
+#[derive(Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    task: TaskArgs,
     /// Run only after task ID has ended (repeatable): the task waits
     /// (WAITING) until every one has COMPLETED, or ended at all with
     /// --after-status ENDED; if one ends otherwise it is SKIPPED. The
@@ -132,7 +141,7 @@ enum Form<'a> {
     Template(&'a str),
 }
 
-impl SubmitArgs {
+impl TaskArgs {
     /// What on the command line belongs to a template, as the user typed it.
     fn template_parts(&self) -> Vec<String> {
         let mut parts = Vec::new();
@@ -161,6 +170,68 @@ impl SubmitArgs {
         parts
     }
 
+    /// A task file or a template: see the module's documentation.
+    fn form(&self) -> Result<Form<'_>> {
+        let first = self.first.as_str();
+        let named_file = first == "-" || first.ends_with(".json");
+        match self.template_parts().first() {
+            None if named_file || Path::new(first).is_file() => Ok(Form::File(Path::new(first))),
+            Some(part) if named_file => {
+                let file = if first == "-" {
+                    "- (a JSON task on standard input)".to_string()
+                } else {
+                    format!("the task file {first}")
+                };
+                bail!(
+                    "{file} and {part} cannot go together: a task file is sent as it is; \
+                     give the file alone, or a template with its inputs and flags"
+                )
+            }
+            _ => Ok(Form::Template(first)),
+        }
+    }
+
+    /// The task a template form makes, as the API receives it, checked for
+    /// placeholders no `--var` fills. `command` (`submit`, `schedule add
+    /// ...`) is for the example in an error.
+    fn template_task(&self, command: &str, template: &str) -> Result<Value> {
+        let mut body = self.flags.template_task(command, template, &self.inputs)?;
+        self.flags.apply(&mut body);
+        if let Some(name) = &self.name {
+            body["name"] = json!(name);
+        }
+        if let Some(priority) = self.priority {
+            body["priority"] = json!(priority);
+        }
+        if let Some(deadline) = self.deadline {
+            body["deadlineSecs"] = json!(deadline);
+        }
+        // Only when asked: otherwise the server's default holds.
+        if self.speculate || self.no_speculate {
+            body["speculation"] = json!(self.speculate);
+        }
+        if let Some(jobs) = self.jobs {
+            body["maxConcurrency"] = json!(jobs);
+        }
+        check_placeholders(&body)?;
+        Ok(body)
+    }
+
+    /// The task as JSON, in either form: a task file's as it is read, a
+    /// template's as [`TaskArgs::template_task`] makes it.
+    pub(crate) fn task_json(&self, command: &str) -> Result<Value> {
+        match self.form()? {
+            Form::File(file) => {
+                let body = client::read_task(file)?;
+                serde_json::from_slice(&body)
+                    .with_context(|| format!("{}: the task is not valid JSON", file.display()))
+            }
+            Form::Template(template) => self.template_task(command, template),
+        }
+    }
+}
+
+impl SubmitArgs {
     /// The flags that only mean something once the task has ended, as the
     /// user typed them.
     fn after_wait(&self) -> Vec<String> {
@@ -204,27 +275,6 @@ impl SubmitArgs {
         self.tag || self.output_only || self.joblog.is_some() || self.results.is_some()
     }
 
-    /// A task file or a template: see the module's documentation.
-    fn form(&self) -> Result<Form<'_>> {
-        let first = self.first.as_str();
-        let named_file = first == "-" || first.ends_with(".json");
-        match self.template_parts().first() {
-            None if named_file || Path::new(first).is_file() => Ok(Form::File(Path::new(first))),
-            Some(part) if named_file => {
-                let file = if first == "-" {
-                    "- (a JSON task on standard input)".to_string()
-                } else {
-                    format!("the task file {first}")
-                };
-                bail!(
-                    "{file} and {part} cannot go together: a task file is sent as it is; \
-                     give the file alone, or a template with its inputs and flags"
-                )
-            }
-            _ => Ok(Form::Template(first)),
-        }
-    }
-
     /// Adds `--after` and `--after-status` to a task's body: after the
     /// ids the body names itself, each once.
     fn apply_after(&self, body: &mut Value) -> Result<()> {
@@ -251,28 +301,10 @@ impl SubmitArgs {
         Ok(())
     }
 
-    /// The task a template form makes, as the API receives it.
-    fn template_task(&self, template: &str) -> Result<serde_json::Value> {
-        let mut body = self.flags.template_task("submit", template, &self.inputs)?;
-        self.flags.apply(&mut body);
-        if let Some(name) = &self.name {
-            body["name"] = json!(name);
-        }
-        if let Some(priority) = self.priority {
-            body["priority"] = json!(priority);
-        }
-        if let Some(deadline) = self.deadline {
-            body["deadlineSecs"] = json!(deadline);
-        }
-        // Only when asked: otherwise the server's default holds.
-        if self.speculate || self.no_speculate {
-            body["speculation"] = json!(self.speculate);
-        }
-        if let Some(jobs) = self.jobs {
-            body["maxConcurrency"] = json!(jobs);
-        }
+    /// The task a template form makes, with `--after`.
+    fn template_task(&self, template: &str) -> Result<Value> {
+        let mut body = self.task.template_task("submit", template)?;
         self.apply_after(&mut body)?;
-        check_placeholders(&body)?;
         Ok(body)
     }
 }
@@ -283,7 +315,7 @@ pub async fn run(args: SubmitArgs) -> Result<ExitCode> {
     let (wait, json) = (args.wait, args.client.json);
     // Built before connecting: bad input is refused, naming the flag,
     // without a server.
-    let body = match args.form()? {
+    let body = match args.task.form()? {
         Form::File(file) if !args.after.is_empty() => {
             let read = client::read_task(file)?;
             let mut task: Value = serde_json::from_slice(&read)
@@ -378,28 +410,34 @@ mod tests {
     #[test]
     fn a_lone_json_file_or_dash_is_a_task_file_and_anything_with_inputs_is_a_template() {
         assert_eq!(
-            parse(&["task.json"]).form().unwrap(),
+            parse(&["task.json"]).task.form().unwrap(),
             Form::File(Path::new("task.json"))
         );
-        assert_eq!(parse(&["-"]).form().unwrap(), Form::File(Path::new("-")));
         assert_eq!(
-            parse(&["echo $1", ":::", "a"]).form().unwrap(),
+            parse(&["-"]).task.form().unwrap(),
+            Form::File(Path::new("-"))
+        );
+        assert_eq!(
+            parse(&["echo $1", ":::", "a"]).task.form().unwrap(),
             Form::Template("echo $1")
         );
         assert_eq!(
-            parse(&["echo $1"]).form().unwrap(),
+            parse(&["echo $1"]).task.form().unwrap(),
             Form::Template("echo $1")
         );
         // An existing file with inputs after it is a template (a script).
         let file = tempfile::NamedTempFile::new().unwrap();
         let path = file.path().to_str().unwrap();
-        assert_eq!(parse(&[path]).form().unwrap(), Form::File(file.path()));
-        assert_eq!(parse(&[path, "a"]).form().unwrap(), Form::Template(path));
+        assert_eq!(parse(&[path]).task.form().unwrap(), Form::File(file.path()));
+        assert_eq!(
+            parse(&[path, "a"]).task.form().unwrap(),
+            Form::Template(path)
+        );
     }
 
     #[test]
     fn a_task_file_with_inputs_or_template_flags_is_refused_naming_both() {
-        let error = |args: &[&str]| parse(args).form().unwrap_err().to_string();
+        let error = |args: &[&str]| parse(args).task.form().unwrap_err().to_string();
         let why = "cannot go together: a task file is sent as it is; \
                    give the file alone, or a template with its inputs and flags";
         assert_eq!(
@@ -445,6 +483,7 @@ mod tests {
         );
         assert!(
             parse(&["t.json", "--jobs", "2"])
+                .task
                 .form()
                 .unwrap_err()
                 .to_string()
@@ -471,6 +510,7 @@ mod tests {
         );
         assert_eq!(
             parse(&["t.json", "--halt", "now,fail=1"])
+                .task
                 .form()
                 .unwrap_err()
                 .to_string(),
