@@ -110,7 +110,7 @@ async fn the_overview_and_a_tasks_activity_count_exactly_what_ran_in_distributed
 
     // A `dts server` serves the dashboard too (the browser tests drive it
     // on `dts up`, through the same router).
-    for page in ["/", "/ui/tasks", "/ui/workers"] {
+    for page in ["/", "/ui/tasks", "/ui/schedules", "/ui/workers"] {
         let response = reqwest::get(format!("{}{page}", server.base))
             .await
             .expect("page request sent");

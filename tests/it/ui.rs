@@ -46,7 +46,14 @@ fn with_token() -> (tempfile::TempDir, DtsUp) {
 async fn login_sets_an_httponly_strict_cookie_and_refuses_a_wrong_token() {
     let (_dir, up) = with_token();
     let http = no_redirects();
-    for page in ["/", "/ui/tasks", "/ui/workers", "/ui/events?page=workers"] {
+    for page in [
+        "/",
+        "/ui/tasks",
+        "/ui/schedules",
+        "/ui/workers",
+        "/ui/events?page=workers",
+        "/ui/events?page=schedules",
+    ] {
         let response = http.get(format!("{}{page}", up.base)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{page}");
         assert_eq!(
@@ -176,6 +183,7 @@ async fn every_dashboard_page_forbids_inline_script_and_framing() {
         "/".to_string(),
         "/ui/tasks".into(),
         format!("/ui/tasks/{id}"),
+        "/ui/schedules".into(),
         "/ui/workers".into(),
         "/ui/assets/app.js".into(),
     ] {
@@ -717,4 +725,235 @@ async fn a_waiting_task_shows_what_it_waits_for_and_is_skipped_when_that_is_canc
         ),
     )
     .await;
+}
+
+/// Clicks the element `css` selects.
+async fn click(browser: &Browser, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("finding {css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+/// Waits until `GET /v1/schedules/{name}` says `paused` is `paused`.
+async fn wait_paused(up: &DtsUp, name: &str, paused: bool) -> Value {
+    dts_testkit::wait_for(
+        DEADLINE,
+        &format!("the API to say schedule {name} has paused: {paused}"),
+        || async {
+            let (status, schedule) = up.get(&format!("/v1/schedules/{name}")).await;
+            if status == StatusCode::OK && schedule["paused"] == json!(paused) {
+                Ok(schedule)
+            } else {
+                Err(format!("{status}: {schedule}"))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_schedules_page_shows_runs_live_and_pauses_resumes_and_deletes() {
+    let Some(browser) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let up = DtsUp::start(&["--cores", "2"]);
+    let every_second = json!({
+        "name": "every-second",
+        "cron": "* * * * * *",
+        "timezone": "Europe/Paris",
+        "overlap": "allow",
+        "task": {"name": HOSTILE_NAME, "templateFunction": "true", "inputList": ["x"]},
+    });
+    let (status, body) = up.post_json("/v1/schedules", &every_second).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Its first task runs 30 s: the next firings are skipped, with a note.
+    let slow = json!({
+        "name": "slow-one",
+        "cron": "* * * * * *",
+        "overlap": "skip",
+        "task": {"templateFunction": "sleep 30", "inputList": ["x"]},
+    });
+    let (status, body) = up.post_json("/v1/schedules", &slow).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    open(&browser, &up, "/ui/schedules").await;
+    let fast = "tbody.schedule[data-name=\"every-second\"]";
+    let skipping = "tbody.schedule[data-name=\"slow-one\"]";
+    wait_js(
+        &browser,
+        "every-second's row with a run that links to its task",
+        &format!("document.querySelector('{fast} tr.run a.task-link') !== null"),
+    )
+    .await;
+    wait_js(
+        &browser,
+        "slow-one's row with a skipped-overlap run",
+        &format!("document.querySelector('{skipping} tr.run .badge.skipped-overlap') !== null"),
+    )
+    .await;
+    // By name, as the API lists them.
+    assert_eq!(
+        js(
+            &browser,
+            "[...document.querySelectorAll('tbody.schedule')].map(b => b.dataset.name)"
+        )
+        .await,
+        json!(["every-second", "slow-one"])
+    );
+    let shown = js(
+        &browser,
+        &format!(
+            "(b => [b.querySelector('.schedule-name').textContent, b.querySelector('code.cron').textContent, \
+             b.querySelector('.timezone').textContent, b.querySelector('.badge.state').textContent, \
+             b.querySelector('.schedule-task').textContent])(document.querySelector('{fast}'))"
+        ),
+    )
+    .await;
+    assert_eq!(
+        shown,
+        json!([
+            "every-second",
+            "* * * * * *",
+            "Europe/Paris",
+            "active",
+            format!("runs {HOSTILE_NAME}")
+        ])
+    );
+    // The task's name is text: no <img> was made of it.
+    assert_eq!(js(&browser, "document.images.length").await, json!(0));
+    // The run's link is to a task the schedule created, and it shows that
+    // task's status.
+    let link = js(
+        &browser,
+        &format!("document.querySelector('{fast} tr.run a.task-link').getAttribute('href')"),
+    )
+    .await;
+    let link = link.as_str().expect("a link").to_string();
+    let task_id = link
+        .strip_prefix("/ui/tasks/")
+        .unwrap_or_else(|| panic!("a task page link: {link}"))
+        .to_string();
+    let (_, schedule) = up.get("/v1/schedules/every-second").await;
+    let created: Vec<&str> = schedule["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|run| run["taskId"].as_str())
+        .collect();
+    assert!(
+        created.contains(&task_id.as_str()),
+        "{task_id} is not among the schedule's tasks {created:?}"
+    );
+    assert_eq!(up.task(&task_id).await["name"], json!(HOSTILE_NAME));
+    wait_js(
+        &browser,
+        "a run of every-second to show its task's status",
+        &format!(
+            "document.querySelector('{fast} tr.run .badge.completed')?.textContent === 'COMPLETED'"
+        ),
+    )
+    .await;
+    // The skipped firing's note, as the API has it.
+    let note = js(
+        &browser,
+        &format!(
+            "[...document.querySelectorAll('{skipping} tr.run')].find(r => r.querySelector('.badge.skipped-overlap')).querySelector('td.note').textContent"
+        ),
+    )
+    .await;
+    let note = note.as_str().expect("a note").to_string();
+    assert!(note.contains("had not ended"), "{note}");
+    let (_, slow_view) = up.get("/v1/schedules/slow-one").await;
+    let notes: Vec<&str> = slow_view["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|run| run["note"].as_str())
+        .collect();
+    assert!(notes.contains(&note.as_str()), "{note} not in {notes:?}");
+    screenshot(&browser, "schedules").await;
+
+    // Pause: the API says so, the page shows it, and it stops firing.
+    click(&browser, &format!("{fast} button.pause")).await;
+    let paused = wait_paused(&up, "every-second", true).await;
+    wait_js(
+        &browser,
+        "the page to show every-second paused, with Resume instead of Pause",
+        &format!(
+            "(b => b.querySelector('.badge.state').textContent === 'paused' && b.querySelector('button.pause').hidden \
+             && !b.querySelector('button.resume').hidden)(document.querySelector('{fast}'))"
+        ),
+    )
+    .await;
+    assert_eq!(paused["nextFiring"], Value::Null);
+    let fired = paused["fired"].as_u64().expect("fired");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, still) = up.get("/v1/schedules/every-second").await;
+    assert_eq!(
+        still["fired"].as_u64(),
+        Some(fired),
+        "it fired while paused"
+    );
+
+    // Resume: it fires again, and the page counts it live.
+    click(&browser, &format!("{fast} button.resume")).await;
+    wait_paused(&up, "every-second", false).await;
+    wait_js(
+        &browser,
+        &format!("the page to show every-second active and firing past {fired}"),
+        &format!(
+            "(b => b.querySelector('.badge.state').textContent === 'active' && b.querySelector('button.resume').hidden \
+             && !b.querySelector('button.pause').hidden \
+             && Number(b.querySelector('.fired').textContent.replace(/,/g, '')) > {fired})(document.querySelector('{fast}'))"
+        ),
+    )
+    .await;
+
+    // Past 5 runs the older ones fold away.
+    wait_js(
+        &browser,
+        "every-second to show 5 runs and fold the older ones",
+        &format!(
+            "(b => b.querySelectorAll('tr.runs-row > td > table.runs tr.run').length === 5 \
+             && b.querySelectorAll('details.earlier tr.run').length > 0)(document.querySelector('{fast}'))"
+        ),
+    )
+    .await;
+
+    // Delete asks first: declined, nothing happens.
+    js(
+        &browser,
+        "(window.asked = [], window.confirm = (m) => { window.asked.push(m); return false; }, true)",
+    )
+    .await;
+    click(&browser, &format!("{fast} button.delete")).await;
+    assert_eq!(
+        js(&browser, "window.asked").await,
+        json!(["Delete the schedule every-second? The tasks it created stay."])
+    );
+    let (status, _) = up.get("/v1/schedules/every-second").await;
+    assert_eq!(status, StatusCode::OK);
+    js(&browser, "(window.confirm = () => true, true)").await;
+    click(&browser, &format!("{fast} button.delete")).await;
+    dts_testkit::wait_until(DEADLINE, "the API to forget every-second", || async {
+        up.get("/v1/schedules/every-second").await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+    wait_js(
+        &browser,
+        "the page to list only slow-one",
+        "[...document.querySelectorAll('tbody.schedule')].map(b => b.dataset.name).join() === 'slow-one'",
+    )
+    .await;
+    assert_eq!(
+        js(&browser, "document.getElementById('action-error').hidden").await,
+        json!(true)
+    );
+    // The task it created stays.
+    assert_eq!(up.task(&task_id).await["id"], json!(task_id));
+    browser.close().await;
 }

@@ -1,19 +1,22 @@
-//! `GET /ui/events?page=overview|tasks|workers[&status=][&name=]`: the
-//! live feed of the overview, tasks and workers pages. About once a second
-//! it reads what the page shows and sends it when it changed: `event:
-//! overview` (`GET /v1/overview`'s body), `event: tasks` (the first page
-//! of the list, filtered as the page is), `event: workers` (the live
-//! workers). Each is a summary or a page, never a task's
-//! items, so a feed costs the same for a task of a million items.
+//! `GET /ui/events?page=overview|tasks|schedules|workers[&status=][&name=]`:
+//! the live feed of the overview, tasks, schedules and workers pages. About
+//! once a second it reads what the page shows and sends it when it changed:
+//! `event: overview` (`GET /v1/overview`'s body), `event: tasks` (the first
+//! page of the list, filtered as the page is), `event: schedules` (`GET
+//! /v1/schedules`'s body), `event: workers` (the live workers). Each is a
+//! summary or a page, never a task's items, so a feed costs the same for a
+//! task of a million items.
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::v1::{list_views, query};
 use crate::views::WorkerView;
-use axum::extract::State;
+use axum::Json;
+use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use dts_model::TaskStatus;
 use futures::Stream;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -29,6 +32,7 @@ const OVERVIEW_TASKS: usize = 10;
 struct Feed {
     overview: bool,
     tasks: Option<usize>,
+    schedules: bool,
     workers: bool,
     status: Option<TaskStatus>,
     name: Option<String>,
@@ -44,6 +48,7 @@ pub(crate) async fn stream(
         Some("overview") => Feed {
             overview: true,
             tasks: Some(OVERVIEW_TASKS),
+            schedules: false,
             workers: false,
             status: None,
             name: None,
@@ -51,13 +56,23 @@ pub(crate) async fn stream(
         Some("tasks") => Feed {
             overview: false,
             tasks: Some(TASKS_SHOWN),
+            schedules: false,
             workers: false,
             status,
             name,
         },
+        Some("schedules") => Feed {
+            overview: false,
+            tasks: None,
+            schedules: true,
+            workers: false,
+            status: None,
+            name: None,
+        },
         Some("workers") => Feed {
             overview: false,
             tasks: None,
+            schedules: false,
             workers: true,
             status: None,
             name: None,
@@ -65,7 +80,7 @@ pub(crate) async fn stream(
         other => {
             return Err(ApiError::invalid(
                 "page",
-                format!("page must be overview, tasks or workers, not {other:?}"),
+                format!("page must be overview, tasks, schedules or workers, not {other:?}"),
             ));
         }
     };
@@ -109,6 +124,14 @@ async fn snapshot(state: &AppState, feed: &Feed) -> Vec<(&'static str, String)> 
         match list_views(state, feed.status, feed.name.as_deref(), None, limit, false).await {
             Ok((views, _)) => out.push(("tasks", serde_json::to_string(&views))),
             Err(error) => tracing::warn!(error = %error, "dashboard feed: cannot list tasks"),
+        }
+    }
+    if feed.schedules {
+        // The API's own list, so the page shows what `GET /v1/schedules` does.
+        let every = Ok(Query(HashMap::new()));
+        match crate::schedules::list(State(state.clone()), every).await {
+            Ok(Json(views)) => out.push(("schedules", serde_json::to_string(&views))),
+            Err(error) => tracing::warn!(error = %error, "dashboard feed: cannot list schedules"),
         }
     }
     if feed.workers {

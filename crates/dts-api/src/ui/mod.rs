@@ -1,13 +1,13 @@
 //! The dashboard: `/` (overview), `/ui/tasks`, `/ui/tasks/{id}`,
-//! `/ui/workers`, `/ui/login`, `/ui/logout`, the live feed `/ui/events`
-//! and the assets under `/ui/assets/`.
+//! `/ui/schedules`, `/ui/workers`, `/ui/login`, `/ui/logout`, the live
+//! feed `/ui/events` and the assets under `/ui/assets/`.
 //!
 //! Pages are HTML skeletons rendered here; one script (`assets/app.js`)
 //! fills them from the JSON API and keeps them live over SSE. Everything is
 //! compiled into the binary: nothing is fetched from elsewhere. The script
-//! builds the DOM with `textContent` only, so what tasks hold (names,
-//! inputs, output) is never parsed as HTML; the pages forbid inline script
-//! and framing ([`security_headers`]).
+//! builds the DOM with `textContent` only, so what tasks and schedules
+//! hold (names, inputs, output, notes) is never parsed as HTML; the pages
+//! forbid inline script and framing ([`security_headers`]).
 
 mod auth;
 mod events;
@@ -37,6 +37,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/", get(pages::overview))
         .route("/ui/tasks", get(pages::tasks))
         .route("/ui/tasks/{id}", get(pages::task))
+        .route("/ui/schedules", get(pages::schedules))
         .route("/ui/workers", get(pages::workers))
         .route("/ui/events", get(events::stream))
         .route_layer(middleware::from_fn_with_state(state, auth::require_login));

@@ -31,6 +31,7 @@ pub(crate) fn escape(text: &str) -> String {
 enum Nav {
     Overview,
     Tasks,
+    Schedules,
     Workers,
     None,
 }
@@ -50,9 +51,10 @@ fn shell(title: &str, nav: Nav, page: &str, data: &str, body: &str, logout: bool
         String::new()
     } else {
         format!(
-            "<nav>{}{}{}</nav>",
+            "<nav>{}{}{}{}</nav>",
             link("/", "Overview", Nav::Overview),
             link("/ui/tasks", "Tasks", Nav::Tasks),
+            link("/ui/schedules", "Schedules", Nav::Schedules),
             link("/ui/workers", "Workers", Nav::Workers)
         )
     };
@@ -155,6 +157,22 @@ pub(crate) async fn task(State(state): State<AppState>, Path(id): Path<String>) 
         <button type=\"button\" id=\"failed-next\" hidden>More</button></p></section>";
     let data = format!(" data-task=\"{}\"", escape(&id));
     shell("Task", Nav::Tasks, "task", &data, body, logout).into_response()
+}
+
+/// `GET /ui/schedules`: every schedule with its last runs, and its
+/// Pause, Resume and Delete buttons.
+pub(crate) async fn schedules(State(state): State<AppState>) -> Html<String> {
+    let body = "<h1>Schedules</h1>\
+        <p class=\"error\" id=\"action-error\" hidden></p>\
+        <div id=\"schedules\"></div>";
+    shell(
+        "Schedules",
+        Nav::Schedules,
+        "schedules",
+        "",
+        body,
+        state.auth_token.is_some(),
+    )
 }
 
 /// `GET /ui/workers`: the live workers.

@@ -1,8 +1,9 @@
 // The dashboard's one script. It fills the server-rendered skeletons from
 // the JSON API and keeps them live over server-sent events. All text from
-// tasks goes in with textContent (never innerHTML), so a task's name,
-// inputs or output can never become markup. The token stays in its
-// HttpOnly cookie: requests carry it with credentials: 'same-origin'.
+// tasks and schedules goes in with textContent (never innerHTML), so a
+// task's name, inputs or output, or a schedule's note, can never become
+// markup. The token stays in its HttpOnly cookie: requests carry it with
+// credentials: 'same-origin'.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -401,6 +402,174 @@ function taskPage() {
   }, 2000);
 }
 
+// --- Schedules ------------------------------------------------------------
+
+// A time on the browser's clock: the time of day for today, with the date
+// otherwise.
+function clock(iso) {
+  if (!iso) return '–';
+  const d = new Date(iso);
+  if (isNaN(d.getTime())) return String(iso);
+  return d.toDateString() === new Date().toDateString()
+    ? d.toLocaleTimeString([], { hour12: false }) : d.toLocaleString([], { hour12: false });
+}
+
+function until(iso) {
+  const seconds = (Date.parse(iso) - Date.now()) / 1000;
+  if (!isFinite(seconds)) return '';
+  return seconds < 1 ? 'due now' : 'in ' + duration(seconds);
+}
+
+// What a schedule runs: its task's name, else its command.
+function scheduleTask(task) {
+  if (!task) return '';
+  if (task.name) return String(task.name);
+  return task.templateFunction ? String(task.templateFunction) : '';
+}
+
+// The runs a schedule's row lists; the older of the kept ones fold away.
+const RUNS_SHOWN = 5;
+
+function runRow(run) {
+  return el('tr', { class: 'run' },
+    el('td', { class: 'muted nowrap', title: run.at, text: clock(run.at) }),
+    el('td', {}, el('span', { class: 'badge outcome ' + String(run.outcome), text: run.outcome })),
+    el('td', { class: 'mono' }, run.taskId
+      ? el('a', { href: '/ui/tasks/' + encodeURIComponent(run.taskId), class: 'task-link', title: run.taskId, text: run.taskId.slice(0, 8) })
+      : '–'),
+    el('td', {}, run.taskStatus ? badge(run.taskStatus)
+      : el('span', { class: 'muted', title: run.taskId ? 'no such task now: not created yet, deleted or expired' : undefined, text: '–' })),
+    el('td', { class: 'note', text: run.note || '' }));
+}
+
+function runsTable(runs) {
+  return el('table', { class: 'runs' },
+    el('thead', {}, el('tr', {}, ['Firing', 'Outcome', 'Task', 'Task status', 'Note'].map((h) => el('th', { text: h })))),
+    el('tbody', {}, runs.map(runRow)));
+}
+
+function schedulesPage() {
+  const rows = new Map(); // name → its <tbody> and the cells it updates
+  const deleted = new Set(); // deleted here, until the feed stops listing them
+  let table = null;
+
+  const problem = (message) => {
+    $('action-error').textContent = message;
+    $('action-error').hidden = !message;
+  };
+  const forget = (name) => {
+    const r = rows.get(name);
+    if (r) r.body.remove();
+    rows.delete(name);
+    if (!rows.size) show([]);
+  };
+  // Pause, resume or delete; the row shows the answer at once.
+  const act = async (name, what) => {
+    problem('');
+    if (what === 'delete' && !window.confirm(`Delete the schedule ${name}? The tasks it created stay.`)) return;
+    const r = rows.get(name);
+    const buttons = r ? [r.pause, r.resume, r.remove] : [];
+    buttons.forEach((b) => { b.disabled = true; });
+    const path = '/v1/schedules/' + encodeURIComponent(name);
+    try {
+      if (what === 'delete') {
+        await api(path, { method: 'DELETE' });
+        deleted.add(name);
+        forget(name);
+      } else {
+        const answer = await api(path + '/' + what, { method: 'POST' });
+        if (r && rows.get(name) === r) fill(r, answer.body);
+      }
+    } catch (e) {
+      problem(`${what} ${name}: ${e.message}`);
+      if (e.status === 404) forget(name);
+    } finally {
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  };
+  // A schedule's <tbody>: its summary row and, under it, its runs. The
+  // buttons are made once, so an update never replaces one being clicked.
+  const make = (name) => {
+    const pause = el('button', { type: 'button', class: 'pause', text: 'Pause' });
+    const resume = el('button', { type: 'button', class: 'resume', text: 'Resume' });
+    const remove = el('button', { type: 'button', class: 'danger delete', text: 'Delete' });
+    pause.addEventListener('click', () => act(name, 'pause'));
+    resume.addEventListener('click', () => act(name, 'resume'));
+    remove.addEventListener('click', () => act(name, 'delete'));
+    const cells = [0, 1, 2, 3, 4].map(() => el('td'));
+    cells[4].className = 'num counts';
+    const summary = el('tr', { class: 'summary' }, cells,
+      el('td', { class: 'actions-cell' }, el('span', { class: 'actions' }, pause, resume, remove)));
+    const runs = el('td', { class: 'runs-cell', colspan: 6 });
+    const body = el('tbody', { class: 'schedule', 'data-name': name }, summary, el('tr', { class: 'runs-row' }, runs));
+    return { body, cells, runs, pause, resume, remove };
+  };
+  const fill = (r, s) => {
+    const [who, when, state, next, counts] = r.cells;
+    const task = scheduleTask(s.task);
+    // el() leaves out the task line when there is none.
+    who.replaceChildren(el('div', {}, el('div', { class: 'schedule-name', text: s.name }),
+      task ? el('div', { class: 'muted schedule-task', title: task, text: 'runs ' + task }) : null,
+      el('div', { class: 'muted', text: `overlap: ${s.overlap} · catch-up: ${s.catchUp}` })));
+    when.replaceChildren(el('code', { class: 'cron', text: s.cron }), el('div', { class: 'muted timezone', text: s.timezone }));
+    const label = s.paused ? 'paused' : 'active';
+    state.replaceChildren(el('span', { class: 'badge state ' + label, text: label }));
+    next.replaceChildren(...(s.nextFiring
+      ? [el('div', { class: 'next-firing', title: s.nextFiring, text: clock(s.nextFiring) }),
+        el('div', { class: 'muted until', 'data-at': s.nextFiring, text: until(s.nextFiring) })]
+      : [el('span', { class: 'muted', text: s.paused ? '–' : 'never' })]));
+    counts.replaceChildren(el('span', { class: 'fired', title: 'fired', text: num(s.fired) }), ' / ',
+      el('span', { class: 'skipped', title: 'skipped: the previous task still ran', text: num(s.skippedOverlaps) }));
+    r.pause.hidden = s.paused;
+    r.resume.hidden = !s.paused;
+    r.body.classList.toggle('paused', !!s.paused);
+    const runs = s.runs || [];
+    const earlier = r.runs.querySelector('details');
+    const open = !!(earlier && earlier.open);
+    if (!runs.length) {
+      r.runs.replaceChildren(el('span', { class: 'muted', text: 'No runs yet.' }));
+    } else if (runs.length <= RUNS_SHOWN) {
+      r.runs.replaceChildren(runsTable(runs));
+    } else {
+      const more = el('details', { class: 'earlier', open },
+        el('summary', { class: 'muted', text: `${runs.length - RUNS_SHOWN} earlier runs` }), runsTable(runs.slice(RUNS_SHOWN)));
+      r.runs.replaceChildren(runsTable(runs.slice(0, RUNS_SHOWN)), more);
+    }
+  };
+  const show = (schedules) => {
+    const listed = new Set(schedules.map((s) => s.name));
+    for (const name of deleted) if (!listed.has(name)) deleted.delete(name);
+    schedules = schedules.filter((s) => !deleted.has(s.name));
+    if (!schedules.length) {
+      table = null;
+      rows.clear();
+      $('schedules').replaceChildren(el('p', { class: 'muted empty', text: 'No schedules. POST /v1/schedules creates one.' }));
+      return;
+    }
+    if (!table) {
+      table = el('table', { class: 'schedules' },
+        el('thead', {}, el('tr', {}, ['Schedule', 'Cron', 'State', 'Next firing', 'Fired / skipped', '']
+          .map((h) => el('th', { text: h })))));
+      $('schedules').replaceChildren(table);
+    }
+    for (const [name, r] of rows) if (!listed.has(name) || deleted.has(name)) { r.body.remove(); rows.delete(name); }
+    // In the API's order (by name); a row already in place is not moved.
+    let place = table.tHead.nextSibling;
+    for (const s of schedules) {
+      let r = rows.get(s.name);
+      if (!r) { r = make(s.name); rows.set(s.name, r); }
+      fill(r, s);
+      if (r.body !== place) table.insertBefore(r.body, place);
+      place = r.body.nextSibling;
+    }
+  };
+  follow('/ui/events?page=schedules', { schedules: show });
+  // "in 12 s" counts down between the feed's updates.
+  setInterval(() => {
+    for (const node of document.querySelectorAll('#schedules .until')) node.textContent = until(node.dataset.at);
+  }, 1000);
+}
+
 // --- Workers --------------------------------------------------------------
 
 // How a worker isolates items, in a few words.
@@ -432,7 +601,7 @@ function workersPage() {
   follow('/ui/events?page=workers', { workers: show });
 }
 
-const pages = { overview: overviewPage, tasks: tasksPage, task: taskPage, workers: workersPage };
+const pages = { overview: overviewPage, tasks: tasksPage, task: taskPage, schedules: schedulesPage, workers: workersPage };
 document.addEventListener('DOMContentLoaded', () => {
   const page = pages[document.body.dataset.page];
   if (page) page();
