@@ -13,6 +13,7 @@ pub mod bytes;
 pub mod clock;
 pub mod halt;
 pub mod plan;
+pub mod reduce;
 pub mod schedule;
 pub mod scheduling;
 pub mod status;
@@ -25,6 +26,7 @@ pub use bytes::Bytes;
 pub use clock::{Clock, DynClock, SystemClock, system_clock};
 pub use halt::Halt;
 pub use plan::{PlanError, PlanLimits, ShardRange};
+pub use reduce::{Reduce, ReduceResult, ReduceWhen};
 pub use scheduling::Scheduling;
 pub use status::{ItemFailures, TaskStatus};
 pub use submit::{NewTask, SubmitLimits, ValidationError};
@@ -114,6 +116,11 @@ pub struct Task {
     /// The tasks this one waits for, and how they must end (`after`,
     /// `afterStatus`); `None` for a task that runs at once.
     pub after: Option<After>,
+    /// The script that runs once every item has its result (`reduce`);
+    /// `None` for a task without one.
+    pub reduce: Option<Reduce>,
+    /// What the reduce's run did, once recorded.
+    pub reduce_result: Option<ReduceResult>,
     /// Grows by one with every store operation that changes the task, so a
     /// watcher can tell a change without comparing the whole task.
     pub version: u64,

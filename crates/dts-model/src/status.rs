@@ -5,6 +5,7 @@
 //! scheduler already planned it) is refused instead of silently overwriting newer
 //! state.
 
+use crate::reduce::ReduceStep;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -32,6 +33,10 @@ pub enum TaskStatus {
     /// Planned into shards; workers are running them.
     #[serde(rename = "INPROGRESS")]
     InProgress,
+    /// Every item has its result; the task's `reduce` runs (or waits for a
+    /// worker to run it) before the task ends.
+    #[serde(rename = "REDUCING")]
+    Reducing,
     /// Every item ran and exited 0. Terminal.
     #[serde(rename = "COMPLETED")]
     Completed,
@@ -49,13 +54,14 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     /// Every status, in the order of a task's life.
-    pub const ALL: [TaskStatus; 10] = [
+    pub const ALL: [TaskStatus; 11] = [
         TaskStatus::Waiting,
         TaskStatus::Queued,
         TaskStatus::Retrying,
         TaskStatus::SubmissionFailed,
         TaskStatus::Submitted,
         TaskStatus::InProgress,
+        TaskStatus::Reducing,
         TaskStatus::Completed,
         TaskStatus::Failed,
         TaskStatus::Cancelled,
@@ -71,6 +77,7 @@ impl TaskStatus {
             TaskStatus::SubmissionFailed => "SUBMISSION_FAILED",
             TaskStatus::Submitted => "SUBMITTED",
             TaskStatus::InProgress => "INPROGRESS",
+            TaskStatus::Reducing => "REDUCING",
             TaskStatus::Completed => "COMPLETED",
             TaskStatus::Failed => "FAILED",
             TaskStatus::Cancelled => "CANCELLED",
@@ -108,7 +115,8 @@ impl TaskStatus {
             SubmissionFailed => matches!(self, Queued | Retrying),
             Submitted => matches!(self, Queued | Retrying),
             InProgress => before_planning,
-            Completed | Failed => before_planning || self == InProgress,
+            Reducing => self == InProgress,
+            Completed | Failed => before_planning || matches!(self, InProgress | Reducing),
             Cancelled => !self.is_terminal(),
         }
     }
@@ -153,20 +161,23 @@ impl ItemFailures {
 impl TaskStatus {
     /// The status a task takes when its last planned shard completes (or
     /// when it is planned with no shards at all): the one place the
-    /// COMPLETED/FAILED decision is made, for every store.
+    /// COMPLETED/FAILED/REDUCING decision is made, for every store. A task
+    /// whose `reduce` is `Due` reduces first (crate::reduce); the
+    /// reduce's record ends it.
     ///
     /// Only an `INPROGRESS` task ends here. A task that ended another way
     /// meanwhile — cancelled, or failed by the sweeper past its deadline —
     /// keeps its status: the last results of a task are often recorded
     /// after a cancel, and must not turn it into a success. The statuses
     /// before planning cannot have completed shards; they stay too.
-    pub fn after_last_shard(self, failures: ItemFailures) -> TaskStatus {
+    pub fn after_last_shard(self, failures: ItemFailures, reduce: ReduceStep) -> TaskStatus {
         use TaskStatus::*;
-        match (self, failures) {
-            (InProgress, ItemFailures::None) => Completed,
-            (InProgress, ItemFailures::Some) => Failed,
-            (Waiting | Queued | Retrying | SubmissionFailed | Submitted, _) => self,
-            (Completed | Failed | Cancelled | Skipped, _) => self,
+        match (self, failures, reduce) {
+            (InProgress, _, ReduceStep::Due) => Reducing,
+            (InProgress, ItemFailures::None, ReduceStep::None) => Completed,
+            (InProgress, ItemFailures::Some, ReduceStep::None) => Failed,
+            (Waiting | Queued | Retrying | SubmissionFailed | Submitted, _, _) => self,
+            (Reducing | Completed | Failed | Cancelled | Skipped, _, _) => self,
         }
     }
 }
@@ -180,7 +191,7 @@ impl fmt::Display for TaskStatus {
 /// A status name that is not one of [`TaskStatus::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown task status {0:?} (expected one of WAITING, QUEUED, RETRYING, SUBMISSION_FAILED, SUBMITTED, INPROGRESS, COMPLETED, FAILED, CANCELLED, SKIPPED)"
+    "unknown task status {0:?} (expected one of WAITING, QUEUED, RETRYING, SUBMISSION_FAILED, SUBMITTED, INPROGRESS, REDUCING, COMPLETED, FAILED, CANCELLED, SKIPPED)"
 )]
 pub struct UnknownStatus(pub String);
 
@@ -265,22 +276,50 @@ mod tests {
 
     #[test]
     fn the_last_shard_ends_only_a_running_task_and_failures_decide_how() {
-        assert_eq!(InProgress.after_last_shard(ItemFailures::None), Completed);
-        assert_eq!(InProgress.after_last_shard(ItemFailures::Some), Failed);
+        let none = ReduceStep::None;
+        assert_eq!(
+            InProgress.after_last_shard(ItemFailures::None, none),
+            Completed
+        );
+        assert_eq!(
+            InProgress.after_last_shard(ItemFailures::Some, none),
+            Failed
+        );
         for status in TaskStatus::ALL.into_iter().filter(|s| *s != InProgress) {
             for failures in ItemFailures::ALL {
-                assert_eq!(
-                    status.after_last_shard(failures),
-                    status,
-                    "{status} with {failures:?} must keep its status"
-                );
+                for reduce in ReduceStep::ALL {
+                    assert_eq!(
+                        status.after_last_shard(failures, reduce),
+                        status,
+                        "{status} with {failures:?} and {reduce:?} must keep its status"
+                    );
+                }
             }
         }
         for failures in ItemFailures::ALL {
-            let after = InProgress.after_last_shard(failures);
+            let after = InProgress.after_last_shard(failures, none);
             assert!(after.is_terminal(), "{failures:?} gives {after}");
             assert!(InProgress.can_transition_to(after));
         }
+    }
+
+    #[test]
+    fn a_due_reduce_comes_between_the_last_shard_and_the_end() {
+        for failures in ItemFailures::ALL {
+            assert_eq!(
+                InProgress.after_last_shard(failures, ReduceStep::Due),
+                Reducing
+            );
+        }
+        assert!(!Reducing.is_terminal());
+        assert!(InProgress.can_transition_to(Reducing));
+        for to in [Completed, Failed, Cancelled] {
+            assert!(Reducing.can_transition_to(to), "REDUCING -> {to}");
+        }
+        for from in [Queued, Submitted, Waiting, Completed, Failed] {
+            assert!(!from.can_transition_to(Reducing), "{from} -> REDUCING");
+        }
+        assert!(!Reducing.can_retry());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use super::Bytes;
 use super::after::{After, AfterStatus, MAX_PREREQUISITES};
 use super::plan::{input_encoded_len, json_escaped_len};
+use super::reduce::{Reduce, ReduceWhen};
 use super::scheduling::{self, Scheduling};
 use super::template::{self, MissingVariables};
 use super::variables::Variables;
@@ -122,6 +123,9 @@ pub struct NewTask {
     /// `after` and `afterStatus`, when `after` names any task. Whether
     /// those tasks exist is the engine's to check: it needs the store.
     pub after: Option<After>,
+    /// `reduce`, when given: its template renders with the task's
+    /// variables.
+    pub reduce: Option<Reduce>,
 }
 
 impl NewTask {
@@ -156,6 +160,8 @@ impl NewTask {
             scheduling: self.scheduling.clone(),
             halt: self.halt,
             after: self.after.clone(),
+            reduce: self.reduce.clone(),
+            reduce_result: None,
             version: 0,
         }
     }
@@ -197,6 +203,7 @@ const FIELDS: &[&str] = &[
     "halt",
     "after",
     "afterStatus",
+    "reduce",
 ];
 
 const MAX_NAME_CHARS: usize = 200;
@@ -262,6 +269,7 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
     let scheduling = scheduling_fields(fields)?;
     let halt = halt_field(fields)?;
     let after = after_fields(fields)?;
+    let reduce = reduce_field(fields, limits, &variables)?;
 
     let rendered =
         template::render(&template_function, &variables).map_err(|MissingVariables(names)| {
@@ -298,6 +306,7 @@ pub fn from_json(body: &Value, limits: &SubmitLimits) -> Result<NewTask, Validat
         scheduling,
         halt,
         after,
+        reduce,
     })
 }
 
@@ -375,6 +384,80 @@ fn after_fields(fields: &Map<String, Value>) -> Result<Option<After>, Validation
 }
 
 /// `halt`: the text GNU parallel's `--halt` takes (`now,fail=1`).
+/// The fields of `reduce`.
+const REDUCE_FIELDS: &[&str] = &["templateFunction", "interpreter", "timeoutSecs", "when"];
+
+/// `reduce`: an object whose fields are checked as a task's own are
+/// (`templateFunction`, `interpreter`, `timeoutSecs`), its errors naming
+/// `reduce.<field>`; its template must render with the task's variables.
+fn reduce_field(
+    fields: &Map<String, Value>,
+    limits: &SubmitLimits,
+    variables: &Variables,
+) -> Result<Option<Reduce>, ValidationError> {
+    let reduce = match fields.get("reduce") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(reduce)) => reduce,
+        Some(other) => {
+            return Err(ValidationError::field(
+                "invalid_field",
+                "reduce",
+                format!(
+                    "reduce must be an object ({{\"templateFunction\": ...}}), not {}",
+                    kind_of(other)
+                ),
+            ));
+        }
+    };
+    let within = |e: ValidationError| ValidationError {
+        field: Some(match e.field {
+            Some(field) => format!("reduce.{field}"),
+            None => "reduce".to_string(),
+        }),
+        message: format!("reduce: {}", e.message),
+        ..e
+    };
+    for key in reduce.keys() {
+        if !REDUCE_FIELDS.contains(&key.as_str()) {
+            return Err(ValidationError::field(
+                "unknown_field",
+                format!("reduce.{key}"),
+                format!(
+                    "unknown field `reduce.{key}` (expected one of {})",
+                    REDUCE_FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+    let template_function = template_field(reduce, limits).map_err(within)?;
+    template::render(&template_function, variables).map_err(|MissingVariables(names)| {
+        ValidationError::field(
+            "missing_variables",
+            "reduce.templateFunction",
+            format!(
+                "reduce: {} (add them to variableJson)",
+                MissingVariables(names)
+            ),
+        )
+    })?;
+    let interpreter = interpreter_field(reduce).map_err(within)?;
+    let timeout_secs = integer_field(reduce, "timeoutSecs", 1, limits.max_timeout_secs)
+        .map_err(within)?
+        .unwrap_or(limits.default_timeout_secs);
+    let when = match optional_string(reduce, "when").map_err(within)? {
+        None => ReduceWhen::default(),
+        Some(text) => text
+            .parse()
+            .map_err(|e: String| ValidationError::field("invalid_field", "reduce.when", e))?,
+    };
+    Ok(Some(Reduce {
+        template_function,
+        interpreter,
+        timeout_secs,
+        when,
+    }))
+}
+
 fn halt_field(fields: &Map<String, Value>) -> Result<Option<Halt>, ValidationError> {
     match optional_string(fields, "halt")? {
         None => Ok(None),
@@ -1627,6 +1710,67 @@ mod tests {
             if let Ok(value) = serde_json::from_str::<Value>(&text) {
                 let _ = from_json(&value, &limits());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod reduce_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(reduce: Value) -> Value {
+        json!({
+            "templateFunction": "wc -w < \"$1\"",
+            "variableJson": {"unit": "words"},
+            "inputList": ["a", "b"],
+            "reduce": reduce,
+        })
+    }
+
+    #[test]
+    fn a_reduce_reads_with_its_defaults() {
+        let new = from_json(
+            &body(json!({"templateFunction": "echo {{unit}}"})),
+            &SubmitLimits::default(),
+        )
+        .expect("valid");
+        let reduce = new.reduce.clone().expect("a reduce");
+        assert_eq!(reduce.interpreter, "bash");
+        assert_eq!(
+            reduce.timeout_secs,
+            SubmitLimits::default().default_timeout_secs
+        );
+        assert_eq!(reduce.when, ReduceWhen::Success);
+        assert_eq!(new.to_task(0).reduce, Some(reduce));
+    }
+
+    #[test]
+    fn each_bad_reduce_field_is_named() {
+        for (reduce, field) in [
+            (json!("sum"), "reduce"),
+            (json!({}), "reduce.templateFunction"),
+            (
+                json!({"templateFunction": "echo {{missing}}"}),
+                "reduce.templateFunction",
+            ),
+            (
+                json!({"templateFunction": "x", "timeoutSecs": 0}),
+                "reduce.timeoutSecs",
+            ),
+            (
+                json!({"templateFunction": "x", "interpreter": "a b"}),
+                "reduce.interpreter",
+            ),
+            (
+                json!({"templateFunction": "x", "when": "never"}),
+                "reduce.when",
+            ),
+            (json!({"templateFunction": "x", "every": 1}), "reduce.every"),
+        ] {
+            let e =
+                from_json(&body(reduce.clone()), &SubmitLimits::default()).expect_err("refused");
+            assert_eq!(e.field.as_deref(), Some(field), "{reduce}: {e}");
         }
     }
 }
