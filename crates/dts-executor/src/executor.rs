@@ -15,11 +15,12 @@ use std::pin::{Pin, pin};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::filter_env;
+use crate::feed::{self, StdinSource};
 use crate::isolation::{
     CgroupError, Containment, Isolation, IsolationReport, ItemCgroup, SetupError, reaper, workdir,
 };
@@ -68,7 +69,9 @@ pub struct ItemContext<'a> {
     /// say where it ran.
     pub worker_id: &'a str,
     /// The item itself: `$1`, stdin and `DTS_ITEM`. Bytes, passed exactly:
-    /// an input need not be UTF-8 (a file name), only free of NUL.
+    /// an input need not be UTF-8 (a file name), only free of NUL. Not used
+    /// by [`Executor::run_streamed`], whose stdin is a stream (a separate
+    /// argument there, so this stays a plain `Copy` value).
     pub input: &'a [u8],
     /// The task's limits for each item.
     pub limits: ItemLimits,
@@ -315,6 +318,54 @@ impl Executor {
         held: H,
         tap: Option<&dyn OutputTap>,
     ) -> ExecOutcome {
+        self.run_fed(program, item, None, timeout, cancel, held, tap)
+            .await
+    }
+
+    /// [`Executor::run_tapped`] with `stdin` as the child's standard input
+    /// instead of the item: a task's `reduce` step, one run that reads every
+    /// result of the task on its stdin (see [`StdinSource`]).
+    ///
+    /// The chunks are written in order as the child reads them and stdin is
+    /// closed when the source ends. `item.input` is not used: `$1` and
+    /// `DTS_ITEM` are empty; the other `DTS_*` variables come from `item` as
+    /// for any item. A child that exits or closes its stdin before the end is
+    /// fine, and so are timeout and cancellation, which stop the feeding
+    /// with the child: in every case `stdin` is dropped as soon as the run
+    /// stops feeding, so the producer's next `send` fails rather than
+    /// waiting. Isolation, warm shells included, is as for items.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_streamed<H>(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        stdin: StdinSource,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        held: H,
+        tap: Option<&dyn OutputTap>,
+    ) -> ExecOutcome {
+        let item = ItemContext {
+            input: &[],
+            ..*item
+        };
+        self.run_fed(program, &item, Some(stdin), timeout, cancel, held, tap)
+            .await
+    }
+
+    /// Runs an item whose stdin is `stdin` when given, the item otherwise.
+    /// Returning before the child is started drops `stdin`.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_fed<H>(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        stdin: Option<StdinSource>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        held: H,
+        tap: Option<&dyn OutputTap>,
+    ) -> ExecOutcome {
         let started = Instant::now();
         if cancel.is_cancelled() {
             return ExecOutcome {
@@ -357,8 +408,8 @@ impl Executor {
             tap,
         };
         let mut outcome = match warm {
-            Some(warm) => self.run_warm(&run, warm, held).await,
-            None => self.run_fresh(&run, held).await,
+            Some(warm) => self.run_warm(&run, warm, stdin, held).await,
+            None => self.run_fresh(&run, stdin, held).await,
         };
         self.release(place, item, &mut outcome).await;
         outcome
@@ -415,8 +466,13 @@ impl Executor {
         }
     }
 
-    /// Runs the item as a new process.
-    async fn run_fresh<H>(&self, run: &Run<'_>, held: H) -> ExecOutcome {
+    /// Runs the item as a new process, with `stdin` as its stdin when given.
+    async fn run_fresh<H>(
+        &self,
+        run: &Run<'_>,
+        stdin: Option<StdinSource>,
+        held: H,
+    ) -> ExecOutcome {
         let mut command = self.command(run);
         let mut child = match reaper::spawn(&mut command) {
             Ok(child) => child,
@@ -427,7 +483,7 @@ impl Executor {
             group: ProcessGroup::new(pid),
             cgroup: run.place.cgroup.as_ref(),
         };
-        let feed = feed_stdin(child.stdin.take(), run.item.input);
+        let feed = feed::fresh(child.stdin.take(), run.item.input, stdin);
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let mut out = Capture::new(self.settings.output_cap_bytes);
         let mut err = Capture::new(self.settings.output_cap_bytes);
@@ -457,11 +513,13 @@ impl Executor {
 
     /// Runs the item in a subshell of a warm shell (see the `warm` module):
     /// the same supervision, with the host's reports standing in for the
-    /// child's exit.
+    /// child's exit. A stream (`stdin`) goes through the subshell's stdin
+    /// pipe as an item does.
     async fn run_warm<H>(
         &self,
         run: &Run<'_>,
         (interpreter, script): (&str, &str),
+        stdin: Option<StdinSource>,
         held: H,
     ) -> ExecOutcome {
         let name = || interpreter.to_owned();
@@ -497,7 +555,8 @@ impl Executor {
             });
         }
         let host_pid = host.pid();
-        let feed = feed_stdin(pipes.stdin.take(), run.item.input);
+        let opened = Notify::new();
+        let feed = feed::warm(pipes.stdin.take(), run.item.input, stdin, &opened);
         let (stdout, stderr) = (pipes.stdout.take(), pipes.stderr.take());
         let mut out = Capture::new(self.settings.output_cap_bytes);
         let mut err = Capture::new(self.settings.output_cap_bytes);
@@ -518,6 +577,7 @@ impl Executor {
                 host: &mut host,
                 pipes: &mut pipes,
                 opened: false,
+                stdin_opened: &opened,
             };
             let ended = self
                 .supervise(&mut watched, &mut processes, &mut readers, feed, run)
@@ -771,6 +831,8 @@ enum Watched<'a> {
         pipes: &'a mut ItemPipes,
         /// The subshell opened its stdio.
         opened: bool,
+        /// Notified when it does (the stdin feed waits for it).
+        stdin_opened: &'a Notify,
     },
 }
 
@@ -807,6 +869,7 @@ impl Watched<'_> {
                 host,
                 pipes,
                 opened,
+                stdin_opened,
             } => {
                 let report = host.next_report().await;
                 let program = || host.interpreter().to_owned();
@@ -815,6 +878,7 @@ impl Watched<'_> {
                     Some(Report::Opened) => {
                         *opened = true;
                         pipes.close_child_ends();
+                        stdin_opened.notify_one();
                         Event::Nothing
                     }
                     Some(Report::Exited(status)) => {
@@ -936,21 +1000,6 @@ fn outcome(
         duration: started.elapsed(),
         error,
         worker_fault: false,
-    }
-}
-
-/// Writes the item and a newline to the child's stdin, then closes it. A
-/// child that exits or closes stdin without reading is fine (broken pipe).
-async fn feed_stdin<W: AsyncWrite + Unpin>(stdin: Option<W>, input: &[u8]) {
-    let Some(mut stdin) = stdin else { return };
-    let written = match stdin.write_all(input).await {
-        Ok(()) => stdin.write_all(b"\n").await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = written {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            tracing::debug!(error = %e, "could not write the item to the child's stdin");
-        }
     }
 }
 

@@ -11,6 +11,8 @@
 //! - `executor`: spawns the child in its own process group with a cleared
 //!   environment, feeds it the item, enforces the timeout and cancellation,
 //!   and builds the [`ExecOutcome`] (`outcome`).
+//! - `feed`: what the child's stdin gets — the item, or for a streamed run
+//!   the chunks of a [`StdinSource`].
 //! - `settings`, `env`, `output` and `kill`: the knobs, the allow-listed
 //!   environment, capped capture of stdout/stderr, and signals to a whole
 //!   process group.
@@ -26,11 +28,17 @@
 //! Items are data: an item reaches the script as `$1` (or its language's
 //! first argument, [`Convention`]), on stdin and as
 //! `DTS_ITEM`, and is never pasted into the script text.
+//!
+//! A task's `reduce` step is one run that reads every result of the task on
+//! its stdin: [`Executor::run_streamed`] streams that stdin from a producer
+//! ([`StdinSource`], a bounded channel) instead of writing an item,
+//! so a million results are never held in memory together.
 
 #![warn(missing_docs)]
 
 mod env;
 mod executor;
+mod feed;
 mod isolation;
 mod kill;
 mod outcome;
@@ -41,6 +49,7 @@ mod spawn;
 mod warm;
 
 pub use executor::{Executor, ItemContext, ItemLimits};
+pub use feed::StdinSource;
 pub use isolation::{
     CgroupError, Containment, ContainmentChoice, IsolationReport, IsolationSettings, SetupError,
 };

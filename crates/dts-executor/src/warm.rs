@@ -17,7 +17,9 @@
 //! For each item the executor makes three named pipes in the host's private
 //! directory and opens its own ends; the subshell opens the others by path
 //! as its stdin, stdout and stderr, so output is captured per item exactly
-//! as for a child process. Before it does, it waits for one byte from the
+//! as for a child process (a streamed run's stdin goes through the same
+//! pipe, written through a write-only end once the subshell has opened it:
+//! `feed::warm`). Before it does, it waits for one byte from the
 //! executor, which first moves it into the item's cgroup: everything the
 //! script starts is in that cgroup. The host has job control on (`set -m`),
 //! so every subshell leads its own process group, and the executor stops it
