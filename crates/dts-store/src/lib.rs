@@ -31,7 +31,10 @@ use async_trait::async_trait;
 #[cfg(doc)]
 use dts_model::WorkerKind;
 use dts_model::schedule::Schedule;
-use dts_model::{Bytes, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
+use dts_model::{
+    Bytes, ItemFailures, ItemResult, PastAttempt, ReduceResult, ShardRange, Task, TaskStatus,
+    WorkerInfo,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -277,7 +280,8 @@ pub enum RetryRefusal {
 /// What [`Store::retry_task`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryOutcome {
-    /// The task after the retry: `INPROGRESS` again.
+    /// The task after the retry: `INPROGRESS` again, or `REDUCING` for a
+    /// task whose items all succeeded and whose reduce runs again.
     pub task: Task,
     /// Items that had failed: their results moved into their histories.
     pub failed: u64,
@@ -296,7 +300,8 @@ impl RetryOutcome {
 
 /// Refuses a retry of `task` at `now` (ms) unless it ended in a status
 /// [`TaskStatus::can_retry`] allows, was planned, has an item without
-/// success and is within its deadline: the rules both backends apply.
+/// success (or a reduce to run again) and is within its deadline: the
+/// rules both backends apply.
 pub(crate) fn check_retry(task: &Task, now: u64) -> StoreResult<()> {
     let refuse = |refusal| {
         Err(StoreError::CannotRetry {
@@ -307,16 +312,51 @@ pub(crate) fn check_retry(task: &Task, now: u64) -> StoreResult<()> {
     if !task.status.is_terminal() {
         return refuse(RetryRefusal::Running(task.status));
     }
-    if task.items_succeeded >= task.items_total {
+    let every_item_succeeded = task.items_succeeded >= task.items_total;
+    // Every item succeeded, yet the task failed or was cancelled: its
+    // reduce failed or never finished, and the retry runs it again.
+    let reduce_again = task.reduce.is_some() && every_item_succeeded && task.status.can_retry();
+    if every_item_succeeded && !reduce_again {
         return refuse(RetryRefusal::NothingToRetry);
     }
-    if !task.status.can_retry() || task.chunks_to_execute == 0 {
+    // A task without items has no shards even when planned; it was planned
+    // if it started (planning sets `startedAt`).
+    let planned = task.chunks_to_execute > 0 || (reduce_again && task.started_at.is_some());
+    if !task.status.can_retry() || !planned {
         return refuse(RetryRefusal::NeverPlanned(task.status));
     }
     if task.deadline_at().is_some_and(|at| at <= now) {
         return refuse(RetryRefusal::DeadlinePassed);
     }
     Ok(())
+}
+
+/// The status a retry that queues `shards` shards again takes the task
+/// to: `INPROGRESS` to run them, or, with none to run, `REDUCING` for the
+/// task's reduce to run again ([`check_retry`] lets only a task with a
+/// reduce through without items to run).
+pub(crate) fn status_after_retry(task: &Task, shards: usize) -> TaskStatus {
+    if shards == 0 && task.reduce.is_some() {
+        TaskStatus::Reducing
+    } else {
+        TaskStatus::InProgress
+    }
+}
+
+/// How a recorded reduce ends its task, for [`Store::finish_reduce`] in
+/// both backends: `FAILED` with the reduce's failure as the error when the
+/// reduce failed; `FAILED` when an item failed (the reduce of a task with
+/// `when: always` ran anyway), with no error of its own, as a task without
+/// a reduce whose items failed ends; `COMPLETED` otherwise.
+pub(crate) fn reduce_end(
+    result: &ReduceResult,
+    failures: ItemFailures,
+) -> (TaskStatus, Option<String>) {
+    match (result.failure_reason(), failures) {
+        (Some(reason), _) => (TaskStatus::Failed, Some(reason)),
+        (None, ItemFailures::Some) => (TaskStatus::Failed, None),
+        (None, ItemFailures::None) => (TaskStatus::Completed, None),
+    }
 }
 
 /// The shards a retry queues again: every shard not completed (its items
@@ -361,8 +401,9 @@ pub enum ResultFilter {
 /// What [`Store::save_plan`] found or did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlanOutcome {
-    /// This call stored the plan; the task is now `INPROGRESS` (or
-    /// `COMPLETED` if the plan has no shards).
+    /// This call stored the plan; the task is now `INPROGRESS` (or, if the
+    /// plan has no shards, what [`TaskStatus::after_last_shard`] gives:
+    /// `COMPLETED`, or `REDUCING` for a task with a reduce).
     Created(Task),
     /// A plan was stored before (a redelivered task message): these are its
     /// shards, to republish those not yet completed.
@@ -430,7 +471,9 @@ pub struct ShardCompletion {
     /// also false (Redis) when some of its items had no result (lost in a
     /// failover): the shard was handed back to run those items again.
     pub newly_completed: bool,
-    /// True if this call completed the task's last shard and set its final status.
+    /// True if this call ended the task (a terminal status: its last shard,
+    /// or a halt): its completion event is owed. A last shard that starts
+    /// the task's reduce (`REDUCING`) has not ended it: false.
     pub finished_task: bool,
     /// The task after the operation.
     pub task: Task,
@@ -515,8 +558,10 @@ pub trait Store: Send + Sync + 'static {
     async fn transition(&self, id: &str, to: TaskStatus, error: Option<&str>) -> StoreResult<Task>;
 
     /// Stores the task's plan, once: sets `chunksToExecute`, status
-    /// `INPROGRESS` and `startedAt` (`COMPLETED` and `finishedAt` too if
-    /// `shards` is empty) in one atomic step. If a plan exists already it is
+    /// `INPROGRESS` and `startedAt` in one atomic step; if `shards` is
+    /// empty, planning completed the last shard, and the task enters what
+    /// [`TaskStatus::after_last_shard`] gives (`COMPLETED` and
+    /// `finishedAt`, or `REDUCING` for a task with a reduce). If a plan exists already it is
     /// left as it is and returned; of two concurrent callers exactly one gets
     /// [`PlanOutcome::Created`]. A task that ended unplanned is not planned.
     async fn save_plan(&self, id: &str, shards: &[ShardRange]) -> StoreResult<PlanOutcome>;
@@ -554,9 +599,11 @@ pub trait Store: Send + Sync + 'static {
     /// speculative copy) is the one whose results count; and as with
     /// [`Store::record_shard_results`], an item that has a result keeps it.
     /// Completing the last shard enters the status
-    /// [`TaskStatus::after_last_shard`] gives (an `INPROGRESS` task becomes
-    /// `COMPLETED` if no item failed, else `FAILED`, and gets `finishedAt`; a
-    /// task that ended otherwise, cancelled say, keeps its status). The shard's lease (see
+    /// [`TaskStatus::after_last_shard`] gives, for the task's failures and
+    /// its reduce (an `INPROGRESS` task becomes `REDUCING` if its reduce is
+    /// due, else `COMPLETED` if no item failed, else `FAILED`, and an end
+    /// gets `finishedAt`; a task that ended otherwise, cancelled say, keeps
+    /// its status). The shard's lease (see
     /// [`Store::claim_shard`]) is dropped in the same step, whoever holds it.
     /// A shard the plan does not have (not below `chunksToExecute`) is
     /// refused ([`StoreError::NoSuchShard`]) and nothing is recorded.
@@ -578,10 +625,13 @@ pub trait Store: Send + Sync + 'static {
     /// items, the shards holding them or not completed are queued again
     /// (their succeeded items are skipped, as on any later claim of a
     /// shard), and the task is `INPROGRESS` again without its end time and
-    /// error. A task that cannot be retried (it did not end FAILED or
-    /// CANCELLED, was never planned, has every item succeeded, or its
-    /// deadline passed) is [`StoreError::CannotRetry`] and nothing changes:
-    /// so of two
+    /// error. A task with a reduce also loses its reduce's result, claim
+    /// and attempt count; when it has no shard to run again (every item
+    /// succeeded: the reduce failed, or was cancelled), it goes straight
+    /// back to `REDUCING`, for the reduce to run again. A task that cannot
+    /// be retried (it did not end FAILED or CANCELLED, was never planned,
+    /// has every item succeeded and no reduce, or its deadline passed) is
+    /// [`StoreError::CannotRetry`] and nothing changes: so of two
     /// concurrent retries exactly one queues the work.
     async fn retry_task(&self, id: &str) -> StoreResult<RetryOutcome>;
 
@@ -814,6 +864,42 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the schedule named `name`; false when there was none. Tasks
     /// it created stay.
     async fn delete_schedule(&self, name: &str) -> StoreResult<bool>;
+
+    /// Tasks in `REDUCING`, oldest first (by `createdAt`, then insertion),
+    /// at most `limit`: where a free worker looks for a reduce to run
+    /// ([`Store::claim_reduce`]). Such tasks are few (each waits for one
+    /// script), so this reads the status index, never every task.
+    async fn reducing_tasks(&self, limit: usize) -> StoreResult<Vec<Task>>;
+
+    /// Takes the claim on task `id`'s reduce for `worker`, in one atomic
+    /// step, so one worker at a time runs it. See [`ReduceClaim`] for the
+    /// answers. A claim has no lease of its own: it lasts while its owner's
+    /// heartbeat ([`Store::heartbeat`]) is live, by the store's clock, so a
+    /// worker that dies loses it once its heartbeat lapses and the next
+    /// claim runs the reduce again as a new attempt. A claim by the owner
+    /// itself (a worker restarted with the same id, which lost track of
+    /// what it ran) is granted again, as a new attempt too.
+    /// [`StoreError::NoSuchTask`] for an unknown task.
+    async fn claim_reduce(&self, id: &str, worker: &str) -> StoreResult<ReduceClaim>;
+
+    /// Records the result of task `id`'s reduce and ends the task, in one
+    /// atomic step, if the task is still `REDUCING` and its claim is still
+    /// `worker`'s `attempt` ([`ReduceClaim::Claimed`]): the task ends
+    /// `FAILED` if the reduce failed (its error says how, as
+    /// [`ReduceResult::failure_reason`] does) or an item did, `COMPLETED`
+    /// otherwise, with `finishedAt`, `reduceResult` and its completion
+    /// outbox entry (see [`Store::claim_completions`]) as every end has.
+    /// Returns the ended task. Otherwise nothing changes and the answer is
+    /// `None`: the claim moved to another attempt (this worker's heartbeat
+    /// lapsed), or the task ended meanwhile (cancelled, or failed by its
+    /// deadline) or is gone; the result is not the one that counts.
+    async fn finish_reduce(
+        &self,
+        id: &str,
+        worker: &str,
+        attempt: u32,
+        result: &ReduceResult,
+    ) -> StoreResult<Option<Task>>;
 }
 
 /// A value as JSON for storage; `what` names it in the error.
@@ -919,6 +1005,30 @@ pub enum CopyClaim {
     TaskEnded,
 }
 
+/// What [`Store::claim_reduce`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReduceClaim {
+    /// The caller holds the claim now and runs the reduce, then records
+    /// its result with [`Store::finish_reduce`] and this `attempt`.
+    Claimed {
+        /// Which attempt at the reduce this is: 1 the first time, one more
+        /// for each claim after it (a worker died, or restarted).
+        attempt: u32,
+    },
+    /// Another worker holds the claim and its heartbeat is live: it runs
+    /// the reduce.
+    Held {
+        /// The worker holding the claim.
+        owner: String,
+    },
+    /// The task is not `REDUCING` (not there yet, or ended): there is no
+    /// reduce to run.
+    NotReducing {
+        /// The task's status.
+        status: TaskStatus,
+    },
+}
+
 /// What [`Store::claim_shard`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardClaim {
@@ -962,6 +1072,42 @@ mod tests {
             shards_to_reopen(&plan, &[0, 1, 2, 3], &[]),
             Vec::<u32>::new()
         );
+    }
+
+    fn reduce_result(exit_code: i32) -> ReduceResult {
+        ReduceResult {
+            exit_code: Some(exit_code),
+            signal: None,
+            timed_out: false,
+            stdout: Bytes::default(),
+            stderr: Bytes::default(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: 1,
+            worker: "w".to_string(),
+            attempt: 2,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_reduce_ends_its_task_failed_if_it_or_an_item_failed_and_names_only_its_own_failure() {
+        use TaskStatus::*;
+        assert_eq!(
+            reduce_end(&reduce_result(0), ItemFailures::None),
+            (Completed, None)
+        );
+        assert_eq!(
+            reduce_end(&reduce_result(0), ItemFailures::Some),
+            (Failed, None)
+        );
+        let reason = Some("the reduce exited 4 (attempt 2)".to_string());
+        for failures in ItemFailures::ALL {
+            assert_eq!(
+                reduce_end(&reduce_result(4), failures),
+                (Failed, reason.clone())
+            );
+        }
     }
 
     #[test]

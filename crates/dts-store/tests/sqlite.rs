@@ -23,7 +23,7 @@ fn open(path: &Path) -> DynStore {
 
 /// What each schema version from 2 on added, undone: `UNDO[v - 2]` takes a
 /// file of version `v` back to version `v - 1`.
-const UNDO: [&str; 15] = [
+const UNDO: [&str; 16] = [
     "DROP TABLE shard_leases; DROP TABLE item_starts;",
     "ALTER TABLE tasks DROP COLUMN deadline_secs;",
     "ALTER TABLE tasks DROP COLUMN version; \
@@ -59,6 +59,10 @@ const UNDO: [&str; 15] = [
     "DROP TRIGGER completion_outbox_on_end; DROP TABLE completion_outbox;",
     "ALTER TABLE tasks DROP COLUMN after_tasks;",
     "DROP TABLE schedules;",
+    "ALTER TABLE tasks DROP COLUMN reduce; \
+     ALTER TABLE tasks DROP COLUMN reduce_result; \
+     ALTER TABLE tasks DROP COLUMN reduce_owner; \
+     ALTER TABLE tasks DROP COLUMN reduce_attempts;",
 ];
 
 /// Makes a current file look like what a dts writing schema `version` left,
@@ -212,7 +216,7 @@ fn a_file_from_a_newer_schema_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 16,
+                supported: 17,
                 ..
             }
         ),
@@ -270,7 +274,7 @@ async fn a_file_from_schema_version_1_gains_the_lease_tables_the_deadline_limits
     );
     assert_eq!(store.mark_item_started(&t.id, 0).await.unwrap(), 1);
     drop(store);
-    assert_eq!(schema_version(&path), 16);
+    assert_eq!(schema_version(&path), 17);
 }
 
 #[tokio::test]
@@ -372,7 +376,7 @@ async fn a_file_from_schema_version_4_queues_exactly_the_open_unleased_shards_of
         "the labels column of version 7 stores them"
     );
     drop(store);
-    assert_eq!(schema_version(&path), 16);
+    assert_eq!(schema_version(&path), 17);
 }
 
 #[tokio::test]
@@ -726,7 +730,7 @@ async fn a_task_stored_before_input_pages_reads_by_range_from_its_one_array() {
     assert_eq!(pages, 2, "both tasks' inputs are one array each");
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 16);
+    assert_eq!(schema_version(&path), 17);
     assert_eq!(store.inputs(&old.id).await.unwrap().as_ref(), Some(&all));
     for (start, len) in [(0, 1), (3, 4), (1_023, 3), (2_400, 100), (2_490, 50)] {
         let end = (start + len).min(all.len());
@@ -780,7 +784,7 @@ async fn a_lease_held_before_speculation_existed_reads_as_claimed_long_ago_and_c
     rewind(&path, 8);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 16);
+    assert_eq!(schema_version(&path), 17);
     let hour = Duration::from_secs(3_600);
     let copy = store
         .claim_copy(&t.id, "worker-b", hour, hour)
@@ -831,7 +835,7 @@ async fn results_stored_before_output_was_counted_read_as_the_bytes_kept_and_byt
     rewind(&path, 9);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 16);
+    assert_eq!(schema_version(&path), 17);
     let (_, old) = store
         .results(&t.id, ResultFilter::All, 0, 10)
         .await
@@ -882,7 +886,7 @@ async fn a_task_stored_before_halt_existed_never_halts_and_a_new_one_keeps_its_h
     rewind(&path, 11);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 16);
+    assert_eq!(schema_version(&path), 17);
     assert_eq!(store.task(&old.id).await.unwrap().unwrap().halt, None);
     let failed = ItemResult {
         exit_code: Some(1),
@@ -939,7 +943,7 @@ async fn a_file_from_before_the_activity_counts_gets_them_from_the_results_it_ho
     rewind(&path, 12);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 16);
+    assert_eq!(schema_version(&path), 17);
     assert_eq!(store.stats().await.unwrap().items_finished, 3);
     let activity = store.task_activity(&old.id).await.unwrap().unwrap();
     let counts = |worker: &str| {
@@ -972,7 +976,7 @@ async fn a_file_from_before_the_outbox_owes_no_old_events_and_records_every_new_
     rewind(&path, 13);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 16);
+    assert_eq!(schema_version(&path), 17);
     assert_eq!(store.pending_completions().await.unwrap(), 0);
     store.complete_shard(&new.id, 0, &[ok(0)]).await.unwrap();
     let claimed = store
@@ -1004,7 +1008,7 @@ async fn a_task_stored_before_after_existed_waits_for_nothing_and_a_new_one_keep
     rewind(&path, 14);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 16);
+    assert_eq!(schema_version(&path), 17);
     assert_eq!(store.task(&old.id).await.unwrap().unwrap(), old);
     let new = Task {
         id: dts_model::new_task_id(),
@@ -1029,7 +1033,7 @@ async fn a_file_from_before_schedules_keeps_its_tasks_and_stores_schedules() {
     rewind(&path, 15);
 
     let store = open(&path);
-    assert_eq!(schema_version(&path), 16);
+    assert_eq!(schema_version(&path), 17);
     assert_eq!(store.task(&old.id).await.unwrap().unwrap(), old);
     assert!(store.schedules().await.unwrap().is_empty());
     let body = serde_json::json!({
@@ -1041,4 +1045,50 @@ async fn a_file_from_before_schedules_keeps_its_tasks_and_stores_schedules() {
         dts_model::schedule::from_json(&body, &Default::default(), now_millis()).unwrap();
     store.insert_schedule(&schedule).await.unwrap();
     assert_eq!(store.schedule("nightly").await.unwrap(), Some(schedule));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_stored_before_reduce_existed_ends_by_its_last_shard_and_a_new_one_reduces() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dts.sqlite");
+    let old = task(2);
+    {
+        let store = open(&path);
+        store.insert_task(&old, &inputs(2)).await.unwrap();
+        store.save_plan(&old.id, &shards(2, 2)).await.unwrap();
+    }
+    // What a dts from before `reduce` wrote.
+    rewind(&path, 16);
+
+    let store = open(&path);
+    assert_eq!(schema_version(&path), 17);
+    let read = store.task(&old.id).await.unwrap().unwrap();
+    assert_eq!((read.reduce, read.reduce_result), (None, None));
+    let done = store
+        .complete_shard(&old.id, 0, &[ok(0), ok(1)])
+        .await
+        .unwrap();
+    assert_eq!(done.task.status, TaskStatus::Completed);
+
+    let new = Task {
+        reduce: Some(dts_model::Reduce {
+            template_function: "wc -l".to_string(),
+            interpreter: "bash".to_string(),
+            timeout_secs: 60,
+            when: dts_model::ReduceWhen::Success,
+        }),
+        ..task(2)
+    };
+    store.insert_task(&new, &inputs(2)).await.unwrap();
+    assert_eq!(store.task(&new.id).await.unwrap().unwrap(), new);
+    store.save_plan(&new.id, &shards(2, 2)).await.unwrap();
+    let done = store
+        .complete_shard(&new.id, 0, &[ok(0), ok(1)])
+        .await
+        .unwrap();
+    assert_eq!(done.task.status, TaskStatus::Reducing);
+    assert_eq!(
+        store.claim_reduce(&new.id, "w").await.unwrap(),
+        dts_store::ReduceClaim::Claimed { attempt: 1 }
+    );
 }

@@ -497,4 +497,21 @@ impl Store for LifeStore {
     async fn delete_schedule(&self, name: &str) -> StoreResult<bool> {
         self.life.step(self.inner.delete_schedule(name)).await
     }
+    async fn reducing_tasks(&self, limit: usize) -> StoreResult<Vec<Task>> {
+        self.life.step(self.inner.reducing_tasks(limit)).await
+    }
+    async fn claim_reduce(&self, id: &str, worker: &str) -> StoreResult<dts_store::ReduceClaim> {
+        self.life.step(self.inner.claim_reduce(id, worker)).await
+    }
+    async fn finish_reduce(
+        &self,
+        id: &str,
+        worker: &str,
+        attempt: u32,
+        result: &dts_model::ReduceResult,
+    ) -> StoreResult<Option<Task>> {
+        self.life
+            .step(self.inner.finish_reduce(id, worker, attempt, result))
+            .await
+    }
 }

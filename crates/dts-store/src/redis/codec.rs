@@ -3,10 +3,15 @@
 //! A task is a hash of text fields named as in the task's JSON (camelCase),
 //! so `HGETALL` in `redis-cli` reads like the API; absent optional fields
 //! (`name`, `startedAt`, `finishedAt`, `error`, `maxConcurrency`, an empty
-//! `requires`, `halt`, `after`) are absent from the hash, and scheduling fields a task stored
-//! before they existed lacks read as their defaults.
-//! The store adds `member` (the task's entry in the list indexes) and `plan`
-//! (the shard ranges as JSON, once planned). Heartbeats are JSON, and so
+//! `requires`, `halt`, `after`, `reduce`, `reduceResult`) are absent from
+//! the hash, and scheduling fields a task stored before they existed lacks
+//! read as their defaults. `reduce` and `reduceResult` are JSON; a task with
+//! a reduce also has `reduceWhen` (its `when`, which `complete_shard.lua`
+//! and `save_plan.lua` look the last-shard rule up with).
+//! The store adds `member` (the task's entry in the list indexes), `plan`
+//! (the shard ranges as JSON, once planned) and, once a worker claimed the
+//! reduce, `reduceOwner` (that worker) and `reduceAttempts` (claims so far;
+//! `lua/claim_reduce.lua`). Heartbeats are JSON, and so
 //! are results: in full for tasks of results layout 1, compact (defaults
 //! left out, the worker as a number) for layout 2 (see [`ResultForm`]).
 
@@ -27,6 +32,14 @@ pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)
     };
     let after = match &task.after {
         Some(after) => Some(encode("after", after)?),
+        None => None,
+    };
+    let reduce = match &task.reduce {
+        Some(reduce) => Some(encode("reduce", reduce)?),
+        None => None,
+    };
+    let reduce_result = match &task.reduce_result {
+        Some(result) => Some(encode("reduce result", result)?),
         None => None,
     };
     let mut fields = vec![
@@ -71,6 +84,14 @@ pub(super) fn task_fields(task: &Task) -> StoreResult<Vec<(&'static str, String)
         ),
         // The prerequisites and how they must end, as JSON.
         ("after", after),
+        // The reduce as JSON, and its `when`, which the scripts applying
+        // the last-shard rule read (see results.rs).
+        ("reduce", reduce),
+        (
+            "reduceWhen",
+            task.reduce.as_ref().map(|r| r.when.to_string()),
+        ),
+        ("reduceResult", reduce_result),
     ];
     fields.extend(
         optional
@@ -138,12 +159,9 @@ impl TaskHash {
             milli_cpus: self.optional_parsed("milliCpus")?,
             scheduling: self.scheduling()?,
             halt: self.halt()?,
-            after: match self.fields.get("after") {
-                Some(json) => {
-                    Some(serde_json::from_str(json).map_err(|e| self.corrupt("after", e))?)
-                }
-                None => None,
-            },
+            after: self.optional_json("after")?,
+            reduce: self.optional_json("reduce")?,
+            reduce_result: self.optional_json("reduceResult")?,
             // Tasks stored before versions existed start from 0.
             version: self.optional_parsed("version")?.unwrap_or(0),
         })
@@ -176,6 +194,14 @@ impl TaskHash {
                 .optional_parsed("speculation")?
                 .unwrap_or(defaults.speculation),
         })
+    }
+
+    /// The JSON in `field`, decoded; `None` when the field is absent.
+    fn optional_json<T: serde::de::DeserializeOwned>(&self, field: &str) -> StoreResult<Option<T>> {
+        self.fields
+            .get(field)
+            .map(|json| serde_json::from_str(json).map_err(|e| self.corrupt(field, e)))
+            .transpose()
     }
 
     fn text(&self, field: &str) -> StoreResult<&str> {
@@ -471,6 +497,25 @@ mod tests {
                 tasks: vec!["t-0".to_string()],
                 status: dts_model::AfterStatus::Ended,
             }),
+            reduce: Some(dts_model::Reduce {
+                template_function: "sort | uniq -c".to_string(),
+                interpreter: "bash".to_string(),
+                timeout_secs: 30,
+                when: dts_model::ReduceWhen::Always,
+            }),
+            reduce_result: Some(dts_model::ReduceResult {
+                exit_code: None,
+                signal: Some(9),
+                timed_out: true,
+                stdout: Bytes::from("partial\n"),
+                stderr: Bytes::new(b"caf\xe9".to_vec()),
+                stdout_truncated: true,
+                stderr_truncated: false,
+                duration_ms: 30_000,
+                worker: "w-2".to_string(),
+                attempt: 2,
+                error: None,
+            }),
             version: 7,
         }
     }
@@ -497,6 +542,8 @@ mod tests {
             scheduling: Scheduling::default(),
             halt: None,
             after: None,
+            reduce: None,
+            reduce_result: None,
             ..task
         };
         assert_eq!(hash_of(&bare).decode().unwrap(), bare);
@@ -507,11 +554,28 @@ mod tests {
                 "requires",
                 "halt",
                 "haltAfter",
-                "after"
+                "after",
+                "reduce",
+                "reduceWhen",
+                "reduceResult"
             ]
             .contains(k)),
             "{fields:?}"
         );
+    }
+
+    #[test]
+    fn a_reduce_is_stored_with_its_when_for_the_scripts() {
+        let fields = task_fields(&task()).unwrap();
+        let when = fields.iter().find(|(k, _)| *k == "reduceWhen");
+        assert_eq!(when.map(|(_, v)| v.as_str()), Some("always"));
+        let mut hash = hash_of(&task());
+        hash.fields
+            .insert("reduceResult".to_string(), "{}".to_string());
+        match hash.decode() {
+            Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "task t-1 reduceResult"),
+            other => panic!("expected reduceResult corrupt, got {other:?}"),
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:task:{id}` | hash | the task's fields (camelCase, as its JSON; `version` counts its changes, `milliCpus` is `cpus` × 1000), `plan` (JSON) once planned, `member` (its list entry), `resultsLayout` (`2`; absent for layout 1) |
+//! | `P:task:{id}` | hash | the task's fields (camelCase, as its JSON; `version` counts its changes, `milliCpus` is `cpus` × 1000), `plan` (JSON) once planned, `member` (its list entry), `resultsLayout` (`2`; absent for layout 1); with a reduce: `reduce` (JSON), `reduceWhen` (its `when`, for the scripts), and once claimed `reduceOwner` (the worker running it, whose `P:workers` entry keeps the claim) and `reduceAttempts` (claims so far), and once recorded `reduceResult` (JSON); each absent when there is none |
 //! | `P:task:{id}:inputs` | list | the inputs in order (absent when there are none); a task stored by a dts from before has a string here, its list as one JSON array, and is still read |
 //! | `P:task:{id}:shards` | set | indices of completed shards |
 //! | `P:task:{id}:results:{bucket}` | hash | layout 2: results of items `bucket` × 128 to `bucket` × 128 + 127, field index % 128 → compact result JSON (`codec::ResultForm`) |
@@ -83,6 +83,7 @@ mod leases;
 mod link;
 mod live;
 mod outbox;
+mod reduce;
 mod results;
 mod retry;
 mod schedules;
@@ -91,14 +92,17 @@ mod tasks;
 mod workers;
 
 use crate::{
-    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RetryOutcome, RunnableTask,
-    ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage,
+    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ReduceClaim, ResultFilter, RetryOutcome,
+    RunnableTask, ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor,
+    TaskPage,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
 use async_trait::async_trait;
 use dts_model::schedule::Schedule;
-use dts_model::{Bytes, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo};
+use dts_model::{
+    Bytes, ItemResult, PastAttempt, ReduceResult, ShardRange, Task, TaskStatus, WorkerInfo,
+};
 use keys::Keys;
 use link::{Follower, Link};
 pub use live::LiveEntry;
@@ -830,6 +834,24 @@ impl Store for RedisStore {
 
     async fn delete_schedule(&self, name: &str) -> StoreResult<bool> {
         schedules::delete(self, name).await
+    }
+
+    async fn reducing_tasks(&self, limit: usize) -> StoreResult<Vec<Task>> {
+        reduce::reducing_tasks(self, limit).await
+    }
+
+    async fn claim_reduce(&self, id: &str, worker: &str) -> StoreResult<ReduceClaim> {
+        reduce::claim_reduce(self, id, worker).await
+    }
+
+    async fn finish_reduce(
+        &self,
+        id: &str,
+        worker: &str,
+        attempt: u32,
+        result: &ReduceResult,
+    ) -> StoreResult<Option<Task>> {
+        reduce::finish_reduce(self, id, worker, attempt, result).await
     }
 }
 

@@ -15,32 +15,63 @@ use super::codec::{self, ResultForm, TaskHash};
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
 use crate::{ResultFilter, ShardCompletion, StoreError, StoreResult};
-use dts_model::{ItemFailures, ItemResult, TaskStatus, now_millis};
+use dts_model::reduce::ReduceStep;
+use dts_model::{ItemFailures, ItemResult, Reduce, ReduceWhen, TaskStatus, now_millis};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 /// dts-model's completion rule ([`TaskStatus::after_last_shard`]) as
-/// `complete_shard.lua` takes it: the number of entries, then one triple
-/// (status, `none`/`some` items failed, the status to enter) for each case
-/// the rule changes the status. The decision has to happen inside the
-/// script, where the status and the failure count are read in the same
-/// atomic step that counts the shard; tabulating the rule here instead of
-/// writing it again in Lua keeps one rule for both stores.
-static LAST_SHARD_RULE: LazyLock<Vec<String>> = LazyLock::new(|| {
+/// `complete_shard.lua` and `save_plan.lua` take it (`last_shard_rule` in
+/// `lua/task_prelude.lua`): the number of entries, then one quadruple
+/// (status, `none`/`some` items failed, the task's reduce: `none` or its
+/// `when`, the status to enter) for each case the rule changes the status.
+/// The decision has to happen inside the script, where the status, the
+/// failure count and the reduce are read in the same atomic step that
+/// counts the shard; tabulating the rule here instead of writing it again
+/// in Lua keeps one rule for both stores.
+pub(super) static LAST_SHARD_RULE: LazyLock<Vec<String>> = LazyLock::new(|| {
+    // Whether a reduce is due depends on its `when` and on whether an item
+    // failed, so one task of each kind stands for all: no reduce, and a
+    // reduce with each `when` (as the task hash's `reduceWhen` names it).
+    let reduces: Vec<(String, Option<Reduce>)> = std::iter::once(("none".to_string(), None))
+        .chain(
+            ReduceWhen::NAMES
+                .iter()
+                .filter_map(|name| name.parse::<ReduceWhen>().ok())
+                .map(|when| {
+                    let reduce = Reduce {
+                        template_function: String::new(),
+                        interpreter: String::new(),
+                        timeout_secs: 0,
+                        when,
+                    };
+                    (when.to_string(), Some(reduce))
+                }),
+        )
+        .collect();
     let mut entries = Vec::new();
     for status in TaskStatus::ALL {
         for failures in ItemFailures::ALL {
-            let after = status.after_last_shard(failures);
-            if after != status {
-                let failures = match failures {
-                    ItemFailures::None => "none",
-                    ItemFailures::Some => "some",
-                };
-                entries.extend([status.as_str(), failures, after.as_str()].map(String::from));
+            // A count with exactly these failures.
+            let (name, items_failed) = match failures {
+                ItemFailures::None => ("none", 0),
+                ItemFailures::Some => ("some", 1),
+            };
+            for (kind, reduce) in &reduces {
+                let step = ReduceStep::of(reduce.as_ref(), items_failed);
+                let after = status.after_last_shard(failures, step);
+                if after != status {
+                    entries.extend([
+                        status.as_str().to_string(),
+                        name.to_string(),
+                        kind.clone(),
+                        after.as_str().to_string(),
+                    ]);
+                }
             }
         }
     }
-    let mut args = vec![(entries.len() / 3).to_string()];
+    let mut args = vec![(entries.len() / 4).to_string()];
     args.extend(entries);
     args
 });
@@ -382,13 +413,31 @@ mod tests {
     #[test]
     fn the_script_gets_exactly_the_status_changes_the_model_rule_makes() {
         let expected = [
-            "2",
+            "6",
             "INPROGRESS",
+            "none",
             "none",
             "COMPLETED",
             "INPROGRESS",
+            "none",
+            "success",
+            "REDUCING",
+            "INPROGRESS",
+            "none",
+            "always",
+            "REDUCING",
+            "INPROGRESS",
             "some",
+            "none",
             "FAILED",
+            "INPROGRESS",
+            "some",
+            "success",
+            "FAILED",
+            "INPROGRESS",
+            "some",
+            "always",
+            "REDUCING",
         ];
         assert_eq!(*LAST_SHARD_RULE, expected.map(String::from));
     }

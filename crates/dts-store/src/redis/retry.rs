@@ -12,6 +12,7 @@ use super::errors::unexpected;
 use super::scripts::SCRIPTS;
 use crate::{
     ResultFilter, RetryOutcome, Store, StoreError, StoreResult, check_retry, shards_to_reopen,
+    status_after_retry,
 };
 use dts_model::{ItemResult, PastAttempt, ShardRange, now_millis};
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ pub(super) async fn retry_task(store: &RedisStore, id: &str) -> StoreResult<Retr
         let mut args = vec![
             task.version.to_string(),
             now_millis().to_string(),
+            status_after_retry(&task, shards.len()).as_str().to_string(),
             failed.len().to_string(),
         ];
         for result in &failed {

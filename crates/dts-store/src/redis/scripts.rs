@@ -53,6 +53,8 @@ pub(super) struct Scripts {
     pub(super) insert_schedule: Script,
     pub(super) update_schedule: Script,
     pub(super) delete_schedule: Script,
+    pub(super) claim_reduce: Script,
+    pub(super) finish_reduce: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -83,6 +85,8 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     insert_schedule: Script::new(include_str!("lua/insert_schedule.lua")),
     update_schedule: Script::new(include_str!("lua/update_schedule.lua")),
     delete_schedule: Script::new(include_str!("lua/delete_schedule.lua")),
+    claim_reduce: clock_script(include_str!("lua/claim_reduce.lua")),
+    finish_reduce: task_script(include_str!("lua/finish_reduce.lua")),
 });
 
 fn task_script(body: &str) -> Script {

@@ -9,7 +9,7 @@ use super::codec::{self, TaskHash};
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
 use crate::{PlanOutcome, StoreError, StoreResult, TaskCursor, TaskPage};
-use dts_model::{Bytes, ItemFailures, ShardRange, Task, TaskStatus, now_millis};
+use dts_model::{Bytes, ShardRange, Task, TaskStatus, now_millis};
 use std::collections::HashMap;
 
 /// Index entries read per round trip while listing.
@@ -375,7 +375,7 @@ pub(super) async fn delete_task(store: &RedisStore, id: &str) -> StoreResult<Tas
 }
 
 /// The task id in a list member (`{sequence}:{id}`).
-fn member_id(member: &str) -> &str {
+pub(super) fn member_id(member: &str) -> &str {
     member.split_once(':').map_or(member, |(_, id)| id)
 }
 
@@ -480,12 +480,10 @@ pub(super) async fn save_plan(
         codec::encode("plan", shards)?,
         count.to_string(),
         now_millis().to_string(),
-        // No shards: planning completed the last one, with nothing failed.
-        TaskStatus::InProgress
-            .after_last_shard(ItemFailures::None)
-            .as_str()
-            .to_string(),
     ];
+    // No shards: planning completed the last one, and the script applies
+    // the rule to the task (which it alone reads: it may have a reduce).
+    args.extend(super::results::LAST_SHARD_RULE.iter().cloned());
     args.extend(
         shards
             .iter()

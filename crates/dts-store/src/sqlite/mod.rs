@@ -7,7 +7,7 @@
 //! killed at any moment leaves a change either whole or absent. The file is in
 //! WAL mode, so several processes may share it (each waits its turn to write).
 //!
-//! The blocking operations live in `tasks`, `results`, `leases` and `workers`;
+//! The blocking operations live in `tasks`, `results`, `leases`, `reduce` and `workers`;
 //! `rows` converts rows and errors, `schema` sets up the file.
 //!
 //! Times (leases, heartbeats, a task's start and end) come from the store's
@@ -17,6 +17,7 @@
 mod activity;
 mod leases;
 mod outbox;
+mod reduce;
 mod results;
 mod retry;
 mod rows;
@@ -26,14 +27,15 @@ mod tasks;
 mod workers;
 
 use crate::{
-    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RetryOutcome, RunnableTask,
-    ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor, TaskPage, encode,
+    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ReduceClaim, ResultFilter, RetryOutcome,
+    RunnableTask, ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor,
+    TaskPage, encode,
 };
 use async_trait::async_trait;
 use dts_model::schedule::Schedule;
 use dts_model::{
-    Bytes, DynClock, ItemResult, PastAttempt, ShardRange, Task, TaskStatus, WorkerInfo,
-    system_clock,
+    Bytes, DynClock, ItemResult, PastAttempt, ReduceResult, ShardRange, Task, TaskStatus,
+    WorkerInfo, system_clock,
 };
 use rows::{DbError, DbResult, classify};
 use rusqlite::Connection;
@@ -598,6 +600,42 @@ impl Store for SqliteStore {
         self.call(format!("delete schedule {name}"), move |conn| {
             schedules::delete(conn, &name)
         })
+        .await
+    }
+
+    async fn reducing_tasks(&self, limit: usize) -> StoreResult<Vec<Task>> {
+        self.call("list reducing tasks".to_string(), move |conn| {
+            reduce::reducing_tasks(conn, limit)
+        })
+        .await
+    }
+
+    async fn claim_reduce(&self, id: &str, worker: &str) -> StoreResult<ReduceClaim> {
+        let id = id.to_string();
+        let worker = worker.to_string();
+        let clock = self.clock();
+        self.call(
+            format!("claim the reduce of task {id} for worker {worker}"),
+            move |conn| reduce::claim_reduce(conn, &id, &worker, &*clock),
+        )
+        .await
+    }
+
+    async fn finish_reduce(
+        &self,
+        id: &str,
+        worker: &str,
+        attempt: u32,
+        result: &ReduceResult,
+    ) -> StoreResult<Option<Task>> {
+        let id = id.to_string();
+        let worker = worker.to_string();
+        let result = result.clone();
+        let clock = self.clock();
+        self.call(
+            format!("record the reduce of task {id} by worker {worker}"),
+            move |conn| reduce::finish_reduce(conn, &id, &worker, attempt, &result, &*clock),
+        )
         .await
     }
 }

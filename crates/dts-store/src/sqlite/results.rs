@@ -8,6 +8,7 @@ use super::rows::{
 };
 use super::tasks::enter;
 use crate::{ResultFilter, ShardCompletion, StoreError};
+use dts_model::reduce::ReduceStep;
 use dts_model::{Clock, ItemFailures, ItemResult, Task, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params, params};
 
@@ -85,12 +86,14 @@ pub(super) fn complete_shard(
         task.chunks_executed += 1;
         if task.chunks_executed == task.chunks_to_execute {
             // The rule (and why a cancelled task keeps its status) is dts-model's.
-            let after = task
-                .status
-                .after_last_shard(ItemFailures::of(task.items_failed));
+            let after = task.status.after_last_shard(
+                ItemFailures::of(task.items_failed),
+                ReduceStep::of(task.reduce.as_ref(), task.items_failed),
+            );
             if after != task.status {
                 enter(&mut task, after, clock.now_millis());
-                finished_task = true;
+                // REDUCING has not ended the task: its reduce's record will.
+                finished_task |= after.is_terminal();
             }
         }
     }

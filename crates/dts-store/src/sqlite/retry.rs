@@ -3,8 +3,8 @@
 //! their earlier attempts.
 
 use super::rows::{DbResult, RESULT_COLUMNS, load_task, result_from_row, save_state, task_key};
-use crate::{RetryOutcome, StoreError, check_retry, shards_to_reopen};
-use dts_model::{Clock, ItemResult, PastAttempt, ShardRange, TaskStatus};
+use crate::{RetryOutcome, StoreError, check_retry, shards_to_reopen, status_after_retry};
+use dts_model::{Clock, ItemResult, PastAttempt, ShardRange};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::BTreeMap;
 
@@ -78,9 +78,14 @@ pub(super) fn retry_task(
     task.chunks_executed = task
         .chunks_executed
         .saturating_sub(u32::try_from(reopened_completed).unwrap_or(u32::MAX));
-    task.status = TaskStatus::InProgress;
+    task.status = status_after_retry(&task, shards.len());
     task.finished_at = None;
     task.error = None;
+    // The reduce runs again once the items have their results: its last
+    // result and claim go, and its attempts count from 1 again.
+    task.reduce_result = None;
+    tx.prepare_cached("UPDATE tasks SET reduce_owner = NULL, reduce_attempts = 0 WHERE key = ?1")?
+        .execute([key])?;
     save_state(&tx, key, &mut task)?;
     tx.commit()?;
     Ok(RetryOutcome {

@@ -62,7 +62,7 @@ pub(super) const TASK_COLUMNS: &str = "key, id, name, status, template_function,
      interpreter, timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
      items_succeeded, items_failed, created_at, started_at, finished_at, error, deadline_secs, \
      memory_mb, milli_cpus, version, priority, weight, max_concurrency, requires, speculation, halt, \
-     after_tasks";
+     after_tasks, reduce, reduce_result";
 
 /// A task row as SQLite gives it; [`RawTask::decode`] checks the text fields.
 pub(super) struct RawTask {
@@ -72,6 +72,8 @@ pub(super) struct RawTask {
     requires: Option<String>,
     halt: Option<String>,
     after: Option<String>,
+    reduce: Option<String>,
+    reduce_result: Option<String>,
     task: Task,
 }
 
@@ -84,6 +86,8 @@ pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         requires: row.get(25)?,
         halt: row.get(27)?,
         after: row.get(28)?,
+        reduce: row.get(29)?,
+        reduce_result: row.get(30)?,
         task: Task {
             id: row.get(1)?,
             name: row.get(2)?,
@@ -115,6 +119,8 @@ pub(super) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
             },
             halt: None,
             after: None,
+            reduce: None,
+            reduce_result: None,
         },
     })
 }
@@ -129,6 +135,8 @@ impl RawTask {
             requires,
             halt,
             after,
+            reduce,
+            reduce_result,
             mut task,
         } = self;
         task.status = status
@@ -145,6 +153,18 @@ impl RawTask {
                 serde_json::from_str(&after)
                     .map_err(|e| StoreError::corrupt(format!("task {} after", task.id), e))?,
             );
+        }
+        if let Some(reduce) = reduce {
+            task.reduce = Some(
+                serde_json::from_str(&reduce)
+                    .map_err(|e| StoreError::corrupt(format!("task {} reduce", task.id), e))?,
+            );
+        }
+        if let Some(result) = reduce_result {
+            task.reduce_result =
+                Some(serde_json::from_str(&result).map_err(|e| {
+                    StoreError::corrupt(format!("task {} reduce result", task.id), e)
+                })?);
         }
         if let Some(halt) = halt {
             task.halt = dts_model::Halt::parse(&halt)
@@ -180,18 +200,20 @@ pub(super) fn task_key(conn: &Connection, id: &str) -> DbResult<i64> {
 pub(super) use crate::no_shard;
 
 /// Writes every field an operation may change (status, counters, times,
-/// error) of the task at `key`, and counts the change in its `version`
-/// (here and in `task`). Operations that may change nothing call it only
-/// when the task differs from what they read.
+/// error, the reduce's result) of the task at `key`, and counts the change
+/// in its `version` (here and in `task`). Operations that may change
+/// nothing call it only when the task differs from what they read.
 pub(super) fn save_state(conn: &Connection, key: i64, task: &mut Task) -> DbResult<()> {
+    let reduce_result = reduce_result_json(task)?;
     task.version += 1;
     conn.prepare_cached(
         "UPDATE tasks SET status = :status, chunks_to_execute = :chunks_to_execute, \
          chunks_executed = :chunks_executed, items_succeeded = :items_succeeded, \
          items_failed = :items_failed, started_at = :started_at, finished_at = :finished_at, \
-         error = :error, version = :version WHERE key = :key",
+         error = :error, reduce_result = :reduce_result, version = :version WHERE key = :key",
     )?
     .execute(named_params! {
+        ":reduce_result": reduce_result,
         ":key": key,
         ":version": task.version,
         ":status": task.status.as_str(),
@@ -204,6 +226,15 @@ pub(super) fn save_state(conn: &Connection, key: i64, task: &mut Task) -> DbResu
         ":error": task.error,
     })?;
     Ok(())
+}
+
+/// The task's reduce result as the `reduce_result` column holds it: JSON,
+/// or NULL when there is none.
+pub(super) fn reduce_result_json(task: &Task) -> Result<Option<String>, StoreError> {
+    task.reduce_result
+        .as_ref()
+        .map(|result| crate::encode("reduce result", result))
+        .transpose()
 }
 
 /// The columns [`result_from_row`] reads, in its order.

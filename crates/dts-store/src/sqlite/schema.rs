@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::time::Duration;
 
 /// The schema this code writes; bump it with a migration step in [`migrate`].
-pub(super) const SCHEMA_VERSION: i64 = 16;
+pub(super) const SCHEMA_VERSION: i64 = 17;
 
 /// How long a statement waits for another connection's write lock before it
 /// fails as busy (a retryable error).
@@ -290,10 +290,24 @@ CREATE TABLE schedules (
 );
 ";
 
+/// Version 17: `reduce`, the script that runs once every item has its
+/// result, and `reduce_result`, what its run did, both as JSON; and the
+/// claim on the reduce: the worker running it (`reduce_owner`, whose
+/// heartbeat in `workers` keeps the claim) and the claims made so far
+/// (`reduce_attempts`, the attempt of the latest). Rows written before have
+/// no reduce, and never had a claim.
+const SCHEMA_V17: &str = "
+ALTER TABLE tasks ADD COLUMN reduce TEXT;
+ALTER TABLE tasks ADD COLUMN reduce_result TEXT;
+ALTER TABLE tasks ADD COLUMN reduce_owner TEXT;
+ALTER TABLE tasks ADD COLUMN reduce_attempts INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Every migration step in order: step `n` upgrades version `n` to `n + 1`.
-const STEPS: [&str; 16] = [
+const STEPS: [&str; 17] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
     SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13, SCHEMA_V14, SCHEMA_V15, SCHEMA_V16,
+    SCHEMA_V17,
 ];
 const _: () = assert!(STEPS.len() as i64 == SCHEMA_VERSION, "one step per version");
 

@@ -8,6 +8,7 @@ use super::rows::{
     DbResult, RawTask, TASK_COLUMNS, find_task, load_task, save_state, task_from_row, task_key,
 };
 use crate::{PlanOutcome, StoreError, TaskCursor, TaskPage};
+use dts_model::reduce::ReduceStep;
 use dts_model::{Bytes, Clock, ItemFailures, Task, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
 
@@ -35,6 +36,11 @@ pub(super) fn insert_task(
         Some(after) => Some(crate::encode("after", after)?),
         None => None,
     };
+    let reduce_json = match &task.reduce {
+        Some(reduce) => Some(crate::encode("reduce", reduce)?),
+        None => None,
+    };
+    let reduce_result_json = super::rows::reduce_result_json(task)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let inserted = tx
         .prepare_cached(
@@ -42,12 +48,13 @@ pub(super) fn insert_task(
              timeout_secs, retries, items_total, chunks_to_execute, chunks_executed, \
              items_succeeded, items_failed, created_at, started_at, finished_at, error, \
              deadline_secs, memory_mb, milli_cpus, version, priority, weight, max_concurrency, \
-             requires, speculation, halt, after_tasks) \
+             requires, speculation, halt, after_tasks, reduce, reduce_result) \
              VALUES (:id, :name, :status, :template_function, :variables, :interpreter, \
              :timeout_secs, :retries, :items_total, :chunks_to_execute, :chunks_executed, \
              :items_succeeded, :items_failed, :created_at, :started_at, :finished_at, :error, \
              :deadline_secs, :memory_mb, :milli_cpus, :version, :priority, :weight, \
-             :max_concurrency, :requires, :speculation, :halt, :after_tasks) \
+             :max_concurrency, :requires, :speculation, :halt, :after_tasks, :reduce, \
+             :reduce_result) \
              ON CONFLICT (id) DO NOTHING",
         )?
         .execute(named_params! {
@@ -79,6 +86,8 @@ pub(super) fn insert_task(
             ":speculation": task.scheduling.speculation,
             ":halt": task.halt.map(|h| h.to_string()),
             ":after_tasks": after_json,
+            ":reduce": reduce_json,
+            ":reduce_result": reduce_result_json,
         })?;
     if inserted == 0 {
         return Err(StoreError::TaskExists {
@@ -395,8 +404,11 @@ pub(super) fn save_plan(
     // INPROGRESS first so startedAt is set even when the task completes at once.
     enter(&mut task, TaskStatus::InProgress, now);
     if shard_count == 0 {
-        // No shards: planning completed the last one, with nothing failed.
-        let after = task.status.after_last_shard(ItemFailures::None);
+        // No shards: planning completed the last one, with nothing failed;
+        // a task with a reduce reduces (over no results).
+        let after = task
+            .status
+            .after_last_shard(ItemFailures::None, ReduceStep::of(task.reduce.as_ref(), 0));
         enter(&mut task, after, now);
     }
     tx.prepare_cached("UPDATE tasks SET plan = ?2 WHERE key = ?1")?

@@ -1,7 +1,8 @@
 //! Tasks, plans and results the contract tests build on.
 
 use dts_model::{
-    Bytes, ItemResult, Scheduling, ShardRange, Task, TaskStatus, Variables, now_millis,
+    Bytes, ItemResult, Reduce, ReduceWhen, Scheduling, ShardRange, Task, TaskStatus, Variables,
+    now_millis,
 };
 use dts_store::{DynStore, PlanOutcome};
 
@@ -39,7 +40,21 @@ pub(crate) fn task_with(id: &str, created_at: u64, items: usize) -> Task {
         },
         halt: None,
         after: None,
+        // No reduce: its last shard ends the task, as most tests expect
+        // (reduce.rs makes tasks with one).
+        reduce: None,
+        reduce_result: None,
         version: 0,
+    }
+}
+
+/// A reduce that runs `when`: it counts the lines of the results.
+pub(crate) fn reduce_when(when: ReduceWhen) -> Reduce {
+    Reduce {
+        template_function: "wc -l".to_string(),
+        interpreter: "bash".to_string(),
+        timeout_secs: 30,
+        when,
     }
 }
 
@@ -152,6 +167,7 @@ pub(crate) async fn task_in(store: &DynStore, status: TaskStatus) -> Task {
         SubmissionFailed => &[Retrying, SubmissionFailed],
         Submitted => &[Submitted],
         InProgress => &[Submitted, InProgress],
+        Reducing => &[Submitted, InProgress, Reducing],
         Completed => &[Submitted, InProgress, Completed],
         Failed => &[Submitted, InProgress, Failed],
         Cancelled => &[Cancelled],

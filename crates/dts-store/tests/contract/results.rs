@@ -1,7 +1,8 @@
 //! Contract: recording item results and completing shards, idempotently.
 
 use crate::helpers::*;
-use dts_model::{Bytes, ItemFailures, ItemResult, Task, TaskStatus};
+use dts_model::reduce::ReduceStep;
+use dts_model::{Bytes, ItemFailures, ItemResult, ReduceWhen, Task, TaskStatus, now_millis};
 use dts_store::{DynStore, ResultFilter, StoreError};
 use std::sync::Arc;
 
@@ -363,37 +364,54 @@ pub(crate) async fn recorded_indices_are_those_in_the_range_ascending(store: Dyn
 }
 
 /// Both stores end a task on its last shard exactly as dts-model's rule
-/// says, case by case: the Redis store applies the rule inside a script,
-/// so this is what keeps the two from drifting.
+/// says, case by case, with and without a reduce: the Redis store applies
+/// the rule inside a script, so this is what keeps the two from drifting.
 pub(crate) async fn the_last_shard_ends_a_task_as_the_model_rule_says_in_every_case(
     store: DynStore,
 ) {
     use TaskStatus::*;
+    let reduces = [
+        None,
+        Some(reduce_when(ReduceWhen::Success)),
+        Some(reduce_when(ReduceWhen::Always)),
+    ];
     // A planned task can be in these when its last shard completes: still
-    // running, cancelled, failed by its deadline, or (ended by hand) completed.
-    for before in [InProgress, Cancelled, Failed, Completed] {
+    // running, cancelled, failed by its deadline, (ended by hand)
+    // completed, or (moved by hand) reducing.
+    for before in [InProgress, Cancelled, Failed, Completed, Reducing] {
         for failures in ItemFailures::ALL {
-            let task = planned(&store, 2, 1).await;
-            if before != InProgress {
-                store.transition(&task.id, before, None).await.unwrap();
+            for reduce in &reduces {
+                let mut task = task_with(&dts_model::new_task_id(), now_millis(), 2);
+                task.reduce = reduce.clone();
+                store.insert_task(&task, &inputs(2)).await.unwrap();
+                plan_evenly(&store, &task, 2, 1).await;
+                if before != InProgress {
+                    store.transition(&task.id, before, None).await.unwrap();
+                }
+                let (second, items_failed) = match failures {
+                    ItemFailures::None => (ok(1), 0),
+                    ItemFailures::Some => (failed(1), 1),
+                };
+                let done = store
+                    .complete_shard(&task.id, 0, &[ok(0), second])
+                    .await
+                    .unwrap();
+                let step = ReduceStep::of(reduce.as_ref(), items_failed);
+                let expected = before.after_last_shard(failures, step);
+                let when = reduce.as_ref().map(|r| r.when);
+                let case = format!("{before} with {failures:?} failed and reduce {when:?}");
+                assert_eq!(done.task.status, expected, "{case}");
+                assert_eq!(
+                    done.finished_task,
+                    expected != before && expected.is_terminal(),
+                    "{case}"
+                );
+                assert_eq!(
+                    store.task(&task.id).await.unwrap().map(|t| t.status),
+                    Some(expected),
+                    "{case}"
+                );
             }
-            let second = match failures {
-                ItemFailures::None => ok(1),
-                ItemFailures::Some => failed(1),
-            };
-            let done = store
-                .complete_shard(&task.id, 0, &[ok(0), second])
-                .await
-                .unwrap();
-            let expected = before.after_last_shard(failures);
-            let case = format!("{before} with {failures:?} failed");
-            assert_eq!(done.task.status, expected, "{case}");
-            assert_eq!(done.finished_task, expected != before, "{case}");
-            assert_eq!(
-                store.task(&task.id).await.unwrap().map(|t| t.status),
-                Some(expected),
-                "{case}"
-            );
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Contract: inserting, reading and listing tasks, and status transitions.
 
 use crate::helpers::*;
-use dts_model::{Bytes, Task, TaskStatus, Variables, now_millis};
+use dts_model::{Bytes, Reduce, ReduceResult, ReduceWhen, Task, TaskStatus, Variables, now_millis};
 use dts_store::{DynStore, PlanOutcome, ResultFilter, StoreError};
 
 pub(crate) async fn a_task_and_its_inputs_read_back_exactly_as_inserted(store: DynStore) {
@@ -34,6 +34,27 @@ pub(crate) async fn a_task_and_its_inputs_read_back_exactly_as_inserted(store: D
     .unwrap();
     task.retries = 2;
     task.timeout_secs = 3_600;
+    task.reduce = Some(Reduce {
+        template_function: "jq -s 'map(.exitCode) | add' # {{greeting}} \"$1\"".to_string(),
+        interpreter: "python3".to_string(),
+        timeout_secs: 90,
+        when: ReduceWhen::Always,
+    });
+    // A task is stored with a result only by hand (an import, say), but
+    // whatever is inserted reads back.
+    task.reduce_result = Some(ReduceResult {
+        exit_code: None,
+        signal: Some(9),
+        timed_out: true,
+        stdout: Bytes::from("sum: 3\n"),
+        stderr: Bytes::new(b"caf\xe9 \x00".to_vec()),
+        stdout_truncated: false,
+        stderr_truncated: true,
+        duration_ms: 90_000,
+        worker: "worker-b".to_string(),
+        attempt: 3,
+        error: Some("killed".to_string()),
+    });
     store.insert_task(&task, &awkward).await.unwrap();
 
     assert_eq!(store.task(&task.id).await.unwrap(), Some(task.clone()));
@@ -193,6 +214,7 @@ pub(crate) async fn unfinished_task_ids_are_oldest_first_and_skip_ended_tasks(st
         Completed,
         Submitted,
         Failed,
+        Reducing,
     ]
     .into_iter()
     .enumerate()
@@ -208,6 +230,8 @@ pub(crate) async fn unfinished_task_ids_are_oldest_first_and_skip_ended_tasks(st
             Completed => &[InProgress, Completed],
             Submitted => &[Submitted],
             Failed => &[InProgress, Failed],
+            // Waiting for its reduce: not ended.
+            Reducing => &[InProgress, Reducing],
             Waiting | Skipped => unreachable!("not in this test's list"),
         };
         for step in path {
@@ -217,7 +241,7 @@ pub(crate) async fn unfinished_task_ids_are_oldest_first_and_skip_ended_tasks(st
             expected.push(task.id);
         }
     }
-    assert_eq!(expected.len(), 4);
+    assert_eq!(expected.len(), 5);
     assert_eq!(store.unfinished_task_ids().await.unwrap(), expected);
 }
 

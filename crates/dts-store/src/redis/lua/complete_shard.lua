@@ -1,9 +1,10 @@
 -- ARGV[5] shard, ARGV[6] now (ms), ARGV[7] n, the number of rule entries,
--- ARGV[8 .. 7+3n] the completion rule as triples (status, 'none'/'some'
--- items failed, the status to enter), ARGV[8+3n] the form of the results,
--- ARGV[9+3n ..] the results (see apply_results). The rule is dts-model's TaskStatus::after_last_shard,
--- tabulated by Rust: this script only looks its case up, inside the same
--- atomic step that counts the shard. A case not in the table keeps its status.
+-- ARGV[8 .. 7+4n] the completion rule (see last_shard_rule), ARGV[8+4n] the
+-- form of the results, ARGV[9+4n ..] the results (see apply_results). The
+-- rule is dts-model's TaskStatus::after_last_shard, tabulated by Rust: this
+-- script only looks its case up, inside the same atomic step that counts
+-- the shard. A case not in the table keeps its status; REDUCING, not an
+-- end, reports the task as not finished (its reduce's record ends it).
 -- Drops the shard's lease and takes it off the ready queue and held set.
 -- An INPROGRESS task's shard completes only when each of its items has a
 -- result: after a Redis failover, results the old primary alone had are
@@ -51,12 +52,8 @@ if redis.call('SISMEMBER', SHARDS, ARGV[5]) == 1 then
   -- The first run to complete the shard counted; this one records nothing.
   return reply({ 'ok', '0', '0' })
 end
-local rules = tonumber(ARGV[7])
-local after_last_shard = {}
-for i = 8, 7 + 3 * rules, 3 do
-  after_last_shard[ARGV[i] .. ' ' .. ARGV[i + 1]] = ARGV[i + 2]
-end
-local fits, changed, buckets = apply_results(9 + 3 * rules, true)
+local after_last_shard, form = last_shard_rule(7)
+local fits, changed, buckets = apply_results(form + 1, true)
 if not fits then
   return { 'layout', changed }
 end
@@ -83,11 +80,10 @@ local finished = changed and halt_if_crossed(ARGV[6])
 if newly then
   local done = redis.call('HINCRBY', TASK, 'chunksExecuted', 1)
   if done == planned then
-    local failures = tonumber(redis.call('HGET', TASK, 'itemsFailed')) == 0 and 'none' or 'some'
-    local to = after_last_shard[redis.call('HGET', TASK, 'status') .. ' ' .. failures]
+    local to = after_last_shard()
     if to then
       enter(to, ARGV[6])
-      finished = true
+      finished = finished or TERMINAL[to] == true
     end
   end
 end

@@ -1,9 +1,11 @@
--- ARGV[5] the task version the caller read, ARGV[6] now (ms), ARGV[7] n,
--- ARGV[8 .. 7+2n] pairs (failed item index, its new history JSON),
--- ARGV[8+2n ..] the shards to queue again. Rust read the failed results,
--- their histories and the plan and decided the rest; this step applies it
--- only if the task did not change since (its version), so a concurrent
--- retry, or a result recorded meanwhile, sends the caller back to read again.
+-- ARGV[5] the task version the caller read, ARGV[6] now (ms), ARGV[7] the
+-- status to enter (INPROGRESS, or REDUCING when no shard runs again and
+-- the task's reduce does), ARGV[8] n, ARGV[9 .. 8+2n] pairs (failed item
+-- index, its new history JSON), ARGV[9+2n ..] the shards to queue again.
+-- Rust read the failed results, their histories and the plan and decided
+-- the rest; this step applies it only if the task did not change since
+-- (its version), so a concurrent retry, or a result recorded meanwhile,
+-- sends the caller back to read again.
 -- Reply: {'ok', task...}, {'changed'} or {'notfound'}.
 if redis.call('EXISTS', TASK) == 0 then
   return { 'notfound' }
@@ -12,9 +14,9 @@ if (redis.call('HGET', TASK, 'version') or '0') ~= ARGV[5] then
   return { 'changed' }
 end
 local layout = results_layout(TASK)
-local n = tonumber(ARGV[7])
+local n = tonumber(ARGV[8])
 local removed = 0
-for i = 8, 7 + 2 * n, 2 do
+for i = 9, 8 + 2 * n, 2 do
   local index = ARGV[i]
   local gone = 0
   if layout == '1' then
@@ -39,7 +41,7 @@ if removed ~= 0 then
   redis.call('HINCRBY', TASK, 'itemsFailed', -removed)
 end
 local reopened = 0
-for i = 8 + 2 * n, #ARGV do
+for i = 9 + 2 * n, #ARGV do
   local shard = ARGV[i]
   if redis.call('SREM', SHARDS, shard) == 1 then
     reopened = reopened + 1
@@ -56,8 +58,10 @@ end
 if reopened ~= 0 then
   redis.call('HINCRBY', TASK, 'chunksExecuted', -reopened)
 end
-enter(IN_PROGRESS, ARGV[6])
-redis.call('HDEL', TASK, 'finishedAt', 'error')
+enter(ARGV[7], ARGV[6])
+-- The reduce runs again once the items have their results: its last
+-- result and claim go, and its attempts count from 1 again.
+redis.call('HDEL', TASK, 'finishedAt', 'error', 'reduceResult', 'reduceOwner', 'reduceAttempts')
 -- Running again: the task's keys no longer expire, and it is listed as
 -- unfinished and runnable, as before it ended.
 for _, key in ipairs(TASK_KEYS) do
@@ -70,7 +74,7 @@ local member = redis.call('HGET', TASK, 'member')
 local created = redis.call('HGET', TASK, 'createdAt')
 redis.call('ZREM', ENDED, member)
 redis.call('ZADD', UNFINISHED, created, member)
-if #ARGV >= 8 + 2 * n then
+if #ARGV >= 9 + 2 * n then
   redis.call('ZADD', RUNNABLE, created, member)
 end
 bump()

@@ -1,6 +1,7 @@
--- ARGV[5] plan JSON, ARGV[6] shard count, ARGV[7] now (ms), ARGV[8] the
--- status a plan with no shards ends in (dts-model's rule, decided in Rust),
--- ARGV[9..] each shard's range as `start:len`, in shard order.
+-- ARGV[5] plan JSON, ARGV[6] shard count, ARGV[7] now (ms), ARGV[8 ..]
+-- the completion rule (see last_shard_rule), which a plan with no shards
+-- applies at once (COMPLETED, or REDUCING for a task with a reduce), then
+-- each shard's range as `start:len`, in shard order.
 -- Every shard starts ready, and the task runnable (when it has a shard).
 -- Reply: {'created', task...}, {'existing', plan JSON, task...},
 -- {'ended', task...} or {'notfound'}.
@@ -14,6 +15,7 @@ end
 if TERMINAL[redis.call('HGET', TASK, 'status')] then
   return reply({ 'ended' })
 end
+local after_last_shard, first_range = last_shard_rule(8)
 redis.call('HSET', TASK, 'plan', ARGV[5], 'chunksToExecute', ARGV[6])
 local count = tonumber(ARGV[6])
 -- In slices: unpack() of a long list would overflow Lua's stack.
@@ -23,7 +25,7 @@ for first = 0, count - 1, 500 do
     scored[#scored + 1] = shard
     scored[#scored + 1] = shard
     ranges[#ranges + 1] = shard
-    ranges[#ranges + 1] = ARGV[9 + shard]
+    ranges[#ranges + 1] = ARGV[first_range + shard]
   end
   redis.call('ZADD', READY, unpack(scored))
   redis.call('HSET', RANGES, unpack(ranges))
@@ -34,7 +36,11 @@ end
 -- In progress first, so startedAt is set even when the task completes at once.
 enter(IN_PROGRESS, ARGV[7])
 if count == 0 then
-  enter(ARGV[8], ARGV[7])
+  -- No shards: planning completed the last one, with nothing failed.
+  local to = after_last_shard()
+  if to then
+    enter(to, ARGV[7])
+  end
 end
 bump()
 return reply({ 'created' })

@@ -329,3 +329,24 @@ local function halt_if_crossed(now)
   enter('FAILED', now)
   return true
 end
+
+-- dts-model's TaskStatus::after_last_shard as Rust tabulated it
+-- (LAST_SHARD_RULE in results.rs): ARGV[first] the number of entries n,
+-- then n quadruples (status, 'none'/'some' items failed, the task's
+-- reduce: 'none' or its `when`, the status to enter). Returns the rule
+-- applied to the task as it is now (the status it enters, or nil: a case
+-- not in the table keeps its status) and the index of the argument after
+-- the table.
+local function last_shard_rule(first)
+  local n = tonumber(ARGV[first])
+  local rule = {}
+  for i = first + 1, first + 4 * n, 4 do
+    rule[ARGV[i] .. ' ' .. ARGV[i + 1] .. ' ' .. ARGV[i + 2]] = ARGV[i + 3]
+  end
+  local function after_last_shard()
+    local failures = tonumber(redis.call('HGET', TASK, 'itemsFailed')) == 0 and 'none' or 'some'
+    local reduce = redis.call('HGET', TASK, 'reduceWhen') or 'none'
+    return rule[redis.call('HGET', TASK, 'status') .. ' ' .. failures .. ' ' .. reduce]
+  end
+  return after_last_shard, first + 1 + 4 * n
+end
