@@ -1,6 +1,6 @@
 //! The contract every `Store` implementation keeps, written once.
 //!
-//! Each test (in `activity`, `halt`, `outbox`, `schedules`, `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`) is a generic async
+//! Each test (in `activity`, `halt`, `outbox`, `schedules`, `tasks`, `inputs`, `plans`, `results`, `leases`, `queue`, `workers`, `retry`, `reduce`) is a generic async
 //! function over a `DynStore`; the `store_contract!` lines at the end of this
 //! file run all of them against each backend.
 //! A new backend adds one line there, with a factory that gives every test a
@@ -15,6 +15,7 @@ mod leases;
 mod outbox;
 mod plans;
 mod queue;
+mod reduce;
 mod removal;
 mod results;
 mod retry;
@@ -31,6 +32,7 @@ use leases::*;
 use outbox::*;
 use plans::*;
 use queue::*;
+use reduce::*;
 use removal::*;
 use results::*;
 use retry::*;
@@ -174,6 +176,17 @@ macro_rules! store_contract {
                 two_workers_recording_a_failure_each_at_once_reach_a_halt_of_two,
                 a_halted_task_retries_the_items_that_failed_or_never_ran,
                 a_halt_of_a_task_that_ended_otherwise_changes_nothing,
+                the_last_shard_of_a_task_with_a_due_reduce_starts_it_and_owes_no_event,
+                a_reduce_claim_holds_while_its_owners_heartbeat_is_live_then_passes_on,
+                a_reduce_is_claimed_only_while_reducing_and_an_unknown_task_is_not_found,
+                of_sixteen_workers_claiming_a_reduce_at_once_exactly_one_gets_it,
+                the_claim_holders_record_ends_the_task_completed_with_its_result_once,
+                a_record_by_a_worker_that_lost_the_claim_changes_nothing,
+                a_failed_reduce_or_a_failed_item_ends_the_task_failed,
+                a_reduce_recorded_after_a_cancel_changes_nothing,
+                reducing_tasks_are_exactly_the_reducing_ones_oldest_first,
+                a_retry_after_a_failed_reduce_reduces_again_from_attempt_one,
+                a_retried_task_with_a_reduce_runs_its_failed_items_then_reduces_again,
             );
         }
     };

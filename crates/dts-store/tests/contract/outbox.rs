@@ -2,7 +2,7 @@
 //! atomic step, for a drainer to claim, publish and acknowledge.
 
 use crate::helpers::*;
-use dts_model::{Halt, Task, TaskStatus, now_millis};
+use dts_model::{Halt, ReduceResult, ReduceWhen, Task, TaskStatus, now_millis};
 use dts_store::{DynStore, PlanOutcome};
 use std::time::Duration;
 
@@ -80,13 +80,43 @@ pub async fn every_way_a_task_ends_leaves_exactly_one_outbox_entry(store: DynSto
         .unwrap();
     assert_eq!(status, TaskStatus::Failed);
     expected.push((halting.id.clone(), TaskStatus::Failed));
-    // Tasks that have not ended have none.
+    // COMPLETED by the record of its reduce.
+    let mut reduced = task_with(&dts_model::new_task_id(), now_millis(), 1);
+    reduced.reduce = Some(reduce_when(ReduceWhen::Success));
+    store.insert_task(&reduced, &inputs(1)).await.unwrap();
+    plan_evenly(&store, &reduced, 1, 1).await;
+    store
+        .complete_shard(&reduced.id, 0, &[ok(0)])
+        .await
+        .unwrap();
+    store.claim_reduce(&reduced.id, "worker-a").await.unwrap();
+    let result = ReduceResult {
+        exit_code: Some(0),
+        signal: None,
+        timed_out: false,
+        stdout: Default::default(),
+        stderr: Default::default(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        duration_ms: 1,
+        worker: "worker-a".to_string(),
+        attempt: 1,
+        error: None,
+    };
+    store
+        .finish_reduce(&reduced.id, "worker-a", 1, &result)
+        .await
+        .unwrap()
+        .expect("the claim holder's record");
+    expected.push((reduced.id.clone(), TaskStatus::Completed));
+    // Tasks that have not ended have none, reducing ones too.
     planned(&store, 4, 2).await;
+    task_in(&store, TaskStatus::Reducing).await;
     task_in(&store, TaskStatus::Submitted).await;
     task_in(&store, TaskStatus::Retrying).await;
 
     expected.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(store.pending_completions().await.unwrap(), 7);
+    assert_eq!(store.pending_completions().await.unwrap(), 8);
     assert_eq!(claim_all(&store).await, expected);
 }
 
