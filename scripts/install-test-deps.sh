@@ -5,7 +5,7 @@
 # interpreters tests/it/scripts.rs runs items with (perl, ruby, node,
 # dash, zsh), GNU parallel (the oracle of tests/it/parallel_oracle.rs) and
 # promtool (package prometheus, which tests/it/metrics.rs checks /metrics
-# with) and headless Chromium with its WebDriver (the dashboard's browser
+# with), jq (the reduce steps of tests/it/reduce.rs read JSON lines) and headless Chromium with its WebDriver (the dashboard's browser
 # tests, tests/it/ui.rs) from apt; and openapi-spec-validator (PyPI, pinned)
 # into .tools/venv/, the independent check of the OpenAPI document
 # (tests/it/openapi.rs). The broker's durable storage in the tests that
@@ -26,6 +26,7 @@ command -v ruby >/dev/null 2>&1 || missing+=(ruby)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v dash >/dev/null 2>&1 || missing+=(dash)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v parallel >/dev/null 2>&1 || missing+=(parallel)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)

@@ -40,7 +40,7 @@ use super::terminal::{Mode, Progress, Rate, Sanitized, count, progress_bar, prog
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dts_api::views::ResultView;
-use dts_model::{Halt, ItemResult, TaskStatus};
+use dts_model::{Halt, ItemResult, Task, TaskStatus};
 use dts_node::embedded::{EmbeddedNode, Role};
 use dts_node::wiring;
 use dts_store::{DynStore, ResultFilter};
@@ -303,6 +303,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             ));
             exit
         }
+        None if args.flags.reduce.is_some() => {
+            let ended = store.task(&task.id).await?;
+            printer.show_reduce(ended.as_ref())?
+        }
         None if printer.failed > 0 || done < total => 1,
         None => 0,
     };
@@ -547,6 +551,9 @@ struct Printer {
     keeper: Keeper,
     bar: Option<(ProgressBar, Rate)>,
     total: u64,
+    /// With --reduce: the items' output is the reduce's input, not
+    /// printed; the reduce's own output is.
+    reducing: bool,
     /// Results printed so far, and how many of them failed.
     done: u64,
     failed: u64,
@@ -571,6 +578,7 @@ impl Printer {
             keeper,
             bar,
             total,
+            reducing: args.flags.reduce.is_some() && !args.json,
             done: 0,
             failed: 0,
         };
@@ -629,6 +637,9 @@ impl Printer {
             let shown = self.out.mode().show_json(&text).into_owned();
             return write!(self.out, "{separator}{shown}");
         }
+        if self.reducing {
+            return Ok(());
+        }
         show_output(
             &mut self.out,
             &mut self.err,
@@ -636,6 +647,37 @@ impl Printer {
             self.tag,
             "dts run was given executor.output-cap-bytes",
         )
+    }
+
+    /// The reduce's output on stdout and stderr (not with --json, whose
+    /// array is the items'), and the exit status it gives `dts run`: the
+    /// reduce's own exit code when it failed, 1 when items failed (and
+    /// the reduce did not run, or ran with `--reduce-when always`), else 0.
+    fn show_reduce(&mut self, task: Option<&Task>) -> Result<u8> {
+        let items_failed = self.failed > 0 || self.done < self.total;
+        let Some(result) = task.and_then(|t| t.reduce_result.as_ref()) else {
+            say(&format!(
+                "dts: the reduce did not run: {} of {} items failed",
+                self.failed, self.total
+            ));
+            return Ok(1);
+        };
+        if !self.json {
+            self.out.write_all(result.stdout.as_bytes())?;
+            self.err.write_all(result.stderr.as_bytes())?;
+            self.out.flush()?;
+            self.err.flush()?;
+        }
+        if let Some(reason) = result.failure_reason() {
+            say(&format!("dts: {reason}"));
+            let code = result
+                .exit_code
+                .and_then(|code| u8::try_from(code).ok())
+                .filter(|code| *code != 0)
+                .unwrap_or(1);
+            return Ok(code);
+        }
+        Ok(u8::from(items_failed))
     }
 
     /// Closes the JSON array, flushes the job log, clears the bar.

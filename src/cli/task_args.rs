@@ -44,6 +44,15 @@ pub struct TaskFlags {
     /// default.
     #[arg(long, value_name = "WHEN,fail=N", value_parser = halt_flag)]
     pub halt: Option<String>,
+    /// A script that runs once after every item, reading every item's
+    /// result as a JSON line on standard input, in input order (the task's
+    /// `reduce`); its result ends the task.
+    #[arg(long, value_name = "SCRIPT")]
+    pub reduce: Option<String>,
+    /// When the --reduce script runs: `success` (only if every item
+    /// succeeded; the default) or `always`.
+    #[arg(long, value_name = "WHEN", requires = "reduce", value_parser = ["success", "always"])]
+    pub reduce_when: Option<String>,
 }
 
 /// `--halt`, checked as the task's `halt` field is (by dts-model), so a bad
@@ -109,6 +118,20 @@ impl TaskFlags {
         if let Some(halt) = &self.halt {
             body["halt"] = json!(halt);
         }
+        if let Some(script) = &self.reduce {
+            let mut reduce = json!({"templateFunction": script});
+            if let Some(when) = &self.reduce_when {
+                reduce["when"] = json!(when);
+            }
+            // The reduce runs with the items' interpreter and timeout.
+            if let Some(interpreter) = &self.interpreter {
+                reduce["interpreter"] = json!(interpreter);
+            }
+            if let Some(timeout) = self.timeout {
+                reduce["timeoutSecs"] = json!(timeout);
+            }
+            body["reduce"] = reduce;
+        }
     }
 
     /// The flags given, as the user typed them, for an error that refuses
@@ -135,6 +158,9 @@ impl TaskFlags {
         }
         if let Some(halt) = &self.halt {
             given.push(format!("--halt {halt}"));
+        }
+        if let Some(script) = &self.reduce {
+            given.push(format!("--reduce {script}"));
         }
         given
     }

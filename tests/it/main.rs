@@ -26,6 +26,7 @@ mod openapi;
 mod outputs;
 mod overview;
 mod parallel_oracle;
+mod reduce;
 mod restart;
 mod retry;
 mod run;

@@ -42,6 +42,8 @@ async fn seed_cancelled(data_dir: &Path, ids: &[&str]) {
             scheduling: Scheduling::default(),
             halt: None,
             after: None,
+            reduce: None,
+            reduce_result: None,
             version: 0,
         };
         store.insert_task(&task, &["x".into()]).await.unwrap();

@@ -30,8 +30,8 @@
 use crate::overview::{ActivityView, OverviewView};
 use crate::schedules::{RunView, ScheduleRequest, ScheduleView};
 use crate::views::{
-    ErrorBody, ErrorDetail, HealthView, NodeBeatView, ResultItemView, ResultView, ResultsPage,
-    RetryView, SeedTaskView, TaskView, WorkerView,
+    ErrorBody, ErrorDetail, HealthView, NodeBeatView, ReduceResultView, ReduceView, ResultItemView,
+    ResultView, ResultsPage, RetryView, SeedTaskView, TaskView, WorkerView,
 };
 use crate::{logs, overview, schedules, seed, v1};
 use axum::http::header;
@@ -118,6 +118,9 @@ const BEARER: &str = "bearerToken";
         BytesJson,
         ScheduleView,
         RunView,
+        ReduceView,
+        ReduceResultView,
+        ReduceRequest,
         ScheduleRequest,
     )),
     modifiers(&SharedAnswers),
@@ -327,6 +330,21 @@ fn ignored_schema() -> Schema {
         .into()
 }
 
+/// A task's `reduce` step, as `POST /v1/tasks` takes it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ReduceRequest {
+    /// The script, a template over the task's variables.
+    template_function: String,
+    /// The program that runs it (default `bash`).
+    interpreter: Option<String>,
+    /// Its time limit, in seconds (default the server's item default).
+    timeout_secs: Option<u64>,
+    /// `success` (the default: only if every item succeeded) or `always`.
+    when: Option<dts_model::ReduceWhen>,
+}
+
 /// The body of `POST /v1/tasks` and the JSON body of `POST /schedule/create`:
 /// a script template, its variables and the inputs to run it with. Read by
 /// hand by [`dts_model::submit::from_json`] (which refuses unknown fields),
@@ -379,6 +397,10 @@ pub struct SubmitRequest {
     /// How the tasks in `after` must end: `COMPLETED` (the default) or
     /// `ENDED` (however they end).
     after_status: Option<dts_model::AfterStatus>,
+    /// A script that runs once after every item has its result, reading
+    /// the results as JSON lines on stdin in index order; its result ends
+    /// the task (`REDUCING` until then).
+    reduce: Option<ReduceRequest>,
     /// Ignored: a task's own field, accepted so a seed client may send a task back.
     #[schema(schema_with = ignored_schema)]
     id: Option<serde_json::Value>,

@@ -6,8 +6,8 @@
 //! types the server writes instead of indexing untyped JSON.
 
 use dts_model::{
-    AfterStatus, Bytes, Isolation, ItemResult, PastAttempt, Scheduling, Task, TaskStatus,
-    WorkerInfo, WorkerKind, format_millis,
+    AfterStatus, Bytes, Isolation, ItemResult, PastAttempt, ReduceResult, ReduceWhen, Scheduling,
+    Task, TaskStatus, WorkerInfo, WorkerKind, format_millis,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -100,6 +100,10 @@ pub struct TaskView {
     /// out when some live worker could run it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_reason: Option<String>,
+    /// The task's reduce step and, once recorded, its result; absent for
+    /// a task without one (docs/workflows.md, "Reduce").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce: Option<ReduceView>,
 }
 
 fn default_weight() -> u32 {
@@ -156,6 +160,13 @@ impl TaskView {
             chunks_executed: task.chunks_executed,
             error: task.error,
             waiting_reason: None,
+            reduce: task.reduce.map(|reduce| ReduceView {
+                template_function: reduce.template_function,
+                interpreter: reduce.interpreter,
+                timeout_secs: reduce.timeout_secs,
+                when: reduce.when,
+                result: task.reduce_result.map(ReduceResultView::from),
+            }),
         }
     }
 
@@ -288,6 +299,81 @@ impl utoipa::PartialSchema for ResultView {
 impl ToSchema for ResultView {
     fn name() -> std::borrow::Cow<'static, str> {
         <ResultJson<'static> as ToSchema>::name()
+    }
+}
+
+/// A task's `reduce`: the step as submitted, and its run's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReduceView {
+    /// The reduce's script template.
+    pub template_function: String,
+    /// The program that runs it.
+    pub interpreter: String,
+    /// Its time limit, in seconds.
+    pub timeout_secs: u64,
+    /// When it runs: `success` (every item succeeded) or `always`.
+    pub when: ReduceWhen,
+    /// What its run did; absent until recorded.
+    pub result: Option<ReduceResultView>,
+}
+
+/// What a task's reduce run did. `stdout` and `stderr` are text, with
+/// U+FFFD for bytes that are not UTF-8; then the `...Base64` field beside
+/// holds the exact bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReduceResultView {
+    /// It exited 0.
+    pub succeeded: bool,
+    /// Its exit code; null when a signal ended it or it never ran.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// It ran past `timeoutSecs` and was killed.
+    pub timed_out: bool,
+    /// What it wrote to stdout, up to the worker's cap.
+    pub stdout: String,
+    /// Stdout's exact bytes, when they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_base64: Option<String>,
+    /// What it wrote to stderr, up to the cap.
+    pub stderr: String,
+    /// Stderr's exact bytes, when they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_base64: Option<String>,
+    /// More stdout was written than the cap kept.
+    pub stdout_truncated: bool,
+    /// More stderr was written than the cap kept.
+    pub stderr_truncated: bool,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: u64,
+    /// The worker that ran it.
+    pub worker: String,
+    /// Which attempt it was: each worker that died running it cost one.
+    pub attempt: u32,
+    /// Why it could not run or was stopped, when that is the case.
+    pub error: Option<String>,
+}
+
+impl From<ReduceResult> for ReduceResultView {
+    fn from(r: ReduceResult) -> Self {
+        ReduceResultView {
+            succeeded: r.succeeded(),
+            exit_code: r.exit_code,
+            signal: r.signal,
+            timed_out: r.timed_out,
+            stdout: r.stdout.to_string_lossy().into_owned(),
+            stdout_base64: base64_unless_text(&r.stdout),
+            stderr: r.stderr.to_string_lossy().into_owned(),
+            stderr_base64: base64_unless_text(&r.stderr),
+            stdout_truncated: r.stdout_truncated,
+            stderr_truncated: r.stderr_truncated,
+            duration_ms: r.duration_ms,
+            worker: r.worker,
+            attempt: r.attempt,
+            error: r.error,
+        }
     }
 }
 

@@ -334,6 +334,7 @@ mod tests {
             scheduling: Default::default(),
             halt: None,
             after: None,
+            reduce: None,
             inputs: (0..items)
                 .map(|i| format!("in\"put\n{i} \u{0} é😀").into())
                 .collect(),
@@ -439,6 +440,7 @@ mod tests {
             scheduling: Default::default(),
             halt: None,
             after: None,
+            reduce: None,
             inputs: (0..5000)
                 .map(|i| format!("in\"put\n{i}\u{1}é").into())
                 .collect(),

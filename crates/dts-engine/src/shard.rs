@@ -131,6 +131,7 @@ mod tests {
             scheduling: Default::default(),
             halt: None,
             after: None,
+            reduce: None,
             inputs: vec!["a".into(), "b".into(), "c".into()],
         }
         .to_task(1_000)

@@ -110,7 +110,12 @@ pub fn start(
 /// catches tasks nobody is working on.
 async fn end_overdue(store: &DynStore, submitter: &Submitter, grace: Duration) {
     let now = submitter.clock().now_millis();
-    for status in [TaskStatus::Submitted, TaskStatus::InProgress] {
+    // A reducing task's deadline covers its reduce too.
+    for status in [
+        TaskStatus::Submitted,
+        TaskStatus::InProgress,
+        TaskStatus::Reducing,
+    ] {
         let Ok(tasks) = store.list_tasks(Some(status), SWEEP_LIMIT).await else {
             return;
         };
@@ -121,12 +126,19 @@ async fn end_overdue(store: &DynStore, submitter: &Submitter, grace: Duration) {
             if now < deadline.saturating_add(grace.as_millis() as u64) {
                 continue;
             }
-            let reason = format!(
-                "the deadline of {} s passed before every item ran ({} of {} ended)",
-                task.deadline_secs.unwrap_or(0),
-                task.items_done(),
-                task.items_total
-            );
+            let reason = if status == TaskStatus::Reducing {
+                format!(
+                    "the deadline of {} s passed before the reduce ended",
+                    task.deadline_secs.unwrap_or(0)
+                )
+            } else {
+                format!(
+                    "the deadline of {} s passed before every item ran ({} of {} ended)",
+                    task.deadline_secs.unwrap_or(0),
+                    task.items_done(),
+                    task.items_total
+                )
+            };
             match store
                 .transition(&task.id, TaskStatus::Failed, Some(&reason))
                 .await

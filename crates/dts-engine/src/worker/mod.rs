@@ -14,6 +14,7 @@
 //! short is released cleanly with the results it has, and its other items
 //! run when it is claimed again.
 
+mod reduce;
 mod runner;
 mod shard;
 mod slots;
@@ -299,6 +300,10 @@ impl Worker {
         let watching = self.inner.clone();
         let watch_stop = shutdown.clone();
         tracker.spawn(async move { watching.watch_tasks(watch_stop).await });
+        let reducing = self.inner.clone();
+        let reduce_stop = shutdown.clone();
+        let reduces = tracker.clone();
+        tracker.spawn(async move { reducing.reduce_loop(reduce_stop, reduces).await });
         let running = self.inner.clone();
         tracker.spawn(async move { running.run_slots(shutdown).await });
         Ok(())

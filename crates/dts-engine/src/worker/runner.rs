@@ -7,7 +7,7 @@
 //! tests, where an item is a stretch of tokio time.
 
 use async_trait::async_trait;
-use dts_executor::{ExecOutcome, Executor, ItemContext, OutputTap, Program};
+use dts_executor::{ExecOutcome, Executor, ItemContext, OutputTap, Program, StdinSource};
 use dts_model::Isolation;
 use std::time::Duration;
 use tokio::sync::SemaphorePermit;
@@ -56,6 +56,26 @@ pub trait ItemRunner: Send + Sync + 'static {
         slot: Slot<'_>,
         tap: Option<&dyn OutputTap>,
     ) -> ExecOutcome;
+
+    /// [`ItemRunner::run`] with `stdin` streamed to the script instead of
+    /// the item's input (a task's reduce reads every result there; `$1` is
+    /// empty). Runners without real processes run it as an item, dropping
+    /// the stream.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_streamed(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        stdin: StdinSource,
+        attempt: u32,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        slot: Slot<'_>,
+    ) -> ExecOutcome {
+        drop(stdin);
+        self.run(program, item, attempt, timeout, cancel, slot, None)
+            .await
+    }
 }
 
 #[async_trait]
@@ -86,5 +106,18 @@ impl ItemRunner for Executor {
     ) -> ExecOutcome {
         self.run_tapped(program, item, timeout, cancel, slot, tap)
             .await
+    }
+
+    async fn run_streamed(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        stdin: StdinSource,
+        _attempt: u32,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        slot: Slot<'_>,
+    ) -> ExecOutcome {
+        Executor::run_streamed(self, program, item, stdin, timeout, cancel, slot, None).await
     }
 }

@@ -66,6 +66,7 @@ pub fn task(inputs: &[&str]) -> NewTask {
         scheduling: Default::default(),
         halt: None,
         after: None,
+        reduce: None,
     }
 }
 

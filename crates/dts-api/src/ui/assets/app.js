@@ -131,7 +131,7 @@ function taskTable(tasks) {
 
 // --- Overview -------------------------------------------------------------
 
-const STATUSES = ['WAITING', 'QUEUED', 'SUBMITTED', 'INPROGRESS', 'RETRYING', 'COMPLETED', 'FAILED', 'CANCELLED', 'SUBMISSION_FAILED', 'SKIPPED'];
+const STATUSES = ['WAITING', 'QUEUED', 'SUBMITTED', 'INPROGRESS', 'REDUCING', 'RETRYING', 'COMPLETED', 'FAILED', 'CANCELLED', 'SUBMISSION_FAILED', 'SKIPPED'];
 
 function showOverview(o) {
   const rate = o.itemsPerSecond || 0;
