@@ -709,13 +709,17 @@ pub async fn retry(
         return Ok(ExitCode::SUCCESS);
     }
     let id = &retried.task.id;
-    writeln!(
-        console.err,
-        "retrying task {id}: {} queued ({} failed, {} never ran)",
-        count(retried.queued, "item"),
-        retried.failed,
-        retried.not_run
-    )?;
+    if retried.queued == 0 && retried.task.status == TaskStatus::Reducing {
+        writeln!(console.err, "retrying task {id}: its reduce runs again")?;
+    } else {
+        writeln!(
+            console.err,
+            "retrying task {id}: {} queued ({} failed, {} never ran)",
+            count(retried.queued, "item"),
+            retried.failed,
+            retried.not_run
+        )?;
+    }
     if !wait {
         writeln!(console.out, "{id}")?;
         return Ok(ExitCode::SUCCESS);

@@ -214,6 +214,35 @@ async fn on_dts_up_a_reduce_killed_with_the_server_runs_again_after_the_restart(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_task_whose_reduce_failed_runs_only_the_reduce_again() {
+    let dir = shared_dir();
+    let marker = dir.path().join("second-time");
+    let up = DtsUp::start(&["--cores", "2"]);
+    // Fails the first time, succeeds once the marker exists.
+    let reduce = format!(
+        "if [ -e '{m}' ]; then jq -s length; else touch '{m}'; exit 5; fi",
+        m = marker.display()
+    );
+    let id = up
+        .submit(json!({
+            "templateFunction": "echo \"$1\"",
+            "inputList": ["a", "b"],
+            "reduce": {"templateFunction": reduce},
+        }))
+        .await;
+    let failed = up.wait_ended(&id).await;
+    assert_eq!(failed["error"], "the reduce exited 5 (attempt 1)", "{failed}");
+    let (status, retried) = up.post_json(&format!("/v1/tasks/{id}/retry"), &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{retried}");
+    assert_eq!(retried["queued"], 0, "no item runs again: {retried}");
+    assert_eq!(retried["task"]["status"], "REDUCING", "{retried}");
+    let task = up.wait_ended(&id).await;
+    assert_eq!(task["status"], "COMPLETED", "{task}");
+    assert_eq!(task["reduce"]["result"]["stdout"], "2\n");
+    assert_eq!(task["itemsSucceeded"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_reduce_fields_are_refused_naming_them() {
     let up = DtsUp::start(&["--cores", "1"]);
     for (reduce, field) in [

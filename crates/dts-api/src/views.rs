@@ -476,7 +476,8 @@ pub struct ResultsPage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryView {
-    /// The task after the retry (`INPROGRESS`).
+    /// The task after the retry (`INPROGRESS`, or `REDUCING` when only its
+    /// reduce runs again).
     pub task: TaskView,
     /// Items queued to run again.
     pub queued: u64,
