@@ -106,6 +106,8 @@ pub async fn check(
 
     // 1. Every task ends.
     let finals = settle_all(apis, &submitted, settle, &mut checked).await;
+    // The events so far: a prerequisite's first end, for rule 9.
+    let ended_events = events.snapshot();
     // Items a cancel or a timeout killed are given a moment to be reaped.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
@@ -171,11 +173,12 @@ pub async fn check(
         );
         check_outlived(task, final_view, &starts, &mut checked.violations);
         if let Some((before, required)) = &task.after {
+            let announced = first_announced_end(&ended_events, before);
             check_after(
                 task,
                 final_view,
                 &starts,
-                (before, finals.get(before), required),
+                (before, finals.get(before), required, announced),
                 &mut checked.violations,
             );
         }
@@ -194,7 +197,11 @@ pub async fn check(
         cluster_finals
             .iter()
             .filter(|(id, status)| {
-                events.get(**id).and_then(|e| e.last()).map(String::as_str) != Some(**status)
+                events
+                    .get(**id)
+                    .and_then(|e| e.last())
+                    .map(|e| e.status.as_str())
+                    != Some(**status)
             })
             .map(|(id, status)| (id.to_string(), status.to_string()))
             .collect()
@@ -211,7 +218,10 @@ pub async fn check(
         *checked.missing_events.entry(status.clone()).or_default() += 1;
         checked.violations.push(format!(
             "task {id} ended {status}, but its completion events were {:?}",
-            events.get(&id).cloned().unwrap_or_default()
+            events
+                .get(&id)
+                .map(|e| e.iter().map(|e| e.status.clone()).collect::<Vec<_>>())
+                .unwrap_or_default()
         ));
     }
 
@@ -350,9 +360,16 @@ fn check_results(
         }
         // A result that ran (an exit code, a signal or a timeout) has the
         // start line of its attempt on its worker.
-        let ran = !result["exitCode"].is_null()
+        // A result the deadline killed may have been killed before the
+        // script's first line ran: with no time left, the item's process
+        // starts and is stopped at once.
+        let deadline_kill = result["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("deadline (deadlineSecs) passed while it ran"));
+        let ran = (!result["exitCode"].is_null()
             || !result["signal"].is_null()
-            || result["timedOut"] == true;
+            || result["timedOut"] == true)
+            && !deadline_kill;
         let attempt = result["attempt"].as_u64().unwrap_or(0);
         let worker = result["worker"].as_str().unwrap_or("");
         let retried = !task.retry_sent_ms.is_empty();
@@ -423,6 +440,16 @@ fn check_results(
     }
 }
 
+/// The `finishedAt` of the first completion event that announced task
+/// `id` ended, if one did.
+fn first_announced_end(events: &Events, id: &str) -> Option<u64> {
+    events
+        .get(id)?
+        .iter()
+        .filter_map(|event| event.finished_ms)
+        .min()
+}
+
 /// Rule 9, for a task that waited for another (`after`), which ended once
 /// (the workload never retries a task others wait for): no item of it
 /// started before that task ended, it ran only if that task ended as
@@ -431,7 +458,7 @@ fn check_after(
     task: &Submitted,
     view: &Value,
     starts: &[&Start],
-    (before, before_view, required): (&str, Option<&Value>, &str),
+    (before, before_view, required, announced): (&str, Option<&Value>, &str, Option<u64>),
     violations: &mut Vec<String>,
 ) {
     let id = &task.id;
@@ -445,7 +472,11 @@ fn check_after(
         .as_str()
         .and_then(|at| humantime::parse_rfc3339(at).ok())
         .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|since| since.as_millis() as u64);
+        .map(|since| since.as_millis() as u64)
+        // A Redis failover can lose a recorded end that a completion event
+        // announced (and the release read); the task then ends again,
+        // later. Its first end is the one the release followed.
+        .map(|recorded| announced.map_or(recorded, |first| first.min(recorded)));
     let allowed = required == "ENDED" || before_status == "COMPLETED";
     let first_start = starts.iter().map(|s| s.start_ms).min();
     if let Some(first) = first_start {
@@ -854,6 +885,79 @@ mod tests {
     }
 
     #[test]
+    fn a_result_needs_its_start_unless_the_deadline_killed_it_before_its_first_line() {
+        let mut plan = plan(false);
+        plan.items = vec![ItemKind::Ok];
+        plan.deadline_secs = Some(9);
+        let view = serde_json::json!({
+            "status": "FAILED",
+            "error": "the deadline of 9 s passed",
+            "itemsTotal": 1,
+            "itemsSucceeded": 0,
+            "itemsFailed": 1,
+        });
+        let result = |error: Option<&str>| {
+            serde_json::json!({
+                "index": 0, "input": plan.inputs()[0], "exitCode": null, "signal": 15,
+                "timedOut": true, "attempt": 1, "worker": "w1", "error": error,
+            })
+        };
+        let check = |result: Value| {
+            let mut found = Vec::new();
+            check_results(&task(), &plan, &view, &[result], &[], &mut found);
+            found
+        };
+        let killed = "killed: the task's deadline (deadlineSecs) passed while it ran";
+        assert_eq!(check(result(Some(killed))), Vec::<String>::new());
+        let found = check(result(None));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("never started"), "{found:?}");
+    }
+
+    #[test]
+    fn a_prerequisite_end_a_failover_lost_counts_from_its_first_announced_end() {
+        let view = serde_json::json!({"status": "COMPLETED", "error": null});
+        // Recorded again at 10 s; its first end was announced at 6 s.
+        let before = serde_json::json!({
+            "status": "COMPLETED",
+            "finishedAt": "1970-01-01T00:00:10.000Z",
+        });
+        let starts = [start(1, "w1", 7_000)];
+        let starts: Vec<&Start> = starts.iter().collect();
+        let check = |announced: Option<u64>| {
+            let mut found = Vec::new();
+            check_after(
+                &task(),
+                &view,
+                &starts,
+                ("p", Some(&before), "COMPLETED", announced),
+                &mut found,
+            );
+            found
+        };
+        assert_eq!(check(Some(6_000)), Vec::<String>::new());
+        assert_eq!(check(None).len(), 1);
+        assert_eq!(
+            check(Some(8_000)).len(),
+            1,
+            "an end announced after the start"
+        );
+        let mut events = Events::new();
+        events.entry("p".into()).or_default().extend([
+            crate::events::Event {
+                status: "COMPLETED".into(),
+                finished_ms: Some(10_000),
+            },
+            crate::events::Event {
+                status: "COMPLETED".into(),
+                finished_ms: Some(6_000),
+            },
+        ]);
+        assert_eq!(first_announced_end(&events, "p"), Some(6_000));
+        assert_eq!(first_announced_end(&events, "q"), None);
+    }
+
+    #[test]
     fn speculation_allows_one_copy_of_an_attempt_per_round_of_task_retries() {
         let copied = [start(1, "w1", 2_000), start(1, "w2", 3_000)];
         assert_eq!(
@@ -919,7 +1023,7 @@ mod tests {
             &task(),
             &view,
             &starts,
-            ("p", Some(&before), required),
+            ("p", Some(&before), required, None),
             &mut found,
         );
         found

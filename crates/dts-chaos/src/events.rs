@@ -12,8 +12,18 @@ use std::time::Duration;
 /// nodes keep).
 pub const RESULT_TOPIC: &str = "distributed_task_completed";
 
-/// The statuses of each task's events, in the order they came.
-pub type Events = BTreeMap<String, Vec<String>>;
+/// One completion event: the status it announced and the `finishedAt`
+/// it carried (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `status`.
+    pub status: String,
+    /// `finishedAt`, when it parses.
+    pub finished_ms: Option<u64>,
+}
+
+/// Each task's events, in the order they came.
+pub type Events = BTreeMap<String, Vec<Event>>;
 
 /// The running consumer.
 pub struct Collector {
@@ -83,10 +93,18 @@ async fn consume(bootstrap: String, stop: Stop, events: Arc<Mutex<Events>>) {
                 if let (Some(task), Some(status)) =
                     (event["taskId"].as_str(), event["status"].as_str())
                 {
+                    let finished_ms = event["finishedAt"]
+                        .as_str()
+                        .and_then(|at| humantime::parse_rfc3339(at).ok())
+                        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|since| since.as_millis() as u64);
                     crate::cluster::lock(&events)
                         .entry(task.to_string())
                         .or_default()
-                        .push(status.to_string());
+                        .push(Event {
+                            status: status.to_string(),
+                            finished_ms,
+                        });
                 }
             }
             let _ = delivery.ack().await;
