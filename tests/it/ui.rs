@@ -508,6 +508,171 @@ async fn a_failed_items_exit_code_and_stderr_show_on_its_task_page() {
     browser.close().await;
 }
 
+/// `secs` as the pages write a duration: `45 s`, `5 min 0 s`, `2 h 5 min`.
+fn shown_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// What the Reduce section shows, as `[outcome, exit, stdout, stderr]`.
+const REDUCE_SHOWN: &str = "['reduce-outcome', 'reduce-exit', 'reduce-stdout', 'reduce-stderr'].map(id => document.getElementById(id)?.textContent ?? null)";
+
+#[tokio::test]
+async fn the_task_page_shows_the_reduce_its_result_and_its_output_as_text() {
+    let Some(browser) = Browser::start(1280, 1100).await else {
+        return;
+    };
+    let up = DtsUp::start(&["--cores", "2"]);
+    let dir = shared_dir();
+    // The items wait for the file `go`, so the page is open before the
+    // reduce has run, and sees its result come without a reload. The shell
+    // loop ends when the file appears, or at the items' time limit.
+    let sum = "jq -s 'map(.stdout) | add'";
+    let body = json!({
+        "name": "reduce to markup",
+        "templateFunction": "until [ -e {{dir}}/go ]; do sleep 0.1; done; echo \"<b>$1</b>\"",
+        "variableJson": {"dir": dir.path().display().to_string()},
+        "inputList": ["x", "y", "z"],
+        "timeoutSecs": 120,
+        "reduce": {"templateFunction": sum},
+    });
+    let id = up.submit(body).await;
+
+    open(&browser, &up, &format!("/ui/tasks/{id}")).await;
+    wait_js(
+        &browser,
+        "the Reduce section with its script, before the reduce ran",
+        "document.getElementById('reduce').hidden === false \
+         && document.getElementById('reduce-state')?.textContent === 'The reduce runs once every item has its result.'",
+    )
+    .await;
+    let step = js(
+        &browser,
+        "['reduce-script', 'reduce-when', 'reduce-timeout'].map(id => document.getElementById(id).textContent)",
+    )
+    .await;
+    let timeout = up.task(&id).await["reduce"]["timeoutSecs"]
+        .as_u64()
+        .expect("the reduce's timeoutSecs");
+    assert_eq!(step[0], json!(sum), "the script, as text");
+    assert_eq!(
+        step[1],
+        json!("once every item has succeeded (when: success)")
+    );
+    assert_eq!(step[2], json!(shown_duration(timeout)));
+    js(&browser, "(window.sameLoad = true)").await;
+    std::fs::write(dir.path().join("go"), "").unwrap();
+
+    wait_js(
+        &browser,
+        "the task COMPLETED and the Reduce section to show succeeded with its stdout",
+        "document.getElementById('task-status').textContent === 'COMPLETED' \
+         && document.getElementById('reduce-outcome')?.textContent === 'succeeded' \
+         && (document.getElementById('reduce-stdout')?.textContent || '') !== ''",
+    )
+    .await;
+    assert_eq!(js(&browser, "window.sameLoad").await, json!(true));
+    let task = up.task(&id).await;
+    let result = &task["reduce"]["result"];
+    let stdout = result["stdout"].as_str().expect("the reduce's stdout");
+    assert_eq!(stdout, "\"<b>x</b>\\n<b>y</b>\\n<b>z</b>\\n\"\n", "{task}");
+    let shown = js(&browser, REDUCE_SHOWN).await;
+    assert_eq!(shown, json!(["succeeded", "exit code 0", stdout, ""]));
+    // The output is text: no <b> was made of it.
+    assert_eq!(
+        js(&browser, "document.querySelectorAll('#reduce b').length").await,
+        json!(0)
+    );
+    let facts = js(
+        &browser,
+        "['reduce-attempt', 'reduce-worker'].map(id => document.getElementById(id).textContent)",
+    )
+    .await;
+    assert_eq!(
+        facts,
+        json!([result["attempt"].to_string(), result["worker"]])
+    );
+    assert_eq!(
+        js(
+            &browser,
+            "document.querySelectorAll('#reduce p.note').length"
+        )
+        .await,
+        json!(0),
+        "a truncated note for output that was not cut"
+    );
+    screenshot(&browser, "reduce").await;
+
+    let failing = up
+        .submit(json!({
+            "name": "reduce that fails",
+            "templateFunction": "echo \"$1\"",
+            "inputList": ["a", "b"],
+            "reduce": {"templateFunction": "cat >/dev/null; echo oops >&2; exit 3"},
+        }))
+        .await;
+    open(&browser, &up, &format!("/ui/tasks/{failing}")).await;
+    wait_js(
+        &browser,
+        "the task FAILED and the Reduce section to show failed",
+        "document.getElementById('task-status').textContent === 'FAILED' \
+         && document.getElementById('reduce-outcome')?.textContent === 'failed'",
+    )
+    .await;
+    assert_eq!(
+        js(&browser, REDUCE_SHOWN).await,
+        json!(["failed", "exit code 3", "", "oops\n"])
+    );
+    assert_eq!(
+        js(
+            &browser,
+            "document.querySelector('#reduce-outcome.badge.failed') !== null"
+        )
+        .await,
+        json!(true)
+    );
+    let meta = js(&browser, "document.getElementById('task-meta').textContent").await;
+    assert!(
+        meta.as_str()
+            .unwrap_or("")
+            .contains("the reduce exited 3 (attempt 1)"),
+        "{meta}"
+    );
+
+    // While it reduces, the section says so. The reduce's loop ends when
+    // the file `reduced` appears, or at its time limit.
+    let slow = up
+        .submit(json!({
+            "name": "reduce that waits",
+            "templateFunction": "echo \"$1\"",
+            "variableJson": {"dir": dir.path().display().to_string()},
+            "inputList": ["a"],
+            "reduce": {"templateFunction": "until [ -e {{dir}}/reduced ]; do sleep 0.1; done; wc -l", "timeoutSecs": 120},
+        }))
+        .await;
+    open(&browser, &up, &format!("/ui/tasks/{slow}")).await;
+    wait_js(
+        &browser,
+        "the REDUCING badge and the note that the reduce runs",
+        "document.getElementById('task-status').textContent === 'REDUCING' \
+         && document.getElementById('reduce-state')?.textContent === 'Every item has its result: the reduce runs now (or waits for a worker to take it).'",
+    )
+    .await;
+    std::fs::write(dir.path().join("reduced"), "").unwrap();
+    wait_js(
+        &browser,
+        "the task COMPLETED and the reduce's stdout, the count of its one line",
+        "document.getElementById('task-status').textContent === 'COMPLETED' \
+         && document.getElementById('reduce-stdout')?.textContent === '1\\n' \
+         && document.getElementById('reduce-state') === null",
+    )
+    .await;
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn the_task_page_tails_the_output_of_running_items_live() {
     let Some(browser) = Browser::start(1280, 1100).await else {

@@ -102,7 +102,7 @@ pub(crate) async fn tasks(State(state): State<AppState>) -> Html<String> {
     let body = "<h1>Tasks</h1>\
         <form id=\"filters\" class=\"filters\" role=\"search\">\
         <label>Status <select id=\"status\" name=\"status\"><option value=\"\">any</option>\
-        <option>WAITING</option><option>QUEUED</option><option>SUBMITTED</option><option>INPROGRESS</option><option>RETRYING</option>\
+        <option>WAITING</option><option>QUEUED</option><option>SUBMITTED</option><option>INPROGRESS</option><option>REDUCING</option><option>RETRYING</option>\
         <option>COMPLETED</option><option>FAILED</option><option>CANCELLED</option><option>SUBMISSION_FAILED</option><option>SKIPPED</option></select></label>\
         <label>Name <input id=\"name\" name=\"name\" type=\"search\" placeholder=\"search by name\" autocomplete=\"off\"></label>\
         </form>\
@@ -149,6 +149,7 @@ pub(crate) async fn task(State(state): State<AppState>, Path(id): Path<String>) 
         <div class=\"card\"><div class=\"label\">Waiting</div><div class=\"value\" id=\"n-waiting\">–</div></div>\
         <div class=\"card\"><div class=\"label\">Rate</div><div class=\"value\" id=\"n-rate\">–</div><div class=\"hint\" id=\"n-eta\"></div></div>\
         </div></section>\
+        <section id=\"reduce\" class=\"reduce\" hidden><h2>Reduce</h2><div id=\"reduce-body\" class=\"panel\"></div></section>\
         <div class=\"columns chart-first\"><section><h2>Throughput</h2><div id=\"chart\" class=\"chart\"></div></section>\
         <section><h2>Items per worker</h2><div id=\"per-worker\"></div></section></div>\
         <section><h2>Live output</h2><pre id=\"tail\" class=\"tail\" hidden></pre><p class=\"muted\" id=\"tail-note\"></p></section>\

@@ -96,6 +96,7 @@ function pace(task) {
   const rate = seconds > 0 && done > 0 ? done / seconds : 0;
   let eta = '';
   if (ENDED.includes(task.status)) eta = 'done';
+  else if (task.status === 'REDUCING') eta = 'reducing';
   else if (rate > 0) eta = duration((total - done) / rate);
   return { done, total, rate, eta };
 }
@@ -250,10 +251,77 @@ function chart(buckets) {
   return root;
 }
 
+// --- A task's reduce ------------------------------------------------------
+
+function millis(ms) {
+  if (!isFinite(ms) || ms < 0) return '–';
+  return ms < 1000 ? Math.round(ms) + ' ms' : ms < 60000 ? (ms / 1000).toFixed(1) + ' s' : duration(ms / 1000);
+}
+
+// How the reduce's run ended, in a few words.
+function reduceExit(r) {
+  if (r.exitCode !== null && r.exitCode !== undefined) return 'exit code ' + r.exitCode;
+  if (r.timedOut) return 'timed out';
+  if (r.signal) return 'killed by signal ' + r.signal;
+  return r.error ? 'did not run' : '–';
+}
+
+// One of the reduce's outputs: the same <pre> as a failed item's, and
+// under it whether it was cut or is not UTF-8.
+function reduceOutput(r, stream) {
+  const notes = [];
+  if (r[stream + 'Truncated']) notes.push('truncated: it wrote more than the worker keeps');
+  if (r[stream + 'Base64']) notes.push(`not UTF-8 (� marks the bytes): reduce.result.${stream}Base64 has them exactly`);
+  return el('td', {}, el('pre', { id: 'reduce-' + stream, class: stream, text: r[stream] || '' }),
+    notes.map((n) => el('p', { class: 'muted note ' + stream + '-note', text: n })));
+}
+
+// The Reduce section's content for task `t` (which has a reduce): the
+// step as submitted, then where it is, or what its run did.
+function reduceSection(t) {
+  const reduce = t.reduce;
+  const r = reduce.result;
+  const fact = (label, ...value) => [el('dt', { text: label }), el('dd', {}, ...value)];
+  const facts = [
+    fact('Script', el('pre', { id: 'reduce-script', class: 'script', text: reduce.templateFunction })),
+    fact('Interpreter', el('code', { text: reduce.interpreter })),
+    fact('Runs', el('span', { id: 'reduce-when', 'data-when': reduce.when, text: reduce.when === 'always'
+      ? 'always, once every item has its result' : 'once every item has succeeded (when: success)' })),
+    fact('Time limit', el('span', { id: 'reduce-timeout', text: duration(reduce.timeoutSecs) })),
+  ];
+  if (!r) {
+    let note;
+    if (t.status === 'REDUCING') {
+      note = t.waitingReason ? 'Every item has its result; the reduce waits for a worker: ' + t.waitingReason + '.'
+        : 'Every item has its result: the reduce runs now (or waits for a worker to take it).';
+    } else if (ENDED.includes(t.status)) {
+      note = reduce.when === 'success' && t.itemsFailed ? 'The reduce did not run: an item failed, and it runs only on success.'
+        : 'The reduce did not run: the task ended ' + t.status + ' before it.';
+    } else {
+      note = 'The reduce runs once every item has its result.';
+    }
+    facts.push(fact('Result', el('span', { id: 'reduce-state', class: t.status === 'REDUCING' ? 'running' : 'muted', text: note })));
+    return [el('dl', { class: 'facts' }, ...facts)];
+  }
+  const outcome = r.succeeded ? 'succeeded' : 'failed';
+  facts.push(
+    fact('Result', el('span', { id: 'reduce-outcome', class: 'badge ' + outcome, text: outcome }), ' ',
+      el('span', { id: 'reduce-exit', text: reduceExit(r) })),
+    fact('Attempt', el('span', { id: 'reduce-attempt', text: r.attempt })),
+    fact('Worker', el('span', { id: 'reduce-worker', class: 'mono', text: r.worker || '–' })),
+    fact('Duration', el('span', { id: 'reduce-duration', text: millis(r.durationMs) })));
+  if (r.error) facts.push(fact('Error', el('span', { id: 'reduce-error', class: 'error', text: r.error })));
+  return [el('dl', { class: 'facts' }, ...facts),
+    el('table', { class: 'reduce-output' },
+      el('thead', {}, el('tr', {}, el('th', { text: 'stdout' }), el('th', { text: 'stderr' }))),
+      el('tbody', {}, el('tr', {}, reduceOutput(r, 'stdout'), reduceOutput(r, 'stderr'))))];
+}
+
 function taskPage() {
   const id = document.body.dataset.task;
   const base = '/v1/tasks/' + encodeURIComponent(id);
   let task = null;
+  let reduceShown = '';
   let running = 0;
   let failedOffset = 0;
   const PAGE = 20;
@@ -273,7 +341,7 @@ function taskPage() {
     $('n-rate').textContent = p.rate ? p.rate.toFixed(1) + '/s' : '–';
     const took = (Date.parse(task.finishedAt) - Date.parse(task.startedAt)) / 1000;
     $('n-eta').textContent = ENDED.includes(task.status) ? (task.startedAt ? 'ran ' + duration(took) : '')
-      : p.eta ? 'ETA ' + p.eta : '';
+      : task.status === 'REDUCING' ? 'items done, reducing' : p.eta ? 'ETA ' + p.eta : '';
   };
   const showTask = (t) => {
     task = t;
@@ -285,6 +353,13 @@ function taskPage() {
     const ended = ENDED.includes(t.status);
     $('cancel').disabled = ended;
     $('retry').disabled = !ended || t.status === 'COMPLETED' && !t.itemsFailed;
+    // Redrawn only when it changed, so a reader's scroll in its output stays.
+    const shown = t.reduce ? JSON.stringify([t.reduce, t.status, t.waitingReason || '', t.itemsFailed]) : '';
+    if (shown !== reduceShown) {
+      reduceShown = shown;
+      $('reduce').hidden = !t.reduce;
+      $('reduce-body').replaceChildren(...(t.reduce ? reduceSection(t) : []));
+    }
     if (ended) {
       running = 0;
       if ($('tail').hidden) $('tail-note').textContent = 'The task has ended: its output is in its results.';
