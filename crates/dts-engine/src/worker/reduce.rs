@@ -19,8 +19,9 @@ use dts_executor::{ExecOutcome, ItemContext, ItemLimits, StdinSource};
 use dts_model::scheduling::Candidate;
 use dts_model::{Bytes, ReduceResult, Task, template};
 use dts_store::{ReduceClaim, ResultFilter, StoreError};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,12 @@ impl Inner {
         shutdown: CancellationToken,
         reduces: tokio_util::task::TaskTracker,
     ) {
+        // The reduces running here. The store grants a worker its own claim
+        // again (as a new attempt, for a worker restarted with the same
+        // id), so claiming a reduce this worker still runs would take the
+        // claim from the running attempt, whose record would then be
+        // refused, and so on at every look: the task would never end.
+        let running = RunningHere::default();
         // ends: at shutdown.
         while crate::sleep_unless_cancelled(REDUCE_POLL, &shutdown).await {
             let tasks = match self.store.reducing_tasks(REDUCING_PAGE).await {
@@ -58,7 +65,9 @@ impl Inner {
                 }
             };
             for task in tasks {
-                if !Candidate::of(&task, 0, true).placeable_on(&self.settings.labels) {
+                if running.contains(&task.id)
+                    || !Candidate::of(&task, 0, true).placeable_on(&self.settings.labels)
+                {
                     continue;
                 }
                 // A reduce waits for a free slot like an item; claiming
@@ -72,9 +81,13 @@ impl Inner {
                         drop(permit);
                         let inner = self.clone();
                         let stop_intake = shutdown.clone();
-                        reduces.spawn(
-                            async move { inner.run_reduce(task, attempt, stop_intake).await },
-                        );
+                        let here = running.insert(&task.id);
+                        reduces.spawn(async move {
+                            inner.run_reduce(task, attempt, stop_intake).await;
+                            // Recorded, or given up (claimed again at a
+                            // later look): no longer running here.
+                            drop(here);
+                        });
                     }
                     Ok(ReduceClaim::Held { .. } | ReduceClaim::NotReducing { .. }) => {}
                     Err(StoreError::NoSuchTask { .. }) => {}
@@ -274,6 +287,45 @@ impl Inner {
             attempt,
             error: Some(reason),
         }
+    }
+}
+
+/// The tasks whose reduce runs on this worker (claimed, not yet recorded or
+/// given up). Cheap to clone.
+#[derive(Clone, Default)]
+struct RunningHere {
+    tasks: Arc<Mutex<HashSet<String>>>,
+}
+
+impl RunningHere {
+    fn contains(&self, id: &str) -> bool {
+        self.lock().contains(id)
+    }
+
+    /// Marks task `id`'s reduce running here until the guard is dropped
+    /// (its run ended, or was dropped with the runtime).
+    fn insert(&self, id: &str) -> RunningGuard {
+        self.lock().insert(id.to_string());
+        RunningGuard {
+            running: self.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Task `id`'s reduce runs here while this lives.
+struct RunningGuard {
+    running: RunningHere,
+    id: String,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.running.lock().remove(&self.id);
     }
 }
 

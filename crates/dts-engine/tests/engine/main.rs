@@ -16,5 +16,6 @@ mod outcomes;
 mod planning;
 mod policy;
 mod recovery;
+mod reduce;
 mod retries;
 mod speculation;

@@ -9,12 +9,17 @@
 //! - `hang`: it runs until it is cancelled or times out;
 //! - `crash`: after its run time it kills its worker, as `kill $PPID` would.
 //!
+//! A task's reduce runs here as an item whose words are its script (the
+//! reduce's rendered template, e.g. `20s exit=3`), as the index after the
+//! last item, with the results stream dropped; its starts are logged with
+//! `reduce` set.
+//!
 //! Every start is recorded in the [`StartLog`] the tests read.
 
 use super::life::Life;
 use async_trait::async_trait;
 use dts_engine::worker::{ItemRunner, Slot};
-use dts_executor::{ExecOutcome, ItemContext, OutputTap, Program};
+use dts_executor::{ExecOutcome, ItemContext, OutputTap, Program, StdinSource};
 use dts_model::{DynClock, Isolation};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +37,9 @@ pub struct Start {
     pub worker: String,
     /// Simulated milliseconds since the harness started.
     pub at_ms: u64,
+    /// A start of the task's reduce, not of an item (`index` is then the
+    /// task's item count, `input` its script).
+    pub reduce: bool,
 }
 
 /// Every item start, in the order they happened. Cheap to clone.
@@ -148,6 +156,47 @@ impl ItemRunner for FakeRunner {
         slot: Slot<'_>,
         _tap: Option<&dyn OutputTap>,
     ) -> ExecOutcome {
+        // The fake's inputs are words that say what to do: text.
+        let input = String::from_utf8_lossy(item.input).into_owned();
+        self.simulate(input, false, item, attempt, timeout, cancel, slot)
+            .await
+    }
+
+    async fn run_streamed(
+        &self,
+        program: &Program,
+        item: &ItemContext<'_>,
+        stdin: StdinSource,
+        attempt: u32,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        slot: Slot<'_>,
+    ) -> ExecOutcome {
+        // Only a reduce streams its stdin: its script says what it does.
+        drop(stdin);
+        let script = match program {
+            Program::Script { script, .. } => script.clone(),
+            Program::Direct(path) => path.display().to_string(),
+        };
+        self.simulate(script, true, item, attempt, timeout, cancel, slot)
+            .await
+    }
+}
+
+impl FakeRunner {
+    /// Runs one item (a reduce if `reduce`) doing what the words of `input`
+    /// say.
+    #[allow(clippy::too_many_arguments)]
+    async fn simulate(
+        &self,
+        input: String,
+        reduce: bool,
+        item: &ItemContext<'_>,
+        attempt: u32,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        slot: Slot<'_>,
+    ) -> ExecOutcome {
         self.life.freeze_if_dead().await;
         if cancel.is_cancelled() {
             return ExecOutcome {
@@ -155,8 +204,6 @@ impl ItemRunner for FakeRunner {
                 ..ExecOutcome::default()
             };
         }
-        // The fake's inputs are words that say what to do: text.
-        let input = String::from_utf8_lossy(item.input).into_owned();
         let earlier_starts = self.log.push(Start {
             task: item.task_id.to_string(),
             shard: item.shard_index,
@@ -165,6 +212,7 @@ impl ItemRunner for FakeRunner {
             attempt,
             worker: self.worker.clone(),
             at_ms: self.clock.now_millis().saturating_sub(self.epoch_ms),
+            reduce,
         });
         let behaviour = Behaviour::of(&input);
         let started = tokio::time::Instant::now();

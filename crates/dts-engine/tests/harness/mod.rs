@@ -4,7 +4,8 @@
 //!
 //! Items run on a [`fake::FakeRunner`]: each is a stretch of simulated time
 //! whose input says how long it takes and how it ends, and every start is
-//! logged. Components read "now" from a [`TokioClock`], so heartbeats, leases,
+//! logged. A task's reduce runs there too, its script read as an input.
+//! Components read "now" from a [`TokioClock`], so heartbeats, leases,
 //! deadlines and sweeps all happen in simulated seconds: a test that waits
 //! out a ten-second lease takes milliseconds.
 //!
@@ -75,6 +76,19 @@ pub fn after(mut task: NewTask, ids: &[&str], status: dts_model::AfterStatus) ->
     task.after = Some(dts_model::After {
         tasks: ids.iter().map(|id| id.to_string()).collect(),
         status,
+    });
+    task
+}
+
+/// `task` with a reduce whose script is `script` (words the fake runner
+/// reads as it reads an item's input, e.g. `20s exit=3`), run `when`, with
+/// a 600 s timeout.
+pub fn with_reduce(mut task: NewTask, script: &str, when: dts_model::ReduceWhen) -> NewTask {
+    task.reduce = Some(dts_model::Reduce {
+        template_function: script.into(),
+        interpreter: "bash".into(),
+        timeout_secs: 600,
+        when,
     });
     task
 }
@@ -262,7 +276,18 @@ impl State {
 
     /// The item starts of task `id`.
     pub fn starts_of(&self, id: &str) -> Vec<&Start> {
-        self.starts.iter().filter(|s| s.task == id).collect()
+        self.starts
+            .iter()
+            .filter(|s| s.task == id && !s.reduce)
+            .collect()
+    }
+
+    /// The starts of task `id`'s reduce.
+    pub fn reduce_starts(&self, id: &str) -> Vec<&Start> {
+        self.starts
+            .iter()
+            .filter(|s| s.task == id && s.reduce)
+            .collect()
     }
 }
 
@@ -623,7 +648,7 @@ impl Harness {
         }
     }
 
-    /// Every item start so far.
+    /// Every start so far, of items and of reduces.
     pub fn starts(&self) -> Vec<Start> {
         self.log.all()
     }
@@ -633,7 +658,16 @@ impl Harness {
         self.log
             .all()
             .into_iter()
-            .filter(|s| s.task == id)
+            .filter(|s| s.task == id && !s.reduce)
+            .collect()
+    }
+
+    /// The starts of task `id`'s reduce so far.
+    pub fn reduce_starts(&self, id: &str) -> Vec<Start> {
+        self.log
+            .all()
+            .into_iter()
+            .filter(|s| s.task == id && s.reduce)
             .collect()
     }
 
