@@ -190,6 +190,7 @@ impl Cksum {
     /// `cksum`'s output line: the CRC over the bytes and then their length.
     fn line(mut self) -> String {
         let mut len = self.len;
+        // ends: `len` loses a byte each turn.
         while len != 0 {
             self.byte((len & 0xff) as u8);
             len >>= 8;
@@ -228,6 +229,7 @@ fn produce_results() -> (StdinSource, JoinHandle<Produced>) {
         let mut cksum = Cksum::default();
         let mut most_held = 0;
         let mut i = 0;
+        // ends: `i` grows each turn, up to LINES.
         while i < LINES {
             let mut chunk = Vec::new();
             for _ in 0..LINES_PER_CHUNK.min(LINES - i) {
@@ -255,6 +257,8 @@ fn produce_forever() -> (StdinSource, JoinHandle<(u64, bool)>) {
     let producer = tokio::spawn(async move {
         let mut sent = 0;
         let mut blocked = false;
+        // ends: when a send fails, which the run makes happen by dropping
+        // the source (the test's own deadline bounds the run).
         loop {
             blocked |= sender.capacity() == 0;
             if sender.send(vec![b'x'; 1024]).await.is_err() {

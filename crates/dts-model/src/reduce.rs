@@ -134,7 +134,7 @@ impl ReduceResult {
         let how = if self.timed_out {
             "timed out".to_string()
         } else if let Some(error) = &self.error {
-            error.clone()
+            format!("failed: {error}")
         } else if let Some(signal) = self.signal {
             format!("was killed by signal {signal}")
         } else {

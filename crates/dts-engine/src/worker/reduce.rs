@@ -122,7 +122,7 @@ impl Inner {
         let result = match template::render(&reduce.template_function, &task.variables) {
             Err(missing) => {
                 draining.abort();
-                self.unrun(attempt, format!("reduce not run: {missing}"))
+                self.unrun(attempt, format!("not run: {missing}"))
             }
             Ok(script) => {
                 let program = self.runner.prepare(&script, &reduce.interpreter);
