@@ -338,3 +338,33 @@ async fn bad_schedules_are_refused_naming_the_field_and_unknown_names_are_404() 
     let (status, _) = up.get("/v1/schedules/nightly").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_a_schedule_outlives_its_only_server_and_fires_from_the_next_one() {
+    let cluster = Cluster::start();
+    let first = cluster.server("server-a");
+    let _worker = cluster.worker("w1", 2);
+    wait_for_workers(&first, 1).await;
+    create(&first, &every_second("kept", "allow", "none")).await;
+    wait_schedule(&first, "kept", "fire once", |s| !fired_runs(s).is_empty()).await;
+    first.kill9();
+    // No server at all for a moment; the schedule is in Redis.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = cluster.server("server-b");
+    let restarted_at = dts_model::now_millis();
+    let schedule = wait_schedule(&second, "kept", "fire from the new server", |s| {
+        fired_runs(s)
+            .iter()
+            .any(|run| millis(&run["at"]) > restarted_at && run["taskStatus"].is_string())
+    })
+    .await;
+    let ids: BTreeSet<String> = fired_runs(&schedule)
+        .iter()
+        .filter_map(|run| run["taskId"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        fired_runs(&schedule).len(),
+        "a task of its own per firing"
+    );
+}

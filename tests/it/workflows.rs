@@ -77,6 +77,21 @@ async fn in_a_cluster_a_chain_whose_middle_task_fails_skips_the_last() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_after_is_refused_naming_the_field_and_stores_nothing() {
     let up = DtsUp::start(&["--cores", "1"]);
+    bad_afters_are_refused(&up).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_a_bad_after_is_refused_naming_the_field_and_stores_nothing() {
+    let cluster = Cluster::start();
+    let server = cluster.server("server");
+    let _worker = cluster.worker("w1", 1);
+    wait_for_workers(&server, 1).await;
+    bad_afters_are_refused(&server).await;
+}
+
+/// An unknown, malformed or own id in `after`, and `afterStatus` with a
+/// wrong value: each a 400 naming the field, and nothing stored.
+async fn bad_afters_are_refused(up: &Api) {
     let known = up.submit(task("true", &["x".to_string()])).await;
     let unknown = "00000000-0000-4000-8000-000000000000";
     let before = up.task_count().await;
