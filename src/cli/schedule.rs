@@ -10,7 +10,7 @@
 //!
 //! `add` takes the task as `dts submit` does (a task file, or a template
 //! with its inputs and flags), built by the same code
-//! ([`TaskArgs`](super::submit::TaskArgs)).
+//! ([`TaskArgs`]).
 
 use super::ClientArgs;
 use super::client::print_json;
