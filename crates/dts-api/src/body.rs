@@ -69,6 +69,23 @@ pub fn json(bytes: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
+/// The JSON body of an endpoint that takes only JSON (`endpoint`, such as
+/// `POST /v1/tasks`, names it in the 415): the content type, the size
+/// limit and the strict parse, in that order.
+pub fn json_only(
+    endpoint: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Value, ApiError> {
+    if body_kind(headers) != Some(BodyKind::Json) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "{endpoint} takes a JSON body (Content-Type: application/json)"
+        )));
+    }
+    json(&bytes(body, limit)?)
+}
+
 /// Decodes an `application/x-www-form-urlencoded` body into pairs, refusing
 /// text that is not UTF-8 after percent-decoding (naming the field).
 pub fn form_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {

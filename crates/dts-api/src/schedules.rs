@@ -2,7 +2,7 @@
 //! The engine's schedule loop fires them (`dts_engine::schedules`).
 
 use crate::AppState;
-use crate::body::{self, BodyKind};
+use crate::body;
 use crate::error::ApiError;
 use crate::v1::{Params, query};
 use crate::views::ErrorBody;
@@ -156,14 +156,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if body::body_kind(&headers) != Some(BodyKind::Json) {
-        return Err(ApiError::UnsupportedMediaType(
-            "POST /v1/schedules takes a JSON body (Content-Type: application/json)".into(),
-        ));
-    }
-    let bytes = body::bytes(body, state.max_body_bytes)?;
+    let json = body::json_only("POST /v1/schedules", &headers, body, state.max_body_bytes)?;
     let now = state.submitter.clock().now_millis();
-    let schedule = schedule::from_json(&body::json(&bytes)?, &state.limits, now)?;
+    let schedule = schedule::from_json(&json, &state.limits, now)?;
     state.store.insert_schedule(&schedule).await?;
     tracing::info!(schedule = %schedule.name, cron = %schedule.cron, timezone = %schedule.timezone, "schedule created");
     let location = format!("/v1/schedules/{}", schedule.name);

@@ -1,7 +1,7 @@
 //! `/v1/*` handlers and `/healthz`.
 
 use crate::AppState;
-use crate::body::{self, BodyKind};
+use crate::body;
 use crate::error::ApiError;
 use crate::openapi::SubmitRequest;
 use crate::views::{
@@ -57,13 +57,8 @@ pub async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if body::body_kind(&headers) != Some(BodyKind::Json) {
-        return Err(ApiError::UnsupportedMediaType(
-            "POST /v1/tasks takes a JSON body (Content-Type: application/json)".into(),
-        ));
-    }
-    let bytes = body::bytes(body, state.max_body_bytes)?;
-    let new = submit::from_json(&body::json(&bytes)?, &state.limits)?;
+    let json = body::json_only("POST /v1/tasks", &headers, body, state.max_body_bytes)?;
+    let new = submit::from_json(&json, &state.limits)?;
     let inputs = new.inputs.clone();
     let task = state.submitter.submit(new).await?;
     let location = format!("/v1/tasks/{}", task.id);
