@@ -71,20 +71,27 @@ pub struct RunView {
 
 impl ScheduleView {
     async fn new(state: &AppState, schedule: Schedule) -> Result<ScheduleView, ApiError> {
-        let mut runs = Vec::with_capacity(schedule.runs.len());
-        for run in &schedule.runs {
-            let task_status = match &run.task_id {
-                Some(id) => state.store.task_status(id).await?,
-                None => None,
-            };
-            runs.push(RunView {
+        // Up to 20 status reads per schedule, and the dashboard reads every
+        // schedule each second: asked at once, not one after another.
+        let statuses = futures::future::try_join_all(schedule.runs.iter().map(|run| async {
+            match &run.task_id {
+                Some(id) => state.store.task_status(id).await,
+                None => Ok(None),
+            }
+        }))
+        .await?;
+        let runs = schedule
+            .runs
+            .iter()
+            .zip(statuses)
+            .map(|(run, task_status)| RunView {
                 at: format_millis(run.at),
                 outcome: run.outcome,
                 task_id: run.task_id.clone(),
                 task_status,
                 note: run.note.clone(),
-            });
-        }
+            })
+            .collect();
         let next_firing = if schedule.paused {
             None
         } else {
