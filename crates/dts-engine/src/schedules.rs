@@ -151,8 +151,8 @@ async fn advance(
             continue;
         }
         decided.version += 1;
-        dts_metrics::metrics().schedule_firing(outcome_label(run.outcome));
-        info!(schedule = %decided.name, firing = %format_millis(run.at), outcome = outcome_label(run.outcome), "schedule fired");
+        dts_metrics::metrics().schedule_firing(run.outcome.as_str());
+        info!(schedule = %decided.name, firing = %format_millis(run.at), outcome = run.outcome.as_str(), "schedule fired");
         if run.outcome == RunOutcome::Fired && decided.overlap == Overlap::CancelPrevious {
             if let Some(previous) = previous {
                 cancel_previous(store, submitter, &decided.name, &previous).await;
@@ -230,7 +230,7 @@ async fn store_run(
         first.stored = true;
         if let Some(failure) = failure {
             warn!(schedule = %schedule.name, firing = %format_millis(run.at), failure, "scheduled task not created");
-            dts_metrics::metrics().schedule_firing(outcome_label(RunOutcome::Failed));
+            dts_metrics::metrics().schedule_firing(RunOutcome::Failed.as_str());
             first.outcome = RunOutcome::Failed;
             first.task_id = None;
             first.note = Some(failure);
@@ -269,15 +269,5 @@ fn missed_note(first: u64, at: u64) -> String {
             format_millis(first),
             format_millis(at)
         )
-    }
-}
-
-/// The metrics label of an outcome (its API spelling).
-fn outcome_label(outcome: RunOutcome) -> &'static str {
-    match outcome {
-        RunOutcome::Fired => "fired",
-        RunOutcome::SkippedOverlap => "skipped-overlap",
-        RunOutcome::Missed => "missed",
-        RunOutcome::Failed => "failed",
     }
 }

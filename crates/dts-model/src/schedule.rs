@@ -83,6 +83,18 @@ pub enum RunOutcome {
     Failed,
 }
 
+impl RunOutcome {
+    /// The API's spelling (as serde writes it), also the metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Fired => "fired",
+            RunOutcome::SkippedOverlap => "skipped-overlap",
+            RunOutcome::Missed => "missed",
+            RunOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// One handled firing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -600,6 +612,18 @@ mod tests {
             schedule.previous_task(),
             Some(firing_task_id("nightly", 30).as_str())
         );
+    }
+
+    #[test]
+    fn an_outcome_s_spelling_is_serde_s() {
+        for outcome in [
+            RunOutcome::Fired,
+            RunOutcome::SkippedOverlap,
+            RunOutcome::Missed,
+            RunOutcome::Failed,
+        ] {
+            assert_eq!(serde_json::json!(outcome), outcome.as_str());
+        }
     }
 
     #[test]
