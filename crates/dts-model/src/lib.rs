@@ -61,6 +61,14 @@ pub fn new_task_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A fresh token for a speculative copy of a shard: random, at least 2 (0
+/// and 1 meant "never copied" and "copied" before copies had tokens) and
+/// below 2^62, so it fits SQLite's signed integers.
+pub fn new_copy_token() -> u64 {
+    let (high, _) = uuid::Uuid::new_v4().as_u64_pair();
+    (high >> 2).max(2)
+}
+
 /// A task as the store keeps it, without its (possibly huge) input list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {

@@ -792,10 +792,36 @@ pub trait Store: Send + Sync + 'static {
         min: Duration,
     ) -> StoreResult<CopyClaim>;
 
-    /// Whether the task's shard is completed: what a slot running a copy
-    /// checks, to stop once the holder has completed it. `false` for a task
-    /// the store does not know.
-    async fn shard_completed(&self, id: &str, shard: u32) -> StoreResult<bool>;
+    /// Whether the copy of shard `shard` handed out with `token`
+    /// ([`CopyClaim::Copied`]) may still start items: what a slot running a
+    /// copy asks before each item it starts, and every status poll while
+    /// the items run.
+    async fn copy_state(&self, id: &str, shard: u32, token: u64) -> StoreResult<CopyState>;
+
+    /// [`Store::record_shard_results`] for the copy handed out with
+    /// `token`, in the same atomic step as the check that the copy is still
+    /// the shard's: `None`, and nothing written, when it is not (a retry
+    /// reopened the shard since the copy was handed out, so its results
+    /// belong to a run the task no longer has).
+    async fn record_copy_results(
+        &self,
+        id: &str,
+        shard: u32,
+        token: u64,
+        results: &[ItemResult],
+    ) -> StoreResult<Option<TaskStatus>>;
+
+    /// [`Store::complete_shard`] for the copy handed out with `token`,
+    /// refused (`None`, nothing written) as [`Store::record_copy_results`]
+    /// refuses a copy that is no longer the shard's. A shard completed
+    /// before records nothing, as for any run.
+    async fn complete_copy(
+        &self,
+        id: &str,
+        shard: u32,
+        token: u64,
+        results: &[ItemResult],
+    ) -> StoreResult<Option<ShardCompletion>>;
 
     /// Counts one more start of the item at `index`, atomically, and
     /// returns the count (1 the first time). Workers call it only for shards
@@ -912,6 +938,17 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> Sto
 
 /// The refusal of a shard the plan of task `id` does not have (counting it
 /// would let `chunksExecuted` pass `chunksToExecute`).
+/// A write by a shard's holder (or a plain record): only a copy's write is
+/// ever refused as no longer the shard's, so `None` here is a bug.
+pub(crate) fn written_by_holder<T>(written: Option<T>) -> StoreResult<T> {
+    written.ok_or_else(|| {
+        StoreError::corrupt(
+            "a write that is not a copy's",
+            "refused as a replaced copy's",
+        )
+    })
+}
+
 pub(crate) fn no_shard(id: &str, shard: u32, planned: u32) -> StoreError {
     StoreError::NoSuchShard {
         task: id.to_string(),
@@ -997,12 +1034,32 @@ pub enum CopyClaim {
         range: ShardRange,
         /// The attempt of the holder's run, which the copy's results show.
         attempt: u32,
+        /// Names this copy among the shard's copies: a retry that reopens
+        /// the shard forgets it, and a later copy of the reopened shard
+        /// gets another, so the store can refuse a copy from before the
+        /// retry ([`Store::copy_state`], [`Store::record_copy_results`],
+        /// [`Store::complete_copy`]).
+        token: u64,
     },
     /// The task has ready shards, or no held shard straggles, or every one
     /// that does was copied already.
     NoStraggler,
     /// The task is not `INPROGRESS`.
     TaskEnded,
+}
+
+/// What [`Store::copy_state`] found: whether a copy may start another item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyState {
+    /// The shard is still open and this is still its copy.
+    Runs,
+    /// The shard is completed (its holder won, or this copy did).
+    ShardCompleted,
+    /// The task is not `INPROGRESS`; `None` when the store does not know it.
+    TaskNotRunning(Option<TaskStatus>),
+    /// The shard is open but this is no longer its copy: a retry reopened
+    /// it after the copy was handed out.
+    Replaced,
 }
 
 /// What [`Store::claim_reduce`] found.

@@ -25,7 +25,7 @@ pub use runner::{ItemRunner, Slot};
 use crate::{Topics, with_causes};
 use dts_bus::{BusError, DynBus};
 use dts_model::{DynClock, Isolation, WorkerInfo, WorkerKind, system_clock};
-use dts_store::DynStore;
+use dts_store::{CopyState, DynStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -448,22 +448,28 @@ impl Inner {
         !stop.is_cancelled()
     }
 
-    /// Whether the store says the task is still `INPROGRESS`: what a copy
-    /// of a straggling shard checks before each item. A task that ended is
+    /// Whether the copy of shard `shard` of `task` handed out with `token`
+    /// may start another item: the store says the shard is open, the task
+    /// `INPROGRESS` and the copy still the shard's (no retry reopened it
+    /// since). What a copy checks before each item. A task that ended is
     /// stopped here at once; when the store cannot answer the copy starts
     /// nothing (the shard's holder runs it anyway).
-    pub(super) async fn task_still_runs(&self, task: &str) -> bool {
-        match self.store.task_status(task).await {
-            Ok(Some(dts_model::TaskStatus::InProgress)) => true,
-            Ok(status) => {
+    pub(super) async fn copy_may_run(&self, task: &str, shard: u32, token: u64) -> bool {
+        match self.store.copy_state(task, shard, token).await {
+            Ok(CopyState::Runs) => true,
+            Ok(CopyState::TaskNotRunning(status)) => {
                 if status.is_none_or(|status| status.is_terminal()) {
                     self.task_ended(task, status);
                 }
                 false
             }
+            Ok(state) => {
+                debug!(task = %task, shard, ?state, "the copy starts no more items");
+                false
+            }
             Err(e) => {
-                dts_metrics::metrics().store_error("task_status", false);
-                debug!(task = %task, error = %with_causes(&e), "cannot check the task's status; the copy starts no more items");
+                dts_metrics::metrics().store_error("copy_state", false);
+                debug!(task = %task, error = %with_causes(&e), "cannot check whether the copy may run on; it starts no more items");
                 false
             }
         }

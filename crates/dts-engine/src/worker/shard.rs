@@ -66,9 +66,11 @@ struct ShardRun<'a> {
     halts: bool,
     /// 1 for the shard's first claim; more after workers died running it.
     attempt: u32,
-    /// A speculative copy of a shard another slot holds: it has no lease
-    /// and never yields; its results count where they come first.
-    copy: bool,
+    /// A speculative copy of a shard another slot holds, with the token
+    /// the store handed it out with: it has no lease and never yields; its
+    /// results count where they come first, while it is still the shard's
+    /// copy.
+    copy: Option<u64>,
     /// The shard's first claim ever: no item of it has a result to skip.
     first: bool,
     /// Set on the first claim of shard 0 until its first item starts: that
@@ -92,7 +94,7 @@ impl ShardRun<'_> {
     /// The shard lost a worker before: run it alone on this worker, counting
     /// starts, to find an item that kills its workers.
     fn careful(&self) -> bool {
-        self.attempt > 1 && !self.copy
+        self.attempt > 1 && self.copy.is_none()
     }
 }
 
@@ -113,7 +115,7 @@ impl Inner {
     ) {
         let (id, shard) = (claimed.task.id.clone(), claimed.shard);
         let started = Instant::now();
-        if claimed.copy {
+        if claimed.copy.is_some() {
             // A copy holds no lease and was never counted in the snapshot:
             // whatever its end, there is nothing to give back.
             match self.execute(claimed, stop_intake, kill).await {
@@ -192,8 +194,8 @@ impl Inner {
             }
         };
         let (task_stop, drain, task_running) = self.task_stop(task, kill);
-        let (stop_items, completion_watch) = if claimed.copy {
-            let (stop, watch) = self.stop_when_completed(id, shard, &task_stop);
+        let (stop_items, completion_watch) = if let Some(token) = claimed.copy {
+            let (stop, watch) = self.stop_when_completed(id, shard, token, &task_stop);
             (stop, Some(watch))
         } else {
             (
@@ -212,12 +214,12 @@ impl Inner {
             attempt: claimed.attempt,
             copy: claimed.copy,
             first: claimed.first,
-            first_of_task: AtomicBool::new(claimed.first && shard == 0 && !claimed.copy),
+            first_of_task: AtomicBool::new(claimed.first && shard == 0 && claimed.copy.is_none()),
             submitted_at: task.created_at,
             task_running,
         };
         let outcome = self.run_claimed(&run).await;
-        if run.copy {
+        if run.copy.is_some() {
             drop(completion_watch);
         } else {
             self.forget_lease(id, shard);
@@ -313,15 +315,19 @@ impl Inner {
                 self.flush(run, &mut unsaved.results).await;
                 unsaved.flushed_at = Instant::now();
             }
-            if !last && !run.copy && !run.task_stop.is_cancelled() && self.should_yield(id).await {
+            if !last
+                && run.copy.is_none()
+                && !run.task_stop.is_cancelled()
+                && self.should_yield(id).await
+            {
                 self.save_with_retries(run, &unsaved.results).await?;
                 return Ok(ShardEnd::Yielded);
             }
         }
 
-        if run.copy {
+        if let Some(token) = run.copy {
             return self
-                .end_copy(run, &unsaved.results, ran < pending.len())
+                .end_copy(run, token, &unsaved.results, ran < pending.len())
                 .await;
         }
         if run.stop_items.is_cancelled() && !run.task_stop.is_cancelled() {
@@ -359,13 +365,15 @@ impl Inner {
         events::publish_completion(&self.bus, &self.settings.topics, &*self.store, task).await;
     }
 
-    /// Ends a speculative copy: if it ran every item, completes the shard
-    /// (the store records nothing if the holder completed it first, and
-    /// keeps the first result of every item either way). A copy stopped
-    /// early keeps what it wrote: each of those results came first.
+    /// Ends the speculative copy handed out with `token`: if it ran every
+    /// item, completes the shard (the store records nothing if the holder
+    /// completed it first, or a retry reopened the shard since the copy
+    /// began, and keeps the first result of every item either way). A copy
+    /// stopped early keeps what it wrote: each of those results came first.
     async fn end_copy(
         &self,
         run: &ShardRun<'_>,
+        token: u64,
         results: &[ItemResult],
         stopped_early: bool,
     ) -> Result<ShardEnd, EngineError> {
@@ -382,9 +390,13 @@ impl Inner {
         }
         let completion = self
             .with_store_retries("complete_shard", || {
-                self.store.complete_shard(id, shard, results)
+                self.store.complete_copy(id, shard, token, results)
             })
             .await?;
+        let Some(completion) = completion else {
+            info!(task = %id, shard, "the task was retried since the copy began; the copy's results are discarded");
+            return Ok(ShardEnd::Lost);
+        };
         if completion.newly_completed {
             info!(task = %id, shard, "the copy completed the straggling shard first");
         } else {
@@ -436,9 +448,14 @@ impl Inner {
     /// Writes `batch`; on success empties it and returns how many were
     /// written. A failed write keeps the batch for the next try.
     async fn flush(&self, run: &ShardRun<'_>, batch: &mut Vec<ItemResult>) -> usize {
-        let (id, shard) = (run.id(), run.message.shard_index);
-        match self.store.record_shard_results(id, shard, batch).await {
-            Ok(status) => {
+        let id = run.id();
+        match self.record(run, batch).await {
+            Ok(None) => {
+                self.stop_replaced_copy(run);
+                batch.clear();
+                0
+            }
+            Ok(Some(status)) => {
                 if status.is_terminal() {
                     self.task_ended(id, Some(status));
                 }
@@ -465,12 +482,46 @@ impl Inner {
         if results.is_empty() {
             return Ok(());
         }
-        let (id, shard) = (run.id(), run.message.shard_index);
-        self.with_store_retries("record_results", || {
-            self.store.record_shard_results(id, shard, results)
-        })
-        .await?;
+        let written = self
+            .with_store_retries("record_results", || self.record(run, results))
+            .await?;
+        if written.is_none() {
+            self.stop_replaced_copy(run);
+        }
         Ok(())
+    }
+
+    /// Writes `results` of the shard as its holder or as its copy: `None`,
+    /// and nothing written, when the store refused a copy that is no
+    /// longer the shard's.
+    async fn record(
+        &self,
+        run: &ShardRun<'_>,
+        results: &[ItemResult],
+    ) -> Result<Option<TaskStatus>, StoreError> {
+        let (id, shard) = (run.id(), run.message.shard_index);
+        match run.copy {
+            Some(token) => {
+                self.store
+                    .record_copy_results(id, shard, token, results)
+                    .await
+            }
+            None => self
+                .store
+                .record_shard_results(id, shard, results)
+                .await
+                .map(Some),
+        }
+    }
+
+    /// Stops a copy whose writes the store refused: a retry reopened its
+    /// shard since it began, so its items belong to a run the task no
+    /// longer has.
+    fn stop_replaced_copy(&self, run: &ShardRun<'_>) {
+        if !run.stop_items.is_cancelled() {
+            info!(task = %run.id(), shard = run.message.shard_index, "the task was retried since the copy began; stopping the copy and discarding its results");
+            run.stop_items.cancel();
+        }
     }
 
     /// Runs a store operation, retrying while the store is unavailable;
@@ -563,7 +614,7 @@ impl Inner {
             // ...or the lease: after a pause (SIGSTOP, failing renewals) the
             // task may have been cancelled or the shard taken over while
             // this worker could not hear of it.
-            if !run.copy && !self.lease_fresh(&message.task_id, message.shard_index) {
+            if run.copy.is_none() && !self.lease_fresh(&message.task_id, message.shard_index) {
                 drop(permit);
                 if !self
                     .await_lease(&message.task_id, message.shard_index, &run.stop_items)
@@ -574,10 +625,16 @@ impl Inner {
                 continue;
             }
             // A copy holds no lease, so no cancel waits for it to stop: it
-            // asks the store before each item that the task still runs.
-            if run.copy && !self.task_still_runs(&message.task_id).await {
-                drop(permit);
-                return None;
+            // asks the store before each item that the task still runs, the
+            // shard is open and no retry reopened it since the copy began.
+            if let Some(token) = run.copy {
+                if !self
+                    .copy_may_run(&message.task_id, message.shard_index, token)
+                    .await
+                {
+                    drop(permit);
+                    return None;
+                }
             }
             // The task's deadline shortens the item's timeout, and once it
             // has passed no item starts. Judged now, with the slot in hand:

@@ -63,8 +63,9 @@ pub(super) struct ClaimedShard {
     pub(super) shard: u32,
     pub(super) range: ShardRange,
     pub(super) attempt: u32,
-    /// A speculative copy of a shard another slot holds (no lease).
-    pub(super) copy: bool,
+    /// A speculative copy of a shard another slot holds (no lease): the
+    /// token the store handed it out with.
+    pub(super) copy: Option<u64>,
     /// The shard's first claim ever: none of its items has a result yet.
     pub(super) first: bool,
     /// When the claim was asked for: the lease runs at least `heartbeat_ttl`
@@ -238,7 +239,7 @@ impl Inner {
                         shard,
                         range,
                         attempt,
-                        copy: false,
+                        copy: None,
                         first,
                         claimed_at: asked,
                     }));
@@ -274,7 +275,7 @@ impl Inner {
                 shard,
                 range,
                 attempt,
-                copy: false,
+                copy: None,
                 first,
                 claimed_at,
             })),

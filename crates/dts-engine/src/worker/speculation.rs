@@ -12,16 +12,27 @@
 //! ([`Store::record_shard_results`]), so the first result of each item and
 //! the first completion count; the other run is stopped: the holder at its
 //! next lease renewal (its lease went with the completion), the copy at its
-//! next completion check.
+//! next check ([`Store::copy_state`], before each item and every status
+//! poll).
+//!
+//! A copy carries the token the store handed it out with. A retry that
+//! reopens the shard forgets the copy, so a copy from before the retry
+//! starts no item of the retried run and the store refuses its writes
+//! ([`Store::record_copy_results`], [`Store::complete_copy`]): each round
+//! of a task runs an item at most twice per attempt, once by the holder
+//! and once by the round's own copy.
 //!
 //! [`Store::claim_copy`]: dts_store::Store::claim_copy
 //! [`Store::record_shard_results`]: dts_store::Store::record_shard_results
+//! [`Store::copy_state`]: dts_store::Store::copy_state
+//! [`Store::record_copy_results`]: dts_store::Store::record_copy_results
+//! [`Store::complete_copy`]: dts_store::Store::complete_copy
 
 use super::Inner;
 use super::slots::ClaimedShard;
 use crate::with_causes;
 use dts_model::scheduling::{self, Candidate};
-use dts_store::{CopyClaim, RunnableTask, StoreError, StoreResult};
+use dts_store::{CopyClaim, CopyState, RunnableTask, StoreError, StoreResult};
 use std::cmp::Reverse;
 use std::time::Duration;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -97,6 +108,7 @@ impl Inner {
                     shard,
                     range,
                     attempt,
+                    token,
                 }) => {
                     info!(task = %task.id, shard, items = range.len, straggler_after_ms_per_item = per_item,
                         "running a copy of a straggling shard");
@@ -105,7 +117,7 @@ impl Inner {
                         shard,
                         range,
                         attempt,
-                        copy: true,
+                        copy: Some(token),
                         first: false,
                         claimed_at: tokio::time::Instant::now(),
                     }));
@@ -118,13 +130,17 @@ impl Inner {
         Ok(None)
     }
 
-    /// A token for a copy's items: cancelled with `parent`, or once the
-    /// store says shard `shard` of `task` is completed (its holder won),
-    /// checked every `status_poll`. The check stops when the guard drops.
+    /// A token for the items of the copy of shard `shard` of `task` handed
+    /// out with `token`: cancelled with `parent`, or once the store says
+    /// the copy may not run on ([`Inner::copy_may_run`]: its holder
+    /// completed the shard, the task ended, or a retry reopened the shard
+    /// since), checked every `status_poll`. The check stops when the guard
+    /// drops.
     pub(super) fn stop_when_completed(
         &self,
         task: &str,
         shard: u32,
+        token: u64,
         parent: &CancellationToken,
     ) -> (CancellationToken, DropGuard) {
         let stop = parent.child_token();
@@ -139,15 +155,15 @@ impl Inner {
                     _ = watching.cancelled() => return,
                     _ = tokio::time::sleep(poll) => {}
                 }
-                match store.shard_completed(&id, shard).await {
-                    Ok(true) => {
-                        info!(task = %id, shard, "the shard's holder completed it first; stopping the copy");
+                match store.copy_state(&id, shard, token).await {
+                    Ok(CopyState::Runs) => {}
+                    Ok(state) => {
+                        info!(task = %id, shard, ?state, "the copy may not run on (its holder completed the shard, the task ended or was retried); stopping it");
                         watching.cancel();
                         return;
                     }
-                    Ok(false) => {}
                     Err(e) => {
-                        debug!(task = %id, shard, error = %with_causes(&e), "cannot check whether the shard was completed")
+                        debug!(task = %id, shard, error = %with_causes(&e), "cannot check whether the copy may run on")
                     }
                 }
             }

@@ -8,6 +8,7 @@ use crate::harness::fake::Start;
 use crate::harness::*;
 use dts_model::{Bytes, ItemResult, NewTask, TaskStatus};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 /// The indices of `starts` that started more than once.
 fn started_twice(starts: &[Start]) -> BTreeSet<u64> {
@@ -160,5 +161,70 @@ async fn a_copy_that_loses_is_stopped_and_the_holders_result_counts() {
     assert!(
         next_ended.finished_at.unwrap_or(u64::MAX) < ended.finished_at.unwrap_or(0) + 3_000,
         "the next task did not wait for the copy to run out"
+    );
+}
+
+/// Seed 7 of the 60-minute soak (docs/reliability.md): a copy of a
+/// straggling shard was still running its item when the holder failed it
+/// and ended the task, and the task was retried at once. The copy ran on
+/// into the retried run, beside its holder and its own copy, and its
+/// result, of a run from before the retry, counted there. Now a retry
+/// forgets the shard's copy: the old copy is stopped and its result
+/// refused, and the retried run's result counts.
+#[tokio::test(start_paused = true)]
+async fn a_copy_running_when_its_task_is_retried_stops_and_its_result_does_not_count() {
+    let h = Harness::new().workers(&[1, 1]).start().await;
+    // The store answers the workers' status checks late, as it did in the
+    // soak while Redis failed over: the copy does not hear that the task
+    // ended before the retry reopens its shard.
+    for worker in 0..2 {
+        h.delay_status_checks(worker, Duration::from_secs(3));
+    }
+    // Nine quick items, then a long one whose first two starts fail: the
+    // holder's, and the copy the idle worker makes of it.
+    let mut inputs = items(9, "1s");
+    inputs.push("long 10s fails=2".to_string());
+    let task = h
+        .submit(NewTask {
+            inputs: inputs.into_iter().map(Bytes::from).collect(),
+            ..task(&[])
+        })
+        .await;
+    let failed = h.wait_until_ended(&task.id).await;
+    assert_eq!(failed.status, TaskStatus::Failed);
+    let before: Vec<Start> = h
+        .starts_of(&task.id)
+        .into_iter()
+        .filter(|s| s.index == 9)
+        .collect();
+    assert_eq!(before.len(), 2, "the holder and its copy: {before:#?}");
+    let retried_at = h.now_ms();
+    assert!(
+        before[1].at_ms + 10_000 > retried_at,
+        "the copy still runs when the task is retried: {before:#?}"
+    );
+    h.retry(&task.id).await;
+    let ended = h.wait_until_ended(&task.id).await;
+    assert_eq!(
+        ended.status,
+        TaskStatus::Completed,
+        "the retried run's start of item 9 succeeds; the old copy's failure does not count"
+    );
+    assert_eq!((ended.items_succeeded, ended.items_failed), (10, 0));
+    let results = h.results(&task.id).await;
+    let by_index = one_result_each(&results, 10);
+    let after: Vec<Start> = h
+        .starts_of(&task.id)
+        .into_iter()
+        .filter(|s| s.index == 9 && s.at_ms >= retried_at)
+        .collect();
+    assert!(
+        (1..=2).contains(&after.len()),
+        "the retried run's holder, and at most its own copy: {after:#?}"
+    );
+    assert_eq!(by_index[&9].duration_ms, 10_000);
+    assert!(
+        after.iter().any(|s| s.worker == by_index[&9].worker),
+        "the result that counts is a run of the retried round: {after:#?}"
     );
 }

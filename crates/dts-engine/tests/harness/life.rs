@@ -15,8 +15,8 @@ use dts_bus::{Acknowledge, Bus, BusResult, Delivery, DynBus, Subscription};
 use dts_model::schedule::Schedule;
 use dts_model::{Bytes, ItemResult, ShardRange, Task, TaskStatus, WorkerInfo};
 use dts_store::{
-    CopyClaim, DynStore, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter, RunnableTask,
-    ShardClaim, ShardCompletion, Store, StoreResult, TaskCursor, TaskPage,
+    CopyClaim, CopyState, DynStore, HeartbeatOutcome, PlanOutcome, ReadyClaim, ResultFilter,
+    RunnableTask, ShardClaim, ShardCompletion, Store, StoreResult, TaskCursor, TaskPage,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,6 +48,10 @@ struct LifeInner {
     /// reaches the bus (a slow broker).
     heartbeat_delay: Mutex<Duration>,
     publish_delay: Mutex<Duration>,
+    /// How long each status check (`task_status`, and a speculative
+    /// copy's `copy_state`) waits before it reaches the store: a store too
+    /// slow to tell the worker in time that a task ended.
+    status_check_delay: Mutex<Duration>,
 }
 
 impl Life {
@@ -94,6 +98,17 @@ impl Life {
         *self
             .inner
             .publish_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = delay;
+    }
+
+    /// From now on each status check of the process (`task_status`, and
+    /// its speculative copies' `copy_state`) waits `delay` before it
+    /// reaches the store.
+    pub fn delay_status_checks(&self, delay: Duration) {
+        *self
+            .inner
+            .status_check_delay
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = delay;
     }
@@ -272,6 +287,10 @@ impl Store for LifeStore {
     async fn task(&self, id: &str) -> StoreResult<Option<Task>> {
         self.life.step(self.inner.task(id)).await
     }
+    async fn task_status(&self, id: &str) -> StoreResult<Option<TaskStatus>> {
+        self.life.wait(&self.life.inner.status_check_delay).await;
+        self.life.step(self.inner.task_status(id)).await
+    }
     async fn task_version(&self, id: &str) -> StoreResult<Option<u64>> {
         self.life.step(self.inner.task_version(id)).await
     }
@@ -442,8 +461,33 @@ impl Store for LifeStore {
             .step(self.inner.claim_copy(id, worker, per_item, min))
             .await
     }
-    async fn shard_completed(&self, id: &str, shard: u32) -> StoreResult<bool> {
-        self.life.step(self.inner.shard_completed(id, shard)).await
+    async fn copy_state(&self, id: &str, shard: u32, token: u64) -> StoreResult<CopyState> {
+        self.life.wait(&self.life.inner.status_check_delay).await;
+        self.life
+            .step(self.inner.copy_state(id, shard, token))
+            .await
+    }
+    async fn record_copy_results(
+        &self,
+        id: &str,
+        shard: u32,
+        token: u64,
+        results: &[ItemResult],
+    ) -> StoreResult<Option<TaskStatus>> {
+        self.life
+            .step(self.inner.record_copy_results(id, shard, token, results))
+            .await
+    }
+    async fn complete_copy(
+        &self,
+        id: &str,
+        shard: u32,
+        token: u64,
+        results: &[ItemResult],
+    ) -> StoreResult<Option<ShardCompletion>> {
+        self.life
+            .step(self.inner.complete_copy(id, shard, token, results))
+            .await
     }
     async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32> {
         self.life

@@ -522,6 +522,13 @@ impl Harness {
         self.worker(number).life.delay_heartbeats(delay);
     }
 
+    /// Each status check of worker `number` (`task_status`, and its
+    /// speculative copies' `copy_state`) from now on waits `delay` before
+    /// it reaches the store.
+    pub fn delay_status_checks(&self, number: usize, delay: Duration) {
+        self.worker(number).life.delay_status_checks(delay);
+    }
+
     /// Each publish of worker `number` (a task's completion event) from
     /// now on waits `delay` before it reaches the bus.
     pub fn delay_publishes(&self, number: usize, delay: Duration) {
@@ -603,6 +610,13 @@ impl Harness {
         match self.store.transition(id, TaskStatus::Cancelled, None).await {
             Ok(task) => task,
             Err(e) => panic!("cannot cancel task {id}: {e}"),
+        }
+    }
+
+    /// Retries ended task `id` as the API does.
+    pub async fn retry(&self, id: &str) {
+        if let Err(e) = self.server().submitter.retry(id).await {
+            panic!("cannot retry task {id}: {e}");
         }
     }
 

@@ -7,11 +7,12 @@
 //! and workers whose clocks disagree still agree on who holds a shard.
 
 use super::RedisStore;
-use super::codec::TaskHash;
+use super::codec::{self, TaskHash};
 use super::errors::unexpected;
 use super::scripts::SCRIPTS;
 use crate::{
-    CopyClaim, ReadyClaim, RunnableTask, ShardClaim, StoreError, StoreResult, lease_millis,
+    CopyClaim, CopyState, ReadyClaim, RunnableTask, ShardClaim, StoreError, StoreResult,
+    lease_millis,
 };
 use dts_model::{ShardRange, TaskStatus};
 use std::collections::HashMap;
@@ -165,15 +166,17 @@ pub(super) async fn claim_copy(
         worker.to_string(),
         lease_millis(per_item).to_string(),
         lease_millis(min).to_string(),
+        dts_model::new_copy_token().to_string(),
     ];
     let reply = store
         .task_script(&SCRIPTS.claim_copy, &op, id, args)
         .await?;
     match reply.first().map(String::as_str) {
-        Some("copied") if reply.len() == 4 => Ok(CopyClaim::Copied {
+        Some("copied") if reply.len() == 5 => Ok(CopyClaim::Copied {
             shard: number(&op, &reply[1])?,
             attempt: number(&op, &reply[2])?,
             range: range(id, &reply[1], &reply[3])?,
+            token: number(&op, &reply[4])?,
         }),
         Some("none") => Ok(CopyClaim::NoStraggler),
         Some("ended") => Ok(CopyClaim::TaskEnded),
@@ -182,19 +185,27 @@ pub(super) async fn claim_copy(
     }
 }
 
-pub(super) async fn shard_completed(store: &RedisStore, id: &str, shard: u32) -> StoreResult<bool> {
-    let op = format!("read whether shard {shard} of task {id} is completed");
-    let mut conn = store.conn.clone();
-    let member: bool = store
-        .run(
-            &op,
-            ::redis::cmd("SISMEMBER")
-                .arg(store.keys.shards(id))
-                .arg(shard)
-                .query_async(&mut conn),
-        )
+pub(super) async fn copy_state(
+    store: &RedisStore,
+    id: &str,
+    shard: u32,
+    token: u64,
+) -> StoreResult<CopyState> {
+    let op = format!("read whether a copy of shard {shard} of task {id} may run on");
+    let args = vec![shard.to_string(), token.to_string()];
+    let reply = store
+        .task_script(&SCRIPTS.copy_state, &op, id, args)
         .await?;
-    Ok(member)
+    match reply.first().map(String::as_str) {
+        Some("runs") => Ok(CopyState::Runs),
+        Some("completed") => Ok(CopyState::ShardCompleted),
+        Some("ended") if reply.len() == 2 => Ok(CopyState::TaskNotRunning(Some(codec::status(
+            id, &reply[1],
+        )?))),
+        Some("replaced") => Ok(CopyState::Replaced),
+        Some("notfound") => Ok(CopyState::TaskNotRunning(None)),
+        _ => Err(unexpected(&op, &reply)),
+    }
 }
 
 /// A shard's range as `claim_ready_shard.lua` reads it: `start:len`.

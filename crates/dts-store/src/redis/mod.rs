@@ -92,9 +92,9 @@ mod tasks;
 mod workers;
 
 use crate::{
-    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ReduceClaim, ResultFilter, RetryOutcome,
-    RunnableTask, ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor,
-    TaskPage,
+    CopyClaim, CopyState, HeartbeatOutcome, PlanOutcome, ReadyClaim, ReduceClaim, ResultFilter,
+    RetryOutcome, RunnableTask, ShardClaim, ShardCompletion, Store, StoreError, StoreResult,
+    TaskCursor, TaskPage, written_by_holder,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisResult, Script};
@@ -679,7 +679,9 @@ impl Store for RedisStore {
     }
 
     async fn record_results(&self, id: &str, results: &[ItemResult]) -> StoreResult<TaskStatus> {
-        results::record_results(self, id, None, results).await
+        results::record_results(self, id, None, None, results)
+            .await
+            .and_then(written_by_holder)
     }
 
     async fn record_shard_results(
@@ -688,7 +690,19 @@ impl Store for RedisStore {
         shard: u32,
         results: &[ItemResult],
     ) -> StoreResult<TaskStatus> {
-        results::record_results(self, id, Some(shard), results).await
+        results::record_results(self, id, Some(shard), None, results)
+            .await
+            .and_then(written_by_holder)
+    }
+
+    async fn record_copy_results(
+        &self,
+        id: &str,
+        shard: u32,
+        token: u64,
+        results: &[ItemResult],
+    ) -> StoreResult<Option<TaskStatus>> {
+        results::record_results(self, id, Some(shard), Some(token), results).await
     }
 
     async fn complete_shard(
@@ -697,7 +711,19 @@ impl Store for RedisStore {
         shard: u32,
         results: &[ItemResult],
     ) -> StoreResult<ShardCompletion> {
-        results::complete_shard(self, id, shard, results).await
+        results::complete_shard(self, id, shard, None, results)
+            .await
+            .and_then(written_by_holder)
+    }
+
+    async fn complete_copy(
+        &self,
+        id: &str,
+        shard: u32,
+        token: u64,
+        results: &[ItemResult],
+    ) -> StoreResult<Option<ShardCompletion>> {
+        results::complete_shard(self, id, shard, Some(token), results).await
     }
 
     async fn recorded_indices(&self, id: &str, start: u64, end: u64) -> StoreResult<Vec<u64>> {
@@ -783,8 +809,8 @@ impl Store for RedisStore {
         leases::claim_copy(self, id, worker, per_item, min).await
     }
 
-    async fn shard_completed(&self, id: &str, shard: u32) -> StoreResult<bool> {
-        leases::shard_completed(self, id, shard).await
+    async fn copy_state(&self, id: &str, shard: u32, token: u64) -> StoreResult<CopyState> {
+        leases::copy_state(self, id, shard, token).await
     }
 
     async fn mark_item_started(&self, id: &str, index: u64) -> StoreResult<u32> {

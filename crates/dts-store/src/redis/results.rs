@@ -103,22 +103,35 @@ fn batches(results: &[ItemResult], form: ResultForm) -> StoreResult<Vec<Vec<Vec<
     Ok(batches)
 }
 
+/// What `record_results.lua` did with one batch.
+enum Batch {
+    /// Recorded (or nothing to record: the shard was completed before);
+    /// the task's status now.
+    Recorded(TaskStatus),
+    /// The task's layout wants the other form; nothing was written.
+    OtherForm,
+    /// The batch is a copy's that the shard no longer has; nothing was
+    /// written.
+    Replaced,
+}
+
 /// Runs `record_results.lua` on one batch in `form`; `shard`, when given,
-/// must be in the plan. `None` when the task's layout wants the other form
-/// (the script then wrote nothing).
+/// must be in the plan, and `copy`, when given, the token of the shard's
+/// copy.
 async fn record_batch(
     store: &RedisStore,
     op: &str,
     id: &str,
-    shard: Option<u32>,
+    (shard, copy): (Option<u32>, Option<u64>),
     form: ResultForm,
     batch: Vec<Vec<u8>>,
-) -> StoreResult<Option<TaskStatus>> {
+) -> StoreResult<Batch> {
     let mut args = vec![
         shard
             .map(|s| s.to_string())
             .unwrap_or_default()
             .into_bytes(),
+        copy_arg(copy),
         form.layout().into(),
     ];
     args.extend(batch);
@@ -126,12 +139,20 @@ async fn record_batch(
         .task_script(&SCRIPTS.record_results, op, id, args)
         .await?;
     match reply.first().map(String::as_str) {
-        Some("ok") if reply.len() == 2 => codec::status(id, &reply[1]).map(Some),
-        Some("layout") => Ok(None),
+        Some("ok") if reply.len() == 2 => codec::status(id, &reply[1]).map(Batch::Recorded),
+        Some("layout") => Ok(Batch::OtherForm),
+        Some("replaced") if copy.is_some() => Ok(Batch::Replaced),
         Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard.unwrap_or(0), &reply[1])),
         Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
         _ => Err(unexpected(op, &reply)),
     }
+}
+
+/// A copy's token as the scripts take it: '' for a run that is not a copy.
+fn copy_arg(copy: Option<u64>) -> Vec<u8> {
+    copy.map(|token| token.to_string())
+        .unwrap_or_default()
+        .into_bytes()
 }
 
 /// The refusal of a shard the plan does not have; `planned` is the
@@ -143,12 +164,16 @@ pub(super) fn no_shard(id: &str, shard: u32, planned: &str) -> StoreError {
     }
 }
 
+/// Records `results`, of `shard` when given, by the copy with token `copy`
+/// when given: `None`, and nothing more written, once the store says the
+/// copy is no longer the shard's (`Store::record_copy_results`).
 pub(super) async fn record_results(
     store: &RedisStore,
     id: &str,
     shard: Option<u32>,
+    copy: Option<u64>,
     results: &[ItemResult],
-) -> StoreResult<TaskStatus> {
+) -> StoreResult<Option<TaskStatus>> {
     let op = match shard {
         Some(shard) => format!(
             "record {} results of shard {shard} of task {id}",
@@ -162,13 +187,14 @@ pub(super) async fn record_results(
     'forms: for form in ResultForm::IN_ORDER {
         let mut status = None;
         for batch in batches(results, form)? {
-            match record_batch(store, &op, id, shard, form, batch).await? {
-                Some(now) => status = Some(now),
-                None => continue 'forms,
+            match record_batch(store, &op, id, (shard, copy), form, batch).await? {
+                Batch::Recorded(now) => status = Some(now),
+                Batch::OtherForm => continue 'forms,
+                Batch::Replaced => return Ok(None),
             }
         }
         // `batches` always gives at least one (possibly empty) batch.
-        return status.ok_or_else(|| unexpected(&op, &[]));
+        return status.map(Some).ok_or_else(|| unexpected(&op, &[]));
     }
     Err(neither_form(&op))
 }
@@ -178,26 +204,30 @@ fn neither_form(op: &str) -> StoreError {
     unexpected(op, &["layout".to_string()])
 }
 
+/// Completes `shard` with `results`, for the copy with token `copy` when
+/// given: `None`, and nothing more written, once the store says the copy
+/// is no longer the shard's (`Store::complete_copy`).
 pub(super) async fn complete_shard(
     store: &RedisStore,
     id: &str,
     shard: u32,
+    copy: Option<u64>,
     results: &[ItemResult],
-) -> StoreResult<ShardCompletion> {
+) -> StoreResult<Option<ShardCompletion>> {
     let op = format!("complete shard {shard} of task {id}");
     'forms: for form in ResultForm::IN_ORDER {
         let mut batches = batches(results, form)?;
         let last = batches.pop().unwrap_or_default();
         for batch in batches {
-            if record_batch(store, &op, id, Some(shard), form, batch)
-                .await?
-                .is_none()
-            {
-                continue 'forms;
+            match record_batch(store, &op, id, (Some(shard), copy), form, batch).await? {
+                Batch::Recorded(_) => {}
+                Batch::OtherForm => continue 'forms,
+                Batch::Replaced => return Ok(None),
             }
         }
         let mut args = vec![
             shard.to_string().into_bytes(),
+            copy_arg(copy),
             now_millis().to_string().into_bytes(),
         ];
         args.extend(LAST_SHARD_RULE.iter().map(|arg| arg.as_bytes().to_vec()));
@@ -207,11 +237,11 @@ pub(super) async fn complete_shard(
             .task_script(&SCRIPTS.complete_shard, &op, id, args)
             .await?;
         return match reply.first().map(String::as_str) {
-            Some("ok") if reply.len() >= 3 => Ok(ShardCompletion {
+            Some("ok") if reply.len() >= 3 => Ok(Some(ShardCompletion {
                 newly_completed: reply[1] == "1",
                 finished_task: reply[2] == "1",
                 task: TaskHash::from_pairs(id, &reply[3..]).decode()?,
-            }),
+            })),
             // Results written before were lost (a Redis failover): the
             // shard is ready again, and its next run runs those items.
             Some("incomplete") if reply.len() >= 2 => {
@@ -221,13 +251,14 @@ pub(super) async fn complete_shard(
                     items = %reply[1],
                     "a completed shard lacks results the store had acknowledged (lost in a Redis failover?); it runs again for those items"
                 );
-                Ok(ShardCompletion {
+                Ok(Some(ShardCompletion {
                     newly_completed: false,
                     finished_task: false,
                     task: TaskHash::from_pairs(id, &reply[2..]).decode()?,
-                })
+                }))
             }
             Some("layout") => continue 'forms,
+            Some("replaced") if copy.is_some() => Ok(None),
             Some("noshard") if reply.len() == 2 => Err(no_shard(id, shard, &reply[1])),
             Some("notfound") => Err(StoreError::NoSuchTask { id: id.to_string() }),
             _ => Err(unexpected(&op, &reply)),

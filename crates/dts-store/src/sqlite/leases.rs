@@ -14,8 +14,8 @@
 //! expired is ready as well, found in `shard_leases` at claim time: its
 //! owner may still renew it, which must not touch the queue.
 
-use super::rows::{DbResult, RawTask, TASK_COLUMNS, no_shard, task_from_row, task_key};
-use crate::{CopyClaim, ReadyClaim, RunnableTask, ShardClaim, StoreError, lease_millis};
+use super::rows::{DbResult, RawTask, TASK_COLUMNS, find_task, no_shard, task_from_row, task_key};
+use crate::{CopyClaim, CopyState, ReadyClaim, RunnableTask, ShardClaim, StoreError, lease_millis};
 use dts_model::{Clock, ShardRange, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params, params};
 use std::time::Duration;
@@ -360,14 +360,32 @@ pub(super) fn claim_copy(
     let Some(copy) = best else {
         return Ok(CopyClaim::NoStraggler);
     };
-    tx.prepare_cached("UPDATE shard_leases SET copied = 1 WHERE task_key = ?1 AND shard = ?2")?
-        .execute(params![key, copy.shard])?;
+    let token = dts_model::new_copy_token();
+    tx.prepare_cached("UPDATE shard_leases SET copied = ?3 WHERE task_key = ?1 AND shard = ?2")?
+        .execute(params![key, copy.shard, token])?;
     tx.commit()?;
     Ok(CopyClaim::Copied {
         shard: copy.shard,
         range: copy.range,
         attempt: copy.attempt,
+        token,
     })
+}
+
+/// Whether the copy of shard `shard` handed out with `token` is still the
+/// shard's: a retry that reopens the shard resets its lease row, copy mark
+/// included.
+pub(super) fn is_current_copy(
+    conn: &Connection,
+    key: i64,
+    shard: u32,
+    token: u64,
+) -> DbResult<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM shard_leases WHERE task_key = ?1 AND shard = ?2 AND copied = ?3",
+        )?
+        .exists(params![key, shard, token])?)
 }
 
 /// Whether shard `shard` of the task stored under `key` is completed.
@@ -377,15 +395,25 @@ pub(super) fn is_completed(conn: &Connection, key: i64, shard: u32) -> DbResult<
         .exists(params![key, shard])?)
 }
 
-pub(super) fn shard_completed(conn: &mut Connection, id: &str, shard: u32) -> DbResult<bool> {
-    let key: Option<i64> = conn
-        .prepare_cached("SELECT key FROM tasks WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))
-        .optional()?;
-    match key {
-        Some(key) => is_completed(conn, key, shard),
-        None => Ok(false),
-    }
+pub(super) fn copy_state(
+    conn: &mut Connection,
+    id: &str,
+    shard: u32,
+    token: u64,
+) -> DbResult<CopyState> {
+    let tx = conn.transaction()?;
+    let Some((key, task)) = find_task(&tx, id)? else {
+        return Ok(CopyState::TaskNotRunning(None));
+    };
+    Ok(if is_completed(&tx, key, shard)? {
+        CopyState::ShardCompleted
+    } else if task.status != TaskStatus::InProgress {
+        CopyState::TaskNotRunning(Some(task.status))
+    } else if is_current_copy(&tx, key, shard, token)? {
+        CopyState::Runs
+    } else {
+        CopyState::Replaced
+    })
 }
 
 pub(super) fn renew_leases(

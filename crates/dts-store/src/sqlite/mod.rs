@@ -27,9 +27,9 @@ mod tasks;
 mod workers;
 
 use crate::{
-    CopyClaim, HeartbeatOutcome, PlanOutcome, ReadyClaim, ReduceClaim, ResultFilter, RetryOutcome,
-    RunnableTask, ShardClaim, ShardCompletion, Store, StoreError, StoreResult, TaskCursor,
-    TaskPage, encode,
+    CopyClaim, CopyState, HeartbeatOutcome, PlanOutcome, ReadyClaim, ReduceClaim, ResultFilter,
+    RetryOutcome, RunnableTask, ShardClaim, ShardCompletion, Store, StoreError, StoreResult,
+    TaskCursor, TaskPage, encode, written_by_holder,
 };
 use async_trait::async_trait;
 use dts_model::schedule::Schedule;
@@ -283,9 +283,10 @@ impl Store for SqliteStore {
         let clock = self.clock();
         self.call(
             format!("record {} results of task {id}", results.len()),
-            move |conn| results::record_results(conn, &id, None, &results, &*clock),
+            move |conn| results::record_results(conn, &id, None, None, &results, &*clock),
         )
         .await
+        .and_then(written_by_holder)
     }
 
     async fn record_shard_results(
@@ -302,7 +303,30 @@ impl Store for SqliteStore {
                 "record {} results of shard {shard} of task {id}",
                 results.len()
             ),
-            move |conn| results::record_results(conn, &id, Some(shard), &results, &*clock),
+            move |conn| results::record_results(conn, &id, Some(shard), None, &results, &*clock),
+        )
+        .await
+        .and_then(written_by_holder)
+    }
+
+    async fn record_copy_results(
+        &self,
+        id: &str,
+        shard: u32,
+        token: u64,
+        results: &[ItemResult],
+    ) -> StoreResult<Option<TaskStatus>> {
+        let id = id.to_string();
+        let results = results.to_vec();
+        let clock = self.clock();
+        self.call(
+            format!(
+                "record {} results of a copy of shard {shard} of task {id}",
+                results.len()
+            ),
+            move |conn| {
+                results::record_results(conn, &id, Some(shard), Some(token), &results, &*clock)
+            },
         )
         .await
     }
@@ -318,7 +342,25 @@ impl Store for SqliteStore {
         let clock = self.clock();
         self.call(
             format!("complete shard {shard} of task {id}"),
-            move |conn| results::complete_shard(conn, &id, shard, &results, &*clock),
+            move |conn| results::complete_shard(conn, &id, shard, None, &results, &*clock),
+        )
+        .await
+        .and_then(written_by_holder)
+    }
+
+    async fn complete_copy(
+        &self,
+        id: &str,
+        shard: u32,
+        token: u64,
+        results: &[ItemResult],
+    ) -> StoreResult<Option<ShardCompletion>> {
+        let id = id.to_string();
+        let results = results.to_vec();
+        let clock = self.clock();
+        self.call(
+            format!("complete shard {shard} of task {id} with a copy's results"),
+            move |conn| results::complete_shard(conn, &id, shard, Some(token), &results, &*clock),
         )
         .await
     }
@@ -500,11 +542,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn shard_completed(&self, id: &str, shard: u32) -> StoreResult<bool> {
+    async fn copy_state(&self, id: &str, shard: u32, token: u64) -> StoreResult<CopyState> {
         let id = id.to_string();
         self.call(
-            format!("read whether shard {shard} of task {id} is completed"),
-            move |conn| leases::shard_completed(conn, &id, shard),
+            format!("read whether a copy of shard {shard} of task {id} may run on"),
+            move |conn| leases::copy_state(conn, &id, shard, token),
         )
         .await
     }

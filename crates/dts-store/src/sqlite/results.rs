@@ -12,13 +12,17 @@ use dts_model::reduce::ReduceStep;
 use dts_model::{Clock, ItemFailures, ItemResult, Task, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params, params};
 
+/// Records `results`, of shard `shard` when given, written by the copy
+/// handed out with `copy` when given: `None`, and nothing written, only
+/// for a copy that is no longer the shard's (see `Store::record_copy_results`).
 pub(super) fn record_results(
     conn: &mut Connection,
     id: &str,
     shard: Option<u32>,
+    copy: Option<u64>,
     results: &[ItemResult],
     clock: &dyn Clock,
-) -> DbResult<TaskStatus> {
+) -> DbResult<Option<TaskStatus>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, mut task) = load_task(&tx, id)?;
     if let Some(shard) = shard {
@@ -27,7 +31,12 @@ pub(super) fn record_results(
         }
         if super::leases::is_completed(&tx, key, shard)? {
             // The run that completed the shard counted; this one records nothing.
-            return Ok(task.status);
+            return Ok(Some(task.status));
+        }
+        if let Some(token) = copy {
+            if !super::leases::is_current_copy(&tx, key, shard, token)? {
+                return Ok(None);
+            }
         }
     }
     let before = task.clone();
@@ -44,16 +53,20 @@ pub(super) fn record_results(
         save_state(&tx, key, &mut task)?;
     }
     tx.commit()?;
-    Ok(task.status)
+    Ok(Some(task.status))
 }
 
+/// Completes shard `shard` with `results`, for the copy handed out with
+/// `copy` when given: `None`, and nothing written, only for a copy that is
+/// no longer the shard's (see `Store::complete_copy`).
 pub(super) fn complete_shard(
     conn: &mut Connection,
     id: &str,
     shard: u32,
+    copy: Option<u64>,
     results: &[ItemResult],
     clock: &dyn Clock,
-) -> DbResult<ShardCompletion> {
+) -> DbResult<Option<ShardCompletion>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, mut task) = load_task(&tx, id)?;
     if shard >= task.chunks_to_execute {
@@ -61,11 +74,16 @@ pub(super) fn complete_shard(
     }
     if super::leases::is_completed(&tx, key, shard)? {
         // The first run to complete the shard counted; this one records nothing.
-        return Ok(ShardCompletion {
+        return Ok(Some(ShardCompletion {
             newly_completed: false,
             finished_task: false,
             task,
-        });
+        }));
+    }
+    if let Some(token) = copy {
+        if !super::leases::is_current_copy(&tx, key, shard, token)? {
+            return Ok(None);
+        }
     }
     let before = task.clone();
     apply_results(
@@ -101,11 +119,11 @@ pub(super) fn complete_shard(
         save_state(&tx, key, &mut task)?;
     }
     tx.commit()?;
-    Ok(ShardCompletion {
+    Ok(Some(ShardCompletion {
         newly_completed,
         finished_task,
         task,
-    })
+    }))
 }
 
 /// Ends an `INPROGRESS` task `FAILED` once its failures reach its `halt`,

@@ -158,6 +158,8 @@ macro_rules! store_contract {
                 copies_of_an_ended_task_are_refused_and_of_an_unknown_one_not_found,
                 the_first_run_to_complete_a_shard_counts_and_a_later_one_records_nothing,
                 a_copied_shard_completed_by_the_copy_drops_the_holders_lease,
+                a_copy_may_run_until_its_shard_completes_or_its_task_ends,
+                a_copy_from_before_a_retry_starts_and_records_nothing_in_the_retried_run,
                 a_shard_that_lost_a_worker_is_never_copied,
                 a_shards_first_result_per_item_counts_and_nothing_after_its_completion,
                 a_prefix_finds_the_ids_that_start_with_it_in_order,

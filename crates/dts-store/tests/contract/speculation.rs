@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use dts_model::{Bytes, ItemResult, ShardRange, TaskStatus};
-use dts_store::{CopyClaim, DynStore, ReadyClaim, ResultFilter, StoreError};
+use dts_store::{CopyClaim, CopyState, DynStore, ReadyClaim, ResultFilter, StoreError};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,15 +29,43 @@ async fn claim(store: &DynStore, id: &str, worker: &str) -> u32 {
     }
 }
 
+/// A copy claim with its token set to 0, to compare with [`copied`].
 async fn copy(store: &DynStore, id: &str, worker: &str, per_item: Duration) -> CopyClaim {
-    store.claim_copy(id, worker, per_item, SOON).await.unwrap()
+    match store.claim_copy(id, worker, per_item, SOON).await.unwrap() {
+        CopyClaim::Copied {
+            shard,
+            range,
+            attempt,
+            ..
+        } => CopyClaim::Copied {
+            shard,
+            range,
+            attempt,
+            token: 0,
+        },
+        other => other,
+    }
 }
 
+/// A copy of `shard` of `plan`, as [`copy`] reports it.
 fn copied(plan: &[ShardRange], shard: u32) -> CopyClaim {
     CopyClaim::Copied {
         shard,
         range: plan[shard as usize],
         attempt: 1,
+        token: 0,
+    }
+}
+
+/// The token of a copy of `shard` that `worker` claims now.
+async fn copy_token(store: &DynStore, id: &str, worker: &str, shard: u32) -> u64 {
+    match store.claim_copy(id, worker, SOON, SOON).await.unwrap() {
+        CopyClaim::Copied {
+            shard: copied,
+            token,
+            ..
+        } if copied == shard => token,
+        other => panic!("{worker} should have got a copy of shard {shard}: {other:?}"),
     }
 }
 
@@ -157,12 +185,14 @@ pub(crate) async fn the_first_run_to_complete_a_shard_counts_and_a_later_one_rec
     store: DynStore,
 ) {
     let task = planned(&store, 4, 2).await;
-    assert!(!store.shard_completed(&task.id, 0).await.unwrap());
     let first: Vec<ItemResult> = (0..2).map(ok).collect();
     let done = store.complete_shard(&task.id, 0, &first).await.unwrap();
     assert!(done.newly_completed);
-    assert!(store.shard_completed(&task.id, 0).await.unwrap());
-    assert!(!store.shard_completed(&task.id, 1).await.unwrap());
+    assert_eq!(
+        store.completed_shards(&task.id).await.unwrap(),
+        vec![0],
+        "shard 0 is completed, shard 1 is not"
+    );
 
     let second: Vec<ItemResult> = (0..2).map(second_run).collect();
     let again = store.complete_shard(&task.id, 0, &second).await.unwrap();
@@ -182,7 +212,147 @@ pub(crate) async fn the_first_run_to_complete_a_shard_counts_and_a_later_one_rec
         .await
         .unwrap();
     assert_eq!((total, page), (2, first), "the first run's results stay");
-    assert!(!store.shard_completed("no-such-task", 0).await.unwrap());
+}
+
+pub(crate) async fn a_copy_may_run_until_its_shard_completes_or_its_task_ends(store: DynStore) {
+    let task = planned(&store, 4, 2).await;
+    claim(&store, &task.id, "worker-a").await;
+    claim(&store, &task.id, "worker-b").await;
+    tokio::time::sleep(A_WHILE).await;
+    let token = copy_token(&store, &task.id, "worker-c", 0).await;
+    assert_eq!(
+        store.copy_state(&task.id, 0, token).await.unwrap(),
+        CopyState::Runs
+    );
+    assert_eq!(
+        store.copy_state(&task.id, 0, token ^ 1).await.unwrap(),
+        CopyState::Replaced,
+        "another token is not the shard's copy"
+    );
+    let first: Vec<ItemResult> = (0..2).map(ok).collect();
+    store.complete_shard(&task.id, 0, &first).await.unwrap();
+    assert_eq!(
+        store.copy_state(&task.id, 0, token).await.unwrap(),
+        CopyState::ShardCompleted,
+        "the holder completed the shard first"
+    );
+    store
+        .transition(&task.id, TaskStatus::Cancelled, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.copy_state(&task.id, 1, token).await.unwrap(),
+        CopyState::TaskNotRunning(Some(TaskStatus::Cancelled))
+    );
+    assert_eq!(
+        store.copy_state("no-such-task", 0, token).await.unwrap(),
+        CopyState::TaskNotRunning(None)
+    );
+}
+
+/// Seed 7 of the 60-minute soak: a copy of a straggling shard began just
+/// before its holder completed the shard and the task ended FAILED; the
+/// task was retried at once, and the copy ran on into the retried round,
+/// beside the new holder and the new round's own copy, so an item ran its
+/// attempt 2 three times in one round. A retry forgets the shard's copy:
+/// the old copy may start nothing more, its writes are refused and change
+/// nothing, and the new round's copy gets a token of its own.
+pub(crate) async fn a_copy_from_before_a_retry_starts_and_records_nothing_in_the_retried_run(
+    store: DynStore,
+) {
+    let task = planned(&store, 2, 1).await;
+    claim(&store, &task.id, "worker-a").await;
+    tokio::time::sleep(A_WHILE).await;
+    let old = copy_token(&store, &task.id, "worker-b", 0).await;
+    // The holder completes the shard with item 1 failed: the task fails.
+    let done = store
+        .complete_shard(&task.id, 0, &[ok(0), failed(1)])
+        .await
+        .unwrap();
+    assert!(
+        done.finished_task && done.task.status == TaskStatus::Failed,
+        "{done:?}"
+    );
+    store.retry_task(&task.id).await.unwrap();
+    assert_eq!(
+        store.copy_state(&task.id, 0, old).await.unwrap(),
+        CopyState::Replaced,
+        "the retry reopened the shard: the old copy starts nothing more"
+    );
+    assert_eq!(
+        store
+            .record_copy_results(&task.id, 0, old, &[second_run(1)])
+            .await
+            .unwrap(),
+        None,
+        "the old copy's results are refused"
+    );
+    assert_eq!(
+        store
+            .complete_copy(&task.id, 0, old, &[second_run(1)])
+            .await
+            .unwrap(),
+        None,
+        "so is its completion"
+    );
+    let after = store.task(&task.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.status,
+            after.chunks_executed,
+            after.items_succeeded,
+            after.items_failed
+        ),
+        (TaskStatus::InProgress, 0, 1, 0),
+        "the old copy changed nothing: item 1 waits for the retried run"
+    );
+    // The retried round has its holder and, once it straggles, a copy of
+    // its own, with another token.
+    claim(&store, &task.id, "worker-a").await;
+    tokio::time::sleep(A_WHILE).await;
+    let new = copy_token(&store, &task.id, "worker-c", 0).await;
+    assert_ne!(new, old);
+    assert_eq!(
+        store.copy_state(&task.id, 0, new).await.unwrap(),
+        CopyState::Runs
+    );
+    assert_eq!(
+        store.copy_state(&task.id, 0, old).await.unwrap(),
+        CopyState::Replaced,
+        "the old copy stays refused beside the new one"
+    );
+    assert_eq!(
+        store
+            .record_copy_results(&task.id, 0, old, &[second_run(1)])
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .record_copy_results(&task.id, 0, new, &[ok(1)])
+            .await
+            .unwrap(),
+        Some(TaskStatus::InProgress)
+    );
+    let completion = store
+        .complete_copy(&task.id, 0, new, &[])
+        .await
+        .unwrap()
+        .expect("the round's own copy completes the shard");
+    assert!(
+        completion.newly_completed && completion.finished_task,
+        "{completion:?}"
+    );
+    let (_, page) = store
+        .results(&task.id, ResultFilter::All, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page, vec![ok(0), ok(1)], "no result of the old copy counts");
+    assert_eq!(
+        store.task(&task.id).await.unwrap().unwrap().status,
+        TaskStatus::Completed
+    );
 }
 
 pub(crate) async fn a_copied_shard_completed_by_the_copy_drops_the_holders_lease(store: DynStore) {

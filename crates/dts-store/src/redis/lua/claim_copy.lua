@@ -1,9 +1,10 @@
--- ARGV[5] worker, ARGV[6] milliseconds per item, ARGV[7] minimum milliseconds.
+-- ARGV[5] worker, ARGV[6] milliseconds per item, ARGV[7] minimum
+-- milliseconds, ARGV[8] the copy's token.
 -- Straggler speculation (Store::claim_copy): when the task has no ready
 -- shard, the held shard claimed longest ago beyond its items × ARGV[6] (and
 -- ARGV[7]), not copied before and never lost by a worker, preferring one another worker holds; marks it
--- copied.
--- Reply: {'copied', shard, attempt, range as start:len}, {'none'},
+-- copied with the token.
+-- Reply: {'copied', shard, attempt, range as start:len, token}, {'none'},
 -- {'ended'} or {'notfound'}.
 if redis.call('EXISTS', TASK) == 0 then
   return { 'notfound' }
@@ -25,7 +26,7 @@ for _, shard in ipairs(redis.call('ZRANGEBYSCORE', HELD, '(' .. int(now), '+inf'
   local range = redis.call('HGET', RANGES, shard)
   -- A shard that lost a worker before may hold an item that kills its
   -- workers: it is not copied.
-  if lease[1] and lease[4] ~= '1' and range and (tonumber(lease[2]) or 1) <= 1 then
+  if lease[1] and not lease[4] and range and (tonumber(lease[2]) or 1) <= 1 then
     local since = tonumber(lease[3]) or 0
     local len = tonumber(string.match(range, ':(%d+)$')) or 1
     local expected = math.max(len * per_item, min)
@@ -44,5 +45,5 @@ if not best then
   return { 'none' }
 end
 local _, _, _, _, _, f_copied = lease_fields(best)
-redis.call('HSET', LEASES, f_copied, '1')
-return { 'copied', best, best_attempts or '1', best_range }
+redis.call('HSET', LEASES, f_copied, ARGV[8])
+return { 'copied', best, best_attempts or '1', best_range, ARGV[8] }

@@ -1,6 +1,9 @@
--- ARGV[5] shard, ARGV[6] now (ms), ARGV[7] n, the number of rule entries,
--- ARGV[8 .. 7+4n] the completion rule (see last_shard_rule), ARGV[8+4n] the
--- form of the results, ARGV[9+4n ..] the results (see apply_results). The
+-- ARGV[5] shard, ARGV[6] the token of the copy that ran it ('' for a run
+-- that is not a copy), ARGV[7] now (ms), ARGV[8] n, the number of rule
+-- entries, ARGV[9 .. 8+4n] the completion rule (see last_shard_rule),
+-- ARGV[9+4n] the form of the results, ARGV[10+4n ..] the results (see
+-- apply_results). A copy the shard no longer has (copy_replaced) records
+-- nothing. The
 -- rule is dts-model's TaskStatus::after_last_shard, tabulated by Rust: this
 -- script only looks its case up, inside the same atomic step that counts
 -- the shard. A case not in the table keeps its status; REDUCING, not an
@@ -14,7 +17,7 @@
 -- Reply: {'ok', newly completed '1'/'0', finished the task '1'/'0', task...},
 -- {'incomplete', items without a result, task...},
 -- {'noshard', chunksToExecute}, {'layout', the task's layout} (nothing
--- written: send the other form) or {'notfound'}.
+-- written: send the other form), {'replaced'} or {'notfound'}.
 -- How many items of `shard` have no result (0 when its range is unknown:
 -- a task planned by a dts from before ranges were kept).
 local function results_missing(shard)
@@ -52,7 +55,10 @@ if redis.call('SISMEMBER', SHARDS, ARGV[5]) == 1 then
   -- The first run to complete the shard counted; this one records nothing.
   return reply({ 'ok', '0', '0' })
 end
-local after_last_shard, form = last_shard_rule(7)
+if copy_replaced(ARGV[5], ARGV[6]) then
+  return { 'replaced' }
+end
+local after_last_shard, form = last_shard_rule(8)
 local fits, changed, buckets = apply_results(form + 1, true)
 if not fits then
   return { 'layout', changed }
@@ -76,13 +82,13 @@ redis.call('HDEL', LEASES, lease_fields(ARGV[5]))
 redis.call('ZREM', READY, ARGV[5])
 redis.call('ZREM', HELD, ARGV[5])
 local newly = redis.call('SADD', SHARDS, ARGV[5]) == 1
-local finished = changed and halt_if_crossed(ARGV[6])
+local finished = changed and halt_if_crossed(ARGV[7])
 if newly then
   local done = redis.call('HINCRBY', TASK, 'chunksExecuted', 1)
   if done == planned then
     local to = after_last_shard()
     if to then
-      enter(to, ARGV[6])
+      enter(to, ARGV[7])
       finished = finished or TERMINAL[to] == true
     end
   end

@@ -8,7 +8,8 @@
 --                     claim counts as a new attempt
 --   {shard}:since     when the owner claimed it (ms, Redis's clock), for
 --                     straggler speculation
---   {shard}:copied    '1' once a copy of the shard was handed out
+--   {shard}:copied    the token of the copy of the shard handed out, if
+--                     one was ('1' from a dts before copies had tokens)
 -- A completed shard has none of them.
 --
 -- Beside the hash, a task keeps its ready queue (`:ready`, shards neither
@@ -21,6 +22,17 @@
 local function lease_fields(shard)
   return shard .. ':owner', shard .. ':expires', shard .. ':attempts', shard .. ':dirty',
     shard .. ':since', shard .. ':copied'
+end
+
+-- Whether a run of `shard` that passed copy token `token` ('' for a run
+-- that is not a copy) is a copy the shard no longer has: a retry that
+-- reopens the shard forgets its copy, and a later copy gets a new token.
+local function copy_replaced(shard, token)
+  if token == '' then
+    return false
+  end
+  local _, _, _, _, _, f_copied = lease_fields(shard)
+  return redis.call('HGET', LEASES, f_copied) ~= token
 end
 
 -- Claims `shard` for `worker` at `now` (ms) for `lease_ms`, by the rules of
