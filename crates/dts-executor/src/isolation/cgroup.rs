@@ -462,6 +462,36 @@ fn enable_controller(own_dir: &Path, controller: &str) -> bool {
     write_file(&control, &format!("+{controller}")).is_ok()
 }
 
+/// What became of removing the item cgroups of a dts that died.
+///
+/// Several dts processes may start at once (a worker and `dts run`s, or a
+/// test suite's many), and each sweeps what dead ones left: the directory
+/// one of them removes is gone when the next one gets to it. That is what
+/// the sweep wanted, so it is not worth a warning.
+#[derive(Debug)]
+enum StaleRemoval {
+    /// This process removed it.
+    Removed,
+    /// Another process removed it first.
+    AlreadyGone,
+    /// Its items are still dying (a cgroup's `cgroup.kill` does not wait):
+    /// the next start looks again.
+    StillBusy,
+    /// It could not be removed, for this reason.
+    Failed(std::io::Error),
+}
+
+impl From<std::io::Result<()>> for StaleRemoval {
+    fn from(removal: std::io::Result<()>) -> StaleRemoval {
+        match removal {
+            Ok(()) => StaleRemoval::Removed,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StaleRemoval::AlreadyGone,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => StaleRemoval::StillBusy,
+            Err(e) => StaleRemoval::Failed(e),
+        }
+    }
+}
+
 /// Removes item directories left by a dts that died: `dts-items-<pid>-*`
 /// whose process is gone. Their processes are killed first.
 fn remove_stale_parents(own_dir: &Path) {
@@ -479,17 +509,18 @@ fn remove_stale_parents(own_dir: &Path) {
                 let _ = fs::remove_dir(child.path());
             }
         }
-        match fs::remove_dir(&dir) {
-            Ok(()) => {
+        match StaleRemoval::from(fs::remove_dir(&dir)) {
+            StaleRemoval::Removed => {
                 tracing::info!(dir = %dir.display(), "removed the item cgroups of a dts that died")
             }
-            // Its items are still dying (`cgroup.kill` does not wait), or
-            // the dts that made it is exiting and removing it too: the next
-            // start looks again.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            StaleRemoval::AlreadyGone => {
+                tracing::debug!(dir = %dir.display(), "another dts removed the item cgroups of a dts that died first")
+            }
+            // Or the dts that made it is exiting and removing it too.
+            StaleRemoval::StillBusy => {
                 tracing::info!(dir = %dir.display(), "the item cgroups of a dts that died are still emptying; left for the next start")
             }
-            Err(e) => {
+            StaleRemoval::Failed(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the item cgroups of a dts that died")
             }
         }
@@ -859,6 +890,47 @@ impl Drop for ItemCgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CI seen: a `dts run` warned on stderr because a `dts` starting at the
+    /// same moment had removed a dead dts's item cgroups a moment before.
+    #[test]
+    fn item_cgroups_another_dts_removed_first_are_not_a_failure() {
+        let outcome = |e: io::Error| StaleRemoval::from(Err(e));
+        assert!(matches!(StaleRemoval::from(Ok(())), StaleRemoval::Removed));
+        assert!(matches!(
+            outcome(io::Error::from(io::ErrorKind::NotFound)),
+            StaleRemoval::AlreadyGone
+        ));
+        assert!(matches!(
+            outcome(io::Error::from_raw_os_error(libc::EBUSY)),
+            StaleRemoval::StillBusy
+        ));
+        assert!(matches!(
+            outcome(io::Error::from_raw_os_error(libc::EACCES)),
+            StaleRemoval::Failed(e) if e.raw_os_error() == Some(libc::EACCES)
+        ));
+    }
+
+    #[test]
+    fn the_sweep_removes_the_item_directory_of_a_dead_dts_and_keeps_a_live_ones() {
+        let own = tempfile::tempdir().expect("a temporary directory");
+        // No process has pid u32::MAX - 1: the maximum is 2^22.
+        let stale = own.path().join(format!(
+            "{}{}-1",
+            super::super::ITEMS_DIR_PREFIX,
+            u32::MAX - 1
+        ));
+        let live = own.path().join(format!(
+            "{}{}-1",
+            super::super::ITEMS_DIR_PREFIX,
+            std::process::id()
+        ));
+        fs::create_dir(&stale).expect("the stale directory");
+        fs::create_dir(&live).expect("this process's directory");
+        remove_stale_parents(own.path());
+        assert!(!stale.exists(), "the dead dts's directory is removed");
+        assert!(live.exists(), "a live dts's directory is kept");
+    }
 
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
