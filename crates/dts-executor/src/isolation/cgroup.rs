@@ -474,18 +474,19 @@ enum StaleRemoval {
     Removed,
     /// Another process removed it first.
     AlreadyGone,
-    /// Its items are still dying (a cgroup's `cgroup.kill` does not wait):
-    /// the next start looks again.
+    /// Its items are still dying (a cgroup's `cgroup.kill` does not wait),
+    /// or the dts that made it is exiting and removing it too: the next
+    /// start looks again.
     StillBusy,
     /// It could not be removed, for this reason.
-    Failed(std::io::Error),
+    Failed(io::Error),
 }
 
-impl From<std::io::Result<()>> for StaleRemoval {
-    fn from(removal: std::io::Result<()>) -> StaleRemoval {
+impl From<io::Result<()>> for StaleRemoval {
+    fn from(removal: io::Result<()>) -> StaleRemoval {
         match removal {
             Ok(()) => StaleRemoval::Removed,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StaleRemoval::AlreadyGone,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => StaleRemoval::AlreadyGone,
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => StaleRemoval::StillBusy,
             Err(e) => StaleRemoval::Failed(e),
         }
@@ -516,7 +517,6 @@ fn remove_stale_parents(own_dir: &Path) {
             StaleRemoval::AlreadyGone => {
                 tracing::debug!(dir = %dir.display(), "another dts removed the item cgroups of a dts that died first")
             }
-            // Or the dts that made it is exiting and removing it too.
             StaleRemoval::StillBusy => {
                 tracing::info!(dir = %dir.display(), "the item cgroups of a dts that died are still emptying; left for the next start")
             }
