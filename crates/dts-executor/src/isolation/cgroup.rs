@@ -408,11 +408,9 @@ fn setup_v2(mounts: &[Mount], own: &str) -> Result<V2, CgroupError> {
 
 /// Makes `<own>/dts-items-<pid>-<n>`.
 fn make_parent(own_dir: &Path) -> Result<PathBuf, CgroupError> {
-    let parent = own_dir.join(format!(
-        "{}{}-{}",
-        super::ITEMS_DIR_PREFIX,
+    let parent = own_dir.join(super::items_dir_name(
         std::process::id(),
-        NEXT_PARENT.fetch_add(1, Ordering::Relaxed)
+        NEXT_PARENT.fetch_add(1, Ordering::Relaxed),
     ));
     match fs::create_dir(&parent) {
         Ok(()) => Ok(parent),
@@ -915,18 +913,11 @@ mod tests {
     fn the_sweep_removes_the_item_directory_of_a_dead_dts_and_keeps_a_live_ones() {
         let own = tempfile::tempdir().expect("a temporary directory");
         // No process has pid u32::MAX - 1: the maximum is 2^22.
-        let stale = own.path().join(format!(
-            "{}{}-1",
-            super::super::ITEMS_DIR_PREFIX,
-            u32::MAX - 1
-        ));
-        let live = own.path().join(format!(
-            "{}{}-1",
-            super::super::ITEMS_DIR_PREFIX,
-            std::process::id()
-        ));
+        let stale = own
+            .path()
+            .join(super::super::items_dir_name(u32::MAX - 1, 1));
         fs::create_dir(&stale).expect("the stale directory");
-        fs::create_dir(&live).expect("this process's directory");
+        let live = make_parent(own.path()).expect("this process's directory");
         remove_stale_parents(own.path());
         assert!(!stale.exists(), "the dead dts's directory is removed");
         assert!(live.exists(), "a live dts's directory is kept");

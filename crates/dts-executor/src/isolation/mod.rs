@@ -32,7 +32,12 @@ pub(crate) use workdir::Scratch;
 /// What the directories an executor makes for items (its scratch directory,
 /// its item cgroups' parent) are named after: `dts-items-<pid>-<suffix>`,
 /// so that those of a dts that died can be found and removed.
-pub(crate) const ITEMS_DIR_PREFIX: &str = "dts-items-";
+const ITEMS_DIR_PREFIX: &str = "dts-items-";
+
+/// The name of an items directory of process `pid`: `dts-items-<pid>-<suffix>`.
+pub(crate) fn items_dir_name(pid: u32, suffix: impl std::fmt::Display) -> String {
+    format!("{ITEMS_DIR_PREFIX}{pid}-{suffix}")
+}
 
 /// Whether `name` is an items directory of a process that is gone.
 pub(crate) fn left_by_a_dead_dts(name: &std::ffi::OsStr) -> bool {

@@ -34,11 +34,7 @@ impl Scratch {
         let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
         remove_stale(&base);
         let suffix = uuid_like();
-        let root = base.join(format!(
-            "{}{}-{suffix}",
-            super::ITEMS_DIR_PREFIX,
-            std::process::id()
-        ));
+        let root = base.join(super::items_dir_name(std::process::id(), suffix));
         // A new name each time, made with mkdir: an existing file or symlink
         // of that name makes this fail instead of being followed.
         fs::DirBuilder::new()
